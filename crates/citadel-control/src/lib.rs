@@ -1,1 +1,895 @@
+//! The control plane: the one layer through which every operation passes,
+//! whether the CLI calls it in-process or (later) the HTTP API does.
+//!
+//! **Architecture invariant:** each public operation on [`Workspace`] first
+//! authorizes its [`Caller`] (a denial is audited and returned as
+//! [`ControlError::Denied`]), then performs the work so that its state change
+//! and its audit record commit in one transaction.
 
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use citadel_audit::{AuditEvent, AuditRecord, Checkpoint, ExportFormat, Outcome, Problem};
+use citadel_crypto::{
+    ApiToken, AuditSigner, CryptoError, DataKey, DataKeyPurpose, KdfParams, LocalKeyFile, MasterKeyProvider,
+    Pkcs11Config, Pkcs11Provider, TokenHash,
+};
+use citadel_policy::{Action, Decision, Grant, Role, Scope};
+use citadel_store::{
+    ArtifactInfo, ArtifactStore, AuditFilter, Db, FsckReport, GcReport, GetReport, LineageEdge, ObjectBackend,
+    Principal, Progress, StorageUrl, StoreError,
+};
+use citadel_types::{Name, Redacted, Timestamp};
+
+pub use config::{Config, ConfigProblem};
+
+/// Errors of control-plane operations. The CLI maps each to a hint.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("permission denied: {principal} may not {action} on {resource}")]
+    Denied { principal: String, action: String, resource: String },
+    #[error("authentication failed: {0}")]
+    Unauthenticated(&'static str),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigProblem>),
+    #[error("a workspace already exists at {0}")]
+    AlreadyInitialized(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{0}")]
+    Types(#[from] citadel_types::TypeError),
+    #[error("{0}")]
+    Policy(#[from] citadel_policy::PolicyError),
+}
+
+pub type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+/// Where the master-key passphrase or PIN comes from.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub passphrase: Option<Redacted<String>>,
+    pub pkcs11_pin: Option<Redacted<String>>,
+}
+
+/// An authenticated principal with its grants, for the life of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub grants: Vec<Grant>,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    pub workspace: PathBuf,
+    pub owner: String,
+    pub master_key: String,
+    pub audit_key_id: String,
+    pub audit_public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PutReport {
+    pub id: String,
+    pub new: bool,
+    pub size: u64,
+    pub files: u64,
+    pub chunks: usize,
+    pub new_chunks: usize,
+    pub new_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub records: usize,
+    pub checkpoints: usize,
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub audit_key_id: String,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RotateReport {
+    pub old_master_key: String,
+    pub new_master_key: String,
+    pub data_keys_rewrapped: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedToken {
+    pub id: String,
+    pub principal: String,
+    pub expires_at: Timestamp,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+/// An open workspace: configuration, database, keys and store.
+pub struct Workspace {
+    pub config: Config,
+    db: Db,
+    provider: Box<dyn MasterKeyProvider>,
+    store: ArtifactStore,
+    signer: Arc<AuditSigner>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace").field("workspace", &self.config.workspace).finish()
+    }
+}
+
+fn open_provider(config: &Config, secrets: &Secrets, create: Option<KdfParams>) -> Result<Box<dyn MasterKeyProvider>> {
+    match config.key_provider.as_str() {
+        "pkcs11" => {
+            let pin = secrets
+                .pkcs11_pin
+                .clone()
+                .ok_or(ControlError::Invalid("the PKCS#11 PIN is required: set CITADEL_PKCS11_PIN".into()))?;
+            let cfg = Pkcs11Config {
+                module: config.pkcs11_module.clone().unwrap_or_default(),
+                token_label: config.pkcs11_token.clone().unwrap_or_default(),
+                pin,
+            };
+            Ok(Box::new(Pkcs11Provider::open(&cfg)?))
+        }
+        _ => {
+            let pass = secrets
+                .passphrase
+                .clone()
+                .ok_or(ControlError::Invalid("the master-key passphrase is required: set CITADEL_PASSPHRASE".into()))?;
+            let kf = match create {
+                Some(kdf) => LocalKeyFile::create(&config.key_file, pass.expose().as_bytes(), kdf)?,
+                None => LocalKeyFile::open(&config.key_file, pass.expose().as_bytes())?,
+            };
+            Ok(Box::new(kf))
+        }
+    }
+}
+
+fn event(actor: &str, action: &str, resource: &str, outcome: Outcome, request_id: &str, details: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        ts: Timestamp::now(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        resource: resource.to_string(),
+        outcome,
+        request_id: request_id.to_string(),
+        details,
+    }
+}
+
+async fn load_data_keys(db: &Db, provider: &dyn MasterKeyProvider) -> Result<BTreeMap<&'static str, DataKey>> {
+    let mut keys = BTreeMap::new();
+    for row in citadel_store::data_keys(db.pool()).await? {
+        let purpose = DataKeyPurpose::parse(&row.purpose)
+            .ok_or_else(|| ControlError::Invalid(format!("unknown data key purpose {:?}", row.purpose)))?;
+        let plain = provider.unwrap(&row.master_key_id, &row.wrapped, &purpose.wrap_aad(&row.id))?;
+        keys.insert(purpose.as_str(), DataKey::from_bytes(&plain)?);
+    }
+    Ok(keys)
+}
+
+impl Workspace {
+    /// Creates a workspace in `config.workspace`: key material, database,
+    /// object storage, the owner principal (admin on everything) and the
+    /// first audit record.
+    pub async fn init(config: Config, secrets: &Secrets, kdf: KdfParams, owner_name: &str) -> Result<(Self, InitReport)> {
+        let owner_name = Name::parse(owner_name)?;
+        let mut provider = open_provider(&config, secrets, Some(kdf))?;
+        let master = provider.generate()?;
+        let db = Db::connect(&config.metadata_url).await?;
+        if citadel_store::meta_get(db.pool(), "workspace_id").await?.is_some() {
+            return Err(ControlError::AlreadyInitialized(config.workspace.clone()));
+        }
+        let now = Timestamp::now();
+        let owner_id = citadel_types::random_id("p-");
+        let mut dek_plain = BTreeMap::new();
+        let mut tx = db.begin_audited().await?;
+        citadel_store::meta_set(tx.conn(), "workspace_id", &citadel_types::random_id("ws-")).await?;
+        citadel_store::meta_set(tx.conn(), "owner", &owner_id).await?;
+        citadel_store::master_key_insert(
+            tx.conn(),
+            &citadel_store::MasterKeyRow {
+                id: master.clone(),
+                provider: provider.kind().as_str().into(),
+                status: "active".into(),
+                created_at: now,
+                retired_at: None,
+            },
+        )
+        .await?;
+        for purpose in DataKeyPurpose::ALL {
+            let dek = DataKey::generate()?;
+            let id = citadel_types::random_id("dek-");
+            let wrapped = provider.wrap(&master, dek.expose(), &purpose.wrap_aad(&id))?;
+            citadel_store::data_key_insert(
+                tx.conn(),
+                &citadel_store::DataKeyRow { id, purpose: purpose.as_str().into(), master_key_id: master.clone(), wrapped, created_at: now },
+            )
+            .await?;
+            dek_plain.insert(purpose.as_str(), dek);
+        }
+        citadel_store::principal_insert(
+            tx.conn(),
+            &Principal {
+                id: owner_id.clone(),
+                name: owner_name.to_string(),
+                kind: "user".into(),
+                created_at: now,
+                created_by: "citadel-init".into(),
+                disabled_at: None,
+            },
+        )
+        .await?;
+        citadel_store::grant_insert(
+            tx.conn(),
+            &citadel_store::GrantRow {
+                principal_id: owner_id.clone(),
+                role: Role::Admin.as_str().into(),
+                scope: "*".into(),
+                created_at: now,
+                created_by: "citadel-init".into(),
+            },
+        )
+        .await?;
+        let signer = Arc::new(AuditSigner::from_data_key(&dek_plain[DataKeyPurpose::AuditSigning.as_str()])?);
+        let request_id = citadel_types::random_id("req-");
+        tx.commit(event(
+            &owner_id,
+            "workspace.init",
+            &format!("workspace:{}", config.workspace.display()),
+            Outcome::Success,
+            &request_id,
+            serde_json::json!({"owner_name": owner_name.as_str(), "master_key": master, "key_provider": provider.kind().as_str(), "audit_key_id": signer.key_id()}),
+        ))
+        .await?;
+        let ws = Self::assemble(config, db, provider, dek_plain, signer)?;
+        ws.db.checkpoint_now().await?;
+        let report = InitReport {
+            workspace: ws.config.workspace.clone(),
+            owner: owner_id,
+            master_key: master,
+            audit_key_id: ws.signer.key_id(),
+            audit_public_key: hex::encode(ws.signer.public_key()),
+        };
+        Ok((ws, report))
+    }
+
+    fn assemble(
+        config: Config,
+        db: Db,
+        provider: Box<dyn MasterKeyProvider>,
+        keys: BTreeMap<&'static str, DataKey>,
+        signer: Arc<AuditSigner>,
+    ) -> Result<Self> {
+        let key = |p: DataKeyPurpose| {
+            keys.get(p.as_str()).ok_or_else(|| ControlError::Invalid(format!("data key {} is missing", p.as_str())))
+        };
+        let backend = ObjectBackend::open(
+            &StorageUrl::parse(&config.storage_url)?,
+            &citadel_store::S3Options {
+                endpoint: config.s3_endpoint.clone(),
+                region: config.s3_region.clone(),
+                allow_http: config.s3_allow_http,
+            },
+        )?;
+        let store = ArtifactStore::new(
+            db.clone(),
+            backend,
+            key(DataKeyPurpose::ChunkEncryption)?,
+            key(DataKeyPurpose::ObjectNaming)?,
+        )
+        .with_lease_ttl(config.lease_ttl_secs);
+        let db = db.with_audit_signer(signer.clone(), config.checkpoint_every);
+        Ok(Workspace { config, db, provider, store, signer })
+    }
+
+    /// Opens an existing workspace. Fails (changing nothing) on a wrong
+    /// passphrase or an unreadable key.
+    pub async fn open(config: Config, secrets: &Secrets) -> Result<Self> {
+        if config.key_provider == "local" && !config.key_file.exists() {
+            return Err(ControlError::NotFound(format!("key file {}", config.key_file.display())));
+        }
+        let provider = open_provider(&config, secrets, None)?;
+        let db = Db::connect(&config.metadata_url).await?;
+        if citadel_store::meta_get(db.pool(), "workspace_id").await?.is_none() {
+            return Err(ControlError::NotFound(format!("initialized workspace at {}", config.workspace.display())));
+        }
+        let keys = load_data_keys(&db, provider.as_ref()).await?;
+        let seed = keys
+            .get(DataKeyPurpose::AuditSigning.as_str())
+            .ok_or_else(|| ControlError::Invalid("audit-signing key missing".into()))?;
+        let signer = Arc::new(AuditSigner::from_data_key(seed)?);
+        Self::assemble(config, db, provider, keys, signer)
+    }
+
+    /// Signs a checkpoint of the audit head if records were added since the
+    /// last one. The CLI calls this when a command ends.
+    pub async fn close(&self) -> Result<()> {
+        self.db.checkpoint_now().await?;
+        self.db.close().await;
+        Ok(())
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    // ------------------------------------------------------------ identity
+
+    async fn caller_for(&self, principal: Principal) -> Result<Caller> {
+        let mut grants = Vec::new();
+        for g in citadel_store::grants_of(self.db.pool(), &principal.id).await? {
+            // A row we cannot parse grants nothing (deny by default).
+            if let (Ok(role), Ok(scope)) = (g.role.parse::<Role>(), Scope::parse(&g.scope)) {
+                grants.push(Grant { role, scope });
+            }
+        }
+        Ok(Caller { principal, grants, request_id: citadel_types::random_id("req-") })
+    }
+
+    /// The workspace owner: the CLI's identity when no token is given.
+    pub async fn owner(&self) -> Result<Caller> {
+        let id = match &self.config.owner {
+            Some(id) => id.clone(),
+            None => citadel_store::meta_get(self.db.pool(), "owner")
+                .await?
+                .ok_or_else(|| ControlError::NotFound("workspace owner".into()))?,
+        };
+        let p = citadel_store::principal_by_id(self.db.pool(), &id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("owner principal {id}")))?;
+        if p.disabled_at.is_some() {
+            return Err(ControlError::Unauthenticated("the workspace owner is disabled; use CITADEL_TOKEN"));
+        }
+        self.caller_for(p).await
+    }
+
+    /// Authenticates an API token. Every failure is audited with the token
+    /// id (never the secret) and answered with one indistinct reason class.
+    pub async fn authenticate(&self, presented: &str) -> Result<Caller> {
+        let request_id = citadel_types::random_id("req-");
+        let fail = |why: &'static str, token_id: Option<String>| async move {
+            self.db
+                .append_audit(event(
+                    "anonymous",
+                    "auth.token",
+                    &format!("token:{}", token_id.as_deref().unwrap_or("malformed")),
+                    Outcome::Denied,
+                    &request_id,
+                    serde_json::json!({"reason": why}),
+                ))
+                .await?;
+            Err::<Caller, _>(ControlError::Unauthenticated(why))
+        };
+        let Ok(token) = ApiToken::parse(presented) else {
+            return fail("malformed token", None).await;
+        };
+        let Some(row) = citadel_store::token_by_id(self.db.pool(), &token.id).await? else {
+            return fail("unknown token", Some(token.id.clone())).await;
+        };
+        let stored = TokenHash(row.secret_hash.parse().map_err(|_| ControlError::Invalid("stored token hash".into()))?);
+        if !token.matches(&stored) {
+            return fail("wrong token secret", Some(token.id.clone())).await;
+        }
+        if row.revoked_at.is_some() {
+            return fail("token revoked", Some(token.id.clone())).await;
+        }
+        if row.expires_at <= Timestamp::now() {
+            return fail("token expired", Some(token.id.clone())).await;
+        }
+        let Some(p) = citadel_store::principal_by_id(self.db.pool(), &row.principal_id).await? else {
+            return fail("principal missing", Some(token.id.clone())).await;
+        };
+        if p.disabled_at.is_some() {
+            return fail("principal disabled", Some(token.id.clone())).await;
+        }
+        self.caller_for(p).await
+    }
+
+    /// Authorizes `action` on `resource`, auditing a denial.
+    pub async fn authorize(&self, caller: &Caller, action: Action, resource: &str) -> Result<()> {
+        match citadel_policy::decide(&caller.grants, action, resource) {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny => {
+                self.db
+                    .append_audit(event(
+                        &caller.principal.id,
+                        action.as_str(),
+                        resource,
+                        Outcome::Denied,
+                        &caller.request_id,
+                        serde_json::json!({"principal_name": caller.principal.name}),
+                    ))
+                    .await?;
+                Err(ControlError::Denied {
+                    principal: caller.principal.name.clone(),
+                    action: action.as_str().into(),
+                    resource: resource.into(),
+                })
+            }
+        }
+    }
+
+    async fn audit_failure(&self, caller: &Caller, action: Action, resource: &str, err: &ControlError) {
+        let _ = self
+            .db
+            .append_audit(event(
+                &caller.principal.id,
+                action.as_str(),
+                resource,
+                Outcome::Failure,
+                &caller.request_id,
+                serde_json::json!({"error": err.to_string()}),
+            ))
+            .await;
+    }
+
+    pub async fn principal_create(&self, caller: &Caller, name: &str, kind: &str) -> Result<Principal> {
+        let name = Name::parse(name)?;
+        if !matches!(kind, "user" | "service") {
+            return Err(ControlError::Invalid(format!("principal kind {kind:?}: use user or service")));
+        }
+        let resource = format!("principal:{name}");
+        self.authorize(caller, Action::PrincipalCreate, &resource).await?;
+        if citadel_store::principal_by_name(self.db.pool(), name.as_str()).await?.is_some() {
+            return Err(ControlError::Invalid(format!("a principal named {name} already exists")));
+        }
+        let p = Principal {
+            id: citadel_types::random_id("p-"),
+            name: name.to_string(),
+            kind: kind.into(),
+            created_at: Timestamp::now(),
+            created_by: caller.principal.id.clone(),
+            disabled_at: None,
+        };
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::principal_insert(tx.conn(), &p).await?;
+        tx.commit(event(&caller.principal.id, "principal.create", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"id": p.id, "kind": kind}))).await?;
+        Ok(p)
+    }
+
+    async fn principal_named(&self, name: &str) -> Result<Principal> {
+        citadel_store::principal_by_name(self.db.pool(), name)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("principal {name}")))
+    }
+
+    pub async fn principal_list(&self, caller: &Caller) -> Result<Vec<(Principal, Vec<citadel_store::GrantRow>)>> {
+        self.authorize(caller, Action::PrincipalList, "principal:*").await?;
+        let mut out = Vec::new();
+        for p in citadel_store::principal_list(self.db.pool()).await? {
+            let g = citadel_store::grants_of(self.db.pool(), &p.id).await?;
+            out.push((p, g));
+        }
+        Ok(out)
+    }
+
+    pub async fn principal_disable(&self, caller: &Caller, name: &str) -> Result<()> {
+        let resource = format!("principal:{name}");
+        self.authorize(caller, Action::PrincipalDisable, &resource).await?;
+        let p = self.principal_named(name).await?;
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::principal_disable(tx.conn(), &p.id, Timestamp::now()).await?;
+        tx.commit(event(&caller.principal.id, "principal.disable", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"id": p.id}))).await?;
+        Ok(())
+    }
+
+    pub async fn grant_add(&self, caller: &Caller, principal: &str, role: &str, scope: &str) -> Result<bool> {
+        let role: Role = role.parse()?;
+        let scope = Scope::parse(scope)?;
+        let resource = format!("principal:{principal}");
+        self.authorize(caller, Action::GrantAdd, &resource).await?;
+        let p = self.principal_named(principal).await?;
+        let mut tx = self.db.begin_audited().await?;
+        let added = citadel_store::grant_insert(
+            tx.conn(),
+            &citadel_store::GrantRow {
+                principal_id: p.id.clone(),
+                role: role.as_str().into(),
+                scope: scope.to_string(),
+                created_at: Timestamp::now(),
+                created_by: caller.principal.id.clone(),
+            },
+        )
+        .await?;
+        tx.commit(event(&caller.principal.id, "grant.add", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "new": added}))).await?;
+        Ok(added)
+    }
+
+    pub async fn grant_revoke(&self, caller: &Caller, principal: &str, role: &str, scope: &str) -> Result<bool> {
+        let role: Role = role.parse()?;
+        let scope = Scope::parse(scope)?;
+        let resource = format!("principal:{principal}");
+        self.authorize(caller, Action::GrantRevoke, &resource).await?;
+        let p = self.principal_named(principal).await?;
+        let mut tx = self.db.begin_audited().await?;
+        let removed = citadel_store::grant_delete(tx.conn(), &p.id, role.as_str(), scope.as_str()).await?;
+        tx.commit(event(&caller.principal.id, "grant.revoke", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "removed": removed}))).await?;
+        Ok(removed)
+    }
+
+    pub async fn token_issue(&self, caller: &Caller, principal: &str, label: &str, ttl_secs: i64) -> Result<IssuedToken> {
+        if !(60..=366 * 86_400).contains(&ttl_secs) {
+            return Err(ControlError::Invalid("token lifetime must be between 1 minute and 366 days".into()));
+        }
+        let resource = format!("principal:{principal}");
+        self.authorize(caller, Action::TokenIssue, &resource).await?;
+        let p = self.principal_named(principal).await?;
+        if p.disabled_at.is_some() {
+            return Err(ControlError::Invalid(format!("principal {principal} is disabled")));
+        }
+        let token = ApiToken::generate()?;
+        let now = Timestamp::now();
+        let row = citadel_store::TokenRow {
+            id: token.id.clone(),
+            principal_id: p.id.clone(),
+            secret_hash: token.hash().0.to_hex(),
+            label: label.chars().take(100).collect(),
+            created_at: now,
+            expires_at: now.plus_secs(ttl_secs),
+            revoked_at: None,
+        };
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::token_insert(tx.conn(), &row).await?;
+        tx.commit(event(&caller.principal.id, "token.issue", &format!("token:{}", token.id), Outcome::Success, &caller.request_id, serde_json::json!({"principal": p.id, "expires_at": row.expires_at.to_rfc3339()}))).await?;
+        Ok(IssuedToken { id: token.id.clone(), principal: p.name, expires_at: row.expires_at, token: token.reveal() })
+    }
+
+    pub async fn token_revoke(&self, caller: &Caller, token_id: &str) -> Result<bool> {
+        let resource = format!("token:{token_id}");
+        self.authorize(caller, Action::TokenRevoke, &resource).await?;
+        if citadel_store::token_by_id(self.db.pool(), token_id).await?.is_none() {
+            return Err(ControlError::NotFound(format!("token {token_id}")));
+        }
+        let mut tx = self.db.begin_audited().await?;
+        let revoked = citadel_store::token_revoke(tx.conn(), token_id, Timestamp::now()).await?;
+        tx.commit(event(&caller.principal.id, "token.revoke", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"changed": revoked}))).await?;
+        Ok(revoked)
+    }
+
+    pub async fn token_list(&self, caller: &Caller) -> Result<Vec<citadel_store::TokenRow>> {
+        self.authorize(caller, Action::TokenList, "token:*").await?;
+        Ok(citadel_store::token_list(self.db.pool(), None).await?)
+    }
+
+    // ------------------------------------------------------------ artifacts
+
+    pub async fn artifact_put(
+        &self,
+        caller: &Caller,
+        path: &Path,
+        name: Option<&str>,
+        parents: &[String],
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Result<PutReport> {
+        let name = name.map(Name::parse).transpose()?;
+        let resource = format!("artifact:{}", name.as_ref().map(|n| n.as_str()).unwrap_or("*"));
+        self.authorize(caller, Action::ArtifactPut, &resource).await?;
+        let mut parent_ids = Vec::new();
+        for p in parents {
+            parent_ids.push(self.store.resolve(p).await?.id);
+        }
+        let prepared = match self.store.prepare_put(path, progress).await {
+            Ok(p) => p,
+            Err(e) => {
+                let e = ControlError::from(e);
+                self.audit_failure(caller, Action::ArtifactPut, &resource, &e).await;
+                return Err(e);
+            }
+        };
+        let id = prepared.id.to_string();
+        let result = async {
+            let mut tx = self.db.begin_audited().await?;
+            let new = self.store.commit_put(&mut tx, &prepared, name.as_ref().map(|n| n.as_str()), &caller.principal.id).await?;
+            for parent in &parent_ids {
+                citadel_store::lineage_insert(
+                    tx.conn(),
+                    &LineageEdge { child: format!("artifact:{id}"), parent: format!("artifact:{parent}"), relation: "derived-from".into() },
+                )
+                .await?;
+            }
+            tx.commit(event(
+                &caller.principal.id,
+                "artifact.put",
+                &format!("artifact:{id}"),
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"name": name.as_ref().map(|n| n.as_str()), "size": prepared.size, "files": prepared.file_count, "new": new, "new_bytes": prepared.new_bytes, "parents": parent_ids.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
+            ))
+            .await?;
+            Ok::<_, ControlError>(new)
+        }
+        .await;
+        let report = PutReport {
+            id,
+            new: *result.as_ref().unwrap_or(&false),
+            size: prepared.size,
+            files: prepared.file_count,
+            chunks: prepared.chunk_names.len(),
+            new_chunks: prepared.new_chunks.len(),
+            new_bytes: prepared.new_bytes,
+        };
+        self.store.release(prepared).await;
+        result.map(|_| report)
+    }
+
+    pub async fn artifact_get(&self, caller: &Caller, reference: &str, out: &Path, progress: Option<Arc<dyn Progress>>) -> Result<GetReport> {
+        let info = self.store.resolve(reference).await?;
+        let resource = format!("artifact:{}", info.id);
+        // A grant may name the artifact by id or by any of its names.
+        let mut allowed = citadel_policy::decide(&caller.grants, Action::ArtifactGet, &resource) != Decision::Deny;
+        for n in &info.names {
+            allowed |= citadel_policy::decide(&caller.grants, Action::ArtifactGet, &format!("artifact:{n}")) != Decision::Deny;
+        }
+        if !allowed {
+            self.authorize(caller, Action::ArtifactGet, &resource).await?;
+        }
+        // The read is recorded before any byte leaves the store.
+        self.db
+            .append_audit(event(&caller.principal.id, "artifact.get", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"output": out.display().to_string(), "size": info.size})))
+            .await?;
+        match self.store.restore(&info, out, progress).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let e = ControlError::from(e);
+                self.audit_failure(caller, Action::ArtifactGet, &resource, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn artifact_list(&self, caller: &Caller) -> Result<Vec<ArtifactInfo>> {
+        self.authorize(caller, Action::ArtifactList, "artifact:*").await?;
+        Ok(self.store.list().await?)
+    }
+
+    pub async fn fsck(&self, caller: &Caller, progress: Option<Arc<dyn Progress>>) -> Result<FsckReport> {
+        self.authorize(caller, Action::StoreFsck, "store:*").await?;
+        let report = self.store.fsck(progress).await?;
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "store.fsck",
+                "store:objects",
+                if report.is_clean() { Outcome::Success } else { Outcome::Failure },
+                &caller.request_id,
+                serde_json::json!({"chunks_checked": report.chunks_checked, "missing": report.missing.len(), "corrupt": report.corrupt.len(), "damaged_artifacts": report.damaged_artifacts()}),
+            ))
+            .await?;
+        Ok(report)
+    }
+
+    pub async fn gc(&self, caller: &Caller, grace_secs: Option<i64>) -> Result<GcReport> {
+        self.authorize(caller, Action::StoreGc, "store:*").await?;
+        let report = self.store.gc(grace_secs.unwrap_or(self.config.gc_grace_secs)).await?;
+        self.db
+            .append_audit(event(&caller.principal.id, "store.gc", "store:objects", Outcome::Success, &caller.request_id, serde_json::to_value(&report).unwrap_or_default()))
+            .await?;
+        Ok(report)
+    }
+
+    // ------------------------------------------------------------ keys
+
+    /// Re-wraps every data key under a new master key in one transaction,
+    /// then destroys the old master key. Data is not re-encrypted.
+    pub async fn key_rotate(&mut self, caller: &Caller) -> Result<RotateReport> {
+        self.authorize(caller, Action::KeyRotate, "key:master").await?;
+        let masters = citadel_store::master_keys(self.db.pool()).await?;
+        let old = masters
+            .iter()
+            .find(|m| m.status == "active")
+            .ok_or_else(|| ControlError::NotFound("active master key".into()))?
+            .id
+            .clone();
+        let new = self.provider.generate()?;
+        let rows = citadel_store::data_keys(self.db.pool()).await?;
+        let result = async {
+            let mut tx = self.db.begin_audited().await?;
+            citadel_store::master_key_insert(
+                tx.conn(),
+                &citadel_store::MasterKeyRow { id: new.clone(), provider: self.provider.kind().as_str().into(), status: "active".into(), created_at: Timestamp::now(), retired_at: None },
+            )
+            .await?;
+            for row in &rows {
+                let purpose = DataKeyPurpose::parse(&row.purpose).ok_or_else(|| ControlError::Invalid("data key purpose".into()))?;
+                let aad = purpose.wrap_aad(&row.id);
+                let plain = self.provider.unwrap(&row.master_key_id, &row.wrapped, &aad)?;
+                let wrapped = self.provider.wrap(&new, &plain, &aad)?;
+                citadel_store::data_key_rewrap(tx.conn(), &row.id, &new, &wrapped).await?;
+            }
+            citadel_store::master_key_retire(tx.conn(), &old, Timestamp::now()).await?;
+            tx.commit(event(&caller.principal.id, "key.rotate", "key:master", Outcome::Success, &caller.request_id, serde_json::json!({"old": old, "new": new, "data_keys": rows.len()}))).await?;
+            Ok::<_, ControlError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            // The new key wraps nothing: remove it so the provider stays tidy.
+            let _ = self.provider.destroy(&new);
+            return Err(e);
+        }
+        // Only after the commit: until then the old key still wraps the DEKs.
+        self.provider.destroy(&old)?;
+        Ok(RotateReport { old_master_key: old, new_master_key: new, data_keys_rewrapped: rows.len() })
+    }
+
+    pub async fn key_list(&self, caller: &Caller) -> Result<Vec<citadel_store::MasterKeyRow>> {
+        self.authorize(caller, Action::KeyRead, "key:master").await?;
+        Ok(citadel_store::master_keys(self.db.pool()).await?)
+    }
+
+    // ------------------------------------------------------------ audit
+
+    pub async fn audit_verify(&self, caller: &Caller) -> Result<VerifyReport> {
+        self.authorize(caller, Action::AuditVerify, "audit:log").await?;
+        let records = citadel_store::audit_query(self.db.pool(), &AuditFilter::default()).await?;
+        let checkpoints = citadel_store::audit_checkpoints(self.db.pool()).await?;
+        let problems = citadel_audit::verify_chain(&records, &checkpoints, &self.signer.public_key());
+        let head = records.last();
+        let report = VerifyReport {
+            records: records.len(),
+            checkpoints: checkpoints.len(),
+            head_seq: head.map(|r| r.seq).unwrap_or(0),
+            head_hash: head.map(|r| r.hash.to_hex()).unwrap_or_default(),
+            audit_key_id: self.signer.key_id(),
+            problems,
+        };
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "audit.verify",
+                "audit:log",
+                if report.problems.is_empty() { Outcome::Success } else { Outcome::Failure },
+                &caller.request_id,
+                serde_json::json!({"records": report.records, "problems": report.problems.len()}),
+            ))
+            .await?;
+        Ok(report)
+    }
+
+    pub async fn audit_query(&self, caller: &Caller, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        self.authorize(caller, Action::AuditRead, "audit:log").await?;
+        let records = citadel_store::audit_query(self.db.pool(), filter).await?;
+        self.db
+            .append_audit(event(&caller.principal.id, "audit.query", "audit:log", Outcome::Success, &caller.request_id, serde_json::json!({"returned": records.len()})))
+            .await?;
+        Ok(records)
+    }
+
+    pub async fn audit_export(&self, caller: &Caller, filter: &AuditFilter, format: ExportFormat) -> Result<Vec<String>> {
+        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        let records = citadel_store::audit_query(self.db.pool(), filter).await?;
+        self.db
+            .append_audit(event(&caller.principal.id, "audit.export", "audit:log", Outcome::Success, &caller.request_id, serde_json::json!({"records": records.len(), "format": format!("{format:?}")})))
+            .await?;
+        Ok(records.iter().map(|r| citadel_audit::encode_record(r, format)).collect())
+    }
+
+    pub async fn audit_checkpoint(&self, caller: &Caller) -> Result<Option<Checkpoint>> {
+        self.authorize(caller, Action::AuditCheckpoint, "audit:log").await?;
+        Ok(self.db.checkpoint_now().await?)
+    }
+
+    // ------------------------------------------------------------ lineage
+
+    /// The lineage graph around an artifact: all ancestors and descendants.
+    pub async fn lineage(&self, caller: &Caller, reference: &str) -> Result<LineageGraph> {
+        let info = self.store.resolve(reference).await?;
+        let root = format!("artifact:{}", info.id);
+        self.authorize(caller, Action::LineageRead, &root).await?;
+        let mut edges = BTreeSet::new();
+        for upstream in [true, false] {
+            let mut queue = VecDeque::from([root.clone()]);
+            let mut seen = BTreeSet::from([root.clone()]);
+            while let Some(node) = queue.pop_front() {
+                for e in citadel_store::lineage_edges(self.db.pool(), &node, upstream).await? {
+                    let next = if upstream { e.parent.clone() } else { e.child.clone() };
+                    edges.insert((e.child, e.parent, e.relation));
+                    if seen.insert(next.clone()) && seen.len() < 10_000 {
+                        queue.push_back(next);
+                    }
+                }
+            }
+        }
+        let mut labels = BTreeMap::new();
+        for a in self.store.list().await? {
+            labels.insert(format!("artifact:{}", a.id), a.names.last().cloned().unwrap_or_default());
+        }
+        let mut nodes: BTreeSet<String> = edges.iter().flat_map(|(c, p, _)| [c.clone(), p.clone()]).collect();
+        nodes.insert(root.clone());
+        Ok(LineageGraph {
+            root,
+            nodes: nodes.into_iter().map(|n| LineageNode { label: labels.get(&n).cloned().unwrap_or_default(), id: n }).collect(),
+            edges: edges.into_iter().map(|(child, parent, relation)| LineageEdge { child, parent, relation }).collect(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LineageNode {
+    pub id: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LineageGraph {
+    pub root: String,
+    pub nodes: Vec<LineageNode>,
+    pub edges: Vec<LineageEdge>,
+}
+
+impl LineageGraph {
+    fn short(id: &str) -> String {
+        match id.split_once(':') {
+            Some((k, v)) => format!("{k}:{}", &v[..12.min(v.len())]),
+            None => id.to_string(),
+        }
+    }
+
+    fn display(&self, id: &str) -> String {
+        let label = self.nodes.iter().find(|n| n.id == id).map(|n| n.label.as_str()).unwrap_or("");
+        if label.is_empty() { Self::short(id) } else { format!("{} ({label})", Self::short(id)) }
+    }
+
+    /// Indented text: ancestors above the root, descendants below.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let parents = |n: &str| self.edges.iter().filter(|e| e.child == n).collect::<Vec<_>>();
+        let children = |n: &str| self.edges.iter().filter(|e| e.parent == n).collect::<Vec<_>>();
+        fn walk<'a>(g: &LineageGraph, node: &str, depth: usize, next: &dyn Fn(&str) -> Vec<&'a LineageEdge>, up: bool, out: &mut String, seen: &mut BTreeSet<String>)
+        where
+            LineageGraph: 'a,
+        {
+            for e in next(node) {
+                let other = if up { &e.parent } else { &e.child };
+                let arrow = if up { "↑" } else { "↓" };
+                out.push_str(&format!("{}{arrow} {} [{}]\n", "  ".repeat(depth), g.display(other), e.relation));
+                if seen.insert(other.clone()) {
+                    walk(g, other, depth + 1, next, up, out, seen);
+                }
+            }
+        }
+        out.push_str(&format!("{}\n", self.display(&self.root)));
+        walk(self, &self.root, 1, &parents, true, &mut out, &mut BTreeSet::new());
+        walk(self, &self.root, 1, &children, false, &mut out, &mut BTreeSet::new());
+        out
+    }
+
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph lineage {\n  rankdir=LR;\n");
+        for n in &self.nodes {
+            out += &format!("  \"{}\" [label=\"{}\"{}];\n", n.id, self.display(&n.id).replace('"', "'"), if n.id == self.root { ", style=bold" } else { "" });
+        }
+        for e in &self.edges {
+            out += &format!("  \"{}\" -> \"{}\" [label=\"{}\"];\n", e.parent, e.child, e.relation);
+        }
+        out + "}\n"
+    }
+
+    pub fn to_mermaid(&self) -> String {
+        let idx = |id: &str| self.nodes.iter().position(|n| n.id == id).unwrap_or(0);
+        let mut out = String::from("graph LR\n");
+        for (i, n) in self.nodes.iter().enumerate() {
+            out += &format!("  n{i}[\"{}\"]\n", self.display(&n.id).replace('"', "'"));
+        }
+        for e in &self.edges {
+            out += &format!("  n{} -->|{}| n{}\n", idx(&e.parent), e.relation, idx(&e.child));
+        }
+        out
+    }
+}

@@ -24,7 +24,7 @@ pub use artifacts::{
 };
 pub use db::{AuditedTx, Db, DbBackend};
 pub use error::StoreError;
-pub use objects::{ObjectBackend, StorageUrl};
+pub use objects::{ObjectBackend, S3Options, StorageUrl};
 pub use repo::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

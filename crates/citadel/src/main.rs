@@ -1,1 +1,670 @@
-fn main() {}
+//! `citadel`: the command-line front end. Parses arguments, loads the
+//! layered configuration, picks the caller's identity, calls the control
+//! plane and renders the result as text or `--json`. Every error ends with a
+//! `hint:` line.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use citadel_control::{Caller, Config, ControlError, Secrets, Workspace};
+use citadel_crypto::KdfParams;
+use citadel_store::{AuditFilter, Progress, StoreError};
+use citadel_types::{Redacted, Timestamp};
+
+#[derive(Parser, Debug)]
+#[command(name = "citadel", version, about = "Secure MLOps: data, models and serving with security and compliance built in")]
+struct Cli {
+    /// Workspace directory (holds citadel.toml).
+    #[arg(short = 'w', long, global = true, env = "CITADEL_WORKSPACE", default_value = ".")]
+    workspace: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Override a setting: --set section.key=value (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a workspace: config, metadata database, object store, keys.
+    Init {
+        /// Directory to create the workspace in (default: --workspace).
+        dir: Option<PathBuf>,
+        /// Name of the owner principal (admin on everything).
+        #[arg(long, default_value = "owner")]
+        owner: String,
+        /// Master key provider: local (passphrase key file) or pkcs11.
+        #[arg(long, default_value = "local")]
+        key_provider: String,
+        #[arg(long)]
+        pkcs11_module: Option<String>,
+        #[arg(long)]
+        pkcs11_token: Option<String>,
+        /// Metadata database URL (default: SQLite in the workspace).
+        #[arg(long)]
+        metadata_url: Option<String>,
+        /// Object storage URL (default: file://objects in the workspace).
+        #[arg(long)]
+        storage_url: Option<String>,
+        /// Argon2id memory in MiB for the key file (minimum 19).
+        #[arg(long, default_value_t = 64)]
+        kdf_memory_mib: u32,
+    },
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Store and restore artifacts.
+    #[command(subcommand)]
+    Artifact(ArtifactCmd),
+    /// Check every stored object; names what is missing or corrupt.
+    Fsck,
+    /// Remove chunks no artifact references and leftovers of crashed puts.
+    Gc {
+        /// Only delete leftover objects older than this many seconds.
+        #[arg(long)]
+        grace: Option<i64>,
+    },
+    /// Master key management.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Users and service accounts.
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+    /// Role grants.
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Show an artifact's lineage graph.
+    Lineage {
+        reference: String,
+        #[arg(long, default_value = "text", value_parser = ["text", "dot", "mermaid", "json"])]
+        format: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Report every configuration problem at once.
+    Check,
+    /// Print the resolved configuration.
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum ArtifactCmd {
+    /// Store a file or directory; prints the artifact id.
+    Put {
+        path: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        /// Artifact this one was derived from (repeatable).
+        #[arg(long = "parent")]
+        parents: Vec<String>,
+    },
+    /// Restore an artifact byte for byte.
+    Get {
+        reference: String,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// List artifacts.
+    Ls,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Re-wrap data keys under a new master key and retire the old one.
+    Rotate,
+    /// List master keys.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum PrincipalCmd {
+    Create {
+        name: String,
+        #[arg(long, default_value = "user", value_parser = ["user", "service"])]
+        kind: String,
+    },
+    List,
+    Disable { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantCmd {
+    /// Grant ROLE on SCOPE (e.g. dataset:adult*, model:*, *).
+    Add {
+        principal: String,
+        role: String,
+        #[arg(long, default_value = "*")]
+        scope: String,
+    },
+    Revoke {
+        principal: String,
+        role: String,
+        #[arg(long, default_value = "*")]
+        scope: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Issue a token; it is shown once.
+    Issue {
+        principal: String,
+        #[arg(long, default_value_t = 90)]
+        ttl_days: i64,
+        /// Lifetime in seconds (overrides --ttl-days).
+        #[arg(long)]
+        ttl_secs: Option<i64>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    Revoke { id: String },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Verify the hash chain and signed checkpoints.
+    Verify,
+    /// Query records.
+    Query {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Export records for a SIEM.
+    Export {
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "cef", "ocsf"])]
+        format: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Sign a checkpoint of the current chain head now.
+    Checkpoint,
+}
+
+#[derive(clap::Args, Debug)]
+struct FilterArgs {
+    /// Principal id.
+    #[arg(long)]
+    actor: Option<String>,
+    #[arg(long)]
+    action: Option<String>,
+    /// Resource prefix, e.g. artifact: or principal:alice.
+    #[arg(long)]
+    resource: Option<String>,
+    #[arg(long, value_parser = ["success", "denied", "failure"])]
+    outcome: Option<String>,
+    /// RFC 3339 time or YYYY-MM-DD (inclusive).
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 time or YYYY-MM-DD (exclusive).
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    limit: Option<i64>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> Result<AuditFilter> {
+        let time = |s: &Option<String>, what: &str| -> Result<Option<Timestamp>> {
+            s.as_deref()
+                .map(|v| Timestamp::parse(v).ok_or_else(|| anyhow!("--{what} {v:?} is not an RFC 3339 time or YYYY-MM-DD date")))
+                .transpose()
+        };
+        Ok(AuditFilter {
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            resource_prefix: self.resource.clone(),
+            outcome: self.outcome.as_deref().and_then(citadel_audit::Outcome::parse),
+            since: time(&self.since, "since")?,
+            until: time(&self.until, "until")?,
+            limit: self.limit,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- output
+
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
+        } else {
+            let t = text();
+            if !t.is_empty() {
+                println!("{}", t.trim_end());
+            }
+        }
+    }
+}
+
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn add_total(&self, n: u64) {
+        self.0.inc_length(n);
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+/// A progress bar on stderr when it is a terminal and output is not JSON.
+fn progress(json: bool, msg: &str, bytes: bool) -> Option<Arc<dyn Progress>> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let template = if bytes {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} [{bar:30}] {pos}/{len} eta {eta}"
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "));
+    bar.set_message(msg.to_string());
+    Some(Arc::new(Bar(bar)))
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+// ---------------------------------------------------------------- errors
+
+/// A hint for each kind of failure: what to do next.
+fn hint_for(err: &anyhow::Error) -> String {
+    if let Some(c) = err.downcast_ref::<ControlError>() {
+        return match c {
+            ControlError::Denied { .. } => "ask an admin for a grant: citadel grant add PRINCIPAL ROLE --scope KIND:NAME".into(),
+            ControlError::Unauthenticated(_) => "check CITADEL_TOKEN: it may be expired or revoked; ask an admin for a new one with `citadel token issue`".into(),
+            ControlError::Config(_) => "fix the settings listed above in citadel.toml (or the named environment variables); `citadel config check` re-checks".into(),
+            ControlError::AlreadyInitialized(_) => "use the existing workspace, or choose another directory".into(),
+            ControlError::NotFound(_) => "check the name or id; `citadel artifact ls` and `citadel principal list` show what exists".into(),
+            ControlError::Crypto(citadel_crypto::CryptoError::WrongPassphrase { .. }) => "set CITADEL_PASSPHRASE to the passphrase used at `citadel init`; nothing was changed".into(),
+            ControlError::Crypto(citadel_crypto::CryptoError::KeyFilePermissions { path, .. }) => format!("run: chmod 600 {}", path.display()),
+            ControlError::Crypto(citadel_crypto::CryptoError::Pkcs11 { .. }) => "check keys.pkcs11_module, keys.pkcs11_token and CITADEL_PKCS11_PIN".into(),
+            ControlError::Store(s) => store_hint(s),
+            ControlError::Types(_) => "names use letters, digits, '.', '_', '-' and '/' separators; each part starts with a letter or digit".into(),
+            ControlError::Policy(_) => "see `citadel grant add --help` for roles and scope syntax".into(),
+            _ => "see `citadel --help`".into(),
+        };
+    }
+    "see `citadel --help`".into()
+}
+
+fn store_hint(s: &StoreError) -> String {
+    match s {
+        StoreError::OutOfSpace { .. } => "free space on the storage volume, then retry; nothing partial was recorded".into(),
+        StoreError::OutputExists(_) => "pass -o with a path that does not exist yet".into(),
+        StoreError::ArtifactNotFound(_) => "`citadel artifact ls` lists artifacts; use an id (prefix) or a name".into(),
+        StoreError::Corrupt { .. } | StoreError::MissingObject { .. } => "run `citadel fsck` to see every damaged object and the artifacts affected".into(),
+        StoreError::GcRunning { .. } | StoreError::PutsInProgress { .. } => "wait for the other operation to finish, then retry".into(),
+        StoreError::Connect { .. } => "check metadata.url and that the database server is running".into(),
+        StoreError::NotRegular { .. } => "store the file the link points to, or copy it into the directory".into(),
+        StoreError::Io { .. } => "check that the path exists and is readable".into(),
+        _ => "run `citadel fsck`; if the problem persists, report it with the message above".into(),
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            let hint = hint_for(&err);
+            if json {
+                let v = serde_json::json!({"error": format!("{err:#}"), "hint": hint});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                eprintln!("error: {err:#}");
+                eprintln!("hint: {hint}");
+            }
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn env_map() -> BTreeMap<String, String> {
+    std::env::vars().filter(|(k, _)| k.starts_with("CITADEL_")).collect()
+}
+
+fn overrides(cli: &Cli) -> Result<BTreeMap<String, String>> {
+    cli.set
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("--set {s:?}: expected section.key=value"))
+        })
+        .collect()
+}
+
+fn secrets(prompt_ok: bool, confirm: bool) -> Result<Secrets> {
+    let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).map(Redacted::new);
+    let mut passphrase = from_env("CITADEL_PASSPHRASE");
+    if passphrase.is_none() && prompt_ok && std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("Master key passphrase: ").context("reading the passphrase")?;
+        if confirm {
+            let again = rpassword::prompt_password("Repeat passphrase: ").context("reading the passphrase")?;
+            if again != p {
+                return Err(anyhow!("the passphrases do not match"));
+            }
+        }
+        passphrase = Some(Redacted::new(p));
+    }
+    Ok(Secrets { passphrase, pkcs11_pin: from_env("CITADEL_PKCS11_PIN") })
+}
+
+fn load_config(cli: &Cli, dir: &Path) -> Result<Config> {
+    Config::load(dir, &env_map(), &overrides(cli)?).map_err(|p| ControlError::Config(p).into())
+}
+
+async fn open(cli: &Cli) -> Result<(Workspace, Caller)> {
+    let config = load_config(cli, &cli.workspace)?;
+    let ws = Workspace::open(config, &secrets(true, false)?).await?;
+    let caller = match std::env::var("CITADEL_TOKEN") {
+        Ok(t) if !t.is_empty() => ws.authenticate(&t).await?,
+        _ => ws.owner().await?,
+    };
+    Ok((ws, caller))
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let out = Out { json: cli.json };
+    match &cli.command {
+        Command::Init { dir, owner, key_provider, pkcs11_module, pkcs11_token, metadata_url, storage_url, kdf_memory_mib } => {
+            let dir = dir.clone().unwrap_or_else(|| cli.workspace.clone());
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let file = dir.join(citadel_control::config::CONFIG_FILE);
+            if file.exists() {
+                return Err(ControlError::AlreadyInitialized(dir).into());
+            }
+            let mut settings = BTreeMap::new();
+            settings.insert("keys.provider".to_string(), key_provider.clone());
+            for (k, v) in [("keys.pkcs11_module", pkcs11_module), ("keys.pkcs11_token", pkcs11_token), ("metadata.url", metadata_url), ("storage.url", storage_url)] {
+                if let Some(v) = v {
+                    settings.insert(k.to_string(), v.clone());
+                }
+            }
+            std::fs::write(&file, Config::render_file(&settings)).with_context(|| format!("writing {}", file.display()))?;
+            let result = async {
+                let config = load_config(&cli, &dir)?;
+                let kdf = KdfParams { memory_kib: kdf_memory_mib.saturating_mul(1024), ..KdfParams::default() };
+                let (ws, report) = Workspace::init(config, &secrets(true, true)?, kdf, owner).await?;
+                ws.close().await?;
+                Ok::<_, anyhow::Error>(report)
+            }
+            .await;
+            match result {
+                Ok(report) => out.emit(&report, || {
+                    format!(
+                        "initialized workspace {}\n  owner principal: {} ({owner}, admin on *)\n  master key:      {}\n  audit key:       {} (public key {})\n\nKeep CITADEL_PASSPHRASE safe: without it the data cannot be decrypted.",
+                        report.workspace.display(), report.owner, report.master_key, report.audit_key_id, report.audit_public_key
+                    )
+                }),
+                Err(e) => {
+                    // Leave no half-made workspace behind when init itself failed.
+                    let _ = std::fs::remove_file(&file);
+                    return Err(e);
+                }
+            }
+        }
+        Command::Config(ConfigCmd::Check) => match Config::load(&cli.workspace, &env_map(), &overrides(&cli)?) {
+            Ok(c) => out.emit(&serde_json::json!({"ok": true, "config": c}), || "configuration OK".into()),
+            Err(problems) => {
+                out.emit(&serde_json::json!({"ok": false, "problems": problems}), || {
+                    let mut s = format!("{} problem(s):\n", problems.len());
+                    for p in &problems {
+                        s += &format!("  - {p}\n");
+                    }
+                    s + "hint: fix each setting above; precedence is defaults < citadel.toml < CITADEL_<SECTION>_<KEY> < --set"
+                });
+                return Ok(1);
+            }
+        },
+        Command::Config(ConfigCmd::Show) => {
+            let c = load_config(&cli, &cli.workspace)?;
+            out.emit(&c, || format!("{c:#?}"));
+        }
+        Command::Artifact(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            match cmd {
+                ArtifactCmd::Put { path, name, parents } => {
+                    let r = ws.artifact_put(&caller, path, name.as_deref(), parents, progress(cli.json, "put", true)).await;
+                    ws.close().await?;
+                    let r = r?;
+                    out.emit(&r, || {
+                        if std::io::stdout().is_terminal() {
+                            format!("{}\n  {} in {} file(s), {} chunk(s); newly stored {} in {} chunk(s){}", r.id, human(r.size), r.files, r.chunks, human(r.new_bytes), r.new_chunks, if r.new { "" } else { " (already stored)" })
+                        } else {
+                            r.id.clone()
+                        }
+                    });
+                }
+                ArtifactCmd::Get { reference, output } => {
+                    let dest = output.clone().unwrap_or_else(|| PathBuf::from(reference.replace('/', "_")));
+                    let r = ws.artifact_get(&caller, reference, &dest, progress(cli.json, "get", true)).await;
+                    ws.close().await?;
+                    let r = r?;
+                    out.emit(&r, || format!("restored {} ({}, {} file(s)) to {}", r.id, human(r.bytes), r.files, r.path.display()));
+                }
+                ArtifactCmd::Ls => {
+                    let list = ws.artifact_list(&caller).await;
+                    ws.close().await?;
+                    let list = list?;
+                    out.emit(&list, || {
+                        let mut s = format!("{:<16} {:<9} {:>10} {:>6}  {:<27} NAMES\n", "ID", "KIND", "SIZE", "FILES", "CREATED");
+                        for a in &list {
+                            s += &format!("{:<16} {:<9} {:>10} {:>6}  {:<27} {}\n", &a.id.to_string()[..16], a.kind.as_str(), human(a.size), a.file_count, a.created_at.to_rfc3339(), a.names.join(","));
+                        }
+                        s
+                    });
+                }
+            }
+        }
+        Command::Fsck => {
+            let (ws, caller) = open(&cli).await?;
+            let r = ws.fsck(&caller, progress(cli.json, "fsck", false)).await;
+            ws.close().await?;
+            let r = r?;
+            out.emit(&r, || {
+                let mut s = format!("checked {} chunk(s) ({}) and {} manifest(s)\n", r.chunks_checked, human(r.bytes_checked), r.manifests_checked);
+                for (k, who) in &r.missing {
+                    s += &format!("MISSING {k} (needed by {})\n", who.join(", "));
+                }
+                for (k, (why, who)) in &r.corrupt {
+                    s += &format!("CORRUPT {k}: {why} (needed by {})\n", who.join(", "));
+                }
+                if r.orphans > 0 {
+                    s += &format!("{} orphan object(s) from interrupted puts; `citadel gc` removes them\n", r.orphans);
+                }
+                if r.is_clean() { s + "store OK" } else { s + &format!("{} artifact(s) damaged", r.damaged_artifacts().len()) }
+            });
+            if !r.is_clean() {
+                return Ok(2);
+            }
+        }
+        Command::Gc { grace } => {
+            let (ws, caller) = open(&cli).await?;
+            let r = ws.gc(&caller, *grace).await;
+            ws.close().await?;
+            let r = r?;
+            out.emit(&r, || format!("removed {} unreferenced chunk(s) and {} orphan object(s), freed {}", r.unreferenced_chunks, r.orphan_objects, human(r.bytes_freed)));
+        }
+        Command::Key(cmd) => {
+            let (mut ws, caller) = open(&cli).await?;
+            match cmd {
+                KeyCmd::Rotate => {
+                    let r = ws.key_rotate(&caller).await;
+                    ws.close().await?;
+                    let r = r?;
+                    out.emit(&r, || format!("master key rotated: {} -> {} ({} data keys re-wrapped; old key destroyed)", r.old_master_key, r.new_master_key, r.data_keys_rewrapped));
+                }
+                KeyCmd::List => {
+                    let r = ws.key_list(&caller).await;
+                    ws.close().await?;
+                    let r = r?;
+                    out.emit(&r, || r.iter().map(|k| format!("{} {} {} created {}\n", k.id, k.provider, k.status, k.created_at)).collect());
+                }
+            }
+        }
+        Command::Principal(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result: Result<()> = async {
+                match cmd {
+                    PrincipalCmd::Create { name, kind } => {
+                        let p = ws.principal_create(&caller, name, kind).await?;
+                        out.emit(&p, || format!("created {} {} ({})", p.kind, p.name, p.id));
+                    }
+                    PrincipalCmd::List => {
+                        let list = ws.principal_list(&caller).await?;
+                        let v: Vec<_> = list.iter().map(|(p, g)| serde_json::json!({"principal": p, "grants": g})).collect();
+                        out.emit(&v, || {
+                            list.iter()
+                                .map(|(p, g)| format!("{:<20} {:<8} {}{}  {}\n", p.name, p.kind, p.id, if p.disabled_at.is_some() { " (disabled)" } else { "" }, g.iter().map(|g| format!("{}@{}", g.role, g.scope)).collect::<Vec<_>>().join(" ")))
+                                .collect()
+                        });
+                    }
+                    PrincipalCmd::Disable { name } => {
+                        ws.principal_disable(&caller, name).await?;
+                        out.emit(&serde_json::json!({"disabled": name}), || format!("disabled {name}"));
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            ws.close().await?;
+            result?;
+        }
+        Command::Grant(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = match cmd {
+                GrantCmd::Add { principal, role, scope } => ws.grant_add(&caller, principal, role, scope).await.map(|c| (c, "granted", principal, role, scope)),
+                GrantCmd::Revoke { principal, role, scope } => ws.grant_revoke(&caller, principal, role, scope).await.map(|c| (c, "revoked", principal, role, scope)),
+            };
+            ws.close().await?;
+            let (changed, verb, p, r, s) = result?;
+            out.emit(&serde_json::json!({"changed": changed, "principal": p, "role": r, "scope": s}), || format!("{verb} {r} on {s} for {p}{}", if changed { "" } else { " (no change)" }));
+        }
+        Command::Token(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result: Result<()> = async {
+                match cmd {
+                    TokenCmd::Issue { principal, ttl_days, ttl_secs, label } => {
+                        let t = ws.token_issue(&caller, principal, label, ttl_secs.unwrap_or(ttl_days * 86_400)).await?;
+                        out.emit(&t, || format!("{}\n(token {} for {}, expires {}; shown once, store it now)", t.token, t.id, t.principal, t.expires_at));
+                    }
+                    TokenCmd::Revoke { id } => {
+                        let changed = ws.token_revoke(&caller, id).await?;
+                        out.emit(&serde_json::json!({"revoked": id, "changed": changed}), || format!("revoked token {id}"));
+                    }
+                    TokenCmd::List => {
+                        let list = ws.token_list(&caller).await?;
+                        out.emit(&list, || list.iter().map(|t| format!("{} {} expires {}{} {}\n", t.id, t.principal_id, t.expires_at, if t.revoked_at.is_some() { " REVOKED" } else { "" }, t.label)).collect());
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            ws.close().await?;
+            result?;
+        }
+        Command::Audit(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result: Result<i32> = async {
+                match cmd {
+                    AuditCmd::Verify => {
+                        let r = ws.audit_verify(&caller).await?;
+                        out.emit(&r, || {
+                            let mut s = format!("{} record(s), {} signed checkpoint(s); head #{} {}\naudit key {}\n", r.records, r.checkpoints, r.head_seq, r.head_hash, r.audit_key_id);
+                            for p in &r.problems {
+                                s += &format!("TAMPERED: {p}\n");
+                            }
+                            if r.problems.is_empty() { s + "audit log intact" } else { s + "audit log FAILED verification" }
+                        });
+                        Ok(if r.problems.is_empty() { 0 } else { 2 })
+                    }
+                    AuditCmd::Query { filter } => {
+                        let records = ws.audit_query(&caller, &filter.to_filter()?).await?;
+                        out.emit(&records, || {
+                            records
+                                .iter()
+                                .map(|r| format!("#{:<5} {} {:<8} {:<20} {:<18} {}\n", r.seq, r.event.ts, r.event.outcome.as_str(), r.event.actor, r.event.action, r.event.resource))
+                                .collect()
+                        });
+                        Ok(0)
+                    }
+                    AuditCmd::Export { format, filter } => {
+                        let fmt: citadel_audit::ExportFormat = format.parse().map_err(|e: String| anyhow!(e))?;
+                        for line in ws.audit_export(&caller, &filter.to_filter()?, fmt).await? {
+                            println!("{line}");
+                        }
+                        Ok(0)
+                    }
+                    AuditCmd::Checkpoint => {
+                        let cp = ws.audit_checkpoint(&caller).await?;
+                        out.emit(&cp, || match &cp {
+                            Some(c) => format!("signed checkpoint at record {} head {}", c.seq, c.head),
+                            None => "head already checkpointed".into(),
+                        });
+                        Ok(0)
+                    }
+                }
+            }
+            .await;
+            ws.close().await?;
+            return result;
+        }
+        Command::Lineage { reference, format } => {
+            let (ws, caller) = open(&cli).await?;
+            let g = ws.lineage(&caller, reference).await;
+            ws.close().await?;
+            let g = g?;
+            match (format.as_str(), cli.json) {
+                ("json", _) | (_, true) => println!("{}", serde_json::to_string_pretty(&g)?),
+                ("dot", _) => print!("{}", g.to_dot()),
+                ("mermaid", _) => print!("{}", g.to_mermaid()),
+                _ => print!("{}", g.to_text()),
+            }
+        }
+    }
+    Ok(0)
+}
