@@ -25,6 +25,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{sync_channel, channel};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -476,12 +477,20 @@ impl ArtifactStore {
         let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
 
         let mut digests = Vec::with_capacity(files.len());
+        // Set by the first worker that fails: the others stop taking jobs and
+        // the reader stops cutting. Once every worker has returned, the last
+        // receiver handle is gone and the reader's `send` fails instead of
+        // blocking on a full queue.
+        let abort = AtomicBool::new(false);
         let read_result: Result<()> = std::thread::scope(|scope| {
             for _ in 0..workers {
                 let (job_rx, done_tx, seen) = (job_rx.clone(), done_tx.clone(), seen.clone());
-                let rt = rt.clone();
+                let (rt, abort) = (rt.clone(), &abort);
                 scope.spawn(move || {
                     loop {
+                        if abort.load(Ordering::Relaxed) {
+                            return;
+                        }
                         let job = {
                             let Ok(rx) = job_rx.lock() else { return };
                             match rx.recv() {
@@ -491,6 +500,9 @@ impl ArtifactStore {
                         };
                         let r = self.store_chunk(&rt, &seen, job);
                         let failed = r.is_err();
+                        if failed {
+                            abort.store(true, Ordering::Relaxed);
+                        }
                         if done_tx.send(r).is_err() || failed {
                             return;
                         }
@@ -498,6 +510,7 @@ impl ArtifactStore {
                 });
             }
             drop(done_tx);
+            drop(job_rx);
             // The reader: this thread cuts chunks and hashes whole files.
             let result = (|| {
                 for (fi, f) in files.iter().enumerate() {
@@ -513,7 +526,9 @@ impl ArtifactStore {
                         hasher.update(&chunk.data);
                         size += chunk.data.len() as u64;
                         progress.advance(chunk.data.len() as u64);
-                        if job_tx.send(Job { file: fi, index: ci, data: chunk.data }).is_err() {
+                        if abort.load(Ordering::Relaxed)
+                            || job_tx.send(Job { file: fi, index: ci, data: chunk.data }).is_err()
+                        {
                             // A worker failed; its error is in the results.
                             return Ok(());
                         }
@@ -976,6 +991,7 @@ impl ArtifactStore {
                     report.orphan_objects += 1;
                 }
             }
+            report.orphan_objects += self.backend.remove_stale_staging(dir, cutoff)?;
         }
         Ok(report)
     }

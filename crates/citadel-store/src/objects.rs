@@ -135,6 +135,51 @@ impl ObjectBackend {
             .collect())
     }
 
+    /// Removes the local backend's staging files (`<object>#<n>`) under `dir`
+    /// last modified at or before `cutoff_micros`. `object_store` writes an
+    /// object to such a file and renames it into place; a process killed in
+    /// between leaves the staging file behind, and `list` never shows it.
+    /// Returns how many were removed. S3 has no such leftovers.
+    pub fn remove_stale_staging(&self, dir: &str, cutoff_micros: i64) -> Result<u64> {
+        let Some(root) = &self.local_root else { return Ok(0) };
+        let mut removed = 0;
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(&d, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&d, e))?;
+                let path = entry.path();
+                let meta = entry.metadata().map_err(|e| StoreError::io(&path, e))?;
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name();
+                let is_staging = name
+                    .to_str()
+                    .and_then(|n| n.rsplit_once('#'))
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(i64::MAX, |d| d.as_micros() as i64);
+                if is_staging && meta.is_file() && modified <= cutoff_micros {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::io(&path, e)),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Makes every completed put durable before metadata refers to it.
     ///
     /// The local backend writes objects without fsync (one fsync per chunk
