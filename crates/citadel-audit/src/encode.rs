@@ -134,7 +134,10 @@ mod tests {
         assert!(!line.contains('\n'));
         // Seven header fields, then the extension (where '|' needs no escape).
         let parts: Vec<&str> = line.splitn(8, '|').collect();
-        assert_eq!(parts[..7], ["CEF:0", "Citadel", "Citadel", env!("CARGO_PKG_VERSION"), "artifact.put", "artifact.put", "7"]);
+        assert_eq!(
+            parts[..7],
+            ["CEF:0", "Citadel", "Citadel", env!("CARGO_PKG_VERSION"), "artifact.put", "artifact.put", "7"]
+        );
         assert!(parts[7].starts_with("rt=1700000000000 "), "{line}");
         assert!(line.contains("suser=evil|actor\\=x\\nnext"));
         assert!(line.contains("|artifact.put|artifact.put|7|"));

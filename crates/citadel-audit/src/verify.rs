@@ -43,7 +43,10 @@ impl fmt::Display for Problem {
                 write!(f, "checkpoint at record {seq} has an invalid signature")
             }
             Problem::CheckpointMismatch { seq } => {
-                write!(f, "checkpoint at record {seq} signed a different chain head: records up to {seq} were rewritten")
+                write!(
+                    f,
+                    "checkpoint at record {seq} signed a different chain head: records up to {seq} were rewritten"
+                )
             }
             Problem::Truncated { last_seq, checkpoint_seq } => write!(
                 f,
@@ -190,12 +193,12 @@ mod tests {
         let cp = Checkpoint::sign(6, l[5].hash, &signer);
         l[1].event.outcome = Outcome::Denied;
         rechain(&mut l);
-        assert_eq!(verify_chain(&l, &[cp.clone()], &signer.public_key()), vec![Problem::CheckpointMismatch { seq: 6 }]);
+        assert_eq!(verify_chain(&l, std::slice::from_ref(&cp), &signer.public_key()), vec![Problem::CheckpointMismatch { seq: 6 }]);
 
         let mut truncated = log(6);
         truncated.truncate(4);
         assert_eq!(
-            verify_chain(&truncated, &[cp.clone()], &signer.public_key()),
+            verify_chain(&truncated, std::slice::from_ref(&cp), &signer.public_key()),
             vec![Problem::Truncated { last_seq: 4, checkpoint_seq: 6 }]
         );
 

@@ -94,11 +94,13 @@ impl Config {
                             continue;
                         };
                         for (key, val) in inner {
-                            let Some((_, _, kind, _)) = SCHEMA.iter().find(|(s, k, _, _)| *s == section && k == key) else {
+                            let Some((_, _, kind, _)) = SCHEMA.iter().find(|(s, k, _, _)| *s == section && k == key)
+                            else {
                                 problems.push(ConfigProblem {
                                     key: format!("{section}.{key}"),
                                     source: CONFIG_FILE.into(),
-                                    message: "unknown setting (typo?); see `citadel config show` for the valid keys".into(),
+                                    message: "unknown setting (typo?); see `citadel config show` for the valid keys"
+                                        .into(),
                                 });
                                 continue;
                             };
@@ -252,7 +254,9 @@ impl Config {
 
     /// The file `citadel init` writes: every setting, commented defaults.
     pub fn render_file(settings: &BTreeMap<String, String>) -> String {
-        let mut out = String::from("# Citadel workspace configuration. Precedence: defaults < this file < CITADEL_<SECTION>_<KEY> < flags.\n");
+        let mut out = String::from(
+            "# Citadel workspace configuration. Precedence: defaults < this file < CITADEL_<SECTION>_<KEY> < flags.\n",
+        );
         let mut section = "";
         for (s, k, kind, d) in SCHEMA {
             if *s != section {
@@ -307,7 +311,10 @@ mod tests {
     #[test]
     fn every_problem_reported_at_once() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "[audit]\ncheckpoint_every = \"x\"\ntypo = 1\n[keys]\nprovider = \"vault\"\n[storage]\nurl = \"ftp://x\"\n");
+        write(
+            d.path(),
+            "[audit]\ncheckpoint_every = \"x\"\ntypo = 1\n[keys]\nprovider = \"vault\"\n[storage]\nurl = \"ftp://x\"\n",
+        );
         let problems = Config::load(d.path(), &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["audit.checkpoint_every", "audit.typo", "storage.url", "keys.provider"], "{problems:?}");

@@ -161,7 +161,14 @@ fn open_provider(config: &Config, secrets: &Secrets, create: Option<KdfParams>) 
     }
 }
 
-fn event(actor: &str, action: &str, resource: &str, outcome: Outcome, request_id: &str, details: serde_json::Value) -> AuditEvent {
+fn event(
+    actor: &str,
+    action: &str,
+    resource: &str,
+    outcome: Outcome,
+    request_id: &str,
+    details: serde_json::Value,
+) -> AuditEvent {
     AuditEvent {
         ts: Timestamp::now(),
         actor: actor.to_string(),
@@ -188,7 +195,12 @@ impl Workspace {
     /// Creates a workspace in `config.workspace`: key material, database,
     /// object storage, the owner principal (admin on everything) and the
     /// first audit record.
-    pub async fn init(config: Config, secrets: &Secrets, kdf: KdfParams, owner_name: &str) -> Result<(Self, InitReport)> {
+    pub async fn init(
+        config: Config,
+        secrets: &Secrets,
+        kdf: KdfParams,
+        owner_name: &str,
+    ) -> Result<(Self, InitReport)> {
         let owner_name = Name::parse(owner_name)?;
         let mut provider = open_provider(&config, secrets, Some(kdf))?;
         let master = provider.generate()?;
@@ -219,7 +231,13 @@ impl Workspace {
             let wrapped = provider.wrap(&master, dek.expose(), &purpose.wrap_aad(&id))?;
             citadel_store::data_key_insert(
                 tx.conn(),
-                &citadel_store::DataKeyRow { id, purpose: purpose.as_str().into(), master_key_id: master.clone(), wrapped, created_at: now },
+                &citadel_store::DataKeyRow {
+                    id,
+                    purpose: purpose.as_str().into(),
+                    master_key_id: master.clone(),
+                    wrapped,
+                    created_at: now,
+                },
             )
             .await?;
             dek_plain.insert(purpose.as_str(), dek);
@@ -460,7 +478,15 @@ impl Workspace {
         };
         let mut tx = self.db.begin_audited().await?;
         citadel_store::principal_insert(tx.conn(), &p).await?;
-        tx.commit(event(&caller.principal.id, "principal.create", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"id": p.id, "kind": kind}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "principal.create",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"id": p.id, "kind": kind}),
+        ))
+        .await?;
         Ok(p)
     }
 
@@ -486,7 +512,15 @@ impl Workspace {
         let p = self.principal_named(name).await?;
         let mut tx = self.db.begin_audited().await?;
         citadel_store::principal_disable(tx.conn(), &p.id, Timestamp::now()).await?;
-        tx.commit(event(&caller.principal.id, "principal.disable", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"id": p.id}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "principal.disable",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"id": p.id}),
+        ))
+        .await?;
         Ok(())
     }
 
@@ -508,7 +542,15 @@ impl Workspace {
             },
         )
         .await?;
-        tx.commit(event(&caller.principal.id, "grant.add", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "new": added}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "grant.add",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "new": added}),
+        ))
+        .await?;
         Ok(added)
     }
 
@@ -520,11 +562,25 @@ impl Workspace {
         let p = self.principal_named(principal).await?;
         let mut tx = self.db.begin_audited().await?;
         let removed = citadel_store::grant_delete(tx.conn(), &p.id, role.as_str(), scope.as_str()).await?;
-        tx.commit(event(&caller.principal.id, "grant.revoke", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "removed": removed}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "grant.revoke",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "removed": removed}),
+        ))
+        .await?;
         Ok(removed)
     }
 
-    pub async fn token_issue(&self, caller: &Caller, principal: &str, label: &str, ttl_secs: i64) -> Result<IssuedToken> {
+    pub async fn token_issue(
+        &self,
+        caller: &Caller,
+        principal: &str,
+        label: &str,
+        ttl_secs: i64,
+    ) -> Result<IssuedToken> {
         if !(60..=366 * 86_400).contains(&ttl_secs) {
             return Err(ControlError::Invalid("token lifetime must be between 1 minute and 366 days".into()));
         }
@@ -547,7 +603,15 @@ impl Workspace {
         };
         let mut tx = self.db.begin_audited().await?;
         citadel_store::token_insert(tx.conn(), &row).await?;
-        tx.commit(event(&caller.principal.id, "token.issue", &format!("token:{}", token.id), Outcome::Success, &caller.request_id, serde_json::json!({"principal": p.id, "expires_at": row.expires_at.to_rfc3339()}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "token.issue",
+            &format!("token:{}", token.id),
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"principal": p.id, "expires_at": row.expires_at.to_rfc3339()}),
+        ))
+        .await?;
         Ok(IssuedToken { id: token.id.clone(), principal: p.name, expires_at: row.expires_at, token: token.reveal() })
     }
 
@@ -559,7 +623,15 @@ impl Workspace {
         }
         let mut tx = self.db.begin_audited().await?;
         let revoked = citadel_store::token_revoke(tx.conn(), token_id, Timestamp::now()).await?;
-        tx.commit(event(&caller.principal.id, "token.revoke", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"changed": revoked}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "token.revoke",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"changed": revoked}),
+        ))
+        .await?;
         Ok(revoked)
     }
 
@@ -629,20 +701,34 @@ impl Workspace {
         result.map(|_| report)
     }
 
-    pub async fn artifact_get(&self, caller: &Caller, reference: &str, out: &Path, progress: Option<Arc<dyn Progress>>) -> Result<GetReport> {
+    pub async fn artifact_get(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        out: &Path,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Result<GetReport> {
         let info = self.store.resolve(reference).await?;
         let resource = format!("artifact:{}", info.id);
         // A grant may name the artifact by id or by any of its names.
         let mut allowed = citadel_policy::decide(&caller.grants, Action::ArtifactGet, &resource) != Decision::Deny;
         for n in &info.names {
-            allowed |= citadel_policy::decide(&caller.grants, Action::ArtifactGet, &format!("artifact:{n}")) != Decision::Deny;
+            allowed |=
+                citadel_policy::decide(&caller.grants, Action::ArtifactGet, &format!("artifact:{n}")) != Decision::Deny;
         }
         if !allowed {
             self.authorize(caller, Action::ArtifactGet, &resource).await?;
         }
         // The read is recorded before any byte leaves the store.
         self.db
-            .append_audit(event(&caller.principal.id, "artifact.get", &resource, Outcome::Success, &caller.request_id, serde_json::json!({"output": out.display().to_string(), "size": info.size})))
+            .append_audit(event(
+                &caller.principal.id,
+                "artifact.get",
+                &resource,
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"output": out.display().to_string(), "size": info.size}),
+            ))
             .await?;
         match self.store.restore(&info, out, progress).await {
             Ok(r) => Ok(r),
@@ -679,7 +765,14 @@ impl Workspace {
         self.authorize(caller, Action::StoreGc, "store:*").await?;
         let report = self.store.gc(grace_secs.unwrap_or(self.config.gc_grace_secs)).await?;
         self.db
-            .append_audit(event(&caller.principal.id, "store.gc", "store:objects", Outcome::Success, &caller.request_id, serde_json::to_value(&report).unwrap_or_default()))
+            .append_audit(event(
+                &caller.principal.id,
+                "store.gc",
+                "store:objects",
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::to_value(&report).unwrap_or_default(),
+            ))
             .await?;
         Ok(report)
     }
@@ -703,18 +796,33 @@ impl Workspace {
             let mut tx = self.db.begin_audited().await?;
             citadel_store::master_key_insert(
                 tx.conn(),
-                &citadel_store::MasterKeyRow { id: new.clone(), provider: self.provider.kind().as_str().into(), status: "active".into(), created_at: Timestamp::now(), retired_at: None },
+                &citadel_store::MasterKeyRow {
+                    id: new.clone(),
+                    provider: self.provider.kind().as_str().into(),
+                    status: "active".into(),
+                    created_at: Timestamp::now(),
+                    retired_at: None,
+                },
             )
             .await?;
             for row in &rows {
-                let purpose = DataKeyPurpose::parse(&row.purpose).ok_or_else(|| ControlError::Invalid("data key purpose".into()))?;
+                let purpose = DataKeyPurpose::parse(&row.purpose)
+                    .ok_or_else(|| ControlError::Invalid("data key purpose".into()))?;
                 let aad = purpose.wrap_aad(&row.id);
                 let plain = self.provider.unwrap(&row.master_key_id, &row.wrapped, &aad)?;
                 let wrapped = self.provider.wrap(&new, &plain, &aad)?;
                 citadel_store::data_key_rewrap(tx.conn(), &row.id, &new, &wrapped).await?;
             }
             citadel_store::master_key_retire(tx.conn(), &old, Timestamp::now()).await?;
-            tx.commit(event(&caller.principal.id, "key.rotate", "key:master", Outcome::Success, &caller.request_id, serde_json::json!({"old": old, "new": new, "data_keys": rows.len()}))).await?;
+            tx.commit(event(
+                &caller.principal.id,
+                "key.rotate",
+                "key:master",
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"old": old, "new": new, "data_keys": rows.len()}),
+            ))
+            .await?;
             Ok::<_, ControlError>(())
         }
         .await;
@@ -766,16 +874,35 @@ impl Workspace {
         self.authorize(caller, Action::AuditRead, "audit:log").await?;
         let records = citadel_store::audit_query(self.db.pool(), filter).await?;
         self.db
-            .append_audit(event(&caller.principal.id, "audit.query", "audit:log", Outcome::Success, &caller.request_id, serde_json::json!({"returned": records.len()})))
+            .append_audit(event(
+                &caller.principal.id,
+                "audit.query",
+                "audit:log",
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"returned": records.len()}),
+            ))
             .await?;
         Ok(records)
     }
 
-    pub async fn audit_export(&self, caller: &Caller, filter: &AuditFilter, format: ExportFormat) -> Result<Vec<String>> {
+    pub async fn audit_export(
+        &self,
+        caller: &Caller,
+        filter: &AuditFilter,
+        format: ExportFormat,
+    ) -> Result<Vec<String>> {
         self.authorize(caller, Action::AuditExport, "audit:log").await?;
         let records = citadel_store::audit_query(self.db.pool(), filter).await?;
         self.db
-            .append_audit(event(&caller.principal.id, "audit.export", "audit:log", Outcome::Success, &caller.request_id, serde_json::json!({"records": records.len(), "format": format!("{format:?}")})))
+            .append_audit(event(
+                &caller.principal.id,
+                "audit.export",
+                "audit:log",
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"records": records.len(), "format": format!("{format:?}")}),
+            ))
             .await?;
         Ok(records.iter().map(|r| citadel_audit::encode_record(r, format)).collect())
     }
@@ -814,7 +941,10 @@ impl Workspace {
         nodes.insert(root.clone());
         Ok(LineageGraph {
             root,
-            nodes: nodes.into_iter().map(|n| LineageNode { label: labels.get(&n).cloned().unwrap_or_default(), id: n }).collect(),
+            nodes: nodes
+                .into_iter()
+                .map(|n| LineageNode { label: labels.get(&n).cloned().unwrap_or_default(), id: n })
+                .collect(),
             edges: edges.into_iter().map(|(child, parent, relation)| LineageEdge { child, parent, relation }).collect(),
         })
     }
@@ -851,8 +981,15 @@ impl LineageGraph {
         let mut out = String::new();
         let parents = |n: &str| self.edges.iter().filter(|e| e.child == n).collect::<Vec<_>>();
         let children = |n: &str| self.edges.iter().filter(|e| e.parent == n).collect::<Vec<_>>();
-        fn walk<'a>(g: &LineageGraph, node: &str, depth: usize, next: &dyn Fn(&str) -> Vec<&'a LineageEdge>, up: bool, out: &mut String, seen: &mut BTreeSet<String>)
-        where
+        fn walk<'a>(
+            g: &LineageGraph,
+            node: &str,
+            depth: usize,
+            next: &dyn Fn(&str) -> Vec<&'a LineageEdge>,
+            up: bool,
+            out: &mut String,
+            seen: &mut BTreeSet<String>,
+        ) where
             LineageGraph: 'a,
         {
             for e in next(node) {
@@ -873,7 +1010,12 @@ impl LineageGraph {
     pub fn to_dot(&self) -> String {
         let mut out = String::from("digraph lineage {\n  rankdir=LR;\n");
         for n in &self.nodes {
-            out += &format!("  \"{}\" [label=\"{}\"{}];\n", n.id, self.display(&n.id).replace('"', "'"), if n.id == self.root { ", style=bold" } else { "" });
+            out += &format!(
+                "  \"{}\" [label=\"{}\"{}];\n",
+                n.id,
+                self.display(&n.id).replace('"', "'"),
+                if n.id == self.root { ", style=bold" } else { "" }
+            );
         }
         for e in &self.edges {
             out += &format!("  \"{}\" -> \"{}\" [label=\"{}\"];\n", e.parent, e.child, e.relation);

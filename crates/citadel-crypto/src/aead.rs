@@ -34,10 +34,8 @@ impl ChunkCipher {
 
     fn key_for(&self, name: &str) -> Result<LessSafeKey> {
         let info = [name.as_bytes()];
-        let okm = self
-            .prk
-            .expand(&info, &AES_256_GCM)
-            .map_err(|_| CryptoError::Params("HKDF expansion failed".into()))?;
+        let okm =
+            self.prk.expand(&info, &AES_256_GCM).map_err(|_| CryptoError::Params("HKDF expansion failed".into()))?;
         Ok(LessSafeKey::new(UnboundKey::from(okm)))
     }
 
@@ -121,7 +119,8 @@ impl ObjectNamer {
 /// AES-256-GCM with a random nonce, for small secrets (wrapping data keys
 /// and master keys). Output: nonce || ciphertext || tag.
 pub(crate) fn seal_small(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Params("bad AES key".into()))?);
+    let key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Params("bad AES key".into()))?);
     let nonce_bytes: [u8; NONCE_LEN] = random_bytes()?;
     let mut buf = plaintext.to_vec();
     key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut buf)
@@ -135,8 +134,10 @@ pub(crate) fn open_small(key: &[u8; 32], sealed: &[u8], aad: &[u8], what: &str) 
     if sealed.len() < NONCE_LEN + 16 {
         return Err(CryptoError::Malformed("wrapped key is too short"));
     }
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Params("bad AES key".into()))?);
-    let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| CryptoError::Malformed("bad nonce"))?;
+    let key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Params("bad AES key".into()))?);
+    let nonce =
+        Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| CryptoError::Malformed("bad nonce"))?;
     let mut buf = zeroize::Zeroizing::new(sealed[NONCE_LEN..].to_vec());
     let len = key
         .open_in_place(nonce, Aad::from(aad), &mut buf)

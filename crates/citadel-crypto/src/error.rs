@@ -13,7 +13,11 @@ pub enum CryptoError {
     #[error("key file {path} already exists")]
     KeyFileExists { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("master key {id} is not held by the {provider} provider (retired or never created here)")]
     UnknownMasterKey { id: String, provider: &'static str },
     #[error("authentication failed while decrypting {what}: the data was modified, or the wrong key was used")]

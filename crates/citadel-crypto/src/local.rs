@@ -41,7 +41,10 @@ impl KdfParams {
         if self.memory_kib < Self::MINIMUM.memory_kib || self.iterations < Self::MINIMUM.iterations {
             return Err(CryptoError::Params(format!(
                 "Argon2id parameters below the minimum (memory {} KiB, {} iterations; need at least {} KiB and {})",
-                self.memory_kib, self.iterations, Self::MINIMUM.memory_kib, Self::MINIMUM.iterations
+                self.memory_kib,
+                self.iterations,
+                Self::MINIMUM.memory_kib,
+                Self::MINIMUM.iterations
             )));
         }
         if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism == 0 || self.parallelism > 16 {
@@ -100,9 +103,7 @@ fn derive_kek(passphrase: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<
         .map_err(|e| CryptoError::Params(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase, salt, out.as_mut())
-        .map_err(|e| CryptoError::Params(e.to_string()))?;
+    argon.hash_password_into(passphrase, salt, out.as_mut()).map_err(|e| CryptoError::Params(e.to_string()))?;
     Ok(out)
 }
 
@@ -195,7 +196,8 @@ pub(crate) fn write_private_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let io = |source| CryptoError::Io { path: path.to_owned(), source };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("key"), std::process::id()));
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("key"), std::process::id()));
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
     let result = f.write_all(data).and_then(|_| f.sync_all());
     if let Err(e) = result {

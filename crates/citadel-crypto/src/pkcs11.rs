@@ -72,9 +72,7 @@ impl Pkcs11Provider {
     }
 
     fn session(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
-        self.session
-            .lock()
-            .map_err(|_| CryptoError::Pkcs11 { op: "locking the session", detail: "poisoned".into() })
+        self.session.lock().map_err(|_| CryptoError::Pkcs11 { op: "locking the session", detail: "poisoned".into() })
     }
 
     fn find(session: &Session, id: &str) -> Result<ObjectHandle> {
@@ -84,10 +82,7 @@ impl Pkcs11Provider {
                 Attribute::Label(format!("{LABEL_PREFIX}{id}").into_bytes()),
             ])
             .map_err(p11("finding the key"))?;
-        handles
-            .into_iter()
-            .next()
-            .ok_or_else(|| CryptoError::UnknownMasterKey { id: id.into(), provider: "pkcs11" })
+        handles.into_iter().next().ok_or_else(|| CryptoError::UnknownMasterKey { id: id.into(), provider: "pkcs11" })
     }
 }
 
@@ -153,9 +148,8 @@ impl MasterKeyProvider for Pkcs11Provider {
 
     fn list(&self) -> Result<Vec<MasterKeyId>> {
         let session = self.session()?;
-        let handles = session
-            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
-            .map_err(p11("listing keys"))?;
+        let handles =
+            session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)]).map_err(p11("listing keys"))?;
         let mut ids = Vec::new();
         for h in handles {
             let attrs = session

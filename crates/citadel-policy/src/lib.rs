@@ -113,26 +113,70 @@ impl Role {
             // Admin runs the workspace, but approving models and reading
             // restricted data are separate duties and need their own grant.
             Role::Admin => &[
-                ArtifactPut, ArtifactGet, ArtifactList, LineageRead, StoreFsck, StoreGc, KeyRotate, KeyRead,
-                PrincipalCreate, PrincipalList, PrincipalDisable, TokenIssue, TokenRevoke, TokenList, GrantAdd,
-                GrantRevoke, AuditRead, AuditVerify, AuditExport, AuditCheckpoint, ConfigRead, DatasetWrite,
-                DatasetRead, ModelRegister, ModelRead, ModelPromoteRequest, DeploymentManage,
+                ArtifactPut,
+                ArtifactGet,
+                ArtifactList,
+                LineageRead,
+                StoreFsck,
+                StoreGc,
+                KeyRotate,
+                KeyRead,
+                PrincipalCreate,
+                PrincipalList,
+                PrincipalDisable,
+                TokenIssue,
+                TokenRevoke,
+                TokenList,
+                GrantAdd,
+                GrantRevoke,
+                AuditRead,
+                AuditVerify,
+                AuditExport,
+                AuditCheckpoint,
+                ConfigRead,
+                DatasetWrite,
+                DatasetRead,
+                ModelRegister,
+                ModelRead,
+                ModelPromoteRequest,
+                DeploymentManage,
             ],
             Role::DataSteward => &[
-                ArtifactPut, ArtifactGet, ArtifactList, LineageRead, DatasetWrite, DatasetRead,
-                DatasetReadRestricted, DatasetRelease, Detokenize,
+                ArtifactPut,
+                ArtifactGet,
+                ArtifactList,
+                LineageRead,
+                DatasetWrite,
+                DatasetRead,
+                DatasetReadRestricted,
+                DatasetRelease,
+                Detokenize,
             ],
             Role::DataScientist => &[
-                ArtifactPut, ArtifactGet, ArtifactList, LineageRead, DatasetRead, ModelRegister, ModelRead,
+                ArtifactPut,
+                ArtifactGet,
+                ArtifactList,
+                LineageRead,
+                DatasetRead,
+                ModelRegister,
+                ModelRead,
                 ModelPromoteRequest,
             ],
-            Role::MlEngineer => &[
-                ArtifactGet, ArtifactList, LineageRead, ModelRead, ModelPromoteRequest, DeploymentManage,
-            ],
+            Role::MlEngineer => {
+                &[ArtifactGet, ArtifactList, LineageRead, ModelRead, ModelPromoteRequest, DeploymentManage]
+            }
             Role::Approver => &[ArtifactList, LineageRead, ModelRead, ModelApprove],
             Role::Auditor => &[
-                ArtifactList, LineageRead, AuditRead, AuditVerify, AuditExport, PrincipalList, TokenList, KeyRead,
-                ConfigRead, ModelRead,
+                ArtifactList,
+                LineageRead,
+                AuditRead,
+                AuditVerify,
+                AuditExport,
+                PrincipalList,
+                TokenList,
+                KeyRead,
+                ConfigRead,
+                ModelRead,
             ],
             Role::InferenceClient => &[Infer],
         }
@@ -151,7 +195,9 @@ impl fmt::Display for Role {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
-    #[error("unknown role {0:?}; roles are: admin, data-steward, data-scientist, ml-engineer, approver, auditor, inference-client")]
+    #[error(
+        "unknown role {0:?}; roles are: admin, data-steward, data-scientist, ml-engineer, approver, auditor, inference-client"
+    )]
     UnknownRole(String),
     #[error("invalid scope {0:?}: use kind:name with optional '*' wildcards (e.g. dataset:adult*, model:*, *)")]
     BadScope(String),

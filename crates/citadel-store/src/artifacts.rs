@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc::{sync_channel, channel};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -119,7 +119,9 @@ impl Manifest {
                 h.update(b"citadel-tree-v1\n");
                 for f in &self.files {
                     h.update(f.path.as_bytes());
-                    h.update(format!("\0{}\0{}\0{}\n", f.size, f.sha256, if f.executable { "x" } else { "-" }).as_bytes());
+                    h.update(
+                        format!("\0{}\0{}\0{}\n", f.size, f.sha256, if f.executable { "x" } else { "-" }).as_bytes(),
+                    );
                 }
                 ArtifactId(h.finish())
             }
@@ -605,7 +607,9 @@ impl ArtifactStore {
         let mut stored = None;
         if first_time {
             let exists = rt.block_on(
-                sqlx::query("SELECT 1 AS one FROM chunks WHERE name = $1").bind(name.clone()).fetch_optional(self.db.pool()),
+                sqlx::query("SELECT 1 AS one FROM chunks WHERE name = $1")
+                    .bind(name.clone())
+                    .fetch_optional(self.db.pool()),
             )?;
             if exists.is_none() {
                 let sealed = self.cipher.seal(&name, &encode_payload(&job.data))?;
@@ -630,9 +634,19 @@ impl ArtifactStore {
         let conn = tx.conn();
         let now = Timestamp::now();
         let id = p.id.to_string();
-        let exists = sqlx::query("SELECT 1 AS one FROM artifacts WHERE id = $1").bind(id.clone()).fetch_optional(&mut *conn).await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM artifacts WHERE id = $1")
+            .bind(id.clone())
+            .fetch_optional(&mut *conn)
+            .await?;
         if exists.is_none() {
-            insert_many(conn, "INSERT INTO chunks (name, stored_size, created_at) VALUES ", 3, " ON CONFLICT (name) DO NOTHING", p.new_chunks.iter().map(|(n, s)| vec![Val::S(n.clone()), Val::I(*s as i64), Val::I(now.0)])).await?;
+            insert_many(
+                conn,
+                "INSERT INTO chunks (name, stored_size, created_at) VALUES ",
+                3,
+                " ON CONFLICT (name) DO NOTHING",
+                p.new_chunks.iter().map(|(n, s)| vec![Val::S(n.clone()), Val::I(*s as i64), Val::I(now.0)]),
+            )
+            .await?;
             sqlx::query(
                 "INSERT INTO artifacts (id, kind, size, file_count, chunk_count, stored_bytes_new, manifest_object, created_by, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -648,7 +662,14 @@ impl ArtifactStore {
             .bind(now.0)
             .execute(&mut *conn)
             .await?;
-            insert_many(conn, "INSERT INTO artifact_chunks (artifact_id, chunk_name) VALUES ", 2, "", p.chunk_names.iter().map(|c| vec![Val::S(id.clone()), Val::S(c.clone())])).await?;
+            insert_many(
+                conn,
+                "INSERT INTO artifact_chunks (artifact_id, chunk_name) VALUES ",
+                2,
+                "",
+                p.chunk_names.iter().map(|c| vec![Val::S(id.clone()), Val::S(c.clone())]),
+            )
+            .await?;
         }
         if let Some(name) = name {
             sqlx::query(
@@ -672,7 +693,8 @@ impl ArtifactStore {
     pub async fn resolve(&self, reference: &str) -> Result<ArtifactInfo> {
         let pool = self.db.pool();
         let r = reference.strip_prefix("sha256:").unwrap_or(reference);
-        let is_hex = r.len() >= 8 && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let is_hex =
+            r.len() >= 8 && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         let mut ids: Vec<String> = Vec::new();
         if is_hex {
             let rows = sqlx::query("SELECT id FROM artifacts WHERE substr(id, 1, $1) = $2")
@@ -685,12 +707,11 @@ impl ArtifactStore {
             }
         }
         if ids.is_empty() {
-            let row = sqlx::query(
-                "SELECT artifact_id FROM artifact_names WHERE name = $1 ORDER BY created_at DESC LIMIT 1",
-            )
-            .bind(reference)
-            .fetch_optional(pool)
-            .await?;
+            let row =
+                sqlx::query("SELECT artifact_id FROM artifact_names WHERE name = $1 ORDER BY created_at DESC LIMIT 1")
+                    .bind(reference)
+                    .fetch_optional(pool)
+                    .await?;
             if let Some(row) = row {
                 ids.push(row.try_get("artifact_id")?);
             }
@@ -757,7 +778,12 @@ impl ArtifactStore {
 
     /// Restores an artifact to `out` (which must not exist), verifying every
     /// chunk and the whole artifact's digest before the result appears there.
-    pub async fn restore(&self, info: &ArtifactInfo, out: &Path, progress: Option<Arc<dyn Progress>>) -> Result<GetReport> {
+    pub async fn restore(
+        &self,
+        info: &ArtifactInfo,
+        out: &Path,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Result<GetReport> {
         if out.symlink_metadata().is_ok() {
             return Err(StoreError::OutputExists(out.to_owned()));
         }
@@ -770,7 +796,10 @@ impl ArtifactStore {
         let result = self.restore_into(&manifest, &tmp, &*progress).await;
         let result = result.and_then(|()| {
             if manifest.artifact_id() != info.id {
-                return Err(StoreError::Corrupt { what: format!("artifact {}", info.id), detail: "digest mismatch".into() });
+                return Err(StoreError::Corrupt {
+                    what: format!("artifact {}", info.id),
+                    detail: "digest mismatch".into(),
+                });
             }
             std::fs::rename(&tmp, out).map_err(|e| StoreError::io(out, e))?;
             if let Ok(d) = File::open(parent) {
@@ -786,7 +815,12 @@ impl ArtifactStore {
             }
             return Err(e);
         }
-        Ok(GetReport { id: info.id.to_string(), path: out.to_owned(), bytes: info.size, files: manifest.files.len() as u64 })
+        Ok(GetReport {
+            id: info.id.to_string(),
+            path: out.to_owned(),
+            bytes: info.size,
+            files: manifest.files.len() as u64,
+        })
     }
 
     async fn restore_into(&self, manifest: &Manifest, tmp: &Path, progress: &dyn Progress) -> Result<()> {
@@ -884,12 +918,18 @@ impl ArtifactStore {
                     report.missing.insert(what, vec![info.id.to_string()]);
                 }
                 Err(e) => {
-                    report.corrupt.insert(manifest_key(&info.manifest_object), (e.to_string(), vec![info.id.to_string()]));
+                    report
+                        .corrupt
+                        .insert(manifest_key(&info.manifest_object), (e.to_string(), vec![info.id.to_string()]));
                 }
             }
         }
-        let names: Vec<String> =
-            sqlx::query("SELECT name FROM chunks ORDER BY name").fetch_all(pool).await?.iter().map(|r| r.try_get("name")).collect::<std::result::Result<_, _>>()?;
+        let names: Vec<String> = sqlx::query("SELECT name FROM chunks ORDER BY name")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<std::result::Result<_, _>>()?;
         progress.add_total(names.len() as u64);
         let namer = self.namer.clone();
         let results: Vec<(String, Result<u64>)> = futures::stream::iter(names.clone())
@@ -901,7 +941,10 @@ impl ArtifactStore {
                         let data = self.fetch_chunk(name.clone(), len).await?;
                         let computed = namer.name("chunk", &Digest::of(&data).0);
                         if computed != name {
-                            return Err(StoreError::Corrupt { what: chunk_key(&name), detail: "content does not match its address".into() });
+                            return Err(StoreError::Corrupt {
+                                what: chunk_key(&name),
+                                detail: "content does not match its address".into(),
+                            });
                         }
                         Ok(data.len() as u64)
                     }
@@ -1003,7 +1046,10 @@ const ARTIFACT_SELECT: &str = "SELECT id, kind, size, file_count, chunk_count, s
 async fn artifacts_from(pool: &AnyPool, rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<ArtifactInfo>> {
     let mut names: HashMap<String, Vec<String>> = HashMap::new();
     if !rows.is_empty() {
-        for r in sqlx::query("SELECT name, artifact_id FROM artifact_names ORDER BY created_at, name").fetch_all(pool).await? {
+        for r in sqlx::query("SELECT name, artifact_id FROM artifact_names ORDER BY created_at, name")
+            .fetch_all(pool)
+            .await?
+        {
             names.entry(r.try_get("artifact_id")?).or_default().push(r.try_get("name")?);
         }
     }
@@ -1096,9 +1142,9 @@ fn collect_sources(path: &Path) -> Result<(ArtifactKind, Vec<SourceFile>)> {
         for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
             let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
             let name = entry.file_name();
-            let name = name.to_str().ok_or_else(|| {
-                StoreError::io(entry.path(), std::io::Error::other("file name is not valid UTF-8"))
-            })?;
+            let name = name
+                .to_str()
+                .ok_or_else(|| StoreError::io(entry.path(), std::io::Error::other("file name is not valid UTF-8")))?;
             let rel_child = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
             let m = entry.path().symlink_metadata().map_err(|e| StoreError::io(entry.path(), e))?;
             if m.is_dir() {

@@ -147,13 +147,15 @@ impl Db {
             for statement in split_statements(sql) {
                 tx.execute(statement.as_str()).await?;
             }
-            sqlx::query("INSERT INTO citadel_migrations (version, description, checksum, applied_at) VALUES ($1, $2, $3, $4)")
-                .bind(*version)
-                .bind(*description)
-                .bind(Digest::of(sql.as_bytes()).to_hex())
-                .bind(Timestamp::now().0)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO citadel_migrations (version, description, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(*version)
+            .bind(*description)
+            .bind(Digest::of(sql.as_bytes()).to_hex())
+            .bind(Timestamp::now().0)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -184,17 +186,14 @@ impl Db {
     pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>> {
         let Some(signer) = &self.signer else { return Ok(None) };
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-            .fetch_one(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash").fetch_one(&mut *tx).await?;
         let seq: i64 = row.try_get("seq")?;
         if seq == 0 {
             return Ok(None);
         }
-        let head: Digest = row
-            .try_get::<String, _>("hash")?
-            .parse()
-            .map_err(|_| StoreError::Malformed("audit head hash".into()))?;
+        let head: Digest =
+            row.try_get::<String, _>("hash")?.parse().map_err(|_| StoreError::Malformed("audit head hash".into()))?;
         let cp = Checkpoint::sign(seq, head, signer);
         let inserted = insert_checkpoint(&mut tx, &cp).await?;
         tx.commit().await?;

@@ -6,21 +6,37 @@ pub enum StoreError {
     #[error("metadata database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("cannot connect to the metadata database ({backend}): {source}")]
-    Connect { backend: &'static str, #[source] source: sqlx::Error },
+    Connect {
+        backend: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("unsupported metadata database URL scheme {0:?}: use sqlite://PATH or postgres://…")]
     DbUrl(String),
-    #[error("the metadata database schema is at version {found}, newer than this binary supports ({supported}); upgrade citadel")]
+    #[error(
+        "the metadata database schema is at version {found}, newer than this binary supports ({supported}); upgrade citadel"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
-    #[error("migration {version} was changed after it was applied (checksum mismatch); the database and binary disagree")]
+    #[error(
+        "migration {version} was changed after it was applied (checksum mismatch); the database and binary disagree"
+    )]
     MigrationChecksum { version: i64 },
     #[error("object store error on {what}: {source}")]
-    Object { what: String, #[source] source: object_store::Error },
+    Object {
+        what: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("the object store is out of space while writing {what}")]
     OutOfSpace { what: String },
     #[error("unsupported storage URL {0:?}: use file://DIR or s3://BUCKET[/PREFIX]")]
     StorageUrl(String),
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is a symbolic link or special file; only regular files and directories can be stored")]
     NotRegular { path: PathBuf },
     #[error("artifact {0} not found")]
@@ -37,7 +53,9 @@ pub enum StoreError {
     Crypto(#[from] citadel_crypto::CryptoError),
     #[error("garbage collection is running (lease {lease} until {until}); retry the put afterwards")]
     GcRunning { lease: String, until: String },
-    #[error("{count} put(s) are in progress; garbage collection must wait until they finish or their leases expire ({until})")]
+    #[error(
+        "{count} put(s) are in progress; garbage collection must wait until they finish or their leases expire ({until})"
+    )]
     PutsInProgress { count: usize, until: String },
     #[error("stored data is malformed: {0}")]
     Malformed(String),

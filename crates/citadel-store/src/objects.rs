@@ -83,7 +83,9 @@ impl ObjectBackend {
                 if let Some(r) = &s3.region {
                     b = b.with_region(r);
                 }
-                b = b.with_allow_http(s3.allow_http).with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+                b = b
+                    .with_allow_http(s3.allow_http)
+                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
                 let store = b.build().map_err(|e| StoreError::object(format!("S3 bucket {bucket}"), e))?;
                 Ok(ObjectBackend {
                     store: Arc::new(store),
@@ -123,8 +125,7 @@ impl ObjectBackend {
     /// Keys under `dir` (without the backend prefix) with their last-modified time.
     pub async fn list(&self, dir: &str) -> Result<Vec<(String, i64)>> {
         let base = self.path(dir);
-        let metas: Vec<_> =
-            self.store.list(Some(&base)).try_collect().await.map_err(|e| StoreError::object(dir, e))?;
+        let metas: Vec<_> = self.store.list(Some(&base)).try_collect().await.map_err(|e| StoreError::object(dir, e))?;
         let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
         Ok(metas
             .into_iter()

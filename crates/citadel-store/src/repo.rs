@@ -349,7 +349,13 @@ pub async fn lineage_edges(pool: &AnyPool, node: &str, upstream: bool) -> Result
     };
     let rows = sqlx::query(q).bind(node).fetch_all(pool).await?;
     rows.iter()
-        .map(|r| Ok(LineageEdge { child: r.try_get("child")?, parent: r.try_get("parent")?, relation: r.try_get("relation")? }))
+        .map(|r| {
+            Ok(LineageEdge {
+                child: r.try_get("child")?,
+                parent: r.try_get("parent")?,
+                relation: r.try_get("relation")?,
+            })
+        })
         .collect()
 }
 

@@ -250,9 +250,8 @@ impl Timestamp {
 
     /// RFC 3339 with microseconds, e.g. `2026-11-23T12:00:00.123456Z`.
     pub fn to_rfc3339(self) -> String {
-        let fmt = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
+        let fmt =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
         self.to_datetime().format(&fmt).unwrap_or_else(|_| self.0.to_string())
     }
 
@@ -263,9 +262,7 @@ impl Timestamp {
             return Some(Timestamp((dt.unix_timestamp_nanos() / 1_000) as i64));
         }
         let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
-        time::Date::parse(s, &date_fmt)
-            .ok()
-            .map(|d| Timestamp(d.midnight().assume_utc().unix_timestamp() * 1_000_000))
+        time::Date::parse(s, &date_fmt).ok().map(|d| Timestamp(d.midnight().assume_utc().unix_timestamp() * 1_000_000))
     }
 
     pub fn plus_secs(self, secs: i64) -> Self {

@@ -18,7 +18,11 @@ use citadel_store::{AuditFilter, Progress, StoreError};
 use citadel_types::{Redacted, Timestamp};
 
 #[derive(Parser, Debug)]
-#[command(name = "citadel", version, about = "Secure MLOps: data, models and serving with security and compliance built in")]
+#[command(
+    name = "citadel",
+    version,
+    about = "Secure MLOps: data, models and serving with security and compliance built in"
+)]
 struct Cli {
     /// Workspace directory (holds citadel.toml).
     #[arg(short = 'w', long, global = true, env = "CITADEL_WORKSPACE", default_value = ".")]
@@ -141,7 +145,9 @@ enum PrincipalCmd {
         kind: String,
     },
     List,
-    Disable { name: String },
+    Disable {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,7 +180,9 @@ enum TokenCmd {
         #[arg(long, default_value = "")]
         label: String,
     },
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
     List,
 }
 
@@ -224,7 +232,10 @@ impl FilterArgs {
     fn to_filter(&self) -> Result<AuditFilter> {
         let time = |s: &Option<String>, what: &str| -> Result<Option<Timestamp>> {
             s.as_deref()
-                .map(|v| Timestamp::parse(v).ok_or_else(|| anyhow!("--{what} {v:?} is not an RFC 3339 time or YYYY-MM-DD date")))
+                .map(|v| {
+                    Timestamp::parse(v)
+                        .ok_or_else(|| anyhow!("--{what} {v:?} is not an RFC 3339 time or YYYY-MM-DD date"))
+                })
                 .transpose()
         };
         Ok(AuditFilter {
@@ -280,7 +291,11 @@ fn progress(json: bool, msg: &str, bytes: bool) -> Option<Arc<dyn Progress>> {
         "{msg} [{bar:30}] {pos}/{len} eta {eta}"
     };
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
     bar.set_message(msg.to_string());
     Some(Arc::new(Bar(bar)))
 }
@@ -321,11 +336,17 @@ fn hint_for(err: &anyhow::Error) -> String {
 
 fn store_hint(s: &StoreError) -> String {
     match s {
-        StoreError::OutOfSpace { .. } => "free space on the storage volume, then retry; nothing partial was recorded".into(),
+        StoreError::OutOfSpace { .. } => {
+            "free space on the storage volume, then retry; nothing partial was recorded".into()
+        }
         StoreError::OutputExists(_) => "pass -o with a path that does not exist yet".into(),
         StoreError::ArtifactNotFound(_) => "`citadel artifact ls` lists artifacts; use an id (prefix) or a name".into(),
-        StoreError::Corrupt { .. } | StoreError::MissingObject { .. } => "run `citadel fsck` to see every damaged object and the artifacts affected".into(),
-        StoreError::GcRunning { .. } | StoreError::PutsInProgress { .. } => "wait for the other operation to finish, then retry".into(),
+        StoreError::Corrupt { .. } | StoreError::MissingObject { .. } => {
+            "run `citadel fsck` to see every damaged object and the artifacts affected".into()
+        }
+        StoreError::GcRunning { .. } | StoreError::PutsInProgress { .. } => {
+            "wait for the other operation to finish, then retry".into()
+        }
         StoreError::Connect { .. } => "check metadata.url and that the database server is running".into(),
         StoreError::NotRegular { .. } => "store the file the link points to, or copy it into the directory".into(),
         StoreError::Io { .. } => "check that the path exists and is readable".into(),
@@ -410,7 +431,16 @@ async fn open(cli: &Cli) -> Result<(Workspace, Caller)> {
 async fn run(cli: Cli) -> Result<i32> {
     let out = Out { json: cli.json };
     match &cli.command {
-        Command::Init { dir, owner, key_provider, pkcs11_module, pkcs11_token, metadata_url, storage_url, kdf_memory_mib } => {
+        Command::Init {
+            dir,
+            owner,
+            key_provider,
+            pkcs11_module,
+            pkcs11_token,
+            metadata_url,
+            storage_url,
+            kdf_memory_mib,
+        } => {
             let dir = dir.clone().unwrap_or_else(|| cli.workspace.clone());
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let file = dir.join(citadel_control::config::CONFIG_FILE);
@@ -419,12 +449,21 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             let mut settings = BTreeMap::new();
             settings.insert("keys.provider".to_string(), key_provider.clone());
-            for (k, v) in [("keys.pkcs11_module", pkcs11_module), ("keys.pkcs11_token", pkcs11_token), ("metadata.url", metadata_url), ("storage.url", storage_url)] {
+            for (k, v) in [
+                ("keys.pkcs11_module", pkcs11_module),
+                ("keys.pkcs11_token", pkcs11_token),
+                ("metadata.url", metadata_url),
+                ("storage.url", storage_url),
+            ] {
                 if let Some(v) = v {
                     settings.insert(k.to_string(), v.clone());
                 }
             }
-            std::fs::write(&file, Config::render_file(&settings)).with_context(|| format!("writing {}", file.display()))?;
+            // `--set` values given to init are written into the new file, so
+            // later commands need not repeat them.
+            settings.extend(overrides(&cli)?);
+            std::fs::write(&file, Config::render_file(&settings))
+                .with_context(|| format!("writing {}", file.display()))?;
             let result = async {
                 let config = load_config(&cli, &dir)?;
                 let kdf = KdfParams { memory_kib: kdf_memory_mib.saturating_mul(1024), ..KdfParams::default() };
@@ -468,12 +507,22 @@ async fn run(cli: Cli) -> Result<i32> {
             let (ws, caller) = open(&cli).await?;
             match cmd {
                 ArtifactCmd::Put { path, name, parents } => {
-                    let r = ws.artifact_put(&caller, path, name.as_deref(), parents, progress(cli.json, "put", true)).await;
+                    let r =
+                        ws.artifact_put(&caller, path, name.as_deref(), parents, progress(cli.json, "put", true)).await;
                     ws.close().await?;
                     let r = r?;
                     out.emit(&r, || {
                         if std::io::stdout().is_terminal() {
-                            format!("{}\n  {} in {} file(s), {} chunk(s); newly stored {} in {} chunk(s){}", r.id, human(r.size), r.files, r.chunks, human(r.new_bytes), r.new_chunks, if r.new { "" } else { " (already stored)" })
+                            format!(
+                                "{}\n  {} in {} file(s), {} chunk(s); newly stored {} in {} chunk(s){}",
+                                r.id,
+                                human(r.size),
+                                r.files,
+                                r.chunks,
+                                human(r.new_bytes),
+                                r.new_chunks,
+                                if r.new { "" } else { " (already stored)" }
+                            )
                         } else {
                             r.id.clone()
                         }
@@ -484,16 +533,29 @@ async fn run(cli: Cli) -> Result<i32> {
                     let r = ws.artifact_get(&caller, reference, &dest, progress(cli.json, "get", true)).await;
                     ws.close().await?;
                     let r = r?;
-                    out.emit(&r, || format!("restored {} ({}, {} file(s)) to {}", r.id, human(r.bytes), r.files, r.path.display()));
+                    out.emit(&r, || {
+                        format!("restored {} ({}, {} file(s)) to {}", r.id, human(r.bytes), r.files, r.path.display())
+                    });
                 }
                 ArtifactCmd::Ls => {
                     let list = ws.artifact_list(&caller).await;
                     ws.close().await?;
                     let list = list?;
                     out.emit(&list, || {
-                        let mut s = format!("{:<16} {:<9} {:>10} {:>6}  {:<27} NAMES\n", "ID", "KIND", "SIZE", "FILES", "CREATED");
+                        let mut s = format!(
+                            "{:<16} {:<9} {:>10} {:>6}  {:<27} NAMES\n",
+                            "ID", "KIND", "SIZE", "FILES", "CREATED"
+                        );
                         for a in &list {
-                            s += &format!("{:<16} {:<9} {:>10} {:>6}  {:<27} {}\n", &a.id.to_string()[..16], a.kind.as_str(), human(a.size), a.file_count, a.created_at.to_rfc3339(), a.names.join(","));
+                            s += &format!(
+                                "{:<16} {:<9} {:>10} {:>6}  {:<27} {}\n",
+                                &a.id.to_string()[..16],
+                                a.kind.as_str(),
+                                human(a.size),
+                                a.file_count,
+                                a.created_at.to_rfc3339(),
+                                a.names.join(",")
+                            );
                         }
                         s
                     });
@@ -506,7 +568,12 @@ async fn run(cli: Cli) -> Result<i32> {
             ws.close().await?;
             let r = r?;
             out.emit(&r, || {
-                let mut s = format!("checked {} chunk(s) ({}) and {} manifest(s)\n", r.chunks_checked, human(r.bytes_checked), r.manifests_checked);
+                let mut s = format!(
+                    "checked {} chunk(s) ({}) and {} manifest(s)\n",
+                    r.chunks_checked,
+                    human(r.bytes_checked),
+                    r.manifests_checked
+                );
                 for (k, who) in &r.missing {
                     s += &format!("MISSING {k} (needed by {})\n", who.join(", "));
                 }
@@ -516,7 +583,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 if r.orphans > 0 {
                     s += &format!("{} orphan object(s) from interrupted puts; `citadel gc` removes them\n", r.orphans);
                 }
-                if r.is_clean() { s + "store OK" } else { s + &format!("{} artifact(s) damaged", r.damaged_artifacts().len()) }
+                if r.is_clean() {
+                    s + "store OK"
+                } else {
+                    s + &format!("{} artifact(s) damaged", r.damaged_artifacts().len())
+                }
             });
             if !r.is_clean() {
                 return Ok(2);
@@ -527,7 +598,14 @@ async fn run(cli: Cli) -> Result<i32> {
             let r = ws.gc(&caller, *grace).await;
             ws.close().await?;
             let r = r?;
-            out.emit(&r, || format!("removed {} unreferenced chunk(s) and {} orphan object(s), freed {}", r.unreferenced_chunks, r.orphan_objects, human(r.bytes_freed)));
+            out.emit(&r, || {
+                format!(
+                    "removed {} unreferenced chunk(s) and {} orphan object(s), freed {}",
+                    r.unreferenced_chunks,
+                    r.orphan_objects,
+                    human(r.bytes_freed)
+                )
+            });
         }
         Command::Key(cmd) => {
             let (mut ws, caller) = open(&cli).await?;
@@ -536,13 +614,22 @@ async fn run(cli: Cli) -> Result<i32> {
                     let r = ws.key_rotate(&caller).await;
                     ws.close().await?;
                     let r = r?;
-                    out.emit(&r, || format!("master key rotated: {} -> {} ({} data keys re-wrapped; old key destroyed)", r.old_master_key, r.new_master_key, r.data_keys_rewrapped));
+                    out.emit(&r, || {
+                        format!(
+                            "master key rotated: {} -> {} ({} data keys re-wrapped; old key destroyed)",
+                            r.old_master_key, r.new_master_key, r.data_keys_rewrapped
+                        )
+                    });
                 }
                 KeyCmd::List => {
                     let r = ws.key_list(&caller).await;
                     ws.close().await?;
                     let r = r?;
-                    out.emit(&r, || r.iter().map(|k| format!("{} {} {} created {}\n", k.id, k.provider, k.status, k.created_at)).collect());
+                    out.emit(&r, || {
+                        r.iter()
+                            .map(|k| format!("{} {} {} created {}\n", k.id, k.provider, k.status, k.created_at))
+                            .collect()
+                    });
                 }
             }
         }
@@ -556,10 +643,23 @@ async fn run(cli: Cli) -> Result<i32> {
                     }
                     PrincipalCmd::List => {
                         let list = ws.principal_list(&caller).await?;
-                        let v: Vec<_> = list.iter().map(|(p, g)| serde_json::json!({"principal": p, "grants": g})).collect();
+                        let v: Vec<_> =
+                            list.iter().map(|(p, g)| serde_json::json!({"principal": p, "grants": g})).collect();
                         out.emit(&v, || {
                             list.iter()
-                                .map(|(p, g)| format!("{:<20} {:<8} {}{}  {}\n", p.name, p.kind, p.id, if p.disabled_at.is_some() { " (disabled)" } else { "" }, g.iter().map(|g| format!("{}@{}", g.role, g.scope)).collect::<Vec<_>>().join(" ")))
+                                .map(|(p, g)| {
+                                    format!(
+                                        "{:<20} {:<8} {}{}  {}\n",
+                                        p.name,
+                                        p.kind,
+                                        p.id,
+                                        if p.disabled_at.is_some() { " (disabled)" } else { "" },
+                                        g.iter()
+                                            .map(|g| format!("{}@{}", g.role, g.scope))
+                                            .collect::<Vec<_>>()
+                                            .join(" ")
+                                    )
+                                })
                                 .collect()
                         });
                     }
@@ -577,28 +677,56 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Grant(cmd) => {
             let (ws, caller) = open(&cli).await?;
             let result = match cmd {
-                GrantCmd::Add { principal, role, scope } => ws.grant_add(&caller, principal, role, scope).await.map(|c| (c, "granted", principal, role, scope)),
-                GrantCmd::Revoke { principal, role, scope } => ws.grant_revoke(&caller, principal, role, scope).await.map(|c| (c, "revoked", principal, role, scope)),
+                GrantCmd::Add { principal, role, scope } => {
+                    ws.grant_add(&caller, principal, role, scope).await.map(|c| (c, "granted", principal, role, scope))
+                }
+                GrantCmd::Revoke { principal, role, scope } => ws
+                    .grant_revoke(&caller, principal, role, scope)
+                    .await
+                    .map(|c| (c, "revoked", principal, role, scope)),
             };
             ws.close().await?;
             let (changed, verb, p, r, s) = result?;
-            out.emit(&serde_json::json!({"changed": changed, "principal": p, "role": r, "scope": s}), || format!("{verb} {r} on {s} for {p}{}", if changed { "" } else { " (no change)" }));
+            out.emit(&serde_json::json!({"changed": changed, "principal": p, "role": r, "scope": s}), || {
+                format!("{verb} {r} on {s} for {p}{}", if changed { "" } else { " (no change)" })
+            });
         }
         Command::Token(cmd) => {
             let (ws, caller) = open(&cli).await?;
             let result: Result<()> = async {
                 match cmd {
                     TokenCmd::Issue { principal, ttl_days, ttl_secs, label } => {
-                        let t = ws.token_issue(&caller, principal, label, ttl_secs.unwrap_or(ttl_days * 86_400)).await?;
-                        out.emit(&t, || format!("{}\n(token {} for {}, expires {}; shown once, store it now)", t.token, t.id, t.principal, t.expires_at));
+                        let t =
+                            ws.token_issue(&caller, principal, label, ttl_secs.unwrap_or(ttl_days * 86_400)).await?;
+                        out.emit(&t, || {
+                            format!(
+                                "{}\n(token {} for {}, expires {}; shown once, store it now)",
+                                t.token, t.id, t.principal, t.expires_at
+                            )
+                        });
                     }
                     TokenCmd::Revoke { id } => {
                         let changed = ws.token_revoke(&caller, id).await?;
-                        out.emit(&serde_json::json!({"revoked": id, "changed": changed}), || format!("revoked token {id}"));
+                        out.emit(&serde_json::json!({"revoked": id, "changed": changed}), || {
+                            format!("revoked token {id}")
+                        });
                     }
                     TokenCmd::List => {
                         let list = ws.token_list(&caller).await?;
-                        out.emit(&list, || list.iter().map(|t| format!("{} {} expires {}{} {}\n", t.id, t.principal_id, t.expires_at, if t.revoked_at.is_some() { " REVOKED" } else { "" }, t.label)).collect());
+                        out.emit(&list, || {
+                            list.iter()
+                                .map(|t| {
+                                    format!(
+                                        "{} {} expires {}{} {}\n",
+                                        t.id,
+                                        t.principal_id,
+                                        t.expires_at,
+                                        if t.revoked_at.is_some() { " REVOKED" } else { "" },
+                                        t.label
+                                    )
+                                })
+                                .collect()
+                        });
                     }
                 }
                 Ok(())
@@ -614,11 +742,18 @@ async fn run(cli: Cli) -> Result<i32> {
                     AuditCmd::Verify => {
                         let r = ws.audit_verify(&caller).await?;
                         out.emit(&r, || {
-                            let mut s = format!("{} record(s), {} signed checkpoint(s); head #{} {}\naudit key {}\n", r.records, r.checkpoints, r.head_seq, r.head_hash, r.audit_key_id);
+                            let mut s = format!(
+                                "{} record(s), {} signed checkpoint(s); head #{} {}\naudit key {}\n",
+                                r.records, r.checkpoints, r.head_seq, r.head_hash, r.audit_key_id
+                            );
                             for p in &r.problems {
                                 s += &format!("TAMPERED: {p}\n");
                             }
-                            if r.problems.is_empty() { s + "audit log intact" } else { s + "audit log FAILED verification" }
+                            if r.problems.is_empty() {
+                                s + "audit log intact"
+                            } else {
+                                s + "audit log FAILED verification"
+                            }
                         });
                         Ok(if r.problems.is_empty() { 0 } else { 2 })
                     }
@@ -627,7 +762,17 @@ async fn run(cli: Cli) -> Result<i32> {
                         out.emit(&records, || {
                             records
                                 .iter()
-                                .map(|r| format!("#{:<5} {} {:<8} {:<20} {:<18} {}\n", r.seq, r.event.ts, r.event.outcome.as_str(), r.event.actor, r.event.action, r.event.resource))
+                                .map(|r| {
+                                    format!(
+                                        "#{:<5} {} {:<8} {:<20} {:<18} {}\n",
+                                        r.seq,
+                                        r.event.ts,
+                                        r.event.outcome.as_str(),
+                                        r.event.actor,
+                                        r.event.action,
+                                        r.event.resource
+                                    )
+                                })
                                 .collect()
                         });
                         Ok(0)

@@ -2,90 +2,14 @@
 //! fresh workspace and checks what a user would see, including every fault
 //! the foundation promises to survive.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#![allow(clippy::unwrap_used)] // a test that cannot set up should stop loudly
 
-const PASS: &str = "correct horse battery staple";
+mod common;
 
-struct Ws {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
+use std::path::PathBuf;
+use std::process::Command;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_citadel"));
-    c.env_remove("CITADEL_TOKEN").env_remove("CITADEL_WORKSPACE").env("CITADEL_PASSPHRASE", PASS);
-    c
-}
-
-impl Ws {
-    fn new() -> Ws {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("ws");
-        let o = bin().args(["init", root.to_str().unwrap(), "--kdf-memory-mib", "19"]).output().unwrap();
-        assert!(o.status.success(), "init failed: {}", String::from_utf8_lossy(&o.stderr));
-        Ws { _dir: dir, root }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = bin();
-        c.arg("-w").arg(&self.root).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "{args:?} failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.root.parent().unwrap().join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    fn db_exec(&self, sql: &str) {
-        let url = format!("sqlite://{}", self.root.join("meta.db").display());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            sqlx::any::install_default_drivers();
-            let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
-            sqlx::Executor::execute(&mut c, sql).await.unwrap();
-        });
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    // xorshift: reproducible, incompressible enough for chunking tests.
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    citadel_types::Digest::of(data).to_hex()
-}
+use common::*;
 
 #[test]
 fn put_get_round_trip_file_and_directory() {
@@ -169,15 +93,6 @@ fn object_names_reveal_nothing() {
     }
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
-}
-
 #[test]
 fn wrong_passphrase_changes_nothing() {
     let ws = Ws::new();
@@ -239,7 +154,13 @@ fn corrupted_chunk_is_caught_on_read_and_by_fsck() {
 #[test]
 fn kill_9_during_put_leaves_no_artifact_and_store_stays_consistent() {
     let ws = Ws::new();
-    std::fs::write(ws.root.join("citadel.toml"), std::fs::read_to_string(ws.root.join("citadel.toml")).unwrap().replace("# lease_ttl_secs = 300", "lease_ttl_secs = 1")).unwrap();
+    std::fs::write(
+        ws.root.join("citadel.toml"),
+        std::fs::read_to_string(ws.root.join("citadel.toml"))
+            .unwrap()
+            .replace("# lease_ttl_secs = 300", "lease_ttl_secs = 1"),
+    )
+    .unwrap();
     let data = random_bytes(300 << 20, 5);
     let f = ws.file("big.bin", &data);
     let mut child = ws.cmd(&["artifact", "put", f.to_str().unwrap(), "--name", "big"]).spawn().unwrap();
@@ -268,10 +189,6 @@ fn kill_9_during_put_leaves_no_artifact_and_store_stays_consistent() {
     ws.ok(&["fsck"]);
 }
 
-fn walk_or_empty(dir: &Path) -> Vec<PathBuf> {
-    if dir.exists() { walk(dir) } else { Vec::new() }
-}
-
 #[test]
 fn edited_deleted_and_reordered_audit_rows_are_named() {
     let ws = Ws::new();
@@ -283,7 +200,11 @@ fn edited_deleted_and_reordered_audit_rows_are_named() {
     ws.db_exec("UPDATE audit_log SET actor = 'p-mallory' WHERE seq = 3");
     let o = ws.run(&["audit", "verify"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("record 3 was edited"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("record 3 was edited"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 
     let ws = Ws::new();
     for _ in 0..3 {
@@ -362,7 +283,13 @@ fn key_rotation_rewraps_without_reencrypting() {
     let data = random_bytes(1 << 20, 7);
     let f = ws.file("m.bin", &data);
     ws.ok(&["artifact", "put", f.to_str().unwrap(), "--name", "m"]);
-    let objects_before: Vec<(PathBuf, Vec<u8>)> = walk(&ws.root.join("objects")).into_iter().map(|p| { let b = std::fs::read(&p).unwrap(); (p, b) }).collect();
+    let objects_before: Vec<(PathBuf, Vec<u8>)> = walk(&ws.root.join("objects"))
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
     let r = ws.json(&["key", "rotate"]);
     assert_eq!(r["data_keys_rewrapped"], 3);
     for (p, b) in &objects_before {
@@ -397,7 +324,11 @@ fn lineage_formats() {
 #[test]
 fn config_check_reports_everything_at_once() {
     let ws = Ws::new();
-    std::fs::write(ws.root.join("citadel.toml"), "[audit]\ncheckpoint_every = 0\nbogus = 1\n[keys]\nprovider = \"vault\"\n").unwrap();
+    std::fs::write(
+        ws.root.join("citadel.toml"),
+        "[audit]\ncheckpoint_every = 0\nbogus = 1\n[keys]\nprovider = \"vault\"\n",
+    )
+    .unwrap();
     let o = ws.run(&["config", "check", "--json"]);
     assert_eq!(o.status.code(), Some(1));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -430,7 +361,8 @@ fn full_disk_gives_clean_error_and_no_corruption() {
     let ws = Ws::new();
     let mnt = ws.root.join("small-objects");
     std::fs::create_dir(&mnt).unwrap();
-    let o = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt.to_str().unwrap()]).output().unwrap();
+    let o =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "cannot mount a tmpfs for the full-disk test (run as root): {}", stderr(&o));
     struct Unmount(PathBuf);
     impl Drop for Unmount {

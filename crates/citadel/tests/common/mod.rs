@@ -1,0 +1,127 @@
+//! Helpers shared by the end-to-end tests: a fresh workspace driven through
+//! the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const PASS: &str = "correct horse battery staple";
+
+pub struct Ws {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    /// The metadata database, for tests that tamper with it directly.
+    pub meta_url: String,
+    /// Extra environment every command of this workspace gets (PIN, …).
+    pub env: Vec<(String, String)>,
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_citadel"));
+    c.env_remove("CITADEL_TOKEN").env_remove("CITADEL_WORKSPACE").env("CITADEL_PASSPHRASE", PASS);
+    c
+}
+
+impl Ws {
+    pub fn new() -> Ws {
+        Ws::with(&[], &[])
+    }
+
+    /// A workspace made by `citadel init` with `init_args` added, every
+    /// command run with `env` added.
+    pub fn with(init_args: &[&str], env: &[(&str, &str)]) -> Ws {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let o = bin()
+            .envs(env.iter().cloned())
+            .args(["init", root.to_str().unwrap(), "--kdf-memory-mib", "19"])
+            .args(init_args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "init failed: {}", String::from_utf8_lossy(&o.stderr));
+        let meta_url = init_args
+            .iter()
+            .position(|a| *a == "--metadata-url")
+            .map(|i| init_args[i + 1].to_string())
+            .unwrap_or_else(|| format!("sqlite://{}", root.join("meta.db").display()));
+        Ws { _dir: dir, root, meta_url, env }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = bin();
+        c.envs(self.env.iter().cloned()).arg("-w").arg(&self.root).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.root.parent().unwrap().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    pub fn db_exec(&self, sql: &str) {
+        let url = self.meta_url.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+            sqlx::Executor::execute(&mut c, sql).await.unwrap();
+        });
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    // xorshift: reproducible, incompressible enough for chunking tests.
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    citadel_types::Digest::of(data).to_hex()
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+pub fn walk_or_empty(dir: &Path) -> Vec<PathBuf> {
+    if dir.exists() { walk(dir) } else { Vec::new() }
+}

@@ -1,0 +1,237 @@
+//! End-to-end tests against the real servers of a scale-out deployment:
+//! PostgreSQL for metadata, an S3-compatible server (moto) for objects, and a
+//! PKCS#11 token (SoftHSM2) for the master key.
+//!
+//! `scripts/services.sh` installs and starts them on 127.0.0.1 and writes
+//! their addresses to an env file that `scripts/test.sh` sources. A test that
+//! finds no address fails: a silently skipped backend is an untested one. Set
+//! `CITADEL_TEST_SKIP_SERVICES=1` to skip them on purpose.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should stop loudly
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// The address of a test service, or None when services are skipped on purpose.
+fn service(var: &str) -> Option<String> {
+    if std::env::var("CITADEL_TEST_SKIP_SERVICES").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: CITADEL_TEST_SKIP_SERVICES=1");
+        return None;
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => panic!(
+            "{var} is not set: run ./scripts/services.sh, then `source /tmp/citadel-services/env` \
+             (./scripts/test.sh does both), or set CITADEL_TEST_SKIP_SERVICES=1 to skip these tests"
+        ),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+    format!("{prefix}{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// A fresh, empty PostgreSQL database; returns its URL.
+fn fresh_pg_database(server: &str) -> String {
+    let name = unique("citadel_test_");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{server}/postgres")).await.unwrap();
+        sqlx::Executor::execute(&mut c, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    });
+    format!("{server}/{name}")
+}
+
+/// Exercises everything the foundation promises on one workspace, whatever
+/// its backends: put (file and directory), get byte for byte, dedup, ls,
+/// fsck, tokens and denials, key rotation, gc and the audit chain.
+fn full_cycle(ws: &Ws) {
+    let data = random_bytes(6 << 20, 11);
+    let f = ws.file("model.bin", &data);
+    let id = ws.ok(&["artifact", "put", f.to_str().unwrap(), "--name", "models/m"]).trim().to_string();
+    assert_eq!(id, sha256_hex(&data));
+    let dir = ws.root.parent().unwrap().join("tree");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    for i in 0..5u8 {
+        std::fs::write(dir.join(format!("sub/f{i}")), random_bytes(70_000 + i as usize, 2 * i as u64 + 1)).unwrap();
+    }
+    let dir_put = ws.json(&["artifact", "put", dir.to_str().unwrap(), "--name", "tree"]);
+    assert_eq!(dir_put["new"], true);
+    let again = ws.json(&["artifact", "put", f.to_str().unwrap()]);
+    assert_eq!(again["new_chunks"], 0, "the same bytes are stored once");
+
+    let out = ws.root.parent().unwrap().join("out.bin");
+    ws.ok(&["artifact", "get", "models/m", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let out_dir = ws.root.parent().unwrap().join("tree-out");
+    ws.ok(&["artifact", "get", "tree", "-o", out_dir.to_str().unwrap()]);
+    for i in 0..5u8 {
+        assert_eq!(
+            std::fs::read(out_dir.join(format!("sub/f{i}"))).unwrap(),
+            random_bytes(70_000 + i as usize, 2 * i as u64 + 1)
+        );
+    }
+    assert_eq!(ws.json(&["artifact", "ls"]).as_array().unwrap().len(), 2);
+    ws.ok(&["fsck"]);
+
+    // A reader token may get but not put; the denial is audited.
+    ws.ok(&["principal", "create", "reader"]);
+    ws.ok(&["grant", "add", "reader", "auditor"]);
+    let token = ws.json(&["token", "issue", "reader"])["token"].as_str().unwrap().to_string();
+    let o = ws.cmd(&["artifact", "put", f.to_str().unwrap()]).env("CITADEL_TOKEN", &token).output().unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("hint:"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(&token), "the token leaked into an error");
+    let denied = ws.json(&["audit", "query", "--outcome", "denied"]);
+    assert!(!denied.as_array().unwrap().is_empty());
+
+    // Rotation re-wraps the data keys; everything still reads.
+    let before = ws.json(&["key", "list"]);
+    ws.ok(&["key", "rotate"]);
+    let after = ws.json(&["key", "list"]);
+    assert_ne!(before, after);
+    ws.ok(&["artifact", "get", "models/m", "-o", ws.root.parent().unwrap().join("out2.bin").to_str().unwrap()]);
+
+    let gc = ws.json(&["gc", "--grace", "0"]);
+    assert_eq!(gc["unreferenced_chunks"], 0, "nothing referenced may be collected: {gc}");
+    ws.ok(&["fsck"]);
+    ws.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn postgres_metadata_full_cycle_and_tamper_detection() {
+    let Some(server) = service("CITADEL_TEST_PG_URL") else { return };
+    let url = fresh_pg_database(&server);
+    let ws = Ws::with(&["--metadata-url", &url], &[]);
+    assert!(!ws.root.join("meta.db").exists(), "metadata must live in PostgreSQL, not SQLite");
+    full_cycle(&ws);
+    // An edited audit row in PostgreSQL is named by verify.
+    ws.db_exec("UPDATE audit_log SET action = 'artifact.get' WHERE seq = 2");
+    let o = ws.run(&["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("record 2 was edited"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn postgres_concurrent_puts_keep_one_audit_chain() {
+    let Some(server) = service("CITADEL_TEST_PG_URL") else { return };
+    let url = fresh_pg_database(&server);
+    let ws = Ws::with(&["--metadata-url", &url], &[]);
+    let files: Vec<_> = (0..6).map(|i| ws.file(&format!("c{i}.bin"), &random_bytes(300_000, 101 + 2 * i))).collect();
+    let children: Vec<_> =
+        files.iter().map(|f| ws.cmd(&["artifact", "put", f.to_str().unwrap()]).spawn().unwrap()).collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(ws.json(&["artifact", "ls"]).as_array().unwrap().len(), 6);
+    let v = ws.json(&["audit", "verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+}
+
+fn s3_workspace(extra: &[&str], env: &[(&str, &str)]) -> Option<Ws> {
+    let endpoint = service("CITADEL_TEST_S3_ENDPOINT")?;
+    let bucket = service("CITADEL_TEST_S3_BUCKET")?;
+    let url = format!("storage.url=s3://{bucket}/{}", unique("ws-"));
+    let ep = format!("storage.s3_endpoint={endpoint}");
+    let mut args = vec![
+        "--set",
+        &url,
+        "--set",
+        &ep,
+        "--set",
+        "storage.s3_allow_http=true",
+        "--set",
+        "storage.s3_region=us-east-1",
+    ];
+    args.extend_from_slice(extra);
+    Some(Ws::with(&args, env))
+}
+
+#[test]
+fn s3_storage_full_cycle_and_corruption() {
+    let Some(ws) = s3_workspace(&[], &[]) else { return };
+    assert!(!ws.root.join("objects").exists(), "objects must live in S3, not the local directory");
+    full_cycle(&ws);
+
+    // Corrupt one chunk in the bucket: the read and fsck both name it.
+    let config = std::fs::read_to_string(ws.root.join("citadel.toml")).unwrap();
+    let prefix =
+        config.lines().find_map(|l| l.strip_prefix("url = \"s3://")).unwrap().trim_end_matches('"').to_string();
+    let (bucket, prefix) = prefix.split_once('/').unwrap();
+    let store = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_endpoint(std::env::var("CITADEL_TEST_S3_ENDPOINT").unwrap())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let victim = rt.block_on(async {
+        use futures::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let chunks: Vec<_> =
+            store.list(Some(&object_store::path::Path::from(format!("{prefix}/chunks")))).try_collect().await.unwrap();
+        assert!(chunks.len() > 10, "chunks are stored in the bucket");
+        let victim = chunks.iter().max_by_key(|m| m.size).unwrap().location.clone();
+        store.put(&victim, object_store::PutPayload::from(vec![0u8; 4096])).await.unwrap();
+        victim
+    });
+    let name = victim.filename().unwrap().to_string();
+    let fsck = ws.run(&["fsck", "--json"]);
+    assert!(!fsck.status.success());
+    assert!(
+        String::from_utf8_lossy(&fsck.stdout).contains(&name[..16]),
+        "fsck names the chunk: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}
+
+#[test]
+fn pkcs11_softhsm_master_key_full_cycle() {
+    let Some(module) = service("CITADEL_TEST_PKCS11_MODULE") else { return };
+    let label = unique("ct-");
+    let o = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label, "--pin", "4711-test", "--so-pin", "so-4711-test"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "softhsm2-util: {}", stderr(&o));
+    let ws = Ws::with(
+        &["--key-provider", "pkcs11", "--pkcs11-module", &module, "--pkcs11-token", &label],
+        &[("CITADEL_PKCS11_PIN", "4711-test")],
+    );
+    assert!(!ws.root.join("keys/master.key").exists(), "no local key file with PKCS#11");
+    full_cycle(&ws);
+    // A wrong PIN is a clear error that does not echo the PIN.
+    let o = ws.cmd(&["artifact", "ls"]).env("CITADEL_PKCS11_PIN", "0000-wrong").output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("hint:") && !stderr(&o).contains("0000-wrong"), "{}", stderr(&o));
+}
+
+#[test]
+fn scale_out_postgres_s3_and_pkcs11_together() {
+    let Some(server) = service("CITADEL_TEST_PG_URL") else { return };
+    let Some(module) = service("CITADEL_TEST_PKCS11_MODULE") else { return };
+    let label = unique("ct-");
+    let o = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label, "--pin", "4711-test", "--so-pin", "so-4711-test"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "softhsm2-util: {}", stderr(&o));
+    let url = fresh_pg_database(&server);
+    let Some(ws) = s3_workspace(
+        &["--metadata-url", &url, "--key-provider", "pkcs11", "--pkcs11-module", &module, "--pkcs11-token", &label],
+        &[("CITADEL_PKCS11_PIN", "4711-test")],
+    ) else {
+        return;
+    };
+    full_cycle(&ws);
+}

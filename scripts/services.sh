@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs (when missing) and starts the servers the tests run against, all
+# bound to 127.0.0.1, then writes their addresses to $CITADEL_SERVICES_DIR/env
+# for the test run to source:
+#   - PostgreSQL (Debian package), a throwaway cluster owned by user postgres;
+#   - an S3-compatible server: moto[server] from PyPI, with one bucket;
+#   - SoftHSM2 (Debian package), with a private token directory.
+# Idempotent: servers already answering are left running.
+set -euo pipefail
+STATE=${CITADEL_SERVICES_DIR:-/tmp/citadel-services}
+PG_PORT=${CITADEL_PG_PORT:-55432}
+S3_PORT=${CITADEL_S3_PORT:-55433}
+BUCKET=citadel-test
+mkdir -p "$STATE"
+log() { echo "services: $*" >&2; }
+
+# ---------------------------------------------------------------- install
+need_apt=()
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
+command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+if ! python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
+  log "installing moto[server] (pip)"
+  python3 -m pip install -q "moto[server]==5.2.1"
+fi
+softhsm_module=$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so 2>/dev/null | head -1)
+
+# ---------------------------------------------------------------- PostgreSQL
+# The server refuses to run as root; the Debian package creates user postgres.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PGDATA="$STATE/pg"
+if ! "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+  if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    rm -rf "$PGDATA"; mkdir -p "$PGDATA"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$PGDATA"
+    as_pg "$pg_bin/initdb" -N -D "$PGDATA" -U postgres --auth=trust >/dev/null
+  fi
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$STATE"/pg* 2>/dev/null || true
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  as_pg "$pg_bin/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PGDATA -c fsync=off" start >/dev/null
+fi
+
+# ---------------------------------------------------------------- S3 (moto)
+s3_up() { python3 - "$S3_PORT" <<'PY'
+import sys, urllib.request
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/moto-api/", timeout=2)
+except Exception:
+    sys.exit(1)
+PY
+}
+if ! s3_up; then
+  log "starting moto S3 server on 127.0.0.1:$S3_PORT"
+  nohup python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/moto.log" 2>&1 &
+  for _ in $(seq 1 100); do s3_up && break; sleep 0.2; done
+  s3_up || { log "moto did not start; see $STATE/moto.log"; exit 1; }
+fi
+python3 - "$S3_PORT" "$BUCKET" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/{sys.argv[2]}", method="PUT")
+try:
+    urllib.request.urlopen(req, timeout=5)
+except urllib.error.HTTPError as e:
+    if e.code != 409:  # already exists
+        raise
+PY
+
+# ---------------------------------------------------------------- SoftHSM2
+mkdir -p "$STATE/softhsm/tokens"
+cat >"$STATE/softhsm/softhsm2.conf" <<CONF
+directories.tokendir = $STATE/softhsm/tokens
+objectstore.backend = file
+log.level = ERROR
+CONF
+
+cat >"$STATE/env" <<ENV
+export CITADEL_TEST_PG_URL='postgres://postgres@127.0.0.1:$PG_PORT'
+export CITADEL_TEST_S3_ENDPOINT='http://127.0.0.1:$S3_PORT'
+export CITADEL_TEST_S3_BUCKET='$BUCKET'
+export AWS_ACCESS_KEY_ID=citadel-test
+export AWS_SECRET_ACCESS_KEY=citadel-test-secret
+export AWS_DEFAULT_REGION=us-east-1
+export SOFTHSM2_CONF='$STATE/softhsm/softhsm2.conf'
+export CITADEL_TEST_PKCS11_MODULE='$softhsm_module'
+ENV
+log "ready: $STATE/env"
