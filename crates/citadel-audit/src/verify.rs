@@ -193,7 +193,10 @@ mod tests {
         let cp = Checkpoint::sign(6, l[5].hash, &signer);
         l[1].event.outcome = Outcome::Denied;
         rechain(&mut l);
-        assert_eq!(verify_chain(&l, std::slice::from_ref(&cp), &signer.public_key()), vec![Problem::CheckpointMismatch { seq: 6 }]);
+        assert_eq!(
+            verify_chain(&l, std::slice::from_ref(&cp), &signer.public_key()),
+            vec![Problem::CheckpointMismatch { seq: 6 }]
+        );
 
         let mut truncated = log(6);
         truncated.truncate(4);

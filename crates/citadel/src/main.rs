@@ -3,6 +3,8 @@
 //! plane and renders the result as text or `--json`. Every error ends with a
 //! `hint:` line.
 
+mod bench;
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,29 @@ enum Command {
         reference: String,
         #[arg(long, default_value = "text", value_parser = ["text", "dot", "mermaid", "json"])]
         format: String,
+    },
+    /// Benchmarks, next to the machine's limits and peer tools.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Put and get a large random file and many small files, next to
+    /// openssl (SHA-256, AES-GCM), the disk, and restic when installed.
+    Store {
+        /// Where to write the benchmark data (a fresh subdirectory, removed afterwards).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        #[arg(long, default_value_t = 10_000)]
+        files: u64,
+        #[arg(long, default_value_t = 100)]
+        file_kib: u64,
+        /// Keep the data, workspace and restic repository afterwards.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -797,6 +822,21 @@ async fn run(cli: Cli) -> Result<i32> {
             .await;
             ws.close().await?;
             return result;
+        }
+        Command::Bench(BenchCmd::Store { dir, size_mib, files, file_kib, keep }) => {
+            if *size_mib == 0 || *files == 0 || *file_kib == 0 {
+                anyhow::bail!("--size-mib, --files and --file-kib must be at least 1");
+            }
+            let opts = bench::BenchOptions {
+                dir: dir.clone(),
+                size_mib: *size_mib,
+                files: *files,
+                file_kib: *file_kib,
+                keep: *keep,
+            };
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let report = tokio::task::spawn_blocking(move || bench::run(&opts, quiet)).await??;
+            out.emit(&report, || bench::render(&report));
         }
         Command::Lineage { reference, format } => {
             let (ws, caller) = open(&cli).await?;
