@@ -25,7 +25,7 @@ mod token;
 
 pub use aead::{ChunkCipher, ObjectNamer, SEALED_OVERHEAD};
 pub use error::CryptoError;
-pub use local::{KdfParams, LocalKeyFile};
+pub use local::{KdfParams, LocalKeyFile, check_key_file_text};
 pub use pkcs11::{Pkcs11Config, Pkcs11Provider};
 pub use provider::{MasterKeyId, MasterKeyProvider, ProviderKind};
 pub use secrets::{DataKey, DataKeyPurpose, random_bytes};

@@ -79,6 +79,39 @@ struct FileContents {
     keys: Vec<FileKey>,
 }
 
+struct ParsedKeyFile {
+    kdf: KdfParams,
+    salt: [u8; 16],
+    wrapped: Vec<(String, Vec<u8>)>,
+}
+
+/// Everything about a key file that can be checked without the passphrase.
+fn parse_key_file(path: &Path, text: &str) -> Result<ParsedKeyFile> {
+    let bad = |reason: String| CryptoError::KeyFileFormat { path: path.to_owned(), reason };
+    let contents: FileContents = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if contents.format != FORMAT {
+        return Err(bad(format!("unknown format {:?}", contents.format)));
+    }
+    if contents.kdf.algorithm != "argon2id" {
+        return Err(bad(format!("unknown KDF {:?}", contents.kdf.algorithm)));
+    }
+    contents.kdf.params.check()?;
+    let salt_vec = B64.decode(&contents.kdf.salt).map_err(|e| bad(format!("salt: {e}")))?;
+    let salt: [u8; 16] = salt_vec.try_into().map_err(|_| bad("salt must be 16 bytes".into()))?;
+    let mut wrapped = Vec::with_capacity(contents.keys.len());
+    for k in contents.keys {
+        let sealed = B64.decode(&k.wrapped).map_err(|e| bad(format!("key {}: {e}", k.id)))?;
+        wrapped.push((k.id, sealed));
+    }
+    Ok(ParsedKeyFile { kdf: contents.kdf.params, salt, wrapped })
+}
+
+/// Checks a key file's text as far as possible without the passphrase (the
+/// fuzz target for the key-file parser).
+pub fn check_key_file_text(text: &str) -> Result<()> {
+    parse_key_file(Path::new("<input>"), text).map(|_| ())
+}
+
 /// A passphrase-protected key file holding one or more master key versions.
 ///
 /// The file is created with mode 0600 and refused when group or others can
@@ -141,26 +174,15 @@ impl LocalKeyFile {
             return Err(CryptoError::KeyFileFormat { path: path.to_owned(), reason: "larger than 1 MiB".into() });
         }
         let text = fs::read_to_string(path).map_err(io)?;
-        let bad = |reason: String| CryptoError::KeyFileFormat { path: path.to_owned(), reason };
-        let contents: FileContents = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if contents.format != FORMAT {
-            return Err(bad(format!("unknown format {:?}", contents.format)));
-        }
-        if contents.kdf.algorithm != "argon2id" {
-            return Err(bad(format!("unknown KDF {:?}", contents.kdf.algorithm)));
-        }
-        contents.kdf.params.check()?;
-        let salt_vec = B64.decode(&contents.kdf.salt).map_err(|e| bad(format!("salt: {e}")))?;
-        let salt: [u8; 16] = salt_vec.try_into().map_err(|_| bad("salt must be 16 bytes".into()))?;
-        let kek = derive_kek(passphrase, &salt, contents.kdf.params)?;
+        let parsed = parse_key_file(path, &text)?;
+        let kek = derive_kek(passphrase, &parsed.salt, parsed.kdf)?;
         let mut keys = Vec::new();
-        for k in &contents.keys {
-            let sealed = B64.decode(&k.wrapped).map_err(|e| bad(format!("key {}: {e}", k.id)))?;
-            let key = open_small(&kek, &sealed, &key_aad(&k.id), "master key")
+        for (id, sealed) in parsed.wrapped {
+            let key = open_small(&kek, &sealed, &key_aad(&id), "master key")
                 .map_err(|_| CryptoError::WrongPassphrase { path: path.to_owned() })?;
-            keys.push((k.id.clone(), key));
+            keys.push((id, key));
         }
-        Ok(LocalKeyFile { path: path.to_owned(), kdf: contents.kdf.params, salt, kek, keys })
+        Ok(LocalKeyFile { path: path.to_owned(), kdf: parsed.kdf, salt: parsed.salt, kek, keys })
     }
 
     pub fn path(&self) -> &Path {

@@ -270,7 +270,7 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// zstd when it helps. A 4 KiB sample is compressed first: incompressible
 /// data (already-compressed weights, random bytes) skips the full pass.
-fn encode_payload(data: &[u8]) -> Vec<u8> {
+pub fn encode_payload(data: &[u8]) -> Vec<u8> {
     let try_full = if data.len() >= 16 * 1024 {
         let sample = &data[..4096];
         zstd::bulk::compress(sample, 1).map(|c| c.len() < sample.len() * 97 / 100).unwrap_or(false)
@@ -293,15 +293,36 @@ fn encode_payload(data: &[u8]) -> Vec<u8> {
 }
 
 /// Inverse of [`encode_payload`], never producing more than `max_len` bytes
-/// (bounded memory on hostile input even past authentication).
-fn decode_payload(payload: &[u8], max_len: usize, what: &str) -> Result<Vec<u8>> {
+/// (bounded memory on hostile input even past authentication). Decoding
+/// streams, so memory follows the real output size, not the bound.
+pub fn decode_payload(payload: &[u8], max_len: usize, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
     let corrupt = |d: &str| StoreError::Corrupt { what: what.to_string(), detail: d.to_string() };
     match payload.split_first() {
         Some((&CODEC_RAW, rest)) if rest.len() <= max_len => Ok(rest.to_vec()),
-        Some((&CODEC_ZSTD, rest)) => zstd::bulk::decompress(rest, max_len).map_err(|_| corrupt("bad zstd data")),
+        Some((&CODEC_ZSTD, rest)) => {
+            let decoder = zstd::stream::read::Decoder::with_buffer(rest).map_err(|_| corrupt("bad zstd data"))?;
+            let mut out = Vec::new();
+            decoder
+                .single_frame()
+                .take(max_len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|_| corrupt("bad zstd data"))?;
+            if out.len() > max_len {
+                return Err(corrupt("longer than expected"));
+            }
+            Ok(out)
+        }
         Some((&CODEC_RAW, _)) => Err(corrupt("longer than expected")),
         _ => Err(corrupt("unknown codec")),
     }
+}
+
+/// Parses and validates a manifest's JSON as read back from storage.
+pub fn parse_manifest(json: &[u8]) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(json).map_err(|e| StoreError::Malformed(format!("manifest: {e}")))?;
+    m.validate()?;
+    Ok(m)
 }
 
 fn chunk_key(name: &str) -> String {
@@ -766,8 +787,7 @@ impl ArtifactStore {
             detail: "authentication failed".into(),
         })?;
         let json = decode_payload(&payload, MAX_MANIFEST, &key)?;
-        let m: Manifest = serde_json::from_slice(&json).map_err(|e| StoreError::Malformed(format!("manifest: {e}")))?;
-        m.validate()?;
+        let m = parse_manifest(&json)?;
         if m.artifact_id() != info.id {
             return Err(StoreError::Corrupt {
                 what: format!("manifest of artifact {}", info.id),

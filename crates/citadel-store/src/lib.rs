@@ -20,7 +20,7 @@ mod repo;
 
 pub use artifacts::{
     ArtifactInfo, ArtifactKind, ArtifactStore, ChunkParams, FsckReport, GcReport, GetReport, Manifest, ManifestFile,
-    PreparedPut, Progress,
+    PreparedPut, Progress, decode_payload, encode_payload, parse_manifest,
 };
 pub use db::{AuditedTx, Db, DbBackend};
 pub use error::StoreError;
