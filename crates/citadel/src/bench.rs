@@ -185,12 +185,12 @@ pub fn run(opts: &BenchOptions, quiet: bool) -> Result<BenchReport> {
         (format!("{} files x {} KiB", opts.files, opts.file_kib), small_dir.clone(), small_bytes),
     ] {
         say(quiet, &format!("{name}: citadel put"));
-        let (put_s, out) = timed(&mut citadel(&["artifact", "put", "--json"]).arg(&path), "citadel artifact put")?;
+        let (put_s, out) = timed(citadel(&["artifact", "put", "--json"]).arg(&path), "citadel artifact put")?;
         let put: serde_json::Value = serde_json::from_str(&out)?;
         let id = put["id"].as_str().ok_or_else(|| anyhow!("artifact put printed no id"))?.to_string();
         say(quiet, &format!("{name}: citadel get"));
         let restored = root.join(format!("restore-{}", workloads.len()));
-        let (get_s, _) = timed(&mut citadel(&["artifact", "get", &id, "-o"]).arg(&restored), "citadel artifact get")?;
+        let (get_s, _) = timed(citadel(&["artifact", "get", &id, "-o"]).arg(&restored), "citadel artifact get")?;
         let _ = std::fs::remove_dir_all(&restored).or_else(|_| std::fs::remove_file(&restored));
 
         let (mut rb, mut rr) = (None, None);
@@ -213,8 +213,7 @@ pub fn run(opts: &BenchOptions, quiet: bool) -> Result<BenchReport> {
             change_one_percent_in_place(&path, bytes, &mut noise)?
         };
         say(quiet, &format!("{name}: citadel put after {change}"));
-        let (_, out) =
-            timed(&mut citadel(&["artifact", "put", "--json"]).arg(&path), "citadel artifact put (1% changed)")?;
+        let (_, out) = timed(citadel(&["artifact", "put", "--json"]).arg(&path), "citadel artifact put (1% changed)")?;
         let reput: serde_json::Value = serde_json::from_str(&out)?;
         let new_bytes = reput["new_bytes"].as_u64().unwrap_or(0);
 
