@@ -387,3 +387,17 @@ fn full_disk_gives_clean_error_and_no_corruption() {
     let failure = ws.json(&["audit", "query", "--outcome", "failure"]);
     assert_eq!(failure.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn no_progress_bars_when_not_a_terminal() {
+    // Test output is a pipe: a bar would show as carriage returns and
+    // bar characters in stderr, which scripts and log files must not get.
+    let ws = Ws::new();
+    let f = ws.file("p.bin", &random_bytes(4 << 20, 21));
+    let o = ws.run(&["artifact", "put", f.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = stderr(&o);
+    assert!(!err.contains('\r') && !err.contains("=>") && !err.contains("eta"), "progress output on a pipe: {err:?}");
+    let o = ws.run(&["fsck"]);
+    assert!(o.status.success() && !stderr(&o).contains('\r'), "{}", stderr(&o));
+}
