@@ -353,8 +353,9 @@ pub fn render(r: &BenchReport) -> String {
         if let Some(rr) = w.restic_restore_mb_s {
             s += &format!("    ratio {:.2}x", w.citadel_get_mb_s / rr);
         }
+        s += &format!("\n  put / disk write+fsync limit {:.2}", w.citadel_put_mb_s / r.limits.disk_write_fsync_mb_s);
         if let Some(sha) = r.limits.openssl_sha256_mb_s {
-            s += &format!("\n  put / sha256 limit {:.2}", w.citadel_put_mb_s / sha);
+            s += &format!("    put / sha256 limit {:.2}", w.citadel_put_mb_s / sha);
         }
         s += &format!(
             "\n  re-put after {}: {} new bytes ({:.2}% of the data)\n",
