@@ -22,7 +22,17 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("identifiers", identifiers),
     ("key_file", key_file),
     ("audit_records", audit_records),
+    ("model_scan", model_scan),
 ];
+
+/// Any file handed to `citadel scan`: bounded, never a panic, and never
+/// silent (every input yields a verdict or a finding).
+pub fn model_scan(data: &[u8]) {
+    let r = citadel_scan::scan_bytes("fuzz", data);
+    if r.format == citadel_scan::Format::Unknown {
+        assert!(!r.findings.is_empty(), "unknown content passed silently");
+    }
+}
 
 /// A manifest as read back from storage (after decryption: a compromised
 /// storage key or a bug upstream must still not crash us).
@@ -137,6 +147,11 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             let r2 = citadel_audit::AuditRecord::chain(1, r1.hash, event);
             vec![serde_json::to_vec(&vec![r1, r2]).expect("json")]
         }
+        "model_scan" => vec![
+            b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x8c\x02id\x85R.".to_vec(),
+            b"(S'echo hi'\nios\nsystem\n.".to_vec(),
+            b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s.".to_vec(),
+        ],
         _ => vec![],
     }
 }

@@ -100,6 +100,14 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "dot", "mermaid", "json"])]
         format: String,
     },
+    /// Scan a model file or directory for malicious content, without loading it.
+    /// Exit code 2 when a finding reaches --fail-on.
+    Scan {
+        path: PathBuf,
+        /// The lowest severity that fails the scan (exit code 2).
+        #[arg(long, default_value = "critical", value_parser = ["warning", "critical"])]
+        fail_on: String,
+    },
     /// Benchmarks, next to the machine's limits and peer tools.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -822,6 +830,32 @@ async fn run(cli: Cli) -> Result<i32> {
             .await;
             ws.close().await?;
             return result;
+        }
+        Command::Scan { path, fail_on } => {
+            let reports = citadel_scan::scan_path(path)
+                .map_err(|e| anyhow!("{e}\nhint: check the path exists and is readable"))?;
+            let threshold =
+                if fail_on == "warning" { citadel_scan::Severity::Warning } else { citadel_scan::Severity::Critical };
+            let failed = citadel_scan::worst(&reports).is_some_and(|w| w >= threshold);
+            out.emit(&serde_json::json!({"files": reports, "failed": failed, "fail_on": fail_on}), || {
+                let mut s = String::new();
+                let mut counts = [0usize; 3];
+                for r in &reports {
+                    for f in &r.findings {
+                        counts[f.severity as usize] += 1;
+                        s += &format!("{:<8} {} [{}]: {}\n", f.severity.as_str(), f.location, f.rule, f.message);
+                    }
+                }
+                s += &format!(
+                    "{} file(s) scanned: {} critical, {} warning(s){}",
+                    reports.len(),
+                    counts[2],
+                    counts[1],
+                    if failed { format!(" - FAILED (--fail-on {fail_on})") } else { String::new() }
+                );
+                s
+            });
+            return Ok(if failed { 2 } else { 0 });
         }
         Command::Bench(BenchCmd::Store { dir, size_mib, files, file_kib, keep }) => {
             if *size_mib == 0 || *files == 0 || *file_kib == 0 {

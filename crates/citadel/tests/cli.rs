@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -400,4 +400,25 @@ fn no_progress_bars_when_not_a_terminal() {
     assert!(!err.contains('\r') && !err.contains("=>") && !err.contains("eta"), "progress output on a pipe: {err:?}");
     let o = ws.run(&["fsck"]);
     assert!(o.status.success() && !stderr(&o).contains('\r'), "{}", stderr(&o));
+}
+
+#[test]
+fn scan_exit_codes_and_json() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    let bad = fixtures.join("os_system_p4.pkl");
+    let o = bin().args(["scan", bad.to_str().unwrap(), "--json"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "a critical finding fails the scan");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["failed"], true);
+    assert_eq!(r["files"][0]["findings"][0]["severity"], "critical");
+    let good = fixtures.join("benign_p4.pkl");
+    let o = bin().args(["scan", good.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let unknown = fixtures.join("unknown_p4.pkl");
+    assert_eq!(bin().args(["scan", unknown.to_str().unwrap()]).output().unwrap().status.code(), Some(0));
+    let o = bin().args(["scan", unknown.to_str().unwrap(), "--fail-on", "warning"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "warnings fail with --fail-on warning");
+    let o = bin().args(["scan", "/nonexistent/model.pkl"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
 }

@@ -1,0 +1,101 @@
+//! The scanner against pickles written by CPython's own pickler
+//! (`tests/fixtures/make_pickles.py`, which also writes `expected.json`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use citadel_scan::{Format, Severity, pickle};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[derive(serde::Deserialize)]
+struct Expected {
+    worst: Option<String>,
+    globals: Vec<String>,
+}
+
+#[test]
+fn every_fixture_gets_its_expected_verdict() {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).expect("expected.json");
+    let expected: BTreeMap<String, Expected> = serde_json::from_str(&text).expect("valid expected.json");
+    assert!(expected.len() >= 20);
+    for (name, want) in expected {
+        let data = std::fs::read(fixtures().join(&name)).expect("fixture");
+        assert_eq!(citadel_scan::detect(&data), Format::Pickle, "{name} is detected as a pickle by content");
+        let report = citadel_scan::scan_bytes(&name, &data);
+        let worst = report.findings.iter().map(|f| f.severity).max();
+        assert_eq!(worst.map(|s| s.as_str().to_string()), want.worst, "{name}: {:#?}", report.findings);
+        let walk = pickle::walk(&data, &name, pickle::PickleLimits::default());
+        let got: Vec<String> = walk.globals.iter().map(|g| format!("{}.{}", g.module, g.name)).collect();
+        for g in &want.globals {
+            assert!(got.contains(g), "{name}: {g} not resolved; got {got:?}");
+        }
+    }
+}
+
+#[test]
+fn benign_pickles_of_every_protocol_are_clean() {
+    for p in 0..=5 {
+        let data = std::fs::read(fixtures().join(format!("benign_p{p}.pkl"))).expect("fixture");
+        let walk = pickle::walk(&data, "b", pickle::PickleLimits::default());
+        assert!(walk.findings.is_empty(), "protocol {p}: {:?}", walk.findings);
+        assert_eq!(walk.pickles, 1);
+    }
+}
+
+#[test]
+fn findings_name_the_callable_and_offset() {
+    let data = std::fs::read(fixtures().join("os_system_p4.pkl")).expect("fixture");
+    let r = citadel_scan::scan_bytes("model.pkl", &data);
+    let f = r.findings.iter().find(|f| f.severity == Severity::Critical).expect("a critical finding");
+    assert_eq!(f.rule, "pickle-dangerous-global");
+    assert!(f.message.contains("posix.system") && f.message.contains("at byte"), "{}", f.message);
+    assert_eq!(f.location, "model.pkl");
+}
+
+#[test]
+fn a_malicious_pickle_after_a_benign_one_is_found() {
+    let data = std::fs::read(fixtures().join("two_pickles.pkl")).expect("fixture");
+    let walk = pickle::walk(&data, "t", pickle::PickleLimits::default());
+    assert_eq!(walk.pickles, 2);
+    assert!(walk.findings.iter().any(|f| f.severity == Severity::Critical));
+}
+
+#[test]
+fn unknown_content_is_a_finding_never_a_pass() {
+    let r = citadel_scan::scan_bytes("weights.bin", b"\x00\x01 arbitrary bytes that are no known format");
+    assert_eq!(r.format, Format::Unknown);
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!(r.findings[0].rule, "unknown-format");
+    let empty = citadel_scan::scan_bytes("empty", b"");
+    assert!(!empty.findings.is_empty(), "an empty file is not judged safe");
+}
+
+#[test]
+fn opcode_budget_bounds_the_walk() {
+    // 10,000 EMPTY_LIST + POP pairs under a budget of 1,000 opcodes.
+    let mut data = b"\x80\x04".to_vec();
+    for _ in 0..10_000 {
+        data.extend_from_slice(b"]0");
+    }
+    data.extend_from_slice(b"N.");
+    let walk = pickle::walk(&data, "big", pickle::PickleLimits { max_opcodes: 1_000, ..Default::default() });
+    assert!(walk.findings.iter().any(|f| f.rule == "pickle-too-large"));
+    assert!(walk.opcodes <= 1_000);
+}
+
+#[test]
+fn every_truncation_of_every_fixture_is_handled() {
+    // Never a panic; a truncated malicious pickle still reports what it imports so far.
+    for entry in std::fs::read_dir(fixtures()).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "pkl") {
+            let data = std::fs::read(&path).expect("fixture");
+            for cut in 0..data.len() {
+                let _ = citadel_scan::scan_bytes("cut", &data[..cut]);
+            }
+        }
+    }
+}
