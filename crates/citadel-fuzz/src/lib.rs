@@ -151,6 +151,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x8c\x02id\x85R.".to_vec(),
             b"(S'echo hi'\nios\nsystem\n.".to_vec(),
             b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s.".to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/torch_evil.pt").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/object.npz").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/good.safetensors").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/good.gguf").to_vec(),
         ],
         _ => vec![],
     }

@@ -3,11 +3,13 @@
 //! and a file the scanner cannot judge is itself a finding: "no issues" is
 //! only ever said of content that was actually understood.
 //!
-//! Status: pickle streams (protocols 0–5) are fully walked. Containers (zip,
-//! PyTorch archives, .npz, .keras), NumPy, ONNX, safetensors, HDF5 and GGUF
-//! are detected and reported as not-yet-scanned (a warning), never passed.
+//! Status: pickle streams (protocols 0–5), zip containers (PyTorch archives,
+//! .npz, .keras, nested archives), NumPy `.npy` (object dtype), safetensors
+//! and GGUF headers are scanned. HDF5 and ONNX are detected and reported as
+//! not-yet-scanned (a warning), never passed.
 
 mod allowlist;
+pub mod formats;
 pub mod pickle;
 
 use std::path::Path;
@@ -89,23 +91,35 @@ pub struct FileReport {
 
 /// Scans one file's bytes. `location` names it in findings.
 pub fn scan_bytes(location: &str, data: &[u8]) -> FileReport {
-    let format = detect(data);
-    let findings = match format {
-        Format::Pickle => pickle::walk(data, location, pickle::PickleLimits::default()).findings,
+    let budget = formats::Budget::default();
+    let mut unpacked = 0u64;
+    let findings = scan_inner(location, data, 0, &budget, &mut unpacked);
+    FileReport { path: location.into(), format: detect(data), size: data.len() as u64, findings }
+}
+
+fn scan_inner(location: &str, data: &[u8], depth: u32, budget: &formats::Budget, unpacked: &mut u64) -> Vec<Finding> {
+    let pickle_findings = |loc: &str, bytes: &[u8]| pickle::walk(bytes, loc, pickle::PickleLimits::default()).findings;
+    match detect(data) {
+        Format::Pickle => pickle_findings(location, data),
+        Format::Zip => formats::scan_zip(location, data, depth, budget, unpacked, &mut |loc, bytes, d, u| {
+            scan_inner(loc, bytes, d, budget, u)
+        }),
+        Format::Numpy => formats::scan_npy(location, data, &mut |loc, bytes| pickle_findings(loc, bytes)),
+        Format::Safetensors => formats::scan_safetensors(location, data),
+        Format::Gguf => formats::scan_gguf(location, data),
         Format::Unknown => vec![Finding {
             severity: Severity::Warning,
             rule: "unknown-format".into(),
             location: location.into(),
             message: "the content is not a format the scanner knows, so it could not be judged".into(),
         }],
-        other => vec![Finding {
+        other @ Format::Hdf5 => vec![Finding {
             severity: Severity::Warning,
             rule: "format-not-scanned".into(),
             location: location.into(),
             message: format!("{other:?} content is recognised but not yet scanned; it was not judged safe"),
         }],
-    };
-    FileReport { path: location.into(), format, size: data.len() as u64, findings }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
