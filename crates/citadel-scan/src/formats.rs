@@ -165,6 +165,13 @@ pub fn scan_zip(
         if in_torch_data || torch_meta {
             continue;
         }
+        if name == "config.json" && names.iter().any(|n| n == "metadata.json" || n.ends_with(".weights.h5")) {
+            out.extend(scan_keras_config(&member, &bytes));
+            continue;
+        }
+        if name == "metadata.json" && names.iter().any(|n| n == "config.json") {
+            continue;
+        }
         out.extend(scan(&member, &bytes, depth + 1, unpacked));
     }
     out
@@ -303,4 +310,81 @@ pub fn scan_gguf(location: &str, data: &[u8]) -> Vec<Finding> {
         return bad(format!("{tensors} tensors and {kvs} metadata entries cannot fit in {} bytes", data.len()));
     }
     Vec::new()
+}
+
+/// A Keras model config (`config.json` of a `.keras` archive, or the
+/// `model_config` attribute of an HDF5 file): Lambda layers carry marshalled
+/// Python bytecode; custom objects name code outside Keras.
+pub fn scan_keras_config(location: &str, json: &[u8]) -> Vec<Finding> {
+    let value: serde_json::Value = match serde_json::from_slice(json) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![finding(
+                Severity::Warning,
+                "keras-config-unreadable",
+                location,
+                format!("the Keras config is not valid JSON ({e}); not judged"),
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![&value];
+    let mut visited = 0u32;
+    while let Some(v) = stack.pop() {
+        visited += 1;
+        if visited > 1_000_000 {
+            out.push(finding(Severity::Warning, "scan-budget", location, "config too large; partly scanned".into()));
+            break;
+        }
+        match v {
+            serde_json::Value::Object(map) => {
+                let class = map.get("class_name").and_then(|c| c.as_str());
+                if class == Some("Lambda") {
+                    let name = map.get("config").and_then(|c| c.get("name")).and_then(|n| n.as_str()).unwrap_or("?");
+                    out.push(finding(
+                        Severity::Critical,
+                        "keras-lambda-layer",
+                        location,
+                        format!("Lambda layer {name:?} carries Python code that runs when the model loads"),
+                    ));
+                }
+                if let (Some(module), Some(class)) = (map.get("module").and_then(|m| m.as_str()), class)
+                    && !(module == "keras" || module.starts_with("keras.") || module.starts_with("tensorflow.keras"))
+                {
+                    out.push(finding(
+                        Severity::Warning,
+                        "keras-custom-object",
+                        location,
+                        format!("custom object {class:?} from module {module:?} is imported when the model loads"),
+                    ));
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items.iter()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// HDF5 is not parsed yet; the Keras `model_config` attribute is stored as
+/// plain JSON text inside it, so a Lambda layer is still visible in the bytes.
+pub fn scan_hdf5(location: &str, data: &[u8]) -> Vec<Finding> {
+    let mut out = vec![finding(
+        Severity::Warning,
+        "format-not-scanned",
+        location,
+        "HDF5 content is recognised but not parsed; only its embedded Keras config text was checked".into(),
+    )];
+    let lambda = [&b"\"class_name\": \"Lambda\""[..], &b"\"class_name\":\"Lambda\""[..]];
+    if lambda.iter().any(|pat| data.windows(pat.len()).any(|w| w == *pat)) {
+        out.push(finding(
+            Severity::Critical,
+            "keras-lambda-layer",
+            location,
+            "the embedded Keras config holds a Lambda layer, which carries Python code that runs when the model loads"
+                .into(),
+        ));
+    }
+    out
 }

@@ -5,12 +5,16 @@
 //!
 //! Status: pickle streams (protocols 0–5), zip containers (PyTorch archives,
 //! .npz, .keras, nested archives), NumPy `.npy` (object dtype), safetensors
-//! and GGUF headers are scanned. HDF5 and ONNX are detected and reported as
-//! not-yet-scanned (a warning), never passed.
+//! and GGUF headers, and Keras configs (Lambda layers, custom objects) are
+//! scanned. HDF5 is searched for an embedded Lambda layer but not parsed, and
+//! ONNX is not yet recognised: both are findings, never passes.
 
 mod allowlist;
 pub mod formats;
 pub mod pickle;
+mod sarif;
+
+pub use sarif::to_sarif;
 
 use std::path::Path;
 
@@ -113,12 +117,7 @@ fn scan_inner(location: &str, data: &[u8], depth: u32, budget: &formats::Budget,
             location: location.into(),
             message: "the content is not a format the scanner knows, so it could not be judged".into(),
         }],
-        other @ Format::Hdf5 => vec![Finding {
-            severity: Severity::Warning,
-            rule: "format-not-scanned".into(),
-            location: location.into(),
-            message: format!("{other:?} content is recognised but not yet scanned; it was not judged safe"),
-        }],
+        Format::Hdf5 => formats::scan_hdf5(location, data),
     }
 }
 

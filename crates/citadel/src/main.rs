@@ -107,6 +107,9 @@ enum Command {
         /// The lowest severity that fails the scan (exit code 2).
         #[arg(long, default_value = "critical", value_parser = ["warning", "critical"])]
         fail_on: String,
+        /// Also write the findings as SARIF 2.1.0 to this file.
+        #[arg(long)]
+        sarif: Option<PathBuf>,
     },
     /// Benchmarks, next to the machine's limits and peer tools.
     #[command(subcommand)]
@@ -831,9 +834,13 @@ async fn run(cli: Cli) -> Result<i32> {
             ws.close().await?;
             return result;
         }
-        Command::Scan { path, fail_on } => {
+        Command::Scan { path, fail_on, sarif } => {
             let reports = citadel_scan::scan_path(path)
                 .map_err(|e| anyhow!("{e}\nhint: check the path exists and is readable"))?;
+            if let Some(sarif) = sarif {
+                let text = serde_json::to_vec_pretty(&citadel_scan::to_sarif(&reports))?;
+                std::fs::write(sarif, text).with_context(|| format!("writing {}", sarif.display()))?;
+            }
             let threshold =
                 if fail_on == "warning" { citadel_scan::Severity::Warning } else { citadel_scan::Severity::Critical };
             let failed = citadel_scan::worst(&reports).is_some_and(|w| w >= threshold);

@@ -422,3 +422,28 @@ fn scan_exit_codes_and_json() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
 }
+
+#[test]
+fn scan_writes_sarif() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("scan.sarif");
+    let o = bin()
+        .args(["scan", fixtures.join("nested.zip").to_str().unwrap(), "--sarif", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(s["version"], "2.1.0");
+    let run = &s["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "citadel-scan");
+    let result = &run["results"][0];
+    assert_eq!(result["level"], "error");
+    assert_eq!(result["ruleId"], "pickle-dangerous-global");
+    let rule_index = result["ruleIndex"].as_u64().unwrap() as usize;
+    assert_eq!(run["tool"]["driver"]["rules"][rule_index]["id"], "pickle-dangerous-global");
+    assert!(
+        result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str().unwrap().ends_with("nested.zip")
+    );
+    assert_eq!(result["locations"][0]["logicalLocations"][0]["fullyQualifiedName"], "inner.zip!deep/model.pkl");
+}
