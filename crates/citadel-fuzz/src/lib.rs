@@ -155,6 +155,8 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             include_bytes!("../../citadel-scan/tests/fixtures/object.npz").to_vec(),
             include_bytes!("../../citadel-scan/tests/fixtures/good.safetensors").to_vec(),
             include_bytes!("../../citadel-scan/tests/fixtures/good.gguf").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/subgraph_custom.onnx").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/lambda.keras").to_vec(),
         ],
         _ => vec![],
     }

@@ -6,11 +6,13 @@
 //! Status: pickle streams (protocols 0–5), zip containers (PyTorch archives,
 //! .npz, .keras, nested archives), NumPy `.npy` (object dtype), safetensors
 //! and GGUF headers, and Keras configs (Lambda layers, custom objects) are
-//! scanned. HDF5 is searched for an embedded Lambda layer but not parsed, and
-//! ONNX is not yet recognised: both are findings, never passes.
+//! scanned, and ONNX models (external data paths, custom operator domains).
+//! HDF5 is searched for an embedded Lambda layer but not parsed, which is
+//! itself a finding, never a pass.
 
 mod allowlist;
 pub mod formats;
+mod onnx;
 pub mod pickle;
 mod sarif;
 
@@ -60,6 +62,7 @@ pub enum Format {
     Hdf5,
     Gguf,
     Safetensors,
+    Onnx,
     Unknown,
 }
 
@@ -74,6 +77,8 @@ pub fn detect(data: &[u8]) -> Format {
         Format::Gguf
     } else if pickle::looks_like_pickle(data) {
         Format::Pickle
+    } else if onnx::looks_like_onnx(data) {
+        Format::Onnx
     } else if data.len() >= 9
         && u64::from_le_bytes(data[..8].try_into().unwrap_or([0; 8])) < 100_000_000
         && data[8] == b'{'
@@ -118,6 +123,7 @@ fn scan_inner(location: &str, data: &[u8], depth: u32, budget: &formats::Budget,
             message: "the content is not a format the scanner knows, so it could not be judged".into(),
         }],
         Format::Hdf5 => formats::scan_hdf5(location, data),
+        Format::Onnx => onnx::scan_onnx(location, data),
     }
 }
 
