@@ -73,6 +73,17 @@ except urllib.error.HTTPError as e:
         raise
 PY
 
+# ---------------------------------------------------------------- model-signing
+# The OpenSSF reference tool, for the signing interoperability tests. Its own
+# venv: it pins dependencies the rest of the machine need not share.
+# (1.1.1 imports pyOpenSSL without declaring it.)
+VENV="$STATE/venv"
+if ! "$VENV/bin/model_signing" --help >/dev/null 2>&1; then
+  log "installing model-signing 1.1.1 (pip, into $VENV)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "model-signing==1.1.1" "pyOpenSSL==26.4.0" || "$VENV/bin/pip" install -q "model-signing==1.1.1" pyOpenSSL
+fi
+
 # ---------------------------------------------------------------- SoftHSM2
 mkdir -p "$STATE/softhsm/tokens"
 cat >"$STATE/softhsm/softhsm2.conf" <<CONF
@@ -90,5 +101,6 @@ export AWS_SECRET_ACCESS_KEY=citadel-test-secret
 export AWS_DEFAULT_REGION=us-east-1
 export SOFTHSM2_CONF='$STATE/softhsm/softhsm2.conf'
 export CITADEL_TEST_PKCS11_MODULE='$softhsm_module'
+export CITADEL_TEST_MODEL_SIGNING='$VENV/bin/model_signing'
 ENV
 log "ready: $STATE/env"

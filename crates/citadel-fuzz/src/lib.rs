@@ -23,7 +23,24 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("key_file", key_file),
     ("audit_records", audit_records),
     ("model_scan", model_scan),
+    ("signature_bundle", signature_bundle),
 ];
+
+/// A model-signing bundle from anywhere: must be rejected cleanly unless
+/// genuinely signed by the test key.
+pub fn signature_bundle(data: &[u8]) {
+    static KEY: OnceLock<citadel_signing::VerifyingKey> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        citadel_signing::VerifyingKey::from_pem(include_str!(
+            "../../citadel-signing/tests/fixtures/keys/TEST-ONLY-ec-p256-public.pem"
+        ))
+        .expect("test key")
+    });
+    if let Ok(text) = std::str::from_utf8(data) {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-signing/tests/fixtures/model");
+        let _ = citadel_signing::verify(&model, text, key, &[]);
+    }
+}
 
 /// Any file handed to `citadel scan`: bounded, never a panic, and never
 /// silent (every input yields a verdict or a finding).
@@ -157,6 +174,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             include_bytes!("../../citadel-scan/tests/fixtures/good.gguf").to_vec(),
             include_bytes!("../../citadel-scan/tests/fixtures/subgraph_custom.onnx").to_vec(),
             include_bytes!("../../citadel-scan/tests/fixtures/lambda.keras").to_vec(),
+        ],
+        "signature_bundle" => vec![
+            include_bytes!("../../citadel-signing/tests/fixtures/signatures/model.sig").to_vec(),
+            include_bytes!("../../citadel-signing/tests/fixtures/signatures/negative/no-key-hint.sig").to_vec(),
         ],
         _ => vec![],
     }

@@ -111,6 +111,30 @@ enum Command {
         #[arg(long)]
         sarif: Option<PathBuf>,
     },
+    /// Sign a model file or directory (OpenSSF model-signing format, key method).
+    Sign {
+        path: PathBuf,
+        /// EC private key (PEM, P-256/P-384/P-521).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signature (default: model.sig in the current directory).
+        #[arg(long, default_value = "model.sig")]
+        signature: PathBuf,
+        /// Hash in shards of this many bytes (parallel on large files); the
+        /// model-signing CLI can verify only unsharded signatures.
+        #[arg(long)]
+        shard_size: Option<u64>,
+    },
+    /// Verify a model against a model-signing signature; names every changed,
+    /// extra and missing file. Exit code 2 when the model does not match.
+    Verify {
+        path: PathBuf,
+        #[arg(long, default_value = "model.sig")]
+        signature: PathBuf,
+        /// EC public key (PEM).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
     /// Benchmarks, next to the machine's limits and peer tools.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -863,6 +887,64 @@ async fn run(cli: Cli) -> Result<i32> {
                 s
             });
             return Ok(if failed { 2 } else { 0 });
+        }
+        Command::Sign { path, key, signature, shard_size } => {
+            let key = citadel_signing::SigningKey::from_pem_file(key)
+                .map_err(|e| anyhow!("{e}\nhint: pass an EC private key in PEM (P-256, P-384 or P-521)"))?;
+            let mut opts = citadel_signing::SignOptions::default();
+            if let Some(n) = shard_size {
+                anyhow::ensure!(*n > 0, "--shard-size must be at least 1\nhint: e.g. --shard-size 1000000000");
+                opts.method = citadel_signing::Method::Shards(*n);
+            }
+            // A signature written inside the model is not part of it.
+            if let (Ok(model), Some(parent)) = (std::fs::canonicalize(path), signature.parent()) {
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                if let Ok(dir) = std::fs::canonicalize(parent)
+                    && let Ok(rel) = dir.join(signature.file_name().unwrap_or_default()).strip_prefix(&model)
+                {
+                    opts.ignore_paths.push(rel.to_string_lossy().into_owned());
+                }
+            }
+            let bundle =
+                citadel_signing::sign(path, &key, &opts).map_err(|e| anyhow!("{e}\nhint: check the model path"))?;
+            let tmp = signature.with_extension("sig.tmp");
+            std::fs::write(&tmp, &bundle).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, signature).with_context(|| format!("writing {}", signature.display()))?;
+            out.emit(&serde_json::json!({"signature": signature, "key_hint": key.hint()}), || {
+                format!("signed {} -> {} (key hint {})", path.display(), signature.display(), key.hint())
+            });
+        }
+        Command::Verify { path, signature, public_key } => {
+            let key = citadel_signing::VerifyingKey::from_pem_file(public_key)
+                .map_err(|e| anyhow!("{e}\nhint: pass the signer's EC public key in PEM"))?;
+            let bundle =
+                std::fs::read_to_string(signature).with_context(|| format!("reading {}", signature.display()))?;
+            let mut ignore = Vec::new();
+            if let (Ok(model), Ok(sig)) = (std::fs::canonicalize(path), std::fs::canonicalize(signature))
+                && let Ok(rel) = sig.strip_prefix(&model)
+            {
+                ignore.push(rel.to_string_lossy().into_owned());
+            }
+            let v = citadel_signing::verify(path, &bundle, &key, &ignore)
+                .map_err(|e| anyhow!("verification failed: {e}\nhint: check that the signature, the public key and the model belong together"))?;
+            let ok = v.mismatch.is_empty();
+            out.emit(&serde_json::json!({"verified": ok, "detail": v}), || {
+                if ok {
+                    return format!("Verification succeeded: {} resources, root digest {}", v.resources, v.root_digest);
+                }
+                let mut s = String::from("the signature is genuine but the model changed:\n");
+                for f in &v.mismatch.changed {
+                    s += &format!("  changed: {f}\n");
+                }
+                for f in &v.mismatch.extra {
+                    s += &format!("  extra:   {f}\n");
+                }
+                for f in &v.mismatch.missing {
+                    s += &format!("  missing: {f}\n");
+                }
+                s
+            });
+            return Ok(if ok { 0 } else { 2 });
         }
         Command::Bench(BenchCmd::Store { dir, size_mib, files, file_kib, keep }) => {
             if *size_mib == 0 || *files == 0 || *file_kib == 0 {

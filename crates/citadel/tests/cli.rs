@@ -447,3 +447,57 @@ fn scan_writes_sarif() {
     );
     assert_eq!(result["locations"][0]["logicalLocations"][0]["fullyQualifiedName"], "inner.zip!deep/model.pkl");
 }
+
+#[test]
+fn sign_and_verify_name_what_changed() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-signing/tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(model.join("sub")).unwrap();
+    std::fs::write(model.join("weights.bin"), random_bytes(300_000, 41)).unwrap();
+    std::fs::write(model.join("sub/config.json"), b"{}").unwrap();
+    let sig = model.join("model.sig"); // inside the model: must not sign itself
+    let key = fx.join("keys/TEST-ONLY-ec-p256-private.pem");
+    let public = fx.join("keys/TEST-ONLY-ec-p256-public.pem");
+    let o = bin()
+        .args(["sign", model.to_str().unwrap(), "--key", key.to_str().unwrap(), "--signature", sig.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let verify = || {
+        bin()
+            .args([
+                "verify",
+                model.to_str().unwrap(),
+                "--signature",
+                sig.to_str().unwrap(),
+                "--public-key",
+                public.to_str().unwrap(),
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(verify().status.code(), Some(0));
+    std::fs::write(model.join("sub/config.json"), b"{\"x\":1}").unwrap();
+    std::fs::write(model.join("added.py"), b"import os").unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(2));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["detail"]["mismatch"]["changed"][0], "sub/config.json");
+    assert_eq!(r["detail"]["mismatch"]["extra"][0], "added.py");
+    let other = fx.join("keys/TEST-ONLY-other-ec-p256-public.pem");
+    let o = bin()
+        .args([
+            "verify",
+            model.to_str().unwrap(),
+            "--signature",
+            sig.to_str().unwrap(),
+            "--public-key",
+            other.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("another key") && stderr(&o).contains("hint:"), "{}", stderr(&o));
+}
