@@ -9,6 +9,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod registry;
+
+pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -53,6 +56,14 @@ pub enum ControlError {
     Types(#[from] citadel_types::TypeError),
     #[error("{0}")]
     Policy(#[from] citadel_policy::PolicyError),
+    #[error("registration of {model} blocked: the scan found {critical} critical finding(s)")]
+    ScanBlocked { model: String, critical: usize, findings: Vec<citadel_scan::Finding> },
+    #[error(transparent)]
+    Signing(#[from] citadel_signing::SigningError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{principal} made stage request {request} and cannot also approve it (separation of duties)")]
+    SelfApproval { principal: String, request: String },
 }
 
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
@@ -125,6 +136,9 @@ pub struct Workspace {
     provider: Box<dyn MasterKeyProvider>,
     store: ArtifactStore,
     signer: Arc<AuditSigner>,
+    /// Seals workspace secrets at rest (the model-signing key), under the
+    /// chunk-encryption data key with a per-secret derived key.
+    secrets_cipher: Arc<citadel_crypto::ChunkCipher>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -313,8 +327,9 @@ impl Workspace {
             key(DataKeyPurpose::ObjectNaming)?,
         )
         .with_lease_ttl(config.lease_ttl_secs);
+        let secrets_cipher = Arc::new(citadel_crypto::ChunkCipher::new(key(DataKeyPurpose::ChunkEncryption)?));
         let db = db.with_audit_signer(signer.clone(), config.checkpoint_every);
-        Ok(Workspace { config, db, provider, store, signer })
+        Ok(Workspace { config, db, provider, store, signer, secrets_cipher })
     }
 
     /// Opens an existing workspace. Fails (changing nothing) on a wrong

@@ -149,6 +149,32 @@ impl SigningKey {
         Self::from_pem(&std::fs::read_to_string(path).map_err(io(path))?)
     }
 
+    /// A new P-256 key; returns it with its PKCS#8 DER encoding (to be sealed
+    /// by the caller's key hierarchy, never stored in the clear).
+    pub fn generate() -> Result<(Self, Vec<u8>)> {
+        let bad = |d: &str| SigningError::Key { what: "new signing key".into(), detail: d.into() };
+        let doc = EcdsaKeyPair::generate_pkcs8(Curve::P256.signing(), &SystemRandom::new())
+            .map_err(|_| bad("generation failed"))?;
+        let der = doc.as_ref().to_vec();
+        Ok((Self::from_pkcs8_der(&der)?, der))
+    }
+
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
+        let bad = |d: &str| SigningError::Key { what: "private key".into(), detail: d.into() };
+        for curve in Curve::ALL {
+            if let Ok(pair) = EcdsaKeyPair::from_private_key_der(curve.signing(), der) {
+                let spki_der = pair.public_key().as_der().map_err(|_| bad("cannot encode its public key"))?;
+                return Ok(SigningKey { pair, spki_der: spki_der.as_ref().to_vec() });
+            }
+        }
+        Err(bad("not an EC key on P-256, P-384 or P-521"))
+    }
+
+    /// The matching public key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey { spki_der: self.spki_der.clone() }
+    }
+
     /// SHA-256 of the canonical public key PEM (the bundle's key hint).
     pub fn hint(&self) -> String {
         hint_of(&self.spki_der)

@@ -30,7 +30,10 @@ impl DbBackend {
 }
 
 /// (version, description, SQL). Append only: never edit an applied migration.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "foundation", include_str!("../migrations/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../migrations/0001_foundation.sql")),
+    (2, "registry", include_str!("../migrations/0002_registry.sql")),
+];
 
 /// A handle to the metadata database. Cheap to clone.
 #[derive(Clone)]

@@ -111,6 +111,9 @@ enum Command {
         #[arg(long)]
         sarif: Option<PathBuf>,
     },
+    /// The model registry: register, stages with approvals, rollback, history.
+    #[command(subcommand)]
+    Model(ModelCmd),
     /// Sign a model file or directory (OpenSSF model-signing format, key method).
     Sign {
         path: PathBuf,
@@ -138,6 +141,61 @@ enum Command {
     /// Benchmarks, next to the machine's limits and peer tools.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// Scan, sign, store and version a model; critical scan findings block it.
+    Register {
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Training dataset (artifact id or name); repeatable.
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        /// Code reference, e.g. git+https://host/repo@COMMIT.
+        #[arg(long)]
+        code_ref: Option<String>,
+        /// Training parameters as a JSON file.
+        #[arg(long)]
+        params: Option<PathBuf>,
+    },
+    /// List a model's versions.
+    Ls { name: String },
+    /// Request a stage change (none -> staging -> production -> archived).
+    Promote {
+        name: String,
+        version: i64,
+        #[arg(long, value_parser = ["staging", "production", "archived"])]
+        to: String,
+    },
+    /// Approve a stage request (as a different principal than the requester).
+    Approve {
+        request: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a stage request.
+    Reject {
+        request: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List stage requests.
+    Requests {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Put the previous production version back into production.
+    Rollback { name: String },
+    /// Stage changes; with --at, which version was in production then.
+    History {
+        name: String,
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Print the workspace's model-signing public key (PEM), for `model_signing verify key`.
+    PublicKey,
 }
 
 #[derive(Subcommand, Debug)]
@@ -388,6 +446,10 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::Store(s) => store_hint(s),
             ControlError::Types(_) => "names use letters, digits, '.', '_', '-' and '/' separators; each part starts with a letter or digit".into(),
             ControlError::Policy(_) => "see `citadel grant add --help` for roles and scope syntax".into(),
+            ControlError::ScanBlocked { .. } => "run `citadel scan PATH` to see every finding; a model with critical findings cannot be registered".into(),
+            ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
+            ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
+            ControlError::Signing(_) => "the stored model no longer matches its signature: run `citadel fsck` and check the audit log".into(),
             _ => "see `citadel --help`".into(),
         };
     }
@@ -412,6 +474,138 @@ fn store_hint(s: &StoreError) -> String {
         StoreError::Io { .. } => "check that the path exists and is readable".into(),
         _ => "run `citadel fsck`; if the problem persists, report it with the message above".into(),
     }
+}
+
+async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -> Result<i32> {
+    match cmd {
+        ModelCmd::Register { path, name, datasets, code_ref, params } => {
+            let params = match params {
+                Some(p) => Some(
+                    serde_json::from_str::<serde_json::Value>(
+                        &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                    )
+                    .map_err(|e| {
+                        anyhow!(
+                            "--params {}: not JSON ({e})\nhint: pass a JSON file of training parameters",
+                            p.display()
+                        )
+                    })?,
+                ),
+                None => None,
+            };
+            let req = citadel_control::RegisterRequest {
+                path: path.clone(),
+                name: name.clone(),
+                datasets: datasets.clone(),
+                code_ref: code_ref.clone(),
+                params,
+            };
+            match ws.model_register(caller, &req).await {
+                Ok(v) => out.emit(&v, || {
+                    format!(
+                        "registered {} version {} (artifact {}, signed with key {}, {} scan warning(s))",
+                        v.model, v.version, v.artifact_id, v.signature_key_hint, v.scan["warnings"]
+                    )
+                }),
+                Err(ControlError::ScanBlocked { model, critical, findings }) => {
+                    let mut msg = format!("registration of {model} blocked: {critical} critical finding(s)");
+                    for f in findings.iter().filter(|f| f.severity == citadel_scan::Severity::Critical) {
+                        msg += &format!("\n  {} [{}]: {}", f.location, f.rule, f.message);
+                    }
+                    anyhow::bail!(
+                        "{msg}\nhint: a model with critical findings cannot be registered; the refusal is in the audit log"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ModelCmd::Ls { name } => {
+            let versions = ws.model_versions(caller, name).await?;
+            out.emit(&versions, || {
+                let mut s = format!("{:<8} {:<11} {:<20} {:<12} artifact\n", "version", "stage", "created", "by");
+                for v in &versions {
+                    s += &format!(
+                        "{:<8} {:<11} {:<20} {:<12} {}\n",
+                        v.version,
+                        v.stage,
+                        &v.created_at[..19.min(v.created_at.len())],
+                        v.created_by,
+                        &v.artifact_id[..16]
+                    );
+                }
+                s
+            });
+        }
+        ModelCmd::Promote { name, version, to } => {
+            let r = ws.model_request_stage(caller, name, *version, to).await?;
+            out.emit(&r, || {
+                format!(
+                    "requested {} version {} -> {} (request {}); an approver must run: citadel model approve {}",
+                    r.model, r.version, r.to_stage, r.id, r.id
+                )
+            });
+        }
+        ModelCmd::Approve { request, note } | ModelCmd::Reject { request, note } => {
+            let approve = matches!(cmd, ModelCmd::Approve { .. });
+            let r = ws.model_decide(caller, request, approve, note).await?;
+            out.emit(&r, || {
+                format!("{} request {}: {} version {} -> {}", r.status, r.id, r.model, r.version, r.to_stage)
+            });
+        }
+        ModelCmd::Requests { all } => {
+            let rs = ws.model_requests(caller, !all).await?;
+            out.emit(&rs, || {
+                rs.iter()
+                    .map(|r| {
+                        format!(
+                            "{}  {}@{} -> {}  {}  by {}",
+                            r.id, r.model, r.version, r.to_stage, r.status, r.requested_by
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        ModelCmd::Rollback { name } => {
+            let e = ws.model_rollback(caller, name).await?;
+            out.emit(&e, || format!("rolled back {name}: version {} is in production again", e.version));
+        }
+        ModelCmd::History { name, at } => {
+            let at = at
+                .as_deref()
+                .map(|v| {
+                    Timestamp::parse(v).ok_or_else(|| {
+                        anyhow!("--at {v:?} is not an RFC 3339 time\nhint: e.g. --at 2026-11-23T17:00:00Z")
+                    })
+                })
+                .transpose()?;
+            let (events, prod) = ws.model_history(caller, name, at).await?;
+            out.emit(
+                &serde_json::json!({"events": events, "at": at.map(|t| t.to_rfc3339()), "in_production_at": prod}),
+                || {
+                    let mut s = String::new();
+                    for e in &events {
+                        s += &format!(
+                            "{}  version {}: {} -> {}  by {} ({})\n",
+                            e.at, e.version, e.from_stage, e.to_stage, e.by, e.request
+                        );
+                    }
+                    if let Some(t) = at {
+                        s += &match prod {
+                            Some(v) => format!("at {}: version {v} was in production", t.to_rfc3339()),
+                            None => format!("at {}: no version was in production", t.to_rfc3339()),
+                        };
+                    }
+                    s
+                },
+            );
+        }
+        ModelCmd::PublicKey => {
+            let pem = ws.model_signing_public_key(caller).await?;
+            out.emit(&serde_json::json!({"public_key_pem": pem}), || pem.clone());
+        }
+    }
+    Ok(0)
 }
 
 // ---------------------------------------------------------------- main
@@ -887,6 +1081,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 s
             });
             return Ok(if failed { 2 } else { 0 });
+        }
+        Command::Model(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = run_model(&ws, &caller, cmd, &out).await;
+            ws.close().await?;
+            return result;
         }
         Command::Sign { path, key, signature, shard_size } => {
             let key = citadel_signing::SigningKey::from_pem_file(key)

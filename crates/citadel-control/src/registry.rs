@@ -1,0 +1,677 @@
+//! The model registry: scan → sign → store → provenance → version, then
+//! stage changes by request and approval, rollback, and history.
+//!
+//! Decisions:
+//! - A registration with any critical scan finding is refused, and the
+//!   refusal is audited with the findings' rules (never the model's bytes).
+//! - Models are signed with a workspace key (ECDSA P-256, model-signing
+//!   format) that is generated on first use and stored sealed under the
+//!   chunk-encryption data key; key rotation re-wraps that data key as usual.
+//! - A stage change is a request; a different principal holding `approver`
+//!   must approve it. On approval the stored bytes are restored and their
+//!   signature verified again before the stage changes: a model whose bytes
+//!   changed on storage never reaches a stage.
+//! - Entering production archives the previous production version; every
+//!   change is an event, so `history --at` replays events up to an instant.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use citadel_audit::Outcome;
+use citadel_policy::Action;
+use citadel_store::LineageEdge;
+use citadel_types::{Name, Timestamp};
+
+use crate::{Caller, ControlError, Result, Workspace, event};
+
+const SIGNING_KEY_META: &str = "model_signing_key";
+const SIGNING_KEY_OBJECT: &str = "workspace-secret/model-signing-key";
+pub const STAGES: &[&str] = &["none", "staging", "production", "archived"];
+
+/// What `model register` is given.
+#[derive(Debug, Clone, Default)]
+pub struct RegisterRequest {
+    pub path: PathBuf,
+    pub name: String,
+    /// Artifact references (ids or names) of the training datasets.
+    pub datasets: Vec<String>,
+    pub code_ref: Option<String>,
+    /// Training parameters (JSON), recorded in the provenance.
+    pub params: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelVersion {
+    pub model: String,
+    pub version: i64,
+    pub artifact_id: String,
+    pub stage: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub scan: serde_json::Value,
+    pub provenance: serde_json::Value,
+    pub signature_key_hint: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRequest {
+    pub id: String,
+    pub model: String,
+    pub version: i64,
+    pub to_stage: String,
+    pub requested_by: String,
+    pub requested_at: String,
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageEvent {
+    pub seq: i64,
+    pub version: i64,
+    pub from_stage: String,
+    pub to_stage: String,
+    pub at: String,
+    pub at_micros: i64,
+    pub by: String,
+    pub request: String,
+}
+
+fn invalid(m: impl Into<String>) -> ControlError {
+    ControlError::Invalid(m.into())
+}
+
+impl Workspace {
+    /// The workspace's model-signing key, created (and sealed) on first use.
+    async fn model_signing_key(&self) -> Result<citadel_signing::SigningKey> {
+        if let Some(hex_sealed) = citadel_store::meta_get(self.db.pool(), SIGNING_KEY_META).await? {
+            let sealed = hex::decode(hex_sealed).map_err(|_| invalid("the stored model-signing key is not hex"))?;
+            let der = self.secrets_cipher.open(SIGNING_KEY_OBJECT, &sealed)?;
+            return Ok(citadel_signing::SigningKey::from_pkcs8_der(&der)?);
+        }
+        let (key, der) = citadel_signing::SigningKey::generate()?;
+        let sealed = self.secrets_cipher.seal(SIGNING_KEY_OBJECT, &der)?;
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::meta_set(tx.conn(), SIGNING_KEY_META, &hex::encode(sealed)).await?;
+        tx.commit(event(
+            "citadel",
+            "key.generate",
+            "key:model-signing",
+            Outcome::Success,
+            &citadel_types::random_id("req-"),
+            serde_json::json!({"algorithm": "ecdsa-p256", "key_hint": key.hint()}),
+        ))
+        .await?;
+        Ok(key)
+    }
+
+    /// The public half of the model-signing key, in PEM, for `model_signing verify key`.
+    pub async fn model_signing_public_key(&self, caller: &Caller) -> Result<String> {
+        self.authorize(caller, Action::ModelRead, "model:*").await?;
+        Ok(self.model_signing_key().await?.public_key_pem())
+    }
+
+    pub async fn model_register(&self, caller: &Caller, req: &RegisterRequest) -> Result<ModelVersion> {
+        let name = Name::parse(&req.name)?;
+        let resource = format!("model:{name}");
+        self.authorize(caller, Action::ModelRegister, &resource).await?;
+        let mut datasets = Vec::new();
+        for d in &req.datasets {
+            datasets.push(self.store.resolve(d).await?);
+        }
+
+        // 1. Scan; critical findings block, and the block is audited.
+        let path = req.path.clone();
+        let reports = tokio::task::spawn_blocking(move || citadel_scan::scan_path(&path))
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| invalid(e.to_string()))?;
+        let findings: Vec<citadel_scan::Finding> = reports.iter().flat_map(|r| r.findings.clone()).collect();
+        let critical = findings.iter().filter(|f| f.severity == citadel_scan::Severity::Critical).count();
+        let scan = serde_json::json!({
+            "scanner": "citadel-scan",
+            "files": reports.len(),
+            "critical": critical,
+            "warnings": findings.iter().filter(|f| f.severity == citadel_scan::Severity::Warning).count(),
+            "findings": findings,
+        });
+        if critical > 0 {
+            let rules: Vec<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
+            self.db
+                .append_audit(event(
+                    &caller.principal.id,
+                    "model.register",
+                    &resource,
+                    Outcome::Denied,
+                    &caller.request_id,
+                    serde_json::json!({"blocked_by": "scan", "critical": critical, "rules": rules}),
+                ))
+                .await?;
+            return Err(ControlError::ScanBlocked { model: name.to_string(), critical, findings });
+        }
+
+        // 2. Sign with the workspace key, then store.
+        let key = self.model_signing_key().await?;
+        let path = req.path.clone();
+        let key_hint = key.hint();
+        let bundle = tokio::task::spawn_blocking(move || {
+            citadel_signing::sign(&path, &key, &citadel_signing::SignOptions::default())
+        })
+        .await
+        .map_err(|e| invalid(e.to_string()))??;
+        let prepared = self.store.prepare_put(&req.path, None).await?;
+        let artifact_id = prepared.id.to_string();
+
+        let result = async {
+            let mut tx = self.db.begin_audited().await?;
+            self.store.commit_put(&mut tx, &prepared, Some(&format!("models/{name}")), &caller.principal.id).await?;
+            let row = sqlx::query("SELECT MAX(version) AS v FROM model_versions WHERE model_name = $1")
+                .bind(name.as_str())
+                .fetch_one(&mut *tx.conn())
+                .await
+                .map_err(citadel_store::StoreError::from)?;
+            let version = row.try_get::<Option<i64>, _>("v").map_err(citadel_store::StoreError::from)?.unwrap_or(0) + 1;
+            let now = Timestamp::now();
+            // 3. Provenance: an in-toto statement with a SLSA v1 predicate.
+            let provenance = serde_json::json!({
+                "_type": "https://in-toto.io/Statement/v1",
+                "subject": [{"name": format!("{name}@{version}"), "digest": {"sha256": artifact_id}}],
+                "predicateType": "https://slsa.dev/provenance/v1",
+                "predicate": {
+                    "buildDefinition": {
+                        "buildType": "https://citadel.invalid/model-register/v1",
+                        "externalParameters": {"code_ref": req.code_ref, "parameters": req.params},
+                        "internalParameters": {"scan": {"critical": 0, "files": reports.len()}},
+                        "resolvedDependencies": datasets.iter().map(|d| serde_json::json!({
+                            "uri": format!("citadel:artifact/{}", d.id),
+                            "name": d.names.first(),
+                            "digest": {"sha256": d.id.to_string()},
+                        })).collect::<Vec<_>>(),
+                    },
+                    "runDetails": {
+                        "builder": {"id": format!("citadel/{}", env!("CARGO_PKG_VERSION"))},
+                        "metadata": {"invocationId": caller.request_id, "startedOn": now.to_rfc3339()},
+                        "byproducts": [{"name": "registered_by", "content": caller.principal.name}],
+                    },
+                    "environment": {"os": std::env::consts::OS, "arch": std::env::consts::ARCH},
+                },
+            });
+            sqlx::query(
+                "INSERT INTO model_versions (model_name, version, artifact_id, stage, signature, scan, provenance, created_by, created_at) \
+                 VALUES ($1, $2, $3, 'none', $4, $5, $6, $7, $8)",
+            )
+            .bind(name.as_str())
+            .bind(version)
+            .bind(artifact_id.clone())
+            .bind(bundle.clone())
+            .bind(scan.to_string())
+            .bind(provenance.to_string())
+            .bind(caller.principal.id.clone())
+            .bind(now.0)
+            .execute(&mut *tx.conn())
+            .await
+            .map_err(citadel_store::StoreError::from)?;
+            let child = format!("model:{name}@{version}");
+            citadel_store::lineage_insert(
+                tx.conn(),
+                &LineageEdge { child: child.clone(), parent: format!("artifact:{artifact_id}"), relation: "stored-as".into() },
+            )
+            .await?;
+            for d in &datasets {
+                citadel_store::lineage_insert(
+                    tx.conn(),
+                    &LineageEdge { child: child.clone(), parent: format!("artifact:{}", d.id), relation: "trained-on".into() },
+                )
+                .await?;
+            }
+            tx.commit(event(
+                &caller.principal.id,
+                "model.register",
+                &resource,
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"version": version, "artifact": artifact_id, "key_hint": key_hint, "warnings": scan["warnings"]}),
+            ))
+            .await?;
+            Ok::<_, ControlError>(ModelVersion {
+                model: name.to_string(),
+                version,
+                artifact_id: artifact_id.clone(),
+                stage: "none".into(),
+                created_by: caller.principal.name.clone(),
+                created_at: now.to_rfc3339(),
+                scan: scan.clone(),
+                provenance,
+                signature_key_hint: key_hint.clone(),
+            })
+        }
+        .await;
+        self.store.release(prepared).await;
+        result
+    }
+
+    pub async fn model_versions(&self, caller: &Caller, name: &str) -> Result<Vec<ModelVersion>> {
+        let name = Name::parse(name)?;
+        self.authorize(caller, Action::ModelRead, &format!("model:{name}")).await?;
+        let rows = sqlx::query(
+            "SELECT m.version, m.artifact_id, m.stage, m.scan, m.provenance, m.created_at, p.name AS who \
+             FROM model_versions m LEFT JOIN principals p ON p.id = m.created_by WHERE m.model_name = $1 ORDER BY m.version",
+        )
+        .bind(name.as_str())
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(citadel_store::StoreError::from)?;
+        let key_hint = self.model_signing_key().await?.hint();
+        rows.iter()
+            .map(|r| {
+                let get = |c: &str| r.try_get::<String, _>(c).map_err(citadel_store::StoreError::from);
+                Ok(ModelVersion {
+                    model: name.to_string(),
+                    version: r.try_get("version").map_err(citadel_store::StoreError::from)?,
+                    artifact_id: get("artifact_id")?,
+                    stage: get("stage")?,
+                    created_by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
+                    created_at: Timestamp(r.try_get("created_at").map_err(citadel_store::StoreError::from)?)
+                        .to_rfc3339(),
+                    scan: serde_json::from_str(&get("scan")?).unwrap_or_default(),
+                    provenance: serde_json::from_str(&get("provenance")?).unwrap_or_default(),
+                    signature_key_hint: key_hint.clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn version_stage(&self, name: &str, version: i64) -> Result<String> {
+        let row = sqlx::query("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(self.db.pool())
+            .await
+            .map_err(citadel_store::StoreError::from)?
+            .ok_or_else(|| ControlError::NotFound(format!("model {name} version {version}")))?;
+        Ok(row.try_get("stage").map_err(citadel_store::StoreError::from)?)
+    }
+
+    /// Asks for `name`@`version` to move to `to_stage`; an approver decides.
+    pub async fn model_request_stage(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: i64,
+        to_stage: &str,
+    ) -> Result<StageRequest> {
+        let name = Name::parse(name)?;
+        let resource = format!("model:{name}");
+        self.authorize(caller, Action::ModelPromoteRequest, &resource).await?;
+        if !STAGES.contains(&to_stage) || to_stage == "none" {
+            return Err(invalid(format!("unknown target stage {to_stage:?}: use staging, production or archived")));
+        }
+        let from = self.version_stage(name.as_str(), version).await?;
+        let allowed = matches!(
+            (from.as_str(), to_stage),
+            ("none", "staging")
+                | ("staging", "production")
+                | ("none" | "staging" | "production", "archived")
+                | ("archived", "staging")
+        );
+        if !allowed {
+            return Err(invalid(format!(
+                "{name} version {version} is in {from}; it cannot move to {to_stage} (order: none → staging → production → archived)"
+            )));
+        }
+        let id = citadel_types::random_id("sr-");
+        let now = Timestamp::now();
+        let mut tx = self.db.begin_audited().await?;
+        sqlx::query(
+            "INSERT INTO stage_requests (id, model_name, version, to_stage, requested_by, requested_at, status, note) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', '')",
+        )
+        .bind(id.clone())
+        .bind(name.as_str())
+        .bind(version)
+        .bind(to_stage)
+        .bind(caller.principal.id.clone())
+        .bind(now.0)
+        .execute(&mut *tx.conn())
+        .await
+        .map_err(citadel_store::StoreError::from)?;
+        tx.commit(event(
+            &caller.principal.id,
+            "model.promote_request",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"request": id, "version": version, "from": from, "to": to_stage}),
+        ))
+        .await?;
+        Ok(StageRequest {
+            id,
+            model: name.to_string(),
+            version,
+            to_stage: to_stage.into(),
+            requested_by: caller.principal.name.clone(),
+            requested_at: now.to_rfc3339(),
+            status: "pending".into(),
+            decided_by: None,
+            note: String::new(),
+        })
+    }
+
+    /// Approves (or rejects) a pending request. The approver must differ
+    /// from the requester; the version's stored bytes must still verify.
+    pub async fn model_decide(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        approve: bool,
+        note: &str,
+    ) -> Result<StageRequest> {
+        let row =
+            sqlx::query("SELECT model_name, version, to_stage, requested_by, status FROM stage_requests WHERE id = $1")
+                .bind(request_id)
+                .fetch_optional(self.db.pool())
+                .await
+                .map_err(citadel_store::StoreError::from)?
+                .ok_or_else(|| ControlError::NotFound(format!("stage request {request_id}")))?;
+        let s = |c: &str| row.try_get::<String, _>(c).map_err(citadel_store::StoreError::from);
+        let (name, to_stage, requested_by, status) =
+            (s("model_name")?, s("to_stage")?, s("requested_by")?, s("status")?);
+        let version: i64 = row.try_get("version").map_err(citadel_store::StoreError::from)?;
+        let resource = format!("model:{name}");
+        self.authorize(caller, Action::ModelApprove, &resource).await?;
+        if status != "pending" {
+            return Err(ControlError::Conflict(format!("stage request {request_id} is already {status}")));
+        }
+        if caller.principal.id == requested_by {
+            self.db
+                .append_audit(event(
+                    &caller.principal.id,
+                    "model.approve",
+                    &resource,
+                    Outcome::Denied,
+                    &caller.request_id,
+                    serde_json::json!({"request": request_id, "reason": "the requester cannot approve their own request"}),
+                ))
+                .await?;
+            return Err(ControlError::SelfApproval {
+                principal: caller.principal.name.clone(),
+                request: request_id.into(),
+            });
+        }
+        if approve {
+            self.verify_stored_version(caller, &name, version).await?;
+        }
+        let now = Timestamp::now();
+        let mut tx = self.db.begin_audited().await?;
+        let status = if approve { "approved" } else { "rejected" };
+        sqlx::query("UPDATE stage_requests SET status = $1, decided_by = $2, decided_at = $3, note = $4 WHERE id = $5 AND status = 'pending'")
+            .bind(status)
+            .bind(caller.principal.id.clone())
+            .bind(now.0)
+            .bind(note)
+            .bind(request_id)
+            .execute(&mut *tx.conn())
+            .await
+            .map_err(citadel_store::StoreError::from)?;
+        if approve {
+            let from = stage_in_tx(&mut tx, &name, version).await?;
+            if to_stage == "production" {
+                // The current production version, if any, is archived.
+                let current =
+                    sqlx::query("SELECT version FROM model_versions WHERE model_name = $1 AND stage = 'production'")
+                        .bind(name.clone())
+                        .fetch_all(&mut *tx.conn())
+                        .await
+                        .map_err(citadel_store::StoreError::from)?;
+                for r in current {
+                    let v: i64 = r.try_get("version").map_err(citadel_store::StoreError::from)?;
+                    set_stage(&mut tx, &name, v, "production", "archived", &caller.principal.id, request_id, now)
+                        .await?;
+                }
+            }
+            set_stage(&mut tx, &name, version, &from, &to_stage, &caller.principal.id, request_id, now).await?;
+        }
+        tx.commit(event(
+            &caller.principal.id,
+            if approve { "model.approve" } else { "model.reject" },
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"request": request_id, "version": version, "to": to_stage, "note": note}),
+        ))
+        .await?;
+        Ok(StageRequest {
+            id: request_id.into(),
+            model: name,
+            version,
+            to_stage,
+            requested_by,
+            requested_at: String::new(),
+            status: status.into(),
+            decided_by: Some(caller.principal.name.clone()),
+            note: note.into(),
+        })
+    }
+
+    /// Restores the version's artifact to a private temporary directory and
+    /// verifies its signature with the workspace key.
+    async fn verify_stored_version(&self, caller: &Caller, name: &str, version: i64) -> Result<()> {
+        let row =
+            sqlx::query("SELECT artifact_id, signature FROM model_versions WHERE model_name = $1 AND version = $2")
+                .bind(name)
+                .bind(version)
+                .fetch_one(self.db.pool())
+                .await
+                .map_err(citadel_store::StoreError::from)?;
+        let artifact: String = row.try_get("artifact_id").map_err(citadel_store::StoreError::from)?;
+        let bundle: String = row.try_get("signature").map_err(citadel_store::StoreError::from)?;
+        let info = self.store.resolve(&artifact).await?;
+        let dir = std::env::temp_dir().join(citadel_types::random_id("citadel-verify-"));
+        std::fs::create_dir(&dir).map_err(|e| invalid(format!("creating a temporary directory: {e}")))?;
+        let restored = dir.join("model");
+        let result = async {
+            self.store.restore(&info, &restored, None).await?;
+            let key = self.model_signing_key().await?.verifying_key();
+            let v = citadel_signing::verify(&restored, &bundle, &key, &[])?;
+            if !v.mismatch.is_empty() {
+                return Err(ControlError::Signing(citadel_signing::SigningError::Format(format!("{:?}", v.mismatch))));
+            }
+            Ok(())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = &result {
+            self.audit_failure(caller, Action::ModelApprove, &format!("model:{name}"), e).await;
+        }
+        result
+    }
+
+    /// Puts the previous production version back into production.
+    pub async fn model_rollback(&self, caller: &Caller, name: &str) -> Result<StageEvent> {
+        let name = Name::parse(name)?;
+        let resource = format!("model:{name}");
+        self.authorize(caller, Action::ModelApprove, &resource).await?;
+        let events = self.stage_events(name.as_str()).await?;
+        let current = events.iter().rev().find(|e| e.to_stage == "production").map(|e| e.version);
+        let Some(current) = current
+            .filter(|v| events.iter().rev().find(|e| e.version == *v).is_some_and(|e| e.to_stage == "production"))
+        else {
+            return Err(invalid(format!("{name} has no version in production to roll back from")));
+        };
+        let previous = events
+            .iter()
+            .rev()
+            .filter(|e| e.to_stage == "production" && e.version != current)
+            .map(|e| e.version)
+            .next()
+            .ok_or_else(|| invalid(format!("{name} has no earlier production version to roll back to")))?;
+        self.verify_stored_version(caller, name.as_str(), previous).await?;
+        let now = Timestamp::now();
+        let request = citadel_types::random_id("rollback-");
+        let mut tx = self.db.begin_audited().await?;
+        set_stage(&mut tx, name.as_str(), current, "production", "archived", &caller.principal.id, &request, now)
+            .await?;
+        let from = stage_in_tx(&mut tx, name.as_str(), previous).await?;
+        let seq = set_stage(&mut tx, name.as_str(), previous, &from, "production", &caller.principal.id, &request, now)
+            .await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "model.rollback",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"from_version": current, "to_version": previous}),
+        ))
+        .await?;
+        Ok(StageEvent {
+            seq,
+            version: previous,
+            from_stage: from,
+            to_stage: "production".into(),
+            at: now.to_rfc3339(),
+            at_micros: now.0,
+            by: caller.principal.name.clone(),
+            request,
+        })
+    }
+
+    async fn stage_events(&self, name: &str) -> Result<Vec<StageEvent>> {
+        let rows = sqlx::query(
+            "SELECT e.seq, e.version, e.from_stage, e.to_stage, e.at, e.request_id, p.name AS who \
+             FROM stage_events e LEFT JOIN principals p ON p.id = e.by_principal WHERE e.model_name = $1 ORDER BY e.seq",
+        )
+        .bind(name)
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(citadel_store::StoreError::from)?;
+        rows.iter()
+            .map(|r| {
+                let e = citadel_store::StoreError::from;
+                let at: i64 = r.try_get("at").map_err(e)?;
+                Ok(StageEvent {
+                    seq: r.try_get("seq").map_err(e)?,
+                    version: r.try_get("version").map_err(e)?,
+                    from_stage: r.try_get("from_stage").map_err(e)?,
+                    to_stage: r.try_get("to_stage").map_err(e)?,
+                    at: Timestamp(at).to_rfc3339(),
+                    at_micros: at,
+                    by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
+                    request: r.try_get("request_id").map_err(e)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every stage change of `name`; with `at`, also which version was in
+    /// production at that instant.
+    pub async fn model_history(
+        &self,
+        caller: &Caller,
+        name: &str,
+        at: Option<Timestamp>,
+    ) -> Result<(Vec<StageEvent>, Option<i64>)> {
+        let name = Name::parse(name)?;
+        self.authorize(caller, Action::ModelRead, &format!("model:{name}")).await?;
+        let events = self.stage_events(name.as_str()).await?;
+        let in_production = at.map(|t| {
+            let mut prod = None;
+            for e in events.iter().filter(|e| e.at_micros <= t.0) {
+                if e.to_stage == "production" {
+                    prod = Some(e.version);
+                } else if prod == Some(e.version) {
+                    prod = None;
+                }
+            }
+            prod
+        });
+        Ok((events, in_production.flatten()))
+    }
+
+    pub async fn model_requests(&self, caller: &Caller, pending_only: bool) -> Result<Vec<StageRequest>> {
+        self.authorize(caller, Action::ModelRead, "model:*").await?;
+        let rows = sqlx::query(
+            "SELECT r.id, r.model_name, r.version, r.to_stage, r.requested_at, r.status, r.note, a.name AS who, d.name AS decider \
+             FROM stage_requests r LEFT JOIN principals a ON a.id = r.requested_by LEFT JOIN principals d ON d.id = r.decided_by \
+             ORDER BY r.requested_at",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(citadel_store::StoreError::from)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let e = citadel_store::StoreError::from;
+            let status: String = r.try_get("status").map_err(e)?;
+            if pending_only && status != "pending" {
+                continue;
+            }
+            out.push(StageRequest {
+                id: r.try_get("id").map_err(e)?,
+                model: r.try_get("model_name").map_err(e)?,
+                version: r.try_get("version").map_err(e)?,
+                to_stage: r.try_get("to_stage").map_err(e)?,
+                requested_by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
+                requested_at: Timestamp(r.try_get("requested_at").map_err(e)?).to_rfc3339(),
+                status,
+                decided_by: r.try_get::<Option<String>, _>("decider").ok().flatten(),
+                note: r.try_get("note").map_err(e)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+async fn stage_in_tx(tx: &mut citadel_store::AuditedTx, name: &str, version: i64) -> Result<String> {
+    let row = sqlx::query("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
+        .bind(name)
+        .bind(version)
+        .fetch_one(&mut *tx.conn())
+        .await
+        .map_err(citadel_store::StoreError::from)?;
+    Ok(row.try_get("stage").map_err(citadel_store::StoreError::from)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn set_stage(
+    tx: &mut citadel_store::AuditedTx,
+    name: &str,
+    version: i64,
+    from: &str,
+    to: &str,
+    by: &str,
+    request: &str,
+    at: Timestamp,
+) -> Result<i64> {
+    let e = citadel_store::StoreError::from;
+    sqlx::query("UPDATE model_versions SET stage = $1 WHERE model_name = $2 AND version = $3")
+        .bind(to)
+        .bind(name)
+        .bind(version)
+        .execute(&mut *tx.conn())
+        .await
+        .map_err(e)?;
+    let row = sqlx::query("SELECT MAX(seq) AS s FROM stage_events WHERE model_name = $1")
+        .bind(name)
+        .fetch_one(&mut *tx.conn())
+        .await
+        .map_err(e)?;
+    let seq = row.try_get::<Option<i64>, _>("s").map_err(e)?.unwrap_or(0) + 1;
+    sqlx::query(
+        "INSERT INTO stage_events (model_name, seq, version, from_stage, to_stage, at, by_principal, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(name)
+    .bind(seq)
+    .bind(version)
+    .bind(from)
+    .bind(to)
+    .bind(at.0)
+    .bind(by)
+    .bind(request)
+    .execute(&mut *tx.conn())
+    .await
+    .map_err(e)?;
+    Ok(seq)
+}

@@ -1,0 +1,191 @@
+//! The model registry end to end: scan gate, signing, versions, provenance,
+//! stage requests with separation of duties, verified approval, rollback and
+//! point-in-time history.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should stop loudly
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn token_for(ws: &Ws, name: &str, roles: &[&str]) -> String {
+    ws.ok(&["principal", "create", name]);
+    for r in roles {
+        ws.ok(&["grant", "add", name, r]);
+    }
+    ws.json(&["token", "issue", name])["token"].as_str().unwrap().to_string()
+}
+
+fn as_user(ws: &Ws, token: &str, args: &[&str]) -> std::process::Output {
+    let mut a = args.to_vec();
+    a.push("--json");
+    ws.cmd(&a).env("CITADEL_TOKEN", token).output().unwrap()
+}
+
+fn ok_json(o: std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn model_dir(ws: &Ws, name: &str, seed: u64) -> std::path::PathBuf {
+    let dir = ws.root.parent().unwrap().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    std::fs::copy(fixtures.join("add.onnx"), dir.join("model.onnx")).unwrap();
+    std::fs::write(dir.join("weights.safetensors"), {
+        let header = br#"{"w":{"dtype":"U8","shape":[64],"data_offsets":[0,64]}}"#;
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header);
+        v.extend(random_bytes(64, seed));
+        v
+    })
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_malicious_model_is_refused_and_the_refusal_audited() {
+    let ws = Ws::new();
+    let evil = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures/torch_evil.pt");
+    let o = ws.run(&["model", "register", evil.to_str().unwrap(), "--name", "fraud"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("blocked") && stderr(&o).contains("posix.system") && stderr(&o).contains("hint:"),
+        "{}",
+        stderr(&o)
+    );
+    let denied = ws.json(&["audit", "query", "--outcome", "denied", "--action", "model.register"]);
+    assert_eq!(denied.as_array().unwrap().len(), 1, "{denied}");
+    assert_eq!(ws.json(&["artifact", "ls"]).as_array().unwrap().len(), 0, "nothing was stored");
+}
+
+#[test]
+fn register_promote_approve_rollback_and_history() {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let both = token_for(&ws, "carol", &["data-scientist", "approver"]);
+
+    // Register v1 with provenance pointing at a dataset.
+    let data = ws.file("train.csv", b"age,income\n30,1\n");
+    ws.ok(&["artifact", "put", data.to_str().unwrap(), "--name", "datasets/train"]);
+    let params = ws.file("params.json", br#"{"C": 1.0}"#);
+    let m1 = model_dir(&ws, "m1", 1);
+    let v1 = ok_json(as_user(
+        &ws,
+        &eng,
+        &[
+            "model",
+            "register",
+            m1.to_str().unwrap(),
+            "--name",
+            "fraud",
+            "--dataset",
+            "datasets/train",
+            "--code-ref",
+            "git+https://example.invalid/repo@abc123",
+            "--params",
+            params.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["stage"], "none");
+    let prov = &v1["provenance"];
+    assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(prov["subject"][0]["digest"]["sha256"], v1["artifact_id"]);
+    assert_eq!(
+        prov["predicate"]["buildDefinition"]["externalParameters"]["code_ref"],
+        "git+https://example.invalid/repo@abc123"
+    );
+    assert_eq!(prov["predicate"]["buildDefinition"]["externalParameters"]["parameters"]["C"], 1.0);
+    assert_eq!(prov["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap().len(), 1);
+
+    // The stored signature verifies with the published public key.
+    let pem = ws.json(&["model", "public-key"])["public_key_pem"].as_str().unwrap().to_string();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+
+    // none -> staging -> production, each approved by someone else.
+    let promote = |tok: &str, v: &str, to: &str| {
+        ok_json(as_user(&ws, tok, &["model", "promote", "fraud", v, "--to", to]))["id"].as_str().unwrap().to_string()
+    };
+    let r = promote(&eng, "1", "staging");
+    // The engineer cannot approve (no approver role).
+    assert!(!as_user(&ws, &eng, &["model", "approve", &r]).status.success());
+    ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    let r = promote(&eng, "1", "production");
+    ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    // Skipping a stage is refused.
+    let m2 = model_dir(&ws, "m2", 2);
+    let v2 = ok_json(as_user(&ws, &eng, &["model", "register", m2.to_str().unwrap(), "--name", "fraud"]));
+    assert_eq!(v2["version"], 2);
+    assert!(!as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "production"]).status.success());
+
+    // Separation of duties: carol holds both roles but cannot approve her own request.
+    let r = promote(&both, "2", "staging");
+    let o = as_user(&ws, &both, &["model", "approve", &r]);
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!o.status.success() && said.contains("separation of duties") && said.contains("hint"), "{said}");
+    ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let between = ws.json(&["model", "history", "fraud"])["events"].as_array().unwrap().last().unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let r = promote(&eng, "2", "production");
+    ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    let versions = ws.json(&["model", "ls", "fraud"]);
+    let stages: Vec<&str> = versions.as_array().unwrap().iter().map(|v| v["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["archived", "production"], "entering production archives the previous version");
+
+    // Point in time: before v2's promotion, v1 was in production.
+    let h = ws.json(&["model", "history", "fraud", "--at", &between]);
+    assert_eq!(h["in_production_at"], 1, "{h}");
+    let h = ws.json(&["model", "history", "fraud", "--at", "2000-01-01T00:00:00Z"]);
+    assert!(h["in_production_at"].is_null());
+
+    // Rollback restores v1.
+    assert!(!as_user(&ws, &eng, &["model", "rollback", "fraud"]).status.success(), "rollback needs approver");
+    let rb = ok_json(as_user(&ws, &appr, &["model", "rollback", "fraud"]));
+    assert_eq!(rb["version"], 1);
+    let stages: Vec<String> = ws
+        .json(&["model", "ls", "fraud"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["stage"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stages, ["production", "archived"]);
+    let now = ws.json(&["model", "history", "fraud", "--at", "2100-01-01T00:00:00Z"]);
+    assert_eq!(now["in_production_at"], 1);
+    ws.ok(&["audit", "verify"]);
+    let lineage = ws.ok(&["lineage", "models/fraud", "--format", "json"]);
+    assert!(!lineage.is_empty());
+}
+
+#[test]
+fn a_model_whose_bytes_changed_on_storage_is_not_approved() {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let m = model_dir(&ws, "m", 3);
+    ok_json(as_user(&ws, &eng, &["model", "register", m.to_str().unwrap(), "--name", "fraud"]));
+    // Corrupt every chunk object on storage.
+    for f in walk(&ws.root.join("objects/chunks")) {
+        let mut b = std::fs::read(&f).unwrap();
+        let n = b.len();
+        b[n / 2] ^= 1;
+        std::fs::write(&f, b).unwrap();
+    }
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud", "1", "--to", "staging"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = as_user(&ws, &appr, &["model", "approve", &r]);
+    assert!(!o.status.success(), "a corrupted model was approved");
+    assert_eq!(ws.json(&["model", "ls", "fraud"])[0]["stage"], "none");
+    let failures = ws.json(&["audit", "query", "--outcome", "failure", "--action", "model.approve"]);
+    assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
+}
