@@ -62,6 +62,8 @@ pub enum ControlError {
     Signing(#[from] citadel_signing::SigningError),
     #[error("{0}")]
     Conflict(String),
+    #[error("the model gate ({policy}) failed:\n{}", .violations.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
+    GateFailed { policy: String, violations: Vec<String> },
     #[error("{principal} made stage request {request} and cannot also approve it (separation of duties)")]
     SelfApproval { principal: String, request: String },
 }
@@ -292,6 +294,16 @@ impl Workspace {
         .await?;
         let ws = Self::assemble(config, db, provider, dek_plain, signer)?;
         ws.db.checkpoint_now().await?;
+        // The default model gate, as a file the workspace owner can read and change.
+        let gate = ws.config.workspace.join(registry::GATE_POLICY_FILE);
+        if !gate.exists() {
+            if let Some(dir) = gate.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ControlError::Invalid(format!("creating {}: {e}", dir.display())))?;
+            }
+            std::fs::write(&gate, citadel_policy::DEFAULT_MODEL_GATE)
+                .map_err(|e| ControlError::Invalid(format!("writing {}: {e}", gate.display())))?;
+        }
         let report = InitReport {
             workspace: ws.config.workspace.clone(),
             owner: owner_id,

@@ -29,6 +29,8 @@ use crate::{Caller, ControlError, Result, Workspace, event};
 const SIGNING_KEY_META: &str = "model_signing_key";
 const SIGNING_KEY_OBJECT: &str = "workspace-secret/model-signing-key";
 pub const STAGES: &[&str] = &["none", "staging", "production", "archived"];
+/// The workspace's model gate, relative to the workspace directory.
+pub const GATE_POLICY_FILE: &str = "policies/model-gate.rego";
 
 /// What `model register` is given.
 #[derive(Debug, Clone, Default)]
@@ -403,6 +405,8 @@ impl Workspace {
         }
         if approve {
             self.verify_stored_version(caller, &name, version).await?;
+            let from = self.version_stage(&name, version).await?;
+            self.gate(caller, &name, version, &from, &to_stage).await?;
         }
         let now = Timestamp::now();
         let mut tx = self.db.begin_audited().await?;
@@ -454,6 +458,57 @@ impl Workspace {
             decided_by: Some(caller.principal.name.clone()),
             note: note.into(),
         })
+    }
+
+    /// The Rego gate over the version's facts. The workspace's
+    /// `policies/model-gate.rego` when present, else the built-in default.
+    /// A failure lists every violated rule and is audited.
+    async fn gate(&self, caller: &Caller, name: &str, version: i64, from: &str, to: &str) -> Result<()> {
+        let path = self.config.workspace.join(GATE_POLICY_FILE);
+        let (policy_name, policy) = match std::fs::read_to_string(&path) {
+            Ok(text) => (path.display().to_string(), text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ("built-in model-gate.rego".to_string(), citadel_policy::DEFAULT_MODEL_GATE.to_string())
+            }
+            Err(e) => return Err(invalid(format!("reading {}: {e}", path.display()))),
+        };
+        let row = sqlx::query("SELECT scan, provenance FROM model_versions WHERE model_name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_one(self.db.pool())
+            .await
+            .map_err(citadel_store::StoreError::from)?;
+        let e = citadel_store::StoreError::from;
+        let scan: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>("scan").map_err(e)?).unwrap_or_default();
+        let provenance: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>("provenance").map_err(e)?).unwrap_or_default();
+        let input = serde_json::json!({
+            "model": name,
+            "version": version,
+            "from_stage": from,
+            "to_stage": to,
+            "scan": scan,
+            // Only reached after the stored bytes verified against their signature.
+            "signature": {"verified": true, "key_hint": self.model_signing_key().await?.hint()},
+            "provenance": provenance,
+            "metrics": serde_json::Value::Null,
+        });
+        let violations = citadel_policy::evaluate_gate(&policy_name, &policy, "citadel.gate", &input)?;
+        if violations.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "model.gate",
+                &format!("model:{name}"),
+                Outcome::Denied,
+                &caller.request_id,
+                serde_json::json!({"version": version, "to": to, "policy": policy_name, "violations": violations}),
+            ))
+            .await?;
+        Err(ControlError::GateFailed { policy: policy_name, violations })
     }
 
     /// Restores the version's artifact to a private temporary directory and
@@ -509,6 +564,8 @@ impl Workspace {
             .next()
             .ok_or_else(|| invalid(format!("{name} has no earlier production version to roll back to")))?;
         self.verify_stored_version(caller, name.as_str(), previous).await?;
+        let from_stage = self.version_stage(name.as_str(), previous).await?;
+        self.gate(caller, name.as_str(), previous, &from_stage, "production").await?;
         let now = Timestamp::now();
         let request = citadel_types::random_id("rollback-");
         let mut tx = self.db.begin_audited().await?;

@@ -13,6 +13,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gate;
+
+pub use gate::{DEFAULT_MODEL_GATE, evaluate_gate};
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -201,6 +205,8 @@ pub enum PolicyError {
     UnknownRole(String),
     #[error("invalid scope {0:?}: use kind:name with optional '*' wildcards (e.g. dataset:adult*, model:*, *)")]
     BadScope(String),
+    #[error("policy {policy} cannot be evaluated: {detail}")]
+    Gate { policy: String, detail: String },
 }
 
 impl FromStr for Role {

@@ -447,6 +447,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::Types(_) => "names use letters, digits, '.', '_', '-' and '/' separators; each part starts with a letter or digit".into(),
             ControlError::Policy(_) => "see `citadel grant add --help` for roles and scope syntax".into(),
             ControlError::ScanBlocked { .. } => "run `citadel scan PATH` to see every finding; a model with critical findings cannot be registered".into(),
+            ControlError::GateFailed { .. } => "fix what the gate lists (or, with the workspace owner's agreement, edit policies/model-gate.rego); the request stays pending".into(),
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
             ControlError::Signing(_) => "the stored model no longer matches its signature: run `citadel fsck` and check the audit log".into(),

@@ -118,7 +118,21 @@ fn register_promote_approve_rollback_and_history() {
     ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
     // Skipping a stage is refused.
     let m2 = model_dir(&ws, "m2", 2);
-    let v2 = ok_json(as_user(&ws, &eng, &["model", "register", m2.to_str().unwrap(), "--name", "fraud"]));
+    let v2 = ok_json(as_user(
+        &ws,
+        &eng,
+        &[
+            "model",
+            "register",
+            m2.to_str().unwrap(),
+            "--name",
+            "fraud",
+            "--dataset",
+            "datasets/train",
+            "--code-ref",
+            "git+https://example.invalid/repo@def456",
+        ],
+    ));
     assert_eq!(v2["version"], 2);
     assert!(!as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "production"]).status.success());
 
@@ -188,4 +202,50 @@ fn a_model_whose_bytes_changed_on_storage_is_not_approved() {
     assert_eq!(ws.json(&["model", "ls", "fraud"])[0]["stage"], "none");
     let failures = ws.json(&["audit", "query", "--outcome", "failure", "--action", "model.approve"]);
     assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
+}
+
+#[test]
+fn the_rego_gate_lists_every_violation_and_keeps_the_request_pending() {
+    let ws = Ws::new();
+    assert!(ws.root.join("policies/model-gate.rego").exists(), "init writes the default gate");
+    let eng = token_for(&ws, "erin", &["data-scientist"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let m = model_dir(&ws, "m", 4);
+    ok_json(as_user(&ws, &eng, &["model", "register", m.to_str().unwrap(), "--name", "churn"]));
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn", "1", "--to", "staging"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn", "1", "--to", "production"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = ws.cmd(&["model", "approve", &r]).env("CITADEL_TOKEN", &appr).output().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("training data") && err.contains("code that trained it") && err.contains("hint:"), "{err}");
+    assert_eq!(ws.json(&["model", "ls", "churn"])[0]["stage"], "staging");
+    let pending = ws.json(&["model", "requests"]);
+    assert_eq!(pending.as_array().unwrap().len(), 1, "the request stays pending: {pending}");
+    let gate = ws.json(&["audit", "query", "--action", "model.gate"]);
+    assert_eq!(gate[0]["outcome"], "denied");
+    assert_eq!(gate[0]["details"]["violations"].as_array().unwrap().len(), 2, "{gate}");
+
+    // The workspace's own policy is what counts: relax it, and the same request passes.
+    std::fs::write(
+        ws.root.join("policies/model-gate.rego"),
+        "package citadel.gate\nimport rego.v1\ndeny contains msg if { input.scan.critical > 0; msg := \"critical\" }\n",
+    )
+    .unwrap();
+    ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    assert_eq!(ws.json(&["model", "ls", "churn"])[0]["stage"], "production");
+
+    // A broken policy fails closed.
+    std::fs::write(ws.root.join("policies/model-gate.rego"), "package citadel.gate\ndeny contains").unwrap();
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn", "1", "--to", "archived"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!as_user(&ws, &appr, &["model", "approve", &r]).status.success(), "a broken gate must not pass");
 }
