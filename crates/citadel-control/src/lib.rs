@@ -11,7 +11,7 @@
 pub mod config;
 mod registry;
 
-pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest};
+pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};

@@ -82,6 +82,50 @@ pub struct StageEvent {
     pub request: String,
 }
 
+/// A version as recorded, before anything about its bytes is known.
+struct Unverified {
+    model: String,
+    version: i64,
+    artifact_id: String,
+    bundle: String,
+}
+
+/// A model whose stored bytes were restored and verified (AEAD per chunk,
+/// SHA-256 of the artifact, and the model signature). It can only be made by
+/// verification; its files are removed when it is dropped.
+#[derive(Debug)]
+pub struct VerifiedModel {
+    pub model: String,
+    pub version: i64,
+    pub artifact_id: String,
+    pub root_digest: String,
+    /// The verified files (a file or a directory).
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+/// A private (0700) temporary directory, removed on drop.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(citadel_types::random_id("citadel-model-"));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| invalid(format!("creating {}: {e}", dir.display())))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn invalid(m: impl Into<String>) -> ControlError {
     ControlError::Invalid(m.into())
 }
@@ -512,36 +556,95 @@ impl Workspace {
     }
 
     /// Restores the version's artifact to a private temporary directory and
-    /// verifies its signature with the workspace key.
+    /// verifies its signature with the workspace key. Failures are audited
+    /// under `action`.
     async fn verify_stored_version(&self, caller: &Caller, name: &str, version: i64) -> Result<()> {
+        self.load_verified(caller, name, version, Action::ModelApprove).await.map(drop)
+    }
+
+    async fn load_verified(&self, caller: &Caller, name: &str, version: i64, action: Action) -> Result<VerifiedModel> {
+        let e = citadel_store::StoreError::from;
         let row =
             sqlx::query("SELECT artifact_id, signature FROM model_versions WHERE model_name = $1 AND version = $2")
                 .bind(name)
                 .bind(version)
-                .fetch_one(self.db.pool())
+                .fetch_optional(self.db.pool())
                 .await
-                .map_err(citadel_store::StoreError::from)?;
-        let artifact: String = row.try_get("artifact_id").map_err(citadel_store::StoreError::from)?;
-        let bundle: String = row.try_get("signature").map_err(citadel_store::StoreError::from)?;
-        let info = self.store.resolve(&artifact).await?;
-        let dir = std::env::temp_dir().join(citadel_types::random_id("citadel-verify-"));
-        std::fs::create_dir(&dir).map_err(|e| invalid(format!("creating a temporary directory: {e}")))?;
-        let restored = dir.join("model");
+                .map_err(e)?
+                .ok_or_else(|| ControlError::NotFound(format!("model {name} version {version}")))?;
+        let unverified = Unverified {
+            model: name.to_string(),
+            version,
+            artifact_id: row.try_get("artifact_id").map_err(e)?,
+            bundle: row.try_get("signature").map_err(e)?,
+        };
+        let dir = TempDir::new()?;
         let result = async {
+            let info = self.store.resolve(&unverified.artifact_id).await?;
+            let restored = dir.0.join("model");
+            // restore() checks every chunk (AEAD) and the artifact's SHA-256.
             self.store.restore(&info, &restored, None).await?;
             let key = self.model_signing_key().await?.verifying_key();
-            let v = citadel_signing::verify(&restored, &bundle, &key, &[])?;
+            let v = citadel_signing::verify(&restored, &unverified.bundle, &key, &[])?;
             if !v.mismatch.is_empty() {
-                return Err(ControlError::Signing(citadel_signing::SigningError::Format(format!("{:?}", v.mismatch))));
+                return Err(ControlError::Signing(citadel_signing::SigningError::Format(format!(
+                    "the stored model differs from its signature: {:?}",
+                    v.mismatch
+                ))));
             }
-            Ok(())
+            Ok(VerifiedModel {
+                model: unverified.model.clone(),
+                version: unverified.version,
+                artifact_id: unverified.artifact_id.clone(),
+                root_digest: v.root_digest,
+                path: restored,
+                _dir: dir,
+            })
         }
         .await;
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Err(e) = &result {
-            self.audit_failure(caller, Action::ModelApprove, &format!("model:{name}"), e).await;
+        if let Err(err) = &result {
+            self.audit_failure(caller, action, &format!("model:{name}"), err).await;
         }
         result
+    }
+
+    /// Verified loading: the only way to obtain a model's files for serving.
+    /// `reference` is a version number or a stage (`production`, `staging`).
+    /// The bytes are restored, their digest and signature checked, and only
+    /// then handed out as a [`VerifiedModel`]; a tampered model is refused
+    /// and the refusal audited.
+    pub async fn model_load(&self, caller: &Caller, name: &str, reference: &str) -> Result<VerifiedModel> {
+        let name = Name::parse(name)?;
+        let resource = format!("model:{name}");
+        self.authorize(caller, Action::ModelRead, &resource).await?;
+        let version = match reference.parse::<i64>() {
+            Ok(v) => v,
+            Err(_) if STAGES.contains(&reference) => {
+                let row =
+                    sqlx::query("SELECT MAX(version) AS v FROM model_versions WHERE model_name = $1 AND stage = $2")
+                        .bind(name.as_str())
+                        .bind(reference)
+                        .fetch_one(self.db.pool())
+                        .await
+                        .map_err(citadel_store::StoreError::from)?;
+                row.try_get::<Option<i64>, _>("v")
+                    .map_err(citadel_store::StoreError::from)?
+                    .ok_or_else(|| ControlError::NotFound(format!("a {reference} version of {name}")))?
+            }
+            Err(_) => return Err(invalid(format!("{reference:?} is neither a version number nor a stage"))),
+        };
+        let loaded = self.load_verified(caller, name.as_str(), version, Action::ModelRead).await?;
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "model.load",
+                &resource,
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"version": version, "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}),
+            ))
+            .await?;
+        Ok(loaded)
     }
 
     /// Puts the previous production version back into production.

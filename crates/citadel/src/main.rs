@@ -196,6 +196,14 @@ enum ModelCmd {
     },
     /// Print the workspace's model-signing public key (PEM), for `model_signing verify key`.
     PublicKey,
+    /// Restore a version only after its digest and signature verify.
+    Get {
+        name: String,
+        /// A version number or a stage (production, staging).
+        reference: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -601,12 +609,35 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                 },
             );
         }
+        ModelCmd::Get { name, reference, output } => {
+            if output.symlink_metadata().is_ok() {
+                anyhow::bail!("{} already exists\nhint: pass -o with a path that does not exist yet", output.display());
+            }
+            let m = ws.model_load(caller, name, reference).await?;
+            copy_tree(&m.path, output).with_context(|| format!("writing {}", output.display()))?;
+            out.emit(&serde_json::json!({"model": m.model, "version": m.version, "artifact": m.artifact_id, "root_digest": m.root_digest, "path": output}), || {
+                format!("verified {} version {} (root digest {}) -> {}", m.model, m.version, m.root_digest, output.display())
+            });
+        }
         ModelCmd::PublicKey => {
             let pem = ws.model_signing_public_key(caller).await?;
             out.emit(&serde_json::json!({"public_key_pem": pem}), || pem.clone());
         }
     }
     Ok(0)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(drop)
+    }
 }
 
 // ---------------------------------------------------------------- main

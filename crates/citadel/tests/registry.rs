@@ -202,6 +202,31 @@ fn a_model_whose_bytes_changed_on_storage_is_not_approved() {
     assert_eq!(ws.json(&["model", "ls", "fraud"])[0]["stage"], "none");
     let failures = ws.json(&["audit", "query", "--outcome", "failure", "--action", "model.approve"]);
     assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
+    // Verified loading refuses it too, and says so in the audit log.
+    let out = ws.root.parent().unwrap().join("loaded");
+    let o = ws.run(&["model", "get", "fraud", "1", "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success() && !out.exists(), "{}", stderr(&o));
+    let failures = ws.json(&["audit", "query", "--outcome", "failure", "--action", "model.read"]);
+    assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
+}
+
+#[test]
+fn verified_loading_hands_out_exactly_the_signed_files() {
+    let ws = Ws::new();
+    let m = model_dir(&ws, "m", 5);
+    ws.ok(&["model", "register", m.to_str().unwrap(), "--name", "fraud"]);
+    let out = ws.root.parent().unwrap().join("loaded");
+    let r = ws.json(&["model", "get", "fraud", "1", "-o", out.to_str().unwrap()]);
+    assert_eq!(r["version"], 1);
+    for f in ["model.onnx", "weights.safetensors"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(m.join(f)).unwrap());
+    }
+    let loads = ws.json(&["audit", "query", "--action", "model.load"]);
+    assert_eq!(loads[0]["details"]["version"], 1);
+    // No production version yet.
+    let o =
+        ws.run(&["model", "get", "fraud", "production", "-o", ws.root.parent().unwrap().join("p").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("hint:"));
 }
 
 #[test]
