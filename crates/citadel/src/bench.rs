@@ -70,7 +70,7 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
-struct Cleanup(PathBuf, bool);
+pub(crate) struct Cleanup(pub(crate) PathBuf, pub(crate) bool);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -82,10 +82,10 @@ impl Drop for Cleanup {
 
 /// A fast, reproducible stream of incompressible bytes (xorshift64*). The
 /// benchmark needs data zstd cannot shrink, not secrecy.
-struct Noise(u64);
+pub(crate) struct Noise(pub(crate) u64);
 
 impl Noise {
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
@@ -96,18 +96,18 @@ impl Noise {
     }
 }
 
-fn mb_s(bytes: u64, secs: f64) -> f64 {
+pub(crate) fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs.max(1e-9)
 }
 
-fn say(quiet: bool, msg: &str) {
+pub(crate) fn say(quiet: bool, msg: &str) {
     if !quiet {
         eprintln!("bench: {msg}");
     }
 }
 
 /// Runs a command to completion and returns its wall time in seconds.
-fn timed(cmd: &mut Command, what: &str) -> Result<(f64, String)> {
+pub(crate) fn timed(cmd: &mut Command, what: &str) -> Result<(f64, String)> {
     let start = Instant::now();
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {what}"))?;
     let secs = start.elapsed().as_secs_f64();
@@ -117,7 +117,7 @@ fn timed(cmd: &mut Command, what: &str) -> Result<(f64, String)> {
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     Command::new(tool).arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 

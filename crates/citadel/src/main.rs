@@ -4,6 +4,7 @@
 //! `hint:` line.
 
 mod bench;
+mod bench_sign;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -223,6 +224,18 @@ enum BenchCmd {
         /// Keep the data, workspace and restic repository afterwards.
         #[arg(long)]
         keep: bool,
+    },
+    /// Sign and verify a large file and many files, next to the model_signing
+    /// CLI and openssl dgst -sha256.
+    Sign {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        #[arg(long, default_value_t = 100)]
+        files: u64,
+        #[arg(long, default_value_t = 10)]
+        file_mib: u64,
     },
 }
 
@@ -1177,6 +1190,17 @@ async fn run(cli: Cli) -> Result<i32> {
                 s
             });
             return Ok(if ok { 0 } else { 2 });
+        }
+        Command::Bench(BenchCmd::Sign { dir, size_mib, files, file_mib }) => {
+            anyhow::ensure!(
+                *size_mib > 0 && *files > 0 && *file_mib > 0,
+                "sizes and counts must be at least 1\nhint: e.g. --size-mib 1024"
+            );
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, size_mib, files, file_mib) = (dir.clone(), *size_mib, *files, *file_mib);
+            let report =
+                tokio::task::spawn_blocking(move || bench_sign::run(&dir, size_mib, files, file_mib, quiet)).await??;
+            out.emit(&report, || bench_sign::render(&report));
         }
         Command::Bench(BenchCmd::Store { dir, size_mib, files, file_kib, keep }) => {
             if *size_mib == 0 || *files == 0 || *file_kib == 0 {
