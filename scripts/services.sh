@@ -78,10 +78,11 @@ PY
 # venv: it pins dependencies the rest of the machine need not share.
 # (1.1.1 imports pyOpenSSL without declaring it.)
 VENV="$STATE/venv"
-if ! "$VENV/bin/model_signing" --help >/dev/null 2>&1; then
-  log "installing model-signing 1.1.1 (pip, into $VENV)"
+# The CycloneDX library validates our ML-BOMs against the official schema.
+if ! "$VENV/bin/model_signing" --help >/dev/null 2>&1 || ! "$VENV/bin/python" -c 'import cyclonedx.validation.json' 2>/dev/null; then
+  log "installing model-signing 1.1.1 and cyclonedx-python-lib 8.9.0 (pip, into $VENV)"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "model-signing==1.1.1" "pyOpenSSL==26.4.0" || "$VENV/bin/pip" install -q "model-signing==1.1.1" pyOpenSSL
+  "$VENV/bin/pip" install -q "model-signing==1.1.1" "pyOpenSSL==26.4.0" "cyclonedx-python-lib[json-validation]==8.9.0"
 fi
 
 # ---------------------------------------------------------------- SoftHSM2
@@ -102,5 +103,6 @@ export AWS_DEFAULT_REGION=us-east-1
 export SOFTHSM2_CONF='$STATE/softhsm/softhsm2.conf'
 export CITADEL_TEST_PKCS11_MODULE='$softhsm_module'
 export CITADEL_TEST_MODEL_SIGNING='$VENV/bin/model_signing'
+export CITADEL_TEST_VENV_PYTHON='$VENV/bin/python'
 ENV
 log "ready: $STATE/env"

@@ -608,6 +608,97 @@ impl Workspace {
         result
     }
 
+    /// A CycloneDX 1.6 ML-BOM for one version: the model (hashes, stage,
+    /// signature, scan), its training datasets, and how they depend.
+    pub async fn model_bom(&self, caller: &Caller, name: &str, version: i64) -> Result<serde_json::Value> {
+        let name = Name::parse(name)?;
+        self.authorize(caller, Action::ModelRead, &format!("model:{name}")).await?;
+        let v = self
+            .model_versions(caller, name.as_str())
+            .await?
+            .into_iter()
+            .find(|m| m.version == version)
+            .ok_or_else(|| ControlError::NotFound(format!("model {name} version {version}")))?;
+        let e = citadel_store::StoreError::from;
+        let bundle: String = sqlx::query("SELECT signature FROM model_versions WHERE model_name = $1 AND version = $2")
+            .bind(name.as_str())
+            .bind(version)
+            .fetch_one(self.db.pool())
+            .await
+            .map_err(e)?
+            .try_get("signature")
+            .map_err(e)?;
+        let bundle_digest = citadel_types::Digest::of(bundle.as_bytes()).to_hex();
+        let model_ref = format!("model:{name}@{version}");
+        let deps = v.provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut components = vec![serde_json::json!({
+            "type": "machine-learning-model",
+            "bom-ref": model_ref,
+            "name": name.as_str(),
+            "version": version.to_string(),
+            "hashes": [{"alg": "SHA-256", "content": v.artifact_id}],
+            "modelCard": {
+                "modelParameters": {
+                    "datasets": deps.iter().map(|d| serde_json::json!({"ref": format!("dataset:{}", d["digest"]["sha256"].as_str().unwrap_or(""))})).collect::<Vec<_>>(),
+                },
+                "quantitativeAnalysis": {"performanceMetrics": []},
+                "considerations": {},
+            },
+            "properties": [
+                {"name": "citadel:stage", "value": v.stage},
+                {"name": "citadel:registered_by", "value": v.created_by},
+                {"name": "citadel:registered_at", "value": v.created_at},
+                {"name": "citadel:scan.critical", "value": v.scan["critical"].to_string()},
+                {"name": "citadel:scan.warnings", "value": v.scan["warnings"].to_string()},
+                {"name": "citadel:signature.format", "value": "model-signing (sigstore bundle v0.3, DSSE, in-toto)"},
+                {"name": "citadel:signature.key_hint", "value": v.signature_key_hint},
+                {"name": "citadel:signature.bundle_sha256", "value": bundle_digest},
+                {"name": "citadel:provenance.predicate_type", "value": v.provenance["predicateType"].as_str().unwrap_or("")},
+                {"name": "citadel:code_ref", "value": v.provenance["predicate"]["buildDefinition"]["externalParameters"]["code_ref"].as_str().unwrap_or("")},
+            ],
+        })];
+        for d in &deps {
+            let digest = d["digest"]["sha256"].as_str().unwrap_or("").to_string();
+            let dname = d["name"].as_str().map(str::to_string).unwrap_or_else(|| digest.clone());
+            components.push(serde_json::json!({
+                "type": "data",
+                "bom-ref": format!("dataset:{digest}"),
+                "name": dname,
+                "hashes": [{"alg": "SHA-256", "content": digest}],
+                "data": [{"type": "dataset", "name": dname}],
+            }));
+        }
+        let r = citadel_crypto::random_bytes::<16>()?;
+        let uuid = format!(
+            "{}-{}-4{}-{:x}{}-{}",
+            hex::encode(&r[0..4]),
+            hex::encode(&r[4..6]),
+            &hex::encode(&r[6..8])[1..],
+            8 | (r[8] & 0x3),
+            &hex::encode(&r[8..10])[1..],
+            hex::encode(&r[10..16])
+        );
+        Ok(serde_json::json!({
+            "bomFormat": "CycloneDX",
+            "specVersion": "1.6",
+            "serialNumber": format!("urn:uuid:{uuid}"),
+            "version": 1,
+            "metadata": {
+                "timestamp": Timestamp::now().to_rfc3339(),
+                "tools": {"components": [{"type": "application", "name": "citadel", "version": env!("CARGO_PKG_VERSION")}]},
+                "component": {"type": "machine-learning-model", "bom-ref": format!("{model_ref}#meta"), "name": name.as_str(), "version": version.to_string()},
+            },
+            "components": components,
+            "dependencies": [{
+                "ref": model_ref,
+                "dependsOn": deps.iter().map(|d| format!("dataset:{}", d["digest"]["sha256"].as_str().unwrap_or(""))).collect::<Vec<_>>(),
+            }],
+        }))
+    }
+
     /// Verified loading: the only way to obtain a model's files for serving.
     /// `reference` is a version number or a stage (`production`, `staging`).
     /// The bytes are restored, their digest and signature checked, and only

@@ -197,6 +197,8 @@ enum ModelCmd {
     },
     /// Print the workspace's model-signing public key (PEM), for `model_signing verify key`.
     PublicKey,
+    /// A CycloneDX 1.6 ML-BOM (JSON) for NAME@VERSION.
+    Bom { reference: String },
     /// Restore a version only after its digest and signature verify.
     Get {
         name: String,
@@ -631,6 +633,15 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
             out.emit(&serde_json::json!({"model": m.model, "version": m.version, "artifact": m.artifact_id, "root_digest": m.root_digest, "path": output}), || {
                 format!("verified {} version {} (root digest {}) -> {}", m.model, m.version, m.root_digest, output.display())
             });
+        }
+        ModelCmd::Bom { reference } => {
+            let (name, version) =
+                reference.rsplit_once('@').and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n, v))).ok_or_else(
+                    || anyhow!("{reference:?} is not NAME@VERSION\nhint: e.g. citadel model bom fraud@3"),
+                )?;
+            let bom = ws.model_bom(caller, name, version).await?;
+            // The BOM is JSON either way.
+            println!("{}", serde_json::to_string_pretty(&bom)?);
         }
         ModelCmd::PublicKey => {
             let pem = ws.model_signing_public_key(caller).await?;

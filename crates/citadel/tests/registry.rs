@@ -274,3 +274,32 @@ fn the_rego_gate_lists_every_violation_and_keeps_the_request_pending() {
         .to_string();
     assert!(!as_user(&ws, &appr, &["model", "approve", &r]).status.success(), "a broken gate must not pass");
 }
+
+#[test]
+fn the_ml_bom_validates_against_the_cyclonedx_1_6_schema() {
+    if std::env::var("CITADEL_TEST_SKIP_SERVICES").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let python = std::env::var("CITADEL_TEST_VENV_PYTHON")
+        .expect("CITADEL_TEST_VENV_PYTHON is not set: run ./scripts/services.sh and source /tmp/citadel-services/env");
+    let ws = Ws::new();
+    let data = ws.file("train.csv", b"age,income\n30,1\n");
+    let id = ws.ok(&["artifact", "put", data.to_str().unwrap(), "--name", "datasets/train"]).trim().to_string();
+    let m = model_dir(&ws, "m", 6);
+    let v = ws.json(&["model", "register", m.to_str().unwrap(), "--name", "fraud", "--dataset", "datasets/train"]);
+    let text = ws.ok(&["model", "bom", "fraud@1"]);
+    let bom: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(bom["specVersion"], "1.6");
+    assert_eq!(bom["components"][0]["type"], "machine-learning-model");
+    assert_eq!(bom["components"][0]["hashes"][0]["content"], v["artifact_id"]);
+    assert_eq!(bom["components"][1]["hashes"][0]["content"], id.as_str());
+    assert_eq!(bom["dependencies"][0]["dependsOn"][0], format!("dataset:{id}"));
+    let file = ws.file("bom.json", text.as_bytes());
+    let check = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e or 'valid')\nsys.exit(1 if e else 0)\n";
+    let o = std::process::Command::new(&python).args(["-c", check]).arg(&file).output().unwrap();
+    assert!(o.status.success(), "the ML-BOM does not validate: {}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    // The validator is not a rubber stamp: a broken BOM fails.
+    let broken = ws.file("broken.json", text.replace("machine-learning-model", "not-a-type").as_bytes());
+    let o = std::process::Command::new(&python).args(["-c", check]).arg(&broken).output().unwrap();
+    assert!(!o.status.success());
+}
