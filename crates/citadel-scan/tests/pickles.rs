@@ -129,3 +129,63 @@ fn raw_torch_storages_are_not_noise() {
     let r = citadel_scan::scan_bytes("m.pt", &data);
     assert!(r.findings.is_empty(), "{:#?}", r.findings);
 }
+
+fn zip_of(members: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in members {
+        w.start_file(*name, zip::write::SimpleFileOptions::default().compression_method(method)).expect("start");
+        w.write_all(data).expect("write");
+    }
+    w.finish().expect("finish").into_inner()
+}
+
+#[test]
+fn a_zip_bomb_is_not_unpacked() {
+    let zeros = vec![0u8; 200 << 20];
+    let bomb = zip_of(&[("archive/data.pkl", &zeros)], zip::CompressionMethod::Deflated);
+    assert!(bomb.len() < 1 << 20, "the bomb compresses: {}", bomb.len());
+    let r = citadel_scan::scan_bytes("bomb.zip", &bomb);
+    assert!(r.findings.iter().any(|f| f.rule == "zip-bomb" && f.severity == Severity::Critical), "{:#?}", r.findings);
+}
+
+#[test]
+fn deep_nesting_stops_at_the_bound() {
+    let evil = std::fs::read(fixtures().join("os_system_p2.pkl")).expect("fixture");
+    let mut inner = zip_of(&[("model.pkl", &evil)], zip::CompressionMethod::Stored);
+    for _ in 0..6 {
+        inner = zip_of(&[("nested.zip", &inner)], zip::CompressionMethod::Stored);
+    }
+    let r = citadel_scan::scan_bytes("deep.zip", &inner);
+    assert!(r.findings.iter().any(|f| f.rule == "archive-too-deep"), "{:#?}", r.findings);
+    // Within the bound, the payload is found.
+    let mut shallow = zip_of(&[("model.pkl", &evil)], zip::CompressionMethod::Stored);
+    shallow = zip_of(&[("a.zip", &shallow)], zip::CompressionMethod::Stored);
+    let r = citadel_scan::scan_bytes("shallow.zip", &shallow);
+    assert!(r.findings.iter().any(|f| f.rule == "pickle-dangerous-global"), "{:#?}", r.findings);
+}
+
+#[test]
+fn a_corrupted_zip_is_a_finding() {
+    let good = std::fs::read(fixtures().join("torch_evil.pt")).expect("fixture");
+    // Central directory destroyed: the archive cannot be read at all.
+    let mut broken = good.clone();
+    let n = broken.len();
+    for b in &mut broken[n - 40..] {
+        *b = 0xff;
+    }
+    let r = citadel_scan::scan_bytes("broken.pt", &broken);
+    assert!(!r.findings.is_empty(), "a broken zip passed silently");
+}
+
+#[test]
+fn symlinks_are_reported_not_followed() {
+    let dir = std::env::temp_dir().join(format!("citadel-scan-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("escape.pkl")).expect("symlink");
+    let reports = citadel_scan::scan_path(&dir).expect("scan");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].findings[0].rule, "symlink");
+}

@@ -232,3 +232,12 @@ fn our_signatures_verify_with_the_model_signing_cli() {
         .unwrap();
     assert!(!o.status.success(), "model-signing accepted a changed model");
 }
+
+#[test]
+fn a_signature_made_for_another_model_does_not_verify_it() {
+    // model.sig covers model/; checked against single/, every file differs.
+    let v = verify(&fx("single"), &read("signatures/model.sig"), &p256(), &[]).unwrap();
+    assert!(!v.mismatch.is_empty());
+    assert_eq!(v.mismatch.missing.len(), 3, "{:?}", v.mismatch);
+    assert_eq!(v.mismatch.extra, ["toy-model.bin"]);
+}
