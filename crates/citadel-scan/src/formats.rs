@@ -124,6 +124,18 @@ pub fn scan_zip(
             ));
             continue;
         }
+        // Raw tensor storages of a PyTorch archive are never unpickled by
+        // torch.load; they are skipped unread (their CRC is not checked).
+        let in_torch_data =
+            torch_root.as_ref().is_some_and(|r| name.starts_with(&format!("{r}/data/")) && !name.ends_with(".pkl"));
+        let torch_meta = torch_root.as_ref().is_some_and(|r| {
+            ["version", "byteorder", ".data/version", ".data/serialization_id", ".format_version", ".storage_alignment"]
+                .iter()
+                .any(|m| name == format!("{r}/{m}"))
+        });
+        if in_torch_data || torch_meta {
+            continue;
+        }
         let mut bytes = Vec::new();
         // One byte past the declared size: a member that lies about its size is caught.
         match (&mut entry).take(size.saturating_add(1)).read_to_end(&mut bytes) {
@@ -155,16 +167,6 @@ pub fn scan_zip(
             }
         }
         *unpacked += bytes.len() as u64;
-        let in_torch_data =
-            torch_root.as_ref().is_some_and(|r| name.starts_with(&format!("{r}/data/")) && !name.ends_with(".pkl"));
-        let torch_meta = torch_root.as_ref().is_some_and(|r| {
-            ["version", "byteorder", ".data/version", ".data/serialization_id", ".format_version", ".storage_alignment"]
-                .iter()
-                .any(|m| name == format!("{r}/{m}"))
-        });
-        if in_torch_data || torch_meta {
-            continue;
-        }
         if name == "config.json" && names.iter().any(|n| n == "metadata.json" || n.ends_with(".weights.h5")) {
             out.extend(scan_keras_config(&member, &bytes));
             continue;

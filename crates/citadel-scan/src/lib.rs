@@ -139,39 +139,79 @@ pub enum ScanError {
 pub const MAX_FILE: u64 = 8 << 30;
 
 /// Scans a file, or every regular file under a directory (symlinks are
-/// reported, not followed).
+/// reported, not followed). Files are scanned in parallel; the reports come
+/// back in path order.
 pub fn scan_path(path: &Path) -> Result<Vec<FileReport>, ScanError> {
     let io = |p: &Path, source| ScanError::Io { path: p.display().to_string(), source };
-    let mut reports = Vec::new();
+    let mut entries: Vec<(std::path::PathBuf, bool)> = Vec::new(); // (path, is_symlink)
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
         let meta = std::fs::symlink_metadata(&p).map_err(|e| io(&p, e))?;
         if meta.is_dir() {
-            let mut entries: Vec<_> =
+            let mut children: Vec<_> =
                 std::fs::read_dir(&p).map_err(|e| io(&p, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            entries.sort();
-            stack.extend(entries.into_iter().rev());
+            children.sort();
+            stack.extend(children.into_iter().rev());
         } else if meta.file_type().is_symlink() {
-            reports.push(FileReport {
-                path: p.display().to_string(),
-                format: Format::Unknown,
-                size: 0,
-                findings: vec![Finding {
-                    severity: Severity::Warning,
-                    rule: "symlink".into(),
-                    location: p.display().to_string(),
-                    message: "a symbolic link; not followed".into(),
-                }],
-            });
+            entries.push((p, true));
         } else if meta.is_file() {
             if meta.len() > MAX_FILE {
                 return Err(ScanError::TooLarge { path: p.display().to_string(), limit: MAX_FILE });
             }
-            let data = std::fs::read(&p).map_err(|e| io(&p, e))?;
-            reports.push(scan_bytes(&p.display().to_string(), &data));
+            entries.push((p, false));
         }
     }
-    Ok(reports)
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(entries.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<Vec<(usize, FileReport)>, ScanError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((p, is_link)) = entries.get(i) else { return Ok(done) };
+                        let location = p.display().to_string();
+                        let report = if *is_link {
+                            FileReport {
+                                path: location.clone(),
+                                format: Format::Unknown,
+                                size: 0,
+                                findings: vec![Finding {
+                                    severity: Severity::Warning,
+                                    rule: "symlink".into(),
+                                    location,
+                                    message: "a symbolic link; not followed".into(),
+                                }],
+                            }
+                        } else {
+                            let data = std::fs::read(p).map_err(|e| io(p, e))?;
+                            scan_bytes(&location, &data)
+                        };
+                        done.push((i, report));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ScanError::Io {
+                        path: "<scanner>".into(),
+                        source: std::io::Error::other("a scan worker panicked"),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut reports: Vec<Option<FileReport>> = vec![None; entries.len()];
+    for r in results {
+        for (i, rep) in r? {
+            reports[i] = Some(rep);
+        }
+    }
+    Ok(reports.into_iter().flatten().collect())
 }
 
 /// The highest severity among `reports`, if any finding exists.

@@ -4,6 +4,7 @@
 //! `hint:` line.
 
 mod bench;
+mod bench_scan;
 mod bench_sign;
 
 use std::collections::BTreeMap;
@@ -226,6 +227,19 @@ enum BenchCmd {
         /// Keep the data, workspace and restic repository afterwards.
         #[arg(long)]
         keep: bool,
+    },
+    /// Scan pickles and PyTorch archives, next to picklescan and modelscan.
+    Scan {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        pickles: u64,
+        #[arg(long, default_value_t = 1024)]
+        pickle_kib: u64,
+        #[arg(long, default_value_t = 20)]
+        archives: u64,
+        #[arg(long, default_value_t = 20)]
+        archive_mib: u64,
     },
     /// Sign and verify a large file and many files, next to the model_signing
     /// CLI and openssl dgst -sha256.
@@ -1201,6 +1215,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 s
             });
             return Ok(if ok { 0 } else { 2 });
+        }
+        Command::Bench(BenchCmd::Scan { dir, pickles, pickle_kib, archives, archive_mib }) => {
+            anyhow::ensure!(
+                *pickles > 0 && *pickle_kib > 0,
+                "--pickles and --pickle-kib must be at least 1\nhint: e.g. --pickles 500"
+            );
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, p, pk, a, am) = (dir.clone(), *pickles, *pickle_kib, *archives, *archive_mib);
+            let report = tokio::task::spawn_blocking(move || bench_scan::run(&dir, p, pk, a, am, quiet)).await??;
+            out.emit(&report, || bench_scan::render(&report));
         }
         Command::Bench(BenchCmd::Sign { dir, size_mib, files, file_mib }) => {
             anyhow::ensure!(
