@@ -64,6 +64,8 @@ pub enum ControlError {
     Conflict(String),
     #[error("the model gate ({policy}) failed:\n{}", .violations.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
     GateFailed { policy: String, violations: Vec<String> },
+    #[error("the model was signed with the retired signing key {hint}; it is no longer trusted")]
+    RetiredSigningKey { hint: String },
     #[error("{principal} made stage request {request} and cannot also approve it (separation of duties)")]
     SelfApproval { principal: String, request: String },
 }

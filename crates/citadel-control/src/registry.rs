@@ -28,6 +28,8 @@ use crate::{Caller, ControlError, Result, Workspace, event};
 
 const SIGNING_KEY_META: &str = "model_signing_key";
 const SIGNING_KEY_OBJECT: &str = "workspace-secret/model-signing-key";
+/// JSON list of retired model-signing keys: [{"hint", "retired_at"}].
+const RETIRED_KEYS_META: &str = "model_signing_retired";
 pub const STAGES: &[&str] = &["none", "staging", "production", "archived"];
 /// The workspace's model gate, relative to the workspace directory.
 pub const GATE_POLICY_FILE: &str = "policies/model-gate.rego";
@@ -152,6 +154,47 @@ impl Workspace {
         ))
         .await?;
         Ok(key)
+    }
+
+    /// Replaces the model-signing key. The old key is retired: versions it
+    /// signed no longer verify (approval and loading refuse them, naming the
+    /// retired key) until registered again under the new key.
+    pub async fn model_signing_rotate(&self, caller: &Caller) -> Result<serde_json::Value> {
+        self.authorize(caller, Action::KeyRotate, "key:model-signing").await?;
+        let old = self.model_signing_key().await?;
+        let (new, der) = citadel_signing::SigningKey::generate()?;
+        let sealed = self.secrets_cipher.seal(SIGNING_KEY_OBJECT, &der)?;
+        let mut retired: Vec<serde_json::Value> =
+            match citadel_store::meta_get(self.db.pool(), RETIRED_KEYS_META).await? {
+                Some(t) => serde_json::from_str(&t).unwrap_or_default(),
+                None => Vec::new(),
+            };
+        retired.push(serde_json::json!({"hint": old.hint(), "retired_at": Timestamp::now().to_rfc3339()}));
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::meta_set(tx.conn(), SIGNING_KEY_META, &hex::encode(sealed)).await?;
+        citadel_store::meta_set(tx.conn(), RETIRED_KEYS_META, &serde_json::Value::from(retired).to_string()).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "key.rotate",
+            "key:model-signing",
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"retired": old.hint(), "new": new.hint()}),
+        ))
+        .await?;
+        Ok(serde_json::json!({"retired": old.hint(), "new": new.hint()}))
+    }
+
+    async fn retired_hint(&self, bundle: &str) -> Result<Option<String>> {
+        let hint = serde_json::from_str::<serde_json::Value>(bundle)
+            .ok()
+            .and_then(|b| b["verificationMaterial"]["publicKey"]["hint"].as_str().map(str::to_string));
+        let Some(hint) = hint else { return Ok(None) };
+        let retired: Vec<serde_json::Value> = match citadel_store::meta_get(self.db.pool(), RETIRED_KEYS_META).await? {
+            Some(t) => serde_json::from_str(&t).unwrap_or_default(),
+            None => return Ok(None),
+        };
+        Ok(retired.iter().any(|r| r["hint"].as_str() == Some(hint.as_str())).then_some(hint))
     }
 
     /// The public half of the model-signing key, in PEM, for `model_signing verify key`.
@@ -580,6 +623,9 @@ impl Workspace {
         };
         let dir = TempDir::new()?;
         let result = async {
+            if let Some(hint) = self.retired_hint(&unverified.bundle).await? {
+                return Err(ControlError::RetiredSigningKey { hint });
+            }
             let info = self.store.resolve(&unverified.artifact_id).await?;
             let restored = dir.0.join("model");
             // restore() checks every chunk (AEAD) and the artifact's SHA-256.

@@ -198,6 +198,8 @@ enum ModelCmd {
     },
     /// Print the workspace's model-signing public key (PEM), for `model_signing verify key`.
     PublicKey,
+    /// Replace the model-signing key; versions signed by the old key stop verifying.
+    RotateSigningKey,
     /// A CycloneDX 1.6 ML-BOM (JSON) for NAME@VERSION.
     Bom { reference: String },
     /// Restore a version only after its digest and signature verify.
@@ -485,6 +487,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::Policy(_) => "see `citadel grant add --help` for roles and scope syntax".into(),
             ControlError::ScanBlocked { .. } => "run `citadel scan PATH` to see every finding; a model with critical findings cannot be registered".into(),
             ControlError::GateFailed { .. } => "fix what the gate lists (or, with the workspace owner's agreement, edit policies/model-gate.rego); the request stays pending".into(),
+            ControlError::RetiredSigningKey { .. } => "register the model again (it is scanned and signed with the current key), then request the stage change".into(),
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
             ControlError::Signing(_) => "the stored model no longer matches its signature: run `citadel fsck` and check the audit log".into(),
@@ -647,6 +650,10 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
             out.emit(&serde_json::json!({"model": m.model, "version": m.version, "artifact": m.artifact_id, "root_digest": m.root_digest, "path": output}), || {
                 format!("verified {} version {} (root digest {}) -> {}", m.model, m.version, m.root_digest, output.display())
             });
+        }
+        ModelCmd::RotateSigningKey => {
+            let r = ws.model_signing_rotate(caller).await?;
+            out.emit(&r, || format!("model-signing key rotated: {} retired, {} active", r["retired"], r["new"]));
         }
         ModelCmd::Bom { reference } => {
             let (name, version) =

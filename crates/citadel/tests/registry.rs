@@ -303,3 +303,27 @@ fn the_ml_bom_validates_against_the_cyclonedx_1_6_schema() {
     let o = std::process::Command::new(&python).args(["-c", check]).arg(&broken).output().unwrap();
     assert!(!o.status.success());
 }
+
+#[test]
+fn a_model_signed_by_a_retired_key_is_refused() {
+    let ws = Ws::new();
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let m = model_dir(&ws, "m", 7);
+    ws.ok(&["model", "register", m.to_str().unwrap(), "--name", "fraud"]);
+    let before = ws.json(&["model", "public-key"])["public_key_pem"].as_str().unwrap().to_string();
+    let r = ws.json(&["model", "rotate-signing-key"]);
+    assert_ne!(r["retired"], r["new"]);
+    assert_ne!(ws.json(&["model", "public-key"])["public_key_pem"].as_str().unwrap(), before);
+    let req = ws.json(&["model", "promote", "fraud", "1", "--to", "staging"])["id"].as_str().unwrap().to_string();
+    let o = ws.cmd(&["model", "approve", &req]).env("CITADEL_TOKEN", &appr).output().unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("retired signing key") && stderr(&o).contains("hint:"),
+        "{}",
+        stderr(&o)
+    );
+    let out = ws.root.parent().unwrap().join("o");
+    assert!(!ws.run(&["model", "get", "fraud", "1", "-o", out.to_str().unwrap()]).status.success());
+    // Registered again, it is signed by the new key and verifies.
+    ws.ok(&["model", "register", m.to_str().unwrap(), "--name", "fraud"]);
+    ws.ok(&["model", "get", "fraud", "2", "-o", out.to_str().unwrap()]);
+}
