@@ -261,21 +261,62 @@ fn list_files(root: &Path, ignore: &BTreeSet<String>) -> Result<Vec<(String, Pat
     Ok(out)
 }
 
-fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String> {
+/// `pipelined`: read ahead on a second thread (worth it only when the other
+/// cores have nothing else to hash).
+fn sha256_range(path: &Path, start: u64, end: u64, pipelined: bool) -> Result<String> {
     use std::os::unix::fs::FileExt;
+    const BUF: usize = 4 << 20;
     let f = std::fs::File::open(path).map_err(io(path))?;
+    let read = |buf: &mut Vec<u8>, pos: u64| -> Result<()> {
+        let want = ((end - pos) as usize).min(BUF);
+        buf.resize(want, 0);
+        f.read_exact_at(buf, pos).map_err(io(path))
+    };
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = start;
-    while pos < end {
-        let want = ((end - pos) as usize).min(buf.len());
-        let n = f.read_at(&mut buf[..want], pos).map_err(io(path))?;
-        if n == 0 {
-            return Err(SigningError::Io { path: path.to_owned(), source: std::io::ErrorKind::UnexpectedEof.into() });
+    if !pipelined || end - start <= 2 * BUF as u64 {
+        let mut buf = Vec::with_capacity(BUF);
+        let mut pos = start;
+        while pos < end {
+            read(&mut buf, pos)?;
+            ctx.update(&buf);
+            pos += buf.len() as u64;
         }
-        ctx.update(&buf[..n]);
-        pos += n as u64;
+        return Ok(hex::encode(ctx.finish()));
     }
+    // Large ranges: one thread reads the next buffer while this one hashes
+    // the last, so copying from the page cache overlaps with SHA-256.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..3 {
+        let _ = empty_tx.send(Vec::with_capacity(BUF));
+    }
+    let read = &read;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut pos = start;
+            while pos < end {
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                let r = read(&mut buf, pos).map(|()| buf);
+                let failed = r.is_err();
+                pos += r.as_ref().map_or(0, |b| b.len() as u64);
+                if full_tx.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut done = start;
+        while done < end {
+            let buf = full_rx.recv().map_err(|_| SigningError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other("the reader stopped"),
+            })??;
+            ctx.update(&buf);
+            done += buf.len() as u64;
+            let _ = empty_tx.send(buf);
+        }
+        drop(empty_tx);
+        Ok::<_, SigningError>(())
+    })?;
     Ok(hex::encode(ctx.finish()))
 }
 
@@ -303,7 +344,10 @@ pub fn hash_model(root: &Path, method: Method, ignore: &BTreeSet<String>) -> Res
             }
         }
     }
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(jobs.len().max(1));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = cores.min(jobs.len().max(1));
+    // Fewer jobs than cores: each job also reads ahead on a spare core.
+    let pipelined = jobs.len() < cores;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<Vec<(usize, String)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
@@ -313,7 +357,7 @@ pub fn hash_model(root: &Path, method: Method, ignore: &BTreeSet<String>) -> Res
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some((_, _, path, start, end)) = jobs.get(i) else { return Ok(done) };
-                        done.push((i, sha256_range(path, *start, *end)?));
+                        done.push((i, sha256_range(path, *start, *end, pipelined)?));
                     }
                 })
             })
