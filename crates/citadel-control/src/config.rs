@@ -22,6 +22,7 @@ const SCHEMA: &[(&str, &str, Kind, &str)] = &[
     ("store", "lease_ttl_secs", Kind::Int, "300"),
     ("store", "gc_grace_secs", Kind::Int, "3600"),
     ("identity", "owner", Kind::Str, ""),
+    ("registry", "allow_self_approval", Kind::Bool, "false"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Config {
     pub lease_ttl_secs: i64,
     pub gc_grace_secs: i64,
     pub owner: Option<String>,
+    /// Let the requester of a stage change approve it too (off: separation of duties).
+    pub allow_self_approval: bool,
 }
 
 /// One configuration problem: where it is and what to do.
@@ -167,19 +170,23 @@ impl Config {
         let checkpoint_every = int("audit", "checkpoint_every", 1, 1_000_000);
         let lease_ttl_secs = int("store", "lease_ttl_secs", 1, 86_400);
         let gc_grace_secs = int("store", "gc_grace_secs", 0, 365 * 86_400);
-        let (allow_http, src) = get("storage", "s3_allow_http");
-        let s3_allow_http = match allow_http.as_str() {
-            "true" | "1" => true,
-            "false" | "0" => false,
-            other => {
-                problems.push(ConfigProblem {
-                    key: "storage.s3_allow_http".into(),
-                    source: src,
-                    message: format!("expected true or false, got {other:?}"),
-                });
-                false
+        let mut boolean = |section: &str, key: &str| {
+            let (v, src) = get(section, key);
+            match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    problems.push(ConfigProblem {
+                        key: format!("{section}.{key}"),
+                        source: src,
+                        message: format!("expected true or false, got {other:?}"),
+                    });
+                    false
+                }
             }
         };
+        let s3_allow_http = boolean("storage", "s3_allow_http");
+        let allow_self_approval = boolean("registry", "allow_self_approval");
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
             if p.is_absolute() { p.to_owned() } else { workspace.join(p) }
@@ -249,6 +256,7 @@ impl Config {
             lease_ttl_secs,
             gc_grace_secs,
             owner: opt("identity", "owner"),
+            allow_self_approval,
         })
     }
 

@@ -474,7 +474,7 @@ impl Workspace {
         if status != "pending" {
             return Err(ControlError::Conflict(format!("stage request {request_id} is already {status}")));
         }
-        if caller.principal.id == requested_by {
+        if caller.principal.id == requested_by && !self.config.allow_self_approval {
             self.db
                 .append_audit(event(
                     &caller.principal.id,

@@ -390,3 +390,48 @@ pub fn scan_hdf5(location: &str, data: &[u8]) -> Vec<Finding> {
     }
     out
 }
+
+/// A zlib or gzip stream (how joblib compresses, and `.pkl.gz`): the
+/// decompressed content is scanned like a file, within the unpack budget.
+pub fn scan_compressed(
+    location: &str,
+    data: &[u8],
+    depth: u32,
+    budget: &Budget,
+    unpacked: &mut u64,
+    scan: &mut MemberScanner<'_>,
+) -> Vec<Finding> {
+    if depth >= budget.max_depth {
+        return vec![finding(
+            Severity::Warning,
+            "archive-too-deep",
+            location,
+            "compressed too many times over; not unpacked".into(),
+        )];
+    }
+    let limit = budget.max_unpacked.saturating_sub(*unpacked).min((data.len() as u64).saturating_mul(budget.max_ratio));
+    let mut out = Vec::new();
+    let reader: Box<dyn Read + '_> = if data.starts_with(b"\x1f\x8b") {
+        Box::new(flate2::read::MultiGzDecoder::new(data))
+    } else {
+        Box::new(flate2::read::ZlibDecoder::new(data))
+    };
+    match reader.take(limit.saturating_add(1)).read_to_end(&mut out) {
+        Ok(_) if out.len() as u64 > limit => vec![finding(
+            Severity::Critical,
+            "compression-bomb",
+            location,
+            format!("expands past {limit} bytes; not scanned further"),
+        )],
+        Ok(_) => {
+            *unpacked += out.len() as u64;
+            scan(&format!("{location}!decompressed"), &out, depth + 1, unpacked)
+        }
+        Err(e) => vec![finding(
+            Severity::Warning,
+            "compressed-unreadable",
+            location,
+            format!("looks compressed but does not decompress ({e}); not judged"),
+        )],
+    }
+}

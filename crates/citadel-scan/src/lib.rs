@@ -63,6 +63,8 @@ pub enum Format {
     Gguf,
     Safetensors,
     Onnx,
+    /// zlib or gzip stream (compressed joblib files, .pkl.gz).
+    Compressed,
     Unknown,
 }
 
@@ -73,6 +75,10 @@ pub fn detect(data: &[u8]) -> Format {
         Format::Numpy
     } else if data.starts_with(b"\x89HDF\r\n\x1a\n") {
         Format::Hdf5
+    } else if data.starts_with(b"\x1f\x8b")
+        || (data.len() >= 2 && data[0] == 0x78 && (u16::from(data[0]) << 8 | u16::from(data[1])) % 31 == 0)
+    {
+        Format::Compressed
     } else if data.starts_with(b"GGUF") {
         Format::Gguf
     } else if pickle::looks_like_pickle(data) {
@@ -124,6 +130,11 @@ fn scan_inner(location: &str, data: &[u8], depth: u32, budget: &formats::Budget,
         }],
         Format::Hdf5 => formats::scan_hdf5(location, data),
         Format::Onnx => onnx::scan_onnx(location, data),
+        Format::Compressed => {
+            formats::scan_compressed(location, data, depth, budget, unpacked, &mut |loc, bytes, d, u| {
+                scan_inner(loc, bytes, d, budget, u)
+            })
+        }
     }
 }
 

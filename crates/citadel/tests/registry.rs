@@ -327,3 +327,23 @@ fn a_model_signed_by_a_retired_key_is_refused() {
     ws.ok(&["model", "register", m.to_str().unwrap(), "--name", "fraud"]);
     ws.ok(&["model", "get", "fraud", "2", "-o", out.to_str().unwrap()]);
 }
+
+#[test]
+fn self_approval_is_configurable() {
+    let ws = Ws::new();
+    let both = token_for(&ws, "carol", &["data-scientist", "approver"]);
+    let m = model_dir(&ws, "m", 8);
+    ok_json(as_user(&ws, &both, &["model", "register", m.to_str().unwrap(), "--name", "fraud"]));
+    let r = ok_json(as_user(&ws, &both, &["model", "promote", "fraud", "1", "--to", "staging"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!as_user(&ws, &both, &["model", "approve", &r]).status.success());
+    let o = ws
+        .cmd(&["model", "approve", &r, "--json"])
+        .env("CITADEL_TOKEN", &both)
+        .env("CITADEL_REGISTRY_ALLOW_SELF_APPROVAL", "true")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
