@@ -241,3 +241,26 @@ fn a_signature_made_for_another_model_does_not_verify_it() {
     assert_eq!(v.mismatch.missing.len(), 3, "{:?}", v.mismatch);
     assert_eq!(v.mismatch.extra, ["toy-model.bin"]);
 }
+
+#[test]
+fn our_sharded_signatures_verify_with_the_model_signing_api() {
+    // The CLI cannot check sharded signatures (it always rehashes files), so
+    // the reference library's API does, through the fixtures' helper script.
+    let Some(cli) = model_signing_cli() else { return };
+    let python = Path::new(&cli).with_file_name("python");
+    let dir = tempfile::tempdir().unwrap();
+    let sig = dir.path().join("sharded.sig");
+    let sk = SigningKey::from_pem_file(&fx("keys/TEST-ONLY-ec-p256-private.pem")).unwrap();
+    let opts = SignOptions { method: Method::Shards(262_144), ..Default::default() };
+    std::fs::write(&sig, sign(&fx("model"), &sk, &opts).unwrap()).unwrap();
+    let o = std::process::Command::new(&python)
+        .arg(fx("tools/api_verify.py"))
+        .arg(fx("model"))
+        .arg(fx("keys/TEST-ONLY-ec-p256-public.pem"))
+        .arg(&sig)
+        .args(["shards", "262144"])
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.contains("API verification succeeded"), "{out}");
+}
