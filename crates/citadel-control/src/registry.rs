@@ -498,7 +498,7 @@ impl Workspace {
         let now = Timestamp::now();
         let mut tx = self.db.begin_audited().await?;
         let status = if approve { "approved" } else { "rejected" };
-        sqlx::query("UPDATE stage_requests SET status = $1, decided_by = $2, decided_at = $3, note = $4 WHERE id = $5 AND status = 'pending'")
+        let updated = sqlx::query("UPDATE stage_requests SET status = $1, decided_by = $2, decided_at = $3, note = $4 WHERE id = $5 AND status = 'pending'")
             .bind(status)
             .bind(caller.principal.id.clone())
             .bind(now.0)
@@ -507,6 +507,12 @@ impl Workspace {
             .execute(&mut *tx.conn())
             .await
             .map_err(citadel_store::StoreError::from)?;
+        // Two approvers racing: only the one whose update took effect goes on.
+        if updated.rows_affected() != 1 {
+            return Err(ControlError::Conflict(format!(
+                "stage request {request_id} was decided by someone else meanwhile"
+            )));
+        }
         if approve {
             let from = stage_in_tx(&mut tx, &name, version).await?;
             if to_stage == "production" {
