@@ -24,7 +24,19 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("audit_records", audit_records),
     ("model_scan", model_scan),
     ("signature_bundle", signature_bundle),
+    ("pii_value", pii_value),
 ];
+
+/// Any cell value from an ingested file through the PII detectors.
+pub fn pii_value(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let mut col = citadel_pii::ColumnScan::new(s);
+        col.observe(Some(s));
+        for d in col.finish(0.0) {
+            assert!(d.confidence <= 1.0 && d.matches <= d.non_null.max(1));
+        }
+    }
+}
 
 /// A model-signing bundle from anywhere: must be rejected cleanly unless
 /// genuinely signed by the test key.
@@ -178,6 +190,13 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "signature_bundle" => vec![
             include_bytes!("../../citadel-signing/tests/fixtures/signatures/model.sig").to_vec(),
             include_bytes!("../../citadel-signing/tests/fixtures/signatures/negative/no-key-hint.sig").to_vec(),
+        ],
+        "pii_value" => vec![
+            b"4111 1111 1111 1111".to_vec(),
+            b"GB82 WEST 1234 5698 7654 32".to_vec(),
+            b"jane.doe@example.com".to_vec(),
+            b"+44 20 7946 0958".to_vec(),
+            b"2001:db8::1".to_vec(),
         ],
         _ => vec![],
     }
