@@ -72,6 +72,14 @@ pub enum ControlError {
 
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
 
+/// Queries the control plane runs itself (the registry) fail like the
+/// store's own.
+impl From<sqlx::Error> for ControlError {
+    fn from(e: sqlx::Error) -> Self {
+        ControlError::Store(StoreError::from(e))
+    }
+}
+
 /// Where the master-key passphrase or PIN comes from.
 #[derive(Debug, Clone)]
 pub struct Secrets {

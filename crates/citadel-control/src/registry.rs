@@ -101,6 +101,8 @@ pub struct VerifiedModel {
     pub version: i64,
     pub artifact_id: String,
     pub root_digest: String,
+    /// The hint of the key the signature verified with.
+    pub key_hint: String,
     /// The verified files (a file or a directory).
     pub path: PathBuf,
     _dir: TempDir,
@@ -128,6 +130,12 @@ impl Drop for TempDir {
     }
 }
 
+/// The signing key's hint recorded in a model-signing bundle.
+fn bundle_hint(bundle: &str) -> Option<String> {
+    let b: serde_json::Value = serde_json::from_str(bundle).ok()?;
+    b["verificationMaterial"]["publicKey"]["hint"].as_str().map(str::to_string)
+}
+
 fn invalid(m: impl Into<String>) -> ControlError {
     ControlError::Invalid(m.into())
 }
@@ -138,7 +146,7 @@ impl Workspace {
         if let Some(hex_sealed) = citadel_store::meta_get(self.db.pool(), SIGNING_KEY_META).await? {
             let sealed = hex::decode(hex_sealed).map_err(|_| invalid("the stored model-signing key is not hex"))?;
             let der = self.secrets_cipher.open(SIGNING_KEY_OBJECT, &sealed)?;
-            return Ok(citadel_signing::SigningKey::from_pkcs8_der(&der)?);
+            return Ok(citadel_signing::SigningKey::from_der(&der)?);
         }
         let (key, der) = citadel_signing::SigningKey::generate()?;
         let sealed = self.secrets_cipher.seal(SIGNING_KEY_OBJECT, &der)?;
@@ -186,10 +194,7 @@ impl Workspace {
     }
 
     async fn retired_hint(&self, bundle: &str) -> Result<Option<String>> {
-        let hint = serde_json::from_str::<serde_json::Value>(bundle)
-            .ok()
-            .and_then(|b| b["verificationMaterial"]["publicKey"]["hint"].as_str().map(str::to_string));
-        let Some(hint) = hint else { return Ok(None) };
+        let Some(hint) = bundle_hint(bundle) else { return Ok(None) };
         let retired: Vec<serde_json::Value> = match citadel_store::meta_get(self.db.pool(), RETIRED_KEYS_META).await? {
             Some(t) => serde_json::from_str(&t).unwrap_or_default(),
             None => return Ok(None),
@@ -260,9 +265,8 @@ impl Workspace {
             let row = sqlx::query("SELECT MAX(version) AS v FROM model_versions WHERE model_name = $1")
                 .bind(name.as_str())
                 .fetch_one(&mut *tx.conn())
-                .await
-                .map_err(citadel_store::StoreError::from)?;
-            let version = row.try_get::<Option<i64>, _>("v").map_err(citadel_store::StoreError::from)?.unwrap_or(0) + 1;
+                .await?;
+            let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
             let now = Timestamp::now();
             // 3. Provenance: an in-toto statement with a SLSA v1 predicate.
             let provenance = serde_json::json!({
@@ -301,8 +305,7 @@ impl Workspace {
             .bind(caller.principal.id.clone())
             .bind(now.0)
             .execute(&mut *tx.conn())
-            .await
-            .map_err(citadel_store::StoreError::from)?;
+            .await?;
             let child = format!("model:{name}@{version}");
             citadel_store::lineage_insert(
                 tx.conn(),
@@ -346,28 +349,25 @@ impl Workspace {
         let name = Name::parse(name)?;
         self.authorize(caller, Action::ModelRead, &format!("model:{name}")).await?;
         let rows = sqlx::query(
-            "SELECT m.version, m.artifact_id, m.stage, m.scan, m.provenance, m.created_at, p.name AS who \
+            "SELECT m.version, m.artifact_id, m.stage, m.scan, m.provenance, m.signature, m.created_at, p.name AS who \
              FROM model_versions m LEFT JOIN principals p ON p.id = m.created_by WHERE m.model_name = $1 ORDER BY m.version",
         )
         .bind(name.as_str())
         .fetch_all(self.db.pool())
-        .await
-        .map_err(citadel_store::StoreError::from)?;
-        let key_hint = self.model_signing_key().await?.hint();
+        .await?;
         rows.iter()
             .map(|r| {
-                let get = |c: &str| r.try_get::<String, _>(c).map_err(citadel_store::StoreError::from);
+                let get = |c: &str| r.try_get::<String, _>(c);
                 Ok(ModelVersion {
                     model: name.to_string(),
-                    version: r.try_get("version").map_err(citadel_store::StoreError::from)?,
+                    version: r.try_get("version")?,
                     artifact_id: get("artifact_id")?,
                     stage: get("stage")?,
                     created_by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
-                    created_at: Timestamp(r.try_get("created_at").map_err(citadel_store::StoreError::from)?)
-                        .to_rfc3339(),
+                    created_at: Timestamp(r.try_get("created_at")?).to_rfc3339(),
                     scan: serde_json::from_str(&get("scan")?).unwrap_or_default(),
                     provenance: serde_json::from_str(&get("provenance")?).unwrap_or_default(),
-                    signature_key_hint: key_hint.clone(),
+                    signature_key_hint: bundle_hint(&get("signature")?).unwrap_or_default(),
                 })
             })
             .collect()
@@ -378,10 +378,9 @@ impl Workspace {
             .bind(name)
             .bind(version)
             .fetch_optional(self.db.pool())
-            .await
-            .map_err(citadel_store::StoreError::from)?
+            .await?
             .ok_or_else(|| ControlError::NotFound(format!("model {name} version {version}")))?;
-        Ok(row.try_get("stage").map_err(citadel_store::StoreError::from)?)
+        Ok(row.try_get("stage")?)
     }
 
     /// Asks for `name`@`version` to move to `to_stage`; an approver decides.
@@ -425,8 +424,7 @@ impl Workspace {
         .bind(caller.principal.id.clone())
         .bind(now.0)
         .execute(&mut *tx.conn())
-        .await
-        .map_err(citadel_store::StoreError::from)?;
+        .await?;
         tx.commit(event(
             &caller.principal.id,
             "model.promote_request",
@@ -462,13 +460,12 @@ impl Workspace {
             sqlx::query("SELECT model_name, version, to_stage, requested_by, status FROM stage_requests WHERE id = $1")
                 .bind(request_id)
                 .fetch_optional(self.db.pool())
-                .await
-                .map_err(citadel_store::StoreError::from)?
+                .await?
                 .ok_or_else(|| ControlError::NotFound(format!("stage request {request_id}")))?;
-        let s = |c: &str| row.try_get::<String, _>(c).map_err(citadel_store::StoreError::from);
+        let s = |c: &str| row.try_get::<String, _>(c);
         let (name, to_stage, requested_by, status) =
             (s("model_name")?, s("to_stage")?, s("requested_by")?, s("status")?);
-        let version: i64 = row.try_get("version").map_err(citadel_store::StoreError::from)?;
+        let version: i64 = row.try_get("version")?;
         let resource = format!("model:{name}");
         self.authorize(caller, Action::ModelApprove, &resource).await?;
         if status != "pending" {
@@ -491,9 +488,9 @@ impl Workspace {
             });
         }
         if approve {
-            self.verify_stored_version(caller, &name, version).await?;
+            let verified = self.load_verified(caller, &name, version, Action::ModelApprove).await?;
             let from = self.version_stage(&name, version).await?;
-            self.gate(caller, &name, version, &from, &to_stage).await?;
+            self.gate(caller, &name, version, &from, &to_stage, &verified.key_hint).await?;
         }
         let now = Timestamp::now();
         let mut tx = self.db.begin_audited().await?;
@@ -505,8 +502,7 @@ impl Workspace {
             .bind(note)
             .bind(request_id)
             .execute(&mut *tx.conn())
-            .await
-            .map_err(citadel_store::StoreError::from)?;
+            .await?;
         // Two approvers racing: only the one whose update took effect goes on.
         if updated.rows_affected() != 1 {
             return Err(ControlError::Conflict(format!(
@@ -521,10 +517,9 @@ impl Workspace {
                     sqlx::query("SELECT version FROM model_versions WHERE model_name = $1 AND stage = 'production'")
                         .bind(name.clone())
                         .fetch_all(&mut *tx.conn())
-                        .await
-                        .map_err(citadel_store::StoreError::from)?;
+                        .await?;
                 for r in current {
-                    let v: i64 = r.try_get("version").map_err(citadel_store::StoreError::from)?;
+                    let v: i64 = r.try_get("version")?;
                     set_stage(&mut tx, &name, v, "production", "archived", &caller.principal.id, request_id, now)
                         .await?;
                 }
@@ -556,7 +551,15 @@ impl Workspace {
     /// The Rego gate over the version's facts. The workspace's
     /// `policies/model-gate.rego` when present, else the built-in default.
     /// A failure lists every violated rule and is audited.
-    async fn gate(&self, caller: &Caller, name: &str, version: i64, from: &str, to: &str) -> Result<()> {
+    async fn gate(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: i64,
+        from: &str,
+        to: &str,
+        key_hint: &str,
+    ) -> Result<()> {
         let path = self.config.workspace.join(GATE_POLICY_FILE);
         let (policy_name, policy) = match std::fs::read_to_string(&path) {
             Ok(text) => (path.display().to_string(), text),
@@ -569,13 +572,10 @@ impl Workspace {
             .bind(name)
             .bind(version)
             .fetch_one(self.db.pool())
-            .await
-            .map_err(citadel_store::StoreError::from)?;
-        let e = citadel_store::StoreError::from;
-        let scan: serde_json::Value =
-            serde_json::from_str(&row.try_get::<String, _>("scan").map_err(e)?).unwrap_or_default();
+            .await?;
+        let scan: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("scan")?).unwrap_or_default();
         let provenance: serde_json::Value =
-            serde_json::from_str(&row.try_get::<String, _>("provenance").map_err(e)?).unwrap_or_default();
+            serde_json::from_str(&row.try_get::<String, _>("provenance")?).unwrap_or_default();
         let input = serde_json::json!({
             "model": name,
             "version": version,
@@ -583,7 +583,7 @@ impl Workspace {
             "to_stage": to,
             "scan": scan,
             // Only reached after the stored bytes verified against their signature.
-            "signature": {"verified": true, "key_hint": self.model_signing_key().await?.hint()},
+            "signature": {"verified": true, "key_hint": key_hint},
             "provenance": provenance,
             "metrics": serde_json::Value::Null,
         });
@@ -607,25 +607,19 @@ impl Workspace {
     /// Restores the version's artifact to a private temporary directory and
     /// verifies its signature with the workspace key. Failures are audited
     /// under `action`.
-    async fn verify_stored_version(&self, caller: &Caller, name: &str, version: i64) -> Result<()> {
-        self.load_verified(caller, name, version, Action::ModelApprove).await.map(drop)
-    }
-
     async fn load_verified(&self, caller: &Caller, name: &str, version: i64, action: Action) -> Result<VerifiedModel> {
-        let e = citadel_store::StoreError::from;
         let row =
             sqlx::query("SELECT artifact_id, signature FROM model_versions WHERE model_name = $1 AND version = $2")
                 .bind(name)
                 .bind(version)
                 .fetch_optional(self.db.pool())
-                .await
-                .map_err(e)?
+                .await?
                 .ok_or_else(|| ControlError::NotFound(format!("model {name} version {version}")))?;
         let unverified = Unverified {
             model: name.to_string(),
             version,
-            artifact_id: row.try_get("artifact_id").map_err(e)?,
-            bundle: row.try_get("signature").map_err(e)?,
+            artifact_id: row.try_get("artifact_id")?,
+            bundle: row.try_get("signature")?,
         };
         let dir = TempDir::new()?;
         let result = async {
@@ -638,6 +632,7 @@ impl Workspace {
             self.store.restore(&info, &restored, None).await?;
             let key = self.model_signing_key().await?.verifying_key();
             let v = citadel_signing::verify(&restored, &unverified.bundle, &key, &[])?;
+            let key_hint = key.hint();
             if !v.mismatch.is_empty() {
                 return Err(ControlError::Signing(citadel_signing::SigningError::Format(format!(
                     "the stored model differs from its signature: {:?}",
@@ -649,6 +644,7 @@ impl Workspace {
                 version: unverified.version,
                 artifact_id: unverified.artifact_id.clone(),
                 root_digest: v.root_digest,
+                key_hint,
                 path: restored,
                 _dir: dir,
             })
@@ -671,15 +667,12 @@ impl Workspace {
             .into_iter()
             .find(|m| m.version == version)
             .ok_or_else(|| ControlError::NotFound(format!("model {name} version {version}")))?;
-        let e = citadel_store::StoreError::from;
         let bundle: String = sqlx::query("SELECT signature FROM model_versions WHERE model_name = $1 AND version = $2")
             .bind(name.as_str())
             .bind(version)
             .fetch_one(self.db.pool())
-            .await
-            .map_err(e)?
-            .try_get("signature")
-            .map_err(e)?;
+            .await?
+            .try_get("signature")?;
         let bundle_digest = citadel_types::Digest::of(bundle.as_bytes()).to_hex();
         let model_ref = format!("model:{name}@{version}");
         let deps = v.provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
@@ -768,10 +761,8 @@ impl Workspace {
                         .bind(name.as_str())
                         .bind(reference)
                         .fetch_one(self.db.pool())
-                        .await
-                        .map_err(citadel_store::StoreError::from)?;
-                row.try_get::<Option<i64>, _>("v")
-                    .map_err(citadel_store::StoreError::from)?
+                        .await?;
+                row.try_get::<Option<i64>, _>("v")?
                     .ok_or_else(|| ControlError::NotFound(format!("a {reference} version of {name}")))?
             }
             Err(_) => return Err(invalid(format!("{reference:?} is neither a version number nor a stage"))),
@@ -795,13 +786,14 @@ impl Workspace {
         let name = Name::parse(name)?;
         let resource = format!("model:{name}");
         self.authorize(caller, Action::ModelApprove, &resource).await?;
+        let current: i64 =
+            sqlx::query("SELECT version FROM model_versions WHERE model_name = $1 AND stage = 'production'")
+                .bind(name.as_str())
+                .fetch_optional(self.db.pool())
+                .await?
+                .ok_or_else(|| invalid(format!("{name} has no version in production to roll back from")))?
+                .try_get("version")?;
         let events = self.stage_events(name.as_str()).await?;
-        let current = events.iter().rev().find(|e| e.to_stage == "production").map(|e| e.version);
-        let Some(current) = current
-            .filter(|v| events.iter().rev().find(|e| e.version == *v).is_some_and(|e| e.to_stage == "production"))
-        else {
-            return Err(invalid(format!("{name} has no version in production to roll back from")));
-        };
         let previous = events
             .iter()
             .rev()
@@ -809,9 +801,9 @@ impl Workspace {
             .map(|e| e.version)
             .next()
             .ok_or_else(|| invalid(format!("{name} has no earlier production version to roll back to")))?;
-        self.verify_stored_version(caller, name.as_str(), previous).await?;
+        let verified = self.load_verified(caller, name.as_str(), previous, Action::ModelApprove).await?;
         let from_stage = self.version_stage(name.as_str(), previous).await?;
-        self.gate(caller, name.as_str(), previous, &from_stage, "production").await?;
+        self.gate(caller, name.as_str(), previous, &from_stage, "production", &verified.key_hint).await?;
         let now = Timestamp::now();
         let request = citadel_types::random_id("rollback-");
         let mut tx = self.db.begin_audited().await?;
@@ -848,21 +840,19 @@ impl Workspace {
         )
         .bind(name)
         .fetch_all(self.db.pool())
-        .await
-        .map_err(citadel_store::StoreError::from)?;
+        .await?;
         rows.iter()
             .map(|r| {
-                let e = citadel_store::StoreError::from;
-                let at: i64 = r.try_get("at").map_err(e)?;
+                let at: i64 = r.try_get("at")?;
                 Ok(StageEvent {
-                    seq: r.try_get("seq").map_err(e)?,
-                    version: r.try_get("version").map_err(e)?,
-                    from_stage: r.try_get("from_stage").map_err(e)?,
-                    to_stage: r.try_get("to_stage").map_err(e)?,
+                    seq: r.try_get("seq")?,
+                    version: r.try_get("version")?,
+                    from_stage: r.try_get("from_stage")?,
+                    to_stage: r.try_get("to_stage")?,
                     at: Timestamp(at).to_rfc3339(),
                     at_micros: at,
                     by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
-                    request: r.try_get("request_id").map_err(e)?,
+                    request: r.try_get("request_id")?,
                 })
             })
             .collect()
@@ -901,25 +891,23 @@ impl Workspace {
              ORDER BY r.requested_at",
         )
         .fetch_all(self.db.pool())
-        .await
-        .map_err(citadel_store::StoreError::from)?;
+        .await?;
         let mut out = Vec::new();
         for r in rows {
-            let e = citadel_store::StoreError::from;
-            let status: String = r.try_get("status").map_err(e)?;
+            let status: String = r.try_get("status")?;
             if pending_only && status != "pending" {
                 continue;
             }
             out.push(StageRequest {
-                id: r.try_get("id").map_err(e)?,
-                model: r.try_get("model_name").map_err(e)?,
-                version: r.try_get("version").map_err(e)?,
-                to_stage: r.try_get("to_stage").map_err(e)?,
+                id: r.try_get("id")?,
+                model: r.try_get("model_name")?,
+                version: r.try_get("version")?,
+                to_stage: r.try_get("to_stage")?,
                 requested_by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
-                requested_at: Timestamp(r.try_get("requested_at").map_err(e)?).to_rfc3339(),
+                requested_at: Timestamp(r.try_get("requested_at")?).to_rfc3339(),
                 status,
                 decided_by: r.try_get::<Option<String>, _>("decider").ok().flatten(),
-                note: r.try_get("note").map_err(e)?,
+                note: r.try_get("note")?,
             });
         }
         Ok(out)
@@ -931,9 +919,8 @@ async fn stage_in_tx(tx: &mut citadel_store::AuditedTx, name: &str, version: i64
         .bind(name)
         .bind(version)
         .fetch_one(&mut *tx.conn())
-        .await
-        .map_err(citadel_store::StoreError::from)?;
-    Ok(row.try_get("stage").map_err(citadel_store::StoreError::from)?)
+        .await?;
+    Ok(row.try_get("stage")?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -947,20 +934,17 @@ async fn set_stage(
     request: &str,
     at: Timestamp,
 ) -> Result<i64> {
-    let e = citadel_store::StoreError::from;
     sqlx::query("UPDATE model_versions SET stage = $1 WHERE model_name = $2 AND version = $3")
         .bind(to)
         .bind(name)
         .bind(version)
         .execute(&mut *tx.conn())
-        .await
-        .map_err(e)?;
+        .await?;
     let row = sqlx::query("SELECT MAX(seq) AS s FROM stage_events WHERE model_name = $1")
         .bind(name)
         .fetch_one(&mut *tx.conn())
-        .await
-        .map_err(e)?;
-    let seq = row.try_get::<Option<i64>, _>("s").map_err(e)?.unwrap_or(0) + 1;
+        .await?;
+    let seq = row.try_get::<Option<i64>, _>("s")?.unwrap_or(0) + 1;
     sqlx::query(
         "INSERT INTO stage_events (model_name, seq, version, from_stage, to_stage, at, by_principal, request_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -974,7 +958,6 @@ async fn set_stage(
     .bind(by)
     .bind(request)
     .execute(&mut *tx.conn())
-    .await
-    .map_err(e)?;
+    .await?;
     Ok(seq)
 }

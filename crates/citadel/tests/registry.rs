@@ -313,6 +313,8 @@ fn a_model_signed_by_a_retired_key_is_refused() {
     let before = ws.json(&["model", "public-key"])["public_key_pem"].as_str().unwrap().to_string();
     let r = ws.json(&["model", "rotate-signing-key"]);
     assert_ne!(r["retired"], r["new"]);
+    // A version shows the key that signed it, not the current one.
+    assert_eq!(ws.json(&["model", "ls", "fraud"])[0]["signature_key_hint"], r["retired"]);
     assert_ne!(ws.json(&["model", "public-key"])["public_key_pem"].as_str().unwrap(), before);
     let req = ws.json(&["model", "promote", "fraud", "1", "--to", "staging"])["id"].as_str().unwrap().to_string();
     let o = ws.cmd(&["model", "approve", &req]).env("CITADEL_TOKEN", &appr).output().unwrap();
