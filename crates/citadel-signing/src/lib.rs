@@ -136,13 +136,7 @@ impl SigningKey {
         let bad = |d: &str| SigningError::Key { what: "private key".into(), detail: d.into() };
         let (_, der) = pem_decode(text, &["EC PRIVATE KEY", "PRIVATE KEY"])
             .ok_or_else(|| bad("no unencrypted 'EC PRIVATE KEY' or 'PRIVATE KEY' PEM block"))?;
-        for curve in Curve::ALL {
-            if let Ok(pair) = EcdsaKeyPair::from_private_key_der(curve.signing(), &der) {
-                let spki_der = pair.public_key().as_der().map_err(|_| bad("cannot encode its public key"))?;
-                return Ok(SigningKey { pair, spki_der: spki_der.as_ref().to_vec() });
-            }
-        }
-        Err(bad("not an EC key on P-256, P-384 or P-521 (the curves model-signing accepts)"))
+        Self::from_der(&der)
     }
 
     pub fn from_pem_file(path: &Path) -> Result<Self> {
@@ -156,10 +150,11 @@ impl SigningKey {
         let doc = EcdsaKeyPair::generate_pkcs8(Curve::P256.signing(), &SystemRandom::new())
             .map_err(|_| bad("generation failed"))?;
         let der = doc.as_ref().to_vec();
-        Ok((Self::from_pkcs8_der(&der)?, der))
+        Ok((Self::from_der(&der)?, der))
     }
 
-    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
+    /// A DER private key: PKCS#8 or SEC1 (RFC 5915).
+    pub fn from_der(der: &[u8]) -> Result<Self> {
         let bad = |d: &str| SigningError::Key { what: "private key".into(), detail: d.into() };
         for curve in Curve::ALL {
             if let Ok(pair) = EcdsaKeyPair::from_private_key_der(curve.signing(), der) {
@@ -167,7 +162,7 @@ impl SigningKey {
                 return Ok(SigningKey { pair, spki_der: spki_der.as_ref().to_vec() });
             }
         }
-        Err(bad("not an EC key on P-256, P-384 or P-521"))
+        Err(bad("not an EC key on P-256, P-384 or P-521 (the curves model-signing accepts)"))
     }
 
     /// The matching public key.
