@@ -31,6 +31,7 @@ fn finding(severity: Severity, rule: &str, location: &str, message: String) -> F
 pub type MemberScanner<'a> = dyn FnMut(&str, &[u8], u32, &mut u64) -> Vec<Finding> + 'a;
 
 /// Scans a zip archive's members; `scan` is called for each member's bytes.
+/// The caller enforces `budget.max_depth` (see `scan_inner`).
 pub fn scan_zip(
     location: &str,
     data: &[u8],
@@ -40,15 +41,6 @@ pub fn scan_zip(
     scan: &mut MemberScanner<'_>,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    if depth >= budget.max_depth {
-        out.push(finding(
-            Severity::Warning,
-            "archive-too-deep",
-            location,
-            format!("archives nested more than {} deep; the inner archive was not scanned", budget.max_depth),
-        ));
-        return out;
-    }
     // Duplicate names are a scanner bypass (one tool reads the first entry,
     // another the last), so the central directory is read by hand first.
     let names = central_directory_names(data);
@@ -401,14 +393,6 @@ pub fn scan_compressed(
     unpacked: &mut u64,
     scan: &mut MemberScanner<'_>,
 ) -> Vec<Finding> {
-    if depth >= budget.max_depth {
-        return vec![finding(
-            Severity::Warning,
-            "archive-too-deep",
-            location,
-            "compressed too many times over; not unpacked".into(),
-        )];
-    }
     let limit = budget.max_unpacked.saturating_sub(*unpacked).min((data.len() as u64).saturating_mul(budget.max_ratio));
     let mut out = Vec::new();
     let reader: Box<dyn Read + '_> = if data.starts_with(b"\x1f\x8b") {

@@ -114,7 +114,17 @@ pub fn scan_bytes(location: &str, data: &[u8]) -> FileReport {
 
 fn scan_inner(location: &str, data: &[u8], depth: u32, budget: &formats::Budget, unpacked: &mut u64) -> Vec<Finding> {
     let pickle_findings = |loc: &str, bytes: &[u8]| pickle::walk(bytes, loc, pickle::PickleLimits::default()).findings;
-    match detect(data) {
+    let format = detect(data);
+    // One depth bound for every kind of container (archives, compressed streams).
+    if matches!(format, Format::Zip | Format::Compressed) && depth >= budget.max_depth {
+        return vec![Finding {
+            severity: Severity::Warning,
+            rule: "archive-too-deep".into(),
+            location: location.into(),
+            message: format!("containers nested more than {} deep; the inner one was not unpacked", budget.max_depth),
+        }];
+    }
+    match format {
         Format::Pickle => pickle_findings(location, data),
         Format::Zip => formats::scan_zip(location, data, depth, budget, unpacked, &mut |loc, bytes, d, u| {
             scan_inner(loc, bytes, d, budget, u)
