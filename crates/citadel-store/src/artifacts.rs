@@ -325,6 +325,19 @@ pub fn parse_manifest(json: &[u8]) -> Result<Manifest> {
     Ok(m)
 }
 
+/// Background writeback: runs `sync` each time another [`FLUSH_EVERY`]
+/// bytes have been reported on `written`, until every sender is gone.
+fn sync_every(written: std::sync::mpsc::Receiver<u64>, sync: impl Fn()) {
+    let mut pending = 0u64;
+    for n in written {
+        pending += n;
+        if pending >= FLUSH_EVERY {
+            pending = 0;
+            sync();
+        }
+    }
+}
+
 fn chunk_key(name: &str) -> String {
     format!("chunks/{}/{}", &name[..2.min(name.len())], name)
 }
@@ -514,15 +527,8 @@ impl ArtifactStore {
         let (flush_tx, flush_rx) = channel::<u64>();
         let read_result: Result<()> = std::thread::scope(|scope| {
             scope.spawn(move || {
-                let mut pending = 0u64;
-                for n in flush_rx {
-                    pending += n;
-                    if pending >= FLUSH_EVERY {
-                        pending = 0;
-                        // A failure here resurfaces in the final, checked sync.
-                        let _ = self.backend.sync();
-                    }
-                }
+                // A failure here resurfaces in the final, checked sync.
+                sync_every(flush_rx, || drop(self.backend.sync()));
             });
             for _ in 0..workers {
                 let (job_rx, done_tx, seen, flush_tx) =
@@ -890,16 +896,11 @@ impl ArtifactStore {
         };
         let (flush_tx, flush_rx) = channel::<u64>();
         let flusher = std::thread::spawn(move || {
-            let mut pending = 0u64;
-            for n in flush_rx {
-                pending += n;
-                if pending >= FLUSH_EVERY {
-                    pending = 0;
-                    if let Ok(d) = File::open(&out_dir) {
-                        let _ = nix::unistd::syncfs(&d);
-                    }
+            sync_every(flush_rx, || {
+                if let Ok(d) = File::open(&out_dir) {
+                    let _ = nix::unistd::syncfs(&d);
                 }
-            }
+            });
         });
         let open = |fi: usize| -> Result<(usize, std::io::BufWriter<File>, Sha256)> {
             let f = &manifest.files[fi];
