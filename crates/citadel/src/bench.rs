@@ -117,6 +117,15 @@ pub(crate) fn timed(cmd: &mut Command, what: &str) -> Result<(f64, String)> {
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// A peer tool: from the test services' venv (scripts/services.sh installs
+/// model_signing there, and picklescan/modelscan may be added beside it),
+/// else from PATH. None when neither answers `--help`.
+pub(crate) fn find_tool(tool: &str) -> Option<PathBuf> {
+    [PathBuf::from(format!("/tmp/citadel-services/venv/bin/{tool}")), PathBuf::from(tool)]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--help").output().is_ok_and(|o| o.status.success()))
+}
+
 pub(crate) fn have(tool: &str) -> bool {
     Command::new(tool).arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }

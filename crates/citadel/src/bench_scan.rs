@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::bench::{Cleanup, Noise, say};
+use crate::bench::{Cleanup, Noise, find_tool, say};
 
 #[derive(Debug, Serialize)]
 pub struct ScanBench {
@@ -45,12 +45,6 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<(f64, Option<i32>)> {
     let start = Instant::now();
     let out = cmd.output().with_context(|| format!("running {what}"))?;
     Ok((start.elapsed().as_secs_f64(), out.status.code()))
-}
-
-fn find(tool: &str) -> Option<std::path::PathBuf> {
-    [std::path::PathBuf::from(format!("/tmp/citadel-services/venv/bin/{tool}")), std::path::PathBuf::from(tool)]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--help").output().is_ok_and(|o| o.status.success()))
 }
 
 pub fn run(
@@ -116,7 +110,7 @@ pub fn run(
         citadel_ratio: 1.0,
     });
     for (tool, args) in [("picklescan", vec!["--path"]), ("modelscan", vec!["-p"])] {
-        let Some(path) = find(tool) else {
+        let Some(path) = find_tool(tool) else {
             notes.push(format!("{tool} not found (pip install {tool}): not compared"));
             continue;
         };

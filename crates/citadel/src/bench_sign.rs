@@ -3,14 +3,14 @@
 //! single-core SHA-256 limit), on the same data in one run.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use base64::Engine;
 use serde::Serialize;
 
-use crate::bench::{Cleanup, Noise, mb_s, say, timed};
+use crate::bench::{Cleanup, Noise, find_tool, mb_s, say, timed};
 
 #[derive(Debug, Serialize)]
 pub struct SignBench {
@@ -31,22 +31,6 @@ pub struct SignWorkload {
     pub citadel_verify_sharded_mb_s: f64,
     pub model_signing_sign_mb_s: Option<f64>,
     pub model_signing_verify_mb_s: Option<f64>,
-}
-
-fn model_signing_cli() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var("CITADEL_TEST_MODEL_SIGNING").ok().map(PathBuf::from),
-        Some(PathBuf::from("/tmp/citadel-services/venv/bin/model_signing")),
-        Some(PathBuf::from("model_signing")),
-    ];
-    candidates.into_iter().flatten().find(|c| {
-        Command::new(c)
-            .arg("--help")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
 }
 
 pub fn run(dir: &Path, size_mib: u64, files: u64, file_mib: u64, quiet: bool) -> Result<SignBench> {
@@ -79,7 +63,7 @@ pub fn run(dir: &Path, size_mib: u64, files: u64, file_mib: u64, quiet: bool) ->
     for i in 0..files {
         write_random(&many.join(format!("shard-{i:04}.bin")), file_mib, &mut noise)?;
     }
-    let ms = model_signing_cli();
+    let ms = find_tool("model_signing");
     if ms.is_none() {
         notes.push("model_signing CLI not found (scripts/services.sh installs it): no peer comparison".into());
     }
@@ -161,24 +145,18 @@ pub fn render(r: &SignBench) -> String {
         s += &format!("\n{} ({:.0} MB)\n", w.name, w.bytes as f64 / 1e6);
         s += &format!("  openssl dgst -sha256 (1 core)   {:>8.0} MB/s\n", w.openssl_sha256_mb_s);
         let ms = |v: Option<f64>| v.map_or("       -".to_string(), |v| format!("{v:>8.0}"));
-        s += &format!(
-            "  sign    citadel {:>8.0}  sharded {:>8.0}  model_signing {} MB/s   vs model_signing {}  vs openssl {:.2}x (sharded {:.2}x)\n",
-            w.citadel_sign_mb_s,
-            w.citadel_sign_sharded_mb_s,
-            ms(w.model_signing_sign_mb_s),
-            ratio(w.citadel_sign_mb_s, w.model_signing_sign_mb_s),
-            w.citadel_sign_mb_s / w.openssl_sha256_mb_s,
-            w.citadel_sign_sharded_mb_s / w.openssl_sha256_mb_s,
-        );
-        s += &format!(
-            "  verify  citadel {:>8.0}  sharded {:>8.0}  model_signing {} MB/s   vs model_signing {}  vs openssl {:.2}x (sharded {:.2}x)\n",
-            w.citadel_verify_mb_s,
-            w.citadel_verify_sharded_mb_s,
-            ms(w.model_signing_verify_mb_s),
-            ratio(w.citadel_verify_mb_s, w.model_signing_verify_mb_s),
-            w.citadel_verify_mb_s / w.openssl_sha256_mb_s,
-            w.citadel_verify_sharded_mb_s / w.openssl_sha256_mb_s,
-        );
+        for (op, plain, sharded, peer) in [
+            ("sign", w.citadel_sign_mb_s, w.citadel_sign_sharded_mb_s, w.model_signing_sign_mb_s),
+            ("verify", w.citadel_verify_mb_s, w.citadel_verify_sharded_mb_s, w.model_signing_verify_mb_s),
+        ] {
+            s += &format!(
+                "  {op:<7} citadel {plain:>8.0}  sharded {sharded:>8.0}  model_signing {} MB/s   vs model_signing {}  vs openssl {:.2}x (sharded {:.2}x)\n",
+                ms(peer),
+                ratio(plain, peer),
+                plain / w.openssl_sha256_mb_s,
+                sharded / w.openssl_sha256_mb_s,
+            );
+        }
     }
     s += "\ntargets: sign and verify >= 3x model_signing and >= 1.5x openssl dgst -sha256 on both workloads\n";
     for n in &r.notes {

@@ -36,6 +36,17 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
 }
 
+/// A new SoftHSM2 token (PIN 4711-test); returns its label.
+fn fresh_softhsm_token() -> String {
+    let label = unique("ct-");
+    let o = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label, "--pin", "4711-test", "--so-pin", "so-4711-test"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "softhsm2-util: {}", stderr(&o));
+    label
+}
+
 /// A fresh, empty PostgreSQL database; returns its URL.
 fn fresh_pg_database(server: &str) -> String {
     let name = unique("citadel_test_");
@@ -198,12 +209,7 @@ fn s3_storage_full_cycle_and_corruption() {
 #[test]
 fn pkcs11_softhsm_master_key_full_cycle() {
     let Some(module) = service("CITADEL_TEST_PKCS11_MODULE") else { return };
-    let label = unique("ct-");
-    let o = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &label, "--pin", "4711-test", "--so-pin", "so-4711-test"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "softhsm2-util: {}", stderr(&o));
+    let label = fresh_softhsm_token();
     let ws = Ws::with(
         &["--key-provider", "pkcs11", "--pkcs11-module", &module, "--pkcs11-token", &label],
         &[("CITADEL_PKCS11_PIN", "4711-test")],
@@ -220,12 +226,7 @@ fn pkcs11_softhsm_master_key_full_cycle() {
 fn scale_out_postgres_s3_and_pkcs11_together() {
     let Some(server) = service("CITADEL_TEST_PG_URL") else { return };
     let Some(module) = service("CITADEL_TEST_PKCS11_MODULE") else { return };
-    let label = unique("ct-");
-    let o = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &label, "--pin", "4711-test", "--so-pin", "so-4711-test"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "softhsm2-util: {}", stderr(&o));
+    let label = fresh_softhsm_token();
     let url = fresh_pg_database(&server);
     let Some(ws) = s3_workspace(
         &["--metadata-url", &url, "--key-provider", "pkcs11", "--pkcs11-module", &module, "--pkcs11-token", &label],
