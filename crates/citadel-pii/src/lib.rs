@@ -7,9 +7,9 @@
 //! matching values with header hints (names, dates of birth, addresses).
 //! Results carry counts and rule names, never the values.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PiiKind {
     Email,
@@ -175,7 +175,7 @@ pub fn header_hint(header: &str) -> Option<PiiKind> {
 }
 
 /// Evidence for one kind in one column: how many values matched which rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     pub kind: PiiKind,
     pub rule: String,

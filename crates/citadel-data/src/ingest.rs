@@ -1,0 +1,727 @@
+//! One streaming pass over a source file: validate the raw values, detect
+//! PII, mask, profile, hash rows, run the poisoning checks, and write the
+//! stored version (Parquet, zstd) with its row hashes and row sample into a
+//! directory the caller owns. The caller stores that directory, or deletes it
+//! when the version is rejected: nothing is partially stored.
+//!
+//! Output directory layout:
+//! - `data.parquet`: the masked table, as stored;
+//! - `rows.parquet`: per row, keyed hashes of the row, its key columns, its
+//!   features and its label (for diffs and flip checks);
+//! - `sample.parquet`: the numeric columns of a keyed-hash sample of rows
+//!   (for the drift tests of the next version).
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::fs::File;
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::Float64Builder;
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use citadel_crypto::DataProtector;
+use citadel_pii::{ColumnScan, PiiKind};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use siphasher::sip::SipHasher13;
+
+use crate::checks::{self, DuplicateTracker, KAnonymity, NoveltyCounter, Reference};
+use crate::mask::{Masker, masked_type};
+use crate::profile::{ColumnAccumulator, ColumnProfile};
+use crate::report::{IngestReport, Status, Violation};
+use crate::source::{Source, arrow_type};
+use crate::spec::{Classification, ColumnType, Expectations, Mask, OnFailure};
+use crate::{DataError, stats};
+
+pub const DATA_FILE: &str = "data.parquet";
+pub const ROWS_FILE: &str = "rows.parquet";
+pub const SAMPLE_FILE: &str = "sample.parquet";
+const MAX_EXAMPLES: usize = 3;
+const DUPLICATE_TRACKER_CAP: usize = 4_000_000;
+/// Share of matching values from which a column counts as holding a PII kind.
+pub const PII_MIN_SHARE: f64 = 0.5;
+
+/// The previous version of the same dataset, for drift and poisoning checks.
+#[derive(Debug, Clone)]
+pub struct Previous {
+    pub report: IngestReport,
+    /// Its output directory (restored from the store).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct IngestOutput {
+    pub report: IngestReport,
+    pub dir: PathBuf,
+}
+
+fn writer_props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(256 * 1024))
+        .build()
+}
+
+/// A value's position and (maybe) text, for violation examples.
+struct Examples {
+    count: u64,
+    lines: Vec<(u64, String)>,
+}
+
+#[derive(Default)]
+struct ColumnRules {
+    out_of_range: Option<Examples>,
+    not_allowed: Option<Examples>,
+    regex_mismatch: Option<Examples>,
+    not_unique: Option<Examples>,
+    seen: HashSet<u64>,
+}
+
+impl Examples {
+    fn new() -> Self {
+        Examples { count: 0, lines: vec![] }
+    }
+    fn add(&mut self, line: u64, value: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.lines.len() < MAX_EXAMPLES {
+            self.lines.push((line, value()));
+        }
+    }
+}
+
+fn value_at(array: &ArrayRef, i: usize) -> Option<String> {
+    if array.is_null(i) {
+        return None;
+    }
+    let any = array.as_any();
+    if let Some(a) = any.downcast_ref::<StringArray>() {
+        Some(a.value(i).to_string())
+    } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+        Some(a.value(i).to_string())
+    } else if let Some(a) = any.downcast_ref::<Float64Array>() {
+        Some(a.value(i).to_string())
+    } else {
+        any.downcast_ref::<BooleanArray>().map(|a| a.value(i).to_string())
+    }
+}
+
+fn number_at(array: &ArrayRef, i: usize) -> Option<f64> {
+    if array.is_null(i) {
+        return None;
+    }
+    let any = array.as_any();
+    if let Some(a) = any.downcast_ref::<Int64Array>() {
+        Some(a.value(i) as f64)
+    } else {
+        any.downcast_ref::<Float64Array>().map(|a| a.value(i))
+    }
+}
+
+fn detected_classification(detections: &[citadel_pii::Detection]) -> Option<Classification> {
+    detections
+        .iter()
+        .filter(|d| d.confidence >= PII_MIN_SHARE || d.rule == "header-name")
+        .map(|d| match d.kind {
+            PiiKind::IpAddress => Classification::Confidential,
+            _ => Classification::Restricted,
+        })
+        .max()
+}
+
+/// Runs the whole pass. `progress` is called with the rows read so far.
+pub fn ingest(
+    path: &Path,
+    spec: &Expectations,
+    protector: &DataProtector,
+    out_dir: &Path,
+    previous: Option<&Previous>,
+    progress: &dyn Fn(u64),
+) -> Result<IngestOutput, DataError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| DataError::Io { path: p.clone(), source: e }
+    };
+    let mut source = Source::open(path, spec)?;
+    let columns = source.columns.clone();
+    let d = &spec.dataset;
+
+    // ---- the stored schema
+    let mut out_fields = Vec::new();
+    let mut out_source = Vec::new(); // output column -> source column
+    for (i, (name, t)) in columns.iter().enumerate() {
+        let mask = spec.column(name).and_then(|c| c.mask.as_ref());
+        if matches!(mask, Some(Mask::Noise { .. })) && !matches!(t, ColumnType::Integer | ColumnType::Float) {
+            return Err(DataError::Expectations(vec![format!("columns.{name}: noise needs a numeric column, it is {}", t.as_str())]));
+        }
+        if let Some(out_t) = masked_type(*t, mask) {
+            out_fields.push((name.clone(), out_t));
+            out_source.push(i);
+        }
+    }
+    let out_names: Vec<String> = out_fields.iter().map(|(n, _)| n.clone()).collect();
+    let position = |what: &str, name: &str| {
+        out_names.iter().position(|n| n == name).ok_or_else(|| {
+            DataError::Expectations(vec![format!(
+                "{what} {name:?} is not a stored column (it is missing from the file or dropped by its mask)"
+            )])
+        })
+    };
+    let label_idx = d.label.as_deref().map(|l| position("dataset.label", l)).transpose()?;
+    let key_idx: Vec<usize> = d.key.iter().map(|k| position("dataset.key", k)).collect::<Result<_, _>>()?;
+    let qi_idx: Vec<usize> =
+        d.quasi_identifiers.iter().map(|k| position("dataset.quasi_identifiers", k)).collect::<Result<_, _>>()?;
+    let sensitive_idx = d.sensitive.as_deref().map(|s| position("dataset.sensitive", s)).transpose()?;
+    let out_schema = Arc::new(Schema::new(
+        out_fields.iter().map(|(n, t)| Field::new(n, arrow_type(*t), true)).collect::<Vec<_>>(),
+    ));
+    let numeric_out: Vec<usize> = out_fields
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, t))| matches!(t, ColumnType::Integer | ColumnType::Float))
+        .map(|(i, _)| i)
+        .collect();
+
+    // ---- per-column state
+    let key = protector.row_hash_key();
+    let regexes: Vec<Option<regex::Regex>> = columns
+        .iter()
+        .map(|(n, _)| {
+            spec.column(n)
+                .and_then(|c| c.regex.as_ref())
+                .map(|r| regex::Regex::new(&format!("^(?:{r})$")))
+                .transpose()
+                .map_err(|e| DataError::Expectations(vec![format!("columns.{n}.regex: {e}")]))
+        })
+        .collect::<Result<_, _>>()?;
+    let allowed: Vec<Option<HashSet<String>>> = columns
+        .iter()
+        .map(|(n, _)| spec.column(n).and_then(|c| c.allowed.as_ref()).map(|a| a.iter().cloned().collect()))
+        .collect();
+    let mut rules: Vec<ColumnRules> = columns.iter().map(|_| ColumnRules::default()).collect();
+    let mut nulls: Vec<u64> = vec![0; columns.len()];
+    let mut pii: Vec<Option<ColumnScan>> = columns
+        .iter()
+        .map(|(n, t)| matches!(t, ColumnType::String | ColumnType::Integer).then(|| ColumnScan::new(n)))
+        .collect();
+    let mut accs: Vec<ColumnAccumulator> =
+        out_fields.iter().map(|(n, t)| ColumnAccumulator::new(n, *t, key)).collect();
+    let references: Vec<Option<Reference>> = out_names
+        .iter()
+        .map(|n| previous.and_then(|p| p.report.column(n)).map(Reference::from_profile))
+        .collect();
+    let mut novelty: Vec<NoveltyCounter> = out_names.iter().map(|_| NoveltyCounter::default()).collect();
+    let mut dups = DuplicateTracker::new(DUPLICATE_TRACKER_CAP);
+    let mut kanon = (!qi_idx.is_empty()).then(KAnonymity::default);
+    let mut label_counts: HashMap<String, u64> = HashMap::new();
+    let sample_rows = spec.drift.sample_rows;
+    // (rank, f64 bits of the numeric columns): the rows with the smallest ranks.
+    let mut sample: BinaryHeap<(u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    let mut masker = Masker::new(protector)?;
+
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let data_path = out_dir.join(DATA_FILE);
+    let mut data_writer = ArrowWriter::try_new(
+        File::create(&data_path).map_err(io(&data_path))?,
+        out_schema.clone(),
+        Some(writer_props()),
+    )?;
+    let rows_schema = Arc::new(Schema::new(vec![
+        Field::new("row", DataType::UInt64, false),
+        Field::new("key", DataType::UInt64, false),
+        Field::new("features", DataType::UInt64, false),
+        Field::new("label", DataType::UInt64, true),
+    ]));
+    let rows_path = out_dir.join(ROWS_FILE);
+    let mut rows_writer = ArrowWriter::try_new(
+        File::create(&rows_path).map_err(io(&rows_path))?,
+        rows_schema.clone(),
+        Some(writer_props()),
+    )?;
+
+    let header_lines = if source.format == "csv" { d.header as u64 } else { 0 };
+    while let Some(batch) = source.next_batch()? {
+        let first_record = source.records() - batch.num_rows() as u64;
+        let line_of = |i: usize| first_record + i as u64 + 1 + header_lines;
+        // ---- expectations on the raw values
+        for (c, (name, t)) in columns.iter().enumerate() {
+            let array = batch.column(c);
+            nulls[c] += array.null_count() as u64;
+            let cs = spec.column(name);
+            if let Some(scan) = &mut pii[c] {
+                if let Some(s) = array.as_any().downcast_ref::<StringArray>() {
+                    s.iter().for_each(|v| scan.observe(v));
+                } else if let Some(a) = array.as_any().downcast_ref::<Int64Array>() {
+                    // Digit-only identifiers (card numbers, SSNs) arrive as integers.
+                    for v in a.iter().flatten() {
+                        if !(-9_999_999..=99_999_999).contains(&v) {
+                            scan.observe(Some(&v.to_string()));
+                        } else {
+                            scan.observe(Some("0"));
+                        }
+                    }
+                }
+            }
+            let Some(cs) = cs else { continue };
+            let r = &mut rules[c];
+            if cs.min.is_some() || cs.max.is_some() {
+                let (lo, hi) = (cs.min.unwrap_or(f64::NEG_INFINITY), cs.max.unwrap_or(f64::INFINITY));
+                for i in 0..array.len() {
+                    let x = match t {
+                        ColumnType::String => value_at(array, i).and_then(|v| v.parse::<f64>().ok()),
+                        _ => number_at(array, i),
+                    };
+                    if let Some(x) = x
+                        && !(lo..=hi).contains(&x)
+                    {
+                        r.out_of_range.get_or_insert_with(Examples::new).add(line_of(i), || x.to_string());
+                    }
+                }
+            }
+            if let Some(allowed) = &allowed[c] {
+                for i in 0..array.len() {
+                    if let Some(v) = value_at(array, i)
+                        && !allowed.contains(&v)
+                    {
+                        r.not_allowed.get_or_insert_with(Examples::new).add(line_of(i), || v);
+                    }
+                }
+            }
+            if let Some(re) = &regexes[c] {
+                for i in 0..array.len() {
+                    if let Some(v) = value_at(array, i)
+                        && !re.is_match(&v)
+                    {
+                        r.regex_mismatch.get_or_insert_with(Examples::new).add(line_of(i), || v);
+                    }
+                }
+            }
+            if cs.unique {
+                for i in 0..array.len() {
+                    if let Some(v) = value_at(array, i) {
+                        let mut h = SipHasher13::new_with_key(&key);
+                        h.write(v.as_bytes());
+                        if !r.seen.insert(h.finish()) {
+                            r.not_unique.get_or_insert_with(Examples::new).add(line_of(i), || v);
+                        }
+                    }
+                }
+            }
+        }
+        // ---- mask into the stored batch
+        let mut out_arrays: Vec<ArrayRef> = Vec::with_capacity(out_fields.len());
+        for &c in &out_source {
+            let array = batch.column(c);
+            match spec.column(&columns[c].0).and_then(|cs| cs.mask.as_ref()) {
+                None => out_arrays.push(array.clone()),
+                Some(m) => {
+                    if let Some(a) = masker.apply(m, array)? {
+                        out_arrays.push(a);
+                    }
+                }
+            }
+        }
+        let out = RecordBatch::try_new(out_schema.clone(), out_arrays)?;
+        for (i, acc) in accs.iter_mut().enumerate() {
+            acc.observe(out.column(i));
+            if let Some(r) = &references[i] {
+                novelty[i].observe(r, out.column(i));
+            }
+        }
+        if let Some(l) = label_idx {
+            let col = out.column(l);
+            for i in 0..col.len() {
+                if let Some(v) = value_at(col, i)
+                    && (label_counts.len() < crate::profile::MAX_CATEGORIES || label_counts.contains_key(&v))
+                {
+                    *label_counts.entry(v).or_default() += 1;
+                }
+            }
+        }
+        // ---- row identity, duplicates, k-anonymity, sample
+        let hashes = checks::hash_rows(&out, label_idx, &key_idx, &key);
+        for i in 0..out.num_rows() {
+            dups.observe(hashes.features[i], hashes.label[i]);
+        }
+        if let Some(k) = &mut kanon {
+            let qi = RecordBatch::try_new(
+                Arc::new(Schema::new(qi_idx.iter().map(|&i| out_schema.field(i).clone()).collect::<Vec<_>>())),
+                qi_idx.iter().map(|&i| out.column(i).clone()).collect(),
+            )?;
+            let qh = checks::hash_rows(&qi, None, &[], &key);
+            let sens = sensitive_idx.map(|s| checks::hash_rows(
+                &RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![out_schema.field(s).clone()])),
+                    vec![out.column(s).clone()],
+                )
+                .expect("one column"),
+                None,
+                &[],
+                &key,
+            ));
+            for i in 0..out.num_rows() {
+                k.observe(qh.features[i], sens.as_ref().map(|s| s.features[i]));
+            }
+        }
+        for i in 0..out.num_rows() {
+            let mut h = SipHasher13::new_with_key(&key);
+            h.write_u64(first_record + i as u64);
+            let rank = h.finish();
+            if sample.len() < sample_rows || sample.peek().is_some_and(|top| rank < top.0) {
+                let values = numeric_out.iter().map(|&c| number_at(out.column(c), i).map(f64::to_bits)).collect();
+                sample.push((rank, values));
+                if sample.len() > sample_rows {
+                    sample.pop();
+                }
+            }
+        }
+        rows_writer.write(&RecordBatch::try_new(
+            rows_schema.clone(),
+            vec![
+                Arc::new(UInt64Array::from(hashes.row)),
+                Arc::new(UInt64Array::from(hashes.key)),
+                Arc::new(UInt64Array::from(hashes.features)),
+                Arc::new(UInt64Array::from(hashes.label)),
+            ],
+        )?)?;
+        data_writer.write(&out)?;
+        progress(source.records());
+    }
+    data_writer.close()?;
+    rows_writer.close()?;
+    let rows = source.records();
+
+    // ---- the sample, column-wise
+    let sample_rows_vec: Vec<Vec<Option<f64>>> =
+        sample.into_vec().into_iter().map(|(_, v)| v.into_iter().map(|b| b.map(f64::from_bits)).collect()).collect();
+    let mut sample_columns: Vec<Vec<f64>> = vec![Vec::new(); numeric_out.len()];
+    {
+        let sample_schema = Arc::new(Schema::new(
+            numeric_out.iter().map(|&c| Field::new(&out_names[c], DataType::Float64, true)).collect::<Vec<_>>(),
+        ));
+        let mut builders: Vec<Float64Builder> = numeric_out.iter().map(|_| Float64Builder::new()).collect();
+        for row in &sample_rows_vec {
+            for (j, v) in row.iter().enumerate() {
+                builders[j].append_option(*v);
+                if let Some(v) = v {
+                    sample_columns[j].push(*v);
+                }
+            }
+        }
+        let sample_path = out_dir.join(SAMPLE_FILE);
+        let mut w = ArrowWriter::try_new(
+            File::create(&sample_path).map_err(io(&sample_path))?,
+            sample_schema.clone(),
+            Some(writer_props()),
+        )?;
+        if !numeric_out.is_empty() {
+            w.write(&RecordBatch::try_new(
+                sample_schema,
+                builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect(),
+            )?)?;
+        }
+        w.close()?;
+    }
+
+    // ---- classification and PII
+    let mut reasons = Vec::new();
+    let mut classification: HashMap<String, (Classification, Vec<citadel_pii::Detection>)> = HashMap::new();
+    for (c, (name, _)) in columns.iter().enumerate() {
+        let detections = pii[c].as_ref().map(|s| s.finish(PII_MIN_SHARE)).unwrap_or_default();
+        let declared = spec.column(name).and_then(|cs| cs.classification);
+        let detected = detected_classification(&detections);
+        let class = declared.max(detected).unwrap_or(Classification::Internal);
+        let mask = spec.column(name).and_then(|cs| cs.mask.as_ref());
+        if class == Classification::Restricted && mask.is_none() && !d.allow_raw_restricted {
+            let evidence = detections
+                .iter()
+                .map(|d| format!("{:?} by {} ({:.0}%)", d.kind, d.rule, d.confidence * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ");
+            reasons.push(format!(
+                "column {name:?} is restricted ({}) and has no mask; declare [columns.{name}] mask = {{ kind = \"pseudonymize\" }} (or tokenize, redact, drop), or set dataset.allow_raw_restricted = true",
+                if evidence.is_empty() { "declared".to_string() } else { format!("detected: {evidence}") }
+            ));
+        }
+        classification.insert(name.clone(), (class, detections));
+    }
+    let protected = |name: &str| {
+        let (class, det) = &classification[name];
+        *class >= Classification::Confidential
+            || !det.is_empty()
+            || spec.column(name).and_then(|c| c.mask.as_ref()).is_some()
+    };
+
+    // ---- violations
+    let mut violations = Vec::new();
+    let mut violation = |column: &str, rule: &str, ex: Examples| {
+        let show = !protected(column);
+        violations.push(Violation {
+            column: Some(column.to_string()),
+            rule: rule.to_string(),
+            count: ex.count,
+            examples: ex
+                .lines
+                .into_iter()
+                .map(|(line, v)| if show { format!("line {line}: {v}") } else { format!("line {line}: [masked]") })
+                .collect(),
+        });
+    };
+    for (c, (name, _)) in columns.iter().enumerate() {
+        let r = std::mem::take(&mut rules[c]);
+        let cs = spec.column(name);
+        if let Some(ex) = r.out_of_range {
+            let cs = cs.cloned().unwrap_or_default();
+            violation(name, &format!("range [{}, {}]", cs.min.unwrap_or(f64::NEG_INFINITY), cs.max.unwrap_or(f64::INFINITY)), ex);
+        }
+        if let Some(ex) = r.not_allowed {
+            violation(name, "allowed values", ex);
+        }
+        if let Some(ex) = r.regex_mismatch {
+            violation(name, "regex", ex);
+        }
+        if let Some(ex) = r.not_unique {
+            violation(name, "unique", ex);
+        }
+        if let Some(max) = cs.and_then(|c| c.max_null_rate) {
+            let rate = if rows == 0 { 0.0 } else { nulls[c] as f64 / rows as f64 };
+            if rate > max {
+                violation(name, &format!("max null rate {max} (is {rate:.4})"), Examples { count: nulls[c], lines: vec![] });
+            }
+        }
+    }
+    for (name, cs) in &spec.columns {
+        if cs.required && !columns.iter().any(|(n, _)| n == name) {
+            violations.push(Violation { column: Some(name.clone()), rule: "required column missing".into(), count: 1, examples: vec![] });
+        }
+    }
+    if d.rows.min.is_some_and(|m| (rows as f64) < m) || d.rows.max.is_some_and(|m| rows as f64 > m) {
+        violations.push(Violation {
+            column: None,
+            rule: format!("row count in [{}, {}] (is {rows})", d.rows.min.unwrap_or(0.0), d.rows.max.unwrap_or(f64::INFINITY)),
+            count: 1,
+            examples: vec![],
+        });
+    }
+    let labelled: u64 = label_counts.values().sum();
+    let label_shares: BTreeMap<String, f64> =
+        label_counts.iter().map(|(k, v)| (k.clone(), *v as f64 / labelled.max(1) as f64)).collect();
+    for (label, b) in &spec.labels {
+        let share = label_shares.get(label).copied().unwrap_or(0.0);
+        if b.min.is_some_and(|m| share < m) || b.max.is_some_and(|m| share > m) {
+            violations.push(Violation {
+                column: d.label.clone(),
+                rule: format!("label {label:?} share in [{}, {}] (is {share:.4})", b.min.unwrap_or(0.0), b.max.unwrap_or(1.0)),
+                count: label_counts.get(label).copied().unwrap_or(0),
+                examples: vec![],
+            });
+        }
+    }
+
+    // ---- profiles
+    let mut profile = Vec::new();
+    let mut sample_iter = numeric_out.iter().zip(sample_columns.iter_mut()).collect::<HashMap<_, _>>();
+    for (i, acc) in accs.into_iter().enumerate() {
+        let source_name = &columns[out_source[i]].0;
+        let (class, det) = classification[source_name].clone();
+        let withhold = protected(source_name);
+        let mask = spec.column(source_name).and_then(|c| c.mask.as_ref()).map(|m| m.name().to_string());
+        let s = sample_iter.remove(&i);
+        profile.push(acc.finish(class.as_str(), mask, det, s, withhold));
+    }
+    let k_anonymity = kanon.map(|k| k.finish(d.quasi_identifiers.clone(), d.sensitive.clone(), d.min_k));
+    if let Some(k) = &k_anonymity
+        && d.min_k > 0
+        && k.k.is_none_or(|k| k < d.min_k)
+    {
+        violations.push(Violation {
+            column: None,
+            rule: format!("k-anonymity ≥ {} over {:?} (is {})", d.min_k, d.quasi_identifiers, k.k.map_or("unknown".into(), |k| k.to_string())),
+            count: k.rows_below_min_k,
+            examples: vec![],
+        });
+    }
+
+    // ---- against the previous version
+    let mut suspicious = Vec::new();
+    let mut drift = Vec::new();
+    let mut label_shift = None;
+    let mut previous_rows = None;
+    if let Some(prev) = previous {
+        let t = &spec.drift;
+        let prev_sample = read_sample(&prev.dir.join(SAMPLE_FILE))?;
+        for (i, name) in out_names.iter().enumerate() {
+            let Some(prev_col) = prev.report.column(name) else { continue };
+            let cur_col = &profile[i];
+            let mut dr = if let (Some(mut r), Some(mut c)) = (
+                prev_sample.get(name).cloned(),
+                numeric_out.iter().position(|&o| o == i).map(|j| {
+                    sample_rows_vec.iter().filter_map(|row| row[j]).collect::<Vec<f64>>()
+                }),
+            ) {
+                checks::numeric_drift(name, &mut r, &mut c)
+            } else if let (Some(r), Some(c)) = (&prev_col.categories, &cur_col.categories) {
+                checks::categorical_drift(name, r, c)
+            } else {
+                continue;
+            };
+            let n = &novelty[i];
+            if n.checked > 0 {
+                let rate = |x: u64| x as f64 / n.checked as f64;
+                dr.out_of_range_rate = prev_col.min.map(|_| rate(n.out_of_range));
+                dr.outlier_rate = prev_col.quantiles.as_ref().map(|_| rate(n.outliers));
+                dr.new_category_rate = prev_col.categories.as_ref().map(|_| rate(n.new_categories));
+            }
+            let mut flag = |what: &str, v: Option<f64>, max: f64| {
+                if let Some(v) = v
+                    && v > max
+                {
+                    suspicious.push(format!("column {name:?}: {what} {v:.4} > {max}"));
+                }
+            };
+            flag("PSI", dr.psi, t.psi_max);
+            flag("KS statistic", dr.ks, t.ks_max);
+            flag("Jensen-Shannon distance", dr.js, t.js_max);
+            flag("out-of-range rate", dr.out_of_range_rate, t.out_of_range_rate_max);
+            flag("outlier rate", dr.outlier_rate, t.outlier_rate_max);
+            flag("new-category rate", dr.new_category_rate, t.new_category_rate_max);
+            drift.push(dr);
+        }
+        if !prev.report.label_shares.is_empty() && !label_shares.is_empty() {
+            let keys: HashSet<&String> = prev.report.label_shares.keys().chain(label_shares.keys()).collect();
+            let shift = keys
+                .iter()
+                .map(|k| {
+                    (prev.report.label_shares.get(*k).unwrap_or(&0.0) - label_shares.get(*k).unwrap_or(&0.0)).abs()
+                })
+                .fold(0.0, f64::max);
+            if shift > t.label_shift_max {
+                suspicious.push(format!("label distribution shifted by {shift:.4} > {}", t.label_shift_max));
+            }
+            label_shift = Some(shift);
+        }
+        previous_rows = Some(read_feature_labels(&prev.dir.join(ROWS_FILE))?);
+    }
+    let duplicates = dups.finish(previous_rows.as_mut().map(|v| v as &mut dyn Iterator<Item = (u64, Option<u64>)>));
+    let t = &spec.drift;
+    if duplicates.duplicate_rate > t.duplicate_rate_max {
+        suspicious.push(format!("duplicate rows {:.4} > {}", duplicates.duplicate_rate, t.duplicate_rate_max));
+    }
+    if duplicates.label_flip_rate > t.label_flip_rate_max {
+        suspicious.push(format!(
+            "rows repeating earlier features with another label {:.4} > {}",
+            duplicates.label_flip_rate, t.label_flip_rate_max
+        ));
+    }
+    if let Some(r) = duplicates.label_flip_rate_vs_previous
+        && r > t.label_flip_rate_max
+    {
+        suspicious.push(format!("rows relabelled against the previous version {r:.4} > {}", t.label_flip_rate_max));
+    }
+
+    // ---- the verdict
+    let status = if !reasons.is_empty() {
+        Status::Rejected
+    } else if !violations.is_empty() {
+        reasons.extend(violations.iter().map(|v| {
+            format!("{}{}: {} row(s)", v.column.as_ref().map(|c| format!("column {c:?} ")).unwrap_or_default(), v.rule, v.count)
+        }));
+        match d.on_failure {
+            OnFailure::Reject => Status::Rejected,
+            OnFailure::Quarantine => Status::Quarantined,
+            OnFailure::Warn if suspicious.is_empty() => Status::Accepted,
+            OnFailure::Warn => Status::Quarantined,
+        }
+    } else if !suspicious.is_empty() {
+        Status::Quarantined
+    } else {
+        Status::Accepted
+    };
+    if status != Status::Rejected {
+        reasons.extend(suspicious.iter().map(|s| format!("suspicious: {s}")));
+    }
+    let report = IngestReport {
+        status,
+        reasons,
+        format: source.format.into(),
+        rows,
+        source_columns: columns.iter().map(|(n, _)| n.clone()).collect(),
+        stored_columns: out_names,
+        profile,
+        violations,
+        label: d.label.clone(),
+        label_shares,
+        k_anonymity,
+        duplicates,
+        drift,
+        label_shift,
+        suspicious,
+    };
+    Ok(IngestOutput { report, dir: out_dir.to_path_buf() })
+}
+
+/// A sample file's columns (non-null values).
+pub fn read_sample(path: &Path) -> Result<HashMap<String, Vec<f64>>, DataError> {
+    let file = File::open(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut out: HashMap<String, Vec<f64>> = HashMap::new();
+    for batch in reader {
+        let batch = batch?;
+        for (i, f) in batch.schema().fields().iter().enumerate() {
+            if let Some(a) = batch.column(i).as_any().downcast_ref::<Float64Array>() {
+                out.entry(f.name().clone()).or_default().extend(a.iter().flatten());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Row hashes of a stored version: (row, key, features, label).
+pub fn read_rows(path: &Path) -> Result<Vec<(u64, u64, u64, Option<u64>)>, DataError> {
+    let file = File::open(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |i: usize| {
+            batch.column(i).as_any().downcast_ref::<UInt64Array>().cloned().ok_or_else(|| DataError::Internal("rows file".into()))
+        };
+        let (r, k, f, l) = (col(0)?, col(1)?, col(2)?, col(3)?);
+        for i in 0..batch.num_rows() {
+            out.push((r.value(i), k.value(i), f.value(i), l.is_valid(i).then(|| l.value(i))));
+        }
+    }
+    Ok(out)
+}
+
+fn read_feature_labels(path: &Path) -> Result<std::vec::IntoIter<(u64, Option<u64>)>, DataError> {
+    Ok(read_rows(path)?.into_iter().map(|(_, _, f, l)| (f, l)).collect::<Vec<_>>().into_iter())
+}
+
+/// Re-export for diffs: drift between two stored versions from their reports and samples.
+pub fn drift_between(
+    a: &IngestReport,
+    a_dir: &Path,
+    b: &IngestReport,
+    b_dir: &Path,
+) -> Result<Vec<checks::ColumnDrift>, DataError> {
+    let (sa, sb) = (read_sample(&a_dir.join(SAMPLE_FILE))?, read_sample(&b_dir.join(SAMPLE_FILE))?);
+    let mut out = Vec::new();
+    for col in &b.profile {
+        let Some(prev) = a.column(&col.name) else { continue };
+        if let (Some(r), Some(c)) = (sa.get(&col.name), sb.get(&col.name)) {
+            out.push(checks::numeric_drift(&col.name, &mut r.clone(), &mut c.clone()));
+        } else if let (Some(r), Some(c)) = (&prev.categories, &col.categories) {
+            out.push(checks::categorical_drift(&col.name, r, c));
+        }
+    }
+    let _ = stats::PSI_EPSILON;
+    Ok(out)
+}
+
+/// For the report: profiles by name.
+pub fn profile_map(report: &IngestReport) -> HashMap<&str, &ColumnProfile> {
+    report.profile.iter().map(|p| (p.name.as_str(), p)).collect()
+}
