@@ -80,21 +80,25 @@ pub fn chisquare(observed: &[f64], expected: &[f64]) -> Option<(f64, f64)> {
 /// (`numpy.quantile(reference, linspace(0, 1, 11))`, linear), inner edges
 /// only, duplicates removed.
 pub fn decile_edges(sorted_reference: &[f64]) -> Vec<f64> {
-    let mut edges: Vec<f64> = (1..10).map(|i| quantile_sorted(sorted_reference, i as f64 / 10.0)).collect();
+    // numpy.linspace(0, 1, 11) is i * 0.1 (so 0.30000000000000004, not 0.3).
+    let mut edges: Vec<f64> = (1..10).map(|i| quantile_sorted(sorted_reference, i as f64 * 0.1)).collect();
     edges.dedup();
     edges
 }
 
-/// numpy's default (linear) quantile of sorted data.
+/// numpy's default (linear) quantile of sorted data, with numpy's rounding:
+/// virtual index `(n − 1)·q`, and its two-sided linear interpolation.
 pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    let frac = pos - lo as f64;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
+    let pos = (sorted.len() - 1) as f64 * q;
+    let lo = (pos.floor() as usize).min(sorted.len() - 1);
+    let hi = (lo + 1).min(sorted.len() - 1);
+    let t = pos - pos.floor();
+    let (a, b) = (sorted[lo], sorted[hi]);
+    let diff = b - a;
+    if t >= 0.5 { b - diff * (1.0 - t) } else { a + diff * t }
 }
 
 /// Counts per bin, where bin `i` holds values `v` with exactly `i` edges ≤ `v`
