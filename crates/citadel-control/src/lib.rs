@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod data;
 mod registry;
 
+pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -66,6 +68,10 @@ pub enum ControlError {
     GateFailed { policy: String, violations: Vec<String> },
     #[error("the model was signed with the retired signing key {hint}; it is no longer trusted")]
     RetiredSigningKey { hint: String },
+    #[error(transparent)]
+    Data(#[from] citadel_data::DataError),
+    #[error("dataset {dataset}: the new version was rejected and nothing was stored:\n{}", .report.reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
+    DataRejected { dataset: String, report: Box<citadel_data::IngestReport> },
     #[error("{principal} made stage request {request} and cannot also approve it (separation of duties)")]
     SelfApproval { principal: String, request: String },
 }

@@ -293,9 +293,12 @@ pub struct Reference {
 
 impl Reference {
     pub fn from_profile(p: &ColumnProfile) -> Self {
+        // Tukey's IQR fences flag most values of zero-inflated columns
+        // (capital gains: Q1 = Q3 = 0), so the fences are the previous
+        // version's p1 and p99 widened by half their spread on each side.
         let fences = p.quantiles.as_ref().map(|q| {
-            let iqr = q[4] - q[2];
-            (q[2] - 3.0 * iqr, q[4] + 3.0 * iqr)
+            let spread = q[6] - q[0];
+            (q[0] - 0.5 * spread, q[6] + 0.5 * spread)
         });
         Reference {
             min: p.min.unwrap_or(f64::NEG_INFINITY),

@@ -154,7 +154,10 @@ pub fn ingest(
     for (i, (name, t)) in columns.iter().enumerate() {
         let mask = spec.column(name).and_then(|c| c.mask.as_ref());
         if matches!(mask, Some(Mask::Noise { .. })) && !matches!(t, ColumnType::Integer | ColumnType::Float) {
-            return Err(DataError::Expectations(vec![format!("columns.{name}: noise needs a numeric column, it is {}", t.as_str())]));
+            return Err(DataError::Expectations(vec![format!(
+                "columns.{name}: noise needs a numeric column, it is {}",
+                t.as_str()
+            )]));
         }
         if let Some(out_t) = masked_type(*t, mask) {
             out_fields.push((name.clone(), out_t));
@@ -174,9 +177,8 @@ pub fn ingest(
     let qi_idx: Vec<usize> =
         d.quasi_identifiers.iter().map(|k| position("dataset.quasi_identifiers", k)).collect::<Result<_, _>>()?;
     let sensitive_idx = d.sensitive.as_deref().map(|s| position("dataset.sensitive", s)).transpose()?;
-    let out_schema = Arc::new(Schema::new(
-        out_fields.iter().map(|(n, t)| Field::new(n, arrow_type(*t), true)).collect::<Vec<_>>(),
-    ));
+    let out_schema =
+        Arc::new(Schema::new(out_fields.iter().map(|(n, t)| Field::new(n, arrow_type(*t), true)).collect::<Vec<_>>()));
     let numeric_out: Vec<usize> = out_fields
         .iter()
         .enumerate()
@@ -206,12 +208,9 @@ pub fn ingest(
         .iter()
         .map(|(n, t)| matches!(t, ColumnType::String | ColumnType::Integer).then(|| ColumnScan::new(n)))
         .collect();
-    let mut accs: Vec<ColumnAccumulator> =
-        out_fields.iter().map(|(n, t)| ColumnAccumulator::new(n, *t, key)).collect();
-    let references: Vec<Option<Reference>> = out_names
-        .iter()
-        .map(|n| previous.and_then(|p| p.report.column(n)).map(Reference::from_profile))
-        .collect();
+    let mut accs: Vec<ColumnAccumulator> = out_fields.iter().map(|(n, t)| ColumnAccumulator::new(n, *t, key)).collect();
+    let references: Vec<Option<Reference>> =
+        out_names.iter().map(|n| previous.and_then(|p| p.report.column(n)).map(Reference::from_profile)).collect();
     let mut novelty: Vec<NoveltyCounter> = out_names.iter().map(|_| NoveltyCounter::default()).collect();
     let mut dups = DuplicateTracker::new(DUPLICATE_TRACKER_CAP);
     let mut kanon = (!qi_idx.is_empty()).then(KAnonymity::default);
@@ -351,16 +350,18 @@ pub fn ingest(
                 qi_idx.iter().map(|&i| out.column(i).clone()).collect(),
             )?;
             let qh = checks::hash_rows(&qi, None, &[], &key);
-            let sens = sensitive_idx.map(|s| checks::hash_rows(
-                &RecordBatch::try_new(
-                    Arc::new(Schema::new(vec![out_schema.field(s).clone()])),
-                    vec![out.column(s).clone()],
+            let sens = sensitive_idx.map(|s| {
+                checks::hash_rows(
+                    &RecordBatch::try_new(
+                        Arc::new(Schema::new(vec![out_schema.field(s).clone()])),
+                        vec![out.column(s).clone()],
+                    )
+                    .expect("one column"),
+                    None,
+                    &[],
+                    &key,
                 )
-                .expect("one column"),
-                None,
-                &[],
-                &key,
-            ));
+            });
             for i in 0..out.num_rows() {
                 k.observe(qh.features[i], sens.as_ref().map(|s| s.features[i]));
             }
@@ -447,11 +448,15 @@ pub fn ingest(
         }
         classification.insert(name.clone(), (class, detections));
     }
+    // Values of these columns never appear in reports (examples, top
+    // values, category counts): restricted columns, columns where PII was
+    // detected, and masked columns (frequencies of pseudonyms and tokens
+    // still say something about people).
     let protected = |name: &str| {
         let (class, det) = &classification[name];
-        *class >= Classification::Confidential
+        *class >= Classification::Restricted
             || !det.is_empty()
-            || spec.column(name).and_then(|c| c.mask.as_ref()).is_some()
+            || spec.column(name).and_then(|c| c.mask.as_ref()).is_some_and(|m| !matches!(m, Mask::Generalize { .. }))
     };
 
     // ---- violations
@@ -474,7 +479,11 @@ pub fn ingest(
         let cs = spec.column(name);
         if let Some(ex) = r.out_of_range {
             let cs = cs.cloned().unwrap_or_default();
-            violation(name, &format!("range [{}, {}]", cs.min.unwrap_or(f64::NEG_INFINITY), cs.max.unwrap_or(f64::INFINITY)), ex);
+            violation(
+                name,
+                &format!("range [{}, {}]", cs.min.unwrap_or(f64::NEG_INFINITY), cs.max.unwrap_or(f64::INFINITY)),
+                ex,
+            );
         }
         if let Some(ex) = r.not_allowed {
             violation(name, "allowed values", ex);
@@ -488,19 +497,32 @@ pub fn ingest(
         if let Some(max) = cs.and_then(|c| c.max_null_rate) {
             let rate = if rows == 0 { 0.0 } else { nulls[c] as f64 / rows as f64 };
             if rate > max {
-                violation(name, &format!("max null rate {max} (is {rate:.4})"), Examples { count: nulls[c], lines: vec![] });
+                violation(
+                    name,
+                    &format!("max null rate {max} (is {rate:.4})"),
+                    Examples { count: nulls[c], lines: vec![] },
+                );
             }
         }
     }
     for (name, cs) in &spec.columns {
         if cs.required && !columns.iter().any(|(n, _)| n == name) {
-            violations.push(Violation { column: Some(name.clone()), rule: "required column missing".into(), count: 1, examples: vec![] });
+            violations.push(Violation {
+                column: Some(name.clone()),
+                rule: "required column missing".into(),
+                count: 1,
+                examples: vec![],
+            });
         }
     }
     if d.rows.min.is_some_and(|m| (rows as f64) < m) || d.rows.max.is_some_and(|m| rows as f64 > m) {
         violations.push(Violation {
             column: None,
-            rule: format!("row count in [{}, {}] (is {rows})", d.rows.min.unwrap_or(0.0), d.rows.max.unwrap_or(f64::INFINITY)),
+            rule: format!(
+                "row count in [{}, {}] (is {rows})",
+                d.rows.min.unwrap_or(0.0),
+                d.rows.max.unwrap_or(f64::INFINITY)
+            ),
             count: 1,
             examples: vec![],
         });
@@ -513,7 +535,11 @@ pub fn ingest(
         if b.min.is_some_and(|m| share < m) || b.max.is_some_and(|m| share > m) {
             violations.push(Violation {
                 column: d.label.clone(),
-                rule: format!("label {label:?} share in [{}, {}] (is {share:.4})", b.min.unwrap_or(0.0), b.max.unwrap_or(1.0)),
+                rule: format!(
+                    "label {label:?} share in [{}, {}] (is {share:.4})",
+                    b.min.unwrap_or(0.0),
+                    b.max.unwrap_or(1.0)
+                ),
                 count: label_counts.get(label).copied().unwrap_or(0),
                 examples: vec![],
             });
@@ -538,7 +564,12 @@ pub fn ingest(
     {
         violations.push(Violation {
             column: None,
-            rule: format!("k-anonymity ≥ {} over {:?} (is {})", d.min_k, d.quasi_identifiers, k.k.map_or("unknown".into(), |k| k.to_string())),
+            rule: format!(
+                "k-anonymity ≥ {} over {:?} (is {})",
+                d.min_k,
+                d.quasi_identifiers,
+                k.k.map_or("unknown".into(), |k| k.to_string())
+            ),
             count: k.rows_below_min_k,
             examples: vec![],
         });
@@ -557,9 +588,10 @@ pub fn ingest(
             let cur_col = &profile[i];
             let mut dr = if let (Some(mut r), Some(mut c)) = (
                 prev_sample.get(name).cloned(),
-                numeric_out.iter().position(|&o| o == i).map(|j| {
-                    sample_rows_vec.iter().filter_map(|row| row[j]).collect::<Vec<f64>>()
-                }),
+                numeric_out
+                    .iter()
+                    .position(|&o| o == i)
+                    .map(|j| sample_rows_vec.iter().filter_map(|row| row[j]).collect::<Vec<f64>>()),
             ) {
                 checks::numeric_drift(name, &mut r, &mut c)
             } else if let (Some(r), Some(c)) = (&prev_col.categories, &cur_col.categories) {
@@ -626,7 +658,12 @@ pub fn ingest(
         Status::Rejected
     } else if !violations.is_empty() {
         reasons.extend(violations.iter().map(|v| {
-            format!("{}{}: {} row(s)", v.column.as_ref().map(|c| format!("column {c:?} ")).unwrap_or_default(), v.rule, v.count)
+            format!(
+                "{}{}: {} row(s)",
+                v.column.as_ref().map(|c| format!("column {c:?} ")).unwrap_or_default(),
+                v.rule,
+                v.count
+            )
         }));
         match d.on_failure {
             OnFailure::Reject => Status::Rejected,
@@ -678,26 +715,46 @@ pub fn read_sample(path: &Path) -> Result<HashMap<String, Vec<f64>>, DataError> 
     Ok(out)
 }
 
-/// Row hashes of a stored version: (row, key, features, label).
-pub fn read_rows(path: &Path) -> Result<Vec<(u64, u64, u64, Option<u64>)>, DataError> {
+/// One stored row's keyed hashes (see `rows.parquet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowHash {
+    pub row: u64,
+    /// 0 when the dataset declares no key columns.
+    pub key: u64,
+    pub features: u64,
+    pub label: Option<u64>,
+}
+
+/// Row hashes of a stored version.
+pub fn read_rows(path: &Path) -> Result<Vec<RowHash>, DataError> {
     let file = File::open(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
         let col = |i: usize| {
-            batch.column(i).as_any().downcast_ref::<UInt64Array>().cloned().ok_or_else(|| DataError::Internal("rows file".into()))
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .cloned()
+                .ok_or_else(|| DataError::Internal("rows file".into()))
         };
         let (r, k, f, l) = (col(0)?, col(1)?, col(2)?, col(3)?);
         for i in 0..batch.num_rows() {
-            out.push((r.value(i), k.value(i), f.value(i), l.is_valid(i).then(|| l.value(i))));
+            out.push(RowHash {
+                row: r.value(i),
+                key: k.value(i),
+                features: f.value(i),
+                label: l.is_valid(i).then(|| l.value(i)),
+            });
         }
     }
     Ok(out)
 }
 
 fn read_feature_labels(path: &Path) -> Result<std::vec::IntoIter<(u64, Option<u64>)>, DataError> {
-    Ok(read_rows(path)?.into_iter().map(|(_, _, f, l)| (f, l)).collect::<Vec<_>>().into_iter())
+    Ok(read_rows(path)?.into_iter().map(|r| (r.features, r.label)).collect::<Vec<_>>().into_iter())
 }
 
 /// Re-export for diffs: drift between two stored versions from their reports and samples.

@@ -57,8 +57,12 @@ impl DataError {
         match self {
             DataError::Io { .. } => "check that the file exists and is readable",
             DataError::Empty(_) => "the file needs a header line (or dataset.columns) and at least one row",
-            DataError::Csv { .. } => "fix the file at that line; every record needs the header's number of fields, UTF-8 text and closed quotes",
-            DataError::Value { .. } => "declare the column's type in the expectations file, e.g. [columns.NAME] type = \"string\"",
+            DataError::Csv { .. } => {
+                "fix the file at that line; every record needs the header's number of fields, UTF-8 text and closed quotes"
+            }
+            DataError::Value { .. } => {
+                "declare the column's type in the expectations file, e.g. [columns.NAME] type = \"string\""
+            }
             DataError::Parquet(_) => "check that the file is a complete Parquet file",
             DataError::Unsupported { .. } => "flatten or drop the column before ingesting",
             DataError::Expectations(_) => "fix the listed problems in the expectations file",

@@ -66,7 +66,8 @@ fn numbers(array: &ArrayRef) -> Option<Vec<Option<f64>>> {
 /// shape becomes null (it cannot be generalized safely).
 fn generalize_date(v: &str, unit: &str) -> Option<String> {
     let b = v.as_bytes();
-    let ok = b.len() >= 7 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[5..7].iter().all(u8::is_ascii_digit);
+    let ok =
+        b.len() >= 7 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[5..7].iter().all(u8::is_ascii_digit);
     if !ok {
         return None;
     }
@@ -143,10 +144,16 @@ impl<'a> Masker<'a> {
                 }
             },
             Mask::Generalize { keep: Some(keep), .. } => Arc::new(
-                strings(array).iter().map(|v| v.as_deref().map(|v| generalize_prefix(v, *keep))).collect::<StringArray>(),
+                strings(array)
+                    .iter()
+                    .map(|v| v.as_deref().map(|v| generalize_prefix(v, *keep)))
+                    .collect::<StringArray>(),
             ),
             Mask::Generalize { date: Some(unit), .. } => Arc::new(
-                strings(array).iter().map(|v| v.as_deref().and_then(|v| generalize_date(v, unit))).collect::<StringArray>(),
+                strings(array)
+                    .iter()
+                    .map(|v| v.as_deref().and_then(|v| generalize_date(v, unit)))
+                    .collect::<StringArray>(),
             ),
             Mask::Generalize { .. } => return Err(DataError::Internal("generalize without a parameter".into())),
             Mask::Noise { scale, distribution } => {
@@ -183,7 +190,8 @@ mod tests {
         let g = m.apply(&Mask::Generalize { band: None, keep: Some(3), date: None }, &zips).unwrap().unwrap();
         assert_eq!(strs(&g), [Some("902**".into()), Some("SW1* ***".into())]);
         let dob: ArrayRef = Arc::new(StringArray::from(vec![Some("1990-07-14"), Some("14/07/1990")]));
-        let g = m.apply(&Mask::Generalize { band: None, keep: None, date: Some("year".into()) }, &dob).unwrap().unwrap();
+        let g =
+            m.apply(&Mask::Generalize { band: None, keep: None, date: Some("year".into()) }, &dob).unwrap().unwrap();
         assert_eq!(strs(&g), [Some("1990".into()), None]);
     }
 

@@ -60,13 +60,19 @@ enum Inner {
         /// Records reused from batch to batch.
         pool: Vec<csv::ByteRecord>,
     },
-    Parquet { reader: ParquetRecordBatchReader, null_values: Vec<String> },
+    Parquet {
+        reader: ParquetRecordBatchReader,
+        null_values: Vec<String>,
+    },
 }
 
-/// Skips a leading UTF-8 byte-order mark.
+/// Skips a leading UTF-8 byte-order mark and counts quote characters (an
+/// odd count at the end means a quoted field was never closed: csv readers
+/// silently run such a field to the end of the file).
 struct BomSkipper<R> {
     inner: R,
     checked: bool,
+    quotes: u64,
 }
 
 impl<R: Read> Read for BomSkipper<R> {
@@ -87,6 +93,7 @@ impl<R: Read> Read for BomSkipper<R> {
             if !rest.is_empty() {
                 let n = rest.len().min(buf.len());
                 buf[..n].copy_from_slice(&rest[..n]);
+                self.quotes += buf[..n].iter().filter(|b| **b == b'"').count() as u64;
                 if n < rest.len() {
                     // A caller buffer of 1–2 bytes: keep it simple and exact.
                     return Err(std::io::Error::other("read buffer too small"));
@@ -94,7 +101,9 @@ impl<R: Read> Read for BomSkipper<R> {
                 return Ok(n);
             }
         }
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        self.quotes += buf[..n].iter().filter(|b| **b == b'"').count() as u64;
+        Ok(n)
     }
 }
 
@@ -140,7 +149,7 @@ impl Source {
             .has_headers(d.header)
             .delimiter(d.delimiter.as_bytes()[0])
             .flexible(false)
-            .from_reader(BomSkipper { inner: BufReader::with_capacity(1 << 20, file), checked: false });
+            .from_reader(BomSkipper { inner: BufReader::with_capacity(1 << 20, file), checked: false, quotes: 0 });
         let names: Vec<String> = if d.header {
             let header = reader.byte_headers().map_err(|e| csv_error(&e, 1))?;
             let names: Vec<String> = header
@@ -225,15 +234,10 @@ impl Source {
                 | DataType::Timestamp(..)
                 | DataType::Time32(..)
                 | DataType::Time64(..) => ColumnType::String,
-                DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8) => {
-                    ColumnType::String
-                }
+                DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8) => ColumnType::String,
                 DataType::Null => ColumnType::String,
                 other => {
-                    return Err(DataError::Unsupported {
-                        column: field.name().clone(),
-                        data_type: other.to_string(),
-                    });
+                    return Err(DataError::Unsupported { column: field.name().clone(), data_type: other.to_string() });
                 }
             };
             columns.push((field.name().clone(), t));
@@ -336,7 +340,7 @@ fn csv_error(e: &csv::Error, fallback_line: u64) -> DataError {
 
 /// Reads up to [`BATCH_ROWS`] records into `pool`; returns how many.
 fn read_csv_records<R: Read>(
-    reader: &mut csv::Reader<R>,
+    reader: &mut csv::Reader<BomSkipper<R>>,
     pool: &mut Vec<csv::ByteRecord>,
     width: usize,
 ) -> Result<usize, DataError> {
@@ -347,6 +351,14 @@ fn read_csv_records<R: Read>(
         }
         let more = reader.read_byte_record(&mut pool[n]).map_err(|e| csv_error(&e, 0))?;
         if !more {
+            let last = if n > 0 { Some(&pool[n - 1]) } else { None };
+            let spans_lines = last.is_some_and(|r| r.iter().any(|f| f.contains(&b'\n') || f.contains(&b'\r')));
+            if reader.get_ref().quotes % 2 == 1 && spans_lines {
+                return Err(DataError::Csv {
+                    line: last.and_then(|r| r.position()).map(|p| p.line()).unwrap_or(0),
+                    reason: "a quoted field is never closed (the file ends inside it)".into(),
+                });
+            }
             break;
         }
         let rec = &pool[n];
@@ -354,7 +366,7 @@ fn read_csv_records<R: Read>(
             let line = rec.position().map(|p| p.line()).unwrap_or(0);
             return Err(DataError::Csv {
                 line,
-                reason: format!("the record has {} fields but the header has {width} (ragged rows)", rec.len()),
+                reason: format!("the record has {} fields, expected {width} (ragged rows)", rec.len()),
             });
         }
         n += 1;
@@ -500,10 +512,15 @@ fn canonicalize(
             &target,
             &arrow_cast::CastOptions { safe: false, format_options: Default::default() },
         )
-        .map_err(|_| DataError::Value { column: name.clone(), line: records_before + 1, expected: t.as_str() })?;
+        .map_err(|_| DataError::Value {
+            column: name.clone(),
+            line: records_before + 1,
+            expected: t.as_str(),
+        })?;
         let cast = match t {
             ColumnType::String if !null_values.is_empty() => {
-                let s = cast.as_any().downcast_ref::<StringArray>().ok_or_else(|| DataError::Internal("utf8".into()))?;
+                let s =
+                    cast.as_any().downcast_ref::<StringArray>().ok_or_else(|| DataError::Internal("utf8".into()))?;
                 Arc::new(s.iter().map(|v| v.filter(|v| !is_null(v, null_values))).collect::<StringArray>()) as ArrayRef
             }
             ColumnType::Float => {

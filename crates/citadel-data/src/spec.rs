@@ -152,7 +152,7 @@ pub struct DriftSpec {
     pub duplicate_rate_max: f64,
     pub out_of_range_rate_max: f64,
     pub new_category_rate_max: f64,
-    /// Share of values outside the previous version's fences (Q1 − 3·IQR, Q3 + 3·IQR).
+    /// Share of values outside the previous version's fences (p1 and p99, each widened by half of p99 − p1).
     pub outlier_rate_max: f64,
     /// Rows kept (by keyed-hash sample) per version for the numeric tests.
     pub sample_rows: usize,

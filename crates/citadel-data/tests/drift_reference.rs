@@ -9,8 +9,21 @@ use citadel_data::checks::{categorical_drift, numeric_drift};
 use citadel_data::stats;
 
 const COLUMNS: [&str; 15] = [
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation", "relationship",
-    "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
 ];
 const TOLERANCE: f64 = 1e-9;
 
@@ -47,8 +60,9 @@ fn close(what: &str, ours: f64, theirs: &serde_json::Value) {
 }
 
 fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/drift_reference.json"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/drift_reference.json"))
+            .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 

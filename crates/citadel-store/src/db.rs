@@ -33,6 +33,7 @@ impl DbBackend {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../migrations/0001_foundation.sql")),
     (2, "registry", include_str!("../migrations/0002_registry.sql")),
+    (3, "data", include_str!("../migrations/0003_data.sql")),
 ];
 
 /// A handle to the metadata database. Cheap to clone.

@@ -6,6 +6,8 @@
 mod bench;
 mod bench_scan;
 mod bench_sign;
+mod data_cmd;
+mod data_html;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -113,6 +115,9 @@ enum Command {
         #[arg(long)]
         sarif: Option<PathBuf>,
     },
+    /// Datasets: ingest with validation, PII masking and poisoning checks; versions, diff, export.
+    #[command(subcommand)]
+    Data(data_cmd::DataCmd),
     /// The model registry: register, stages with approvals, rollback, history.
     #[command(subcommand)]
     Model(ModelCmd),
@@ -490,6 +495,8 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::RetiredSigningKey { .. } => "register the model again (it is scanned and signed with the current key), then request the stage change".into(),
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
+            ControlError::DataRejected { .. } => data_cmd::REJECTED_HINT.into(),
+            ControlError::Data(d) => d.hint().into(),
             ControlError::Signing(_) => "the stored model no longer matches its signature: run `citadel fsck` and check the audit log".into(),
             _ => "see `citadel --help`".into(),
         };
@@ -1158,6 +1165,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 s
             });
             return Ok(if failed { 2 } else { 0 });
+        }
+        Command::Data(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = data_cmd::run_data(&ws, &caller, cmd, &out).await;
+            ws.close().await?;
+            return result;
         }
         Command::Model(cmd) => {
             let (ws, caller) = open(&cli).await?;
