@@ -1,4 +1,4 @@
-//! PII detection for tabular data (issue 3, first part: the detectors).
+//! PII detection for tabular data.
 //!
 //! Each detector is a structural rule plus, where the format has one, its
 //! checksum: payment cards (Luhn), IBAN (ISO 13616 mod-97), US SSN (SSA
@@ -6,6 +6,13 @@
 //! IPv4/IPv6 (std parsers). Column-level detection combines the share of
 //! matching values with header hints (names, dates of birth, addresses).
 //! Results carry counts and rule names, never the values.
+//!
+//! Free text is searched too: tokens (and runs of digit groups, for card
+//! numbers and IBANs written with spaces) are checked with the same rules,
+//! reported as `…-in-text`. Person names are recognised by a dictionary of
+//! common given names; addresses by a house number followed by a street
+//! word (best effort); dates of birth by date-shaped values under a
+//! birth-date header.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +54,161 @@ pub fn detect_value(value: &str) -> Vec<(PiiKind, &'static str)> {
         out.push((PiiKind::IpAddress, "ip-parse"));
     }
     out
+}
+
+/// Detections in a value that may be free text: whole-value rules first,
+/// then each token and run of tokens (`…-in-text` rules). Bounded: only the
+/// first 4 KiB of a value are searched.
+pub fn detect(value: &str) -> Vec<(PiiKind, &'static str)> {
+    let whole = detect_value(value);
+    if !whole.is_empty() {
+        return whole;
+    }
+    let v = value.trim();
+    let mut out = Vec::new();
+    if v.len() >= 4 && v.len() <= 512 && is_address(v) {
+        out.push((PiiKind::PostalAddress, "address-shape"));
+    }
+    if !v.contains(char::is_whitespace) {
+        if out.is_empty() && is_dictionary_name(v) {
+            out.push((PiiKind::PersonName, "name-dictionary"));
+        }
+        return out;
+    }
+    if is_dictionary_name(v) {
+        out.push((PiiKind::PersonName, "name-dictionary"));
+        return out;
+    }
+    let mut end = v.len().min(4096);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    let tokens: Vec<&str> = v[..end]
+        .split(char::is_whitespace)
+        .map(|t| t.trim_matches(|c: char| matches!(c, ',' | ';' | ':' | '(' | ')' | '<' | '>' | '"' | '\'' | '[' | ']')))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut push = |k: PiiKind, rule: &'static str| {
+        if !out.iter().any(|(x, _)| *x == k) {
+            out.push((k, rule));
+        }
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        let t = t.trim_end_matches('.');
+        if is_email(t) {
+            push(PiiKind::Email, "email-in-text");
+        }
+        if is_us_ssn(t) && t.contains('-') {
+            push(PiiKind::UsSsn, "ssn-in-text");
+        }
+        if t.contains(['.', ':']) && t.parse::<std::net::IpAddr>().is_ok() && t.len() >= 7 {
+            push(PiiKind::IpAddress, "ip-in-text");
+        }
+        if t.starts_with('+') {
+            // "+44 20 7946 0958": join the following digit groups.
+            let mut joined = t.to_string();
+            for next in tokens.iter().skip(i + 1).take(5) {
+                if joined.len() > 20 || !next.bytes().all(|b| b.is_ascii_digit() || b"-().".contains(&b)) {
+                    break;
+                }
+                joined.push(' ');
+                joined.push_str(next);
+                if is_phone(&joined) && joined.bytes().filter(u8::is_ascii_digit).count() >= 10 {
+                    push(PiiKind::Phone, "phone-in-text");
+                }
+            }
+            if is_phone(t) {
+                push(PiiKind::Phone, "phone-in-text");
+            }
+        }
+        // Card numbers and IBANs are often written in groups of four.
+        if t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            let mut joined = String::new();
+            for next in tokens.iter().skip(i).take(9) {
+                if !next.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || next.len() > 19 {
+                    break;
+                }
+                joined.push_str(next);
+                if is_payment_card(&joined) {
+                    push(PiiKind::PaymentCard, "card-luhn-in-text");
+                }
+                if joined.len() >= 15 && is_iban(&joined) {
+                    push(PiiKind::Iban, "iban-mod97-in-text");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Common given names (several languages), lower case. A value of one to
+/// four capitalised words whose first word is one of these reads as a name.
+const GIVEN_NAMES: &[&str] = &[
+    "james", "john", "robert", "michael", "william", "david", "richard", "joseph", "thomas", "charles", "mary",
+    "patricia", "jennifer", "linda", "elizabeth", "barbara", "susan", "jessica", "sarah", "karen", "nancy", "lisa",
+    "daniel", "matthew", "anthony", "mark", "donald", "steven", "paul", "andrew", "joshua", "kenneth", "kevin", "brian",
+    "george", "emily", "emma", "olivia", "ava", "sophia", "isabella", "mia", "charlotte", "amelia", "harper", "noah",
+    "liam", "oliver", "elijah", "lucas", "mason", "ethan", "alexander", "henry", "jacob", "jack", "anna", "maria",
+    "laura", "julia", "hannah", "lena", "lea", "leonie", "sophie", "marie", "lukas", "leon", "finn", "jonas", "paul",
+    "felix", "max", "jan", "peter", "hans", "klaus", "jean", "pierre", "louis", "camille", "chloe", "manon", "ines",
+    "jose", "juan", "carlos", "luis", "javier", "miguel", "carmen", "lucia", "sofia", "martina", "giulia", "francesco",
+    "alessandro", "lorenzo", "marco", "giuseppe", "ana", "joao", "pedro", "mateus", "gabriel", "rafael", "fatima",
+    "mohammed", "muhammad", "ahmed", "ali", "omar", "aisha", "yusuf", "wei", "li", "ming", "hiroshi", "yuki", "haruto",
+    "sakura", "priya", "rahul", "amit", "anil", "sunita", "olga", "ivan", "dmitri", "natalia", "jane", "alice", "bob",
+    "eve", "grace", "chris", "christopher", "samuel", "benjamin", "katherine", "catherine", "margaret", "helen",
+    "ruth", "anne", "jan", "erik", "lars", "ingrid", "astrid", "sven",
+];
+
+fn is_dictionary_name(v: &str) -> bool {
+    if !v.starts_with(char::is_uppercase) || v.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let words: Vec<&str> = v.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+    if words.is_empty() || words.len() > 4 {
+        return false;
+    }
+    let capitalised = words.iter().all(|w| {
+        let mut c = w.chars();
+        c.next().is_some_and(char::is_uppercase) && c.all(|c| c.is_alphabetic() || c == '-' || c == '\'' || c == '.')
+    });
+    capitalised && GIVEN_NAMES.contains(&words[0].trim_end_matches('.').to_lowercase().as_str())
+}
+
+const STREET_WORDS: &[&str] = &[
+    "street", "st", "avenue", "ave", "road", "rd", "lane", "ln", "boulevard", "blvd", "drive", "dr", "way", "court",
+    "ct", "place", "pl", "square", "sq", "terrace", "close", "strasse", "straße", "str", "weg", "allee", "platz",
+    "rue", "avenida", "calle", "via", "viale", "piazza", "rua", "laan", "gade", "vej", "gatan", "vagen",
+];
+
+/// A house number next to a street word: "221B Baker Street", "Hauptstraße 5".
+fn is_address(v: &str) -> bool {
+    if !v.bytes().any(|b| b.is_ascii_digit()) || !v.contains(char::is_whitespace) {
+        return false;
+    }
+    let words: Vec<String> = v
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.trim_end_matches('.').to_lowercase())
+        .collect();
+    if words.len() < 2 || words.len() > 12 {
+        return false;
+    }
+    let number = |w: &str| w.len() <= 6 && w.chars().next().is_some_and(|c| c.is_ascii_digit());
+    let street = |w: &str| STREET_WORDS.contains(&w) || w.ends_with("straße") || w.ends_with("strasse");
+    words.windows(3).any(|x| number(&x[0]) && (street(&x[1]) || street(&x[2])))
+        || words.windows(2).any(|x| (street(&x[0]) && number(&x[1])) || (number(&x[0]) && street(&x[1])))
+}
+
+/// A date: YYYY-MM-DD, DD/MM/YYYY, MM/DD/YYYY or DD.MM.YYYY with a year
+/// from 1900 on (birth dates; other dates are not personal by themselves).
+fn is_date(v: &str) -> bool {
+    let parts: Vec<&str> = v.split(['-', '/', '.']).collect();
+    if parts.len() != 3 || !parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    let n: Vec<u32> = parts.iter().map(|p| p.parse().unwrap_or(0)).collect();
+    let (y, a, b) = if parts[0].len() == 4 { (n[0], n[1], n[2]) } else { (n[2], n[0], n[1]) };
+    (1900..=2100).contains(&y) && (1..=31).contains(&a) && (1..=31).contains(&b) && (a <= 12 || b <= 12)
 }
 
 fn is_email(v: &str) -> bool {
@@ -114,6 +276,11 @@ fn is_payment_card(v: &str) -> bool {
 /// IBAN: two letters, two check digits, up to 30 alphanumerics; the number
 /// rearranged and read in base 36 must be 1 mod 97.
 pub fn is_iban(v: &str) -> bool {
+    // Cheap shape test before any allocation: two letters, two digits.
+    let head = v.as_bytes();
+    if head.len() < 15 || !head[0].is_ascii_alphabetic() || !head[1].is_ascii_alphabetic() || !head[2].is_ascii_digit() {
+        return false;
+    }
     let s: String = v.chars().filter(|c| *c != ' ').collect::<String>().to_ascii_uppercase();
     let b = s.as_bytes();
     if !(15..=34).contains(&b.len())
@@ -190,8 +357,12 @@ pub struct Detection {
 pub struct ColumnScan {
     header: String,
     non_null: u64,
+    dates: u64,
     counts: std::collections::BTreeMap<(PiiKind, &'static str), u64>,
 }
+
+/// In free text a kind counts from this share of values (and two values).
+pub const IN_TEXT_MIN_SHARE: f64 = 0.01;
 
 impl ColumnScan {
     pub fn new(header: &str) -> Self {
@@ -201,7 +372,10 @@ impl ColumnScan {
     pub fn observe(&mut self, value: Option<&str>) {
         let Some(v) = value.filter(|v| !v.trim().is_empty()) else { return };
         self.non_null += 1;
-        for (kind, rule) in detect_value(v) {
+        if is_date(v.trim()) {
+            self.dates += 1;
+        }
+        for (kind, rule) in detect(v) {
             *self.counts.entry((kind, rule)).or_default() += 1;
         }
     }
@@ -214,23 +388,37 @@ impl ColumnScan {
             .iter()
             .filter_map(|(&(kind, rule), &matches)| {
                 let share = matches as f64 / self.non_null.max(1) as f64;
-                (share >= min_share).then(|| Detection {
+                let in_text = rule.ends_with("-in-text");
+                let enough = if in_text { share >= IN_TEXT_MIN_SHARE && matches >= 2 } else { share >= min_share };
+                enough.then(|| Detection {
                     kind,
                     rule: rule.to_string(),
                     matches,
                     non_null: self.non_null,
-                    confidence: share,
+                    // A few e-mails in a notes column are PII all the same.
+                    confidence: if in_text { (0.5 + share).min(1.0) } else { share },
                 })
             })
             .collect();
         if let Some(kind) = header_hint(&self.header) {
-            out.push(Detection {
-                kind,
-                rule: "header-name".into(),
-                matches: 0,
-                non_null: self.non_null,
-                confidence: 0.6,
-            });
+            let date_share = self.dates as f64 / self.non_null.max(1) as f64;
+            if kind == PiiKind::DateOfBirth && date_share >= min_share {
+                out.push(Detection {
+                    kind,
+                    rule: "header+date-values".into(),
+                    matches: self.dates,
+                    non_null: self.non_null,
+                    confidence: (0.6 + 0.4 * date_share).min(1.0),
+                });
+            } else if !out.iter().any(|d| d.kind == kind) {
+                out.push(Detection {
+                    kind,
+                    rule: "header-name".into(),
+                    matches: 0,
+                    non_null: self.non_null,
+                    confidence: 0.6,
+                });
+            }
         }
         out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         out
@@ -320,6 +508,56 @@ mod tests {
         assert_eq!(names.finish(0.5)[0].kind, PiiKind::PersonName);
         assert_eq!(header_hint("date_of_birth"), Some(PiiKind::DateOfBirth));
         assert_eq!(header_hint("education"), None);
+    }
+}
+
+#[cfg(test)]
+mod free_text {
+    use super::*;
+
+    fn kinds(v: &str) -> Vec<PiiKind> {
+        detect(v).into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn identifiers_inside_text() {
+        assert_eq!(kinds("please mail jane.doe@example.com before friday"), [PiiKind::Email]);
+        assert_eq!(kinds("card 4111 1111 1111 1111 was declined"), [PiiKind::PaymentCard]);
+        assert_eq!(kinds("refund to DE89 3704 0044 0532 0130 00 please"), [PiiKind::Iban]);
+        assert_eq!(kinds("SSN on file: 123-45-6789."), [PiiKind::UsSsn]);
+        assert_eq!(kinds("call me on +44 20 7946 0958 tomorrow"), [PiiKind::Phone]);
+        assert_eq!(kinds("login from 203.0.113.7 failed"), [PiiKind::IpAddress]);
+        assert!(kinds("the order shipped in 4 boxes of 1111 items").is_empty());
+        assert!(kinds("version 2 of the report, 12 pages").is_empty());
+    }
+
+    #[test]
+    fn names_addresses_and_birth_dates() {
+        assert_eq!(kinds("Maria Gonzalez"), [PiiKind::PersonName]);
+        assert_eq!(kinds("Jane"), [PiiKind::PersonName]);
+        assert!(kinds("Private").is_empty() && kinds("Married-civ-spouse").is_empty());
+        assert!(kinds("maria gonzalez").is_empty(), "names are capitalised");
+        assert_eq!(kinds("221B Baker Street, London"), [PiiKind::PostalAddress]);
+        assert_eq!(kinds("Hauptstraße 5"), [PiiKind::PostalAddress]);
+        assert!(kinds("5 stars").is_empty());
+        let mut c = ColumnScan::new("birth_date");
+        for v in ["1984-03-12", "12/03/1984", "1990-07-14", "n/a"] {
+            c.observe(Some(v));
+        }
+        let d = c.finish(0.5);
+        assert_eq!((d[0].kind, d[0].rule.as_str(), d[0].matches), (PiiKind::DateOfBirth, "header+date-values", 3));
+    }
+
+    #[test]
+    fn a_few_emails_in_a_notes_column_flag_it() {
+        let mut c = ColumnScan::new("notes");
+        for i in 0..200 {
+            c.observe(Some(if i % 40 == 0 { "write to a.b@example.org" } else { "customer called about delivery" }));
+        }
+        let d = c.finish(0.5);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].kind, d[0].rule.as_str(), d[0].matches), (PiiKind::Email, "email-in-text", 5));
+        assert!(d[0].confidence >= 0.5);
     }
 }
 
