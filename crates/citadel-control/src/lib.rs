@@ -957,10 +957,20 @@ impl Workspace {
 
     // ------------------------------------------------------------ lineage
 
-    /// The lineage graph around an artifact: all ancestors and descendants.
+    /// The lineage graph around a node: all ancestors and descendants. The
+    /// reference is a dataset or model version (`dataset:adult@2`,
+    /// `model:credit@1`) or an artifact (id prefix or name).
     pub async fn lineage(&self, caller: &Caller, reference: &str) -> Result<LineageGraph> {
-        let info = self.store.resolve(reference).await?;
-        let root = format!("artifact:{}", info.id);
+        let root = match reference.split_once(':') {
+            Some((kind @ ("dataset" | "model"), rest)) => {
+                let (name, version) = parse_dataset_ref(rest)?;
+                let version = version.ok_or_else(|| {
+                    ControlError::Invalid(format!("{reference:?}: name a version, e.g. {kind}:{name}@1"))
+                })?;
+                format!("{kind}:{name}@{version}")
+            }
+            _ => format!("artifact:{}", self.store.resolve(reference).await?.id),
+        };
         self.authorize(caller, Action::LineageRead, &root).await?;
         let mut edges = BTreeSet::new();
         for upstream in [true, false] {

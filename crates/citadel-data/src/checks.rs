@@ -83,16 +83,18 @@ pub fn hash_rows(batch: &RecordBatch, label: Option<usize>, keys: &[usize], key:
         }
         None => vec![None; n],
     };
-    let row = features
-        .iter()
-        .zip(&label_hashes)
-        .map(|(f, l)| {
-            let mut h = SipHasher24::new_with_key(key);
-            h.write_u64(*f);
-            h.write_u64(l.unwrap_or(0));
-            h.finish()
-        })
-        .collect();
+    // The row hash covers every column whether or not one is declared the
+    // label, so versions ingested with different expectations still diff.
+    let row = match label {
+        None => features.clone(),
+        Some(_) => {
+            let mut h = fresh();
+            for col in batch.columns() {
+                feed(&mut h, col);
+            }
+            h.into_iter().map(|h| h.finish()).collect()
+        }
+    };
     let key_hashes = if keys.is_empty() {
         vec![0; n]
     } else {
@@ -304,7 +306,13 @@ impl Reference {
             min: p.min.unwrap_or(f64::NEG_INFINITY),
             max: p.max.unwrap_or(f64::INFINITY),
             fences,
-            categories: p.categories.as_ref().map(|c| c.iter().map(|(v, _)| v.clone()).collect()),
+            // "New category" only means something where values repeat: a
+            // column of mostly distinct values (amounts, ids) has no categories.
+            categories: p
+                .categories
+                .as_ref()
+                .filter(|_| p.distinct * 2 <= p.count - p.nulls)
+                .map(|c| c.iter().map(|(v, _)| v.clone()).collect()),
         }
     }
 }

@@ -209,8 +209,16 @@ pub fn ingest(
         .map(|(n, t)| matches!(t, ColumnType::String | ColumnType::Integer).then(|| ColumnScan::new(n)))
         .collect();
     let mut accs: Vec<ColumnAccumulator> = out_fields.iter().map(|(n, t)| ColumnAccumulator::new(n, *t, key)).collect();
-    let references: Vec<Option<Reference>> =
-        out_names.iter().map(|n| previous.and_then(|p| p.report.column(n)).map(Reference::from_profile)).collect();
+    // Key columns identify rows: new values there are expected, not drift.
+    let references: Vec<Option<Reference>> = out_names
+        .iter()
+        .map(|n| {
+            if d.key.contains(n) {
+                return None;
+            }
+            previous.and_then(|p| p.report.column(n)).map(Reference::from_profile)
+        })
+        .collect();
     let mut novelty: Vec<NoveltyCounter> = out_names.iter().map(|_| NoveltyCounter::default()).collect();
     let mut dups = DuplicateTracker::new(DUPLICATE_TRACKER_CAP);
     let mut kanon = (!qi_idx.is_empty()).then(KAnonymity::default);
@@ -555,7 +563,7 @@ pub fn ingest(
         let withhold = protected(source_name);
         let mask = spec.column(source_name).and_then(|c| c.mask.as_ref()).map(|m| m.name().to_string());
         let s = sample_iter.remove(&i);
-        profile.push(acc.finish(class.as_str(), mask, det, s, withhold));
+        profile.push(acc.finish(class, mask, det, s, withhold));
     }
     let k_anonymity = kanon.map(|k| k.finish(d.quasi_identifiers.clone(), d.sensitive.clone(), d.min_k));
     if let Some(k) = &k_anonymity
@@ -585,6 +593,9 @@ pub fn ingest(
         let prev_sample = read_sample(&prev.dir.join(SAMPLE_FILE))?;
         for (i, name) in out_names.iter().enumerate() {
             let Some(prev_col) = prev.report.column(name) else { continue };
+            if d.key.contains(name) {
+                continue;
+            }
             let cur_col = &profile[i];
             let mut dr = if let (Some(mut r), Some(mut c)) = (
                 prev_sample.get(name).cloned(),

@@ -38,7 +38,12 @@ pub struct ColumnProfile {
     /// The stored column's type.
     #[serde(rename = "type")]
     pub column_type: ColumnType,
+    /// The stored column's classification: a restricted column masked
+    /// irreversibly (pseudonymize, redact, generalize, noise) is stored as
+    /// confidential; tokens stay restricted (they can be reversed).
     pub classification: String,
+    /// The source column's classification (declared or detected).
+    pub source_classification: String,
     pub mask: Option<String>,
     /// PII kinds detected in the source values, with evidence (never values).
     pub pii: Vec<citadel_pii::Detection>,
@@ -192,7 +197,7 @@ impl ColumnAccumulator {
     /// numeric column; `withhold` keeps values out of the profile.
     pub fn finish(
         self,
-        classification: &str,
+        source_classification: crate::spec::Classification,
         mask: Option<String>,
         pii: Vec<citadel_pii::Detection>,
         sample: Option<&mut Vec<f64>>,
@@ -226,7 +231,8 @@ impl ColumnAccumulator {
         ColumnProfile {
             name: self.name,
             column_type: self.column_type,
-            classification: classification.into(),
+            classification: stored_classification(source_classification, mask.as_deref()).as_str().into(),
+            source_classification: source_classification.as_str().into(),
             mask,
             pii,
             count: self.count,
@@ -245,6 +251,14 @@ impl ColumnAccumulator {
             min_length: (self.max_len > 0 || self.min_len != u64::MAX).then_some(self.min_len),
             max_length: (self.min_len != u64::MAX).then_some(self.max_len),
         }
+    }
+}
+
+fn stored_classification(source: crate::spec::Classification, mask: Option<&str>) -> crate::spec::Classification {
+    use crate::spec::Classification::*;
+    match (source, mask) {
+        (Restricted, Some("pseudonymize" | "redact" | "generalize" | "noise")) => Confidential,
+        (c, _) => c,
     }
 }
 
@@ -281,7 +295,7 @@ mod tests {
         acc.observe(&(Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])) as ArrayRef));
         acc.observe(&(Arc::new(Int64Array::from(vec![Some(5), Some(3)])) as ArrayRef));
         let mut sample = vec![1.0, 3.0, 5.0, 3.0];
-        let p = acc.finish("internal", None, vec![], Some(&mut sample), false);
+        let p = acc.finish(crate::spec::Classification::Internal, None, vec![], Some(&mut sample), false);
         assert_eq!((p.count, p.nulls, p.distinct), (5, 1, 3));
         assert_eq!((p.min, p.max, p.mean), (Some(1.0), Some(5.0), Some(3.0)));
         assert!((p.std.unwrap() - (8.0f64 / 3.0).sqrt()).abs() < 1e-12);
@@ -294,7 +308,7 @@ mod tests {
         let mut acc = ColumnAccumulator::new("id", ColumnType::Integer, [9; 16]);
         let values: Vec<i64> = (0..200_000).collect();
         acc.observe(&(Arc::new(Int64Array::from(values)) as ArrayRef));
-        let p = acc.finish("internal", None, vec![], None, true);
+        let p = acc.finish(crate::spec::Classification::Internal, None, vec![], None, true);
         assert!(!p.distinct_exact);
         let err = (p.distinct as f64 - 200_000.0).abs() / 200_000.0;
         assert!(err < 0.06, "estimate {} is {err:.3} off", p.distinct);

@@ -10,25 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-fn token_for(ws: &Ws, name: &str, roles: &[&str]) -> String {
-    ws.ok(&["principal", "create", name]);
-    for r in roles {
-        ws.ok(&["grant", "add", name, r]);
-    }
-    ws.json(&["token", "issue", name])["token"].as_str().unwrap().to_string()
-}
-
-fn as_user(ws: &Ws, token: &str, args: &[&str]) -> std::process::Output {
-    let mut a = args.to_vec();
-    a.push("--json");
-    ws.cmd(&a).env("CITADEL_TOKEN", token).output().unwrap()
-}
-
-fn ok_json(o: std::process::Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn model_dir(ws: &Ws, name: &str, seed: u64) -> std::path::PathBuf {
     let dir = ws.root.parent().unwrap().join(name);
     std::fs::create_dir_all(&dir).unwrap();

@@ -125,3 +125,23 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 pub fn walk_or_empty(dir: &Path) -> Vec<PathBuf> {
     if dir.exists() { walk(dir) } else { Vec::new() }
 }
+
+/// A new principal with `roles` on everything, and a token for it.
+pub fn token_for(ws: &Ws, name: &str, roles: &[&str]) -> String {
+    ws.ok(&["principal", "create", name]);
+    for r in roles {
+        ws.ok(&["grant", "add", name, r]);
+    }
+    ws.json(&["token", "issue", name])["token"].as_str().unwrap().to_string()
+}
+
+pub fn as_user(ws: &Ws, token: &str, args: &[&str]) -> std::process::Output {
+    let mut a = args.to_vec();
+    a.push("--json");
+    ws.cmd(&a).env("CITADEL_TOKEN", token).output().unwrap()
+}
+
+pub fn ok_json(o: std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
