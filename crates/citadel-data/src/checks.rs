@@ -11,7 +11,7 @@ use std::hash::Hasher;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
-use siphasher::sip::SipHasher24;
+use siphasher::sip::SipHasher13;
 
 use crate::profile::ColumnProfile;
 use crate::stats;
@@ -25,7 +25,7 @@ pub struct RowHashes {
     pub key: Vec<u64>,
 }
 
-fn feed(hashers: &mut [SipHasher24], array: &ArrayRef) {
+fn feed(hashers: &mut [SipHasher13], array: &ArrayRef) {
     macro_rules! each {
         ($t:ty, $bytes:expr) => {
             if let Some(a) = array.as_any().downcast_ref::<$t>() {
@@ -66,14 +66,14 @@ fn feed(hashers: &mut [SipHasher24], array: &ArrayRef) {
 /// label, whole row, and the declared key columns.
 pub fn hash_rows(batch: &RecordBatch, label: Option<usize>, keys: &[usize], key: &[u8; 16]) -> RowHashes {
     let n = batch.num_rows();
-    let fresh = || vec![SipHasher24::new_with_key(key); n];
+    let fresh = || vec![SipHasher13::new_with_key(key); n];
     let mut f = fresh();
     for (i, col) in batch.columns().iter().enumerate() {
         if Some(i) != label {
             feed(&mut f, col);
         }
     }
-    let features: Vec<u64> = f.into_iter().map(|h| h.finish()).collect();
+    let features: Vec<u64> = f.iter().map(|h| h.finish()).collect();
     let label_hashes: Vec<Option<u64>> = match label {
         Some(l) => {
             let col = batch.column(l);
@@ -87,6 +87,11 @@ pub fn hash_rows(batch: &RecordBatch, label: Option<usize>, keys: &[usize], key:
     // label, so versions ingested with different expectations still diff.
     let row = match label {
         None => features.clone(),
+        // The label is usually the last column: continue the feature hashes.
+        Some(l) if l + 1 == batch.num_columns() => {
+            feed(&mut f, batch.column(l));
+            f.iter().map(|h| h.finish()).collect()
+        }
         Some(_) => {
             let mut h = fresh();
             for col in batch.columns() {
@@ -110,9 +115,9 @@ pub fn hash_rows(batch: &RecordBatch, label: Option<usize>, keys: &[usize], key:
 #[derive(Debug, Clone, Copy)]
 struct Group {
     label: u64,
-    rows: u64,
-    duplicates: u64,
-    flips: u64,
+    rows: u32,
+    duplicates: u32,
+    flips: u32,
 }
 
 /// Duplicate rows and label flips on duplicate features.
@@ -138,7 +143,8 @@ pub struct DuplicateReport {
 
 impl DuplicateTracker {
     pub fn new(cap: usize) -> Self {
-        DuplicateTracker { groups: HashMap::new(), shift: 0, cap }
+        // Sized once: growing a large table would briefly hold two copies.
+        DuplicateTracker { groups: HashMap::with_capacity(cap + 1), shift: 0, cap }
     }
 
     fn tracked(&self, h: u64) -> bool {
@@ -152,11 +158,11 @@ impl DuplicateTracker {
         let label = label.unwrap_or(0);
         match self.groups.get_mut(&features) {
             Some(g) => {
-                g.rows += 1;
+                g.rows = g.rows.saturating_add(1);
                 if g.label == label {
-                    g.duplicates += 1;
+                    g.duplicates = g.duplicates.saturating_add(1);
                 } else {
-                    g.flips += 1;
+                    g.flips = g.flips.saturating_add(1);
                 }
             }
             None => {
@@ -172,7 +178,7 @@ impl DuplicateTracker {
 
     /// `previous`: (features, label) of the previous version's rows.
     pub fn finish(self, previous: Option<&mut dyn Iterator<Item = (u64, Option<u64>)>>) -> DuplicateReport {
-        let rows: u64 = self.groups.values().map(|g| g.rows).sum();
+        let rows: u64 = self.groups.values().map(|g| u64::from(g.rows)).sum();
         let rate = |x: u64| if rows == 0 { 0.0 } else { x as f64 / rows as f64 };
         let vs_previous = previous.map(|prev| {
             let mut flipped = 0u64;
@@ -182,7 +188,7 @@ impl DuplicateTracker {
                     && g.label != l.unwrap_or(0)
                 {
                     seen.entry(f).or_insert_with(|| {
-                        flipped += g.rows;
+                        flipped += u64::from(g.rows);
                         true
                     });
                 }
@@ -190,8 +196,8 @@ impl DuplicateTracker {
             rate(flipped)
         });
         DuplicateReport {
-            duplicate_rate: rate(self.groups.values().map(|g| g.duplicates).sum()),
-            label_flip_rate: rate(self.groups.values().map(|g| g.flips).sum()),
+            duplicate_rate: rate(self.groups.values().map(|g| u64::from(g.duplicates)).sum()),
+            label_flip_rate: rate(self.groups.values().map(|g| u64::from(g.flips)).sum()),
             label_flip_rate_vs_previous: vs_previous,
             measured_fraction: 0.5f64.powi(self.shift as i32),
         }

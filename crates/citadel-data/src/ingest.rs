@@ -40,7 +40,15 @@ pub const DATA_FILE: &str = "data.parquet";
 pub const ROWS_FILE: &str = "rows.parquet";
 pub const SAMPLE_FILE: &str = "sample.parquet";
 const MAX_EXAMPLES: usize = 3;
-const DUPLICATE_TRACKER_CAP: usize = 4_000_000;
+/// Feature groups the duplicate/flip tracker holds (about 10 MB); beyond it
+/// the tracker measures a hash-selected fraction of rows (still 2^17 to 2^18
+/// groups, plenty for rates of a percent).
+const DUPLICATE_TRACKER_CAP: usize = 262_144;
+/// Values a `unique` rule remembers per column (8 bytes each, 128 MiB);
+/// beyond it the rule is checked on the first values only, and says so.
+const UNIQUE_CAP: usize = 16 * 1024 * 1024;
+/// Rows per Parquet row group: the writer buffers one group in memory.
+const ROW_GROUP_ROWS: usize = 65_536;
 /// Share of matching values from which a column counts as holding a PII kind.
 pub const PII_MIN_SHARE: f64 = 0.5;
 
@@ -60,8 +68,8 @@ pub struct IngestOutput {
 
 fn writer_props() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(256 * 1024))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }
 
@@ -108,6 +116,24 @@ fn value_at(array: &ArrayRef, i: usize) -> Option<String> {
     }
 }
 
+/// Calls `f` with each non-null value as text: strings without copying,
+/// other types formatted.
+fn for_each_text(array: &ArrayRef, mut f: impl FnMut(usize, &str)) {
+    if let Some(a) = array.as_any().downcast_ref::<StringArray>() {
+        for (i, v) in a.iter().enumerate() {
+            if let Some(v) = v {
+                f(i, v);
+            }
+        }
+    } else {
+        for i in 0..array.len() {
+            if let Some(v) = value_at(array, i) {
+                f(i, &v);
+            }
+        }
+    }
+}
+
 fn number_at(array: &ArrayRef, i: usize) -> Option<f64> {
     if array.is_null(i) {
         return None;
@@ -144,7 +170,7 @@ pub fn ingest(
         let p = p.to_path_buf();
         move |e: std::io::Error| DataError::Io { path: p.clone(), source: e }
     };
-    let mut source = Source::open(path, spec)?;
+    let source = Source::open(path, spec)?;
     let columns = source.columns.clone();
     let d = &spec.dataset;
 
@@ -248,9 +274,29 @@ pub fn ingest(
         Some(writer_props()),
     )?;
 
-    let header_lines = if source.format == "csv" { d.header as u64 } else { 0 };
-    while let Some(batch) = source.next_batch()? {
-        let first_record = source.records() - batch.num_rows() as u64;
+    let format = source.format;
+    let header_lines = if format == "csv" { d.header as u64 } else { 0 };
+    // Parsing and typing run on their own thread, one bounded batch ahead.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(RecordBatch, u64), DataError>>(2);
+    std::thread::spawn(move || {
+        let mut source = source;
+        loop {
+            let item = match source.next_batch() {
+                Ok(Some(b)) => Ok((b, source.records())),
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut rows = 0u64;
+    for item in rx {
+        let (batch, records_after) = item?;
+        rows = records_after;
+        let first_record = records_after - batch.num_rows() as u64;
         let line_of = |i: usize| first_record + i as u64 + 1 + header_lines;
         // ---- expectations on the raw values
         for (c, (name, t)) in columns.iter().enumerate() {
@@ -261,12 +307,13 @@ pub fn ingest(
                 if let Some(s) = array.as_any().downcast_ref::<StringArray>() {
                     s.iter().for_each(|v| scan.observe(v));
                 } else if let Some(a) = array.as_any().downcast_ref::<Int64Array>() {
-                    // Digit-only identifiers (card numbers, SSNs) arrive as integers.
+                    // Digit-only identifiers (card numbers, SSNs) arrive as
+                    // integers; small numbers cannot be one.
                     for v in a.iter().flatten() {
-                        if !(-9_999_999..=99_999_999).contains(&v) {
-                            scan.observe(Some(&v.to_string()));
+                        if (-9_999_999..=99_999_999).contains(&v) {
+                            scan.observe_clean();
                         } else {
-                            scan.observe(Some("0"));
+                            scan.observe(Some(&v.to_string()));
                         }
                     }
                 }
@@ -275,45 +322,58 @@ pub fn ingest(
             let r = &mut rules[c];
             if cs.min.is_some() || cs.max.is_some() {
                 let (lo, hi) = (cs.min.unwrap_or(f64::NEG_INFINITY), cs.max.unwrap_or(f64::INFINITY));
-                for i in 0..array.len() {
-                    let x = match t {
-                        ColumnType::String => value_at(array, i).and_then(|v| v.parse::<f64>().ok()),
-                        _ => number_at(array, i),
-                    };
-                    if let Some(x) = x
-                        && !(lo..=hi).contains(&x)
-                    {
+                let mut check = |i: usize, x: f64| {
+                    if !(lo..=hi).contains(&x) {
                         r.out_of_range.get_or_insert_with(Examples::new).add(line_of(i), || x.to_string());
                     }
+                };
+                if let Some(a) = array.as_any().downcast_ref::<Int64Array>() {
+                    a.iter().enumerate().for_each(|(i, v)| v.into_iter().for_each(|v| check(i, v as f64)));
+                } else if let Some(a) = array.as_any().downcast_ref::<Float64Array>() {
+                    a.iter().enumerate().for_each(|(i, v)| v.into_iter().for_each(|v| check(i, v)));
+                } else if *t == ColumnType::String {
+                    for_each_text(array, |i, v| {
+                        if let Ok(x) = v.parse::<f64>() {
+                            check(i, x)
+                        }
+                    });
                 }
             }
             if let Some(allowed) = &allowed[c] {
-                for i in 0..array.len() {
-                    if let Some(v) = value_at(array, i)
-                        && !allowed.contains(&v)
-                    {
-                        r.not_allowed.get_or_insert_with(Examples::new).add(line_of(i), || v);
+                for_each_text(array, |i, v| {
+                    if !allowed.contains(v) {
+                        r.not_allowed.get_or_insert_with(Examples::new).add(line_of(i), || v.to_string());
                     }
-                }
+                });
             }
             if let Some(re) = &regexes[c] {
-                for i in 0..array.len() {
-                    if let Some(v) = value_at(array, i)
-                        && !re.is_match(&v)
-                    {
-                        r.regex_mismatch.get_or_insert_with(Examples::new).add(line_of(i), || v);
+                for_each_text(array, |i, v| {
+                    if !re.is_match(v) {
+                        r.regex_mismatch.get_or_insert_with(Examples::new).add(line_of(i), || v.to_string());
                     }
-                }
+                });
             }
             if cs.unique {
-                for i in 0..array.len() {
-                    if let Some(v) = value_at(array, i) {
-                        let mut h = SipHasher13::new_with_key(&key);
-                        h.write(v.as_bytes());
-                        if !r.seen.insert(h.finish()) {
-                            r.not_unique.get_or_insert_with(Examples::new).add(line_of(i), || v);
+                let seen = &mut r.seen;
+                let not_unique = &mut r.not_unique;
+                let mut record = |i: usize, bytes: &[u8], shown: &dyn Fn() -> String| {
+                    if seen.len() >= UNIQUE_CAP {
+                        return;
+                    }
+                    let mut h = SipHasher13::new_with_key(&key);
+                    h.write(bytes);
+                    if !seen.insert(h.finish()) {
+                        not_unique.get_or_insert_with(Examples::new).add(line_of(i), shown);
+                    }
+                };
+                if let Some(a) = array.as_any().downcast_ref::<Int64Array>() {
+                    for (i, v) in a.iter().enumerate() {
+                        if let Some(v) = v {
+                            record(i, &v.to_le_bytes(), &|| v.to_string());
                         }
                     }
+                } else {
+                    for_each_text(array, |i, v| record(i, v.as_bytes(), &|| v.to_string()));
                 }
             }
         }
@@ -338,14 +398,13 @@ pub fn ingest(
             }
         }
         if let Some(l) = label_idx {
-            let col = out.column(l);
-            for i in 0..col.len() {
-                if let Some(v) = value_at(col, i)
-                    && (label_counts.len() < crate::profile::MAX_CATEGORIES || label_counts.contains_key(&v))
-                {
-                    *label_counts.entry(v).or_default() += 1;
+            for_each_text(out.column(l), |_, v| {
+                if let Some(n) = label_counts.get_mut(v) {
+                    *n += 1;
+                } else if label_counts.len() < crate::profile::MAX_CATEGORIES {
+                    label_counts.insert(v.to_string(), 1);
                 }
-            }
+            });
         }
         // ---- row identity, duplicates, k-anonymity, sample
         let hashes = checks::hash_rows(&out, label_idx, &key_idx, &key);
@@ -396,11 +455,10 @@ pub fn ingest(
             ],
         )?)?;
         data_writer.write(&out)?;
-        progress(source.records());
+        progress(records_after);
     }
     data_writer.close()?;
     rows_writer.close()?;
-    let rows = source.records();
 
     // ---- the sample, column-wise
     let sample_rows_vec: Vec<Vec<Option<f64>>> =
@@ -468,6 +526,7 @@ pub fn ingest(
     };
 
     // ---- violations
+    let mut notes = Vec::new();
     let mut violations = Vec::new();
     let mut violation = |column: &str, rule: &str, ex: Examples| {
         let show = !protected(column);
@@ -501,6 +560,9 @@ pub fn ingest(
         }
         if let Some(ex) = r.not_unique {
             violation(name, "unique", ex);
+        }
+        if r.seen.len() >= UNIQUE_CAP {
+            notes.push(format!("column {name:?}: the unique rule was checked on the first {UNIQUE_CAP} values only"));
         }
         if let Some(max) = cs.and_then(|c| c.max_null_rate) {
             let rate = if rows == 0 { 0.0 } else { nulls[c] as f64 / rows as f64 };
@@ -693,7 +755,7 @@ pub fn ingest(
     let report = IngestReport {
         status,
         reasons,
-        format: source.format.into(),
+        format: format.into(),
         rows,
         source_columns: columns.iter().map(|(n, _)| n.clone()).collect(),
         stored_columns: out_names,
@@ -706,6 +768,7 @@ pub fn ingest(
         drift,
         label_shift,
         suspicious,
+        notes,
     };
     Ok(IngestOutput { report, dir: out_dir.to_path_buf() })
 }
@@ -792,4 +855,97 @@ pub fn drift_between(
 /// For the report: profiles by name.
 pub fn profile_map(report: &IngestReport) -> HashMap<&str, &ColumnProfile> {
     report.profile.iter().map(|p| (p.name.as_str(), p)).collect()
+}
+
+/// One column of a stored table, fully in memory: numbers or category counts.
+enum FullColumn {
+    Numbers(Vec<f64>),
+    Categories(HashMap<String, u64>),
+}
+
+fn read_full_columns(path: &Path) -> Result<Vec<(String, FullColumn)>, DataError> {
+    let file = File::open(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let mut cols: Vec<(String, FullColumn)> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = match f.data_type() {
+                DataType::Int64 | DataType::Float64 => FullColumn::Numbers(Vec::new()),
+                _ => FullColumn::Categories(HashMap::new()),
+            };
+            (f.name().clone(), c)
+        })
+        .collect();
+    for batch in builder.with_batch_size(65_536).build()? {
+        let batch = batch?;
+        for (i, (_, col)) in cols.iter_mut().enumerate() {
+            let a = batch.column(i);
+            match col {
+                FullColumn::Numbers(v) => v.extend((0..a.len()).filter_map(|j| number_at(a, j))),
+                FullColumn::Categories(m) => {
+                    for j in 0..a.len() {
+                        if let Some(s) = value_at(a, j) {
+                            *m.entry(s).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(cols)
+}
+
+/// Exact drift between two stored tables (`data.parquet` files) on every
+/// shared column, using all rows: KS, PSI and JS for numbers; chi-square,
+/// PSI and JS for categories. Columns run in parallel. Memory holds both
+/// tables' numeric columns (8 bytes a value); ingest instead compares
+/// bounded samples.
+pub fn drift_tables(reference: &Path, current: &Path) -> Result<Vec<checks::ColumnDrift>, DataError> {
+    let (a, b) = std::thread::scope(|s| {
+        let ha = s.spawn(|| read_full_columns(reference));
+        let b = read_full_columns(current);
+        (ha.join().map_err(|_| DataError::Internal("reader thread".into())), b)
+    });
+    let (a, b) = (a??, b?);
+    let mut pairs: Vec<(String, FullColumn, FullColumn)> = Vec::new();
+    let mut b: HashMap<String, FullColumn> = b.into_iter().collect();
+    for (name, ca) in a {
+        if let Some(cb) = b.remove(&name) {
+            pairs.push((name, ca, cb));
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(pairs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let pairs: Vec<std::sync::Mutex<Option<(String, FullColumn, FullColumn)>>> =
+        pairs.into_iter().map(|p| std::sync::Mutex::new(Some(p))).collect();
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(slot) = pairs.get(i) else { break };
+                    let Some((name, ca, cb)) = slot.lock().ok().and_then(|mut g| g.take()) else { continue };
+                    let d = match (ca, cb) {
+                        (FullColumn::Numbers(mut x), FullColumn::Numbers(mut y)) => {
+                            Some(checks::numeric_drift(&name, &mut x, &mut y))
+                        }
+                        (FullColumn::Categories(x), FullColumn::Categories(y)) => {
+                            let (x, y): (Vec<_>, Vec<_>) = (x.into_iter().collect(), y.into_iter().collect());
+                            Some(checks::categorical_drift(&name, &x, &y))
+                        }
+                        _ => None,
+                    };
+                    if let (Some(d), Ok(mut r)) = (d, results.lock()) {
+                        r.push((i, d));
+                    }
+                }
+            });
+        }
+    });
+    let mut out = results.into_inner().map_err(|_| DataError::Internal("drift results".into()))?;
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, d)| d).collect())
 }

@@ -119,8 +119,14 @@ impl<'a> Masker<'a> {
             }
             Mask::Pseudonymize => {
                 let mut b = StringBuilder::with_capacity(array.len(), array.len() * 35);
-                for v in strings(array) {
-                    b.append_option(v.map(|v| self.protector.pseudonymize(&v)));
+                if let Some(s) = array.as_any().downcast_ref::<StringArray>() {
+                    for v in s.iter() {
+                        b.append_option(v.map(|v| self.protector.pseudonymize(v)));
+                    }
+                } else {
+                    for v in strings(array) {
+                        b.append_option(v.map(|v| self.protector.pseudonymize(&v)));
+                    }
                 }
                 Arc::new(b.finish())
             }

@@ -82,6 +82,8 @@ pub struct ColumnAccumulator {
     mean: f64,
     m2: f64,
     categories: Option<HashMap<String, u64>>,
+    /// Integer columns count their categories by value (no formatting per row).
+    int_categories: Option<HashMap<i64, u64>>,
     kmv: BTreeSet<u64>,
     kmv_key: [u8; 16],
     min_len: u64,
@@ -100,6 +102,7 @@ impl ColumnAccumulator {
             mean: 0.0,
             m2: 0.0,
             categories: Some(HashMap::new()),
+            int_categories: Some(HashMap::new()),
             kmv: BTreeSet::new(),
             kmv_key: key,
             min_len: u64::MAX,
@@ -144,8 +147,14 @@ impl ColumnAccumulator {
                         seen += 1;
                         self.count_adjusted_number(seen, v as f64);
                         self.distinct(&v.to_le_bytes());
-                        if self.categories.is_some() {
-                            self.category(&v.to_string());
+                        if let Some(map) = &mut self.int_categories {
+                            if let Some(c) = map.get_mut(&v) {
+                                *c += 1;
+                            } else if map.len() < MAX_CATEGORIES {
+                                map.insert(v, 1);
+                            } else {
+                                self.int_categories = None;
+                            }
                         }
                     }
                 }
@@ -196,13 +205,17 @@ impl ColumnAccumulator {
     /// The finished profile. `sample` holds the sampled non-null values of a
     /// numeric column; `withhold` keeps values out of the profile.
     pub fn finish(
-        self,
+        mut self,
         source_classification: crate::spec::Classification,
         mask: Option<String>,
         pii: Vec<citadel_pii::Detection>,
         sample: Option<&mut Vec<f64>>,
         withhold: bool,
     ) -> ColumnProfile {
+        if self.column_type == ColumnType::Integer {
+            self.categories =
+                self.int_categories.take().map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        }
         let non_null = self.count - self.nulls;
         let numeric = matches!(self.column_type, ColumnType::Integer | ColumnType::Float) && non_null > 0;
         let (distinct, distinct_exact) = match (&self.categories, self.column_type) {

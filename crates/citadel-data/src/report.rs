@@ -60,6 +60,9 @@ pub struct IngestReport {
     pub label_shift: Option<f64>,
     /// The checks that made the version suspicious.
     pub suspicious: Vec<String>,
+    /// Where a check ran on part of the data (bounded memory), and why.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl IngestReport {

@@ -58,7 +58,7 @@ enum Inner {
         /// Which columns take their type from the first batch.
         infer: Vec<bool>,
         /// Records reused from batch to batch.
-        pool: Vec<csv::ByteRecord>,
+        pool: Vec<csv::StringRecord>,
     },
     Parquet {
         reader: ParquetRecordBatchReader,
@@ -341,18 +341,19 @@ fn csv_error(e: &csv::Error, fallback_line: u64) -> DataError {
 /// Reads up to [`BATCH_ROWS`] records into `pool`; returns how many.
 fn read_csv_records<R: Read>(
     reader: &mut csv::Reader<BomSkipper<R>>,
-    pool: &mut Vec<csv::ByteRecord>,
+    pool: &mut Vec<csv::StringRecord>,
     width: usize,
 ) -> Result<usize, DataError> {
     let mut n = 0;
     while n < BATCH_ROWS {
         if pool.len() == n {
-            pool.push(csv::ByteRecord::new());
+            pool.push(csv::StringRecord::new());
         }
-        let more = reader.read_byte_record(&mut pool[n]).map_err(|e| csv_error(&e, 0))?;
+        // A StringRecord checks UTF-8 once for the whole record.
+        let more = reader.read_record(&mut pool[n]).map_err(|e| csv_error(&e, 0))?;
         if !more {
             let last = if n > 0 { Some(&pool[n - 1]) } else { None };
-            let spans_lines = last.is_some_and(|r| r.iter().any(|f| f.contains(&b'\n') || f.contains(&b'\r')));
+            let spans_lines = last.is_some_and(|r| r.iter().any(|f| f.contains(['\n', '\r'])));
             if reader.get_ref().quotes % 2 == 1 && spans_lines {
                 return Err(DataError::Csv {
                     line: last.and_then(|r| r.position()).map(|p| p.line()).unwrap_or(0),
@@ -386,26 +387,23 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-fn field(rec: &csv::ByteRecord, col: usize) -> Result<&str, DataError> {
-    std::str::from_utf8(&rec[col]).map(str::trim).map_err(|_| DataError::Csv {
-        line: rec.position().map(|p| p.line()).unwrap_or(0),
-        reason: format!("field {} is not valid UTF-8", col + 1),
-    })
+fn field(rec: &csv::StringRecord, col: usize) -> Result<&str, DataError> {
+    Ok(rec[col].trim())
 }
 
-fn infer_types(columns: &mut [(String, ColumnType)], rows: &[csv::ByteRecord], null_values: &[String], infer: &[bool]) {
+fn infer_types(
+    columns: &mut [(String, ColumnType)],
+    rows: &[csv::StringRecord],
+    null_values: &[String],
+    infer: &[bool],
+) {
     for (c, (_, t)) in columns.iter_mut().enumerate() {
         if !infer[c] {
             continue;
         }
         let (mut ints, mut floats, mut bools, mut any) = (true, true, true, false);
         for rec in rows {
-            let Ok(v) = std::str::from_utf8(&rec[c]).map(str::trim) else {
-                ints = false;
-                floats = false;
-                bools = false;
-                break;
-            };
+            let v = rec[c].trim();
             if is_null(v, null_values) {
                 continue;
             }
@@ -433,13 +431,13 @@ fn infer_types(columns: &mut [(String, ColumnType)], rows: &[csv::ByteRecord], n
 
 fn type_csv_records(
     columns: &[(String, ColumnType)],
-    rows: &[csv::ByteRecord],
+    rows: &[csv::StringRecord],
     null_values: &[String],
     first_line: u64,
 ) -> Result<RecordBatch, DataError> {
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (c, (name, t)) in columns.iter().enumerate() {
-        let bad = |rec: &csv::ByteRecord, i: usize| DataError::Value {
+        let bad = |rec: &csv::StringRecord, i: usize| DataError::Value {
             column: name.clone(),
             line: rec.position().map(|p| p.line()).unwrap_or(first_line + i as u64),
             expected: t.as_str(),

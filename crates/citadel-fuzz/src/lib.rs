@@ -25,6 +25,8 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("model_scan", model_scan),
     ("signature_bundle", signature_bundle),
     ("pii_value", pii_value),
+    ("table_file", table_file),
+    ("expectations", expectations),
 ];
 
 /// Any cell value from an ingested file through the PII detectors.
@@ -35,6 +37,32 @@ pub fn pii_value(data: &[u8]) {
         for d in col.finish(0.0) {
             assert!(d.confidence <= 1.0 && d.matches <= d.non_null.max(1));
         }
+    }
+}
+
+/// An uploaded table (CSV or Parquet, chosen by content) through the whole
+/// ingest: reading, typing, PII detection, profiling, hashing, writing.
+pub fn table_file(data: &[u8]) {
+    static PROTECTOR: OnceLock<citadel_crypto::DataProtector> = OnceLock::new();
+    let protector = PROTECTOR.get_or_init(|| {
+        citadel_crypto::DataProtector::new(&DataKey::from_bytes(&[9; 32]).expect("key")).expect("protector")
+    });
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let input = dir.path().join("input");
+    if std::fs::write(&input, data).is_err() {
+        return;
+    }
+    let spec = citadel_data::Expectations::default();
+    if let Ok(out) = citadel_data::ingest(&input, &spec, protector, &dir.path().join("out"), None, &|_| {}) {
+        let r = out.report;
+        assert!(r.profile.iter().all(|c| c.count == r.rows && c.nulls <= c.count));
+    }
+}
+
+/// An expectations file: every problem reported, never a panic.
+pub fn expectations(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = citadel_data::Expectations::parse(text);
     }
 }
 
@@ -198,6 +226,12 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             b"+44 20 7946 0958".to_vec(),
             b"2001:db8::1".to_vec(),
         ],
+        "table_file" => vec![
+            b"id,email,amount,when\n1,a@x.org,10.5,2024-01-02\n2,\"b,c\"\"q\"\"\",,2024-02-03\n3,c@z.org,7,\n".to_vec(),
+            b"\xEF\xBB\xBFa;b\r\n1;2\r\n".to_vec(),
+            include_bytes!("../../citadel-data/tests/fixtures/small.parquet").to_vec(),
+        ],
+        "expectations" => vec![include_bytes!("../../../datasets/adult/adult.expect.toml").to_vec()],
         _ => vec![],
     }
 }
@@ -258,7 +292,9 @@ mod tests {
             assert!(!seeds.is_empty(), "target {name} has no seeds");
             for seed in &seeds {
                 body(seed);
-                for m in mutations(seed, 3000) {
+                // An ingest writes files: fewer mutations keep the test short.
+                let n = if *name == "table_file" { 300 } else { 3000 };
+                for m in mutations(seed, n) {
                     body(&m);
                 }
             }
@@ -276,6 +312,16 @@ mod tests {
         assert!(k.is_ok(), "{k:?}");
         let recs: Vec<citadel_audit::AuditRecord> = serde_json::from_slice(&seeds("audit_records")[0]).unwrap();
         assert!(citadel_audit::verify_chain(&recs, &[], &[0; 32]).is_empty());
+        let protector = citadel_crypto::DataProtector::new(&DataKey::from_bytes(&[9; 32]).unwrap()).unwrap();
+        for (i, seed) in seeds("table_file").iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("in"), seed).unwrap();
+            let spec = citadel_data::Expectations::default();
+            let r =
+                citadel_data::ingest(&dir.path().join("in"), &spec, &protector, &dir.path().join("o"), None, &|_| {});
+            assert!(r.is_ok(), "table seed {i}: {r:?}");
+        }
+        assert!(citadel_data::Expectations::parse(std::str::from_utf8(&seeds("expectations")[0]).unwrap()).is_ok());
     }
 
     #[test]

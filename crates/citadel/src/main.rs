@@ -4,6 +4,7 @@
 //! `hint:` line.
 
 mod bench;
+mod bench_data;
 mod bench_scan;
 mod bench_sign;
 mod data_cmd;
@@ -247,6 +248,20 @@ enum BenchCmd {
         archives: u64,
         #[arg(long, default_value_t = 20)]
         archive_mib: u64,
+    },
+    /// Ingest and drift of a synthetic table (ROWS x 25 columns), next to
+    /// pandas + scipy and, with --evidently, Evidently's DataDriftPreset.
+    Data {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Also time Evidently's DataDriftPreset (pip install evidently).
+        #[arg(long)]
+        evidently: bool,
+        /// Keep the tables and the workspace afterwards.
+        #[arg(long)]
+        keep: bool,
     },
     /// Sign and verify a large file and many files, next to the model_signing
     /// CLI and openssl dgst -sha256.
@@ -1245,6 +1260,14 @@ async fn run(cli: Cli) -> Result<i32> {
             let (dir, p, pk, a, am) = (dir.clone(), *pickles, *pickle_kib, *archives, *archive_mib);
             let report = tokio::task::spawn_blocking(move || bench_scan::run(&dir, p, pk, a, am, quiet)).await??;
             out.emit(&report, || bench_scan::render(&report));
+        }
+        Command::Bench(BenchCmd::Data { dir, rows, evidently, keep }) => {
+            anyhow::ensure!(*rows >= 1000, "--rows must be at least 1000\nhint: e.g. --rows 1000000");
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, rows, evidently, keep) = (dir.clone(), *rows, *evidently, *keep);
+            let report =
+                tokio::task::spawn_blocking(move || bench_data::run(&dir, rows, evidently, keep, quiet)).await??;
+            out.emit(&report, || bench_data::render(&report));
         }
         Command::Bench(BenchCmd::Sign { dir, size_mib, files, file_mib }) => {
             anyhow::ensure!(
