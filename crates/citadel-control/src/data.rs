@@ -470,6 +470,10 @@ impl Workspace {
         if !matches!(format, "csv" | "parquet") {
             return Err(ControlError::Invalid(format!("unknown format {format:?}: use csv or parquet")));
         }
+        // Never replace what is there (a file, a link, a device such as /dev/null).
+        if out.symlink_metadata().is_ok() {
+            return Err(citadel_store::StoreError::OutputExists(out.to_path_buf()).into());
+        }
         let v = self.data_version_row(name.as_str(), version).await?;
         if v.status != "accepted" && !Self::allowed(caller, Action::DatasetRelease, &resource) {
             self.authorize(caller, Action::DatasetRelease, &format!("{resource}@{}", v.version)).await?;
@@ -721,7 +725,8 @@ fn export(
         }
     }
     tmp.as_file().sync_all().map_err(|e| io_error(tmp.path(), e))?;
-    tmp.persist(out).map_err(|e| io_error(out, e.error))?;
+    // No-clobber: a path created meanwhile is not replaced either.
+    tmp.persist_noclobber(out).map_err(|e| io_error(out, e.error))?;
     Ok(rows)
 }
 

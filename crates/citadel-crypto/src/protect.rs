@@ -13,7 +13,7 @@
 //!   equal tokens), authenticated, reversible only with the key; the control
 //!   plane allows reversal only to principals holding `detokenize`. GCM-SIV
 //!   keeps confidentiality even though nonces repeat for equal values.
-//! - **Row hashes**: SipHash-2-4 under a 128-bit key, for row identity in
+//! - **Row hashes**: SipHash-1-3 under a 128-bit key, for row identity in
 //!   diffs and poisoning checks. Keyed so that stored hashes of low-entropy
 //!   rows cannot be reversed by enumeration without the key.
 

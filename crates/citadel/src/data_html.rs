@@ -161,7 +161,14 @@ table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #eee;padding:2p
     h + "</body></html>\n"
 }
 
+/// Writes the report atomically; an existing regular file is replaced, but
+/// never a device, directory or link (`--html /dev/null` must not swap out /dev/null).
 pub fn write(path: &Path, v: &DataVersion) -> std::io::Result<()> {
+    if let Ok(m) = path.symlink_metadata()
+        && !m.is_file()
+    {
+        return Err(std::io::Error::other("the path exists and is not a regular file"));
+    }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::fs::write(tmp.path(), render(v))?;

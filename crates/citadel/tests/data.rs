@@ -223,7 +223,8 @@ fn personal_data_is_masked_before_it_is_stored_and_released_by_role() {
 
     // A data scientist may read, but not reverse tokens.
     let sci = token_for(&ws, "sci", &["data-scientist"]);
-    let o = as_user(&ws, &sci, &["data", "get", "customers", "-o", "/dev/null", "--detokenize"]);
+    let sci_out = ws.root.parent().unwrap().join("sci.csv");
+    let o = as_user(&ws, &sci, &["data", "get", "customers", "-o", sci_out.to_str().unwrap(), "--detokenize"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("permission denied"));
     // A data steward reads everything and may reverse the tokens.
@@ -330,13 +331,17 @@ fn versions_are_checked_against_their_predecessor() {
     assert!((relabelled - expected).abs() < 0.005, "relabelled {relabelled}, expected about {expected}");
 
     // Quarantined: nobody but a data steward reads it, and a steward releases it.
-    let o = ws.run(&["data", "get", "adult-p@2", "-o", "/dev/null"]);
+    let out = ws.root.parent().unwrap().join("p2.csv");
+    let o = ws.run(&["data", "get", "adult-p@2", "-o", out.to_str().unwrap()]);
     assert!(!o.status.success(), "the owner (admin) may not read a quarantined version");
     let steward = token_for(&ws, "steward", &["data-steward"]);
     let released =
         ok_json(as_user(&ws, &steward, &["data", "release", "adult-p@2", "--note", "checked with the source"]));
     assert_eq!(released["status"], "accepted");
-    ws.ok(&["data", "get", "adult-p@2", "-o", "/dev/null", "--format", "csv"]);
+    ws.ok(&["data", "get", "adult-p@2", "-o", out.to_str().unwrap(), "--format", "csv"]);
+    // An existing output is never replaced.
+    let o = ws.run(&["data", "get", "adult-p@2", "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("exists"), "{}", stderr(&o));
 
     // Diff by keyed row hashes: the flipped rows are removed and re-added.
     let diff = ws.json(&["data", "diff", "adult-p@1", "adult-p@2"]);
