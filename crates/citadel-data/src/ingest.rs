@@ -857,10 +857,12 @@ pub fn profile_map(report: &IngestReport) -> HashMap<&str, &ColumnProfile> {
     report.profile.iter().map(|p| (p.name.as_str(), p)).collect()
 }
 
-/// One column of a stored table, fully in memory: numbers or category counts.
+/// One column of a stored table, fully in memory: numbers or category counts
+/// (`Skipped` past MAX_CATEGORIES distinct values: no categorical test there).
 enum FullColumn {
     Numbers(Vec<f64>),
     Categories(HashMap<String, u64>),
+    Skipped,
 }
 
 fn read_full_columns(path: &Path) -> Result<Vec<(String, FullColumn)>, DataError> {
@@ -883,14 +885,29 @@ fn read_full_columns(path: &Path) -> Result<Vec<(String, FullColumn)>, DataError
         for (i, (_, col)) in cols.iter_mut().enumerate() {
             let a = batch.column(i);
             match col {
-                FullColumn::Numbers(v) => v.extend((0..a.len()).filter_map(|j| number_at(a, j))),
-                FullColumn::Categories(m) => {
-                    for j in 0..a.len() {
-                        if let Some(s) = value_at(a, j) {
-                            *m.entry(s).or_default() += 1;
-                        }
+                FullColumn::Numbers(v) => {
+                    if let Some(x) = a.as_any().downcast_ref::<Int64Array>() {
+                        v.extend(x.iter().flatten().map(|n| n as f64));
+                    } else if let Some(x) = a.as_any().downcast_ref::<Float64Array>() {
+                        v.extend(x.iter().flatten());
                     }
                 }
+                FullColumn::Categories(m) => {
+                    let mut overflow = false;
+                    for_each_text(a, |_, s| {
+                        if let Some(n) = m.get_mut(s) {
+                            *n += 1;
+                        } else if m.len() < crate::profile::MAX_CATEGORIES {
+                            m.insert(s.to_string(), 1);
+                        } else {
+                            overflow = true;
+                        }
+                    });
+                    if overflow {
+                        *col = FullColumn::Skipped;
+                    }
+                }
+                FullColumn::Skipped => {}
             }
         }
     }
