@@ -376,6 +376,16 @@ impl Workspace {
         for r in rows {
             out.push(self.data_version_row(name.as_str(), Some(r.try_get("version")?)).await?);
         }
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "dataset.read",
+                &format!("dataset:{name}"),
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"what": "profiles of every version", "versions": out.len()}),
+            ))
+            .await?;
         Ok(out)
     }
 

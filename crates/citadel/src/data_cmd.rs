@@ -166,6 +166,9 @@ pub fn render_report(head: &str, r: &IngestReport) -> String {
             );
         }
     }
+    for note in &r.notes {
+        s += &format!("  note: {note}\n");
+    }
     if !r.reasons.is_empty() {
         s += "\n  reasons:\n";
         for reason in &r.reasons {
