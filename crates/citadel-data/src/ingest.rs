@@ -28,13 +28,13 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use siphasher::sip::SipHasher13;
 
+use crate::DataError;
 use crate::checks::{self, DuplicateTracker, KAnonymity, NoveltyCounter, Reference};
 use crate::mask::{Masker, masked_type};
-use crate::profile::{ColumnAccumulator, ColumnProfile};
+use crate::profile::ColumnAccumulator;
 use crate::report::{IngestReport, Status, Violation};
 use crate::source::{Source, arrow_type};
 use crate::spec::{Classification, ColumnType, Expectations, Mask, OnFailure};
-use crate::{DataError, stats};
 
 pub const DATA_FILE: &str = "data.parquet";
 pub const ROWS_FILE: &str = "rows.parquet";
@@ -831,7 +831,7 @@ fn read_feature_labels(path: &Path) -> Result<std::vec::IntoIter<(u64, Option<u6
     Ok(read_rows(path)?.into_iter().map(|r| (r.features, r.label)).collect::<Vec<_>>().into_iter())
 }
 
-/// Re-export for diffs: drift between two stored versions from their reports and samples.
+/// Drift between two stored versions, from their reports and row samples (for diffs).
 pub fn drift_between(
     a: &IngestReport,
     a_dir: &Path,
@@ -848,13 +848,7 @@ pub fn drift_between(
             out.push(checks::categorical_drift(&col.name, r, c));
         }
     }
-    let _ = stats::PSI_EPSILON;
     Ok(out)
-}
-
-/// For the report: profiles by name.
-pub fn profile_map(report: &IngestReport) -> HashMap<&str, &ColumnProfile> {
-    report.profile.iter().map(|p| (p.name.as_str(), p)).collect()
 }
 
 /// One column of a stored table, fully in memory: numbers or category counts
