@@ -31,7 +31,7 @@ use siphasher::sip::SipHasher13;
 use crate::DataError;
 use crate::checks::{self, DuplicateTracker, KAnonymity, NoveltyCounter, Reference};
 use crate::mask::{Masker, masked_type};
-use crate::profile::ColumnAccumulator;
+use crate::profile::{ColumnAccumulator, ColumnProfile};
 use crate::report::{IngestReport, Status, Violation};
 use crate::source::{Source, arrow_type};
 use crate::spec::{Classification, ColumnType, Expectations, Mask, OnFailure};
@@ -658,18 +658,10 @@ pub fn ingest(
             if d.key.contains(name) {
                 continue;
             }
-            let cur_col = &profile[i];
-            let mut dr = if let (Some(mut r), Some(mut c)) = (
-                prev_sample.get(name).cloned(),
-                numeric_out
-                    .iter()
-                    .position(|&o| o == i)
-                    .map(|j| sample_rows_vec.iter().filter_map(|row| row[j]).collect::<Vec<f64>>()),
-            ) {
-                checks::numeric_drift(name, &mut r, &mut c)
-            } else if let (Some(r), Some(c)) = (&prev_col.categories, &cur_col.categories) {
-                checks::categorical_drift(name, r, c)
-            } else {
+            let cur_sample = numeric_out.iter().position(|&o| o == i).map(|j| sample_columns[j].as_slice());
+            let Some(mut dr) =
+                column_drift(prev_col, &profile[i], prev_sample.get(name).map(Vec::as_slice), cur_sample)
+            else {
                 continue;
             };
             let n = &novelty[i];
@@ -839,16 +831,28 @@ pub fn drift_between(
     b_dir: &Path,
 ) -> Result<Vec<checks::ColumnDrift>, DataError> {
     let (sa, sb) = (read_sample(&a_dir.join(SAMPLE_FILE))?, read_sample(&b_dir.join(SAMPLE_FILE))?);
-    let mut out = Vec::new();
-    for col in &b.profile {
-        let Some(prev) = a.column(&col.name) else { continue };
-        if let (Some(r), Some(c)) = (sa.get(&col.name), sb.get(&col.name)) {
-            out.push(checks::numeric_drift(&col.name, &mut r.clone(), &mut c.clone()));
-        } else if let (Some(r), Some(c)) = (&prev.categories, &col.categories) {
-            out.push(checks::categorical_drift(&col.name, r, c));
-        }
+    Ok(b.profile
+        .iter()
+        .filter_map(|col| {
+            let prev = a.column(&col.name)?;
+            column_drift(prev, col, sa.get(&col.name).map(Vec::as_slice), sb.get(&col.name).map(Vec::as_slice))
+        })
+        .collect())
+}
+
+/// One column's drift: the numeric tests on the two row samples when both
+/// versions have one, else the categorical tests on exact category counts.
+fn column_drift(
+    previous: &ColumnProfile,
+    current: &ColumnProfile,
+    previous_sample: Option<&[f64]>,
+    current_sample: Option<&[f64]>,
+) -> Option<checks::ColumnDrift> {
+    match (previous_sample, current_sample, &previous.categories, &current.categories) {
+        (Some(r), Some(c), _, _) => Some(checks::numeric_drift(&current.name, &mut r.to_vec(), &mut c.to_vec())),
+        (_, _, Some(r), Some(c)) => Some(checks::categorical_drift(&current.name, r, c)),
+        _ => None,
     }
-    Ok(out)
 }
 
 /// One column of a stored table, fully in memory: numbers or category counts
