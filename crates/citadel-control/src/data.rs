@@ -173,6 +173,21 @@ impl Workspace {
         Ok(citadel_crypto::DataProtector::new(&secret)?)
     }
 
+    /// Records a read of dataset contents (profile, rows, hashes) and what was read.
+    async fn audit_data_read(&self, caller: &Caller, resource: &str, details: serde_json::Value) -> Result<()> {
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "dataset.read",
+                resource,
+                Outcome::Success,
+                &caller.request_id,
+                details,
+            ))
+            .await?;
+        Ok(())
+    }
+
     async fn latest_data_version(&self, name: &str) -> Result<Option<i64>> {
         let row = sqlx::query("SELECT MAX(version) AS v FROM data_versions WHERE dataset_name = $1")
             .bind(name)
@@ -376,16 +391,12 @@ impl Workspace {
         for r in rows {
             out.push(self.data_version_row(name.as_str(), Some(r.try_get("version")?)).await?);
         }
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "dataset.read",
-                &format!("dataset:{name}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"what": "profiles of every version", "versions": out.len()}),
-            ))
-            .await?;
+        self.audit_data_read(
+            caller,
+            &format!("dataset:{name}"),
+            serde_json::json!({"what": "profiles of every version", "versions": out.len()}),
+        )
+        .await?;
         Ok(out)
     }
 
@@ -412,16 +423,12 @@ impl Workspace {
         let resource = format!("dataset:{name}");
         self.authorize(caller, Action::DatasetRead, &resource).await?;
         let v = self.data_version_row(name.as_str(), version).await?;
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "dataset.read",
-                &format!("{resource}@{}", v.version),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"what": "profile", "columns": v.report.stored_columns}),
-            ))
-            .await?;
+        self.audit_data_read(
+            caller,
+            &format!("{resource}@{}", v.version),
+            serde_json::json!({"what": "profile", "columns": v.report.stored_columns}),
+        )
+        .await?;
         Ok(v)
     }
 
@@ -506,16 +513,7 @@ impl Workspace {
             columns.push(c.name.clone());
         }
         // Recorded before any byte leaves the store.
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "dataset.read",
-                &format!("{resource}@{}", v.version),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"what": "rows", "format": format, "columns": columns, "withheld": withheld, "detokenized": detokenized, "output": out.display().to_string()}),
-            ))
-            .await?;
+        self.audit_data_read(caller, &format!("{resource}@{}", v.version), serde_json::json!({"what": "rows", "format": format, "columns": columns, "withheld": withheld, "detokenized": detokenized, "output": out.display().to_string()})).await?;
         let work = WorkDir::new(&self.config.workspace)?;
         let dir = self.restore_data(&v, &work.0).await?;
         let protector = if detokenized.is_empty() { None } else { Some(self.data_protector().await?) };
@@ -549,16 +547,12 @@ impl Workspace {
         let a = self.data_version_row(na.as_str(), va).await?;
         let b = self.data_version_row(nb.as_str(), vb).await?;
         for v in [&a, &b] {
-            self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    "dataset.read",
-                    &format!("dataset:{}@{}", v.dataset, v.version),
-                    Outcome::Success,
-                    &caller.request_id,
-                    serde_json::json!({"what": "diff", "columns": "row hashes, profile, sample"}),
-                ))
-                .await?;
+            self.audit_data_read(
+                caller,
+                &format!("dataset:{}@{}", v.dataset, v.version),
+                serde_json::json!({"what": "diff", "columns": "row hashes, profile, sample"}),
+            )
+            .await?;
         }
         let work = WorkDir::new(&self.config.workspace)?;
         let (da, db) = (self.restore_data(&a, &work.0).await?, self.restore_data(&b, &work.0).await?);
