@@ -1,0 +1,222 @@
+//! In-process inference for ONNX models.
+//!
+//! Two engines, chosen per model at load:
+//! - the **native executor** ([`graph`]) runs graphs that use the ONNX-ML
+//!   domain — what skl2onnx writes for scikit-learn models (linear models,
+//!   MLPs, random forests, gradient boosting, histogram gradient boosting).
+//!   tract rejects ZipMap, mislabels TreeEnsembleClassifier and refuses
+//!   GradientBoosting's two base values, so these operators are ours and
+//!   match onnxruntime to float rounding;
+//! - **tract** runs every other graph (standard ONNX operators only: the
+//!   networks exported from PyTorch, Keras, JAX).
+//!
+//! A graph that ends in ZipMap serves the probability tensor that feeds it.
+//! A model is bytes in, tensors out: nothing is read from disk, nothing
+//! executes but the listed operators, and declared sizes are bounded before
+//! anything is allocated.
+
+mod graph;
+pub mod proto;
+mod tensor;
+mod tract_engine;
+mod tree;
+
+pub use tensor::{DType, Data, Tensor, element_count};
+
+use prost::Message;
+use std::collections::HashMap;
+
+/// Model files above this size are refused before decoding.
+pub const MAX_MODEL_BYTES: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The model file is malformed or inconsistent.
+    #[error("model: {0}")]
+    Model(String),
+    /// The model uses something this runtime does not execute.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The request's tensors do not fit the model.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// A declared input or output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoSpec {
+    pub name: String,
+    pub dtype: DType,
+    /// `None` marks a dynamic dimension (usually the batch).
+    pub shape: Vec<Option<usize>>,
+}
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Native,
+    Tract,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Native => "citadel-native",
+            Engine::Tract => "tract",
+        }
+    }
+}
+
+enum Runner {
+    Native(graph::Plan),
+    Tract(tract_engine::TractModel),
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Runner::Native(_) => f.write_str("Native"),
+            Runner::Tract(_) => f.write_str("Tract"),
+        }
+    }
+}
+
+/// A loaded model, ready to run on many threads at once.
+#[derive(Debug)]
+pub struct Model {
+    pub inputs: Vec<IoSpec>,
+    pub outputs: Vec<IoSpec>,
+    pub engine: Engine,
+    pub producer: String,
+    runner: Runner,
+}
+
+fn tensor_spec(name: &str, t: &proto::TypeProto) -> Result<IoSpec, InferError> {
+    let tt = t.tensor_type.as_ref().ok_or_else(|| {
+        InferError::Unsupported(format!("{name} is not a tensor (sequences and maps are not served)"))
+    })?;
+    let dtype = DType::from_onnx(tt.elem_type)
+        .ok_or_else(|| InferError::Unsupported(format!("{name} has ONNX element type {}", tt.elem_type)))?;
+    let shape = tt
+        .shape
+        .as_ref()
+        .map(|s| s.dim.iter().map(|d| d.dim_value.and_then(|v| usize::try_from(v).ok()).filter(|&v| v > 0)).collect())
+        .unwrap_or_default();
+    Ok(IoSpec { name: name.to_string(), dtype, shape })
+}
+
+impl Model {
+    /// Decodes, checks and compiles a model.
+    pub fn load(bytes: &[u8]) -> Result<Model, InferError> {
+        if bytes.len() > MAX_MODEL_BYTES {
+            return Err(InferError::Model(format!("{} bytes; at most {MAX_MODEL_BYTES} are served", bytes.len())));
+        }
+        let model =
+            proto::ModelProto::decode(bytes).map_err(|e| InferError::Model(format!("not an ONNX model ({e})")))?;
+        let graph = model.graph.as_ref().ok_or_else(|| InferError::Model("the model has no graph".into()))?;
+        let onnx_opset = model
+            .opset_import
+            .iter()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .max()
+            .unwrap_or(1);
+        let constants: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let mut inputs = Vec::new();
+        for i in graph.input.iter().filter(|i| !constants.contains(i.name.as_str())) {
+            let t = i.r#type.as_ref().ok_or_else(|| InferError::Model(format!("input {} has no type", i.name)))?;
+            inputs.push(tensor_spec(&i.name, t)?);
+        }
+        if inputs.is_empty() {
+            return Err(InferError::Model("the model declares no inputs".into()));
+        }
+        let producer: HashMap<&str, &proto::NodeProto> =
+            graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
+        let mut outputs = Vec::new();
+        for o in &graph.output {
+            match producer.get(o.name.as_str()) {
+                Some(n) if n.op_type == "ZipMap" => {
+                    let classes = n
+                        .attribute
+                        .iter()
+                        .find(|a| a.name == "classlabels_int64s" || a.name == "classlabels_strings")
+                        .map(|a| a.ints.len().max(a.strings.len()));
+                    outputs.push(IoSpec { name: o.name.clone(), dtype: DType::F32, shape: vec![None, classes] });
+                }
+                _ => {
+                    let t =
+                        o.r#type.as_ref().ok_or_else(|| InferError::Model(format!("output {} has no type", o.name)))?;
+                    outputs.push(tensor_spec(&o.name, t)?);
+                }
+            }
+        }
+        let uses_ml = graph.node.iter().any(|n| n.domain == "ai.onnx.ml");
+        let native = uses_ml && graph.node.iter().all(|n| graph::supports(&n.domain, &n.op_type));
+        let (engine, runner) = if native {
+            (Engine::Native, Runner::Native(graph::Plan::compile(graph, graph::Opsets { onnx: onnx_opset }, &inputs)?))
+        } else if uses_ml {
+            let n = graph
+                .node
+                .iter()
+                .find(|n| !graph::supports(&n.domain, &n.op_type))
+                .map(|n| format!("{}:{}", if n.domain.is_empty() { "ai.onnx" } else { &n.domain }, n.op_type))
+                .unwrap_or_default();
+            return Err(InferError::Unsupported(format!(
+                "operator {n} (graphs that use ONNX-ML operators run on the native executor, which lacks it)"
+            )));
+        } else {
+            (Engine::Tract, Runner::Tract(tract_engine::TractModel::load(bytes, &inputs)?))
+        };
+        Ok(Model { inputs, outputs, engine, producer: model.producer_name.clone(), runner })
+    }
+
+    /// Checks tensors against the declared inputs: count, element type, rank and fixed dimensions.
+    pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), InferError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(InferError::Input(format!(
+                "the model takes {} input(s) ({}), {} given",
+                self.inputs.len(),
+                self.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+                inputs.len()
+            )));
+        }
+        for (spec, t) in self.inputs.iter().zip(inputs) {
+            if t.dtype() != spec.dtype {
+                return Err(InferError::Input(format!(
+                    "input {} must be {}, got {}",
+                    spec.name,
+                    spec.dtype.v2_name(),
+                    t.dtype().v2_name()
+                )));
+            }
+            if !spec.shape.is_empty() {
+                let fits = spec.shape.len() == t.shape.len()
+                    && spec.shape.iter().zip(&t.shape).all(|(d, &n)| d.is_none_or(|d| d == n));
+                if !fits {
+                    return Err(InferError::Input(format!(
+                        "input {} must have shape {}, got {:?}",
+                        spec.name,
+                        shape_text(&spec.shape),
+                        t.shape
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the model on inputs in declared order; outputs come in declared order.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
+        self.check_inputs(&inputs)?;
+        match &self.runner {
+            Runner::Native(plan) => plan.run(inputs),
+            Runner::Tract(m) => m.run(inputs),
+        }
+    }
+}
+
+/// `[-1, 10]` style text for a declared shape.
+pub fn shape_text(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.map_or("-1".to_string(), |d| d.to_string())).collect();
+    format!("[{}]", dims.join(", "))
+}
