@@ -4,7 +4,8 @@
 # for the test run to source:
 #   - PostgreSQL (Debian package), a throwaway cluster owned by user postgres;
 #   - an S3-compatible server: moto[server] from PyPI, with one bucket;
-#   - SoftHSM2 (Debian package), with a private token directory.
+#   - SoftHSM2 (Debian package), with a private token directory;
+#   - promtool (Debian prometheus), tritonclient[http] (PyPI) for the gateway tests.
 # Idempotent: servers already answering are left running.
 set -euo pipefail
 STATE=${CITADEL_SERVICES_DIR:-/tmp/citadel-services}
@@ -19,6 +20,10 @@ need_apt=()
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
+# The gateway tests: promtool validates /metrics, curl and openssl are the clients.
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
@@ -85,6 +90,12 @@ if ! "$VENV/bin/model_signing" --help >/dev/null 2>&1 || ! "$VENV/bin/python" -c
   "$VENV/bin/pip" install -q "model-signing==1.1.1" "pyOpenSSL==26.4.0" "cyclonedx-python-lib[json-validation]==8.9.0"
 fi
 
+# The official Open Inference Protocol client, for the gateway's interop test.
+if ! "$VENV/bin/python" -c 'import tritonclient.http, numpy' 2>/dev/null; then
+  log "installing tritonclient[http] 2.73.0 (pip, into $VENV)"
+  "$VENV/bin/pip" install -q "tritonclient[http]==2.73.0" "numpy==2.2.6"
+fi
+
 # ---------------------------------------------------------------- SoftHSM2
 mkdir -p "$STATE/softhsm/tokens"
 cat >"$STATE/softhsm/softhsm2.conf" <<CONF
@@ -104,5 +115,6 @@ export SOFTHSM2_CONF='$STATE/softhsm/softhsm2.conf'
 export CITADEL_TEST_PKCS11_MODULE='$softhsm_module'
 export CITADEL_TEST_MODEL_SIGNING='$VENV/bin/model_signing'
 export CITADEL_TEST_VENV_PYTHON='$VENV/bin/python'
+export CITADEL_TEST_PROMTOOL='$(command -v promtool)'
 ENV
 log "ready: $STATE/env"

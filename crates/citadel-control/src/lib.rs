@@ -10,9 +10,11 @@
 
 pub mod config;
 mod data;
+mod deploy;
 mod registry;
 
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
+pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -402,6 +404,19 @@ impl Workspace {
             }
         }
         Ok(Caller { principal, grants, request_id: citadel_types::random_id("req-") })
+    }
+
+    /// The caller for an enabled principal named by an external credential
+    /// (a verified JWT subject or a mapped client certificate). Grants still
+    /// come from this workspace: an unknown or disabled principal is refused.
+    pub async fn caller_for_principal_name(&self, name: &str) -> Result<Caller> {
+        let p = citadel_store::principal_by_name(self.db.pool(), name)
+            .await?
+            .ok_or(ControlError::Unauthenticated("unknown principal"))?;
+        if p.disabled_at.is_some() {
+            return Err(ControlError::Unauthenticated("principal disabled"));
+        }
+        self.caller_for(p).await
     }
 
     /// The workspace owner: the CLI's identity when no token is given.

@@ -9,6 +9,7 @@ mod bench_scan;
 mod bench_sign;
 mod data_cmd;
 mod data_html;
+mod serve_cmd;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -116,6 +117,11 @@ enum Command {
         #[arg(long)]
         sarif: Option<PathBuf>,
     },
+    /// Serve the live deployments over HTTPS (Open Inference Protocol V2).
+    Serve(serve_cmd::ServeArgs),
+    /// Map endpoints to model versions: single, canary, blue-green, A/B, shadow.
+    #[command(subcommand)]
+    Deploy(serve_cmd::DeployCmd),
     /// Datasets: ingest with validation, PII masking and poisoning checks; versions, diff, export.
     #[command(subcommand)]
     Data(data_cmd::DataCmd),
@@ -1180,6 +1186,17 @@ async fn run(cli: Cli) -> Result<i32> {
                 s
             });
             return Ok(if failed { 2 } else { 0 });
+        }
+        Command::Serve(args) => {
+            let (ws, caller) = open(&cli).await?;
+            let dir = cli.workspace.clone();
+            return serve_cmd::run_serve(ws, caller, args.clone(), &out, dir).await;
+        }
+        Command::Deploy(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = serve_cmd::run_deploy(&ws, &caller, cmd.clone(), &out).await;
+            ws.close().await?;
+            return result;
         }
         Command::Data(cmd) => {
             let (ws, caller) = open(&cli).await?;

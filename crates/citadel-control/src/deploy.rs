@@ -1,0 +1,386 @@
+//! Deployments: an endpoint name mapped to model versions under a strategy.
+//!
+//! Decisions:
+//! - A change is a new revision of the endpoint (kept forever, removals
+//!   included), committed with its audit record. Gateways poll the live
+//!   revisions and swap their routing atomically, so a change needs no
+//!   restart and in-flight requests finish on the models they started on.
+//! - Stage rules: every target must have been approved into `staging` or
+//!   `production` (each passed approval, signature verification and the
+//!   workspace's Rego gate); a single-target deployment serves a
+//!   `production` version, and every deployment includes at least one.
+//!   Staging versions take traffic only beside it (canary, the other color,
+//!   an A/B arm, a shadow), because entering production archives the
+//!   previous production version.
+//! - Deploying does not load models; gateways load each version through
+//!   verified loading and refuse (and audit) any whose bytes changed.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use citadel_audit::Outcome;
+use citadel_policy::Action;
+use citadel_types::{Name, Timestamp};
+
+use crate::{Caller, ControlError, Result, Workspace, event};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// One version takes all traffic.
+    Single,
+    /// Traffic split by weight, per request.
+    Canary,
+    /// Two colors; `active` takes all traffic; switching is one revision.
+    BlueGreen,
+    /// Sticky assignment by a hash of the principal (or a header).
+    Ab,
+    /// The primary answers; a fraction is mirrored to the candidate, whose answers are recorded only.
+    Shadow,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = ControlError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "single" => Strategy::Single,
+            "canary" => Strategy::Canary,
+            "blue-green" | "bluegreen" => Strategy::BlueGreen,
+            "ab" | "a-b" | "a/b" => Strategy::Ab,
+            "shadow" => Strategy::Shadow,
+            other => {
+                return Err(ControlError::Invalid(format!(
+                    "unknown strategy {other:?}; use single, canary, blue-green, ab or shadow"
+                )));
+            }
+        })
+    }
+}
+
+/// One model version an endpoint routes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// `primary`, `canary`, `blue`, `green`, `a`, `b`, `shadow`… (unique within the deployment).
+    pub label: String,
+    pub model: String,
+    pub version: i64,
+    /// Canary weight (relative); ignored by other strategies.
+    #[serde(default)]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    pub strategy: Strategy,
+    pub targets: Vec<Target>,
+    /// Blue/green: the label that takes traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
+    /// A/B: hash this request header instead of the principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_header: Option<String>,
+    /// Shadow: the fraction of requests mirrored to the candidate.
+    #[serde(default)]
+    pub shadow_fraction: f64,
+}
+
+impl DeploymentSpec {
+    /// Checks the shape of a spec (not the registry): every problem at once.
+    pub fn check(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let labels: std::collections::HashSet<&str> = self.targets.iter().map(|t| t.label.as_str()).collect();
+        if labels.len() != self.targets.len() {
+            problems.push("target labels must be unique".to_string());
+        }
+        for t in &self.targets {
+            if Name::parse(&t.model).is_err() {
+                problems.push(format!("{:?} is not a model name", t.model));
+            }
+            if t.version < 1 {
+                problems.push(format!("{}: versions start at 1", t.label));
+            }
+            if t.label.is_empty()
+                || t.label.len() > 32
+                || !t.label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                problems.push(format!("{:?} is not a target label (letters, digits, '-')", t.label));
+            }
+        }
+        let n = self.targets.len();
+        match self.strategy {
+            Strategy::Single if n != 1 => problems.push("single takes exactly one target".into()),
+            Strategy::Canary => {
+                if n < 2 {
+                    problems.push("canary takes two or more targets".into());
+                }
+                if self.targets.iter().map(|t| u64::from(t.weight)).sum::<u64>() == 0 {
+                    problems.push("canary weights must not all be 0 (write MODEL@V:WEIGHT)".into());
+                }
+            }
+            Strategy::BlueGreen => {
+                if n != 2 {
+                    problems.push("blue-green takes exactly two targets".into());
+                }
+                match &self.active {
+                    Some(a) if labels.contains(a.as_str()) => {}
+                    Some(a) => problems.push(format!("active color {a:?} is not a target label")),
+                    None => problems.push("blue-green needs --active LABEL".into()),
+                }
+            }
+            Strategy::Ab if n < 2 => problems.push("ab takes two or more targets".into()),
+            Strategy::Shadow => {
+                if n != 2 {
+                    problems.push("shadow takes a primary and one shadow target".into());
+                }
+                if !(self.shadow_fraction > 0.0 && self.shadow_fraction <= 1.0) {
+                    problems.push("shadow needs --shadow-fraction in (0, 1]".into());
+                }
+            }
+            _ => {}
+        }
+        if let Some(h) = &self.sticky_header
+            && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            problems.push(format!("{h:?} is not a header name"));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ControlError::Invalid(problems.join("; "))) }
+    }
+
+    /// The target that answers by default.
+    pub fn primary(&self) -> Option<&Target> {
+        match self.strategy {
+            // The heaviest target; the first listed among equals.
+            Strategy::Canary => self.targets.iter().rev().max_by_key(|t| t.weight),
+            Strategy::BlueGreen => self.targets.iter().find(|t| Some(&t.label) == self.active.as_ref()),
+            _ => self.targets.first(),
+        }
+    }
+}
+
+/// A live deployment revision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    pub name: String,
+    pub revision: i64,
+    pub spec: DeploymentSpec,
+    pub updated_by: String,
+    pub updated_at: Timestamp,
+}
+
+/// One entry of an endpoint's history (`spec` is `None` for a removal).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentRevision {
+    pub revision: i64,
+    pub spec: Option<DeploymentSpec>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+}
+
+impl Workspace {
+    /// Creates or changes an endpoint. Returns the new revision.
+    pub async fn deploy_set(&self, caller: &Caller, name: &str, spec: &DeploymentSpec) -> Result<Deployment> {
+        let name = Name::parse(name)?;
+        let resource = format!("deployment:{name}");
+        self.authorize(caller, Action::DeploymentManage, &resource).await?;
+        let result = self.deploy_commit(caller, name.as_str(), Some(spec), &resource).await;
+        if let Err(e) = &result {
+            self.audit_failure(caller, Action::DeploymentManage, &resource, e).await;
+        }
+        let revision = result?;
+        Ok(Deployment {
+            name: name.to_string(),
+            revision,
+            spec: spec.clone(),
+            updated_by: caller.principal.name.clone(),
+            updated_at: Timestamp::now(),
+        })
+    }
+
+    /// Blue/green: makes `label` the active color (one new revision; switching back is the same call).
+    pub async fn deploy_switch(&self, caller: &Caller, name: &str, label: &str) -> Result<Deployment> {
+        let current =
+            self.deploy_get(caller, name).await?.ok_or_else(|| ControlError::NotFound(format!("deployment {name}")))?;
+        if current.spec.strategy != Strategy::BlueGreen {
+            return Err(ControlError::Invalid(format!("{name} is not a blue-green deployment")));
+        }
+        let mut spec = current.spec;
+        spec.active = Some(label.to_string());
+        self.deploy_set(caller, name, &spec).await
+    }
+
+    /// Removes an endpoint (gateways stop serving it at their next poll).
+    pub async fn deploy_remove(&self, caller: &Caller, name: &str) -> Result<i64> {
+        let name = Name::parse(name)?;
+        let resource = format!("deployment:{name}");
+        self.authorize(caller, Action::DeploymentManage, &resource).await?;
+        self.deploy_commit(caller, name.as_str(), None, &resource).await
+    }
+
+    async fn deploy_commit(
+        &self,
+        caller: &Caller,
+        name: &str,
+        spec: Option<&DeploymentSpec>,
+        resource: &str,
+    ) -> Result<i64> {
+        if let Some(spec) = spec {
+            spec.check()?;
+            self.check_stages(spec).await?;
+        }
+        let now = Timestamp::now();
+        let mut tx = self.db.begin_audited().await?;
+        let row = sqlx::query("SELECT MAX(revision) AS r FROM deployment_revisions WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx.conn())
+            .await?;
+        let revision = row.try_get::<Option<i64>, _>("r")?.unwrap_or(0) + 1;
+        let spec_json =
+            spec.map(serde_json::to_string).transpose().map_err(|e| ControlError::Invalid(e.to_string()))?;
+        sqlx::query("INSERT INTO deployment_revisions (name, revision, spec, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(name)
+            .bind(revision)
+            .bind(spec_json.clone())
+            .bind(&caller.principal.id)
+            .bind(now.0)
+            .execute(&mut *tx.conn())
+            .await?;
+        match &spec_json {
+            Some(json) => {
+                sqlx::query("DELETE FROM deployments WHERE name = $1").bind(name).execute(&mut *tx.conn()).await?;
+                sqlx::query(
+                    "INSERT INTO deployments (name, revision, spec, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(name)
+                .bind(revision)
+                .bind(json)
+                .bind(&caller.principal.id)
+                .bind(now.0)
+                .execute(&mut *tx.conn())
+                .await?;
+            }
+            None => {
+                let gone =
+                    sqlx::query("DELETE FROM deployments WHERE name = $1").bind(name).execute(&mut *tx.conn()).await?;
+                if gone.rows_affected() == 0 {
+                    return Err(ControlError::NotFound(format!("deployment {name}")));
+                }
+            }
+        }
+        tx.commit(event(
+            &caller.principal.id,
+            if spec.is_some() { "deployment.set" } else { "deployment.remove" },
+            resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"revision": revision, "spec": spec}),
+        ))
+        .await?;
+        Ok(revision)
+    }
+
+    async fn check_stages(&self, spec: &DeploymentSpec) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut in_production = 0;
+        for t in &spec.targets {
+            let row = sqlx::query("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
+                .bind(&t.model)
+                .bind(t.version)
+                .fetch_optional(self.db.pool())
+                .await?;
+            let Some(row) = row else {
+                problems.push(format!("{}@{} is not registered", t.model, t.version));
+                continue;
+            };
+            let stage: String = row.try_get("stage")?;
+            match stage.as_str() {
+                "production" => in_production += 1,
+                "staging" if spec.strategy != Strategy::Single => {}
+                "staging" => problems.push(format!(
+                    "{}@{} is in staging; a single-target deployment serves production versions only (use canary, blue-green, ab or shadow beside a production version)",
+                    t.model, t.version
+                )),
+                other => problems.push(format!(
+                    "{}@{} is in {other}; only versions approved into staging or production are deployed",
+                    t.model, t.version
+                )),
+            }
+        }
+        if problems.is_empty() && in_production == 0 {
+            problems.push("at least one target must be in production".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ControlError::Invalid(problems.join("; "))) }
+    }
+
+    /// One endpoint's live revision.
+    pub async fn deploy_get(&self, caller: &Caller, name: &str) -> Result<Option<Deployment>> {
+        let name = Name::parse(name)?;
+        self.authorize(caller, Action::ModelRead, &format!("deployment:{name}")).await?;
+        Ok(self.deployments_live().await?.into_iter().find(|d| d.name == name.as_str()))
+    }
+
+    /// Every live deployment (what gateways poll; no caller: the gateway holds the workspace).
+    pub async fn deployments_live(&self) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query("SELECT name, revision, spec, updated_by, updated_at FROM deployments ORDER BY name")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let spec: String = r.try_get("spec")?;
+                Ok(Deployment {
+                    name: r.try_get("name")?,
+                    revision: r.try_get("revision")?,
+                    spec: serde_json::from_str(&spec)
+                        .map_err(|e| ControlError::Invalid(format!("stored deployment: {e}")))?,
+                    updated_by: r.try_get("updated_by")?,
+                    updated_at: Timestamp(r.try_get("updated_at")?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn deploy_list(&self, caller: &Caller) -> Result<Vec<Deployment>> {
+        self.authorize(caller, Action::ModelRead, "deployment:*").await?;
+        self.deployments_live().await
+    }
+
+    /// Every revision of an endpoint, oldest first.
+    pub async fn deploy_history(&self, caller: &Caller, name: &str) -> Result<Vec<DeploymentRevision>> {
+        let name = Name::parse(name)?;
+        self.authorize(caller, Action::ModelRead, &format!("deployment:{name}")).await?;
+        let rows = sqlx::query(
+            "SELECT revision, spec, created_by, created_at FROM deployment_revisions WHERE name = $1 ORDER BY revision",
+        )
+        .bind(name.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let spec: Option<String> = r.try_get("spec")?;
+                Ok(DeploymentRevision {
+                    revision: r.try_get("revision")?,
+                    spec: spec
+                        .map(|s| serde_json::from_str(&s))
+                        .transpose()
+                        .map_err(|e| ControlError::Invalid(format!("stored deployment: {e}")))?,
+                    created_by: r.try_get("created_by")?,
+                    created_at: Timestamp(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Parses `[LABEL=]MODEL@VERSION[:WEIGHT]`.
+pub fn parse_target(s: &str, default_label: &str) -> Result<Target> {
+    let bad = || ControlError::Invalid(format!("{s:?} is not a target; write [LABEL=]MODEL@VERSION[:WEIGHT]"));
+    let (label, rest) = match s.split_once('=') {
+        Some((l, r)) => (l.to_string(), r),
+        None => (default_label.to_string(), s),
+    };
+    let (model_version, weight) = match rest.split_once(':') {
+        Some((mv, w)) => (mv, w.parse::<u32>().map_err(|_| bad())?),
+        None => (rest, 0),
+    };
+    let (model, version) = model_version.split_once('@').ok_or_else(bad)?;
+    Ok(Target { label, model: model.to_string(), version: version.parse().map_err(|_| bad())?, weight })
+}

@@ -1,0 +1,1020 @@
+//! The gateway: accept loop, routing table, request pipeline.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+
+use citadel_audit::{AuditEvent, Outcome};
+use citadel_control::{Caller, Deployment, DeploymentSpec, Strategy, Target, Workspace};
+use citadel_infer::{Data, Model, Tensor};
+use citadel_policy::{Action, Decision};
+use citadel_types::Timestamp;
+
+use crate::auth::{Authenticator, JwtVerifier};
+use crate::metrics::{ErrorLabels, LimitLabels, Metrics, ModelLabels, RequestLabels};
+use crate::tls::{ReloadingCert, fingerprint};
+use crate::{ServeConfig, ServeError, Transport, openapi, v2};
+
+type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+type Body = Full<Bytes>;
+
+/// A verified, compiled model version.
+#[derive(Debug)]
+struct Loaded {
+    model: Model,
+    name: String,
+    version: i64,
+    root_digest: String,
+}
+
+/// One endpoint at one deployment revision.
+#[derive(Debug)]
+struct Endpoint {
+    name: String,
+    revision: i64,
+    spec: DeploymentSpec,
+    targets: Vec<(Target, Arc<Loaded>)>,
+    concurrency: Arc<Semaphore>,
+    counter: AtomicU64,
+}
+
+/// A refusal or failure answered to the client.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    retry_after: Option<u64>,
+}
+
+fn api(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError { status, message: message.into(), kind, retry_after: None }
+}
+
+/// What the access log and metrics learn about a request as it proceeds.
+#[derive(Debug, Default)]
+struct RequestFacts {
+    principal: Option<String>,
+    endpoint: Option<String>,
+    model: Option<String>,
+    version: Option<String>,
+}
+
+/// Where a running gateway listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub addr: SocketAddr,
+    pub scheme: &'static str,
+    pub dev_ca: Option<std::path::PathBuf>,
+}
+
+pub struct Gateway {
+    ws: Arc<Workspace>,
+    loader: Caller,
+    config: ServeConfig,
+    auth: Authenticator,
+    routes: RwLock<Arc<HashMap<String, Arc<Endpoint>>>>,
+    loaded: Mutex<HashMap<(String, i64), Arc<Loaded>>>,
+    /// Revisions that failed to load, so a broken revision is reported once, not every poll.
+    failed: Mutex<HashMap<String, i64>>,
+    metrics: Metrics,
+    principal_limits: Keyed,
+    endpoint_limits: Keyed,
+    log: Option<mpsc::Sender<String>>,
+    log_dropped: AtomicU64,
+    ready: AtomicBool,
+    captures: Mutex<HashMap<String, VecDeque<Value>>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("listen", &self.config.listen).finish()
+    }
+}
+
+fn quota(per_sec: u32, burst: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(per_sec.max(1)).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN))
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+impl Gateway {
+    /// Binds, loads the deployments once, and serves until `shutdown` resolves.
+    /// `on_listening` is told the bound address before the first request is accepted.
+    pub async fn run(
+        ws: Arc<Workspace>,
+        loader: Caller,
+        config: ServeConfig,
+        on_listening: impl FnOnce(&Listening),
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        if matches!(config.transport, Transport::PlainLoopback) && !is_loopback(&config.listen) {
+            return Err(ServeError::Config(format!(
+                "plain HTTP is only served on loopback, not {}; use TLS (--cert/--key) for other addresses",
+                config.listen
+            )));
+        }
+        let jwt = match &config.jwt {
+            Some((path, iss, aud)) => Some(JwtVerifier::from_jwks_file(path, iss, aud)?),
+            None => None,
+        };
+        let (tls, dev_ca, cert) = match &config.transport {
+            Transport::PlainLoopback => (None, None, None),
+            Transport::Tls { cert, key } => {
+                let c = ReloadingCert::open(cert, key)?;
+                (
+                    Some(crate::tls::server_config(
+                        c.clone(),
+                        config.client_ca.as_deref(),
+                        config.require_client_cert,
+                    )?),
+                    None,
+                    Some(c),
+                )
+            }
+            Transport::DevSelfSigned(dir) => {
+                let (cert, key) = crate::tls::dev_self_signed(dir)?;
+                let c = ReloadingCert::open(&cert, &key)?;
+                (
+                    Some(crate::tls::server_config(
+                        c.clone(),
+                        config.client_ca.as_deref(),
+                        config.require_client_cert,
+                    )?),
+                    Some(cert),
+                    Some(c),
+                )
+            }
+        };
+        let log = match &config.access_log {
+            Some(path) => Some(spawn_log_writer(path)?),
+            None => None,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServeError::Io(format!("binding {}: {e}", config.listen)))?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
+        let gw = Arc::new(Gateway {
+            auth: Authenticator::new(ws.clone(), jwt, config.client_principals.clone(), config.auth_cache_ttl),
+            principal_limits: RateLimiter::keyed(quota(
+                config.rate.per_principal_per_sec,
+                config.rate.per_principal_burst,
+            )),
+            endpoint_limits: RateLimiter::keyed(quota(
+                config.rate.per_endpoint_per_sec,
+                config.rate.per_endpoint_burst,
+            )),
+            ws,
+            loader,
+            routes: RwLock::new(Arc::new(HashMap::new())),
+            loaded: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            metrics: Metrics::new(),
+            log,
+            log_dropped: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            captures: Mutex::new(HashMap::new()),
+            config,
+        });
+        gw.reconcile().await;
+        gw.ready.store(true, Ordering::SeqCst);
+        {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(gw.config.poll_interval);
+                loop {
+                    tick.tick().await;
+                    gw.reconcile().await;
+                    if let Some(c) = &cert {
+                        if let Err(e) = c.refresh() {
+                            gw.emit(json!({"ts": Timestamp::now().to_string(), "event": "tls.reload_failed", "error": e.to_string()}));
+                        }
+                    }
+                    gw.principal_limits.retain_recent();
+                    gw.endpoint_limits.retain_recent();
+                }
+            });
+        }
+        on_listening(&Listening { addr, scheme: if tls.is_some() { "https" } else { "http" }, dev_ca });
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let connections = Arc::new(Semaphore::new(gw.config.limits.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(_) => {
+                        // Out of descriptors or similar: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let gw = gw.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                gw.metrics.connections.inc();
+                match acceptor {
+                    None => gw.serve_connection(stream, peer, None).await,
+                    Some(acc) => {
+                        let handshake = tokio::time::timeout(gw.config.limits.header_timeout, acc.accept(stream)).await;
+                        if let Ok(Ok(tls)) = handshake {
+                            let fp =
+                                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| fingerprint(c));
+                            gw.serve_connection(tls, peer, fp).await;
+                        }
+                    }
+                }
+                gw.metrics.connections.dec();
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+
+    async fn serve_connection<S>(self: &Arc<Self>, stream: S, peer: SocketAddr, client_fp: Option<String>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let gw = self.clone();
+        let client_fp = client_fp.map(Arc::new);
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let gw = gw.clone();
+            let fp = client_fp.clone();
+            async move { Ok::<_, Infallible>(gw.handle(req, peer, fp.as_deref().map(String::as_str)).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.limits.header_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    }
+
+    fn emit(&self, line: Value) {
+        if let Some(tx) = &self.log
+            && tx.try_send(line.to_string()).is_err()
+        {
+            self.log_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        resource: &str,
+        outcome: Outcome,
+        request_id: &str,
+        details: Value,
+    ) {
+        let _ = self
+            .ws
+            .db()
+            .append_audit(AuditEvent {
+                ts: Timestamp::now(),
+                actor: actor.to_string(),
+                action: action.to_string(),
+                resource: resource.to_string(),
+                outcome,
+                request_id: request_id.to_string(),
+                details,
+            })
+            .await;
+    }
+
+    /// Brings the routing table to the live deployments. A revision whose
+    /// models do not all load is refused (audited once) and the endpoint
+    /// keeps serving its previous revision.
+    async fn reconcile(&self) {
+        let live = match self.ws.deployments_live().await {
+            Ok(l) => l,
+            Err(e) => {
+                self.emit(json!({"ts": Timestamp::now().to_string(), "event": "deployments.poll_failed", "error": e.to_string()}));
+                return;
+            }
+        };
+        let current = self.routes.read().map(|r| r.clone()).unwrap_or_default();
+        let unchanged = live.len() == current.len()
+            && live.iter().all(|d| current.get(&d.name).is_some_and(|e| e.revision == d.revision));
+        if unchanged {
+            return;
+        }
+        let mut next: HashMap<String, Arc<Endpoint>> = HashMap::new();
+        for d in live {
+            if let Some(e) = current.get(&d.name).filter(|e| e.revision == d.revision) {
+                next.insert(d.name.clone(), e.clone());
+                continue;
+            }
+            let already_failed = self.failed.lock().map(|f| f.get(&d.name) == Some(&d.revision)).unwrap_or(false);
+            if already_failed {
+                if let Some(e) = current.get(&d.name) {
+                    next.insert(d.name.clone(), e.clone());
+                }
+                continue;
+            }
+            match self.load_endpoint(&d).await {
+                Ok(e) => {
+                    self.emit(json!({"ts": Timestamp::now().to_string(), "event": "deployment.loaded", "endpoint": d.name, "revision": d.revision}));
+                    next.insert(d.name.clone(), Arc::new(e));
+                }
+                Err((target, reason)) => {
+                    if let Ok(mut f) = self.failed.lock() {
+                        f.insert(d.name.clone(), d.revision);
+                    }
+                    self.metrics
+                        .model_load_failures
+                        .get_or_create(&ModelLabels {
+                            endpoint: d.name.clone(),
+                            model: target.model.clone(),
+                            version: target.version.to_string(),
+                        })
+                        .inc();
+                    self.audit(
+                        &self.loader.principal.id,
+                        "deployment.load",
+                        &format!("deployment:{}", d.name),
+                        Outcome::Failure,
+                        &citadel_types::random_id("req-"),
+                        json!({"revision": d.revision, "model": target.model, "version": target.version, "reason": reason,
+                               "still_serving": current.get(&d.name).map(|e| e.revision)}),
+                    )
+                    .await;
+                    self.emit(json!({"ts": Timestamp::now().to_string(), "event": "deployment.load_refused", "endpoint": d.name,
+                                     "revision": d.revision, "model": target.model, "version": target.version, "reason": reason}));
+                    if let Some(e) = current.get(&d.name) {
+                        next.insert(d.name.clone(), e.clone());
+                    }
+                }
+            }
+        }
+        if let Ok(mut r) = self.routes.write() {
+            *r = Arc::new(next);
+        }
+    }
+
+    async fn load_endpoint(&self, d: &Deployment) -> Result<Endpoint, (Target, String)> {
+        let mut targets = Vec::new();
+        for t in &d.spec.targets {
+            let key = (t.model.clone(), t.version);
+            let cached = self.loaded.lock().ok().and_then(|l| l.get(&key).cloned());
+            let loaded = match cached {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(self.load_model(t).await.map_err(|e| (t.clone(), e))?);
+                    if let Ok(mut m) = self.loaded.lock() {
+                        m.insert(key, l.clone());
+                    }
+                    l
+                }
+            };
+            targets.push((t.clone(), loaded));
+        }
+        // Drop compiled models no live deployment uses any more.
+        Ok(Endpoint {
+            name: d.name.clone(),
+            revision: d.revision,
+            spec: d.spec.clone(),
+            targets,
+            concurrency: Arc::new(Semaphore::new(self.config.limits.max_concurrency_per_model)),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    async fn load_model(&self, t: &Target) -> Result<Loaded, String> {
+        let verified =
+            self.ws.model_load(&self.loader, &t.model, &t.version.to_string()).await.map_err(|e| e.to_string())?;
+        let path = verified.path.clone();
+        let root_digest = verified.root_digest.clone();
+        let model = tokio::task::spawn_blocking(move || -> Result<Model, String> {
+            let file = if path.is_dir() {
+                let onnx: Vec<_> = std::fs::read_dir(&path)
+                    .map_err(|e| e.to_string())?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+                    .collect();
+                match onnx.as_slice() {
+                    [one] => one.clone(),
+                    _ => return Err(format!("the model holds {} .onnx files; exactly one is served", onnx.len())),
+                }
+            } else {
+                path.clone()
+            };
+            let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
+            let model = Model::load(&bytes).map_err(|e| e.to_string())?;
+            drop(verified);
+            Ok(model)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest })
+    }
+
+    fn endpoint(&self, name: &str) -> Option<Arc<Endpoint>> {
+        self.routes.read().ok().and_then(|r| r.get(name).cloned())
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        client_fp: Option<&str>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| citadel_types::random_id("req-"));
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut facts = RequestFacts::default();
+        let bytes_in = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let result = tokio::time::timeout(
+            self.config.limits.request_timeout,
+            self.route(req, client_fp, &request_id, &mut facts),
+        )
+        .await;
+        let mut response = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => self.error_response(e, &facts),
+            Err(_) => self.error_response(
+                api(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the request took longer than the gateway's request timeout",
+                ),
+                &facts,
+            ),
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        if let (Some(endpoint), Some(model), Some(version)) = (&facts.endpoint, &facts.model, &facts.version) {
+            self.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    endpoint: endpoint.clone(),
+                    model: model.clone(),
+                    version: version.clone(),
+                    principal: facts.principal.clone().unwrap_or_else(|| "anonymous".into()),
+                    code: status.to_string(),
+                })
+                .inc();
+            if status == 200 {
+                self.metrics
+                    .latency
+                    .get_or_create(&ModelLabels {
+                        endpoint: endpoint.clone(),
+                        model: model.clone(),
+                        version: version.clone(),
+                    })
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
+        if self.log.is_some() {
+            self.emit(json!({
+                "ts": Timestamp::now().to_string(),
+                "request_id": request_id,
+                "remote": peer.to_string(),
+                "method": method.as_str(),
+                "path": path,
+                "status": status,
+                "latency_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                "principal": facts.principal,
+                "endpoint": facts.endpoint,
+                "model": facts.model,
+                "version": facts.version,
+                "bytes_in": bytes_in,
+            }));
+        }
+        response
+    }
+
+    fn error_response(&self, e: ApiError, facts: &RequestFacts) -> Response<Body> {
+        self.metrics
+            .errors
+            .get_or_create(&ErrorLabels {
+                endpoint: facts.endpoint.clone().unwrap_or_default(),
+                kind: e.kind.to_string(),
+            })
+            .inc();
+        let mut r = json_response(e.status, &json!({"error": e.message}));
+        if let Some(s) = e.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
+        if e.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+
+    async fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        client_fp: Option<&str>,
+        facts: &mut RequestFacts,
+    ) -> Result<Arc<Caller>, ApiError> {
+        let authz = match req.headers().get(hyper::header::AUTHORIZATION) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| api(StatusCode::UNAUTHORIZED, "unauthenticated", "malformed Authorization header"))?,
+            ),
+            None => None,
+        };
+        let caller = self.auth.authenticate(authz, client_fp).await.map_err(|f| {
+            api(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                format!("{}; hint: send Authorization: Bearer <token>", f.0),
+            )
+        })?;
+        facts.principal = Some(caller.principal.name.clone());
+        Ok(caller)
+    }
+
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: &str,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        match citadel_policy::decide(&caller.grants, action, resource) {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny => {
+                self.audit(
+                    &caller.principal.id,
+                    action.as_str(),
+                    resource,
+                    Outcome::Denied,
+                    request_id,
+                    json!({"principal_name": caller.principal.name, "via": "gateway"}),
+                )
+                .await;
+                Err(api(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("{} may not {} on {resource}", caller.principal.name, action.as_str()),
+                ))
+            }
+        }
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client_fp: Option<&str>,
+        request_id: &str,
+        facts: &mut RequestFacts,
+    ) -> Result<Response<Body>, ApiError> {
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = req.method().clone();
+        match (method, segments.as_slice()) {
+            (Method::GET, ["v2", "health", "live"]) => Ok(json_response(StatusCode::OK, &json!({"live": true}))),
+            (Method::GET, ["v2", "health", "ready"]) => {
+                let ready = self.ready.load(Ordering::SeqCst);
+                Ok(json_response(
+                    if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+                    &json!({"ready": ready}),
+                ))
+            }
+            (Method::GET, ["v2"]) => Ok(json_response(
+                StatusCode::OK,
+                &json!({"name": "citadel", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+            )),
+            (Method::GET, ["openapi.json"]) => Ok(json_response(StatusCode::OK, &openapi::document())),
+            (Method::GET, ["metrics"]) => {
+                let caller = self.authenticate(&req, client_fp, facts).await?;
+                self.authorize(&caller, Action::ConfigRead, "gateway:metrics", request_id).await?;
+                let mut r = Response::new(Full::new(Bytes::from(self.metrics.encode())));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                Ok(r)
+            }
+            (Method::GET, ["v2", "admin", "capture", name]) => {
+                let caller = self.authenticate(&req, client_fp, facts).await?;
+                self.authorize(&caller, Action::AuditRead, &format!("deployment:{name}"), request_id).await?;
+                let rows: Vec<Value> = self
+                    .captures
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(*name).map(|q| q.iter().cloned().collect()))
+                    .unwrap_or_default();
+                Ok(json_response(StatusCode::OK, &json!({"endpoint": name, "records": rows})))
+            }
+            (m, ["v2", "models", name, rest @ ..]) => {
+                let (version, tail) = match rest {
+                    ["versions", v, tail @ ..] => (
+                        Some(v.parse::<i64>().map_err(|_| {
+                            api(StatusCode::BAD_REQUEST, "bad_request", "the model version must be a number")
+                        })?),
+                        tail,
+                    ),
+                    tail => (None, tail),
+                };
+                let name = name.to_string();
+                facts.endpoint = Some(name.clone());
+                let caller = self.authenticate(&req, client_fp, facts).await?;
+                self.authorize(&caller, Action::Infer, &format!("model:{name}"), request_id).await?;
+                let endpoint = self.endpoint(&name).ok_or_else(|| {
+                    api(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("no deployment named {name} is served; hint: citadel deploy ls"),
+                    )
+                })?;
+                if let Some(v) = version
+                    && !endpoint.targets.iter().any(|(t, _)| t.version == v)
+                {
+                    return Err(api(StatusCode::NOT_FOUND, "not_found", format!("{name} does not serve version {v}")));
+                }
+                match (m, tail) {
+                    (Method::GET, []) => Ok(json_response(StatusCode::OK, &model_metadata(&endpoint, version))),
+                    (Method::GET, ["ready"]) => {
+                        Ok(json_response(StatusCode::OK, &json!({"name": name, "ready": true})))
+                    }
+                    (Method::POST, ["infer"]) => self.infer(req, &caller, endpoint, version, request_id, facts).await,
+                    _ => Err(api(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))),
+                }
+            }
+            _ => Err(api(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}; the API is described at /openapi.json"),
+            )),
+        }
+    }
+
+    fn check_rate(
+        &self,
+        key: &str,
+        limiter: &Keyed,
+        scope: &'static str,
+        endpoint: &str,
+        principal: &str,
+    ) -> Result<(), ApiError> {
+        match limiter.check_key(&key.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                self.metrics
+                    .rate_limited
+                    .get_or_create(&LimitLabels {
+                        endpoint: endpoint.to_string(),
+                        principal: principal.to_string(),
+                        scope: scope.to_string(),
+                    })
+                    .inc();
+                let mut e = api(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("rate limit per {scope} exceeded; retry later"),
+                );
+                e.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+                Err(e)
+            }
+        }
+    }
+
+    /// Picks the target that answers, and the shadow (if any) that is mirrored.
+    fn choose(
+        &self,
+        endpoint: &Endpoint,
+        caller: &Caller,
+        req_headers: &hyper::HeaderMap,
+        pinned: Option<i64>,
+    ) -> (usize, Option<usize>) {
+        if let Some(v) = pinned {
+            return (endpoint.targets.iter().position(|(t, _)| t.version == v).unwrap_or(0), None);
+        }
+        let n = endpoint.counter.fetch_add(1, Ordering::Relaxed);
+        let spec = &endpoint.spec;
+        match spec.strategy {
+            Strategy::Single => (0, None),
+            Strategy::Canary => {
+                let total: u64 = endpoint.targets.iter().map(|(t, _)| u64::from(t.weight)).sum::<u64>().max(1);
+                let mut x = splitmix(n) % total;
+                for (i, (t, _)) in endpoint.targets.iter().enumerate() {
+                    if x < u64::from(t.weight) {
+                        return (i, None);
+                    }
+                    x -= u64::from(t.weight);
+                }
+                (0, None)
+            }
+            Strategy::BlueGreen => {
+                (endpoint.targets.iter().position(|(t, _)| Some(&t.label) == spec.active.as_ref()).unwrap_or(0), None)
+            }
+            Strategy::Ab => {
+                let key = spec
+                    .sticky_header
+                    .as_ref()
+                    .and_then(|h| req_headers.get(h.as_str()))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(&caller.principal.id);
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (endpoint.name.as_str(), key).hash(&mut h);
+                ((h.finish() % endpoint.targets.len() as u64) as usize, None)
+            }
+            Strategy::Shadow => {
+                let mirror = (splitmix(n) as f64 / u64::MAX as f64) < spec.shadow_fraction;
+                (0, if mirror { Some(1) } else { None })
+            }
+        }
+    }
+
+    async fn infer(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        caller: &Caller,
+        endpoint: Arc<Endpoint>,
+        pinned: Option<i64>,
+        request_id: &str,
+        facts: &mut RequestFacts,
+    ) -> Result<Response<Body>, ApiError> {
+        let principal = caller.principal.name.clone();
+        self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)?;
+        self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal)?;
+        let (served, shadow) = self.choose(&endpoint, caller, req.headers(), pinned);
+        let (target, loaded) = endpoint.targets[served].clone();
+        facts.model = Some(target.model.clone());
+        facts.version = Some(target.version.to_string());
+        let max = self.config.limits.max_body_bytes;
+        if let Some(len) = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > max as u64
+        {
+            return Err(api(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {max} bytes"),
+            ));
+        }
+        let header_len = match req.headers().get("inference-header-content-length") {
+            Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or_else(|| {
+                api(StatusCode::BAD_REQUEST, "bad_request", "Inference-Header-Content-Length must be a number")
+            })?),
+            None => None,
+        };
+        let body = Limited::new(req.into_body(), max).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                api(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {max} bytes"))
+            } else {
+                api(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")
+            }
+        })?;
+        let body = body.to_bytes();
+        let request = v2::decode(&body, header_len, self.config.limits.max_tensor_elements)
+            .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
+        let inputs = order_inputs(&loaded.model, request.inputs)?;
+        let _permit =
+            match tokio::time::timeout(Duration::from_secs(2), endpoint.concurrency.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(api(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        format!("{} is at its concurrency limit; retry", endpoint.name),
+                    ));
+                }
+            };
+        let elements: usize = inputs.iter().map(Tensor::len).sum();
+        let shadow_inputs = shadow.map(|_| inputs.clone());
+        let outputs = if elements <= 4096 {
+            loaded.model.run(inputs)
+        } else {
+            let l = loaded.clone();
+            tokio::task::spawn_blocking(move || l.model.run(inputs))
+                .await
+                .map_err(|_| api(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed"))?
+        }
+        .map_err(|e| match e {
+            citadel_infer::InferError::Input(m) => api(StatusCode::BAD_REQUEST, "bad_request", m),
+            other => api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", other.to_string()),
+        })?;
+        let mut selected = Vec::new();
+        for (i, spec) in loaded.model.outputs.iter().enumerate() {
+            let wanted = match &request.outputs {
+                None => Some(request.binary_output),
+                Some(list) => list.iter().find(|(n, _)| n == &spec.name).map(|(_, b)| *b),
+            };
+            if let Some(binary) = wanted {
+                selected.push((spec.name.clone(), outputs[i].clone(), binary));
+            }
+        }
+        if let Some(list) = &request.outputs
+            && let Some((missing, _)) = list.iter().find(|(n, _)| !loaded.model.outputs.iter().any(|o| &o.name == n))
+        {
+            return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no output {missing}")));
+        }
+        self.capture(&endpoint.name, request_id, &target, "served", &outputs);
+        if let (Some(si), Some(inputs)) = (shadow, shadow_inputs) {
+            let (st, sl) = endpoint.targets[si].clone();
+            let gw = self.clone();
+            let name = endpoint.name.clone();
+            let served_first = outputs.first().cloned();
+            let rid = request_id.to_string();
+            tokio::task::spawn_blocking(move || {
+                let labels =
+                    ModelLabels { endpoint: name.clone(), model: st.model.clone(), version: st.version.to_string() };
+                gw.metrics.shadow_requests.get_or_create(&labels).inc();
+                if let Ok(out) = sl.model.run(inputs) {
+                    if out.first() != served_first.as_ref() {
+                        gw.metrics.shadow_disagreements.get_or_create(&labels).inc();
+                    }
+                    gw.capture(&name, &rid, &st, "shadow", &out);
+                }
+            });
+        }
+        let (body, json_len) =
+            v2::encode(&endpoint.name, &target.version.to_string(), request.id.as_deref(), &selected);
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        match json_len {
+            Some(n) => {
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
+                    r.headers_mut().insert("inference-header-content-length", v);
+                }
+            }
+            None => {
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+        }
+        let _ = &loaded.root_digest;
+        Ok(r)
+    }
+
+    /// Keeps the last `capture_rows` answers per endpoint for monitoring:
+    /// which version answered and what it answered (outputs only; request
+    /// inputs are not kept here because they may carry personal data).
+    fn capture(&self, endpoint: &str, request_id: &str, target: &Target, role: &str, outputs: &[Tensor]) {
+        if self.config.capture_rows == 0 {
+            return;
+        }
+        let record = json!({
+            "ts": Timestamp::now().to_string(),
+            "request_id": request_id,
+            "model": target.model,
+            "version": target.version,
+            "role": role,
+            "outputs": outputs.iter().map(|t| json!({"shape": t.shape, "data": tensor_json(t)})).collect::<Vec<_>>(),
+        });
+        if let Ok(mut c) = self.captures.lock() {
+            let q = c.entry(endpoint.to_string()).or_default();
+            if q.len() >= self.config.capture_rows {
+                q.pop_front();
+            }
+            q.push_back(record);
+        }
+    }
+}
+
+fn tensor_json(t: &Tensor) -> Value {
+    match &t.data {
+        Data::F32(v) => json!(v),
+        Data::F64(v) => json!(v),
+        Data::I32(v) => json!(v),
+        Data::I64(v) => json!(v),
+        Data::Bool(v) => json!(v),
+        Data::Str(v) => json!(v),
+    }
+}
+
+fn splitmix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Puts request inputs in the model's declared order, naming what is missing or unknown.
+fn order_inputs(model: &Model, mut given: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, ApiError> {
+    let mut out = Vec::with_capacity(model.inputs.len());
+    for spec in &model.inputs {
+        let i = given.iter().position(|(n, _)| n == &spec.name).ok_or_else(|| {
+            api(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "input {} ({} {}) is missing",
+                    spec.name,
+                    spec.dtype.v2_name(),
+                    citadel_infer::shape_text(&spec.shape)
+                ),
+            )
+        })?;
+        let (name, t) = given.swap_remove(i);
+        v2::check_finite(&name, &t).map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
+        out.push(t);
+    }
+    if let Some((extra, _)) = given.first() {
+        return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no input {extra}")));
+    }
+    model.check_inputs(&out).map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    Ok(out)
+}
+
+fn model_metadata(e: &Endpoint, version: Option<i64>) -> Value {
+    let (_, primary) = match version {
+        Some(v) => e.targets.iter().find(|(t, _)| t.version == v).cloned().unwrap_or_else(|| e.targets[0].clone()),
+        None => e
+            .spec
+            .primary()
+            .and_then(|p| e.targets.iter().find(|(t, _)| t.label == p.label).cloned())
+            .unwrap_or_else(|| e.targets[0].clone()),
+    };
+    let io = |specs: &[citadel_infer::IoSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": s.shape.iter().map(|d| d.map_or(-1, |d| d as i64)).collect::<Vec<_>>()}))
+            .collect()
+    };
+    json!({
+        "name": e.name,
+        "versions": e.targets.iter().map(|(t, _)| t.version.to_string()).collect::<Vec<_>>(),
+        "platform": "onnx",
+        "inputs": io(&primary.model.inputs),
+        "outputs": io(&primary.model.outputs),
+        "parameters": {"model": primary.name, "version": primary.version, "runtime": primary.model.engine.as_str(),
+                       "strategy": e.spec.strategy, "revision": e.revision, "root_digest": primary.root_digest},
+    })
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Access log lines go through a bounded queue to one writer; a full queue drops lines (counted), never blocks serving.
+fn spawn_log_writer(path: &std::path::Path) -> Result<mpsc::Sender<String>, ServeError> {
+    use std::io::Write;
+    let (tx, mut rx) = mpsc::channel::<String>(16_384);
+    let mut out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| ServeError::Io(format!("access log {}: {e}", path.display())))?,
+        )
+    };
+    std::thread::spawn(move || {
+        let mut buf = std::io::BufWriter::new(&mut out);
+        while let Some(line) = rx.blocking_recv() {
+            let _ = writeln!(buf, "{line}");
+            if rx.is_empty() {
+                let _ = buf.flush();
+            }
+        }
+        let _ = buf.flush();
+    });
+    Ok(tx)
+}

@@ -1,0 +1,133 @@
+//! The data plane: `citadel serve`.
+//!
+//! An HTTPS gateway speaking the Open Inference Protocol V2 (REST, JSON
+//! tensors and the binary tensor data extension). It serves the live
+//! deployments of a workspace: every model version is obtained through
+//! verified loading (AEAD, digest and signature checked), every call is
+//! authenticated and authorized (`model.infer` on `model:ENDPOINT`), rate
+//! limited per principal and per endpoint (GCRA), bounded in body size,
+//! tensor elements, time and concurrency, and logged without tokens or
+//! payload values.
+//!
+//! Gateways hold no state of their own: routing comes from the database,
+//! polled every `poll_interval`, so many replicas can serve one workspace.
+
+mod auth;
+mod gateway;
+mod metrics;
+mod openapi;
+pub mod tls;
+mod v2;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use auth::JwtVerifier;
+pub use gateway::{Gateway, Listening};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Control(#[from] citadel_control::ControlError),
+}
+
+/// How connections are secured.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Certificate and key files (PEM), reloaded when they change.
+    Tls { cert: PathBuf, key: PathBuf },
+    /// A self-signed localhost certificate written into this directory.
+    DevSelfSigned(PathBuf),
+    /// No TLS; only allowed on a loopback address.
+    PlainLoopback,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_tensor_elements: usize,
+    pub request_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub max_concurrency_per_model: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 << 20,
+            max_tensor_elements: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
+            max_concurrency_per_model: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub per_principal_per_sec: u32,
+    pub per_principal_burst: u32,
+    pub per_endpoint_per_sec: u32,
+    pub per_endpoint_burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_principal_per_sec: 1000,
+            per_principal_burst: 2000,
+            per_endpoint_per_sec: 20_000,
+            per_endpoint_burst: 40_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub transport: Transport,
+    /// PEM CA that client certificates must chain to (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    pub require_client_cert: bool,
+    /// Client-certificate SHA-256 fingerprint → principal name.
+    pub client_principals: HashMap<String, String>,
+    /// JWKS file, issuer and audience for JWT bearer tokens.
+    pub jwt: Option<(PathBuf, String, String)>,
+    pub limits: Limits,
+    pub rate: RateLimits,
+    pub poll_interval: Duration,
+    pub auth_cache_ttl: Duration,
+    /// Where JSON access logs go (`-` for stdout); none to disable.
+    pub access_log: Option<PathBuf>,
+    /// Inference records kept per endpoint for monitoring.
+    pub capture_rows: usize,
+}
+
+impl ServeConfig {
+    pub fn new(listen: SocketAddr, transport: Transport) -> ServeConfig {
+        ServeConfig {
+            listen,
+            transport,
+            client_ca: None,
+            require_client_cert: false,
+            client_principals: HashMap::new(),
+            jwt: None,
+            limits: Limits::default(),
+            rate: RateLimits::default(),
+            poll_interval: Duration::from_secs(1),
+            auth_cache_ttl: Duration::from_secs(5),
+            access_log: None,
+            capture_rows: 1000,
+        }
+    }
+}

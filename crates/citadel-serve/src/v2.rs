@@ -1,0 +1,304 @@
+//! Open Inference Protocol V2 bodies: JSON tensors and the binary tensor
+//! data extension (`Inference-Header-Content-Length`), decoded with bounds
+//! checked before anything is allocated.
+
+use citadel_infer::{DType, Data, Tensor, element_count};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// A request the gateway refuses, with the status and a message for the caller.
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+fn bad(m: impl Into<String>) -> BadRequest {
+    BadRequest(m.into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputJson {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestJson {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<InputJson>,
+    #[serde(default)]
+    outputs: Option<Vec<OutputJson>>,
+}
+
+/// A decoded infer request.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    /// Inputs by name, in request order.
+    pub inputs: Vec<(String, Tensor)>,
+    /// Requested outputs (None: all) and whether each wants binary data.
+    pub outputs: Option<Vec<(String, bool)>>,
+    /// Request-level `binary_data_output`.
+    pub binary_output: bool,
+}
+
+/// Decodes a request body. `header_len` is `Inference-Header-Content-Length` when present.
+pub fn decode(body: &[u8], header_len: Option<usize>, max_elements: usize) -> Result<InferRequest, BadRequest> {
+    let (json_part, mut binary) = match header_len {
+        Some(n) if n <= body.len() => (&body[..n], &body[n..]),
+        Some(n) => {
+            return Err(bad(format!("Inference-Header-Content-Length {n} exceeds the body ({} bytes)", body.len())));
+        }
+        None => (body, &[][..]),
+    };
+    let req: RequestJson =
+        serde_json::from_slice(json_part).map_err(|e| bad(format!("the request is not a V2 infer request: {e}")))?;
+    if req.inputs.is_empty() {
+        return Err(bad("the request has no inputs"));
+    }
+    let mut total = 0usize;
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let dtype = DType::from_v2_name(&input.datatype).ok_or_else(|| {
+            bad(format!(
+                "input {}: datatype {} is not served (FP32, FP64, INT32, INT64, BOOL, BYTES)",
+                input.name, input.datatype
+            ))
+        })?;
+        let shape: Vec<usize> = input
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| bad(format!("input {}: negative dimension in shape", input.name))))
+            .collect::<Result<_, _>>()?;
+        let n = element_count(&shape).map_err(|_| bad(format!("input {}: shape overflows", input.name)))?;
+        total = total.saturating_add(n);
+        if total > max_elements {
+            return Err(bad(format!("the request holds more than {max_elements} tensor elements")));
+        }
+        let binary_size = input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+            .map(|v| {
+                v.as_u64().ok_or_else(|| bad(format!("input {}: binary_data_size must be an integer", input.name)))
+            })
+            .transpose()?;
+        let data = match (binary_size, &input.data) {
+            (Some(_), Some(_)) => return Err(bad(format!("input {} has both data and binary_data_size", input.name))),
+            (Some(size), None) => {
+                let size = usize::try_from(size).map_err(|_| bad("binary_data_size too large"))?;
+                if size > binary.len() {
+                    return Err(bad(format!(
+                        "input {}: binary_data_size {size} exceeds the remaining body",
+                        input.name
+                    )));
+                }
+                let (chunk, rest) = binary.split_at(size);
+                binary = rest;
+                from_binary(&input.name, dtype, n, chunk)?
+            }
+            (None, Some(v)) => from_json(&input.name, dtype, n, v)?,
+            (None, None) => return Err(bad(format!("input {} has no data", input.name))),
+        };
+        let t = Tensor::new(shape, data).map_err(|e| bad(format!("input {}: {e}", input.name)))?;
+        inputs.push((input.name, t));
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!("{} binary bytes are not claimed by any input", binary.len())));
+    }
+    let flag = |p: &Option<Map<String, Value>>, key: &str| p.as_ref().and_then(|p| p.get(key)).and_then(Value::as_bool);
+    let binary_output = flag(&req.parameters, "binary_data_output").unwrap_or(false);
+    let outputs = req.outputs.map(|o| {
+        o.into_iter().map(|o| (o.name, flag(&o.parameters, "binary_data").unwrap_or(binary_output))).collect()
+    });
+    Ok(InferRequest { id: req.id, inputs, outputs, binary_output })
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, limit: usize) -> Result<(), BadRequest> {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                flatten(item, out, limit)?;
+            }
+        }
+        other => {
+            if out.len() >= limit {
+                return Err(bad("data holds more elements than its shape"));
+            }
+            out.push(other);
+        }
+    }
+    Ok(())
+}
+
+fn from_json(name: &str, dtype: DType, n: usize, v: &Value) -> Result<Data, BadRequest> {
+    let mut flat = Vec::with_capacity(n.min(1 << 20));
+    flatten(v, &mut flat, n)?;
+    if flat.len() != n {
+        return Err(bad(format!("input {name}: shape holds {n} elements, data has {}", flat.len())));
+    }
+    let wrong = |i: usize| bad(format!("input {name}: element {i} is not {}", dtype.v2_name()));
+    Ok(match dtype {
+        DType::F32 => Data::F32(
+            flat.iter()
+                .enumerate()
+                .map(|(i, x)| x.as_f64().map(|f| f as f32).ok_or_else(|| wrong(i)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::F64 => Data::F64(
+            flat.iter().enumerate().map(|(i, x)| x.as_f64().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
+        ),
+        DType::I64 => Data::I64(
+            flat.iter().enumerate().map(|(i, x)| x.as_i64().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
+        ),
+        DType::I32 => Data::I32(
+            flat.iter()
+                .enumerate()
+                .map(|(i, x)| x.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or_else(|| wrong(i)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::Bool => Data::Bool(
+            flat.iter().enumerate().map(|(i, x)| x.as_bool().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
+        ),
+        DType::Str => Data::Str(
+            flat.iter()
+                .enumerate()
+                .map(|(i, x)| x.as_str().map(str::to_string).ok_or_else(|| wrong(i)))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn from_binary(name: &str, dtype: DType, n: usize, b: &[u8]) -> Result<Data, BadRequest> {
+    if let Some(w) = dtype.width()
+        && b.len() != n * w
+    {
+        return Err(bad(format!("input {name}: {} binary bytes for {n} {} elements", b.len(), dtype.v2_name())));
+    }
+    Ok(match dtype {
+        DType::F32 => Data::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        DType::F64 => Data::F64(
+            b.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+        ),
+        DType::I32 => Data::I32(b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        DType::I64 => Data::I64(
+            b.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+        ),
+        DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+        DType::Str => {
+            let mut out = Vec::with_capacity(n.min(1 << 16));
+            let mut rest = b;
+            while rest.len() >= 4 {
+                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                rest = &rest[4..];
+                if len > rest.len() {
+                    return Err(bad(format!("input {name}: a BYTES element runs past its buffer")));
+                }
+                out.push(
+                    String::from_utf8(rest[..len].to_vec())
+                        .map_err(|_| bad(format!("input {name}: BYTES element is not UTF-8")))?,
+                );
+                rest = &rest[len..];
+            }
+            if !rest.is_empty() || out.len() != n {
+                return Err(bad(format!("input {name}: BYTES buffer holds {} elements, shape {n}", out.len())));
+            }
+            Data::Str(out)
+        }
+    })
+}
+
+/// Finite-float check: NaN and infinities are refused at the gateway
+/// (JSON cannot carry them and a NaN silently takes a tree's default branch).
+pub fn check_finite(name: &str, t: &Tensor) -> Result<(), BadRequest> {
+    let bad_at = match &t.data {
+        Data::F32(v) => v.iter().position(|x| !x.is_finite()),
+        Data::F64(v) => v.iter().position(|x| !x.is_finite()),
+        _ => None,
+    };
+    match bad_at {
+        Some(i) => Err(bad(format!("input {name}: element {i} is NaN or infinite; send finite numbers"))),
+        None => Ok(()),
+    }
+}
+
+fn json_data(t: &Tensor) -> Value {
+    match &t.data {
+        Data::F32(v) => json!(v),
+        Data::F64(v) => json!(v),
+        Data::I32(v) => json!(v),
+        Data::I64(v) => json!(v),
+        Data::Bool(v) => json!(v),
+        Data::Str(v) => json!(v),
+    }
+}
+
+fn binary_data(t: &Tensor) -> Vec<u8> {
+    let mut out = Vec::new();
+    match &t.data {
+        Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        Data::Str(v) => v.iter().for_each(|s| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }),
+    }
+    out
+}
+
+/// Encodes a response: JSON, or JSON header + binary buffers when any output asked for binary.
+/// Returns the body and the JSON header length when binary.
+pub fn encode(
+    model: &str,
+    version: &str,
+    id: Option<&str>,
+    outputs: &[(String, Tensor, bool)],
+) -> (Vec<u8>, Option<usize>) {
+    let mut buffers = Vec::new();
+    let items: Vec<Value> = outputs
+        .iter()
+        .map(|(name, t, binary)| {
+            let mut o = json!({"name": name, "datatype": t.dtype().v2_name(), "shape": t.shape});
+            if *binary {
+                let b = binary_data(t);
+                o["parameters"] = json!({"binary_data_size": b.len()});
+                buffers.push(b);
+            } else {
+                o["data"] = json_data(t);
+            }
+            o
+        })
+        .collect();
+    let mut head = json!({"model_name": model, "model_version": version, "outputs": items});
+    if let Some(id) = id {
+        head["id"] = json!(id);
+    }
+    let mut body = serde_json::to_vec(&head).unwrap_or_default();
+    if buffers.is_empty() {
+        return (body, None);
+    }
+    let n = body.len();
+    for b in buffers {
+        body.extend_from_slice(&b);
+    }
+    (body, Some(n))
+}

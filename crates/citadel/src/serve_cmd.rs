@@ -1,0 +1,280 @@
+//! `citadel serve` (the data plane) and `citadel deploy …` (deployments).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Subcommand};
+
+use citadel_control::{Caller, DeploymentSpec, Strategy, Workspace, parse_target};
+use citadel_serve::{Gateway, ServeConfig, Transport};
+
+use crate::Out;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Serve TLS with a self-signed localhost certificate (development only).
+    #[arg(long, conflicts_with_all = ["cert", "insecure_http"])]
+    pub dev_self_signed: bool,
+    /// Serve plain HTTP (loopback addresses only; for a local reverse proxy or benchmarks).
+    #[arg(long, conflicts_with = "cert")]
+    pub insecure_http: bool,
+    /// CA (PEM) that client certificates must chain to (mutual TLS).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate.
+    #[arg(long, requires = "client_ca")]
+    pub require_client_cert: bool,
+    /// Map a client certificate to a principal: SHA256_HEX=PRINCIPAL (repeatable).
+    #[arg(long = "client-principal")]
+    pub client_principals: Vec<String>,
+    /// JWKS file with the RS256/ES256 keys that sign accepted JWTs.
+    #[arg(long, requires_all = ["jwt_issuer", "jwt_audience"])]
+    pub jwks: Option<PathBuf>,
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_tensor_elements: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    #[arg(long, default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// Concurrent inferences per endpoint.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrency: usize,
+    /// Requests per second per principal (GCRA), and its burst.
+    #[arg(long, default_value_t = 1000)]
+    pub rate_principal: u32,
+    #[arg(long, default_value_t = 2000)]
+    pub rate_principal_burst: u32,
+    /// Requests per second per endpoint, and its burst.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate_endpoint: u32,
+    #[arg(long, default_value_t = 40_000)]
+    pub rate_endpoint_burst: u32,
+    /// How often deployments are polled (ms).
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// JSON access log file, or - for stdout.
+    #[arg(long)]
+    pub access_log: Option<PathBuf>,
+}
+
+pub async fn run_serve(
+    ws: Workspace,
+    caller: Caller,
+    args: ServeArgs,
+    out: &Out,
+    workspace_dir: PathBuf,
+) -> Result<i32> {
+    let transport = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        Transport::Tls { cert: cert.clone(), key: key.clone() }
+    } else if args.dev_self_signed {
+        eprintln!(
+            "WARNING: serving with a self-signed development certificate. Clients cannot verify this server; never use it in production."
+        );
+        Transport::DevSelfSigned(workspace_dir.join("tmp").join("dev-tls"))
+    } else if args.insecure_http {
+        eprintln!(
+            "WARNING: serving plain HTTP on {}: tokens and data cross the loopback interface unencrypted.",
+            args.listen
+        );
+        Transport::PlainLoopback
+    } else {
+        return Err(anyhow!(
+            "no transport chosen\nhint: pass --cert FILE --key FILE, or --dev-self-signed for local use"
+        ));
+    };
+    let mut config = ServeConfig::new(args.listen, transport);
+    config.client_ca = args.client_ca.clone();
+    config.require_client_cert = args.require_client_cert;
+    config.client_principals = args
+        .client_principals
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(fp, p)| (fp.to_ascii_lowercase(), p.to_string()))
+                .ok_or_else(|| anyhow!("--client-principal {s:?}: write SHA256_HEX=PRINCIPAL"))
+        })
+        .collect::<Result<HashMap<_, _>>>()?;
+    if let (Some(jwks), Some(iss), Some(aud)) = (&args.jwks, &args.jwt_issuer, &args.jwt_audience) {
+        config.jwt = Some((jwks.clone(), iss.clone(), aud.clone()));
+    }
+    config.limits.max_body_bytes = args.max_body_bytes;
+    config.limits.max_tensor_elements = args.max_tensor_elements;
+    config.limits.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    config.limits.max_connections = args.max_connections;
+    config.limits.max_concurrency_per_model = args.max_concurrency;
+    config.rate.per_principal_per_sec = args.rate_principal;
+    config.rate.per_principal_burst = args.rate_principal_burst;
+    config.rate.per_endpoint_per_sec = args.rate_endpoint;
+    config.rate.per_endpoint_burst = args.rate_endpoint_burst;
+    config.poll_interval = Duration::from_millis(args.poll_ms.max(50));
+    config.access_log = args.access_log.clone();
+    let json = out.json;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+        }
+    };
+    Gateway::run(
+        Arc::new(ws),
+        caller,
+        config,
+        |l| {
+            let line = serde_json::json!({"listening": l.addr.to_string(), "scheme": l.scheme, "dev_ca": l.dev_ca});
+            if json {
+                println!("{line}");
+            } else {
+                println!("serving on {}://{}", l.scheme, l.addr);
+                if let Some(ca) = &l.dev_ca {
+                    println!("development certificate: {} (curl --cacert {})", ca.display(), ca.display());
+                }
+            }
+            let _ = std::io::stdout().flush();
+        },
+        shutdown,
+    )
+    .await
+    .context("serving")?;
+    Ok(0)
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DeployCmd {
+    /// Create or change an endpoint. Targets are [LABEL=]MODEL@VERSION[:WEIGHT].
+    ///
+    /// Examples: `deploy set credit --target credit@3`;
+    /// canary `--strategy canary --target credit@3:90 --target credit@4:10`;
+    /// blue/green `--strategy blue-green --target blue=credit@3 --target green=credit@4 --active blue`;
+    /// A/B `--strategy ab --target a=credit@3 --target b=credit@4 [--sticky-header X-User]`;
+    /// shadow `--strategy shadow --target credit@3 --target shadow=credit@4 --shadow-fraction 0.2`.
+    Set {
+        name: String,
+        #[arg(long, default_value = "single")]
+        strategy: String,
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
+        #[arg(long)]
+        active: Option<String>,
+        #[arg(long)]
+        sticky_header: Option<String>,
+        #[arg(long, default_value_t = 0.0)]
+        shadow_fraction: f64,
+    },
+    /// Blue/green: make LABEL the active color (instant; switch back the same way).
+    Switch { name: String, label: String },
+    /// Stop serving an endpoint.
+    Rm { name: String },
+    /// Live deployments.
+    Ls,
+    /// Every revision of an endpoint.
+    History { name: String },
+}
+
+pub async fn run_deploy(ws: &Workspace, caller: &Caller, cmd: DeployCmd, out: &Out) -> Result<i32> {
+    match cmd {
+        DeployCmd::Set { name, strategy, targets, active, sticky_header, shadow_fraction } => {
+            let strategy: Strategy = strategy.parse()?;
+            let defaults: &[&str] = match strategy {
+                Strategy::Single => &["primary"],
+                Strategy::Canary => &["primary", "canary"],
+                Strategy::BlueGreen => &["blue", "green"],
+                Strategy::Ab => &["a", "b"],
+                Strategy::Shadow => &["primary", "shadow"],
+            };
+            let targets = targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| parse_target(t, defaults.get(i).copied().unwrap_or("extra")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let spec = DeploymentSpec { strategy, targets, active, sticky_header, shadow_fraction };
+            let d = ws.deploy_set(caller, &name, &spec).await?;
+            out.emit(&d, || {
+                format!(
+                    "{} is at revision {} ({:?}); gateways pick it up within their poll interval",
+                    d.name, d.revision, d.spec.strategy
+                )
+            });
+        }
+        DeployCmd::Switch { name, label } => {
+            let d = ws.deploy_switch(caller, &name, &label).await?;
+            out.emit(&d, || format!("{} now answers from {label} (revision {})", d.name, d.revision));
+        }
+        DeployCmd::Rm { name } => {
+            let r = ws.deploy_remove(caller, &name).await?;
+            out.emit(&serde_json::json!({"name": name, "revision": r, "removed": true}), || {
+                format!("{name} removed (revision {r})")
+            });
+        }
+        DeployCmd::Ls => {
+            let list = ws.deploy_list(caller).await?;
+            out.emit(&list, || {
+                let mut s = String::new();
+                for d in &list {
+                    let targets: Vec<String> = d
+                        .spec
+                        .targets
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "{}={}@{}{}",
+                                t.label,
+                                t.model,
+                                t.version,
+                                if t.weight > 0 { format!(":{}", t.weight) } else { String::new() }
+                            )
+                        })
+                        .collect();
+                    s += &format!(
+                        "{:<20} rev {:<4} {:<11} {}\n",
+                        d.name,
+                        d.revision,
+                        format!("{:?}", d.spec.strategy),
+                        targets.join(" ")
+                    );
+                }
+                if list.is_empty() { "no deployments".into() } else { s }
+            });
+        }
+        DeployCmd::History { name } => {
+            let h = ws.deploy_history(caller, &name).await?;
+            out.emit(&h, || {
+                h.iter()
+                    .map(|r| {
+                        format!(
+                            "rev {:<4} {} by {}: {}",
+                            r.revision,
+                            r.created_at,
+                            r.created_by,
+                            r.spec
+                                .as_ref()
+                                .map_or("removed".to_string(), |s| serde_json::to_string(s).unwrap_or_default())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(0)
+}

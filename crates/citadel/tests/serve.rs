@@ -1,0 +1,586 @@
+//! The gateway end to end: the real binary serving verified models over TLS,
+//! driven with curl, openssl, promtool and the official tritonclient.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-infer/tests/fixtures").join(name)
+}
+
+fn reference_case(name: &str) -> Value {
+    let r: Value = serde_json::from_slice(&std::fs::read(fixture("onnx_reference.json")).unwrap()).unwrap();
+    r["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
+}
+
+/// Registers `file` as the next version of `model` and moves it to `stage` through requests and approvals.
+fn register(ws: &Ws, eng: &str, appr: &str, model: &str, file: &str, stage: &str) -> i64 {
+    let dir = ws.root.parent().unwrap().join(format!("{model}-{file}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture(&format!("models/{file}.onnx")), dir.join("model.onnx")).unwrap();
+    let data = ws.root.parent().unwrap().join("train.csv");
+    if !data.exists() {
+        std::fs::write(&data, b"x,y\n1,0\n").unwrap();
+        ws.ok(&["artifact", "put", data.to_str().unwrap(), "--name", "datasets/train"]);
+    }
+    let args = [
+        "model",
+        "register",
+        dir.to_str().unwrap(),
+        "--name",
+        model,
+        "--dataset",
+        "datasets/train",
+        "--code-ref",
+        "git+https://example.invalid/train@abc123",
+    ];
+    let v = ok_json(as_user(ws, eng, &args))["version"].as_i64().unwrap();
+    let stages: &[&str] = match stage {
+        "staging" => &["staging"],
+        "production" => &["staging", "production"],
+        _ => &[],
+    };
+    for s in stages {
+        let r = ok_json(as_user(ws, eng, &["model", "promote", model, &v.to_string(), "--to", s]))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ok_json(as_user(ws, appr, &["model", "approve", &r]));
+    }
+    v
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    ca: Option<PathBuf>,
+}
+
+impl Server {
+    fn start(ws: &Ws, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--json", "--poll-ms", "100"];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--insecure-http") && !extra.contains(&"--cert") {
+            args.push("--dev-self-signed");
+        }
+        let mut child = ws.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve did not start: {line}"));
+        let addr = v["listening"].as_str().unwrap().to_string();
+        let port = addr.rsplit(':').next().unwrap();
+        let scheme = v["scheme"].as_str().unwrap();
+        let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };
+        Server { child, base: format!("{scheme}://{host}:{port}"), ca: v["dev_ca"].as_str().map(PathBuf::from) }
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// (status, headers, body) of one request through curl.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+        headers: &[&str],
+    ) -> (u16, String, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (hfile, bfile) = (dir.path().join("h"), dir.path().join("b"));
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-X", method, "-o"]).arg(&bfile).arg("-D").arg(&hfile).args(["-w", "%{http_code}"]);
+        if let Some(ca) = &self.ca {
+            c.arg("--cacert").arg(ca);
+        }
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            let f = dir.path().join("req");
+            std::fs::write(&f, b).unwrap();
+            c.arg("--data-binary").arg(format!("@{}", f.display()));
+            if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("content-type")) {
+                c.args(["-H", "Content-Type: application/json"]);
+            }
+        }
+        c.arg(format!("{}{path}", self.base));
+        let o = c.output().unwrap();
+        let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
+        (code, std::fs::read_to_string(&hfile).unwrap_or_default(), std::fs::read(&bfile).unwrap_or_default())
+    }
+
+    fn infer(&self, endpoint: &str, token: &str, body: &Value) -> (u16, Value) {
+        let (code, _, b) = self.call(
+            "POST",
+            &format!("/v2/models/{endpoint}/infer"),
+            Some(token),
+            Some(body.to_string().as_bytes()),
+            &[],
+        );
+        (code, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+
+    /// Waits until the gateway serves deployment revision `revision` (deployments are polled).
+    fn wait_for_revision(&self, endpoint: &str, token: &str, revision: i64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, _, b) = self.call("GET", &format!("/v2/models/{endpoint}"), Some(token), None, &[]);
+            let meta: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            if code == 200 && meta["parameters"]["revision"] == revision {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{endpoint} never reached revision {revision}: {code} {meta}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the endpoint answers with `version` (deployments are polled).
+    fn wait_for_version(&self, endpoint: &str, token: &str, body: &Value, version: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, v) = self.infer(endpoint, token, body);
+            if code == 200 && v["model_version"] == version {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{endpoint} never served version {version}: {code} {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rows_body(case: &Value, rows: usize) -> Value {
+    let x: Vec<Vec<f64>> = serde_json::from_value(case["inputs"].clone()).unwrap();
+    let flat: Vec<f64> = x[..rows].iter().flatten().map(|v| f64::from(*v as f32)).collect();
+    json!({"id": "r1", "inputs": [{"name": "X", "shape": [rows, 10], "datatype": "FP32", "data": flat}]})
+}
+
+struct Setup {
+    ws: Ws,
+    client: String,
+    other: String,
+    admin: String,
+    eng: String,
+}
+
+fn setup() -> Setup {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    // v1: random forest (production); v2: logistic regression with ZipMap (staging).
+    assert_eq!(register(&ws, &eng, &appr, "credit", "rf_binary_nozipmap", "production"), 1);
+    assert_eq!(register(&ws, &eng, &appr, "credit", "lr_binary_zipmap", "staging"), 2);
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "credit", "--target", "credit@1"]));
+    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:credit"]);
+    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    ws.ok(&["principal", "create", "intruder"]);
+    ws.ok(&["grant", "add", "intruder", "inference-client", "--scope", "model:other"]);
+    let other = ws.json(&["token", "issue", "intruder"])["token"].as_str().unwrap().to_string();
+    let admin = token_for(&ws, "ops", &["admin"]);
+    Setup { ws, client, other, admin, eng }
+}
+
+#[test]
+fn serves_verified_models_that_match_onnxruntime_to_authorized_callers_only() {
+    let s = setup();
+    let log = s.ws.root.parent().unwrap().join("access.log");
+    let srv = Server::start(&s.ws, &["--access-log", log.to_str().unwrap()]);
+    // Health and metadata.
+    assert_eq!(srv.call("GET", "/v2/health/live", None, None, &[]).0, 200);
+    assert_eq!(srv.call("GET", "/v2/health/ready", None, None, &[]).0, 200);
+    let (code, _, meta) = srv.call("GET", "/v2/models/credit", Some(&s.client), None, &[]);
+    assert_eq!(code, 200);
+    let meta: Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(meta["inputs"][0]["name"], "X");
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 10]));
+    assert_eq!(meta["parameters"]["runtime"], "citadel-native");
+
+    // Answers equal onnxruntime's.
+    let case = reference_case("rf_binary_nozipmap");
+    let (code, out) = srv.infer("credit", &s.client, &rows_body(&case, 16));
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["model_version"], "1");
+    assert_eq!(out["id"], "r1");
+    let labels: Vec<i64> = serde_json::from_value(out["outputs"][0]["data"].clone()).unwrap();
+    let want: Vec<i64> = serde_json::from_value(case["label"].clone()).unwrap();
+    assert_eq!(labels, want[..16]);
+    let probs: Vec<f64> = serde_json::from_value(out["outputs"][1]["data"].clone()).unwrap();
+    let want: Vec<Vec<f64>> = serde_json::from_value(case["probabilities"].clone()).unwrap();
+    for (got, want) in probs.iter().zip(want[..16].iter().flatten()) {
+        assert!((got - want).abs() <= 1e-5, "{got} vs {want}");
+    }
+
+    // Authentication and authorization.
+    let body = rows_body(&case, 1);
+    let (code, _, _) = srv.call("POST", "/v2/models/credit/infer", None, Some(body.to_string().as_bytes()), &[]);
+    assert_eq!(code, 401);
+    let forged = format!("cit_{}_{}", "0123456789abcdef", "A".repeat(43));
+    assert_eq!(srv.infer("credit", &forged, &body).0, 401);
+    assert_eq!(srv.infer("credit", "not-a-token", &body).0, 401);
+    let (code, out) = srv.infer("credit", &s.other, &body);
+    assert_eq!(code, 403, "{out}");
+    assert!(out["error"].as_str().unwrap().contains("model.infer"), "{out}");
+
+    // Bad input: named, 400, and the server keeps serving.
+    let mut wrong = body.clone();
+    wrong["inputs"][0]["shape"] = json!([1, 9]);
+    wrong["inputs"][0]["data"] = json!(vec![0.0; 9]);
+    let (code, out) = srv.infer("credit", &s.client, &wrong);
+    assert_eq!(code, 400);
+    assert!(out["error"].as_str().unwrap().contains("shape"), "{out}");
+    let mut mistyped = body.clone();
+    mistyped["inputs"][0]["datatype"] = json!("INT64");
+    mistyped["inputs"][0]["data"] = json!(vec![1; 10]);
+    let (code, out) = srv.infer("credit", &s.client, &mistyped);
+    assert_eq!(code, 400);
+    assert!(out["error"].as_str().unwrap().contains("FP32"), "{out}");
+    let mut huge_number = body.to_string();
+    huge_number = huge_number.replacen("\"data\":[", "\"data\":[1e400,", 1);
+    let (code, _, _) = srv.call("POST", "/v2/models/credit/infer", Some(&s.client), Some(huge_number.as_bytes()), &[]);
+    assert_eq!(code, 400);
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (code, _, _) = srv.call("POST", "/v2/models/credit/infer", Some(&s.client), Some(nested.as_bytes()), &[]);
+    assert_eq!(code, 400);
+    let too_many = json!({"inputs": [{"name": "X", "shape": [1_000_000_000, 10], "datatype": "FP32", "data": [0.0]}]});
+    let (code, out) = srv.infer("credit", &s.client, &too_many);
+    assert_eq!(code, 400, "{out}");
+    let big = vec![b' '; 9 << 20];
+    let (code, _, _) = srv.call("POST", "/v2/models/credit/infer", Some(&s.client), Some(&big), &[]);
+    assert_eq!(code, 413);
+    assert_eq!(srv.call("GET", "/v2/models/nothing-here", Some(&s.client), None, &[]).0, 403);
+
+    // The binary tensor data extension, as tritonclient sends it.
+    let x: Vec<f32> = serde_json::from_value::<Vec<Vec<f64>>>(case["inputs"].clone()).unwrap()[..4]
+        .iter()
+        .flatten()
+        .map(|&v| v as f32)
+        .collect();
+    let head = json!({"inputs": [{"name": "X", "shape": [4, 10], "datatype": "FP32", "parameters": {"binary_data_size": 160}}],
+                      "outputs": [{"name": "label", "parameters": {"binary_data": true}}, {"name": "probabilities", "parameters": {"binary_data": false}}]})
+    .to_string();
+    let mut req = head.clone().into_bytes();
+    x.iter().for_each(|v| req.extend_from_slice(&v.to_le_bytes()));
+    let (code, headers, resp) = srv.call(
+        "POST",
+        "/v2/models/credit/infer",
+        Some(&s.client),
+        Some(&req),
+        &[&format!("Inference-Header-Content-Length: {}", head.len()), "Content-Type: application/octet-stream"],
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&resp));
+    let json_len: usize = headers
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("inference-header-content-length:").map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let head: Value = serde_json::from_slice(&resp[..json_len]).unwrap();
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 32);
+    let labels: Vec<i64> = resp[json_len..].chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let want: Vec<i64> = serde_json::from_value(case["label"].clone()).unwrap();
+    assert_eq!(labels, want[..4]);
+
+    // Metrics: admins only, valid Prometheus exposition, no secrets.
+    assert_eq!(srv.call("GET", "/metrics", Some(&s.client), None, &[]).0, 403);
+    let (code, _, metrics) = srv.call("GET", "/metrics", Some(&s.admin), None, &[]);
+    assert_eq!(code, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("citadel_inference_requests_total{"), "{metrics}");
+    assert!(metrics.contains("principal=\"app\""), "{metrics}");
+    assert!(!metrics.contains(&s.client[4..20]) && !metrics.contains("cit_"), "a token leaked into metrics");
+    let promtool = std::env::var("CITADEL_TEST_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut p = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{promtool}: {e} (scripts/services.sh installs it)"));
+    p.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let o = p.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // OpenAPI is served.
+    let (code, _, doc) = srv.call("GET", "/openapi.json", None, None, &[]);
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_slice(&doc).unwrap();
+    assert!(doc["paths"]["/v2/models/{model_name}/infer"]["post"].is_object());
+
+    // Access log: request ids and principals, never tokens or values.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.lines().count() >= 10, "{log}");
+    let first: Value =
+        serde_json::from_str(log.lines().find(|l| l.contains("\"status\":200") && l.contains("infer")).unwrap())
+            .unwrap();
+    assert_eq!(first["principal"], "app");
+    assert!(first["request_id"].as_str().unwrap().starts_with("req-"));
+    assert!(!log.contains(&s.client) && !log.contains(&s.client[21..]), "a token leaked into the access log");
+    let sample = format!("{}", case["inputs"][0][0].as_f64().unwrap() as f32);
+    assert!(!log.contains(&sample[..6.min(sample.len())]), "an input value leaked into the access log");
+
+    // Denials are audited, and the chain still verifies.
+    let denied = s.ws.json(&["audit", "query", "--outcome", "denied", "--action", "model.infer"]);
+    assert!(!denied.as_array().unwrap().is_empty(), "{denied}");
+    s.ws.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn deployment_strategies_switch_without_restart_and_tampered_models_are_refused() {
+    let s = setup();
+    let appr = token_for(&s.ws, "ann", &["approver"]);
+    let srv = Server::start(&s.ws, &[]);
+    let case = reference_case("rf_binary_nozipmap");
+    let body = rows_body(&case, 1);
+    srv.wait_for_version("credit", &s.client, &body, "1");
+    // Every change is applied by the running gateway (no restart): wait for its revision.
+    let set = |args: &[&str]| {
+        let mut a = vec!["deploy", "set", "credit"];
+        a.extend_from_slice(args);
+        let d = ok_json(as_user(&s.ws, &s.eng, &a));
+        srv.wait_for_revision("credit", &s.client, d["revision"].as_i64().unwrap());
+        d
+    };
+    let switch = |label: &str| {
+        let d = ok_json(as_user(&s.ws, &s.eng, &["deploy", "switch", "credit", label]));
+        srv.wait_for_revision("credit", &s.client, d["revision"].as_i64().unwrap());
+    };
+    // A staging version cannot answer by default.
+    let o = as_user(&s.ws, &s.eng, &["deploy", "set", "credit", "--target", "credit@2"]);
+    assert!(!o.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(text.contains("production versions only"), "{text}");
+
+    // Canary 50/50: both versions answer.
+    set(&["--strategy", "canary", "--target", "credit@1:50", "--target", "credit@2:50"]);
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..40 {
+        let (code, v) = srv.infer("credit", &s.client, &body);
+        assert_eq!(code, 200);
+        *seen.entry(v["model_version"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert!(seen.get("1").copied().unwrap_or(0) >= 8 && seen.get("2").copied().unwrap_or(0) >= 8, "{seen:?}");
+
+    // Blue/green: an atomic switch and an instant switch back.
+    set(&["--strategy", "blue-green", "--target", "blue=credit@1", "--target", "green=credit@2", "--active", "blue"]);
+    for _ in 0..10 {
+        assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "1");
+    }
+    switch("green");
+    for _ in 0..10 {
+        assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "2");
+    }
+    switch("blue");
+    assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "1");
+
+    // A/B: a principal sticks to one arm.
+    set(&["--strategy", "ab", "--target", "a=credit@1", "--target", "b=credit@2"]);
+    let first = srv.infer("credit", &s.client, &body).1["model_version"].clone();
+    for _ in 0..10 {
+        assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], first);
+    }
+
+    // Shadow: the primary answers; every request is mirrored and recorded.
+    set(&["--strategy", "shadow", "--target", "credit@1", "--target", "shadow=credit@2", "--shadow-fraction", "1"]);
+    for _ in 0..5 {
+        let (code, v) = srv.infer("credit", &s.client, &body);
+        assert_eq!((code, v["model_version"].as_str()), (200, Some("1")));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, capture) = srv.call("GET", "/v2/admin/capture/credit", Some(&s.admin), None, &[]);
+    assert_eq!(code, 200);
+    let capture: Value = serde_json::from_slice(&capture).unwrap();
+    let shadows =
+        capture["records"].as_array().unwrap().iter().filter(|r| r["role"] == "shadow" && r["version"] == 2).count();
+    assert!(shadows >= 5, "{capture}");
+
+    // A version whose stored bytes changed is refused at load and audited; the endpoint keeps serving.
+    let serving = set(&["--target", "credit@1"])["revision"].as_i64().unwrap();
+    let before: std::collections::HashSet<PathBuf> = walk(&s.ws.root.join("objects/chunks")).into_iter().collect();
+    let v3 = register(&s.ws, &s.eng, &appr, "credit", "gb_binary_nozipmap", "production");
+    for f in walk(&s.ws.root.join("objects/chunks")).into_iter().filter(|f| !before.contains(f)) {
+        let mut b = std::fs::read(&f).unwrap();
+        let n = b.len();
+        b[n / 2] ^= 1;
+        std::fs::write(&f, b).unwrap();
+    }
+    let refused = ok_json(as_user(&s.ws, &s.eng, &["deploy", "set", "credit", "--target", &format!("credit@{v3}")]));
+    assert_eq!(refused["revision"].as_i64().unwrap(), serving + 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let failures = s.ws.json(&["audit", "query", "--outcome", "failure", "--action", "deployment.load"]);
+        if !failures.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tampered version was never refused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..5 {
+        let (code, v) = srv.infer("credit", &s.client, &body);
+        assert_eq!((code, v["model_version"].as_str()), (200, Some("1")), "{v}");
+    }
+    // The refused revision never replaced the serving one.
+    let (_, _, meta) = srv.call("GET", "/v2/models/credit", Some(&s.client), None, &[]);
+    assert_eq!(serde_json::from_slice::<Value>(&meta).unwrap()["parameters"]["revision"], serving);
+    let history = s.ws.json(&["deploy", "history", "credit"]);
+    assert!(history.as_array().unwrap().len() >= 8, "{history}");
+    s.ws.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn abuse_limits_hold_and_well_behaved_clients_keep_being_served() {
+    let s = setup();
+    let srv = Server::start(&s.ws, &["--rate-principal", "5", "--rate-principal-burst", "5"]);
+    let body = rows_body(&reference_case("rf_binary_nozipmap"), 1);
+    srv.wait_for_version("credit", &s.client, &body, "1");
+    // Rate limit: 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..20 {
+        let (code, headers, _) =
+            srv.call("POST", "/v2/models/credit/infer", Some(&s.client), Some(body.to_string().as_bytes()), &[]);
+        if code == 429 {
+            limited = Some(headers);
+            break;
+        }
+    }
+    let headers = limited.expect("never rate limited");
+    assert!(headers.to_ascii_lowercase().contains("retry-after:"), "{headers}");
+
+    // TLS 1.0 and 1.1 hellos are refused; 1.2 and 1.3 are accepted.
+    let hello = |flag: &str| {
+        Command::new("openssl")
+            .args(["s_client", flag, "-cipher", "DEFAULT@SECLEVEL=0", "-connect", &format!("127.0.0.1:{}", srv.port())])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for old in ["-tls1", "-tls1_1"] {
+        let o = hello(old);
+        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() || text.contains("Cipher is (NONE)"), "{old} was accepted: {text}");
+    }
+    for (ok, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let o = hello(ok);
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(text.contains(&format!("New, {version}, Cipher is")), "{ok} refused: {text}");
+    }
+
+    // Slow clients and a flood of idle connections do not stop service.
+    let py = std::env::var("CITADEL_TEST_VENV_PYTHON").unwrap_or_else(|_| "python3".into());
+    let flood = format!(
+        r#"
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+socks = []
+for i in range(10000):
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(("127.0.0.1", {port}))
+    except BlockingIOError:
+        pass
+    socks.append(s)
+for s in socks[:200]:
+    try:
+        s.send(b"\x16\x03")  # a TLS record header, then nothing (slowloris)
+    except OSError:
+        pass
+print("open", len(socks), flush=True)
+sys.stdin.readline()
+"#,
+        port = srv.port()
+    );
+    let mut holder =
+        Command::new(&py).args(["-c", &flood]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("open 10000"), "{line}");
+    std::thread::sleep(Duration::from_millis(1200));
+    // The rate limiter has refilled by now; a well-behaved client is served while 10,000 connections are held.
+    let (code, v) = srv.infer("credit", &s.client, &body);
+    assert_eq!(code, 200, "{v}");
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    holder.wait().unwrap();
+    let (code, _) = srv.infer("credit", &s.client, &body);
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn tritonclient_talks_to_the_gateway_with_binary_tensors() {
+    let s = setup();
+    let srv = Server::start(&s.ws, &[]);
+    let case = reference_case("rf_binary_nozipmap");
+    srv.wait_for_version("credit", &s.client, &rows_body(&case, 1), "1");
+    let py = std::env::var("CITADEL_TEST_VENV_PYTHON").expect("CITADEL_TEST_VENV_PYTHON (scripts/services.sh sets it)");
+    let script = format!(
+        r#"
+import json, sys, ssl
+import numpy as np
+import tritonclient.http as http
+case = json.load(open({reference:?}))
+case = [c for c in case["cases"] if c["name"] == "rf_binary_nozipmap"][0]
+x = np.array(case["inputs"][:32], dtype=np.float32)
+ctx = ssl.create_default_context(cafile={ca:?})
+client = http.InferenceServerClient(url="localhost:{port}", ssl=True, ssl_context_factory=lambda: ctx)
+headers = {{"Authorization": "Bearer " + sys.argv[1]}}
+assert client.is_server_live(headers=headers)
+meta = client.get_model_metadata("credit", headers=headers)
+inp = http.InferInput("X", list(x.shape), "FP32")
+inp.set_data_from_numpy(x, binary_data=True)
+outs = [http.InferRequestedOutput("label", binary_data=True), http.InferRequestedOutput("probabilities", binary_data=True)]
+res = client.infer("credit", [inp], outputs=outs, headers=headers)
+labels = res.as_numpy("label").tolist()
+probs = res.as_numpy("probabilities")
+assert labels == case["label"][:32], (labels, case["label"][:32])
+assert np.max(np.abs(probs - np.array(case["probabilities"][:32]))) <= 1e-5
+try:
+    client.infer("credit", [inp], headers={{"Authorization": "Bearer cit_0000000000000000_" + "A" * 43}})
+    raise SystemExit("a forged token was accepted")
+except http.InferenceServerException as e:
+    assert "401" in str(e.status()) or "credential" in str(e) or "token" in str(e), e
+print("ok", meta["name"])
+"#,
+        reference = fixture("onnx_reference.json").display().to_string(),
+        ca = srv.ca.as_ref().unwrap().display().to_string(),
+        port = srv.port()
+    );
+    let o = Command::new(&py).args(["-c", &script, &s.client]).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok credit"));
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback() {
+    let ws = Ws::new();
+    let o = ws.run(&["serve", "--listen", "0.0.0.0:0", "--insecure-http"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("loopback"), "{}", stderr(&o));
+    let o = ws.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
+}
