@@ -27,7 +27,48 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("pii_value", pii_value),
     ("table_file", table_file),
     ("expectations", expectations),
+    ("v2_request", v2_request),
+    ("onnx_model", onnx_model),
 ];
+
+/// An inference request body as the gateway receives it. A leading 0 byte
+/// means JSON only; otherwise four bytes (LE) give the
+/// `Inference-Header-Content-Length` of the binary tensor extension.
+pub fn v2_request(data: &[u8]) {
+    let (header_len, body) = match data {
+        [0, body @ ..] => (None, body),
+        [_, a, b, c, d, body @ ..] => (Some(u32::from_le_bytes([*a, *b, *c, *d]) as usize), body),
+        _ => return,
+    };
+    if let Ok(req) = citadel_serve::v2::decode(body, header_len, 1 << 16) {
+        let total: usize = req.inputs.iter().map(|(_, t)| t.len()).sum();
+        assert!(total <= 1 << 16);
+    }
+}
+
+/// A model file through loading and, when it loads, one run on zeros.
+pub fn onnx_model(data: &[u8]) {
+    let Ok(model) = citadel_infer::Model::load(data) else { return };
+    let mut inputs = Vec::new();
+    for spec in &model.inputs {
+        let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1).min(64)).collect();
+        let Ok(n) = citadel_infer::element_count(&shape) else { return };
+        if n > 1 << 16 {
+            return;
+        }
+        let data = match spec.dtype {
+            citadel_infer::DType::F32 => citadel_infer::Data::F32(vec![0.5; n]),
+            citadel_infer::DType::F64 => citadel_infer::Data::F64(vec![0.5; n]),
+            citadel_infer::DType::I64 => citadel_infer::Data::I64(vec![1; n]),
+            citadel_infer::DType::I32 => citadel_infer::Data::I32(vec![1; n]),
+            citadel_infer::DType::Bool => citadel_infer::Data::Bool(vec![true; n]),
+            citadel_infer::DType::Str => citadel_infer::Data::Str(vec![String::new(); n]),
+        };
+        let Ok(t) = citadel_infer::Tensor::new(shape, data) else { return };
+        inputs.push(t);
+    }
+    let _ = model.run(inputs);
+}
 
 /// Any cell value from an ingested file through the PII detectors.
 pub fn pii_value(data: &[u8]) {
@@ -232,6 +273,26 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             include_bytes!("../../citadel-data/tests/fixtures/small.parquet").to_vec(),
         ],
         "expectations" => vec![include_bytes!("../../../datasets/adult/adult.expect.toml").to_vec()],
+        "v2_request" => {
+            let json = br#"{"id":"1","inputs":[{"name":"X","shape":[1,3],"datatype":"FP32","data":[[1.0,2.5,-3]]},{"name":"s","shape":[2],"datatype":"BYTES","data":["a","b"]}],"outputs":[{"name":"label","parameters":{"binary_data":true}}]}"#;
+            let head = br#"{"inputs":[{"name":"X","shape":[2],"datatype":"INT64","parameters":{"binary_data_size":16}},{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":7}}]}"#;
+            let mut binary = vec![1u8];
+            binary.extend_from_slice(&(head.len() as u32).to_le_bytes());
+            binary.extend_from_slice(head);
+            binary.extend_from_slice(&7i64.to_le_bytes());
+            binary.extend_from_slice(&(-1i64).to_le_bytes());
+            binary.extend_from_slice(&3u32.to_le_bytes());
+            binary.extend_from_slice(b"abc");
+            let mut plain = vec![0u8];
+            plain.extend_from_slice(json);
+            vec![plain, binary]
+        }
+        "onnx_model" => vec![
+            include_bytes!("../../citadel-infer/tests/fixtures/models/lr_multiclass_zipmap.onnx").to_vec(),
+            include_bytes!("../../citadel-infer/tests/fixtures/models/gb_binary_nozipmap.onnx").to_vec(),
+            include_bytes!("../../citadel-infer/tests/fixtures/models/mlp_binary_nozipmap.onnx").to_vec(),
+            include_bytes!("../../citadel-infer/tests/fixtures/models/standard_mlp.onnx").to_vec(),
+        ],
         _ => vec![],
     }
 }
@@ -304,6 +365,15 @@ mod tests {
     #[test]
     fn seeds_are_valid_inputs() {
         // A seed that does not parse would make the mutations test nothing.
+        let plain = &seeds("v2_request")[0];
+        assert!(citadel_serve::v2::decode(&plain[1..], None, 1 << 16).is_ok());
+        let binary = &seeds("v2_request")[1];
+        let n = u32::from_le_bytes(binary[1..5].try_into().unwrap()) as usize;
+        let req = citadel_serve::v2::decode(&binary[5..], Some(n), 1 << 16).unwrap();
+        assert_eq!(req.inputs[0].1.data, citadel_infer::Data::I64(vec![7, -1]));
+        for m in seeds("onnx_model") {
+            assert!(citadel_infer::Model::load(&m).is_ok());
+        }
         assert!(citadel_store::parse_manifest(&seeds("manifest")[0]).is_ok());
         assert!(citadel_store::parse_manifest(&seeds("manifest")[1]).is_ok());
         assert!(cipher().open("fuzz-object", &seeds("sealed_object")[0]).is_ok());

@@ -165,6 +165,7 @@ impl Model {
                 "operator {n} (graphs that use ONNX-ML operators run on the native executor, which lacks it)"
             )));
         } else {
+            check_wiring(graph)?;
             (Engine::Tract, Runner::Tract(tract_engine::TractModel::load(bytes, &inputs)?))
         };
         Ok(Model { inputs, outputs, engine, producer: model.producer_name.clone(), runner })
@@ -213,6 +214,28 @@ impl Model {
             Runner::Tract(m) => m.run(inputs),
         }
     }
+}
+
+/// Every node input and graph output names a value that exists before it is
+/// used, and no value is produced twice. tract assumes this (and panics when
+/// it does not hold), so it is checked before a graph reaches tract.
+fn check_wiring(graph: &proto::GraphProto) -> Result<(), InferError> {
+    let mut defined: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    defined.extend(graph.input.iter().map(|i| i.name.as_str()));
+    for n in &graph.node {
+        if let Some(missing) = n.input.iter().find(|i| !i.is_empty() && !defined.contains(i.as_str())) {
+            return Err(InferError::Model(format!("{} reads {missing}, which nothing before it defines", n.op_type)));
+        }
+        for o in &n.output {
+            if !o.is_empty() && !defined.insert(o.as_str()) {
+                return Err(InferError::Model(format!("value {o} is defined twice")));
+            }
+        }
+    }
+    if let Some(o) = graph.output.iter().find(|o| !defined.contains(o.name.as_str())) {
+        return Err(InferError::Model(format!("output {} is never computed", o.name)));
+    }
+    Ok(())
 }
 
 /// `[-1, 10]` style text for a declared shape.

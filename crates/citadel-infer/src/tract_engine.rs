@@ -15,7 +15,15 @@ fn err(e: impl std::fmt::Display) -> InferError {
 }
 
 impl TractModel {
+    /// tract is a large parser of untrusted bytes: a panic inside it (seen
+    /// on malformed graphs) becomes an error here instead of taking the
+    /// gateway down.
     pub fn load(bytes: &[u8], inputs: &[IoSpec]) -> Result<TractModel, InferError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load_unguarded(bytes, inputs)))
+            .unwrap_or_else(|_| Err(InferError::Model("tract could not load the graph".into())))
+    }
+
+    fn load_unguarded(bytes: &[u8], inputs: &[IoSpec]) -> Result<TractModel, InferError> {
         let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(err)?;
         // Unknown dimensions become one symbol (the batch), so the plan is optimized once for every batch size.
         let batch = model.symbols.sym("N");
@@ -49,7 +57,9 @@ impl TractModel {
             .map_err(|e| InferError::Input(e.to_string()))?;
             values.push(tt.into());
         }
-        let outputs = self.plan.run(values).map_err(|e| InferError::Input(format!("tract: {e}")))?;
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(values)))
+            .map_err(|_| InferError::Model("tract failed while running the graph".into()))?
+            .map_err(|e| InferError::Input(format!("tract: {e}")))?;
         outputs.iter().map(|v| from_tract(v)).collect()
     }
 }

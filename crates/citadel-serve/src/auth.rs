@@ -229,3 +229,115 @@ fn control_failure(e: ControlError) -> AuthFailure {
         _ => AuthFailure("authentication unavailable"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    struct Issuer {
+        pkcs8: Vec<u8>,
+        verifier: JwtVerifier,
+        jwks: serde_json::Value,
+        _dir: tempfile::TempDir,
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    fn issuer() -> Issuer {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap().as_ref().to_vec();
+        let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).unwrap();
+        let point = kp.public_key().as_ref().to_vec();
+        let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])}]});
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks.to_string()).unwrap();
+        let verifier = JwtVerifier::from_jwks_file(&path, "https://idp.example", "citadel").unwrap();
+        Issuer { pkcs8, verifier, jwks, _dir: dir }
+    }
+
+    fn sign(i: &Issuer, claims: serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&i.pkcs8)).unwrap()
+    }
+
+    fn claims() -> serde_json::Value {
+        serde_json::json!({"sub": "app", "iss": "https://idp.example", "aud": "citadel", "exp": now() + 300, "nbf": now() - 10})
+    }
+
+    #[test]
+    fn a_valid_token_names_its_subject() {
+        let i = issuer();
+        assert_eq!(i.verifier.verify(&sign(&i, claims())).unwrap(), "app");
+    }
+
+    #[test]
+    fn expired_early_foreign_and_incomplete_tokens_are_refused() {
+        let i = issuer();
+        let mut c = claims();
+        c["exp"] = serde_json::json!(now() - 600);
+        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().0, "token expired");
+        let mut c = claims();
+        c["nbf"] = serde_json::json!(now() + 600);
+        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().0, "token not yet valid");
+        let mut c = claims();
+        c["aud"] = serde_json::json!("another-service");
+        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().0, "token issued for someone else");
+        let mut c = claims();
+        c["iss"] = serde_json::json!("https://evil.example");
+        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().0, "token issued for someone else");
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("exp");
+        assert!(i.verifier.verify(&sign(&i, c)).is_err());
+    }
+
+    #[test]
+    fn forged_signatures_alg_none_and_hs256_confusion_are_refused() {
+        let i = issuer();
+        let good = sign(&i, claims());
+        // Another key signs the same claims.
+        let other = issuer();
+        assert!(i.verifier.verify(&sign(&other, claims())).is_err());
+        // A flipped signature byte.
+        let mut forged = good.clone().into_bytes();
+        let n = forged.len() - 5;
+        forged[n] = if forged[n] == b'A' { b'B' } else { b'A' };
+        assert!(i.verifier.verify(std::str::from_utf8(&forged).unwrap()).is_err());
+        // alg: none with no signature.
+        let payload = B64.encode(claims().to_string());
+        for header in [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"None"}"#, r#"{"alg":"NONE","kid":"k1"}"#] {
+            let token = format!("{}.{payload}.", B64.encode(header));
+            assert!(i.verifier.verify(&token).is_err(), "{header} accepted");
+        }
+        // HS256 keyed with the public key material (the classic confusion).
+        for secret in [i.jwks.to_string().into_bytes(), i.jwks["keys"][0]["x"].as_str().unwrap().as_bytes().to_vec()] {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some("k1".into());
+            let token = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&secret)).unwrap();
+            assert_eq!(i.verifier.verify(&token).unwrap_err().0, "token algorithm not accepted");
+        }
+        // Garbage.
+        for junk in ["", "a.b.c", "....", "eyJhbGciOiJFUzI1NiJ9"] {
+            assert!(i.verifier.verify(junk).is_err());
+        }
+    }
+
+    #[test]
+    fn a_jwks_with_other_key_types_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#).unwrap();
+        assert!(JwtVerifier::from_jwks_file(&path, "i", "a").is_err());
+        std::fs::write(&path, r#"{"keys":[]}"#).unwrap();
+        assert!(JwtVerifier::from_jwks_file(&path, "i", "a").is_err());
+    }
+}

@@ -17,7 +17,7 @@ mod gateway;
 mod metrics;
 mod openapi;
 pub mod tls;
-mod v2;
+pub mod v2;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

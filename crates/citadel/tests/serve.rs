@@ -584,3 +584,154 @@ fn plain_http_is_refused_off_loopback() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
 }
+
+/// A CA, a server certificate for localhost and client certificates, written as PEM files.
+struct Pki {
+    dir: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "citadel test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, cert.pem()).unwrap();
+        Pki { dir: dir.to_path_buf(), issuer: rcgen::Issuer::new(params, key), ca }
+    }
+
+    /// (certificate path, key path, SHA-256 of the DER).
+    fn issue(&self, name: &str, client: bool) -> (PathBuf, PathBuf, String) {
+        let mut params =
+            rcgen::CertificateParams::new(if client { vec![] } else { vec!["localhost".to_string()] }).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}-key.pem")));
+        // Written aside and renamed, as certificate tooling does.
+        std::fs::write(c.with_extension("new"), cert.pem()).unwrap();
+        std::fs::write(k.with_extension("new"), key.serialize_pem()).unwrap();
+        std::fs::rename(k.with_extension("new"), &k).unwrap();
+        std::fs::rename(c.with_extension("new"), &c).unwrap();
+        (c, k, sha256_hex(cert.der()))
+    }
+}
+
+fn served_certificate(port: u16) -> String {
+    let o = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let start = text.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+    let end = text.find("-----END CERTIFICATE-----").map(|e| e + 25).unwrap_or(0);
+    text[start..end].to_string()
+}
+
+#[test]
+fn client_certificates_and_jwts_authenticate_and_certificates_reload_without_restart() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    let s = setup();
+    let dir = s.ws.root.parent().unwrap().join("pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::new(&dir);
+    let (cert, key, _) = pki.issue("server", false);
+    let (client_cert, client_key, client_fp) = pki.issue("app-client", true);
+    let (stranger_cert, stranger_key, _) = pki.issue("stranger", true);
+    // An ES256 identity provider.
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap().as_ref().to_vec();
+    let point =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).unwrap().public_key().as_ref().to_vec();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "idp-1", "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..])}]}).to_string()).unwrap();
+    let jwt = |sub: &str, aud: &str| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("idp-1".into());
+        let claims = json!({"sub": sub, "iss": "https://idp.test", "aud": aud, "exp": now + 300});
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ec_der(&pkcs8)).unwrap()
+    };
+    let mut srv = Server::start(
+        &s.ws,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--client-ca",
+            pki.ca.to_str().unwrap(),
+            "--client-principal",
+            &format!("{client_fp}=app"),
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--jwt-issuer",
+            "https://idp.test",
+            "--jwt-audience",
+            "citadel",
+        ],
+    );
+    srv.ca = Some(pki.ca.clone());
+    let body = rows_body(&reference_case("rf_binary_nozipmap"), 1);
+    srv.wait_for_version("credit", &s.client, &body, "1");
+    let with_cert = |c: &Path, k: &Path| {
+        let o = Command::new("curl")
+            .args(["-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&pki.ca)
+            .arg("--cert")
+            .arg(c)
+            .arg("--key")
+            .arg(k)
+            .args(["-H", "Content-Type: application/json", "--data-binary", &body.to_string()])
+            .arg(format!("{}/v2/models/credit/infer", srv.base))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        text.rsplit('\n').next().unwrap().parse::<u16>().unwrap_or(0)
+    };
+    // A mapped client certificate is a principal; an unmapped one is not.
+    assert_eq!(with_cert(&client_cert, &client_key), 200);
+    assert_eq!(with_cert(&stranger_cert, &stranger_key), 401);
+    // JWTs: the subject must be an enabled principal with the grant, for this audience.
+    assert_eq!(srv.infer("credit", &jwt("app", "citadel"), &body).0, 200);
+    assert_eq!(srv.infer("credit", &jwt("intruder", "citadel"), &body).0, 403);
+    assert_eq!(srv.infer("credit", &jwt("ghost", "citadel"), &body).0, 401);
+    assert_eq!(srv.infer("credit", &jwt("app", "another-api"), &body).0, 401);
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none"}"#),
+        b64.encode(
+            json!({"sub": "app", "iss": "https://idp.test", "aud": "citadel", "exp": 9_999_999_999u64}).to_string()
+        )
+    );
+    assert_eq!(srv.infer("credit", &none, &body).0, 401);
+    let refusals = s.ws.json(&["audit", "query", "--outcome", "denied", "--action", "auth.jwt"]);
+    assert!(refusals.as_array().unwrap().len() >= 2, "{refusals}");
+
+    // The certificate is renewed on disk: new connections get the new one, no restart.
+    let before = served_certificate(srv.port());
+    assert!(before.contains("BEGIN CERTIFICATE"));
+    std::thread::sleep(Duration::from_millis(1100)); // a different modification time
+    pki.issue("server", false);
+    let renewed = std::fs::read_to_string(&cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_certificate(srv.port()).trim() != renewed.trim() {
+        assert!(Instant::now() < deadline, "the renewed certificate was never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(before.trim(), renewed.trim());
+    assert_eq!(srv.infer("credit", &s.client, &body).0, 200);
+}
