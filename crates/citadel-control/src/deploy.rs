@@ -384,3 +384,45 @@ pub fn parse_target(s: &str, default_label: &str) -> Result<Target> {
     let (model, version) = model_version.split_once('@').ok_or_else(bad)?;
     Ok(Target { label, model: model.to_string(), version: version.parse().map_err(|_| bad())?, weight })
 }
+
+impl Workspace {
+    /// The source columns of a model version's training datasets that must
+    /// not be copied out of a request: those classified confidential or
+    /// restricted, masked, or found to hold personal data when the dataset
+    /// was ingested. Datasets that are plain artifacts (not ingested through
+    /// `data add`) contribute nothing.
+    pub async fn model_protected_columns(&self, model: &str, version: i64) -> Result<Vec<String>> {
+        let row = sqlx::query("SELECT provenance FROM model_versions WHERE model_name = $1 AND version = $2")
+            .bind(model)
+            .bind(version)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("model {model}@{version}")))?;
+        let provenance: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>("provenance")?).unwrap_or_default();
+        let mut protected = std::collections::BTreeSet::new();
+        let deps =
+            provenance["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
+        for d in deps {
+            let Some(artifact) = d["digest"]["sha256"].as_str() else { continue };
+            let reports = sqlx::query("SELECT report FROM data_versions WHERE artifact_id = $1")
+                .bind(artifact)
+                .fetch_all(self.db.pool())
+                .await?;
+            for r in reports {
+                let report: serde_json::Value =
+                    serde_json::from_str(&r.try_get::<String, _>("report")?).unwrap_or_default();
+                for c in report["profile"].as_array().into_iter().flatten() {
+                    let class = c["source_classification"].as_str().unwrap_or("restricted");
+                    let sensitive = matches!(class, "confidential" | "restricted")
+                        || !c["mask"].is_null()
+                        || c["pii"].as_array().is_some_and(|p| !p.is_empty());
+                    if sensitive && let Some(name) = c["name"].as_str() {
+                        protected.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        Ok(protected.into_iter().collect())
+    }
+}

@@ -43,6 +43,8 @@ struct Loaded {
     name: String,
     version: i64,
     root_digest: String,
+    /// Inputs named like a protected column of the training data: never captured.
+    protected_inputs: Vec<String>,
 }
 
 /// One endpoint at one deployment revision.
@@ -415,15 +417,23 @@ impl Gateway {
         let root_digest = verified.root_digest.clone();
         let model = tokio::task::spawn_blocking(move || -> Result<Model, String> {
             let file = if path.is_dir() {
-                let onnx: Vec<_> = std::fs::read_dir(&path)
+                let files: Vec<_> = std::fs::read_dir(&path)
                     .map_err(|e| e.to_string())?
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
                     .collect();
+                if let Some(p) = files.iter().find(|p| is_pickle(p)) {
+                    return Err(format!(
+                        "{} holds pickled weights; models with pickles are never loaded (export to ONNX)",
+                        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                    ));
+                }
+                let onnx: Vec<_> = files.into_iter().filter(|p| p.extension().is_some_and(|x| x == "onnx")).collect();
                 match onnx.as_slice() {
                     [one] => one.clone(),
                     _ => return Err(format!("the model holds {} .onnx files; exactly one is served", onnx.len())),
                 }
+            } else if is_pickle(&path) {
+                return Err("the model is pickled; models with pickles are never loaded (export to ONNX)".into());
             } else {
                 path.clone()
             };
@@ -434,7 +444,10 @@ impl Gateway {
         })
         .await
         .map_err(|e| e.to_string())??;
-        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest })
+        let protected = self.ws.model_protected_columns(&t.model, t.version).await.map_err(|e| e.to_string())?;
+        let protected_inputs =
+            model.inputs.iter().filter(|i| protected.contains(&i.name)).map(|i| i.name.clone()).collect();
+        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest, protected_inputs })
     }
 
     fn endpoint(&self, name: &str) -> Option<Arc<Endpoint>> {
@@ -824,6 +837,7 @@ impl Gateway {
             };
         let elements: usize = inputs.iter().map(Tensor::len).sum();
         let shadow_inputs = shadow.map(|_| inputs.clone());
+        let captured_inputs = (self.config.capture_rows > 0).then(|| masked_inputs(&loaded, &inputs));
         let outputs = if elements <= 4096 {
             loaded.model.run(inputs)
         } else {
@@ -851,7 +865,7 @@ impl Gateway {
         {
             return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no output {missing}")));
         }
-        self.capture(&endpoint.name, request_id, &target, "served", &outputs);
+        self.capture(&endpoint.name, request_id, &target, "served", captured_inputs.clone(), &outputs);
         if let (Some(si), Some(inputs)) = (shadow, shadow_inputs) {
             let (st, sl) = endpoint.targets[si].clone();
             let gw = self.clone();
@@ -866,7 +880,7 @@ impl Gateway {
                     if out.first() != served_first.as_ref() {
                         gw.metrics.shadow_disagreements.get_or_create(&labels).inc();
                     }
-                    gw.capture(&name, &rid, &st, "shadow", &out);
+                    gw.capture(&name, &rid, &st, "shadow", captured_inputs, &out);
                 }
             });
         }
@@ -888,10 +902,18 @@ impl Gateway {
         Ok(r)
     }
 
-    /// Keeps the last `capture_rows` answers per endpoint for monitoring:
-    /// which version answered and what it answered (outputs only; request
-    /// inputs are not kept here because they may carry personal data).
-    fn capture(&self, endpoint: &str, request_id: &str, target: &Target, role: &str, outputs: &[Tensor]) {
+    /// Keeps the last `capture_rows` inferences per endpoint for monitoring:
+    /// which version answered, the inputs (masked: see [`masked_inputs`]) and
+    /// the outputs. Bounded: the oldest record goes first.
+    fn capture(
+        &self,
+        endpoint: &str,
+        request_id: &str,
+        target: &Target,
+        role: &str,
+        inputs: Option<Value>,
+        outputs: &[Tensor],
+    ) {
         if self.config.capture_rows == 0 {
             return;
         }
@@ -901,6 +923,7 @@ impl Gateway {
             "model": target.model,
             "version": target.version,
             "role": role,
+            "inputs": inputs,
             "outputs": outputs.iter().map(|t| json!({"shape": t.shape, "data": tensor_json(t)})).collect::<Vec<_>>(),
         });
         if let Ok(mut c) = self.captures.lock() {
@@ -911,6 +934,46 @@ impl Gateway {
             q.push_back(record);
         }
     }
+}
+
+/// Pickle files by name (pickle, joblib, PyTorch) or by content (a pickle
+/// protocol 2+ header, or a zip holding `data.pkl` as torch.save writes).
+fn is_pickle(p: &std::path::Path) -> bool {
+    let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    if matches!(ext.as_str(), "pkl" | "pickle" | "joblib" | "pt" | "pth" | "ckpt" | "sav") {
+        return true;
+    }
+    let mut head = [0u8; 2];
+    let read = std::fs::File::open(p).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    read.is_ok() && head[0] == 0x80 && (2..=5).contains(&head[1])
+}
+
+/// A request's inputs for the capture: protected columns withheld, and
+/// personal data found in strings replaced by its kind.
+fn masked_inputs(loaded: &Loaded, inputs: &[Tensor]) -> Value {
+    let items: Vec<Value> = loaded
+        .model
+        .inputs
+        .iter()
+        .zip(inputs)
+        .map(|(spec, t)| {
+            if loaded.protected_inputs.contains(&spec.name) {
+                return json!({"name": spec.name, "shape": t.shape, "withheld": "protected column of the training data"});
+            }
+            let data = match &t.data {
+                Data::Str(v) => json!(v
+                    .iter()
+                    .map(|s| match citadel_pii::detect(s).first() {
+                        Some((kind, _)) => format!("[{kind:?}]"),
+                        None => s.clone(),
+                    })
+                    .collect::<Vec<_>>()),
+                _ => tensor_json(t),
+            };
+            json!({"name": spec.name, "shape": t.shape, "data": data})
+        })
+        .collect();
+    Value::Array(items)
 }
 
 fn tensor_json(t: &Tensor) -> Value {
@@ -1017,4 +1080,58 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<mpsc::Sender<String>, Serv
         let _ = buf.flush();
     });
     Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn loaded(protected: &[&str]) -> Loaded {
+        let bytes = include_bytes!("../../citadel-infer/tests/fixtures/models/rf_binary_nozipmap.onnx");
+        Loaded {
+            model: Model::load(bytes).unwrap(),
+            name: "m".into(),
+            version: 1,
+            root_digest: String::new(),
+            protected_inputs: protected.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn captured_inputs_never_hold_protected_columns_or_detected_personal_data() {
+        let strings = Tensor::new(
+            vec![4],
+            Data::Str(vec![
+                "jane.doe@example.com".into(),
+                "4111 1111 1111 1111".into(),
+                "blue".into(),
+                "+44 20 7946 0958".into(),
+            ]),
+        )
+        .unwrap();
+        let v = masked_inputs(&loaded(&[]), &[strings.clone()]).to_string();
+        for secret in ["jane.doe", "4111", "7946"] {
+            assert!(!v.contains(secret), "{secret} captured: {v}");
+        }
+        assert!(v.contains("blue"), "{v}");
+        let v = masked_inputs(&loaded(&["X"]), &[strings]).to_string();
+        assert!(v.contains("withheld") && !v.contains("blue"), "{v}");
+        let numbers = Tensor::f32(vec![1, 2], vec![1.5, 2.5]).unwrap();
+        assert!(masked_inputs(&loaded(&[]), &[numbers]).to_string().contains("1.5"));
+    }
+
+    #[test]
+    fn pickles_are_recognized_by_name_and_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join("model.joblib");
+        std::fs::write(&named, b"anything").unwrap();
+        assert!(is_pickle(&named));
+        let disguised = dir.path().join("weights.bin");
+        std::fs::write(&disguised, b"\x80\x04\x95\x10\x00").unwrap();
+        assert!(is_pickle(&disguised));
+        let onnx = dir.path().join("model.onnx");
+        std::fs::write(&onnx, b"\x08\x07\x12\x04skl2").unwrap();
+        assert!(!is_pickle(&onnx));
+    }
 }

@@ -417,6 +417,8 @@ fn deployment_strategies_switch_without_restart_and_tampered_models_are_refused(
     let shadows =
         capture["records"].as_array().unwrap().iter().filter(|r| r["role"] == "shadow" && r["version"] == 2).count();
     assert!(shadows >= 5, "{capture}");
+    // Records carry the (masked) inputs for monitoring.
+    assert_eq!(capture["records"][0]["inputs"][0]["name"], "X", "{capture}");
 
     // A version whose stored bytes changed is refused at load and audited; the endpoint keeps serving.
     let serving = set(&["--target", "credit@1"])["revision"].as_i64().unwrap();
@@ -734,4 +736,38 @@ fn client_certificates_and_jwts_authenticate_and_certificates_reload_without_res
     }
     assert_ne!(before.trim(), renewed.trim());
     assert_eq!(srv.infer("credit", &s.client, &body).0, 200);
+}
+
+#[test]
+fn schemathesis_finds_no_server_error_or_schema_violation() {
+    let s = setup();
+    let srv = Server::start(&s.ws, &[]);
+    srv.wait_for_version("credit", &s.client, &rows_body(&reference_case("rf_binary_nozipmap"), 1), "1");
+    let venv =
+        std::env::var("CITADEL_TEST_VENV_PYTHON").expect("CITADEL_TEST_VENV_PYTHON (scripts/services.sh sets it)");
+    let st = Path::new(&venv).with_file_name("schemathesis");
+    // A caller allowed everywhere, so requests reach the model and the admin routes.
+    let fuzzer = token_for(&s.ws, "fuzzer", &["inference-client", "admin"]);
+    // Path parameters name the served endpoint, so generated bodies reach the model.
+    let config = s.ws.root.parent().unwrap().join("schemathesis.toml");
+    std::fs::write(&config, "[parameters]\n\"path.model_name\" = \"credit\"\n\"path.model_version\" = \"1\"\n")
+        .unwrap();
+    let o = Command::new(&st)
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &format!("{}/openapi.json", srv.base)])
+        .args(["-H", &format!("Authorization: Bearer {fuzzer}")])
+        .arg("--tls-verify")
+        .arg(srv.ca.as_ref().unwrap())
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth"])
+        .args(["-n", "40", "--generation-deterministic", "--request-timeout", "10"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{text}");
+    // It really exercised the API (a schema it could not read would test nothing).
+    assert!(text.contains("Tested: 11") && !text.contains("Authentication failed"), "{text}");
+    // The server is still up and serving.
+    assert_eq!(srv.infer("credit", &s.client, &rows_body(&reference_case("rf_binary_nozipmap"), 1)).0, 200);
 }
