@@ -1110,7 +1110,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        let v = masked_inputs(&loaded(&[]), &[strings.clone()]).to_string();
+        let v = masked_inputs(&loaded(&[]), std::slice::from_ref(&strings)).to_string();
         for secret in ["jane.doe", "4111", "7946"] {
             assert!(!v.contains(secret), "{secret} captured: {v}");
         }
