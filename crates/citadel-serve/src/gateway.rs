@@ -20,7 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use citadel_audit::{AuditEvent, Outcome};
 use citadel_control::{Caller, Deployment, DeploymentSpec, Strategy, Target, Workspace};
@@ -100,10 +100,9 @@ pub struct Gateway {
     metrics: Metrics,
     principal_limits: Keyed,
     endpoint_limits: Keyed,
-    log: Option<mpsc::Sender<String>>,
-    log_dropped: AtomicU64,
+    log: Option<Arc<LogBuffer>>,
     ready: AtomicBool,
-    captures: Mutex<HashMap<String, VecDeque<Value>>>,
+    captures: Mutex<HashMap<String, VecDeque<Captured>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -194,7 +193,6 @@ impl Gateway {
             failed: Mutex::new(HashMap::new()),
             metrics: Metrics::new(),
             log,
-            log_dropped: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             captures: Mutex::new(HashMap::new()),
             config,
@@ -280,11 +278,9 @@ impl Gateway {
             .await;
     }
 
-    fn emit(&self, line: Value) {
-        if let Some(tx) = &self.log
-            && tx.try_send(line.to_string()).is_err()
-        {
-            self.log_dropped.fetch_add(1, Ordering::Relaxed);
+    fn emit(&self, line: impl serde::Serialize) {
+        if let Some(log) = &self.log {
+            log.push(&line);
         }
     }
 
@@ -523,20 +519,20 @@ impl Gateway {
             }
         }
         if self.log.is_some() {
-            self.emit(json!({
-                "ts": Timestamp::now().to_string(),
-                "request_id": request_id,
-                "remote": peer.to_string(),
-                "method": method.as_str(),
-                "path": path,
-                "status": status,
-                "latency_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                "principal": facts.principal,
-                "endpoint": facts.endpoint,
-                "model": facts.model,
-                "version": facts.version,
-                "bytes_in": bytes_in,
-            }));
+            self.emit(AccessLine {
+                ts: Timestamp::now(),
+                request_id: &request_id,
+                remote: peer,
+                method: method.as_str(),
+                path: &path,
+                status,
+                latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                principal: facts.principal.as_deref(),
+                endpoint: facts.endpoint.as_deref(),
+                model: facts.model.as_deref(),
+                version: facts.version.as_deref(),
+                bytes_in,
+            });
         }
         response
     }
@@ -652,7 +648,7 @@ impl Gateway {
                     .captures
                     .lock()
                     .ok()
-                    .and_then(|c| c.get(*name).map(|q| q.iter().cloned().collect()))
+                    .and_then(|c| c.get(*name).map(|q| q.iter().map(Captured::to_json).collect()))
                     .unwrap_or_default();
                 Ok(json_response(StatusCode::OK, &json!({"endpoint": name, "records": rows})))
             }
@@ -790,7 +786,7 @@ impl Gateway {
         self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)?;
         self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal)?;
         let (served, shadow) = self.choose(&endpoint, caller, req.headers(), pinned);
-        let (target, loaded) = endpoint.targets[served].clone();
+        let (target, loaded) = &endpoint.targets[served];
         facts.model = Some(target.model.clone());
         facts.version = Some(target.version.to_string());
         let max = self.config.limits.max_body_bytes;
@@ -837,7 +833,8 @@ impl Gateway {
             };
         let elements: usize = inputs.iter().map(Tensor::len).sum();
         let shadow_inputs = shadow.map(|_| inputs.clone());
-        let captured_inputs = (self.config.capture_rows > 0).then(|| masked_inputs(&loaded, &inputs));
+        let captured_inputs =
+            (self.config.capture_rows > 0).then(|| CapturedInputs { loaded: loaded.clone(), inputs: inputs.clone() });
         let outputs = if elements <= 4096 {
             loaded.model.run(inputs)
         } else {
@@ -857,7 +854,7 @@ impl Gateway {
                 Some(list) => list.iter().find(|(n, _)| n == &spec.name).map(|(_, b)| *b),
             };
             if let Some(binary) = wanted {
-                selected.push((spec.name.clone(), outputs[i].clone(), binary));
+                selected.push((spec.name.as_str(), &outputs[i], binary));
             }
         }
         if let Some(list) = &request.outputs
@@ -865,7 +862,7 @@ impl Gateway {
         {
             return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no output {missing}")));
         }
-        self.capture(&endpoint.name, request_id, &target, "served", captured_inputs.clone(), &outputs);
+        self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), &outputs);
         if let (Some(si), Some(inputs)) = (shadow, shadow_inputs) {
             let (st, sl) = endpoint.targets[si].clone();
             let gw = self.clone();
@@ -903,29 +900,30 @@ impl Gateway {
     }
 
     /// Keeps the last `capture_rows` inferences per endpoint for monitoring:
-    /// which version answered, the inputs (masked: see [`masked_inputs`]) and
-    /// the outputs. Bounded: the oldest record goes first.
+    /// which version answered, the inputs (masked when read: see
+    /// [`masked_inputs`]) and the outputs. Bounded: the oldest record goes
+    /// first. Records are kept as tensors and turned into JSON only when read.
     fn capture(
         &self,
         endpoint: &str,
         request_id: &str,
         target: &Target,
-        role: &str,
-        inputs: Option<Value>,
+        role: &'static str,
+        inputs: Option<CapturedInputs>,
         outputs: &[Tensor],
     ) {
         if self.config.capture_rows == 0 {
             return;
         }
-        let record = json!({
-            "ts": Timestamp::now().to_string(),
-            "request_id": request_id,
-            "model": target.model,
-            "version": target.version,
-            "role": role,
-            "inputs": inputs,
-            "outputs": outputs.iter().map(|t| json!({"shape": t.shape, "data": tensor_json(t)})).collect::<Vec<_>>(),
-        });
+        let record = Captured {
+            ts: Timestamp::now(),
+            request_id: request_id.to_string(),
+            model: target.model.clone(),
+            version: target.version,
+            role,
+            inputs,
+            outputs: outputs.to_vec(),
+        };
         if let Ok(mut c) = self.captures.lock() {
             let q = c.entry(endpoint.to_string()).or_default();
             if q.len() >= self.config.capture_rows {
@@ -933,6 +931,38 @@ impl Gateway {
             }
             q.push_back(record);
         }
+    }
+}
+
+/// A request's inputs as the model saw them; masked when the capture is read.
+#[derive(Debug, Clone)]
+struct CapturedInputs {
+    loaded: Arc<Loaded>,
+    inputs: Vec<Tensor>,
+}
+
+#[derive(Debug)]
+struct Captured {
+    ts: Timestamp,
+    request_id: String,
+    model: String,
+    version: i64,
+    role: &'static str,
+    inputs: Option<CapturedInputs>,
+    outputs: Vec<Tensor>,
+}
+
+impl Captured {
+    fn to_json(&self) -> Value {
+        json!({
+            "ts": self.ts.to_string(),
+            "request_id": self.request_id,
+            "model": self.model,
+            "version": self.version,
+            "role": self.role,
+            "inputs": self.inputs.as_ref().map(|c| masked_inputs(&c.loaded, &c.inputs)),
+            "outputs": self.outputs.iter().map(|t| json!({"shape": t.shape, "data": tensor_json(t)})).collect::<Vec<_>>(),
+        })
     }
 }
 
@@ -1054,10 +1084,55 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
-/// Access log lines go through a bounded queue to one writer; a full queue drops lines (counted), never blocks serving.
-fn spawn_log_writer(path: &std::path::Path) -> Result<mpsc::Sender<String>, ServeError> {
+/// One access-log line: who, what, how it ended, how long it took. Never a
+/// token, a header value or a payload value.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    #[serde(serialize_with = "rfc3339")]
+    ts: Timestamp,
+    request_id: &'a str,
+    remote: SocketAddr,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    latency_ms: f64,
+    principal: Option<&'a str>,
+    endpoint: Option<&'a str>,
+    model: Option<&'a str>,
+    version: Option<&'a str>,
+    bytes_in: Option<u64>,
+}
+
+fn rfc3339<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(ts)
+}
+
+/// Log lines collect in memory and one thread writes them every 50 ms, so
+/// serving never waits on the disk or wakes a writer per request. Bounded:
+/// past 16 MiB unwritten, lines are dropped and counted (reported in the log).
+#[derive(Debug, Default)]
+struct LogBuffer {
+    pending: Mutex<Vec<u8>>,
+    dropped: AtomicU64,
+}
+
+const LOG_BUFFER_MAX: usize = 16 << 20;
+
+impl LogBuffer {
+    fn push(&self, line: &impl serde::Serialize) {
+        let Ok(mut bytes) = serde_json::to_vec(line) else { return };
+        bytes.push(b'\n');
+        match self.pending.lock() {
+            Ok(mut p) if p.len() + bytes.len() <= LOG_BUFFER_MAX => p.extend_from_slice(&bytes),
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn spawn_log_writer(path: &std::path::Path) -> Result<Arc<LogBuffer>, ServeError> {
     use std::io::Write;
-    let (tx, mut rx) = mpsc::channel::<String>(16_384);
     let mut out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::stdout())
     } else {
@@ -1069,69 +1144,31 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<mpsc::Sender<String>, Serv
                 .map_err(|e| ServeError::Io(format!("access log {}: {e}", path.display())))?,
         )
     };
+    let buffer = Arc::new(LogBuffer::default());
+    let weak = Arc::downgrade(&buffer);
     std::thread::spawn(move || {
-        let mut buf = std::io::BufWriter::new(&mut out);
-        while let Some(line) = rx.blocking_recv() {
-            let _ = writeln!(buf, "{line}");
-            if rx.is_empty() {
-                let _ = buf.flush();
+        let mut batch = Vec::new();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let Some(buffer) = weak.upgrade() else { break };
+            if let Ok(mut p) = buffer.pending.lock() {
+                std::mem::swap(&mut *p, &mut batch);
+            }
+            let dropped = buffer.dropped.swap(0, Ordering::Relaxed);
+            drop(buffer);
+            if dropped > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"ts": Timestamp::now().to_string(), "event": "access_log.dropped", "lines": dropped})
+                );
+            }
+            if !batch.is_empty() {
+                let _ = out.write_all(&batch);
+                let _ = out.flush();
+                batch.clear();
             }
         }
-        let _ = buf.flush();
     });
-    Ok(tx)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn loaded(protected: &[&str]) -> Loaded {
-        let bytes = include_bytes!("../../citadel-infer/tests/fixtures/models/rf_binary_nozipmap.onnx");
-        Loaded {
-            model: Model::load(bytes).unwrap(),
-            name: "m".into(),
-            version: 1,
-            root_digest: String::new(),
-            protected_inputs: protected.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn captured_inputs_never_hold_protected_columns_or_detected_personal_data() {
-        let strings = Tensor::new(
-            vec![4],
-            Data::Str(vec![
-                "jane.doe@example.com".into(),
-                "4111 1111 1111 1111".into(),
-                "blue".into(),
-                "+44 20 7946 0958".into(),
-            ]),
-        )
-        .unwrap();
-        let v = masked_inputs(&loaded(&[]), std::slice::from_ref(&strings)).to_string();
-        for secret in ["jane.doe", "4111", "7946"] {
-            assert!(!v.contains(secret), "{secret} captured: {v}");
-        }
-        assert!(v.contains("blue"), "{v}");
-        let v = masked_inputs(&loaded(&["X"]), &[strings]).to_string();
-        assert!(v.contains("withheld") && !v.contains("blue"), "{v}");
-        let numbers = Tensor::f32(vec![1, 2], vec![1.5, 2.5]).unwrap();
-        assert!(masked_inputs(&loaded(&[]), &[numbers]).to_string().contains("1.5"));
-    }
-
-    #[test]
-    fn pickles_are_recognized_by_name_and_by_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let named = dir.path().join("model.joblib");
-        std::fs::write(&named, b"anything").unwrap();
-        assert!(is_pickle(&named));
-        let disguised = dir.path().join("weights.bin");
-        std::fs::write(&disguised, b"\x80\x04\x95\x10\x00").unwrap();
-        assert!(is_pickle(&disguised));
-        let onnx = dir.path().join("model.onnx");
-        std::fs::write(&onnx, b"\x08\x07\x12\x04skl2").unwrap();
-        assert!(!is_pickle(&onnx));
-    }
+    Ok(buffer)
 }

@@ -4,7 +4,7 @@
 
 use citadel_infer::{DType, Data, Tensor, element_count};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// A request the gateway refuses, with the status and a message for the caller.
 #[derive(Debug)]
@@ -238,17 +238,6 @@ pub fn check_finite(name: &str, t: &Tensor) -> Result<(), BadRequest> {
     }
 }
 
-fn json_data(t: &Tensor) -> Value {
-    match &t.data {
-        Data::F32(v) => json!(v),
-        Data::F64(v) => json!(v),
-        Data::I32(v) => json!(v),
-        Data::I64(v) => json!(v),
-        Data::Bool(v) => json!(v),
-        Data::Str(v) => json!(v),
-    }
-}
-
 fn binary_data(t: &Tensor) -> Vec<u8> {
     let mut out = Vec::new();
     match &t.data {
@@ -265,33 +254,79 @@ fn binary_data(t: &Tensor) -> Vec<u8> {
     out
 }
 
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum DataRef<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    Bool(&'a [bool]),
+    Str(&'a [String]),
+}
+
+impl<'a> DataRef<'a> {
+    fn of(t: &'a Tensor) -> DataRef<'a> {
+        match &t.data {
+            Data::F32(v) => DataRef::F32(v),
+            Data::F64(v) => DataRef::F64(v),
+            Data::I32(v) => DataRef::I32(v),
+            Data::I64(v) => DataRef::I64(v),
+            Data::Bool(v) => DataRef::Bool(v),
+            Data::Str(v) => DataRef::Str(v),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct BinaryParameters {
+    binary_data_size: usize,
+}
+
+#[derive(serde::Serialize)]
+struct OutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParameters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<DataRef<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ResponseHead<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutputTensor<'a>>,
+}
+
 /// Encodes a response: JSON, or JSON header + binary buffers when any output asked for binary.
 /// Returns the body and the JSON header length when binary.
 pub fn encode(
     model: &str,
     version: &str,
     id: Option<&str>,
-    outputs: &[(String, Tensor, bool)],
+    outputs: &[(&str, &Tensor, bool)],
 ) -> (Vec<u8>, Option<usize>) {
     let mut buffers = Vec::new();
-    let items: Vec<Value> = outputs
+    let items = outputs
         .iter()
         .map(|(name, t, binary)| {
-            let mut o = json!({"name": name, "datatype": t.dtype().v2_name(), "shape": t.shape});
-            if *binary {
+            let (parameters, data) = if *binary {
                 let b = binary_data(t);
-                o["parameters"] = json!({"binary_data_size": b.len()});
+                let p = BinaryParameters { binary_data_size: b.len() };
                 buffers.push(b);
+                (Some(p), None)
             } else {
-                o["data"] = json_data(t);
-            }
-            o
+                (None, Some(DataRef::of(t)))
+            };
+            OutputTensor { name, datatype: t.dtype().v2_name(), shape: &t.shape, parameters, data }
         })
         .collect();
-    let mut head = json!({"model_name": model, "model_version": version, "outputs": items});
-    if let Some(id) = id {
-        head["id"] = json!(id);
-    }
+    let head = ResponseHead { model_name: model, model_version: version, id, outputs: items };
     let mut body = serde_json::to_vec(&head).unwrap_or_default();
     if buffers.is_empty() {
         return (body, None);

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_data;
 mod bench_scan;
+mod bench_serve;
 mod bench_sign;
 mod data_cmd;
 mod data_html;
@@ -254,6 +255,21 @@ enum BenchCmd {
         archives: u64,
         #[arg(long, default_value_t = 20)]
         archive_mib: u64,
+    },
+    /// Single-row inference under load (wrk) on citadel serve (TLS and plain
+    /// HTTP), MLServer's scikit-learn runtime and a minimal hyper server.
+    Serve {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Seconds per load run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrencies (connections) to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1u32, 16, 64])]
+        concurrency: Vec<u32>,
+        /// Keep the workspace and models afterwards.
+        #[arg(long)]
+        keep: bool,
     },
     /// Ingest and drift of a synthetic table (ROWS x 25 columns), next to
     /// pandas + scipy and, with --evidently, Evidently's DataDriftPreset.
@@ -1277,6 +1293,17 @@ async fn run(cli: Cli) -> Result<i32> {
             let (dir, p, pk, a, am) = (dir.clone(), *pickles, *pickle_kib, *archives, *archive_mib);
             let report = tokio::task::spawn_blocking(move || bench_scan::run(&dir, p, pk, a, am, quiet)).await??;
             out.emit(&report, || bench_scan::render(&report));
+        }
+        Command::Bench(BenchCmd::Serve { dir, seconds, concurrency, keep }) => {
+            anyhow::ensure!(
+                *seconds >= 1 && !concurrency.is_empty(),
+                "--seconds must be at least 1\nhint: e.g. --seconds 10 --concurrency 1,16,64"
+            );
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, secs, conc, keep) = (dir.clone(), *seconds, concurrency.clone(), *keep);
+            let report =
+                tokio::task::spawn_blocking(move || bench_serve::run(&dir, secs, &conc, keep, quiet)).await??;
+            out.emit(&report, || bench_serve::render(&report));
         }
         Command::Bench(BenchCmd::Data { dir, rows, evidently, keep }) => {
             anyhow::ensure!(*rows >= 1000, "--rows must be at least 1000\nhint: e.g. --rows 1000000");
