@@ -299,6 +299,20 @@ fn serves_verified_models_that_match_onnxruntime_to_authorized_callers_only() {
     let want: Vec<i64> = serde_json::from_value(case["label"].clone()).unwrap();
     assert_eq!(labels, want[..4]);
 
+    // NaN in binary data is refused by name.
+    let head = json!({"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP32", "parameters": {"binary_data_size": 40}}]}).to_string();
+    let mut req = head.clone().into_bytes();
+    (0..10).for_each(|i| req.extend_from_slice(&(if i == 3 { f32::NAN } else { 0.5f32 }).to_le_bytes()));
+    let (code, _, resp) = srv.call(
+        "POST",
+        "/v2/models/credit/infer",
+        Some(&s.client),
+        Some(&req),
+        &[&format!("Inference-Header-Content-Length: {}", head.len()), "Content-Type: application/octet-stream"],
+    );
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&resp).contains("NaN"), "{}", String::from_utf8_lossy(&resp));
+
     // Metrics: admins only, valid Prometheus exposition, no secrets.
     assert_eq!(srv.call("GET", "/metrics", Some(&s.client), None, &[]).0, 403);
     let (code, _, metrics) = srv.call("GET", "/metrics", Some(&s.admin), None, &[]);
@@ -390,12 +404,29 @@ fn deployment_strategies_switch_without_restart_and_tampered_models_are_refused(
     for _ in 0..10 {
         assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "1");
     }
-    switch("green");
-    for _ in 0..10 {
-        assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "2");
-    }
-    switch("blue");
-    assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "1");
+    // Switch green, then back to blue, while a client keeps calling: not one request fails.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let codes = std::thread::scope(|scope| {
+        let caller = scope.spawn(|| {
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (code, v) = srv.infer("credit", &s.client, &body);
+                codes.push((code, v["model_version"].as_str().unwrap_or("").to_string()));
+            }
+            codes
+        });
+        switch("green");
+        for _ in 0..10 {
+            assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "2");
+        }
+        switch("blue");
+        assert_eq!(srv.infer("credit", &s.client, &body).1["model_version"], "1");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        caller.join().unwrap()
+    });
+    assert!(codes.len() >= 10, "{codes:?}");
+    assert!(codes.iter().all(|(c, _)| *c == 200), "a request failed during a switch: {codes:?}");
+    assert!(codes.iter().any(|(_, v)| v == "2"), "{codes:?}");
 
     // A/B: a principal sticks to one arm.
     set(&["--strategy", "ab", "--target", "a=credit@1", "--target", "b=credit@2"]);
