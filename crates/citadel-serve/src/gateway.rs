@@ -218,7 +218,7 @@ impl Gateway {
         }
         on_listening(&Listening { addr, scheme: if tls.is_some() { "https" } else { "http" }, dev_ca });
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let connections = Arc::new(Semaphore::new(gw.config.limits.max_connections));
+        let connections = Arc::new(Semaphore::new(connection_budget(gw.config.limits.max_connections)));
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -1015,6 +1015,15 @@ fn tensor_json(t: &Tensor) -> Value {
         Data::Bool(v) => json!(v),
         Data::Str(v) => json!(v),
     }
+}
+
+/// Raises the descriptor limit to what the system allows and keeps the
+/// connection cap below it (with room for the database, models and logs),
+/// so a flood of connections meets the cap, not EMFILE on accept.
+fn connection_budget(wanted: usize) -> usize {
+    let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let room = usize::try_from(soft.saturating_sub(256)).unwrap_or(usize::MAX).max(64);
+    wanted.min(room)
 }
 
 fn splitmix(n: u64) -> u64 {
