@@ -55,6 +55,8 @@ struct Endpoint {
     spec: DeploymentSpec,
     targets: Vec<(Target, Arc<Loaded>)>,
     concurrency: Arc<Semaphore>,
+    /// Mirrored requests in flight; when all are taken a request is not mirrored (shadows never slow the answer).
+    shadow_slots: Arc<Semaphore>,
     counter: AtomicU64,
 }
 
@@ -373,6 +375,12 @@ impl Gateway {
                 }
             }
         }
+        // Compiled models no live endpoint uses any more are dropped (in-flight requests hold their own Arc).
+        let used: std::collections::HashSet<(String, i64)> =
+            next.values().flat_map(|e| e.targets.iter().map(|(t, _)| (t.model.clone(), t.version))).collect();
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.retain(|k, _| used.contains(k));
+        }
         if let Ok(mut r) = self.routes.write() {
             *r = Arc::new(next);
         }
@@ -395,13 +403,13 @@ impl Gateway {
             };
             targets.push((t.clone(), loaded));
         }
-        // Drop compiled models no live deployment uses any more.
         Ok(Endpoint {
             name: d.name.clone(),
             revision: d.revision,
             spec: d.spec.clone(),
             targets,
             concurrency: Arc::new(Semaphore::new(self.config.limits.max_concurrency_per_model)),
+            shadow_slots: Arc::new(Semaphore::new(self.config.limits.max_concurrency_per_model)),
             counter: AtomicU64::new(0),
         })
     }
@@ -863,7 +871,8 @@ impl Gateway {
             return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no output {missing}")));
         }
         self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), &outputs);
-        if let (Some(si), Some(inputs)) = (shadow, shadow_inputs) {
+        let shadow_slot = shadow.and_then(|_| endpoint.shadow_slots.clone().try_acquire_owned().ok());
+        if let (Some(si), Some(inputs), Some(slot)) = (shadow, shadow_inputs, shadow_slot) {
             let (st, sl) = endpoint.targets[si].clone();
             let gw = self.clone();
             let name = endpoint.name.clone();
@@ -879,6 +888,7 @@ impl Gateway {
                     }
                     gw.capture(&name, &rid, &st, "shadow", captured_inputs, &out);
                 }
+                drop(slot);
             });
         }
         let (body, json_len) =
