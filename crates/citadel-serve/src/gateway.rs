@@ -658,6 +658,16 @@ impl Gateway {
                     .ok()
                     .and_then(|c| c.get(*name).map(|q| q.iter().map(Captured::to_json).collect()))
                     .unwrap_or_default();
+                // Captures hold inference data: reading them is audited like any data read.
+                self.audit(
+                    &caller.principal.id,
+                    "deployment.capture_read",
+                    &format!("deployment:{name}"),
+                    Outcome::Success,
+                    request_id,
+                    json!({"records": rows.len()}),
+                )
+                .await;
                 Ok(json_response(StatusCode::OK, &json!({"endpoint": name, "records": rows})))
             }
             (m, ["v2", "models", name, rest @ ..]) => {

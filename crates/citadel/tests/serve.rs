@@ -268,6 +268,17 @@ fn serves_verified_models_that_match_onnxruntime_to_authorized_callers_only() {
     assert_eq!(code, 413);
     assert_eq!(srv.call("GET", "/v2/models/nothing-here", Some(&s.client), None, &[]).0, 403);
 
+    // A body as MLServer's clients write it: nested data, content-type parameters, requested outputs.
+    let x: Vec<Vec<f64>> = serde_json::from_value(case["inputs"].clone()).unwrap();
+    let nested: Vec<Vec<f32>> = x[..2].iter().map(|r| r.iter().map(|&v| v as f32).collect()).collect();
+    let mlserver_style = json!({"id": "m-1", "parameters": {"content_type": "np"},
+        "inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP32", "parameters": {"content_type": "np"}, "data": nested}],
+        "outputs": [{"name": "probabilities"}]});
+    let (code, out) = srv.infer("credit", &s.client, &mlserver_style);
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(out["outputs"][0]["shape"], json!([2, 2]));
+
     // The binary tensor data extension, as tritonclient sends it.
     let x: Vec<f32> = serde_json::from_value::<Vec<Vec<f64>>>(case["inputs"].clone()).unwrap()[..4]
         .iter()
@@ -448,6 +459,8 @@ fn deployment_strategies_switch_without_restart_and_tampered_models_are_refused(
     let shadows =
         capture["records"].as_array().unwrap().iter().filter(|r| r["role"] == "shadow" && r["version"] == 2).count();
     assert!(shadows >= 5, "{capture}");
+    let reads = s.ws.json(&["audit", "query", "--action", "deployment.capture_read"]);
+    assert_eq!(reads.as_array().unwrap().len(), 1, "capture reads are audited: {reads}");
     // Records carry the (masked) inputs for monitoring.
     assert_eq!(capture["records"][0]["inputs"][0]["name"], "X", "{capture}");
 
