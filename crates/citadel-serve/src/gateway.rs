@@ -104,6 +104,7 @@ pub struct Gateway {
     endpoint_limits: Keyed,
     log: Option<Arc<LogBuffer>>,
     ready: AtomicBool,
+    request_ids: RequestIds,
     captures: Mutex<HashMap<String, VecDeque<Captured>>>,
 }
 
@@ -196,6 +197,7 @@ impl Gateway {
             metrics: Metrics::new(),
             log,
             ready: AtomicBool::new(false),
+            request_ids: RequestIds::new(),
             captures: Mutex::new(HashMap::new()),
             config,
         });
@@ -473,7 +475,7 @@ impl Gateway {
                 !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
             .map(str::to_string)
-            .unwrap_or_else(|| citadel_types::random_id("req-"));
+            .unwrap_or_else(|| self.request_ids.next());
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let mut facts = RequestFacts::default();
@@ -1044,6 +1046,25 @@ fn connection_budget(wanted: usize) -> usize {
     let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let room = usize::try_from(soft.saturating_sub(256)).unwrap_or(usize::MAX).max(64);
     wanted.min(room)
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique across
+/// replicas and restarts (64 random bits), with no random draw per request;
+/// they identify, they do not authorize.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds { prefix: citadel_types::random_id("req-"), counter: AtomicU64::new(0) }
+    }
+
+    fn next(&self) -> String {
+        format!("{}-{:x}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 fn splitmix(n: u64) -> u64 {

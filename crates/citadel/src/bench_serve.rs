@@ -12,6 +12,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,10 +44,16 @@ pub struct ServeBench {
     pub notes: Vec<String>,
 }
 
+/// A server the benchmark started. MLServer runs its model in worker
+/// processes, so each server gets its own process group and the whole group
+/// is stopped.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.0.id())]).stderr(Stdio::null()).status();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).stderr(Stdio::null()).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -279,7 +286,7 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             ],
             None,
         );
-        c.args(extra).stdout(Stdio::piped()).stderr(Stdio::null());
+        c.args(extra).process_group(0).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = c.spawn().context("starting citadel serve")?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?).read_line(&mut line)?;
@@ -320,7 +327,14 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             std::fs::write(md.join("settings.json"), serde_json::json!({"http_port": port, "grpc_port": free_port()?, "metrics_port": free_port()?, "debug": false}).to_string())?;
             std::fs::write(md.join("lr/model-settings.json"), serde_json::json!({"name": "lr", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "v1"}}).to_string())?;
             say(quiet, "starting MLServer (scikit-learn runtime)");
-            let child = Command::new(&bin).arg("start").arg(&md).current_dir(&md).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+            let child = Command::new(&bin)
+                .arg("start")
+                .arg(&md)
+                .current_dir(&md)
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
             _mls = Some(Proc(child));
             wait_ready(&format!("http://127.0.0.1:{port}/v2/models/lr/ready"), None)?;
             let version = Command::new(bin.with_file_name("python")).args(["-c", "import mlserver; print(mlserver.__version__)"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
