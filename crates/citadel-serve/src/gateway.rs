@@ -917,7 +917,6 @@ impl Gateway {
                 r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             }
         }
-        let _ = &loaded.root_digest;
         Ok(r)
     }
 
