@@ -195,7 +195,8 @@ fn open_provider(config: &Config, secrets: &Secrets, create: Option<KdfParams>) 
     }
 }
 
-fn event(
+/// An audit event stamped now (the one constructor every audited action uses).
+pub fn event(
     actor: &str,
     action: &str,
     resource: &str,

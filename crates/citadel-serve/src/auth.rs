@@ -210,15 +210,14 @@ impl Authenticator {
         let _ = self
             .ws
             .db()
-            .append_audit(citadel_audit::AuditEvent {
-                ts: citadel_types::Timestamp::now(),
-                actor: "anonymous".into(),
-                action: action.into(),
-                resource: "gateway".into(),
-                outcome: citadel_audit::Outcome::Denied,
-                request_id: citadel_types::random_id("req-"),
-                details: serde_json::json!({"reason": reason}),
-            })
+            .append_audit(citadel_control::event(
+                "anonymous",
+                action,
+                "gateway",
+                citadel_audit::Outcome::Denied,
+                &citadel_types::random_id("req-"),
+                serde_json::json!({"reason": reason}),
+            ))
             .await;
     }
 }

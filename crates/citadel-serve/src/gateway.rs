@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use citadel_audit::{AuditEvent, Outcome};
+use citadel_audit::Outcome;
 use citadel_control::{Caller, Deployment, DeploymentSpec, Strategy, Target, Workspace};
 use citadel_infer::{Data, Model, Tensor};
 use citadel_policy::{Action, Decision};
@@ -300,15 +300,7 @@ impl Gateway {
         let _ = self
             .ws
             .db()
-            .append_audit(AuditEvent {
-                ts: Timestamp::now(),
-                actor: actor.to_string(),
-                action: action.to_string(),
-                resource: resource.to_string(),
-                outcome,
-                request_id: request_id.to_string(),
-                details,
-            })
+            .append_audit(citadel_control::event(actor, action, resource, outcome, request_id, details))
             .await;
     }
 
