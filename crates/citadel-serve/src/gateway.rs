@@ -1020,14 +1020,7 @@ fn masked_inputs(loaded: &Loaded, inputs: &[Tensor]) -> Value {
 }
 
 fn tensor_json(t: &Tensor) -> Value {
-    match &t.data {
-        Data::F32(v) => json!(v),
-        Data::F64(v) => json!(v),
-        Data::I32(v) => json!(v),
-        Data::I64(v) => json!(v),
-        Data::Bool(v) => json!(v),
-        Data::Str(v) => json!(v),
-    }
+    serde_json::to_value(v2::DataRef::of(t)).unwrap_or(Value::Null)
 }
 
 /// Raises the descriptor limit to what the system allows and keeps the

@@ -256,7 +256,7 @@ fn binary_data(t: &Tensor) -> Vec<u8> {
 
 #[derive(serde::Serialize)]
 #[serde(untagged)]
-enum DataRef<'a> {
+pub(crate) enum DataRef<'a> {
     F32(&'a [f32]),
     F64(&'a [f64]),
     I32(&'a [i32]),
@@ -266,7 +266,7 @@ enum DataRef<'a> {
 }
 
 impl<'a> DataRef<'a> {
-    fn of(t: &'a Tensor) -> DataRef<'a> {
+    pub(crate) fn of(t: &'a Tensor) -> DataRef<'a> {
         match &t.data {
             Data::F32(v) => DataRef::F32(v),
             Data::F64(v) => DataRef::F64(v),
