@@ -1206,3 +1206,57 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<Arc<LogBuffer>, ServeError
     });
     Ok(buffer)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn loaded(protected: &[&str]) -> Loaded {
+        let bytes = include_bytes!("../../citadel-infer/tests/fixtures/models/rf_binary_nozipmap.onnx");
+        Loaded {
+            model: Model::load(bytes).unwrap(),
+            name: "m".into(),
+            version: 1,
+            root_digest: String::new(),
+            protected_inputs: protected.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn captured_inputs_never_hold_protected_columns_or_detected_personal_data() {
+        let strings = Tensor::new(
+            vec![4],
+            Data::Str(vec![
+                "jane.doe@example.com".into(),
+                "4111 1111 1111 1111".into(),
+                "blue".into(),
+                "+44 20 7946 0958".into(),
+            ]),
+        )
+        .unwrap();
+        let v = masked_inputs(&loaded(&[]), std::slice::from_ref(&strings)).to_string();
+        for secret in ["jane.doe", "4111", "7946"] {
+            assert!(!v.contains(secret), "{secret} captured: {v}");
+        }
+        assert!(v.contains("blue"), "{v}");
+        let v = masked_inputs(&loaded(&["X"]), &[strings]).to_string();
+        assert!(v.contains("withheld") && !v.contains("blue"), "{v}");
+        let numbers = Tensor::f32(vec![1, 2], vec![1.5, 2.5]).unwrap();
+        assert!(masked_inputs(&loaded(&[]), &[numbers]).to_string().contains("1.5"));
+    }
+
+    #[test]
+    fn pickles_are_recognized_by_name_and_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join("model.joblib");
+        std::fs::write(&named, b"anything").unwrap();
+        assert!(is_pickle(&named));
+        let disguised = dir.path().join("weights.bin");
+        std::fs::write(&disguised, b"\x80\x04\x95\x10\x00").unwrap();
+        assert!(is_pickle(&disguised));
+        let onnx = dir.path().join("model.onnx");
+        std::fs::write(&onnx, b"\x08\x07\x12\x04skl2").unwrap();
+        assert!(!is_pickle(&onnx));
+    }
+}
