@@ -1,0 +1,240 @@
+//! Turning table columns into the float matrix a model takes.
+//!
+//! A model's input is one tensor `X` of shape `[N, F]`: one column per
+//! feature, numeric values as they are, categories as their code (the index
+//! in the feature's category list). The list is ordered by the category's
+//! positive rate in the training data, so a tree's single threshold splits
+//! the categories the way Fisher's ordering makes optimal for a binary
+//! target; the linear model one-hot encodes the codes inside its graph, so
+//! for it the order does not matter. The encoder travels with the model (in
+//! its card and in the ONNX metadata) so callers can build `X`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::MlError;
+use crate::table::{Column, Table};
+
+/// The category a null becomes.
+pub const MISSING: &str = "(missing)";
+/// The code of a category the training data never had.
+pub const UNKNOWN_CODE: f32 = -1.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// Nulls become `fill`, the training median.
+    Numeric { fill: f64 },
+    Categorical { categories: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: FeatureKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureEncoder {
+    pub features: Vec<Feature>,
+}
+
+/// A dense row-major matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    pub fn take(&self, idx: &[usize]) -> Matrix {
+        let mut data = Vec::with_capacity(idx.len() * self.cols);
+        for &i in idx {
+            data.extend_from_slice(self.row(i));
+        }
+        Matrix { rows: idx.len(), cols: self.cols, data }
+    }
+
+    pub fn column(&self, j: usize) -> impl Iterator<Item = f32> + '_ {
+        (0..self.rows).map(move |i| self.data[i * self.cols + j])
+    }
+}
+
+/// A binary label: which value is the positive class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Labels {
+    pub column: String,
+    /// `[negative, positive]`.
+    pub classes: [String; 2],
+}
+
+impl Labels {
+    /// The label column's two values; `positive` names the positive one,
+    /// else the greater in sort order is (scikit-learn's `classes_[1]`).
+    pub fn fit(table: &Table, column: &str, positive: Option<&str>) -> Result<Labels, MlError> {
+        let col = table.column(column)?;
+        let mut values: Vec<String> = Vec::new();
+        let mut nulls = 0usize;
+        for i in 0..col.len() {
+            match col.text(i) {
+                Some(v) => {
+                    if !values.contains(&v) {
+                        values.push(v);
+                        if values.len() > 2 {
+                            return Err(MlError::Column {
+                                column: column.into(),
+                                detail: format!(
+                                    "has more than two classes ({}, …); the built-in trainers are binary classifiers — hint: train a multi-class model with an external training command",
+                                    values.join(", ")
+                                ),
+                            });
+                        }
+                    }
+                }
+                None => nulls += 1,
+            }
+        }
+        if nulls > 0 {
+            return Err(MlError::Column {
+                column: column.into(),
+                detail: format!("{nulls} rows have no label — hint: declare `max_null_rate = 0` for it in the expectations so such data is stopped at ingest"),
+            });
+        }
+        if values.len() != 2 {
+            return Err(MlError::Column { column: column.into(), detail: format!("has {} class(es); a classifier needs two", values.len()) });
+        }
+        values.sort();
+        let classes = match positive {
+            None => [values[0].clone(), values[1].clone()],
+            Some(p) if p == values[1] => [values[0].clone(), values[1].clone()],
+            Some(p) if p == values[0] => [values[1].clone(), values[0].clone()],
+            Some(p) => {
+                return Err(MlError::Column {
+                    column: column.into(),
+                    detail: format!("positive class {p:?} is not one of its values ({}, {})", values[0], values[1]),
+                });
+            }
+        };
+        Ok(Labels { column: column.into(), classes })
+    }
+
+    /// 1.0 for the positive class, 0.0 for the negative one.
+    pub fn encode(&self, table: &Table) -> Result<Vec<f32>, MlError> {
+        let col = table.column(&self.column)?;
+        (0..col.len())
+            .map(|i| match col.text(i) {
+                Some(v) if v == self.classes[1] => Ok(1.0),
+                Some(v) if v == self.classes[0] => Ok(0.0),
+                other => Err(MlError::Column {
+                    column: self.column.clone(),
+                    detail: format!("row {i} has label {other:?}, not one of the training classes {:?}", self.classes),
+                }),
+            })
+            .collect()
+    }
+}
+
+impl FeatureEncoder {
+    /// Learns fills and category orders from the training rows.
+    pub fn fit(table: &Table, features: &[String], y: &[f32]) -> Result<FeatureEncoder, MlError> {
+        if features.is_empty() {
+            return Err(MlError::Config("no features to train on".into()));
+        }
+        let mut out = Vec::with_capacity(features.len());
+        for name in features {
+            let kind = match table.column(name)? {
+                Column::Num(v) => {
+                    let mut present: Vec<f64> = v.iter().flatten().copied().filter(|x| x.is_finite()).collect();
+                    if present.is_empty() {
+                        return Err(MlError::Column { column: name.clone(), detail: "has no values".into() });
+                    }
+                    present.sort_by(f64::total_cmp);
+                    FeatureKind::Numeric { fill: present[present.len() / 2] }
+                }
+                Column::Cat(v) => {
+                    let mut stats: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+                    for (value, &label) in v.iter().zip(y) {
+                        let e = stats.entry(value.as_deref().unwrap_or(MISSING)).or_default();
+                        e.0 += f64::from(label);
+                        e.1 += 1.0;
+                    }
+                    let mut cats: Vec<(f64, &str)> = stats.iter().map(|(k, (p, n))| (p / n, *k)).collect();
+                    cats.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+                    FeatureKind::Categorical { categories: cats.into_iter().map(|(_, k)| k.to_string()).collect() }
+                }
+            };
+            out.push(Feature { name: name.clone(), kind });
+        }
+        Ok(FeatureEncoder { features: out })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.features.iter().map(|f| f.name.clone()).collect()
+    }
+
+    /// The features' codes for every row of `table`.
+    pub fn encode(&self, table: &Table) -> Result<Matrix, MlError> {
+        let cols = self.features.len();
+        let mut data = vec![0f32; table.rows * cols];
+        for (j, f) in self.features.iter().enumerate() {
+            let col = table.column(&f.name)?;
+            match (&f.kind, col) {
+                (FeatureKind::Numeric { fill }, Column::Num(v)) => {
+                    for (i, x) in v.iter().enumerate() {
+                        data[i * cols + j] = x.filter(|x| x.is_finite()).unwrap_or(*fill) as f32;
+                    }
+                }
+                (FeatureKind::Categorical { categories }, Column::Cat(v)) => {
+                    let index: std::collections::HashMap<&str, f32> =
+                        categories.iter().enumerate().map(|(k, c)| (c.as_str(), k as f32)).collect();
+                    for (i, x) in v.iter().enumerate() {
+                        data[i * cols + j] = *index.get(x.as_deref().unwrap_or(MISSING)).unwrap_or(&UNKNOWN_CODE);
+                    }
+                }
+                (kind, _) => {
+                    return Err(MlError::Column {
+                        column: f.name.clone(),
+                        detail: format!("was {} when the model was trained, and is not now", match kind {
+                            FeatureKind::Numeric { .. } => "numeric",
+                            FeatureKind::Categorical { .. } => "categorical",
+                        }),
+                    });
+                }
+            }
+        }
+        Ok(Matrix { rows: table.rows, cols, data })
+    }
+
+    /// One row from JSON values (`{"age": 39, "workclass": "Private", …}`),
+    /// for callers building requests by hand.
+    pub fn encode_json(&self, row: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<f32>, MlError> {
+        self.features
+            .iter()
+            .map(|f| {
+                let v = row.get(&f.name);
+                Ok(match &f.kind {
+                    FeatureKind::Numeric { fill } => match v {
+                        None | Some(serde_json::Value::Null) => *fill as f32,
+                        Some(v) => v.as_f64().ok_or_else(|| MlError::Column {
+                            column: f.name.clone(),
+                            detail: format!("{v} is not a number"),
+                        })? as f32,
+                    },
+                    FeatureKind::Categorical { categories } => {
+                        let text = match v {
+                            None | Some(serde_json::Value::Null) => MISSING.to_string(),
+                            Some(serde_json::Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                        };
+                        categories.iter().position(|c| *c == text).map(|k| k as f32).unwrap_or(UNKNOWN_CODE)
+                    }
+                })
+            })
+            .collect()
+    }
+}

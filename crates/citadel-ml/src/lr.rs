@@ -1,0 +1,330 @@
+//! L2-regularized logistic regression, fitted by L-BFGS on the mean log
+//! loss + `1/(2·C·n)·‖w‖²` (scikit-learn's objective; the intercept is not
+//! penalized). Numeric features are standardized, categorical codes one-hot
+//! encoded; both happen inside the exported graph, so callers send codes.
+//!
+//! Optionally a demographic-parity constraint in the form of Zafar et al.
+//! (2017, "Fairness Constraints: Mechanisms for Fair Classification"): the
+//! covariance between each sensitive group's indicator and the signed
+//! distance to the decision boundary is penalized, `μ·Σ_g cov_g²`. The
+//! sensitive attribute is needed only in training, never at inference.
+
+use serde::{Deserialize, Serialize};
+
+use crate::MlError;
+use crate::encode::{FeatureEncoder, FeatureKind, Matrix};
+use crate::onnx_build::{Attr, GraphBuilder};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LrParams {
+    /// Inverse regularization strength, as scikit-learn's `C`.
+    pub c: f64,
+    pub max_iter: usize,
+    /// Stop when the largest gradient component is below this (scikit-learn's
+    /// `tol` for lbfgs; its defaults are `C = 1`, 100 iterations, `1e-4`).
+    pub tol: f64,
+    /// Strength `μ` of the demographic-parity penalty (0 = off).
+    pub fairness_penalty: f64,
+}
+
+impl Default for LrParams {
+    fn default() -> Self {
+        LrParams { c: 1.0, max_iter: 100, tol: 1e-4, fairness_penalty: 0.0 }
+    }
+}
+
+/// How one input column enters the linear model.
+#[derive(Debug, Clone, PartialEq)]
+enum Term {
+    Numeric { mean: f64, std: f64 },
+    OneHot { categories: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogisticModel {
+    terms: Vec<Term>,
+    /// Weights in design order: one per numeric term, one per category.
+    pub weights: Vec<f64>,
+    pub intercept: f64,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+struct Design<'a> {
+    x: &'a Matrix,
+    terms: Vec<Term>,
+    offsets: Vec<usize>,
+}
+
+impl Design<'_> {
+    /// `θ·x_i` without the intercept.
+    fn dot(&self, theta: &[f64], i: usize) -> f64 {
+        let row = self.x.row(i);
+        let mut s = 0.0;
+        for (j, t) in self.terms.iter().enumerate() {
+            let v = f64::from(row[j]);
+            match t {
+                Term::Numeric { mean, std } => s += theta[self.offsets[j]] * (v - mean) / std,
+                Term::OneHot { categories } => {
+                    if v >= 0.0 && (v as usize) < *categories {
+                        s += theta[self.offsets[j] + v as usize];
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// `acc += scale · x_i` (in design space).
+    fn axpy(&self, acc: &mut [f64], scale: f64, i: usize) {
+        let row = self.x.row(i);
+        for (j, t) in self.terms.iter().enumerate() {
+            let v = f64::from(row[j]);
+            match t {
+                Term::Numeric { mean, std } => acc[self.offsets[j]] += scale * (v - mean) / std,
+                Term::OneHot { categories } => {
+                    if v >= 0.0 && (v as usize) < *categories {
+                        acc[self.offsets[j] + v as usize] += scale;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 { 1.0 / (1.0 + (-z).exp()) } else { z.exp() / (1.0 + z.exp()) }
+}
+
+/// `log(1 + e^z)` without overflow.
+fn softplus(z: f64) -> f64 {
+    if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }
+}
+
+/// Fits on `x` (encoded by `encoder`) and 0/1 labels `y`. `groups` are
+/// sensitive-group indicators per row, used only by the fairness penalty.
+pub fn fit(
+    encoder: &FeatureEncoder,
+    x: &Matrix,
+    y: &[f32],
+    params: &LrParams,
+    groups: &[Vec<bool>],
+) -> Result<LogisticModel, MlError> {
+    if x.rows == 0 || x.rows != y.len() {
+        return Err(MlError::Config(format!("{} rows of features and {} labels", x.rows, y.len())));
+    }
+    if params.c <= 0.0 || !params.c.is_finite() {
+        return Err(MlError::Config(format!("C must be a positive number, not {}", params.c)));
+    }
+    let mut terms = Vec::new();
+    let mut offsets = Vec::new();
+    let mut width = 0;
+    for (j, f) in encoder.features.iter().enumerate() {
+        offsets.push(width);
+        match &f.kind {
+            FeatureKind::Numeric { .. } => {
+                let n = x.rows as f64;
+                let mean = x.column(j).map(f64::from).sum::<f64>() / n;
+                let var = x.column(j).map(|v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+                // A constant column keeps std 1 so it does not divide by zero.
+                let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+                terms.push(Term::Numeric { mean, std });
+                width += 1;
+            }
+            FeatureKind::Categorical { categories } => {
+                terms.push(Term::OneHot { categories: categories.len() });
+                width += categories.len();
+            }
+        }
+    }
+    let d = Design { x, terms, offsets };
+    let n = x.rows as f64;
+    let alpha = 1.0 / (params.c * n);
+
+    // The fairness penalty is a quadratic form: cov_g = a_g·w / n with
+    // a_g = Σ_i (z_ig − z̄_g)·x_i, fixed before optimizing.
+    let mut fair_dirs: Vec<Vec<f64>> = Vec::new();
+    if params.fairness_penalty > 0.0 {
+        for g in groups {
+            let zbar = g.iter().filter(|&&b| b).count() as f64 / n;
+            let mut a = vec![0.0; width];
+            for (i, &z) in g.iter().enumerate() {
+                d.axpy(&mut a, f64::from(u8::from(z)) - zbar, i);
+            }
+            fair_dirs.push(a);
+        }
+    }
+    let mu = params.fairness_penalty;
+
+    // θ = [w (width), b].
+    let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let (w, b) = theta.split_at(width);
+        let mut loss = 0.0;
+        for i in 0..x.rows {
+            let z = d.dot(w, i) + b[0];
+            let yi = f64::from(y[i]);
+            loss += softplus(z) - yi * z;
+            let r = (sigmoid(z) - yi) / n;
+            d.axpy(&mut grad[..width], r, i);
+            grad[width] += r;
+        }
+        loss /= n;
+        for k in 0..width {
+            loss += 0.5 * alpha * w[k] * w[k];
+            grad[k] += alpha * w[k];
+        }
+        for a in &fair_dirs {
+            let cov = a.iter().zip(w).map(|(a, w)| a * w).sum::<f64>() / n;
+            loss += mu * cov * cov;
+            for k in 0..width {
+                grad[k] += 2.0 * mu * cov * a[k] / n;
+            }
+        }
+        loss
+    };
+    let (theta, iterations, converged) = lbfgs(width + 1, params.max_iter, params.tol, objective);
+    Ok(LogisticModel {
+        terms: d.terms,
+        weights: theta[..width].to_vec(),
+        intercept: theta[width],
+        iterations,
+        converged,
+    })
+}
+
+/// Minimizes `f` by L-BFGS (memory 10) with a backtracking Armijo line
+/// search. Returns the point, the iterations used and whether the gradient
+/// fell below `tol`.
+fn lbfgs(dim: usize, max_iter: usize, tol: f64, mut f: impl FnMut(&[f64], &mut [f64]) -> f64) -> (Vec<f64>, usize, bool) {
+    const M: usize = 10;
+    let mut x = vec![0.0; dim];
+    let mut g = vec![0.0; dim];
+    let mut fx = f(&x, &mut g);
+    let mut s_hist: Vec<Vec<f64>> = Vec::new();
+    let mut y_hist: Vec<Vec<f64>> = Vec::new();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+    let mut xn = vec![0.0; dim];
+    let mut gn = vec![0.0; dim];
+    for it in 0..max_iter {
+        if g.iter().fold(0.0f64, |m, v| m.max(v.abs())) < tol {
+            return (x, it, true);
+        }
+        // Two-loop recursion for the search direction.
+        let mut q = g.clone();
+        let mut alphas = vec![0.0; s_hist.len()];
+        for k in (0..s_hist.len()).rev() {
+            let rho = 1.0 / dot(&y_hist[k], &s_hist[k]);
+            alphas[k] = rho * dot(&s_hist[k], &q);
+            q.iter_mut().zip(&y_hist[k]).for_each(|(q, y)| *q -= alphas[k] * y);
+        }
+        let gamma = match (s_hist.last(), y_hist.last()) {
+            (Some(s), Some(y)) => dot(s, y) / dot(y, y),
+            _ => 1.0 / g.iter().map(|v| v * v).sum::<f64>().sqrt().max(1.0),
+        };
+        q.iter_mut().for_each(|v| *v *= gamma);
+        for k in 0..s_hist.len() {
+            let rho = 1.0 / dot(&y_hist[k], &s_hist[k]);
+            let beta = rho * dot(&y_hist[k], &q);
+            q.iter_mut().zip(&s_hist[k]).for_each(|(q, s)| *q += s * (alphas[k] - beta));
+        }
+        let mut dir: Vec<f64> = q.iter().map(|v| -v).collect();
+        let mut slope = dot(&g, &dir);
+        if slope >= 0.0 {
+            // Not a descent direction (curvature went bad): restart.
+            s_hist.clear();
+            y_hist.clear();
+            dir = g.iter().map(|v| -v).collect();
+            slope = dot(&g, &dir);
+        }
+        let mut step = 1.0;
+        let mut accepted = false;
+        for _ in 0..40 {
+            xn.iter_mut().zip(&x).zip(&dir).for_each(|((xn, x), d)| *xn = x + step * d);
+            let fnew = f(&xn, &mut gn);
+            if fnew <= fx + 1e-4 * step * slope {
+                let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
+                let yv: Vec<f64> = gn.iter().zip(&g).map(|(a, b)| a - b).collect();
+                if dot(&s, &yv) > 1e-12 {
+                    if s_hist.len() == M {
+                        s_hist.remove(0);
+                        y_hist.remove(0);
+                    }
+                    s_hist.push(s);
+                    y_hist.push(yv);
+                }
+                std::mem::swap(&mut x, &mut xn);
+                std::mem::swap(&mut g, &mut gn);
+                fx = fnew;
+                accepted = true;
+                break;
+            }
+            step *= 0.5;
+        }
+        if !accepted {
+            // No decrease possible at machine precision: as converged as it gets.
+            return (x, it, true);
+        }
+    }
+    let done = g.iter().fold(0.0f64, |m, v| m.max(v.abs())) < tol;
+    (x, max_iter, done)
+}
+
+impl LogisticModel {
+    /// The ONNX graph: one-hot (`Equal` against the codes) and standardize
+    /// inside, then `MatMul`, `Add`, `Sigmoid`.
+    pub fn to_onnx(&self, encoder: &FeatureEncoder, metadata: Vec<(String, String)>) -> Vec<u8> {
+        let mut g = GraphBuilder::default();
+        let mut parts = Vec::new();
+        let mut weights: Vec<f32> = Vec::new();
+        let numeric: Vec<(usize, f64, f64)> = self
+            .terms
+            .iter()
+            .enumerate()
+            .filter_map(|(j, t)| match t {
+                Term::Numeric { mean, std } => Some((j, *mean, *std)),
+                Term::OneHot { .. } => None,
+            })
+            .collect();
+        // Weights follow the order of `parts`: numeric block first, then each
+        // one-hot block; `self.weights` is in term order, so pick by offset.
+        let mut offsets = Vec::new();
+        let mut off = 0;
+        for t in &self.terms {
+            offsets.push(off);
+            off += match t {
+                Term::Numeric { .. } => 1,
+                Term::OneHot { categories } => *categories,
+            };
+        }
+        if !numeric.is_empty() {
+            let idx = g.i64s("numeric_idx", &[numeric.len() as i64], numeric.iter().map(|n| n.0 as i64).collect());
+            let cols = g.op("Gather", &["X", &idx], vec![Attr::Int("axis", 1)]);
+            let mean = g.f32s("mean", &[numeric.len() as i64], numeric.iter().map(|n| n.1 as f32).collect());
+            let std = g.f32s("std", &[numeric.len() as i64], numeric.iter().map(|n| n.2 as f32).collect());
+            let centered = g.op("Sub", &[&cols, &mean], vec![]);
+            parts.push(g.op("Div", &[&centered, &std], vec![]));
+            weights.extend(numeric.iter().map(|n| self.weights[offsets[n.0]] as f32));
+        }
+        for (j, t) in self.terms.iter().enumerate() {
+            if let Term::OneHot { categories } = t {
+                let idx = g.i64s("cat_idx", &[1], vec![j as i64]);
+                let col = g.op("Gather", &["X", &idx], vec![Attr::Int("axis", 1)]);
+                let codes = g.f32s("codes", &[*categories as i64], (0..*categories).map(|k| k as f32).collect());
+                let hit = g.op("Equal", &[&col, &codes], vec![]);
+                parts.push(g.op("Cast", &[&hit], vec![Attr::Int("to", 1)]));
+                weights.extend((0..*categories).map(|k| self.weights[offsets[j] + k] as f32));
+            }
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let design = if refs.len() == 1 { parts[0].clone() } else { g.op("Concat", &refs, vec![Attr::Int("axis", 1)]) };
+        let wname = g.f32s("weights", &[weights.len() as i64, 1], weights);
+        let z = g.op("MatMul", &[&design, &wname], vec![]);
+        let b = g.f32s("intercept", &[1], vec![self.intercept as f32]);
+        let logit = g.op("Add", &[&z, &b], vec![]);
+        let p1 = g.op("Sigmoid", &[&logit], vec![]);
+        g.classifier_outputs(&p1);
+        g.finish(encoder.features.len(), "logistic regression trained by citadel", metadata)
+    }
+}

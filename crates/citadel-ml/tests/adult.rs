@@ -1,0 +1,80 @@
+#![allow(clippy::unwrap_used)]
+//! The built-in trainers on UCI Adult: accuracy near scikit-learn's, and the
+//! ONNX export (run by citadel-infer, on tract) agreeing with the trainer.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use citadel_ml::{Classifier, Column, FeatureEncoder, Labels, OnnxClassifier, Table, gbt, lr, metrics};
+
+pub fn adult() -> Table {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.data");
+    let text = std::fs::read_to_string(path).unwrap();
+    let names = [
+        "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation", "relationship",
+        "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income",
+    ];
+    let numeric = [0, 2, 4, 10, 11, 12];
+    let mut cols: Vec<Vec<String>> = vec![Vec::new(); names.len()];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        for (k, v) in line.split(',').enumerate() {
+            cols[k].push(v.trim().to_string());
+        }
+    }
+    let mut t = Table::default();
+    for (k, name) in names.iter().enumerate() {
+        let c = if numeric.contains(&k) {
+            Column::Num(cols[k].iter().map(|v| v.parse().ok()).collect())
+        } else {
+            Column::Cat(cols[k].iter().map(|v| if v == "?" { None } else { Some(v.clone()) }).collect())
+        };
+        t.push_column(name, c).unwrap();
+    }
+    t
+}
+
+pub const FEATURES: [&str; 11] = [
+    "age", "workclass", "education", "education-num", "marital-status", "occupation", "relationship",
+    "capital-gain", "capital-loss", "hours-per-week", "native-country",
+];
+
+#[test]
+fn both_trainers_export_graphs_tract_runs_with_the_trainers_answers() {
+    let t = adult();
+    let labels = Labels::fit(&t, "income", Some(">50K")).unwrap();
+    let y = labels.encode(&t).unwrap();
+    let (train, test) = citadel_ml::split::stratified(&y, 0.2, 42);
+    let (tt, te) = (t.take(&train), t.take(&test));
+    let (ytr, yte): (Vec<f32>, Vec<f32>) = (train.iter().map(|&i| y[i]).collect(), test.iter().map(|&i| y[i]).collect());
+    let features: Vec<String> = FEATURES.iter().map(|s| s.to_string()).collect();
+    let enc = FeatureEncoder::fit(&tt, &features, &ytr).unwrap();
+    let (xtr, xte) = (enc.encode(&tt).unwrap(), enc.encode(&te).unwrap());
+
+    let start = Instant::now();
+    let m = lr::fit(&enc, &xtr, &ytr, &lr::LrParams::default(), &[]).unwrap();
+    eprintln!("lr: {:?}, {} iterations, converged {}", start.elapsed(), m.iterations, m.converged);
+    let onnx = OnnxClassifier::load(&m.to_onnx(&enc, vec![])).unwrap();
+    assert_eq!(onnx.engine(), "tract");
+    let p = onnx.predict_proba(&xte).unwrap();
+    let acc = metrics::evaluate(&yte, &p).accuracy;
+    eprintln!("lr accuracy {acc}");
+    assert!(acc > 0.84, "{acc}");
+
+    let start = Instant::now();
+    let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams::default()).unwrap();
+    eprintln!("gbt: {:?}, {} trees", start.elapsed(), g.trees.len());
+    let onnx = OnnxClassifier::load(&g.to_onnx(&enc, vec![])).unwrap();
+    assert_eq!(onnx.engine(), "tract");
+    let start = Instant::now();
+    let p = onnx.predict_proba(&xte).unwrap();
+    eprintln!("gbt onnx predict {} rows: {:?}", xte.rows, start.elapsed());
+    let mut worst = 0f64;
+    for i in 0..xte.rows {
+        let native = 1.0 / (1.0 + (-g.raw_score(xte.row(i))).exp());
+        worst = worst.max((native - p[i]).abs());
+    }
+    let acc = metrics::evaluate(&yte, &p).accuracy;
+    eprintln!("gbt accuracy {acc}, max |onnx - native| {worst}");
+    assert!(worst < 1e-4, "{worst}");
+    assert!(acc > 0.86, "{acc}");
+}
