@@ -732,6 +732,13 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 // ---------------------------------------------------------------- main
 
 fn main() {
+    // The training sandbox's own processes: dispatched before anything else
+    // (the supervisor must stay single-threaded to enter namespaces).
+    match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
+        Some(citadel_sandbox::SUPERVISOR_ARG) => citadel_sandbox::supervisor_main(),
+        Some(citadel_sandbox::INIT_ARG) => citadel_sandbox::init_main(),
+        _ => {}
+    }
     let cli = Cli::parse();
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
