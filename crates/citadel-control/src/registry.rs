@@ -142,7 +142,7 @@ fn invalid(m: impl Into<String>) -> ControlError {
 
 impl Workspace {
     /// The workspace's model-signing key, created (and sealed) on first use.
-    async fn model_signing_key(&self) -> Result<citadel_signing::SigningKey> {
+    pub(crate) async fn model_signing_key(&self) -> Result<citadel_signing::SigningKey> {
         if let Some(hex_sealed) = citadel_store::meta_get(self.db.pool(), SIGNING_KEY_META).await? {
             let sealed = hex::decode(hex_sealed).map_err(|_| invalid("the stored model-signing key is not hex"))?;
             let der = self.secrets_cipher.open(SIGNING_KEY_OBJECT, &sealed)?;
@@ -585,7 +585,8 @@ impl Workspace {
             // Only reached after the stored bytes verified against their signature.
             "signature": {"verified": true, "key_hint": key_hint},
             "provenance": provenance,
-            "metrics": serde_json::Value::Null,
+            // The evaluation recorded by the pipeline that trained it, if any.
+            "metrics": self.model_evaluation(name, version).await?,
         });
         let violations = citadel_policy::evaluate_gate(&policy_name, &policy, "citadel.gate", &input)?;
         if violations.is_empty() {

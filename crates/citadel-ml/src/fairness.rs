@@ -77,3 +77,58 @@ pub fn evaluate(attribute: &str, y: &[f32], pred: &[u8], groups: &[Option<String
         equalized_odds_ratio: tprr.min(fprr),
     }
 }
+
+/// Reweighing (Kamiran & Calders, 2012): the weight of a row in group `g`
+/// with label `y` is `P(g)·P(y) / P(g, y)`, which makes label and group
+/// independent in the weighted training data; `strength` raises it to a
+/// power (1 is the original method, larger pushes further). Groups are
+/// whatever key identifies them (a joint key for several attributes).
+pub fn reweigh(groups: &[String], y: &[f32], strength: f64) -> Vec<f64> {
+    let n = y.len().max(1) as f64;
+    let mut count_g: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut count_gy: BTreeMap<(&str, bool), f64> = BTreeMap::new();
+    let mut pos = 0.0;
+    for (g, &label) in groups.iter().zip(y) {
+        *count_g.entry(g).or_default() += 1.0;
+        *count_gy.entry((g, label > 0.5)).or_default() += 1.0;
+        if label > 0.5 {
+            pos += 1.0;
+        }
+    }
+    groups
+        .iter()
+        .zip(y)
+        .map(|(g, &label)| {
+            let p_y = if label > 0.5 { pos / n } else { 1.0 - pos / n };
+            let w = (count_g[g.as_str()] / n) * p_y / (count_gy[&(g.as_str(), label > 0.5)] / n);
+            w.powf(strength)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reweighing_makes_label_and_group_independent() {
+        // Group a: 3 of 4 positive; group b: 1 of 4.
+        let g: Vec<String> = "aaaabbbb".chars().map(|c| c.to_string()).collect();
+        let y = [1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        let w = reweigh(&g, &y, 1.0);
+        let share = |grp: &str| {
+            let (mut p, mut t) = (0.0, 0.0);
+            for i in 0..8 {
+                if g[i] == grp {
+                    t += w[i];
+                    if y[i] > 0.5 {
+                        p += w[i];
+                    }
+                }
+            }
+            p / t
+        };
+        assert!((share("a") - 0.5).abs() < 1e-12 && (share("b") - 0.5).abs() < 1e-12);
+        assert!((w.iter().sum::<f64>() - 8.0).abs() < 1e-9, "weights keep the total");
+    }
+}

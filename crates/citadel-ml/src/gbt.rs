@@ -222,9 +222,14 @@ fn best_split(hist: &[Vec<Bin>], g: f64, h: f64, n: usize, p: &GbtParams) -> Opt
     best
 }
 
-/// Fits on the rows of `x` with 0/1 labels `y`.
-pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams) -> Result<GbtModel, MlError> {
+/// Fits on the rows of `x` with 0/1 labels `y`, rows weighted by `weights`
+/// (empty: every row 1; gradients and hessians are scaled, as
+/// scikit-learn's `sample_weight` does).
+pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result<GbtModel, MlError> {
     let p = params;
+    if !weights.is_empty() && (weights.len() != y.len() || weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))) {
+        return Err(MlError::Config("sample weights must be one finite non-negative number per row".into()));
+    }
     if x.rows == 0 || x.rows != y.len() {
         return Err(MlError::Config(format!("{} rows of features and {} labels", x.rows, y.len())));
     }
@@ -250,8 +255,10 @@ pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams) -> Result<GbtModel, MlErro
     let val_bins = binner.transform(x, &val_rows);
     let yt: Vec<f32> = train_rows.iter().map(|&i| y[i]).collect();
     let yv: Vec<f32> = val_rows.iter().map(|&i| y[i]).collect();
+    let wt: Vec<f64> = train_rows.iter().map(|&i| if weights.is_empty() { 1.0 } else { weights[i] }).collect();
     let n = yt.len();
-    let pos = yt.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+    let wsum: f64 = wt.iter().sum();
+    let pos = yt.iter().zip(&wt).map(|(&v, w)| f64::from(v) * w).sum::<f64>() / wsum.max(f64::MIN_POSITIVE);
     let pos = pos.clamp(1e-12, 1.0 - 1e-12);
     let baseline = (pos / (1.0 - pos)).ln();
     let mut raw = vec![baseline; n];
@@ -264,8 +271,8 @@ pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams) -> Result<GbtModel, MlErro
     for _ in 0..p.max_iter {
         for i in 0..n {
             let pr = sigmoid(raw[i]);
-            g[i] = pr - f64::from(yt[i]);
-            h[i] = pr * (1.0 - pr);
+            g[i] = wt[i] * (pr - f64::from(yt[i]));
+            h[i] = wt[i] * pr * (1.0 - pr);
         }
         let tree = grow_tree(&bins, &binner, &nbins, &g, &h, &mut order, p, &mut raw);
         for (k, raw) in raw_val.iter_mut().enumerate() {

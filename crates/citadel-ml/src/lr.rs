@@ -2,12 +2,8 @@
 //! loss + `1/(2·C·n)·‖w‖²` (scikit-learn's objective; the intercept is not
 //! penalized). Numeric features are standardized, categorical codes one-hot
 //! encoded; both happen inside the exported graph, so callers send codes.
-//!
-//! Optionally a demographic-parity constraint in the form of Zafar et al.
-//! (2017, "Fairness Constraints: Mechanisms for Fair Classification"): the
-//! covariance between each sensitive group's indicator and the signed
-//! distance to the decision boundary is penalized, `μ·Σ_g cov_g²`. The
-//! sensitive attribute is needed only in training, never at inference.
+//! Rows may carry weights (scikit-learn's `sample_weight`), which is how
+//! fairness reweighing reaches it.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,13 +20,11 @@ pub struct LrParams {
     /// Stop when the largest gradient component is below this (scikit-learn's
     /// `tol` for lbfgs; its defaults are `C = 1`, 100 iterations, `1e-4`).
     pub tol: f64,
-    /// Strength `μ` of the demographic-parity penalty (0 = off).
-    pub fairness_penalty: f64,
 }
 
 impl Default for LrParams {
     fn default() -> Self {
-        LrParams { c: 1.0, max_iter: 100, tol: 1e-4, fairness_penalty: 0.0 }
+        LrParams { c: 1.0, max_iter: 100, tol: 1e-4 }
     }
 }
 
@@ -102,15 +96,18 @@ fn softplus(z: f64) -> f64 {
     if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }
 }
 
-/// Fits on `x` (encoded by `encoder`) and 0/1 labels `y`. `groups` are
-/// sensitive-group indicators per row, used only by the fairness penalty.
+/// Fits on `x` (encoded by `encoder`) and 0/1 labels `y`, rows weighted by
+/// `weights` (empty: every row 1).
 pub fn fit(
     encoder: &FeatureEncoder,
     x: &Matrix,
     y: &[f32],
     params: &LrParams,
-    groups: &[Vec<bool>],
+    weights: &[f64],
 ) -> Result<LogisticModel, MlError> {
+    if !weights.is_empty() && (weights.len() != y.len() || weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))) {
+        return Err(MlError::Config("sample weights must be one finite non-negative number per row".into()));
+    }
     if x.rows == 0 || x.rows != y.len() {
         return Err(MlError::Config(format!("{} rows of features and {} labels", x.rows, y.len())));
     }
@@ -139,23 +136,14 @@ pub fn fit(
         }
     }
     let d = Design { x, terms, offsets };
-    let n = x.rows as f64;
-    let alpha = 1.0 / (params.c * n);
-
-    // The fairness penalty is a quadratic form: cov_g = a_g·w / n with
-    // a_g = Σ_i (z_ig − z̄_g)·x_i, fixed before optimizing.
-    let mut fair_dirs: Vec<Vec<f64>> = Vec::new();
-    if params.fairness_penalty > 0.0 {
-        for g in groups {
-            let zbar = g.iter().filter(|&&b| b).count() as f64 / n;
-            let mut a = vec![0.0; width];
-            for (i, &z) in g.iter().enumerate() {
-                d.axpy(&mut a, f64::from(u8::from(z)) - zbar, i);
-            }
-            fair_dirs.push(a);
-        }
+    // scikit-learn scales the data term by the total weight: with C and
+    // weights summing to n this is its objective exactly.
+    let n: f64 = if weights.is_empty() { x.rows as f64 } else { weights.iter().sum() };
+    if n <= 0.0 {
+        return Err(MlError::Config("the sample weights sum to zero".into()));
     }
-    let mu = params.fairness_penalty;
+    let alpha = 1.0 / (params.c * n);
+    let weight = |i: usize| if weights.is_empty() { 1.0 } else { weights[i] };
 
     // θ = [w (width), b].
     let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
@@ -165,8 +153,9 @@ pub fn fit(
         for i in 0..x.rows {
             let z = d.dot(w, i) + b[0];
             let yi = f64::from(y[i]);
-            loss += softplus(z) - yi * z;
-            let r = (sigmoid(z) - yi) / n;
+            let wi = weight(i);
+            loss += wi * (softplus(z) - yi * z);
+            let r = wi * (sigmoid(z) - yi) / n;
             d.axpy(&mut grad[..width], r, i);
             grad[width] += r;
         }
@@ -174,13 +163,6 @@ pub fn fit(
         for k in 0..width {
             loss += 0.5 * alpha * w[k] * w[k];
             grad[k] += alpha * w[k];
-        }
-        for a in &fair_dirs {
-            let cov = a.iter().zip(w).map(|(a, w)| a * w).sum::<f64>() / n;
-            loss += mu * cov * cov;
-            for k in 0..width {
-                grad[k] += 2.0 * mu * cov * a[k] / n;
-            }
         }
         loss
     };
@@ -272,6 +254,22 @@ fn lbfgs(dim: usize, max_iter: usize, tol: f64, mut f: impl FnMut(&[f64], &mut [
 }
 
 impl LogisticModel {
+    /// The positive-class probability of each row, computed here (the
+    /// export computes the same in f32).
+    pub fn predict_proba(&self, x: &Matrix) -> Vec<f64> {
+        let mut offsets = Vec::new();
+        let mut off = 0;
+        for t in &self.terms {
+            offsets.push(off);
+            off += match t {
+                Term::Numeric { .. } => 1,
+                Term::OneHot { categories } => *categories,
+            };
+        }
+        let d = Design { x, terms: self.terms.clone(), offsets };
+        (0..x.rows).map(|i| sigmoid(d.dot(&self.weights, i) + self.intercept)).collect()
+    }
+
     /// The ONNX graph: one-hot (`Equal` against the codes) and standardize
     /// inside, then `MatMul`, `Add`, `Sigmoid`.
     pub fn to_onnx(&self, encoder: &FeatureEncoder, metadata: Vec<(String, String)>) -> Vec<u8> {

@@ -61,7 +61,7 @@ fn both_trainers_export_graphs_tract_runs_with_the_trainers_answers() {
     assert!(acc > 0.84, "{acc}");
 
     let start = Instant::now();
-    let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams::default()).unwrap();
+    let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams::default(), &[]).unwrap();
     eprintln!("gbt: {:?}, {} trees", start.elapsed(), g.trees.len());
     let onnx = OnnxClassifier::load(&g.to_onnx(&enc, vec![])).unwrap();
     assert_eq!(onnx.engine(), "tract");

@@ -5,7 +5,10 @@
 #         scan: {critical, warnings, findings[]},
 #         signature: {verified, key_hint},
 #         provenance: <in-toto statement, SLSA provenance v1 predicate>,
-#         metrics: <evaluation report> or null}
+#         metrics: <evaluation summary> or null:
+#                  {accuracy, roc_auc, fairness: {demographic_parity_ratio},
+#                   pipeline_gate: {passed, violations, policy, policy_sha256}} when a
+#                   pipeline trained it (its gate applied the fairness thresholds)}
 # Copy this file to <workspace>/policies/model-gate.rego to change it.
 package citadel.gate
 
@@ -40,9 +43,19 @@ deny contains msg if {
 	msg := sprintf("accuracy %v is below the floor of 0.8", [input.metrics.accuracy])
 }
 
+# Without a pipeline's verdict, the worst parity ratio must meet the
+# four-fifths rule; with one, the pipeline's gate (and its thresholds,
+# recorded with the version) decided, and its verdict must be a pass.
 deny contains msg if {
 	input.to_stage == "production"
 	input.metrics != null
+	not input.metrics.pipeline_gate
 	input.metrics.fairness.demographic_parity_ratio < 0.8
 	msg := sprintf("demographic parity ratio %v is below 0.8", [input.metrics.fairness.demographic_parity_ratio])
+}
+
+deny contains msg if {
+	input.metrics.pipeline_gate
+	not input.metrics.pipeline_gate.passed
+	msg := sprintf("the pipeline gate (%s) did not pass", [input.metrics.pipeline_gate.policy])
 }

@@ -7,6 +7,9 @@ use crate::PolicyError;
 /// The default gate for model stage changes (`policies/model-gate.rego`).
 pub const DEFAULT_MODEL_GATE: &str = include_str!("../policies/model-gate.rego");
 
+/// The default gate of `citadel run` (`[gate]` of a pipeline), package `citadel.pipeline`.
+pub const DEFAULT_PIPELINE_GATE: &str = include_str!("../policies/pipeline-gate.rego");
+
 /// Evaluates `data.<package>.deny` of `policy` over `input`; returns every
 /// violation message, sorted. An error means the policy itself is broken
 /// (it does not parse, or `deny` is not a set of strings).

@@ -15,7 +15,7 @@
 
 pub mod gate;
 
-pub use gate::{DEFAULT_MODEL_GATE, evaluate_gate};
+pub use gate::{DEFAULT_MODEL_GATE, DEFAULT_PIPELINE_GATE, evaluate_gate};
 
 use std::fmt;
 use std::str::FromStr;
@@ -67,6 +67,9 @@ actions! {
     ModelApprove => "model.approve",
     DeploymentManage => "deployment.manage",
     Infer => "model.infer",
+    PipelineRun => "pipeline.run",
+    PipelineRead => "pipeline.read",
+    SecretWrite => "secret.write",
 }
 
 impl fmt::Display for Action {
@@ -144,6 +147,9 @@ impl Role {
                 ModelRead,
                 ModelPromoteRequest,
                 DeploymentManage,
+                PipelineRun,
+                PipelineRead,
+                SecretWrite,
             ],
             Role::DataSteward => &[
                 ArtifactPut,
@@ -165,10 +171,18 @@ impl Role {
                 ModelRegister,
                 ModelRead,
                 ModelPromoteRequest,
+                PipelineRun,
+                PipelineRead,
             ],
-            Role::MlEngineer => {
-                &[ArtifactGet, ArtifactList, LineageRead, ModelRead, ModelPromoteRequest, DeploymentManage]
-            }
+            Role::MlEngineer => &[
+                ArtifactGet,
+                ArtifactList,
+                LineageRead,
+                ModelRead,
+                ModelPromoteRequest,
+                DeploymentManage,
+                PipelineRead,
+            ],
             Role::Approver => &[ArtifactList, LineageRead, ModelRead, ModelApprove],
             Role::Auditor => &[
                 ArtifactList,
@@ -181,6 +195,7 @@ impl Role {
                 KeyRead,
                 ConfigRead,
                 ModelRead,
+                PipelineRead,
             ],
             Role::InferenceClient => &[Infer],
         }

@@ -16,6 +16,7 @@ mod auth;
 mod gateway;
 mod metrics;
 mod openapi;
+pub mod client;
 pub mod tls;
 pub mod v2;
 

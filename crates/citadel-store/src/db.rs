@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "registry", include_str!("../migrations/0002_registry.sql")),
     (3, "data", include_str!("../migrations/0003_data.sql")),
     (4, "deployments", include_str!("../migrations/0004_deployments.sql")),
+    (5, "pipelines", include_str!("../migrations/0005_pipelines.sql")),
 ];
 
 /// A handle to the metadata database. Cheap to clone.

@@ -10,6 +10,8 @@ mod bench_serve;
 mod bench_sign;
 mod data_cmd;
 mod data_html;
+mod pipeline_cmd;
+mod quickstart;
 mod serve_cmd;
 
 use std::collections::BTreeMap;
@@ -129,6 +131,22 @@ enum Command {
     /// The model registry: register, stages with approvals, rollback, history.
     #[command(subcommand)]
     Model(ModelCmd),
+    /// Run a pipeline file: ingest → split → train → evaluate → gate →
+    /// register → deploy; unchanged stages are skipped. Exit code 3 when the
+    /// run ends without deploying (awaiting approval).
+    Run { pipeline: PathBuf },
+    /// Recorded pipeline runs.
+    #[command(subcommand)]
+    Runs(pipeline_cmd::RunsCmd),
+    /// Training secrets, sealed under the key hierarchy, injected only into
+    /// the sandboxed training command's environment.
+    #[command(subcommand)]
+    Secret(pipeline_cmd::SecretCmd),
+    /// Create a workspace and run the whole platform on UCI Adult: ingest
+    /// with masking, train, evaluate (fairness across sex and race), gate,
+    /// sign, register, approve, deploy on the HTTPS gateway, call it, verify
+    /// the audit log.
+    Quickstart(quickstart::QuickstartArgs),
     /// Sign a model file or directory (OpenSSF model-signing format, key method).
     Sign {
         path: PathBuf,
@@ -215,6 +233,12 @@ enum ModelCmd {
     RotateSigningKey,
     /// A CycloneDX 1.6 ML-BOM (JSON) for NAME@VERSION.
     Bom { reference: String },
+    /// Write a version's model card (HTML with charts, and JSON) into a directory.
+    Card {
+        reference: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Restore a version only after its digest and signature verify.
     Get {
         name: String,
@@ -528,6 +552,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::Types(_) => "names use letters, digits, '.', '_', '-' and '/' separators; each part starts with a letter or digit".into(),
             ControlError::Policy(_) => "see `citadel grant add --help` for roles and scope syntax".into(),
             ControlError::ScanBlocked { .. } => "run `citadel scan PATH` to see every finding; a model with critical findings cannot be registered".into(),
+            ControlError::GateFailed { policy, .. } if policy.contains(", run ") => "nothing was registered; fix what the gate lists (or change the pipeline's [gate] thresholds or policy) and run again — `citadel runs show RUN` shows the run".into(),
             ControlError::GateFailed { .. } => "fix what the gate lists (or, with the workspace owner's agreement, edit policies/model-gate.rego); the request stays pending".into(),
             ControlError::RetiredSigningKey { .. } => "register the model again (it is scanned and signed with the current key), then request the stage change".into(),
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
@@ -699,6 +724,9 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
             let r = ws.model_signing_rotate(caller).await?;
             out.emit(&r, || format!("model-signing key rotated: {} retired, {} active", r["retired"], r["new"]));
         }
+        ModelCmd::Card { reference, out: dir } => {
+            return pipeline_cmd::run_card(ws, caller, reference, dir, out).await;
+        }
         ModelCmd::Bom { reference } => {
             let (name, version) =
                 reference.rsplit_once('@').and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n, v))).ok_or_else(
@@ -796,7 +824,7 @@ fn secrets(prompt_ok: bool, confirm: bool) -> Result<Secrets> {
     Ok(Secrets { passphrase, pkcs11_pin: from_env("CITADEL_PKCS11_PIN") })
 }
 
-fn load_config(cli: &Cli, dir: &Path) -> Result<Config> {
+pub(crate) fn load_config(cli: &Cli, dir: &Path) -> Result<Config> {
     Config::load(dir, &env_map(), &overrides(cli)?).map_err(|p| ControlError::Config(p).into())
 }
 
@@ -1232,6 +1260,29 @@ async fn run(cli: Cli) -> Result<i32> {
             let result = run_model(&ws, &caller, cmd, &out).await;
             ws.close().await?;
             return result;
+        }
+        Command::Run { pipeline } => {
+            // The file is checked before the workspace is opened.
+            pipeline_cmd::load_pipeline(pipeline)?;
+            let (ws, caller) = open(&cli).await?;
+            let result = pipeline_cmd::run_pipeline(&ws, &caller, pipeline, &out).await;
+            ws.close().await?;
+            return result;
+        }
+        Command::Runs(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = pipeline_cmd::run_runs(&ws, &caller, cmd, &out).await;
+            ws.close().await?;
+            return result;
+        }
+        Command::Secret(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = pipeline_cmd::run_secret(&ws, &caller, cmd, &out).await;
+            ws.close().await?;
+            return result;
+        }
+        Command::Quickstart(args) => {
+            return quickstart::run(&cli, args, &out).await;
         }
         Command::Sign { path, key, signature, shard_size } => {
             let key = citadel_signing::SigningKey::from_pem_file(key)
