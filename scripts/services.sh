@@ -24,6 +24,10 @@ command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The training-sandbox tests run Debian's python3 as nobody (the pyenv one
+# lives under /root, which nobody cannot enter), from a venv it can read.
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
@@ -97,6 +101,24 @@ if ! "$VENV/bin/python" -c 'import tritonclient.http, numpy' 2>/dev/null || ! [ 
   "$VENV/bin/pip" install -q "tritonclient[http]==2.73.0" "numpy==2.2.6" "schemathesis==4.32.5"
 fi
 
+# onnxruntime checks that the built-in trainers' ONNX exports compute what
+# tract computes.
+if ! "$VENV/bin/python" -c 'import onnxruntime' 2>/dev/null; then
+  log "installing onnxruntime 1.32.0 (pip, into $VENV)"
+  "$VENV/bin/pip" install -q "onnxruntime==1.32.0"
+fi
+
+# A world-readable venv of Debian's python3 for external training commands
+# in the sandbox (they run as nobody): scikit-learn and skl2onnx, as a
+# user's train.py would import them.
+TRAIN_VENV="$STATE/train-venv"
+if ! "$TRAIN_VENV/bin/python" -c 'import sklearn, skl2onnx' 2>/dev/null; then
+  log "installing scikit-learn 1.6.1 and skl2onnx 1.20.0 (pip, into $TRAIN_VENV)"
+  /usr/bin/python3 -m venv "$TRAIN_VENV"
+  "$TRAIN_VENV/bin/pip" install -q "numpy==2.2.6" "scikit-learn==1.6.1" "skl2onnx==1.20.0" "onnx==1.18.0"
+fi
+chmod 755 "$STATE"
+
 # ---------------------------------------------------------------- SoftHSM2
 mkdir -p "$STATE/softhsm/tokens"
 cat >"$STATE/softhsm/softhsm2.conf" <<CONF
@@ -116,6 +138,7 @@ export SOFTHSM2_CONF='$STATE/softhsm/softhsm2.conf'
 export CITADEL_TEST_PKCS11_MODULE='$softhsm_module'
 export CITADEL_TEST_MODEL_SIGNING='$VENV/bin/model_signing'
 export CITADEL_TEST_VENV_PYTHON='$VENV/bin/python'
+export CITADEL_TEST_TRAIN_VENV='$TRAIN_VENV'
 export CITADEL_TEST_PROMTOOL='$(command -v promtool)'
 ENV
 log "ready: $STATE/env"

@@ -680,6 +680,31 @@ impl Workspace {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // The pipeline's evaluation and model card, when a pipeline trained it.
+        let (mut performance, mut considerations, mut card_refs) = (Vec::new(), serde_json::json!({}), Vec::new());
+        let card = sqlx::query("SELECT evaluation, card_json_artifact, card_html_artifact FROM model_cards WHERE model_name = $1 AND version = $2")
+            .bind(name.as_str())
+            .bind(version)
+            .fetch_optional(self.db.pool())
+            .await?;
+        if let Some(row) = card {
+            let e: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("evaluation")?).unwrap_or_default();
+            for (metric, value) in [
+                ("accuracy", &e["accuracy"]),
+                ("roc_auc", &e["roc_auc"]),
+                ("demographic_parity_ratio (worst attribute)", &e["fairness"]["demographic_parity_ratio"]),
+                ("attack_success_rate", &e["robustness"]["attack_success_rate"]),
+            ] {
+                if let Some(v) = value.as_f64() {
+                    performance.push(serde_json::json!({"type": metric, "value": format!("{v:.6}")}));
+                }
+            }
+            considerations = serde_json::json!({"fairnessAssessments": [{"groupAtRisk": "see the model card's per-group metrics", "benefits": "", "harms": "", "mitigationStrategy": format!("pipeline gate {}: {}", e["pipeline_gate"]["policy"].as_str().unwrap_or(""), if e["pipeline_gate"]["passed"].as_bool().unwrap_or(false) { "passed" } else { "not passed" })}]});
+            for (col, what) in [("card_json_artifact", "JSON"), ("card_html_artifact", "HTML")] {
+                let id: String = row.try_get(col)?;
+                card_refs.push(serde_json::json!({"type": "model-card", "url": format!("citadel:artifact/{id}"), "comment": format!("model card ({what})"), "hashes": [{"alg": "SHA-256", "content": id}]}));
+            }
+        }
         let mut components = vec![serde_json::json!({
             "type": "machine-learning-model",
             "bom-ref": model_ref,
@@ -690,9 +715,10 @@ impl Workspace {
                 "modelParameters": {
                     "datasets": deps.iter().map(|d| serde_json::json!({"ref": format!("dataset:{}", d["digest"]["sha256"].as_str().unwrap_or(""))})).collect::<Vec<_>>(),
                 },
-                "quantitativeAnalysis": {"performanceMetrics": []},
-                "considerations": {},
+                "quantitativeAnalysis": {"performanceMetrics": performance},
+                "considerations": considerations,
             },
+            "externalReferences": card_refs,
             "properties": [
                 {"name": "citadel:stage", "value": v.stage},
                 {"name": "citadel:registered_by", "value": v.created_by},

@@ -1,0 +1,314 @@
+//! Pipelines end to end through the real binary: the quickstart, the stage
+//! cache, the gate, external training in the sandbox, and bad pipeline files.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A pipeline file in the workspace's parent directory, with the Adult
+/// data and the quickstart's expectations beside it.
+fn pipeline(ws: &Ws, name: &str, body: &str) -> PathBuf {
+    let dir = ws.root.parent().unwrap();
+    for (f, src) in [("adult.data", "datasets/adult/adult.data"), ("adult.expect.toml", "examples/quickstart/adult.expect.toml")] {
+        if !dir.join(f).exists() {
+            std::fs::copy(repo().join(src), dir.join(f)).unwrap();
+        }
+    }
+    ws.file(name, body.as_bytes())
+}
+
+const FEATURES: &str = r#"["age", "workclass", "education", "education-num", "marital-status", "occupation", "relationship", "capital-gain", "capital-loss", "hours-per-week"]"#;
+
+fn run_json(ws: &Ws, file: &Path) -> (i32, Value, String) {
+    let o = ws.run(&["run", file.to_str().unwrap(), "--json"]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (o.status.code().unwrap_or(-1), v, stderr(&o))
+}
+
+#[test]
+fn the_quickstart_runs_the_whole_platform_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("qs");
+    let o = bin().env_remove("CITADEL_PASSPHRASE").args(["quickstart", "--dir", dir.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model"], "adult-income@1");
+    assert_eq!(v["calls"]["authenticated_ok"], 3);
+    assert_eq!(v["calls"]["unauthenticated_status"], 401);
+    assert_eq!(v["calls"]["forged_token_status"], 401);
+    assert_eq!(v["calls"]["predicted_labels"].as_array().unwrap().len(), 5);
+    assert!(v["audit"]["verified_records"].as_u64().unwrap() > 20);
+    // The first run did the work; the ones after the approvals reused it.
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let stage = |r: &Value, s: &str| r["stages"].as_array().unwrap().iter().find(|x| x[0] == s).unwrap()[1].as_str().unwrap().to_string();
+    assert_eq!(stage(&runs[0], "train"), "ran");
+    assert_eq!(stage(&runs[2], "train"), "cached");
+    assert_eq!(stage(&runs[2], "evaluate"), "cached");
+    assert_eq!(stage(&runs[2], "gate"), "ran", "the gate is never cached");
+    assert_eq!(stage(&runs[2], "deploy"), "ran");
+    assert_eq!(runs[2]["status"], "succeeded");
+
+    // The model card: HTML with charts, JSON with every section.
+    let html = std::fs::read_to_string(v["model_card"].as_str().unwrap()).unwrap();
+    assert!(html.matches("<svg").count() >= 8, "charts: {}", html.matches("<svg").count());
+    for section in ["Fairness", "Robustness", "Permutation importance", "Mean |SHAP value|", "Confusion matrix", "Calibration"] {
+        assert!(html.contains(section), "{section}");
+    }
+    assert!(!html.contains("<script"), "the card runs no script");
+    let card: Value = serde_json::from_slice(&std::fs::read(v["model_card_json"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(card["schema"], "citadel.model-card/v1");
+    let attrs: Vec<&str> = card["evaluation"]["fairness"].as_array().unwrap().iter().map(|f| f["attribute"].as_str().unwrap()).collect();
+    assert_eq!(attrs, ["sex", "race"]);
+    assert!(card["evaluation"]["metrics"]["accuracy"].as_f64().unwrap() > 0.8);
+    assert_eq!(card["gate"]["passed"], true);
+    // Masked on ingest: age in bands, the country pseudonymized.
+    assert!(card["dataset"]["masked_columns"].as_array().unwrap().iter().any(|c| c == "age"));
+
+    // The workspace works from the CLI afterwards; the ML-BOM carries the card.
+    let pass = std::fs::read_to_string(dir.join("quickstart-passphrase")).unwrap();
+    let cli = |args: &[&str]| {
+        let o = bin().env("CITADEL_PASSPHRASE", pass.trim()).arg("-w").arg(&dir).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let bom: Value = serde_json::from_str(&cli(&["model", "bom", "adult-income@1"])).unwrap();
+    let model = &bom["components"][0];
+    let metrics = model["modelCard"]["quantitativeAnalysis"]["performanceMetrics"].as_array().unwrap();
+    assert!(metrics.iter().any(|m| m["type"] == "accuracy"), "{model}");
+    assert!(bom["externalReferences"].to_string().contains("model-card") || model["externalReferences"].to_string().contains("model-card"), "{bom}");
+    let show: Value = serde_json::from_str(&cli(&["runs", "show", runs[0]["id"].as_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(show["stages"].as_array().unwrap().len(), 7);
+    let verify = cli(&["audit", "verify"]);
+    assert!(verify.contains("verified") || verify.contains("OK") || verify.contains("ok"), "{verify}");
+    // The client token is in a 0600 file, never in the output.
+    let token = std::fs::read_to_string(dir.join("reports/client.token")).unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(token.trim()));
+    assert!(!std::fs::read_to_string(dir.join("reports/audit.jsonl")).unwrap().contains(token.trim()));
+}
+
+#[test]
+fn a_pipeline_file_with_several_errors_reports_them_all_and_runs_nothing() {
+    let ws = Ws::new();
+    let file = pipeline(
+        &ws,
+        "bad.toml",
+        r#"
+[pipeline]
+name = "bad name!"
+
+[ingest]
+dataset = "adult"
+source = "missing.csv"
+
+[split]
+test_fraction = 1.5
+
+[train]
+trainer = "deep_magic"
+label = "income"
+features = ["age", "income", "age"]
+colour = "blue"
+
+[gate]
+policy = "nope.rego"
+
+[register]
+model = "m"
+
+[extra]
+x = 1
+"#,
+    );
+    let o = ws.run(&["run", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    for needle in ["unknown section [extra]", "colour", "split.test_fraction", "gate.policy", "pipeline.name"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(err.contains("hint:"), "{err}");
+    // The [train] section failed to parse as a whole (unknown key), so its
+    // other problems are reported once it parses; fix that and see them.
+    let file = pipeline(
+        &ws,
+        "bad2.toml",
+        r#"
+[pipeline]
+name = "p"
+[ingest]
+dataset = "adult"
+source = "missing.csv"
+[train]
+trainer = "deep_magic"
+label = "income"
+features = ["age", "income", "age"]
+[register]
+model = "m"
+"#,
+    );
+    let err = stderr(&ws.run(&["run", file.to_str().unwrap()]));
+    for needle in ["missing.csv", "deep_magic", "contains the label", "lists \"age\" twice"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // Nothing ran: no dataset, no run.
+    assert!(ws.json(&["data", "ls"]).as_array().unwrap().is_empty());
+    assert!(ws.json(&["runs", "ls"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_failed_gate_stops_the_run_registers_nothing_and_is_audited_and_a_second_run_is_cached() {
+    let ws = Ws::new();
+    // Gradient boosting, no fairness mitigation, the default thresholds:
+    // the parity ratio across sex is far below 0.8.
+    let body = format!(
+        r#"
+[pipeline]
+name = "gbt"
+seed = 7
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+[train]
+trainer = "gradient_boosting"
+label = "income"
+positive = ">50K"
+features = {FEATURES}
+params = {{ max_iter = 30 }}
+[evaluate]
+sensitive = ["sex"]
+robustness = {{ rows = 50 }}
+shap_rows = 3
+[register]
+model = "gbt"
+"#
+    );
+    let file = pipeline(&ws, "gbt.toml", &body);
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    assert!(err.contains("demographic parity ratio across sex"), "{err}");
+    assert!(err.contains("hint: nothing was registered"), "{err}");
+    assert!(ws.json(&["model", "versions", "gbt"]).as_array().map(|a| a.is_empty()).unwrap_or(true));
+    let denied = ws.json(&["audit", "query", "--action", "pipeline.gate"]);
+    assert!(denied.to_string().contains("Denied") || denied.to_string().contains("denied"), "{denied}");
+    let runs = ws.json(&["runs", "ls"]);
+    assert_eq!(runs[0]["status"], "gate-failed");
+    let show = ws.json(&["runs", "show", runs[0]["id"].as_str().unwrap()]);
+    let stages: Vec<(String, String)> = show["stages"].as_array().unwrap().iter().map(|s| (s["stage"].as_str().unwrap().into(), s["status"].as_str().unwrap().into())).collect();
+    assert!(stages.contains(&("gate".into(), "failed".into())), "{stages:?}");
+    assert!(stages.contains(&("register".into(), "not-reached".into())), "{stages:?}");
+
+    // Same inputs: nothing is re-trained or re-evaluated; the gate decides again.
+    let (code, _, _) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    let runs = ws.json(&["runs", "ls"]);
+    let show = ws.json(&["runs", "show", runs[0]["id"].as_str().unwrap()]);
+    let status = |s: &str| show["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap()["status"].as_str().unwrap().to_string();
+    assert_eq!(status("ingest"), "cached");
+    assert_eq!(status("train"), "cached");
+    assert_eq!(status("evaluate"), "cached");
+    assert_eq!(status("gate"), "failed");
+
+    // A changed setting re-runs the stage it feeds and those after it.
+    let relaxed = body.replace("[register]", "[gate]\nthresholds = { min_parity_ratio = 0.2, min_accuracy = 0.8 }\n[register]").replace("max_iter = 30", "max_iter = 31");
+    let file = pipeline(&ws, "gbt2.toml", &relaxed);
+    let (code, v, err) = run_json(&ws, &file);
+    assert_eq!(code, 0, "{err}");
+    let status = |s: &str| v["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap()["status"].as_str().unwrap().to_string();
+    assert_eq!(status("ingest"), "cached");
+    assert_eq!(status("train"), "ran");
+    assert_eq!(status("register"), "ran");
+    assert_eq!(v["model"], "gbt@1");
+    let card: Value = serde_json::from_slice(&std::fs::read(v["card_json"].as_str().unwrap()).unwrap()).unwrap();
+    // The export (dense tensor graph, run by tract) agrees with the trees.
+    assert!(card["evaluation"]["metrics"]["accuracy"].as_f64().unwrap() > 0.85, "{}", card["evaluation"]["metrics"]);
+}
+
+fn train_venv() -> PathBuf {
+    PathBuf::from(std::env::var("CITADEL_TEST_TRAIN_VENV").expect("CITADEL_TEST_TRAIN_VENV: run through scripts/test.sh (scripts/services.sh makes the venv)"))
+}
+
+#[test]
+fn an_external_training_command_runs_sandboxed_with_its_secret_and_escapes_are_stopped() {
+    let ws = Ws::new();
+    let venv = train_venv();
+    let code_dir = repo().join("crates/citadel/tests/fixtures/trainer");
+    let body = |script: &str, model: &str| {
+        format!(
+            r#"
+[pipeline]
+name = "ext-{model}"
+seed = 3
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+[train]
+trainer = "command"
+command = ["{py}", "{{code}}/{script}"]
+code = "{code}"
+read_paths = ["{venv}"]
+secrets = ["TRAIN_API_KEY"]
+label = "income"
+positive = ">50K"
+features = {FEATURES}
+limits = {{ wall_seconds = 300, cpu_seconds = 300, memory_bytes = 4294967296 }}
+[evaluate]
+sensitive = ["sex"]
+robustness = {{ rows = 40 }}
+shap_rows = 2
+[gate]
+thresholds = {{ min_parity_ratio = 0.0, min_accuracy = 0.8 }}
+[register]
+model = "{model}"
+"#,
+            py = venv.join("bin/python").display(),
+            code = code_dir.display(),
+            venv = venv.display(),
+        )
+    };
+    // The secret is missing: the run says how to set it, and nothing runs.
+    let file = pipeline(&ws, "ext.toml", &body("train.py", "ext"));
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    assert!(err.contains("citadel secret set TRAIN_API_KEY"), "{err}");
+
+    let secret = "s3cr3t-training-key-value";
+    let mut c = ws.cmd(&["secret", "set", "TRAIN_API_KEY"]);
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), secret.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+
+    let (code, v, err) = run_json(&ws, &file);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["model"], "ext@1");
+    let train = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "train").unwrap();
+    let sandbox = &train["outputs"]["details"]["sandbox"]["enforcement"];
+    assert_eq!(sandbox["landlock"], "fully enforced", "{sandbox}");
+    assert!(sandbox["namespaces"].as_array().unwrap().iter().any(|n| n == "net"));
+    // Served by the same executor as any registered model; scanned and signed.
+    let versions = ws.json(&["model", "versions", "ext"]);
+    assert_eq!(versions[0]["scan"]["critical"], 0);
+    // The secret never lands in the audit log, the run record or the output.
+    let audit = ws.ok(&["audit", "export", "--format", "jsonl"]);
+    assert!(!audit.contains(secret));
+    assert!(audit.contains("secret.use"));
+    assert!(!v.to_string().contains(secret));
+
+    // A command that reaches for the network is stopped, and the run says so.
+    let file = pipeline(&ws, "escape.toml", &body("escape.py", "escape"));
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    assert!(err.contains("the training command exited with code"), "{err}");
+    assert!(err.contains("Network is unreachable") || err.contains("OSError") || err.contains("timed out"), "{err}");
+    assert!(ws.json(&["model", "versions", "escape"]).as_array().map(|a| a.is_empty()).unwrap_or(true));
+}
