@@ -247,6 +247,9 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     // 6. Audit.
     steps.say("verifying the audit log");
     let verify = ws.audit_verify(&owner).await?;
+    if !verify.problems.is_empty() {
+        bail!("the audit log failed verification: {:?}", verify.problems);
+    }
     let lines = ws.audit_export(&owner, &citadel_store::AuditFilter::default(), citadel_audit::ExportFormat::Jsonl).await?;
     let audit_file = reports.join("audit.jsonl");
     std::fs::write(&audit_file, lines.join("\n") + "\n")?;

@@ -26,10 +26,13 @@ fn pipeline(ws: &Ws, name: &str, body: &str) -> PathBuf {
 
 const FEATURES: &str = r#"["age", "workclass", "education", "education-num", "marital-status", "occupation", "relationship", "capital-gain", "capital-loss", "hours-per-week"]"#;
 
+/// Runs a pipeline with --json: the exit code, the report, and the error
+/// text (with --json an error is a JSON object on stdout).
 fn run_json(ws: &Ws, file: &Path) -> (i32, Value, String) {
     let o = ws.run(&["run", file.to_str().unwrap(), "--json"]);
-    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    (o.status.code().unwrap_or(-1), v, stderr(&o))
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let err = format!("{}{} hint: {}", stderr(&o), v["error"].as_str().unwrap_or(""), v["hint"].as_str().unwrap_or(""));
+    (o.status.code().unwrap_or(-1), v, err)
 }
 
 #[test]
@@ -87,7 +90,7 @@ fn the_quickstart_runs_the_whole_platform_end_to_end() {
     let show: Value = serde_json::from_str(&cli(&["runs", "show", runs[0]["id"].as_str().unwrap(), "--json"])).unwrap();
     assert_eq!(show["stages"].as_array().unwrap().len(), 7);
     let verify = cli(&["audit", "verify"]);
-    assert!(verify.contains("verified") || verify.contains("OK") || verify.contains("ok"), "{verify}");
+    assert!(verify.contains("audit log intact"), "{verify}");
     // The client token is in a 0600 file, never in the output.
     let token = std::fs::read_to_string(dir.join("reports/client.token")).unwrap();
     assert!(!String::from_utf8_lossy(&o.stdout).contains(token.trim()));
@@ -194,8 +197,8 @@ model = "gbt"
     let (code, _, err) = run_json(&ws, &file);
     assert_ne!(code, 0);
     assert!(err.contains("demographic parity ratio across sex"), "{err}");
-    assert!(err.contains("hint: nothing was registered"), "{err}");
-    assert!(ws.json(&["model", "versions", "gbt"]).as_array().map(|a| a.is_empty()).unwrap_or(true));
+    assert!(err.contains("nothing was registered"), "{err}");
+    assert_eq!(versions(&ws, "gbt"), 0);
     let denied = ws.json(&["audit", "query", "--action", "pipeline.gate"]);
     assert!(denied.to_string().contains("Denied") || denied.to_string().contains("denied"), "{denied}");
     let runs = ws.json(&["runs", "ls"]);
@@ -229,6 +232,12 @@ model = "gbt"
     let card: Value = serde_json::from_slice(&std::fs::read(v["card_json"].as_str().unwrap()).unwrap()).unwrap();
     // The export (dense tensor graph, run by tract) agrees with the trees.
     assert!(card["evaluation"]["metrics"]["accuracy"].as_f64().unwrap() > 0.85, "{}", card["evaluation"]["metrics"]);
+}
+
+/// How many versions a model has (none when it was never registered).
+fn versions(ws: &Ws, model: &str) -> usize {
+    let o = ws.run(&["model", "ls", model, "--json"]);
+    serde_json::from_slice::<Value>(&o.stdout).ok().and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0)
 }
 
 fn train_venv() -> PathBuf {
@@ -296,8 +305,8 @@ model = "{model}"
     assert_eq!(sandbox["landlock"], "fully enforced", "{sandbox}");
     assert!(sandbox["namespaces"].as_array().unwrap().iter().any(|n| n == "net"));
     // Served by the same executor as any registered model; scanned and signed.
-    let versions = ws.json(&["model", "versions", "ext"]);
-    assert_eq!(versions[0]["scan"]["critical"], 0);
+    let listed = ws.json(&["model", "ls", "ext"]);
+    assert_eq!(listed[0]["scan"]["critical"], 0, "{listed}");
     // The secret never lands in the audit log, the run record or the output.
     let audit = ws.ok(&["audit", "export", "--format", "jsonl"]);
     assert!(!audit.contains(secret));
@@ -309,6 +318,7 @@ model = "{model}"
     let (code, _, err) = run_json(&ws, &file);
     assert_ne!(code, 0);
     assert!(err.contains("the training command exited with code"), "{err}");
-    assert!(err.contains("Network is unreachable") || err.contains("OSError") || err.contains("timed out"), "{err}");
-    assert!(ws.json(&["model", "versions", "escape"]).as_array().map(|a| a.is_empty()).unwrap_or(true));
+    // Landlock refuses the connect (EACCES) before the empty network namespace could.
+    assert!(err.contains("PermissionError") || err.contains("Network is unreachable"), "{err}");
+    assert_eq!(versions(&ws, "escape"), 0);
 }
