@@ -114,9 +114,14 @@ impl Binner {
         self.cuts[j].partition_point(|&c| c <= v) as u8
     }
 
-    /// Column-major bins of `rows`.
-    fn transform(&self, x: &Matrix, rows: &[usize]) -> Vec<Vec<u8>> {
-        (0..x.cols).map(|j| rows.iter().map(|&i| self.bin(j, x.data[i * x.cols + j])).collect()).collect()
+    /// Row-major bins of `rows`: one sample's bins share a cache line, so
+    /// a histogram pass touches each sample once.
+    fn transform(&self, x: &Matrix, rows: &[usize]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(rows.len() * x.cols);
+        for &i in rows {
+            out.extend((0..x.cols).map(|j| self.bin(j, x.data[i * x.cols + j])));
+        }
+        out
     }
 }
 
@@ -131,6 +136,9 @@ struct Candidate {
     gain: f64,
     feature: usize,
     bin: u8,
+    /// Gradient and hessian sums of the left child.
+    gl: f64,
+    hl: f64,
 }
 
 struct Grow {
@@ -140,7 +148,7 @@ struct Grow {
     end: usize,
     g: f64,
     h: f64,
-    hist: Vec<Vec<Bin>>,
+    hist: Hist,
     split: Option<Candidate>,
 }
 
@@ -159,44 +167,56 @@ fn log_loss(raw: &[f64], y: &[f32]) -> f64 {
         / raw.len().max(1) as f64
 }
 
-/// Builds the histograms of `samples` (indices into the training rows),
-/// features split across two threads when the node is large.
-fn histograms(bins: &[Vec<u8>], samples: &[u32], g: &[f64], h: &[f64], nbins: &[usize]) -> Vec<Vec<Bin>> {
-    let one = |j: usize| {
-        let mut hist = vec![Bin::default(); nbins[j]];
-        let col = &bins[j];
-        for &s in samples {
+/// Every feature's histogram in one flat array: feature `j`'s bins start
+/// at `offsets[j]`.
+#[derive(Clone)]
+struct Hist {
+    bins: Vec<Bin>,
+}
+
+/// Builds the histograms of `samples` (indices into the training rows); a
+/// large node is split across two threads, whose histograms are added.
+fn histograms(bins: &[u8], f: usize, offsets: &[usize], samples: &[u32], g: &[f64], h: &[f64]) -> Hist {
+    let total = offsets[f];
+    let build = |part: &[u32]| {
+        let mut hist = vec![Bin::default(); total];
+        for &s in part {
             let s = s as usize;
-            let b = &mut hist[col[s] as usize];
-            b.g += g[s];
-            b.h += h[s];
-            b.n += 1;
+            let (gs, hs) = (g[s], h[s]);
+            let row = &bins[s * f..(s + 1) * f];
+            for (j, &b) in row.iter().enumerate() {
+                let cell = &mut hist[offsets[j] + b as usize];
+                cell.g += gs;
+                cell.h += hs;
+                cell.n += 1;
+            }
         }
         hist
     };
-    let f = bins.len();
-    if samples.len() < 4096 || f < 2 {
-        return (0..f).map(one).collect();
+    if samples.len() < 8192 {
+        return Hist { bins: build(samples) };
     }
-    let half = f / 2;
+    let (a, b) = samples.split_at(samples.len() / 2);
     std::thread::scope(|scope| {
-        let other = scope.spawn(|| (half..f).map(one).collect::<Vec<_>>());
-        let mut first: Vec<Vec<Bin>> = (0..half).map(one).collect();
-        // A panic in the helper would be a bug in the loop above; recompute
-        // rather than unwrap.
-        match other.join() {
-            Ok(rest) => first.extend(rest),
-            Err(_) => first.extend((half..f).map(one)),
+        let other = scope.spawn(|| build(b));
+        let mut first = build(a);
+        // A panic in the helper would be a bug in `build`; redo its half.
+        let second = other.join().unwrap_or_else(|_| build(b));
+        for (x, y) in first.iter_mut().zip(&second) {
+            x.g += y.g;
+            x.h += y.h;
+            x.n += y.n;
         }
-        first
+        Hist { bins: first }
     })
 }
 
-fn best_split(hist: &[Vec<Bin>], g: f64, h: f64, n: usize, p: &GbtParams) -> Option<Candidate> {
+fn best_split(hist: &Hist, offsets: &[usize], g: f64, h: f64, n: usize, p: &GbtParams) -> Option<Candidate> {
     let lambda = p.l2_regularization;
     let parent = g * g / (h + lambda);
     let mut best: Option<Candidate> = None;
-    for (j, hj) in hist.iter().enumerate() {
+    for j in 0..offsets.len() - 1 {
+        let hj = &hist.bins[offsets[j]..offsets[j + 1]];
         let (mut gl, mut hl, mut nl) = (0.0, 0.0, 0usize);
         for (b, bin) in hj.iter().enumerate().take(hj.len().saturating_sub(1)) {
             gl += bin.g;
@@ -215,7 +235,7 @@ fn best_split(hist: &[Vec<Bin>], g: f64, h: f64, n: usize, p: &GbtParams) -> Opt
             }
             let gain = gl * gl / (hl + lambda) + gr * gr / (hr + lambda) - parent;
             if gain > 1e-12 && best.as_ref().is_none_or(|c| gain > c.gain) {
-                best = Some(Candidate { gain, feature: j, bin: b as u8 });
+                best = Some(Candidate { gain, feature: j, bin: b as u8, gl, hl });
             }
         }
     }
@@ -250,7 +270,10 @@ pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result
         ((0..x.rows).collect(), Vec::new())
     };
     let binner = Binner::fit(x, &train_rows, p.max_bins);
-    let nbins: Vec<usize> = binner.cuts.iter().map(|c| c.len() + 1).collect();
+    let mut offsets = vec![0usize];
+    for c in &binner.cuts {
+        offsets.push(offsets[offsets.len() - 1] + c.len() + 1);
+    }
     let bins = binner.transform(x, &train_rows);
     let val_bins = binner.transform(x, &val_rows);
     let yt: Vec<f32> = train_rows.iter().map(|&i| y[i]).collect();
@@ -274,9 +297,9 @@ pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result
             g[i] = wt[i] * (pr - f64::from(yt[i]));
             h[i] = wt[i] * pr * (1.0 - pr);
         }
-        let tree = grow_tree(&bins, &binner, &nbins, &g, &h, &mut order, p, &mut raw);
+        let tree = grow_tree(&bins, x.cols, &binner, &offsets, &g, &h, &mut order, p, &mut raw);
         for (k, raw) in raw_val.iter_mut().enumerate() {
-            *raw += tree.predict_binned(|j| val_bins[j][k]);
+            *raw += tree.predict_binned(|j| val_bins[k * x.cols + j]);
         }
         trees.push(tree);
         if early {
@@ -295,9 +318,10 @@ pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result
 
 #[allow(clippy::too_many_arguments)]
 fn grow_tree(
-    bins: &[Vec<u8>],
+    bins: &[u8],
+    f: usize,
     binner: &Binner,
-    nbins: &[usize],
+    offsets: &[usize],
     g: &[f64],
     h: &[f64],
     order: &mut [u32],
@@ -307,10 +331,10 @@ fn grow_tree(
     let n = order.len();
     let mut nodes = vec![Node::Leaf { value: 0.0 }];
     let (gs, hs) = (g.iter().sum::<f64>(), h.iter().sum::<f64>());
-    let hist = histograms(bins, order, g, h, nbins);
-    let split = best_split(&hist, gs, hs, n, p);
+    let hist = histograms(bins, f, offsets, order, g, h);
+    let split = best_split(&hist, offsets, gs, hs, n, p);
     let mut open = vec![Grow { node: 0, start: 0, end: n, g: gs, h: hs, hist, split }];
-    let mut leaves: Vec<Grow> = Vec::new();
+    let mut scratch: Vec<u32> = Vec::with_capacity(n);
     let mut count = 1;
     while count < p.max_leaf_nodes {
         // Best-first: the open node with the largest gain splits next.
@@ -322,29 +346,34 @@ fn grow_tree(
         };
         let parent = open.swap_remove(k);
         let Some(c) = parent.split.as_ref() else { break };
-        let (feature, bin) = (c.feature, c.bin);
-        let col = &bins[feature];
-        // Stable partition of the node's samples: left (bin <= split bin) first.
+        let (feature, bin, gl, hl) = (c.feature, c.bin, c.gl, c.hl);
+        // Stable partition of the node's samples, left (bin <= split bin)
+        // first, through a scratch buffer.
         let slice = &mut order[parent.start..parent.end];
-        let (mut left, mut right): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-        for &s in slice.iter() {
-            if col[s as usize] <= bin { left.push(s) } else { right.push(s) }
+        scratch.clear();
+        let mut nl = 0;
+        for idx in 0..slice.len() {
+            let s = slice[idx];
+            if bins[s as usize * f + feature] <= bin {
+                slice[nl] = s;
+                nl += 1;
+            } else {
+                scratch.push(s);
+            }
         }
-        let mid = parent.start + left.len();
-        slice[..left.len()].copy_from_slice(&left);
-        slice[left.len()..].copy_from_slice(&right);
-        let sum = |v: &[u32], w: &[f64]| v.iter().map(|&s| w[s as usize]).sum::<f64>();
-        let (gl, hl) = (sum(&left, g), sum(&left, h));
+        slice[nl..].copy_from_slice(&scratch);
+        let mid = parent.start + nl;
         let (gr, hr) = (parent.g - gl, parent.h - hl);
-        let small_is_left = left.len() <= right.len();
-        let small = if small_is_left { &left } else { &right };
-        let small_hist = histograms(bins, small, g, h, nbins);
-        let big_hist: Vec<Vec<Bin>> = parent
-            .hist
-            .iter()
-            .zip(&small_hist)
-            .map(|(ph, sh)| ph.iter().zip(sh).map(|(a, b)| Bin { g: a.g - b.g, h: a.h - b.h, n: a.n - b.n }).collect())
-            .collect();
+        let (nleft, nright) = (nl, parent.end - mid);
+        let small_is_left = nleft <= nright;
+        let small = if small_is_left { &order[parent.start..mid] } else { &order[mid..parent.end] };
+        let small_hist = histograms(bins, f, offsets, small, g, h);
+        let mut big_hist = parent.hist;
+        for (a, b) in big_hist.bins.iter_mut().zip(&small_hist.bins) {
+            a.g -= b.g;
+            a.h -= b.h;
+            a.n -= b.n;
+        }
         let (lh, rh) = if small_is_left { (small_hist, big_hist) } else { (big_hist, small_hist) };
         let li = nodes.len();
         nodes.push(Node::Leaf { value: 0.0 });
@@ -356,14 +385,13 @@ fn grow_tree(
             left: li,
             right: li + 1,
         };
-        let ls = best_split(&lh, gl, hl, left.len(), p);
-        let rs = best_split(&rh, gr, hr, right.len(), p);
+        let ls = best_split(&lh, offsets, gl, hl, nleft, p);
+        let rs = best_split(&rh, offsets, gr, hr, nright, p);
         open.push(Grow { node: li, start: parent.start, end: mid, g: gl, h: hl, hist: lh, split: ls });
         open.push(Grow { node: li + 1, start: mid, end: parent.end, g: gr, h: hr, hist: rh, split: rs });
         count += 1;
     }
-    leaves.extend(open);
-    for leaf in leaves {
+    for leaf in open {
         let value = -leaf.g / (leaf.h + p.l2_regularization).max(1e-12) * p.learning_rate;
         nodes[leaf.node] = Node::Leaf { value };
         for &s in &order[leaf.start..leaf.end] {

@@ -69,22 +69,6 @@ impl Design<'_> {
         }
         s
     }
-
-    /// `acc += scale · x_i` (in design space).
-    fn axpy(&self, acc: &mut [f64], scale: f64, i: usize) {
-        let row = self.x.row(i);
-        for (j, t) in self.terms.iter().enumerate() {
-            let v = f64::from(row[j]);
-            match t {
-                Term::Numeric { mean, std } => acc[self.offsets[j]] += scale * (v - mean) / std,
-                Term::OneHot { categories } => {
-                    if v >= 0.0 && (v as usize) < *categories {
-                        acc[self.offsets[j] + v as usize] += scale;
-                    }
-                }
-            }
-        }
-    }
 }
 
 fn sigmoid(z: f64) -> f64 {
@@ -145,25 +129,89 @@ pub fn fit(
     let alpha = 1.0 / (params.c * n);
     let weight = |i: usize| if weights.is_empty() { 1.0 } else { weights[i] };
 
-    // θ = [w (width), b].
-    let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
-        grad.iter_mut().for_each(|g| *g = 0.0);
+    // The design, precomputed once: each row's standardized numbers and the
+    // positions of its categories' weights (no division or branch per
+    // evaluation).
+    let mut numeric: Vec<(usize, usize, f64, f64)> = Vec::new(); // (column, weight index, mean, std)
+    let mut categorical: Vec<(usize, usize, usize)> = Vec::new(); // (column, first weight, categories)
+    for (j, t) in d.terms.iter().enumerate() {
+        match t {
+            Term::Numeric { mean, std } => numeric.push((j, d.offsets[j], *mean, *std)),
+            Term::OneHot { categories } => categorical.push((j, d.offsets[j], *categories)),
+        }
+    }
+    let (nn, nc) = (numeric.len(), categorical.len());
+    let mut num_values = vec![0f64; x.rows * nn];
+    // usize::MAX marks an unknown category (no weight).
+    let mut cat_index = vec![usize::MAX; x.rows * nc];
+    for i in 0..x.rows {
+        let row = x.row(i);
+        for (k, &(j, _, mean, std)) in numeric.iter().enumerate() {
+            num_values[i * nn + k] = (f64::from(row[j]) - mean) / std;
+        }
+        for (k, &(j, first, cats)) in categorical.iter().enumerate() {
+            let v = row[j];
+            if v >= 0.0 && (v as usize) < cats {
+                cat_index[i * nc + k] = first + v as usize;
+            }
+        }
+    }
+    let num_slot: Vec<usize> = numeric.iter().map(|t| t.1).collect();
+    // Loss and gradient over rows [lo, hi): the data part, unscaled.
+    let partial = |theta: &[f64], lo: usize, hi: usize| -> (f64, Vec<f64>) {
         let (w, b) = theta.split_at(width);
+        let mut grad = vec![0.0; width + 1];
         let mut loss = 0.0;
-        for i in 0..x.rows {
-            let z = d.dot(w, i) + b[0];
+        for i in lo..hi {
+            let nv = &num_values[i * nn..(i + 1) * nn];
+            let ci = &cat_index[i * nc..(i + 1) * nc];
+            let mut z = b[0];
+            for (v, &slot) in nv.iter().zip(&num_slot) {
+                z += v * w[slot];
+            }
+            for &c in ci {
+                if c != usize::MAX {
+                    z += w[c];
+                }
+            }
             let yi = f64::from(y[i]);
             let wi = weight(i);
             loss += wi * (softplus(z) - yi * z);
-            let r = wi * (sigmoid(z) - yi) / n;
-            d.axpy(&mut grad[..width], r, i);
+            let r = wi * (sigmoid(z) - yi);
+            for (v, &slot) in nv.iter().zip(&num_slot) {
+                grad[slot] += r * v;
+            }
+            for &c in ci {
+                if c != usize::MAX {
+                    grad[c] += r;
+                }
+            }
             grad[width] += r;
         }
+        (loss, grad)
+    };
+    // θ = [w (width), b]. Two threads share the rows of large problems.
+    let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
+        let (mut loss, mut g) = if x.rows >= 8192 {
+            let mid = x.rows / 2;
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| partial(theta, mid, x.rows));
+                let (l1, mut g1) = partial(theta, 0, mid);
+                let (l2, g2) = other.join().unwrap_or_else(|_| partial(theta, mid, x.rows));
+                g1.iter_mut().zip(&g2).for_each(|(a, b)| *a += b);
+                (l1 + l2, g1)
+            })
+        } else {
+            partial(theta, 0, x.rows)
+        };
         loss /= n;
+        g.iter_mut().for_each(|v| *v /= n);
+        let w = &theta[..width];
         for k in 0..width {
             loss += 0.5 * alpha * w[k] * w[k];
-            grad[k] += alpha * w[k];
+            g[k] += alpha * w[k];
         }
+        grad.copy_from_slice(&g);
         loss
     };
     let (theta, iterations, converged) = lbfgs(width + 1, params.max_iter, params.tol, objective);

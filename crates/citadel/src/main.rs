@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_data;
+mod bench_pipeline;
 mod bench_scan;
 mod bench_serve;
 mod bench_sign;
@@ -251,6 +252,20 @@ enum ModelCmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// The quickstart end to end, and the built-in trainers next to
+    /// scikit-learn (LogisticRegression, HistGradientBoostingClassifier) on
+    /// the same Adult split: times, ratios, accuracies. Needs a Python with
+    /// scikit-learn (CITADEL_BENCH_PYTHON).
+    Pipeline {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Fits per trainer (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Skip the quickstart.
+        #[arg(long)]
+        no_quickstart: bool,
+    },
     /// Put and get a large random file and many small files, next to
     /// openssl (SHA-256, AES-GCM), the disk, and restic when installed.
     Store {
@@ -1362,6 +1377,12 @@ async fn run(cli: Cli) -> Result<i32> {
             let report =
                 tokio::task::spawn_blocking(move || bench_serve::run(&dir, secs, &conc, keep, quiet)).await??;
             out.emit(&report, || bench_serve::render(&report));
+        }
+        Command::Bench(BenchCmd::Pipeline { dir, repeats, no_quickstart }) => {
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, repeats, qs) = (dir.clone(), *repeats, !*no_quickstart);
+            let report = tokio::task::spawn_blocking(move || bench_pipeline::run(&dir, repeats, qs, quiet)).await??;
+            out.emit(&report, || bench_pipeline::render(&report));
         }
         Command::Bench(BenchCmd::Data { dir, rows, evidently, keep }) => {
             anyhow::ensure!(*rows >= 1000, "--rows must be at least 1000\nhint: e.g. --rows 1000000");

@@ -28,7 +28,7 @@ use citadel_types::Redacted;
 
 use crate::{Cli, Out, pipeline_cmd};
 
-const ADULT_DATA: &[u8] = include_bytes!("../../../datasets/adult/adult.data");
+pub(crate) const ADULT_DATA: &[u8] = include_bytes!("../../../datasets/adult/adult.data");
 const EXPECTATIONS: &str = include_str!("../../../examples/quickstart/adult.expect.toml");
 const PIPELINE: &str = include_str!("../../../examples/quickstart/pipeline.toml");
 const MODEL: &str = "adult-income";
