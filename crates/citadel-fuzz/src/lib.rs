@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("expectations", expectations),
     ("v2_request", v2_request),
     ("onnx_model", onnx_model),
+    ("pipeline_file", pipeline_file),
 ];
 
 /// An inference request body as the gateway receives it. A leading 0 byte
@@ -104,6 +105,13 @@ pub fn table_file(data: &[u8]) {
 pub fn expectations(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = citadel_data::Expectations::parse(text);
+    }
+}
+
+/// A pipeline file: every problem reported at once, never a panic.
+pub fn pipeline_file(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = citadel_control::pipeline_spec::PipelineSpec::parse(text, std::path::Path::new("/nonexistent/pipeline.toml"));
     }
 }
 
@@ -273,6 +281,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             include_bytes!("../../citadel-data/tests/fixtures/small.parquet").to_vec(),
         ],
         "expectations" => vec![include_bytes!("../../../datasets/adult/adult.expect.toml").to_vec()],
+        "pipeline_file" => vec![include_bytes!("../../../examples/quickstart/pipeline.toml").to_vec()],
         "v2_request" => {
             let json = br#"{"id":"1","inputs":[{"name":"X","shape":[1,3],"datatype":"FP32","data":[[1.0,2.5,-3]]},{"name":"s","shape":[2],"datatype":"BYTES","data":["a","b"]}],"outputs":[{"name":"label","parameters":{"binary_data":true}}]}"#;
             let head = br#"{"inputs":[{"name":"X","shape":[2],"datatype":"INT64","parameters":{"binary_data_size":16}},{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":7}}]}"#;
@@ -377,6 +386,12 @@ mod tests {
         assert!(citadel_store::parse_manifest(&seeds("manifest")[0]).is_ok());
         assert!(citadel_store::parse_manifest(&seeds("manifest")[1]).is_ok());
         assert!(cipher().open("fuzz-object", &seeds("sealed_object")[0]).is_ok());
+        // The quickstart's pipeline names files beside it: here only those
+        // problems may be reported.
+        let seed = seeds("pipeline_file").remove(0);
+        let text = std::str::from_utf8(&seed).unwrap();
+        let problems = citadel_control::pipeline_spec::PipelineSpec::parse(text, std::path::Path::new("/nonexistent/p.toml")).unwrap_err();
+        assert!(problems.iter().all(|p| p.starts_with("ingest.")), "{problems:?}");
         assert!(citadel_crypto::ApiToken::parse(std::str::from_utf8(&seeds("identifiers")[0]).unwrap()).is_ok());
         let k = citadel_crypto::check_key_file_text(std::str::from_utf8(&seeds("key_file")[0]).unwrap());
         assert!(k.is_ok(), "{k:?}");
