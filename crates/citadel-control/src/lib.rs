@@ -16,8 +16,8 @@ pub mod pipeline_spec;
 mod registry;
 
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
-pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
+pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -161,7 +161,13 @@ struct Prepared {
 
 impl Workspace {
     /// Runs (or resumes, through the cache) a pipeline.
-    pub async fn pipeline_run(&self, caller: &Caller, spec: &PipelineSpec, spec_text: &str, opts: &RunOptions) -> Result<RunReport> {
+    pub async fn pipeline_run(
+        &self,
+        caller: &Caller,
+        spec: &PipelineSpec,
+        spec_text: &str,
+        opts: &RunOptions,
+    ) -> Result<RunReport> {
         let pipeline = spec.pipeline.name.clone();
         self.authorize(caller, Action::PipelineRun, &format!("pipeline:{pipeline}")).await?;
         let id = citadel_types::random_id("run-");
@@ -190,7 +196,15 @@ impl Workspace {
             .bind(started.0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(event(&caller.principal.id, "pipeline.run", &format!("pipeline:{pipeline}"), Outcome::Success, &caller.request_id, serde_json::json!({"run": id, "spec_sha256": spec_digest, "phase": "start"}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "pipeline.run",
+            &format!("pipeline:{pipeline}"),
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"run": id, "spec_sha256": spec_digest, "phase": "start"}),
+        ))
+        .await?;
 
         let result = self.run_stages(caller, spec, opts, &mut report).await;
         let (status, outcome) = match &result {
@@ -225,19 +239,28 @@ impl Workspace {
     }
 
     async fn cache_get(&self, pipeline: &str, stage: &str, k: &str) -> Result<Option<serde_json::Value>> {
-        let row = sqlx::query("SELECT outputs FROM pipeline_cache WHERE pipeline = $1 AND stage = $2 AND cache_key = $3")
-            .bind(pipeline)
-            .bind(stage)
-            .bind(k)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT outputs FROM pipeline_cache WHERE pipeline = $1 AND stage = $2 AND cache_key = $3")
+                .bind(pipeline)
+                .bind(stage)
+                .bind(k)
+                .fetch_optional(self.db.pool())
+                .await?;
         Ok(match row {
             Some(r) => serde_json::from_str(&r.try_get::<String, _>("outputs")?).ok(),
             None => None,
         })
     }
 
-    async fn cache_put(&self, caller: &Caller, pipeline: &str, stage: &str, k: &str, outputs: &serde_json::Value, run: &str) -> Result<()> {
+    async fn cache_put(
+        &self,
+        caller: &Caller,
+        pipeline: &str,
+        stage: &str,
+        k: &str,
+        outputs: &serde_json::Value,
+        run: &str,
+    ) -> Result<()> {
         let mut tx = self.db.begin_audited().await?;
         sqlx::query("INSERT INTO pipeline_cache (pipeline, stage, cache_key, outputs, run_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline, stage, cache_key) DO UPDATE SET outputs = excluded.outputs, run_id = excluded.run_id, created_at = excluded.created_at")
             .bind(pipeline)
@@ -248,7 +271,15 @@ impl Workspace {
             .bind(Timestamp::now().0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(event(&caller.principal.id, "pipeline.stage", &format!("pipeline:{pipeline}"), Outcome::Success, &caller.request_id, serde_json::json!({"run": run, "stage": stage, "cache_key": k, "outputs": outputs}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "pipeline.stage",
+            &format!("pipeline:{pipeline}"),
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"run": run, "stage": stage, "cache_key": k, "outputs": outputs}),
+        ))
+        .await?;
         Ok(())
     }
 
@@ -270,14 +301,27 @@ impl Workspace {
         std::fs::read(&out).map_err(|e| invalid(format!("reading artifact {id}: {e}")))
     }
 
-    async fn put_bytes(&self, caller: &Caller, bytes: &[u8], name: &str, file: &str, parents: &[String]) -> Result<String> {
+    async fn put_bytes(
+        &self,
+        caller: &Caller,
+        bytes: &[u8],
+        name: &str,
+        file: &str,
+        parents: &[String],
+    ) -> Result<String> {
         let work = crate::data::WorkDir::new(&self.config.workspace)?;
         let path = work.0.join(file);
         std::fs::write(&path, bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         Ok(self.artifact_put(caller, &path, Some(name), parents, None).await?.id)
     }
 
-    async fn run_stages(&self, caller: &Caller, spec: &PipelineSpec, opts: &RunOptions, report: &mut RunReport) -> Result<()> {
+    async fn run_stages(
+        &self,
+        caller: &Caller,
+        spec: &PipelineSpec,
+        opts: &RunOptions,
+        report: &mut RunReport,
+    ) -> Result<()> {
         let pipeline = spec.pipeline.name.clone();
         let run_id = report.id.clone();
         let say = |stage: &str, line: &str| (opts.progress)(stage, line);
@@ -289,7 +333,8 @@ impl Workspace {
             Some(src) => {
                 let bytes = std::fs::read(src).map_err(|e| invalid(format!("ingest.source {}: {e}", src.display())))?;
                 let exp = match &spec.ingest.expectations {
-                    Some(p) => std::fs::read_to_string(p).map_err(|e| invalid(format!("ingest.expectations {}: {e}", p.display())))?,
+                    Some(p) => std::fs::read_to_string(p)
+                        .map_err(|e| invalid(format!("ingest.expectations {}: {e}", p.display())))?,
                     None => String::new(),
                 };
                 let sd = Digest::of(&bytes).to_hex();
@@ -297,11 +342,20 @@ impl Workspace {
             }
             None => (String::new(), None),
         };
-        let cached = if ingest_key.is_empty() { None } else { self.cache_get(&pipeline, "ingest", &ingest_key).await? };
+        let cached =
+            if ingest_key.is_empty() { None } else { self.cache_get(&pipeline, "ingest", &ingest_key).await? };
         let data_version = match (cached, &spec.ingest.source, source_digest) {
             (Some(out), _, _) if self.artifacts_exist(&out, &["artifact"]).await => {
                 let v = self.data_show(caller, &format!("{}@{}", spec.ingest.dataset, out["version"])).await?;
-                record(report, "ingest", "cached", &ingest_key, out, t, "this source and expectations were ingested before");
+                record(
+                    report,
+                    "ingest",
+                    "cached",
+                    &ingest_key,
+                    out,
+                    t,
+                    "this source and expectations were ingested before",
+                );
                 v
             }
             (_, Some(src), Some((_, exp))) => {
@@ -312,11 +366,24 @@ impl Workspace {
                     record(report, "ingest", "failed", &ingest_key, out, t, "");
                     return Err(invalid(format!(
                         "dataset {}@{} was {} by its checks ({}); a data steward must review and release it (citadel data release {}@{}) before it can train a model",
-                        v.dataset, v.version, v.status, v.report.reasons.join("; "), v.dataset, v.version
+                        v.dataset,
+                        v.version,
+                        v.status,
+                        v.report.reasons.join("; "),
+                        v.dataset,
+                        v.version
                     )));
                 }
                 self.cache_put(caller, &pipeline, "ingest", &ingest_key, &out, &run_id).await?;
-                record(report, "ingest", "ran", &ingest_key, out, t, &format!("{} rows stored as {}@{}", v.rows, v.dataset, v.version));
+                record(
+                    report,
+                    "ingest",
+                    "ran",
+                    &ingest_key,
+                    out,
+                    t,
+                    &format!("{} rows stored as {}@{}", v.rows, v.dataset, v.version),
+                );
                 v
             }
             _ => {
@@ -328,21 +395,33 @@ impl Workspace {
             }
         };
         if data_version.status != "accepted" && data_version.status != "released" {
-            return Err(invalid(format!("dataset {}@{} is {}; it cannot train a model until a data steward releases it", data_version.dataset, data_version.version, data_version.status)));
+            return Err(invalid(format!(
+                "dataset {}@{} is {}; it cannot train a model until a data steward releases it",
+                data_version.dataset, data_version.version, data_version.status
+            )));
         }
         let data_ref = format!("{}@{}", data_version.dataset, data_version.version);
 
         // ---- split (its digest is the rows it chose; recomputed when needed)
         let t = Instant::now();
-        let split_key = key(&["split", &data_version.artifact_id, &spec.pipeline.seed.to_string(), &spec.split.test_fraction.to_string(), &spec.train.label, spec.train.positive.as_deref().unwrap_or("")]);
+        let split_key = key(&[
+            "split",
+            &data_version.artifact_id,
+            &spec.pipeline.seed.to_string(),
+            &spec.split.test_fraction.to_string(),
+            &spec.train.label,
+            spec.train.positive.as_deref().unwrap_or(""),
+        ]);
         let split_cached = self.cache_get(&pipeline, "split", &split_key).await?;
-        let train_cfg = serde_json::json!({"trainer": spec.trainer, "train": spec.train, "features": spec.train.features});
+        let train_cfg =
+            serde_json::json!({"trainer": spec.trainer, "train": spec.train, "features": spec.train.features});
         let code_digest = match &spec.train.code {
             Some(c) => dir_digest(c)?,
             None => format!("citadel-{version}"),
         };
         let train_key = key(&["train", &split_key, &train_cfg.to_string(), &code_digest, version]);
-        let train_cached = self.cache_get(&pipeline, "train", &train_key).await?.filter(|o| o["model_artifact"].is_string());
+        let train_cached =
+            self.cache_get(&pipeline, "train", &train_key).await?.filter(|o| o["model_artifact"].is_string());
         let train_cached = match train_cached {
             Some(o) if self.artifacts_exist(&o, &["model_artifact"]).await => Some(o),
             _ => None,
@@ -375,8 +454,17 @@ impl Workspace {
         let t = Instant::now();
         let (model_artifact, encoder, train_out, mut probe) = match train_cached {
             Some(o) => {
-                let enc: FeatureEncoder = serde_json::from_value(o["encoder"].clone()).map_err(|e| invalid(format!("cached encoder: {e}")))?;
-                record(report, "train", "cached", &train_key, o.clone(), t, "same data, configuration and code as an earlier run");
+                let enc: FeatureEncoder = serde_json::from_value(o["encoder"].clone())
+                    .map_err(|e| invalid(format!("cached encoder: {e}")))?;
+                record(
+                    report,
+                    "train",
+                    "cached",
+                    &train_key,
+                    o.clone(),
+                    t,
+                    "same data, configuration and code as an earlier run",
+                );
                 (o["model_artifact"].as_str().unwrap_or_default().to_string(), enc, o, None)
             }
             None => {
@@ -388,7 +476,9 @@ impl Workspace {
                 report.stages.push(running("train", &train_key));
                 let trained = self.train(caller, spec, p, opts).await?;
                 let name = format!("pipelines/{pipeline}/{}-model.onnx", &train_key[..12]);
-                let artifact = self.put_bytes(caller, &trained.onnx, &name, "model.onnx", &[data_version.artifact_id.clone()]).await?;
+                let artifact = self
+                    .put_bytes(caller, &trained.onnx, &name, "model.onnx", &[data_version.artifact_id.clone()])
+                    .await?;
                 let out = serde_json::json!({
                     "model_artifact": artifact,
                     "encoder": p.encoder,
@@ -398,7 +488,15 @@ impl Workspace {
                 });
                 self.cache_put(caller, &pipeline, "train", &train_key, &out, &run_id).await?;
                 report.stages.pop();
-                record(report, "train", "ran", &train_key, out.clone(), t, &format!("model stored as artifact {}", &artifact[..12]));
+                record(
+                    report,
+                    "train",
+                    "ran",
+                    &train_key,
+                    out.clone(),
+                    t,
+                    &format!("model stored as artifact {}", &artifact[..12]),
+                );
                 (artifact, p.encoder.clone(), out, trained.probe)
             }
         };
@@ -420,9 +518,14 @@ impl Workspace {
                 }
                 let p = prepared.as_ref().ok_or_else(|| invalid("no data"))?;
                 if p.encoder != encoder {
-                    return Err(invalid("the cached model's feature encoding differs from this data's; re-run with changed training settings"));
+                    return Err(invalid(
+                        "the cached model's feature encoding differs from this data's; re-run with changed training settings",
+                    ));
                 }
-                say("evaluate", &format!("metrics, fairness, robustness and explanations on {} held-out rows", p.test.len()));
+                say(
+                    "evaluate",
+                    &format!("metrics, fairness, robustness and explanations on {} held-out rows", p.test.len()),
+                );
                 report.stages.push(running("evaluate", &eval_key));
                 let served = OnnxClassifier::load(&onnx).map_err(ml)?;
                 let classes = p.labels.classes.clone();
@@ -441,19 +544,30 @@ impl Workspace {
                             let worst = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
                             agreement = serde_json::json!({"rows": x.rows, "max_abs_difference": worst});
                             if worst > 1e-4 {
-                                return Err(invalid(format!("the exported model disagrees with the trainer by {worst} on held-out rows")));
+                                return Err(invalid(format!(
+                                    "the exported model disagrees with the trainer by {worst} on held-out rows"
+                                )));
                             }
                             m.as_ref()
                         }
                         None => &served,
                     };
-                    let r = citadel_ml::evaluate::evaluate(&served, probe, &enc, classes, &test_table, &x, &y, &cfg).map_err(ml)?;
+                    let r = citadel_ml::evaluate::evaluate(&served, probe, &enc, classes, &test_table, &x, &y, &cfg)
+                        .map_err(ml)?;
                     Ok((r, agreement))
                 })
                 .await
                 .map_err(join_err)??;
                 let bytes = serde_json::to_vec(&evaluation).map_err(|e| invalid(e.to_string()))?;
-                let artifact = self.put_bytes(caller, &bytes, &format!("pipelines/{pipeline}/{}-evaluation.json", &eval_key[..12]), "evaluation.json", &[model_artifact.clone()]).await?;
+                let artifact = self
+                    .put_bytes(
+                        caller,
+                        &bytes,
+                        &format!("pipelines/{pipeline}/{}-evaluation.json", &eval_key[..12]),
+                        "evaluation.json",
+                        &[model_artifact.clone()],
+                    )
+                    .await?;
                 let out = serde_json::json!({
                     "report_artifact": artifact,
                     "accuracy": evaluation.metrics.accuracy,
@@ -464,7 +578,15 @@ impl Workspace {
                 });
                 self.cache_put(caller, &pipeline, "evaluate", &eval_key, &out, &run_id).await?;
                 report.stages.pop();
-                record(report, "evaluate", "ran", &eval_key, out, t, &format!("accuracy {:.4}", evaluation.metrics.accuracy));
+                record(
+                    report,
+                    "evaluate",
+                    "ran",
+                    &eval_key,
+                    out,
+                    t,
+                    &format!("accuracy {:.4}", evaluation.metrics.accuracy),
+                );
                 evaluation
             }
         };
@@ -476,7 +598,10 @@ impl Workspace {
         let model_path = work.0.join("model.onnx");
         std::fs::write(&model_path, &onnx).map_err(|e| invalid(format!("{}: {e}", model_path.display())))?;
         let mp = model_path.clone();
-        let reports = tokio::task::spawn_blocking(move || citadel_scan::scan_path(&mp)).await.map_err(join_err)?.map_err(|e| invalid(e.to_string()))?;
+        let reports = tokio::task::spawn_blocking(move || citadel_scan::scan_path(&mp))
+            .await
+            .map_err(join_err)?
+            .map_err(|e| invalid(e.to_string()))?;
         let findings: Vec<citadel_scan::Finding> = reports.iter().flat_map(|r| r.findings.clone()).collect();
         let critical = findings.iter().filter(|f| f.severity == citadel_scan::Severity::Critical).count();
         let scan = serde_json::json!({"critical": critical, "warnings": findings.iter().filter(|f| f.severity == citadel_scan::Severity::Warning).count(), "findings": findings});
@@ -510,7 +635,10 @@ impl Workspace {
             "signature": {"verified": verified, "key_hint": key_hint},
             "data": data,
         });
-        let (policy_name, policy) = spec.gate_policy.clone().unwrap_or_else(|| ("built-in pipeline-gate.rego".into(), citadel_policy::DEFAULT_PIPELINE_GATE.into()));
+        let (policy_name, policy) = spec
+            .gate_policy
+            .clone()
+            .unwrap_or_else(|| ("built-in pipeline-gate.rego".into(), citadel_policy::DEFAULT_PIPELINE_GATE.into()));
         let violations = citadel_policy::evaluate_gate(&policy_name, &policy, "citadel.pipeline", &gate_input)?;
         let gate = serde_json::json!({"passed": violations.is_empty(), "violations": violations, "policy": policy_name, "policy_sha256": Digest::of(policy.as_bytes()).to_hex()});
         let gate_key = key(&["gate", &gate_input.to_string(), &policy]);
@@ -522,7 +650,16 @@ impl Workspace {
             self.db.append_audit(event(&caller.principal.id, "pipeline.gate", &format!("pipeline:{pipeline}"), Outcome::Denied, &caller.request_id, serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name, "violations": violations}))).await?;
             return Err(ControlError::GateFailed { policy: policy_name, violations });
         }
-        self.db.append_audit(event(&caller.principal.id, "pipeline.gate", &format!("pipeline:{pipeline}"), Outcome::Success, &caller.request_id, serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name}))).await?;
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "pipeline.gate",
+                &format!("pipeline:{pipeline}"),
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name}),
+            ))
+            .await?;
         record(report, "gate", "ran", &gate_key, gate.clone(), t, "every rule passed");
 
         // ---- register (+ model card)
@@ -532,13 +669,24 @@ impl Workspace {
         let model_name = spec.register.model.clone();
         let version: i64 = match reg_cached.as_ref().and_then(|o| o["version"].as_i64()) {
             Some(v) if self.model_versions(caller, &model_name).await?.iter().any(|m| m.version == v) => {
-                record(report, "register", "cached", &reg_key, reg_cached.clone().unwrap_or_default(), t, &format!("{model_name}@{v} was registered from this model before"));
+                record(
+                    report,
+                    "register",
+                    "cached",
+                    &reg_key,
+                    reg_cached.clone().unwrap_or_default(),
+                    t,
+                    &format!("{model_name}@{v} was registered from this model before"),
+                );
                 v
             }
             _ => {
                 say("register", "scan → sign → store → provenance");
                 let code_ref = match &spec.train.code {
-                    Some(_) => format!("sha256:{code_digest} (train.code), {}", spec.train.command.clone().unwrap_or_default().join(" ")),
+                    Some(_) => format!(
+                        "sha256:{code_digest} (train.code), {}",
+                        spec.train.command.clone().unwrap_or_default().join(" ")
+                    ),
                     None => format!("citadel:{}@{version}", spec.train.trainer),
                 };
                 let mv = self
@@ -570,8 +718,24 @@ impl Workspace {
                 };
                 let json = serde_json::to_vec_pretty(&card).map_err(|e| invalid(e.to_string()))?;
                 let html = card.to_html();
-                let json_id = self.put_bytes(caller, &json, &format!("model-cards/{model_name}/{}.json", mv.version), "card.json", &[mv.artifact_id.clone()]).await?;
-                let html_id = self.put_bytes(caller, html.as_bytes(), &format!("model-cards/{model_name}/{}.html", mv.version), "card.html", &[mv.artifact_id.clone()]).await?;
+                let json_id = self
+                    .put_bytes(
+                        caller,
+                        &json,
+                        &format!("model-cards/{model_name}/{}.json", mv.version),
+                        "card.json",
+                        &[mv.artifact_id.clone()],
+                    )
+                    .await?;
+                let html_id = self
+                    .put_bytes(
+                        caller,
+                        html.as_bytes(),
+                        &format!("model-cards/{model_name}/{}.html", mv.version),
+                        "card.html",
+                        &[mv.artifact_id.clone()],
+                    )
+                    .await?;
                 let mut tx = self.db.begin_audited().await?;
                 sqlx::query("INSERT INTO model_cards (model_name, version, run_id, evaluation, card_json_artifact, card_html_artifact, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                     .bind(&model_name)
@@ -584,13 +748,29 @@ impl Workspace {
                     .execute(&mut *tx.conn())
                     .await?;
                 let child = format!("model:{model_name}@{}", mv.version);
-                for (parent, relation) in [(format!("artifact:{json_id}"), "model-card"), (format!("artifact:{html_id}"), "model-card"), (format!("run:{run_id}"), "produced-by")] {
-                    citadel_store::lineage_insert(tx.conn(), &LineageEdge { child: child.clone(), parent, relation: relation.into() }).await?;
+                for (parent, relation) in [
+                    (format!("artifact:{json_id}"), "model-card"),
+                    (format!("artifact:{html_id}"), "model-card"),
+                    (format!("run:{run_id}"), "produced-by"),
+                ] {
+                    citadel_store::lineage_insert(
+                        tx.conn(),
+                        &LineageEdge { child: child.clone(), parent, relation: relation.into() },
+                    )
+                    .await?;
                 }
                 tx.commit(event(&caller.principal.id, "model.card", &format!("model:{model_name}"), Outcome::Success, &caller.request_id, serde_json::json!({"version": mv.version, "run": run_id, "card_json": json_id, "card_html": html_id}))).await?;
                 let out = serde_json::json!({"model": model_name, "version": mv.version, "artifact": mv.artifact_id, "card_json": json_id, "card_html": html_id});
                 self.cache_put(caller, &pipeline, "register", &reg_key, &out, &run_id).await?;
-                record(report, "register", "ran", &reg_key, out, t, &format!("{model_name}@{} signed with key {}", mv.version, mv.signature_key_hint));
+                record(
+                    report,
+                    "register",
+                    "ran",
+                    &reg_key,
+                    out,
+                    t,
+                    &format!("{model_name}@{} signed with key {}", mv.version, mv.signature_key_hint),
+                );
                 mv.version
             }
         };
@@ -607,11 +787,21 @@ impl Workspace {
             report.status = "succeeded".into();
             return Ok(());
         };
-        let stage = self.model_versions(caller, &model_name).await?.into_iter().find(|m| m.version == version).map(|m| m.stage).unwrap_or_default();
+        let stage = self
+            .model_versions(caller, &model_name)
+            .await?
+            .into_iter()
+            .find(|m| m.version == version)
+            .map(|m| m.stage)
+            .unwrap_or_default();
         if stage == "production" {
             let current = self.deploy_get(caller, &d.endpoint).await?;
             let target = format!("{model_name}@{version}");
-            let live = current.as_ref().is_some_and(|c| c.spec.targets.len() == 1 && c.spec.targets[0].model == model_name && c.spec.targets[0].version == version);
+            let live = current.as_ref().is_some_and(|c| {
+                c.spec.targets.len() == 1
+                    && c.spec.targets[0].model == model_name
+                    && c.spec.targets[0].version == version
+            });
             if !live {
                 let spec = crate::DeploymentSpec {
                     strategy: crate::Strategy::Single,
@@ -622,7 +812,15 @@ impl Workspace {
                 };
                 self.deploy_set(caller, &d.endpoint, &spec).await?;
             }
-            record(report, "deploy", "ran", "", serde_json::json!({"endpoint": d.endpoint, "target": target}), t, if live { "already live" } else { "deployed" });
+            record(
+                report,
+                "deploy",
+                "ran",
+                "",
+                serde_json::json!({"endpoint": d.endpoint, "target": target}),
+                t,
+                if live { "already live" } else { "deployed" },
+            );
             report.endpoint = Some(d.endpoint.clone());
             report.status = "succeeded".into();
             return Ok(());
@@ -630,35 +828,62 @@ impl Workspace {
         // Promotion goes none → staging → production, each by an approved request.
         let next = if stage == "staging" { "production" } else { "staging" };
         if stage != "none" && stage != "staging" {
-            return Err(invalid(format!("{model_name}@{version} is {stage}; only a version in none, staging or production can be deployed by a pipeline")));
+            return Err(invalid(format!(
+                "{model_name}@{version} is {stage}; only a version in none, staging or production can be deployed by a pipeline"
+            )));
         }
-        let pending = self.model_requests(caller, true).await?.into_iter().find(|r| r.model == model_name && r.version == version && r.to_stage == next);
+        let pending = self
+            .model_requests(caller, true)
+            .await?
+            .into_iter()
+            .find(|r| r.model == model_name && r.version == version && r.to_stage == next);
         let request = match pending {
             Some(r) => r,
             None => self.model_request_stage(caller, &model_name, version, next).await?,
         };
-        report.message = format!("{model_name}@{version} awaits approval for {next}: an approver runs `citadel model approve {}`, then `citadel run` again continues", request.id);
-        record(report, "deploy", "waiting", "", serde_json::json!({"endpoint": d.endpoint, "request": request.id, "to_stage": next}), t, &report.message.clone());
+        report.message = format!(
+            "{model_name}@{version} awaits approval for {next}: an approver runs `citadel model approve {}`, then `citadel run` again continues",
+            request.id
+        );
+        record(
+            report,
+            "deploy",
+            "waiting",
+            "",
+            serde_json::json!({"endpoint": d.endpoint, "request": request.id, "to_stage": next}),
+            t,
+            &report.message.clone(),
+        );
         report.status = "awaiting-approval".into();
         Ok(())
     }
 
     /// Writes a version's model card (HTML and JSON) into `dir`; returns the paths.
-    pub async fn model_card_files(&self, caller: &Caller, model: &str, version: i64, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    pub async fn model_card_files(
+        &self,
+        caller: &Caller,
+        model: &str,
+        version: i64,
+        dir: &Path,
+    ) -> Result<(PathBuf, PathBuf)> {
         self.authorize(caller, Action::ModelRead, &format!("model:{model}")).await?;
-        let row = sqlx::query("SELECT card_json_artifact, card_html_artifact FROM model_cards WHERE model_name = $1 AND version = $2")
-            .bind(model)
-            .bind(version)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("a model card for {model}@{version}")))?;
+        let row = sqlx::query(
+            "SELECT card_json_artifact, card_html_artifact FROM model_cards WHERE model_name = $1 AND version = $2",
+        )
+        .bind(model)
+        .bind(version)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| ControlError::NotFound(format!("a model card for {model}@{version}")))?;
         let mut out = Vec::new();
         for (col, ext) in [("card_html_artifact", "html"), ("card_json_artifact", "json")] {
             let id: String = row.try_get(col)?;
             let bytes = self.read_artifact(caller, &id).await?;
             let path = dir.join(format!("{model}-v{version}-card.{ext}"));
             let tmp = dir.join(format!(".{model}-v{version}-card.{ext}.tmp"));
-            std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            std::fs::write(&tmp, &bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
             out.push(path);
         }
         Ok((out[0].clone(), out[1].clone()))
@@ -682,17 +907,41 @@ impl Workspace {
         let work = crate::data::WorkDir::new(&self.config.workspace)?;
         let path = work.0.join("data.parquet");
         let got = self.data_get(caller, data_ref, &path, "parquet", false).await?;
-        let mut needed: Vec<&String> = spec.train.features.iter().chain(std::iter::once(&spec.train.label)).chain(&spec.evaluate.sensitive).collect();
+        let mut needed: Vec<&String> = spec
+            .train
+            .features
+            .iter()
+            .chain(std::iter::once(&spec.train.label))
+            .chain(&spec.evaluate.sensitive)
+            .collect();
         if let Some(f) = &spec.train.fairness {
             needed.extend(&f.attributes);
         }
-        let missing: Vec<String> = needed.iter().filter(|c| !got.columns.contains(c)).map(|c| {
-            if got.withheld.contains(c) { format!("{c} (restricted: withheld from {})", caller.principal.name) } else { c.to_string() }
-        }).collect();
+        let missing: Vec<String> = needed
+            .iter()
+            .filter(|c| !got.columns.contains(c))
+            .map(|c| {
+                if got.withheld.contains(c) {
+                    format!("{c} (restricted: withheld from {})", caller.principal.name)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
         if !missing.is_empty() {
-            return Err(invalid(format!("dataset {data_ref} has no column(s) {} — it has {}", missing.join(", "), got.columns.join(", "))));
+            return Err(invalid(format!(
+                "dataset {data_ref} has no column(s) {} — it has {}",
+                missing.join(", "),
+                got.columns.join(", ")
+            )));
         }
-        let (label, positive, features, fraction, seed) = (spec.train.label.clone(), spec.train.positive.clone(), spec.train.features.clone(), spec.split.test_fraction, spec.pipeline.seed);
+        let (label, positive, features, fraction, seed) = (
+            spec.train.label.clone(),
+            spec.train.positive.clone(),
+            spec.train.features.clone(),
+            spec.split.test_fraction,
+            spec.pipeline.seed,
+        );
         tokio::task::spawn_blocking(move || -> Result<Prepared> {
             let table = Table::read_parquet(&path).map_err(ml)?;
             let labels = Labels::fit(&table, &label, positive.as_deref()).map_err(ml)?;
@@ -760,15 +1009,21 @@ impl Workspace {
         }
     }
 
-    async fn train_external(&self, caller: &Caller, spec: &PipelineSpec, p: &Prepared, x: &citadel_ml::Matrix, y: &[f32], opts: &RunOptions) -> Result<Trained> {
+    async fn train_external(
+        &self,
+        caller: &Caller,
+        spec: &PipelineSpec,
+        p: &Prepared,
+        x: &citadel_ml::Matrix,
+        y: &[f32],
+        opts: &RunOptions,
+    ) -> Result<Trained> {
         use std::os::unix::fs::PermissionsExt;
         let t = &spec.train;
         // Declared secrets, unsealed now and handed to the command's
         // environment only.
-        let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-            ("LANG".into(), "C.UTF-8".into()),
-        ];
+        let mut env: Vec<(String, String)> =
+            vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("LANG".into(), "C.UTF-8".into())];
         for name in &t.secrets {
             let value = self.training_secret(caller, name).await?;
             env.push((name.clone(), value));
@@ -777,7 +1032,9 @@ impl Workspace {
         // unprivileged user can traverse but not list.
         let root = std::env::temp_dir().join(citadel_types::random_id("citadel-train-"));
         let mk = |d: &Path, mode: u32| -> Result<()> {
-            std::fs::create_dir(d).and_then(|_| std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))).map_err(|e| invalid(format!("{}: {e}", d.display())))
+            std::fs::create_dir(d)
+                .and_then(|_| std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)))
+                .map_err(|e| invalid(format!("{}: {e}", d.display())))
         };
         mk(&root, 0o711)?;
         let cleanup = RemoveOnDrop(root.clone());
@@ -795,7 +1052,9 @@ impl Workspace {
             csv.push_str(if y[i] > 0.5 { "1\n" } else { "0\n" });
         }
         let write = |path: &Path, bytes: &[u8]| -> Result<()> {
-            std::fs::write(path, bytes).and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))).map_err(|e| invalid(format!("{}: {e}", path.display())))
+            std::fs::write(path, bytes)
+                .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)))
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))
         };
         write(&data.join("train.csv"), csv.as_bytes())?;
         write(&data.join("spec.json"), serde_json::to_vec_pretty(&serde_json::json!({"features": p.encoder.features, "label": "label", "classes": p.labels.classes, "seed": spec.pipeline.seed, "output": "model.onnx"})).unwrap_or_default().as_slice())?;
@@ -807,28 +1066,60 @@ impl Workspace {
         }
         read_paths.extend(t.read_paths.iter().cloned());
         if nix_is_root() {
-            std::process::Command::new("chown").arg(format!("{0}:{0}", citadel_sandbox::NOBODY)).arg(&out).status().map_err(|e| invalid(format!("chown: {e}")))?;
+            std::process::Command::new("chown")
+                .arg(format!("{0}:{0}", citadel_sandbox::NOBODY))
+                .arg(&out)
+                .status()
+                .map_err(|e| invalid(format!("chown: {e}")))?;
         }
         let cmd = t.command.clone().unwrap_or_default();
-        let program = if cmd[0].contains('/') { PathBuf::from(&cmd[0]) } else { crate::pipeline_spec::which(&cmd[0]).ok_or_else(|| invalid(format!("{} is not on PATH", cmd[0])))? };
-        let subst = |s: &str| s.replace("{code}", &code.display().to_string()).replace("{data}", &data.display().to_string()).replace("{output}", &out.display().to_string());
+        let program = if cmd[0].contains('/') {
+            PathBuf::from(&cmd[0])
+        } else {
+            crate::pipeline_spec::which(&cmd[0]).ok_or_else(|| invalid(format!("{} is not on PATH", cmd[0])))?
+        };
+        let subst = |s: &str| {
+            s.replace("{code}", &code.display().to_string())
+                .replace("{data}", &data.display().to_string())
+                .replace("{output}", &out.display().to_string())
+        };
         let mut argv = vec![program.display().to_string()];
         argv.extend(cmd[1..].iter().map(|a| subst(a)));
         env.push(("CITADEL_DATA".into(), data.display().to_string()));
         env.push(("CITADEL_OUTPUT".into(), out.display().to_string()));
         env.push(("HOME".into(), out.display().to_string()));
         env.push(("TMPDIR".into(), out.display().to_string()));
-        let sandbox = citadel_sandbox::Spec { argv, read_paths, output_dir: out.clone(), env, limits: t.limits.clone(), allow_partial_landlock: false };
+        let sandbox = citadel_sandbox::Spec {
+            argv,
+            read_paths,
+            output_dir: out.clone(),
+            env,
+            limits: t.limits.clone(),
+            allow_partial_landlock: false,
+        };
         (opts.progress)("train", &format!("running {} in the sandbox", cmd.join(" ")));
         let helper = opts.helper.clone();
-        let outcome = tokio::task::spawn_blocking(move || citadel_sandbox::run(&helper, &sandbox)).await.map_err(join_err)?.map_err(|e| invalid(e.to_string()))?;
+        let outcome = tokio::task::spawn_blocking(move || citadel_sandbox::run(&helper, &sandbox))
+            .await
+            .map_err(join_err)?
+            .map_err(|e| invalid(e.to_string()))?;
         self.db.append_audit(event(&caller.principal.id, "pipeline.train", &format!("pipeline:{}", spec.pipeline.name), if outcome.succeeded() { Outcome::Success } else { Outcome::Failure }, &caller.request_id, serde_json::json!({"command": cmd, "summary": outcome.summary(), "enforcement": outcome.enforcement, "secrets": t.secrets, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes}))).await?;
         if !outcome.succeeded() {
-            let tail: String = outcome.stderr_tail.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n  ");
+            let tail: String = outcome
+                .stderr_tail
+                .lines()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n  ");
             return Err(invalid(format!("the training command {} — its last output:\n  {tail}", outcome.summary())));
         }
         let model_path = out.join("model.onnx");
-        let meta = std::fs::symlink_metadata(&model_path).map_err(|_| invalid("the training command wrote no model.onnx to its output directory"))?;
+        let meta = std::fs::symlink_metadata(&model_path)
+            .map_err(|_| invalid("the training command wrote no model.onnx to its output directory"))?;
         if !meta.is_file() || meta.len() > citadel_infer::MAX_MODEL_BYTES as u64 {
             return Err(invalid("the training command's model.onnx is not a regular file of at most 1 GiB"));
         }
@@ -836,10 +1127,18 @@ impl Workspace {
         // It must be an ONNX classifier over the encoded features.
         let m = OnnxClassifier::load(&onnx).map_err(|e| invalid(format!("the training command's model.onnx: {e}")))?;
         if m.features != p.encoder.features.len() {
-            return Err(invalid(format!("the training command's model takes {} features; the pipeline declares {}", m.features, p.encoder.features.len())));
+            return Err(invalid(format!(
+                "the training command's model takes {} features; the pipeline declares {}",
+                m.features,
+                p.encoder.features.len()
+            )));
         }
         drop(cleanup);
-        Ok(Trained { onnx, probe: None, details: serde_json::json!({"command": cmd, "sandbox": {"enforcement": outcome.enforcement, "wall_seconds": outcome.wall_seconds, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes, "limits": t.limits}, "engine": m.engine()}) })
+        Ok(Trained {
+            onnx,
+            probe: None,
+            details: serde_json::json!({"command": cmd, "sandbox": {"enforcement": outcome.enforcement, "wall_seconds": outcome.wall_seconds, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes, "limits": t.limits}, "engine": m.engine()}),
+        })
     }
 
     /// Stores a training secret, sealed under the key hierarchy.
@@ -857,7 +1156,15 @@ impl Workspace {
             .bind(Timestamp::now().0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(event(&caller.principal.id, "secret.write", &format!("secret:{name}"), Outcome::Success, &caller.request_id, serde_json::json!({}))).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "secret.write",
+            &format!("secret:{name}"),
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({}),
+        ))
+        .await?;
         Ok(())
     }
 
@@ -869,13 +1176,28 @@ impl Workspace {
     }
 
     async fn training_secret(&self, caller: &Caller, name: &str) -> Result<String> {
-        let row = sqlx::query("SELECT sealed FROM training_secrets WHERE name = $1").bind(name).fetch_optional(self.db.pool()).await?;
+        let row = sqlx::query("SELECT sealed FROM training_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.db.pool())
+            .await?;
         let Some(row) = row else {
-            return Err(invalid(format!("training secret {name} is not set — hint: citadel secret set {name} (reads the value from stdin)")));
+            return Err(invalid(format!(
+                "training secret {name} is not set — hint: citadel secret set {name} (reads the value from stdin)"
+            )));
         };
-        let sealed = hex::decode(row.try_get::<String, _>("sealed")?).map_err(|_| invalid("a stored secret is not hex"))?;
+        let sealed =
+            hex::decode(row.try_get::<String, _>("sealed")?).map_err(|_| invalid("a stored secret is not hex"))?;
         let value = self.secrets_cipher.open(&format!("training-secret/{name}"), &sealed)?;
-        self.db.append_audit(event(&caller.principal.id, "secret.use", &format!("secret:{name}"), Outcome::Success, &caller.request_id, serde_json::json!({"for": "training command environment"}))).await?;
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "secret.use",
+                &format!("secret:{name}"),
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"for": "training command environment"}),
+            ))
+            .await?;
         String::from_utf8(value.to_vec()).map_err(|_| invalid(format!("secret {name} is not UTF-8")))
     }
 
@@ -889,10 +1211,18 @@ impl Workspace {
         let pipeline: String = row.try_get("pipeline")?;
         self.authorize(caller, Action::PipelineRead, &format!("pipeline:{pipeline}")).await?;
         let started_by: String = row.try_get("started_by")?;
-        let who = sqlx::query("SELECT name FROM principals WHERE id = $1").bind(&started_by).fetch_optional(self.db.pool()).await?.and_then(|r| r.try_get::<String, _>("name").ok()).unwrap_or(started_by);
+        let who = sqlx::query("SELECT name FROM principals WHERE id = $1")
+            .bind(&started_by)
+            .fetch_optional(self.db.pool())
+            .await?
+            .and_then(|r| r.try_get::<String, _>("name").ok())
+            .unwrap_or(started_by);
         let ts = |v: Option<i64>| v.map(|v| Timestamp(v).to_rfc3339());
         let stages: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("stages")?).unwrap_or_default();
-        let model = sqlx::query("SELECT model_name, version FROM model_cards WHERE run_id = $1").bind(id).fetch_optional(self.db.pool()).await?;
+        let model = sqlx::query("SELECT model_name, version FROM model_cards WHERE run_id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
         Ok(serde_json::json!({
             "id": id,
             "pipeline": pipeline,
@@ -909,7 +1239,11 @@ impl Workspace {
     /// Recent runs (newest first).
     pub async fn run_list(&self, caller: &Caller, limit: i64) -> Result<Vec<serde_json::Value>> {
         self.authorize(caller, Action::PipelineRead, "pipeline:*").await?;
-        let rows = sqlx::query("SELECT id, pipeline, status, started_at FROM pipeline_runs ORDER BY started_at DESC LIMIT $1").bind(limit).fetch_all(self.db.pool()).await?;
+        let rows =
+            sqlx::query("SELECT id, pipeline, status, started_at FROM pipeline_runs ORDER BY started_at DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(self.db.pool())
+                .await?;
         rows.iter().map(|r| Ok(serde_json::json!({"id": r.try_get::<String, _>("id")?, "pipeline": r.try_get::<String, _>("pipeline")?, "status": r.try_get::<String, _>("status")?, "started_at": Timestamp(r.try_get("started_at")?).to_rfc3339()}))).collect()
     }
 }
@@ -966,7 +1300,8 @@ fn fair_fit<M>(
             .iter()
             .map(|(a, g)| {
                 let f = citadel_ml::fairness::evaluate(a, y, &pred, g);
-                let rates: Vec<f64> = f.groups.iter().filter(|g| g.count >= min_rows).map(|g| g.selection_rate).collect();
+                let rates: Vec<f64> =
+                    f.groups.iter().filter(|g| g.count >= min_rows).map(|g| g.selection_rate).collect();
                 let max = rates.iter().copied().fold(0.0, f64::max);
                 let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
                 (a.clone(), if rates.len() < 2 || max == 0.0 { 1.0 } else { min / max })
@@ -985,7 +1320,10 @@ fn fair_fit<M>(
         }
     }
     let (m, worst, strength) = best.ok_or_else(|| invalid("no model was fitted"))?;
-    Ok((m, serde_json::json!({"method": "reweighing (Kamiran & Calders 2012) over the joint groups, strength searched", "attributes": groups.iter().map(|g| g.0.clone()).collect::<Vec<_>>(), "target_parity_ratio": target, "min_group_rows": min_rows, "chosen_strength": strength, "train_worst_parity_ratio": worst, "reached": worst >= target, "steps": steps})))
+    Ok((
+        m,
+        serde_json::json!({"method": "reweighing (Kamiran & Calders 2012) over the joint groups, strength searched", "attributes": groups.iter().map(|g| g.0.clone()).collect::<Vec<_>>(), "target_parity_ratio": target, "min_group_rows": min_rows, "chosen_strength": strength, "train_worst_parity_ratio": worst, "reached": worst >= target, "steps": steps}),
+    ))
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -1008,20 +1346,39 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         let t = e.file_type().map_err(|e| invalid(e.to_string()))?;
         let dest = to.join(e.file_name());
         if t.is_dir() {
-            std::fs::create_dir(&dest).and_then(|_| std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))).map_err(|e| invalid(format!("{}: {e}", dest.display())))?;
+            std::fs::create_dir(&dest)
+                .and_then(|_| std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)))
+                .map_err(|e| invalid(format!("{}: {e}", dest.display())))?;
             copy_tree(&e.path(), &dest)?;
         } else if t.is_file() {
-            std::fs::copy(e.path(), &dest).and_then(|_| std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o444))).map_err(|e| invalid(format!("{}: {e}", dest.display())))?;
+            std::fs::copy(e.path(), &dest)
+                .and_then(|_| std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o444)))
+                .map_err(|e| invalid(format!("{}: {e}", dest.display())))?;
         }
     }
     Ok(())
 }
 
 fn running(stage: &str, k: &str) -> StageRecord {
-    StageRecord { stage: stage.into(), status: "running".into(), cache_key: k.into(), outputs: serde_json::Value::Null, seconds: 0.0, detail: String::new() }
+    StageRecord {
+        stage: stage.into(),
+        status: "running".into(),
+        cache_key: k.into(),
+        outputs: serde_json::Value::Null,
+        seconds: 0.0,
+        detail: String::new(),
+    }
 }
 
-fn record(report: &mut RunReport, stage: &str, status: &str, k: &str, outputs: serde_json::Value, t: Instant, detail: &str) {
+fn record(
+    report: &mut RunReport,
+    stage: &str,
+    status: &str,
+    k: &str,
+    outputs: serde_json::Value,
+    t: Instant,
+    detail: &str,
+) {
     report.stages.push(StageRecord {
         stage: stage.into(),
         status: status.into(),
@@ -1034,9 +1391,15 @@ fn record(report: &mut RunReport, stage: &str, status: &str, k: &str, outputs: s
 
 fn limitations(spec: &PipelineSpec, e: &citadel_ml::evaluate::EvaluationReport) -> Vec<String> {
     let mut l = vec![
-        format!("Evaluated on a {:.0}% held-out split of one dataset; performance on other populations is unknown.", spec.split.test_fraction * 100.0),
+        format!(
+            "Evaluated on a {:.0}% held-out split of one dataset; performance on other populations is unknown.",
+            spec.split.test_fraction * 100.0
+        ),
         "Fairness is measured for the declared attributes only, one at a time (not their intersections).".to_string(),
-        format!("Robustness is measured by a black-box coordinate search within ε = {} standard deviations; stronger or adaptive attackers may do better.", e.robustness.epsilon),
+        format!(
+            "Robustness is measured by a black-box coordinate search within ε = {} standard deviations; stronger or adaptive attackers may do better.",
+            e.robustness.epsilon
+        ),
     ];
     if e.fairness.iter().any(|f| f.demographic_parity_ratio < 0.8) {
         l.push("At least one group's selection rate is below 80% of another's (four-fifths rule).".into());

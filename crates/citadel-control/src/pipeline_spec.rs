@@ -205,7 +205,8 @@ impl PipelineSpec {
         let split: Option<SplitStage> =
             section(&doc, "split", false, &mut p).or(Some(SplitStage { test_fraction: default_test_fraction() }));
         let train: Option<TrainStage> = section(&doc, "train", true, &mut p);
-        let evaluate: Option<EvaluationConfig> = section(&doc, "evaluate", false, &mut p).or(Some(EvaluationConfig::default()));
+        let evaluate: Option<EvaluationConfig> =
+            section(&doc, "evaluate", false, &mut p).or(Some(EvaluationConfig::default()));
         let gate: Option<GateStage> =
             section(&doc, "gate", false, &mut p).or(Some(GateStage { policy: None, thresholds: Default::default() }));
         let register: Option<RegisterStage> = section(&doc, "register", true, &mut p);
@@ -265,7 +266,9 @@ impl PipelineSpec {
                 },
                 "command" => Some(Trainer::Command),
                 other => {
-                    p.push(format!("train.trainer {other:?} is unknown: use logistic_regression, gradient_boosting or command"));
+                    p.push(format!(
+                        "train.trainer {other:?} is unknown: use logistic_regression, gradient_boosting or command"
+                    ));
                     None
                 }
             };
@@ -313,7 +316,12 @@ impl PipelineSpec {
                 }
             }
             let l = &t.limits;
-            if l.cpu_seconds == 0 || l.wall_seconds == 0 || l.memory_bytes < (64 << 20) || l.processes == 0 || l.open_files < 16 {
+            if l.cpu_seconds == 0
+                || l.wall_seconds == 0
+                || l.memory_bytes < (64 << 20)
+                || l.processes == 0
+                || l.open_files < 16
+            {
                 p.push("train.limits: cpu_seconds and wall_seconds must be positive, memory_bytes at least 64 MiB, processes at least 1, open_files at least 16".into());
             }
         }
@@ -348,7 +356,9 @@ impl PipelineSpec {
                     Ok(text) => {
                         let name = resolve(f).display().to_string();
                         // Parse now so a broken policy is reported before training.
-                        if let Err(e) = citadel_policy::evaluate_gate(&name, &text, "citadel.pipeline", &serde_json::json!({})) {
+                        if let Err(e) =
+                            citadel_policy::evaluate_gate(&name, &text, "citadel.pipeline", &serde_json::json!({}))
+                        {
                             p.push(format!("gate.policy: {e}"));
                         }
                         gate_policy = Some((name, text));
@@ -368,11 +378,36 @@ impl PipelineSpec {
             return Err(p);
         }
         match (pipeline, ingest, split, train, trainer, evaluate, gate, register) {
-            (Some(pipeline), Some(ingest), Some(split), Some(train), Some(trainer), Some(evaluate), Some(gate), Some(register)) => {
+            (
+                Some(pipeline),
+                Some(ingest),
+                Some(split),
+                Some(train),
+                Some(trainer),
+                Some(evaluate),
+                Some(gate),
+                Some(register),
+            ) => {
                 let resolve_opt = |f: &Option<PathBuf>| f.as_ref().map(|f| resolve(f));
-                let ingest = IngestStage { source: resolve_opt(&ingest.source), expectations: resolve_opt(&ingest.expectations), ..ingest };
+                let ingest = IngestStage {
+                    source: resolve_opt(&ingest.source),
+                    expectations: resolve_opt(&ingest.expectations),
+                    ..ingest
+                };
                 let train = TrainStage { code: resolve_opt(&train.code), ..train };
-                Ok(PipelineSpec { pipeline, ingest, split, train, trainer, evaluate, gate, register, deploy, base, gate_policy })
+                Ok(PipelineSpec {
+                    pipeline,
+                    ingest,
+                    split,
+                    train,
+                    trainer,
+                    evaluate,
+                    gate,
+                    register,
+                    deploy,
+                    base,
+                    gate_policy,
+                })
             }
             _ => Err(vec!["the pipeline file is incomplete".into()]),
         }

@@ -688,7 +688,8 @@ impl Workspace {
             .fetch_optional(self.db.pool())
             .await?;
         if let Some(row) = card {
-            let e: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("evaluation")?).unwrap_or_default();
+            let e: serde_json::Value =
+                serde_json::from_str(&row.try_get::<String, _>("evaluation")?).unwrap_or_default();
             for (metric, value) in [
                 ("accuracy", &e["accuracy"]),
                 ("roc_auc", &e["roc_auc"]),

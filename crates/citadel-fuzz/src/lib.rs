@@ -111,7 +111,10 @@ pub fn expectations(data: &[u8]) {
 /// A pipeline file: every problem reported at once, never a panic.
 pub fn pipeline_file(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = citadel_control::pipeline_spec::PipelineSpec::parse(text, std::path::Path::new("/nonexistent/pipeline.toml"));
+        let _ = citadel_control::pipeline_spec::PipelineSpec::parse(
+            text,
+            std::path::Path::new("/nonexistent/pipeline.toml"),
+        );
     }
 }
 
@@ -390,7 +393,9 @@ mod tests {
         // problems may be reported.
         let seed = seeds("pipeline_file").remove(0);
         let text = std::str::from_utf8(&seed).unwrap();
-        let problems = citadel_control::pipeline_spec::PipelineSpec::parse(text, std::path::Path::new("/nonexistent/p.toml")).unwrap_err();
+        let problems =
+            citadel_control::pipeline_spec::PipelineSpec::parse(text, std::path::Path::new("/nonexistent/p.toml"))
+                .unwrap_err();
         assert!(problems.iter().all(|p| p.starts_with("ingest.")), "{problems:?}");
         assert!(citadel_crypto::ApiToken::parse(std::str::from_utf8(&seeds("identifiers")[0]).unwrap()).is_ok());
         let k = citadel_crypto::check_key_file_text(std::str::from_utf8(&seeds("key_file")[0]).unwrap());

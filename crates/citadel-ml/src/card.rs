@@ -72,7 +72,10 @@ fn grouped(groups: &[String], series: &[(&str, Vec<f64>)]) -> String {
     let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#, h + 70.0);
     for t in [0.0, 0.5, 1.0] {
         let y = top + h - t * h;
-        s += &format!(r##"<line x1="40" x2="{w}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="34" y="{}" font-size="10" text-anchor="end">{t}</text>"##, y + 3.0);
+        s += &format!(
+            r##"<line x1="40" x2="{w}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="34" y="{}" font-size="10" text-anchor="end">{t}</text>"##,
+            y + 3.0
+        );
     }
     for (gi, g) in groups.iter().enumerate() {
         let x0 = 50.0 + gi as f64 * gw;
@@ -88,7 +91,12 @@ fn grouped(groups: &[String], series: &[(&str, Vec<f64>)]) -> String {
                 v
             );
         }
-        s += &format!(r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>"#, x0 + gw / 2.0 - gap / 2.0, top + h + 14.0, esc(g));
+        s += &format!(
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+            x0 + gw / 2.0 - gap / 2.0,
+            top + h + 14.0,
+            esc(g)
+        );
     }
     for (si, (name, _)) in series.iter().enumerate() {
         let x = 50.0 + si as f64 * 150.0;
@@ -111,23 +119,49 @@ fn lines(series: &[(&str, Vec<(f64, f64)>)], xlabel: &str, diagonal: bool) -> St
     let px = |x: f64| l + x / xmax * (w - l - 10.0);
     let py = |y: f64| t + (1.0 - y.clamp(0.0, 1.0)) * (h - t - 30.0);
     let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#, h + 20.0);
-    s += &format!(r##"<line x1="{l}" x2="{l}" y1="{t}" y2="{}" stroke="#999"/><line x1="{l}" x2="{}" y1="{}" y2="{}" stroke="#999"/>"##, py(0.0), w - 10.0, py(0.0), py(0.0));
+    s += &format!(
+        r##"<line x1="{l}" x2="{l}" y1="{t}" y2="{}" stroke="#999"/><line x1="{l}" x2="{}" y1="{}" y2="{}" stroke="#999"/>"##,
+        py(0.0),
+        w - 10.0,
+        py(0.0),
+        py(0.0)
+    );
     for v in [0.0, 0.5, 1.0] {
         s += &format!(r#"<text x="{}" y="{}" font-size="10" text-anchor="end">{v}</text>"#, l - 4.0, py(v) + 3.0);
     }
-    s += &format!(r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>"#, (l + w) / 2.0, h - 8.0, esc(xlabel));
+    s += &format!(
+        r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+        (l + w) / 2.0,
+        h - 8.0,
+        esc(xlabel)
+    );
     s += &format!(r#"<text x="{}" y="{}" font-size="10">{:.3}</text>"#, w - 40.0, py(0.0) + 12.0, xmax);
     if diagonal {
-        s += &format!(r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#bbb" stroke-dasharray="4"/>"##, px(0.0), py(0.0), px(xmax), py(xmax.min(1.0)));
+        s += &format!(
+            r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#bbb" stroke-dasharray="4"/>"##,
+            px(0.0),
+            py(0.0),
+            px(xmax),
+            py(xmax.min(1.0))
+        );
     }
     for (si, (name, pts)) in series.iter().enumerate() {
         let path: Vec<String> = pts.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
         let c = COLORS[si % COLORS.len()];
         s += &format!(r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#, path.join(" "));
         for (x, y) in pts {
-            s += &format!(r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{x:.3}: {y:.3}</title></circle>"#, px(*x), py(*y));
+            s += &format!(
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{x:.3}: {y:.3}</title></circle>"#,
+                px(*x),
+                py(*y)
+            );
         }
-        s += &format!(r#"<text x="{}" y="{}" font-size="11" fill="{c}">{}</text>"#, l + 10.0, t + 14.0 + si as f64 * 14.0, esc(name));
+        s += &format!(
+            r#"<text x="{}" y="{}" font-size="11" fill="{c}">{}</text>"#,
+            l + 10.0,
+            t + 14.0 + si as f64 * 14.0,
+            esc(name)
+        );
     }
     s + "</svg>"
 }
@@ -146,8 +180,16 @@ fn confusion(c: &crate::metrics::Confusion, classes: &[String; 2]) -> String {
             75 + r * 80,
         );
     }
-    s += &format!(r#"<text x="165" y="20" font-size="11" text-anchor="middle">predicted {}</text><text x="275" y="20" font-size="11" text-anchor="middle">predicted {}</text>"#, esc(&classes[0]), esc(&classes[1]));
-    s += &format!(r#"<text x="104" y="75" font-size="11" text-anchor="end">true {}</text><text x="104" y="155" font-size="11" text-anchor="end">true {}</text>"#, esc(&classes[0]), esc(&classes[1]));
+    s += &format!(
+        r#"<text x="165" y="20" font-size="11" text-anchor="middle">predicted {}</text><text x="275" y="20" font-size="11" text-anchor="middle">predicted {}</text>"#,
+        esc(&classes[0]),
+        esc(&classes[1])
+    );
+    s += &format!(
+        r#"<text x="104" y="75" font-size="11" text-anchor="end">true {}</text><text x="104" y="155" font-size="11" text-anchor="end">true {}</text>"#,
+        esc(&classes[0]),
+        esc(&classes[1])
+    );
     s + "</svg>"
 }
 
@@ -170,7 +212,11 @@ impl ModelCard {
             esc(&self.created_by),
             esc(&self.created_at)
         );
-        h += &format!("<section><h2>Gate: <span class=\"{}\">{}</span></h2>", if passed { "pass" } else { "fail" }, if passed { "passed" } else { "failed" });
+        h += &format!(
+            "<section><h2>Gate: <span class=\"{}\">{}</span></h2>",
+            if passed { "pass" } else { "fail" },
+            if passed { "passed" } else { "failed" }
+        );
         if let Some(v) = self.gate["violations"].as_array().filter(|v| !v.is_empty()) {
             h += "<ul>";
             for x in v {
@@ -198,12 +244,16 @@ impl ModelCard {
             ("log loss", m.calibration.log_loss),
             ("expected calibration error", m.calibration.ece),
         ] {
-            h += &format!("<tr><td>{k}</td><td>{}</td></tr>", if k == "rows" { format!("{v}") } else { format!("{v:.4}") });
+            h += &format!(
+                "<tr><td>{k}</td><td>{}</td></tr>",
+                if k == "rows" { format!("{v}") } else { format!("{v:.4}") }
+            );
         }
         h += "</table><h3>Confusion matrix</h3>";
         h += &confusion(&m.confusion, &e.classes);
         h += "<h3>Calibration</h3>";
-        let cal: Vec<(f64, f64)> = m.calibration.prob_pred.iter().copied().zip(m.calibration.prob_true.iter().copied()).collect();
+        let cal: Vec<(f64, f64)> =
+            m.calibration.prob_pred.iter().copied().zip(m.calibration.prob_true.iter().copied()).collect();
         h += &lines(&[("observed positive rate", cal)], "mean predicted probability", true);
         h += "<h3>ROC curve</h3>";
         h += &lines(&[("ROC", m.roc_curve.clone())], "false positive rate", true);
@@ -263,19 +313,32 @@ impl ModelCard {
             "budget ε (standard deviations)",
             false,
         );
-        h += &lines(&[("accuracy under Gaussian noise", r.noise.iter().map(|p| (p.scale, p.accuracy)).collect())], "noise scale (standard deviations)", false);
+        h += &lines(
+            &[("accuracy under Gaussian noise", r.noise.iter().map(|p| (p.scale, p.accuracy)).collect())],
+            "noise scale (standard deviations)",
+            false,
+        );
         h += "</section><section><h2>Explanations</h2><h3>Permutation importance (accuracy drop)</h3>";
-        let mut imp: Vec<(String, f64)> = e.permutation_importance.iter().map(|p| (p.feature.clone(), p.importance_mean)).collect();
+        let mut imp: Vec<(String, f64)> =
+            e.permutation_importance.iter().map(|p| (p.feature.clone(), p.importance_mean)).collect();
         imp.sort_by(|a, b| b.1.total_cmp(&a.1));
         let hi = imp.iter().map(|p| p.1).fold(0.0, f64::max);
         h += &hbars(&imp, hi, |v| format!("{v:.4}"));
-        h += &format!("<h3>Mean |SHAP value|</h3><p>{} against {} background rows, {} rows explained.</p>", esc(&e.shap.method), e.shap.background_rows, e.shap.examples.len());
+        h += &format!(
+            "<h3>Mean |SHAP value|</h3><p>{} against {} background rows, {} rows explained.</p>",
+            esc(&e.shap.method),
+            e.shap.background_rows,
+            e.shap.examples.len()
+        );
         let mut sh = e.shap.global.clone();
         sh.sort_by(|a, b| b.1.total_cmp(&a.1));
         let hi = sh.iter().map(|p| p.1).fold(0.0, f64::max);
         h += &hbars(&sh, hi, |v| format!("{v:.4}"));
         if let Some(ex) = e.shap.examples.first() {
-            h += &format!("<h3>One prediction explained</h3><p>base value {:.4} → prediction {:.4}</p><table><tr><th>feature</th><th>SHAP value</th></tr>", ex.base_value, ex.prediction);
+            h += &format!(
+                "<h3>One prediction explained</h3><p>base value {:.4} → prediction {:.4}</p><table><tr><th>feature</th><th>SHAP value</th></tr>",
+                ex.base_value, ex.prediction
+            );
             for (f, v) in e.features.iter().zip(&ex.values) {
                 h += &format!("<tr><td>{}</td><td>{v:+.4}</td></tr>", esc(f));
             }

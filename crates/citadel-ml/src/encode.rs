@@ -23,8 +23,12 @@ pub const UNKNOWN_CODE: f32 = -1.0;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FeatureKind {
     /// Nulls become `fill`, the training median.
-    Numeric { fill: f64 },
-    Categorical { categories: Vec<String> },
+    Numeric {
+        fill: f64,
+    },
+    Categorical {
+        categories: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,11 +106,16 @@ impl Labels {
         if nulls > 0 {
             return Err(MlError::Column {
                 column: column.into(),
-                detail: format!("{nulls} rows have no label — hint: declare `max_null_rate = 0` for it in the expectations so such data is stopped at ingest"),
+                detail: format!(
+                    "{nulls} rows have no label — hint: declare `max_null_rate = 0` for it in the expectations so such data is stopped at ingest"
+                ),
             });
         }
         if values.len() != 2 {
-            return Err(MlError::Column { column: column.into(), detail: format!("has {} class(es); a classifier needs two", values.len()) });
+            return Err(MlError::Column {
+                column: column.into(),
+                detail: format!("has {} class(es); a classifier needs two", values.len()),
+            });
         }
         values.sort();
         let classes = match positive {
@@ -199,10 +208,13 @@ impl FeatureEncoder {
                 (kind, _) => {
                     return Err(MlError::Column {
                         column: f.name.clone(),
-                        detail: format!("was {} when the model was trained, and is not now", match kind {
-                            FeatureKind::Numeric { .. } => "numeric",
-                            FeatureKind::Categorical { .. } => "categorical",
-                        }),
+                        detail: format!(
+                            "was {} when the model was trained, and is not now",
+                            match kind {
+                                FeatureKind::Numeric { .. } => "numeric",
+                                FeatureKind::Categorical { .. } => "categorical",
+                            }
+                        ),
                     });
                 }
             }

@@ -37,7 +37,8 @@ pub fn permutation_importance(
     repeats: usize,
     seed: u64,
 ) -> Result<Vec<PermutationImportance>, MlError> {
-    let acc = |p: &[f64]| p.iter().zip(y).filter(|&(&p, &t)| (p > 0.5) == (t > 0.5)).count() as f64 / y.len().max(1) as f64;
+    let acc =
+        |p: &[f64]| p.iter().zip(y).filter(|&(&p, &t)| (p > 0.5) == (t > 0.5)).count() as f64 / y.len().max(1) as f64;
     let base = acc(&model.predict_proba(x)?);
     let mut rng = split::rng(seed);
     let mut out = Vec::new();
@@ -173,7 +174,8 @@ pub fn kernel_shap(
             }
         }
     }
-    let head = solve(ata, atb, d).ok_or_else(|| MlError::Model("KernelSHAP system is singular; use more samples".into()))?;
+    let head =
+        solve(ata, atb, d).ok_or_else(|| MlError::Model("KernelSHAP system is singular; use more samples".into()))?;
     let last = (full - base) - head.iter().sum::<f64>();
     let mut values = head;
     values.push(last);

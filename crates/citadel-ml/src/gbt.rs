@@ -378,13 +378,8 @@ fn grow_tree(
         let li = nodes.len();
         nodes.push(Node::Leaf { value: 0.0 });
         nodes.push(Node::Leaf { value: 0.0 });
-        nodes[parent.node] = Node::Split {
-            feature,
-            threshold: binner.cuts[feature][bin as usize],
-            bin,
-            left: li,
-            right: li + 1,
-        };
+        nodes[parent.node] =
+            Node::Split { feature, threshold: binner.cuts[feature][bin as usize], bin, left: li, right: li + 1 };
         let ls = best_split(&lh, offsets, gl, hl, nleft, p);
         let rs = best_split(&rh, offsets, gr, hr, nright, p);
         open.push(Grow { node: li, start: parent.start, end: mid, g: gl, h: hl, hist: lh, split: ls });

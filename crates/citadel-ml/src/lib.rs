@@ -99,8 +99,9 @@ impl Classifier for OnnxClassifier {
         // Chunks bound the memory of the dense tree graph.
         for start in (0..x.rows).step_by(4096) {
             let end = (start + 4096).min(x.rows);
-            let t = citadel_infer::Tensor::f32(vec![end - start, x.cols], x.data[start * x.cols..end * x.cols].to_vec())
-                .map_err(|e| MlError::Model(e.to_string()))?;
+            let t =
+                citadel_infer::Tensor::f32(vec![end - start, x.cols], x.data[start * x.cols..end * x.cols].to_vec())
+                    .map_err(|e| MlError::Model(e.to_string()))?;
             let mut outputs = self.model.run(vec![t]).map_err(|e| MlError::Model(e.to_string()))?;
             let pos = self
                 .model
@@ -112,7 +113,10 @@ impl Classifier for OnnxClassifier {
             let v = probs.to_f32().map_err(|e| MlError::Model(e.to_string()))?;
             let width = probs.shape.get(1).copied().unwrap_or(1);
             if width < 2 || v.len() != (end - start) * width {
-                return Err(MlError::Model(format!("probabilities have shape {:?}; a binary classifier gives [N, 2]", probs.shape)));
+                return Err(MlError::Model(format!(
+                    "probabilities have shape {:?}; a binary classifier gives [N, 2]",
+                    probs.shape
+                )));
             }
             out.extend(v.chunks(width).map(|r| f64::from(r[1])));
         }

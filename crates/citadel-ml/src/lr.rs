@@ -227,7 +227,12 @@ pub fn fit(
 /// Minimizes `f` by L-BFGS (memory 10) with a backtracking Armijo line
 /// search. Returns the point, the iterations used and whether the gradient
 /// fell below `tol`.
-fn lbfgs(dim: usize, max_iter: usize, tol: f64, mut f: impl FnMut(&[f64], &mut [f64]) -> f64) -> (Vec<f64>, usize, bool) {
+fn lbfgs(
+    dim: usize,
+    max_iter: usize,
+    tol: f64,
+    mut f: impl FnMut(&[f64], &mut [f64]) -> f64,
+) -> (Vec<f64>, usize, bool) {
     const M: usize = 10;
     let mut x = vec![0.0; dim];
     let mut g = vec![0.0; dim];

@@ -125,7 +125,11 @@ fn roc_curve(y: &[f32], score: &[f64], points: usize) -> Vec<(f64, f64)> {
     let mut out = vec![(0.0, 0.0)];
     let step = (y.len() / points).max(1);
     for (k, &i) in idx.iter().enumerate() {
-        if y[i] > 0.5 { tp += 1.0 } else { fp += 1.0 }
+        if y[i] > 0.5 {
+            tp += 1.0
+        } else {
+            fp += 1.0
+        }
         if k % step == step - 1 || k + 1 == idx.len() {
             out.push((fp / neg, tp / pos));
         }
@@ -151,7 +155,14 @@ pub fn calibration(y: &[f32], p: &[f64], bins: usize) -> Calibration {
         ll -= if t > 0.5 { qc.ln() } else { (1.0 - qc).ln() };
     }
     let n = y.len().max(1) as f64;
-    let mut c = Calibration { prob_true: vec![], prob_pred: vec![], counts: vec![], ece: 0.0, brier: brier / n, log_loss: ll / n };
+    let mut c = Calibration {
+        prob_true: vec![],
+        prob_pred: vec![],
+        counts: vec![],
+        ece: 0.0,
+        brier: brier / n,
+        log_loss: ll / n,
+    };
     for b in 0..bins {
         if counts[b] > 0 {
             let (t, q) = (sum_true[b] / counts[b] as f64, sum_pred[b] / counts[b] as f64);

@@ -102,7 +102,10 @@ impl GraphBuilder {
             node: self.nodes,
             name: "citadel".into(),
             initializer: self.initializers,
-            input: vec![ValueInfoProto { name: "X".into(), r#type: Some(tensor(FLOAT, vec![batch(), fixed(features as i64)])) }],
+            input: vec![ValueInfoProto {
+                name: "X".into(),
+                r#type: Some(tensor(FLOAT, vec![batch(), fixed(features as i64)])),
+            }],
             output: vec![
                 ValueInfoProto { name: "label".into(), r#type: Some(tensor(INT64, vec![batch()])) },
                 ValueInfoProto { name: "probabilities".into(), r#type: Some(tensor(FLOAT, vec![batch(), fixed(2)])) },

@@ -120,7 +120,14 @@ pub fn evaluate(
                 }
             }
             FeatureKind::Categorical { categories } if cfg.mutable_categorical.contains(&f.name) => {
-                mutable.push(Mutable { col: j, std: 0.0, lo: 0.0, hi: 0.0, integer: true, codes: Some(categories.len()) });
+                mutable.push(Mutable {
+                    col: j,
+                    std: 0.0,
+                    lo: 0.0,
+                    hi: 0.0,
+                    integer: true,
+                    codes: Some(categories.len()),
+                });
             }
             FeatureKind::Categorical { .. } => {}
         }

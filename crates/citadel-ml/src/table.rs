@@ -45,16 +45,18 @@ pub struct Table {
 
 impl Table {
     pub fn column(&self, name: &str) -> Result<&Column, MlError> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| &self.columns[i])
-            .ok_or_else(|| MlError::Column { column: name.into(), detail: format!("not in the table (it has {})", self.names.join(", ")) })
+        self.names.iter().position(|n| n == name).map(|i| &self.columns[i]).ok_or_else(|| MlError::Column {
+            column: name.into(),
+            detail: format!("not in the table (it has {})", self.names.join(", ")),
+        })
     }
 
     pub fn push_column(&mut self, name: &str, column: Column) -> Result<(), MlError> {
         if !self.names.is_empty() && column.len() != self.rows {
-            return Err(MlError::Column { column: name.into(), detail: format!("{} rows, the table has {}", column.len(), self.rows) });
+            return Err(MlError::Column {
+                column: name.into(),
+                detail: format!("{} rows, the table has {}", column.len(), self.rows),
+            });
         }
         self.rows = column.len();
         self.names.push(name.into());

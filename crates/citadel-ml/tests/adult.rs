@@ -16,7 +16,8 @@ fn both_trainers_export_graphs_tract_runs_with_the_trainers_answers() {
     let y = labels.encode(&t).unwrap();
     let (train, test) = citadel_ml::split::stratified(&y, 0.2, 42);
     let (tt, te) = (t.take(&train), t.take(&test));
-    let (ytr, yte): (Vec<f32>, Vec<f32>) = (train.iter().map(|&i| y[i]).collect(), test.iter().map(|&i| y[i]).collect());
+    let (ytr, yte): (Vec<f32>, Vec<f32>) =
+        (train.iter().map(|&i| y[i]).collect(), test.iter().map(|&i| y[i]).collect());
     let features: Vec<String> = FEATURES.iter().map(|s| s.to_string()).collect();
     let enc = FeatureEncoder::fit(&tt, &features, &ytr).unwrap();
     let (xtr, xte) = (enc.encode(&tt).unwrap(), enc.encode(&te).unwrap());

@@ -47,7 +47,9 @@ fn logistic_regression_and_boosted_trees_match_onnxruntime() {
 
     let m = lr::fit(&enc, &xtr, &ytr, &lr::LrParams::default(), &[]).unwrap();
     let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams { max_iter: 40, ..Default::default() }, &[]).unwrap();
-    for (name, bytes) in [("logistic regression", m.to_onnx(&enc, vec![])), ("gradient boosting", g.to_onnx(&enc, vec![]))] {
+    for (name, bytes) in
+        [("logistic regression", m.to_onnx(&enc, vec![])), ("gradient boosting", g.to_onnx(&enc, vec![]))]
+    {
         let ours = OnnxClassifier::load(&bytes).unwrap();
         assert_eq!(ours.engine(), "tract", "{name}: standard operators only");
         let a = ours.predict_proba(&xte).unwrap();

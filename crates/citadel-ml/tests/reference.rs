@@ -37,8 +37,10 @@ fn metrics_equal_scikit_learns() {
     ] {
         close(name, ours, e[name].as_f64().unwrap(), 1e-12);
     }
-    let want_true: Vec<f64> = e["calibration_prob_true"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let want_pred: Vec<f64> = e["calibration_prob_pred"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want_true: Vec<f64> =
+        e["calibration_prob_true"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want_pred: Vec<f64> =
+        e["calibration_prob_pred"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(m.calibration.prob_true.len(), want_true.len());
     for k in 0..want_true.len() {
         close("calibration prob_true", m.calibration.prob_true[k], want_true[k], 1e-12);

@@ -216,7 +216,8 @@ fn tempfile_dir() -> Result<PathBuf, SandboxError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut r))
         .map_err(|e| SandboxError::Setup(format!("/dev/urandom: {e}")))?;
-    let dir = std::env::temp_dir().join(format!("citadel-sandbox-{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    let dir = std::env::temp_dir()
+        .join(format!("citadel-sandbox-{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>()));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
@@ -288,7 +289,8 @@ fn failed(e: String) -> Outcome {
 fn supervise(spec: &Spec) -> Outcome {
     use nix::sched::{CloneFlags, unshare};
     let root = nix::unistd::geteuid().is_root();
-    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    let mut flags =
+        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
     let mut namespaces = vec!["pid", "net", "ipc", "uts"];
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
     if !root {
@@ -501,8 +503,7 @@ fn restrict_and_exec(spec: &Spec) -> String {
     if status.ruleset == RulesetStatus::NotEnforced && !spec.allow_partial_landlock {
         return "Landlock is not enforced by this kernel".into();
     }
-    let enforcement =
-        Enforcement { namespaces: Vec::new(), landlock, no_new_privs: true, uid };
+    let enforcement = Enforcement { namespaces: Vec::new(), landlock, no_new_privs: true, uid };
     let _ = std::fs::write(
         spec.output_dir.join(".citadel-sandbox-enforcement.json"),
         serde_json::to_vec(&enforcement).unwrap_or_default(),

@@ -30,7 +30,9 @@ impl GatewayClient {
     /// A client for `addr` that trusts only the CA certificate(s) in `ca_pem`.
     pub fn new(addr: SocketAddr, ca_pem: &Path) -> Result<GatewayClient, ServeError> {
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(ca_pem).map_err(|e| ServeError::Tls(format!("{}: {e}", ca_pem.display())))? {
+        for c in
+            CertificateDer::pem_file_iter(ca_pem).map_err(|e| ServeError::Tls(format!("{}: {e}", ca_pem.display())))?
+        {
             let c = c.map_err(|e| ServeError::Tls(format!("{}: {e}", ca_pem.display())))?;
             roots.add(c).map_err(|e| ServeError::Tls(e.to_string()))?;
         }
@@ -44,7 +46,13 @@ impl GatewayClient {
     }
 
     /// Sends one request; returns the status and the body.
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), ServeError> {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), ServeError> {
         let io = |e: std::io::Error| ServeError::Io(e.to_string());
         let tcp = tokio::net::TcpStream::connect(self.addr).await.map_err(io)?;
         let name = ServerName::try_from("localhost").map_err(|e| ServeError::Tls(e.to_string()))?;
@@ -62,7 +70,8 @@ impl GatewayClient {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| ServeError::Io(e.to_string()))?;
+        let req =
+            req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| ServeError::Io(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(|e| ServeError::Io(e.to_string()))?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.map_err(|e| ServeError::Io(e.to_string()))?.to_bytes();

@@ -13,10 +13,10 @@
 //! polled every `poll_interval`, so many replicas can serve one workspace.
 
 mod auth;
+pub mod client;
 mod gateway;
 mod metrics;
 mod openapi;
-pub mod client;
 pub mod tls;
 pub mod v2;
 

@@ -14,8 +14,18 @@ use citadel_ml::encode::FeatureKind;
 use citadel_ml::{Classifier, Column, FeatureEncoder, Labels, OnnxClassifier, Table, gbt, lr, metrics};
 
 const FEATURES: [&str; 12] = [
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation", "relationship",
-    "capital-gain", "capital-loss", "hours-per-week", "native-country",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
 ];
 
 #[derive(Debug, Serialize)]
@@ -55,8 +65,21 @@ fn adult() -> Result<Table> {
     // adult.data: no header, no quoting, ", " between fields.
     let text = std::str::from_utf8(crate::quickstart::ADULT_DATA)?;
     let names = [
-        "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation", "relationship",
-        "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income",
+        "age",
+        "workclass",
+        "fnlwgt",
+        "education",
+        "education-num",
+        "marital-status",
+        "occupation",
+        "relationship",
+        "race",
+        "sex",
+        "capital-gain",
+        "capital-loss",
+        "hours-per-week",
+        "native-country",
+        "income",
     ];
     let numeric = [0, 2, 4, 10, 11, 12];
     let mut cols: Vec<Vec<String>> = vec![Vec::new(); names.len()];
@@ -130,11 +153,19 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
     let features: Vec<String> = FEATURES.iter().map(|s| s.to_string()).collect();
     let enc = FeatureEncoder::fit(&tt, &features, &ytr)?;
     let (xtr, xte) = (enc.encode(&tt)?, enc.encode(&te)?);
-    let categorical: Vec<usize> =
-        enc.features.iter().enumerate().filter(|(_, f)| matches!(f.kind, FeatureKind::Categorical { .. })).map(|(j, _)| j).collect();
+    let categorical: Vec<usize> = enc
+        .features
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.kind, FeatureKind::Categorical { .. }))
+        .map(|(j, _)| j)
+        .collect();
     write_csv(&work.path().join("train.csv"), &xtr, &ytr)?;
     write_csv(&work.path().join("test.csv"), &xte, &yte)?;
-    std::fs::write(work.path().join("meta.json"), serde_json::to_vec(&serde_json::json!({"categorical": categorical, "repeats": repeats}))?)?;
+    std::fs::write(
+        work.path().join("meta.json"),
+        serde_json::to_vec(&serde_json::json!({"categorical": categorical, "repeats": repeats}))?,
+    )?;
 
     say("training logistic regression (citadel)");
     let (m, lr_fit) = best_of(repeats, || Ok(lr::fit(&enc, &xtr, &ytr, &lr::LrParams::default(), &[])?))?;
@@ -155,11 +186,18 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
     let sk: Option<serde_json::Value> = match python() {
         Some(py) => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/train_sklearn.py");
-            let o = Command::new(&py).arg(&script).arg(work.path()).output().with_context(|| format!("running {}", py.display()))?;
+            let o = Command::new(&py)
+                .arg(&script)
+                .arg(work.path())
+                .output()
+                .with_context(|| format!("running {}", py.display()))?;
             if o.status.success() {
                 Some(serde_json::from_slice(&o.stdout)?)
             } else {
-                notes.push(format!("scikit-learn failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")));
+                notes.push(format!(
+                    "scikit-learn failed: {}",
+                    String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                ));
                 None
             }
         }
@@ -196,7 +234,11 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
         let exe = std::env::current_exe()?;
         let qs = work.path().join("quickstart");
         let t = Instant::now();
-        let o = Command::new(exe).env_remove("CITADEL_PASSPHRASE").args(["quickstart", "--json", "--dir"]).arg(&qs).output()?;
+        let o = Command::new(exe)
+            .env_remove("CITADEL_PASSPHRASE")
+            .args(["quickstart", "--json", "--dir"])
+            .arg(&qs)
+            .output()?;
         if o.status.success() {
             quickstart_seconds = Some(t.elapsed().as_secs_f64());
         } else {
@@ -251,7 +293,11 @@ pub fn render(r: &Report) -> String {
         );
     }
     match (r.quickstart_seconds, &r.quickstart_error) {
-        (Some(t), _) => s += &format!("\nquickstart end to end (fresh workspace → deployed, called, audited): {t:.1}s (target: under 120 s)\n"),
+        (Some(t), _) => {
+            s += &format!(
+                "\nquickstart end to end (fresh workspace → deployed, called, audited): {t:.1}s (target: under 120 s)\n"
+            )
+        }
         (None, Some(e)) => s += &format!("\nquickstart failed: {e}\n"),
         _ => {}
     }

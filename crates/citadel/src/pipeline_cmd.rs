@@ -33,7 +33,8 @@ pub enum SecretCmd {
 
 /// Reads and checks a pipeline file; every problem at once.
 pub fn load_pipeline(path: &Path) -> Result<(PipelineSpec, String)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the pipeline file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading the pipeline file {}", path.display()))?;
     PipelineSpec::parse(&text, path).map(|s| (s, text)).map_err(|problems| {
         anyhow!(
             "the pipeline file {} has {} problem(s):\n{}\nhint: fix every line above; nothing was run",
@@ -99,7 +100,15 @@ pub async fn run_runs(ws: &Workspace, caller: &Caller, cmd: &RunsCmd, out: &Out)
             let runs = ws.run_list(caller, *limit).await?;
             out.emit(&runs, || {
                 runs.iter()
-                    .map(|r| format!("{}  {:<18} {:<18} {}", r["id"].as_str().unwrap_or(""), r["pipeline"].as_str().unwrap_or(""), r["status"].as_str().unwrap_or(""), r["started_at"].as_str().unwrap_or("")))
+                    .map(|r| {
+                        format!(
+                            "{}  {:<18} {:<18} {}",
+                            r["id"].as_str().unwrap_or(""),
+                            r["pipeline"].as_str().unwrap_or(""),
+                            r["status"].as_str().unwrap_or(""),
+                            r["started_at"].as_str().unwrap_or("")
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
@@ -143,9 +152,14 @@ pub async fn run_secret(ws: &Workspace, caller: &Caller, cmd: &SecretCmd, out: &
             let mut value = String::new();
             std::io::stdin().take(64 * 1024).read_to_string(&mut value).context("reading the secret from stdin")?;
             let value = value.trim_end_matches(['\n', '\r']).to_string();
-            anyhow::ensure!(!value.is_empty(), "the secret is empty\nhint: pipe the value in: citadel secret set {name} < file");
+            anyhow::ensure!(
+                !value.is_empty(),
+                "the secret is empty\nhint: pipe the value in: citadel secret set {name} < file"
+            );
             ws.secret_set(caller, name, &value).await?;
-            out.emit(&serde_json::json!({"secret": name, "stored": true}), || format!("stored training secret {name} (sealed)"));
+            out.emit(&serde_json::json!({"secret": name, "stored": true}), || {
+                format!("stored training secret {name} (sealed)")
+            });
         }
         SecretCmd::Ls => {
             let names = ws.secret_list(caller).await?;
@@ -156,7 +170,13 @@ pub async fn run_secret(ws: &Workspace, caller: &Caller, cmd: &SecretCmd, out: &
 }
 
 /// `citadel model card NAME@VERSION [--out DIR]`.
-pub async fn run_card(ws: &Workspace, caller: &Caller, reference: &str, dir: &Option<PathBuf>, out: &Out) -> Result<i32> {
+pub async fn run_card(
+    ws: &Workspace,
+    caller: &Caller,
+    reference: &str,
+    dir: &Option<PathBuf>,
+    out: &Out,
+) -> Result<i32> {
     let (name, version) = reference
         .split_once('@')
         .and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n.to_string(), v)))
@@ -164,6 +184,8 @@ pub async fn run_card(ws: &Workspace, caller: &Caller, reference: &str, dir: &Op
     let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (html, json) = ws.model_card_files(caller, &name, version, &dir).await?;
-    out.emit(&serde_json::json!({"html": html, "json": json}), || format!("model card: {}\n           {}", html.display(), json.display()));
+    out.emit(&serde_json::json!({"html": html, "json": json}), || {
+        format!("model card: {}\n           {}", html.display(), json.display())
+    });
     Ok(0)
 }

@@ -73,7 +73,12 @@ fn passphrase(dir: &Path) -> Result<(Redacted<String>, Option<PathBuf>)> {
     }
     let bytes = citadel_crypto::random_bytes::<24>().map_err(|e| anyhow!("{e}"))?;
     let p = hex::encode(bytes);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).with_context(|| format!("creating {}", file.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .with_context(|| format!("creating {}", file.display()))?;
     f.write_all(p.as_bytes())?;
     Ok((Redacted::new(p), Some(file)))
 }
@@ -93,7 +98,10 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     let fresh = !dir.join(citadel_control::config::CONFIG_FILE).exists();
     steps.say(if fresh { "creating the workspace" } else { "opening the existing quickstart workspace" });
     if fresh {
-        std::fs::write(dir.join(citadel_control::config::CONFIG_FILE), citadel_control::Config::render_file(&Default::default()))?;
+        std::fs::write(
+            dir.join(citadel_control::config::CONFIG_FILE),
+            citadel_control::Config::render_file(&Default::default()),
+        )?;
         let config = crate::load_config(cli, &dir)?;
         let (ws, _) = Workspace::init(config, &secrets, citadel_crypto::KdfParams::default(), "owner").await?;
         ws.close().await?;
@@ -105,7 +113,11 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     // 2. Bundled files.
     let files = dir.join("quickstart");
     std::fs::create_dir_all(&files)?;
-    for (name, bytes) in [("adult.data", ADULT_DATA), ("adult.expect.toml", EXPECTATIONS.as_bytes()), ("pipeline.toml", PIPELINE.as_bytes())] {
+    for (name, bytes) in [
+        ("adult.data", ADULT_DATA),
+        ("adult.expect.toml", EXPECTATIONS.as_bytes()),
+        ("pipeline.toml", PIPELINE.as_bytes()),
+    ] {
         let p = files.join(name);
         if std::fs::read(&p).ok().as_deref() != Some(bytes) {
             std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
@@ -115,7 +127,10 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     // 3. Principals.
     steps.say("principals: owner runs the pipeline, reviewer approves, client calls");
     let existing: Vec<String> = ws.principal_list(&owner).await?.into_iter().map(|(p, _)| p.name).collect();
-    for (name, kind, role, scope) in [("reviewer", "user", "approver", format!("model:{MODEL}")), ("client", "service", "inference-client", format!("model:{MODEL}"))] {
+    for (name, kind, role, scope) in [
+        ("reviewer", "user", "approver", format!("model:{MODEL}")),
+        ("client", "service", "inference-client", format!("model:{MODEL}")),
+    ] {
         if !existing.iter().any(|e| e == name) {
             ws.principal_create(&owner, name, kind).await?;
         }
@@ -153,9 +168,23 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         if final_run.status != "awaiting-approval" {
             break;
         }
-        let request = final_run.stages.iter().find(|s| s.stage == "deploy").and_then(|s| s.outputs["request"].as_str()).map(str::to_string).ok_or_else(|| anyhow!("the run names no stage request"))?;
-        let to = final_run.stages.iter().find(|s| s.stage == "deploy").and_then(|s| s.outputs["to_stage"].as_str()).unwrap_or("production").to_string();
-        steps.say(&format!("the reviewer approves {to} (separation of duties: the owner cannot), and the pipeline runs again"));
+        let request = final_run
+            .stages
+            .iter()
+            .find(|s| s.stage == "deploy")
+            .and_then(|s| s.outputs["request"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the run names no stage request"))?;
+        let to = final_run
+            .stages
+            .iter()
+            .find(|s| s.stage == "deploy")
+            .and_then(|s| s.outputs["to_stage"].as_str())
+            .unwrap_or("production")
+            .to_string();
+        steps.say(&format!(
+            "the reviewer approves {to} (separation of duties: the owner cannot), and the pipeline runs again"
+        ));
         let reviewer = ws.caller_for_principal_name("reviewer").await?;
         ws.model_decide(&reviewer, &request, true, "quickstart: model card reviewed").await?;
         final_run = ws.pipeline_run(&owner, &spec, &text, &opts).await?;
@@ -180,14 +209,22 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     std::fs::create_dir_all(&reports)?;
     let token_file = reports.join("client.token");
     let _ = std::fs::remove_file(&token_file);
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&token_file)?.write_all(token.token.as_bytes())?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&token_file)?
+        .write_all(token.token.as_bytes())?;
     let _ = client;
     let (request_body, truth) = example_request(&ws, &owner, &final_run).await?;
     let request_file = reports.join("example-request.json");
     std::fs::write(&request_file, &request_body)?;
 
     let gateway_ws = Arc::new(Workspace::open(config, &secrets).await?);
-    let mut serve = citadel_serve::ServeConfig::new(args.listen, citadel_serve::Transport::DevSelfSigned(dir.join("tmp").join("dev-tls")));
+    let mut serve = citadel_serve::ServeConfig::new(
+        args.listen,
+        citadel_serve::Transport::DevSelfSigned(dir.join("tmp").join("dev-tls")),
+    );
     serve.poll_interval = Duration::from_millis(200);
     let (tx_listen, rx_listen) = tokio::sync::oneshot::channel();
     let (tx_stop, rx_stop) = tokio::sync::oneshot::channel::<()>();
@@ -210,7 +247,8 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
             }
         },
     ));
-    let (addr, ca) = tokio::time::timeout(Duration::from_secs(30), rx_listen).await.context("the gateway did not start")??;
+    let (addr, ca) =
+        tokio::time::timeout(Duration::from_secs(30), rx_listen).await.context("the gateway did not start")??;
     let ca = ca.ok_or_else(|| anyhow!("the gateway wrote no development CA"))?;
     let http = citadel_serve::client::GatewayClient::new(addr, &ca)?;
     let ready_path = format!("/v2/models/{MODEL}/ready");
@@ -236,13 +274,34 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     }
     let (unauth, _) = http.request("POST", &infer_path, None, Some(request_body.clone())).await?;
     let (forged, _) = http.request("POST", &infer_path, Some("ctk_forged"), Some(request_body.clone())).await?;
-    let classes: Vec<String> = serde_json::from_slice::<serde_json::Value>(&std::fs::read(final_run.card_json.as_ref().ok_or_else(|| anyhow!("no model card"))?)?)?["evaluation"]["classes"]
+    let classes: Vec<String> = serde_json::from_slice::<serde_json::Value>(&std::fs::read(
+        final_run.card_json.as_ref().ok_or_else(|| anyhow!("no model card"))?,
+    )?)?["evaluation"]["classes"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    let label_ids: Vec<i64> = calls[0]["outputs"].as_array().into_iter().flatten().find(|o| o["name"] == "label").and_then(|o| o["data"].as_array().cloned()).unwrap_or_default().iter().filter_map(|v| v.as_i64()).collect();
-    let labels: Vec<String> = label_ids.iter().map(|&k| classes.get(k as usize).cloned().unwrap_or_else(|| k.to_string())).collect();
-    let probs: Vec<f64> = calls[0]["outputs"].as_array().into_iter().flatten().find(|o| o["name"] == "probabilities").and_then(|o| o["data"].as_array().cloned()).unwrap_or_default().iter().filter_map(|v| v.as_f64()).collect();
+    let label_ids: Vec<i64> = calls[0]["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["name"] == "label")
+        .and_then(|o| o["data"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    let labels: Vec<String> =
+        label_ids.iter().map(|&k| classes.get(k as usize).cloned().unwrap_or_else(|| k.to_string())).collect();
+    let probs: Vec<f64> = calls[0]["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["name"] == "probabilities")
+        .and_then(|o| o["data"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
 
     // 6. Audit.
     steps.say("verifying the audit log");
@@ -250,7 +309,8 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     if !verify.problems.is_empty() {
         bail!("the audit log failed verification: {:?}", verify.problems);
     }
-    let lines = ws.audit_export(&owner, &citadel_store::AuditFilter::default(), citadel_audit::ExportFormat::Jsonl).await?;
+    let lines =
+        ws.audit_export(&owner, &citadel_store::AuditFilter::default(), citadel_audit::ExportFormat::Jsonl).await?;
     let audit_file = reports.join("audit.jsonl");
     std::fs::write(&audit_file, lines.join("\n") + "\n")?;
 
@@ -309,7 +369,8 @@ fn indent(s: &str) -> String {
 /// Five held-out rows of the stored (masked) data, encoded with the model's
 /// encoder, as an OIP V2 request; and their true labels.
 async fn example_request(ws: &Workspace, owner: &Caller, run: &RunReport) -> Result<(Vec<u8>, Vec<String>)> {
-    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(run.card_json.as_ref().ok_or_else(|| anyhow!("no model card"))?)?)?;
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.card_json.as_ref().ok_or_else(|| anyhow!("no model card"))?)?)?;
     let encoder: citadel_ml::FeatureEncoder = serde_json::from_value(card["encoder"].clone())?;
     let data_ref = card["dataset"]["dataset"].as_str().ok_or_else(|| anyhow!("no dataset in the card"))?.to_string();
     let tmp = tempfile::tempdir()?;
@@ -322,6 +383,7 @@ async fn example_request(ws: &Workspace, owner: &Caller, run: &RunReport) -> Res
     let label = card["dataset"]["label"].as_str().unwrap_or("income");
     let col = sample.column(label)?;
     let truth = (0..sample.rows).map(|i| col.text(i).unwrap_or_default()).collect();
-    let body = serde_json::json!({"inputs": [{"name": "X", "shape": [x.rows, x.cols], "datatype": "FP32", "data": x.data}]});
+    let body =
+        serde_json::json!({"inputs": [{"name": "X", "shape": [x.rows, x.cols], "datatype": "FP32", "data": x.data}]});
     Ok((serde_json::to_vec(&body)?, truth))
 }

@@ -16,7 +16,9 @@ fn repo() -> PathBuf {
 /// data and the quickstart's expectations beside it.
 fn pipeline(ws: &Ws, name: &str, body: &str) -> PathBuf {
     let dir = ws.root.parent().unwrap();
-    for (f, src) in [("adult.data", "datasets/adult/adult.data"), ("adult.expect.toml", "examples/quickstart/adult.expect.toml")] {
+    for (f, src) in
+        [("adult.data", "datasets/adult/adult.data"), ("adult.expect.toml", "examples/quickstart/adult.expect.toml")]
+    {
         if !dir.join(f).exists() {
             std::fs::copy(repo().join(src), dir.join(f)).unwrap();
         }
@@ -39,7 +41,11 @@ fn run_json(ws: &Ws, file: &Path) -> (i32, Value, String) {
 fn the_quickstart_runs_the_whole_platform_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("qs");
-    let o = bin().env_remove("CITADEL_PASSPHRASE").args(["quickstart", "--dir", dir.to_str().unwrap(), "--json"]).output().unwrap();
+    let o = bin()
+        .env_remove("CITADEL_PASSPHRASE")
+        .args(["quickstart", "--dir", dir.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["model"], "adult-income@1");
@@ -51,7 +57,9 @@ fn the_quickstart_runs_the_whole_platform_end_to_end() {
     // The first run did the work; the ones after the approvals reused it.
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "{runs:?}");
-    let stage = |r: &Value, s: &str| r["stages"].as_array().unwrap().iter().find(|x| x[0] == s).unwrap()[1].as_str().unwrap().to_string();
+    let stage = |r: &Value, s: &str| {
+        r["stages"].as_array().unwrap().iter().find(|x| x[0] == s).unwrap()[1].as_str().unwrap().to_string()
+    };
     assert_eq!(stage(&runs[0], "train"), "ran");
     assert_eq!(stage(&runs[2], "train"), "cached");
     assert_eq!(stage(&runs[2], "evaluate"), "cached");
@@ -62,13 +70,16 @@ fn the_quickstart_runs_the_whole_platform_end_to_end() {
     // The model card: HTML with charts, JSON with every section.
     let html = std::fs::read_to_string(v["model_card"].as_str().unwrap()).unwrap();
     assert!(html.matches("<svg").count() >= 8, "charts: {}", html.matches("<svg").count());
-    for section in ["Fairness", "Robustness", "Permutation importance", "Mean |SHAP value|", "Confusion matrix", "Calibration"] {
+    for section in
+        ["Fairness", "Robustness", "Permutation importance", "Mean |SHAP value|", "Confusion matrix", "Calibration"]
+    {
         assert!(html.contains(section), "{section}");
     }
     assert!(!html.contains("<script"), "the card runs no script");
     let card: Value = serde_json::from_slice(&std::fs::read(v["model_card_json"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(card["schema"], "citadel.model-card/v1");
-    let attrs: Vec<&str> = card["evaluation"]["fairness"].as_array().unwrap().iter().map(|f| f["attribute"].as_str().unwrap()).collect();
+    let attrs: Vec<&str> =
+        card["evaluation"]["fairness"].as_array().unwrap().iter().map(|f| f["attribute"].as_str().unwrap()).collect();
     assert_eq!(attrs, ["sex", "race"]);
     assert!(card["evaluation"]["metrics"]["accuracy"].as_f64().unwrap() > 0.8);
     assert_eq!(card["gate"]["passed"], true);
@@ -86,7 +97,11 @@ fn the_quickstart_runs_the_whole_platform_end_to_end() {
     let model = &bom["components"][0];
     let metrics = model["modelCard"]["quantitativeAnalysis"]["performanceMetrics"].as_array().unwrap();
     assert!(metrics.iter().any(|m| m["type"] == "accuracy"), "{model}");
-    assert!(bom["externalReferences"].to_string().contains("model-card") || model["externalReferences"].to_string().contains("model-card"), "{bom}");
+    assert!(
+        bom["externalReferences"].to_string().contains("model-card")
+            || model["externalReferences"].to_string().contains("model-card"),
+        "{bom}"
+    );
     let show: Value = serde_json::from_str(&cli(&["runs", "show", runs[0]["id"].as_str().unwrap(), "--json"])).unwrap();
     assert_eq!(show["stages"].as_array().unwrap().len(), 7);
     let verify = cli(&["audit", "verify"]);
@@ -204,7 +219,12 @@ model = "gbt"
     let runs = ws.json(&["runs", "ls"]);
     assert_eq!(runs[0]["status"], "gate-failed");
     let show = ws.json(&["runs", "show", runs[0]["id"].as_str().unwrap()]);
-    let stages: Vec<(String, String)> = show["stages"].as_array().unwrap().iter().map(|s| (s["stage"].as_str().unwrap().into(), s["status"].as_str().unwrap().into())).collect();
+    let stages: Vec<(String, String)> = show["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap().into(), s["status"].as_str().unwrap().into()))
+        .collect();
     assert!(stages.contains(&("gate".into(), "failed".into())), "{stages:?}");
     assert!(stages.contains(&("register".into(), "not-reached".into())), "{stages:?}");
 
@@ -213,18 +233,30 @@ model = "gbt"
     assert_ne!(code, 0);
     let runs = ws.json(&["runs", "ls"]);
     let show = ws.json(&["runs", "show", runs[0]["id"].as_str().unwrap()]);
-    let status = |s: &str| show["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap()["status"].as_str().unwrap().to_string();
+    let status = |s: &str| {
+        show["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(status("ingest"), "cached");
     assert_eq!(status("train"), "cached");
     assert_eq!(status("evaluate"), "cached");
     assert_eq!(status("gate"), "failed");
 
     // A changed setting re-runs the stage it feeds and those after it.
-    let relaxed = body.replace("[register]", "[gate]\nthresholds = { min_parity_ratio = 0.2, min_accuracy = 0.8 }\n[register]").replace("max_iter = 30", "max_iter = 31");
+    let relaxed = body
+        .replace("[register]", "[gate]\nthresholds = { min_parity_ratio = 0.2, min_accuracy = 0.8 }\n[register]")
+        .replace("max_iter = 30", "max_iter = 31");
     let file = pipeline(&ws, "gbt2.toml", &relaxed);
     let (code, v, err) = run_json(&ws, &file);
     assert_eq!(code, 0, "{err}");
-    let status = |s: &str| v["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap()["status"].as_str().unwrap().to_string();
+    let status = |s: &str| {
+        v["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(status("ingest"), "cached");
     assert_eq!(status("train"), "ran");
     assert_eq!(status("register"), "ran");
@@ -241,7 +273,10 @@ fn versions(ws: &Ws, model: &str) -> usize {
 }
 
 fn train_venv() -> PathBuf {
-    PathBuf::from(std::env::var("CITADEL_TEST_TRAIN_VENV").expect("CITADEL_TEST_TRAIN_VENV: run through scripts/test.sh (scripts/services.sh makes the venv)"))
+    PathBuf::from(
+        std::env::var("CITADEL_TEST_TRAIN_VENV")
+            .expect("CITADEL_TEST_TRAIN_VENV: run through scripts/test.sh (scripts/services.sh makes the venv)"),
+    )
 }
 
 #[test]

@@ -123,7 +123,9 @@ fn a_fork_bomb_is_contained_and_cleaned_up() {
     let marker = format!("bomb-{}", std::process::id());
     let o = python(
         &d,
-        &format!("# {marker}\nimport os, time\nn=0\nwhile True:\n try:\n  if os.fork()==0:\n   time.sleep(60)\n  n+=1\n except OSError:\n  print('fork refused after', n, flush=True); time.sleep(60)"),
+        &format!(
+            "# {marker}\nimport os, time\nn=0\nwhile True:\n try:\n  if os.fork()==0:\n   time.sleep(60)\n  n+=1\n except OSError:\n  print('fork refused after', n, flush=True); time.sleep(60)"
+        ),
         limits,
     );
     assert_eq!(o.stopped_by.as_deref(), Some("wall-clock time"), "{o:?}");
@@ -143,7 +145,8 @@ fn memory_cpu_and_file_size_limits_stop_the_command() {
     assert!(!o.succeeded() && !o.stdout_tail.contains("ALLOCATED") && o.stderr_tail.contains("MemoryError"), "{o:?}");
     let o = python(&d, "while True: pass", Limits { cpu_seconds: 2, wall_seconds: 30, ..quick() });
     assert_eq!(o.stopped_by.as_deref(), Some("CPU time"), "{o:?}");
-    let o = python(&d, "f=open('big','wb')\nwhile True: f.write(b'x'*65536)", Limits { file_bytes: 1 << 20, ..quick() });
+    let o =
+        python(&d, "f=open('big','wb')\nwhile True: f.write(b'x'*65536)", Limits { file_bytes: 1 << 20, ..quick() });
     // Python ignores SIGXFSZ, so the write fails with EFBIG instead of the
     // process being killed; either way nothing past the limit is written.
     assert!(!o.succeeded() && o.stderr_tail.contains("File too large"), "{o:?}");

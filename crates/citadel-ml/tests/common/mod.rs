@@ -9,8 +9,21 @@ pub fn adult() -> Table {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.data");
     let text = std::fs::read_to_string(path).unwrap();
     let names = [
-        "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation", "relationship",
-        "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income",
+        "age",
+        "workclass",
+        "fnlwgt",
+        "education",
+        "education-num",
+        "marital-status",
+        "occupation",
+        "relationship",
+        "race",
+        "sex",
+        "capital-gain",
+        "capital-loss",
+        "hours-per-week",
+        "native-country",
+        "income",
     ];
     let numeric = [0, 2, 4, 10, 11, 12];
     let mut cols: Vec<Vec<String>> = vec![Vec::new(); names.len()];
@@ -32,7 +45,15 @@ pub fn adult() -> Table {
 }
 
 pub const FEATURES: [&str; 11] = [
-    "age", "workclass", "education", "education-num", "marital-status", "occupation", "relationship",
-    "capital-gain", "capital-loss", "hours-per-week", "native-country",
+    "age",
+    "workclass",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
 ];
-
