@@ -477,7 +477,13 @@ impl Workspace {
                 let trained = self.train(caller, spec, p, opts).await?;
                 let name = format!("pipelines/{pipeline}/{}-model.onnx", &train_key[..12]);
                 let artifact = self
-                    .put_bytes(caller, &trained.onnx, &name, "model.onnx", &[data_version.artifact_id.clone()])
+                    .put_bytes(
+                        caller,
+                        &trained.onnx,
+                        &name,
+                        "model.onnx",
+                        std::slice::from_ref(&data_version.artifact_id),
+                    )
                     .await?;
                 let out = serde_json::json!({
                     "model_artifact": artifact,
@@ -552,8 +558,15 @@ impl Workspace {
                         }
                         None => &served,
                     };
-                    let r = citadel_ml::evaluate::evaluate(&served, probe, &enc, classes, &test_table, &x, &y, &cfg)
-                        .map_err(ml)?;
+                    let r = citadel_ml::evaluate::evaluate(
+                        &served,
+                        probe,
+                        &enc,
+                        classes,
+                        citadel_ml::evaluate::HeldOut { table: &test_table, x: &x, y: &y },
+                        &cfg,
+                    )
+                    .map_err(ml)?;
                     Ok((r, agreement))
                 })
                 .await
@@ -565,7 +578,7 @@ impl Workspace {
                         &bytes,
                         &format!("pipelines/{pipeline}/{}-evaluation.json", &eval_key[..12]),
                         "evaluation.json",
-                        &[model_artifact.clone()],
+                        std::slice::from_ref(&model_artifact),
                     )
                     .await?;
                 let out = serde_json::json!({
@@ -724,7 +737,7 @@ impl Workspace {
                         &json,
                         &format!("model-cards/{model_name}/{}.json", mv.version),
                         "card.json",
-                        &[mv.artifact_id.clone()],
+                        std::slice::from_ref(&mv.artifact_id),
                     )
                     .await?;
                 let html_id = self
@@ -733,7 +746,7 @@ impl Workspace {
                         html.as_bytes(),
                         &format!("model-cards/{model_name}/{}.html", mv.version),
                         "card.html",
-                        &[mv.artifact_id.clone()],
+                        std::slice::from_ref(&mv.artifact_id),
                     )
                     .await?;
                 let mut tx = self.db.begin_audited().await?;
@@ -1044,12 +1057,12 @@ impl Workspace {
         let mut csv = String::new();
         csv.push_str(&p.encoder.names().join(","));
         csv.push_str(",label\n");
-        for i in 0..x.rows {
+        for (i, label) in y.iter().enumerate().take(x.rows) {
             for v in x.row(i) {
                 csv.push_str(&v.to_string());
                 csv.push(',');
             }
-            csv.push_str(if y[i] > 0.5 { "1\n" } else { "0\n" });
+            csv.push_str(if *label > 0.5 { "1\n" } else { "0\n" });
         }
         let write = |path: &Path, bytes: &[u8]| -> Result<()> {
             std::fs::write(path, bytes)

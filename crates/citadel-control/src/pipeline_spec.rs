@@ -336,7 +336,7 @@ impl PipelineSpec {
                     p.push(format!("evaluate.robustness names {f:?}, which is not in train.features"));
                 }
             }
-            if e.robustness.epsilons.is_empty() || e.robustness.epsilons.iter().any(|x| !(*x > 0.0)) {
+            if e.robustness.epsilons.is_empty() || e.robustness.epsilons.iter().any(|x| x.is_nan() || *x <= 0.0) {
                 p.push("evaluate.robustness.epsilons must be positive numbers".into());
             }
             if e.shap_background == 0 {
@@ -351,8 +351,8 @@ impl PipelineSpec {
                     p.push(format!("gate.thresholds.{k} must be a number (or a table of numbers, e.g. by attribute)"));
                 }
             }
-            match &g.policy {
-                Some(f) => match std::fs::read_to_string(resolve(f)) {
+            if let Some(f) = &g.policy {
+                match std::fs::read_to_string(resolve(f)) {
                     Ok(text) => {
                         let name = resolve(f).display().to_string();
                         // Parse now so a broken policy is reported before training.
@@ -364,8 +364,7 @@ impl PipelineSpec {
                         gate_policy = Some((name, text));
                     }
                     Err(e) => p.push(format!("gate.policy: {}: {e}", resolve(f).display())),
-                },
-                None => {}
+                }
             }
         }
         if let Some(r) = &register {

@@ -67,6 +67,14 @@ impl EvaluationReport {
     }
 }
 
+/// The held-out rows: the table (for sensitive columns), their encoding and labels.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldOut<'a> {
+    pub table: &'a Table,
+    pub x: &'a Matrix,
+    pub y: &'a [f32],
+}
+
 /// Evaluates `served` (the exported model, for metrics and fairness) on the
 /// held-out `table`/`x`/`y`. `probe` answers the many queries of the attack
 /// and the explanations; it is `served` itself or a model checked to agree
@@ -76,11 +84,10 @@ pub fn evaluate(
     probe: &dyn Classifier,
     encoder: &FeatureEncoder,
     classes: [String; 2],
-    table: &Table,
-    x: &Matrix,
-    y: &[f32],
+    held_out: HeldOut<'_>,
     cfg: &EvaluationConfig,
 ) -> Result<EvaluationReport, MlError> {
+    let HeldOut { table, x, y } = held_out;
     let proba = served.predict_proba(x)?;
     let m = metrics::evaluate(y, &proba);
     let pred = metrics::predict(&proba);

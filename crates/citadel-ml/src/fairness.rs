@@ -107,6 +107,7 @@ pub fn reweigh(groups: &[String], y: &[f32], strength: f64) -> Vec<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::needless_range_loop)]
 mod tests {
     use super::*;
 

@@ -41,9 +41,9 @@ fn both_trainers_export_graphs_tract_runs_with_the_trainers_answers() {
     let p = onnx.predict_proba(&xte).unwrap();
     eprintln!("gbt onnx predict {} rows: {:?}", xte.rows, start.elapsed());
     let mut worst = 0f64;
-    for i in 0..xte.rows {
+    for (i, served) in p.iter().enumerate() {
         let native = 1.0 / (1.0 + (-g.raw_score(xte.row(i))).exp());
-        worst = worst.max((native - p[i]).abs());
+        worst = worst.max((native - served).abs());
     }
     let acc = metrics::evaluate(&yte, &p).accuracy;
     eprintln!("gbt accuracy {acc}, max |onnx - native| {worst}");

@@ -106,12 +106,12 @@ fn adult() -> Result<Table> {
 
 fn write_csv(path: &Path, x: &citadel_ml::Matrix, y: &[f32]) -> Result<()> {
     let mut s = String::with_capacity(x.data.len() * 6);
-    for i in 0..x.rows {
+    for (i, label) in y.iter().enumerate().take(x.rows) {
         for v in x.row(i) {
             s.push_str(&v.to_string());
             s.push(',');
         }
-        s.push_str(if y[i] > 0.5 { "1\n" } else { "0\n" });
+        s.push_str(if *label > 0.5 { "1\n" } else { "0\n" });
     }
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }
