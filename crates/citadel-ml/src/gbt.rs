@@ -5,12 +5,15 @@
 //! subtraction, log loss, and early stopping on a 10% stratified validation
 //! split when there are more than 10,000 rows.
 //!
-//! The export evaluates every tree with dense tensor operations (the
-//! "GEMM" strategy of Hummingbird, Nakandala et al., OSDI 2020): `Gather`
-//! picks each node's feature, `Less` decides every node at once, a `MatMul`
-//! with each tree's path matrix and an `Equal` against each leaf's count of
-//! left turns find the reached leaf, and a last `MatMul` sums leaf values.
-//! Only standard operators, so tract and onnxruntime both run it.
+//! The export walks every tree at once with standard operators (the
+//! tree-traversal strategy of Hummingbird, Nakandala et al., OSDI 2020): all
+//! nodes live in flat arrays, a `[N, trees]` tensor holds each row's current
+//! node, and each level is `Gather` (the node's feature and threshold),
+//! `GatherElements` (the row's value), `Less` and `Where` (left or right
+//! child); leaves point to themselves. After as many steps as the deepest
+//! tree, `Gather` reads the leaf values and `ReduceSum` adds them. Only
+//! standard operators, so tract and onnxruntime both run it, in time
+//! proportional to rows × trees × depth.
 
 use serde::{Deserialize, Serialize};
 
@@ -425,8 +428,20 @@ impl Tree {
         }
     }
 
-    fn leaves(&self) -> usize {
-        self.nodes.iter().filter(|n| matches!(n, Node::Leaf { .. })).count()
+    /// Splits on the longest path from the root (0 for a lone leaf).
+    fn depth(&self) -> usize {
+        let mut best = 0;
+        let mut stack = vec![(0usize, 0usize)];
+        while let Some((k, d)) = stack.pop() {
+            match &self.nodes[k] {
+                Node::Leaf { .. } => best = best.max(d),
+                Node::Split { left, right, .. } => {
+                    stack.push((*left, d + 1));
+                    stack.push((*right, d + 1));
+                }
+            }
+        }
+        best
     }
 }
 
@@ -436,82 +451,73 @@ impl GbtModel {
         self.baseline + self.trees.iter().map(|t| t.predict(row)).sum::<f64>()
     }
 
-    /// The ONNX graph (Hummingbird's GEMM strategy, see the module docs).
+    /// The ONNX graph: every tree walked at once, one level per step (see
+    /// the module docs).
     pub fn to_onnx(&self, encoder: &FeatureEncoder, metadata: Vec<(String, String)>) -> Vec<u8> {
-        let t = self.trees.len().max(1);
-        let internal = self.trees.iter().map(|tr| tr.leaves().saturating_sub(1)).max().unwrap_or(0).max(1);
-        let leaves = internal + 1;
-        // Per tree: internal nodes and leaves numbered in node order.
-        let mut feat = vec![0i64; t * internal];
-        let mut thr = vec![f32::INFINITY; t * internal];
-        let mut path = vec![0f32; t * internal * leaves];
-        let mut lefts = vec![-1f32; t * leaves];
-        let mut values = vec![0f32; t * leaves];
-        for (ti, tree) in self.trees.iter().enumerate() {
-            let mut inode = vec![usize::MAX; tree.nodes.len()];
-            let mut lnode = vec![usize::MAX; tree.nodes.len()];
-            let (mut ni, mut nl) = (0, 0);
+        // All trees' nodes in one flat array; a leaf points to itself, so
+        // once reached, further steps stay on it.
+        let (mut feat, mut thr, mut left, mut right, mut value, mut roots) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut depth = 1usize;
+        for tree in &self.trees {
+            let base = feat.len() as i64;
+            roots.push(base);
             for (k, node) in tree.nodes.iter().enumerate() {
                 match node {
-                    Node::Split { .. } => {
-                        inode[k] = ni;
-                        ni += 1;
+                    Node::Split { feature, threshold, left: l, right: r, .. } => {
+                        feat.push(*feature as i64);
+                        thr.push(*threshold);
+                        left.push(base + *l as i64);
+                        right.push(base + *r as i64);
+                        value.push(0.0f32);
                     }
-                    Node::Leaf { .. } => {
-                        lnode[k] = nl;
-                        nl += 1;
-                    }
-                }
-            }
-            // Walk from the root carrying the path: (internal node, went left).
-            let mut stack: Vec<(usize, Vec<(usize, bool)>)> = vec![(0, Vec::new())];
-            while let Some((k, trail)) = stack.pop() {
-                match &tree.nodes[k] {
-                    Node::Split { feature, threshold, left, right, .. } => {
-                        let i = inode[k];
-                        feat[ti * internal + i] = *feature as i64;
-                        thr[ti * internal + i] = *threshold;
-                        let mut l = trail.clone();
-                        l.push((i, true));
-                        let mut r = trail;
-                        r.push((i, false));
-                        stack.push((*left, l));
-                        stack.push((*right, r));
-                    }
-                    Node::Leaf { value } => {
-                        let l = lnode[k];
-                        values[ti * leaves + l] = *value as f32;
-                        let mut count = 0.0;
-                        for (i, went_left) in trail {
-                            path[(ti * internal + i) * leaves + l] = if went_left { 1.0 } else { -1.0 };
-                            if went_left {
-                                count += 1.0;
-                            }
-                        }
-                        lefts[ti * leaves + l] = count;
+                    Node::Leaf { value: v } => {
+                        feat.push(0);
+                        thr.push(f32::INFINITY);
+                        left.push(base + k as i64);
+                        right.push(base + k as i64);
+                        value.push(*v as f32);
                     }
                 }
             }
+            depth = depth.max(tree.depth());
         }
-        let (ti, ii, li) = (t as i64, internal as i64, leaves as i64);
+        if roots.is_empty() {
+            // No trees: one leaf worth 0.
+            roots.push(0);
+            feat.push(0);
+            thr.push(f32::INFINITY);
+            left.push(0);
+            right.push(0);
+            value.push(0.0);
+        }
+        let (t, m) = (roots.len() as i64, feat.len() as i64);
         let mut g = GraphBuilder::default();
-        let fidx = g.i64s("node_feature", &[ti * ii], feat);
-        let picked = g.op("Gather", &["X", &fidx], vec![Attr::Int("axis", 1)]);
-        let thr = g.f32s("node_threshold", &[ti * ii], thr);
-        let goes_left = g.op("Less", &[&picked, &thr], vec![]);
-        let goes_left = g.op("Cast", &[&goes_left], vec![Attr::Int("to", 1)]);
-        let shape = g.i64s("shape", &[3], vec![-1, ti, ii]);
-        let per_tree = g.op("Reshape", &[&goes_left, &shape], vec![]);
-        let per_tree = g.op("Transpose", &[&per_tree], vec![Attr::Ints("perm", vec![1, 0, 2])]);
-        let path = g.f32s("path", &[ti, ii, li], path);
-        let score = g.op("MatMul", &[&per_tree, &path], vec![]);
-        let lefts = g.f32s("left_turns", &[ti, 1, li], lefts);
-        let reached = g.op("Equal", &[&score, &lefts], vec![]);
-        let reached = g.op("Cast", &[&reached], vec![Attr::Int("to", 1)]);
-        let values = g.f32s("leaf_value", &[ti, li, 1], values);
-        let contrib = g.op("MatMul", &[&reached, &values], vec![]);
-        let axes = g.i64s("axes", &[1], vec![0]);
-        let total = g.op("ReduceSum", &[&contrib, &axes], vec![Attr::Int("keepdims", 0)]);
+        // Level 0 is the same node for every row: constants.
+        let f0 = g.i64s("root_feature", &[t], roots.iter().map(|&r| feat[r as usize]).collect());
+        let t0 = g.f32s("root_threshold", &[t], roots.iter().map(|&r| thr[r as usize]).collect());
+        let l0 = g.i64s("root_left", &[t], roots.iter().map(|&r| left[r as usize]).collect());
+        let r0 = g.i64s("root_right", &[t], roots.iter().map(|&r| right[r as usize]).collect());
+        let x0 = g.op("Gather", &["X", &f0], vec![Attr::Int("axis", 1)]);
+        let c0 = g.op("Less", &[&x0, &t0], vec![]);
+        let mut idx = g.op("Where", &[&c0, &l0, &r0], vec![]);
+        let feat = g.i64s("node_feature", &[m], feat);
+        let thr = g.f32s("node_threshold", &[m], thr);
+        let left = g.i64s("node_left", &[m], left);
+        let right = g.i64s("node_right", &[m], right);
+        let value = g.f32s("node_value", &[m], value);
+        for _ in 1..depth {
+            let f = g.op("Gather", &[&feat, &idx], vec![Attr::Int("axis", 0)]);
+            let xv = g.op("GatherElements", &["X", &f], vec![Attr::Int("axis", 1)]);
+            let tv = g.op("Gather", &[&thr, &idx], vec![Attr::Int("axis", 0)]);
+            let c = g.op("Less", &[&xv, &tv], vec![]);
+            let l = g.op("Gather", &[&left, &idx], vec![Attr::Int("axis", 0)]);
+            let r = g.op("Gather", &[&right, &idx], vec![Attr::Int("axis", 0)]);
+            idx = g.op("Where", &[&c, &l, &r], vec![]);
+        }
+        let leaf = g.op("Gather", &[&value, &idx], vec![Attr::Int("axis", 0)]);
+        let axes = g.i64s("axes", &[1], vec![1]);
+        let total = g.op("ReduceSum", &[&leaf, &axes], vec![Attr::Int("keepdims", 1)]);
         let base = g.f32s("baseline", &[1], vec![self.baseline as f32]);
         let logit = g.op("Add", &[&total, &base], vec![]);
         let p1 = g.op("Sigmoid", &[&logit], vec![]);
