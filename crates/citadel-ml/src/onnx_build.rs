@@ -21,7 +21,6 @@ pub struct GraphBuilder {
 
 pub enum Attr {
     Int(&'static str, i64),
-    Ints(&'static str, Vec<i64>),
 }
 
 impl GraphBuilder {
@@ -66,7 +65,6 @@ impl GraphBuilder {
             .into_iter()
             .map(|a| match a {
                 Attr::Int(n, i) => AttributeProto { name: n.into(), i, r#type: ATTR_INT, ..Default::default() },
-                Attr::Ints(n, ints) => AttributeProto { name: n.into(), ints, r#type: 7, ..Default::default() },
             })
             .collect();
         self.nodes.push(NodeProto {
