@@ -67,8 +67,10 @@ fn hbars(items: &[(String, f64)], hi: f64, fmt: impl Fn(f64) -> String) -> Strin
 /// Grouped bars: for each group, one bar per series (values in [0, 1]).
 fn grouped(groups: &[String], series: &[(&str, Vec<f64>)]) -> String {
     let (bar, gap, h, top) = (14.0, 18.0, 200.0, 20.0);
-    let gw = bar * series.len() as f64 + gap;
-    let w = (60.0 + gw * groups.len() as f64).max(360.0);
+    // Wide enough for the longest group name under its bars (11px text).
+    let longest = groups.iter().map(|g| g.chars().count()).max().unwrap_or(0) as f64;
+    let gw = (bar * series.len() as f64 + gap).max(longest * 6.5 + 10.0);
+    let w = (60.0 + gw * groups.len() as f64).max(50.0 + 150.0 * series.len() as f64);
     let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img">"#, h + 70.0);
     for t in [0.0, 0.5, 1.0] {
         let y = top + h - t * h;
@@ -149,7 +151,8 @@ fn lines(series: &[(&str, Vec<(f64, f64)>)], xlabel: &str, diagonal: bool) -> St
         let path: Vec<String> = pts.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
         let c = COLORS[si % COLORS.len()];
         s += &format!(r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#, path.join(" "));
-        for (x, y) in pts {
+        // Markers only where there are few points (a curve of hundreds is a line).
+        for (x, y) in pts.iter().filter(|_| pts.len() <= 30) {
             s += &format!(
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{x:.3}: {y:.3}</title></circle>"#,
                 px(*x),
@@ -226,12 +229,28 @@ impl ModelCard {
         }
         h += &format!("<p>Policy: <code>{}</code></p></section>", esc(self.gate["policy"].as_str().unwrap_or("")));
         h += "<section><h2>Training data</h2><table>";
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        };
         if let Some(o) = self.dataset.as_object() {
             for (k, v) in o {
-                h += &format!("<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&v.to_string()));
+                h += &format!(
+                    "<tr><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+                    esc(&k.replace('_', " ")),
+                    esc(&text(v))
+                );
             }
         }
-        h += &format!("<tr><td>split</td><td>{}</td></tr></table></section>", esc(&self.split.to_string()));
+        h += &format!(
+            "<tr><td>split</td><td style=\"text-align:left\">{}</td></tr></table></section>",
+            esc(&self.split.to_string())
+        );
         h += "<section><h2>Performance on held-out data</h2><table><tr><th>metric</th><th>value</th></tr>";
         for (k, v) in [
             ("rows", m.rows as f64),
