@@ -42,6 +42,8 @@ pub struct ModelRow {
     pub citadel: Side,
     /// Predicting with the trainer's own model (the export is what is timed in `citadel`).
     pub citadel_native_predict_seconds: Option<f64>,
+    /// Median time of one single-row prediction through the export (what serving pays).
+    pub citadel_single_row_micros: f64,
     pub scikit_learn: Option<Side>,
     /// scikit-learn fit time / Citadel fit time (above 1: Citadel is faster).
     pub fit_speedup: Option<f64>,
@@ -212,7 +214,20 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
         accuracy: v["accuracy"].as_f64().unwrap_or(f64::NAN),
         roc_auc: v["roc_auc"].as_f64().unwrap_or(f64::NAN),
     };
-    let row = |name: &str, fit: f64, pred: f64, m: &metrics::Metrics, native: f64| {
+    // What a gateway pays per single-row request: the export, one row at a time.
+    let single = |model: &OnnxClassifier| -> Result<f64> {
+        let mut times = Vec::with_capacity(1000);
+        for i in 0..1000.min(xte.rows) {
+            let one = citadel_ml::Matrix { rows: 1, cols: xte.cols, data: xte.row(i).to_vec() };
+            let t = Instant::now();
+            model.predict_proba(&one)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    };
+    let (lr_single, gbt_single) = (single(&lr_onnx)?, single(&g_onnx)?);
+    let row = |name: &str, fit: f64, pred: f64, m: &metrics::Metrics, native: f64, single_row: f64| {
         let peer = sk.as_ref().map(|s| side(&s[name]));
         ModelRow {
             model: name.into(),
@@ -220,12 +235,13 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
             accuracy_gap_points: peer.as_ref().map(|p| (m.accuracy - p.accuracy) * 100.0),
             citadel: Side { fit_seconds: fit, predict_seconds: pred, accuracy: m.accuracy, roc_auc: m.roc_auc },
             citadel_native_predict_seconds: Some(native),
+            citadel_single_row_micros: single_row,
             scikit_learn: peer,
         }
     };
     let models = vec![
-        row("logistic_regression", lr_fit, lr_pred, &lr_m, lr_native),
-        row("gradient_boosting", gbt_fit, gbt_pred, &gbt_m, gbt_native),
+        row("logistic_regression", lr_fit, lr_pred, &lr_m, lr_native, lr_single),
+        row("gradient_boosting", gbt_fit, gbt_pred, &gbt_m, gbt_native, gbt_single),
     ];
 
     let (mut quickstart_seconds, mut quickstart_error) = (None, None);
@@ -285,9 +301,10 @@ pub fn render(r: &Report) -> String {
     s += "\npredict on the test rows:\n";
     for m in &r.models {
         s += &format!(
-            "  {:<20} citadel ONNX export (tract) {:.3}s, trainer's own model {:.3}s, scikit-learn {}\n",
+            "  {:<20} citadel ONNX export (tract) {:.3}s ({:.0} µs for one row, median of 1000), trainer's own model {:.3}s, scikit-learn {}\n",
             m.model,
             m.citadel.predict_seconds,
+            m.citadel_single_row_micros,
             m.citadel_native_predict_seconds.unwrap_or(f64::NAN),
             m.scikit_learn.as_ref().map(|p| format!("{:.3}s", p.predict_seconds)).unwrap_or("-".into())
         );
