@@ -147,6 +147,9 @@ pub fn dir_digest(dir: &Path) -> Result<String> {
 struct Trained {
     onnx: Vec<u8>,
     probe: Option<Box<dyn Classifier + Send>>,
+    /// The trainer's own model (JSON), kept beside the export so a later
+    /// evaluation of the cached model can query it too.
+    native: Option<Vec<u8>>,
     details: serde_json::Value,
 }
 
@@ -485,8 +488,22 @@ impl Workspace {
                         std::slice::from_ref(&data_version.artifact_id),
                     )
                     .await?;
+                let native_artifact = match &trained.native {
+                    Some(bytes) => Some(
+                        self.put_bytes(
+                            caller,
+                            bytes,
+                            &format!("pipelines/{pipeline}/{}-trainer-model.json", &train_key[..12]),
+                            "trainer-model.json",
+                            std::slice::from_ref(&artifact),
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
                 let out = serde_json::json!({
                     "model_artifact": artifact,
+                    "native_artifact": native_artifact,
                     "encoder": p.encoder,
                     "classes": p.labels.classes,
                     "trainer": spec.train.trainer,
@@ -540,6 +557,15 @@ impl Workspace {
                 let x = encoder.encode(&test_table).map_err(ml)?;
                 let y: Vec<f32> = p.test.iter().map(|&i| p.y[i]).collect();
                 let enc = encoder.clone();
+                // A cached model: its trainer's own model, when one was kept.
+                if probe.is_none() {
+                    if let Some(id) = train_out["native_artifact"].as_str() {
+                        let bytes = self.read_artifact(caller, id).await?;
+                        let model: citadel_ml::gbt::GbtModel = serde_json::from_slice(&bytes)
+                            .map_err(|e| invalid(format!("the cached trainer model: {e}")))?;
+                        probe = Some(Box::new(NativeGbt(model)));
+                    }
+                }
                 let probe_model = probe.take();
                 let (evaluation, agreement) = tokio::task::spawn_blocking(move || -> Result<_> {
                     let mut agreement = serde_json::Value::Null;
@@ -993,7 +1019,7 @@ impl Workspace {
                     let (model, search) = fair_fit(&ytr, &groups, target, fit)?;
                     let onnx = model.to_onnx(&enc, meta);
                     let details = serde_json::json!({"params": params, "iterations": model.iterations, "converged": model.converged, "seconds": start.elapsed().as_secs_f64(), "fairness": search});
-                    Ok(Trained { onnx, probe: None, details })
+                    Ok(Trained { onnx, probe: None, native: None, details })
                 })
                 .await
                 .map_err(join_err)?
@@ -1013,7 +1039,8 @@ impl Workspace {
                     let (model, search) = fair_fit(&ytr, &groups, target, fit)?;
                     let onnx = model.to_onnx(&enc, meta);
                     let details = serde_json::json!({"params": gp, "trees": model.trees.len(), "seconds": start.elapsed().as_secs_f64(), "fairness": search});
-                    Ok(Trained { onnx, probe: Some(Box::new(NativeGbt(model))), details })
+                    let native = serde_json::to_vec(&model).ok();
+                    Ok(Trained { onnx, probe: Some(Box::new(NativeGbt(model))), native, details })
                 })
                 .await
                 .map_err(join_err)?
@@ -1150,6 +1177,7 @@ impl Workspace {
         Ok(Trained {
             onnx,
             probe: None,
+            native: None,
             details: serde_json::json!({"command": cmd, "sandbox": {"enforcement": outcome.enforcement, "wall_seconds": outcome.wall_seconds, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes, "limits": t.limits}, "engine": m.engine()}),
         })
     }

@@ -57,18 +57,18 @@ impl Default for GbtParams {
 }
 
 /// A tree node. Internal nodes send `x[feature] < threshold` left.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Node {
     Split { feature: usize, threshold: f32, bin: u8, left: usize, right: usize },
     Leaf { value: f64 },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GbtModel {
     pub baseline: f64,
     pub trees: Vec<Tree>,

@@ -262,8 +262,22 @@ model = "gbt"
     assert_eq!(status("register"), "ran");
     assert_eq!(v["model"], "gbt@1");
     let card: Value = serde_json::from_slice(&std::fs::read(v["card_json"].as_str().unwrap()).unwrap()).unwrap();
-    // The export (dense tensor graph, run by tract) agrees with the trees.
+    // The export (run by tract) is what was measured.
     assert!(card["evaluation"]["metrics"]["accuracy"].as_f64().unwrap() > 0.85, "{}", card["evaluation"]["metrics"]);
+    let evaluate = v["stages"].as_array().unwrap().iter().find(|x| x["stage"] == "evaluate").unwrap().clone();
+    assert!(evaluate["outputs"]["export_agreement"]["max_abs_difference"].as_f64().unwrap() < 1e-4, "{evaluate}");
+
+    // Only the evaluation changes: the model is reused, and its trainer's own
+    // model (kept beside it) still answers the attack and the explanations,
+    // after agreeing with the export.
+    let reevaluated = relaxed.replace("robustness = { rows = 50 }", "robustness = { rows = 60 }");
+    let file = pipeline(&ws, "gbt3.toml", &reevaluated);
+    let (code, v, err) = run_json(&ws, &file);
+    assert_eq!(code, 0, "{err}");
+    let stage = |s: &str| v["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap().clone();
+    assert_eq!(stage("train")["status"], "cached");
+    assert_eq!(stage("evaluate")["status"], "ran");
+    assert!(stage("evaluate")["outputs"]["export_agreement"]["rows"].as_u64().unwrap() > 1000, "{}", stage("evaluate"));
 }
 
 /// How many versions a model has (none when it was never registered).
