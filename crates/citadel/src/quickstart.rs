@@ -342,14 +342,25 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         if let Some(p) = &pass_file {
             s += &format!("Passphrase:  {} — a demo convenience: anyone who can read it can decrypt the workspace.\n             export CITADEL_PASSPHRASE=$(cat {}) before other commands.\n", p.display(), p.display());
         }
-        s += "\nCall it yourself (the gateway stops when the quickstart ends; start it with the first line):\n";
-        s += &format!("  citadel {ws_flag} serve --dev-self-signed --listen 127.0.0.1:8443 &\n");
-        s += &format!(
-            "  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://localhost:8443{infer_path} -d @{}\n",
-            ca.display(),
-            token_file.display(),
-            request_file.display()
-        );
+        if keep {
+            s += "\nCall it yourself while the quickstart keeps serving (Ctrl-C stops it):\n";
+            s += &format!(
+                "  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://localhost:{}{infer_path} -d @{}\n",
+                ca.display(),
+                token_file.display(),
+                addr.port(),
+                request_file.display()
+            );
+        } else {
+            s += "\nCall it yourself (the gateway stops when the quickstart ends; start it with the first line):\n";
+            s += &format!("  citadel {ws_flag} serve --dev-self-signed --listen 127.0.0.1:8443 &\n");
+            s += &format!(
+                "  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://localhost:8443{infer_path} -d @{}\n",
+                ca.display(),
+                token_file.display(),
+                request_file.display()
+            );
+        }
         s
     });
     if keep {
