@@ -1209,6 +1209,28 @@ impl Workspace {
         Ok(())
     }
 
+    /// Removes a training secret; false when there was none.
+    pub async fn secret_remove(&self, caller: &Caller, name: &str) -> Result<bool> {
+        self.authorize(caller, Action::SecretWrite, &format!("secret:{name}")).await?;
+        let mut tx = self.db.begin_audited().await?;
+        let removed = sqlx::query("DELETE FROM training_secrets WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx.conn())
+            .await?
+            .rows_affected()
+            > 0;
+        tx.commit(event(
+            &caller.principal.id,
+            "secret.remove",
+            &format!("secret:{name}"),
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"removed": removed}),
+        ))
+        .await?;
+        Ok(removed)
+    }
+
     /// The names of the stored training secrets (never their values).
     pub async fn secret_list(&self, caller: &Caller) -> Result<Vec<String>> {
         self.authorize(caller, Action::PipelineRead, "secret:*").await?;

@@ -29,6 +29,8 @@ pub enum SecretCmd {
     Set { name: String },
     /// The names of the stored secrets.
     Ls,
+    /// Remove a secret.
+    Rm { name: String },
 }
 
 /// Reads and checks a pipeline file; every problem at once.
@@ -159,6 +161,12 @@ pub async fn run_secret(ws: &Workspace, caller: &Caller, cmd: &SecretCmd, out: &
             ws.secret_set(caller, name, &value).await?;
             out.emit(&serde_json::json!({"secret": name, "stored": true}), || {
                 format!("stored training secret {name} (sealed)")
+            });
+        }
+        SecretCmd::Rm { name } => {
+            let removed = ws.secret_remove(caller, name).await?;
+            out.emit(&serde_json::json!({"secret": name, "removed": removed}), || {
+                if removed { format!("removed training secret {name}") } else { format!("no training secret {name}") }
             });
         }
         SecretCmd::Ls => {

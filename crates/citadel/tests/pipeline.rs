@@ -362,6 +362,8 @@ model = "{model}"
     assert!(audit.contains("secret.use"));
     assert!(!v.to_string().contains(secret));
 
+    assert_eq!(ws.json(&["secret", "ls"]), serde_json::json!(["TRAIN_API_KEY"]));
+
     // A command that reaches for the network is stopped, and the run says so.
     let file = pipeline(&ws, "escape.toml", &body("escape.py", "escape"));
     let (code, _, err) = run_json(&ws, &file);
@@ -370,4 +372,8 @@ model = "{model}"
     // Landlock refuses the connect (EACCES) before the empty network namespace could.
     assert!(err.contains("PermissionError") || err.contains("Network is unreachable"), "{err}");
     assert_eq!(versions(&ws, "escape"), 0);
+
+    // A removed secret is gone for the next run.
+    assert_eq!(ws.json(&["secret", "rm", "TRAIN_API_KEY"])["removed"], true);
+    assert!(ws.json(&["secret", "ls"]).as_array().unwrap().is_empty());
 }
