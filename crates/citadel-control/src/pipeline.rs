@@ -1135,7 +1135,7 @@ impl Workspace {
             output_dir: out.clone(),
             env,
             limits: t.limits.clone(),
-            allow_partial_landlock: false,
+            allow_partial_landlock: t.allow_partial_landlock,
         };
         (opts.progress)("train", &format!("running {} in the sandbox", cmd.join(" ")));
         let helper = opts.helper.clone();

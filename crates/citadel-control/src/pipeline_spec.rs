@@ -109,6 +109,10 @@ pub struct TrainStage {
     pub secrets: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Run the command even where the kernel enforces only part of the
+    /// Landlock rules (off: such a kernel refuses the run).
+    #[serde(default)]
+    pub allow_partial_landlock: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,8 +288,10 @@ impl PipelineSpec {
                 (Some(_), false) => p.push("train.command is only for trainer = \"command\"".into()),
                 (None, false) => {}
             }
-            if !is_command && (t.code.is_some() || !t.read_paths.is_empty() || !t.secrets.is_empty()) {
-                p.push("train.code, train.read_paths and train.secrets are only for trainer = \"command\"".into());
+            if !is_command
+                && (t.code.is_some() || !t.read_paths.is_empty() || !t.secrets.is_empty() || t.allow_partial_landlock)
+            {
+                p.push("train.code, train.read_paths, train.secrets and train.allow_partial_landlock are only for trainer = \"command\"".into());
             }
             if let Some(c) = &t.code {
                 if !resolve(c).is_dir() {

@@ -491,7 +491,7 @@ fn restrict_and_exec(spec: &Spec) -> String {
         Ok(s) => s,
         Err(e) => {
             return format!(
-                "Landlock: {e} — hint: a kernel with Landlock ABI 6 or later (Linux 6.12+) enforces every rule; set sandbox.allow_partial_landlock = true to accept less"
+                "Landlock: {e} — hint: a kernel with Landlock ABI 6 or later (Linux 6.12+) enforces every rule; set train.allow_partial_landlock = true in the pipeline to accept less"
             );
         }
     };
