@@ -1033,7 +1033,7 @@ impl Workspace {
                     let start = Instant::now();
                     let fit = |w: &[f64]| -> Result<(citadel_ml::gbt::GbtModel, Vec<f64>)> {
                         let m = citadel_ml::gbt::fit(&x, &ytr, &gp, w).map_err(ml)?;
-                        let p = (0..x.rows).map(|i| 1.0 / (1.0 + (-m.raw_score(x.row(i))).exp())).collect();
+                        let p = m.predict_proba(&x);
                         Ok((m, p))
                     };
                     let (model, search) = fair_fit(&ytr, &groups, target, fit)?;
@@ -1316,7 +1316,7 @@ struct NativeGbt(citadel_ml::gbt::GbtModel);
 
 impl Classifier for NativeGbt {
     fn predict_proba(&self, x: &citadel_ml::Matrix) -> std::result::Result<Vec<f64>, citadel_ml::MlError> {
-        Ok((0..x.rows).map(|i| 1.0 / (1.0 + (-self.0.raw_score(x.row(i))).exp())).collect())
+        Ok(self.0.predict_proba(x))
     }
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::MlError;
 use crate::encode::{FeatureEncoder, Matrix};
+use crate::math::{sigmoid, softplus};
 use crate::onnx_build::{Attr, GraphBuilder};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,19 +156,8 @@ struct Grow {
     split: Option<Candidate>,
 }
 
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 { 1.0 / (1.0 + (-z).exp()) } else { z.exp() / (1.0 + z.exp()) }
-}
-
 fn log_loss(raw: &[f64], y: &[f32]) -> f64 {
-    raw.iter()
-        .zip(y)
-        .map(|(&z, &y)| {
-            let sp = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
-            sp - f64::from(y) * z
-        })
-        .sum::<f64>()
-        / raw.len().max(1) as f64
+    raw.iter().zip(y).map(|(&z, &y)| softplus(z) - f64::from(y) * z).sum::<f64>() / raw.len().max(1) as f64
 }
 
 /// Every feature's histogram in one flat array: feature `j`'s bins start
@@ -449,6 +439,11 @@ impl GbtModel {
     /// The raw score (log-odds) of one row, by walking the trees.
     pub fn raw_score(&self, row: &[f32]) -> f64 {
         self.baseline + self.trees.iter().map(|t| t.predict(row)).sum::<f64>()
+    }
+
+    /// The positive-class probability of each row, by walking the trees.
+    pub fn predict_proba(&self, x: &Matrix) -> Vec<f64> {
+        (0..x.rows).map(|i| sigmoid(self.raw_score(x.row(i)))).collect()
     }
 
     /// The ONNX graph: every tree walked at once, one level per step (see

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod fairness;
 pub mod gbt;
 pub mod lr;
+mod math;
 pub mod metrics;
 mod onnx_build;
 pub mod robust;

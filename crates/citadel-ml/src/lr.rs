@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::MlError;
 use crate::encode::{FeatureEncoder, FeatureKind, Matrix};
+use crate::math::{sigmoid, softplus};
 use crate::onnx_build::{Attr, GraphBuilder};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,39 +46,19 @@ pub struct LogisticModel {
     pub converged: bool,
 }
 
-struct Design<'a> {
-    x: &'a Matrix,
-    terms: Vec<Term>,
-    offsets: Vec<usize>,
-}
-
-impl Design<'_> {
-    /// `θ·x_i` without the intercept.
-    fn dot(&self, theta: &[f64], i: usize) -> f64 {
-        let row = self.x.row(i);
-        let mut s = 0.0;
-        for (j, t) in self.terms.iter().enumerate() {
-            let v = f64::from(row[j]);
-            match t {
-                Term::Numeric { mean, std } => s += theta[self.offsets[j]] * (v - mean) / std,
-                Term::OneHot { categories } => {
-                    if v >= 0.0 && (v as usize) < *categories {
-                        s += theta[self.offsets[j] + v as usize];
-                    }
-                }
-            }
-        }
-        s
+/// Where each term's weights start in the weight vector (one per numeric
+/// term, one per category), and the total width.
+fn term_offsets(terms: &[Term]) -> (Vec<usize>, usize) {
+    let mut offsets = Vec::with_capacity(terms.len());
+    let mut width = 0;
+    for t in terms {
+        offsets.push(width);
+        width += match t {
+            Term::Numeric { .. } => 1,
+            Term::OneHot { categories } => *categories,
+        };
     }
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 { 1.0 / (1.0 + (-z).exp()) } else { z.exp() / (1.0 + z.exp()) }
-}
-
-/// `log(1 + e^z)` without overflow.
-fn softplus(z: f64) -> f64 {
-    if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }
+    (offsets, width)
 }
 
 /// Fits on `x` (encoded by `encoder`) and 0/1 labels `y`, rows weighted by
@@ -99,10 +80,7 @@ pub fn fit(
         return Err(MlError::Config(format!("C must be a positive number, not {}", params.c)));
     }
     let mut terms = Vec::new();
-    let mut offsets = Vec::new();
-    let mut width = 0;
     for (j, f) in encoder.features.iter().enumerate() {
-        offsets.push(width);
         match &f.kind {
             FeatureKind::Numeric { .. } => {
                 let n = x.rows as f64;
@@ -111,15 +89,11 @@ pub fn fit(
                 // A constant column keeps std 1 so it does not divide by zero.
                 let std = if var > 0.0 { var.sqrt() } else { 1.0 };
                 terms.push(Term::Numeric { mean, std });
-                width += 1;
             }
-            FeatureKind::Categorical { categories } => {
-                terms.push(Term::OneHot { categories: categories.len() });
-                width += categories.len();
-            }
+            FeatureKind::Categorical { categories } => terms.push(Term::OneHot { categories: categories.len() }),
         }
     }
-    let d = Design { x, terms, offsets };
+    let (offsets, width) = term_offsets(&terms);
     // scikit-learn scales the data term by the total weight: with C and
     // weights summing to n this is its objective exactly.
     let n: f64 = if weights.is_empty() { x.rows as f64 } else { weights.iter().sum() };
@@ -134,10 +108,10 @@ pub fn fit(
     // evaluation).
     let mut numeric: Vec<(usize, usize, f64, f64)> = Vec::new(); // (column, weight index, mean, std)
     let mut categorical: Vec<(usize, usize, usize)> = Vec::new(); // (column, first weight, categories)
-    for (j, t) in d.terms.iter().enumerate() {
+    for (j, t) in terms.iter().enumerate() {
         match t {
-            Term::Numeric { mean, std } => numeric.push((j, d.offsets[j], *mean, *std)),
-            Term::OneHot { categories } => categorical.push((j, d.offsets[j], *categories)),
+            Term::Numeric { mean, std } => numeric.push((j, offsets[j], *mean, *std)),
+            Term::OneHot { categories } => categorical.push((j, offsets[j], *categories)),
         }
     }
     let (nn, nc) = (numeric.len(), categorical.len());
@@ -215,13 +189,7 @@ pub fn fit(
         loss
     };
     let (theta, iterations, converged) = lbfgs(width + 1, params.max_iter, params.tol, objective);
-    Ok(LogisticModel {
-        terms: d.terms,
-        weights: theta[..width].to_vec(),
-        intercept: theta[width],
-        iterations,
-        converged,
-    })
+    Ok(LogisticModel { terms, weights: theta[..width].to_vec(), intercept: theta[width], iterations, converged })
 }
 
 /// Minimizes `f` by L-BFGS (memory 10) with a backtracking Armijo line
@@ -310,17 +278,24 @@ impl LogisticModel {
     /// The positive-class probability of each row, computed here (the
     /// export computes the same in f32).
     pub fn predict_proba(&self, x: &Matrix) -> Vec<f64> {
-        let mut offsets = Vec::new();
-        let mut off = 0;
-        for t in &self.terms {
-            offsets.push(off);
-            off += match t {
-                Term::Numeric { .. } => 1,
-                Term::OneHot { categories } => *categories,
-            };
-        }
-        let d = Design { x, terms: self.terms.clone(), offsets };
-        (0..x.rows).map(|i| sigmoid(d.dot(&self.weights, i) + self.intercept)).collect()
+        let (offsets, _) = term_offsets(&self.terms);
+        (0..x.rows)
+            .map(|i| {
+                let mut z = self.intercept;
+                for ((t, &off), &v) in self.terms.iter().zip(&offsets).zip(x.row(i)) {
+                    let v = f64::from(v);
+                    match t {
+                        Term::Numeric { mean, std } => z += self.weights[off] * (v - mean) / std,
+                        Term::OneHot { categories } => {
+                            if v >= 0.0 && (v as usize) < *categories {
+                                z += self.weights[off + v as usize];
+                            }
+                        }
+                    }
+                }
+                sigmoid(z)
+            })
+            .collect()
     }
 
     /// The ONNX graph: one-hot (`Equal` against the codes) and standardize
@@ -340,15 +315,7 @@ impl LogisticModel {
             .collect();
         // Weights follow the order of `parts`: numeric block first, then each
         // one-hot block; `self.weights` is in term order, so pick by offset.
-        let mut offsets = Vec::new();
-        let mut off = 0;
-        for t in &self.terms {
-            offsets.push(off);
-            off += match t {
-                Term::Numeric { .. } => 1,
-                Term::OneHot { categories } => *categories,
-            };
-        }
+        let (offsets, _) = term_offsets(&self.terms);
         if !numeric.is_empty() {
             let idx = g.i64s("numeric_idx", &[numeric.len() as i64], numeric.iter().map(|n| n.0 as i64).collect());
             let cols = g.op("Gather", &["X", &idx], vec![Attr::Int("axis", 1)]);

@@ -41,8 +41,7 @@ fn both_trainers_export_graphs_tract_runs_with_the_trainers_answers() {
     let p = onnx.predict_proba(&xte).unwrap();
     eprintln!("gbt onnx predict {} rows: {:?}", xte.rows, start.elapsed());
     let mut worst = 0f64;
-    for (i, served) in p.iter().enumerate() {
-        let native = 1.0 / (1.0 + (-g.raw_score(xte.row(i))).exp());
+    for (native, served) in g.predict_proba(&xte).iter().zip(&p) {
         worst = worst.max((native - served).abs());
     }
     let acc = metrics::evaluate(&yte, &p).accuracy;

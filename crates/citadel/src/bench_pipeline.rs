@@ -181,7 +181,7 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
     let g_onnx = OnnxClassifier::load(&g.to_onnx(&enc, vec![]))?;
     let (p, gbt_pred) = best_of(1, || Ok(g_onnx.predict_proba(&xte)?))?;
     let gbt_m = metrics::evaluate(&yte, &p);
-    let (_, gbt_native) = best_of(1, || Ok((0..xte.rows).map(|i| g.raw_score(xte.row(i))).collect::<Vec<_>>()))?;
+    let (_, gbt_native) = best_of(1, || Ok(g.predict_proba(&xte)))?;
 
     let mut notes = Vec::new();
     say("training the same with scikit-learn");
