@@ -122,7 +122,7 @@ fn io_error(path: &Path, e: std::io::Error) -> ControlError {
     ControlError::Store(citadel_store::StoreError::Io { path: path.to_path_buf(), source: e })
 }
 
-fn join_err(e: tokio::task::JoinError) -> ControlError {
+pub(crate) fn join_err(e: tokio::task::JoinError) -> ControlError {
     ControlError::Invalid(format!("background task failed: {e}"))
 }
 

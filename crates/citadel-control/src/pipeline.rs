@@ -47,7 +47,9 @@ use citadel_policy::Action;
 use citadel_store::LineageEdge;
 use citadel_types::{Digest, Timestamp};
 
+use crate::data::join_err;
 use crate::pipeline_spec::{PipelineSpec, Trainer};
+use crate::registry::invalid;
 use crate::{Caller, ControlError, RegisterRequest, Result, Workspace, event};
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -104,16 +106,8 @@ fn key(parts: &[&str]) -> String {
     Digest::of(joined.as_bytes()).to_hex()
 }
 
-fn invalid(s: impl Into<String>) -> ControlError {
-    ControlError::Invalid(s.into())
-}
-
 fn ml(e: citadel_ml::MlError) -> ControlError {
     ControlError::Invalid(e.to_string())
-}
-
-fn join_err(e: tokio::task::JoinError) -> ControlError {
-    ControlError::Invalid(format!("a background task failed: {e}"))
 }
 
 /// SHA-256 over a directory's files (relative names and contents, sorted).
@@ -1105,13 +1099,7 @@ impl Workspace {
             read_paths.push(code.clone());
         }
         read_paths.extend(t.read_paths.iter().cloned());
-        if nix_is_root() {
-            std::process::Command::new("chown")
-                .arg(format!("{0}:{0}", citadel_sandbox::NOBODY))
-                .arg(&out)
-                .status()
-                .map_err(|e| invalid(format!("chown: {e}")))?;
-        }
+        citadel_sandbox::prepare_output_dir(&out).map_err(|e| invalid(e.to_string()))?;
         let cmd = t.command.clone().unwrap_or_default();
         let program = if cmd[0].contains('/') {
             PathBuf::from(&cmd[0])
@@ -1361,14 +1349,7 @@ fn fair_fit<M>(
         let pred = citadel_ml::metrics::predict(&proba);
         let ratios: Vec<(String, f64)> = groups
             .iter()
-            .map(|(a, g)| {
-                let f = citadel_ml::fairness::evaluate(a, y, &pred, g);
-                let rates: Vec<f64> =
-                    f.groups.iter().filter(|g| g.count >= min_rows).map(|g| g.selection_rate).collect();
-                let max = rates.iter().copied().fold(0.0, f64::max);
-                let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
-                (a.clone(), if rates.len() < 2 || max == 0.0 { 1.0 } else { min / max })
-            })
+            .map(|(a, g)| (a.clone(), citadel_ml::fairness::evaluate(a, y, &pred, g).parity_ratio_over(min_rows)))
             .collect();
         let worst = ratios.iter().map(|r| r.1).fold(1.0, f64::min);
         let acc = citadel_ml::metrics::evaluate(y, &proba).accuracy;
@@ -1395,10 +1376,6 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
 
 /// Copies regular files and directories (never following links).

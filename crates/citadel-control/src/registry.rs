@@ -136,7 +136,7 @@ fn bundle_hint(bundle: &str) -> Option<String> {
     b["verificationMaterial"]["publicKey"]["hint"].as_str().map(str::to_string)
 }
 
-fn invalid(m: impl Into<String>) -> ControlError {
+pub(crate) fn invalid(m: impl Into<String>) -> ControlError {
     ControlError::Invalid(m.into())
 }
 

@@ -30,6 +30,17 @@ pub struct AttributeFairness {
     pub equalized_odds_ratio: f64,
 }
 
+impl AttributeFairness {
+    /// The demographic-parity ratio over the groups with at least
+    /// `min_rows` rows (1 when fewer than two groups are that large): a
+    /// rate over a handful of rows is noise. The pipeline gate's Rego rule
+    /// computes the same.
+    pub fn parity_ratio_over(&self, min_rows: u64) -> f64 {
+        let rates: Vec<f64> = self.groups.iter().filter(|g| g.count >= min_rows).map(|g| g.selection_rate).collect();
+        if rates.len() < 2 { 1.0 } else { spread(rates.into_iter()).1 }
+    }
+}
+
 fn spread(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     let max = v.clone().fold(f64::NEG_INFINITY, f64::max);
     let min = v.fold(f64::INFINITY, f64::min);

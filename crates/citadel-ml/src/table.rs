@@ -77,6 +77,39 @@ impl Table {
         Table { names: self.names.clone(), columns, rows: idx.len() }
     }
 
+    /// A table from simple comma-separated text with no header and no
+    /// quoting (UCI's files: fields trimmed, blank lines skipped). `numeric`
+    /// names the numeric columns; `null` is the text of a missing value.
+    /// For bundled reference data in tests and benchmarks; datasets enter
+    /// through citadel-data's ingest.
+    pub fn from_unquoted_csv(text: &str, names: &[&str], numeric: &[&str], null: &str) -> Result<Table, MlError> {
+        let mut cols: Vec<Vec<&str>> = vec![Vec::new(); names.len()];
+        for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            if fields.len() != names.len() {
+                return Err(MlError::Config(format!(
+                    "line {}: {} fields, expected {}",
+                    line_no + 1,
+                    fields.len(),
+                    names.len()
+                )));
+            }
+            for (col, v) in cols.iter_mut().zip(fields) {
+                col.push(v);
+            }
+        }
+        let mut t = Table::default();
+        for (name, col) in names.iter().zip(cols) {
+            let c = if numeric.contains(name) {
+                Column::Num(col.iter().map(|v| if *v == null { None } else { v.parse().ok() }).collect())
+            } else {
+                Column::Cat(col.iter().map(|v| if *v == null { None } else { Some(v.to_string()) }).collect())
+            };
+            t.push_column(name, c)?;
+        }
+        Ok(t)
+    }
+
     /// Reads a Parquet file: integer, float and decimal columns become
     /// numeric, everything else categorical (cast to text).
     pub fn read_parquet(path: &Path) -> Result<Table, MlError> {

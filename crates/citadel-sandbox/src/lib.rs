@@ -162,6 +162,22 @@ fn signal_name(s: i32) -> &'static str {
     }
 }
 
+/// Whether commands will run as [`NOBODY`] (Citadel runs as root).
+pub fn drops_to_nobody() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Makes `dir` the command's own: when the command will run as [`NOBODY`],
+/// the output directory is handed to that user.
+pub fn prepare_output_dir(dir: &Path) -> Result<(), SandboxError> {
+    if drops_to_nobody() {
+        let id = (nix::unistd::Uid::from_raw(NOBODY), nix::unistd::Gid::from_raw(NOBODY));
+        nix::unistd::chown(dir, Some(id.0), Some(id.1))
+            .map_err(|e| SandboxError::Setup(format!("handing {} to uid {NOBODY}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
 /// Runs `spec` through `helper` (the citadel binary) and waits for it.
 /// Output streams are kept (their ends) for the report.
 pub fn run(helper: &Path, spec: &Spec) -> Result<Outcome, SandboxError> {
@@ -192,18 +208,7 @@ pub fn run(helper: &Path, spec: &Spec) -> Result<Outcome, SandboxError> {
     let _ = std::fs::remove_dir_all(&status_dir);
     let mut outcome: Outcome = match status {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SandboxError::Setup(format!("sandbox status: {e}")))?,
-        Err(_) => Outcome {
-            exit_code: None,
-            signal: None,
-            stopped_by: None,
-            wall_seconds: 0.0,
-            cpu_seconds: 0.0,
-            max_rss_bytes: 0,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-            enforcement: None,
-            setup_error: Some(format!("the supervisor ended without a report: {}", stderr_tail.trim())),
-        },
+        Err(_) => failed(format!("the supervisor ended without a report: {}", stderr_tail.trim())),
     };
     outcome.stdout_tail = stdout_tail;
     outcome.stderr_tail = stderr_tail;
@@ -442,7 +447,7 @@ fn restrict_and_exec(spec: &Spec) -> String {
     // /dev/stdin is the supervisor's pipe, already drained.
     let Ok(devnull) = std::fs::File::open("/dev/null") else { return "opening /dev/null".into() };
     let mut uid = nix::unistd::getuid().as_raw();
-    if nix::unistd::geteuid().is_root() {
+    if drops_to_nobody() {
         // Least privilege, and RLIMIT_NPROC binds only non-root users.
         let nobody_u = nix::unistd::Uid::from_raw(NOBODY);
         let nobody_g = nix::unistd::Gid::from_raw(NOBODY);

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
 use citadel_ml::encode::FeatureKind;
-use citadel_ml::{Classifier, Column, FeatureEncoder, Labels, OnnxClassifier, Table, gbt, lr, metrics};
+use citadel_ml::{Classifier, FeatureEncoder, Labels, OnnxClassifier, Table, gbt, lr, metrics};
 
 const FEATURES: [&str; 12] = [
     "age",
@@ -64,7 +64,6 @@ pub struct Report {
 }
 
 fn adult() -> Result<Table> {
-    // adult.data: no header, no quoting, ", " between fields.
     let text = std::str::from_utf8(crate::quickstart::ADULT_DATA)?;
     let names = [
         "age",
@@ -83,27 +82,8 @@ fn adult() -> Result<Table> {
         "native-country",
         "income",
     ];
-    let numeric = [0, 2, 4, 10, 11, 12];
-    let mut cols: Vec<Vec<String>> = vec![Vec::new(); names.len()];
-    for line in text.lines() {
-        let rec: Vec<&str> = line.split(',').map(str::trim).collect();
-        if rec.len() != names.len() {
-            continue;
-        }
-        for (k, v) in rec.iter().enumerate() {
-            cols[k].push(v.to_string());
-        }
-    }
-    let mut t = Table::default();
-    for (k, name) in names.iter().enumerate() {
-        let c = if numeric.contains(&k) {
-            Column::Num(cols[k].iter().map(|v| v.parse().ok()).collect())
-        } else {
-            Column::Cat(cols[k].iter().map(|v| if v == "?" { None } else { Some(v.clone()) }).collect())
-        };
-        t.push_column(name, c)?;
-    }
-    Ok(t)
+    let numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
+    Ok(Table::from_unquoted_csv(text, &names, &numeric, "?")?)
 }
 
 fn write_csv(path: &Path, x: &citadel_ml::Matrix, y: &[f32]) -> Result<()> {

@@ -216,7 +216,10 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         .open(&token_file)?
         .write_all(token.token.as_bytes())?;
     let _ = client;
-    let (request_body, truth) = example_request(&ws, &owner, &final_run).await?;
+    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        final_run.card_json.as_ref().ok_or_else(|| anyhow!("the run wrote no model card"))?,
+    )?)?;
+    let (request_body, truth) = example_request(&ws, &owner, &card).await?;
     let request_file = reports.join("example-request.json");
     std::fs::write(&request_file, &request_body)?;
 
@@ -274,9 +277,7 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     }
     let (unauth, _) = http.request("POST", &infer_path, None, Some(request_body.clone())).await?;
     let (forged, _) = http.request("POST", &infer_path, Some("ctk_forged"), Some(request_body.clone())).await?;
-    let classes: Vec<String> = serde_json::from_slice::<serde_json::Value>(&std::fs::read(
-        final_run.card_json.as_ref().ok_or_else(|| anyhow!("no model card"))?,
-    )?)?["evaluation"]["classes"]
+    let classes: Vec<String> = card["evaluation"]["classes"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
@@ -316,13 +317,13 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
 
     steps.say("done");
     let elapsed = steps.start.elapsed().as_secs_f64();
-    let card = final_run.card_html.clone().unwrap_or_default();
+    let card_html = final_run.card_html.clone().unwrap_or_default();
     let summary = serde_json::json!({
         "workspace": dir,
         "passphrase_file": pass_file,
         "model": model,
         "runs": runs.iter().map(|r| serde_json::json!({"id": r.id, "status": r.status, "stages": r.stages.iter().map(|s| (s.stage.clone(), s.status.clone())).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-        "model_card": card,
+        "model_card": card_html,
         "model_card_json": final_run.card_json,
         "endpoint": format!("https://{addr}{infer_path}"),
         "calls": {"authenticated_ok": calls.len(), "predicted_labels": labels, "probabilities": probs, "true_labels": truth, "unauthenticated_status": unauth, "forged_token_status": forged},
@@ -336,7 +337,7 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         s += &format!("\nQuickstart finished in {elapsed:.1}s. Model {model} is served at https://{addr}{infer_path}\n");
         s += &format!("  3 authenticated calls: HTTP 200, predicted {labels:?} (true {truth:?}); without a token: HTTP {unauth}; forged token: HTTP {forged}\n");
         s += &format!("  audit log verified: {} records, {} signed checkpoints\n\n", verify.records, verify.checkpoints);
-        s += &format!("Model card:  {}\n", card.display());
+        s += &format!("Model card:  {}\n", card_html.display());
         s += &format!("Audit log:   {} (citadel {ws_flag} audit query | audit verify)\n", audit_file.display());
         s += &format!("Runs:        citadel {ws_flag} runs show {}\n", final_run.id);
         if let Some(p) = &pass_file {
@@ -379,9 +380,7 @@ fn indent(s: &str) -> String {
 
 /// Five held-out rows of the stored (masked) data, encoded with the model's
 /// encoder, as an OIP V2 request; and their true labels.
-async fn example_request(ws: &Workspace, owner: &Caller, run: &RunReport) -> Result<(Vec<u8>, Vec<String>)> {
-    let card: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.card_json.as_ref().ok_or_else(|| anyhow!("no model card"))?)?)?;
+async fn example_request(ws: &Workspace, owner: &Caller, card: &serde_json::Value) -> Result<(Vec<u8>, Vec<String>)> {
     let encoder: citadel_ml::FeatureEncoder = serde_json::from_value(card["encoder"].clone())?;
     let data_ref = card["dataset"]["dataset"].as_str().ok_or_else(|| anyhow!("no dataset in the card"))?.to_string();
     let tmp = tempfile::tempdir()?;

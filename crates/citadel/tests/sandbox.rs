@@ -29,14 +29,8 @@ fn dirs() -> Dirs {
     std::fs::write(data.join("train.csv"), "a,b\n1,2\n").unwrap();
     std::fs::write(outside.join("secret.txt"), "do not read").unwrap();
     std::fs::set_permissions(outside.join("secret.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    if nix_root() {
-        std::process::Command::new("chown").arg("65534:65534").arg(&out).status().unwrap();
-    }
+    citadel_sandbox::prepare_output_dir(&out).unwrap();
     Dirs { _root: root, data, out, outside }
-}
-
-fn nix_root() -> bool {
-    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
 fn python(d: &Dirs, code: &str, limits: Limits) -> Outcome {
@@ -72,7 +66,7 @@ fn a_well_behaved_command_reads_its_data_writes_its_output_and_sees_only_its_env
     assert_eq!(e.landlock, "fully enforced");
     assert!(e.no_new_privs);
     assert!(e.namespaces.contains(&"net".to_string()) && e.namespaces.contains(&"pid".to_string()));
-    if nix_root() {
+    if citadel_sandbox::drops_to_nobody() {
         assert_eq!(e.uid, 65534);
         assert!(o.stdout_tail.trim_end().ends_with("65534"));
     }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use citadel_ml::{Column, Table};
+use citadel_ml::Table;
 
 pub fn adult() -> Table {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.data");
@@ -25,23 +25,8 @@ pub fn adult() -> Table {
         "native-country",
         "income",
     ];
-    let numeric = [0, 2, 4, 10, 11, 12];
-    let mut cols: Vec<Vec<String>> = vec![Vec::new(); names.len()];
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        for (k, v) in line.split(',').enumerate() {
-            cols[k].push(v.trim().to_string());
-        }
-    }
-    let mut t = Table::default();
-    for (k, name) in names.iter().enumerate() {
-        let c = if numeric.contains(&k) {
-            Column::Num(cols[k].iter().map(|v| v.parse().ok()).collect())
-        } else {
-            Column::Cat(cols[k].iter().map(|v| if v == "?" { None } else { Some(v.clone()) }).collect())
-        };
-        t.push_column(name, c).unwrap();
-    }
-    t
+    let numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
+    Table::from_unquoted_csv(&text, &names, &numeric, "?").unwrap()
 }
 
 pub const FEATURES: [&str; 11] = [
