@@ -13,7 +13,8 @@ use serde::Serialize;
 use citadel_ml::encode::FeatureKind;
 use citadel_ml::{Classifier, FeatureEncoder, Labels, OnnxClassifier, Table, gbt, lr, metrics};
 
-const FEATURES: [&str; 12] = [
+/// UCI Adult's columns, in file order.
+const ADULT_COLUMNS: [&str; 15] = [
     "age",
     "workclass",
     "fnlwgt",
@@ -22,11 +23,16 @@ const FEATURES: [&str; 12] = [
     "marital-status",
     "occupation",
     "relationship",
+    "race",
+    "sex",
     "capital-gain",
     "capital-loss",
     "hours-per-week",
     "native-country",
+    "income",
 ];
+/// Not features: the sensitive attributes and the label.
+const NOT_FEATURES: [&str; 3] = ["race", "sex", "income"];
 
 #[derive(Debug, Serialize)]
 pub struct Side {
@@ -65,25 +71,8 @@ pub struct Report {
 
 fn adult() -> Result<Table> {
     let text = std::str::from_utf8(crate::quickstart::ADULT_DATA)?;
-    let names = [
-        "age",
-        "workclass",
-        "fnlwgt",
-        "education",
-        "education-num",
-        "marital-status",
-        "occupation",
-        "relationship",
-        "race",
-        "sex",
-        "capital-gain",
-        "capital-loss",
-        "hours-per-week",
-        "native-country",
-        "income",
-    ];
     let numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
-    Ok(Table::from_unquoted_csv(text, &names, &numeric, "?")?)
+    Ok(Table::from_unquoted_csv(text, &ADULT_COLUMNS, &numeric, "?")?)
 }
 
 fn write_csv(path: &Path, x: &citadel_ml::Matrix, y: &[f32]) -> Result<()> {
@@ -132,7 +121,8 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
     let (tt, te) = (t.take(&train), t.take(&test));
     let ytr: Vec<f32> = train.iter().map(|&i| y[i]).collect();
     let yte: Vec<f32> = test.iter().map(|&i| y[i]).collect();
-    let features: Vec<String> = FEATURES.iter().map(|s| s.to_string()).collect();
+    let features: Vec<String> =
+        ADULT_COLUMNS.iter().filter(|c| !NOT_FEATURES.contains(c)).map(|s| s.to_string()).collect();
     let enc = FeatureEncoder::fit(&tt, &features, &ytr)?;
     let (xtr, xte) = (enc.encode(&tt)?, enc.encode(&te)?);
     let categorical: Vec<usize> = enc
