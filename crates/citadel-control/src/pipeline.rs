@@ -522,6 +522,9 @@ impl Workspace {
         let t = Instant::now();
         let eval_key = key(&["evaluate", &model_artifact, &split_key, &eval_cfg, version]);
         let eval_cached = self.cache_get(&pipeline, "evaluate", &eval_key).await?;
+        // Read back from the store even when just trained: evaluation, the
+        // gate's scan and the registration all use the bytes as stored
+        // (AEAD and digest checked), not a copy in memory.
         let onnx = self.read_artifact(caller, &model_artifact).await?;
         let evaluation: citadel_ml::evaluate::EvaluationReport = match eval_cached {
             Some(o) if self.artifacts_exist(&o, &["report_artifact"]).await => {
