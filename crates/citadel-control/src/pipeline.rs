@@ -425,7 +425,6 @@ impl Workspace {
         };
         let eval_cfg = serde_json::to_string(&spec.evaluate).unwrap_or_default();
         let mut prepared: Option<Prepared> = None;
-        let need_data = |prepared: &Option<Prepared>| prepared.is_none();
         if split_cached.is_none() || train_cached.is_none() {
             say("split", "reading the masked training data");
             prepared = Some(self.prepare(caller, spec, &data_ref).await?);
@@ -465,7 +464,7 @@ impl Workspace {
                 (o["model_artifact"].as_str().unwrap_or_default().to_string(), enc, o, None)
             }
             None => {
-                if need_data(&prepared) {
+                if prepared.is_none() {
                     prepared = Some(self.prepare(caller, spec, &data_ref).await?);
                 }
                 let p = prepared.as_ref().ok_or_else(|| invalid("no data"))?;
@@ -533,7 +532,7 @@ impl Workspace {
                 serde_json::from_slice(&bytes).map_err(|e| invalid(format!("cached evaluation: {e}")))?
             }
             _ => {
-                if need_data(&prepared) {
+                if prepared.is_none() {
                     prepared = Some(self.prepare(caller, spec, &data_ref).await?);
                 }
                 let p = prepared.as_ref().ok_or_else(|| invalid("no data"))?;
