@@ -33,6 +33,9 @@ const SAFE: &[&str] = &[
     "builtins.bool",
     "builtins.str",
     "builtins.object",
+    "builtins.long",
+    "builtins.xrange",
+    "builtins.unicode",
     "__builtin__.set",
     "__builtin__.frozenset",
     "__builtin__.complex",
@@ -44,6 +47,15 @@ const SAFE: &[&str] = &[
     "datetime.date",
     "datetime.time",
     "datetime.timedelta",
+    "datetime.timezone",
+    "datetime.tzinfo",
+    "zoneinfo.ZoneInfo",
+    "zoneinfo.ZoneInfo._unpickle",
+    "collections.Counter",
+    "collections.ChainMap",
+    "fractions.Fraction",
+    "ipaddress.IPv4Address",
+    "ipaddress.IPv6Address",
     "decimal.Decimal",
     "uuid.UUID",
     // NumPy arrays, dtypes and scalars.
@@ -58,6 +70,40 @@ const SAFE: &[&str] = &[
     "numpy.random._pickle.__randomstate_ctor",
     "numpy.random._pickle.__bit_generator_ctor",
     "numpy.random._pickle.__generator_ctor",
+    "numpy.random._mt19937.MT19937",
+    "numpy.random._pcg64.PCG64",
+    "numpy.random._pcg64.PCG64DXSM",
+    "numpy.random._philox.Philox",
+    "numpy.random._sfc64.SFC64",
+    "numpy.random.bit_generator.SeedSequence",
+    "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+    "numpy.random._generator.Generator",
+    "numpy.random.mtrand.RandomState",
+    "numpy.ma.core._mareconstruct",
+    "numpy.ma.core.MaskedArray",
+    "numpy.ma.MaskedArray",
+    "numpy.matrix",
+    "numpy.matrixlib.defmatrix.matrix",
+    "numpy.core._ufunc_reconstruct",
+    "numpy._core._ufunc_reconstruct",
+    // pandas containers and their unpicklers.
+    "pandas.core.indexes.base._new_Index",
+    "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked",
+    "pandas._libs.internals._unpickle_block",
+    "pandas._libs.tslibs.timestamps._unpickle_timestamp",
+    "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
+    "pandas._libs.tslibs.nattype.__nat_unpickle",
+    "pandas.core.arrays.categorical._unpickle",
+    "pandas._libs.missing.NA",
+    "pandas.NA",
+    "pandas.NaT",
+    // Gradient-boosting libraries' scikit-learn wrappers (the booster restores from its own model bytes).
+    "xgboost.core.Booster",
+    "lightgbm.basic.Booster",
+    // scikit-learn's Cython helpers: allocate an instance of the class they are given.
+    "sklearn.neighbors._kd_tree.newObj",
+    "sklearn.neighbors._ball_tree.newObj",
+    "sklearn.metrics._dist_metrics.newObj",
     // PyTorch tensor rebuilds.
     "torch._utils._rebuild_tensor",
     "torch._utils._rebuild_tensor_v2",
@@ -205,6 +251,148 @@ const DANGEROUS_NAMES: &[(&str, &str)] = &[
     ("keras.models.load_model", "a nested model load"),
 ];
 
+/// numpy scalar types and ufuncs that model pickles reference (ufuncs arrive
+/// through `_ufunc_reconstruct("numpy", NAME)`, which the walker resolves).
+const NUMPY_NAMES: &[&str] = &[
+    "bool_",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "longdouble",
+    "complex64",
+    "complex128",
+    "clongdouble",
+    "str_",
+    "bytes_",
+    "datetime64",
+    "timedelta64",
+    "void",
+    "intc",
+    "uintc",
+    "longlong",
+    "ulonglong",
+    "half",
+    "single",
+    "double",
+    "ndarray",
+    "dtype",
+    // ufuncs (pure arithmetic)
+    "log",
+    "log1p",
+    "log2",
+    "log10",
+    "exp",
+    "expm1",
+    "exp2",
+    "sqrt",
+    "cbrt",
+    "square",
+    "abs",
+    "absolute",
+    "fabs",
+    "sign",
+    "negative",
+    "positive",
+    "reciprocal",
+    "sin",
+    "cos",
+    "tan",
+    "arcsin",
+    "arccos",
+    "arctan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "arcsinh",
+    "arccosh",
+    "arctanh",
+    "floor",
+    "ceil",
+    "trunc",
+    "rint",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "true_divide",
+    "floor_divide",
+    "power",
+    "maximum",
+    "minimum",
+    "fmax",
+    "fmin",
+    "clip",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+    "greater",
+    "less",
+    "equal",
+    "not_equal",
+    "deg2rad",
+    "rad2deg",
+];
+
+/// pandas classes a pickle may construct (I/O classes such as `HDFStore`,
+/// `ExcelWriter` or parsers are deliberately absent).
+const PANDAS_TOP: &[&str] = &[
+    "DataFrame",
+    "Series",
+    "Index",
+    "RangeIndex",
+    "MultiIndex",
+    "CategoricalIndex",
+    "DatetimeIndex",
+    "TimedeltaIndex",
+    "PeriodIndex",
+    "IntervalIndex",
+    "Categorical",
+    "CategoricalDtype",
+    "DatetimeTZDtype",
+    "PeriodDtype",
+    "IntervalDtype",
+    "SparseDtype",
+    "StringDtype",
+    "BooleanDtype",
+    "Int8Dtype",
+    "Int16Dtype",
+    "Int32Dtype",
+    "Int64Dtype",
+    "UInt8Dtype",
+    "UInt16Dtype",
+    "UInt32Dtype",
+    "UInt64Dtype",
+    "Float32Dtype",
+    "Float64Dtype",
+    "ArrowDtype",
+    "Timestamp",
+    "Timedelta",
+    "Period",
+    "Interval",
+    "DateOffset",
+    "Flags",
+];
+
+fn camel(name: &str) -> bool {
+    let n = name.trim_start_matches('_');
+    n.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && !n.contains('.')
+}
+
+fn under(module: &str, root: &str) -> bool {
+    module == root || module.strip_prefix(root).is_some_and(|r| r.starts_with('.'))
+}
+
 pub fn judge(module: &str, name: &str) -> Verdict {
     // Python 2 spelling of builtins.
     let module = if module == "__builtin__" { "builtins" } else { module };
@@ -213,13 +401,26 @@ pub fn judge(module: &str, name: &str) -> Verdict {
         return Verdict::Dangerous(why);
     }
     for (m, why) in DANGEROUS_MODULES {
-        if module == *m || module.strip_prefix(m).is_some_and(|rest| rest.starts_with('.')) {
+        if under(module, m) {
             return Verdict::Dangerous(why);
         }
     }
-    // A dotted name can reach an attribute of an attribute (`os.path` via
-    // `name = "path.join"` under protocol 4); judge what it resolves to.
+    // A dotted name walks attributes at load time (`"path.os.system"` under
+    // protocol 4): through a dunder or a dangerous module's name it reaches
+    // anything; otherwise it is judged by what it resolves to, and unknown
+    // resolutions are not judged safe.
     if name.contains('.') {
+        if SAFE.contains(&full.as_str()) {
+            return Verdict::Safe;
+        }
+        for part in name.split('.') {
+            if part.starts_with("__") && part.ends_with("__") {
+                return Verdict::Dangerous("a dotted name through a dunder attribute reaches interpreter internals");
+            }
+            if DANGEROUS_MODULES.iter().any(|(m, _)| *m == part) || part == "builtins" {
+                return Verdict::Dangerous("a dotted name reaches a dangerous module through an attribute");
+            }
+        }
         let (head, tail) = name.rsplit_once('.').unwrap_or((name, ""));
         return match judge(&format!("{module}.{head}"), tail) {
             Verdict::Safe => Verdict::Unknown,
@@ -229,14 +430,31 @@ pub fn judge(module: &str, name: &str) -> Verdict {
     if SAFE.contains(&full.as_str()) || (module == "torch" && TORCH_DTYPES.contains(&name)) {
         return Verdict::Safe;
     }
-    // scikit-learn estimators are classes (CamelCase); its functions are not
-    // on the list (some fetch data over the network).
-    if (module == "sklearn" || module.starts_with("sklearn."))
-        && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+    if module == "numpy" && NUMPY_NAMES.contains(&name) {
+        return Verdict::Safe;
+    }
+    // scikit-learn estimators are classes (CamelCase, public or private) whose
+    // constructors only store parameters; its functions are not on the list
+    // (some fetch data over the network). Cython unpicklers restore state.
+    if under(module, "sklearn") && (camel(name) || name.starts_with("__pyx_unpickle_")) {
+        return Verdict::Safe;
+    }
+    if module == "pandas" && PANDAS_TOP.contains(&name) {
+        return Verdict::Safe;
+    }
+    if (under(module, "pandas.core") || under(module, "pandas.arrays") || under(module, "pandas._libs"))
+        && !under(module, "pandas.core.computation")
+        && (camel(name) || name.starts_with("__pyx_unpickle_"))
     {
         return Verdict::Safe;
     }
+    if (module == "xgboost.sklearn" || module == "lightgbm.sklearn") && camel(name) {
+        return Verdict::Safe;
+    }
     if module.starts_with("scipy.sparse") && (name.ends_with("_matrix") || name.ends_with("_array")) {
+        return Verdict::Safe;
+    }
+    if under(module, "numpy.dtypes") && camel(name) {
         return Verdict::Safe;
     }
     Verdict::Unknown

@@ -4,42 +4,12 @@
 
 use std::io::Read;
 
-use crate::{Finding, Severity};
-
-/// Bounds for one top-level scan.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    /// Archives inside archives, at most this deep.
-    pub max_depth: u32,
-    /// Total bytes decompressed out of archives.
-    pub max_unpacked: u64,
-    /// A member expanding more than this many times its compressed size is a bomb.
-    pub max_ratio: u64,
-}
-
-impl Default for Budget {
-    fn default() -> Self {
-        Budget { max_depth: 4, max_unpacked: 16 << 30, max_ratio: 1_000 }
-    }
-}
-
-fn finding(severity: Severity, rule: &str, location: &str, message: String) -> Finding {
-    Finding { severity, rule: rule.into(), location: location.into(), message }
-}
-
-/// Scans one member: (location, bytes, depth, bytes unpacked so far).
-pub type MemberScanner<'a> = dyn FnMut(&str, &[u8], u32, &mut u64) -> Vec<Finding> + 'a;
+use crate::{Ctx, Finding, Severity, finding};
 
 /// Scans a zip archive's members; `scan` is called for each member's bytes.
 /// The caller enforces `budget.max_depth` (see `scan_inner`).
-pub fn scan_zip(
-    location: &str,
-    data: &[u8],
-    depth: u32,
-    budget: &Budget,
-    unpacked: &mut u64,
-    scan: &mut MemberScanner<'_>,
-) -> Vec<Finding> {
+pub(crate) fn scan_zip(ctx: &Ctx<'_>, location: &str, data: &[u8], depth: u32) -> Vec<Finding> {
+    let budget = &ctx.budget;
     let mut out = Vec::new();
     // Duplicate names are a scanner bypass (one tool reads the first entry,
     // another the last), so the central directory is read by hand first.
@@ -107,7 +77,7 @@ pub fn scan_zip(
             ));
             continue;
         }
-        if unpacked.saturating_add(size) > budget.max_unpacked {
+        if ctx.unpacked.get().saturating_add(size) > budget.max_unpacked {
             out.push(finding(
                 Severity::Warning,
                 "scan-budget",
@@ -158,29 +128,38 @@ pub fn scan_zip(
                 continue;
             }
         }
-        *unpacked += bytes.len() as u64;
+        ctx.unpacked.set(ctx.unpacked.get() + bytes.len() as u64);
         if name == "config.json" && names.iter().any(|n| n == "metadata.json" || n.ends_with(".weights.h5")) {
-            out.extend(scan_keras_config(&member, &bytes));
+            out.extend(crate::keras::scan_keras_config(ctx.opts, &member, &bytes));
             continue;
         }
         if name == "metadata.json" && names.iter().any(|n| n == "config.json") {
             continue;
         }
-        out.extend(scan(&member, &bytes, depth + 1, unpacked));
+        out.extend(crate::scan_memory(ctx, &member, &bytes, depth + 1));
     }
     out
 }
 
-/// Member names from the central directory, in order, duplicates kept.
-fn central_directory_names(data: &[u8]) -> Vec<String> {
-    // End of central directory: signature, at most 64 KiB + 22 bytes from the end.
+/// The end-of-central-directory record's offset, when `data` ends in one
+/// (an archive may be preceded by other bytes: a polyglot, or a self-extractor).
+pub fn find_eocd(data: &[u8]) -> Option<usize> {
     let start = data.len().saturating_sub(65_557);
-    let Some(eocd) = data[start..].windows(4).rposition(|w| w == b"PK\x05\x06").map(|p| p + start) else {
-        return Vec::new();
-    };
+    let pos = data[start..].windows(4).rposition(|w| w == b"PK\x05\x06").map(|p| p + start)?;
+    // The comment length must reach exactly to the end of the data.
+    let comment = data.get(pos + 20..pos + 22).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)?;
+    (pos + 22 + comment == data.len()).then_some(pos)
+}
+
+/// Member names from the central directory, in order, duplicates kept. The
+/// directory is found where it really is (end record minus its size), so an
+/// archive with bytes in front of it is read right.
+fn central_directory_names(data: &[u8]) -> Vec<String> {
+    let Some(eocd) = find_eocd(data) else { return Vec::new() };
     let rd16 = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
     let rd32 = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    let (Some(count), Some(mut p)) = (rd16(eocd + 10), rd32(eocd + 16)) else { return Vec::new() };
+    let (Some(count), Some(cd_size)) = (rd16(eocd + 10), rd32(eocd + 12)) else { return Vec::new() };
+    let Some(mut p) = eocd.checked_sub(cd_size) else { return Vec::new() };
     let mut names = Vec::new();
     for _ in 0..count {
         if data.get(p..p + 4) != Some(b"PK\x01\x02") {
@@ -192,6 +171,125 @@ fn central_directory_names(data: &[u8]) -> Vec<String> {
         p += 46 + n + x + c;
     }
     names
+}
+
+/// A safetensors file: an 8-byte little-endian header length that fits the
+/// file, then a JSON object (padded with spaces).
+pub fn looks_like_safetensors(data: &[u8]) -> bool {
+    let Some(n) = data.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))) else { return false };
+    let Some(end) = usize::try_from(n).ok().and_then(|n| n.checked_add(8)) else { return false };
+    n >= 2
+        && end <= data.len()
+        && data[8] == b'{'
+        && data[8..end].iter().rev().find(|&&b| b != b' ').is_some_and(|&b| b == b'}')
+}
+
+/// A tar archive (plain; compressed ones arrive here through their codec):
+/// every regular member is scanned as a stream; names that escape the
+/// extraction directory are critical, links and special files are not judged.
+pub(crate) fn scan_tar(ctx: &Ctx<'_>, location: &str, reader: &mut dyn Read, depth: u32) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(reader);
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            return vec![finding(
+                Severity::Warning,
+                "tar-unreadable",
+                location,
+                format!("the tar archive could not be read ({e}); not judged"),
+            )];
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, entry) in entries.enumerate() {
+        if i >= 1_000_000 {
+            out.push(finding(
+                Severity::Warning,
+                "scan-budget",
+                location,
+                "more than 1,000,000 members; the rest were not judged".into(),
+            ));
+            break;
+        }
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                out.push(finding(
+                    Severity::Warning,
+                    "tar-unreadable",
+                    location,
+                    format!("member {i} could not be read ({e}); not judged"),
+                ));
+                break;
+            }
+        };
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let member = format!("{location}!{name}");
+        let escapes = |p: &str| p.starts_with('/') || p.split(['/', '\\']).any(|c| c == "..") || p.contains('\0');
+        if escapes(&name) {
+            out.push(finding(
+                Severity::Critical,
+                "tar-path-traversal",
+                &member,
+                "the member's name escapes the extraction directory".into(),
+            ));
+        }
+        if !seen.insert(name.clone()) {
+            out.push(finding(
+                Severity::Critical,
+                "tar-duplicate-name",
+                &member,
+                "two members share this name; extraction keeps the last".into(),
+            ));
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+            let (severity, why) = if escapes(&target) {
+                (Severity::Critical, "points outside the extraction directory")
+            } else {
+                (Severity::Warning, "a link is not followed, so what it names is not judged")
+            };
+            out.push(finding(severity, "tar-link", &member, format!("a link to {target:?}: {why}")));
+            continue;
+        }
+        if !(kind.is_file() || kind == tar::EntryType::Continuous || kind == tar::EntryType::GNUSparse) {
+            if kind.is_pax_global_extensions()
+                || kind.is_pax_local_extensions()
+                || kind.is_gnu_longname()
+                || kind.is_gnu_longlink()
+            {
+                continue;
+            }
+            out.push(finding(
+                Severity::Warning,
+                "tar-special-member",
+                &member,
+                format!("a {kind:?} member; not a model file, not judged"),
+            ));
+            continue;
+        }
+        let size = entry.size();
+        if ctx.unpacked.get().saturating_add(size) > ctx.budget.max_unpacked {
+            out.push(finding(
+                Severity::Warning,
+                "scan-budget",
+                &member,
+                format!("the scan's unpack budget of {} bytes is spent; not judged", ctx.budget.max_unpacked),
+            ));
+            break;
+        }
+        ctx.unpacked.set(ctx.unpacked.get() + size);
+        let mut buffered = std::io::BufReader::with_capacity(1 << 16, entry);
+        out.extend(crate::scan_stream(ctx, &member, &mut buffered, size, depth + 1));
+        // The archive reads on from the member's end whatever the member's scan consumed.
+        let _ = std::io::copy(&mut buffered, &mut std::io::sink());
+    }
+    out
 }
 
 /// NumPy `.npy`: an object-dtype array is a pickle after the header.
@@ -214,10 +312,10 @@ pub fn scan_npy(location: &str, data: &[u8], pickle_scan: &mut dyn FnMut(&str, &
         || (descr.starts_with('[') && (descr.contains("'O'") || descr.contains("'|O'")));
     if has_object {
         let mut f = vec![finding(
-            Severity::Warning,
+            Severity::Info,
             "npy-object-dtype",
             location,
-            "an object-dtype array: its data is a pickle, loaded only with allow_pickle=True".into(),
+            "an object-dtype array: its data is a pickle (loaded only with allow_pickle=True), scanned below".into(),
         )];
         let body = &data[start + len.unwrap_or(0)..];
         f.extend(pickle_scan(location, body));
@@ -287,135 +385,4 @@ pub fn scan_safetensors(location: &str, data: &[u8]) -> Vec<Finding> {
         }
     }
     out
-}
-
-/// GGUF: header sanity (version, counts bounded by the file size).
-pub fn scan_gguf(location: &str, data: &[u8]) -> Vec<Finding> {
-    let bad = |why: String| vec![finding(Severity::Critical, "gguf-invalid", location, why)];
-    let rd =
-        |o: usize, n: usize| data.get(o..o + n).map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)));
-    let Some(version) = rd(4, 4) else { return bad("truncated header".into()) };
-    if !(1..=3).contains(&version) {
-        return bad(format!("unknown GGUF version {version}"));
-    }
-    let (Some(tensors), Some(kvs)) = (rd(8, 8), rd(16, 8)) else { return bad("truncated header".into()) };
-    // Each tensor info and key/value takes well over 8 bytes.
-    if tensors > data.len() as u64 / 8 || kvs > data.len() as u64 / 8 {
-        return bad(format!("{tensors} tensors and {kvs} metadata entries cannot fit in {} bytes", data.len()));
-    }
-    Vec::new()
-}
-
-/// A Keras model config (`config.json` of a `.keras` archive, or the
-/// `model_config` attribute of an HDF5 file): Lambda layers carry marshalled
-/// Python bytecode; custom objects name code outside Keras.
-pub fn scan_keras_config(location: &str, json: &[u8]) -> Vec<Finding> {
-    let value: serde_json::Value = match serde_json::from_slice(json) {
-        Ok(v) => v,
-        Err(e) => {
-            return vec![finding(
-                Severity::Warning,
-                "keras-config-unreadable",
-                location,
-                format!("the Keras config is not valid JSON ({e}); not judged"),
-            )];
-        }
-    };
-    let mut out = Vec::new();
-    let mut stack = vec![&value];
-    let mut visited = 0u32;
-    while let Some(v) = stack.pop() {
-        visited += 1;
-        if visited > 1_000_000 {
-            out.push(finding(Severity::Warning, "scan-budget", location, "config too large; partly scanned".into()));
-            break;
-        }
-        match v {
-            serde_json::Value::Object(map) => {
-                let class = map.get("class_name").and_then(|c| c.as_str());
-                if class == Some("Lambda") {
-                    let name = map.get("config").and_then(|c| c.get("name")).and_then(|n| n.as_str()).unwrap_or("?");
-                    out.push(finding(
-                        Severity::Critical,
-                        "keras-lambda-layer",
-                        location,
-                        format!("Lambda layer {name:?} carries Python code that runs when the model loads"),
-                    ));
-                }
-                if let (Some(module), Some(class)) = (map.get("module").and_then(|m| m.as_str()), class)
-                    && !(module == "keras" || module.starts_with("keras.") || module.starts_with("tensorflow.keras"))
-                {
-                    out.push(finding(
-                        Severity::Warning,
-                        "keras-custom-object",
-                        location,
-                        format!("custom object {class:?} from module {module:?} is imported when the model loads"),
-                    ));
-                }
-                stack.extend(map.values());
-            }
-            serde_json::Value::Array(items) => stack.extend(items.iter()),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// HDF5 is not parsed yet; the Keras `model_config` attribute is stored as
-/// plain JSON text inside it, so a Lambda layer is still visible in the bytes.
-pub fn scan_hdf5(location: &str, data: &[u8]) -> Vec<Finding> {
-    let mut out = vec![finding(
-        Severity::Warning,
-        "format-not-scanned",
-        location,
-        "HDF5 content is recognised but not parsed; only its embedded Keras config text was checked".into(),
-    )];
-    let lambda = [&b"\"class_name\": \"Lambda\""[..], &b"\"class_name\":\"Lambda\""[..]];
-    if lambda.iter().any(|pat| data.windows(pat.len()).any(|w| w == *pat)) {
-        out.push(finding(
-            Severity::Critical,
-            "keras-lambda-layer",
-            location,
-            "the embedded Keras config holds a Lambda layer, which carries Python code that runs when the model loads"
-                .into(),
-        ));
-    }
-    out
-}
-
-/// A zlib or gzip stream (how joblib compresses, and `.pkl.gz`): the
-/// decompressed content is scanned like a file, within the unpack budget.
-pub fn scan_compressed(
-    location: &str,
-    data: &[u8],
-    depth: u32,
-    budget: &Budget,
-    unpacked: &mut u64,
-    scan: &mut MemberScanner<'_>,
-) -> Vec<Finding> {
-    let limit = budget.max_unpacked.saturating_sub(*unpacked).min((data.len() as u64).saturating_mul(budget.max_ratio));
-    let mut out = Vec::new();
-    let reader: Box<dyn Read + '_> = if data.starts_with(b"\x1f\x8b") {
-        Box::new(flate2::read::MultiGzDecoder::new(data))
-    } else {
-        Box::new(flate2::read::ZlibDecoder::new(data))
-    };
-    match reader.take(limit.saturating_add(1)).read_to_end(&mut out) {
-        Ok(_) if out.len() as u64 > limit => vec![finding(
-            Severity::Critical,
-            "compression-bomb",
-            location,
-            format!("expands past {limit} bytes; not scanned further"),
-        )],
-        Ok(_) => {
-            *unpacked += out.len() as u64;
-            scan(&format!("{location}!decompressed"), &out, depth + 1, unpacked)
-        }
-        Err(e) => vec![finding(
-            Severity::Warning,
-            "compressed-unreadable",
-            location,
-            format!("looks compressed but does not decompress ({e}); not judged"),
-        )],
-    }
 }

@@ -155,9 +155,59 @@ pub fn scan_onnx(location: &str, data: &[u8]) -> Vec<Finding> {
         }
     }
     for t in tensors {
-        let Some(path) = t.external_data.iter().find(|e| e.key == "location").map(|e| e.value.as_str()) else {
-            continue;
-        };
+        let mut keys = std::collections::HashSet::new();
+        for e in &t.external_data {
+            if !keys.insert(e.key.as_str()) {
+                out.push(Finding {
+                    severity: Severity::Critical,
+                    rule: "onnx-external-data-duplicate-key".into(),
+                    location: location.into(),
+                    message: format!(
+                        "tensor {:?} lists external-data key {:?} twice; loaders use the last, a reviewer sees the first",
+                        t.name, e.key
+                    ),
+                });
+            }
+        }
+        for path in t.external_data.iter().filter(|e| e.key == "location").map(|e| e.value.as_str()) {
+            check_location(location, &t.name, path, &mut out);
+        }
+    }
+    out
+}
+
+/// The external data files a model names (every `location`, inside or not).
+pub fn external_locations(data: &[u8]) -> Vec<String> {
+    let Ok(model) = ModelProto::decode(data) else { return Vec::new() };
+    let mut graphs: Vec<&GraphProto> = model.graph.iter().collect();
+    let mut out = Vec::new();
+    let mut visited = 0usize;
+    while let Some(g) = graphs.pop() {
+        visited += 1;
+        if visited > 100_000 {
+            break;
+        }
+        let mut tensors: Vec<&TensorProto> = g.initializer.iter().collect();
+        for s in &g.sparse_initializer {
+            tensors.extend(s.values.iter().chain(s.indices.iter()));
+        }
+        for n in &g.node {
+            for a in &n.attribute {
+                graphs.extend(a.g.iter().chain(a.graphs.iter()));
+                tensors.extend(a.t.iter().chain(a.tensors.iter()));
+            }
+        }
+        for t in tensors {
+            out.extend(t.external_data.iter().filter(|e| e.key == "location").map(|e| e.value.clone()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn check_location(location: &str, tensor: &str, path: &str, out: &mut Vec<Finding>) {
+    {
         let escapes = path.starts_with('/')
             || path.starts_with('\\')
             || path.contains(':')
@@ -169,11 +219,9 @@ pub fn scan_onnx(location: &str, data: &[u8]) -> Vec<Finding> {
                 rule: "onnx-external-data-escape".into(),
                 location: location.into(),
                 message: format!(
-                    "tensor {:?} reads its data from {path:?}, outside the model's directory (arbitrary file read on load)",
-                    t.name
+                    "tensor {tensor:?} reads its data from {path:?}, outside the model's directory (arbitrary file read on load)"
                 ),
             });
         }
     }
-    out
 }

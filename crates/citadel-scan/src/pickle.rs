@@ -1,38 +1,123 @@
 //! A pickle opcode walker (protocols 0–5) that resolves every imported
 //! callable without executing or deserializing anything.
 //!
-//! It simulates only what it must: a stack whose entries are either a known
-//! string (so `STACK_GLOBAL` can be resolved) or "something", marks, and the
-//! memo (so strings fetched back with `GET`/`BINGET` resolve too). Every other
-//! value is opaque. A `STACK_GLOBAL` whose operands are not string constants
-//! is itself a critical finding: a benign pickler never produces one.
+//! It simulates only what it must, in bounded memory:
+//! - a stack of small values: strings that could name a module or attribute,
+//!   imported globals, integers, and small tuples and dicts (so `STACK_GLOBAL`
+//!   operands, `_ufunc_reconstruct("numpy", "log1p")` arguments and joblib's
+//!   array headers can be read); everything else is opaque;
+//! - a sparse memo holding only such values (a 50 MB pickle of two million
+//!   tuples memoizes nothing the walker keeps);
+//! - joblib's inline arrays: after the `BUILD` of a
+//!   `joblib.numpy_pickle.NumpyArrayWrapper`, joblib writes the array's raw
+//!   bytes (after an alignment pad) into the stream and its unpickler reads
+//!   them before the next opcode; the walker skips exactly those bytes (shape ×
+//!   itemsize from the wrapper's state), or walks the nested pickle joblib
+//!   writes for object arrays, and goes on, so a payload placed after them is
+//!   found;
+//! - several pickles in one stream (legacy `torch.save` files hold five, and
+//!   `pickle.loads` stops at the first `STOP`): after a `STOP`, the remaining
+//!   bytes are walked as another pickle. Trailing bytes that are not a pickle
+//!   from their first opcode (raw storages of the legacy torch layout) are an
+//!   info finding; every import seen in them is still judged, because a loader
+//!   runs opcodes one by one and an import before the first bad byte has run.
+//!
+//! The walker reads from any `BufRead`, so a multi-gigabyte pickle on disk is
+//! walked without being loaded; raw byte payloads are skipped, never copied.
+//!
+//! A `STACK_GLOBAL` (or a reconstructor such as numpy's `_ufunc_reconstruct`)
+//! whose operands are not constant strings is critical: benign picklers never
+//! compute an import at load time.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
 
 use crate::allowlist::{Verdict, judge};
-use crate::{Finding, Severity};
+use crate::{Finding, ScanOptions, Severity};
 
-/// Hard bounds on hostile input.
+/// Hard bounds on hostile input. Exceeding one is a warning: the pickle was
+/// not read to its end, so it is not judged.
 #[derive(Debug, Clone, Copy)]
 pub struct PickleLimits {
     pub max_opcodes: u64,
+    /// Stack entries (each at most a small value).
     pub max_stack: usize,
+    /// Memo entries the walker keeps (only strings, globals and small objects are kept).
     pub max_memo: usize,
+    /// Distinct globals one file may import.
+    pub max_globals: usize,
 }
 
 impl Default for PickleLimits {
     fn default() -> Self {
-        PickleLimits { max_opcodes: 50_000_000, max_stack: 1 << 20, max_memo: 1 << 20 }
+        PickleLimits { max_opcodes: 4_000_000_000, max_stack: 1 << 22, max_memo: 1 << 22, max_globals: 100_000 }
     }
 }
 
+/// Strings longer than this are never an import's name; they are skipped unread.
+const MAX_KEPT_STRING: u64 = 1024;
+/// Values with more nodes than this are opaque.
+const MAX_NODES: usize = 4096;
+/// Nodes the memo keeps in all.
+const MAX_MEMO_NODES: usize = 1 << 22;
+/// A text opcode's line (protocol 0) is at most this long.
+const MAX_LINE: u64 = 1 << 20;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Val {
-    Str(String),
-    Global(String),
-    Other,
     Mark,
+    Other,
+    None,
+    Bool(bool),
+    Int(i64),
+    Str(Box<str>),
+    /// `module.name` of an imported global.
+    Global(Box<str>),
+    Tuple(Box<[Val]>),
+    Dict(Vec<(Val, Val)>),
+    /// What `REDUCE`/`NEWOBJ` made of a known global, with its `BUILD` state.
+    Obj {
+        class: Box<str>,
+        args: Box<Val>,
+        state: Box<Val>,
+        /// The memo slot this object was stored in, so a later `BUILD` updates
+        /// that copy too (a dtype shared by a hundred trees is fetched back
+        /// from the memo with its state).
+        memo: Option<u64>,
+    },
 }
 
-/// One global the pickle imports, with where it appears.
+impl Val {
+    fn nodes(&self) -> usize {
+        match self {
+            Val::Tuple(items) => 1 + items.iter().map(Val::nodes).sum::<usize>(),
+            Val::Dict(pairs) => 1 + pairs.iter().map(|(k, v)| k.nodes() + v.nodes()).sum::<usize>(),
+            Val::Obj { args, state, .. } => 1 + args.nodes() + state.nodes(),
+            _ => 1,
+        }
+    }
+    /// Small values stay readable; larger ones become opaque.
+    fn bounded(self) -> Val {
+        if self.nodes() > MAX_NODES { Val::Other } else { self }
+    }
+    /// Worth keeping in the memo: what an import or an array header can be built from.
+    fn memo_worthy(&self) -> bool {
+        match self {
+            Val::Str(s) => s.starts_with(|c: char| c.is_alphabetic() || c == '_'),
+            Val::Global(_) | Val::Obj { .. } => true,
+            Val::Tuple(items) => items.iter().all(|v| matches!(v, Val::Int(_) | Val::None | Val::Bool(_))),
+            _ => false,
+        }
+    }
+    fn get(&self, key: &str) -> Option<&Val> {
+        match self {
+            Val::Dict(pairs) => pairs.iter().find(|(k, _)| matches!(k, Val::Str(s) if &**s == key)).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// One global the pickle imports, with where it first appears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportedGlobal {
     pub module: String,
@@ -48,188 +133,564 @@ pub struct PickleWalk {
     pub findings: Vec<Finding>,
     pub protocol: Option<u8>,
     pub opcodes: u64,
-    /// Number of consecutive pickles in the stream (legacy torch files hold several).
+    /// Complete pickles in the stream (legacy torch files hold several).
     pub pickles: u32,
+    /// Bytes of joblib inline array data skipped.
+    pub inline_array_bytes: u64,
+    /// Bytes read (the walk reached this offset).
+    pub bytes: u64,
 }
 
-/// True when `data` plausibly starts a pickle (used for detection by content).
+/// True when `data` is a pickle: it starts with a `PROTO` opcode, or it walks
+/// from its first byte to a `STOP` without a structural error (protocol 0–1
+/// pickles and protocol 2+ streams whose `PROTO` was left out, which
+/// `pickle.loads` runs all the same).
 pub fn looks_like_pickle(data: &[u8]) -> bool {
     match data {
         [0x80, p, ..] if *p <= 5 => true,
-        // Protocol 0/1 pickles start with one of a few opcodes and end with STOP.
-        [first, ..] => {
-            matches!(first, b'(' | b'c' | b']' | b'}' | b')' | b'N' | b'I' | b'S' | b'V' | b'X' | b'q' | b'K' | b'J')
-                && data.ends_with(b".")
+        [first, ..] if starts_pickle(*first) => {
+            let limits = PickleLimits { max_opcodes: 1 << 20, ..Default::default() };
+            let opts = ScanOptions::default();
+            let mut w = Walker::new("probe", limits, &opts, data.len() as u64);
+            w.probe = true;
+            w.run(data);
+            w.out.pickles > 0 && !w.broken
         }
-        [] => false,
+        _ => false,
     }
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
+/// Opcodes a pickle without `PROTO` can begin with (each pushes a value or a mark).
+fn starts_pickle(op: u8) -> bool {
+    matches!(
+        op,
+        b'(' | b'N'
+            | b'I'
+            | b'L'
+            | b'F'
+            | b'G'
+            | b'J'
+            | b'K'
+            | b'M'
+            | b'S'
+            | b'T'
+            | b'U'
+            | b'V'
+            | b'X'
+            | b'B'
+            | b'C'
+            | b'c'
+            | b'P'
+            | b']'
+            | b'}'
+            | b')'
+            | 0x88
+            | 0x89
+            | 0x8a
+            | 0x8b
+            | 0x8c
+            | 0x8d
+            | 0x8e
+            | 0x8f
+            | 0x95
+            | 0x96
+    )
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: u64) -> Option<&'a [u8]> {
-        let n = usize::try_from(n).ok()?;
-        let end = self.pos.checked_add(n)?;
-        let s = self.data.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
-    }
+struct Reader<R> {
+    inner: R,
+    pos: u64,
+    scratch: Vec<u8>,
+}
+
+impl<R: BufRead> Reader<R> {
     fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
+        let b = *self.inner.fill_buf().ok()?.first()?;
+        self.inner.consume(1);
+        self.pos += 1;
+        Some(b)
     }
-    fn le(&mut self, n: usize) -> Option<u64> {
-        let b = self.take(n as u64)?;
-        let mut v = [0u8; 8];
-        v[..n].copy_from_slice(b);
-        Some(u64::from_le_bytes(v))
+    fn at_end(&mut self) -> bool {
+        self.inner.fill_buf().map_or(true, |b| b.is_empty())
     }
-    fn line(&mut self) -> Option<&'a [u8]> {
-        let rest = self.data.get(self.pos..)?;
-        let nl = rest.iter().position(|&b| b == b'\n')?;
-        self.pos += nl + 1;
-        Some(&rest[..nl])
+    /// Reads `n` (≤ MAX_KEPT_STRING or a small fixed width) bytes into scratch.
+    fn take(&mut self, n: u64) -> Option<&[u8]> {
+        self.scratch.clear();
+        let got = (&mut self.inner).take(n).read_to_end(&mut self.scratch).ok()?;
+        self.pos += got as u64;
+        (got as u64 == n).then_some(&self.scratch[..])
+    }
+    /// Skips `n` bytes without copying them.
+    fn skip(&mut self, n: u64) -> Option<()> {
+        let mut left = n;
+        while left > 0 {
+            let buf = self.inner.fill_buf().ok()?;
+            if buf.is_empty() {
+                return None;
+            }
+            let k = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.inner.consume(k);
+            self.pos += k as u64;
+            left -= k as u64;
+        }
+        Some(())
+    }
+    fn le(&mut self, n: u64) -> Option<u64> {
+        let b = self.take(n)?;
+        Some(b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+    }
+    /// A `\n`-terminated line, without the newline.
+    fn line(&mut self) -> Option<&[u8]> {
+        self.scratch.clear();
+        let got = (&mut self.inner).take(MAX_LINE).read_until(b'\n', &mut self.scratch).ok()?;
+        self.pos += got as u64;
+        if self.scratch.last() != Some(&b'\n') {
+            return None;
+        }
+        self.scratch.pop();
+        Some(&self.scratch[..])
+    }
+    /// A counted string: kept when short, skipped when long.
+    fn string(&mut self, n: u64) -> Option<Val> {
+        if n > MAX_KEPT_STRING {
+            self.skip(n)?;
+            return Some(Val::Other);
+        }
+        Some(Val::Str(text(self.take(n)?)))
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+fn text(b: &[u8]) -> Box<str> {
+    String::from_utf8_lossy(b).into()
+}
+
+/// A saved pickle context: joblib writes object arrays as a nested pickle
+/// inside the outer stream.
+struct Frame {
+    stack: Vec<Val>,
+    memo: HashMap<u64, Val>,
+    memo_next: u64,
+}
+
+struct Walker<'o> {
+    location: String,
+    limits: PickleLimits,
+    opts: &'o ScanOptions,
+    out: PickleWalk,
+    stack: Vec<Val>,
+    memo: HashMap<u64, Val>,
+    memo_next: u64,
+    memo_nodes: usize,
+    frames: Vec<Frame>,
+    seen: HashMap<Box<str>, usize>,
+    /// `getattr` was used other than as `getattr(GLOBAL, "constant")`.
+    getattr_unresolved: bool,
+    /// After a complete pickle, the rest of the stream is walked as "trailing".
+    trailing: bool,
+    /// A structural error stopped the walk.
+    broken: bool,
+    /// Detection only: no findings are judged.
+    probe: bool,
+    size_hint: u64,
 }
 
 /// Walks every pickle in `data` (several may be concatenated).
 pub fn walk(data: &[u8], location: &str, limits: PickleLimits) -> PickleWalk {
-    let mut out = PickleWalk::default();
-    let mut r = Reader { data, pos: 0 };
-    let mut stack: Vec<Val> = Vec::new();
-    let mut memo: std::collections::HashMap<u64, Val> = std::collections::HashMap::new();
-    let malformed = |out: &mut PickleWalk, offset: usize, why: String| {
-        out.findings.push(Finding {
-            severity: Severity::Warning,
-            rule: "pickle-malformed".into(),
+    walk_with(data, location, limits, &ScanOptions::default())
+}
+
+/// Walks every pickle read from `reader`, judging imports against the
+/// built-in allowlist and `opts.allow`.
+pub fn walk_with<R: BufRead>(reader: R, location: &str, limits: PickleLimits, opts: &ScanOptions) -> PickleWalk {
+    let mut w = Walker::new(location, limits, opts, 0);
+    w.run(reader);
+    w.judge_globals();
+    w.out
+}
+
+impl<'o> Walker<'o> {
+    fn new(location: &str, limits: PickleLimits, opts: &'o ScanOptions, size_hint: u64) -> Self {
+        Walker {
             location: location.into(),
-            message: format!("the pickle stream is malformed at byte {offset}: {why}; it was scanned up to there"),
-        });
-    };
-    loop {
-        if r.pos >= data.len() {
-            if out.pickles == 0 || !stack.is_empty() {
-                malformed(&mut out, r.pos, "it ends before a STOP opcode".into());
+            limits,
+            opts,
+            out: PickleWalk::default(),
+            stack: Vec::new(),
+            memo: HashMap::new(),
+            memo_next: 0,
+            memo_nodes: 0,
+            frames: Vec::new(),
+            seen: HashMap::new(),
+            getattr_unresolved: false,
+            trailing: false,
+            broken: false,
+            probe: false,
+            size_hint,
+        }
+    }
+
+    fn finding(&mut self, severity: Severity, rule: &str, message: String) {
+        if !self.probe {
+            self.out.findings.push(Finding { severity, rule: rule.into(), location: self.location.clone(), message });
+        }
+    }
+
+    /// A structural error: the walk stops. In trailing bytes after a complete
+    /// pickle this is information (they are not a pickle); otherwise the
+    /// pickle was not read to its end and cannot be judged.
+    fn malformed(&mut self, offset: u64, why: String) {
+        self.broken = true;
+        if self.trailing {
+            self.finding(
+                Severity::Info,
+                "pickle-trailing-bytes",
+                format!(
+                    "{} pickle(s) end before byte {offset}; the bytes after them are not a pickle ({why}) and no loader unpickles them from there",
+                    self.out.pickles
+                ),
+            );
+        } else {
+            self.finding(
+                Severity::Warning,
+                "pickle-malformed",
+                format!("the pickle stream is malformed at byte {offset}: {why}; it could not be read to its end"),
+            );
+        }
+    }
+
+    fn import(&mut self, module: &str, name: &str, offset: u64, opcode: &'static str) -> Val {
+        let full: Box<str> = format!("{module}.{name}").into();
+        if !self.seen.contains_key(&full) {
+            if self.seen.len() >= self.limits.max_globals {
+                return Val::Other;
             }
-            break;
+            self.seen.insert(full.clone(), self.out.globals.len());
+            self.out.globals.push(ImportedGlobal { module: module.into(), name: name.into(), offset, opcode });
         }
-        if out.opcodes >= limits.max_opcodes {
-            out.findings.push(Finding {
-                severity: Severity::Warning,
-                rule: "pickle-too-large".into(),
-                location: location.into(),
-                message: format!("more than {} opcodes; the rest was not scanned", limits.max_opcodes),
-            });
-            break;
+        Val::Global(full)
+    }
+
+    fn push(&mut self, v: Val) {
+        self.stack.push(v);
+    }
+
+    fn memo_put(&mut self, idx: u64, v: Val) {
+        if let Some(old) = self.memo.remove(&idx) {
+            self.memo_nodes -= old.nodes();
         }
-        if stack.len() > limits.max_stack || memo.len() > limits.max_memo {
-            malformed(&mut out, r.pos, "the stack or memo exceeds the scanner's bounds".into());
-            break;
+        let n = v.nodes();
+        if v.memo_worthy() && self.memo.len() < self.limits.max_memo && self.memo_nodes + n <= MAX_MEMO_NODES {
+            self.memo_nodes += n;
+            self.memo.insert(idx, v);
         }
-        let at = r.pos;
-        let Some(op) = r.u8() else { break };
-        out.opcodes += 1;
-        // Stack helpers. An underflow means the stream is not a valid pickle.
-        macro_rules! pop {
-            () => {
-                match stack.pop() {
-                    Some(v) => v,
-                    None => {
-                        malformed(&mut out, at, format!("opcode 0x{op:02x} pops an empty stack"));
-                        break;
-                    }
+    }
+
+    /// The stack top, about to be memoized under `idx` (an object remembers its slot).
+    fn mark_memo(&mut self, op: u8, idx: u64) -> Result<Val, String> {
+        let top = self.top_mut(op)?;
+        if let Val::Obj { memo, .. } = top {
+            *memo = Some(idx);
+        }
+        Ok(top.clone())
+    }
+
+    /// A value leaves the stack into something other than a resolved call:
+    /// if it is (or holds) `getattr`, that use cannot be judged.
+    fn consumed(&mut self, v: &Val) {
+        fn holds_getattr(v: &Val) -> bool {
+            match v {
+                Val::Global(g) => is_getattr(g),
+                Val::Tuple(items) => items.iter().any(holds_getattr),
+                Val::Dict(pairs) => pairs.iter().any(|(k, v)| holds_getattr(k) || holds_getattr(v)),
+                Val::Obj { args, state, .. } => holds_getattr(args) || holds_getattr(state),
+                _ => false,
+            }
+        }
+        if holds_getattr(v) {
+            self.getattr_unresolved = true;
+        }
+    }
+
+    fn run<R: BufRead>(&mut self, reader: R) {
+        let mut r = Reader { inner: reader, pos: 0, scratch: Vec::new() };
+        self.step_all(&mut r);
+        self.out.bytes = r.pos;
+        if self.seen.len() >= self.limits.max_globals {
+            self.finding(
+                Severity::Warning,
+                "pickle-too-large",
+                format!("more than {} distinct imports; the rest were not judged", self.limits.max_globals),
+            );
+        }
+    }
+
+    fn step_all<R: BufRead>(&mut self, r: &mut Reader<R>) {
+        let _ = self.size_hint;
+        loop {
+            if r.at_end() {
+                if self.out.pickles == 0 || !self.stack.is_empty() || !self.frames.is_empty() {
+                    self.malformed(r.pos, "it ends before a STOP opcode".into());
                 }
+                return;
+            }
+            if self.out.opcodes >= self.limits.max_opcodes {
+                self.broken = true;
+                self.finding(
+                    Severity::Warning,
+                    "pickle-too-large",
+                    format!(
+                        "more than {} opcodes; the rest was not read, so it is not judged",
+                        self.limits.max_opcodes
+                    ),
+                );
+                return;
+            }
+            if self.stack.len() > self.limits.max_stack {
+                self.malformed(r.pos, format!("the stack exceeds {} entries", self.limits.max_stack));
+                return;
+            }
+            let at = r.pos;
+            let Some(op) = r.u8() else { return };
+            self.out.opcodes += 1;
+            if let Err(why) = self.step(op, at, r) {
+                self.malformed(at, why);
+                return;
+            }
+            if op == b'.' {
+                if let Some(f) = self.frames.pop() {
+                    // The end of a nested pickle (a joblib object array): the outer one goes on.
+                    self.stack = f.stack;
+                    self.memo = f.memo;
+                    self.memo_next = f.memo_next;
+                    continue;
+                }
+                self.out.pickles += 1;
+                self.stack.clear();
+                self.memo.clear();
+                self.memo_next = 0;
+                if self.probe {
+                    return;
+                }
+                if !r.at_end() {
+                    self.trailing = true;
+                }
+            }
+        }
+    }
+
+    /// Pops a callable (not a use of its value other than calling it).
+    fn pop_callable(&mut self, op: u8) -> Result<Val, String> {
+        match self.stack.pop() {
+            Some(Val::Mark) => Err(format!("opcode 0x{op:02x} pops a MARK")),
+            Some(v) => Ok(v),
+            None => Err(format!("opcode 0x{op:02x} pops an empty stack")),
+        }
+    }
+
+    fn pop(&mut self, op: u8) -> Result<Val, String> {
+        let v = self.pop_callable(op)?;
+        self.consumed(&v);
+        Ok(v)
+    }
+
+    fn pop_mark(&mut self, op: u8) -> Result<Vec<Val>, String> {
+        let i = self
+            .stack
+            .iter()
+            .rposition(|v| *v == Val::Mark)
+            .ok_or_else(|| format!("opcode 0x{op:02x} finds no MARK"))?;
+        let items = self.stack.split_off(i + 1);
+        self.stack.pop();
+        for v in &items {
+            self.consumed(v);
+        }
+        Ok(items)
+    }
+
+    fn top_mut(&mut self, op: u8) -> Result<&mut Val, String> {
+        match self.stack.last_mut() {
+            Some(Val::Mark) | None => Err(format!("opcode 0x{op:02x} needs a value on the stack")),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// `REDUCE`/`NEWOBJ`: a call of `callable` with `args`.
+    fn call(&mut self, callable: Val, args: Val, at: u64) -> Val {
+        let Val::Global(class) = callable else { return Val::Other };
+        // getattr(GLOBAL, "name") with constants is an import of GLOBAL.name
+        // (how classmethods such as ZoneInfo._unpickle are pickled); anything
+        // else computes what it reaches.
+        if is_getattr(&class) {
+            if let Val::Tuple(a) = &args
+                && let [Val::Global(target), Val::Str(attr)] = &a[..]
+                && let Some(&i) = self.seen.get(target)
+            {
+                let (m, n) = (self.out.globals[i].module.clone(), self.out.globals[i].name.clone());
+                let attr = attr.clone();
+                return self.import(&m, &format!("{n}.{attr}"), at, "REDUCE(getattr)");
+            }
+            self.getattr_unresolved = true;
+            return Val::Other;
+        }
+        // Reconstructors that import what their arguments name.
+        if matches!(&*class, "numpy.core._ufunc_reconstruct" | "numpy._core._ufunc_reconstruct") {
+            return match &args {
+                Val::Tuple(a) if a.len() == 2 => match (&a[0], &a[1]) {
+                    (Val::Str(m), Val::Str(n)) => {
+                        let (m, n) = (m.clone(), n.clone());
+                        self.import(&m, &n, at, "REDUCE(_ufunc_reconstruct)")
+                    }
+                    _ => self.computed_import(at, &class),
+                },
+                _ => self.computed_import(at, &class),
             };
         }
-        macro_rules! pop_mark {
-            () => {{
-                match stack.iter().rposition(|v| *v == Val::Mark) {
-                    Some(i) => {
-                        let items = stack.split_off(i + 1);
-                        stack.pop();
-                        items
-                    }
-                    None => {
-                        malformed(&mut out, at, format!("opcode 0x{op:02x} finds no MARK"));
-                        break;
-                    }
-                }
-            }};
+        Val::Obj { class, args: Box::new(args), state: Box::new(Val::None), memo: None }.bounded()
+    }
+
+    fn computed_import(&mut self, at: u64, via: &str) -> Val {
+        self.finding(
+            Severity::Critical,
+            "pickle-unresolvable-global",
+            format!("{via} at byte {at} imports a name computed at load time; benign picklers never do this"),
+        );
+        Val::Other
+    }
+
+    /// After `BUILD` of a joblib `NumpyArrayWrapper`: the array's bytes follow in the stream.
+    fn joblib_inline_array<R: BufRead>(&mut self, state: &Val, r: &mut Reader<R>) -> Result<(), String> {
+        let bad = |why: &str| format!("a joblib array header {why}");
+        let shape = match state.get("shape") {
+            Some(Val::Tuple(dims)) => dims
+                .iter()
+                .map(|d| match d {
+                    Val::Int(n) if *n >= 0 => Ok(*n as u64),
+                    _ => Err(bad("has a shape that is not a tuple of sizes")),
+                })
+                .collect::<Result<Vec<u64>, String>>()?,
+            _ => return Err(bad("has no readable shape")),
+        };
+        let count = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("overflows"))?;
+        let dtype = match state.get("dtype") {
+            Some(Val::Obj { class, args, state, .. }) if &**class == "numpy.dtype" => (args, state),
+            _ => return Err(bad("has no readable dtype")),
+        };
+        let spec = match &**dtype.0 {
+            Val::Tuple(a) => match a.first() {
+                Some(Val::Str(s)) => s.clone(),
+                _ => return Err(bad("has a dtype without a type string")),
+            },
+            _ => return Err(bad("has a dtype without arguments")),
+        };
+        let kind = spec.chars().next().unwrap_or('?');
+        let has_object = kind == 'O'
+            || (kind == 'V'
+                && dtype_has_object(dtype.1)
+                    .ok_or_else(|| bad("has a structured dtype whose fields cannot be read"))?);
+        if has_object {
+            // joblib pickles object arrays into the stream (protocol 2): walk it as a nested pickle.
+            let frame = Frame {
+                stack: std::mem::take(&mut self.stack),
+                memo: std::mem::take(&mut self.memo),
+                memo_next: std::mem::replace(&mut self.memo_next, 0),
+            };
+            self.frames.push(frame);
+            if self.frames.len() > 64 {
+                return Err("joblib arrays nest too deep".into());
+            }
+            return Ok(());
         }
+        let digits: String = spec.chars().skip(1).collect();
+        let unit: u64 = digits.parse().map_err(|_| bad("has an unknown dtype"))?;
+        let itemsize = if kind == 'U' { unit * 4 } else { unit };
+        if !matches!(kind, 'b' | 'i' | 'u' | 'f' | 'c' | 'M' | 'm' | 'S' | 'U' | 'V') {
+            return Err(bad("has an unknown dtype kind"));
+        }
+        if let Some(Val::Int(align)) = state.get("numpy_array_alignment_bytes")
+            && *align > 0
+        {
+            let pad = r.u8().ok_or_else(|| bad("is truncated before its padding"))?;
+            r.skip(u64::from(pad)).ok_or_else(|| bad("is truncated in its padding"))?;
+        }
+        let n = count.checked_mul(itemsize).ok_or_else(|| bad("overflows"))?;
+        r.skip(n).ok_or_else(|| format!("the stream ends inside a joblib inline array of {n} bytes"))?;
+        self.out.inline_array_bytes += n;
+        Ok(())
+    }
+
+    fn step<R: BufRead>(&mut self, op: u8, at: u64, r: &mut Reader<R>) -> Result<(), String> {
+        let trunc = || format!("opcode 0x{op:02x} is truncated");
         macro_rules! need {
             ($e:expr) => {
-                match $e {
-                    Some(v) => v,
-                    None => {
-                        malformed(&mut out, at, format!("opcode 0x{op:02x} is truncated"));
-                        break;
-                    }
-                }
+                $e.ok_or_else(trunc)?
             };
         }
-        let import = |out: &mut PickleWalk, module: String, name: String, opcode: &'static str| {
-            out.globals.push(ImportedGlobal { module: module.clone(), name: name.clone(), offset: at as u64, opcode });
-            Val::Global(format!("{module}.{name}"))
-        };
         match op {
-            b'(' => stack.push(Val::Mark),
+            b'(' => self.push(Val::Mark),
             b'.' => {
-                out.pickles += 1;
-                stack.clear();
-                memo.clear();
-                // Trailing bytes after the last STOP that are not another pickle are ignored
-                // by loaders; scan them only when they look like one.
-                if r.pos < data.len() && !looks_like_pickle(&data[r.pos..]) {
-                    break;
+                if self.stack.len() != 1 {
+                    return Err(format!("STOP with {} values on the stack", self.stack.len()));
                 }
+                self.pop(op)?;
             }
             b'0' => {
-                pop!();
+                self.pop(op)?;
             }
             b'1' => {
-                pop_mark!();
+                self.pop_mark(op)?;
             }
             b'2' => {
-                let top = pop!();
-                stack.push(top.clone());
-                stack.push(top);
+                let top = self.top_mut(op)?.clone();
+                self.push(top);
             }
-            b'F' | b'I' | b'L' => {
+            b'I' => {
+                let l = need!(r.line());
+                let v = match l {
+                    b"00" => Val::Bool(false),
+                    b"01" => Val::Bool(true),
+                    _ => std::str::from_utf8(l).ok().and_then(|s| s.trim().parse().ok()).map_or(Val::Other, Val::Int),
+                };
+                self.push(v);
+            }
+            b'L' => {
+                let l = need!(r.line());
+                let v = std::str::from_utf8(l)
+                    .ok()
+                    .and_then(|s| s.trim().trim_end_matches('L').parse().ok())
+                    .map_or(Val::Other, Val::Int);
+                self.push(v);
+            }
+            b'F' | b'P' => {
                 need!(r.line());
-                stack.push(Val::Other);
+                self.push(Val::Other);
             }
             b'J' => {
-                need!(r.take(4));
-                stack.push(Val::Other);
+                let v = need!(r.le(4)) as u32 as i32;
+                self.push(Val::Int(i64::from(v)));
             }
             b'K' => {
-                need!(r.take(1));
-                stack.push(Val::Other);
+                let v = need!(r.u8());
+                self.push(Val::Int(i64::from(v)));
             }
             b'M' => {
-                need!(r.take(2));
-                stack.push(Val::Other);
+                let v = need!(r.le(2));
+                self.push(Val::Int(v as i64));
             }
-            b'N' | b'}' | b']' | b')' | 0x88 | 0x89 | 0x8f | 0x97 => stack.push(Val::Other),
-            b'P' => {
-                need!(r.line());
-                stack.push(Val::Other);
-            }
+            b'N' => self.push(Val::None),
+            0x88 => self.push(Val::Bool(true)),
+            0x89 => self.push(Val::Bool(false)),
+            b'}' => self.push(Val::Dict(Vec::new())),
+            b']' | 0x8f | 0x97 => self.push(Val::Other),
+            b')' => self.push(Val::Tuple(Box::new([]))),
             b'Q' | 0x98 => {
-                pop!();
-                stack.push(Val::Other);
+                self.pop(op)?;
+                self.push(Val::Other);
             }
             b'R' => {
-                pop!();
-                pop!();
-                stack.push(Val::Other);
+                let args = self.pop(op)?;
+                let callable = self.pop_callable(op)?;
+                let v = self.call(callable, args, at);
+                self.push(v);
             }
             b'S' => {
                 let l = need!(r.line());
@@ -237,81 +698,148 @@ pub fn walk(data: &[u8], location: &str, limits: PickleLimits) -> PickleWalk {
                     .strip_prefix(b"'")
                     .and_then(|l| l.strip_suffix(b"'"))
                     .or_else(|| l.strip_prefix(b"\"").and_then(|l| l.strip_suffix(b"\"")));
-                stack.push(s.map_or(Val::Other, |s| Val::Str(text(s))));
-            }
-            b'T' => {
-                let n = need!(r.le(4));
-                let s = need!(r.take(n));
-                stack.push(Val::Str(text(s)));
-            }
-            b'U' => {
-                let n = need!(r.u8());
-                let s = need!(r.take(u64::from(n)));
-                stack.push(Val::Str(text(s)));
+                let v = match s {
+                    Some(s) if s.len() as u64 <= MAX_KEPT_STRING && !s.contains(&b'\\') => Val::Str(text(s)),
+                    Some(_) => Val::Other,
+                    None => return Err("STRING is not quoted".into()),
+                };
+                self.push(v);
             }
             b'V' => {
                 let l = need!(r.line());
-                stack.push(Val::Str(text(l)));
+                // Raw-unicode-escape: a backslash escape could spell any name, so such a string is opaque.
+                let v =
+                    if l.contains(&b'\\') || l.len() as u64 > MAX_KEPT_STRING { Val::Other } else { Val::Str(text(l)) };
+                self.push(v);
             }
-            b'X' => {
+            b'T' | b'X' => {
                 let n = need!(r.le(4));
-                let s = need!(r.take(n));
-                stack.push(Val::Str(text(s)));
+                let v = need!(r.string(n));
+                self.push(v);
             }
-            0x8c => {
-                let n = need!(r.u8());
-                let s = need!(r.take(u64::from(n)));
-                stack.push(Val::Str(text(s)));
+            b'U' | 0x8c => {
+                let n = u64::from(need!(r.u8()));
+                let v = need!(r.string(n));
+                self.push(v);
             }
             0x8d => {
                 let n = need!(r.le(8));
-                let s = need!(r.take(n));
-                stack.push(Val::Str(text(s)));
+                let v = need!(r.string(n));
+                self.push(v);
             }
             b'B' => {
                 let n = need!(r.le(4));
-                need!(r.take(n));
-                stack.push(Val::Other);
+                need!(r.skip(n));
+                self.push(Val::Other);
             }
             b'C' => {
-                let n = need!(r.u8());
-                need!(r.take(u64::from(n)));
-                stack.push(Val::Other);
+                let n = u64::from(need!(r.u8()));
+                need!(r.skip(n));
+                self.push(Val::Other);
             }
             0x8e | 0x96 => {
                 let n = need!(r.le(8));
-                need!(r.take(n));
-                stack.push(Val::Other);
+                need!(r.skip(n));
+                self.push(Val::Other);
             }
-            b'a' | b'b' => {
-                pop!();
+            b'a' => {
+                self.pop(op)?;
+                self.top_mut(op)?;
+            }
+            b'e' => {
+                self.pop_mark(op)?;
+                self.top_mut(op)?;
+            }
+            b'b' => {
+                let state = self.pop(op)?;
+                let obj = self.top_mut(op)?;
+                let (wrapper, slot) = match obj {
+                    Val::Obj { class, state: s, memo, .. } => {
+                        *s = Box::new(state.clone());
+                        (&**class == "joblib.numpy_pickle.NumpyArrayWrapper", *memo)
+                    }
+                    _ => (false, None),
+                };
+                if let Val::Obj { .. } = obj {
+                    *obj = std::mem::replace(obj, Val::Other).bounded();
+                    let updated = obj.clone();
+                    if let Some(idx) = slot
+                        && matches!(self.memo.get(&idx), Some(Val::Obj { memo: Some(m), .. }) if *m == idx)
+                    {
+                        self.memo_put(idx, updated);
+                    }
+                }
+                if wrapper {
+                    self.joblib_inline_array(&state, r)?;
+                }
             }
             b'c' | b'i' => {
                 let module = text(need!(r.line()));
                 let name = text(need!(r.line()));
                 if op == b'i' {
-                    pop_mark!();
-                    import(&mut out, module, name, "INST");
-                    stack.push(Val::Other);
+                    self.pop_mark(op)?;
+                    self.import(&module, &name, at, "INST");
+                    self.push(Val::Other);
                 } else {
-                    let g = import(&mut out, module, name, "GLOBAL");
-                    stack.push(g);
+                    let g = self.import(&module, &name, at, "GLOBAL");
+                    self.push(g);
                 }
             }
-            b'd' | b'l' | b't' | 0x91 => {
-                pop_mark!();
-                stack.push(Val::Other);
+            b'd' => {
+                let items = self.pop_mark(op)?;
+                if items.len() % 2 != 0 {
+                    return Err("DICT with an odd number of items".into());
+                }
+                let mut it = items.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                self.push(Val::Dict(pairs).bounded());
             }
-            b'e' | b'u' | 0x90 => {
-                pop_mark!();
+            b'l' | 0x91 => {
+                self.pop_mark(op)?;
+                self.push(Val::Other);
+            }
+            b't' => {
+                let items = self.pop_mark(op)?;
+                self.push(Val::Tuple(items.into_boxed_slice()).bounded());
+            }
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                if self.stack.len() < n || self.stack[self.stack.len() - n..].contains(&Val::Mark) {
+                    return Err(format!("TUPLE{n} needs {n} values"));
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                for v in &items {
+                    self.consumed(v);
+                }
+                self.push(Val::Tuple(items.into_boxed_slice()).bounded());
+            }
+            b's' => {
+                let v = self.pop(op)?;
+                let k = self.pop(op)?;
+                add_pairs(self.top_mut(op)?, vec![k, v]);
+            }
+            b'u' => {
+                let items = self.pop_mark(op)?;
+                if items.len() % 2 != 0 {
+                    return Err("SETITEMS with an odd number of items".into());
+                }
+                add_pairs(self.top_mut(op)?, items);
+            }
+            0x90 => {
+                self.pop_mark(op)?;
+                self.top_mut(op)?;
             }
             b'o' => {
-                let items = pop_mark!();
+                let mut items = self.pop_mark(op)?;
                 if items.is_empty() {
-                    malformed(&mut out, at, "OBJ without a class".into());
-                    break;
+                    return Err("OBJ without a class".into());
                 }
-                stack.push(Val::Other);
+                let class = items.remove(0);
+                let v = self.call(class, Val::Tuple(items.into_boxed_slice()), at);
+                self.push(v);
             }
             b'g' | b'h' | b'j' => {
                 let idx = match op {
@@ -319,13 +847,8 @@ pub fn walk(data: &[u8], location: &str, limits: PickleLimits) -> PickleWalk {
                     b'h' => u64::from(need!(r.u8())),
                     _ => need!(r.le(4)),
                 };
-                match memo.get(&idx) {
-                    Some(v) => stack.push(v.clone()),
-                    None => {
-                        malformed(&mut out, at, format!("memo index {idx} was never stored"));
-                        break;
-                    }
-                }
+                let v = self.memo.get(&idx).cloned().unwrap_or(Val::Other);
+                self.push(v);
             }
             b'p' | b'q' | b'r' => {
                 let idx = match op {
@@ -333,121 +856,164 @@ pub fn walk(data: &[u8], location: &str, limits: PickleLimits) -> PickleWalk {
                     b'q' => u64::from(need!(r.u8())),
                     _ => need!(r.le(4)),
                 };
-                let top = need!(stack.last().cloned());
-                memo.insert(idx, top);
+                let top = self.mark_memo(op, idx)?;
+                self.memo_put(idx, top);
             }
             0x94 => {
-                let top = need!(stack.last().cloned());
-                memo.insert(memo.len() as u64, top);
-            }
-            b's' => {
-                pop!();
-                pop!();
+                let idx = self.memo_next;
+                self.memo_next += 1;
+                let top = self.mark_memo(op, idx)?;
+                self.memo_put(idx, top);
             }
             b'G' => {
-                need!(r.take(8));
-                stack.push(Val::Other);
+                need!(r.skip(8));
+                self.push(Val::Other);
             }
             0x80 => {
                 let p = need!(r.u8());
                 if p > 5 {
-                    malformed(&mut out, at, format!("unknown protocol {p}"));
-                    break;
+                    return Err(format!("unknown protocol {p}"));
                 }
-                out.protocol.get_or_insert(p);
+                self.out.protocol.get_or_insert(p);
             }
             0x81 => {
-                pop!();
-                pop!();
-                stack.push(Val::Other);
+                let args = self.pop(op)?;
+                let cls = self.pop(op)?;
+                let v = self.call(cls, args, at);
+                self.push(v);
+            }
+            0x92 => {
+                self.pop(op)?;
+                let args = self.pop(op)?;
+                let cls = self.pop(op)?;
+                let v = self.call(cls, args, at);
+                self.push(v);
             }
             0x82..=0x84 => {
-                let n = [1usize, 2, 4][(op - 0x82) as usize];
+                let n = [1u64, 2, 4][usize::from(op - 0x82)];
                 let code = need!(r.le(n));
-                out.findings.push(Finding {
-                    severity: Severity::Critical,
-                    rule: "pickle-extension-registry".into(),
-                    location: location.into(),
-                    message: format!(
+                self.finding(
+                    Severity::Critical,
+                    "pickle-extension-registry",
+                    format!(
                         "EXT opcode at byte {at} imports extension code {code} from the copyreg registry, which can name any callable"
                     ),
-                });
-                stack.push(Val::Other);
-            }
-            0x85 => {
-                pop!();
-                stack.push(Val::Other);
-            }
-            0x86 => {
-                pop!();
-                pop!();
-                stack.push(Val::Other);
-            }
-            0x87 => {
-                pop!();
-                pop!();
-                pop!();
-                stack.push(Val::Other);
+                );
+                self.push(Val::Other);
             }
             0x8a => {
-                let n = need!(r.u8());
-                need!(r.take(u64::from(n)));
-                stack.push(Val::Other);
+                let n = u64::from(need!(r.u8()));
+                let v = if n <= 8 {
+                    let b = need!(r.take(n));
+                    let mut buf = if b.last().is_some_and(|x| x & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                    buf[..b.len()].copy_from_slice(b);
+                    Val::Int(i64::from_le_bytes(buf))
+                } else {
+                    need!(r.skip(n));
+                    Val::Other
+                };
+                self.push(v);
             }
             0x8b => {
                 let n = need!(r.le(4));
-                need!(r.take(n));
-                stack.push(Val::Other);
-            }
-            0x92 => {
-                pop!();
-                pop!();
-                pop!();
-                stack.push(Val::Other);
+                need!(r.skip(n));
+                self.push(Val::Other);
             }
             0x93 => {
-                let name = pop!();
-                let module = pop!();
-                match (module, name) {
-                    (Val::Str(m), Val::Str(n)) => {
-                        let g = import(&mut out, m, n, "STACK_GLOBAL");
-                        stack.push(g);
-                    }
-                    _ => {
-                        out.findings.push(Finding {
-                            severity: Severity::Critical,
-                            rule: "pickle-unresolvable-global".into(),
-                            location: location.into(),
-                            message: format!(
-                                "STACK_GLOBAL at byte {at} imports a name computed at load time; benign picklers never do this"
-                            ),
-                        });
-                        stack.push(Val::Other);
-                    }
-                }
+                let name = self.pop(op)?;
+                let module = self.pop(op)?;
+                let v = match (module, name) {
+                    (Val::Str(m), Val::Str(n)) => self.import(&m, &n, at, "STACK_GLOBAL"),
+                    _ => self.computed_import(at, "STACK_GLOBAL"),
+                };
+                self.push(v);
             }
             0x95 => {
                 need!(r.take(8));
             }
-            other => {
-                malformed(&mut out, at, format!("unknown opcode 0x{other:02x}"));
-                break;
+            other => return Err(format!("unknown opcode 0x{other:02x}")),
+        }
+        Ok(())
+    }
+
+    fn judge_globals(&mut self) {
+        for g in std::mem::take(&mut self.out.globals) {
+            let full = format!("{}.{}", g.module, g.name);
+            if is_getattr(&full) && !self.getattr_unresolved {
+                // Every use was getattr(GLOBAL, "constant"), judged as that import.
+                self.out.globals.push(g);
+                continue;
             }
+            let verdict = judge(&g.module, &g.name);
+            let (severity, rule, why) = match verdict {
+                Verdict::Safe => {
+                    self.out.globals.push(g);
+                    continue;
+                }
+                Verdict::Dangerous(why) => (Severity::Critical, "pickle-dangerous-global", why.to_string()),
+                Verdict::Unknown if self.opts.allows(&full) => (
+                    Severity::Info,
+                    "pickle-allowed-by-workspace",
+                    "not on the built-in allowlist; allowed by the workspace's reviewed extension".to_string(),
+                ),
+                Verdict::Unknown => (
+                    Severity::Warning,
+                    "pickle-unknown-global",
+                    "not on the allowlist of known-safe globals, so the file is not judged safe (a workspace can allow it after review: citadel scan allow)".to_string(),
+                ),
+            };
+            let message = format!("{} imports {full} at byte {}: {why}", g.opcode, g.offset);
+            self.finding(severity, rule, message);
+            self.out.globals.push(g);
         }
     }
-    for g in &out.globals {
-        let (severity, why) = match judge(&g.module, &g.name) {
-            Verdict::Safe => continue,
-            Verdict::Dangerous(why) => (Severity::Critical, why),
-            Verdict::Unknown => (Severity::Warning, "not on the allowlist of known-safe globals"),
-        };
-        out.findings.push(Finding {
-            severity,
-            rule: if severity == Severity::Critical { "pickle-dangerous-global" } else { "pickle-unknown-global" }
-                .into(),
-            location: location.into(),
-            message: format!("{} imports {}.{} at byte {}: {why}", g.opcode, g.module, g.name, g.offset),
-        });
+}
+
+fn is_getattr(full: &str) -> bool {
+    full == "builtins.getattr" || full == "__builtin__.getattr"
+}
+
+/// Whether a structured dtype's `BUILD` state names an object field.
+fn dtype_has_object(state: &Val) -> Option<bool> {
+    // state = (version, endian, subarray, names, fields, elsize, alignment, flags)
+    let Val::Tuple(items) = state else { return None };
+    let fields = items.get(4)?;
+    fn any_object(v: &Val) -> Option<bool> {
+        match v {
+            Val::Obj { class, args, state, .. } if &**class == "numpy.dtype" => {
+                if let Val::Tuple(a) = &**args
+                    && let Some(Val::Str(s)) = a.first()
+                {
+                    if s.starts_with('O') {
+                        return Some(true);
+                    }
+                    if s.starts_with('V') && !matches!(**state, Val::None) {
+                        return dtype_has_object(state);
+                    }
+                    return Some(false);
+                }
+                None
+            }
+            Val::Tuple(items) => items.iter().try_fold(false, |acc, v| Some(acc || any_object(v)?)),
+            Val::Dict(pairs) => pairs.iter().try_fold(false, |acc, (_, v)| Some(acc || any_object(v)?)),
+            Val::Int(_) | Val::None | Val::Str(_) | Val::Bool(_) => Some(false),
+            _ => None,
+        }
     }
-    out
+    match fields {
+        Val::None => Some(false),
+        other => any_object(other),
+    }
+}
+
+fn add_pairs(target: &mut Val, items: Vec<Val>) {
+    if let Val::Dict(pairs) = target {
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            pairs.push((k, v));
+        }
+        if target.nodes() > MAX_NODES {
+            *target = Val::Other;
+        }
+    }
 }
