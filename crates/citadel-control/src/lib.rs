@@ -14,6 +14,7 @@ mod deploy;
 mod pipeline;
 pub mod pipeline_spec;
 mod registry;
+pub mod scan_policy;
 
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
@@ -63,8 +64,10 @@ pub enum ControlError {
     Types(#[from] citadel_types::TypeError),
     #[error("{0}")]
     Policy(#[from] citadel_policy::PolicyError),
-    #[error("registration of {model} blocked: the scan found {critical} critical finding(s)")]
-    ScanBlocked { model: String, critical: usize, findings: Vec<citadel_scan::Finding> },
+    #[error(
+        "registration of {model} blocked: the scan found {critical} critical finding(s) and {unjudged} it could not judge"
+    )]
+    ScanBlocked { model: String, critical: usize, unjudged: usize, findings: Vec<citadel_scan::Finding> },
     #[error(transparent)]
     Signing(#[from] citadel_signing::SigningError),
     #[error("{0}")]

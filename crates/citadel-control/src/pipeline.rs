@@ -633,13 +633,13 @@ impl Workspace {
         let model_path = work.0.join("model.onnx");
         std::fs::write(&model_path, &onnx).map_err(|e| invalid(format!("{}: {e}", model_path.display())))?;
         let mp = model_path.clone();
-        let reports = tokio::task::spawn_blocking(move || citadel_scan::scan_path(&mp))
+        let opts = self.scan_options().await?;
+        let reports = tokio::task::spawn_blocking(move || citadel_scan::scan_path_with(&mp, &opts))
             .await
             .map_err(join_err)?
             .map_err(|e| invalid(e.to_string()))?;
         let findings: Vec<citadel_scan::Finding> = reports.iter().flat_map(|r| r.findings.clone()).collect();
-        let critical = findings.iter().filter(|f| f.severity == citadel_scan::Severity::Critical).count();
-        let scan = serde_json::json!({"critical": critical, "warnings": findings.iter().filter(|f| f.severity == citadel_scan::Severity::Warning).count(), "findings": findings});
+        let scan = crate::registry::scan_summary(&reports, &findings);
         let signing_key = self.model_signing_key().await?;
         let (mp, verifying) = (model_path.clone(), signing_key.verifying_key());
         let key_hint = verifying.hint();

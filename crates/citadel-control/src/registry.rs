@@ -136,6 +136,27 @@ fn bundle_hint(bundle: &str) -> Option<String> {
     b["verificationMaterial"]["publicKey"]["hint"].as_str().map(str::to_string)
 }
 
+/// The scan as recorded with a version and shown to the gates: counts by
+/// severity, the globals a workspace extension allowed, and every finding.
+pub(crate) fn scan_summary(
+    reports: &[citadel_scan::FileReport],
+    findings: &[citadel_scan::Finding],
+) -> serde_json::Value {
+    let count = |s| findings.iter().filter(|f| f.severity == s).count();
+    let allowed: Vec<&str> =
+        findings.iter().filter(|f| f.rule.ends_with("-allowed-by-workspace")).map(|f| f.message.as_str()).collect();
+    serde_json::json!({
+        "scanner": "citadel-scan",
+        "policy": "fail-closed",
+        "files": reports.len(),
+        "critical": count(citadel_scan::Severity::Critical),
+        "warnings": count(citadel_scan::Severity::Warning),
+        "info": count(citadel_scan::Severity::Info),
+        "allowed_by_workspace": allowed,
+        "findings": findings,
+    })
+}
+
 pub(crate) fn invalid(m: impl Into<String>) -> ControlError {
     ControlError::Invalid(m.into())
 }
@@ -217,22 +238,18 @@ impl Workspace {
             datasets.push(self.store.resolve(d).await?);
         }
 
-        // 1. Scan; critical findings block, and the block is audited.
+        // 1. Scan (fail closed: critical or unjudged findings block), and the block is audited.
         let path = req.path.clone();
-        let reports = tokio::task::spawn_blocking(move || citadel_scan::scan_path(&path))
+        let opts = self.scan_options().await?;
+        let reports = tokio::task::spawn_blocking(move || citadel_scan::scan_path_with(&path, &opts))
             .await
             .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(e.to_string()))?;
         let findings: Vec<citadel_scan::Finding> = reports.iter().flat_map(|r| r.findings.clone()).collect();
+        let scan = scan_summary(&reports, &findings);
         let critical = findings.iter().filter(|f| f.severity == citadel_scan::Severity::Critical).count();
-        let scan = serde_json::json!({
-            "scanner": "citadel-scan",
-            "files": reports.len(),
-            "critical": critical,
-            "warnings": findings.iter().filter(|f| f.severity == citadel_scan::Severity::Warning).count(),
-            "findings": findings,
-        });
-        if critical > 0 {
+        let unjudged = findings.iter().filter(|f| f.severity == citadel_scan::Severity::Warning).count();
+        if citadel_scan::refused(&reports) {
             let rules: Vec<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
             self.db
                 .append_audit(event(
@@ -241,10 +258,10 @@ impl Workspace {
                     &resource,
                     Outcome::Denied,
                     &caller.request_id,
-                    serde_json::json!({"blocked_by": "scan", "critical": critical, "rules": rules}),
+                    serde_json::json!({"blocked_by": "scan", "critical": critical, "unjudged": unjudged, "rules": rules}),
                 ))
                 .await?;
-            return Err(ControlError::ScanBlocked { model: name.to_string(), critical, findings });
+            return Err(ControlError::ScanBlocked { model: name.to_string(), critical, unjudged, findings });
         }
 
         // 2. Sign with the workspace key, then store.
@@ -726,6 +743,7 @@ impl Workspace {
                 {"name": "citadel:registered_at", "value": v.created_at},
                 {"name": "citadel:scan.critical", "value": v.scan["critical"].to_string()},
                 {"name": "citadel:scan.warnings", "value": v.scan["warnings"].to_string()},
+                {"name": "citadel:scan.allowed_by_workspace", "value": v.scan["allowed_by_workspace"].to_string()},
                 {"name": "citadel:signature.format", "value": "model-signing (sigstore bundle v0.3, DSSE, in-toto)"},
                 {"name": "citadel:signature.key_hint", "value": v.signature_key_hint},
                 {"name": "citadel:signature.bundle_sha256", "value": bundle_digest},

@@ -19,6 +19,13 @@ deny contains msg if {
 	msg := sprintf("the scan found %d critical finding(s)", [input.scan.critical])
 }
 
+# Fail closed: what the scanner could not judge (an import on no allowlist,
+# an unknown format, an unreadable container) blocks like a critical finding.
+deny contains msg if {
+	input.scan.warnings > 0
+	msg := sprintf("%s could not judge %d finding(s); refused until they are resolved or the workspace allows the globals after review", ["the scan", input.scan.warnings])
+}
+
 deny contains msg if {
 	not input.signature.verified
 	msg := "the stored model does not match its signature"

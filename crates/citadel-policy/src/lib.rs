@@ -70,6 +70,7 @@ actions! {
     PipelineRun => "pipeline.run",
     PipelineRead => "pipeline.read",
     SecretWrite => "secret.write",
+    ScanAllow => "scan.allow",
 }
 
 impl fmt::Display for Action {
@@ -150,6 +151,7 @@ impl Role {
                 PipelineRun,
                 PipelineRead,
                 SecretWrite,
+                ScanAllow,
             ],
             Role::DataSteward => &[
                 ArtifactPut,

@@ -147,7 +147,7 @@ fn custom(opts: &ScanOptions, location: &str, full: &str, what: &str, out: &mut 
             "keras-custom-object",
             location,
             format!(
-                "custom object {what:?} ({full}) is imported when the model loads; it is on no allowlist, so the model is not judged safe (citadel scan allow)"
+                "custom object {what:?} ({full}) is imported when the model loads; it is on no allowlist, so the model is not judged safe (citadel allowlist add)"
             ),
         ));
     }

@@ -118,6 +118,22 @@ impl ScanOptions {
     }
 }
 
+/// Why the built-in rules call `module.name` dangerous, if they do. A
+/// workspace can never allow such a global.
+pub fn known_dangerous(global: &str) -> Option<&'static str> {
+    let (module, name) = global.split_once('.')?;
+    // Try every split: `a.b.c` may be module `a.b`, name `c`, or module `a`, name `b.c`.
+    let mut splits = vec![(module.to_string(), name.to_string())];
+    let parts: Vec<&str> = global.split('.').collect();
+    for i in 2..parts.len() {
+        splits.push((parts[..i].join("."), parts[i..].join(".")));
+    }
+    splits.into_iter().find_map(|(m, n)| match allowlist::judge(&m, &n) {
+        allowlist::Verdict::Dangerous(why) => Some(why),
+        _ => None,
+    })
+}
+
 /// Bounds for one top-level scan.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {

@@ -959,7 +959,7 @@ impl<'o> Walker<'o> {
                 Verdict::Unknown => (
                     Severity::Warning,
                     "pickle-unknown-global",
-                    "not on the allowlist of known-safe globals, so the file is not judged safe (a workspace can allow it after review: citadel scan allow)".to_string(),
+                    "not on the allowlist of known-safe globals, so the file is not judged safe (a workspace can allow it after review: citadel allowlist add)".to_string(),
                 ),
             };
             let message = format!("{} imports {full} at byte {}: {why}", g.opcode, g.offset);

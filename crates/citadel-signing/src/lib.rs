@@ -45,6 +45,16 @@ pub enum SigningError {
     InconsistentManifest { claimed: String, actual: String },
     #[error("{path} is a symbolic link; model signatures cover regular files only")]
     Symlink { path: String },
+    #[error("{path} is a FIFO, socket or device; model signatures cover regular files only")]
+    SpecialFile { path: String },
+    #[error(
+        "a file name under {dir} is not valid UTF-8 ({lossy:?}); signatures name files in UTF-8 and would have to alter it"
+    )]
+    NonUtf8Name { dir: PathBuf, lossy: String },
+    #[error(
+        "{a:?} and {b:?} are the same name once Unicode-normalized or case-folded; a signature could not tell them apart on every file system"
+    )]
+    NameCollision { a: String, b: String },
     #[error("unsupported: {0}")]
     Unsupported(String),
 }
@@ -236,7 +246,10 @@ fn list_files(root: &Path, ignore: &BTreeSet<String>) -> Result<Vec<(String, Pat
     while let Some((rel, dir)) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
             let entry = entry.map_err(io(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let raw = entry.file_name();
+            let Some(name) = raw.to_str().map(str::to_string) else {
+                return Err(SigningError::NonUtf8Name { dir: dir.clone(), lossy: raw.to_string_lossy().into_owned() });
+            };
             let rel_path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
             if ignore.iter().any(|i| rel_path == *i || rel_path.starts_with(&format!("{i}/"))) {
                 continue;
@@ -249,10 +262,22 @@ fn list_files(root: &Path, ignore: &BTreeSet<String>) -> Result<Vec<(String, Pat
                 stack.push((rel_path, path));
             } else if m.is_file() {
                 out.push((rel_path, path, m.len()));
+            } else {
+                return Err(SigningError::SpecialFile { path: rel_path });
             }
         }
     }
     out.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
+    // Names that differ only by Unicode normalization (NFC/NFD) or by case
+    // are one file on some file systems: refuse rather than sign an ambiguity.
+    let mut folded: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for (rel, ..) in &out {
+        use unicode_normalization::UnicodeNormalization;
+        let key: String = rel.nfc().collect::<String>().to_lowercase();
+        if let Some(other) = folded.insert(key, rel) {
+            return Err(SigningError::NameCollision { a: other.to_string(), b: rel.clone() });
+        }
+    }
     Ok(out)
 }
 
@@ -324,6 +349,11 @@ pub fn hash_model(root: &Path, method: Method, ignore: &BTreeSet<String>) -> Res
         match method {
             Method::Files => jobs.push((rel, "sha256".into(), path, 0, size)),
             Method::Shards(n) => {
+                // As the reference serializer does, an empty file is one
+                // empty shard (`name:0:0`), so adding or removing it is seen.
+                if size == 0 {
+                    jobs.push((format!("{rel}:0:0"), format!("sha256-sharded-{n}"), path.clone(), 0, 0));
+                }
                 let mut start = 0;
                 while start < size {
                     let end = (start + n).min(size);

@@ -13,6 +13,7 @@ mod data_cmd;
 mod data_html;
 mod pipeline_cmd;
 mod quickstart;
+mod scan_cmd;
 mod serve_cmd;
 
 use std::collections::BTreeMap;
@@ -111,16 +112,23 @@ enum Command {
         format: String,
     },
     /// Scan a model file or directory for malicious content, without loading it.
-    /// Exit code 2 when a finding reaches --fail-on.
+    /// Fails closed: exit code 2 when anything is critical or could not be judged.
     Scan {
         path: PathBuf,
-        /// The lowest severity that fails the scan (exit code 2).
-        #[arg(long, default_value = "critical", value_parser = ["warning", "critical"])]
+        /// What fails the scan (exit code 2): `warning` (default: critical or not judged),
+        /// `critical` only, or `never` (reports only).
+        #[arg(long, default_value = "warning", value_parser = ["warning", "critical", "never"])]
         fail_on: String,
+        /// Also accept this global (exact module.name) for this scan, as a workspace allowlist would.
+        #[arg(long)]
+        allow: Vec<String>,
         /// Also write the findings as SARIF 2.1.0 to this file.
         #[arg(long)]
         sarif: Option<PathBuf>,
     },
+    /// The workspace's reviewed extension of the scanner's allowlist (audited).
+    #[command(subcommand)]
+    Allowlist(scan_cmd::AllowlistCmd),
     /// Serve the live deployments over HTTPS (Open Inference Protocol V2).
     Serve(serve_cmd::ServeArgs),
     /// Map endpoints to model versions: single, canary, blue-green, A/B, shadow.
@@ -490,12 +498,12 @@ impl FilterArgs {
 
 // ---------------------------------------------------------------- output
 
-struct Out {
+pub(crate) struct Out {
     json: bool,
 }
 
 impl Out {
-    fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+    pub(crate) fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
         } else {
@@ -566,7 +574,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::Store(s) => store_hint(s),
             ControlError::Types(_) => "names use letters, digits, '.', '_', '-' and '/' separators; each part starts with a letter or digit".into(),
             ControlError::Policy(_) => "see `citadel grant add --help` for roles and scope syntax".into(),
-            ControlError::ScanBlocked { .. } => "run `citadel scan PATH` to see every finding; a model with critical findings cannot be registered".into(),
+            ControlError::ScanBlocked { .. } => "run `citadel scan PATH` to see every finding; a model with critical findings, or content the scanner cannot judge, is not registered (after a review, `citadel allowlist add MODULE.NAME --reason ...` allows a library's global)".into(),
             ControlError::GateFailed { policy, .. } if policy.contains(", run ") => "nothing was registered; fix what the gate lists (or change the pipeline's [gate] thresholds or policy) and run again — `citadel runs show RUN` shows the run".into(),
             ControlError::GateFailed { .. } => "fix what the gate lists (or, with the workspace owner's agreement, edit policies/model-gate.rego); the request stays pending".into(),
             ControlError::RetiredSigningKey { .. } => "register the model again (it is scanned and signed with the current key), then request the stage change".into(),
@@ -632,13 +640,15 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                         v.model, v.version, v.artifact_id, v.signature_key_hint, v.scan["warnings"]
                     )
                 }),
-                Err(ControlError::ScanBlocked { model, critical, findings }) => {
-                    let mut msg = format!("registration of {model} blocked: {critical} critical finding(s)");
-                    for f in findings.iter().filter(|f| f.severity == citadel_scan::Severity::Critical) {
-                        msg += &format!("\n  {} [{}]: {}", f.location, f.rule, f.message);
+                Err(ControlError::ScanBlocked { model, critical, unjudged, findings }) => {
+                    let mut msg = format!(
+                        "registration of {model} blocked: {critical} critical finding(s), {unjudged} the scanner could not judge"
+                    );
+                    for f in findings.iter().filter(|f| f.severity.refuses()) {
+                        msg += &format!("\n  {} {} [{}]: {}", f.severity.as_str(), f.location, f.rule, f.message);
                     }
                     anyhow::bail!(
-                        "{msg}\nhint: a model with critical findings cannot be registered; the refusal is in the audit log"
+                        "{msg}\nhint: nothing was registered and the refusal is in the audit log; after reviewing a library, `citadel allowlist add MODULE.NAME --reason ...` allows its globals"
                     );
                 }
                 Err(e) => return Err(e.into()),
@@ -1223,35 +1233,14 @@ async fn run(cli: Cli) -> Result<i32> {
             ws.close().await?;
             return result;
         }
-        Command::Scan { path, fail_on, sarif } => {
-            let reports = citadel_scan::scan_path(path)
-                .map_err(|e| anyhow!("{e}\nhint: check the path exists and is readable"))?;
-            if let Some(sarif) = sarif {
-                let text = serde_json::to_vec_pretty(&citadel_scan::to_sarif(&reports))?;
-                std::fs::write(sarif, text).with_context(|| format!("writing {}", sarif.display()))?;
-            }
-            let threshold =
-                if fail_on == "warning" { citadel_scan::Severity::Warning } else { citadel_scan::Severity::Critical };
-            let failed = citadel_scan::worst(&reports).is_some_and(|w| w >= threshold);
-            out.emit(&serde_json::json!({"files": reports, "failed": failed, "fail_on": fail_on}), || {
-                let mut s = String::new();
-                let mut counts = [0usize; 3];
-                for r in &reports {
-                    for f in &r.findings {
-                        counts[f.severity as usize] += 1;
-                        s += &format!("{:<8} {} [{}]: {}\n", f.severity.as_str(), f.location, f.rule, f.message);
-                    }
-                }
-                s += &format!(
-                    "{} file(s) scanned: {} critical, {} warning(s){}",
-                    reports.len(),
-                    counts[2],
-                    counts[1],
-                    if failed { format!(" - FAILED (--fail-on {fail_on})") } else { String::new() }
-                );
-                s
-            });
-            return Ok(if failed { 2 } else { 0 });
+        Command::Scan { path, fail_on, sarif, allow } => {
+            return scan_cmd::run_scan(path, fail_on, sarif, allow, &out);
+        }
+        Command::Allowlist(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = scan_cmd::run_allowlist(&ws, &caller, cmd, &out).await;
+            ws.close().await?;
+            return result;
         }
         Command::Serve(args) => {
             let (ws, caller) = open(&cli).await?;

@@ -1,0 +1,133 @@
+//! The workspace's reviewed extension of the scanner's allowlist.
+//!
+//! The scanner refuses any import it does not know (fail closed). A team that
+//! has reviewed a library adds its globals here by exact `module.name`, with a
+//! reason; the change is authorized (`scan.allow`, an admin duty) and audited
+//! with the reason, and every registration scans with the extension. A global
+//! the built-in rules call dangerous (`os.system`, `builtins.eval`, …) can
+//! never be allowed. A version whose scan used an extension records it as
+//! `info` findings, and its ML-BOM lists them (`citadel:scan.allowed_by_workspace`).
+
+use citadel_audit::Outcome;
+use citadel_policy::Action;
+use citadel_types::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::invalid;
+use crate::{Caller, Result, Workspace, event};
+
+const ALLOWLIST_META: &str = "scan_allowlist";
+
+/// One reviewed global.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllowedGlobal {
+    pub global: String,
+    pub reason: String,
+    pub added_by: String,
+    pub added_at: String,
+}
+
+/// `module.name`: dotted Python identifiers, at least two parts.
+fn valid_global(g: &str) -> bool {
+    let parts: Vec<&str> = g.split('.').collect();
+    parts.len() >= 2
+        && g.len() <= 256
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '>')
+        })
+}
+
+impl Workspace {
+    async fn allowlist_entries(&self) -> Result<Vec<AllowedGlobal>> {
+        Ok(match citadel_store::meta_get(self.db.pool(), ALLOWLIST_META).await? {
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| invalid(format!("the stored scan allowlist is unreadable: {e}")))?,
+            None => Vec::new(),
+        })
+    }
+
+    /// The options every scan in this workspace runs with.
+    pub(crate) async fn scan_options(&self) -> Result<citadel_scan::ScanOptions> {
+        let allow = self.allowlist_entries().await?.into_iter().map(|e| e.global).collect();
+        Ok(citadel_scan::ScanOptions { allow })
+    }
+
+    /// The reviewed extension (`model.read`).
+    pub async fn scan_allowlist(&self, caller: &Caller) -> Result<Vec<AllowedGlobal>> {
+        self.authorize(caller, Action::ModelRead, "scan:allowlist").await?;
+        self.allowlist_entries().await
+    }
+
+    /// Adds `global` (exact `module.name`) to the extension, with the review's reason.
+    pub async fn scan_allow_add(&self, caller: &Caller, global: &str, reason: &str) -> Result<AllowedGlobal> {
+        self.authorize(caller, Action::ScanAllow, "scan:allowlist").await?;
+        if !valid_global(global) {
+            return Err(invalid(format!(
+                "{global:?} is not a global's exact name (module.name, e.g. mylib.models.Builder)"
+            )));
+        }
+        if let Some(why) = citadel_scan::known_dangerous(global) {
+            return Err(invalid(format!("{global} cannot be allowed: the scanner knows it as dangerous ({why})")));
+        }
+        if reason.trim().is_empty() {
+            return Err(invalid("a reason is required: say who reviewed the library and why it is safe to import"));
+        }
+        let mut entries = self.allowlist_entries().await?;
+        entries.retain(|e| e.global != global);
+        let entry = AllowedGlobal {
+            global: global.to_string(),
+            reason: reason.trim().to_string(),
+            added_by: caller.principal.name.clone(),
+            added_at: Timestamp::now().to_rfc3339(),
+        };
+        entries.push(entry.clone());
+        entries.sort_by(|a, b| a.global.cmp(&b.global));
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::meta_set(
+            tx.conn(),
+            ALLOWLIST_META,
+            &serde_json::to_string(&entries).map_err(|e| invalid(e.to_string()))?,
+        )
+        .await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "scan.allow",
+            "scan:allowlist",
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"global": global, "reason": entry.reason}),
+        ))
+        .await?;
+        Ok(entry)
+    }
+
+    /// Removes `global` from the extension; later scans refuse it again.
+    pub async fn scan_allow_remove(&self, caller: &Caller, global: &str) -> Result<()> {
+        self.authorize(caller, Action::ScanAllow, "scan:allowlist").await?;
+        let mut entries = self.allowlist_entries().await?;
+        let before = entries.len();
+        entries.retain(|e| e.global != global);
+        if entries.len() == before {
+            return Err(crate::ControlError::NotFound(format!("{global} is not in the workspace's scan allowlist")));
+        }
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::meta_set(
+            tx.conn(),
+            ALLOWLIST_META,
+            &serde_json::to_string(&entries).map_err(|e| invalid(e.to_string()))?,
+        )
+        .await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "scan.disallow",
+            "scan:allowlist",
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"global": global}),
+        ))
+        .await?;
+        Ok(())
+    }
+}
