@@ -17,7 +17,139 @@ pub struct ScanBench {
     pub bytes: u64,
     pub malicious_files: u64,
     pub tools: Vec<ScanTool>,
+    /// The ~50 MB pickle of two million tuples, benign and with a tail payload.
+    pub large_pickle: Vec<LargePickleRun>,
+    /// In-process throughput over the benign corpus (every kind of ordinary model file).
+    pub benign_corpus: Option<CorpusRun>,
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LargePickleRun {
+    pub tool: String,
+    pub file: String,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub exit_code: Option<i32>,
+    /// citadel's time divided into this tool's (>1: citadel is faster).
+    pub citadel_speedup: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CorpusRun {
+    pub files: usize,
+    pub bytes: u64,
+    pub passes: u32,
+    pub seconds: f64,
+    pub gb_s: f64,
+    /// Files refused (must be 0: the corpus is benign).
+    pub false_alarms: usize,
+}
+
+const MAKE_LARGE_PICKLE: &str = include_str!("../../citadel-scan/tests/fixtures/cases/scan/make_large_pickle.py");
+
+/// Runs `cmd` under `/usr/bin/time -f %M` when available, whatever its exit
+/// code: (seconds, exit code, peak RSS MiB).
+fn measured(cmd: &mut Command, what: &str) -> Result<(f64, Option<i32>, Option<f64>)> {
+    let time = Path::new("/usr/bin/time");
+    let rss_file = tempfile::NamedTempFile::new()?;
+    let mut run = if time.exists() {
+        let mut w = Command::new(time);
+        w.arg("-f").arg("%M").arg("-o").arg(rss_file.path()).arg(cmd.get_program()).args(cmd.get_args());
+        w
+    } else {
+        let mut w = Command::new(cmd.get_program());
+        w.args(cmd.get_args());
+        w
+    };
+    let start = Instant::now();
+    let out = run
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {what}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    let kib: Option<f64> =
+        std::fs::read_to_string(rss_file.path()).ok().and_then(|t| t.trim().lines().last()?.parse().ok());
+    Ok((secs, out.code(), kib.map(|k| k / 1024.0)))
+}
+
+/// The large-pickle comparison: python3 writes the two pickles with
+/// CPython's own pickler (`make_large_pickle.py`), then each tool scans each.
+fn large_pickle(root: &Path, exe: &Path, quiet: bool, notes: &mut Vec<String>) -> Result<Vec<LargePickleRun>> {
+    let dir = root.join("large");
+    std::fs::create_dir_all(&dir)?;
+    let script = root.join("make_large_pickle.py");
+    std::fs::write(&script, MAKE_LARGE_PICKLE)?;
+    say(quiet, "writing the large pickles (python3 make_large_pickle.py)");
+    let ok = Command::new("python3").arg(&script).arg(&dir).status().is_ok_and(|s| s.success());
+    if !ok {
+        notes.push("python3 could not write the large pickles: large-pickle rows skipped".into());
+        return Ok(Vec::new());
+    }
+    let mut runs = Vec::new();
+    for file in ["large-benign.pkl", "large-tail-payload.pkl"] {
+        let path = dir.join(file);
+        let bytes = std::fs::metadata(&path)?.len();
+        let mut mine = None;
+        let mut tools: Vec<(String, Command)> = Vec::new();
+        let mut c = Command::new(exe);
+        c.arg("scan").arg(&path).arg("--json");
+        tools.push(("citadel scan".into(), c));
+        for (tool, flag) in [("picklescan", "--path"), ("modelscan", "-p")] {
+            match find_tool(tool) {
+                Some(p) => {
+                    let mut c = Command::new(p);
+                    c.arg(flag).arg(&path);
+                    tools.push((tool.into(), c));
+                }
+                None => notes.push(format!("{tool} not found (pip install {tool}): not compared on the large pickle")),
+            }
+        }
+        for (name, mut cmd) in tools {
+            say(quiet, &format!("{name} on {file}"));
+            let (seconds, exit_code, peak_rss_mib) = measured(&mut cmd, &name)?;
+            let base = *mine.get_or_insert(seconds);
+            runs.push(LargePickleRun {
+                tool: name,
+                file: file.into(),
+                bytes,
+                seconds,
+                peak_rss_mib,
+                exit_code,
+                citadel_speedup: seconds / base,
+            });
+        }
+    }
+    Ok(runs)
+}
+
+/// Scans the benign corpus in this process, several passes after a warm-up.
+fn benign_corpus() -> Option<CorpusRun> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures/benign");
+    let manifest: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).ok()?).ok()?;
+    let paths: Vec<std::path::PathBuf> = manifest.keys().map(|k| dir.join(k)).collect();
+    let bytes: u64 = paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let scan_all =
+        || paths.iter().filter(|p| citadel_scan::scan_path(p).map_or(true, |r| citadel_scan::refused(&r))).count();
+    scan_all();
+    let passes = 20;
+    let start = Instant::now();
+    let mut false_alarms = 0;
+    for _ in 0..passes {
+        false_alarms = scan_all();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Some(CorpusRun {
+        files: paths.len(),
+        bytes,
+        passes,
+        seconds,
+        gb_s: bytes as f64 * f64::from(passes) / 1e9 / seconds,
+        false_alarms,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -126,8 +258,16 @@ pub fn run(
             citadel_ratio: citadel_mb_s / mb_s,
         });
     }
+    let large_pickle = large_pickle(&root, &exe, quiet, &mut notes)?;
+    say(quiet, "benign corpus, in process");
+    let benign_corpus = benign_corpus();
+    if benign_corpus.is_none() {
+        notes.push(
+            "the benign corpus (crates/citadel-scan/tests/fixtures/benign) was not found: run from a checkout".into(),
+        );
+    }
     notes.push("whole commands are timed (process start included); files are read from the page cache".into());
-    Ok(ScanBench { files, bytes, malicious_files: malicious, tools, notes })
+    Ok(ScanBench { files, bytes, malicious_files: malicious, tools, large_pickle, benign_corpus, notes })
 }
 
 pub fn render(r: &ScanBench) -> String {
@@ -155,6 +295,35 @@ pub fn render(r: &ScanBench) -> String {
         );
     }
     s += "\ntarget: scan >= 20x picklescan's throughput\n";
+    if !r.large_pickle.is_empty() {
+        s += &format!(
+            "\nlarge pickle (2M tuples, ~12M opcodes)\n{:<14} {:<24} {:>9} {:>10} {:>6} {:>16}\n",
+            "tool", "file", "seconds", "peak MiB", "exit", "citadel speedup"
+        );
+        for l in &r.large_pickle {
+            s += &format!(
+                "{:<14} {:<24} {:>9.2} {:>10} {:>6} {:>15.1}x\n",
+                l.tool,
+                l.file,
+                l.seconds,
+                l.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0}")),
+                l.exit_code.map_or("-".into(), |c| c.to_string()),
+                l.citadel_speedup
+            );
+        }
+        s += "target: >= 20x picklescan, read to its end, peak memory <= 256 MiB; exit 2 on the tail payload\n";
+    }
+    if let Some(c) = &r.benign_corpus {
+        s += &format!(
+            "\nbenign corpus: {} files, {:.1} MB x {} passes in {:.2} s = {:.2} GB/s (target >= 1 GB/s), {} false alarm(s)\n",
+            c.files,
+            c.bytes as f64 / 1e6,
+            c.passes,
+            c.seconds,
+            c.gb_s,
+            c.false_alarms
+        );
+    }
     for n in &r.notes {
         s += &format!("note: {n}\n");
     }

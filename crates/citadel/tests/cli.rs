@@ -414,10 +414,18 @@ fn scan_exit_codes_and_json() {
     let good = fixtures.join("benign_p4.pkl");
     let o = bin().args(["scan", good.to_str().unwrap()]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    // Fail closed: an import on no allowlist is refused by default.
     let unknown = fixtures.join("unknown_p4.pkl");
-    assert_eq!(bin().args(["scan", unknown.to_str().unwrap()]).output().unwrap().status.code(), Some(0));
-    let o = bin().args(["scan", unknown.to_str().unwrap(), "--fail-on", "warning"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(2), "warnings fail with --fail-on warning");
+    let o = bin().args(["scan", unknown.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "an unjudged import is refused by default");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hint:"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = bin().args(["scan", unknown.to_str().unwrap(), "--fail-on", "critical"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "--fail-on critical reports without failing on warnings");
+    let o = bin().args(["scan", unknown.to_str().unwrap(), "--allow", "mylib.models.Builder"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "an allowed global passes: {}", String::from_utf8_lossy(&o.stdout));
+    let o = bin().args(["scan", bad.to_str().unwrap(), "--allow", "posix.system"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "a dangerous global can never be allowed");
+    assert!(stderr(&o).contains("dangerous") && stderr(&o).contains("hint:"), "{}", stderr(&o));
     let o = bin().args(["scan", "/nonexistent/model.pkl"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));

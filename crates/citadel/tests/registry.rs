@@ -43,6 +43,50 @@ fn a_malicious_model_is_refused_and_the_refusal_audited() {
 }
 
 #[test]
+fn an_unjudged_model_is_refused_until_the_workspace_allows_its_global() {
+    let ws = Ws::new();
+    let dir = ws.root.parent().unwrap().join("custom");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    std::fs::copy(fixtures.join("unknown_p4.pkl"), dir.join("model.pkl")).unwrap();
+    let o = ws.run(&["model", "register", dir.to_str().unwrap(), "--name", "custom"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("could not judge") && stderr(&o).contains("mylib.models.Builder"), "{}", stderr(&o));
+    assert_eq!(ws.json(&["artifact", "ls"]).as_array().unwrap().len(), 0, "nothing was stored");
+
+    // A dangerous global can never be allowed; a reason is required.
+    let o = ws.run(&["allowlist", "add", "posix.system", "--reason", "trust me"]);
+    assert!(!o.status.success() && stderr(&o).contains("dangerous"), "{}", stderr(&o));
+    let o = ws.run(&["allowlist", "add", "mylib.models.Builder", "--reason", " "]);
+    assert!(!o.status.success() && stderr(&o).contains("reason"), "{}", stderr(&o));
+    // Only an admin duty: a data scientist cannot widen the list.
+    let eng = token_for(&ws, "erin", &["data-scientist"]);
+    let o = as_user(&ws, &eng, &["allowlist", "add", "mylib.models.Builder", "--reason", "reviewed"]);
+    assert!(!o.status.success(), "a data scientist widened the allowlist");
+
+    ws.ok(&["allowlist", "add", "mylib.models.Builder", "--reason", "reviewed by the platform team (PR 12)"]);
+    let list = ws.json(&["allowlist", "ls"]);
+    assert_eq!(list[0]["global"], "mylib.models.Builder", "{list}");
+    let allowed = ws.json(&["audit", "query", "--action", "scan.allow", "--outcome", "success"]);
+    assert_eq!(allowed.as_array().unwrap().len(), 1, "{allowed}");
+    assert_eq!(allowed[0]["details"]["reason"], "reviewed by the platform team (PR 12)");
+    let denied = ws.json(&["audit", "query", "--action", "scan.allow", "--outcome", "denied"]);
+    assert_eq!(denied.as_array().unwrap().len(), 1, "the data scientist's attempt is audited: {denied}");
+
+    let v = ws.json(&["model", "register", dir.to_str().unwrap(), "--name", "custom"]);
+    assert_eq!(v["scan"]["warnings"], 0, "{v}");
+    assert!(v["scan"]["allowed_by_workspace"][0].as_str().unwrap().contains("mylib.models.Builder"), "{v}");
+    let bom = ws.json(&["model", "bom", "custom@1"]);
+    assert!(bom.to_string().contains("citadel:scan.allowed_by_workspace"), "{bom}");
+    assert!(bom.to_string().contains("mylib.models.Builder"), "{bom}");
+
+    // Removed again: the next registration is refused again.
+    ws.ok(&["allowlist", "rm", "mylib.models.Builder"]);
+    let o = ws.run(&["model", "register", dir.to_str().unwrap(), "--name", "custom"]);
+    assert!(!o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn register_promote_approve_rollback_and_history() {
     let ws = Ws::new();
     let eng = token_for(&ws, "erin", &["data-scientist"]);
