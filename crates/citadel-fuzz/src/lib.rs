@@ -30,7 +30,35 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("v2_request", v2_request),
     ("onnx_model", onnx_model),
     ("pipeline_file", pipeline_file),
+    ("scan_tar", scan_tar),
+    ("scan_hdf5", scan_hdf5),
+    ("scan_gguf", scan_gguf),
+    ("scan_codecs", scan_codecs),
 ];
+
+/// A tar archive (members are scanned as streams).
+pub fn scan_tar(data: &[u8]) {
+    let _ = citadel_scan::scan_as(citadel_scan::Parser::Tar, data);
+}
+
+/// An HDF5 file: every embedded JSON config judged, bounded parse attempts.
+pub fn scan_hdf5(data: &[u8]) {
+    let _ = citadel_scan::scan_as(citadel_scan::Parser::Hdf5, data);
+}
+
+/// GGUF metadata and tensor infos, chat templates included.
+pub fn scan_gguf(data: &[u8]) {
+    let _ = citadel_scan::scan_as(citadel_scan::Parser::Gguf, data);
+}
+
+/// Every codec on the same bytes (first byte picks the order); each decodes
+/// within the bomb bound and never panics.
+pub fn scan_codecs(data: &[u8]) {
+    use citadel_scan::codec::Codec;
+    for c in [Codec::Gzip, Codec::Zlib, Codec::Bzip2, Codec::Xz, Codec::LzmaAlone, Codec::Zstd] {
+        let _ = citadel_scan::scan_as(citadel_scan::Parser::Codec(c), data);
+    }
+}
 
 /// An inference request body as the gateway receives it. A leading 0 byte
 /// means JSON only; otherwise four bytes (LE) give the
@@ -266,6 +294,24 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             include_bytes!("../../citadel-scan/tests/fixtures/good.gguf").to_vec(),
             include_bytes!("../../citadel-scan/tests/fixtures/subgraph_custom.onnx").to_vec(),
             include_bytes!("../../citadel-scan/tests/fixtures/lambda.keras").to_vec(),
+        ],
+        "scan_tar" => vec![
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/tar_evil_pickle.tar").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/tar_symlink_etc_passwd.tar").to_vec(),
+        ],
+        "scan_hdf5" => vec![
+            include_bytes!("../../citadel-scan/tests/fixtures/benign/keras2_legacy_vlen_str.h5").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/h5_lambda_fixed_bytes_config.h5").to_vec(),
+        ],
+        "scan_gguf" => vec![
+            include_bytes!("../../citadel-scan/tests/fixtures/benign/gguf_qwen2_chatml_f16.gguf").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/gguf_ssti_attr_filter_concat.gguf").to_vec(),
+        ],
+        "scan_codecs" => vec![
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/comp_evil.pkl.bz2").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/comp_evil.pkl.xz").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/comp_evil.pkl.lzma").to_vec(),
+            include_bytes!("../../citadel-scan/tests/fixtures/malicious/comp_evil.pkl.gz").to_vec(),
         ],
         "signature_bundle" => vec![
             include_bytes!("../../citadel-signing/tests/fixtures/signatures/model.sig").to_vec(),

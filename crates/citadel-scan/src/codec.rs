@@ -100,16 +100,32 @@ pub fn looks_like_lzma_alone(data: &[u8]) -> bool {
     r.read(&mut buf).is_ok_and(|n| n > 0)
 }
 
-/// Counts decoded bytes and fails the read past `limit`, recording that it did.
+/// Counts decoded bytes and fails the read past `limit`, recording that it
+/// did. A decoder error is sticky: some decoders, asked again after an
+/// error, produce output forever.
 struct Limit<'a, R> {
     inner: R,
     left: u64,
     tripped: &'a Cell<bool>,
     total: &'a Cell<u64>,
+    failed: Option<String>,
 }
 
 impl<R: Read> Read for Limit<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(std::io::Error::other(e.clone()));
+        }
+        let r = self.read_inner(buf);
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
+        }
+        r
+    }
+}
+
+impl<R: Read> Limit<'_, R> {
+    fn read_inner(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
             // Is there more? A one-byte probe decides whether the limit was really passed.
             let mut probe = [0u8; 1];
@@ -164,7 +180,7 @@ pub(crate) fn scan_codec(
     };
     let tripped = Cell::new(false);
     let total = Cell::new(0u64);
-    let limited = Limit { inner: decoder, left: limit, tripped: &tripped, total: &total };
+    let limited = Limit { inner: decoder, left: limit, tripped: &tripped, total: &total, failed: None };
     let mut buffered: Box<dyn BufRead + '_> = Box::new(BufReader::with_capacity(1 << 16, limited));
     let inner_location = format!("{location}!decompressed");
     let mut out = crate::scan_stream(ctx, &inner_location, &mut *buffered, size, depth + 1);

@@ -247,9 +247,37 @@ pub fn scan_bytes(location: &str, data: &[u8]) -> FileReport {
 
 /// Scans one file's bytes with a workspace's allowlist extension.
 pub fn scan_bytes_with(location: &str, data: &[u8], opts: &ScanOptions) -> FileReport {
-    let ctx = Ctx { opts, budget: Budget::default(), unpacked: Cell::new(0) };
+    scan_bytes_budget(location, data, opts, Budget::default())
+}
+
+/// [`scan_bytes_with`] under explicit bounds.
+pub fn scan_bytes_budget(location: &str, data: &[u8], opts: &ScanOptions, budget: Budget) -> FileReport {
+    let ctx = Ctx { opts, budget, unpacked: Cell::new(0) };
     let findings = scan_memory(&ctx, location, data, 0);
     FileReport { path: location.into(), format: detect(data), size: data.len() as u64, findings }
+}
+
+/// A parser to run whatever the content looks like (fuzzing, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parser {
+    Tar,
+    Hdf5,
+    Gguf,
+    Codec(codec::Codec),
+    Pickle,
+}
+
+/// Runs one parser on `data` regardless of detection, with the default budget.
+pub fn scan_as(parser: Parser, data: &[u8]) -> Vec<Finding> {
+    let opts = ScanOptions::default();
+    let ctx = Ctx { opts: &opts, budget: Budget::default(), unpacked: Cell::new(0) };
+    match parser {
+        Parser::Tar => formats::scan_tar(&ctx, "input", &mut &data[..], 0),
+        Parser::Hdf5 => hdf5::scan_hdf5(&ctx, "input", data),
+        Parser::Gguf => gguf::scan_gguf("input", data),
+        Parser::Codec(c) => codec::scan_codec(&ctx, "input", c, &mut &data[..], data.len() as u64, 0),
+        Parser::Pickle => pickle::walk_with(data, "input", pickle::PickleLimits::default(), &opts).findings,
+    }
 }
 
 /// Scans bytes held in memory.
