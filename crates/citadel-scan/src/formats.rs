@@ -292,38 +292,6 @@ pub(crate) fn scan_tar(ctx: &Ctx<'_>, location: &str, reader: &mut dyn Read, dep
     out
 }
 
-/// NumPy `.npy`: an object-dtype array is a pickle after the header.
-pub fn scan_npy(location: &str, data: &[u8], pickle_scan: &mut dyn FnMut(&str, &[u8]) -> Vec<Finding>) -> Vec<Finding> {
-    let bad = |why: &str| vec![finding(Severity::Warning, "npy-malformed", location, format!("malformed .npy: {why}"))];
-    let Some(&major) = data.get(6) else { return bad("truncated") };
-    let (len, start) = match major {
-        1 => (data.get(8..10).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize), 10usize),
-        2 | 3 => (data.get(8..12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize), 12),
-        _ => return bad("unknown version"),
-    };
-    let Some(header) = len.and_then(|l| data.get(start..start.checked_add(l)?)) else { return bad("truncated header") };
-    let header = String::from_utf8_lossy(header);
-    let Some(descr) = header.split("'descr':").nth(1).map(|r| r.trim_start()) else {
-        return bad("no 'descr' in the header");
-    };
-    // Object dtype is 'O' or '|O'; structured dtypes list fields, any of which may be 'O'.
-    let has_object = descr.starts_with("'|O'")
-        || descr.starts_with("'O'")
-        || (descr.starts_with('[') && (descr.contains("'O'") || descr.contains("'|O'")));
-    if has_object {
-        let mut f = vec![finding(
-            Severity::Info,
-            "npy-object-dtype",
-            location,
-            "an object-dtype array: its data is a pickle (loaded only with allow_pickle=True), scanned below".into(),
-        )];
-        let body = &data[start + len.unwrap_or(0)..];
-        f.extend(pickle_scan(location, body));
-        return f;
-    }
-    Vec::new()
-}
-
 /// safetensors: the header must be valid JSON describing tensors that lie
 /// inside the file, without overlap, with sizes matching dtype and shape.
 pub fn scan_safetensors(location: &str, data: &[u8]) -> Vec<Finding> {

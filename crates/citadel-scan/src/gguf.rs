@@ -53,7 +53,7 @@ fn scalar_size(t: u32) -> Option<u64> {
     match t {
         0 | 1 | 7 => Some(1),
         2 | 3 => Some(2),
-        4 | 5 | 6 => Some(4),
+        4..=6 => Some(4),
         10..=12 => Some(8),
         _ => None,
     }
@@ -200,7 +200,7 @@ pub fn template_injection(template: &str) -> Option<String> {
             rest = &after[1..];
             continue;
         };
-        let end = after[2..].find(close).map_or(after.len(), |e| e + 4);
+        let end = block_end(after, close);
         let block = &after[..end];
         let shown: String = block.chars().take(80).collect();
         let (code, literals) = split_literals(block);
@@ -222,6 +222,28 @@ pub fn template_injection(template: &str) -> Option<String> {
         rest = &after[end..];
     }
     None
+}
+
+/// Where a block that starts `after` ends: past its closing delimiter,
+/// skipping delimiters inside string literals (Jinja's lexer reads `"}}"` as
+/// a string, not as the end of the block). The whole rest when unterminated.
+fn block_end(after: &str, close: &str) -> usize {
+    let bytes = after.as_bytes();
+    let mut i = 2;
+    let mut quote: Option<u8> = None;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match quote {
+            Some(_) if c == b'\\' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => quote = Some(c),
+            None if bytes[i..].starts_with(close.as_bytes()) => return i + close.len(),
+            None => {}
+        }
+        i += 1;
+    }
+    after.len()
 }
 
 /// The block's code with string literals blanked, and the literals.

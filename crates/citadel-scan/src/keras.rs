@@ -17,12 +17,37 @@
 use crate::allowlist::{Verdict, judge};
 use crate::{Finding, ScanOptions, Severity, finding};
 
-fn keras_module(module: &str) -> bool {
-    module == "keras"
-        || module.starts_with("keras.")
-        || module == "tensorflow.keras"
-        || module.starts_with("tensorflow.keras.")
-        || module.starts_with("tf_keras.")
+/// Keras' own model-building modules: layers, models, and the objects a
+/// config names (activations, initializers, regularizers, constraints,
+/// losses, metrics, optimizers, dtype policies, ops). Other Keras modules
+/// (`utils`, `saving`, `backend`, …: file downloads, file I/O) are judged
+/// like any other module.
+fn keras_module(module: &str, function: bool) -> bool {
+    let rest = ["keras", "tensorflow.keras", "tf_keras"].iter().find_map(|root| {
+        if module == *root { Some("") } else { module.strip_prefix(root).and_then(|r| r.strip_prefix('.')) }
+    });
+    let Some(rest) = rest else { return false };
+    let rest = rest.strip_prefix("src.").unwrap_or(rest);
+    let first = rest.split('.').next().unwrap_or("");
+    if function {
+        matches!(first, "activations" | "initializers" | "regularizers" | "constraints" | "losses" | "metrics" | "ops")
+    } else {
+        matches!(
+            first,
+            "" | "layers"
+                | "models"
+                | "engine"
+                | "activations"
+                | "initializers"
+                | "regularizers"
+                | "constraints"
+                | "losses"
+                | "metrics"
+                | "optimizers"
+                | "dtype_policies"
+                | "mixed_precision"
+        )
+    }
 }
 
 pub fn scan_keras_config(opts: &ScanOptions, location: &str, json: &[u8]) -> Vec<Finding> {
@@ -104,7 +129,7 @@ fn judge_object(
         (module, class)
     };
     if let Some(m) = module_name {
-        if keras_module(m) {
+        if keras_module(m, class == "function") {
             // Keras' own objects; a registered name other than the class is custom code.
             if let Some(r) = registered
                 && r != class

@@ -27,6 +27,7 @@ pub mod formats;
 pub mod gguf;
 pub mod hdf5;
 pub mod keras;
+pub mod npy;
 mod onnx;
 pub mod pickle;
 mod sarif;
@@ -306,7 +307,7 @@ pub(crate) fn scan_memory(ctx: &Ctx<'_>, location: &str, data: &[u8], depth: u32
             }
             formats::scan_zip(ctx, location, data, depth)
         }
-        Format::Numpy => formats::scan_npy(location, data, &mut |loc, bytes| {
+        Format::Numpy => npy::scan_npy(location, data, &mut |loc, bytes| {
             pickle::walk_with(bytes, loc, pickle::PickleLimits::default(), ctx.opts).findings
         }),
         Format::Safetensors => formats::scan_safetensors(location, data),

@@ -105,13 +105,24 @@ impl Val {
         match self {
             Val::Str(s) => s.starts_with(|c: char| c.is_alphabetic() || c == '_'),
             Val::Global(_) | Val::Obj { .. } => true,
-            Val::Tuple(items) => items.iter().all(|v| matches!(v, Val::Int(_) | Val::None | Val::Bool(_))),
+            Val::Tuple(items) => {
+                items.len() <= 16
+                    && items.iter().all(|v| match v {
+                        Val::Int(_) | Val::None | Val::Bool(_) | Val::Str(_) | Val::Global(_) | Val::Obj { .. } => true,
+                        Val::Tuple(_) => v.memo_worthy(),
+                        _ => false,
+                    })
+                    && items.iter().any(|v| !matches!(v, Val::Str(_)))
+            }
             _ => false,
         }
     }
     fn get(&self, key: &str) -> Option<&Val> {
         match self {
-            Val::Dict(pairs) => pairs.iter().find(|(k, _)| matches!(k, Val::Str(s) if &**s == key)).map(|(_, v)| v),
+            // A Python dict keeps the last value given for a key.
+            Val::Dict(pairs) => {
+                pairs.iter().rev().find(|(k, _)| matches!(k, Val::Str(s) if &**s == key)).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
@@ -154,7 +165,10 @@ pub fn looks_like_pickle(data: &[u8]) -> bool {
             let mut w = Walker::new("probe", limits, &opts, data.len() as u64);
             w.probe = true;
             w.run(data);
-            w.out.pickles > 0 && !w.broken
+            // A clean pickle, or one that imports a callable before it breaks:
+            // the unpickler runs opcodes one by one, so what came before the
+            // break has run (and the rest is judged as not read to its end).
+            (w.out.pickles > 0 && !w.broken) || w.code_seen
         }
         _ => false,
     }
@@ -269,7 +283,38 @@ fn text(b: &[u8]) -> Box<str> {
 struct Frame {
     stack: Vec<Val>,
     memo: HashMap<u64, Val>,
-    memo_next: u64,
+    keys: MemoKeys,
+}
+
+/// The set of memo indices assigned so far, as CPython counts it: `MEMOIZE`
+/// stores at `len(memo)`, the number of distinct indices (which `PUT n` may
+/// have made other than a prefix). Kept as a contiguous prefix plus the few
+/// indices beyond it, so a pickle of millions of memoized values costs nothing.
+#[derive(Debug, Default, Clone)]
+struct MemoKeys {
+    prefix: u64,
+    extra: std::collections::HashSet<u64>,
+    explicit: bool,
+    memoize: bool,
+}
+
+impl MemoKeys {
+    fn len(&self) -> u64 {
+        self.prefix + self.extra.len() as u64
+    }
+    fn insert(&mut self, idx: u64) {
+        if idx < self.prefix {
+            return;
+        }
+        if idx == self.prefix {
+            self.prefix += 1;
+            while self.extra.remove(&self.prefix) {
+                self.prefix += 1;
+            }
+        } else {
+            self.extra.insert(idx);
+        }
+    }
 }
 
 struct Walker<'o> {
@@ -279,12 +324,18 @@ struct Walker<'o> {
     out: PickleWalk,
     stack: Vec<Val>,
     memo: HashMap<u64, Val>,
-    memo_next: u64,
+    keys: MemoKeys,
     memo_nodes: usize,
     frames: Vec<Frame>,
     seen: HashMap<Box<str>, usize>,
     /// `getattr` was used other than as `getattr(GLOBAL, "constant")`.
     getattr_unresolved: bool,
+    mixed_reported: bool,
+    /// An import of a plausible Python name, an EXT opcode or a computed import was seen.
+    code_seen: bool,
+    /// The pickle imports joblib's array wrapper: a `BUILD` on an object the
+    /// walker cannot identify might be followed by inline array bytes.
+    wrapper_imported: bool,
     /// After a complete pickle, the rest of the stream is walked as "trailing".
     trailing: bool,
     /// A structural error stopped the walk.
@@ -317,11 +368,14 @@ impl<'o> Walker<'o> {
             out: PickleWalk::default(),
             stack: Vec::new(),
             memo: HashMap::new(),
-            memo_next: 0,
+            keys: MemoKeys::default(),
             memo_nodes: 0,
             frames: Vec::new(),
             seen: HashMap::new(),
             getattr_unresolved: false,
+            mixed_reported: false,
+            code_seen: false,
+            wrapper_imported: false,
             trailing: false,
             broken: false,
             probe: false,
@@ -340,7 +394,9 @@ impl<'o> Walker<'o> {
     /// pickle was not read to its end and cannot be judged.
     fn malformed(&mut self, offset: u64, why: String) {
         self.broken = true;
-        if self.trailing {
+        let is_hard = why.starts_with(HARD);
+        let why = why.trim_start_matches(HARD).to_string();
+        if self.trailing && !is_hard {
             self.finding(
                 Severity::Info,
                 "pickle-trailing-bytes",
@@ -359,7 +415,20 @@ impl<'o> Walker<'o> {
     }
 
     fn import(&mut self, module: &str, name: &str, offset: u64, opcode: &'static str) -> Val {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.split('.').all(|p| {
+                    p.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                        && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+                })
+        };
+        if ident(module) && ident(name) {
+            self.code_seen = true;
+        }
         let full: Box<str> = format!("{module}.{name}").into();
+        if &*full == "joblib.numpy_pickle.NumpyArrayWrapper" {
+            self.wrapper_imported = true;
+        }
         if !self.seen.contains_key(&full) {
             if self.seen.len() >= self.limits.max_globals {
                 return Val::Other;
@@ -382,6 +451,22 @@ impl<'o> Walker<'o> {
         if v.memo_worthy() && self.memo.len() < self.limits.max_memo && self.memo_nodes + n <= MAX_MEMO_NODES {
             self.memo_nodes += n;
             self.memo.insert(idx, v);
+        }
+    }
+
+    /// `PUT n` and `MEMOIZE` in one pickle: no pickler writes that, and it
+    /// is how memo indices are made to disagree between readers. Judged
+    /// correctly all the same (see [`MemoKeys`]), and refused.
+    fn memo_mix(&mut self, at: u64) {
+        if self.keys.explicit && self.keys.memoize && !self.mixed_reported {
+            self.mixed_reported = true;
+            self.finding(
+                Severity::Warning,
+                "pickle-memo-mixed",
+                format!(
+                    "the pickle mixes PUT and MEMOIZE (at byte {at}); no pickler writes that, so it is not judged safe"
+                ),
+            );
         }
     }
 
@@ -461,13 +546,13 @@ impl<'o> Walker<'o> {
                     // The end of a nested pickle (a joblib object array): the outer one goes on.
                     self.stack = f.stack;
                     self.memo = f.memo;
-                    self.memo_next = f.memo_next;
+                    self.keys = f.keys;
                     continue;
                 }
                 self.out.pickles += 1;
                 self.stack.clear();
                 self.memo.clear();
-                self.memo_next = 0;
+                self.keys = MemoKeys::default();
                 if self.probe {
                     return;
                 }
@@ -545,10 +630,19 @@ impl<'o> Walker<'o> {
                 _ => self.computed_import(at, &class),
             };
         }
+        // copyreg._reconstructor(cls, base, state) makes an instance of cls.
+        let class = match (&*class, &args) {
+            ("copyreg._reconstructor" | "copy_reg._reconstructor", Val::Tuple(a)) => match a.first() {
+                Some(Val::Global(c)) => c.clone(),
+                _ => class,
+            },
+            _ => class,
+        };
         Val::Obj { class, args: Box::new(args), state: Box::new(Val::None), memo: None }.bounded()
     }
 
     fn computed_import(&mut self, at: u64, via: &str) -> Val {
+        self.code_seen = true;
         self.finding(
             Severity::Critical,
             "pickle-unresolvable-global",
@@ -559,7 +653,9 @@ impl<'o> Walker<'o> {
 
     /// After `BUILD` of a joblib `NumpyArrayWrapper`: the array's bytes follow in the stream.
     fn joblib_inline_array<R: BufRead>(&mut self, state: &Val, r: &mut Reader<R>) -> Result<(), String> {
-        let bad = |why: &str| format!("a joblib array header {why}");
+        // Every failure here is hard: the walker cannot know where the
+        // array's bytes end, so what follows them cannot be judged.
+        let bad = |why: &str| hard(format!("a joblib array header {why}, so the bytes after it cannot be judged"));
         let shape = match state.get("shape") {
             Some(Val::Tuple(dims)) => dims
                 .iter()
@@ -571,11 +667,11 @@ impl<'o> Walker<'o> {
             _ => return Err(bad("has no readable shape")),
         };
         let count = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("overflows"))?;
-        let dtype = match state.get("dtype") {
+        let (args, dstate) = match state.get("dtype") {
             Some(Val::Obj { class, args, state, .. }) if &**class == "numpy.dtype" => (args, state),
             _ => return Err(bad("has no readable dtype")),
         };
-        let spec = match &**dtype.0 {
+        let spec = match &**args {
             Val::Tuple(a) => match a.first() {
                 Some(Val::Str(s)) => s.clone(),
                 _ => return Err(bad("has a dtype without a type string")),
@@ -583,34 +679,64 @@ impl<'o> Walker<'o> {
             _ => return Err(bad("has a dtype without arguments")),
         };
         let kind = spec.chars().next().unwrap_or('?');
-        let has_object = kind == 'O'
-            || (kind == 'V'
-                && dtype_has_object(dtype.1)
-                    .ok_or_else(|| bad("has a structured dtype whose fields cannot be read"))?);
+        if !matches!(kind, 'b' | 'i' | 'u' | 'f' | 'c' | 'M' | 'm' | 'S' | 'U' | 'V' | 'O') {
+            return Err(bad("has an unknown dtype kind"));
+        }
+        // numpy's dtype.__setstate__ takes the element size (flexible
+        // types), the flags (NPY_ITEM_HASOBJECT = 1), the subarray and the
+        // fields from the BUILD state: (version, endian, subarray, names,
+        // fields, elsize, alignment, flags). Without a BUILD the type string decides.
+        let (elsize, has_object) = match &**dstate {
+            Val::None => (None, kind == 'O'),
+            Val::Tuple(items) if items.len() >= 8 => {
+                let flags = match &items[7] {
+                    Val::Int(f) => *f,
+                    _ => return Err(bad("has dtype flags that cannot be read")),
+                };
+                let elsize = match &items[5] {
+                    Val::Int(e) if *e > 0 => Some(*e as u64),
+                    Val::Int(_) => None,
+                    _ => return Err(bad("has a dtype element size that cannot be read")),
+                };
+                let nested = |v: &Val| match v {
+                    Val::None => Some(false),
+                    other => dtype_tree_has_object(other),
+                };
+                let sub = nested(&items[2]).ok_or_else(|| bad("has a subarray dtype that cannot be read"))?;
+                let fields = nested(&items[4]).ok_or_else(|| bad("has structured fields that cannot be read"))?;
+                (elsize, kind == 'O' || flags & 1 != 0 || sub || fields)
+            }
+            _ => return Err(bad("has a dtype state that cannot be read")),
+        };
         if has_object {
             // joblib pickles object arrays into the stream (protocol 2): walk it as a nested pickle.
             let frame = Frame {
                 stack: std::mem::take(&mut self.stack),
                 memo: std::mem::take(&mut self.memo),
-                memo_next: std::mem::replace(&mut self.memo_next, 0),
+                keys: std::mem::take(&mut self.keys),
             };
             self.frames.push(frame);
             if self.frames.len() > 64 {
-                return Err("joblib arrays nest too deep".into());
+                return Err(hard("joblib arrays nest too deep".into()));
             }
             return Ok(());
         }
-        let digits: String = spec.chars().skip(1).collect();
-        let unit: u64 = digits.parse().map_err(|_| bad("has an unknown dtype"))?;
-        let itemsize = if kind == 'U' { unit * 4 } else { unit };
-        if !matches!(kind, 'b' | 'i' | 'u' | 'f' | 'c' | 'M' | 'm' | 'S' | 'U' | 'V') {
-            return Err(bad("has an unknown dtype kind"));
-        }
-        if let Some(Val::Int(align)) = state.get("numpy_array_alignment_bytes")
-            && *align > 0
-        {
-            let pad = r.u8().ok_or_else(|| bad("is truncated before its padding"))?;
-            r.skip(u64::from(pad)).ok_or_else(|| bad("is truncated in its padding"))?;
+        let itemsize = match (kind, elsize) {
+            ('S' | 'U' | 'V', Some(e)) => e,
+            _ => {
+                let digits: String = spec.chars().skip(1).collect();
+                let unit: u64 = digits.parse().map_err(|_| bad("has an unknown dtype"))?;
+                if kind == 'U' { unit * 4 } else { unit }
+            }
+        };
+        // joblib reads the padding byte whenever the wrapper's alignment is not None.
+        match state.get("numpy_array_alignment_bytes") {
+            None | Some(Val::None) => {}
+            Some(Val::Other) => return Err(bad("has an alignment that cannot be read")),
+            Some(_) => {
+                let pad = r.u8().ok_or_else(|| bad("is truncated before its padding"))?;
+                r.skip(u64::from(pad)).ok_or_else(|| bad("is truncated in its padding"))?;
+            }
         }
         let n = count.checked_mul(itemsize).ok_or_else(|| bad("overflows"))?;
         r.skip(n).ok_or_else(|| format!("the stream ends inside a joblib inline array of {n} bytes"))?;
@@ -628,9 +754,7 @@ impl<'o> Walker<'o> {
         match op {
             b'(' => self.push(Val::Mark),
             b'.' => {
-                if self.stack.len() != 1 {
-                    return Err(format!("STOP with {} values on the stack", self.stack.len()));
-                }
+                // As CPython's load_stop: the top value is the result; the rest is ignored.
                 self.pop(op)?;
             }
             b'0' => {
@@ -753,9 +877,10 @@ impl<'o> Walker<'o> {
             b'b' => {
                 let state = self.pop(op)?;
                 let obj = self.top_mut(op)?;
+                let identified = matches!(obj, Val::Obj { .. });
                 let (wrapper, slot) = match obj {
                     Val::Obj { class, state: s, memo, .. } => {
-                        *s = Box::new(state.clone());
+                        **s = state.clone();
                         (&**class == "joblib.numpy_pickle.NumpyArrayWrapper", *memo)
                     }
                     _ => (false, None),
@@ -771,15 +896,21 @@ impl<'o> Walker<'o> {
                 }
                 if wrapper {
                     self.joblib_inline_array(&state, r)?;
+                } else if self.wrapper_imported && !identified {
+                    return Err(hard(
+                        "BUILD on an object the walker cannot identify, in a pickle that imports joblib's array wrapper (inline array bytes may follow)".into(),
+                    ));
                 }
             }
             b'c' | b'i' => {
                 let module = text(need!(r.line()));
                 let name = text(need!(r.line()));
                 if op == b'i' {
-                    self.pop_mark(op)?;
-                    self.import(&module, &name, at, "INST");
-                    self.push(Val::Other);
+                    // As CPython's load_inst: the class is imported before the MARK is popped.
+                    let class = self.import(&module, &name, at, "INST");
+                    let args = self.pop_mark(op)?;
+                    let v = self.call(class, Val::Tuple(args.into_boxed_slice()), at);
+                    self.push(v);
                 } else {
                     let g = self.import(&module, &name, at, "GLOBAL");
                     self.push(g);
@@ -856,12 +987,20 @@ impl<'o> Walker<'o> {
                     b'q' => u64::from(need!(r.u8())),
                     _ => need!(r.le(4)),
                 };
+                self.keys.explicit = true;
+                self.memo_mix(at);
+                self.keys.insert(idx);
+                if self.keys.extra.len() > self.limits.max_memo {
+                    return Err(hard(format!("more than {} scattered memo indices", self.limits.max_memo)));
+                }
                 let top = self.mark_memo(op, idx)?;
                 self.memo_put(idx, top);
             }
             0x94 => {
-                let idx = self.memo_next;
-                self.memo_next += 1;
+                let idx = self.keys.len();
+                self.keys.memoize = true;
+                self.memo_mix(at);
+                self.keys.insert(idx);
                 let top = self.mark_memo(op, idx)?;
                 self.memo_put(idx, top);
             }
@@ -892,6 +1031,7 @@ impl<'o> Walker<'o> {
             0x82..=0x84 => {
                 let n = [1u64, 2, 4][usize::from(op - 0x82)];
                 let code = need!(r.le(n));
+                self.code_seen = true;
                 self.finding(
                     Severity::Critical,
                     "pickle-extension-registry",
@@ -973,38 +1113,41 @@ fn is_getattr(full: &str) -> bool {
     full == "builtins.getattr" || full == "__builtin__.getattr"
 }
 
-/// Whether a structured dtype's `BUILD` state names an object field.
-fn dtype_has_object(state: &Val) -> Option<bool> {
-    // state = (version, endian, subarray, names, fields, elsize, alignment, flags)
-    let Val::Tuple(items) = state else { return None };
-    let fields = items.get(4)?;
-    fn any_object(v: &Val) -> Option<bool> {
-        match v {
-            Val::Obj { class, args, state, .. } if &**class == "numpy.dtype" => {
-                if let Val::Tuple(a) = &**args
-                    && let Some(Val::Str(s)) = a.first()
-                {
-                    if s.starts_with('O') {
-                        return Some(true);
-                    }
-                    if s.starts_with('V') && !matches!(**state, Val::None) {
-                        return dtype_has_object(state);
-                    }
-                    return Some(false);
-                }
-                None
+/// Whether a tree of dtypes (a structured dtype's fields dict, a subarray
+/// tuple) holds an object dtype; None when part of it cannot be read.
+fn dtype_tree_has_object(v: &Val) -> Option<bool> {
+    match v {
+        Val::Obj { class, args, state, .. } if &**class == "numpy.dtype" => {
+            let Val::Tuple(a) = &**args else { return None };
+            let Some(Val::Str(s)) = a.first() else { return None };
+            if s.starts_with('O') {
+                return Some(true);
             }
-            Val::Tuple(items) => items.iter().try_fold(false, |acc, v| Some(acc || any_object(v)?)),
-            Val::Dict(pairs) => pairs.iter().try_fold(false, |acc, (_, v)| Some(acc || any_object(v)?)),
-            Val::Int(_) | Val::None | Val::Str(_) | Val::Bool(_) => Some(false),
-            _ => None,
+            match &**state {
+                Val::None => Some(false),
+                Val::Tuple(items) if items.len() >= 8 => {
+                    let flags = matches!(items[7], Val::Int(f) if f & 1 != 0);
+                    let sub = dtype_tree_has_object(&items[2])?;
+                    let fields = dtype_tree_has_object(&items[4])?;
+                    Some(flags || sub || fields)
+                }
+                _ => None,
+            }
         }
-    }
-    match fields {
-        Val::None => Some(false),
-        other => any_object(other),
+        Val::Tuple(items) => items.iter().try_fold(false, |acc, v| Some(acc || dtype_tree_has_object(v)?)),
+        Val::Dict(pairs) => pairs.iter().try_fold(false, |acc, (_, v)| Some(acc || dtype_tree_has_object(v)?)),
+        Val::Int(_) | Val::None | Val::Str(_) | Val::Bool(_) => Some(false),
+        _ => None,
     }
 }
+
+/// Marks an error that stops the walk where the rest cannot be judged (a
+/// warning even in trailing bytes, where structural errors are information).
+fn hard(why: String) -> String {
+    format!("{HARD}{why}")
+}
+
+const HARD: char = '\u{1}';
 
 fn add_pairs(target: &mut Val, items: Vec<Val>) {
     if let Val::Dict(pairs) = target {

@@ -1,7 +1,7 @@
 //! `citadel scan` (fail closed by default) and `citadel allowlist` (the
 //! workspace's reviewed extension of the scanner's allowlist).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use citadel_control::{Caller, Workspace};
@@ -24,7 +24,7 @@ pub enum AllowlistCmd {
 }
 
 /// `citadel scan PATH`: exit 2 when a finding reaches `fail_on`.
-pub fn run_scan(path: &PathBuf, fail_on: &str, sarif: &Option<PathBuf>, allow: &[String], out: &Out) -> Result<i32> {
+pub fn run_scan(path: &Path, fail_on: &str, sarif: &Option<PathBuf>, allow: &[String], out: &Out) -> Result<i32> {
     let opts = citadel_scan::ScanOptions { allow: allow.iter().cloned().collect() };
     for g in allow {
         if let Some(why) = citadel_scan::known_dangerous(g) {

@@ -509,3 +509,25 @@ fn sign_and_verify_name_what_changed() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("another key") && stderr(&o).contains("hint:"), "{}", stderr(&o));
 }
+
+/// The shipped command over both corpora: exit 0 on every benign file, 2 on
+/// every malicious or unjudgeable one (the registry scans with the same rules).
+#[test]
+fn scan_fails_closed_on_the_corpora() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    for (dir, want) in [("benign", 0), ("malicious", 2)] {
+        let text = std::fs::read_to_string(fixtures.join(dir).join("manifest.json")).unwrap();
+        let files: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+        let mut wrong = Vec::new();
+        for name in files.keys() {
+            let path = fixtures.join(dir).join(name);
+            // A file in a subfolder is scanned with its folder (ONNX external data).
+            let target = if name.contains('/') { path.parent().unwrap().to_path_buf() } else { path };
+            let o = bin().args(["scan", target.to_str().unwrap(), "--json"]).output().unwrap();
+            if o.status.code() != Some(want) {
+                wrong.push(format!("{name}: exit {:?}", o.status.code()));
+            }
+        }
+        assert!(wrong.is_empty(), "{dir}: {} file(s) got the wrong exit code:\n{}", wrong.len(), wrong.join("\n"));
+    }
+}
