@@ -31,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
+use std::rc::Rc;
 
 use crate::allowlist::{Verdict, judge};
 use crate::{Finding, ScanOptions, Severity};
@@ -70,16 +71,17 @@ enum Val {
     None,
     Bool(bool),
     Int(i64),
-    Str(Box<str>),
+    Str(Rc<str>),
     /// `module.name` of an imported global.
-    Global(Box<str>),
-    Tuple(Box<[Val]>),
-    Dict(Vec<(Val, Val)>),
+    Global(Rc<str>),
+    // Containers are shared (`Rc`): the memo and `DUP` copy values often.
+    Tuple(Rc<[Val]>),
+    Dict(Rc<DictV>),
     /// What `REDUCE`/`NEWOBJ` made of a known global, with its `BUILD` state.
     Obj {
-        class: Box<str>,
-        args: Box<Val>,
-        state: Box<Val>,
+        class: Rc<str>,
+        args: Rc<Val>,
+        state: Rc<Val>,
         /// The memo slot this object was stored in, so a later `BUILD` updates
         /// that copy too (a dtype shared by a hundred trees is fetched back
         /// from the memo with its state).
@@ -87,11 +89,18 @@ enum Val {
     },
 }
 
+/// A dict's items, with their node count kept as items are added.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct DictV {
+    pairs: Vec<(Val, Val)>,
+    nodes: usize,
+}
+
 impl Val {
     fn nodes(&self) -> usize {
         match self {
             Val::Tuple(items) => 1 + items.iter().map(Val::nodes).sum::<usize>(),
-            Val::Dict(pairs) => 1 + pairs.iter().map(|(k, v)| k.nodes() + v.nodes()).sum::<usize>(),
+            Val::Dict(d) => 1 + d.nodes,
             Val::Obj { args, state, .. } => 1 + args.nodes() + state.nodes(),
             _ => 1,
         }
@@ -120,9 +129,7 @@ impl Val {
     fn get(&self, key: &str) -> Option<&Val> {
         match self {
             // A Python dict keeps the last value given for a key.
-            Val::Dict(pairs) => {
-                pairs.iter().rev().find(|(k, _)| matches!(k, Val::Str(s) if &**s == key)).map(|(_, v)| v)
-            }
+            Val::Dict(d) => d.pairs.iter().rev().find(|(k, _)| matches!(k, Val::Str(s) if &**s == key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -274,7 +281,7 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
-fn text(b: &[u8]) -> Box<str> {
+fn text(b: &[u8]) -> Rc<str> {
     String::from_utf8_lossy(b).into()
 }
 
@@ -327,9 +334,13 @@ struct Walker<'o> {
     keys: MemoKeys,
     memo_nodes: usize,
     frames: Vec<Frame>,
-    seen: HashMap<Box<str>, usize>,
+    seen: HashMap<Rc<str>, usize>,
     /// `getattr` was used other than as `getattr(GLOBAL, "constant")`.
     getattr_unresolved: bool,
+    /// Times `getattr` was pushed, and times a push was consumed by a resolved
+    /// call: any other use (in a tuple, an argument, left over) leaves them unequal.
+    getattr_pushed: u64,
+    getattr_resolved: u64,
     mixed_reported: bool,
     /// An import of a plausible Python name, an EXT opcode or a computed import was seen.
     code_seen: bool,
@@ -373,6 +384,8 @@ impl<'o> Walker<'o> {
             frames: Vec::new(),
             seen: HashMap::new(),
             getattr_unresolved: false,
+            getattr_pushed: 0,
+            getattr_resolved: 0,
             mixed_reported: false,
             code_seen: false,
             wrapper_imported: false,
@@ -425,7 +438,7 @@ impl<'o> Walker<'o> {
         if ident(module) && ident(name) {
             self.code_seen = true;
         }
-        let full: Box<str> = format!("{module}.{name}").into();
+        let full: Rc<str> = format!("{module}.{name}").into();
         if &*full == "joblib.numpy_pickle.NumpyArrayWrapper" {
             self.wrapper_imported = true;
         }
@@ -440,6 +453,9 @@ impl<'o> Walker<'o> {
     }
 
     fn push(&mut self, v: Val) {
+        if matches!(&v, Val::Global(g) if is_getattr(g)) {
+            self.getattr_pushed += 1;
+        }
         self.stack.push(v);
     }
 
@@ -477,23 +493,6 @@ impl<'o> Walker<'o> {
             *memo = Some(idx);
         }
         Ok(top.clone())
-    }
-
-    /// A value leaves the stack into something other than a resolved call:
-    /// if it is (or holds) `getattr`, that use cannot be judged.
-    fn consumed(&mut self, v: &Val) {
-        fn holds_getattr(v: &Val) -> bool {
-            match v {
-                Val::Global(g) => is_getattr(g),
-                Val::Tuple(items) => items.iter().any(holds_getattr),
-                Val::Dict(pairs) => pairs.iter().any(|(k, v)| holds_getattr(k) || holds_getattr(v)),
-                Val::Obj { args, state, .. } => holds_getattr(args) || holds_getattr(state),
-                _ => false,
-            }
-        }
-        if holds_getattr(v) {
-            self.getattr_unresolved = true;
-        }
     }
 
     fn run<R: BufRead>(&mut self, reader: R) {
@@ -573,9 +572,7 @@ impl<'o> Walker<'o> {
     }
 
     fn pop(&mut self, op: u8) -> Result<Val, String> {
-        let v = self.pop_callable(op)?;
-        self.consumed(&v);
-        Ok(v)
+        self.pop_callable(op)
     }
 
     fn pop_mark(&mut self, op: u8) -> Result<Vec<Val>, String> {
@@ -586,9 +583,6 @@ impl<'o> Walker<'o> {
             .ok_or_else(|| format!("opcode 0x{op:02x} finds no MARK"))?;
         let items = self.stack.split_off(i + 1);
         self.stack.pop();
-        for v in &items {
-            self.consumed(v);
-        }
         Ok(items)
     }
 
@@ -612,6 +606,7 @@ impl<'o> Walker<'o> {
             {
                 let (m, n) = (self.out.globals[i].module.clone(), self.out.globals[i].name.clone());
                 let attr = attr.clone();
+                self.getattr_resolved += 1;
                 return self.import(&m, &format!("{n}.{attr}"), at, "REDUCE(getattr)");
             }
             self.getattr_unresolved = true;
@@ -638,7 +633,7 @@ impl<'o> Walker<'o> {
             },
             _ => class,
         };
-        Val::Obj { class, args: Box::new(args), state: Box::new(Val::None), memo: None }.bounded()
+        Val::Obj { class, args: Rc::new(args), state: Rc::new(Val::None), memo: None }.bounded()
     }
 
     fn computed_import(&mut self, at: u64, via: &str) -> Val {
@@ -803,9 +798,9 @@ impl<'o> Walker<'o> {
             b'N' => self.push(Val::None),
             0x88 => self.push(Val::Bool(true)),
             0x89 => self.push(Val::Bool(false)),
-            b'}' => self.push(Val::Dict(Vec::new())),
+            b'}' => self.push(Val::Dict(Rc::new(DictV::default()))),
             b']' | 0x8f | 0x97 => self.push(Val::Other),
-            b')' => self.push(Val::Tuple(Box::new([]))),
+            b')' => self.push(Val::Tuple(Rc::from(Vec::new()))),
             b'Q' | 0x98 => {
                 self.pop(op)?;
                 self.push(Val::Other);
@@ -880,7 +875,7 @@ impl<'o> Walker<'o> {
                 let identified = matches!(obj, Val::Obj { .. });
                 let (wrapper, slot) = match obj {
                     Val::Obj { class, state: s, memo, .. } => {
-                        **s = state.clone();
+                        *s = Rc::new(state.clone());
                         (&**class == "joblib.numpy_pickle.NumpyArrayWrapper", *memo)
                     }
                     _ => (false, None),
@@ -909,7 +904,7 @@ impl<'o> Walker<'o> {
                     // As CPython's load_inst: the class is imported before the MARK is popped.
                     let class = self.import(&module, &name, at, "INST");
                     let args = self.pop_mark(op)?;
-                    let v = self.call(class, Val::Tuple(args.into_boxed_slice()), at);
+                    let v = self.call(class, Val::Tuple(Rc::from(args)), at);
                     self.push(v);
                 } else {
                     let g = self.import(&module, &name, at, "GLOBAL");
@@ -926,7 +921,8 @@ impl<'o> Walker<'o> {
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     pairs.push((k, v));
                 }
-                self.push(Val::Dict(pairs).bounded());
+                let nodes = pairs.iter().map(|(k, v)| k.nodes() + v.nodes()).sum();
+                self.push(Val::Dict(Rc::new(DictV { pairs, nodes })).bounded());
             }
             b'l' | 0x91 => {
                 self.pop_mark(op)?;
@@ -934,7 +930,7 @@ impl<'o> Walker<'o> {
             }
             b't' => {
                 let items = self.pop_mark(op)?;
-                self.push(Val::Tuple(items.into_boxed_slice()).bounded());
+                self.push(Val::Tuple(Rc::from(items)).bounded());
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -942,10 +938,7 @@ impl<'o> Walker<'o> {
                     return Err(format!("TUPLE{n} needs {n} values"));
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                for v in &items {
-                    self.consumed(v);
-                }
-                self.push(Val::Tuple(items.into_boxed_slice()).bounded());
+                self.push(Val::Tuple(Rc::from(items)).bounded());
             }
             b's' => {
                 let v = self.pop(op)?;
@@ -969,7 +962,7 @@ impl<'o> Walker<'o> {
                     return Err("OBJ without a class".into());
                 }
                 let class = items.remove(0);
-                let v = self.call(class, Val::Tuple(items.into_boxed_slice()), at);
+                let v = self.call(class, Val::Tuple(Rc::from(items)), at);
                 self.push(v);
             }
             b'g' | b'h' | b'j' => {
@@ -1079,7 +1072,7 @@ impl<'o> Walker<'o> {
     fn judge_globals(&mut self) {
         for g in std::mem::take(&mut self.out.globals) {
             let full = format!("{}.{}", g.module, g.name);
-            if is_getattr(&full) && !self.getattr_unresolved {
+            if is_getattr(&full) && !self.getattr_unresolved && self.getattr_pushed == self.getattr_resolved {
                 // Every use was getattr(GLOBAL, "constant"), judged as that import.
                 self.out.globals.push(g);
                 continue;
@@ -1135,7 +1128,7 @@ fn dtype_tree_has_object(v: &Val) -> Option<bool> {
             }
         }
         Val::Tuple(items) => items.iter().try_fold(false, |acc, v| Some(acc || dtype_tree_has_object(v)?)),
-        Val::Dict(pairs) => pairs.iter().try_fold(false, |acc, (_, v)| Some(acc || dtype_tree_has_object(v)?)),
+        Val::Dict(d) => d.pairs.iter().try_fold(false, |acc, (_, v)| Some(acc || dtype_tree_has_object(v)?)),
         Val::Int(_) | Val::None | Val::Str(_) | Val::Bool(_) => Some(false),
         _ => None,
     }
@@ -1150,12 +1143,15 @@ fn hard(why: String) -> String {
 const HARD: char = '\u{1}';
 
 fn add_pairs(target: &mut Val, items: Vec<Val>) {
-    if let Val::Dict(pairs) = target {
+    if let Val::Dict(d) = target {
+        let d = Rc::make_mut(d);
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            pairs.push((k, v));
+            d.nodes += k.nodes() + v.nodes();
+            d.pairs.push((k, v));
         }
-        if target.nodes() > MAX_NODES {
+        // A large dict (an estimator's state) is never read: opaque at once.
+        if d.pairs.len() > 256 || d.nodes >= MAX_NODES {
             *target = Val::Other;
         }
     }
