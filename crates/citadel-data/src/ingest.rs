@@ -22,6 +22,8 @@ use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, Recor
 use arrow_schema::{DataType, Field, Schema};
 use citadel_crypto::DataProtector;
 use citadel_pii::{ColumnScan, PiiKind};
+
+use crate::stats;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -172,6 +174,8 @@ pub fn ingest(
     };
     let source = Source::open(path, spec)?;
     let columns = source.columns.clone();
+    // Reading's decisions (renamed headers, columns kept as text) lead the report's notes.
+    let source_notes = source.notes.clone();
     let d = &spec.dataset;
 
     // ---- the stored schema
@@ -526,7 +530,7 @@ pub fn ingest(
     };
 
     // ---- violations
-    let mut notes = Vec::new();
+    let mut notes = source_notes;
     let mut violations = Vec::new();
     let mut violation = |column: &str, rule: &str, ex: Examples| {
         let show = !protected(column);
@@ -652,11 +656,25 @@ pub fn ingest(
     let mut previous_rows = None;
     if let Some(prev) = previous {
         let t = &spec.drift;
+        let mut candidates: Vec<(String, f64)> = Vec::new();
         let prev_sample = read_sample(&prev.dir.join(SAMPLE_FILE))?;
         for (i, name) in out_names.iter().enumerate() {
             let Some(prev_col) = prev.report.column(name) else { continue };
             if d.key.contains(name) {
                 continue;
+            }
+            // Missingness: a column going from filled to empty (or back) is drift too.
+            let cur = &profile[i];
+            let change = (cur.null_rate - prev_col.null_rate).abs();
+            if change > t.null_rate_change_max {
+                let p = stats::two_proportion_p(prev_col.nulls, prev_col.count, cur.nulls, cur.count);
+                candidates.push((
+                    format!(
+                        "column {name:?}: null rate {:.4} -> {:.4} (change {change:.4} > {})",
+                        prev_col.null_rate, cur.null_rate, t.null_rate_change_max
+                    ),
+                    p,
+                ));
             }
             let cur_sample = numeric_out.iter().position(|&o| o == i).map(|j| sample_columns[j].as_slice());
             let Some(mut dr) =
@@ -671,20 +689,44 @@ pub fn ingest(
                 dr.outlier_rate = prev_col.quantiles.as_ref().map(|_| rate(n.outliers));
                 dr.new_category_rate = prev_col.categories.as_ref().map(|_| rate(n.new_categories));
             }
-            let mut flag = |what: &str, v: Option<f64>, max: f64| {
+            // Candidate findings: (message, p-value). Each needs its effect
+            // above the threshold here and its test significant after the
+            // Holm correction over the whole version (below).
+            let p_dist = dr.ks_pvalue.or(dr.chi2_pvalue);
+            let mut flag = |what: &str, v: Option<f64>, max: f64, p: Option<f64>| {
                 if let Some(v) = v
                     && v > max
                 {
-                    suspicious.push(format!("column {name:?}: {what} {v:.4} > {max}"));
+                    candidates.push((format!("column {name:?}: {what} {v:.4} > {max}"), p.unwrap_or(0.0)));
                 }
             };
-            flag("PSI", dr.psi, t.psi_max);
-            flag("KS statistic", dr.ks, t.ks_max);
-            flag("Jensen-Shannon distance", dr.js, t.js_max);
-            flag("out-of-range rate", dr.out_of_range_rate, t.out_of_range_rate_max);
-            flag("outlier rate", dr.outlier_rate, t.outlier_rate_max);
-            flag("new-category rate", dr.new_category_rate, t.new_category_rate_max);
+            flag("PSI", dr.psi, t.psi_max, p_dist);
+            flag("KS statistic", dr.ks, t.ks_max, p_dist);
+            flag("Jensen-Shannon distance", dr.js, t.js_max, p_dist);
+            // Rates of novel values: is the true rate above the allowed one? (one-sided binomial test)
+            let above = |rate: Option<f64>, max: f64| {
+                rate.map(|r| stats::binom_sf((r * n.checked as f64).round() as u64, n.checked, max))
+            };
+            flag(
+                "out-of-range rate",
+                dr.out_of_range_rate,
+                t.out_of_range_rate_max,
+                above(dr.out_of_range_rate, t.out_of_range_rate_max),
+            );
+            flag("outlier rate", dr.outlier_rate, t.outlier_rate_max, above(dr.outlier_rate, t.outlier_rate_max));
+            flag(
+                "new-category rate",
+                dr.new_category_rate,
+                t.new_category_rate_max,
+                above(dr.new_category_rate, t.new_category_rate_max),
+            );
             drift.push(dr);
+        }
+        let significant = stats::holm(&candidates.iter().map(|c| c.1).collect::<Vec<_>>(), t.alpha);
+        for ((what, p), sig) in candidates.into_iter().zip(significant) {
+            if sig {
+                suspicious.push(format!("{what} (p = {p:.2e}, significant at {} after Holm's correction)", t.alpha));
+            }
         }
         if !prev.report.label_shares.is_empty() && !label_shares.is_empty() {
             let keys: HashSet<&String> = prev.report.label_shares.keys().chain(label_shares.keys()).collect();

@@ -10,10 +10,22 @@
 //!   `null_values` is null. A record with a different number of fields, a
 //!   field that is not UTF-8, or an unterminated quote is an error naming the
 //!   line; nothing is stored.
-//! - Types are inferred from the first batch unless declared. A later value
-//!   that does not parse as its column's type is an error naming the column,
-//!   the line and the type, with the hint to declare the column a string.
-//!   Error messages never contain the value itself (it may be personal data).
+//! - Types are inferred from the first batch unless declared, and only when
+//!   the value survives the round trip: a leading `+`, leading zeros, more
+//!   significant digits than a 64-bit float holds exactly (15), or a
+//!   separator the declared locale does not explain keep the column textual,
+//!   with the reason in the report's notes (identifiers, postcodes and phone
+//!   numbers keep their text, and PII detection sees it). A declared locale
+//!   (`dataset.decimal = ","`, `dataset.thousands = "."`) is honoured; a
+//!   column whose values look like another locale's numbers gets a note,
+//!   never a silent misread. A later value that does not parse as its
+//!   column's type, or (inferred columns) would not survive the round trip,
+//!   is an error naming the column, the line and the type, with the hint to
+//!   declare the column a string. Error messages never contain the value
+//!   itself (it may be personal data).
+//! - Header names: an empty name becomes `column_N` (N its 1-based position)
+//!   and a repeated name gets `.1`, `.2`, … as pandas does; each renaming is a
+//!   note. Nothing is refused for it.
 //! - Non-finite floats (NaN, inf) are read as null.
 //! - Parquet: nested types (list, struct, map, union) and binary columns are
 //!   refused with the column's name; dictionaries, dates and timestamps are
@@ -38,6 +50,8 @@ pub const BATCH_ROWS: usize = 32_768;
 pub struct Source {
     pub columns: Vec<(String, ColumnType)>,
     pub format: &'static str,
+    /// What reading decided and why (renamed headers, columns kept as text).
+    pub notes: Vec<String>,
     inner: Inner,
     /// Records read so far (the first data record is 1).
     records: u64,
@@ -59,6 +73,7 @@ enum Inner {
         infer: Vec<bool>,
         /// Records reused from batch to batch.
         pool: Vec<csv::StringRecord>,
+        locale: Locale,
     },
     Parquet {
         reader: ParquetRecordBatchReader,
@@ -179,7 +194,14 @@ impl Source {
         } else {
             d.columns.clone().unwrap_or_default()
         };
-        check_names(&names)?;
+        let (names, mut notes) = unique_names(names)?;
+        let locale = Locale::from_spec(d)?;
+        if locale.decimal != '.' || locale.thousands.is_some() {
+            notes.push(format!(
+                "numbers read with decimal {:?} and thousands {:?} (dataset.decimal, dataset.thousands)",
+                locale.decimal, locale.thousands
+            ));
+        }
         let mut columns = Vec::new();
         let mut infer = Vec::new();
         for n in names {
@@ -196,9 +218,11 @@ impl Source {
                 header_lines: d.header as u64,
                 infer,
                 pool: Vec::new(),
+                locale,
             },
             records: 0,
             pending: None,
+            notes,
         })
     }
 
@@ -243,7 +267,13 @@ impl Source {
             columns.push((field.name().clone(), t));
         }
         let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
-        check_names(&names)?;
+        let (_, renamed) = unique_names(names.clone())?;
+        if !renamed.is_empty() {
+            return Err(DataError::Parquet(format!(
+                "the file's column names cannot be read as they are: {}",
+                renamed.join("; ")
+            )));
+        }
         if let Some(declared) = &spec.dataset.columns
             && declared != &names
         {
@@ -266,6 +296,7 @@ impl Source {
             inner: Inner::Parquet { reader, null_values: spec.dataset.null_values.clone() },
             records: 0,
             pending: None,
+            notes: Vec::new(),
         })
     }
 
@@ -284,16 +315,24 @@ impl Source {
             return Ok(Some(b));
         }
         let batch = match &mut self.inner {
-            Inner::Csv { reader, null_values, header_lines, infer, pool } => {
+            Inner::Csv { reader, null_values, header_lines, infer, pool, locale } => {
                 let n = read_csv_records(reader, pool, self.columns.len())?;
                 if n == 0 {
                     return Ok(None);
                 }
                 let rows = &pool[..n];
                 if self.records == 0 {
-                    infer_types(&mut self.columns, rows, null_values, infer);
+                    let notes = infer_types(&mut self.columns, rows, null_values, infer, locale);
+                    self.notes.extend(notes);
                 }
-                Some(type_csv_records(&self.columns, rows, null_values, self.records + *header_lines + 1)?)
+                Some(type_csv_records(
+                    &self.columns,
+                    rows,
+                    null_values,
+                    self.records + *header_lines + 1,
+                    infer,
+                    locale,
+                )?)
             }
             Inner::Parquet { reader, null_values } => match reader.next() {
                 None => None,
@@ -308,20 +347,119 @@ impl Source {
     }
 }
 
-fn check_names(names: &[String]) -> Result<(), DataError> {
+/// Header names made unique (see the module notes): (names, notes).
+fn unique_names(names: Vec<String>) -> Result<(Vec<String>, Vec<String>), DataError> {
     if names.is_empty() {
         return Err(DataError::Csv { line: 1, reason: "the file has no columns".into() });
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, n) in names.iter().enumerate() {
-        if n.is_empty() {
-            return Err(DataError::Csv { line: 1, reason: format!("column {} has an empty name", i + 1) });
+    let mut notes = Vec::new();
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    let taken: std::collections::HashSet<String> = names.iter().cloned().collect();
+    let mut used = std::collections::HashSet::new();
+    for (i, n) in names.into_iter().enumerate() {
+        let base = if n.is_empty() {
+            let mut name = format!("column_{}", i + 1);
+            while taken.contains(&name) || used.contains(&name) {
+                name.push('_');
+            }
+            notes.push(format!("column {} has no name; it is read as {name:?}", i + 1));
+            name
+        } else {
+            n
+        };
+        let mut name = base.clone();
+        let mut k = 0;
+        while used.contains(&name) {
+            k += 1;
+            name = format!("{base}.{k}");
         }
-        if !seen.insert(n) {
-            return Err(DataError::Csv { line: 1, reason: format!("column name {n:?} appears twice") });
+        if name != base {
+            notes.push(format!("column {} repeats the name {base:?}; it is read as {name:?}", i + 1));
         }
+        used.insert(name.clone());
+        out.push(name);
     }
-    Ok(())
+    Ok((out, notes))
+}
+
+/// How numbers are written in the file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Locale {
+    decimal: char,
+    thousands: Option<char>,
+}
+
+impl Locale {
+    fn from_spec(d: &crate::spec::DatasetSpec) -> Result<Locale, DataError> {
+        let one = |s: &str, what: &str| {
+            let mut c = s.chars();
+            match (c.next(), c.next()) {
+                (Some(ch), None) if matches!(ch, '.' | ',' | ' ' | '\'' | '\u{a0}' | '\u{202f}') => Ok(ch),
+                _ => Err(DataError::Csv { line: 0, reason: format!("dataset.{what} must be one of . , ' or a space") }),
+            }
+        };
+        let decimal = one(&d.decimal, "decimal")?;
+        let thousands = d.thousands.as_deref().map(|t| one(t, "thousands")).transpose()?;
+        if thousands == Some(decimal) || !matches!(decimal, '.' | ',') {
+            return Err(DataError::Csv {
+                line: 0,
+                reason: "dataset.decimal must be . or , and differ from dataset.thousands".into(),
+            });
+        }
+        Ok(Locale { decimal, thousands })
+    }
+
+    /// The value in Rust's number syntax, when the locale changes it.
+    fn normalize<'a>(&self, v: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.decimal == '.' && self.thousands.is_none() {
+            return std::borrow::Cow::Borrowed(v);
+        }
+        let mut out = String::with_capacity(v.len());
+        for ch in v.chars() {
+            if Some(ch) == self.thousands {
+                continue;
+            }
+            out.push(if ch == self.decimal { '.' } else { ch });
+        }
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// An integer whose text is exactly what the number prints back.
+fn lossless_int(v: &str) -> bool {
+    v.parse::<i64>().is_ok_and(|n| n.to_string() == v)
+}
+
+/// Why a numeric-looking value would not survive being stored as a number.
+fn lossy_reason(v: &str) -> Option<&'static str> {
+    let body = v.strip_prefix('-').unwrap_or(v);
+    if v.starts_with('+') {
+        return Some("a leading + (a phone number or an identifier) would be lost");
+    }
+    let mantissa = body.split(['e', 'E']).next().unwrap_or(body);
+    let int_part = mantissa.split('.').next().unwrap_or(mantissa);
+    if int_part.len() > 1 && int_part.starts_with('0') {
+        return Some("leading zeros (postcodes, account numbers) would be lost");
+    }
+    let digits = mantissa.chars().filter(char::is_ascii_digit).collect::<String>();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
+    let integer_exact = !mantissa.contains('.') && !body.contains(['e', 'E']) && lossless_int(v);
+    if significant > 15 && !integer_exact {
+        return Some("more digits than a number holds exactly (long identifiers)");
+    }
+    None
+}
+
+/// A value a float column stores without loss (non-finite values are read as null).
+fn lossless_float(v: &str) -> bool {
+    if matches!(v.to_ascii_lowercase().as_str(), "nan" | "inf" | "-inf" | "infinity" | "-infinity") {
+        return true;
+    }
+    let body = v.strip_prefix('-').unwrap_or(v);
+    let plain = !body.is_empty()
+        && body.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        && body.starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    plain && v.parse::<f64>().is_ok() && lossy_reason(v).is_none()
 }
 
 /// A csv error as ours, without any field content.
@@ -391,27 +529,50 @@ fn field(rec: &csv::StringRecord, col: usize) -> Result<&str, DataError> {
     Ok(rec[col].trim())
 }
 
+/// Types of the inferred columns from the first batch; the notes say which
+/// numeric-looking columns were kept as text and why.
 fn infer_types(
     columns: &mut [(String, ColumnType)],
     rows: &[csv::StringRecord],
     null_values: &[String],
     infer: &[bool],
-) {
-    for (c, (_, t)) in columns.iter_mut().enumerate() {
+    locale: &Locale,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (c, (name, t)) in columns.iter_mut().enumerate() {
         if !infer[c] {
             continue;
         }
         let (mut ints, mut floats, mut bools, mut any) = (true, true, true, false);
+        let mut numeric_text = true;
+        let mut lossy: Option<&'static str> = None;
+        let mut other_locale = 0usize;
+        let mut seen = 0usize;
         for rec in rows {
-            let v = rec[c].trim();
-            if is_null(v, null_values) {
+            let raw = rec[c].trim();
+            if is_null(raw, null_values) {
                 continue;
             }
             any = true;
-            ints &= v.parse::<i64>().is_ok();
-            floats &= v.parse::<f64>().is_ok();
+            seen += 1;
+            let v = locale.normalize(raw);
+            let v = v.as_ref();
+            let is_int = lossless_int(v);
+            let is_float = is_int || lossless_float(v);
+            if !is_float && numeric_text {
+                if v.parse::<f64>().is_ok() || v.trim_start_matches('+').parse::<f64>().is_ok() {
+                    lossy = lossy.or(lossy_reason(v));
+                } else {
+                    numeric_text = false;
+                }
+            }
+            if locale.decimal == '.' && looks_like_other_locale(raw) {
+                other_locale += 1;
+            }
+            ints &= is_int;
+            floats &= is_float;
             bools &= matches!(v.to_ascii_lowercase().as_str(), "true" | "false");
-            if !(ints || floats || bools) {
+            if !(ints || floats || bools || numeric_text) {
                 break;
             }
         }
@@ -426,7 +587,29 @@ fn infer_types(
         } else {
             ColumnType::String
         };
+        if *t == ColumnType::String
+            && numeric_text
+            && let Some(why) = lossy
+        {
+            notes.push(format!("column {name:?} is kept as text: as a number, {why}"));
+        }
+        if seen > 0 && other_locale * 2 > seen {
+            notes.push(format!(
+                "column {name:?} looks like numbers written with a decimal comma or digit grouping; it was not read as numbers. Declare dataset.decimal = \",\" (and dataset.thousands) if that is the file's locale"
+            ));
+        }
     }
+    notes
+}
+
+/// `1.234.567`, `5,35`, `1 234`: numbers as another locale writes them.
+fn looks_like_other_locale(v: &str) -> bool {
+    let b = v.strip_prefix('-').unwrap_or(v).as_bytes();
+    let digits_and = |seps: &[u8]| !b.is_empty() && b.iter().all(|c| c.is_ascii_digit() || seps.contains(c));
+    let comma_decimal =
+        digits_and(b",") && b.iter().filter(|&&c| c == b',').count() == 1 && !b.starts_with(b",") && !b.ends_with(b",");
+    let dot_groups = digits_and(b".") && b.iter().filter(|&&c| c == b'.').count() >= 2;
+    comma_decimal || dot_groups
 }
 
 fn type_csv_records(
@@ -434,6 +617,8 @@ fn type_csv_records(
     rows: &[csv::StringRecord],
     null_values: &[String],
     first_line: u64,
+    infer: &[bool],
+    locale: &Locale,
 ) -> Result<RecordBatch, DataError> {
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (c, (name, t)) in columns.iter().enumerate() {
@@ -450,6 +635,10 @@ fn type_csv_records(
                     if is_null(v, null_values) {
                         b.append_null();
                     } else {
+                        let v = locale.normalize(v);
+                        if infer[c] && !lossless_int(&v) {
+                            return Err(bad(rec, i));
+                        }
                         b.append_value(v.parse().map_err(|_| bad(rec, i))?);
                     }
                 }
@@ -462,6 +651,10 @@ fn type_csv_records(
                     if is_null(v, null_values) {
                         b.append_null();
                     } else {
+                        let v = locale.normalize(v);
+                        if infer[c] && !lossless_float(&v) {
+                            return Err(bad(rec, i));
+                        }
                         let x: f64 = v.parse().map_err(|_| bad(rec, i))?;
                         b.append_option(x.is_finite().then_some(x));
                     }

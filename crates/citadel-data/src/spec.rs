@@ -141,6 +141,14 @@ pub struct Bounds {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftSpec {
+    /// Family-wise significance of the drift tests (Holm–Bonferroni across
+    /// every test of a version): a change is a finding only when it is
+    /// significant at this level *and* larger than its threshold below, so
+    /// small samples of an unchanged distribution pass and large ones are
+    /// not flagged for a trivial shift.
+    pub alpha: f64,
+    /// Largest change of a column's null rate (absolute).
+    pub null_rate_change_max: f64,
     pub psi_max: f64,
     pub ks_max: f64,
     pub js_max: f64,
@@ -161,6 +169,8 @@ pub struct DriftSpec {
 impl Default for DriftSpec {
     fn default() -> Self {
         DriftSpec {
+            alpha: 0.01,
+            null_rate_change_max: 0.05,
             psi_max: 0.25,
             ks_max: 0.1,
             js_max: 0.1,
@@ -185,6 +195,10 @@ pub struct DatasetSpec {
     pub delimiter: String,
     /// Field values read as null (after trimming), besides the empty field.
     pub null_values: Vec<String>,
+    /// The decimal separator of numbers in the file: "." (default) or ",".
+    pub decimal: String,
+    /// The thousands separator, if the file groups digits ("," "." " " or "'").
+    pub thousands: Option<String>,
     pub on_failure: OnFailure,
     /// The label column: label-distribution bounds, flips and shift use it.
     pub label: Option<String>,
@@ -207,6 +221,8 @@ impl Default for DatasetSpec {
             columns: None,
             delimiter: ",".into(),
             null_values: vec![],
+            decimal: ".".into(),
+            thousands: None,
             on_failure: OnFailure::Reject,
             label: None,
             key: vec![],
@@ -317,6 +333,9 @@ impl Expectations {
             if b.min.is_some_and(|v| !(0.0..=1.0).contains(&v)) || b.max.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
                 problems.push(format!("labels.{label:?}: shares are between 0 and 1"));
             }
+        }
+        if !(spec.drift.alpha > 0.0 && spec.drift.alpha < 1.0) {
+            problems.push("drift.alpha must be between 0 and 1 (e.g. 0.01)".into());
         }
         if spec.drift.sample_rows < 100 || spec.drift.sample_rows > 5_000_000 {
             problems.push("drift.sample_rows must be between 100 and 5000000".into());

@@ -147,6 +147,54 @@ pub fn jensenshannon(p: &[f64], q: &[f64]) -> f64 {
     (js / 2.0 / std::f64::consts::LN_2).max(0.0).sqrt()
 }
 
+/// One-sided binomial test: P(X ≥ k) for X ~ Binomial(n, p), i.e.
+/// `scipy.stats.binomtest(k, n, p, alternative="greater").pvalue`, through
+/// the regularized incomplete beta function I_p(k, n − k + 1).
+pub fn binom_sf(k: u64, n: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n || p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    puruspe::betai(k as f64, (n - k + 1) as f64, p).clamp(0.0, 1.0)
+}
+
+/// Two-sided two-proportion z-test (pooled): the p-value that successes
+/// k1 of n1 and k2 of n2 come from one rate.
+pub fn two_proportion_p(k1: u64, n1: u64, k2: u64, n2: u64) -> f64 {
+    if n1 == 0 || n2 == 0 {
+        return 1.0;
+    }
+    let (p1, p2) = (k1 as f64 / n1 as f64, k2 as f64 / n2 as f64);
+    let pooled = (k1 + k2) as f64 / (n1 + n2) as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64)).sqrt();
+    if se == 0.0 {
+        return if p1 == p2 { 1.0 } else { 0.0 };
+    }
+    let z = (p1 - p2).abs() / se;
+    puruspe::erfc(z / std::f64::consts::SQRT_2).clamp(0.0, 1.0)
+}
+
+/// Holm–Bonferroni: which of `pvalues` are rejected at family-wise level `alpha`.
+pub fn holm(pvalues: &[f64], alpha: f64) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..pvalues.len()).collect();
+    order.sort_by(|&a, &b| pvalues[a].total_cmp(&pvalues[b]));
+    let m = pvalues.len();
+    let mut rejected = vec![false; m];
+    for (rank, &i) in order.iter().enumerate() {
+        if pvalues[i] <= alpha / (m - rank) as f64 {
+            rejected[i] = true;
+        } else {
+            break;
+        }
+    }
+    rejected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

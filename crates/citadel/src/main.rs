@@ -3,6 +3,14 @@
 //! plane and renders the result as text or `--json`. Every error ends with a
 //! `hint:` line.
 
+/// `println!` for command output: a closed stdout (`citadel … | head`)
+/// ends the process quietly (exit 0) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(&format!($($arg)*))
+    };
+}
+
 mod bench;
 mod bench_data;
 mod bench_pipeline;
@@ -505,11 +513,11 @@ pub(crate) struct Out {
 impl Out {
     pub(crate) fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
+            outln!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
         } else {
             let t = text();
             if !t.is_empty() {
-                println!("{}", t.trim_end());
+                outln!("{}", t.trim_end());
             }
         }
     }
@@ -759,7 +767,7 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                 )?;
             let bom = ws.model_bom(caller, name, version).await?;
             // The BOM is JSON either way.
-            println!("{}", serde_json::to_string_pretty(&bom)?);
+            outln!("{}", serde_json::to_string_pretty(&bom)?);
         }
         ModelCmd::PublicKey => {
             let pem = ws.model_signing_public_key(caller).await?;
@@ -807,7 +815,7 @@ fn main() {
             let hint = hint_for(&err);
             if json {
                 let v = serde_json::json!({"error": format!("{err:#}"), "hint": hint});
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 eprintln!("error: {err:#}");
                 eprintln!("hint: {hint}");
@@ -1215,7 +1223,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     AuditCmd::Export { format, filter } => {
                         let fmt: citadel_audit::ExportFormat = format.parse().map_err(|e: String| anyhow!(e))?;
                         for line in ws.audit_export(&caller, &filter.to_filter()?, fmt).await? {
-                            println!("{line}");
+                            outln!("{line}");
                         }
                         Ok(0)
                     }
@@ -1413,7 +1421,7 @@ async fn run(cli: Cli) -> Result<i32> {
             ws.close().await?;
             let g = g?;
             match (format.as_str(), cli.json) {
-                ("json", _) | (_, true) => println!("{}", serde_json::to_string_pretty(&g)?),
+                ("json", _) | (_, true) => outln!("{}", serde_json::to_string_pretty(&g)?),
                 ("dot", _) => print!("{}", g.to_dot()),
                 ("mermaid", _) => print!("{}", g.to_mermaid()),
                 _ => print!("{}", g.to_text()),
@@ -1421,4 +1429,17 @@ async fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Writes one line of command output; see `outln!`.
+pub(crate) fn write_stdout(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing the output failed: {e}");
+        std::process::exit(1);
+    }
 }

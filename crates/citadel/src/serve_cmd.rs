@@ -143,11 +143,11 @@ pub async fn run_serve(
         |l| {
             let line = serde_json::json!({"listening": l.addr.to_string(), "scheme": l.scheme, "dev_ca": l.dev_ca});
             if json {
-                println!("{line}");
+                outln!("{line}");
             } else {
-                println!("serving on {}://{}", l.scheme, l.addr);
+                outln!("serving on {}://{}", l.scheme, l.addr);
                 if let Some(ca) = &l.dev_ca {
-                    println!("development certificate: {} (curl --cacert {})", ca.display(), ca.display());
+                    outln!("development certificate: {} (curl --cacert {})", ca.display(), ca.display());
                 }
             }
             let _ = std::io::stdout().flush();

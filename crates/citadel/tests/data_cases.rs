@@ -1,0 +1,132 @@
+//! Real-file cases for ingest (`tests/fixtures/data-cases/`, copied from the
+//! team's case folder with its README): values keep their text, drift
+//! respects sample size, header quirks are handled, output to a closed pipe
+//! never panics.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should stop loudly
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn case(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-cases").join(rel)
+}
+
+fn add(ws: &Ws, name: &str, file: &Path, expect: &Path) -> (Option<i32>, serde_json::Value) {
+    let o = ws.run(&[
+        "data",
+        "add",
+        file.to_str().unwrap(),
+        "--name",
+        name,
+        "--expect",
+        expect.to_str().unwrap(),
+        "--json",
+    ]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status.code(), v)
+}
+
+fn exported_column(ws: &Ws, reference: &str, column: &str) -> Vec<String> {
+    let out = ws.root.parent().unwrap().join(format!("{}-{column}.csv", reference.replace('@', "-")));
+    ws.ok(&["data", "get", reference, "-o", out.to_str().unwrap()]);
+    let mut r = csv::Reader::from_path(&out).unwrap();
+    let i = r.headers().unwrap().iter().position(|h| h == column).unwrap();
+    r.records().map(|rec| rec.unwrap()[i].to_string()).collect()
+}
+
+#[test]
+fn identifiers_keep_their_text() {
+    let ws = Ws::new();
+    let (code, v) = add(&ws, "branches", &case("leading-zeros/branches.csv"), &case("leading-zeros/expect.toml"));
+    assert_eq!(code, Some(0), "{v:#}");
+    let notes = v["report"]["notes"].to_string();
+    assert!(notes.contains("postcode") && notes.contains("leading zeros"), "{notes}");
+    let original: Vec<String> = csv::Reader::from_path(case("leading-zeros/branches.csv"))
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap()[1].to_string())
+        .collect();
+    assert_eq!(exported_column(&ws, "branches@1", "postcode"), original, "postcodes changed");
+    assert_eq!(exported_column(&ws, "branches@1", "account_no")[0], "00006662");
+
+    let (code, v) = add(&ws, "orders", &case("big-ids/orders.csv"), &case("big-ids/expect.toml"));
+    assert_eq!(code, Some(0), "{v:#}");
+    assert!(v["report"]["notes"].to_string().contains("order_ref"), "{v:#}");
+    assert_eq!(exported_column(&ws, "orders@1", "order_ref")[0], "49682733307390651924");
+    // 18 digits still fit a 64-bit integer exactly: a number.
+    assert_eq!(exported_column(&ws, "orders@1", "short_ref")[0], "832942025997674455");
+}
+
+#[test]
+fn e164_numbers_stay_text_and_are_found() {
+    let ws = Ws::new();
+    let (code, v) = add(&ws, "crm", &case("e164-digits/crm_plus.csv"), &case("e164-digits/expect.toml"));
+    assert_ne!(code, Some(0), "stored raw: {v:#}");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(error.contains("\"mobile\"") && error.contains("Phone"), "the phone column is not named: {v:#}");
+}
+
+#[test]
+fn a_null_rate_jump_is_drift() {
+    let ws = Ws::new();
+    let (code, v) = add(&ws, "people", &case("null-rate-jump/v1.csv"), &case("null-rate-jump/expect.toml"));
+    assert_eq!(code, Some(0), "{v:#}");
+    let (code, v) = add(&ws, "people", &case("null-rate-jump/v2.csv"), &case("null-rate-jump/expect.toml"));
+    assert_eq!(code, Some(2), "accepted: {v:#}");
+    assert!(v["report"]["suspicious"].to_string().contains("null rate"), "{v:#}");
+}
+
+/// Ten new samples of v1's distribution (120 rows each): at a family-wise
+/// level of 0.01 the expected number quarantined is about 0.1; more than one
+/// is a test that ignores sample size.
+#[test]
+fn small_samples_of_the_same_distribution_pass() {
+    let ws = Ws::new();
+    let expect = case("small-sample-drift/expect.toml");
+    let (code, v) = add(&ws, "seg", &case("small-sample-drift/v1.csv"), &expect);
+    assert_eq!(code, Some(0), "{v:#}");
+    let mut quarantined = Vec::new();
+    for seed in 0..10 {
+        let name = format!("seg{seed}");
+        add(&ws, &name, &case("small-sample-drift/v1.csv"), &expect);
+        let (code, v) = add(&ws, &name, &case(&format!("small-sample-drift/v2_seed{seed}.csv")), &expect);
+        if code != Some(0) {
+            quarantined.push(format!("seed {seed}: {}", v["report"]["suspicious"]));
+        }
+    }
+    assert!(quarantined.len() <= 1, "{} of 10 quarantined:\n{}", quarantined.len(), quarantined.join("\n"));
+}
+
+#[test]
+fn duplicate_and_empty_header_names_are_renamed_not_refused() {
+    let ws = Ws::new();
+    let f = ws.file("export.csv", b"id,tier,tier,score,\n1,a,b,3,\n2,c,d,4,\n3,e,f,5,\n");
+    let v = ws.json(&["data", "add", f.to_str().unwrap(), "--name", "export"]);
+    assert_eq!(v["status"], "accepted", "{v:#}");
+    let cols = v["report"]["source_columns"].to_string();
+    assert!(cols.contains("\"tier.1\"") && cols.contains("\"column_5\""), "{cols}");
+    let notes = v["report"]["notes"].to_string();
+    assert!(notes.contains("repeats the name") && notes.contains("has no name"), "{notes}");
+}
+
+#[test]
+fn a_closed_stdout_never_panics() {
+    let ws = Ws::new();
+    let f = ws.file("t.csv", b"a,b\n1,2\n3,4\n");
+    ws.ok(&["data", "add", f.to_str().unwrap(), "--name", "t"]);
+    let mut child = ws
+        .cmd(&["audit", "export", "--format", "jsonl"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.code().is_some(), "killed by a signal: {:?}", out.status);
+}
