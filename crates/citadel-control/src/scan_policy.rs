@@ -48,6 +48,22 @@ impl Workspace {
         })
     }
 
+    /// Writes the list and its audit record in one transaction.
+    async fn store_allowlist(
+        &self,
+        caller: &Caller,
+        entries: &[AllowedGlobal],
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        let text = serde_json::to_string(entries).map_err(|e| invalid(e.to_string()))?;
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::meta_set(tx.conn(), ALLOWLIST_META, &text).await?;
+        tx.commit(event(&caller.principal.id, action, "scan:allowlist", Outcome::Success, &caller.request_id, details))
+            .await?;
+        Ok(())
+    }
+
     /// The options every scan in this workspace runs with.
     pub(crate) async fn scan_options(&self) -> Result<citadel_scan::ScanOptions> {
         let allow = self.allowlist_entries().await?.into_iter().map(|e| e.global).collect();
@@ -84,21 +100,12 @@ impl Workspace {
         };
         entries.push(entry.clone());
         entries.sort_by(|a, b| a.global.cmp(&b.global));
-        let mut tx = self.db.begin_audited().await?;
-        citadel_store::meta_set(
-            tx.conn(),
-            ALLOWLIST_META,
-            &serde_json::to_string(&entries).map_err(|e| invalid(e.to_string()))?,
-        )
-        .await?;
-        tx.commit(event(
-            &caller.principal.id,
+        self.store_allowlist(
+            caller,
+            &entries,
             "scan.allow",
-            "scan:allowlist",
-            Outcome::Success,
-            &caller.request_id,
             serde_json::json!({"global": global, "reason": entry.reason}),
-        ))
+        )
         .await?;
         Ok(entry)
     }
@@ -112,22 +119,7 @@ impl Workspace {
         if entries.len() == before {
             return Err(crate::ControlError::NotFound(format!("{global} is not in the workspace's scan allowlist")));
         }
-        let mut tx = self.db.begin_audited().await?;
-        citadel_store::meta_set(
-            tx.conn(),
-            ALLOWLIST_META,
-            &serde_json::to_string(&entries).map_err(|e| invalid(e.to_string()))?,
-        )
-        .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "scan.disallow",
-            "scan:allowlist",
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"global": global}),
-        ))
-        .await?;
+        self.store_allowlist(caller, &entries, "scan.disallow", serde_json::json!({"global": global})).await?;
         Ok(())
     }
 }

@@ -119,27 +119,7 @@ pub fn scan_onnx(location: &str, data: &[u8]) -> Vec<Finding> {
             custom_domains.insert(o.domain.clone());
         }
     }
-    let mut graphs: Vec<&GraphProto> = model.graph.iter().collect();
-    let mut nodes: Vec<&NodeProto> = model.functions.iter().flat_map(|f| f.node.iter()).collect();
-    let mut tensors: Vec<&TensorProto> = Vec::new();
-    let mut visited = 0usize;
-    while let Some(g) = graphs.pop() {
-        visited += 1;
-        if visited > 100_000 {
-            break;
-        }
-        nodes.extend(g.node.iter());
-        tensors.extend(g.initializer.iter());
-        for s in &g.sparse_initializer {
-            tensors.extend(s.values.iter().chain(s.indices.iter()));
-        }
-        for n in &g.node {
-            for a in &n.attribute {
-                graphs.extend(a.g.iter().chain(a.graphs.iter()));
-                tensors.extend(a.t.iter().chain(a.tensors.iter()));
-            }
-        }
-    }
+    let (nodes, tensors) = nodes_and_tensors(&model);
     for n in nodes {
         if !STANDARD_DOMAINS.contains(&n.domain.as_str()) {
             custom_domains.insert(n.domain.clone());
@@ -176,18 +156,20 @@ pub fn scan_onnx(location: &str, data: &[u8]) -> Vec<Finding> {
     out
 }
 
-/// The external data files a model names (every `location`, inside or not).
-pub fn external_locations(data: &[u8]) -> Vec<String> {
-    let Ok(model) = ModelProto::decode(data) else { return Vec::new() };
+/// Every node (graphs, subgraphs, functions) and every tensor (initializers,
+/// sparse initializers, attribute tensors) of a model, subgraphs bounded.
+fn nodes_and_tensors(model: &ModelProto) -> (Vec<&NodeProto>, Vec<&TensorProto>) {
     let mut graphs: Vec<&GraphProto> = model.graph.iter().collect();
-    let mut out = Vec::new();
+    let mut nodes: Vec<&NodeProto> = model.functions.iter().flat_map(|f| f.node.iter()).collect();
+    let mut tensors: Vec<&TensorProto> = Vec::new();
     let mut visited = 0usize;
     while let Some(g) = graphs.pop() {
         visited += 1;
         if visited > 100_000 {
             break;
         }
-        let mut tensors: Vec<&TensorProto> = g.initializer.iter().collect();
+        nodes.extend(g.node.iter());
+        tensors.extend(g.initializer.iter());
         for s in &g.sparse_initializer {
             tensors.extend(s.values.iter().chain(s.indices.iter()));
         }
@@ -197,10 +179,18 @@ pub fn external_locations(data: &[u8]) -> Vec<String> {
                 tensors.extend(a.t.iter().chain(a.tensors.iter()));
             }
         }
-        for t in tensors {
-            out.extend(t.external_data.iter().filter(|e| e.key == "location").map(|e| e.value.clone()));
-        }
     }
+    (nodes, tensors)
+}
+
+/// The external data files a model names (every `location`, inside or not).
+pub fn external_locations(data: &[u8]) -> Vec<String> {
+    let Ok(model) = ModelProto::decode(data) else { return Vec::new() };
+    let (_, tensors) = nodes_and_tensors(&model);
+    let mut out: Vec<String> = tensors
+        .iter()
+        .flat_map(|t| t.external_data.iter().filter(|e| e.key == "location").map(|e| e.value.clone()))
+        .collect();
     out.sort();
     out.dedup();
     out
