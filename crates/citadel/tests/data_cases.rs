@@ -130,3 +130,14 @@ fn a_closed_stdout_never_panics() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.code().is_some(), "killed by a signal: {:?}", out.status);
 }
+
+#[test]
+fn national_phone_numbers_are_found_by_value() {
+    let ws = Ws::new();
+    for (i, file) in ["national-phones/contacts_us.csv", "national-phones/contacts_fr.csv"].iter().enumerate() {
+        let (code, v) = add(&ws, &format!("contacts{i}"), &case(file), &case("national-phones/expect.toml"));
+        assert_ne!(code, Some(0), "{file} stored raw: {v:#}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains("\"phone\"") && error.contains("phone-national"), "{file}: {error}");
+    }
+}
