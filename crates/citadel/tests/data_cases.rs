@@ -141,3 +141,71 @@ fn national_phone_numbers_are_found_by_value() {
         assert!(error.contains("\"phone\"") && error.contains("phone-national"), "{file}: {error}");
     }
 }
+
+/// Drift on real data under the significance gate: random halves of UCI
+/// Adult (same distribution, ~16k rows each) pass; five real shifts of it
+/// (older people only, women only, one workclass dropped, hours doubled for
+/// a third of rows, a block of missing occupations) are each quarantined.
+#[test]
+fn real_shifts_of_adult_are_caught_and_random_halves_pass() {
+    let adult = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.data");
+    let expect = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.expect.toml");
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&adult)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
+        .collect();
+    let ws = Ws::new();
+    let write = |name: &str, rows: &[Vec<String>]| {
+        let text: String = rows.iter().map(|r| r.join(", ") + "\n").collect();
+        ws.file(name, text.as_bytes())
+    };
+    // Reference: the even rows; a random half of the same table: the odd rows.
+    let even: Vec<Vec<String>> = rows.iter().step_by(2).cloned().collect();
+    let odd: Vec<Vec<String>> = rows.iter().skip(1).step_by(2).cloned().collect();
+    let shifts: Vec<(&str, Vec<Vec<String>>)> = vec![
+        ("older", odd.iter().filter(|r| r[0].parse::<u32>().unwrap_or(0) >= 45).cloned().collect()),
+        ("women", odd.iter().filter(|r| r[9] == "Female").cloned().collect()),
+        ("no-private", odd.iter().filter(|r| r[1] != "Private").cloned().collect()),
+        (
+            "hours-doubled",
+            odd.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let mut r = r.clone();
+                    if i % 3 == 0 {
+                        r[12] = (r[12].parse::<u32>().unwrap_or(40) * 2).min(99).to_string();
+                    }
+                    r
+                })
+                .collect(),
+        ),
+        (
+            "missing-occupation",
+            odd.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let mut r = r.clone();
+                    if i % 4 == 0 {
+                        r[6] = "?".into();
+                    }
+                    r
+                })
+                .collect(),
+        ),
+    ];
+    let mut missed = Vec::new();
+    let base = write("even.csv", &even);
+    for (i, (what, rows)) in std::iter::once(("random half", odd.clone())).chain(shifts).enumerate() {
+        let name = format!("adult{i}");
+        let (code, v) = add(&ws, &name, &base, &expect);
+        assert_eq!(code, Some(0), "{v:#}");
+        let (code, v) = add(&ws, &name, &write(&format!("{name}.csv"), &rows), &expect);
+        let quarantined = code == Some(2);
+        if quarantined == (what == "random half") {
+            missed.push(format!("{what}: exit {code:?}, suspicious {}", v["report"]["suspicious"]));
+        }
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n"));
+}
