@@ -786,7 +786,19 @@ pub fn ingest(
     if status != Status::Rejected {
         reasons.extend(suspicious.iter().map(|s| format!("suspicious: {s}")));
     }
+    // Quasi-identifiers nobody declared: birth dates, sex, postcodes, race.
+    let quasi_identifier_candidates: Vec<String> = if d.quasi_identifiers.is_empty() {
+        profile.iter().filter(|c| quasi_identifier_like(c)).map(|c| c.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    if !quasi_identifier_candidates.is_empty() {
+        notes.push(format!(
+            "columns {quasi_identifier_candidates:?} look like quasi-identifiers (birth date, sex, postcode, race): declare dataset.quasi_identifiers (and dataset.min_k) to check k-anonymity over them"
+        ));
+    }
     let report = IngestReport {
+        quasi_identifier_candidates,
         status,
         reasons,
         format: format.into(),
@@ -805,6 +817,73 @@ pub fn ingest(
         notes,
     };
     Ok(IngestOutput { report, dir: out_dir.to_path_buf() })
+}
+
+/// Whether a column looks like a quasi-identifier (Sweeney 2002: birth date,
+/// sex and ZIP code single out most people): a birth date found in its
+/// values, a header naming sex, postcode or race (in several languages), or
+/// values that are sex categories.
+fn quasi_identifier_like(c: &ColumnProfile) -> bool {
+    const HEADERS: &[&str] = &[
+        "sex",
+        "gender",
+        "geschlecht",
+        "sexe",
+        "sexo",
+        "genere",
+        "geslacht",
+        "zip",
+        "zipcode",
+        "postcode",
+        "postalcode",
+        "plz",
+        "postleitzahl",
+        "codepostal",
+        "cp",
+        "codigopostal",
+        "cap",
+        "race",
+        "ethnicity",
+        "ethnic",
+        "ethnie",
+        "etnia",
+    ];
+    const SEX_VALUES: &[&str] = &[
+        "male",
+        "female",
+        "m",
+        "f",
+        "man",
+        "woman",
+        "männlich",
+        "weiblich",
+        "homme",
+        "femme",
+        "hombre",
+        "mujer",
+        "maschio",
+        "femmina",
+        "non-binary",
+        "nonbinary",
+        "other",
+        "unknown",
+        "diverse",
+        "d",
+        "x",
+    ];
+    let header: String = c.name.to_lowercase().chars().filter(|ch| ch.is_alphanumeric()).collect();
+    if c.pii.iter().any(|d| d.kind == PiiKind::DateOfBirth) || HEADERS.contains(&header.as_str()) {
+        return true;
+    }
+    c.categories.as_ref().is_some_and(|cats| {
+        let values: Vec<String> = cats.iter().map(|(v, _)| v.trim().to_lowercase()).collect();
+        let binary =
+            values.iter().filter(|v| matches!(v.as_str(), "male" | "female" | "m" | "f" | "man" | "woman")).count();
+        !values.is_empty()
+            && values.len() <= 6
+            && binary >= 2
+            && values.iter().all(|v| SEX_VALUES.contains(&v.as_str()))
+    })
 }
 
 /// A sample file's columns (non-null values).

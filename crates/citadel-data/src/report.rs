@@ -63,6 +63,9 @@ pub struct IngestReport {
     /// Where a check ran on part of the data (bounded memory), and why.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Columns that look like quasi-identifiers when none were declared.
+    #[serde(default)]
+    pub quasi_identifier_candidates: Vec<String>,
 }
 
 impl IngestReport {

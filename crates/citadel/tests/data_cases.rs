@@ -209,3 +209,20 @@ fn real_shifts_of_adult_are_caught_and_random_halves_pass() {
     }
     assert!(missed.is_empty(), "{}", missed.join("\n"));
 }
+
+#[test]
+fn undeclared_quasi_identifiers_are_flagged() {
+    let ws = Ws::new();
+    let mut csv = String::from("visit,gender,zip,ethnicity,score\n");
+    for i in 0..60 {
+        let g = if i % 2 == 0 { "Female" } else { "Male" };
+        csv += &format!("{i},{g},{:05},group-{},{}\n", 2100 + i % 7, i % 3, i % 10);
+    }
+    let v = ws.json(&["data", "add", ws.file("visits.csv", csv.as_bytes()).to_str().unwrap(), "--name", "visits"]);
+    let qi = v["report"]["quasi_identifier_candidates"].to_string();
+    for c in ["gender", "zip", "ethnicity"] {
+        assert!(qi.contains(c), "{c} not flagged: {qi}");
+    }
+    assert!(!qi.contains("score") && !qi.contains("visit\""), "{qi}");
+    assert!(v["report"]["notes"].to_string().contains("quasi-identifiers"), "{v:#}");
+}
