@@ -153,7 +153,7 @@ fn detected_classification(detections: &[citadel_pii::Detection]) -> Option<Clas
         .iter()
         .filter(|d| d.confidence >= PII_MIN_SHARE || d.rule == "header-name")
         .map(|d| match d.kind {
-            PiiKind::IpAddress => Classification::Confidential,
+            PiiKind::IpAddress | PiiKind::DeviceId | PiiKind::Url => Classification::Confidential,
             _ => Classification::Restricted,
         })
         .max()

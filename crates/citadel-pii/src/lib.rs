@@ -5,7 +5,8 @@
 //! allocation rules), France's NIR (its key), e-mail, international phone
 //! numbers (E.164 shape) and national ones (validated by `phonenumber`, a
 //! libphonenumber port, against common regions' numbering plans), IPv4/IPv6
-//! (std parsers). Person names are found by value in any case, from
+//! (std parsers), and the HIPAA Safe Harbor identifiers that values can show
+//! (`hipaa.rs`: MRNs, Medicare MBIs, DEA numbers, IMEIs, MACs, URLs). Person names are found by value in any case, from
 //! given-name and surname lists of several languages (`data/`); birth dates
 //! by their values (adults' dates spread over decades) or a header. Header
 //! hints in eight languages add kinds values alone cannot show. Results
@@ -18,6 +19,7 @@
 //! enough to make a column personal data. Recall and precision per kind are
 //! measured in `tests/labelled.rs`.
 
+mod hipaa;
 mod names;
 mod phone;
 
@@ -40,6 +42,13 @@ pub enum PiiKind {
     PostalAddress,
     /// A national identity number other than the US SSN (France's NIR, by its key).
     NationalId,
+    /// HIPAA Safe Harbor identifiers.
+    MedicalRecordNumber,
+    HealthPlanNumber,
+    AccountNumber,
+    LicenceNumber,
+    DeviceId,
+    Url,
 }
 
 /// Detections in one value: each kind with the rule that matched.
@@ -67,6 +76,21 @@ pub fn detect_value(value: &str) -> Vec<(PiiKind, &'static str)> {
     }
     if is_iban(v) {
         out.push((PiiKind::Iban, "iban-mod97"));
+    }
+    if v.len() >= 8 {
+        if (first == b'M' || first == b'm') && hipaa::is_mrn(v) {
+            out.push((PiiKind::MedicalRecordNumber, "mrn-prefix"));
+        } else if digit && hipaa::is_medicare_mbi(v) {
+            out.push((PiiKind::HealthPlanNumber, "medicare-mbi"));
+        } else if first.is_ascii_alphabetic() && hipaa::is_dea(v) {
+            out.push((PiiKind::LicenceNumber, "dea-checksum"));
+        } else if digit && out.is_empty() && hipaa::is_imei(v) {
+            out.push((PiiKind::DeviceId, "imei-luhn"));
+        } else if first.is_ascii_hexdigit() && hipaa::is_mac(v) {
+            out.push((PiiKind::DeviceId, "mac-address"));
+        } else if (first == b'h' || first == b'H') && hipaa::is_url(v) {
+            out.push((PiiKind::Url, "url"));
+        }
     }
     if digit && is_fr_nir(v) {
         out.retain(|(k, _)| *k != PiiKind::PaymentCard);
@@ -398,6 +422,10 @@ fn is_payment_card(v: &str) -> bool {
         return false;
     }
     // Issuer prefixes in use: Visa 4, Mastercard 2/5, Amex 34/37, Discover 6, JCB/Diners 3.
+    // Of these only Amex issues 15 digits (15-digit Luhn numbers are mostly IMEIs).
+    if d.len() == 15 && !(d[0] == 3 && matches!(d[1], 4 | 7)) {
+        return false;
+    }
     matches!(d[0], 2..=6) && luhn_valid(&d)
 }
 
@@ -606,6 +634,57 @@ pub fn header_hint(header: &str) -> Option<PiiKind> {
         "mobiel",
     ];
     const EMAIL: &[&str] = &["email", "emailaddress", "mail", "courriel", "correo", "correoelectronico", "posta"];
+    const MRN: &[&str] = &[
+        "mrn",
+        "medicalrecordnumber",
+        "medicalrecord",
+        "medicalrecordno",
+        "chartnumber",
+        "chartno",
+        "patientid",
+        "patientnumber",
+        "patientno",
+    ];
+    const PLAN: &[&str] = &[
+        "memberid",
+        "membernumber",
+        "healthplanid",
+        "healthplannumber",
+        "insuranceid",
+        "insurancenumber",
+        "policynumber",
+        "subscriberid",
+        "medicareid",
+        "medicarenumber",
+        "medicarembi",
+        "mbi",
+        "medicaidid",
+        "versichertennummer",
+    ];
+    const ACCOUNT: &[&str] = &[
+        "billingaccount",
+        "bankaccount",
+        "bankaccountnumber",
+        "kontonummer",
+        "patientaccount",
+        "patientaccountnumber",
+    ];
+    const LICENCE: &[&str] = &[
+        "driverslicense",
+        "driverslicence",
+        "driverlicense",
+        "driverlicence",
+        "licensenumber",
+        "licencenumber",
+        "dlnumber",
+        "deanumber",
+        "dea",
+        "fuhrerschein",
+        "führerschein",
+        "permisdeconduire",
+    ];
+    const DEVICE: &[&str] =
+        &["deviceid", "deviceserial", "serialnumber", "imei", "udi", "macaddress", "mac", "deviceidentifier"];
     if DOB.contains(&h.as_str()) {
         Some(PiiKind::DateOfBirth)
     } else if NAMES.contains(&h.as_str()) {
@@ -616,6 +695,16 @@ pub fn header_hint(header: &str) -> Option<PiiKind> {
         Some(PiiKind::Phone)
     } else if EMAIL.contains(&h.as_str()) {
         Some(PiiKind::Email)
+    } else if MRN.contains(&h.as_str()) {
+        Some(PiiKind::MedicalRecordNumber)
+    } else if PLAN.contains(&h.as_str()) {
+        Some(PiiKind::HealthPlanNumber)
+    } else if ACCOUNT.contains(&h.as_str()) {
+        Some(PiiKind::AccountNumber)
+    } else if LICENCE.contains(&h.as_str()) {
+        Some(PiiKind::LicenceNumber)
+    } else if DEVICE.contains(&h.as_str()) {
+        Some(PiiKind::DeviceId)
     } else {
         None
     }

@@ -24,6 +24,12 @@ fn expected(label: &str) -> Option<Option<PiiKind>> {
         "iban" => Some(PiiKind::Iban),
         "ip_address" => Some(PiiKind::IpAddress),
         "street_address" => Some(PiiKind::PostalAddress),
+        "medical_record_number" => Some(PiiKind::MedicalRecordNumber),
+        "health_plan_number" => Some(PiiKind::HealthPlanNumber),
+        "account_number" => Some(PiiKind::AccountNumber),
+        "licence_number" => Some(PiiKind::LicenceNumber),
+        "device_id" => Some(PiiKind::DeviceId),
+        "url" => Some(PiiKind::Url),
         "none" | "free_text_clean" => None,
         // Quasi-identifiers and identifier kinds without a detector yet are not scored.
         _ => return None,
