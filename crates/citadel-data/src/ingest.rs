@@ -677,9 +677,7 @@ pub fn ingest(
                 ));
             }
             let cur_sample = numeric_out.iter().position(|&o| o == i).map(|j| sample_columns[j].as_slice());
-            let Some(mut dr) =
-                column_drift(prev_col, &profile[i], prev_sample.get(name).map(Vec::as_slice), cur_sample)
-            else {
+            let Some(mut dr) = column_drift(prev_col, cur, prev_sample.get(name).map(Vec::as_slice), cur_sample) else {
                 continue;
             };
             let n = &novelty[i];

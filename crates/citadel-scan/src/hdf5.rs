@@ -37,7 +37,7 @@ pub(crate) fn scan_hdf5(ctx: &Ctx<'_>, location: &str, data: &[u8]) -> Vec<Findi
     let mut pos = 0usize;
     // Bounds on hostile files: parse attempts, and the window one attempt reads.
     let mut attempts = 1_000_000 + data.len() / 16;
-    while let Some(off) = memchr(b'{', &data[pos..]) {
+    while let Some(off) = data[pos..].iter().position(|&b| b == b'{') {
         let start = pos + off;
         attempts -= 1;
         if attempts == 0 {
@@ -79,10 +79,6 @@ pub(crate) fn scan_hdf5(ctx: &Ctx<'_>, location: &str, data: &[u8]) -> Vec<Findi
         ));
     }
     out
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -122,14 +122,9 @@ impl ScanOptions {
 /// Why the built-in rules call `module.name` dangerous, if they do. A
 /// workspace can never allow such a global.
 pub fn known_dangerous(global: &str) -> Option<&'static str> {
-    let (module, name) = global.split_once('.')?;
-    // Try every split: `a.b.c` may be module `a.b`, name `c`, or module `a`, name `b.c`.
-    let mut splits = vec![(module.to_string(), name.to_string())];
+    // Every split: `a.b.c` may be module `a.b`, name `c`, or module `a`, name `b.c`.
     let parts: Vec<&str> = global.split('.').collect();
-    for i in 2..parts.len() {
-        splits.push((parts[..i].join("."), parts[i..].join(".")));
-    }
-    splits.into_iter().find_map(|(m, n)| match allowlist::judge(&m, &n) {
+    (1..parts.len()).find_map(|i| match allowlist::judge(&parts[..i].join("."), &parts[i..].join(".")) {
         allowlist::Verdict::Dangerous(why) => Some(why),
         _ => None,
     })
@@ -254,8 +249,9 @@ pub fn scan_bytes_with(location: &str, data: &[u8], opts: &ScanOptions) -> FileR
 /// [`scan_bytes_with`] under explicit bounds.
 pub fn scan_bytes_budget(location: &str, data: &[u8], opts: &ScanOptions, budget: Budget) -> FileReport {
     let ctx = Ctx { opts, budget, unpacked: Cell::new(0) };
-    let findings = scan_memory(&ctx, location, data, 0);
-    FileReport { path: location.into(), format: detect(data), size: data.len() as u64, findings }
+    let format = detect(data);
+    let findings = scan_detected(&ctx, location, data, 0, format);
+    FileReport { path: location.into(), format, size: data.len() as u64, findings }
 }
 
 /// A parser to run whatever the content looks like (fuzzing, tests).
@@ -283,30 +279,25 @@ pub fn scan_as(parser: Parser, data: &[u8]) -> Vec<Finding> {
 
 /// Scans bytes held in memory.
 pub(crate) fn scan_memory(ctx: &Ctx<'_>, location: &str, data: &[u8], depth: u32) -> Vec<Finding> {
-    let format = detect(data);
+    scan_detected(ctx, location, data, depth, detect(data))
+}
+
+/// Scans bytes held in memory whose format `detect` already decided.
+fn scan_detected(ctx: &Ctx<'_>, location: &str, data: &[u8], depth: u32, format: Format) -> Vec<Finding> {
+    // One depth bound for every kind of container.
+    if matches!(format, Format::Zip | Format::Tar | Format::Compressed)
+        && let Some(f) = ctx.too_deep(location, depth)
+    {
+        return f;
+    }
     let mut out = match format {
         Format::Pickle => pickle::walk_with(data, location, pickle::PickleLimits::default(), ctx.opts).findings,
-        Format::Tar => {
-            if let Some(f) = ctx.too_deep(location, depth) {
-                return f;
-            }
-            formats::scan_tar(ctx, location, &mut &data[..], depth)
-        }
-        Format::Compressed => {
-            if let Some(f) = ctx.too_deep(location, depth) {
-                return f;
-            }
-            match codec::Codec::detect(data) {
-                Some(c) => codec::scan_codec(ctx, location, c, &mut &data[..], data.len() as u64, depth),
-                None => Vec::new(),
-            }
-        }
-        Format::Zip => {
-            if let Some(f) = ctx.too_deep(location, depth) {
-                return f;
-            }
-            formats::scan_zip(ctx, location, data, depth)
-        }
+        Format::Tar => formats::scan_tar(ctx, location, &mut &data[..], depth),
+        Format::Compressed => match codec::Codec::detect(data) {
+            Some(c) => codec::scan_codec(ctx, location, c, &mut &data[..], data.len() as u64, depth),
+            None => Vec::new(),
+        },
+        Format::Zip => formats::scan_zip(ctx, location, data, depth),
         Format::Numpy => npy::scan_npy(location, data, &mut |loc, bytes| {
             pickle::walk_with(bytes, loc, pickle::PickleLimits::default(), ctx.opts).findings
         }),
@@ -360,26 +351,24 @@ pub(crate) fn scan_stream(
     if let Err(e) = reader.take(512).read_to_end(&mut head) {
         return vec![unreadable(location, &e)];
     }
+    let format = detect_head(&head);
+    let codec = codec::Codec::sniff(&head);
+    if matches!(format, Some(Format::Tar | Format::Compressed))
+        && let Some(f) = ctx.too_deep(location, depth)
+    {
+        return f;
+    }
     let mut whole = std::io::Cursor::new(head).chain(reader);
-    let head = whole.get_ref().0.get_ref().clone();
-    match detect_head(&head) {
+    match format {
         Some(Format::Pickle) => {
             let mut buffered = std::io::BufReader::with_capacity(1 << 16, whole);
             pickle::walk_with(&mut buffered, location, pickle::PickleLimits::default(), ctx.opts).findings
         }
-        Some(Format::Compressed) => {
-            if let Some(f) = ctx.too_deep(location, depth) {
-                return f;
-            }
-            let Some(codec) = codec::Codec::sniff(&head) else { return Vec::new() };
-            codec::scan_codec(ctx, location, codec, &mut whole, size, depth)
-        }
-        Some(Format::Tar) => {
-            if let Some(f) = ctx.too_deep(location, depth) {
-                return f;
-            }
-            formats::scan_tar(ctx, location, &mut whole, depth)
-        }
+        Some(Format::Compressed) => match codec {
+            Some(c) => codec::scan_codec(ctx, location, c, &mut whole, size, depth),
+            None => Vec::new(),
+        },
+        Some(Format::Tar) => formats::scan_tar(ctx, location, &mut whole, depth),
         _ => {
             let mut data = Vec::new();
             let cap = ctx.budget.max_in_memory;
@@ -430,22 +419,17 @@ fn scan_file(path: &Path, location: &str, opts: &ScanOptions, external_data: boo
     let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
     let head = reader.fill_buf().map_err(io)?.to_vec();
     let ctx = Ctx { opts, budget: Budget::default(), unpacked: Cell::new(0) };
-    let (format, findings) = if detect_head(&head).is_some() {
-        let f = detect_head(&head).unwrap_or(Format::Unknown);
-        (f, scan_stream(&ctx, location, &mut reader, size, 0))
-    } else {
-        let mut data = Vec::new();
-        reader.read_to_end(&mut data).map_err(io)?;
-        let mut format = detect(&data);
-        if external_data && format == Format::Unknown {
-            format = Format::OnnxExternalData;
-            (format, Vec::new())
-        } else {
-            let findings = scan_memory(&ctx, location, &data, 0);
-            (format, findings)
+    let (format, mut findings) = match detect_head(&head) {
+        Some(f) => (f, scan_stream(&ctx, location, &mut reader, size, 0)),
+        None => {
+            let mut data = Vec::new();
+            reader.read_to_end(&mut data).map_err(io)?;
+            match detect(&data) {
+                Format::Unknown if external_data => (Format::OnnxExternalData, Vec::new()),
+                f => (f, scan_detected(&ctx, location, &data, 0, f)),
+            }
         }
     };
-    let mut findings = findings;
     if format == Format::Text && location.ends_with(".py") {
         findings.push(finding(
             Severity::Warning,

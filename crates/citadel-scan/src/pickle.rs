@@ -169,7 +169,7 @@ pub fn looks_like_pickle(data: &[u8]) -> bool {
         [first, ..] if starts_pickle(*first) => {
             let limits = PickleLimits { max_opcodes: 1 << 20, ..Default::default() };
             let opts = ScanOptions::default();
-            let mut w = Walker::new("probe", limits, &opts, data.len() as u64);
+            let mut w = Walker::new("probe", limits, &opts);
             w.probe = true;
             w.run(data);
             // A clean pickle, or one that imports a callable before it breaks:
@@ -353,7 +353,6 @@ struct Walker<'o> {
     broken: bool,
     /// Detection only: no findings are judged.
     probe: bool,
-    size_hint: u64,
 }
 
 /// Walks every pickle in `data` (several may be concatenated).
@@ -364,14 +363,14 @@ pub fn walk(data: &[u8], location: &str, limits: PickleLimits) -> PickleWalk {
 /// Walks every pickle read from `reader`, judging imports against the
 /// built-in allowlist and `opts.allow`.
 pub fn walk_with<R: BufRead>(reader: R, location: &str, limits: PickleLimits, opts: &ScanOptions) -> PickleWalk {
-    let mut w = Walker::new(location, limits, opts, 0);
+    let mut w = Walker::new(location, limits, opts);
     w.run(reader);
     w.judge_globals();
     w.out
 }
 
 impl<'o> Walker<'o> {
-    fn new(location: &str, limits: PickleLimits, opts: &'o ScanOptions, size_hint: u64) -> Self {
+    fn new(location: &str, limits: PickleLimits, opts: &'o ScanOptions) -> Self {
         Walker {
             location: location.into(),
             limits,
@@ -392,7 +391,6 @@ impl<'o> Walker<'o> {
             trailing: false,
             broken: false,
             probe: false,
-            size_hint,
         }
     }
 
@@ -509,7 +507,6 @@ impl<'o> Walker<'o> {
     }
 
     fn step_all<R: BufRead>(&mut self, r: &mut Reader<R>) {
-        let _ = self.size_hint;
         loop {
             if r.at_end() {
                 if self.out.pickles == 0 || !self.stack.is_empty() || !self.frames.is_empty() {
@@ -562,17 +559,12 @@ impl<'o> Walker<'o> {
         }
     }
 
-    /// Pops a callable (not a use of its value other than calling it).
-    fn pop_callable(&mut self, op: u8) -> Result<Val, String> {
+    fn pop(&mut self, op: u8) -> Result<Val, String> {
         match self.stack.pop() {
             Some(Val::Mark) => Err(format!("opcode 0x{op:02x} pops a MARK")),
             Some(v) => Ok(v),
             None => Err(format!("opcode 0x{op:02x} pops an empty stack")),
         }
-    }
-
-    fn pop(&mut self, op: u8) -> Result<Val, String> {
-        self.pop_callable(op)
     }
 
     fn pop_mark(&mut self, op: u8) -> Result<Vec<Val>, String> {
@@ -807,7 +799,7 @@ impl<'o> Walker<'o> {
             }
             b'R' => {
                 let args = self.pop(op)?;
-                let callable = self.pop_callable(op)?;
+                let callable = self.pop(op)?;
                 let v = self.call(callable, args, at);
                 self.push(v);
             }

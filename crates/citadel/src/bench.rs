@@ -117,6 +117,36 @@ pub(crate) fn timed(cmd: &mut Command, what: &str) -> Result<(f64, String)> {
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// `cmd` (program, arguments, environment) wrapped in `/usr/bin/time -f %M`
+/// when that exists, and the file its peak RSS goes to; read it back with
+/// [`peak_rss_mib`] after the run.
+pub(crate) fn with_peak_rss(cmd: &Command) -> Result<(Command, Option<tempfile::NamedTempFile>)> {
+    let time = Path::new("/usr/bin/time");
+    let mut wrapped = if time.exists() { Command::new(time) } else { Command::new(cmd.get_program()) };
+    let rss_file = if time.exists() {
+        let f = tempfile::NamedTempFile::new()?;
+        wrapped.arg("-f").arg("%M").arg("-o").arg(f.path()).arg(cmd.get_program());
+        Some(f)
+    } else {
+        None
+    };
+    wrapped.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    Ok((wrapped, rss_file))
+}
+
+/// The peak RSS `/usr/bin/time -f %M` wrote, in MiB.
+pub(crate) fn peak_rss_mib(rss_file: &Option<tempfile::NamedTempFile>) -> Option<f64> {
+    let text = std::fs::read_to_string(rss_file.as_ref()?.path()).ok()?;
+    let kib: f64 = text.trim().lines().last()?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// A peer tool: from the test services' venv (scripts/services.sh installs
 /// model_signing there, and picklescan/modelscan may be added beside it),
 /// else from PATH. None when neither answers `--help`.

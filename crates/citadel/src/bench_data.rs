@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
-use crate::bench::{Cleanup, say, timed};
+use crate::bench::{Cleanup, peak_rss_mib, say, timed, with_peak_rss};
 
 const PASSPHRASE: &str = "citadel-bench-throwaway-passphrase";
 const PANDAS_SCRIPT: &str = include_str!("../../../scripts/bench/data_pandas.py");
@@ -171,25 +171,10 @@ pub struct Timing {
 }
 
 /// Runs `cmd` under `/usr/bin/time -f %M` when available: (seconds, stdout, peak RSS MiB).
-fn measured(mut cmd: Command, what: &str) -> Result<(f64, String, Option<f64>)> {
-    let time = Path::new("/usr/bin/time");
-    if !time.exists() {
-        let (s, out) = timed(&mut cmd, what)?;
-        return Ok((s, out, None));
-    }
-    let rss_file = tempfile::NamedTempFile::new()?;
-    let mut wrapped = Command::new(time);
-    wrapped.arg("-f").arg("%M").arg("-o").arg(rss_file.path()).arg(cmd.get_program()).args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => wrapped.env(k, v),
-            None => wrapped.env_remove(k),
-        };
-    }
+fn measured(cmd: Command, what: &str) -> Result<(f64, String, Option<f64>)> {
+    let (mut wrapped, rss_file) = with_peak_rss(&cmd)?;
     let (s, out) = timed(&mut wrapped, what)?;
-    let kib: Option<f64> =
-        std::fs::read_to_string(rss_file.path()).ok().and_then(|t| t.trim().lines().last()?.parse().ok());
-    Ok((s, out, kib.map(|k| k / 1024.0)))
+    Ok((s, out, peak_rss_mib(&rss_file)))
 }
 
 /// A Python with pandas, scipy and pyarrow: $CITADEL_BENCH_PYTHON, the test

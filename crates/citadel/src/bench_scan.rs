@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::bench::{Cleanup, Noise, find_tool, say};
+use crate::bench::{Cleanup, Noise, find_tool, peak_rss_mib, say, with_peak_rss};
 
 #[derive(Debug, Serialize)]
 pub struct ScanBench {
@@ -52,27 +52,14 @@ const MAKE_LARGE_PICKLE: &str = include_str!("../../citadel-scan/tests/fixtures/
 /// Runs `cmd` under `/usr/bin/time -f %M` when available, whatever its exit
 /// code: (seconds, exit code, peak RSS MiB).
 fn measured(cmd: &mut Command, what: &str) -> Result<(f64, Option<i32>, Option<f64>)> {
-    let time = Path::new("/usr/bin/time");
-    let rss_file = tempfile::NamedTempFile::new()?;
-    let mut run = if time.exists() {
-        let mut w = Command::new(time);
-        w.arg("-f").arg("%M").arg("-o").arg(rss_file.path()).arg(cmd.get_program()).args(cmd.get_args());
-        w
-    } else {
-        let mut w = Command::new(cmd.get_program());
-        w.args(cmd.get_args());
-        w
-    };
+    let (mut run, rss_file) = with_peak_rss(cmd)?;
     let start = Instant::now();
-    let out = run
+    let status = run
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .with_context(|| format!("running {what}"))?;
-    let secs = start.elapsed().as_secs_f64();
-    let kib: Option<f64> =
-        std::fs::read_to_string(rss_file.path()).ok().and_then(|t| t.trim().lines().last()?.parse().ok());
-    Ok((secs, out.code(), kib.map(|k| k / 1024.0)))
+    Ok((start.elapsed().as_secs_f64(), status.code(), peak_rss_mib(&rss_file)))
 }
 
 /// The large-pickle comparison: python3 writes the two pickles with
