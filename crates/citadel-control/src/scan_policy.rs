@@ -27,18 +27,6 @@ pub struct AllowedGlobal {
     pub added_at: String,
 }
 
-/// `module.name`: dotted Python identifiers, at least two parts.
-fn valid_global(g: &str) -> bool {
-    let parts: Vec<&str> = g.split('.').collect();
-    parts.len() >= 2
-        && g.len() <= 256
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '>')
-        })
-}
-
 impl Workspace {
     async fn allowlist_entries(&self) -> Result<Vec<AllowedGlobal>> {
         Ok(match citadel_store::meta_get(self.db.pool(), ALLOWLIST_META).await? {
@@ -79,7 +67,7 @@ impl Workspace {
     /// Adds `global` (exact `module.name`) to the extension, with the review's reason.
     pub async fn scan_allow_add(&self, caller: &Caller, global: &str, reason: &str) -> Result<AllowedGlobal> {
         self.authorize(caller, Action::ScanAllow, "scan:allowlist").await?;
-        if !valid_global(global) {
+        if !citadel_scan::is_global_name(global) {
             return Err(invalid(format!(
                 "{global:?} is not a global's exact name (module.name, e.g. mylib.models.Builder)"
             )));
@@ -117,7 +105,7 @@ impl Workspace {
         let before = entries.len();
         entries.retain(|e| e.global != global);
         if entries.len() == before {
-            return Err(crate::ControlError::NotFound(format!("{global} is not in the workspace's scan allowlist")));
+            return Err(crate::ControlError::NotFound(format!("{global} in the workspace's scan allowlist")));
         }
         self.store_allowlist(caller, &entries, "scan.disallow", serde_json::json!({"global": global})).await?;
         Ok(())

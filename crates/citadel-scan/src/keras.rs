@@ -164,7 +164,7 @@ fn custom(opts: &ScanOptions, location: &str, full: &str, what: &str, out: &mut 
             Severity::Info,
             "keras-allowed-by-workspace",
             location,
-            format!("custom object {full} is allowed by the workspace's reviewed extension"),
+            format!("custom object {full} is allowed by a reviewed extension (the workspace's allowlist, or --allow for this scan)"),
         ));
     } else {
         out.push(finding(
@@ -172,7 +172,7 @@ fn custom(opts: &ScanOptions, location: &str, full: &str, what: &str, out: &mut 
             "keras-custom-object",
             location,
             format!(
-                "custom object {what:?} ({full}) is imported when the model loads; it is on no allowlist, so the model is not judged safe (citadel allowlist add)"
+                "custom object {what:?} ({full}) is imported when the model loads; it is on no allowlist, so the model is not judged safe (after a review: `citadel allowlist add` for registration, `--allow` for one scan)"
             ),
         ));
     }

@@ -119,6 +119,18 @@ impl ScanOptions {
     }
 }
 
+/// Whether `g` is a global's exact name: `module.name`, dotted Python
+/// identifiers of at least two parts (Keras registered names may hold `>`).
+pub fn is_global_name(g: &str) -> bool {
+    let parts: Vec<&str> = g.split('.').collect();
+    parts.len() >= 2
+        && g.len() <= 256
+        && parts.iter().all(|p| {
+            p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '>')
+        })
+}
+
 /// Why the built-in rules call `module.name` dangerous, if they do. A
 /// workspace can never allow such a global.
 pub fn known_dangerous(global: &str) -> Option<&'static str> {

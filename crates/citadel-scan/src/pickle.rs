@@ -1079,12 +1079,12 @@ impl<'o> Walker<'o> {
                 Verdict::Unknown if self.opts.allows(&full) => (
                     Severity::Info,
                     "pickle-allowed-by-workspace",
-                    "not on the built-in allowlist; allowed by the workspace's reviewed extension".to_string(),
+                    "not on the built-in allowlist; allowed by a reviewed extension (the workspace's allowlist, or --allow for this scan)".to_string(),
                 ),
                 Verdict::Unknown => (
                     Severity::Warning,
                     "pickle-unknown-global",
-                    "not on the allowlist of known-safe globals, so the file is not judged safe (a workspace can allow it after review: citadel allowlist add)".to_string(),
+                    "not on the allowlist of known-safe globals, so the file is not judged safe (after a review: `citadel allowlist add` for registration in a workspace, `--allow` for one scan)".to_string(),
                 ),
             };
             let message = format!("{} imports {full} at byte {}: {why}", g.opcode, g.offset);

@@ -3,8 +3,8 @@
 //! plane and renders the result as text or `--json`. Every error ends with a
 //! `hint:` line.
 
-/// `println!` for command output: a closed stdout (`citadel … | head`)
-/// ends the process quietly (exit 0) instead of panicking.
+/// `println!` for command output: a closed stdout (`citadel … | head`) drops
+/// the rest of the output instead of panicking; the exit code is kept.
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::write_stdout(&format!($($arg)*))
@@ -195,7 +195,7 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ModelCmd {
-    /// Scan, sign, store and version a model; critical scan findings block it.
+    /// Scan, sign, store and version a model; critical findings and anything the scan could not judge block it.
     Register {
         path: PathBuf,
         #[arg(long)]
@@ -1422,22 +1422,32 @@ async fn run(cli: Cli) -> Result<i32> {
             let g = g?;
             match (format.as_str(), cli.json) {
                 ("json", _) | (_, true) => outln!("{}", serde_json::to_string_pretty(&g)?),
-                ("dot", _) => print!("{}", g.to_dot()),
-                ("mermaid", _) => print!("{}", g.to_mermaid()),
-                _ => print!("{}", g.to_text()),
+                ("dot", _) => outln!("{}", g.to_dot().trim_end_matches('\n')),
+                ("mermaid", _) => outln!("{}", g.to_mermaid().trim_end_matches('\n')),
+                _ => outln!("{}", g.to_text().trim_end_matches('\n')),
             }
         }
     }
     Ok(0)
 }
 
-/// Writes one line of command output; see `outln!`.
+/// Set once stdout is closed (`citadel … | head`): later output is dropped.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes one line of command output; see `outln!`. A closed stdout is not
+/// an error: the rest of the output is dropped and the command still ends
+/// with its own exit code (a refused scan piped into `head` exits 2).
 pub(crate) fn write_stdout(line: &str) {
     use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            return;
         }
         eprintln!("error: writing the output failed: {e}");
         std::process::exit(1);

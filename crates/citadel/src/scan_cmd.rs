@@ -27,6 +27,11 @@ pub enum AllowlistCmd {
 pub fn run_scan(path: &Path, fail_on: &str, sarif: &Option<PathBuf>, allow: &[String], out: &Out) -> Result<i32> {
     let opts = citadel_scan::ScanOptions { allow: allow.iter().cloned().collect() };
     for g in allow {
+        if !citadel_scan::is_global_name(g) {
+            anyhow::bail!(
+                "--allow {g:?} is not a global's exact name\nhint: give module.name, e.g. --allow mylib.models.Builder"
+            );
+        }
         if let Some(why) = citadel_scan::known_dangerous(g) {
             anyhow::bail!(
                 "--allow {g}: the scanner knows it as dangerous ({why})\nhint: a dangerous global is never allowed"
@@ -35,10 +40,6 @@ pub fn run_scan(path: &Path, fail_on: &str, sarif: &Option<PathBuf>, allow: &[St
     }
     let reports = citadel_scan::scan_path_with(path, &opts)
         .map_err(|e| anyhow!("{e}\nhint: check the path exists and is readable"))?;
-    if let Some(sarif) = sarif {
-        let text = serde_json::to_vec_pretty(&citadel_scan::to_sarif(&reports))?;
-        std::fs::write(sarif, text).with_context(|| format!("writing {}", sarif.display()))?;
-    }
     let worst = citadel_scan::worst(&reports);
     let failed = match fail_on {
         "never" => false,
@@ -62,7 +63,7 @@ pub fn run_scan(path: &Path, fail_on: &str, sarif: &Option<PathBuf>, allow: &[St
             counts[0],
             if failed {
                 format!(
-                    " - REFUSED (--fail-on {fail_on})\nhint: critical findings are known-dangerous; warnings are what the scanner could not judge. After reviewing a library, a workspace admin can allow its globals: citadel allowlist add MODULE.NAME --reason \"...\""
+                    " - REFUSED (--fail-on {fail_on})\nhint: critical findings are known-dangerous and are never allowed; warnings are what the scanner could not judge. An import on no allowlist can be accepted after a review: --allow MODULE.NAME for this scan, or `citadel allowlist add MODULE.NAME --reason ...` (a workspace admin) for registration"
                 )
             } else {
                 String::new()
@@ -70,6 +71,12 @@ pub fn run_scan(path: &Path, fail_on: &str, sarif: &Option<PathBuf>, allow: &[St
         );
         s
     });
+    // The report is out before the SARIF file is written: a bad --sarif path
+    // does not hide the findings.
+    if let Some(sarif) = sarif {
+        let text = serde_json::to_vec_pretty(&citadel_scan::to_sarif(&reports))?;
+        std::fs::write(sarif, text).with_context(|| format!("writing the SARIF file {}", sarif.display()))?;
+    }
     Ok(if failed { 2 } else { 0 })
 }
 
