@@ -139,6 +139,8 @@ pub fn detect(value: &str) -> Vec<(PiiKind, &'static str)> {
         })
         .filter(|t| !t.is_empty())
         .collect();
+    let in_address = out.iter().any(|(k, _)| *k == PiiKind::PostalAddress);
+    let company = tokens.iter().any(|t| names::is_legal_form(t));
     let mut push = |k: PiiKind, rule: &'static str| {
         if !out.iter().any(|(x, _)| *x == k) {
             out.push((k, rule));
@@ -174,12 +176,64 @@ pub fn detect(value: &str) -> Vec<(PiiKind, &'static str)> {
             if is_phone(t) {
                 push(PiiKind::Phone, "phone-in-text");
             }
+        } else if t.as_bytes()[0].is_ascii_digit()
+            && !tokens.get(i.wrapping_sub(1)).is_some_and(|p| phone_group(p) || iban_start(p))
+        {
+            // National formats: "(713) 214-6022", "020 7946 0958". Only at
+            // the start of a run of digit groups, once the run has ten
+            // digits, and not when the run is a card number or an SSN; the
+            // run must have separators (a bare ten-digit run may be any id).
+            let run: Vec<&str> = tokens[i..].iter().take(6).take_while(|g| phone_group(g)).copied().collect();
+            // More digits than any national number: a card, an account, an id.
+            let run_digits: usize = run.iter().map(|g| g.bytes().filter(u8::is_ascii_digit).count()).sum();
+            let run = if run_digits > 13 { &[][..] } else { &run[..run.len().min(4)] };
+            let mut joined = String::new();
+            for g in run {
+                if !joined.is_empty() {
+                    joined.push(' ');
+                }
+                joined.push_str(g);
+                let digits = joined.bytes().filter(u8::is_ascii_digit).count();
+                if digits > 13 || is_payment_card(&joined) || is_us_ssn(&joined) {
+                    break;
+                }
+                if digits >= 10 && joined.len() > digits && !is_date(&joined) && phone::is_national_phone(&joined) {
+                    push(PiiKind::Phone, "phone-in-text");
+                    break;
+                }
+            }
+        }
+        if (t.starts_with("http") || t.starts_with("HTTP")) && hipaa::is_url(t) {
+            push(PiiKind::Url, "url-in-text");
+        }
+        // "Spoke with Erika Dykes": a listed given name and a second name,
+        // both capitalised (lower-case prose pairs such as "will price" are
+        // too common to judge without a language model).
+        // Not inside an address ("168 Christine Meadow", "chemin Marthe
+        // Tanguy": after a house number or a street type, or in a value
+        // read as an address), across a comma
+        // ("Jones, Cox and Clark") or in a company's name ("Gotthard Krebs GmbH").
+        if let Some(next) = tokens.get(i + 1)
+            && !in_address
+            && !tokens.get(i.wrapping_sub(1)).is_some_and(|p| {
+                p.bytes().all(|b| b.is_ascii_digit()) || STREET_LEADS.contains(&p.to_lowercase().as_str())
+            })
+        {
+            let capital = |w: &str| w.chars().next().is_some_and(char::is_uppercase);
+            let next = next.trim_end_matches('.');
+            if capital(t) && capital(next) && names::is_given(t) {
+                let pair = format!("{t} {next}");
+                if !company && v.contains(&pair) && name_shape(&pair) == Some(NameShape::Full) {
+                    push(PiiKind::PersonName, "name-in-text");
+                }
+            }
         }
         // Card numbers and IBANs are often written in groups of four.
         if t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             let mut joined = String::new();
             for next in tokens.iter().skip(i).take(9) {
-                if !next.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || next.len() > 19 {
+                // An IBAN may be one token of up to 34 characters.
+                if !next.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || next.len() > 34 {
                     break;
                 }
                 joined.push_str(next);
@@ -193,6 +247,51 @@ pub fn detect(value: &str) -> Vec<(PiiKind, &'static str)> {
         }
     }
     out
+}
+
+/// Street types written before a street's name, often a person's name.
+const STREET_LEADS: &[&str] = &[
+    "rue",
+    "avenue",
+    "av",
+    "chemin",
+    "boulevard",
+    "bd",
+    "allée",
+    "allee",
+    "impasse",
+    "place",
+    "quai",
+    "cours",
+    "route",
+    "calle",
+    "avenida",
+    "camino",
+    "paseo",
+    "plaza",
+    "via",
+    "viale",
+    "piazza",
+    "corso",
+    "rua",
+    "praça",
+    "praca",
+    "travessa",
+    "largo",
+    "straße",
+    "strasse",
+    "platz",
+];
+
+/// "DE89": the first group of an IBAN written in groups of four.
+fn iban_start(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 4 && b[..2].iter().all(u8::is_ascii_uppercase) && b[2..].iter().all(u8::is_ascii_digit)
+}
+
+/// A token that can be part of a phone number written in groups.
+fn phone_group(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 14 && t.bytes().all(|b| b.is_ascii_digit() || b"-./".contains(&b))
 }
 
 const STREET_WORDS: &[&str] = &[
@@ -766,10 +865,22 @@ impl ColumnScan {
     /// Kinds whose share of matching values reaches `min_share` (or that the
     /// header names), most confident first.
     pub fn finish(&self, min_share: f64) -> Vec<Detection> {
-        let mut out: Vec<Detection> = self
-            .counts
-            .iter()
-            .filter_map(|(&(kind, rule), &matches)| {
+        // A column of one kind in several formats ("+1 415 …" and
+        // "(415) …") is judged on all of them: whole-value rules of a kind
+        // are summed, under the rule that matched most.
+        let mut by_kind: std::collections::BTreeMap<(PiiKind, bool), (&'static str, u64, u64)> = Default::default();
+        for (&(kind, rule), &matches) in &self.counts {
+            let e = by_kind.entry((kind, rule.ends_with("-in-text"))).or_insert((rule, 0, 0));
+            if matches > e.2 {
+                (e.0, e.2) = (rule, matches);
+            }
+            e.1 += matches;
+        }
+        let mut out: Vec<Detection> = by_kind
+            .values()
+            .map(|&(rule, matches, _)| (rule, matches))
+            .zip(by_kind.keys().map(|&(k, _)| k))
+            .filter_map(|((rule, matches), kind)| {
                 let share = matches as f64 / self.non_null.max(1) as f64;
                 let in_text = rule.ends_with("-in-text");
                 // A checksummed or strictly structured identifier in free text
@@ -974,6 +1085,56 @@ mod free_text {
         }
         assert_eq!(dob.finish(0.5).first().map(|d| d.rule.as_str()), Some("date-values-birth-range"));
         assert!(orders.finish(0.5).is_empty(), "recent event dates are not birth dates");
+    }
+
+    /// Kinds found by `bench pii` on names from another source (US Census)
+    /// and identifiers in free text: each was missed before.
+    #[test]
+    fn held_out_names_and_national_identifiers_in_text() {
+        for v in ["Call back on 312-252-3220 after 5pm", "Call back on (713) 214-6022", "ring 020 7946 0958 today"] {
+            assert_eq!(kinds(v), [PiiKind::Phone], "{v}");
+        }
+        assert_eq!(kinds("Refund to IBAN DE89370400440532013000 approved"), [PiiKind::Iban]);
+        assert_eq!(kinds("Profile at https://social.example.com/dykes12"), [PiiKind::Url]);
+        // A listed given name and a surname on no list.
+        assert_eq!(kinds("Erika Dykes"), [PiiKind::PersonName]);
+        assert_eq!(kinds("Dykes, Erika"), [PiiKind::PersonName]);
+        assert_eq!(kinds("Spoke with Erika Dykes about the renewal"), [PiiKind::PersonName]);
+        assert_eq!(kinds("Spoke with MELISSA SCHUSTER about it"), [PiiKind::PersonName]);
+        // Not names: a common word, a company, a street, a house number, lower-case prose.
+        for v in [
+            "olive green",
+            "Naser Bachmann KG",
+            "Aubert Jacob SARL",
+            "Bazin et Fils",
+            "chemin Colette Lombard",
+            "8132 Steven Stravenue",
+            "we will price it",
+            "Order 123456 shipped on 2024-05-06",
+        ] {
+            assert!(!kinds(v).contains(&PiiKind::PersonName), "{v} read as a name");
+        }
+        // Card groups, SSNs and IBAN groups are not phone numbers.
+        assert_eq!(kinds("Card 4420 1049 2802 6057 declined"), [PiiKind::PaymentCard]);
+        assert_eq!(kinds("Customer SSN 635-11-4920 verified"), [PiiKind::UsSsn]);
+    }
+
+    #[test]
+    fn a_column_of_one_kind_in_several_formats_is_judged_whole() {
+        let mut scan = ColumnScan::new("col_3");
+        for v in [
+            "+1 415 555 0199",
+            "(415) 347-0155",
+            "+44 20 7946 0958",
+            "212-691-6359",
+            "020 7364 8764",
+            "+49 30 12345678",
+        ] {
+            scan.observe(Some(v));
+        }
+        let d = scan.finish(0.5);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].kind, d[0].matches, d[0].non_null), (PiiKind::Phone, 6, 6));
     }
 
     #[test]

@@ -21,6 +21,13 @@ fn surnames() -> &'static HashSet<&'static str> {
     S.get_or_init(|| set(include_str!("../data/surnames.txt")))
 }
 
+/// Common words (the datasets' values, Faker's English word list, a hand
+/// list): never a name, even beside a listed one.
+fn stop() -> &'static HashSet<&'static str> {
+    static S: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    S.get_or_init(|| set(include_str!("../data/name_stoplist.txt")))
+}
+
 fn particles() -> &'static HashSet<&'static str> {
     static S: OnceLock<HashSet<&'static str>> = OnceLock::new();
     S.get_or_init(|| set(include_str!("../data/name_particles.txt")))
@@ -49,7 +56,7 @@ pub fn name_shape(v: &str) -> Option<NameShape> {
         .filter(|w| !w.is_empty())
         .map(|w| w.trim_matches(|c: char| c == '.' || c == '"').to_lowercase())
         .collect();
-    if words.is_empty() || words.len() > 4 {
+    if words.is_empty() || words.len() > 4 || words.iter().any(|w| is_legal_form(w)) {
         return None;
     }
     if !words.iter().all(|w| w.chars().all(|c| c.is_alphabetic() || c == '-' || c == '\'')) {
@@ -70,13 +77,41 @@ pub fn name_shape(v: &str) -> Option<NameShape> {
             None
         };
     }
-    let mut names = 0;
+    let (mut names, mut unknown) = (0, 0);
     for w in &words {
         if listed(w) {
             names += 1;
-        } else if !(particles().contains(w.as_str()) || w.chars().count() == 1) {
+        } else if stop().contains(w.as_str()) {
             return None;
+        } else if !(particles().contains(w.as_str()) || w.chars().count() == 1) {
+            unknown += 1;
         }
     }
-    (names >= 2).then_some(NameShape::Full)
+    if names >= 2 && unknown == 0 {
+        return Some(NameShape::Full);
+    }
+    // One word off the lists (no list holds every surname): the value is a
+    // name when a listed given name leads it ("Erika Dykes") or follows the
+    // comma ("Dykes, Erika"); single letters count as initials, not words.
+    let given_at = if v.contains(',') { words.last() } else { words.first() };
+    (unknown == 1 && names >= 1 && given_at.is_some_and(|w| given().contains(w.as_str()))).then_some(NameShape::Full)
+}
+
+/// Legal forms and words of company names: a value with one is a company,
+/// even when named after people ("Naser Bachmann KG", "Bazin et Fils").
+const LEGAL_FORMS: &[&str] = &[
+    "gmbh", "ag", "kg", "kgaa", "ohg", "ug", "inc", "llc", "ltd", "plc", "corp", "co", "&", "sa", "sas", "sarl", "srl",
+    "s.a", "s.a.s", "s.a.r.l", "s.r.l", "spa", "s.p.a", "bv", "nv", "ab", "oy", "group", "holding", "holdings", "sons",
+    "fils", "partners", "gbr", "e.v", "e.k",
+];
+
+/// Whether `word` is a legal form of a company (any case, trailing dot ignored).
+pub(crate) fn is_legal_form(word: &str) -> bool {
+    let w = word.trim_end_matches('.').to_lowercase();
+    LEGAL_FORMS.contains(&w.as_str())
+}
+
+/// Whether `word` (any case) is on the given-name list.
+pub(crate) fn is_given(word: &str) -> bool {
+    given().contains(word.to_lowercase().as_str())
 }

@@ -13,6 +13,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_data;
+mod bench_pii;
 mod bench_pipeline;
 mod bench_scan;
 mod bench_serve;
@@ -337,6 +338,23 @@ enum BenchCmd {
         #[arg(long)]
         evidently: bool,
         /// Keep the tables and the workspace afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// PII detection on a large CSV of people (names, dates of birth,
+    /// e-mails, phones, free text), next to Microsoft Presidio on the same
+    /// rows: throughput and per-kind recall and precision. Needs a Python
+    /// with presidio-analyzer (CITADEL_BENCH_PRESIDIO_PYTHON) for the peer.
+    Pii {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Size of the table, in MB.
+        #[arg(long, default_value_t = 100)]
+        mb: u64,
+        /// Rows Presidio analyses (and both tools are scored on).
+        #[arg(long, default_value_t = 5000)]
+        presidio_rows: usize,
+        /// Keep the table afterwards.
         #[arg(long)]
         keep: bool,
     },
@@ -1388,6 +1406,17 @@ async fn run(cli: Cli) -> Result<i32> {
             let report =
                 tokio::task::spawn_blocking(move || bench_data::run(&dir, rows, evidently, keep, quiet)).await??;
             out.emit(&report, || bench_data::render(&report));
+        }
+        Command::Bench(BenchCmd::Pii { dir, mb, presidio_rows, keep }) => {
+            anyhow::ensure!(*mb >= 1, "--mb must be at least 1\nhint: e.g. --mb 100");
+            anyhow::ensure!(
+                *presidio_rows >= 100,
+                "--presidio-rows must be at least 100\nhint: e.g. --presidio-rows 5000"
+            );
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, mb, pr, keep) = (dir.clone(), *mb, *presidio_rows, *keep);
+            let report = tokio::task::spawn_blocking(move || bench_pii::run(&dir, mb, pr, keep, quiet)).await??;
+            out.emit(&report, || bench_pii::render(&report));
         }
         Command::Bench(BenchCmd::Sign { dir, size_mib, files, file_mib }) => {
             anyhow::ensure!(
