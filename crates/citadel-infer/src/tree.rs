@@ -55,7 +55,33 @@ pub struct Ensemble {
     /// Classifier facts (onnxruntime's rules for two classes).
     binary_case: bool,
     weights_all_positive: bool,
+    /// Set when every branch has this mode (`Lt` or `Leq`) and none sends
+    /// missing values to the true branch: the walk then needs one
+    /// comparison per node (what boosting exports look like).
+    uniform: Option<Mode>,
+    /// With a uniform mode: the trees as flat arrays for a branch-free walk.
+    flat: Option<Flat>,
 }
+
+/// The trees for a branch-free walk of several rows at once: a leaf's
+/// children are itself, so every row of a block takes the tree's depth in
+/// steps, and the rows' independent loads overlap (the memory latency of one
+/// walk is hidden by the others).
+#[derive(Debug)]
+struct Flat {
+    feature: Vec<u32>,
+    threshold: Vec<f32>,
+    /// [false child, true child]; a leaf's are its own index.
+    child: Vec<[u32; 2]>,
+    /// Splits on the longest path of each tree, by root.
+    depth: Vec<u32>,
+}
+
+/// Rows walked together in the branch-free walk.
+const BLOCK: usize = 8;
+
+/// Batches from this many rows are split over the cores.
+const PARALLEL_ROWS: usize = 1024;
 
 impl Ensemble {
     /// Compiles the attributes of a TreeEnsemble node. `prefix` is `class` or `target`.
@@ -207,7 +233,12 @@ impl Ensemble {
             "MAX" => Aggregate::Max,
             other => return Err(bad(format!("unknown aggregate_function {other}"))),
         };
+        let branches = || nodes.iter().filter(|n| n.mode != Mode::Leaf);
+        let uniform = [Mode::Lt, Mode::Leq].into_iter().find(|&m| branches().all(|n| n.mode == m && !n.missing_true));
+        let flat = uniform.map(|_| Flat::new(&nodes, &roots));
         Ok(Ensemble {
+            uniform,
+            flat,
             nodes,
             roots,
             weights,
@@ -223,6 +254,25 @@ impl Ensemble {
 
     #[inline]
     fn leaf(&self, row: &[f32], root: u32) -> &Node {
+        match self.uniform {
+            // NaN compares false: the false branch, as with no missing tracking.
+            Some(Mode::Lt) => self.walk(row, root, |x, t| x < t),
+            Some(Mode::Leq) => self.walk(row, root, |x, t| x <= t),
+            _ => self.walk_any(row, root),
+        }
+    }
+
+    #[inline]
+    fn walk(&self, row: &[f32], root: u32, go_true: impl Fn(f32, f32) -> bool) -> &Node {
+        let mut node = &self.nodes[root as usize];
+        while node.mode != Mode::Leaf {
+            let x = row[node.feature as usize];
+            node = &self.nodes[if go_true(x, node.threshold) { node.a } else { node.b } as usize];
+        }
+        node
+    }
+
+    fn walk_any(&self, row: &[f32], root: u32) -> &Node {
         let mut node = &self.nodes[root as usize];
         loop {
             let x = row[node.feature as usize];
@@ -244,60 +294,154 @@ impl Ensemble {
         scores.fill(0.0);
         has.fill(false);
         for &r in &self.roots {
-            let leaf = self.leaf(row, r);
-            for &(t, w) in &self.weights[leaf.a as usize..leaf.b as usize] {
-                let (s, h) = (&mut scores[t as usize], &mut has[t as usize]);
-                match self.aggregate {
-                    Aggregate::Sum | Aggregate::Average => *s += w,
-                    Aggregate::Min => *s = if !*h || w < *s { w } else { *s },
-                    Aggregate::Max => *s = if !*h || w > *s { w } else { *s },
+            self.accumulate(self.leaf(row, r), scores, has);
+        }
+    }
+
+    /// Adds one leaf's weights to a row's scores.
+    #[inline]
+    fn accumulate(&self, leaf: &Node, scores: &mut [f32], has: &mut [bool]) {
+        for &(t, w) in &self.weights[leaf.a as usize..leaf.b as usize] {
+            let (s, h) = (&mut scores[t as usize], &mut has[t as usize]);
+            match self.aggregate {
+                Aggregate::Sum | Aggregate::Average => *s += w,
+                Aggregate::Min => *s = if !*h || w < *s { w } else { *s },
+                Aggregate::Max => *s = if !*h || w > *s { w } else { *s },
+            }
+            *h = true;
+        }
+    }
+
+    /// Raw scores of up to [`BLOCK`] rows (`scores`/`has`: `k` per row), the
+    /// trees taken in the same order as [`Self::raw`], so each row's sum is
+    /// the same float for float.
+    fn raw_block(&self, flat: &Flat, rows: &[&[f32]], scores: &mut [f32], has: &mut [bool]) {
+        let k = self.n_outputs;
+        scores.fill(0.0);
+        has.fill(false);
+        let leq = self.uniform == Some(Mode::Leq);
+        let n = rows.len();
+        for (&root, &depth) in self.roots.iter().zip(&flat.depth) {
+            let mut idx = [root; BLOCK];
+            for _ in 0..depth {
+                for j in 0..n {
+                    let i = idx[j] as usize;
+                    let (x, t) = (rows[j][flat.feature[i] as usize], flat.threshold[i]);
+                    let go = if leq { x <= t } else { x < t };
+                    idx[j] = flat.child[i][usize::from(go)];
                 }
-                *h = true;
+            }
+            for j in 0..n {
+                let leaf = &self.nodes[idx[j] as usize];
+                self.accumulate(leaf, &mut scores[j * k..(j + 1) * k], &mut has[j * k..(j + 1) * k]);
             }
         }
+    }
+
+    /// Raw scores of the rows `first..first + count` into `scores`/`has`
+    /// (`k` per row), calling `each(row_in_chunk, scores, has)` per row.
+    fn raw_rows(
+        &self,
+        x: &[f32],
+        cols: usize,
+        first: usize,
+        count: usize,
+        mut each: impl FnMut(usize, &mut [f32], &mut [bool]),
+    ) {
+        let k = self.n_outputs;
+        let (mut s, mut h) = (vec![0f32; k * BLOCK], vec![false; k * BLOCK]);
+        let row = |r: usize| &x[r * cols..(r + 1) * cols];
+        match &self.flat {
+            // A few rows walk faster one by one (they stop at their leaves);
+            // a model of leaves alone may be fed zero columns.
+            Some(flat) if cols > 0 && count >= BLOCK / 2 => {
+                let mut rows: [&[f32]; BLOCK] = [&[]; BLOCK];
+                for start in (0..count).step_by(BLOCK) {
+                    let n = BLOCK.min(count - start);
+                    for (j, r) in rows.iter_mut().take(n).enumerate() {
+                        *r = row(first + start + j);
+                    }
+                    self.raw_block(flat, &rows[..n], &mut s[..n * k], &mut h[..n * k]);
+                    for j in 0..n {
+                        each(start + j, &mut s[j * k..(j + 1) * k], &mut h[j * k..(j + 1) * k]);
+                    }
+                }
+            }
+            _ => {
+                for i in 0..count {
+                    self.raw(row(first + i), &mut s[..k], &mut h[..k]);
+                    each(i, &mut s[..k], &mut h[..k]);
+                }
+            }
+        }
+    }
+
+    /// Runs `f(first_row, out_chunk)` over `out` (`k` values a row), split by
+    /// rows over the cores when the batch is large (as LightGBM and
+    /// onnxruntime do); each row's result does not depend on the split.
+    fn par_rows<T: Send>(&self, out: &mut [T], k: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+        static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let rows = out.len() / k.max(1);
+        // available_parallelism reads cgroup files: once per process.
+        let threads = || *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if rows < PARALLEL_ROWS || k == 0 || threads() < 2 {
+            f(0, out);
+            return;
+        }
+        let per = rows.div_ceil(threads());
+        std::thread::scope(|scope| {
+            for (i, chunk) in out.chunks_mut(per * k).enumerate() {
+                let f = &f;
+                scope.spawn(move || f(i * per, chunk));
+            }
+        });
     }
 
     /// Regressor: `[rows, n_targets]`.
     pub fn regress(&self, x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         let k = self.n_outputs;
         let mut out = vec![0f32; rows * k];
-        let (mut s, mut h) = (vec![0f32; k], vec![false; k]);
-        let n_trees = self.roots.len() as f32;
-        for r in 0..rows {
-            self.raw(&x[r * cols..(r + 1) * cols], &mut s, &mut h);
-            let o = &mut out[r * k..(r + 1) * k];
-            for t in 0..k {
-                let mut v = s[t];
-                if self.aggregate == Aggregate::Average {
-                    v /= n_trees;
+        self.par_rows(&mut out, k, |first, chunk| {
+            let n_trees = self.roots.len() as f32;
+            let count = chunk.len() / k;
+            self.raw_rows(x, cols, first, count, |i, s, _| {
+                let o = &mut chunk[i * k..(i + 1) * k];
+                for t in 0..k {
+                    let mut v = s[t];
+                    if self.aggregate == Aggregate::Average {
+                        v /= n_trees;
+                    }
+                    if self.base_values.len() == k {
+                        v += self.base_values[t];
+                    } else if k == 1 && self.base_values.len() == 1 {
+                        v += self.base_values[0];
+                    }
+                    o[t] = v;
                 }
-                if self.base_values.len() == k {
-                    v += self.base_values[t];
-                } else if k == 1 && self.base_values.len() == 1 {
-                    v += self.base_values[0];
+                if k > 1 || self.post == PostTransform::Probit {
+                    self.post.apply(o);
                 }
-                o[t] = v;
-            }
-            if k > 1 || self.post == PostTransform::Probit {
-                self.post.apply(o);
-            }
-        }
+            });
+        });
         out
     }
 
     /// Classifier: the index of the predicted class per row and `[rows, n_classes]` scores.
     pub fn classify(&self, x: &[f32], rows: usize, cols: usize) -> (Vec<usize>, Vec<f32>) {
         let k = self.n_outputs;
-        let mut labels = Vec::with_capacity(rows);
-        let mut out = vec![0f32; rows * k];
-        let (mut s, mut h) = (vec![0f32; k], vec![false; k]);
-        for r in 0..rows {
-            self.raw(&x[r * cols..(r + 1) * cols], &mut s, &mut h);
-            let (label, row_scores) = self.finalize_class(&mut s, &mut h);
-            labels.push(label);
-            out[r * k..(r + 1) * k].copy_from_slice(&row_scores[..k]);
-        }
-        (labels, out)
+        // Each row: its label, then its k scores.
+        let mut out: Vec<(usize, f32)> = vec![(0, 0.0); rows * k];
+        self.par_rows(&mut out, k, |first, chunk| {
+            let count = chunk.len() / k;
+            self.raw_rows(x, cols, first, count, |i, s, h| {
+                let (label, row_scores) = self.finalize_class(s, h);
+                for (slot, v) in chunk[i * k..(i + 1) * k].iter_mut().zip(&row_scores[..k]) {
+                    *slot = (label, *v);
+                }
+            });
+        });
+        let labels = out.chunks(k.max(1)).map(|o| o.first().map_or(0, |p| p.0)).take(rows).collect();
+        (labels, out.into_iter().map(|p| p.1).collect())
     }
 
     /// onnxruntime's `TreeAggregatorClassifier::FinalizeScores`.
@@ -397,6 +541,37 @@ pub fn binary_scores(score: f32, post: PostTransform, additional: i32) -> Vec<f3
         3 if post == PostTransform::Logistic => vec![crate::graph::logistic(-score), crate::graph::logistic(score)],
         3 => vec![score, -score],
         _ => vec![score, 0.0],
+    }
+}
+
+impl Flat {
+    fn new(nodes: &[Node], roots: &[u32]) -> Flat {
+        let mut flat = Flat {
+            feature: Vec::with_capacity(nodes.len()),
+            threshold: Vec::with_capacity(nodes.len()),
+            child: Vec::with_capacity(nodes.len()),
+            depth: Vec::with_capacity(roots.len()),
+        };
+        for (i, n) in nodes.iter().enumerate() {
+            let leaf = n.mode == Mode::Leaf;
+            flat.feature.push(if leaf { 0 } else { n.feature });
+            flat.threshold.push(n.threshold);
+            flat.child.push(if leaf { [i as u32; 2] } else { [n.b, n.a] });
+        }
+        // Compile checked every tree is acyclic, so the walk ends.
+        for &r in roots {
+            let (mut best, mut stack) = (0u32, vec![(r, 0u32)]);
+            while let Some((i, d)) = stack.pop() {
+                let n = &nodes[i as usize];
+                if n.mode == Mode::Leaf {
+                    best = best.max(d);
+                } else {
+                    stack.extend([(n.a, d + 1), (n.b, d + 1)]);
+                }
+            }
+            flat.depth.push(best);
+        }
+        flat
     }
 }
 

@@ -90,3 +90,41 @@ fn malformed_models_are_refused_with_a_reason() {
         let _ = Model::load(&bytes[..cut]);
     }
 }
+
+/// The tree executor walks a batch several rows at a time, branch-free, and
+/// splits large batches over the cores; one row at a time it walks plainly.
+/// All three give the same floats for every row.
+#[test]
+fn tree_ensembles_answer_the_same_in_a_batch_split_over_cores_and_one_row_at_a_time() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("onnx_reference.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    for case in reference["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        if !["gb_", "hgb_", "rf_"].iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let model = Model::load(&std::fs::read(fixtures().join(case["file"].as_str().unwrap())).unwrap()).unwrap();
+        let rows: Vec<Vec<f64>> = serde_json::from_value(case["inputs"].clone()).unwrap();
+        let cols = rows[0].len();
+        let probabilities = |xs: &[&Vec<f64>]| -> Vec<f32> {
+            let x: Vec<f32> = xs.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect();
+            let out = model.run(vec![Tensor::f32(vec![xs.len(), cols], x).unwrap()]).unwrap();
+            let Data::F32(p) = &out[1].data else { panic!("{name}") };
+            p.clone()
+        };
+        let one_by_one: Vec<f32> = rows.iter().flat_map(|r| probabilities(&[r])).collect();
+        let batch = probabilities(&rows.iter().collect::<Vec<_>>());
+        assert_eq!(batch, one_by_one, "{name}: a batch differs from its rows one by one");
+        // Over 1,024 rows: split over the cores.
+        let many: Vec<&Vec<f64>> = rows.iter().cycle().take(rows.len() * (2048 / rows.len() + 1)).collect();
+        let large = probabilities(&many);
+        let per_row = one_by_one.len() / rows.len();
+        for (i, chunk) in large.chunks(per_row).enumerate() {
+            let r = i % rows.len();
+            assert_eq!(chunk, &one_by_one[r * per_row..(r + 1) * per_row], "{name}: row {i} of a large batch");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 12, "gb, hgb, rf x binary/multiclass x with/without ZipMap");
+}

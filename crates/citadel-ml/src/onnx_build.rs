@@ -1,5 +1,6 @@
-//! Writing ONNX graphs of standard operators (opset 13), so both tract and
-//! onnxruntime run what the trainers export.
+//! Writing ONNX graphs of standard operators (opset 13), and of ONNX-ML
+//! operators (opset 1) where one exists for the model (tree ensembles), so
+//! onnxruntime and citadel-infer run what the trainers export.
 
 use citadel_infer::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
@@ -11,16 +12,43 @@ pub const OPSET: i64 = 13;
 const FLOAT: i32 = 1;
 const INT64: i32 = 7;
 const ATTR_INT: i32 = 2;
+const ATTR_STRING: i32 = 3;
+const ATTR_FLOATS: i32 = 6;
+const ATTR_INTS: i32 = 7;
+const ATTR_STRINGS: i32 = 8;
+/// The ONNX-ML operator set the exports use (TreeEnsembleRegressor v1).
+pub const ML_OPSET: i64 = 1;
 
 #[derive(Debug, Default)]
 pub struct GraphBuilder {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     next: usize,
+    /// Whether a node of the `ai.onnx.ml` domain was added.
+    uses_ml: bool,
 }
 
 pub enum Attr {
     Int(&'static str, i64),
+    Str(&'static str, &'static str),
+    Ints(&'static str, Vec<i64>),
+    Floats(&'static str, Vec<f32>),
+    Strs(&'static str, Vec<&'static str>),
+}
+
+impl Attr {
+    fn proto(self) -> AttributeProto {
+        let base = |n: &str, t: i32| AttributeProto { name: n.into(), r#type: t, ..Default::default() };
+        match self {
+            Attr::Int(n, i) => AttributeProto { i, ..base(n, ATTR_INT) },
+            Attr::Str(n, s) => AttributeProto { s: s.as_bytes().to_vec(), ..base(n, ATTR_STRING) },
+            Attr::Ints(n, ints) => AttributeProto { ints, ..base(n, ATTR_INTS) },
+            Attr::Floats(n, floats) => AttributeProto { floats, ..base(n, ATTR_FLOATS) },
+            Attr::Strs(n, v) => {
+                AttributeProto { strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(), ..base(n, ATTR_STRINGS) }
+            }
+        }
+    }
 }
 
 impl GraphBuilder {
@@ -61,19 +89,25 @@ impl GraphBuilder {
     }
 
     pub fn op_named(&mut self, op: &str, inputs: &[&str], output: &str, attrs: Vec<Attr>) {
-        let attribute = attrs
-            .into_iter()
-            .map(|a| match a {
-                Attr::Int(n, i) => AttributeProto { name: n.into(), i, r#type: ATTR_INT, ..Default::default() },
-            })
-            .collect();
+        self.node("", op, inputs, output, attrs);
+    }
+
+    /// Adds a node of the ONNX-ML domain (`ai.onnx.ml`); returns its output's name.
+    pub fn ml_op(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.uses_ml = true;
+        self.node("ai.onnx.ml", op, inputs, &out, attrs);
+        out
+    }
+
+    fn node(&mut self, domain: &str, op: &str, inputs: &[&str], output: &str, attrs: Vec<Attr>) {
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.to_string()],
             name: format!("n{}", self.nodes.len()),
             op_type: op.into(),
-            domain: String::new(),
-            attribute,
+            domain: domain.into(),
+            attribute: attrs.into_iter().map(Attr::proto).collect(),
         });
     }
 
@@ -111,7 +145,9 @@ impl GraphBuilder {
         };
         let model = ModelProto {
             ir_version: 7,
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: std::iter::once(OperatorSetIdProto { domain: String::new(), version: OPSET })
+                .chain(self.uses_ml.then(|| OperatorSetIdProto { domain: "ai.onnx.ml".into(), version: ML_OPSET }))
+                .collect(),
             producer_name: "citadel".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(graph),

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! The built-in trainers on UCI Adult: accuracy near scikit-learn's, and the
-//! ONNX export (run by citadel-infer, on tract) agreeing with the trainer.
+//! ONNX export (run by citadel-infer: tract for the linear model's standard
+//! operators, the native tree executor for the boosting's TreeEnsembleRegressor)
+//! agreeing with the trainer.
 
 use std::time::Instant;
 
@@ -10,7 +12,7 @@ use citadel_ml::{Classifier, FeatureEncoder, Labels, OnnxClassifier, gbt, lr, me
 use common::{FEATURES, adult};
 
 #[test]
-fn both_trainers_export_graphs_tract_runs_with_the_trainers_answers() {
+fn both_trainers_export_graphs_citadel_infer_runs_with_the_trainers_answers() {
     let t = adult();
     let labels = Labels::fit(&t, "income", Some(">50K")).unwrap();
     let y = labels.encode(&t).unwrap();
@@ -36,7 +38,7 @@ fn both_trainers_export_graphs_tract_runs_with_the_trainers_answers() {
     let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams::default(), &[]).unwrap();
     eprintln!("gbt: {:?}, {} trees", start.elapsed(), g.trees.len());
     let onnx = OnnxClassifier::load(&g.to_onnx(&enc, vec![])).unwrap();
-    assert_eq!(onnx.engine(), "tract");
+    assert_eq!(onnx.engine(), "citadel-native");
     let start = Instant::now();
     let p = onnx.predict_proba(&xte).unwrap();
     eprintln!("gbt onnx predict {} rows: {:?}", xte.rows, start.elapsed());

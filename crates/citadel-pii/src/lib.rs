@@ -176,7 +176,7 @@ pub fn detect(value: &str) -> Vec<(PiiKind, &'static str)> {
             if is_phone(t) {
                 push(PiiKind::Phone, "phone-in-text");
             }
-        } else if t.as_bytes()[0].is_ascii_digit()
+        } else if t.as_bytes().first().is_some_and(u8::is_ascii_digit)
             && !tokens.get(i.wrapping_sub(1)).is_some_and(|p| phone_group(p) || iban_start(p))
         {
             // National formats: "(713) 214-6022", "020 7946 0958". Only at
@@ -1117,6 +1117,8 @@ mod free_text {
         // Card groups, SSNs and IBAN groups are not phone numbers.
         assert_eq!(kinds("Card 4420 1049 2802 6057 declined"), [PiiKind::PaymentCard]);
         assert_eq!(kinds("Customer SSN 635-11-4920 verified"), [PiiKind::UsSsn]);
+        // A token of dots only (found by the fuzz target).
+        assert!(kinds("call ... later").is_empty());
     }
 
     #[test]

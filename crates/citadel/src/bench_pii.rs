@@ -200,14 +200,12 @@ fn quote(field: &str) -> String {
     if field.contains([',', '"', '\n']) { format!("\"{}\"", field.replace('"', "\"\"")) } else { field.to_string() }
 }
 
+/// The true kind of each cell of a row (`None`: no personal data).
+type TrueKinds = Vec<Option<PiiKind>>;
+
 /// Writes about `target_bytes` of CSV; returns (rows, bytes, the true kinds
 /// per cell of the first `keep_rows` rows).
-pub fn generate(
-    path: &Path,
-    target_bytes: u64,
-    seed: u64,
-    keep_rows: usize,
-) -> Result<(u64, u64, Vec<Vec<Option<PiiKind>>>)> {
+pub fn generate(path: &Path, target_bytes: u64, seed: u64, keep_rows: usize) -> Result<(u64, u64, Vec<TrueKinds>)> {
     let n = names();
     let mut r = Rng(seed | 1);
     let mut w = BufWriter::with_capacity(
