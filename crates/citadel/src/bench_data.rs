@@ -364,7 +364,7 @@ pub fn render(r: &DataBench) -> String {
     };
     rows(&mut s, &r.ingest);
     if let Some(x) = r.ingest_ratio_vs_pandas {
-        s += &format!("  citadel is {x:.1}x pandas + scipy (target 20x)\n");
+        s += &format!("  citadel is {x:.1}x pandas + scipy (target 10x)\n");
     }
     s += &format!(
         "  peak RSS: {} on {} rows, {} on {} rows (bounded: should not grow with rows)\n",
