@@ -80,6 +80,19 @@ impl Drop for Cleanup {
     }
 }
 
+impl Cleanup {
+    /// A fresh `DIR/citadel-bench-WHAT-<random>` directory, removed when the
+    /// guard drops unless `keep`; a kept one is named in `notes`.
+    pub(crate) fn fresh(dir: &Path, what: &str, keep: bool, notes: &mut Vec<String>) -> Result<Cleanup> {
+        let root = dir.join(format!("citadel-bench-{what}-{}", citadel_types::random_id("")));
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        if keep {
+            notes.push(format!("kept {}", root.display()));
+        }
+        Ok(Cleanup(root, keep))
+    }
+}
+
 /// A fast, reproducible stream of incompressible bytes (xorshift64*). The
 /// benchmark needs data zstd cannot shrink, not secrecy.
 pub(crate) struct Noise(pub(crate) u64);

@@ -191,12 +191,8 @@ fn find_python() -> Option<PathBuf> {
 
 pub fn run(dir: &Path, rows: u64, evidently: bool, keep: bool, quiet: bool) -> Result<DataBench> {
     let mut notes = Vec::new();
-    let root = dir.join(format!("citadel-bench-data-{}", citadel_types::random_id("")));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let _cleanup = Cleanup(root.clone(), keep);
-    if keep {
-        notes.push(format!("kept {}", root.display()));
-    }
+    let cleanup = Cleanup::fresh(dir, "data", keep, &mut notes)?;
+    let root = cleanup.0.clone();
     let exe = std::env::current_exe().context("locating the citadel binary")?;
     let mut agreement = Vec::new();
 

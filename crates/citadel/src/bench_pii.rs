@@ -365,12 +365,8 @@ fn scan_file(path: &Path) -> Result<(f64, Vec<ColumnScan>)> {
 
 pub fn run(dir: &Path, mb: u64, presidio_rows: usize, keep: bool, quiet: bool) -> Result<PiiBench> {
     let mut notes = Vec::new();
-    let root = dir.join(format!("citadel-bench-pii-{}", citadel_types::random_id("")));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let _cleanup = Cleanup(root.clone(), keep);
-    if keep {
-        notes.push(format!("kept {}", root.display()));
-    }
+    let cleanup = Cleanup::fresh(dir, "pii", keep, &mut notes)?;
+    let root = cleanup.0.clone();
     say(quiet, &format!("writing a {mb} MB table of people"));
     let csv_path = root.join("people.csv");
     let (rows, csv_bytes, truth) = generate(&csv_path, mb * 1_000_000, 11, presidio_rows)?;
