@@ -294,6 +294,7 @@ impl Workspace {
             let stage: String = row.try_get("stage")?;
             match stage.as_str() {
                 "production" => in_production += 1,
+                "retired" => problems.push(format!("{}@{} is retired; a retired version is never deployed", t.model, t.version)),
                 "staging" if spec.strategy != Strategy::Single => {}
                 "staging" => problems.push(format!(
                     "{}@{} is in staging; a single-target deployment serves production versions only (use canary, blue-green, ab or shadow beside a production version)",

@@ -76,6 +76,11 @@ pub enum ControlError {
     GateFailed { policy: String, violations: Vec<String> },
     #[error("the model was signed with the retired signing key {hint}; it is no longer trusted")]
     RetiredSigningKey { hint: String },
+    /// A retired model version: never deployed, served or moved again.
+    #[error(
+        "model {model} version {version} is retired ({reason}); it cannot be deployed, served or moved to another stage"
+    )]
+    RetiredModel { model: String, version: i64, reason: String },
     #[error(transparent)]
     Data(#[from] citadel_data::DataError),
     #[error("dataset {dataset}: the new version was rejected and nothing was stored:\n{}", .report.reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]

@@ -30,7 +30,11 @@ const SIGNING_KEY_META: &str = "model_signing_key";
 const SIGNING_KEY_OBJECT: &str = "workspace-secret/model-signing-key";
 /// JSON list of retired model-signing keys: [{"hint", "retired_at"}].
 const RETIRED_KEYS_META: &str = "model_signing_retired";
-pub const STAGES: &[&str] = &["none", "staging", "production", "archived"];
+/// A version's stages. `retired` is terminal: it is reached only through
+/// [`Workspace::model_retire`] (a reason is required), and a retired version
+/// is never requested into another stage, deployed, rolled back to or
+/// loaded for serving.
+pub const STAGES: &[&str] = &["none", "staging", "production", "archived", "retired"];
 /// The workspace's model gate, relative to the workspace directory.
 pub const GATE_POLICY_FILE: &str = "policies/model-gate.rego";
 
@@ -82,6 +86,8 @@ pub struct StageEvent {
     pub at_micros: i64,
     pub by: String,
     pub request: String,
+    /// The decision's note; for a retirement, its reason.
+    pub note: String,
 }
 
 /// A version as recorded, before anything about its bytes is known.
@@ -411,10 +417,18 @@ impl Workspace {
         let name = Name::parse(name)?;
         let resource = format!("model:{name}");
         self.authorize(caller, Action::ModelPromoteRequest, &resource).await?;
+        if to_stage == "retired" {
+            return Err(invalid(format!(
+                "retirement is not requested: an approver runs `citadel model retire {name} {version} --reason \"…\"`"
+            )));
+        }
         if !STAGES.contains(&to_stage) || to_stage == "none" {
             return Err(invalid(format!("unknown target stage {to_stage:?}: use staging, production or archived")));
         }
         let from = self.version_stage(name.as_str(), version).await?;
+        if from == "retired" {
+            return Err(self.retired(name.as_str(), version).await?);
+        }
         let allowed = matches!(
             (from.as_str(), to_stage),
             ("none", "staging")
@@ -813,6 +827,20 @@ impl Workspace {
             }
             Err(_) => return Err(invalid(format!("{reference:?} is neither a version number nor a stage"))),
         };
+        if self.version_stage(name.as_str(), version).await? == "retired" {
+            let err = self.retired(name.as_str(), version).await?;
+            self.db
+                .append_audit(event(
+                    &caller.principal.id,
+                    "model.load",
+                    &resource,
+                    Outcome::Denied,
+                    &caller.request_id,
+                    serde_json::json!({"version": version, "reason": err.to_string()}),
+                ))
+                .await?;
+            return Err(err);
+        }
         let loaded = self.load_verified(caller, name.as_str(), version, Action::ModelRead).await?;
         self.db
             .append_audit(event(
@@ -847,6 +875,9 @@ impl Workspace {
             .map(|e| e.version)
             .next()
             .ok_or_else(|| invalid(format!("{name} has no earlier production version to roll back to")))?;
+        if self.version_stage(name.as_str(), previous).await? == "retired" {
+            return Err(self.retired(name.as_str(), previous).await?);
+        }
         let verified = self.load_verified(caller, name.as_str(), previous, Action::ModelApprove).await?;
         let from_stage = self.version_stage(name.as_str(), previous).await?;
         self.gate(caller, name.as_str(), previous, &from_stage, "production", &verified.key_hint).await?;
@@ -876,13 +907,15 @@ impl Workspace {
             at_micros: now.0,
             by: caller.principal.name.clone(),
             request,
+            note: String::new(),
         })
     }
 
     async fn stage_events(&self, name: &str) -> Result<Vec<StageEvent>> {
         let rows = sqlx::query(
-            "SELECT e.seq, e.version, e.from_stage, e.to_stage, e.at, e.request_id, p.name AS who \
-             FROM stage_events e LEFT JOIN principals p ON p.id = e.by_principal WHERE e.model_name = $1 ORDER BY e.seq",
+            "SELECT e.seq, e.version, e.from_stage, e.to_stage, e.at, e.request_id, p.name AS who, r.note \
+             FROM stage_events e LEFT JOIN principals p ON p.id = e.by_principal \
+             LEFT JOIN stage_requests r ON r.id = e.request_id WHERE e.model_name = $1 ORDER BY e.seq",
         )
         .bind(name)
         .fetch_all(self.db.pool())
@@ -899,9 +932,100 @@ impl Workspace {
                     at_micros: at,
                     by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
                     request: r.try_get("request_id")?,
+                    note: r.try_get::<Option<String>, _>("note")?.unwrap_or_default(),
                 })
             })
             .collect()
+    }
+
+    /// Retires `name`@`version` for good, with a reason (GDPR/AI Act
+    /// record-keeping: why a model left service). One approver decides:
+    /// retiring takes a model out of service, so it needs no second person,
+    /// but it is refused while a live deployment still targets the version
+    /// (deploy another version or remove the endpoint first, so serving
+    /// never loses a model mid-flight). The retirement is a stage request
+    /// recorded as approved with the reason as its note, a stage event and
+    /// an audit record, in one transaction.
+    pub async fn model_retire(&self, caller: &Caller, name: &str, version: i64, reason: &str) -> Result<StageRequest> {
+        let name = Name::parse(name)?;
+        let resource = format!("model:{name}");
+        self.authorize(caller, Action::ModelRetire, &resource).await?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(invalid("a retirement needs a reason (--reason \"…\"); it is kept in the history".to_string()));
+        }
+        let from = self.version_stage(name.as_str(), version).await?;
+        if from == "retired" {
+            return Err(ControlError::Conflict(format!("{name} version {version} is already retired")));
+        }
+        let serving: Vec<String> = self
+            .deployments_live()
+            .await?
+            .into_iter()
+            .filter(|d| d.spec.targets.iter().any(|t| t.model == name.as_str() && t.version == version))
+            .map(|d| d.name)
+            .collect();
+        if !serving.is_empty() {
+            return Err(ControlError::Conflict(format!(
+                "{name} version {version} is deployed at {}: deploy another version there (or remove the endpoint) before retiring it",
+                serving.join(", ")
+            )));
+        }
+        let id = citadel_types::random_id("sr-");
+        let now = Timestamp::now();
+        let mut tx = self.db.begin_audited().await?;
+        sqlx::query(
+            "INSERT INTO stage_requests (id, model_name, version, to_stage, requested_by, requested_at, status, decided_by, decided_at, note) \
+             VALUES ($1, $2, $3, 'retired', $4, $5, 'approved', $4, $5, $6)",
+        )
+        .bind(id.clone())
+        .bind(name.as_str())
+        .bind(version)
+        .bind(caller.principal.id.clone())
+        .bind(now.0)
+        .bind(reason)
+        .execute(&mut *tx.conn())
+        .await?;
+        // The stage is read again inside the transaction: a concurrent change wins or loses whole.
+        let from = stage_in_tx(&mut tx, name.as_str(), version).await?;
+        set_stage(&mut tx, name.as_str(), version, &from, "retired", &caller.principal.id, &id, now).await?;
+        tx.commit(event(
+            &caller.principal.id,
+            "model.retire",
+            &resource,
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"request": id, "version": version, "from": from, "reason": reason}),
+        ))
+        .await?;
+        Ok(StageRequest {
+            id,
+            model: name.to_string(),
+            version,
+            to_stage: "retired".into(),
+            requested_by: caller.principal.name.clone(),
+            requested_at: now.to_rfc3339(),
+            status: "approved".into(),
+            decided_by: Some(caller.principal.name.clone()),
+            note: reason.into(),
+        })
+    }
+
+    /// The error for a retired version, with its recorded reason.
+    async fn retired(&self, name: &str, version: i64) -> Result<ControlError> {
+        let row = sqlx::query(
+            "SELECT note FROM stage_requests WHERE model_name = $1 AND version = $2 AND to_stage = 'retired' AND status = 'approved' \
+             ORDER BY requested_at DESC",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let reason = match row {
+            Some(r) => r.try_get::<String, _>("note")?,
+            None => "no reason recorded".into(),
+        };
+        Ok(ControlError::RetiredModel { model: name.into(), version, reason })
     }
 
     /// Every stage change of `name`; with `at`, also which version was in

@@ -65,6 +65,7 @@ actions! {
     ModelRead => "model.read",
     ModelPromoteRequest => "model.promote_request",
     ModelApprove => "model.approve",
+    ModelRetire => "model.retire",
     DeploymentManage => "deployment.manage",
     Infer => "model.infer",
     PipelineRun => "pipeline.run",
@@ -185,7 +186,7 @@ impl Role {
                 DeploymentManage,
                 PipelineRead,
             ],
-            Role::Approver => &[ArtifactList, LineageRead, ModelRead, ModelApprove],
+            Role::Approver => &[ArtifactList, LineageRead, ModelRead, ModelApprove, ModelRetire],
             Role::Auditor => &[
                 ArtifactList,
                 LineageRead,

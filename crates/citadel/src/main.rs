@@ -239,6 +239,15 @@ enum ModelCmd {
     },
     /// Put the previous production version back into production.
     Rollback { name: String },
+    /// Retire a version for good (an approver's decision, with a reason kept
+    /// in the history): it is never deployed, served or moved again.
+    Retire {
+        name: String,
+        version: i64,
+        /// Why the version leaves service (kept in the history and the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Stage changes; with --at, which version was in production then.
     History {
         name: String,
@@ -603,6 +612,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::ScanBlocked { .. } => "run `citadel scan PATH` to see every finding; a model with critical findings, or content the scanner cannot judge, is not registered (after a review, `citadel allowlist add MODULE.NAME --reason ...` allows a library's global)".into(),
             ControlError::GateFailed { policy, .. } if policy.contains(", run ") => "nothing was registered; fix what the gate lists (or change the pipeline's [gate] thresholds or policy) and run again — `citadel runs show RUN` shows the run".into(),
             ControlError::GateFailed { .. } => "fix what the gate lists (or, with the workspace owner's agreement, edit policies/model-gate.rego); the request stays pending".into(),
+            ControlError::RetiredModel { model, .. } => format!("deploy or promote another version; `citadel model history {model}` shows why this one was retired"),
             ControlError::RetiredSigningKey { .. } => "register the model again (it is scanned and signed with the current key), then request the stage change".into(),
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
@@ -731,6 +741,12 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
             let e = ws.model_rollback(caller, name).await?;
             out.emit(&e, || format!("rolled back {name}: version {} is in production again", e.version));
         }
+        ModelCmd::Retire { name, version, reason } => {
+            let r = ws.model_retire(caller, name, *version, reason).await?;
+            out.emit(&r, || {
+                format!("retired {name} version {version} ({}); it is no longer deployed or served", r.note)
+            });
+        }
         ModelCmd::History { name, at } => {
             let at = at
                 .as_deref()
@@ -747,8 +763,14 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                     let mut s = String::new();
                     for e in &events {
                         s += &format!(
-                            "{}  version {}: {} -> {}  by {} ({})\n",
-                            e.at, e.version, e.from_stage, e.to_stage, e.by, e.request
+                            "{}  version {}: {} -> {}  by {} ({}){}\n",
+                            e.at,
+                            e.version,
+                            e.from_stage,
+                            e.to_stage,
+                            e.by,
+                            e.request,
+                            if e.note.is_empty() { String::new() } else { format!(": {}", e.note) }
                         );
                     }
                     if let Some(t) = at {

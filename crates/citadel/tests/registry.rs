@@ -374,3 +374,67 @@ fn self_approval_is_configurable() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+#[test]
+fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why() {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let data = ws.file("train.csv", b"age,income\n30,1\n");
+    ws.ok(&["artifact", "put", data.to_str().unwrap(), "--name", "datasets/train"]);
+    let register = |seed: u64| {
+        let dir = model_dir(&ws, &format!("m{seed}"), seed);
+        let args = ["model", "register", dir.to_str().unwrap(), "--name", "fraud", "--dataset", "datasets/train"];
+        let code = ["--code-ref", "git+https://example.invalid/repo@abc123"];
+        ok_json(as_user(&ws, &eng, &[&args[..], &code[..]].concat()))
+    };
+    register(1);
+    register(2);
+    for to in ["staging", "production"] {
+        let r = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud", "1", "--to", to]));
+        ok_json(as_user(&ws, &appr, &["model", "approve", r["id"].as_str().unwrap()]));
+    }
+    let said = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
+
+    // Only an approver retires, and only with a reason.
+    assert!(!as_user(&ws, &eng, &["model", "retire", "fraud", "2", "--reason", "x"]).status.success());
+    let o = as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "  "]);
+    assert!(!o.status.success() && said(&o).contains("needs a reason"), "{}", said(&o));
+    let r = ok_json(as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "trained on erased rows"]));
+    assert_eq!((r["to_stage"].as_str(), r["status"].as_str()), (Some("retired"), Some("approved")));
+    let stages: Vec<String> = ws
+        .json(&["model", "ls", "fraud"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["stage"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stages, ["production", "retired"]);
+
+    // Terminal: no stage request, no second retirement, no loading for serving, no deployment.
+    let o = as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "staging"]);
+    assert!(!o.status.success() && said(&o).contains("retired (trained on erased rows)"), "{}", said(&o));
+    assert!(!as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "again"]).status.success());
+    let out = ws.root.parent().unwrap().join("got");
+    let o = as_user(&ws, &eng, &["model", "get", "fraud", "2", "-o", out.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && said(&o).contains("is retired") && said(&o).contains("model history fraud"),
+        "{}",
+        said(&o)
+    );
+    assert!(!out.exists(), "nothing of a retired model is handed out");
+    let o = as_user(&ws, &eng, &["deploy", "set", "fraud", "--target", "fraud@2"]);
+    assert!(!o.status.success() && said(&o).contains("retired"), "{}", said(&o));
+    // Retiring refuses to pull a deployed version from under its endpoint.
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "fraud", "--target", "fraud@1"]));
+    let o = as_user(&ws, &appr, &["model", "retire", "fraud", "1", "--reason", "replaced"]);
+    assert!(!o.status.success() && said(&o).contains("is deployed at fraud"), "{}", said(&o));
+
+    // The history keeps the retirement, who decided it, and why.
+    let h = ws.json(&["model", "history", "fraud"]);
+    let last = h["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["version"].as_i64(), last["to_stage"].as_str()), (Some(2), Some("retired")), "{h}");
+    assert_eq!(last["note"], "trained on erased rows");
+    assert_eq!(last["by"], "abe");
+    ws.ok(&["audit", "verify"]);
+}
