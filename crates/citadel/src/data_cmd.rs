@@ -71,15 +71,28 @@ fn num(x: Option<f64>) -> String {
     }
 }
 
-pub fn render_report(head: &str, r: &IngestReport) -> String {
+/// What became of the version a report describes.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Stored,
+    /// Nothing stored: the error that follows lists the reasons.
+    Rejected,
+}
+
+pub fn render_report(head: &str, r: &IngestReport, outcome: Outcome) -> String {
     let mut s = format!("{head}\n");
-    s += &format!(
-        "  {} rows · {} of {} columns stored · format {}\n",
-        r.rows,
-        r.stored_columns.len(),
-        r.source_columns.len(),
-        r.format
-    );
+    s += &match outcome {
+        Outcome::Stored => format!(
+            "  {} rows · {} of {} columns stored · format {}\n",
+            r.rows,
+            r.stored_columns.len(),
+            r.source_columns.len(),
+            r.format
+        ),
+        Outcome::Rejected => {
+            format!("  {} rows · {} columns read · format {}\n", r.rows, r.source_columns.len(), r.format)
+        }
+    };
     s += &format!(
         "\n  {:<18} {:<8} {:<13} {:<13} {:>7} {:>9} {:>12} {:>12}  pii\n",
         "column", "type", "class", "mask", "nulls", "distinct", "min", "max"
@@ -169,7 +182,7 @@ pub fn render_report(head: &str, r: &IngestReport) -> String {
     for note in &r.notes {
         s += &format!("  note: {note}\n");
     }
-    if !r.reasons.is_empty() {
+    if !r.reasons.is_empty() && outcome == Outcome::Stored {
         s += "\n  reasons:\n";
         for reason in &r.reasons {
             s += &format!("    - {reason}\n");
@@ -223,14 +236,27 @@ pub async fn run_data(ws: &Workspace, caller: &Caller, cmd: &DataCmd, out: &Out)
                     if !out.json {
                         eprintln!(
                             "{}",
-                            render_report(&format!("dataset {dataset}: REJECTED, nothing stored"), &report)
+                            render_report(
+                                &format!("dataset {dataset}: REJECTED, nothing stored"),
+                                &report,
+                                Outcome::Rejected
+                            )
                         );
                     }
                     return Err(citadel_control::ControlError::DataRejected { dataset, report }.into());
                 }
                 Err(e) => return Err(e.into()),
             };
-            out.emit(&v, || render_report(&version_head(&v), &v.report));
+            out.emit(&v, || {
+                let mut s = render_report(&version_head(&v), &v.report, Outcome::Stored);
+                if v.status == "quarantined" {
+                    s += &format!(
+                        "hint: nothing reads it until a data steward reviews the reasons and runs `citadel data release {}@{} --note \"…\"`\n",
+                        v.dataset, v.version
+                    );
+                }
+                s
+            });
             Ok(if v.status == "quarantined" { 2 } else { 0 })
         }
         DataCmd::Ls => {
@@ -276,7 +302,7 @@ pub async fn run_data(ws: &Workspace, caller: &Caller, cmd: &DataCmd, out: &Out)
                 crate::data_html::write(path, &v).with_context(|| format!("writing {}", path.display()))?;
             }
             out.emit(&v, || {
-                let mut s = render_report(&version_head(&v), &v.report);
+                let mut s = render_report(&version_head(&v), &v.report, Outcome::Stored);
                 if let Some(p) = html {
                     s += &format!("\nHTML report: {}\n", p.display());
                 }

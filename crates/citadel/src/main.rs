@@ -625,6 +625,24 @@ fn hint_for(err: &anyhow::Error) -> String {
     "see `citadel --help`".into()
 }
 
+/// The error and its causes, joined by ": ", each cause once: library
+/// errors that already print their source (`I/O error on F: …`) do not
+/// repeat it.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text += ": ";
+        }
+        text += &c;
+    }
+    text
+}
+
 fn store_hint(s: &StoreError) -> String {
     match s {
         StoreError::OutOfSpace { .. } => {
@@ -853,11 +871,12 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             let hint = hint_for(&err);
+            let text = error_text(&err);
             if json {
-                let v = serde_json::json!({"error": format!("{err:#}"), "hint": hint});
+                let v = serde_json::json!({"error": text, "hint": hint});
                 outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {text}");
                 eprintln!("hint: {hint}");
             }
             1

@@ -228,3 +228,31 @@ fn undeclared_quasi_identifiers_are_flagged() {
     assert!(!qi.contains("score") && !qi.contains("visit\""), "{qi}");
     assert!(v["report"]["notes"].to_string().contains("quasi-identifiers"), "{v:#}");
 }
+
+/// What `data add` says when a version is rejected, quarantined or missing:
+/// nothing claimed stored, each reason once, the next step named, the OS
+/// error once.
+#[test]
+fn data_add_says_what_happened_and_what_to_do_next() {
+    let ws = Ws::new();
+    let a = ws.file("a.csv", b"id,age\n1,30\n2,40\n3,50\n");
+    let b = ws.file("b.csv", b"id,age\n1,300\n2,400\n3,500\n");
+    let reject = ws.file("r.toml", b"[columns.age]\nmax = 100\n[dataset]\non_failure = \"reject\"\n");
+    let quarantine = ws.file("q.toml", b"[columns.age]\nmax = 100\n[dataset]\non_failure = \"quarantine\"\n");
+    ws.ok(&["data", "add", "--name", "t", "--expect", reject.to_str().unwrap(), a.to_str().unwrap()]);
+
+    let o = ws.run(&["data", "add", "--name", "t", "--expect", reject.to_str().unwrap(), b.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("REJECTED, nothing stored") && !err.contains("columns stored"), "{err}");
+    assert_eq!(err.matches("- column \"age\" range").count(), 1, "each reason once:\n{err}");
+
+    let o = ws.run(&["data", "add", "--name", "t", "--expect", quarantine.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("hint:") && out.contains("citadel data release t@2"), "{out}");
+
+    let o = ws.run(&["data", "add", "--name", "t", "missing.csv"]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.matches("No such file or directory").count() == 1, "{err}");
+}
