@@ -234,6 +234,22 @@ impl Workspace {
             .fetch_one(&mut *tx.conn())
             .await?;
         let revision = row.try_get::<Option<i64>, _>("r")?.unwrap_or(0) + 1;
+        // A target retired since the checks above: refused inside the
+        // transaction, so a retirement and a deployment never both win.
+        for t in spec.map(|s| s.targets.as_slice()).unwrap_or_default() {
+            let stage: Option<String> =
+                sqlx::query_scalar("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
+                    .bind(&t.model)
+                    .bind(t.version)
+                    .fetch_optional(&mut *tx.conn())
+                    .await?;
+            if stage.as_deref() == Some("retired") {
+                return Err(ControlError::Invalid(format!(
+                    "{}@{} is retired; a retired version is never deployed",
+                    t.model, t.version
+                )));
+            }
+        }
         let spec_json =
             spec.map(serde_json::to_string).transpose().map_err(|e| ControlError::Invalid(e.to_string()))?;
         sqlx::query("INSERT INTO deployment_revisions (name, revision, spec, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")

@@ -518,6 +518,9 @@ impl Workspace {
                 request: request_id.into(),
             });
         }
+        if approve && self.version_stage(&name, version).await? == "retired" {
+            return Err(self.retired(&name, version).await?);
+        }
         if approve {
             let verified = self.load_verified(caller, &name, version, Action::ModelApprove).await?;
             let from = self.version_stage(&name, version).await?;
@@ -542,6 +545,11 @@ impl Workspace {
         }
         if approve {
             let from = stage_in_tx(&mut tx, &name, version).await?;
+            // Retired while the approver's checks ran: the transaction rolls back.
+            if from == "retired" {
+                drop(tx);
+                return Err(self.retired(&name, version).await?);
+            }
             if to_stage == "production" {
                 // The current production version, if any, is archived.
                 let current =
@@ -887,6 +895,11 @@ impl Workspace {
         set_stage(&mut tx, name.as_str(), current, "production", "archived", &caller.principal.id, &request, now)
             .await?;
         let from = stage_in_tx(&mut tx, name.as_str(), previous).await?;
+        // Retired while the checks above ran: the transaction rolls back.
+        if from == "retired" {
+            drop(tx);
+            return Err(self.retired(name.as_str(), previous).await?);
+        }
         let seq = set_stage(&mut tx, name.as_str(), previous, &from, "production", &caller.principal.id, &request, now)
             .await?;
         tx.commit(event(
@@ -958,19 +971,6 @@ impl Workspace {
         if from == "retired" {
             return Err(ControlError::Conflict(format!("{name} version {version} is already retired")));
         }
-        let serving: Vec<String> = self
-            .deployments_live()
-            .await?
-            .into_iter()
-            .filter(|d| d.spec.targets.iter().any(|t| t.model == name.as_str() && t.version == version))
-            .map(|d| d.name)
-            .collect();
-        if !serving.is_empty() {
-            return Err(ControlError::Conflict(format!(
-                "{name} version {version} is deployed at {}: deploy another version there (or remove the endpoint) before retiring it",
-                serving.join(", ")
-            )));
-        }
         let id = citadel_types::random_id("sr-");
         let now = Timestamp::now();
         let mut tx = self.db.begin_audited().await?;
@@ -986,8 +986,34 @@ impl Workspace {
         .bind(reason)
         .execute(&mut *tx.conn())
         .await?;
-        // The stage is read again inside the transaction: a concurrent change wins or loses whole.
+        // Read again inside the transaction, so a concurrent deployment or
+        // stage change either precedes this check or follows the retirement.
         let from = stage_in_tx(&mut tx, name.as_str(), version).await?;
+        if from == "retired" {
+            return Err(ControlError::Conflict(format!("{name} version {version} is already retired")));
+        }
+        let live = sqlx::query("SELECT name, spec FROM deployments").fetch_all(&mut *tx.conn()).await?;
+        for d in &live {
+            let spec: crate::deploy::DeploymentSpec = serde_json::from_str(&d.try_get::<String, _>("spec")?)
+                .map_err(|e| ControlError::Invalid(format!("stored deployment: {e}")))?;
+            if spec.targets.iter().any(|t| t.model == name.as_str() && t.version == version) {
+                return Err(ControlError::Conflict(format!(
+                    "{name} version {version} is deployed at {}: deploy another version there (or remove the endpoint) before retiring it",
+                    d.try_get::<String, _>("name")?
+                )));
+            }
+        }
+        // Requests still pending for the version end with it.
+        sqlx::query(
+            "UPDATE stage_requests SET status = 'rejected', decided_by = $1, decided_at = $2, note = 'the version was retired' \
+             WHERE model_name = $3 AND version = $4 AND status = 'pending'",
+        )
+        .bind(caller.principal.id.clone())
+        .bind(now.0)
+        .bind(name.as_str())
+        .bind(version)
+        .execute(&mut *tx.conn())
+        .await?;
         set_stage(&mut tx, name.as_str(), version, &from, "retired", &caller.principal.id, &id, now).await?;
         tx.commit(event(
             &caller.principal.id,

@@ -100,7 +100,7 @@ pub fn name_shape(v: &str) -> Option<NameShape> {
 /// Legal forms and words of company names: a value with one is a company,
 /// even when named after people ("Naser Bachmann KG", "Bazin et Fils").
 const LEGAL_FORMS: &[&str] = &[
-    "gmbh", "ag", "kg", "kgaa", "ohg", "ug", "inc", "llc", "ltd", "plc", "corp", "co", "&", "sa", "sas", "sarl", "srl",
+    "gmbh", "ag", "kg", "kgaa", "ohg", "ug", "inc", "llc", "ltd", "plc", "corp", "co", "sa", "sas", "sarl", "srl",
     "s.a", "s.a.s", "s.a.r.l", "s.r.l", "spa", "s.p.a", "bv", "nv", "ab", "oy", "group", "holding", "holdings", "sons",
     "fils", "partners", "gbr", "e.v", "e.k",
 ];
@@ -109,6 +109,13 @@ const LEGAL_FORMS: &[&str] = &[
 pub(crate) fn is_legal_form(word: &str) -> bool {
     let w = word.trim_end_matches('.').to_lowercase();
     LEGAL_FORMS.contains(&w.as_str())
+}
+
+/// Whether `given` is on the given-name list and `surname` on the surname
+/// list (any case; a surname's trailing dot ignored).
+pub(crate) fn both_listed(given_name: &str, surname: &str) -> bool {
+    let s = surname.trim_end_matches('.').to_lowercase();
+    is_given(given_name) && !stop().contains(s.as_str()) && surnames().contains(s.as_str())
 }
 
 /// Whether `word` (any case) is on the given-name list.

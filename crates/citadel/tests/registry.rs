@@ -400,6 +400,8 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     assert!(!as_user(&ws, &eng, &["model", "retire", "fraud", "2", "--reason", "x"]).status.success());
     let o = as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "  "]);
     assert!(!o.status.success() && said(&o).contains("needs a reason"), "{}", said(&o));
+    // A request pending when the version is retired can no longer be approved.
+    let pending = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "staging"]));
     let r = ok_json(as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "trained on erased rows"]));
     assert_eq!((r["to_stage"].as_str(), r["status"].as_str()), (Some("retired"), Some("approved")));
     let stages: Vec<String> = ws
@@ -411,6 +413,11 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
         .collect();
     assert_eq!(stages, ["production", "retired"]);
 
+    let o = as_user(&ws, &appr, &["model", "approve", pending["id"].as_str().unwrap()]);
+    assert!(!o.status.success(), "{}", said(&o));
+    let requests = ws.json(&["model", "requests", "--all"]);
+    let request = requests.as_array().unwrap().iter().find(|q| q["id"] == pending["id"]).unwrap().clone();
+    assert_eq!(request["status"], "rejected", "{request}");
     // Terminal: no stage request, no second retirement, no loading for serving, no deployment.
     let o = as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "staging"]);
     assert!(!o.status.success() && said(&o).contains("retired (trained on erased rows)"), "{}", said(&o));
