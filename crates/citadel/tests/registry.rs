@@ -26,6 +26,16 @@ fn model_dir(ws: &Ws, name: &str, seed: u64) -> std::path::PathBuf {
     dir
 }
 
+/// The stage of each of a model's versions, in version order.
+fn stages_of(ws: &Ws, model: &str) -> Vec<String> {
+    ws.json(&["model", "ls", model])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["stage"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn a_malicious_model_is_refused_and_the_refusal_audited() {
     let ws = Ws::new();
@@ -189,13 +199,7 @@ fn register_promote_approve_rollback_and_history() {
     assert!(!as_user(&ws, &eng, &["model", "rollback", "fraud"]).status.success(), "rollback needs approver");
     let rb = ok_json(as_user(&ws, &appr, &["model", "rollback", "fraud"]));
     assert_eq!(rb["version"], 1);
-    let stages: Vec<String> = ws
-        .json(&["model", "ls", "fraud"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["stage"].as_str().unwrap().to_string())
-        .collect();
+    let stages = stages_of(&ws, "fraud");
     assert_eq!(stages, ["production", "archived"]);
     let now = ws.json(&["model", "history", "fraud", "--at", "2100-01-01T00:00:00Z"]);
     assert_eq!(now["in_production_at"], 1);
@@ -404,13 +408,7 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     let pending = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "staging"]));
     let r = ok_json(as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "trained on erased rows"]));
     assert_eq!((r["to_stage"].as_str(), r["status"].as_str()), (Some("retired"), Some("approved")));
-    let stages: Vec<String> = ws
-        .json(&["model", "ls", "fraud"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["stage"].as_str().unwrap().to_string())
-        .collect();
+    let stages = stages_of(&ws, "fraud");
     assert_eq!(stages, ["production", "retired"]);
 
     let o = as_user(&ws, &appr, &["model", "approve", pending["id"].as_str().unwrap()]);
