@@ -384,10 +384,26 @@ impl Ensemble {
         let rows = out.len() / k.max(1);
         // available_parallelism reads cgroup files: once per process.
         let threads = || *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if rows < PARALLEL_ROWS || k == 0 || threads() < 2 {
+        // One batch at a time is split: under concurrent requests (a
+        // serving gateway) the others run on their own thread, so the
+        // process never runs more than cores + requests walkers.
+        static SPLITTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        use std::sync::atomic::Ordering;
+        if rows < PARALLEL_ROWS
+            || k == 0
+            || threads() < 2
+            || SPLITTING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
             f(0, out);
             return;
         }
+        struct Release;
+        impl Drop for Release {
+            fn drop(&mut self) {
+                SPLITTING.store(false, Ordering::Release);
+            }
+        }
+        let _release = Release;
         let per = rows.div_ceil(threads());
         std::thread::scope(|scope| {
             for (i, chunk) in out.chunks_mut(per * k).enumerate() {
