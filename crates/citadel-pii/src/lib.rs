@@ -218,27 +218,24 @@ pub fn detect(value: &str) -> Vec<(PiiKind, &'static str)> {
         // both capitalised. Stricter than a whole value: in prose a given
         // name before any word ("Grace Period", "Max Load") is common, and
         // lower-case pairs ("will price") cannot be judged without a
-        // language model.
-        // Not inside an address ("168 Christine Meadow", "chemin Marthe
+        // language model. Not inside an address ("168 Christine Meadow", "chemin Marthe
         // Tanguy": after a house number or a street type, or in a value
-        // read as an address), across a comma
-        // ("Jones, Cox and Clark") or in a company's name ("Gotthard Krebs GmbH").
-        if let Some(next) = tokens.get(i + 1)
+        // read as an address), across a comma ("Jones, Cox and Clark") or in
+        // a company's name ("Gotthard Krebs GmbH"). The cheap tests first:
+        // this runs for every token.
+        let capital = |w: &str| w.chars().next().is_some_and(char::is_uppercase);
+        if let Some(next) = tokens.get(i + 1).map(|n| n.trim_end_matches('.'))
+            && capital(t)
+            && capital(next)
             && !in_address
+            && names::both_listed(t, next)
             && !tokens.get(i.wrapping_sub(1)).is_some_and(|p| {
                 p.bytes().all(|b| b.is_ascii_digit()) || STREET_LEADS.contains(&p.to_lowercase().as_str())
             })
+            && !tokens.iter().skip(i + 2).take(2).any(|w| names::is_legal_form(w))
+            && v.contains(&format!("{t} {next}"))
         {
-            let capital = |w: &str| w.chars().next().is_some_and(char::is_uppercase);
-            let next = next.trim_end_matches('.');
-            if capital(t) && capital(next) && names::is_given(t) {
-                let pair = format!("{t} {next}");
-                // A company named after people ("Naser Bachmann KG", "Bazin et Fils").
-                let company = tokens.iter().skip(i + 2).take(2).any(|w| names::is_legal_form(w));
-                if !company && v.contains(&pair) && names::both_listed(t, next) {
-                    push(PiiKind::PersonName, "name-in-text");
-                }
-            }
+            push(PiiKind::PersonName, "name-in-text");
         }
         // Card numbers and IBANs are often written in groups of four.
         if t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {

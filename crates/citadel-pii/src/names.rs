@@ -119,6 +119,6 @@ pub(crate) fn both_listed(given_name: &str, surname: &str) -> bool {
 }
 
 /// Whether `word` (any case) is on the given-name list.
-pub(crate) fn is_given(word: &str) -> bool {
+fn is_given(word: &str) -> bool {
     given().contains(word.to_lowercase().as_str())
 }

@@ -389,9 +389,8 @@ pub fn run(dir: &Path, mb: u64, presidio_rows: usize, keep: bool, quiet: bool) -
         .iter()
         .zip(&scans)
         .map(|(h, s)| {
-            let mut ks: Vec<String> =
+            let ks =
                 s.finish(MIN_SHARE).iter().map(|d| format!("{:?} ({}, {:.2})", d.kind, d.rule, d.confidence)).collect();
-            ks.dedup();
             (h.to_string(), ks)
         })
         .collect();
@@ -450,12 +449,13 @@ pub fn run(dir: &Path, mb: u64, presidio_rows: usize, keep: bool, quiet: bool) -
         for (col, value) in rec.iter().enumerate() {
             // Free-text rules judge the cell itself; a note that is wholly a
             // name or an identifier is found by the value rules.
-            let in_cell: BTreeSet<PiiKind> = citadel_pii::detect(value)
-                .into_iter()
+            let found = citadel_pii::detect(value);
+            let in_cell: BTreeSet<PiiKind> = found
+                .iter()
                 .filter(|(_, rule)| HEADER[col] == "notes" || rule.ends_with("-in-text"))
-                .map(|(k, _)| k)
+                .map(|(k, _)| *k)
                 .collect();
-            let alone: BTreeSet<PiiKind> = citadel_pii::detect(value).into_iter().map(|(k, _)| k).collect();
+            let alone: BTreeSet<PiiKind> = found.iter().map(|(k, _)| *k).collect();
             let theirs: Option<&Vec<String>> =
                 presidio_cells.as_ref().and_then(|p| p.get(HEADER[col])).and_then(|c| c.get(row));
             for (score, (kind, types)) in scores.iter_mut().zip(SCORED.iter()) {

@@ -426,14 +426,9 @@ fn scan_exit_codes_and_json() {
     let o = bin().args(["scan", unknown.to_str().unwrap(), "--allow", "nodot"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "an --allow that is not a global's name is refused");
     // A closed stdout drops the report, never the verdict.
-    let mut child = bin()
-        .args(["scan", bad.to_str().unwrap(), "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let mut scan = bin();
+    scan.args(["scan", bad.to_str().unwrap(), "--json"]);
+    let out = run_with_closed_stdout(scan);
     assert_eq!(out.status.code(), Some(2), "a refused scan exits 2 into a closed pipe");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     let o = bin().args(["scan", bad.to_str().unwrap(), "--allow", "posix.system"]).output().unwrap();

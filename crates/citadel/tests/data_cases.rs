@@ -119,14 +119,7 @@ fn a_closed_stdout_never_panics() {
     let ws = Ws::new();
     let f = ws.file("t.csv", b"a,b\n1,2\n3,4\n");
     ws.ok(&["data", "add", f.to_str().unwrap(), "--name", "t"]);
-    let mut child = ws
-        .cmd(&["audit", "export", "--format", "jsonl"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_closed_stdout(ws.cmd(&["audit", "export", "--format", "jsonl"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.code().is_some(), "killed by a signal: {:?}", out.status);

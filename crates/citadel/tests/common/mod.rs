@@ -92,6 +92,14 @@ impl Ws {
     }
 }
 
+/// Runs `cmd` with its stdout closed before it writes (`citadel … | head`
+/// that has already exited); stderr is captured.
+pub fn run_with_closed_stdout(mut cmd: Command) -> Output {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
