@@ -31,6 +31,7 @@ use parquet::file::properties::WriterProperties;
 use siphasher::sip::SipHasher13;
 
 use crate::DataError;
+use crate::aligned::AlignedWriter;
 use crate::checks::{self, DuplicateTracker, KAnonymity, NoveltyCounter, Reference};
 use crate::mask::{Masker, masked_type};
 use crate::profile::{ColumnAccumulator, ColumnProfile};
@@ -68,10 +69,11 @@ pub struct IngestOutput {
     pub dir: PathBuf,
 }
 
-fn writer_props() -> WriterProperties {
+pub(crate) fn writer_props() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_write_batch_size(crate::aligned::MINI_BATCH)
         .build()
 }
 
@@ -260,11 +262,11 @@ pub fn ingest(
 
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let data_path = out_dir.join(DATA_FILE);
-    let mut data_writer = ArrowWriter::try_new(
+    let mut data_writer = AlignedWriter::new(ArrowWriter::try_new(
         File::create(&data_path).map_err(io(&data_path))?,
         out_schema.clone(),
         Some(writer_props()),
-    )?;
+    )?);
     let rows_schema = Arc::new(Schema::new(vec![
         Field::new("row", DataType::UInt64, false),
         Field::new("key", DataType::UInt64, false),
@@ -272,11 +274,11 @@ pub fn ingest(
         Field::new("label", DataType::UInt64, true),
     ]));
     let rows_path = out_dir.join(ROWS_FILE);
-    let mut rows_writer = ArrowWriter::try_new(
+    let mut rows_writer = AlignedWriter::new(ArrowWriter::try_new(
         File::create(&rows_path).map_err(io(&rows_path))?,
         rows_schema.clone(),
         Some(writer_props()),
-    )?;
+    )?);
 
     let format = source.format;
     let header_lines = if format == "csv" { d.header as u64 } else { 0 };

@@ -8,7 +8,9 @@
 
 #![forbid(unsafe_code)]
 
+mod aligned;
 pub mod checks;
+pub mod erase;
 pub mod ingest;
 pub mod mask;
 pub mod profile;
@@ -49,6 +51,12 @@ pub enum DataError {
     Crypto(#[from] citadel_crypto::CryptoError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{given:?} is not a subject condition: write column=value")]
+    BadCondition { given: String },
+    #[error("the subject keys file {path}: {reason}")]
+    KeysFile { path: PathBuf, reason: String },
+    #[error("column {column:?} is stored {stored_as}-masked, so no stored value can name a subject")]
+    NotAKey { column: String, stored_as: String },
 }
 
 impl DataError {
@@ -68,6 +76,13 @@ impl DataError {
             DataError::Expectations(_) => "fix the listed problems in the expectations file",
             DataError::Crypto(_) => "check the workspace keys",
             DataError::Internal(_) => "this is a bug; please report it",
+            DataError::BadCondition { .. } => "name the subject as --match COLUMN=VALUE (repeat it to require several columns)",
+            DataError::KeysFile { .. } => {
+                "the keys file is CSV: a header of column names, then one subject per line (empty cells are ignored)"
+            }
+            DataError::NotAKey { .. } => {
+                "match on a column stored as it was or pseudonymized/tokenized (an e-mail, a customer id); `citadel data show` lists each column's mask"
+            }
         }
     }
 }
