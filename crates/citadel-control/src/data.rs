@@ -143,7 +143,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 impl Workspace {
     /// The workspace's data-protection keys, created (and sealed) on first use.
-    async fn data_protector(&self) -> Result<citadel_crypto::DataProtector> {
+    pub(crate) async fn data_protector(&self) -> Result<citadel_crypto::DataProtector> {
         if citadel_store::meta_get(self.db.pool(), PROTECTION_KEY_META).await?.is_none() {
             let secret = citadel_crypto::random_bytes::<32>()?;
             let sealed = self.secrets_cipher.seal(PROTECTION_KEY_OBJECT, &secret)?;
@@ -468,7 +468,7 @@ impl Workspace {
         self.data_version_row(name.as_str(), Some(v.version)).await
     }
 
-    fn allowed(caller: &Caller, action: Action, resource: &str) -> bool {
+    pub(crate) fn allowed(caller: &Caller, action: Action, resource: &str) -> bool {
         citadel_policy::decide(&caller.grants, action, resource) != Decision::Deny
     }
 

@@ -15,11 +15,13 @@ mod pipeline;
 pub mod pipeline_spec;
 mod registry;
 pub mod scan_policy;
+mod subject;
 
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
+pub use subject::{ErasedVersion, ErasureReceipt, RECEIPT_FORMAT, SignedReceipt, SubjectExport, SubjectRow};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -87,6 +89,14 @@ pub enum ControlError {
     DataRejected { dataset: String, report: Box<citadel_data::IngestReport> },
     #[error("{principal} made stage request {request} and cannot also approve it (separation of duties)")]
     SelfApproval { principal: String, request: String },
+    /// An erasure or export whose subject is in no version: nothing changed.
+    #[error("no row of dataset {dataset} matches the subject in any of its {versions} version(s); nothing was changed")]
+    NoSubjectRows { dataset: String, versions: usize },
+    /// A model version trained on rows a data subject had erased.
+    #[error(
+        "model {model} version {version} was trained on data from which a data subject's rows were erased ({erasures}); it cannot move to {to} until a retrained version replaces it"
+    )]
+    ErasedTrainingData { model: String, version: i64, to: String, erasures: String },
 }
 
 pub type Result<T, E = ControlError> = std::result::Result<T, E>;
@@ -833,6 +843,8 @@ impl Workspace {
 
     pub async fn gc(&self, caller: &Caller, grace_secs: Option<i64>) -> Result<GcReport> {
         self.authorize(caller, Action::StoreGc, "store:*").await?;
+        // An erasure interrupted after its commit is finished first.
+        self.complete_erasures(caller).await?;
         let report = self.store.gc(grace_secs.unwrap_or(self.config.gc_grace_secs)).await?;
         self.db
             .append_audit(event(

@@ -429,6 +429,12 @@ impl Workspace {
         if from == "retired" {
             return Err(self.retired(name.as_str(), version).await?);
         }
+        if to_stage != "archived" {
+            let flags = crate::subject::model_erasure_flags(self.db.pool(), name.as_str(), version).await?;
+            if !flags.is_empty() {
+                return Err(erased_training_data(name.as_str(), version, to_stage, &flags));
+            }
+        }
         let allowed = matches!(
             (from.as_str(), to_stage),
             ("none", "staging")
@@ -615,6 +621,7 @@ impl Workspace {
         let scan: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("scan")?).unwrap_or_default();
         let provenance: serde_json::Value =
             serde_json::from_str(&row.try_get::<String, _>("provenance")?).unwrap_or_default();
+        let flags = crate::subject::model_erasure_flags(self.db.pool(), name, version).await?;
         let input = serde_json::json!({
             "model": name,
             "version": version,
@@ -626,8 +633,15 @@ impl Workspace {
             "provenance": provenance,
             // The evaluation recorded by the pipeline that trained it, if any.
             "metrics": self.model_evaluation(name, version).await?,
+            // Erasures of data subjects' rows from its training data.
+            "erasures": flags,
         });
-        let violations = citadel_policy::evaluate_gate(&policy_name, &policy, "citadel.gate", &input)?;
+        let mut violations = citadel_policy::evaluate_gate(&policy_name, &policy, "citadel.gate", &input)?;
+        // Enforced whatever the workspace's policy says: a model trained on
+        // erased rows is not promoted (it may be archived).
+        if !flags.is_empty() && to != "archived" {
+            violations.push(erased_training_data(name, version, to, &flags).to_string());
+        }
         if violations.is_empty() {
             return Ok(());
         }
@@ -1156,4 +1170,17 @@ async fn set_stage(
     .execute(&mut *tx.conn())
     .await?;
     Ok(seq)
+}
+
+fn erased_training_data(model: &str, version: i64, to: &str, flags: &[serde_json::Value]) -> ControlError {
+    ControlError::ErasedTrainingData {
+        model: model.into(),
+        version,
+        to: to.into(),
+        erasures: flags
+            .iter()
+            .map(|f| format!("{} on {}", f["erasure"].as_str().unwrap_or("?"), f["dataset"].as_str().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }

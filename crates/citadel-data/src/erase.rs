@@ -22,7 +22,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::Float64Builder;
-use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+};
 use arrow_schema::{DataType, Schema};
 use citadel_crypto::DataProtector;
 use parquet::arrow::ArrowWriter;
@@ -72,10 +74,10 @@ impl Subject {
         if meta.len() > 64 << 20 {
             return Err(DataError::KeysFile { path: path.to_path_buf(), reason: "larger than 64 MiB".into() });
         }
-        let mut r = csv::ReaderBuilder::new().flexible(false).from_path(path).map_err(|e| DataError::KeysFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let mut r = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_path(path)
+            .map_err(|e| DataError::KeysFile { path: path.to_path_buf(), reason: e.to_string() })?;
         let header: Vec<String> = r
             .headers()
             .map_err(|e| DataError::KeysFile { path: path.to_path_buf(), reason: e.to_string() })?
@@ -104,7 +106,10 @@ impl Subject {
             out.push(Subject { conditions });
         }
         if out.is_empty() {
-            return Err(DataError::KeysFile { path: path.to_path_buf(), reason: "no subject lines under the header".into() });
+            return Err(DataError::KeysFile {
+                path: path.to_path_buf(),
+                reason: "no subject lines under the header".into(),
+            });
         }
         Ok(out)
     }
@@ -163,7 +168,9 @@ impl Matcher {
                 let expected = match (mask, idx) {
                     (Some("pseudonymize"), Some(i)) => (i, Expected::Text(protector.pseudonymize(&c.value))),
                     (Some("tokenize"), Some(i)) => (i, Expected::Text(protector.tokenize(&c.value)?)),
-                    (Some(m), _) => return Err(DataError::NotAKey { column: c.column.clone(), stored_as: m.to_string() }),
+                    (Some(m), _) => {
+                        return Err(DataError::NotAKey { column: c.column.clone(), stored_as: m.to_string() });
+                    }
                     (None, Some(i)) => match schema.field(i).data_type() {
                         DataType::Int64 | DataType::Float64 => match c.value.trim().parse::<f64>() {
                             Ok(n) => (i, Expected::Number(n)),
@@ -331,7 +338,8 @@ pub fn erase(
                 h.write_u64(index);
                 let rank = h.finish();
                 if sample.len() < sample_rows || sample.peek().is_some_and(|top| rank < top.0) {
-                    sample.push((rank, cols.iter().map(|c| c.and_then(|c| number_at(c, k)).map(f64::to_bits)).collect()));
+                    sample
+                        .push((rank, cols.iter().map(|c| c.and_then(|c| number_at(c, k)).map(f64::to_bits)).collect()));
                     if sample.len() > sample_rows {
                         sample.pop();
                     }
@@ -383,8 +391,11 @@ pub fn erase(
     w.close()?;
 
     let sample_out = out_dir.join(SAMPLE_FILE);
-    let mut sw =
-        ArrowWriter::try_new(File::create(&sample_out).map_err(io(&sample_out))?, sample_schema.clone(), Some(writer_props()))?;
+    let mut sw = ArrowWriter::try_new(
+        File::create(&sample_out).map_err(io(&sample_out))?,
+        sample_schema.clone(),
+        Some(writer_props()),
+    )?;
     if !sample_schema.fields().is_empty() {
         let mut builders: Vec<Float64Builder> = sample_schema.fields().iter().map(|_| Float64Builder::new()).collect();
         for (_, row) in sample.into_sorted_vec() {
@@ -411,4 +422,9 @@ fn number_at(a: &ArrayRef, i: usize) -> Option<f64> {
     } else {
         any.downcast_ref::<Float64Array>().map(|x| x.value(i))
     }
+}
+
+/// The Arrow schema of a stored version's table (`dir/data.parquet`).
+pub fn stored_schema(dir: &Path) -> Result<Arc<Schema>, DataError> {
+    Ok(row_groups(&dir.join(DATA_FILE))?.0)
 }

@@ -76,7 +76,9 @@ impl DataError {
             DataError::Expectations(_) => "fix the listed problems in the expectations file",
             DataError::Crypto(_) => "check the workspace keys",
             DataError::Internal(_) => "this is a bug; please report it",
-            DataError::BadCondition { .. } => "name the subject as --match COLUMN=VALUE (repeat it to require several columns)",
+            DataError::BadCondition { .. } => {
+                "name the subject as --match COLUMN=VALUE (repeat it to require several columns)"
+            }
             DataError::KeysFile { .. } => {
                 "the keys file is CSV: a header of column names, then one subject per line (empty cells are ignored)"
             }

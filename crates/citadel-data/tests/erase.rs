@@ -33,9 +33,11 @@ fn protector() -> DataProtector {
 fn source(dir: &Path) -> std::path::PathBuf {
     let mut s = String::from("id,email,ssn,zip,age,income\n");
     for i in 0..150_000u32 {
-        let email = if i == 70_001 || i == 70_500 { "subject@example.org".to_string() } else { format!("u{i}@example.org") };
+        let email =
+            if i == 70_001 || i == 70_500 { "subject@example.org".to_string() } else { format!("u{i}@example.org") };
         let ssn = format!("{:03}-{:02}-{:04}", 100 + i % 600, 10 + i % 80, 1000 + i % 9000);
-        writeln!(s, "{i},{email},{ssn},{:05},{},{}", 10000 + i % 80000, 18 + i % 60, 20_000 + (i * 37) % 90_000).unwrap();
+        writeln!(s, "{i},{email},{ssn},{:05},{},{}", 10000 + i % 80000, 18 + i % 60, 20_000 + (i * 37) % 90_000)
+            .unwrap();
     }
     let p = dir.join("people.csv");
     std::fs::write(&p, s).unwrap();
@@ -49,12 +51,18 @@ fn stored(dir: &Path) -> (citadel_data::IngestReport, std::path::PathBuf) {
 }
 
 fn schema(dir: &Path) -> arrow_schema::SchemaRef {
-    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(dir.join(DATA_FILE)).unwrap()).unwrap().schema().clone()
+    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(dir.join(DATA_FILE)).unwrap())
+        .unwrap()
+        .schema()
+        .clone()
 }
 
 fn rows(path: &Path) -> usize {
-    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().metadata().file_metadata().num_rows()
-        as usize
+    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .metadata()
+        .file_metadata()
+        .num_rows() as usize
 }
 
 fn subject(pairs: &[&str]) -> Subject {
@@ -81,11 +89,21 @@ fn group_bytes(path: &Path) -> Vec<Vec<u8>> {
 fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let (report, dir) = stored(tmp.path());
-    let m = Matcher::new(&report, &schema(&dir), &[subject(&["email=subject@example.org"])], &protector()).unwrap().unwrap();
+    let m = Matcher::new(&report, &schema(&dir), &[subject(&["email=subject@example.org"])], &protector())
+        .unwrap()
+        .unwrap();
     let found = erase::select(&dir, &m).unwrap();
     assert_eq!(found.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![70_001, 70_500]);
     let pseudonym = protector().pseudonymize("subject@example.org");
-    let email = found[0].1.column_by_name("email").unwrap().as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string();
+    let email = found[0]
+        .1
+        .column_by_name("email")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
     assert_eq!(email, pseudonym, "rows are returned as stored");
 
     let out = tmp.path().join("erased");
@@ -94,7 +112,9 @@ fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
     assert_eq!(rows(&out.join(DATA_FILE)), 149_998);
     assert_eq!(rows(&out.join(ROWS_FILE)), 149_998, "row hashes follow the rows");
     assert_eq!(rows(&out.join(SAMPLE_FILE)), 1000);
-    let m2 = Matcher::new(&report, &schema(&out), &[subject(&["email=subject@example.org"])], &protector()).unwrap().unwrap();
+    let m2 = Matcher::new(&report, &schema(&out), &[subject(&["email=subject@example.org"])], &protector())
+        .unwrap()
+        .unwrap();
     assert!(erase::select(&out, &m2).unwrap().is_empty(), "nothing of the subject is left");
     // The row groups without the subject are the same bytes, so the store
     // deduplicates them; the changed one is not.
@@ -102,7 +122,13 @@ fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
     assert_eq!(before.len(), after.len());
     let same: Vec<bool> = before.iter().zip(&after).map(|(a, b)| a == b).collect();
     let first_diff = before[0].iter().zip(&after[0]).position(|(a, b)| a != b);
-    assert_eq!(same, [true, false, true], "lengths {:?} {:?}, first diff {first_diff:?}", before.iter().map(Vec::len).collect::<Vec<_>>(), after.iter().map(Vec::len).collect::<Vec<_>>());
+    assert_eq!(
+        same,
+        [true, false, true],
+        "lengths {:?} {:?}, first diff {first_diff:?}",
+        before.iter().map(Vec::len).collect::<Vec<_>>(),
+        after.iter().map(Vec::len).collect::<Vec<_>>()
+    );
     let all = String::from_utf8_lossy(&std::fs::read(out.join(DATA_FILE)).unwrap()).to_string();
     assert!(!all.contains(&pseudonym[3..]));
 }

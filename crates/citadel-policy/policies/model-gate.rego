@@ -8,7 +8,10 @@
 #         metrics: <evaluation summary> or null:
 #                  {accuracy, roc_auc, fairness: {demographic_parity_ratio},
 #                   pipeline_gate: {passed, violations, policy, policy_sha256}} when a
-#                   pipeline trained it (its gate applied the fairness thresholds)}
+#                   pipeline trained it (its gate applied the fairness thresholds),
+#         erasures: [{erasure, dataset, reason}]: data subjects' rows erased from its
+#                   training data (Citadel refuses staging and production for such a
+#                   version whatever this policy says)}
 # Copy this file to <workspace>/policies/model-gate.rego to change it.
 package citadel.gate
 

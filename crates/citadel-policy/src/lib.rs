@@ -72,6 +72,8 @@ actions! {
     PipelineRead => "pipeline.read",
     SecretWrite => "secret.write",
     ScanAllow => "scan.allow",
+    SubjectErase => "subject.erase",
+    SubjectExport => "subject.export",
 }
 
 impl fmt::Display for Action {
@@ -90,10 +92,11 @@ pub enum Role {
     Approver,
     Auditor,
     InferenceClient,
+    PrivacyOfficer,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Admin,
         Role::DataSteward,
         Role::DataScientist,
@@ -101,6 +104,7 @@ impl Role {
         Role::Approver,
         Role::Auditor,
         Role::InferenceClient,
+        Role::PrivacyOfficer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +116,7 @@ impl Role {
             Role::Approver => "approver",
             Role::Auditor => "auditor",
             Role::InferenceClient => "inference-client",
+            Role::PrivacyOfficer => "privacy-officer",
         }
     }
 
@@ -201,6 +206,10 @@ impl Role {
                 PipelineRead,
             ],
             Role::InferenceClient => &[Infer],
+            // Answers data subjects (GDPR Art. 15, 17, 20): finds, exports
+            // and erases one person's rows. A duty of its own: neither admin
+            // nor data steward includes it.
+            Role::PrivacyOfficer => &[SubjectErase, SubjectExport, DatasetRead, LineageRead, ModelRead, ArtifactList],
         }
     }
 

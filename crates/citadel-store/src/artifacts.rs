@@ -736,6 +736,24 @@ impl ArtifactStore {
         Ok(exists.is_none())
     }
 
+    /// Removes an artifact's records (its names, chunk references and row)
+    /// inside the caller's audited transaction. Its objects stay until the
+    /// next [`ArtifactStore::gc`] deletes the chunks no artifact references
+    /// and the orphaned manifest; run it with a grace of 0 to destroy them
+    /// at once (an erasure does). Returns false when there was no such
+    /// artifact.
+    pub async fn forget(&self, tx: &mut AuditedTx, id: &ArtifactId) -> Result<bool> {
+        let conn = tx.conn();
+        let id = id.to_string();
+        for sql in
+            ["DELETE FROM artifact_names WHERE artifact_id = $1", "DELETE FROM artifact_chunks WHERE artifact_id = $1"]
+        {
+            sqlx::query(sql).bind(id.clone()).execute(&mut *conn).await?;
+        }
+        let r = sqlx::query("DELETE FROM artifacts WHERE id = $1").bind(id).execute(&mut *conn).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     // ------------------------------------------------------------ read
 
     /// Finds an artifact by full id, unique id prefix (≥ 8 hex digits), or

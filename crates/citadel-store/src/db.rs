@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "data", include_str!("../migrations/0003_data.sql")),
     (4, "deployments", include_str!("../migrations/0004_deployments.sql")),
     (5, "pipelines", include_str!("../migrations/0005_pipelines.sql")),
+    (6, "subjects", include_str!("../migrations/0006_subjects.sql")),
 ];
 
 /// A handle to the metadata database. Cheap to clone.

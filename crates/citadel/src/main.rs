@@ -24,6 +24,7 @@ mod pipeline_cmd;
 mod quickstart;
 mod scan_cmd;
 mod serve_cmd;
+mod subject_cmd;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -146,6 +147,10 @@ enum Command {
     /// Datasets: ingest with validation, PII masking and poisoning checks; versions, diff, export.
     #[command(subcommand)]
     Data(data_cmd::DataCmd),
+    /// Data-subject rights: erase a person's rows (with a signed receipt),
+    /// export them (GDPR Art. 15, 17, 20).
+    #[command(subcommand)]
+    Subject(subject_cmd::SubjectCmd),
     /// The model registry: register, stages with approvals, rollback, history.
     #[command(subcommand)]
     Model(ModelCmd),
@@ -615,7 +620,10 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::RetiredModel { model, .. } => format!("deploy or promote another version; `citadel model history {model}` shows why this one was retired"),
             ControlError::RetiredSigningKey { .. } => "register the model again (it is scanned and signed with the current key), then request the stage change".into(),
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
+            ControlError::Conflict(m) if m.contains("erase") || m.contains("erasure") => "nothing was changed; run the erasure again (on every dataset named)".into(),
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
+            ControlError::NoSubjectRows { dataset, .. } => format!("check the column names and values (`citadel data show {dataset}` lists the columns and their masks; values are matched as they were in the source file)"),
+            ControlError::ErasedTrainingData { model, .. } => format!("retrain on the erased data and register the new version (`citadel subject erasures` lists what was erased; `citadel lineage model:{model}@VERSION` shows the training data)"),
             ControlError::DataRejected { .. } => data_cmd::REJECTED_HINT.into(),
             ControlError::Data(d) => d.hint().into(),
             ControlError::Signing(_) => "the stored model no longer matches its signature: run `citadel fsck` and check the audit log".into(),
@@ -1323,6 +1331,12 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Data(cmd) => {
             let (ws, caller) = open(&cli).await?;
             let result = data_cmd::run_data(&ws, &caller, cmd, &out).await;
+            ws.close().await?;
+            return result;
+        }
+        Command::Subject(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = subject_cmd::run_subject(&ws, &caller, cmd, &out).await;
             ws.close().await?;
             return result;
         }

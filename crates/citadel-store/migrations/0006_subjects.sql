@@ -1,0 +1,28 @@
+-- Data-subject erasures (GDPR Art. 17). An erasure replaces each dataset
+-- version that held the subject by a new revision without the rows, drops
+-- the old artifacts, and flags the model versions trained on them.
+-- status: 'shredding' once the database no longer references the old
+-- objects (they may still exist), 'complete' once they are deleted and the
+-- receipt is signed.
+
+ALTER TABLE data_versions ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+
+CREATE TABLE erasures (
+    id TEXT PRIMARY KEY,
+    dataset_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    receipt TEXT NOT NULL,
+    signature TEXT,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    completed_at BIGINT
+);
+
+CREATE TABLE model_flags (
+    model_name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    erasure_id TEXT NOT NULL REFERENCES erasures (id),
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (model_name, version, erasure_id)
+);
