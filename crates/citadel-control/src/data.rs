@@ -97,9 +97,11 @@ pub fn parse_dataset_ref(reference: &str) -> Result<(Name, Option<i64>)> {
 
 /// A private (0700) work directory under the workspace, removed on drop.
 /// Ingest output can be large, so it stays on the workspace's disk rather
-/// than a possibly small tmpfs.
+/// than a possibly small tmpfs. It holds decrypted data, so it is locked
+/// (`.lock`, an advisory `flock` the kernel drops when the process dies)
+/// while in use: [`WorkDir::sweep`] removes the ones a crashed process left.
 #[derive(Debug)]
-pub(crate) struct WorkDir(pub PathBuf);
+pub(crate) struct WorkDir(pub PathBuf, #[allow(dead_code)] std::fs::File);
 
 impl WorkDir {
     pub(crate) fn new(workspace: &Path) -> Result<Self> {
@@ -108,7 +110,41 @@ impl WorkDir {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&parent).map_err(|e| io_error(&parent, e))?;
         let dir = parent.join(citadel_types::random_id("data-"));
         std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| io_error(&dir, e))?;
-        Ok(WorkDir(dir))
+        let lock_path = dir.join(".lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| io_error(&lock_path, e))?;
+        lock.lock().map_err(|e| io_error(&lock_path, e))?;
+        Ok(WorkDir(dir, lock))
+    }
+
+    /// Removes the work directories of processes that died with them (their
+    /// lock is free), and unlocked ones from before locks existed. Returns
+    /// how many were removed.
+    pub(crate) fn sweep(workspace: &Path) -> Result<usize> {
+        let parent = workspace.join("tmp");
+        let entries = match std::fs::read_dir(&parent) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error(&parent, e)),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !entry.file_name().to_string_lossy().starts_with("data-") || !dir.is_dir() {
+                continue;
+            }
+            let free = match std::fs::File::open(dir.join(".lock")) {
+                Ok(f) => f.try_lock().is_ok(),
+                // Created but not yet locked: only when old.
+                Err(_) => entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600)),
+            };
+            if free && std::fs::remove_dir_all(&dir).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -308,6 +308,12 @@ impl Workspace {
                 continue;
             };
             let stage: String = row.try_get("stage")?;
+            if !crate::subject::model_erasure_flags(self.db.pool(), &t.model, t.version).await?.is_empty() {
+                problems.push(format!(
+                    "{}@{} was trained on data from which a data subject's rows were erased; deploy a retrained version",
+                    t.model, t.version
+                ));
+            }
             match stage.as_str() {
                 "production" => in_production += 1,
                 "retired" => problems.push(format!("{}@{} is retired; a retired version is never deployed", t.model, t.version)),

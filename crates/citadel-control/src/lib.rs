@@ -90,8 +90,13 @@ pub enum ControlError {
     #[error("{principal} made stage request {request} and cannot also approve it (separation of duties)")]
     SelfApproval { principal: String, request: String },
     /// An erasure or export whose subject is in no version: nothing changed.
-    #[error("no row of dataset {dataset} matches the subject in any of its {versions} version(s); nothing was changed")]
+    #[error("no row of dataset {dataset} matches the subject in any of its {versions} version(s)")]
     NoSubjectRows { dataset: String, versions: usize },
+    /// Conditions that name a population, not a person: nothing changed.
+    #[error(
+        "the subject's conditions match {rows} rows of dataset {dataset}, more than the {max} one request may touch; nothing was changed"
+    )]
+    SubjectTooBroad { dataset: String, rows: u64, max: u64 },
     /// A model version trained on rows a data subject had erased.
     #[error(
         "model {model} version {version} was trained on data from which a data subject's rows were erased ({erasures}); it cannot move to {to} until a retrained version replaces it"

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use citadel_audit::Outcome;
-use citadel_data::erase::{self, Matcher, Subject};
+use citadel_data::erase::{self, Matcher, NumberFormat, Subject};
 use citadel_data::{Expectations, IngestReport};
 use citadel_policy::Action;
 use citadel_store::LineageEdge;
@@ -85,7 +85,18 @@ pub struct ErasureReceipt {
     pub columns: Vec<String>,
     pub method: String,
     pub versions: Vec<ErasedVersion>,
+    /// Versions searched in all (those rewritten are in `versions`).
+    pub versions_searched: usize,
+    /// Versions that could not hold a subject, and why (a column it is
+    /// named by is missing there, or its value cannot be of that column's type).
+    pub versions_skipped: Vec<SkippedVersion>,
     pub models_flagged: Vec<String>,
+    /// Pipeline cache entries dropped because they pointed at erased data.
+    pub cache_entries_dropped: u64,
+    /// Chunks of the dropped artifacts that another artifact still holds
+    /// (the same bytes stored elsewhere), with those artifacts. Empty when
+    /// every byte of the erased versions left the store.
+    pub chunks_kept: Vec<KeptChunks>,
     pub chunks_deleted: u64,
     pub objects_deleted: u64,
     pub bytes_freed: u64,
@@ -96,6 +107,18 @@ pub struct ErasureReceipt {
     pub audit_seq: i64,
     pub audit_hash: String,
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkippedVersion {
+    pub version: i64,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeptChunks {
+    pub chunks: u64,
+    pub held_by: Vec<String>,
 }
 
 /// A receipt as stored, with its signature and whether it verifies.
@@ -196,17 +219,48 @@ impl Workspace {
     /// `Data(NotAKey)` (a condition on a lossy-masked column), `Conflict`
     /// (the old artifact is also another dataset's version, or the dataset
     /// changed meanwhile), and any store error (nothing is committed then).
+    ///
+    /// `max_rows` bounds the rows one request may erase (a condition such
+    /// as `country=US` names a population, not a person).
     pub async fn subject_erase(
         &self,
         caller: &Caller,
         dataset: &str,
         subjects: Vec<Subject>,
         reason: &str,
+        max_rows: u64,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<SignedReceipt> {
         let name = Name::parse(dataset)?;
         let resource = format!("dataset:{name}");
         self.authorize(caller, Action::SubjectErase, &resource).await?;
+        let columns = Subject::columns(&subjects);
+        let result = self.subject_erase_inner(caller, name, subjects, reason, max_rows, progress).await;
+        if let Err(e) = &result {
+            // Every version was decrypted and searched: the attempt is on record.
+            self.db
+                .append_audit(event(
+                    &caller.principal.id,
+                    Action::SubjectErase.as_str(),
+                    &resource,
+                    Outcome::Failure,
+                    &caller.request_id,
+                    serde_json::json!({"columns": columns, "error": failure_kind(e)}),
+                ))
+                .await?;
+        }
+        result
+    }
+
+    async fn subject_erase_inner(
+        &self,
+        caller: &Caller,
+        name: Name,
+        subjects: Vec<Subject>,
+        reason: &str,
+        max_rows: u64,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<SignedReceipt> {
         if reason.trim().is_empty() {
             return Err(invalid(
                 "an erasure needs --reason (the request's reference, e.g. a ticket id; not the subject's name)",
@@ -222,38 +276,54 @@ impl Workspace {
         let work = WorkDir::new(&self.config.workspace)?;
         let id = citadel_types::random_id("erasure-");
         let mut affected = Vec::new();
+        let mut skipped_versions = Vec::new();
+        let mut rows_matched = 0u64;
         for v in &versions {
             progress(&format!("searching {name}@{} ({} rows)", v.version, v.report.rows));
             let dir = self.restore_artifact(&v.artifact_id, work.0.join(format!("v{}", v.version))).await?;
             let schema = erase::stored_schema(&dir)?;
-            let Some(matcher) = Matcher::new(&v.report, &schema, &subjects, &protector)? else { continue };
-            let sample_rows = Expectations::parse(&v.spec).map(|s| s.drift.sample_rows).unwrap_or(50_000);
+            let spec = Expectations::parse(&v.spec).unwrap_or_default();
+            let numbers =
+                NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
+            let matcher = match Matcher::new(&v.report, &schema, &subjects, &protector, &numbers)? {
+                Ok(m) => m,
+                Err(skipped) => {
+                    skipped_versions.push(SkippedVersion {
+                        version: v.version,
+                        reasons: skipped.iter().map(|s| format!("{}: {}", s.column, s.reason)).collect(),
+                    });
+                    continue;
+                }
+            };
+            let sample_rows = spec.drift.sample_rows;
             let out = work.0.join(format!("v{}-erased", v.version));
             let key = protector.row_hash_key();
-            let (stats, out) = tokio::task::spawn_blocking(move || {
-                erase::erase(&dir, &out, &matcher, key, sample_rows).map(|s| (s, out))
+            let old_report = v.report.clone();
+            let note = format!(
+                "erasure {id} removed a data subject's rows (revision {}); the profile describes the rows kept",
+                v.revision + 1
+            );
+            let (stats, report, out) = tokio::task::spawn_blocking(move || {
+                let stats = erase::erase(&dir, &out, &matcher, key, sample_rows)?;
+                let report =
+                    if stats.rows_removed > 0 { Some(erase::reprofile(&old_report, &out, key, note)?) } else { None };
+                Ok::<_, citadel_data::DataError>((stats, report, out))
             })
             .await
             .map_err(join_err)??;
-            if stats.rows_removed > 0 {
-                affected.push((v, stats, out));
+            rows_matched += stats.rows_removed;
+            if let Some(report) = report {
+                affected.push((v, stats, report, out));
             }
         }
         if affected.is_empty() {
-            self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    Action::SubjectErase.as_str(),
-                    &resource,
-                    Outcome::Failure,
-                    &caller.request_id,
-                    serde_json::json!({"erasure": id, "versions_searched": versions.len(), "rows_matched": 0}),
-                ))
-                .await?;
             return Err(ControlError::NoSubjectRows { dataset: name.to_string(), versions: versions.len() });
         }
+        if rows_matched > max_rows {
+            return Err(ControlError::SubjectTooBroad { dataset: name.to_string(), rows: rows_matched, max: max_rows });
+        }
         // An artifact shared with another dataset cannot be dropped here.
-        for (v, _, _) in &affected {
+        for (v, _, _, _) in &affected {
             let other = sqlx::query(
                 "SELECT dataset_name, version FROM data_versions WHERE artifact_id = $1 AND dataset_name <> $2",
             )
@@ -273,7 +343,7 @@ impl Workspace {
         }
         // Models trained on what is dropped.
         let mut flagged = BTreeSet::new();
-        for (v, _, _) in &affected {
+        for (v, _, _, _) in &affected {
             let mut queue = VecDeque::from([format!("artifact:{}", v.artifact_id)]);
             let mut seen = BTreeSet::new();
             while let Some(node) = queue.pop_front() {
@@ -290,7 +360,7 @@ impl Workspace {
 
         progress(&format!("storing {} rewritten version(s)", affected.len()));
         let mut prepared = Vec::new();
-        for (_, _, out) in &affected {
+        for (_, _, _, out) in &affected {
             match self.store.prepare_put(out, None).await {
                 Ok(p) => prepared.push(p),
                 Err(e) => {
@@ -320,7 +390,11 @@ impl Workspace {
             columns: Subject::columns(&subjects),
             method: "rewrite-and-delete: each version holding the subject is rewritten without its rows as the version's next revision; the old artifacts are dropped and every chunk no kept artifact references is deleted from the object store".into(),
             versions: Vec::new(),
+            versions_searched: versions.len(),
+            versions_skipped: skipped_versions,
             models_flagged: flagged.iter().cloned().collect(),
+            cache_entries_dropped: 0,
+            chunks_kept: Vec::new(),
             chunks_deleted: 0,
             objects_deleted: 0,
             bytes_freed: 0,
@@ -330,11 +404,11 @@ impl Workspace {
             audit_seq: 0,
             audit_hash: String::new(),
             notes: vec![
-                "profiles and check results of the rewritten versions describe them as ingested (aggregates only, never values of PII columns)".into(),
+                "the rewritten versions' profiles are recomputed from the rows kept; their drift, duplicate and k-anonymity results stay as ingested (rates and counts only)".into(),
                 "source files outside Citadel are not changed: ingesting them again brings the rows back".into(),
             ],
         };
-        for ((v, stats, _), p) in affected.iter().zip(&prepared) {
+        for ((v, stats, _, _), p) in affected.iter().zip(&prepared) {
             receipt.versions.push(ErasedVersion {
                 version: v.version,
                 revision: v.revision + 1,
@@ -350,7 +424,7 @@ impl Workspace {
             });
         }
         failpoint("erasure-prepared");
-        let result = self.commit_erasure(caller, &name, &affected, &prepared, &mut receipt).await;
+        let result = self.commit_erasure(caller, &name, versions.len(), &affected, &prepared, &mut receipt).await;
         for p in prepared {
             self.store.release(p).await;
         }
@@ -365,33 +439,39 @@ impl Workspace {
         &self,
         caller: &Caller,
         name: &Name,
-        affected: &[(&StoredVersion, erase::EraseStats, PathBuf)],
+        versions_read: usize,
+        affected: &[(&StoredVersion, erase::EraseStats, IngestReport, PathBuf)],
         prepared: &[citadel_store::PreparedPut],
         receipt: &mut ErasureReceipt,
     ) -> Result<()> {
         let now = Timestamp::now();
         receipt.committed_at = now.to_rfc3339();
         let mut tx = self.db.begin_audited().await?;
+        // A version added meanwhile was not searched: refuse rather than miss it.
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM data_versions WHERE dataset_name = $1")
+            .bind(name.as_str())
+            .fetch_one(&mut *tx.conn())
+            .await?
+            .try_get("n")?;
+        if n as usize != versions_read {
+            return Err(ControlError::Conflict(format!(
+                "a version of {name} was added while the erasure ran; nothing was changed, run the erasure again"
+            )));
+        }
         let mut dropped = BTreeSet::new();
-        for ((v, stats, _), p) in affected.iter().zip(prepared) {
+        let mut new_chunks: BTreeSet<String> = BTreeSet::new();
+        for ((v, _, report, _), p) in affected.iter().zip(prepared) {
+            new_chunks.extend(p.chunk_names.iter().cloned());
             self.store
                 .commit_put(&mut tx, p, Some(&format!("datasets/{name}@{}", v.version)), &caller.principal.id)
                 .await?;
-            let mut report = v.report.clone();
-            report.rows = stats.rows_before - stats.rows_removed;
-            report.notes.push(format!(
-                "erasure {} removed {} row(s) of a data subject (revision {}); the profile and checks describe the version as ingested",
-                receipt.id,
-                stats.rows_removed,
-                v.revision + 1
-            ));
             let r = sqlx::query(
                 "UPDATE data_versions SET artifact_id = $1, rows_count = $2, report = $3, revision = revision + 1 \
                  WHERE dataset_name = $4 AND version = $5 AND artifact_id = $6",
             )
             .bind(p.id.to_string())
             .bind(report.rows as i64)
-            .bind(serde_json::to_string(&report).map_err(|e| invalid(e.to_string()))?)
+            .bind(serde_json::to_string(report).map_err(|e| invalid(e.to_string()))?)
             .bind(name.as_str())
             .bind(v.version)
             .bind(&v.artifact_id)
@@ -415,6 +495,27 @@ impl Workspace {
             }
             dropped.insert(v.artifact_id.clone());
         }
+        // The chunks that must leave the store: the old artifacts' chunks no
+        // new revision uses.
+        let mut doomed: BTreeSet<String> = BTreeSet::new();
+        for old in &dropped {
+            for r in sqlx::query("SELECT chunk_name FROM artifact_chunks WHERE artifact_id = $1")
+                .bind(old)
+                .fetch_all(&mut *tx.conn())
+                .await?
+            {
+                let c: String = r.try_get("chunk_name")?;
+                if !new_chunks.contains(&c) {
+                    doomed.insert(c);
+                }
+            }
+            // Cached pipeline stages that point at the erased data.
+            let r = sqlx::query("DELETE FROM pipeline_cache WHERE outputs LIKE $1")
+                .bind(format!("%{old}%"))
+                .execute(&mut *tx.conn())
+                .await?;
+            receipt.cache_entries_dropped += r.rows_affected();
+        }
         for old in &dropped {
             let still = sqlx::query("SELECT 1 AS one FROM data_versions WHERE artifact_id = $1")
                 .bind(old)
@@ -426,12 +527,13 @@ impl Workspace {
             }
         }
         sqlx::query(
-            "INSERT INTO erasures (id, dataset_name, status, receipt, signature, created_by, created_at) \
-             VALUES ($1, $2, 'shredding', $3, NULL, $4, $5)",
+            "INSERT INTO erasures (id, dataset_name, status, receipt, chunks, signature, created_by, created_at) \
+             VALUES ($1, $2, 'shredding', $3, $4, NULL, $5, $6)",
         )
         .bind(&receipt.id)
         .bind(name.as_str())
         .bind(serde_json::to_string(&*receipt).map_err(|e| invalid(e.to_string()))?)
+        .bind(serde_json::to_string(&doomed).map_err(|e| invalid(e.to_string()))?)
         .bind(&caller.principal.id)
         .bind(now.0)
         .execute(&mut *tx.conn())
@@ -484,10 +586,25 @@ impl Workspace {
 
     /// Deletes the objects of committed erasures and signs their receipts
     /// (phase 3). Idempotent: after a crash, the next call finishes the job.
+    ///
+    /// Finishes only the erasures of datasets the caller may erase from
+    /// (all of them for a holder of `store.gc`). Also removes the work
+    /// directories (decrypted data) of processes that crashed.
     pub(crate) async fn complete_erasures(&self, caller: &Caller) -> Result<usize> {
-        let pending = sqlx::query("SELECT id, receipt FROM erasures WHERE status = 'shredding' ORDER BY created_at")
-            .fetch_all(self.db.pool())
-            .await?;
+        WorkDir::sweep(&self.config.workspace)?;
+        let pending: Vec<_> = sqlx::query(
+            "SELECT id, dataset_name, receipt, chunks FROM erasures WHERE status = 'shredding' ORDER BY created_at",
+        )
+        .fetch_all(self.db.pool())
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.try_get::<String, _>("dataset_name").is_ok_and(|d| {
+                Self::allowed(caller, Action::SubjectErase, &format!("dataset:{d}"))
+                    || Self::allowed(caller, Action::StoreGc, "store:*")
+            })
+        })
+        .collect();
         if pending.is_empty() {
             return Ok(0);
         }
@@ -496,7 +613,9 @@ impl Workspace {
         // call finishes them.
         let gc = match self.store.gc(0).await {
             Ok(gc) => gc,
-            Err(citadel_store::StoreError::PutsInProgress { .. }) => return Ok(0),
+            Err(citadel_store::StoreError::PutsInProgress { .. } | citadel_store::StoreError::GcRunning { .. }) => {
+                return Ok(0);
+            }
             Err(e) => return Err(e.into()),
         };
         for (i, r) in pending.iter().enumerate() {
@@ -508,6 +627,46 @@ impl Workspace {
                 receipt.chunks_deleted = gc.unreferenced_chunks;
                 receipt.objects_deleted = gc.unreferenced_chunks + gc.orphan_objects;
                 receipt.bytes_freed = gc.bytes_freed;
+            }
+            // Each chunk of the erased versions is gone, or another artifact
+            // holds the same bytes: say which.
+            let doomed: Vec<String> = serde_json::from_str(&r.try_get::<String, _>("chunks")?).unwrap_or_default();
+            let mut kept: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+            for c in &doomed {
+                let holders: Vec<String> = sqlx::query(
+                    "SELECT DISTINCT a.artifact_id, n.name FROM artifact_chunks a \
+                     LEFT JOIN artifact_names n ON n.artifact_id = a.artifact_id WHERE a.chunk_name = $1",
+                )
+                .bind(c)
+                .fetch_all(self.db.pool())
+                .await?
+                .iter()
+                .map(|r| {
+                    r.try_get::<Option<String>, _>("name")
+                        .ok()
+                        .flatten()
+                        .or_else(|| r.try_get::<String, _>("artifact_id").ok())
+                        .unwrap_or_default()
+                })
+                .collect();
+                if !holders.is_empty() {
+                    *kept.entry(holders).or_default() += 1;
+                }
+            }
+            receipt.chunks_kept = kept.into_iter().map(|(held_by, chunks)| KeptChunks { chunks, held_by }).collect();
+            if receipt.audit_seq == 0 {
+                // A crash between the commit and the receipt's update.
+                if let Some(a) = sqlx::query(
+                    "SELECT seq, hash FROM audit_log WHERE action = 'subject.erase' AND outcome = 'success' \
+                     AND details LIKE $1 ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(format!("%{id}%"))
+                .fetch_optional(self.db.pool())
+                .await?
+                {
+                    receipt.audit_seq = a.try_get("seq")?;
+                    receipt.audit_hash = a.try_get("hash")?;
+                }
             }
             let now = Timestamp::now();
             receipt.completed_at = Some(now.to_rfc3339());
@@ -538,14 +697,36 @@ impl Workspace {
 
     /// A stored receipt, its signature checked against the audit key.
     pub async fn erasure_receipt(&self, caller: &Caller, id: &str) -> Result<SignedReceipt> {
-        let r = sqlx::query("SELECT dataset_name, status, receipt, signature FROM erasures WHERE id = $1")
+        let row = sqlx::query("SELECT dataset_name FROM erasures WHERE id = $1")
             .bind(id)
             .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("erasure {id}")))?;
-        let dataset: String = r.try_get("dataset_name")?;
-        self.authorize(caller, Action::SubjectErase, &format!("dataset:{dataset}")).await?;
-        self.signed(r.try_get("status")?, &r.try_get::<String, _>("receipt")?, r.try_get("signature")?)
+            .await?;
+        // Authorized before anything is said about the id.
+        let resource = match &row {
+            Some(r) => format!("dataset:{}", r.try_get::<String, _>("dataset_name")?),
+            None => "dataset:*".into(),
+        };
+        self.authorize(caller, Action::SubjectErase, &resource).await?;
+        if row.is_none() {
+            return Err(ControlError::NotFound(format!("erasure {id}")));
+        }
+        self.complete_erasures(caller).await?;
+        let r = sqlx::query("SELECT status, receipt, signature FROM erasures WHERE id = $1")
+            .bind(id)
+            .fetch_one(self.db.pool())
+            .await?;
+        let signed = self.signed(r.try_get("status")?, &r.try_get::<String, _>("receipt")?, r.try_get("signature")?)?;
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "subject.receipt",
+                &resource,
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"erasure": id, "verified": signed.verified}),
+            ))
+            .await?;
+        Ok(signed)
     }
 
     fn signed(&self, status: String, receipt: &str, signature: Option<String>) -> Result<SignedReceipt> {
@@ -607,6 +788,7 @@ impl Workspace {
         caller: &Caller,
         dataset: &str,
         subjects: Vec<Subject>,
+        max_rows: u64,
     ) -> Result<SubjectExport> {
         let name = Name::parse(dataset)?;
         let resource = format!("dataset:{name}");
@@ -624,7 +806,10 @@ impl Workspace {
         for v in &versions {
             let dir = self.restore_artifact(&v.artifact_id, work.0.join(format!("v{}", v.version))).await?;
             let schema = erase::stored_schema(&dir)?;
-            let Some(matcher) = Matcher::new(&v.report, &schema, &subjects, &protector)? else { continue };
+            let spec = Expectations::parse(&v.spec).unwrap_or_default();
+            let numbers =
+                NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
+            let Ok(matcher) = Matcher::new(&v.report, &schema, &subjects, &protector, &numbers)? else { continue };
             for c in &v.report.profile {
                 match c.mask.as_deref() {
                     Some("pseudonymize") => {
@@ -639,6 +824,13 @@ impl Workspace {
             }
             let rows = tokio::task::spawn_blocking(move || erase::select(&dir, &matcher)).await.map_err(join_err)??;
             found.extend(rows.into_iter().map(|(i, b)| (v.version, i, b)));
+        }
+        if found.len() as u64 > max_rows {
+            return Err(ControlError::SubjectTooBroad {
+                dataset: name.to_string(),
+                rows: found.len() as u64,
+                max: max_rows,
+            });
         }
         let per_version: BTreeMap<i64, usize> = found.iter().fold(BTreeMap::new(), |mut m, (v, _, _)| {
             *m.entry(*v).or_default() += 1;
@@ -729,4 +921,17 @@ pub(crate) async fn model_erasure_flags(
             }))
         })
         .collect()
+}
+
+/// What kind of failure, for the audit record (never a value).
+fn failure_kind(e: &ControlError) -> String {
+    match e {
+        ControlError::NoSubjectRows { .. } => "no rows match".into(),
+        ControlError::SubjectTooBroad { rows, max, .. } => format!("{rows} rows match, more than {max}"),
+        ControlError::Data(citadel_data::DataError::NotAKey { column, stored_as }) => {
+            format!("column {column} is {stored_as}-masked")
+        }
+        ControlError::Conflict(m) => m.clone(),
+        other => other.to_string().chars().take(200).collect(),
+    }
 }

@@ -15,26 +15,24 @@
 //! the groups that held the subject, the Parquet footer and the small row
 //! sample are new bytes (the `bench erase` figure).
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::fs::File;
-use std::hash::Hasher;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::Float64Builder;
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray, UInt64Array,
 };
 use arrow_schema::{DataType, Schema};
 use citadel_crypto::DataProtector;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use siphasher::sip::SipHasher13;
 
 use crate::DataError;
 use crate::aligned::AlignedWriter;
 use crate::ingest::{DATA_FILE, ROWS_FILE, SAMPLE_FILE, writer_props};
 use crate::report::IngestReport;
+use crate::sample::{ROW_HASH_COLUMN, sample_rank, write_sample};
 
 /// One `column = value` condition, the value as it was in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +92,8 @@ impl Subject {
             let conditions: Vec<Condition> = header
                 .iter()
                 .zip(rec.iter())
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(c, v)| Condition { column: c.clone(), value: v.to_string() })
+                .filter(|(_, v)| !v.trim().is_empty())
+                .map(|(c, v)| Condition { column: c.clone(), value: v.trim().to_string() })
                 .collect();
             if conditions.is_empty() {
                 return Err(DataError::KeysFile {
@@ -134,8 +132,75 @@ fn redact_value(p: &str) -> String {
 
 #[derive(Debug, Clone)]
 enum Expected {
-    Text(String),
-    Number(f64),
+    /// Any of these texts (the forms ingest could have stored the value in).
+    Text(Vec<String>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// How numbers were written in the source (`dataset.decimal`, `dataset.thousands`).
+#[derive(Debug, Clone)]
+pub struct NumberFormat {
+    pub decimal: String,
+    pub thousands: Option<String>,
+}
+
+impl Default for NumberFormat {
+    fn default() -> Self {
+        NumberFormat { decimal: ".".into(), thousands: None }
+    }
+}
+
+impl NumberFormat {
+    fn normalise(&self, v: &str) -> String {
+        let mut s = v.to_string();
+        if let Some(t) = &self.thousands {
+            s = s.replace(t.as_str(), "");
+        }
+        if self.decimal != "." {
+            s = s.replace(self.decimal.as_str(), ".");
+        }
+        s
+    }
+}
+
+/// Like ingest's boolean reading (`source.rs`).
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" => Some(true),
+        "false" | "f" | "no" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// The texts a masked column's value was masked from: ingest trims every
+/// field, and a column typed as a number or boolean is masked from the
+/// typed value's text (`mask.rs`: 7, 1.5, true).
+fn source_forms(value: &str, numbers: &NumberFormat) -> Vec<String> {
+    let v = value.trim().to_string();
+    let mut out = vec![v.clone()];
+    let n = numbers.normalise(&v);
+    if let Ok(i) = n.parse::<i64>() {
+        out.push(i.to_string());
+    } else if let Ok(f) = n.parse::<f64>()
+        && f.is_finite()
+    {
+        out.push(f.to_string());
+    }
+    if let Some(b) = parse_bool(&v) {
+        out.push(b.to_string());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Why a version cannot hold a subject.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    pub column: String,
+    pub reason: String,
 }
 
 /// The subjects' conditions in the stored form of one version.
@@ -146,8 +211,10 @@ pub struct Matcher {
 
 impl Matcher {
     /// Builds the matcher of one version from its report (stored columns,
-    /// types and masks) and the stored table's schema. `None` when no subject
-    /// can be in the version because a column it is named by is not there.
+    /// types and masks), the stored table's schema and the source's number
+    /// format. `Err(skipped)` inside the `Ok` when no subject can be in the
+    /// version: a column it is named by is not there, or its value cannot be
+    /// of the column's type.
     ///
     /// Errors: [`DataError::NotAKey`] when a condition's column is stored
     /// in a lossy form or dropped.
@@ -156,44 +223,75 @@ impl Matcher {
         schema: &Schema,
         subjects: &[Subject],
         protector: &DataProtector,
-    ) -> Result<Option<Matcher>, DataError> {
+        numbers: &NumberFormat,
+    ) -> Result<Result<Matcher, Vec<Skipped>>, DataError> {
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         for s in subjects {
             let mut conds = Vec::new();
-            let mut possible = true;
+            let mut impossible = None;
             for c in &s.conditions {
                 let profile = report.column(&c.column);
                 let mask = profile.and_then(|p| p.mask.as_deref());
                 let idx = schema.index_of(&c.column).ok();
+                let v = c.value.trim();
                 let expected = match (mask, idx) {
-                    (Some("pseudonymize"), Some(i)) => (i, Expected::Text(protector.pseudonymize(&c.value))),
-                    (Some("tokenize"), Some(i)) => (i, Expected::Text(protector.tokenize(&c.value)?)),
+                    (Some("pseudonymize"), Some(i)) => (
+                        i,
+                        Expected::Text(source_forms(v, numbers).iter().map(|f| protector.pseudonymize(f)).collect()),
+                    ),
+                    (Some("tokenize"), Some(i)) => (
+                        i,
+                        Expected::Text(
+                            source_forms(v, numbers).iter().map(|f| protector.tokenize(f)).collect::<Result<_, _>>()?,
+                        ),
+                    ),
                     (Some(m), _) => {
                         return Err(DataError::NotAKey { column: c.column.clone(), stored_as: m.to_string() });
                     }
-                    (None, Some(i)) => match schema.field(i).data_type() {
-                        DataType::Int64 | DataType::Float64 => match c.value.trim().parse::<f64>() {
-                            Ok(n) => (i, Expected::Number(n)),
-                            // A number column never holds this value.
-                            Err(_) => {
-                                possible = false;
+                    (None, Some(i)) => {
+                        let n = numbers.normalise(v);
+                        let e = match schema.field(i).data_type() {
+                            // Exact; an integral float text ("7.0") names the same integer.
+                            DataType::Int64 => n
+                                .parse::<i64>()
+                                .ok()
+                                .or_else(|| {
+                                    n.parse::<f64>()
+                                        .ok()
+                                        .filter(|f| f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0)
+                                        .map(|f| f as i64)
+                                })
+                                .map(Expected::Int),
+                            DataType::Float64 => n.parse::<f64>().ok().filter(|f| f.is_finite()).map(Expected::Float),
+                            DataType::Boolean => parse_bool(v).map(Expected::Bool),
+                            _ => Some(Expected::Text(vec![v.to_string()])),
+                        };
+                        match e {
+                            Some(e) => (i, e),
+                            None => {
+                                impossible = Some(Skipped {
+                                    column: c.column.clone(),
+                                    reason: format!("the value is not a {}", schema.field(i).data_type()),
+                                });
                                 break;
                             }
-                        },
-                        _ => (i, Expected::Text(c.value.clone())),
-                    },
+                        }
+                    }
                     (None, None) => {
-                        possible = false;
+                        impossible =
+                            Some(Skipped { column: c.column.clone(), reason: "the version has no such column".into() });
                         break;
                     }
                 };
                 conds.push(expected);
             }
-            if possible {
-                out.push(conds);
+            match impossible {
+                None => out.push(conds),
+                Some(sk) => skipped.push(sk),
             }
         }
-        Ok((!out.is_empty()).then_some(Matcher { subjects: out }))
+        Ok(if out.is_empty() { Err(skipped) } else { Ok(Matcher { subjects: out }) })
     }
 
     /// `true` for each row of `batch` that belongs to a subject.
@@ -223,17 +321,11 @@ fn cell_equals(a: &ArrayRef, i: usize, expected: &Expected) -> bool {
     }
     let any = a.as_any();
     match expected {
-        Expected::Text(t) => match any.downcast_ref::<StringArray>() {
-            Some(s) => s.value(i) == t,
-            None => any.downcast_ref::<arrow_array::BooleanArray>().is_some_and(|b| b.value(i).to_string() == *t),
-        },
-        Expected::Number(n) => {
-            if let Some(x) = any.downcast_ref::<Int64Array>() {
-                x.value(i) as f64 == *n
-            } else {
-                any.downcast_ref::<Float64Array>().is_some_and(|x| x.value(i) == *n)
-            }
-        }
+        Expected::Text(t) => any.downcast_ref::<StringArray>().is_some_and(|s| t.iter().any(|t| s.value(i) == t)),
+        // Exact: ids of 16 and more digits are Int64 and must not meet as f64.
+        Expected::Int(n) => any.downcast_ref::<Int64Array>().is_some_and(|x| x.value(i) == *n),
+        Expected::Float(f) => any.downcast_ref::<Float64Array>().is_some_and(|x| x.value(i) == *f),
+        Expected::Bool(b) => any.downcast_ref::<BooleanArray>().is_some_and(|x| x.value(i) == *b),
     }
 }
 
@@ -288,10 +380,11 @@ pub fn select(dir: &Path, matcher: &Matcher) -> Result<Vec<(u64, RecordBatch)>, 
 
 /// Writes into `out_dir` the version in `in_dir` without the subjects'
 /// rows: `data.parquet` and `rows.parquet` row group by row group (same
-/// boundaries, same writer settings), and a new keyed-hash row sample of
-/// up to `sample_rows` rows drawn from what is kept (`sample_key` as at
-/// ingest). When nothing matches, `rows_removed` is 0 and the caller
-/// discards `out_dir`.
+/// boundaries, same writer settings), and the row sample: byte for byte
+/// when no sampled row was the subject's, else without those rows. A
+/// sample from before samples carried row hashes is drawn anew from what
+/// is kept (up to `sample_rows` rows, `sample_key` as at ingest). When
+/// nothing matches, `rows_removed` is 0 and the caller discards `out_dir`.
 pub fn erase(
     in_dir: &Path,
     out_dir: &Path,
@@ -301,114 +394,126 @@ pub fn erase(
 ) -> Result<EraseStats, DataError> {
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let mut stats = EraseStats::default();
-    let data_in = in_dir.join(DATA_FILE);
-    let data_out = out_dir.join(DATA_FILE);
+    let (data_in, rows_in) = (in_dir.join(DATA_FILE), in_dir.join(ROWS_FILE));
+    let (data_out, rows_out) = (out_dir.join(DATA_FILE), out_dir.join(ROWS_FILE));
     let (schema, groups) = row_groups(&data_in)?;
-    let mut writer = AlignedWriter::new(ArrowWriter::try_new(
-        File::create(&data_out).map_err(io(&data_out))?,
-        schema,
-        Some(writer_props()),
-    )?);
-    let mut keep_all: Vec<bool> = Vec::new();
+    let (rschema, rgroups) = row_groups(&rows_in)?;
+    if groups != rgroups {
+        return Err(DataError::Internal(format!(
+            "{} and {} have different row groups",
+            data_in.display(),
+            rows_in.display()
+        )));
+    }
+    let writer = |path: &Path, schema| -> Result<AlignedWriter, DataError> {
+        Ok(AlignedWriter::new(ArrowWriter::try_new(
+            File::create(path).map_err(io(path))?,
+            schema,
+            Some(writer_props()),
+        )?))
+    };
+    let (mut data_w, mut rows_w) = (writer(&data_out, schema)?, writer(&rows_out, rschema)?);
     let sample_in = in_dir.join(SAMPLE_FILE);
     let (sample_schema, _) = row_groups(&sample_in)?;
-    let mut sample: BinaryHeap<(u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    let legacy_sample = sample_schema.index_of(ROW_HASH_COLUMN).is_err();
+    let numeric: Vec<String> =
+        sample_schema.fields().iter().filter(|f| f.name() != ROW_HASH_COLUMN).map(|f| f.name().clone()).collect();
+    let mut removed_hashes: HashSet<u64> = HashSet::new();
+    // Legacy samples only: (rank, row hash, values as bits).
+    let mut fresh: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    let mut index = 0u64;
     for (g, n) in groups.iter().enumerate() {
         let batch = read_group(&data_in, g, *n)?;
+        let hashes = read_group(&rows_in, g, *n)?;
         let keep: Vec<bool> = matcher.matches(&batch).into_iter().map(|h| !h).collect();
         let removed = keep.iter().filter(|k| !**k).count() as u64;
         stats.rows_before += batch.num_rows() as u64;
         stats.rows_removed += removed;
         stats.row_groups += 1;
         stats.row_groups_changed += u64::from(removed > 0);
-        let kept = if removed == 0 {
-            batch
+        let row_hash = hashes
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| DataError::Internal(format!("{}: the first column is not the row hash", rows_in.display())))?
+            .clone();
+        let (kept, kept_hashes) = if removed == 0 {
+            (batch, hashes)
         } else {
-            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep.clone()))?
-        };
-        // The sample: the numeric columns of the kept rows with the smallest
-        // keyed hash of their row index.
-        let cols: Vec<Option<&ArrayRef>> =
-            sample_schema.fields().iter().map(|f| kept.column_by_name(f.name())).collect();
-        let mut index = keep_all.len() as u64;
-        let mut k = 0usize;
-        for &kp in &keep {
-            if kp {
-                let mut h = SipHasher13::new_with_key(&sample_key);
-                h.write_u64(index);
-                let rank = h.finish();
-                if sample.len() < sample_rows || sample.peek().is_some_and(|top| rank < top.0) {
-                    sample
-                        .push((rank, cols.iter().map(|c| c.and_then(|c| number_at(c, k)).map(f64::to_bits)).collect()));
-                    if sample.len() > sample_rows {
-                        sample.pop();
-                    }
+            for (i, k) in keep.iter().enumerate() {
+                if !k {
+                    removed_hashes.insert(row_hash.value(i));
                 }
-                k += 1;
             }
-            index += 1;
-        }
-        keep_all.extend_from_slice(&keep);
-        if kept.num_rows() > 0 {
-            writer.write(&kept)?;
-            writer.end_row_group()?;
-        }
-    }
-    writer.close()?;
-
-    let rows_in = in_dir.join(ROWS_FILE);
-    let rows_out = out_dir.join(ROWS_FILE);
-    let (rschema, rgroups) = row_groups(&rows_in)?;
-    if rgroups.iter().sum::<usize>() != keep_all.len() {
-        return Err(DataError::Internal(format!(
-            "{} has {} rows and {} has {}",
-            rows_in.display(),
-            rgroups.iter().sum::<usize>(),
-            data_in.display(),
-            keep_all.len()
-        )));
-    }
-    let mut w = AlignedWriter::new(ArrowWriter::try_new(
-        File::create(&rows_out).map_err(io(&rows_out))?,
-        rschema,
-        Some(writer_props()),
-    )?);
-    let mut offset = 0usize;
-    for (g, n) in rgroups.iter().enumerate() {
-        let keep = &keep_all[offset..offset + n];
-        offset += n;
-        let batch = read_group(&rows_in, g, *n)?;
-        let kept = if keep.iter().all(|k| *k) {
-            batch
-        } else {
-            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep.to_vec()))?
+            let mask = BooleanArray::from(keep.clone());
+            (
+                arrow_select::filter::filter_record_batch(&batch, &mask)?,
+                arrow_select::filter::filter_record_batch(&hashes, &mask)?,
+            )
         };
+        if legacy_sample {
+            let cols: Vec<Option<&ArrayRef>> = numeric.iter().map(|c| kept.column_by_name(c)).collect();
+            let mut k = 0usize;
+            for (i, &kp) in keep.iter().enumerate() {
+                if kp {
+                    let rank = sample_rank(&sample_key, index + i as u64);
+                    if fresh.len() < sample_rows || fresh.peek().is_some_and(|top| rank < top.0) {
+                        let values = cols.iter().map(|c| c.and_then(|c| number_at(c, k)).map(f64::to_bits)).collect();
+                        fresh.push((rank, row_hash.value(i), values));
+                        if fresh.len() > sample_rows {
+                            fresh.pop();
+                        }
+                    }
+                    k += 1;
+                }
+            }
+        }
+        index += keep.len() as u64;
         if kept.num_rows() > 0 {
-            w.write(&kept)?;
-            w.end_row_group()?;
+            data_w.write(&kept)?;
+            data_w.end_row_group()?;
+            rows_w.write(&kept_hashes)?;
+            rows_w.end_row_group()?;
         }
     }
-    w.close()?;
+    data_w.close()?;
+    rows_w.close()?;
 
     let sample_out = out_dir.join(SAMPLE_FILE);
-    let mut sw = ArrowWriter::try_new(
-        File::create(&sample_out).map_err(io(&sample_out))?,
-        sample_schema.clone(),
-        Some(writer_props()),
-    )?;
-    if !sample_schema.fields().is_empty() {
-        let mut builders: Vec<Float64Builder> = sample_schema.fields().iter().map(|_| Float64Builder::new()).collect();
-        for (_, row) in sample.into_sorted_vec() {
-            for (b, v) in builders.iter_mut().zip(row) {
-                b.append_option(v.map(f64::from_bits));
+    if legacy_sample {
+        let rows: Vec<(u64, Vec<Option<f64>>)> = fresh
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
+            .collect();
+        write_sample(&sample_out, &numeric, &rows)?;
+    } else {
+        let mut rows: Vec<(u64, Vec<Option<f64>>)> = Vec::new();
+        let mut hit = false;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&sample_in).map_err(io(&sample_in))?)?.build()?;
+        for b in reader {
+            let b = b?;
+            let h = b
+                .column_by_name(ROW_HASH_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                .ok_or_else(|| DataError::Internal(format!("{}: no row hashes", sample_in.display())))?
+                .clone();
+            let cols: Vec<Option<&ArrayRef>> = numeric.iter().map(|c| b.column_by_name(c)).collect();
+            for i in 0..b.num_rows() {
+                if removed_hashes.contains(&h.value(i)) {
+                    hit = true;
+                    continue;
+                }
+                rows.push((h.value(i), cols.iter().map(|c| c.and_then(|c| number_at(c, i))).collect()));
             }
         }
-        sw.write(&RecordBatch::try_new(
-            sample_schema,
-            builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect(),
-        )?)?;
+        if hit {
+            write_sample(&sample_out, &numeric, &rows)?;
+        } else {
+            std::fs::copy(&sample_in, &sample_out).map_err(io(&sample_out))?;
+        }
     }
-    sw.close()?;
     Ok(stats)
 }
 
@@ -427,4 +532,68 @@ fn number_at(a: &ArrayRef, i: usize) -> Option<f64> {
 /// The Arrow schema of a stored version's table (`dir/data.parquet`).
 pub fn stored_schema(dir: &Path) -> Result<Arc<Schema>, DataError> {
     Ok(row_groups(&dir.join(DATA_FILE))?.0)
+}
+
+/// The report of a rewritten version (`dir` holds it): the profile of every
+/// column recomputed from the stored table and its new sample exactly as
+/// ingest computes it (so no count, category, extreme or length of an
+/// erased row survives), label shares from the kept rows, violation
+/// examples dropped (they may point at erased rows; counts stay as
+/// ingested), and a note. The drift, duplicate and k-anonymity results
+/// stay as ingested: counts and rates, no values.
+pub fn reprofile(report: &IngestReport, dir: &Path, key: [u8; 16], note: String) -> Result<IngestReport, DataError> {
+    use crate::profile::ColumnAccumulator;
+    use crate::spec::Classification;
+    let mut accs: Vec<ColumnAccumulator> =
+        report.profile.iter().map(|c| ColumnAccumulator::new(&c.name, c.column_type, key)).collect();
+    let data = dir.join(DATA_FILE);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&data).map_err(io(&data))?)?
+        .with_batch_size(65_536)
+        .build()?;
+    let mut rows = 0u64;
+    let mut labels: std::collections::BTreeMap<String, u64> = Default::default();
+    for batch in reader {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        for (acc, c) in accs.iter_mut().zip(&report.profile) {
+            if let Some(a) = batch.column_by_name(&c.name) {
+                acc.observe(a);
+            }
+        }
+        if let Some(a) = report.label.as_deref().and_then(|l| batch.column_by_name(l)) {
+            for i in 0..a.len() {
+                if let Some(v) = crate::ingest::value_at(a, i) {
+                    *labels.entry(v).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut samples: std::collections::HashMap<String, Vec<f64>> = crate::ingest::read_sample(&dir.join(SAMPLE_FILE))?;
+    let mut out = report.clone();
+    out.rows = rows;
+    out.profile = accs
+        .into_iter()
+        .zip(&report.profile)
+        .map(|(acc, old)| {
+            let class = match old.source_classification.as_str() {
+                "public" => Classification::Public,
+                "internal" => Classification::Internal,
+                "confidential" => Classification::Confidential,
+                _ => Classification::Restricted,
+            };
+            let withhold = class >= Classification::Restricted
+                || !old.pii.is_empty()
+                || old.mask.as_deref().is_some_and(|m| m != "generalize");
+            acc.finish(class, old.mask.clone(), old.pii.clone(), samples.get_mut(&old.name), withhold)
+        })
+        .collect();
+    if report.label.is_some() {
+        let total: u64 = labels.values().sum();
+        out.label_shares = labels.into_iter().map(|(k, v)| (k, v as f64 / total.max(1) as f64)).collect();
+    }
+    for v in &mut out.violations {
+        v.examples.clear();
+    }
+    out.notes.push(note);
+    Ok(out)
 }

@@ -17,7 +17,6 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::Float64Builder;
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use citadel_crypto::DataProtector;
@@ -36,6 +35,7 @@ use crate::checks::{self, DuplicateTracker, KAnonymity, NoveltyCounter, Referenc
 use crate::mask::{Masker, masked_type};
 use crate::profile::{ColumnAccumulator, ColumnProfile};
 use crate::report::{IngestReport, Status, Violation};
+use crate::sample::sample_rank;
 use crate::source::{Source, arrow_type};
 use crate::spec::{Classification, ColumnType, Expectations, Mask, OnFailure};
 
@@ -50,8 +50,10 @@ const DUPLICATE_TRACKER_CAP: usize = 262_144;
 /// Values a `unique` rule remembers per column (8 bytes each, 128 MiB);
 /// beyond it the rule is checked on the first values only, and says so.
 const UNIQUE_CAP: usize = 16 * 1024 * 1024;
-/// Rows per Parquet row group: the writer buffers one group in memory.
-const ROW_GROUP_ROWS: usize = 65_536;
+/// Rows per Parquet row group: the writer buffers one group in memory, and
+/// an erasure rewrites the groups that held the subject (about 3% of a
+/// 1M-row version each).
+const ROW_GROUP_ROWS: usize = 32_768;
 /// Share of matching values from which a column counts as holding a PII kind.
 pub const PII_MIN_SHARE: f64 = 0.5;
 
@@ -104,7 +106,7 @@ impl Examples {
     }
 }
 
-fn value_at(array: &ArrayRef, i: usize) -> Option<String> {
+pub(crate) fn value_at(array: &ArrayRef, i: usize) -> Option<String> {
     if array.is_null(i) {
         return None;
     }
@@ -257,7 +259,9 @@ pub fn ingest(
     let mut label_counts: HashMap<String, u64> = HashMap::new();
     let sample_rows = spec.drift.sample_rows;
     // (rank, f64 bits of the numeric columns): the rows with the smallest ranks.
-    let mut sample: BinaryHeap<(u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    // (rank, the row's keyed hash, its numeric values as bits)
+    let mut sample: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    let mut stored_rows = 0u64;
     let mut masker = Masker::new(protector)?;
 
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
@@ -440,12 +444,10 @@ pub fn ingest(
             }
         }
         for i in 0..out.num_rows() {
-            let mut h = SipHasher13::new_with_key(&key);
-            h.write_u64(first_record + i as u64);
-            let rank = h.finish();
+            let rank = sample_rank(&key, stored_rows + i as u64);
             if sample.len() < sample_rows || sample.peek().is_some_and(|top| rank < top.0) {
                 let values = numeric_out.iter().map(|&c| number_at(out.column(c), i).map(f64::to_bits)).collect();
-                sample.push((rank, values));
+                sample.push((rank, hashes.row[i], values));
                 if sample.len() > sample_rows {
                     sample.pop();
                 }
@@ -460,43 +462,29 @@ pub fn ingest(
                 Arc::new(UInt64Array::from(hashes.label)),
             ],
         )?)?;
+        stored_rows += out.num_rows() as u64;
         data_writer.write(&out)?;
         progress(records_after);
     }
     data_writer.close()?;
     rows_writer.close()?;
 
-    // ---- the sample, column-wise
-    let sample_rows_vec: Vec<Vec<Option<f64>>> =
-        sample.into_vec().into_iter().map(|(_, v)| v.into_iter().map(|b| b.map(f64::from_bits)).collect()).collect();
+    // ---- the sample, column-wise, in rank order
+    let sampled: Vec<(u64, Vec<Option<f64>>)> = sample
+        .into_sorted_vec()
+        .into_iter()
+        .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
+        .collect();
     let mut sample_columns: Vec<Vec<f64>> = vec![Vec::new(); numeric_out.len()];
-    {
-        let sample_schema = Arc::new(Schema::new(
-            numeric_out.iter().map(|&c| Field::new(&out_names[c], DataType::Float64, true)).collect::<Vec<_>>(),
-        ));
-        let mut builders: Vec<Float64Builder> = numeric_out.iter().map(|_| Float64Builder::new()).collect();
-        for row in &sample_rows_vec {
-            for (j, v) in row.iter().enumerate() {
-                builders[j].append_option(*v);
-                if let Some(v) = v {
-                    sample_columns[j].push(*v);
-                }
+    for (_, row) in &sampled {
+        for (j, v) in row.iter().enumerate() {
+            if let Some(v) = v {
+                sample_columns[j].push(*v);
             }
         }
-        let sample_path = out_dir.join(SAMPLE_FILE);
-        let mut w = ArrowWriter::try_new(
-            File::create(&sample_path).map_err(io(&sample_path))?,
-            sample_schema.clone(),
-            Some(writer_props()),
-        )?;
-        if !numeric_out.is_empty() {
-            w.write(&RecordBatch::try_new(
-                sample_schema,
-                builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect(),
-            )?)?;
-        }
-        w.close()?;
     }
+    let names: Vec<String> = numeric_out.iter().map(|&c| out_names[c].clone()).collect();
+    crate::sample::write_sample(&out_dir.join(SAMPLE_FILE), &names, &sampled)?;
 
     // ---- classification and PII
     let mut reasons = Vec::new();

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod mask;
 pub mod profile;
 pub mod report;
+pub mod sample;
 pub mod source;
 pub mod spec;
 pub mod stats;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use arrow_array::{Array, StringArray};
 use citadel_crypto::{DataKey, DataProtector};
-use citadel_data::erase::{self, Matcher, Subject};
+use citadel_data::erase::{self, Matcher, NumberFormat, Subject};
 use citadel_data::ingest::{DATA_FILE, ROWS_FILE, SAMPLE_FILE};
 use citadel_data::{DataError, Expectations, ingest};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -27,9 +27,9 @@ fn protector() -> DataProtector {
     DataProtector::new(&DataKey::from_bytes(&[7; 32]).unwrap()).unwrap()
 }
 
-/// 150,000 rows: three row groups of 65,536 rows or fewer. The subject
+/// 150,000 rows: five row groups of 32,768 rows or fewer. The subject
 /// (`subject@example.org`) has rows 70,001 and 70,500 only: both in the
-/// second row group.
+/// third row group.
 fn source(dir: &Path) -> std::path::PathBuf {
     let mut s = String::from("id,email,ssn,zip,age,income\n");
     for i in 0..150_000u32 {
@@ -69,6 +69,17 @@ fn subject(pairs: &[&str]) -> Subject {
     Subject::parse(&pairs.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
 }
 
+fn u64_column(path: &Path, name: &str) -> Vec<u64> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let a = b.column_by_name(name).unwrap().as_any().downcast_ref::<arrow_array::UInt64Array>().unwrap().clone();
+        out.extend(a.iter().flatten());
+    }
+    out
+}
+
 /// The raw bytes of each row group's column chunks.
 fn group_bytes(path: &Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(path).unwrap();
@@ -85,13 +96,15 @@ fn group_bytes(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+fn matcher(report: &citadel_data::IngestReport, dir: &Path, subjects: &[Subject]) -> Matcher {
+    Matcher::new(report, &schema(dir), subjects, &protector(), &NumberFormat::default()).unwrap().unwrap()
+}
+
 #[test]
 fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let (report, dir) = stored(tmp.path());
-    let m = Matcher::new(&report, &schema(&dir), &[subject(&["email=subject@example.org"])], &protector())
-        .unwrap()
-        .unwrap();
+    let m = matcher(&report, &dir, &[subject(&["email=subject@example.org"])]);
     let found = erase::select(&dir, &m).unwrap();
     assert_eq!(found.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![70_001, 70_500]);
     let pseudonym = protector().pseudonymize("subject@example.org");
@@ -108,13 +121,19 @@ fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
 
     let out = tmp.path().join("erased");
     let stats = erase::erase(&dir, &out, &m, protector().row_hash_key(), 1000).unwrap();
-    assert_eq!((stats.rows_before, stats.rows_removed, stats.row_groups, stats.row_groups_changed), (150_000, 2, 3, 1));
+    assert_eq!((stats.rows_before, stats.rows_removed, stats.row_groups, stats.row_groups_changed), (150_000, 2, 5, 1));
     assert_eq!(rows(&out.join(DATA_FILE)), 149_998);
     assert_eq!(rows(&out.join(ROWS_FILE)), 149_998, "row hashes follow the rows");
-    assert_eq!(rows(&out.join(SAMPLE_FILE)), 1000);
-    let m2 = Matcher::new(&report, &schema(&out), &[subject(&["email=subject@example.org"])], &protector())
-        .unwrap()
-        .unwrap();
+    // The sample keeps its rows but the subject's, and its bytes when it had none.
+    let removed: Vec<u64> = [70_001usize, 70_500].iter().map(|&i| u64_column(&dir.join(ROWS_FILE), "row")[i]).collect();
+    let (before_s, after_s) =
+        (u64_column(&dir.join(SAMPLE_FILE), "__row_hash"), u64_column(&out.join(SAMPLE_FILE), "__row_hash"));
+    let expected: Vec<u64> = before_s.iter().copied().filter(|h| !removed.contains(h)).collect();
+    assert_eq!(after_s, expected);
+    if after_s.len() == before_s.len() {
+        assert!(std::fs::read(dir.join(SAMPLE_FILE)).unwrap() == std::fs::read(out.join(SAMPLE_FILE)).unwrap());
+    }
+    let m2 = matcher(&report, &out, &[subject(&["email=subject@example.org"])]);
     assert!(erase::select(&out, &m2).unwrap().is_empty(), "nothing of the subject is left");
     // The row groups without the subject are the same bytes, so the store
     // deduplicates them; the changed one is not.
@@ -124,13 +143,22 @@ fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
     let first_diff = before[0].iter().zip(&after[0]).position(|(a, b)| a != b);
     assert_eq!(
         same,
-        [true, false, true],
+        [true, true, false, true, true],
         "lengths {:?} {:?}, first diff {first_diff:?}",
         before.iter().map(Vec::len).collect::<Vec<_>>(),
         after.iter().map(Vec::len).collect::<Vec<_>>()
     );
-    let all = String::from_utf8_lossy(&std::fs::read(out.join(DATA_FILE)).unwrap()).to_string();
-    assert!(!all.contains(&pseudonym[3..]));
+
+    // The report of the new revision: recomputed from the rows kept.
+    let note = "erased".to_string();
+    let new = erase::reprofile(&report, &out, protector().row_hash_key(), note).unwrap();
+    assert_eq!(new.rows, 149_998);
+    let email = new.column("email").unwrap();
+    assert_eq!(email.count, 149_998);
+    let old_age = report.column("age").unwrap();
+    let new_age = new.column("age").unwrap();
+    assert_eq!(new_age.count, old_age.count - 2);
+    assert!(new.notes.iter().any(|n| n == "erased"));
 }
 
 #[test]
@@ -140,7 +168,10 @@ fn subjects_are_found_by_tokens_numbers_and_several_columns() {
     let schema = schema(&dir);
     let p = protector();
     let find = |s: &[Subject]| {
-        Matcher::new(&report, &schema, s, &p).unwrap().map(|m| erase::select(&dir, &m).unwrap().len()).unwrap_or(0)
+        Matcher::new(&report, &schema, s, &p, &NumberFormat::default())
+            .unwrap()
+            .map(|m| erase::select(&dir, &m).unwrap().len())
+            .unwrap_or(0)
     };
     // Row 5 has ssn 105-15-1005, and so has every row 5 + 18,000k (18,000 = lcm(600, 80, 9000)).
     assert_eq!(find(&[subject(&["ssn=105-15-1005"])]), 9);
@@ -152,7 +183,8 @@ fn subjects_are_found_by_tokens_numbers_and_several_columns() {
     assert_eq!(find(&[subject(&["email=nobody@example.org"])]), 0);
     assert_eq!(find(&[subject(&["no_such_column=1"])]), 0, "a version without the column cannot hold the subject");
     // A generalized column names nobody.
-    let err = Matcher::new(&report, &schema, &[subject(&["zip=10005"])], &p).unwrap_err();
+    assert_eq!(find(&[subject(&[" ssn = 105-15-1005 "])]), 9, "values are trimmed like the source's");
+    let err = Matcher::new(&report, &schema, &[subject(&["zip=10005"])], &p, &NumberFormat::default()).unwrap_err();
     assert!(matches!(err, DataError::NotAKey { ref column, .. } if column == "zip"), "{err}");
 }
 
@@ -175,4 +207,47 @@ fn malformed_conditions_and_key_files_are_refused_without_echoing_values() {
     assert!(err.contains("line 2") && !err.contains("a@x.org"), "{err}");
     std::fs::write(&keys, "email\n").unwrap();
     assert!(Subject::from_csv(&keys).is_err());
+}
+
+/// Ids of 16 and more digits stay exact integers: their neighbours are
+/// other people. Masked numbers and booleans match through the text ingest
+/// masked (`7`, `1.5`, `true`), and locale numbers through the spec's format.
+#[test]
+fn big_integers_typed_masked_values_and_locale_numbers_match_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = String::from("acct,cust,vip,amount\n");
+    for i in 0..50u64 {
+        let vip = if i % 2 == 0 { "yes" } else { "no" };
+        writeln!(s, "{},{},{vip},\"1.234,{}\"", 9_007_199_254_740_992u64 + i, 1000 + i, 10 + i).unwrap();
+    }
+    let src = tmp.path().join("a.csv");
+    std::fs::write(&src, s).unwrap();
+    let spec_text = r#"
+[dataset]
+decimal = ","
+thousands = "."
+[columns.cust]
+type = "integer"
+mask = { kind = "pseudonymize" }
+[columns.vip]
+type = "boolean"
+mask = { kind = "pseudonymize" }
+"#;
+    let spec = Expectations::parse(spec_text).unwrap();
+    let out = ingest(&src, &spec, &protector(), &tmp.path().join("v"), None, &|_| {}).unwrap();
+    let schema = schema(&out.dir);
+    let numbers = NumberFormat { decimal: ",".into(), thousands: Some(".".into()) };
+    let p = protector();
+    let find = |pairs: &[&str]| {
+        Matcher::new(&out.report, &schema, &[subject(pairs)], &p, &numbers)
+            .unwrap()
+            .map(|m| erase::select(&out.dir, &m).unwrap().len())
+            .unwrap_or(0)
+    };
+    assert_eq!(find(&["acct=9007199254740993"]), 1, "2^53 + 1 is not 2^53");
+    assert_eq!(find(&["acct=9007199254740992"]), 1);
+    assert_eq!(find(&["cust=1007"]), 1, "a pseudonymized integer column");
+    assert_eq!(find(&["cust=1007", "vip=no"]), 1, "a pseudonymized boolean, written as in the source");
+    assert_eq!(find(&["cust=1007", "vip=yes"]), 0);
+    assert_eq!(find(&["amount=1.234,17"]), 1, "a number in the source's locale");
 }

@@ -12,6 +12,9 @@ CREATE TABLE erasures (
     dataset_name TEXT NOT NULL,
     status TEXT NOT NULL,
     receipt TEXT NOT NULL,
+    -- JSON: the chunks of the dropped artifacts no new revision uses; each
+    -- must be gone (or named as kept by another artifact) before 'complete'.
+    chunks TEXT NOT NULL,
     signature TEXT,
     created_by TEXT NOT NULL,
     created_at BIGINT NOT NULL,

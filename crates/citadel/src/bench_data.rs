@@ -102,6 +102,18 @@ const LAST: [&str; 10] = ["Smith", "Garcia", "Muller", "Khan", "Rossi", "Tanaka"
 /// 5 categorical columns, e-mail, phone, name, zip and a label (25 columns).
 /// `shift` moves some distributions (table B of the drift workload).
 pub fn generate(path: &Path, rows: u64, seed: u64, shift: f64) -> Result<u64> {
+    generate_with_subject(path, rows, seed, shift, None)
+}
+
+/// [`generate`], with row `subject.0` given the e-mail `subject.1` (the
+/// data subject of `bench erase`).
+pub fn generate_with_subject(
+    path: &Path,
+    rows: u64,
+    seed: u64,
+    shift: f64,
+    subject: Option<(u64, &str)>,
+) -> Result<u64> {
     let mut r = Rng(seed | 1);
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut header: Vec<String> = vec!["id".into()];
@@ -128,11 +140,13 @@ pub fn generate(path: &Path, rows: u64, seed: u64, shift: f64) -> Result<u64> {
         let a = if shift > 0.0 && r.below(10) == 0 { 4 } else { r.below(5) };
         let _ = write!(line, ",a{a},b{},c{},d{},e{}", r.below(12), r.below(30), r.below(100), r.below(3));
         let (f, l) = (FIRST[r.below(10) as usize], LAST[r.below(10) as usize]);
+        let email = match subject {
+            Some((row, email)) if row == id => email.to_string(),
+            _ => format!("{}.{}{id}@example.com", f.to_lowercase(), l.to_lowercase()),
+        };
         let _ = write!(
             line,
-            ",{}.{}{id}@example.com,+44 20 {:04} {:04},{f} {l},{:05},{}",
-            f.to_lowercase(),
-            l.to_lowercase(),
+            ",{email},+44 20 {:04} {:04},{f} {l},{:05},{}",
             r.below(10_000),
             r.below(10_000),
             10_000 + r.below(89_999),

@@ -13,6 +13,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_data;
+mod bench_erase;
 mod bench_pii;
 mod bench_pipeline;
 mod bench_scan;
@@ -355,6 +356,19 @@ enum BenchCmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Erase one data subject from VERSIONS versions of a ROWS-row dataset:
+    /// time, bytes rewritten and their share of rewriting the whole dataset.
+    Erase {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 10)]
+        versions: usize,
+        /// Keep the workspace afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// PII detection on a large CSV of people (names, dates of birth,
     /// e-mails, phones, free text), next to Microsoft Presidio on the same
     /// rows: throughput and per-kind recall and precision. Needs a Python
@@ -622,7 +636,8 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
             ControlError::Conflict(m) if m.contains("erase") || m.contains("erasure") => "nothing was changed; run the erasure again (on every dataset named)".into(),
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
-            ControlError::NoSubjectRows { dataset, .. } => format!("check the column names and values (`citadel data show {dataset}` lists the columns and their masks; values are matched as they were in the source file)"),
+            ControlError::NoSubjectRows { dataset, .. } => format!("nothing was changed; check the column names and values (`citadel data show {dataset}` lists the columns and their masks; values are matched as they were in the source file)"),
+            ControlError::SubjectTooBroad { .. } => "name the person by an identifying column (an e-mail, a customer id), or raise --max-rows when one person truly has that many rows".into(),
             ControlError::ErasedTrainingData { model, .. } => format!("retrain on the erased data and register the new version (`citadel subject erasures` lists what was erased; `citadel lineage model:{model}@VERSION` shows the training data)"),
             ControlError::DataRejected { .. } => data_cmd::REJECTED_HINT.into(),
             ControlError::Data(d) => d.hint().into(),
@@ -1461,6 +1476,15 @@ async fn run(cli: Cli) -> Result<i32> {
             let report =
                 tokio::task::spawn_blocking(move || bench_data::run(&dir, rows, evidently, keep, quiet)).await??;
             out.emit(&report, || bench_data::render(&report));
+        }
+        Command::Bench(BenchCmd::Erase { dir, rows, versions, keep }) => {
+            anyhow::ensure!(*rows >= 1000, "--rows must be at least 1000\nhint: e.g. --rows 1000000");
+            anyhow::ensure!(*versions >= 1, "--versions must be at least 1\nhint: e.g. --versions 10");
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, rows, versions, keep) = (dir.clone(), *rows, *versions, *keep);
+            let report =
+                tokio::task::spawn_blocking(move || bench_erase::run(&dir, rows, versions, keep, quiet)).await??;
+            out.emit(&report, || bench_erase::render(&report));
         }
         Command::Bench(BenchCmd::Pii { dir, mb, presidio_rows, keep }) => {
             anyhow::ensure!(*mb >= 1, "--mb must be at least 1\nhint: e.g. --mb 100");

@@ -24,6 +24,10 @@ pub struct SubjectArgs {
     /// A CSV file of subjects: a header of column names, one subject per line.
     #[arg(long, value_name = "FILE", conflicts_with = "matches")]
     keys: Option<PathBuf>,
+    /// The most rows the request may touch across versions: conditions that
+    /// match more name a population, not a person, and are refused.
+    #[arg(long, default_value_t = 1000)]
+    max_rows: u64,
 }
 
 impl SubjectArgs {
@@ -150,7 +154,7 @@ pub async fn run_subject(ws: &Workspace, caller: &Caller, cmd: &SubjectCmd, out:
                     b.set_message(msg.to_string());
                 }
             };
-            let result = ws.subject_erase(caller, &who.dataset, subjects, reason, &progress).await;
+            let result = ws.subject_erase(caller, &who.dataset, subjects, reason, who.max_rows, &progress).await;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
@@ -171,7 +175,7 @@ pub async fn run_subject(ws: &Workspace, caller: &Caller, cmd: &SubjectCmd, out:
             {
                 bail!("{} exists; choose a new file (an export never replaces one)", o.display());
             }
-            let e = ws.subject_export(caller, &who.dataset, subjects).await?;
+            let e = ws.subject_export(caller, &who.dataset, subjects, who.max_rows).await?;
             if e.rows.is_empty() {
                 return Err(citadel_control::ControlError::NoSubjectRows {
                     dataset: e.dataset.clone(),

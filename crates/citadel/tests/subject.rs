@@ -153,6 +153,7 @@ fn a_subject_is_exported_then_erased_everywhere_with_a_signed_receipt() {
     assert_eq!(rows[0]["values"]["ssn"], SSN, "tokens are reversed for the subject");
     assert_eq!(rows[0]["values"]["id"], 7);
     let pseudonym = rows[0]["values"]["email"].as_str().unwrap().to_string();
+    let name_pseudonym = rows[0]["values"]["name"].as_str().unwrap().to_string();
     assert!(pseudonym.starts_with("ps_"));
     assert_eq!(e["pseudonymized"], serde_json::json!(["email", "name"]));
     // The same rows by the token column, by a number, and through a CSV of keys.
@@ -184,7 +185,7 @@ fn a_subject_is_exported_then_erased_everywhere_with_a_signed_receipt() {
     assert!(text.starts_with("dataset,version,row,") && text.lines().count() == 4 && text.contains(SSN), "{text}");
 
     // Before: the check finds the subject in the store (it can fail).
-    let needles = [NAME, EMAIL, SSN, pseudonym.as_str()];
+    let needles = [NAME, EMAIL, SSN, pseudonym.as_str(), name_pseudonym.as_str()];
     let before = search_store(&ws, &needles);
     assert!(before.iter().any(|h| h.contains(&pseudonym)), "{before:?}");
 
@@ -290,6 +291,9 @@ fn erasure_is_a_separate_duty_and_refuses_what_cannot_name_a_subject() {
         &["subject", "erase", "--dataset", "people", "--match", &format!("email={EMAIL}"), "--reason", " "],
     );
     assert!(!o.status.success() && said(&o).contains("--reason"));
+    // A condition that names a population is refused, whole.
+    let o = erase(&ws, &olga, &["--match", "age=20", "--max-rows", "2"]);
+    assert!(!o.status.success() && said(&o).contains("more than the 2"), "{}", said(&o));
     let o = erase(&ws, &olga, &["--match", "email=nobody@example.org"]);
     assert!(!o.status.success() && said(&o).contains("nothing was changed"), "{}", said(&o));
     assert_eq!(ws.json(&["data", "show", "people"])["rows"], 120);
@@ -329,4 +333,9 @@ fn an_erasure_killed_midway_rolls_back_or_resumes_never_half_done() {
     assert_eq!(ok_json(as_user(&ws, &olga, &["subject", "erasures"])).as_array().unwrap().len(), 1);
     let e = ok_json(as_user(&ws, &olga, &["subject", "export", "--dataset", "people", "--match", &m]));
     assert_eq!(e["rows"].as_array().unwrap().len(), 1, "the subject is still in v2, whole");
+    // The killed process's decrypted work files were swept.
+    let left: Vec<_> = std::fs::read_dir(ws.root.join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
