@@ -249,8 +249,23 @@ impl Workspace {
         .bind(name)
         .bind(version)
         .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| ControlError::NotFound(format!("dataset {name} version {version}")))?;
+        .await?;
+        let Some(r) = r else {
+            let purged =
+                sqlx::query("SELECT purged_at, reason FROM data_purges WHERE dataset_name = $1 AND version = $2")
+                    .bind(name)
+                    .bind(version)
+                    .fetch_optional(self.db.pool())
+                    .await?;
+            return Err(ControlError::NotFound(match purged {
+                Some(p) => format!(
+                    "dataset {name} version {version} (purged {}: {})",
+                    Timestamp(p.try_get("purged_at")?).to_rfc3339(),
+                    p.try_get::<String, _>("reason")?
+                ),
+                None => format!("dataset {name} version {version}"),
+            }));
+        };
         let report: IngestReport = serde_json::from_str(&r.try_get::<String, _>("report")?)
             .map_err(|e| ControlError::Invalid(format!("stored report of {name}@{version} is unreadable: {e}")))?;
         Ok(DataVersion {
@@ -334,10 +349,14 @@ impl Workspace {
         let artifact_id = prepared.id.to_string();
         let result = async {
             let mut tx = self.db.begin_audited().await?;
-            let row = sqlx::query("SELECT MAX(version) AS v FROM data_versions WHERE dataset_name = $1")
-                .bind(name.as_str())
-                .fetch_one(&mut *tx.conn())
-                .await?;
+            // A purged version's number stays taken.
+            let row = sqlx::query(
+                "SELECT MAX(version) AS v FROM (SELECT version FROM data_versions WHERE dataset_name = $1 \
+                 UNION ALL SELECT version FROM data_purges WHERE dataset_name = $1) AS t",
+            )
+            .bind(name.as_str())
+            .fetch_one(&mut *tx.conn())
+            .await?;
             let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
             self.store
                 .commit_put(&mut tx, &prepared, Some(&format!("datasets/{name}@{version}")), &caller.principal.id)

@@ -14,6 +14,7 @@ mod deploy;
 mod pipeline;
 pub mod pipeline_spec;
 mod registry;
+mod retention;
 pub mod scan_policy;
 mod subject;
 
@@ -21,6 +22,7 @@ pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
+pub use retention::PurgedVersion;
 pub use subject::{ErasedVersion, ErasureReceipt, RECEIPT_FORMAT, SignedReceipt, SubjectExport, SubjectRow};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -97,6 +99,9 @@ pub enum ControlError {
         "the subject's conditions match {rows} rows of dataset {dataset}, more than the {max} one request may touch; nothing was changed"
     )]
     SubjectTooBroad { dataset: String, rows: u64, max: u64 },
+    /// A use of a dataset its declared purposes do not cover.
+    #[error("dataset {dataset} is processed for {} only; {} (GDPR Art. 5(1)(b) purpose limitation)", if .allowed.is_empty() { "no declared purpose".to_string() } else { .allowed.join(", ") }, match .purpose { Some(p) => format!("this pipeline's purpose {p:?} is not among them"), None => "this pipeline declares no purpose".to_string() })]
+    PurposeNotAllowed { dataset: String, purpose: Option<String>, allowed: Vec<String> },
     /// A model version trained on rows a data subject had erased.
     #[error(
         "model {model} version {version} was trained on data from which a data subject's rows were erased ({erasures}); it cannot move to {to} until a retrained version replaces it"
@@ -112,6 +117,14 @@ impl From<sqlx::Error> for ControlError {
     fn from(e: sqlx::Error) -> Self {
         ControlError::Store(StoreError::from(e))
     }
+}
+
+/// What `gc` did: dataset versions purged for retention, then the store's sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcOutcome {
+    #[serde(flatten)]
+    pub store: GcReport,
+    pub purged: Vec<PurgedVersion>,
 }
 
 /// Where the master-key passphrase or PIN comes from.
@@ -846,10 +859,13 @@ impl Workspace {
         Ok(report)
     }
 
-    pub async fn gc(&self, caller: &Caller, grace_secs: Option<i64>) -> Result<GcReport> {
+    /// Purges the dataset versions past their declared retention, finishes
+    /// interrupted erasures, then deletes unreferenced objects.
+    pub async fn gc(&self, caller: &Caller, grace_secs: Option<i64>) -> Result<GcOutcome> {
         self.authorize(caller, Action::StoreGc, "store:*").await?;
         // An erasure interrupted after its commit is finished first.
         self.complete_erasures(caller).await?;
+        let purged = self.purge_expired(caller).await?;
         let report = self.store.gc(grace_secs.unwrap_or(self.config.gc_grace_secs)).await?;
         self.db
             .append_audit(event(
@@ -858,10 +874,10 @@ impl Workspace {
                 "store:objects",
                 Outcome::Success,
                 &caller.request_id,
-                serde_json::to_value(&report).unwrap_or_default(),
+                serde_json::json!({"store": report, "versions_purged": purged.len()}),
             ))
             .await?;
-        Ok(report)
+        Ok(GcOutcome { store: report, purged })
     }
 
     // ------------------------------------------------------------ keys

@@ -397,6 +397,8 @@ impl Workspace {
                 data_version.dataset, data_version.version, data_version.status
             )));
         }
+        // Purpose limitation (GDPR Art. 5(1)(b)): before a row is read.
+        self.check_purpose(&data_version.dataset, data_version.version, spec.pipeline.purpose.as_deref()).await?;
         let data_ref = format!("{}@{}", data_version.dataset, data_version.version);
 
         // ---- split (its digest is the rows it chose; recomputed when needed)

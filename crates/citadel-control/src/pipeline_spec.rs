@@ -6,6 +6,7 @@
 //! [pipeline]
 //! name = "adult-income"
 //! seed = 42
+//! purpose = "income-prediction-research"   # one of the dataset's [processing] purposes
 //!
 //! [ingest]                       # a new version from a file, or the latest
 //! dataset = "adult"              # accepted version when `source` is absent
@@ -55,6 +56,10 @@ pub struct PipelineSection {
     pub name: String,
     #[serde(default)]
     pub seed: u64,
+    /// What the pipeline processes the data for; must be among the
+    /// dataset's declared `[processing] purposes` (GDPR Art. 5(1)(b)).
+    #[serde(default)]
+    pub purpose: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +224,11 @@ impl PipelineSpec {
         let resolve = |f: &Path| if f.is_absolute() { f.to_path_buf() } else { base.join(f) };
         if let Some(s) = &pipeline {
             check_name("pipeline.name", &s.name, &mut p);
+            if let Some(purpose) = &s.purpose
+                && (purpose.trim().is_empty() || purpose.trim() != purpose)
+            {
+                p.push(format!("pipeline.purpose {purpose:?} must be a non-empty name without surrounding spaces"));
+            }
         }
         if let Some(i) = &ingest {
             check_name("ingest.dataset", &i.dataset, &mut p);

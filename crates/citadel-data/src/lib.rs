@@ -22,7 +22,7 @@ pub mod stats;
 
 pub use ingest::{IngestOutput, Previous, ingest};
 pub use report::{IngestReport, Status};
-pub use spec::{Classification, ColumnType, Expectations, Mask, OnFailure};
+pub use spec::{Classification, ColumnType, Expectations, LEGAL_BASES, Mask, OnFailure, Processing};
 
 use std::path::PathBuf;
 

@@ -235,6 +235,68 @@ impl Default for DatasetSpec {
     }
 }
 
+/// GDPR Art. 6(1) lawful bases of processing.
+pub const LEGAL_BASES: [&str; 6] =
+    ["consent", "contract", "legal-obligation", "vital-interests", "public-task", "legitimate-interests"];
+
+/// What the data is processed for and how long it is kept: the facts of a
+/// GDPR Article 30 record of processing, declared with the data.
+///
+/// ```toml
+/// [processing]
+/// purposes = ["credit-risk-scoring"]   # a pipeline must declare one of them
+/// legal_basis = "contract"             # GDPR Art. 6(1), see LEGAL_BASES
+/// categories = ["demographic", "financial"]
+/// data_subjects = ["loan applicants"]
+/// retention_days = 730                 # versions older than this are purged by `citadel gc`
+/// consent_ref = "consent-form-v3"      # required when legal_basis = "consent"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Processing {
+    pub purposes: Vec<String>,
+    pub legal_basis: Option<String>,
+    /// Categories of personal data (Art. 30(1)(c)).
+    pub categories: Vec<String>,
+    /// Categories of data subjects (Art. 30(1)(c)).
+    pub data_subjects: Vec<String>,
+    /// Days a version is kept after its ingest (Art. 5(1)(e), 30(1)(f)).
+    pub retention_days: Option<u64>,
+    /// Where the consent is recorded, when the basis is consent (Art. 7(1)).
+    pub consent_ref: Option<String>,
+}
+
+impl Processing {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for purpose in &self.purposes {
+            if purpose.trim().is_empty() || purpose.trim() != purpose {
+                p.push(format!("processing.purposes: {purpose:?} must be a non-empty name without surrounding spaces"));
+            }
+        }
+        if let Some(b) = &self.legal_basis
+            && !LEGAL_BASES.contains(&b.as_str())
+        {
+            p.push(format!("processing.legal_basis {b:?} is not one of {}", LEGAL_BASES.join(", ")));
+        }
+        if self.legal_basis.as_deref() == Some("consent")
+            && self.consent_ref.as_deref().is_none_or(|c| c.trim().is_empty())
+        {
+            p.push(
+                "processing.legal_basis = \"consent\" needs processing.consent_ref (where the consent is recorded)"
+                    .into(),
+            );
+        }
+        if self.retention_days == Some(0) {
+            p.push("processing.retention_days must be at least 1".into());
+        }
+        if !self.purposes.is_empty() && self.legal_basis.is_none() {
+            p.push("processing.purposes needs processing.legal_basis (GDPR Art. 6(1))".into());
+        }
+        p
+    }
+}
+
 /// The whole expectations file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +310,8 @@ pub struct Expectations {
     pub labels: BTreeMap<String, Bounds>,
     #[serde(default)]
     pub drift: DriftSpec,
+    #[serde(default)]
+    pub processing: Processing,
 }
 
 impl Expectations {
@@ -255,7 +319,7 @@ impl Expectations {
     pub fn parse(text: &str) -> Result<Self, DataError> {
         let spec: Expectations =
             toml::from_str(text).map_err(|e| DataError::Expectations(vec![e.message().to_string()]))?;
-        let mut problems = Vec::new();
+        let mut problems = spec.processing.problems();
         let d = &spec.dataset;
         if d.delimiter.len() != 1 || !d.delimiter.is_ascii() {
             problems.push(format!("dataset.delimiter must be one ASCII character, not {:?}", d.delimiter));

@@ -1,4 +1,4 @@
--- Data-subject erasures (GDPR Art. 17). An erasure replaces each dataset
+-- Data-subject erasures (GDPR Art. 17) and retention purges. An erasure replaces each dataset
 -- version that held the subject by a new revision without the rows, drops
 -- the old artifacts, and flags the model versions trained on them.
 -- status: 'shredding' once the database no longer references the old
@@ -28,4 +28,18 @@ CREATE TABLE model_flags (
     reason TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (model_name, version, erasure_id)
+);
+
+-- Versions purged when their retention period (processing.retention_days
+-- of the expectations they were ingested with) ran out. The version
+-- number stays taken.
+CREATE TABLE data_purges (
+    dataset_name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    artifact_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    purged_at BIGINT NOT NULL,
+    purged_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (dataset_name, version)
 );

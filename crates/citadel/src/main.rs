@@ -638,6 +638,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
             ControlError::NoSubjectRows { dataset, .. } => format!("nothing was changed; check the column names and values (`citadel data show {dataset}` lists the columns and their masks; values are matched as they were in the source file)"),
             ControlError::SubjectTooBroad { .. } => "name the person by an identifying column (an e-mail, a customer id), or raise --max-rows when one person truly has that many rows".into(),
+            ControlError::PurposeNotAllowed { dataset, .. } => format!("declare a purpose the data was collected for in [pipeline] purpose (`citadel data show {dataset}` shows the dataset's [processing]), or ingest the data with expectations whose [processing] purposes cover this use"),
             ControlError::ErasedTrainingData { model, .. } => format!("retrain on the erased data and register the new version (`citadel subject erasures` lists what was erased; `citadel lineage model:{model}@VERSION` shows the training data)"),
             ControlError::DataRejected { .. } => data_cmd::REJECTED_HINT.into(),
             ControlError::Data(d) => d.hint().into(),
@@ -1124,11 +1125,18 @@ async fn run(cli: Cli) -> Result<i32> {
             ws.close().await?;
             let r = r?;
             out.emit(&r, || {
-                format!(
+                let mut s = String::new();
+                for p in &r.purged {
+                    s += &format!(
+                        "purged {}@{} (ingested {}, retention {} day(s))\n",
+                        p.dataset, p.version, p.ingested_at, p.retention_days
+                    );
+                }
+                s + &format!(
                     "removed {} unreferenced chunk(s) and {} orphan object(s), freed {}",
-                    r.unreferenced_chunks,
-                    r.orphan_objects,
-                    human(r.bytes_freed)
+                    r.store.unreferenced_chunks,
+                    r.store.orphan_objects,
+                    human(r.store.bytes_freed)
                 )
             });
         }

@@ -160,6 +160,7 @@ x = 1
         r#"
 [pipeline]
 name = "p"
+purpose = "income-prediction-research"
 [ingest]
 dataset = "adult"
 source = "missing.csv"
@@ -189,6 +190,7 @@ fn a_failed_gate_stops_the_run_registers_nothing_and_is_audited_and_a_second_run
         r#"
 [pipeline]
 name = "gbt"
+purpose = "income-prediction-research"
 seed = 7
 [ingest]
 dataset = "adult"
@@ -303,6 +305,7 @@ fn an_external_training_command_runs_sandboxed_with_its_secret_and_escapes_are_s
             r#"
 [pipeline]
 name = "ext-{model}"
+purpose = "income-prediction-research"
 seed = 3
 [ingest]
 dataset = "adult"
@@ -376,4 +379,46 @@ model = "{model}"
     // A removed secret is gone for the next run.
     assert_eq!(ws.json(&["secret", "rm", "TRAIN_API_KEY"])["removed"], true);
     assert!(ws.json(&["secret", "ls"]).as_array().unwrap().is_empty());
+}
+
+/// Purpose limitation (GDPR Art. 5(1)(b)): the quickstart's Adult data is
+/// declared for one purpose; a pipeline for another, or for none, is
+/// refused before a row is read, and nothing is trained or registered.
+#[test]
+fn a_pipeline_whose_purpose_the_dataset_does_not_declare_is_refused() {
+    let ws = Ws::new();
+    for (name, purpose_line, needle) in
+        [("mkt", "purpose = \"marketing\"", "\"marketing\" is not among them"), ("none", "", "declares no purpose")]
+    {
+        let file = pipeline(
+            &ws,
+            &format!("{name}.toml"),
+            &format!(
+                r#"
+[pipeline]
+name = "{name}"
+{purpose_line}
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+[train]
+trainer = "logistic_regression"
+label = "income"
+positive = ">50K"
+features = {FEATURES}
+[register]
+model = "{name}"
+"#
+            ),
+        );
+        let (code, _, err) = run_json(&ws, &file);
+        assert_ne!(code, 0);
+        assert!(
+            err.contains(needle) && err.contains("income-prediction-research") && err.contains("Art. 5(1)(b)"),
+            "{err}"
+        );
+        assert!(err.contains("hint: declare a purpose"), "{err}");
+    }
+    assert_eq!(versions(&ws, "mkt") + versions(&ws, "none"), 0, "nothing was registered");
 }

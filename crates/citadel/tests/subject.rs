@@ -1,5 +1,5 @@
-//! Data-subject rights end to end: export (Art. 15/20) and erasure
-//! (Art. 17) through the real binary. After an erasure every artifact left
+//! Data-subject rights end to end: export (Art. 15/20), erasure (Art. 17)
+//! and retention (Art. 5(1)(e)) through the real binary. After an erasure every artifact left
 //! in the store is fetched, decrypted and decoded (Parquet cell by cell),
 //! and none holds the subject's values, raw or pseudonymized; `fsck` shows
 //! no object outside an artifact.
@@ -338,4 +338,64 @@ fn an_erasure_killed_midway_rolls_back_or_resumes_never_half_done() {
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Storage limitation: `gc` purges the versions past the retention their
+/// expectations declared, audits each purge, and keeps the version number
+/// taken; nothing of a purged version stays in the store.
+#[test]
+fn versions_past_their_retention_are_purged_by_gc() {
+    let ws = Ws::new();
+    let olga = officer(&ws);
+    let spec = format!(
+        "{SPEC}\n[processing]\npurposes = [\"churn\"]\nlegal_basis = \"contract\"\ncategories = [\"contact\"]\nretention_days = 30\n"
+    );
+    let add_with = |file: &str, csv: &str| {
+        let src = ws.file(file, csv.as_bytes());
+        let spec = ws.file("retained.toml", spec.as_bytes());
+        ws.json(&["data", "add", src.to_str().unwrap(), "--name", "people", "--expect", spec.to_str().unwrap()])
+    };
+    add_with("v1.csv", &people(150, true, false));
+    add_with("v2.csv", &people(150, false, false));
+    let e = ok_json(as_user(
+        &ws,
+        &olga,
+        &["subject", "export", "--dataset", "people", "--match", &format!("email={EMAIL}")],
+    ));
+    let pseudonym = e["rows"][0]["values"]["email"].as_str().unwrap().to_string();
+    assert!(!search_store(&ws, &[&pseudonym]).is_empty());
+
+    // Nothing is due yet.
+    assert!(ws.json(&["gc"])["purged"].as_array().unwrap().is_empty());
+    // Version 1 was ingested 31 days ago.
+    ws.db_exec("UPDATE data_versions SET created_at = created_at - 2678400000000 WHERE version = 1");
+    let gc = ws.json(&["gc"]);
+    let purged = gc["purged"].as_array().unwrap();
+    assert_eq!(purged.len(), 1, "{gc}");
+    assert_eq!((purged[0]["dataset"].as_str(), purged[0]["version"].as_i64()), (Some("people"), Some(1)));
+    let gone = ws.run(&["data", "show", "people@1"]);
+    assert!(
+        !gone.status.success() && said(&gone).contains("purged") && said(&gone).contains("retention of 30"),
+        "{}",
+        said(&gone)
+    );
+    assert_eq!(ws.json(&["data", "show", "people@2"])["rows"], 150);
+    assert!(search_store(&ws, &[&pseudonym]).is_empty(), "the purged version left the store");
+    assert_eq!(ws.json(&["fsck"])["orphans"], 0);
+    // The number stays taken; the purge is on record.
+    assert_eq!(add_with("v3.csv", &people(150, false, false))["version"], 3);
+    let log = ws.ok(&["audit", "query", "--json"]);
+    assert!(log.contains("dataset.purge") && log.contains("retention of 30 day(s)"));
+
+    // A consent basis needs the consent's reference; an unknown basis is refused.
+    for (processing, needle) in [
+        ("legal_basis = \"consent\"", "consent_ref"),
+        ("legal_basis = \"because\"", "not one of consent, contract"),
+        ("purposes = [\"x\"]", "needs processing.legal_basis"),
+    ] {
+        let bad = ws.file("bad.toml", format!("{SPEC}\n[processing]\n{processing}\n").as_bytes());
+        let src = ws.file("v4.csv", people(150, false, false).as_bytes());
+        let o = ws.run(&["data", "add", src.to_str().unwrap(), "--name", "people", "--expect", bad.to_str().unwrap()]);
+        assert!(!o.status.success() && said(&o).contains(needle), "{}", said(&o));
+    }
 }

@@ -1,0 +1,148 @@
+//! Storage and purpose limitation (GDPR Art. 5(1)(e) and 5(1)(b)), from
+//! the `[processing]` section of the expectations each version was
+//! ingested with.
+//!
+//! Decisions:
+//! - A version's retention is the one declared when it was ingested (its
+//!   stored expectations), counted from its ingest. `citadel gc` purges
+//!   the versions past it: one audited transaction each (the version's row
+//!   moves to `data_purges`, its artifact is forgotten when nothing else
+//!   stores the same bytes, pipeline cache entries naming it are dropped),
+//!   then the store's gc deletes the chunks. The version number stays
+//!   taken. Purging is part of the `store.gc` duty: retention is declared
+//!   with the data, and gc carries it out.
+//! - Purpose: a dataset that declares purposes is used only by a pipeline
+//!   that declares one of them; a pipeline that declares a purpose uses
+//!   only a dataset that lists it. A pipeline and a dataset that both
+//!   declare none work as before.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use citadel_audit::Outcome;
+use citadel_data::{Expectations, Processing};
+use citadel_types::{ArtifactId, Timestamp};
+
+use crate::{Caller, ControlError, Result, Workspace, event};
+
+/// A version `gc` purged.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgedVersion {
+    pub dataset: String,
+    pub version: i64,
+    pub artifact: String,
+    pub ingested_at: String,
+    pub retention_days: u64,
+}
+
+impl Workspace {
+    /// The `[processing]` facts a version was ingested with.
+    pub(crate) async fn version_processing(&self, dataset: &str, version: i64) -> Result<Processing> {
+        let row = sqlx::query("SELECT spec FROM data_versions WHERE dataset_name = $1 AND version = $2")
+            .bind(dataset)
+            .bind(version)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("dataset {dataset} version {version}")))?;
+        let spec = Expectations::parse(&row.try_get::<String, _>("spec")?)?;
+        Ok(spec.processing)
+    }
+
+    /// Refuses a use of `dataset@version` for `purpose` that its declared
+    /// purposes do not cover (GDPR Art. 5(1)(b)).
+    pub(crate) async fn check_purpose(&self, dataset: &str, version: i64, purpose: Option<&str>) -> Result<()> {
+        let p = self.version_processing(dataset, version).await?;
+        match (purpose, p.purposes.is_empty()) {
+            (None, true) => Ok(()),
+            (Some(want), _) if p.purposes.iter().any(|x| x == want) => Ok(()),
+            (None, false) => Err(ControlError::PurposeNotAllowed {
+                dataset: format!("{dataset}@{version}"),
+                purpose: None,
+                allowed: p.purposes,
+            }),
+            (Some(want), _) => Err(ControlError::PurposeNotAllowed {
+                dataset: format!("{dataset}@{version}"),
+                purpose: Some(want.to_string()),
+                allowed: p.purposes,
+            }),
+        }
+    }
+
+    /// Purges every dataset version past its declared retention (under the
+    /// caller's `store.gc`, already authorized). Each purge is audited.
+    pub(crate) async fn purge_expired(&self, caller: &Caller) -> Result<Vec<PurgedVersion>> {
+        let now = Timestamp::now();
+        let rows = sqlx::query("SELECT dataset_name, version, artifact_id, spec, created_at FROM data_versions")
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut purged = Vec::new();
+        for r in rows {
+            let spec: String = r.try_get("spec")?;
+            // A stored spec that no longer parses keeps its data: fail safe.
+            let Some(days) = Expectations::parse(&spec).ok().and_then(|s| s.processing.retention_days) else {
+                continue;
+            };
+            let created = Timestamp(r.try_get("created_at")?);
+            if created.plus_secs(days.saturating_mul(86_400).min(i64::MAX as u64) as i64).0 > now.0 {
+                continue;
+            }
+            let (dataset, version, artifact): (String, i64, String) =
+                (r.try_get("dataset_name")?, r.try_get("version")?, r.try_get("artifact_id")?);
+            let mut tx = self.db.begin_audited().await?;
+            let gone =
+                sqlx::query("DELETE FROM data_versions WHERE dataset_name = $1 AND version = $2 AND artifact_id = $3")
+                    .bind(&dataset)
+                    .bind(version)
+                    .bind(&artifact)
+                    .execute(&mut *tx.conn())
+                    .await?;
+            if gone.rows_affected() != 1 {
+                continue; // changed meanwhile (an erasure): the next gc sees it
+            }
+            let reason = format!("retention of {days} day(s) from ingest ran out");
+            sqlx::query(
+                "INSERT INTO data_purges (dataset_name, version, artifact_id, created_at, purged_at, purged_by, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&dataset)
+            .bind(version)
+            .bind(&artifact)
+            .bind(created.0)
+            .bind(now.0)
+            .bind(&caller.principal.id)
+            .bind(&reason)
+            .execute(&mut *tx.conn())
+            .await?;
+            let still = sqlx::query("SELECT 1 AS one FROM data_versions WHERE artifact_id = $1")
+                .bind(&artifact)
+                .fetch_optional(&mut *tx.conn())
+                .await?;
+            if still.is_none() {
+                let id: ArtifactId =
+                    artifact.parse().map_err(|_| ControlError::Invalid(format!("stored artifact id {artifact:?}")))?;
+                self.store.forget(&mut tx, &id).await?;
+            }
+            sqlx::query("DELETE FROM pipeline_cache WHERE outputs LIKE $1")
+                .bind(format!("%{artifact}%"))
+                .execute(&mut *tx.conn())
+                .await?;
+            tx.commit(event(
+                &caller.principal.id,
+                "dataset.purge",
+                &format!("dataset:{dataset}@{version}"),
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"version": version, "artifact": artifact, "ingested_at": created.to_rfc3339(), "retention_days": days, "reason": reason}),
+            ))
+            .await?;
+            purged.push(PurgedVersion {
+                dataset,
+                version,
+                artifact,
+                ingested_at: created.to_rfc3339(),
+                retention_days: days,
+            });
+        }
+        Ok(purged)
+    }
+}
