@@ -108,11 +108,16 @@ impl WorkDir {
         use std::os::unix::fs::DirBuilderExt;
         let parent = workspace.join("tmp");
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&parent).map_err(|e| io_error(&parent, e))?;
-        let dir = parent.join(citadel_types::random_id("data-"));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| io_error(&dir, e))?;
-        let lock_path = dir.join(".lock");
+        // Made and locked under a name the sweep ignores, then renamed: a
+        // sweep never sees it unlocked.
+        let id = citadel_types::random_id("");
+        let hidden = parent.join(format!(".new-{id}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&hidden).map_err(|e| io_error(&hidden, e))?;
+        let lock_path = hidden.join(".lock");
         let lock = std::fs::File::create(&lock_path).map_err(|e| io_error(&lock_path, e))?;
         lock.lock().map_err(|e| io_error(&lock_path, e))?;
+        let dir = parent.join(format!("data-{id}"));
+        std::fs::rename(&hidden, &dir).map_err(|e| io_error(&dir, e))?;
         Ok(WorkDir(dir, lock))
     }
 
@@ -129,16 +134,25 @@ impl WorkDir {
         let mut removed = 0;
         for entry in entries.flatten() {
             let dir = entry.path();
-            if !entry.file_name().to_string_lossy().starts_with("data-") || !dir.is_dir() {
-                continue;
-            }
-            let free = match std::fs::File::open(dir.join(".lock")) {
-                Ok(f) => f.try_lock().is_ok(),
-                // Created but not yet locked: only when old.
-                Err(_) => entry
+            let name = entry.file_name().to_string_lossy().to_string();
+            let old = || {
+                entry
                     .metadata()
                     .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600)),
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600))
+            };
+            if !dir.is_dir() {
+                continue;
+            }
+            let free = if name.starts_with("data-") {
+                match std::fs::File::open(dir.join(".lock")) {
+                    Ok(f) => f.try_lock().is_ok(),
+                    // From before work directories were locked.
+                    Err(_) => old(),
+                }
+            } else {
+                // Being made (`.new-`): only a crash between mkdir and rename leaves one.
+                name.starts_with(".new-") && old()
             };
             if free && std::fs::remove_dir_all(&dir).is_ok() {
                 removed += 1;
@@ -310,7 +324,8 @@ impl Workspace {
         let protector = self.data_protector().await?;
         let work = WorkDir::new(&self.config.workspace)?;
 
-        let previous = match self.latest_data_version(name.as_str()).await? {
+        let baseline = self.latest_data_version(name.as_str()).await?;
+        let previous = match baseline {
             Some(v) => {
                 let prev = self.data_version_row(name.as_str(), Some(v)).await?;
                 let dir = self.restore_data(&prev, &work.0).await?;
@@ -388,10 +403,11 @@ impl Workspace {
                 citadel_store::lineage_insert(tx.conn(), &LineageEdge { child: child.clone(), parent, relation: relation.into() })
                     .await?;
             }
-            if version > 1 {
+            // The version the checks compared against (a purged one is skipped).
+            if let Some(b) = baseline {
                 citadel_store::lineage_insert(
                     tx.conn(),
-                    &LineageEdge { child: child.clone(), parent: format!("dataset:{name}@{}", version - 1), relation: "previous-version".into() },
+                    &LineageEdge { child: child.clone(), parent: format!("dataset:{name}@{b}"), relation: "previous-version".into() },
                 )
                 .await?;
             }

@@ -14,6 +14,7 @@ mod deploy;
 mod pipeline;
 pub mod pipeline_spec;
 mod registry;
+mod report;
 mod retention;
 pub mod scan_policy;
 mod subject;
@@ -22,6 +23,7 @@ pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
+pub use report::{AuditIntegrity, ComplianceEvidence, DatasetRecord, EvidenceRecord, ModelRecord};
 pub use retention::PurgedVersion;
 pub use subject::{ErasedVersion, ErasureReceipt, RECEIPT_FORMAT, SignedReceipt, SubjectExport, SubjectRow};
 
@@ -418,6 +420,8 @@ impl Workspace {
             .get(DataKeyPurpose::AuditSigning.as_str())
             .ok_or_else(|| ControlError::Invalid("audit-signing key missing".into()))?;
         let signer = Arc::new(AuditSigner::from_data_key(seed)?);
+        // Decrypted work files of processes that died with them.
+        data::WorkDir::sweep(&config.workspace)?;
         Self::assemble(config, db, provider, keys, signer)
     }
 
@@ -866,7 +870,10 @@ impl Workspace {
         // An erasure interrupted after its commit is finished first.
         self.complete_erasures(caller).await?;
         let purged = self.purge_expired(caller).await?;
-        let report = self.store.gc(grace_secs.unwrap_or(self.config.gc_grace_secs)).await?;
+        // Purged data leaves the store now, not after the grace period (no
+        // put runs while gc holds its lease, so no leftover is in use).
+        let grace = if purged.is_empty() { grace_secs.unwrap_or(self.config.gc_grace_secs) } else { 0 };
+        let report = self.store.gc(grace).await?;
         self.db
             .append_audit(event(
                 &caller.principal.id,

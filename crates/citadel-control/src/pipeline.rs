@@ -356,6 +356,9 @@ impl Workspace {
                 v
             }
             (_, Some(src), Some((_, exp))) => {
+                // Purpose limitation before a row is read or stored.
+                let processing = citadel_data::Expectations::parse(&exp)?.processing;
+                crate::retention::purpose_allowed(&processing, &spec.ingest.dataset, spec.pipeline.purpose.as_deref())?;
                 say("ingest", "validating, masking and storing the data");
                 let v = self.data_add(caller, src, &spec.ingest.dataset, Some(exp), Arc::new(|_| {})).await?;
                 let out = serde_json::json!({"dataset": v.dataset, "version": v.version, "artifact": v.artifact_id, "status": v.status, "rows": v.rows});
@@ -556,13 +559,13 @@ impl Workspace {
                 let y: Vec<f32> = p.test.iter().map(|&i| p.y[i]).collect();
                 let enc = encoder.clone();
                 // A cached model: its trainer's own model, when one was kept.
-                if probe.is_none() {
-                    if let Some(id) = train_out["native_artifact"].as_str() {
-                        let bytes = self.read_artifact(caller, id).await?;
-                        let model: citadel_ml::gbt::GbtModel = serde_json::from_slice(&bytes)
-                            .map_err(|e| invalid(format!("the cached trainer model: {e}")))?;
-                        probe = Some(Box::new(NativeGbt(model)));
-                    }
+                if probe.is_none()
+                    && let Some(id) = train_out["native_artifact"].as_str()
+                {
+                    let bytes = self.read_artifact(caller, id).await?;
+                    let model: citadel_ml::gbt::GbtModel = serde_json::from_slice(&bytes)
+                        .map_err(|e| invalid(format!("the cached trainer model: {e}")))?;
+                    probe = Some(Box::new(NativeGbt(model)));
                 }
                 let probe_model = probe.take();
                 let (evaluation, agreement) = tokio::task::spawn_blocking(move || -> Result<_> {

@@ -233,20 +233,20 @@ impl PipelineSpec {
         if let Some(i) = &ingest {
             check_name("ingest.dataset", &i.dataset, &mut p);
             for (k, f) in [("source", &i.source), ("expectations", &i.expectations)] {
-                if let Some(f) = f {
-                    if !resolve(f).is_file() {
-                        p.push(format!("ingest.{k}: {} is not a readable file", resolve(f).display()));
-                    }
+                if let Some(f) = f
+                    && !resolve(f).is_file()
+                {
+                    p.push(format!("ingest.{k}: {} is not a readable file", resolve(f).display()));
                 }
             }
             if i.source.is_none() && i.expectations.is_some() {
                 p.push("ingest.expectations is used only with ingest.source".into());
             }
         }
-        if let Some(s) = &split {
-            if !(s.test_fraction > 0.0 && s.test_fraction < 1.0) {
-                p.push(format!("split.test_fraction must be between 0 and 1 (exclusive), not {}", s.test_fraction));
-            }
+        if let Some(s) = &split
+            && !(s.test_fraction > 0.0 && s.test_fraction < 1.0)
+        {
+            p.push(format!("split.test_fraction must be between 0 and 1 (exclusive), not {}", s.test_fraction));
         }
         let mut trainer = None;
         if let Some(t) = &train {
@@ -303,10 +303,10 @@ impl PipelineSpec {
             {
                 p.push("train.code, train.read_paths, train.secrets and train.allow_partial_landlock are only for trainer = \"command\"".into());
             }
-            if let Some(c) = &t.code {
-                if !resolve(c).is_dir() {
-                    p.push(format!("train.code: {} is not a directory", resolve(c).display()));
-                }
+            if let Some(c) = &t.code
+                && !resolve(c).is_dir()
+            {
+                p.push(format!("train.code: {} is not a directory", resolve(c).display()));
             }
             for r in &t.read_paths {
                 if !r.is_absolute() {

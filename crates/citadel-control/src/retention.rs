@@ -33,6 +33,22 @@ pub struct PurgedVersion {
     pub artifact: String,
     pub ingested_at: String,
     pub retention_days: u64,
+    /// Why the stored bytes were kept (something else stores them), if they were.
+    pub artifact_kept_for: Vec<String>,
+}
+
+/// Whether data declared with `processing` may be used for `purpose`: it
+/// must be among the declared purposes; neither declaring any is allowed.
+pub(crate) fn purpose_allowed(processing: &Processing, dataset: &str, purpose: Option<&str>) -> Result<()> {
+    match (purpose, processing.purposes.is_empty()) {
+        (None, true) => Ok(()),
+        (Some(want), _) if processing.purposes.iter().any(|x| x == want) => Ok(()),
+        (purpose, _) => Err(ControlError::PurposeNotAllowed {
+            dataset: dataset.to_string(),
+            purpose: purpose.map(str::to_string),
+            allowed: processing.purposes.clone(),
+        }),
+    }
 }
 
 impl Workspace {
@@ -52,20 +68,7 @@ impl Workspace {
     /// purposes do not cover (GDPR Art. 5(1)(b)).
     pub(crate) async fn check_purpose(&self, dataset: &str, version: i64, purpose: Option<&str>) -> Result<()> {
         let p = self.version_processing(dataset, version).await?;
-        match (purpose, p.purposes.is_empty()) {
-            (None, true) => Ok(()),
-            (Some(want), _) if p.purposes.iter().any(|x| x == want) => Ok(()),
-            (None, false) => Err(ControlError::PurposeNotAllowed {
-                dataset: format!("{dataset}@{version}"),
-                purpose: None,
-                allowed: p.purposes,
-            }),
-            (Some(want), _) => Err(ControlError::PurposeNotAllowed {
-                dataset: format!("{dataset}@{version}"),
-                purpose: Some(want.to_string()),
-                allowed: p.purposes,
-            }),
-        }
+        purpose_allowed(&p, &format!("{dataset}@{version}"), purpose)
     }
 
     /// Purges every dataset version past its declared retention (under the
@@ -113,11 +116,24 @@ impl Workspace {
             .bind(&reason)
             .execute(&mut *tx.conn())
             .await?;
-            let still = sqlx::query("SELECT 1 AS one FROM data_versions WHERE artifact_id = $1")
+            // The version's own name goes; the bytes go unless something
+            // else stores them (another version, a model, another name).
+            sqlx::query("DELETE FROM artifact_names WHERE artifact_id = $1 AND name = $2")
                 .bind(&artifact)
-                .fetch_optional(&mut *tx.conn())
+                .bind(format!("datasets/{dataset}@{version}"))
+                .execute(&mut *tx.conn())
                 .await?;
-            if still.is_none() {
+            let mut kept_by = Vec::new();
+            for (what, sql) in [
+                ("another dataset version", "SELECT 1 AS one FROM data_versions WHERE artifact_id = $1"),
+                ("a model version", "SELECT 1 AS one FROM model_versions WHERE artifact_id = $1"),
+                ("another artifact name", "SELECT 1 AS one FROM artifact_names WHERE artifact_id = $1"),
+            ] {
+                if sqlx::query(sql).bind(&artifact).fetch_optional(&mut *tx.conn()).await?.is_some() {
+                    kept_by.push(what);
+                }
+            }
+            if kept_by.is_empty() {
                 let id: ArtifactId =
                     artifact.parse().map_err(|_| ControlError::Invalid(format!("stored artifact id {artifact:?}")))?;
                 self.store.forget(&mut tx, &id).await?;
@@ -132,7 +148,7 @@ impl Workspace {
                 &format!("dataset:{dataset}@{version}"),
                 Outcome::Success,
                 &caller.request_id,
-                serde_json::json!({"version": version, "artifact": artifact, "ingested_at": created.to_rfc3339(), "retention_days": days, "reason": reason}),
+                serde_json::json!({"version": version, "artifact": artifact, "ingested_at": created.to_rfc3339(), "retention_days": days, "reason": reason, "artifact_kept_for": kept_by}),
             ))
             .await?;
             purged.push(PurgedVersion {
@@ -141,6 +157,7 @@ impl Workspace {
                 artifact,
                 ingested_at: created.to_rfc3339(),
                 retention_days: days,
+                artifact_kept_for: kept_by.iter().map(|s| s.to_string()).collect(),
             });
         }
         Ok(purged)

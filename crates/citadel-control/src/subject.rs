@@ -235,21 +235,29 @@ impl Workspace {
         let resource = format!("dataset:{name}");
         self.authorize(caller, Action::SubjectErase, &resource).await?;
         let columns = Subject::columns(&subjects);
-        let result = self.subject_erase_inner(caller, name, subjects, reason, max_rows, progress).await;
-        if let Err(e) = &result {
-            // Every version was decrypted and searched: the attempt is on record.
-            self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    Action::SubjectErase.as_str(),
-                    &resource,
-                    Outcome::Failure,
-                    &caller.request_id,
-                    serde_json::json!({"columns": columns, "error": failure_kind(e)}),
-                ))
-                .await?;
+        match self.subject_erase_inner(caller, name, subjects, reason, max_rows, progress).await {
+            Ok(id) => {
+                // Committed and audited: what follows finishes the job.
+                failpoint("erasure-committed");
+                progress("deleting the old objects");
+                self.complete_erasures(caller).await?;
+                self.stored_receipt(&id).await
+            }
+            Err(e) => {
+                // Every version was decrypted and searched: the attempt is on record.
+                self.db
+                    .append_audit(event(
+                        &caller.principal.id,
+                        Action::SubjectErase.as_str(),
+                        &resource,
+                        Outcome::Failure,
+                        &caller.request_id,
+                        serde_json::json!({"columns": columns, "error": failure_kind(&e)}),
+                    ))
+                    .await?;
+                Err(e)
+            }
         }
-        result
     }
 
     async fn subject_erase_inner(
@@ -260,7 +268,7 @@ impl Workspace {
         reason: &str,
         max_rows: u64,
         progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<SignedReceipt> {
+    ) -> Result<String> {
         if reason.trim().is_empty() {
             return Err(invalid(
                 "an erasure needs --reason (the request's reference, e.g. a ticket id; not the subject's name)",
@@ -424,22 +432,20 @@ impl Workspace {
             });
         }
         failpoint("erasure-prepared");
-        let result = self.commit_erasure(caller, &name, versions.len(), &affected, &prepared, &mut receipt).await;
+        let searched: Vec<(i64, String)> = versions.iter().map(|v| (v.version, v.artifact_id.clone())).collect();
+        let result = self.commit_erasure(caller, &name, searched, &affected, &prepared, &mut receipt).await;
         for p in prepared {
             self.store.release(p).await;
         }
         result?;
-        failpoint("erasure-committed");
-        progress("deleting the old objects");
-        self.complete_erasures(caller).await?;
-        self.erasure_receipt(caller, &id).await
+        Ok(id)
     }
 
     async fn commit_erasure(
         &self,
         caller: &Caller,
         name: &Name,
-        versions_read: usize,
+        versions_read: Vec<(i64, String)>,
         affected: &[(&StoredVersion, erase::EraseStats, IngestReport, PathBuf)],
         prepared: &[citadel_store::PreparedPut],
         receipt: &mut ErasureReceipt,
@@ -447,15 +453,19 @@ impl Workspace {
         let now = Timestamp::now();
         receipt.committed_at = now.to_rfc3339();
         let mut tx = self.db.begin_audited().await?;
-        // A version added meanwhile was not searched: refuse rather than miss it.
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM data_versions WHERE dataset_name = $1")
+        // The versions searched must be exactly the versions there are: one
+        // added, purged or rewritten meanwhile fails the erasure whole.
+        let mut now_there: Vec<(i64, String)> = Vec::new();
+        for r in sqlx::query("SELECT version, artifact_id FROM data_versions WHERE dataset_name = $1 ORDER BY version")
             .bind(name.as_str())
-            .fetch_one(&mut *tx.conn())
+            .fetch_all(&mut *tx.conn())
             .await?
-            .try_get("n")?;
-        if n as usize != versions_read {
+        {
+            now_there.push((r.try_get("version")?, r.try_get("artifact_id")?));
+        }
+        if now_there != versions_read {
             return Err(ControlError::Conflict(format!(
-                "a version of {name} was added while the erasure ran; nothing was changed, run the erasure again"
+                "the versions of {name} changed while the erasure ran; nothing was changed, run the erasure again"
             )));
         }
         let mut dropped = BTreeSet::new();
@@ -711,11 +721,7 @@ impl Workspace {
             return Err(ControlError::NotFound(format!("erasure {id}")));
         }
         self.complete_erasures(caller).await?;
-        let r = sqlx::query("SELECT status, receipt, signature FROM erasures WHERE id = $1")
-            .bind(id)
-            .fetch_one(self.db.pool())
-            .await?;
-        let signed = self.signed(r.try_get("status")?, &r.try_get::<String, _>("receipt")?, r.try_get("signature")?)?;
+        let signed = self.stored_receipt(id).await?;
         self.db
             .append_audit(event(
                 &caller.principal.id,
@@ -727,6 +733,15 @@ impl Workspace {
             ))
             .await?;
         Ok(signed)
+    }
+
+    /// A stored receipt with its signature checked (no authorization: callers have it).
+    async fn stored_receipt(&self, id: &str) -> Result<SignedReceipt> {
+        let r = sqlx::query("SELECT status, receipt, signature FROM erasures WHERE id = $1")
+            .bind(id)
+            .fetch_one(self.db.pool())
+            .await?;
+        self.signed(r.try_get("status")?, &r.try_get::<String, _>("receipt")?, r.try_get("signature")?)
     }
 
     fn signed(&self, status: String, receipt: &str, signature: Option<String>) -> Result<SignedReceipt> {
@@ -793,6 +808,31 @@ impl Workspace {
         let name = Name::parse(dataset)?;
         let resource = format!("dataset:{name}");
         self.authorize(caller, Action::SubjectExport, &resource).await?;
+        let columns = Subject::columns(&subjects);
+        let result = self.subject_export_inner(caller, &name, &resource, subjects, max_rows).await;
+        if let Err(e) = &result {
+            self.db
+                .append_audit(event(
+                    &caller.principal.id,
+                    Action::SubjectExport.as_str(),
+                    &resource,
+                    Outcome::Failure,
+                    &caller.request_id,
+                    serde_json::json!({"columns": columns, "error": failure_kind(e)}),
+                ))
+                .await?;
+        }
+        result
+    }
+
+    async fn subject_export_inner(
+        &self,
+        caller: &Caller,
+        name: &Name,
+        resource: &str,
+        subjects: Vec<Subject>,
+        max_rows: u64,
+    ) -> Result<SubjectExport> {
         let protector = self.data_protector().await?;
         let versions = self.stored_versions(name.as_str()).await?;
         if versions.is_empty() {
@@ -840,7 +880,7 @@ impl Workspace {
             .append_audit(event(
                 &caller.principal.id,
                 Action::SubjectExport.as_str(),
-                &resource,
+                resource,
                 Outcome::Success,
                 &caller.request_id,
                 serde_json::json!({"subjects": subjects.len(), "columns": Subject::columns(&subjects), "rows": found.len(), "rows_per_version": per_version}),

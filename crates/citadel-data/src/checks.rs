@@ -349,13 +349,13 @@ impl NoveltyCounter {
             for v in a.iter().flatten() {
                 number(v, self);
             }
-        } else if let Some(a) = array.as_any().downcast_ref::<StringArray>() {
-            if let Some(c) = &reference.categories {
-                for v in a.iter().flatten() {
-                    self.checked += 1;
-                    if !c.contains(v) {
-                        self.new_categories += 1;
-                    }
+        } else if let Some(a) = array.as_any().downcast_ref::<StringArray>()
+            && let Some(c) = &reference.categories
+        {
+            for v in a.iter().flatten() {
+                self.checked += 1;
+                if !c.contains(v) {
+                    self.new_categories += 1;
                 }
             }
         }

@@ -415,9 +415,13 @@ pub fn erase(
     let (mut data_w, mut rows_w) = (writer(&data_out, schema)?, writer(&rows_out, rschema)?);
     let sample_in = in_dir.join(SAMPLE_FILE);
     let (sample_schema, _) = row_groups(&sample_in)?;
-    let legacy_sample = sample_schema.index_of(ROW_HASH_COLUMN).is_err();
-    let numeric: Vec<String> =
-        sample_schema.fields().iter().filter(|f| f.name() != ROW_HASH_COLUMN).map(|f| f.name().clone()).collect();
+    // The row hashes are the last column (by position: a source column may
+    // carry the same name); samples from before have none.
+    let fields = sample_schema.fields();
+    let legacy_sample =
+        !fields.last().is_some_and(|f| f.name() == ROW_HASH_COLUMN && f.data_type() == &arrow_schema::DataType::UInt64);
+    let numeric_count = if legacy_sample { fields.len() } else { fields.len() - 1 };
+    let numeric: Vec<String> = fields.iter().take(numeric_count).map(|f| f.name().clone()).collect();
     let mut removed_hashes: HashSet<u64> = HashSet::new();
     // Legacy samples only: (rank, row hash, values as bits).
     let mut fresh: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
@@ -495,11 +499,12 @@ pub fn erase(
         for b in reader {
             let b = b?;
             let h = b
-                .column_by_name(ROW_HASH_COLUMN)
-                .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                .column(numeric_count)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
                 .ok_or_else(|| DataError::Internal(format!("{}: no row hashes", sample_in.display())))?
                 .clone();
-            let cols: Vec<Option<&ArrayRef>> = numeric.iter().map(|c| b.column_by_name(c)).collect();
+            let cols: Vec<Option<&ArrayRef>> = (0..numeric_count).map(|i| Some(b.column(i))).collect();
             for i in 0..b.num_rows() {
                 if removed_hashes.contains(&h.value(i)) {
                     hit = true;

@@ -484,7 +484,7 @@ fn compile_op(node: &NodeProto, opsets: Opsets) -> Result<Op, InferError> {
             let coef = a.floats_or_empty("coefficients").to_vec();
             let intercepts = a.floats_or_empty("intercepts").to_vec();
             let labels = a.labels()?;
-            if intercepts.is_empty() || coef.is_empty() || coef.len() % intercepts.len() != 0 {
+            if intercepts.is_empty() || coef.is_empty() || !coef.len().is_multiple_of(intercepts.len()) {
                 return Err(InferError::Model(
                     "LinearClassifier: coefficients do not divide into one row per intercept".into(),
                 ));
@@ -505,7 +505,7 @@ fn compile_op(node: &NodeProto, opsets: Opsets) -> Result<Op, InferError> {
             let intercepts = a.floats_or_empty("intercepts").to_vec();
             if targets == 0
                 || coef.is_empty()
-                || coef.len() % targets != 0
+                || !coef.len().is_multiple_of(targets)
                 || !(intercepts.is_empty() || intercepts.len() == targets)
             {
                 return Err(InferError::Model("LinearRegressor: coefficients, intercepts and targets disagree".into()));
@@ -1083,7 +1083,7 @@ fn reshape(x: &Tensor, spec: &Tensor, allowzero: bool) -> Result<Tensor, InferEr
     }
     let known = element_count(&shape)?;
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(InferError::Input(format!("Reshape of {:?} to {spec:?}", x.shape)));
         }
         shape[i] = total / known;

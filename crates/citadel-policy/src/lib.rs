@@ -74,6 +74,7 @@ actions! {
     ScanAllow => "scan.allow",
     SubjectErase => "subject.erase",
     SubjectExport => "subject.export",
+    ReportGenerate => "report.generate",
 }
 
 impl fmt::Display for Action {
@@ -158,6 +159,7 @@ impl Role {
                 PipelineRead,
                 SecretWrite,
                 ScanAllow,
+                ReportGenerate,
             ],
             Role::DataSteward => &[
                 ArtifactPut,
@@ -193,6 +195,7 @@ impl Role {
             ],
             Role::Approver => &[ArtifactList, LineageRead, ModelRead, ModelApprove, ModelRetire],
             Role::Auditor => &[
+                ReportGenerate,
                 ArtifactList,
                 LineageRead,
                 AuditRead,

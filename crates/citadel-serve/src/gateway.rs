@@ -210,10 +210,10 @@ impl Gateway {
                 loop {
                     tick.tick().await;
                     gw.reconcile().await;
-                    if let Some(c) = &cert {
-                        if let Err(e) = c.refresh() {
-                            gw.emit(json!({"ts": Timestamp::now().to_string(), "event": "tls.reload_failed", "error": e.to_string()}));
-                        }
+                    if let Some(c) = &cert
+                        && let Err(e) = c.refresh()
+                    {
+                        gw.emit(json!({"ts": Timestamp::now().to_string(), "event": "tls.reload_failed", "error": e.to_string()}));
                     }
                     gw.principal_limits.retain_recent();
                     gw.endpoint_limits.retain_recent();

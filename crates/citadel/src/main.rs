@@ -23,6 +23,8 @@ mod data_cmd;
 mod data_html;
 mod pipeline_cmd;
 mod quickstart;
+mod report_cmd;
+mod report_html;
 mod scan_cmd;
 mod serve_cmd;
 mod subject_cmd;
@@ -95,7 +97,20 @@ enum Command {
     Artifact(ArtifactCmd),
     /// Check every stored object; names what is missing or corrupt.
     Fsck,
-    /// Remove chunks no artifact references and leftovers of crashed puts.
+    /// The compliance report from the evidence alone: GDPR Article 30
+    /// records of processing, EU AI Act Annex IV documentation per model
+    /// version, a NIST AI RMF map; each statement cites its audit record or
+    /// digest. Exit code 2 when the audit log fails verification.
+    Report {
+        /// Directory for compliance-report.html and evidence.json.
+        #[arg(short, long, default_value = "compliance-report")]
+        output: PathBuf,
+        /// Also print it to PDF with headless Chromium.
+        #[arg(long)]
+        pdf: bool,
+    },
+    /// Purge dataset versions past their declared retention, then remove
+    /// chunks no artifact references and leftovers of crashed puts.
     Gc {
         /// Only delete leftover objects older than this many seconds.
         #[arg(long)]
@@ -1118,6 +1133,12 @@ async fn run(cli: Cli) -> Result<i32> {
             if !r.is_clean() {
                 return Ok(2);
             }
+        }
+        Command::Report { output, pdf } => {
+            let (ws, caller) = open(&cli).await?;
+            let result = report_cmd::run_report(&ws, &caller, output, *pdf, &out).await;
+            ws.close().await?;
+            return result;
         }
         Command::Gc { grace } => {
             let (ws, caller) = open(&cli).await?;

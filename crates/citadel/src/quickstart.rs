@@ -62,10 +62,10 @@ impl Steps {
 }
 
 fn passphrase(dir: &Path) -> Result<(Redacted<String>, Option<PathBuf>)> {
-    if let Ok(p) = std::env::var("CITADEL_PASSPHRASE") {
-        if !p.is_empty() {
-            return Ok((Redacted::new(p), None));
-        }
+    if let Ok(p) = std::env::var("CITADEL_PASSPHRASE")
+        && !p.is_empty()
+    {
+        return Ok((Redacted::new(p), None));
     }
     let file = dir.join("quickstart-passphrase");
     if let Ok(p) = std::fs::read_to_string(&file) {
@@ -315,6 +315,13 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     let audit_file = reports.join("audit.jsonl");
     std::fs::write(&audit_file, lines.join("\n") + "\n")?;
 
+    // 7. The compliance report, from the evidence alone.
+    steps.say("writing the compliance report (GDPR Art. 30, EU AI Act Annex IV, NIST AI RMF)");
+    let evidence = ws.compliance_evidence(&owner).await?;
+    let report_file = reports.join("compliance-report.html");
+    std::fs::write(&report_file, crate::report_html::render(&evidence))?;
+    std::fs::write(reports.join("evidence.json"), serde_json::to_vec_pretty(&evidence)?)?;
+
     steps.say("done");
     let elapsed = steps.start.elapsed().as_secs_f64();
     let card_html = final_run.card_html.clone().unwrap_or_default();
@@ -328,6 +335,7 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         "endpoint": format!("https://{addr}{infer_path}"),
         "calls": {"authenticated_ok": calls.len(), "predicted_labels": labels, "probabilities": probs, "true_labels": truth, "unauthenticated_status": unauth, "forged_token_status": forged},
         "audit": {"verified_records": verify.records, "checkpoints": verify.checkpoints, "export": audit_file},
+        "compliance_report": report_file,
         "token_file": token_file,
         "seconds": elapsed,
     });
@@ -339,6 +347,7 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         s += &format!("  audit log verified: {} records, {} signed checkpoints\n\n", verify.records, verify.checkpoints);
         s += &format!("Model card:  {}\n", card_html.display());
         s += &format!("Audit log:   {} (citadel {ws_flag} audit query | audit verify)\n", audit_file.display());
+        s += &format!("Compliance:  {} (citadel {ws_flag} report)\n", report_file.display());
         s += &format!("Runs:        citadel {ws_flag} runs show {}\n", final_run.id);
         if let Some(p) = &pass_file {
             s += &format!("Passphrase:  {} — a demo convenience: anyone who can read it can decrypt the workspace.\n             export CITADEL_PASSPHRASE=$(cat {}) before other commands.\n", p.display(), p.display());

@@ -135,7 +135,7 @@ fn export_csv(e: &SubjectExport) -> Result<Vec<u8>> {
         }
         w.write_record(&rec)?;
     }
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))
 }
 
 pub async fn run_subject(ws: &Workspace, caller: &Caller, cmd: &SubjectCmd, out: &Out) -> Result<i32> {

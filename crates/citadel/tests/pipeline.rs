@@ -110,6 +110,53 @@ fn the_quickstart_runs_the_whole_platform_end_to_end() {
     let token = std::fs::read_to_string(dir.join("reports/client.token")).unwrap();
     assert!(!String::from_utf8_lossy(&o.stdout).contains(token.trim()));
     assert!(!std::fs::read_to_string(dir.join("reports/audit.jsonl")).unwrap().contains(token.trim()));
+
+    // The compliance report: each statement rests on evidence it cites.
+    let report = std::fs::read_to_string(v["compliance_report"].as_str().unwrap()).unwrap();
+    assert!(report.contains("Audit log verified.") && !report.contains("FAILED VERIFICATION"));
+    for needle in [
+        "GDPR Article 30",
+        "income-prediction-research",
+        "legitimate-interests",
+        "kept 3650 day(s)",
+        "EU AI Act Annex IV",
+        "adult-income@1",
+        "passed by",
+        "NIST AI RMF",
+        "GOVERN 4.1",
+    ] {
+        assert!(report.contains(needle), "{needle:?} missing from the report");
+    }
+    let evidence: Value = serde_json::from_slice(&std::fs::read(dir.join("reports/evidence.json")).unwrap()).unwrap();
+    let m = &evidence["models"][0];
+    assert_eq!(m["training_data"][0]["purposes"][0], "income-prediction-research");
+    let cited = m["register_audit"].as_i64().unwrap();
+    let rec = &evidence["records"][cited.to_string()];
+    assert_eq!(rec["action"], "model.register");
+    assert!(report.contains(&format!("id=\"rec-{cited}\"")) && report.contains(rec["hash"].as_str().unwrap()));
+    assert!(!report.contains("<script"));
+
+    // A report on a tampered audit log says so first, and exits 2.
+    let db = format!("sqlite://{}", dir.join("meta.db").display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&db).await.unwrap();
+        sqlx::Executor::execute(&mut c, "UPDATE audit_log SET actor = 'someone-else' WHERE seq = 5").await.unwrap();
+    });
+    let out_dir = tmp.path().join("report");
+    let o = bin()
+        .env("CITADEL_PASSPHRASE", pass.trim())
+        .arg("-w")
+        .arg(&dir)
+        .args(["report", "-o", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let tampered = std::fs::read_to_string(out_dir.join("compliance-report.html")).unwrap();
+    let first = tampered.find("THE AUDIT LOG FAILED VERIFICATION").expect("the warning");
+    assert!(first < tampered.find("GDPR Article 30").unwrap(), "on the first page");
+    assert!(tampered.contains("record 5 was edited"));
 }
 
 #[test]
@@ -421,4 +468,5 @@ model = "{name}"
         assert!(err.contains("hint: declare a purpose"), "{err}");
     }
     assert_eq!(versions(&ws, "mkt") + versions(&ws, "none"), 0, "nothing was registered");
+    assert!(ws.json(&["data", "ls"]).as_array().unwrap().is_empty(), "nothing was ingested");
 }
