@@ -23,6 +23,7 @@ const SCHEMA: &[(&str, &str, Kind, &str)] = &[
     ("store", "gc_grace_secs", Kind::Int, "3600"),
     ("identity", "owner", Kind::Str, ""),
     ("registry", "allow_self_approval", Kind::Bool, "false"),
+    ("subject", "max_rows", Kind::Int, "1000"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub struct Config {
     pub owner: Option<String>,
     /// Let the requester of a stage change approve it too (off: separation of duties).
     pub allow_self_approval: bool,
+    /// The most rows one data-subject request may export or erase; a
+    /// request's `--max-rows` cannot go above it.
+    pub subject_max_rows: i64,
 }
 
 /// One configuration problem: where it is and what to do.
@@ -170,6 +174,7 @@ impl Config {
         let checkpoint_every = int("audit", "checkpoint_every", 1, 1_000_000);
         let lease_ttl_secs = int("store", "lease_ttl_secs", 1, 86_400);
         let gc_grace_secs = int("store", "gc_grace_secs", 0, 365 * 86_400);
+        let subject_max_rows = int("subject", "max_rows", 1, 1_000_000_000);
         let mut boolean = |section: &str, key: &str| {
             let (v, src) = get(section, key);
             match v.as_str() {
@@ -257,6 +262,7 @@ impl Config {
             gc_grace_secs,
             owner: opt("identity", "owner"),
             allow_self_approval,
+            subject_max_rows,
         })
     }
 

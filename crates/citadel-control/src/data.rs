@@ -335,12 +335,36 @@ impl Workspace {
         };
         let source = path.to_path_buf();
         let out_dir = work.0.join("version");
-        let (output, source_digest) = {
+        let source_digest = {
+            let source = source.clone();
+            tokio::task::spawn_blocking(move || sha256_file(&source)).await.map_err(join_err)??
+        };
+        // A file an erasure removed rows from would bring them back.
+        if let Some(r) = sqlx::query(
+            "SELECT dataset_name, version FROM data_versions WHERE source_digest = $1 AND revision > 1 LIMIT 1",
+        )
+        .bind(&source_digest)
+        .fetch_optional(self.db.pool())
+        .await?
+        {
+            let (d, v): (String, i64) = (r.try_get("dataset_name")?, r.try_get("version")?);
+            self.db
+                .append_audit(event(
+                    &caller.principal.id,
+                    "dataset.write",
+                    &resource,
+                    Outcome::Denied,
+                    &caller.request_id,
+                    serde_json::json!({"source_sha256": source_digest, "reason": format!("the source of {d}@{v}, from which a data subject's rows were erased")}),
+                ))
+                .await?;
+            return Err(ControlError::ErasedSource { dataset: d, version: v });
+        }
+        let output = {
             let out_dir = out_dir.clone();
             tokio::task::spawn_blocking(move || {
-                let digest = sha256_file(&source)?;
-                let out = citadel_data::ingest(&source, &spec, &protector, &out_dir, previous.as_ref(), &*progress)?;
-                Ok::<_, ControlError>((out, digest))
+                citadel_data::ingest(&source, &spec, &protector, &out_dir, previous.as_ref(), &*progress)
+                    .map_err(ControlError::from)
             })
             .await
             .map_err(join_err)?

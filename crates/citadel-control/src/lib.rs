@@ -104,6 +104,11 @@ pub enum ControlError {
     /// A use of a dataset its declared purposes do not cover.
     #[error("dataset {dataset} is processed for {} only; {} (GDPR Art. 5(1)(b) purpose limitation)", if .allowed.is_empty() { "no declared purpose".to_string() } else { .allowed.join(", ") }, match .purpose { Some(p) => format!("this pipeline's purpose {p:?} is not among them"), None => "this pipeline declares no purpose".to_string() })]
     PurposeNotAllowed { dataset: String, purpose: Option<String>, allowed: Vec<String> },
+    /// A source file an erasure removed rows from: ingesting it again would bring them back.
+    #[error(
+        "this file is the source of {dataset}@{version}, from which a data subject's rows were erased; ingesting it again would bring them back, so nothing was stored"
+    )]
+    ErasedSource { dataset: String, version: i64 },
     /// A model version trained on rows a data subject had erased.
     #[error(
         "model {model} version {version} was trained on data from which a data subject's rows were erased ({erasures}); it cannot move to {to} until a retrained version replaces it"

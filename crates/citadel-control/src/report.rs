@@ -72,6 +72,18 @@ pub struct DatasetRecord {
     pub purged_versions: usize,
     /// The audit record of the latest version's ingest.
     pub ingest_audit: Option<i64>,
+    /// The audit records of its retention purges.
+    pub purge_audits: Vec<i64>,
+}
+
+/// An erasure receipt and whether its signature verifies.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptCheck {
+    pub id: String,
+    pub dataset: String,
+    pub status: String,
+    pub verified: bool,
+    pub audit_seq: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +169,7 @@ pub struct ComplianceEvidence {
     pub audit: AuditIntegrity,
     pub datasets: Vec<DatasetRecord>,
     pub models: Vec<ModelRecord>,
+    pub erasures: Vec<ReceiptCheck>,
     pub access: Vec<GrantRecord>,
     pub controls: Controls,
     /// Every audit record a statement cites, by sequence number.
@@ -242,11 +255,26 @@ impl Workspace {
 
         // ---- datasets
         let mut datasets = Vec::new();
-        let names_rows = sqlx::query("SELECT DISTINCT dataset_name FROM data_versions ORDER BY dataset_name")
-            .fetch_all(pool)
-            .await?;
+        let names_rows = sqlx::query(
+            "SELECT dataset_name FROM data_versions UNION SELECT dataset_name FROM data_purges ORDER BY dataset_name",
+        )
+        .fetch_all(pool)
+        .await?;
         for r in names_rows {
             let name: String = r.try_get("dataset_name")?;
+            let purges =
+                sqlx::query("SELECT version, processing FROM data_purges WHERE dataset_name = $1 ORDER BY version")
+                    .bind(&name)
+                    .fetch_all(pool)
+                    .await?;
+            let purge_audits: Vec<i64> = purges
+                .iter()
+                .filter_map(|p| {
+                    let v: i64 = p.try_get("version").ok()?;
+                    find("dataset.purge", &format!("dataset:{name}@{v}"), None)
+                })
+                .collect();
+            cited.extend(purge_audits.iter().copied());
             let versions = sqlx::query(
                 "SELECT version, status, artifact_id, spec_digest, spec, rows_count, report FROM data_versions \
                  WHERE dataset_name = $1 ORDER BY version",
@@ -254,7 +282,31 @@ impl Workspace {
             .bind(&name)
             .fetch_all(pool)
             .await?;
-            let Some(latest) = versions.last() else { continue };
+            let Some(latest) = versions.last() else {
+                // Every version purged: the record of processing stays.
+                let Some(last) = purges.last() else { continue };
+                let processing: Processing =
+                    serde_json::from_str(&last.try_get::<String, _>("processing")?).unwrap_or_default();
+                let resource = format!("dataset:{name}");
+                datasets.push(DatasetRecord {
+                    readers: may(Action::DatasetRead, &resource),
+                    restricted_readers: may(Action::DatasetReadRestricted, &resource),
+                    name,
+                    versions: 0,
+                    latest_version: last.try_get("version")?,
+                    latest_status: "purged".into(),
+                    rows: 0,
+                    artifact: String::new(),
+                    expectations_sha256: String::new(),
+                    processing,
+                    columns: Vec::new(),
+                    erasures: Vec::new(),
+                    purged_versions: purges.len(),
+                    ingest_audit: None,
+                    purge_audits,
+                });
+                continue;
+            };
             let version: i64 = latest.try_get("version")?;
             let processing =
                 Expectations::parse(&latest.try_get::<String, _>("spec")?).map(|s| s.processing).unwrap_or_default();
@@ -279,11 +331,7 @@ impl Workspace {
                 .iter()
                 .map(|e| Ok(format!("{} ({})", e.try_get::<String, _>("id")?, e.try_get::<String, _>("status")?)))
                 .collect::<Result<Vec<_>>>()?;
-            let purged: i64 = sqlx::query("SELECT COUNT(*) AS n FROM data_purges WHERE dataset_name = $1")
-                .bind(&name)
-                .fetch_one(pool)
-                .await?
-                .try_get("n")?;
+            let purged = purges.len() as i64;
             let ingest_audit = find("dataset.write", &format!("dataset:{name}@{version}"), None);
             cited.extend(ingest_audit);
             let resource = format!("dataset:{name}");
@@ -302,18 +350,46 @@ impl Workspace {
                 erasures,
                 purged_versions: purged as usize,
                 ingest_audit,
+                purge_audits,
             });
         }
 
         // ---- models
-        let dataset_of_artifact: BTreeMap<String, (String, i64, Processing)> = {
+        let dataset_of_artifact: BTreeMap<String, (String, Processing)> = {
             let mut m = BTreeMap::new();
             for r in sqlx::query("SELECT dataset_name, version, artifact_id, spec FROM data_versions")
                 .fetch_all(pool)
                 .await?
             {
                 let p = Expectations::parse(&r.try_get::<String, _>("spec")?).map(|s| s.processing).unwrap_or_default();
-                m.insert(r.try_get("artifact_id")?, (r.try_get("dataset_name")?, r.try_get("version")?, p));
+                let (n, v): (String, i64) = (r.try_get("dataset_name")?, r.try_get("version")?);
+                m.insert(r.try_get("artifact_id")?, (format!("{n}@{v}"), p));
+            }
+            // A purged version is still what a model was trained on; an
+            // erased one is named by the receipt's old artifact.
+            for r in sqlx::query("SELECT dataset_name, version, artifact_id, processing FROM data_purges")
+                .fetch_all(pool)
+                .await?
+            {
+                let p: Processing = serde_json::from_str(&r.try_get::<String, _>("processing")?).unwrap_or_default();
+                let (n, v): (String, i64) = (r.try_get("dataset_name")?, r.try_get("version")?);
+                m.entry(r.try_get("artifact_id")?).or_insert((format!("{n}@{v} (purged)"), p));
+            }
+            for r in sqlx::query("SELECT receipt FROM erasures").fetch_all(pool).await? {
+                let receipt: serde_json::Value =
+                    serde_json::from_str(&r.try_get::<String, _>("receipt")?).unwrap_or_default();
+                let dataset = receipt["dataset"].as_str().unwrap_or_default().to_string();
+                let id = receipt["id"].as_str().unwrap_or_default().to_string();
+                for v in receipt["versions"].as_array().cloned().unwrap_or_default() {
+                    let (Some(old), Some(version), Some(new)) =
+                        (v["old_artifact"].as_str(), v["version"].as_i64(), v["new_artifact"].as_str())
+                    else {
+                        continue;
+                    };
+                    let p = m.get(new).map(|(_, p)| p.clone()).unwrap_or_default();
+                    m.entry(old.to_string())
+                        .or_insert((format!("{dataset}@{version} as it was before erasure {id}"), p));
+                }
             }
             m
         };
@@ -338,9 +414,9 @@ impl Workspace {
                             let artifact = d["digest"]["sha256"].as_str().unwrap_or_default().to_string();
                             let ds = dataset_of_artifact.get(&artifact);
                             TrainingData {
-                                dataset: ds.map(|(n, v, _)| format!("{n}@{v}")),
-                                purposes: ds.map(|(_, _, p)| p.purposes.clone()).unwrap_or_default(),
-                                legal_basis: ds.and_then(|(_, _, p)| p.legal_basis.clone()),
+                                dataset: ds.map(|(label, _)| label.clone()),
+                                purposes: ds.map(|(_, p)| p.purposes.clone()).unwrap_or_default(),
+                                legal_basis: ds.and_then(|(_, p)| p.legal_basis.clone()),
                                 artifact,
                             }
                         })
@@ -422,7 +498,7 @@ impl Workspace {
         let count = |sql: &'static str| async move {
             Ok::<usize, crate::ControlError>(sqlx::query(sql).fetch_one(pool).await?.try_get::<i64, _>("n")? as usize)
         };
-        let controls = Controls {
+        let mut controls = Controls {
             principals: with_grants.len(),
             enabled_principals: with_grants.iter().filter(|(p, _)| p.disabled_at.is_none()).count(),
             grants: access.len(),
@@ -441,6 +517,61 @@ impl Workspace {
             models_evaluated: models.iter().filter(|m| m.evaluation.is_some()).count(),
             approvals,
         };
+        // ---- erasure receipts, and records the log should hold
+        let mut erasures = Vec::new();
+        let mut integrity = Vec::new();
+        for r in sqlx::query("SELECT id, dataset_name, status, receipt, signature FROM erasures ORDER BY created_at")
+            .fetch_all(pool)
+            .await?
+        {
+            let id: String = r.try_get("id")?;
+            let signed =
+                self.signed(r.try_get("status")?, &r.try_get::<String, _>("receipt")?, r.try_get("signature")?)?;
+            let seq = signed.receipt.audit_seq;
+            if signed.status == "complete" && !signed.verified {
+                integrity.push(format!("the receipt of {id} does not verify: it was changed after it was signed"));
+            }
+            match all.iter().find(|a| a.seq == seq) {
+                Some(a) if a.hash.to_hex() == signed.receipt.audit_hash => {
+                    cited.insert(seq);
+                }
+                Some(_) => integrity.push(format!("the receipt of {id} cites audit #{seq}, which the log holds with another hash")),
+                None if seq > 0 => integrity.push(format!(
+                    "the receipt of {id} cites audit #{seq}, which the log no longer holds (head #{}): records were cut from its end",
+                    audit.head_seq
+                )),
+                None => {}
+            }
+            erasures.push(ReceiptCheck {
+                id,
+                dataset: r.try_get("dataset_name")?,
+                status: signed.status,
+                verified: signed.verified,
+                audit_seq: seq,
+            });
+        }
+        for d in &datasets {
+            if d.versions > 0 && d.ingest_audit.is_none() {
+                integrity.push(format!(
+                    "{}@{} is stored but the log holds no record of its ingest: records were removed",
+                    d.name, d.latest_version
+                ));
+            }
+        }
+        for m in &models {
+            if m.register_audit.is_none() {
+                integrity.push(format!(
+                    "model {}@{} is registered but the log holds no record of it: records were removed",
+                    m.name, m.version
+                ));
+            }
+        }
+        controls.erasures_complete = erasures.iter().filter(|e| e.status == "complete" && e.verified).count();
+        let mut audit = audit;
+        if !integrity.is_empty() {
+            audit.verified = false;
+            audit.problems.extend(integrity);
+        }
         let records: BTreeMap<i64, EvidenceRecord> = all
             .iter()
             .filter(|r| cited.contains(&r.seq))
@@ -467,6 +598,7 @@ impl Workspace {
             audit,
             datasets,
             models,
+            erasures,
             access,
             controls,
             records,

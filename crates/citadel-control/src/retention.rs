@@ -82,9 +82,8 @@ impl Workspace {
         for r in rows {
             let spec: String = r.try_get("spec")?;
             // A stored spec that no longer parses keeps its data: fail safe.
-            let Some(days) = Expectations::parse(&spec).ok().and_then(|s| s.processing.retention_days) else {
-                continue;
-            };
+            let Some(processing) = Expectations::parse(&spec).ok().map(|s| s.processing) else { continue };
+            let Some(days) = processing.retention_days else { continue };
             let created = Timestamp(r.try_get("created_at")?);
             if created.plus_secs(days.saturating_mul(86_400).min(i64::MAX as u64) as i64).0 > now.0 {
                 continue;
@@ -104,8 +103,8 @@ impl Workspace {
             }
             let reason = format!("retention of {days} day(s) from ingest ran out");
             sqlx::query(
-                "INSERT INTO data_purges (dataset_name, version, artifact_id, created_at, purged_at, purged_by, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO data_purges (dataset_name, version, artifact_id, created_at, purged_at, purged_by, reason, processing) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&dataset)
             .bind(version)
@@ -114,6 +113,7 @@ impl Workspace {
             .bind(now.0)
             .bind(&caller.principal.id)
             .bind(&reason)
+            .bind(serde_json::to_string(&processing).unwrap_or_else(|_| "{}".into()))
             .execute(&mut *tx.conn())
             .await?;
             // The version's own name goes; the bytes go unless something
@@ -138,10 +138,13 @@ impl Workspace {
                     artifact.parse().map_err(|_| ControlError::Invalid(format!("stored artifact id {artifact:?}")))?;
                 self.store.forget(&mut tx, &id).await?;
             }
-            sqlx::query("DELETE FROM pipeline_cache WHERE outputs LIKE $1")
-                .bind(format!("%{artifact}%"))
-                .execute(&mut *tx.conn())
-                .await?;
+            sqlx::query(
+                "DELETE FROM pipeline_cache WHERE outputs LIKE $1 \
+                 OR run_id IN (SELECT id FROM pipeline_runs WHERE stages LIKE $1)",
+            )
+            .bind(format!("%{artifact}%"))
+            .execute(&mut *tx.conn())
+            .await?;
             tx.commit(event(
                 &caller.principal.id,
                 "dataset.purge",

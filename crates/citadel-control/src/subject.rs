@@ -183,6 +183,23 @@ fn canonical(receipt: &ErasureReceipt) -> Vec<u8> {
 }
 
 impl Workspace {
+    /// `requested`, refused above the workspace's `subject.max_rows`.
+    fn subject_row_cap(&self, requested: u64) -> Result<u64> {
+        let cap = self.config.subject_max_rows.max(1) as u64;
+        if requested > cap {
+            return Err(invalid(format!(
+                "--max-rows {requested} is above this workspace's limit subject.max_rows = {cap} (its owner sets it in citadel.toml)"
+            )));
+        }
+        Ok(requested)
+    }
+
+    /// Who may see erasures of `dataset`: privacy officers, and auditors (receipts are evidence).
+    fn may_see_erasures(caller: &Caller, dataset: &str) -> bool {
+        Self::allowed(caller, Action::SubjectErase, &format!("dataset:{dataset}"))
+            || Self::allowed(caller, Action::AuditRead, "audit:log")
+    }
+
     async fn stored_versions(&self, name: &str) -> Result<Vec<StoredVersion>> {
         let rows = sqlx::query(
             "SELECT version, revision, status, artifact_id, report, spec FROM data_versions \
@@ -269,11 +286,8 @@ impl Workspace {
         max_rows: u64,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<String> {
-        if reason.trim().is_empty() {
-            return Err(invalid(
-                "an erasure needs --reason (the request's reference, e.g. a ticket id; not the subject's name)",
-            ));
-        }
+        check_reason(reason)?;
+        let max_rows = self.subject_row_cap(max_rows)?;
         self.complete_erasures(caller).await?;
         let started = Timestamp::now();
         let protector = self.data_protector().await?;
@@ -324,6 +338,7 @@ impl Workspace {
                 affected.push((v, stats, report, out));
             }
         }
+        unknown_columns(&versions, &subjects)?;
         if affected.is_empty() {
             return Err(ControlError::NoSubjectRows { dataset: name.to_string(), versions: versions.len() });
         }
@@ -519,11 +534,16 @@ impl Workspace {
                     doomed.insert(c);
                 }
             }
-            // Cached pipeline stages that point at the erased data.
-            let r = sqlx::query("DELETE FROM pipeline_cache WHERE outputs LIKE $1")
-                .bind(format!("%{old}%"))
-                .execute(&mut *tx.conn())
-                .await?;
+            // Cached pipeline stages that point at the erased data, or come
+            // from a run that read it (split, train and evaluate are keyed
+            // by digests of it, not named by it).
+            let r = sqlx::query(
+                "DELETE FROM pipeline_cache WHERE outputs LIKE $1 \
+                 OR run_id IN (SELECT id FROM pipeline_runs WHERE stages LIKE $1)",
+            )
+            .bind(format!("%{old}%"))
+            .execute(&mut *tx.conn())
+            .await?;
             receipt.cache_entries_dropped += r.rows_affected();
         }
         for old in &dropped {
@@ -664,6 +684,21 @@ impl Workspace {
                 }
             }
             receipt.chunks_kept = kept.into_iter().map(|(held_by, chunks)| KeptChunks { chunks, held_by }).collect();
+            // Signed only once every chunk nothing holds is gone.
+            let mut lingering = 0usize;
+            for c in &doomed {
+                let row = sqlx::query(
+                    "SELECT 1 AS one FROM chunks WHERE name = $1 AND NOT EXISTS \
+                     (SELECT 1 FROM artifact_chunks a WHERE a.chunk_name = chunks.name)",
+                )
+                .bind(c)
+                .fetch_optional(self.db.pool())
+                .await?;
+                lingering += usize::from(row.is_some());
+            }
+            if lingering > 0 {
+                continue;
+            }
             if receipt.audit_seq == 0 {
                 // A crash between the commit and the receipt's update.
                 if let Some(a) = sqlx::query(
@@ -716,7 +751,9 @@ impl Workspace {
             Some(r) => format!("dataset:{}", r.try_get::<String, _>("dataset_name")?),
             None => "dataset:*".into(),
         };
-        self.authorize(caller, Action::SubjectErase, &resource).await?;
+        if !Self::allowed(caller, Action::AuditRead, "audit:log") {
+            self.authorize(caller, Action::SubjectErase, &resource).await?;
+        }
         if row.is_none() {
             return Err(ControlError::NotFound(format!("erasure {id}")));
         }
@@ -744,7 +781,7 @@ impl Workspace {
         self.signed(r.try_get("status")?, &r.try_get::<String, _>("receipt")?, r.try_get("signature")?)
     }
 
-    fn signed(&self, status: String, receipt: &str, signature: Option<String>) -> Result<SignedReceipt> {
+    pub(crate) fn signed(&self, status: String, receipt: &str, signature: Option<String>) -> Result<SignedReceipt> {
         let receipt: ErasureReceipt =
             serde_json::from_str(receipt).map_err(|e| invalid(format!("a stored receipt is unreadable: {e}")))?;
         let public_key = self.signer.public_key();
@@ -772,7 +809,7 @@ impl Workspace {
         let mut out = Vec::new();
         for r in rows {
             let dataset: String = r.try_get("dataset_name")?;
-            if Self::allowed(caller, Action::SubjectErase, &format!("dataset:{dataset}")) {
+            if Self::may_see_erasures(caller, &dataset) {
                 out.push(self.signed(
                     r.try_get("status")?,
                     &r.try_get::<String, _>("receipt")?,
@@ -833,11 +870,13 @@ impl Workspace {
         subjects: Vec<Subject>,
         max_rows: u64,
     ) -> Result<SubjectExport> {
+        let max_rows = self.subject_row_cap(max_rows)?;
         let protector = self.data_protector().await?;
         let versions = self.stored_versions(name.as_str()).await?;
         if versions.is_empty() {
             return Err(ControlError::NotFound(format!("dataset {name}")));
         }
+        unknown_columns(&versions, &subjects)?;
         let work = WorkDir::new(&self.config.workspace)?;
         let mut found: Vec<(i64, u64, RecordBatch)> = Vec::new();
         let mut pseudonymized = BTreeSet::new();
@@ -974,4 +1013,45 @@ fn failure_kind(e: &ControlError) -> String {
         ControlError::Conflict(m) => m.clone(),
         other => other.to_string().chars().take(200).collect(),
     }
+}
+
+/// A reason is the request's reference (a ticket id), kept forever in the
+/// signed receipt and the audit log: short, printable, and no personal data.
+fn check_reason(reason: &str) -> Result<()> {
+    let r = reason.trim();
+    if r.is_empty() {
+        return Err(invalid(
+            "an erasure needs --reason (the request's reference, e.g. a ticket id; not the subject's name)",
+        ));
+    }
+    if r.chars().count() > 200 || r.chars().any(char::is_control) {
+        return Err(invalid(
+            "--reason must be at most 200 printable characters (the request's reference, e.g. a ticket id)",
+        ));
+    }
+    let found = citadel_pii::detect(r);
+    if let Some((kind, _)) = found.first() {
+        return Err(invalid(format!(
+            "--reason looks like it holds personal data ({kind:?}); it is kept forever in the receipt and the audit log: give the request's reference only (e.g. DSR-2026-0042)"
+        )));
+    }
+    Ok(())
+}
+
+/// A condition naming a column no version has is a typo, not an absent subject.
+fn unknown_columns(versions: &[StoredVersion], subjects: &[Subject]) -> Result<()> {
+    let mut known: BTreeSet<&str> = BTreeSet::new();
+    for v in versions {
+        known.extend(v.report.source_columns.iter().map(String::as_str));
+        known.extend(v.report.profile.iter().map(|c| c.name.as_str()));
+    }
+    let unknown: Vec<String> = Subject::columns(subjects).into_iter().filter(|c| !known.contains(c.as_str())).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "no version of the dataset has a column named {}; its columns are {}",
+        unknown.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
+        known.iter().take(40).copied().collect::<Vec<_>>().join(", ")
+    )))
 }

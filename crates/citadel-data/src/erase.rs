@@ -69,8 +69,14 @@ impl Subject {
     pub fn from_csv(path: &Path) -> Result<Vec<Subject>, DataError> {
         let io = |e: std::io::Error| DataError::Io { path: path.to_path_buf(), source: e };
         let meta = std::fs::metadata(path).map_err(io)?;
-        if meta.len() > 64 << 20 {
-            return Err(DataError::KeysFile { path: path.to_path_buf(), reason: "larger than 64 MiB".into() });
+        if meta.len() > 8 << 20 {
+            return Err(DataError::KeysFile {
+                path: path.to_path_buf(),
+                reason: "larger than 8 MiB (about 100,000 subjects): split it into several requests".into(),
+            });
+        }
+        if std::str::from_utf8(&std::fs::read(path).map_err(io)?).is_err() {
+            return Err(DataError::KeysFile { path: path.to_path_buf(), reason: "not UTF-8 text".into() });
         }
         let mut r = csv::ReaderBuilder::new()
             .flexible(false)
@@ -82,6 +88,19 @@ impl Subject {
             .iter()
             .map(|h| h.trim().to_string())
             .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = header.iter().find(|h| !seen.insert(h.as_str())) {
+            return Err(DataError::KeysFile {
+                path: path.to_path_buf(),
+                reason: format!("the header names {dup:?} twice"),
+            });
+        }
+        if header.iter().any(String::is_empty) {
+            return Err(DataError::KeysFile {
+                path: path.to_path_buf(),
+                reason: "the header has an empty column name".into(),
+            });
+        }
         let mut out = Vec::new();
         for (i, rec) in r.records().enumerate() {
             // Line numbers only: a key file is full of personal data.
@@ -196,6 +215,21 @@ fn source_forms(value: &str, numbers: &NumberFormat) -> Vec<String> {
     out
 }
 
+/// The integer a text names exactly: digits, or digits then `.` and zeros.
+fn integral(n: &str) -> Option<i64> {
+    n.parse::<i64>().ok().or_else(|| {
+        let (whole, frac) = n.split_once('.')?;
+        (!frac.is_empty() && frac.bytes().all(|b| b == b'0')).then(|| whole.parse::<i64>().ok()).flatten()
+    })
+}
+
+/// Significant digits of a decimal text (leading zeros and exponent aside).
+fn significant_digits(n: &str) -> usize {
+    let mantissa = n.split(['e', 'E']).next().unwrap_or("");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    digits.trim_start_matches('0').trim_end_matches('0').len().max(1)
+}
+
 /// Why a version cannot hold a subject.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
@@ -252,18 +286,15 @@ impl Matcher {
                     (None, Some(i)) => {
                         let n = numbers.normalise(v);
                         let e = match schema.field(i).data_type() {
-                            // Exact; an integral float text ("7.0") names the same integer.
-                            DataType::Int64 => n
-                                .parse::<i64>()
-                                .ok()
-                                .or_else(|| {
-                                    n.parse::<f64>()
-                                        .ok()
-                                        .filter(|f| f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0)
-                                        .map(|f| f as i64)
-                                })
-                                .map(Expected::Int),
-                            DataType::Float64 => n.parse::<f64>().ok().filter(|f| f.is_finite()).map(Expected::Float),
+                            // Exact: "7" or "7.000" names 7; "6.9999999999999999" does not.
+                            DataType::Int64 => integral(&n).map(Expected::Int),
+                            // Ingest keeps numbers of more than 15 significant
+                            // digits as text, so none is in a float column.
+                            DataType::Float64 => (significant_digits(&n) <= 15)
+                                .then(|| n.parse::<f64>().ok())
+                                .flatten()
+                                .filter(|f| f.is_finite())
+                                .map(Expected::Float),
                             DataType::Boolean => parse_bool(v).map(Expected::Bool),
                             _ => Some(Expected::Text(vec![v.to_string()])),
                         };

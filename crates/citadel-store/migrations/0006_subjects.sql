@@ -41,5 +41,7 @@ CREATE TABLE data_purges (
     purged_at BIGINT NOT NULL,
     purged_by TEXT NOT NULL,
     reason TEXT NOT NULL,
+    -- The [processing] facts it was ingested with (JSON), for the records of processing.
+    processing TEXT NOT NULL,
     PRIMARY KEY (dataset_name, version)
 );

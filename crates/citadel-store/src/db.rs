@@ -86,6 +86,9 @@ impl Db {
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        // Deleted rows (an erased version's profile, a purged
+                        // version) are overwritten, not left in free pages.
+                        conn.execute("PRAGMA secure_delete = ON").await?;
                     }
                     Ok(())
                 })
@@ -95,6 +98,18 @@ impl Db {
             .map_err(|source| StoreError::Connect { backend: backend.as_str(), source })?;
         let db = Db { pool, backend, signer: None, checkpoint_every: 64 };
         db.migrate().await?;
+        if backend == DbBackend::Sqlite {
+            // The metadata holds profiles and the audit log: owner only.
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
+                for suffix in ["", "-wal", "-shm"] {
+                    let f = format!("{path}{suffix}");
+                    if std::path::Path::new(&f).exists() {
+                        let _ = std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600));
+                    }
+                }
+            }
+        }
         Ok(db)
     }
 

@@ -41,8 +41,8 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub async fn run_report(ws: &Workspace, caller: &Caller, dir: &Path, pdf: bool, out: &Out) -> Result<i32> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let evidence = ws.compliance_evidence(caller).await?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let html = dir.join("compliance-report.html");
     let json = dir.join("evidence.json");
     write_new(&html, crate::report_html::render(&evidence).as_bytes())?;
@@ -69,6 +69,10 @@ pub async fn run_report(ws: &Workspace, caller: &Caller, dir: &Path, pdf: bool, 
                 "chromium could not print the report: {}",
                 String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
             );
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
         }
         Some(target)
     } else {

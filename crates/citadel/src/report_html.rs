@@ -164,8 +164,8 @@ fn dataset(h: &mut String, d: &DatasetRecord, e: &ComplianceEvidence) {
 <tr><th>Recipients (Art. 30(1)(d))</th><td>may read rows: {readers}<br>may read restricted columns: {restricted}</td></tr>
 <tr><th>Transfers to third countries (Art. 30(1)(e))</th><td>none by Citadel: data stays in the workspace's store ({storage})</td></tr>
 <tr><th>Time limits for erasure (Art. 30(1)(f))</th><td>{retention}; {purged} version(s) purged; erasures of data subjects: {erasures}</td></tr>
-<tr><th>Security measures (Art. 30(1)(g), 32)</th><td>encrypted at rest (AES-256-GCM, a key per chunk, data keys wrapped by the {kp} master key); masked before storage: {masks}; every read authorized and audited</td></tr>
-<tr><th>Evidence</th><td>version {v} ({status}, {rows} rows, {nv} version(s)): {art} · {spec} · ingest {audit}</td></tr>
+<tr><th>Security measures (Art. 30(1)(g), 32)</th><td>rows encrypted at rest (AES-256-GCM, a key per chunk, data keys wrapped by the {kp} master key; the metadata database holds profiles of the columns that are not personal data); masked before storage: {masks}; every read authorized and audited</td></tr>
+<tr><th>Evidence</th><td>{evidence}</td></tr>
 </table>"#,
         name = esc(&d.name),
         purposes = list(&p.purposes),
@@ -185,13 +185,25 @@ fn dataset(h: &mut String, d: &DatasetRecord, e: &ComplianceEvidence) {
         erasures = if d.erasures.is_empty() { "none".into() } else { esc(&d.erasures.join(", ")) },
         kp = esc(&e.controls.key_provider),
         masks = if masks.is_empty() { "no column".into() } else { esc(&masks.join(", ")) },
-        v = d.latest_version,
-        status = esc(&d.latest_status),
-        rows = d.rows,
-        nv = d.versions,
-        art = digest("artifact", &d.artifact),
-        spec = digest("expectations", &d.expectations_sha256),
-        audit = rec(d.ingest_audit, e),
+        evidence = {
+            let purges: Vec<String> = d.purge_audits.iter().map(|s| rec(Some(*s), e)).collect();
+            let purges =
+                if purges.is_empty() { String::new() } else { format!("<br>retention purges: {}", purges.join(" ")) };
+            if d.versions == 0 {
+                format!("every version purged (the last, version {}){purges}", d.latest_version)
+            } else {
+                format!(
+                    "version {} ({}, {} rows, {} version(s)): {} · {} · ingest {}{purges}",
+                    d.latest_version,
+                    esc(&d.latest_status),
+                    d.rows,
+                    d.versions,
+                    digest("artifact", &d.artifact),
+                    digest("expectations", &d.expectations_sha256),
+                    rec(d.ingest_audit, e)
+                )
+            }
+        },
     );
 }
 
@@ -326,7 +338,7 @@ fn nist(h: &mut String, e: &ComplianceEvidence) {
         ("MEASURE 2.10", "Privacy risk examined", format!("PII detected by value at ingest and masked before storage; {} dataset(s)", nd), st(nd > 0, false)),
         ("MANAGE 1.3", "Risk responses: release gated", format!("model gate {} {}; {} approved stage change(s)", esc(&c.model_gate), digest("", &c.model_gate_sha256), c.approvals), st(true, false)),
         ("MANAGE 2.4", "Mechanisms to supersede or deactivate", "versions can be rolled back and retired for good; flagged (erased-data) versions are never promoted or deployed".into(), st(true, false)),
-        ("MANAGE 4.1", "Data-subject rights and retention honoured", format!("{} erasure(s) complete with signed receipts; {} of {nd} dataset(s) declare retention; {} version(s) purged", c.erasures_complete, c.datasets_with_retention, c.versions_purged), st(nd > 0 && c.datasets_with_retention == nd, c.datasets_with_retention > 0)),
+        ("MANAGE 4.1", "Data-subject rights and retention honoured", format!("{} erasure(s) complete with receipts whose signatures verify (of {}); {} of {nd} dataset(s) declare retention; {} version(s) purged", c.erasures_complete, e.erasures.len(), c.datasets_with_retention, c.versions_purged), st(nd > 0 && c.datasets_with_retention == nd, c.datasets_with_retention > 0)),
     ];
     h.push_str(r#"<h2 id="nist">NIST AI RMF 1.0: controls in place</h2><p>Each row maps a subcategory of the AI RMF Core to what this workspace shows; "gap" means the evidence for it is missing here.</p><table><colgroup><col style="width:13%"><col style="width:29%"><col><col style="width:10%"></colgroup><tr><th>Subcategory</th><th>Control</th><th>Evidence</th><th>Status</th></tr>"#);
     for (id, control, evidence, status) in rows {

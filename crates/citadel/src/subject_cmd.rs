@@ -73,7 +73,7 @@ pub enum SubjectCmd {
 fn render_receipt(r: &SignedReceipt) -> String {
     let c = &r.receipt;
     let mut s = format!(
-        "erasure {} on dataset {}: {}{}\n  requested by {} ({}), committed {}, completed {}\n",
+        "erasure {} on dataset {}: {}{}\n  requested by {} ({}), committed {}, completed {}\n  versions searched: {}, rewritten: {}, could not hold the subject: {}\n",
         c.id,
         c.dataset,
         r.status,
@@ -82,6 +82,9 @@ fn render_receipt(r: &SignedReceipt) -> String {
         c.reason,
         c.committed_at,
         c.completed_at.as_deref().unwrap_or("-"),
+        c.versions_searched,
+        c.versions.len(),
+        c.versions_skipped.len(),
     );
     s += &format!("  subjects: {} (named by keyed hashes), columns: {}\n", c.subjects.len(), c.columns.join(", "));
     for v in &c.versions {
@@ -159,14 +162,23 @@ pub async fn run_subject(ws: &Workspace, caller: &Caller, cmd: &SubjectCmd, out:
                 b.finish_and_clear();
             }
             let r = result?;
+            let skipped = !r.receipt.versions_skipped.is_empty();
             out.emit(&r, || {
                 let mut s = render_receipt(&r);
+                if skipped {
+                    s += "WARNING: some versions could not be searched for this subject:\n";
+                    for v in &r.receipt.versions_skipped {
+                        s += &format!("  {}@{}: {}\n", r.receipt.dataset, v.version, v.reasons.join("; "));
+                    }
+                    s += "hint: erase again naming the subject by the columns those versions have (e.g. a renamed column); exit code 3\n";
+                }
                 if r.status != "complete" {
                     s += "note: the rows are gone from every version; the old objects are deleted (and the receipt signed) as soon as no other write is in progress\nhint: `citadel subject erasures` finishes it\n";
                 }
                 s
             });
-            Ok(0)
+            // Done, but some versions could not hold this subject's key: say so.
+            Ok(if skipped { 3 } else { 0 })
         }
         SubjectCmd::Export { who, output, format } => {
             let subjects = who.subjects()?;

@@ -233,6 +233,16 @@ fn a_subject_is_exported_then_erased_everywhere_with_a_signed_receipt() {
     let again = erase(&ws, &olga, &["--match", &format!("email={EMAIL}")]);
     assert!(!again.status.success() && said(&again).contains("no row of dataset people"), "{}", said(&again));
 
+    // The erased file cannot bring the rows back.
+    let again =
+        ws.run(&["data", "add", ws.root.parent().unwrap().join("v1.csv").to_str().unwrap(), "--name", "people"]);
+    assert!(!again.status.success() && said(&again).contains("source of people@1"), "{}", said(&again));
+    assert_eq!(ws.json(&["data", "show", "people"])["version"], 3, "nothing was stored");
+
+    // Auditors see the erasures (receipts are evidence).
+    let aud = token_for(&ws, "audrey", &["auditor"]);
+    assert_eq!(ok_json(as_user(&ws, &aud, &["subject", "erasures"])).as_array().unwrap().len(), 1);
+
     // The flagged model cannot be promoted.
     let denied = ws.run(&["model", "promote", "churn", "1", "--to", "staging"]);
     assert!(!denied.status.success());
@@ -249,6 +259,12 @@ fn a_subject_is_exported_then_erased_everywhere_with_a_signed_receipt() {
     let forged = as_user(&ws, &olga, &["subject", "receipt", id]);
     assert!(!forged.status.success());
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&forged.stdout).unwrap()["verified"], false);
+    // ... and the compliance report says so first.
+    let out = ws.root.parent().unwrap().join("report");
+    let rep = ws.run(&["report", "-o", out.to_str().unwrap()]);
+    assert_eq!(rep.status.code(), Some(2), "{}", said(&rep));
+    let html = std::fs::read_to_string(out.join("compliance-report.html")).unwrap();
+    assert!(html.contains("FAILED VERIFICATION") && html.contains(&format!("the receipt of {id} does not verify")));
 
     // Audit: the erasure and its shredding, with no subject value.
     let log = ws.ok(&["audit", "query", "--json"]);
@@ -294,6 +310,32 @@ fn erasure_is_a_separate_duty_and_refuses_what_cannot_name_a_subject() {
     // A condition that names a population is refused, whole.
     let o = erase(&ws, &olga, &["--match", "age=20", "--max-rows", "2"]);
     assert!(!o.status.success() && said(&o).contains("more than the 2"), "{}", said(&o));
+    let o = erase(&ws, &olga, &["--match", "age=20", "--max-rows", "5000"]);
+    assert!(!o.status.success() && said(&o).contains("subject.max_rows = 1000"), "{}", said(&o));
+    let o = erase(&ws, &olga, &["--match", "mail=x@example.org"]);
+    assert!(
+        !o.status.success()
+            && said(&o).contains("no version of the dataset has a column named")
+            && said(&o).contains("its columns are age, email"),
+        "{}",
+        said(&o)
+    );
+    // The reason stays forever: no personal data in it.
+    let o = as_user(
+        &ws,
+        &olga,
+        &[
+            "subject",
+            "erase",
+            "--dataset",
+            "people",
+            "--match",
+            &format!("email={EMAIL}"),
+            "--reason",
+            &format!("asked by {EMAIL}"),
+        ],
+    );
+    assert!(!o.status.success() && said(&o).contains("personal data") && !said(&o).contains(EMAIL), "{}", said(&o));
     let o = erase(&ws, &olga, &["--match", "email=nobody@example.org"]);
     assert!(!o.status.success() && said(&o).contains("nothing was changed"), "{}", said(&o));
     assert_eq!(ws.json(&["data", "show", "people"])["rows"], 120);
@@ -402,4 +444,27 @@ fn versions_past_their_retention_are_purged_by_gc() {
         let o = ws.run(&["data", "add", src.to_str().unwrap(), "--name", "people", "--expect", bad.to_str().unwrap()]);
         assert!(!o.status.success() && said(&o).contains(needle), "{}", said(&o));
     }
+}
+
+/// A version where the subject's column was renamed cannot be searched by
+/// it: the erasure says so and exits 3, and the receipt lists the version.
+#[test]
+fn versions_that_cannot_hold_the_key_are_named_and_the_exit_code_says_so() {
+    let ws = Ws::new();
+    let olga = officer(&ws);
+    add(&ws, "v1.csv", &people(120, true, false));
+    let renamed = people(130, true, false).replacen("id,name,email,", "id,name,mail,", 1);
+    let spec = ws.file("renamed.toml", SPEC.replace("[columns.email]", "[columns.mail]").as_bytes());
+    let src = ws.file("v2.csv", renamed.as_bytes());
+    ws.json(&["data", "add", src.to_str().unwrap(), "--name", "people", "--expect", spec.to_str().unwrap()]);
+    let o = erase(&ws, &olga, &["--match", &format!("email={EMAIL}")]);
+    assert_eq!(o.status.code(), Some(3), "{}", said(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["receipt"]["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(r["receipt"]["versions_skipped"][0]["version"], 2);
+    assert!(r["receipt"]["versions_skipped"][0]["reasons"][0].as_str().unwrap().contains("no such column"));
+    // Named by the new column, the subject goes from version 2 too.
+    let o = erase(&ws, &olga, &["--match", &format!("mail={EMAIL}")]);
+    assert_eq!(o.status.code(), Some(3), "version 1 has no 'mail': {}", said(&o));
+    assert_eq!(ws.json(&["data", "show", "people@2"])["rows"], 129);
 }
