@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -152,6 +153,13 @@ pub struct SubjectExport {
     pub pseudonymized: Vec<String>,
     /// Columns the source had but Citadel did not store (dropped masks).
     pub not_stored: Vec<String>,
+}
+
+/// What searching one version found.
+enum Searched<'a> {
+    Skipped(SkippedVersion),
+    Absent,
+    Found(&'a StoredVersion, erase::EraseStats, IngestReport, PathBuf),
 }
 
 struct StoredVersion {
@@ -300,45 +308,71 @@ impl Workspace {
         let mut affected = Vec::new();
         let mut skipped_versions = Vec::new();
         let mut rows_matched = 0u64;
-        for v in &versions {
-            progress(&format!("searching {name}@{} ({} rows)", v.version, v.report.rows));
-            let dir = self.restore_artifact(&v.artifact_id, work.0.join(format!("v{}", v.version))).await?;
-            let schema = erase::stored_schema(&dir)?;
-            let spec = Expectations::parse(&v.spec).unwrap_or_default();
-            let numbers =
-                NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
-            let matcher = match Matcher::new(&v.report, &schema, &subjects, &protector, &numbers)? {
-                Ok(m) => m,
-                Err(skipped) => {
-                    skipped_versions.push(SkippedVersion {
-                        version: v.version,
-                        reasons: skipped.iter().map(|s| format!("{}: {}", s.column, s.reason)).collect(),
-                    });
-                    continue;
+        unknown_columns(&versions, &subjects)?;
+        // Two versions at a time (restore, search, rewrite, re-profile):
+        // each is one core's work.
+        let key = protector.row_hash_key();
+        let jobs = versions.iter().map(|v| {
+            let (work, subjects, protector, id, name) = (&work, &subjects, &protector, &id, &name);
+            async move {
+                progress(&format!("searching {name}@{} ({} rows)", v.version, v.report.rows));
+                let dir = self.restore_artifact(&v.artifact_id, work.0.join(format!("v{}", v.version))).await?;
+                let schema = erase::stored_schema(&dir)?;
+                let spec = Expectations::parse(&v.spec).unwrap_or_default();
+                let numbers =
+                    NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
+                let matcher = match Matcher::new(&v.report, &schema, subjects, protector, &numbers)? {
+                    Ok(m) => m,
+                    Err(skipped) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        return Ok::<_, ControlError>(Searched::Skipped(SkippedVersion {
+                            version: v.version,
+                            reasons: skipped.iter().map(|s| format!("{}: {}", s.column, s.reason)).collect(),
+                        }));
+                    }
+                };
+                let sample_rows = spec.drift.sample_rows;
+                let out = work.0.join(format!("v{}-erased", v.version));
+                let old_report = v.report.clone();
+                let note = format!(
+                    "erasure {id} removed a data subject's rows (revision {}); the profile describes the rows kept",
+                    v.revision + 1
+                );
+                let (stats, report, out) = tokio::task::spawn_blocking(move || {
+                    let stats = erase::erase(&dir, &out, &matcher, key, sample_rows);
+                    // The decrypted copy goes as soon as it is read.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let stats = stats?;
+                    let report = if stats.rows_removed > 0 {
+                        Some(erase::reprofile(&old_report, &out, key, note)?)
+                    } else {
+                        None
+                    };
+                    if report.is_none() {
+                        let _ = std::fs::remove_dir_all(&out);
+                    }
+                    Ok::<_, citadel_data::DataError>((stats, report, out))
+                })
+                .await
+                .map_err(join_err)??;
+                Ok(match report {
+                    Some(report) => Searched::Found(v, stats, report, out),
+                    None => Searched::Absent,
+                })
+            }
+        });
+        let mut results = futures::stream::iter(jobs).buffered(2);
+        while let Some(r) = results.next().await {
+            match r? {
+                Searched::Skipped(s) => skipped_versions.push(s),
+                Searched::Found(v, stats, report, out) => {
+                    rows_matched += stats.rows_removed;
+                    affected.push((v, stats, report, out));
                 }
-            };
-            let sample_rows = spec.drift.sample_rows;
-            let out = work.0.join(format!("v{}-erased", v.version));
-            let key = protector.row_hash_key();
-            let old_report = v.report.clone();
-            let note = format!(
-                "erasure {id} removed a data subject's rows (revision {}); the profile describes the rows kept",
-                v.revision + 1
-            );
-            let (stats, report, out) = tokio::task::spawn_blocking(move || {
-                let stats = erase::erase(&dir, &out, &matcher, key, sample_rows)?;
-                let report =
-                    if stats.rows_removed > 0 { Some(erase::reprofile(&old_report, &out, key, note)?) } else { None };
-                Ok::<_, citadel_data::DataError>((stats, report, out))
-            })
-            .await
-            .map_err(join_err)??;
-            rows_matched += stats.rows_removed;
-            if let Some(report) = report {
-                affected.push((v, stats, report, out));
+                Searched::Absent => {}
             }
         }
-        unknown_columns(&versions, &subjects)?;
+        drop(results);
         if affected.is_empty() {
             return Err(ControlError::NoSubjectRows { dataset: name.to_string(), versions: versions.len() });
         }

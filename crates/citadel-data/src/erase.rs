@@ -360,6 +360,41 @@ fn cell_equals(a: &ArrayRef, i: usize, expected: &Expected) -> bool {
     }
 }
 
+impl Matcher {
+    /// The row groups of `dir/data.parquet` that hold a subject's row,
+    /// reading only the columns the conditions name (a version without the
+    /// subject costs a scan of its key columns, not a decode of its table).
+    pub fn groups_with_subject(&self, dir: &Path) -> Result<Vec<usize>, DataError> {
+        use parquet::arrow::ProjectionMask;
+        let path = dir.join(DATA_FILE);
+        let columns: std::collections::BTreeSet<usize> = self.subjects.iter().flatten().map(|(c, _)| *c).collect();
+        let roots: Vec<usize> = columns.iter().copied().collect();
+        let position: std::collections::HashMap<usize, usize> =
+            roots.iter().enumerate().map(|(p, c)| (*c, p)).collect();
+        let projected = Matcher {
+            subjects: self.subjects.iter().map(|s| s.iter().map(|(c, e)| (position[c], e.clone())).collect()).collect(),
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).map_err(io(&path))?)?;
+        let groups = builder.metadata().num_row_groups();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut out = Vec::new();
+        for g in 0..groups {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).map_err(io(&path))?)?
+                .with_row_groups(vec![g])
+                .with_projection(mask.clone())
+                .with_batch_size(65_536)
+                .build()?;
+            for batch in reader {
+                if projected.matches(&batch?).iter().any(|h| *h) {
+                    out.push(g);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// What an erasure did to one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EraseStats {
@@ -396,9 +431,14 @@ fn read_group(path: &Path, group: usize, rows: usize) -> Result<RecordBatch, Dat
 pub fn select(dir: &Path, matcher: &Matcher) -> Result<Vec<(u64, RecordBatch)>, DataError> {
     let path = dir.join(DATA_FILE);
     let (_, groups) = row_groups(&path)?;
+    let hits: std::collections::BTreeSet<usize> = matcher.groups_with_subject(dir)?.into_iter().collect();
     let mut out = Vec::new();
     let mut first = 0u64;
     for (g, n) in groups.iter().enumerate() {
+        if !hits.contains(&g) {
+            first += *n as u64;
+            continue;
+        }
         let batch = read_group(&path, g, *n)?;
         let hits = matcher.matches(&batch);
         for (i, _) in hits.iter().enumerate().filter(|(_, h)| **h) {
@@ -423,8 +463,14 @@ pub fn erase(
     sample_key: [u8; 16],
     sample_rows: usize,
 ) -> Result<EraseStats, DataError> {
-    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let mut stats = EraseStats::default();
+    if matcher.groups_with_subject(in_dir)?.is_empty() {
+        let (_, groups) = row_groups(&in_dir.join(DATA_FILE))?;
+        stats.rows_before = groups.iter().sum::<usize>() as u64;
+        stats.row_groups = groups.len() as u64;
+        return Ok(stats);
+    }
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let (data_in, rows_in) = (in_dir.join(DATA_FILE), in_dir.join(ROWS_FILE));
     let (data_out, rows_out) = (out_dir.join(DATA_FILE), out_dir.join(ROWS_FILE));
     let (schema, groups) = row_groups(&data_in)?;
