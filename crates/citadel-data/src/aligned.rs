@@ -5,9 +5,10 @@
 //! `write_batch_size` rows and decides page breaks and dictionary fallback
 //! after each, so the same rows written in batches of other sizes encode to
 //! other bytes. [`AlignedWriter`] hands the writer exactly
-//! [`MINI_BATCH`]-row slices counted from the start of each row group. A row
-//! group rewritten without change (an erasure that did not touch it) is then
-//! the same bytes, and the store's content-defined chunking stores it once.
+//! [`MINI_BATCH`]-row slices counted from the start of each row group, so the
+//! bytes of a version depend on its rows only: the same table ingested twice
+//! is stored once. (An erasure copies untouched row groups as they are and
+//! encodes the one it changes in the same slices, `erase.rs`.)
 
 use std::fs::File;
 
@@ -55,13 +56,6 @@ impl AlignedWriter {
             self.pending.clear();
             self.pending_rows = 0;
         }
-        Ok(())
-    }
-
-    /// Ends the current row group here.
-    pub(crate) fn end_row_group(&mut self) -> Result<(), DataError> {
-        self.write_pending()?;
-        self.inner.flush()?;
         Ok(())
     }
 

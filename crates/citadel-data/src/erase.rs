@@ -29,7 +29,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::DataError;
-use crate::aligned::AlignedWriter;
+use crate::aligned::MINI_BATCH;
 use crate::ingest::{DATA_FILE, ROWS_FILE, SAMPLE_FILE, writer_props};
 use crate::report::IngestReport;
 use crate::sample::{ROW_HASH_COLUMN, sample_rank, write_sample};
@@ -450,12 +450,15 @@ pub fn select(dir: &Path, matcher: &Matcher) -> Result<Vec<(u64, RecordBatch)>, 
 }
 
 /// Writes into `out_dir` the version in `in_dir` without the subjects'
-/// rows: `data.parquet` and `rows.parquet` row group by row group (same
-/// boundaries, same writer settings), and the row sample: byte for byte
-/// when no sampled row was the subject's, else without those rows. A
-/// sample from before samples carried row hashes is drawn anew from what
-/// is kept (up to `sample_rows` rows, `sample_key` as at ingest). When
-/// nothing matches, `rows_removed` is 0 and the caller discards `out_dir`.
+/// rows. `data.parquet` and `rows.parquet` keep their row groups: a group
+/// without the subject is copied column chunk by column chunk, byte for
+/// byte, without decoding; a group with it is decoded, filtered and encoded
+/// in aligned mini-batches. The row sample is kept byte for byte when no
+/// sampled row was the subject's, else written without those rows; a sample
+/// from before samples carried row hashes is drawn anew from what is kept
+/// (up to `sample_rows` rows, `sample_key` as at ingest). When nothing
+/// matches, `rows_removed` is 0, nothing is written, and the caller
+/// discards `out_dir`.
 pub fn erase(
     in_dir: &Path,
     out_dir: &Path,
@@ -464,17 +467,9 @@ pub fn erase(
     sample_rows: usize,
 ) -> Result<EraseStats, DataError> {
     let mut stats = EraseStats::default();
-    if matcher.groups_with_subject(in_dir)?.is_empty() {
-        let (_, groups) = row_groups(&in_dir.join(DATA_FILE))?;
-        stats.rows_before = groups.iter().sum::<usize>() as u64;
-        stats.row_groups = groups.len() as u64;
-        return Ok(stats);
-    }
-    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let (data_in, rows_in) = (in_dir.join(DATA_FILE), in_dir.join(ROWS_FILE));
-    let (data_out, rows_out) = (out_dir.join(DATA_FILE), out_dir.join(ROWS_FILE));
-    let (schema, groups) = row_groups(&data_in)?;
-    let (rschema, rgroups) = row_groups(&rows_in)?;
+    let (_, groups) = row_groups(&data_in)?;
+    let (_, rgroups) = row_groups(&rows_in)?;
     if groups != rgroups {
         return Err(DataError::Internal(format!(
             "{} and {} have different row groups",
@@ -482,15 +477,38 @@ pub fn erase(
             rows_in.display()
         )));
     }
-    let writer = |path: &Path, schema| -> Result<AlignedWriter, DataError> {
-        Ok(AlignedWriter::new(ArrowWriter::try_new(
-            File::create(path).map_err(io(path))?,
-            schema,
-            Some(writer_props()),
-        )?))
-    };
-    let (mut data_w, mut rows_w) = (writer(&data_out, schema)?, writer(&rows_out, rschema)?);
+    stats.rows_before = groups.iter().sum::<usize>() as u64;
+    stats.row_groups = groups.len() as u64;
+    let hits = matcher.groups_with_subject(in_dir)?;
+    if hits.is_empty() {
+        return Ok(stats);
+    }
+    // Which rows go, in the groups that hold the subject.
+    let mut masks: std::collections::BTreeMap<usize, Vec<bool>> = Default::default();
+    let mut removed_hashes: HashSet<u64> = HashSet::new();
+    for &g in &hits {
+        let batch = read_group(&data_in, g, groups[g])?;
+        let keep: Vec<bool> = matcher.matches(&batch).into_iter().map(|h| !h).collect();
+        let hashes = read_group(&rows_in, g, groups[g])?;
+        let row_hash = hashes.column(0).as_any().downcast_ref::<UInt64Array>().ok_or_else(|| {
+            DataError::Internal(format!("{}: the first column is not the row hash", rows_in.display()))
+        })?;
+        for (i, k) in keep.iter().enumerate() {
+            if !k {
+                removed_hashes.insert(row_hash.value(i));
+                stats.rows_removed += 1;
+            }
+        }
+        stats.row_groups_changed += 1;
+        masks.insert(g, keep);
+    }
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let (data_out, rows_out) = (out_dir.join(DATA_FILE), out_dir.join(ROWS_FILE));
+    rewrite(&data_in, &data_out, &masks)?;
+    rewrite(&rows_in, &rows_out, &masks)?;
+
     let sample_in = in_dir.join(SAMPLE_FILE);
+    let sample_out = out_dir.join(SAMPLE_FILE);
     let (sample_schema, _) = row_groups(&sample_in)?;
     // The row hashes are the last column (by position: a source column may
     // carry the same name); samples from before have none.
@@ -499,104 +517,161 @@ pub fn erase(
         !fields.last().is_some_and(|f| f.name() == ROW_HASH_COLUMN && f.data_type() == &arrow_schema::DataType::UInt64);
     let numeric_count = if legacy_sample { fields.len() } else { fields.len() - 1 };
     let numeric: Vec<String> = fields.iter().take(numeric_count).map(|f| f.name().clone()).collect();
-    let mut removed_hashes: HashSet<u64> = HashSet::new();
-    // Legacy samples only: (rank, row hash, values as bits).
-    let mut fresh: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    if legacy_sample {
+        let rows = fresh_sample(&data_out, &rows_out, &numeric, sample_key, sample_rows)?;
+        write_sample(&sample_out, &numeric, &rows)?;
+        return Ok(stats);
+    }
+    let mut rows: Vec<(u64, Vec<Option<f64>>)> = Vec::new();
+    let mut hit = false;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&sample_in).map_err(io(&sample_in))?)?.build()?;
+    for b in reader {
+        let b = b?;
+        let h = b
+            .column(numeric_count)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| DataError::Internal(format!("{}: no row hashes", sample_in.display())))?
+            .clone();
+        for i in 0..b.num_rows() {
+            if removed_hashes.contains(&h.value(i)) {
+                hit = true;
+                continue;
+            }
+            rows.push((h.value(i), (0..numeric_count).map(|c| number_at(b.column(c), i)).collect()));
+        }
+    }
+    if hit {
+        write_sample(&sample_out, &numeric, &rows)?;
+    } else {
+        std::fs::copy(&sample_in, &sample_out).map_err(io(&sample_out))?;
+    }
+    Ok(stats)
+}
+
+/// Copies the Parquet file `src` to `dst` row group by row group: a group
+/// with no entry in `masks` is spliced column chunk by column chunk (its
+/// bytes, compressed, as they are), a group with one is decoded, filtered
+/// to the rows marked `true` and encoded in [`MINI_BATCH`]-row slices.
+fn rewrite(src: &Path, dst: &Path, masks: &std::collections::BTreeMap<usize, Vec<bool>>) -> Result<(), DataError> {
+    use parquet::arrow::arrow_reader::ArrowReaderOptions;
+    use parquet::arrow::arrow_writer::compute_leaves;
+    use parquet::column::writer::ColumnCloseResult;
+    let file = File::open(src).map_err(io(src))?;
+    // The page indexes travel with a spliced chunk (the writer cannot mix
+    // chunks with and without them).
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file.try_clone().map_err(io(src))?,
+        ArrowReaderOptions::new().with_page_index(true),
+    )?;
+    let (meta, schema) = (builder.metadata().clone(), builder.schema().clone());
+    let (offsets, columns) = (meta.offset_index(), meta.column_index());
+    let out = File::create(dst).map_err(io(dst))?;
+    let (mut fw, factory) =
+        ArrowWriter::try_new(out, schema.clone(), Some(writer_props()))?.into_serialized_writer()?;
+    let mut written = 0usize;
+    for g in 0..meta.num_row_groups() {
+        let rgm = meta.row_group(g);
+        let spliceable = offsets.is_some_and(|o| o.get(g).is_some_and(|o| o.len() == rgm.num_columns()));
+        let all_rows = vec![true; rgm.num_rows() as usize];
+        let keep = match masks.get(&g) {
+            Some(keep) => Some(keep),
+            // No page index to carry along (an older file): re-encode it whole.
+            None if !spliceable => Some(&all_rows),
+            None => None,
+        };
+        match keep {
+            None => {
+                let mut rg = fw.next_row_group()?;
+                for (c, chunk) in rgm.columns().iter().enumerate() {
+                    rg.append_column(
+                        &file,
+                        ColumnCloseResult {
+                            bytes_written: chunk.compressed_size() as u64,
+                            rows_written: rgm.num_rows() as u64,
+                            metadata: chunk.clone(),
+                            bloom_filter: None,
+                            column_index: columns.and_then(|ci| ci.get(g)).and_then(|ci| ci.get(c)).cloned(),
+                            offset_index: offsets.and_then(|oi| oi.get(g)).and_then(|oi| oi.get(c)).cloned(),
+                        },
+                    )?;
+                }
+                rg.close()?;
+            }
+            Some(keep) => {
+                let batch = read_group(src, g, rgm.num_rows() as usize)?;
+                let kept = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep.clone()))?;
+                if kept.num_rows() == 0 {
+                    continue;
+                }
+                let mut writers = factory.create_column_writers(written)?;
+                let mut off = 0;
+                while off < kept.num_rows() {
+                    let slice = kept.slice(off, MINI_BATCH.min(kept.num_rows() - off));
+                    let mut w = writers.iter_mut();
+                    for (field, column) in schema.fields().iter().zip(slice.columns()) {
+                        for leaf in compute_leaves(field, column)? {
+                            w.next()
+                                .ok_or_else(|| {
+                                    DataError::Internal(format!("{}: more leaves than columns", src.display()))
+                                })?
+                                .write(&leaf)?;
+                        }
+                    }
+                    off += MINI_BATCH;
+                }
+                let mut rg = fw.next_row_group()?;
+                for w in writers {
+                    w.close()?.append_to_row_group(&mut rg)?;
+                }
+                rg.close()?;
+            }
+        }
+        written += 1;
+    }
+    fw.close()?;
+    Ok(())
+}
+
+/// A keyed-hash sample drawn anew from a rewritten version (for samples
+/// from before row hashes were kept).
+fn fresh_sample(
+    data: &Path,
+    rows: &Path,
+    numeric: &[String],
+    key: [u8; 16],
+    sample_rows: usize,
+) -> Result<Vec<(u64, Vec<Option<f64>>)>, DataError> {
+    let (_, groups) = row_groups(data)?;
+    let mut heap: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
     let mut index = 0u64;
     for (g, n) in groups.iter().enumerate() {
-        let batch = read_group(&data_in, g, *n)?;
-        let hashes = read_group(&rows_in, g, *n)?;
-        let keep: Vec<bool> = matcher.matches(&batch).into_iter().map(|h| !h).collect();
-        let removed = keep.iter().filter(|k| !**k).count() as u64;
-        stats.rows_before += batch.num_rows() as u64;
-        stats.rows_removed += removed;
-        stats.row_groups += 1;
-        stats.row_groups_changed += u64::from(removed > 0);
-        let row_hash = hashes
+        let batch = read_group(data, g, *n)?;
+        let hashes = read_group(rows, g, *n)?;
+        let h = hashes
             .column(0)
             .as_any()
             .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| DataError::Internal(format!("{}: the first column is not the row hash", rows_in.display())))?
+            .ok_or_else(|| DataError::Internal(format!("{}: the first column is not the row hash", rows.display())))?
             .clone();
-        let (kept, kept_hashes) = if removed == 0 {
-            (batch, hashes)
-        } else {
-            for (i, k) in keep.iter().enumerate() {
-                if !k {
-                    removed_hashes.insert(row_hash.value(i));
-                }
-            }
-            let mask = BooleanArray::from(keep.clone());
-            (
-                arrow_select::filter::filter_record_batch(&batch, &mask)?,
-                arrow_select::filter::filter_record_batch(&hashes, &mask)?,
-            )
-        };
-        if legacy_sample {
-            let cols: Vec<Option<&ArrayRef>> = numeric.iter().map(|c| kept.column_by_name(c)).collect();
-            let mut k = 0usize;
-            for (i, &kp) in keep.iter().enumerate() {
-                if kp {
-                    let rank = sample_rank(&sample_key, index + i as u64);
-                    if fresh.len() < sample_rows || fresh.peek().is_some_and(|top| rank < top.0) {
-                        let values = cols.iter().map(|c| c.and_then(|c| number_at(c, k)).map(f64::to_bits)).collect();
-                        fresh.push((rank, row_hash.value(i), values));
-                        if fresh.len() > sample_rows {
-                            fresh.pop();
-                        }
-                    }
-                    k += 1;
+        let cols: Vec<Option<&ArrayRef>> = numeric.iter().map(|c| batch.column_by_name(c)).collect();
+        for i in 0..batch.num_rows() {
+            let rank = sample_rank(&key, index + i as u64);
+            if heap.len() < sample_rows || heap.peek().is_some_and(|top| rank < top.0) {
+                let values = cols.iter().map(|c| c.and_then(|c| number_at(c, i)).map(f64::to_bits)).collect();
+                heap.push((rank, h.value(i), values));
+                if heap.len() > sample_rows {
+                    heap.pop();
                 }
             }
         }
-        index += keep.len() as u64;
-        if kept.num_rows() > 0 {
-            data_w.write(&kept)?;
-            data_w.end_row_group()?;
-            rows_w.write(&kept_hashes)?;
-            rows_w.end_row_group()?;
-        }
+        index += *n as u64;
     }
-    data_w.close()?;
-    rows_w.close()?;
-
-    let sample_out = out_dir.join(SAMPLE_FILE);
-    if legacy_sample {
-        let rows: Vec<(u64, Vec<Option<f64>>)> = fresh
-            .into_sorted_vec()
-            .into_iter()
-            .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
-            .collect();
-        write_sample(&sample_out, &numeric, &rows)?;
-    } else {
-        let mut rows: Vec<(u64, Vec<Option<f64>>)> = Vec::new();
-        let mut hit = false;
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(File::open(&sample_in).map_err(io(&sample_in))?)?.build()?;
-        for b in reader {
-            let b = b?;
-            let h = b
-                .column(numeric_count)
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| DataError::Internal(format!("{}: no row hashes", sample_in.display())))?
-                .clone();
-            let cols: Vec<Option<&ArrayRef>> = (0..numeric_count).map(|i| Some(b.column(i))).collect();
-            for i in 0..b.num_rows() {
-                if removed_hashes.contains(&h.value(i)) {
-                    hit = true;
-                    continue;
-                }
-                rows.push((h.value(i), cols.iter().map(|c| c.and_then(|c| number_at(c, i))).collect()));
-            }
-        }
-        if hit {
-            write_sample(&sample_out, &numeric, &rows)?;
-        } else {
-            std::fs::copy(&sample_in, &sample_out).map_err(io(&sample_out))?;
-        }
-    }
-    Ok(stats)
+    Ok(heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
+        .collect())
 }
 
 fn number_at(a: &ArrayRef, i: usize) -> Option<f64> {

@@ -149,6 +149,15 @@ fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
         after.iter().map(Vec::len).collect::<Vec<_>>()
     );
 
+    // Spliced chunks carry their page indexes: readers that use them read it whole.
+    let with_index = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        std::fs::File::open(out.join(DATA_FILE)).unwrap(),
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_page_index(true),
+    )
+    .unwrap();
+    assert_eq!(with_index.metadata().offset_index().map(|o| o.len()), Some(5));
+    assert_eq!(with_index.build().unwrap().map(|b| b.unwrap().num_rows()).sum::<usize>(), 149_998);
+
     // The report of the new revision: recomputed from the rows kept.
     let note = "erased".to_string();
     let new = erase::reprofile(&report, &out, protector().row_hash_key(), note).unwrap();
