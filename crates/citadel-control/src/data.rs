@@ -223,6 +223,21 @@ impl Workspace {
         Ok(citadel_crypto::DataProtector::new(&secret)?)
     }
 
+    /// Records a refused `dataset.write` (nothing was stored) and why.
+    async fn refuse_write(&self, caller: &Caller, resource: &str, details: serde_json::Value) -> Result<()> {
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "dataset.write",
+                resource,
+                Outcome::Denied,
+                &caller.request_id,
+                details,
+            ))
+            .await?;
+        Ok(())
+    }
+
     /// Records a read of dataset contents (profile, rows, hashes) and what was read.
     async fn audit_data_read(&self, caller: &Caller, resource: &str, details: serde_json::Value) -> Result<()> {
         self.db
@@ -348,15 +363,8 @@ impl Workspace {
         .await?
         {
             let (d, v): (String, i64) = (r.try_get("dataset_name")?, r.try_get("version")?);
-            self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    "dataset.write",
-                    &resource,
-                    Outcome::Denied,
-                    &caller.request_id,
-                    serde_json::json!({"source_sha256": source_digest, "reason": format!("the source of {d}@{v}, from which a data subject's rows were erased")}),
-                ))
+            let reason = format!("the source of {d}@{v}, from which a data subject's rows were erased");
+            self.refuse_write(caller, &resource, serde_json::json!({"source_sha256": source_digest, "reason": reason}))
                 .await?;
             return Err(ControlError::ErasedSource { dataset: d, version: v });
         }
@@ -371,16 +379,12 @@ impl Workspace {
         }?;
         let report = output.report;
         if report.status == Status::Rejected {
-            self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    "dataset.write",
-                    &resource,
-                    Outcome::Denied,
-                    &caller.request_id,
-                    serde_json::json!({"source_sha256": source_digest, "rows": report.rows, "reasons": report.reasons}),
-                ))
-                .await?;
+            self.refuse_write(
+                caller,
+                &resource,
+                serde_json::json!({"source_sha256": source_digest, "rows": report.rows, "reasons": report.reasons}),
+            )
+            .await?;
             return Err(ControlError::DataRejected { dataset: name.to_string(), report: Box::new(report) });
         }
 

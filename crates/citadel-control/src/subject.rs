@@ -159,7 +159,7 @@ pub struct SubjectExport {
 enum Searched<'a> {
     Skipped(SkippedVersion),
     Absent,
-    Found(&'a StoredVersion, erase::EraseStats, IngestReport, PathBuf),
+    Found(&'a StoredVersion, erase::EraseStats, Box<IngestReport>, PathBuf),
 }
 
 struct StoredVersion {
@@ -356,7 +356,7 @@ impl Workspace {
                 .await
                 .map_err(join_err)??;
                 Ok(match report {
-                    Some(report) => Searched::Found(v, stats, report, out),
+                    Some(report) => Searched::Found(v, stats, Box::new(report), out),
                     None => Searched::Absent,
                 })
             }
@@ -367,7 +367,7 @@ impl Workspace {
                 Searched::Skipped(s) => skipped_versions.push(s),
                 Searched::Found(v, stats, report, out) => {
                     rows_matched += stats.rows_removed;
-                    affected.push((v, stats, report, out));
+                    affected.push((v, stats, *report, out));
                 }
                 Searched::Absent => {}
             }

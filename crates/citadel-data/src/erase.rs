@@ -30,9 +30,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::DataError;
 use crate::aligned::MINI_BATCH;
-use crate::ingest::{DATA_FILE, ROWS_FILE, SAMPLE_FILE, writer_props};
+use crate::ingest::{DATA_FILE, ROWS_FILE, SAMPLE_FILE, number_at, writer_props};
 use crate::report::IngestReport;
-use crate::sample::{ROW_HASH_COLUMN, sample_rank, write_sample};
+use crate::sample::{ROW_HASH_COLUMN, SampleRow, sample_rank, write_sample};
+use crate::source::parse_bool;
 
 /// One `column = value` condition, the value as it was in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,15 +182,6 @@ impl NumberFormat {
             s = s.replace(self.decimal.as_str(), ".");
         }
         s
-    }
-}
-
-/// Like ingest's boolean reading (`source.rs`).
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "t" | "yes" | "y" => Some(true),
-        "false" | "f" | "no" | "n" => Some(false),
-        _ => None,
     }
 }
 
@@ -522,7 +514,7 @@ pub fn erase(
         write_sample(&sample_out, &numeric, &rows)?;
         return Ok(stats);
     }
-    let mut rows: Vec<(u64, Vec<Option<f64>>)> = Vec::new();
+    let mut rows: Vec<SampleRow> = Vec::new();
     let mut hit = false;
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&sample_in).map_err(io(&sample_in))?)?.build()?;
     for b in reader {
@@ -562,7 +554,7 @@ fn rewrite(src: &Path, dst: &Path, masks: &std::collections::BTreeMap<usize, Vec
     // chunks with and without them).
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
         file.try_clone().map_err(io(src))?,
-        ArrowReaderOptions::new().with_page_index(true),
+        ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
     )?;
     let (meta, schema) = (builder.metadata().clone(), builder.schema().clone());
     let (offsets, columns) = (meta.offset_index(), meta.column_index());
@@ -641,7 +633,7 @@ fn fresh_sample(
     numeric: &[String],
     key: [u8; 16],
     sample_rows: usize,
-) -> Result<Vec<(u64, Vec<Option<f64>>)>, DataError> {
+) -> Result<Vec<SampleRow>, DataError> {
     let (_, groups) = row_groups(data)?;
     let mut heap: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
     let mut index = 0u64;
@@ -672,18 +664,6 @@ fn fresh_sample(
         .into_iter()
         .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
         .collect())
-}
-
-fn number_at(a: &ArrayRef, i: usize) -> Option<f64> {
-    if a.is_null(i) {
-        return None;
-    }
-    let any = a.as_any();
-    if let Some(x) = any.downcast_ref::<Int64Array>() {
-        Some(x.value(i) as f64)
-    } else {
-        any.downcast_ref::<Float64Array>().map(|x| x.value(i))
-    }
 }
 
 /// The Arrow schema of a stored version's table (`dir/data.parquet`).

@@ -140,7 +140,7 @@ fn for_each_text(array: &ArrayRef, mut f: impl FnMut(usize, &str)) {
     }
 }
 
-fn number_at(array: &ArrayRef, i: usize) -> Option<f64> {
+pub(crate) fn number_at(array: &ArrayRef, i: usize) -> Option<f64> {
     if array.is_null(i) {
         return None;
     }
@@ -470,7 +470,7 @@ pub fn ingest(
     rows_writer.close()?;
 
     // ---- the sample, column-wise, in rank order
-    let sampled: Vec<(u64, Vec<Option<f64>>)> = sample
+    let sampled: Vec<crate::sample::SampleRow> = sample
         .into_sorted_vec()
         .into_iter()
         .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))

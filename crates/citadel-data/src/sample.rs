@@ -22,6 +22,9 @@ use crate::ingest::writer_props;
 /// The column of each sampled row's keyed row hash.
 pub const ROW_HASH_COLUMN: &str = "__row_hash";
 
+/// A sampled row: its keyed row hash and the values of the sample's columns.
+pub(crate) type SampleRow = (u64, Vec<Option<f64>>);
+
 /// The rank of the stored row at `index`: smaller ranks are sampled.
 pub(crate) fn sample_rank(key: &[u8; 16], index: u64) -> u64 {
     let mut h = SipHasher13::new_with_key(key);
@@ -30,7 +33,7 @@ pub(crate) fn sample_rank(key: &[u8; 16], index: u64) -> u64 {
 }
 
 /// Writes `rows` (row hash, values of `columns`) in the order given.
-pub(crate) fn write_sample(path: &Path, columns: &[String], rows: &[(u64, Vec<Option<f64>>)]) -> Result<(), DataError> {
+pub(crate) fn write_sample(path: &Path, columns: &[String], rows: &[SampleRow]) -> Result<(), DataError> {
     let mut fields: Vec<Field> = columns.iter().map(|c| Field::new(c, DataType::Float64, true)).collect();
     fields.push(Field::new(ROW_HASH_COLUMN, DataType::UInt64, false));
     let schema = Arc::new(Schema::new(fields));

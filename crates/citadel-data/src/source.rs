@@ -517,7 +517,8 @@ fn is_null(v: &str, null_values: &[String]) -> bool {
     v.is_empty() || null_values.iter().any(|n| n == v)
 }
 
-fn parse_bool(v: &str) -> Option<bool> {
+/// The boolean spellings ingest reads (`true`/`t`/`yes`/`y` and their opposites, any case).
+pub(crate) fn parse_bool(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "t" | "yes" | "y" => Some(true),
         "false" | "f" | "no" | "n" => Some(false),

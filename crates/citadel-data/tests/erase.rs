@@ -152,7 +152,8 @@ fn erasure_by_pseudonymized_email_removes_only_the_subjects_rows() {
     // Spliced chunks carry their page indexes: readers that use them read it whole.
     let with_index = ParquetRecordBatchReaderBuilder::try_new_with_options(
         std::fs::File::open(out.join(DATA_FILE)).unwrap(),
-        parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_page_index(true),
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
     )
     .unwrap();
     assert_eq!(with_index.metadata().offset_index().map(|o| o.len()), Some(5));
