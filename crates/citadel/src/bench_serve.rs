@@ -253,21 +253,25 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
     let data = root.join("train.csv");
     std::fs::write(&data, "x,y\n1,0\n")?;
     timed(citadel(&["artifact", "put", "--name", "datasets/bench"], None).arg(&data), "artifact put")?;
-    let mut reg = citadel(
-        &["model", "register", "--name", "lr", "--dataset", "datasets/bench", "--code-ref", "bench", "--json"],
-        Some(&sci),
-    );
-    reg.arg(model_dir.join("lr.onnx"));
-    timed(&mut reg, "model register")?;
-    for stage in ["staging", "production"] {
-        let (_, out) = timed(
-            &mut citadel(&["model", "promote", "lr", "1", "--to", stage, "--json"], Some(&sci)),
-            "model promote",
-        )?;
-        let id = serde_json::from_str::<serde_json::Value>(&out)?["id"].as_str().unwrap_or_default().to_string();
-        timed(&mut citadel(&["model", "approve", &id], Some(&appr)), "model approve")?;
+    // The logistic regression, and the boosting model (100 trees) beside it.
+    for model in ["lr", "gbt"] {
+        let mut reg = citadel(
+            &["model", "register", "--name", model, "--dataset", "datasets/bench", "--code-ref", "bench", "--json"],
+            Some(&sci),
+        );
+        reg.arg(model_dir.join(format!("{model}.onnx")));
+        timed(&mut reg, "model register")?;
+        for stage in ["staging", "production"] {
+            let (_, out) = timed(
+                &mut citadel(&["model", "promote", model, "1", "--to", stage, "--json"], Some(&sci)),
+                "model promote",
+            )?;
+            let id = serde_json::from_str::<serde_json::Value>(&out)?["id"].as_str().unwrap_or_default().to_string();
+            timed(&mut citadel(&["model", "approve", &id], Some(&appr)), "model approve")?;
+        }
+        let target = format!("{model}@1");
+        timed(&mut citadel(&["deploy", "set", model, "--target", &target], Some(&eng2)), "deploy set")?;
     }
-    timed(&mut citadel(&["deploy", "set", "lr", "--target", "lr@1"], Some(&eng2)), "deploy set")?;
     let serve = |extra: &[&str]| -> Result<(Proc, String, Option<PathBuf>)> {
         let mut c = citadel(
             &[
@@ -315,6 +319,11 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             format!("{http_base}/v2/models/lr/infer"),
             lua(&body, Some(&client)),
         ),
+        (
+            "citadel boosting, 100 trees (TLS, every layer)".into(),
+            format!("{tls_base}/v2/models/gbt/infer"),
+            lua(&body, Some(&client)),
+        ),
     ];
     // ---- MLServer
     let mut _mls = None;
@@ -322,7 +331,10 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         Some(bin) => {
             let md = root.join("mlserver");
             std::fs::create_dir_all(md.join("lr"))?;
+            std::fs::create_dir_all(md.join("gbt"))?;
             std::fs::copy(model_dir.join("model.joblib"), md.join("lr/model.joblib"))?;
+            std::fs::copy(model_dir.join("gbt.joblib"), md.join("gbt/model.joblib"))?;
+            std::fs::write(md.join("gbt/model-settings.json"), serde_json::json!({"name": "gbt", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "v1"}}).to_string())?;
             let port = free_port()?;
             std::fs::write(md.join("settings.json"), serde_json::json!({"http_port": port, "grpc_port": free_port()?, "metrics_port": free_port()?, "debug": false}).to_string())?;
             std::fs::write(md.join("lr/model-settings.json"), serde_json::json!({"name": "lr", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "v1"}}).to_string())?;
@@ -339,6 +351,8 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             wait_ready(&format!("http://127.0.0.1:{port}/v2/models/lr/ready"), None)?;
             let version = Command::new(bin.with_file_name("python")).args(["-c", "import mlserver; print(mlserver.__version__)"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
             targets.push((format!("MLServer {version} (sklearn runtime)"), format!("http://127.0.0.1:{port}/v2/models/lr/infer"), lua(&body, None)));
+            wait_ready(&format!("http://127.0.0.1:{port}/v2/models/gbt/ready"), None)?;
+            targets.push((format!("MLServer {version} boosting (sklearn runtime)"), format!("http://127.0.0.1:{port}/v2/models/gbt/infer"), lua(&body, None)));
         }
         None => notes.push("MLServer not found (pip install mlserver==1.7.1 mlserver-sklearn==1.7.1, or set CITADEL_BENCH_MLSERVER): no comparison with it".into()),
     }
@@ -358,12 +372,12 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         f.write_all(script_text.as_bytes())?;
         let mut c = Command::new("curl");
         c.args(["-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", &body]);
-        if url.starts_with("https") {
-            if let Some(ca) = &ca {
-                c.arg("--cacert").arg(ca);
-            }
-            c.args(["-H", &format!("Authorization: Bearer {client}")]);
-        } else if url.contains("/v2/models/lr/infer") && url.starts_with(&http_base) {
+        if url.starts_with("https")
+            && let Some(ca) = &ca
+        {
+            c.arg("--cacert").arg(ca);
+        }
+        if url.starts_with(&tls_base) || url.starts_with(&http_base) {
             c.args(["-H", &format!("Authorization: Bearer {client}")]);
         }
         let answer = String::from_utf8_lossy(&c.arg(url).output()?.stdout).to_string();
@@ -383,24 +397,48 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             });
         }
     }
-    let find = |prefix: &str, c: u32| loads.iter().find(|l| l.server.starts_with(prefix) && l.concurrency == c);
+    let find = |prefix: &str, c: u32| {
+        loads.iter().find(|l| {
+            l.server.starts_with(prefix)
+                && !l.server.contains("boosting") == !prefix.contains("boosting")
+                && l.concurrency == c
+        })
+    };
     let mut ratios = Vec::new();
     for &c in concurrencies {
         if let (Some(tls), Some(m)) = (find("citadel (TLS", c), find("MLServer", c)) {
             ratios.push(format!(
-                "c={c}: citadel TLS / MLServer throughput = {:.1}x (target >= 30x)",
+                "c={c}: citadel TLS / MLServer throughput = {:.1}x (target >= 50x)",
                 tls.requests_per_s / m.requests_per_s
             ));
         }
         if let (Some(h), Some(b)) = (find("citadel (plain", c), find("minimal hyper", c)) {
             ratios.push(format!(
-                "c={c}: citadel plain HTTP / minimal hyper = {:.0}% (target >= 50%)",
+                "c={c}: citadel plain HTTP / minimal hyper = {:.0}% (target >= 70%)",
                 100.0 * h.requests_per_s / b.requests_per_s
+            ));
+        }
+        if let (Some(g), Some(l)) = (find("citadel boosting", c), find("citadel (TLS", c)) {
+            ratios.push(format!(
+                "c={c}: citadel boosting / logistic regression (both TLS) = {:.0}%",
+                100.0 * g.requests_per_s / l.requests_per_s
+            ));
+        }
+        let mls_gbt = loads
+            .iter()
+            .find(|l| l.server.starts_with("MLServer") && l.server.contains("boosting") && l.concurrency == c);
+        if let (Some(g), Some(m)) = (find("citadel boosting", c), mls_gbt) {
+            ratios.push(format!(
+                "c={c}: citadel boosting / MLServer boosting throughput = {:.1}x",
+                g.requests_per_s / m.requests_per_s
             ));
         }
     }
     if let Some(t) = find("citadel (TLS", 64) {
-        ratios.push(format!("c=64: citadel TLS p99 = {:.2} ms (target <= 10 ms)", t.p99_ms));
+        ratios.push(format!("c=64: citadel TLS p99 = {:.2} ms (target <= 5 ms)", t.p99_ms));
+    }
+    if let Some(t) = find("citadel boosting", 64) {
+        ratios.push(format!("c=64: citadel boosting TLS p99 = {:.2} ms", t.p99_ms));
     }
     let logged = std::fs::read_to_string(&access_log).map(|s| s.lines().count()).unwrap_or(0);
     notes.push(format!("the TLS gateway wrote {logged} access-log lines during the run"));
@@ -413,7 +451,10 @@ fn free_port() -> Result<u16> {
 }
 
 pub fn render(r: &ServeBench) -> String {
-    let mut s = format!("single-row infer, 10-feature logistic regression, wrk {} s per run\n\n", r.seconds_per_run);
+    let mut s = format!(
+        "single-row infer, 10 features: a logistic regression and a gradient-boosted model (100 trees), wrk {} s per run\n\n",
+        r.seconds_per_run
+    );
     s += &format!("{:<52} {:>5} {:>11} {:>9} {:>9} {:>7}\n", "server", "conc", "req/s", "p50 ms", "p99 ms", "errors");
     for l in &r.loads {
         s += &format!(
