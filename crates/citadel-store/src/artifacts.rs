@@ -765,9 +765,11 @@ impl ArtifactStore {
             r.len() >= 8 && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         let mut ids: Vec<String> = Vec::new();
         if is_hex {
-            let rows = sqlx::query("SELECT id FROM artifacts WHERE substr(id, 1, $1) = $2")
-                .bind(r.len() as i64)
-                .bind(r)
+            // `r` is lowercase hex (checked above): no LIKE wildcard in it.
+            // (substr with a bound length fails on PostgreSQL: it wants an
+            // int4 where sqlx binds an int8.)
+            let rows = sqlx::query("SELECT id FROM artifacts WHERE id LIKE $1")
+                .bind(format!("{r}%"))
                 .fetch_all(pool)
                 .await?;
             for row in rows {
