@@ -49,6 +49,8 @@ pub struct DataVersion {
     pub created_by: String,
     pub created_at: String,
     pub released_by: Option<String>,
+    /// 1 as ingested; each erasure of a data subject's rows adds one.
+    pub revision: i64,
     pub report: IngestReport,
 }
 
@@ -270,7 +272,7 @@ impl Workspace {
                 .ok_or_else(|| ControlError::NotFound(format!("dataset {name}")))?,
         };
         let r = sqlx::query(
-            "SELECT d.status, d.artifact_id, d.source_digest, d.spec_digest, d.rows_count, d.report, d.created_at, \
+            "SELECT d.status, d.artifact_id, d.source_digest, d.spec_digest, d.rows_count, d.report, d.created_at, d.revision, \
              p.name AS who, q.name AS releaser FROM data_versions d \
              LEFT JOIN principals p ON p.id = d.created_by LEFT JOIN principals q ON q.id = d.released_by \
              WHERE d.dataset_name = $1 AND d.version = $2",
@@ -308,6 +310,7 @@ impl Workspace {
             created_by: r.try_get::<Option<String>, _>("who").ok().flatten().unwrap_or_default(),
             created_at: Timestamp(r.try_get("created_at")?).to_rfc3339(),
             released_by: r.try_get::<Option<String>, _>("releaser").ok().flatten(),
+            revision: r.try_get("revision")?,
             report,
         })
     }
@@ -474,6 +477,7 @@ impl Workspace {
             created_by: caller.principal.name.clone(),
             created_at: now.to_rfc3339(),
             released_by: None,
+            revision: 1,
             report,
         })
     }

@@ -768,10 +768,8 @@ impl ArtifactStore {
             // `r` is lowercase hex (checked above): no LIKE wildcard in it.
             // (substr with a bound length fails on PostgreSQL: it wants an
             // int4 where sqlx binds an int8.)
-            let rows = sqlx::query("SELECT id FROM artifacts WHERE id LIKE $1")
-                .bind(format!("{r}%"))
-                .fetch_all(pool)
-                .await?;
+            let rows =
+                sqlx::query("SELECT id FROM artifacts WHERE id LIKE $1").bind(format!("{r}%")).fetch_all(pool).await?;
             for row in rows {
                 ids.push(row.try_get("id")?);
             }

@@ -400,7 +400,7 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
     let find = |prefix: &str, c: u32| {
         loads.iter().find(|l| {
             l.server.starts_with(prefix)
-                && !l.server.contains("boosting") == !prefix.contains("boosting")
+                && l.server.contains("boosting") == prefix.contains("boosting")
                 && l.concurrency == c
         })
     };

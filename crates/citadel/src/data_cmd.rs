@@ -193,13 +193,18 @@ pub fn render_report(head: &str, r: &IngestReport, outcome: Outcome) -> String {
 
 fn version_head(v: &DataVersion) -> String {
     format!(
-        "dataset {}@{}: {} (by {} at {}{})\n  artifact {} · source sha256 {}",
+        "dataset {}@{}: {} (by {} at {}{}{})\n  artifact {} · source sha256 {}",
         v.dataset,
         v.version,
         v.status,
         v.created_by,
         v.created_at,
         v.released_by.as_ref().map(|r| format!(", released by {r}")).unwrap_or_default(),
+        if v.revision > 1 {
+            format!("; revision {}: data subjects' rows erased, see `citadel subject erasures`", v.revision)
+        } else {
+            String::new()
+        },
         &v.artifact_id[..16.min(v.artifact_id.len())],
         &v.source_digest[..16.min(v.source_digest.len())]
     )

@@ -221,6 +221,8 @@ fn a_subject_is_exported_then_erased_everywhere_with_a_signed_receipt() {
     // The versions keep their numbers, one row fewer; the other rows are intact.
     let v1 = ws.json(&["data", "show", "people@1"]);
     assert_eq!(v1["rows"], 299);
+    assert_eq!(v1["revision"], 2);
+    assert!(ws.ok(&["data", "show", "people@1"]).contains("revision 2: data subjects' rows erased"));
     assert_eq!(ws.json(&["data", "show", "people@3"])["rows"], 200, "v3 untouched");
     let got = ws.root.parent().unwrap().join("v2.csv.out");
     let g = ws.json(&["data", "get", "people@2", "-o", got.to_str().unwrap()]);
