@@ -380,8 +380,8 @@ pub struct ColumnDrift {
 
 /// Numeric drift on the two versions' samples.
 pub fn numeric_drift(column: &str, reference: &mut [f64], current: &mut [f64]) -> ColumnDrift {
-    reference.sort_unstable_by(f64::total_cmp);
-    current.sort_unstable_by(f64::total_cmp);
+    stats::sort_f64(reference);
+    stats::sort_f64(current);
     let ks = stats::ks_2samp(reference, current);
     let edges = stats::decile_edges(reference);
     let (r, c) = (stats::bin_counts(reference, &edges), stats::bin_counts(current, &edges));

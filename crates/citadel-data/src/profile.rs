@@ -232,7 +232,7 @@ impl ColumnAccumulator {
             && numeric
             && !s.is_empty()
         {
-            s.sort_by(f64::total_cmp);
+            crate::stats::sort_f64(s);
             quantiles = Some(QUANTILES.iter().map(|q| crate::stats::quantile_sorted(s, *q)).collect());
             histogram = histogram_of(s);
         }
