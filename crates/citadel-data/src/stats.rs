@@ -224,7 +224,7 @@ pub fn sort_f64(v: &mut [f64]) {
     }
     let n = a.len();
     for (d, c) in counts.iter().enumerate() {
-        if c.iter().any(|&x| x == n) {
+        if c.contains(&n) {
             continue; // every key has the same byte here
         }
         let mut offsets = [0usize; 256];
