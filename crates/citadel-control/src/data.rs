@@ -150,7 +150,8 @@ impl WorkDir {
                 match std::fs::File::open(dir.join(".lock")) {
                     Ok(f) => f.try_lock().is_ok(),
                     // From before work directories were locked.
-                    Err(_) => old(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => old(),
+                    Err(_) => false,
                 }
             } else {
                 // Being made (`.new-`): only a crash between mkdir and rename leaves one.

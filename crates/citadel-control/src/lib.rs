@@ -426,7 +426,8 @@ impl Workspace {
             .ok_or_else(|| ControlError::Invalid("audit-signing key missing".into()))?;
         let signer = Arc::new(AuditSigner::from_data_key(seed)?);
         // Decrypted work files of processes that died with them.
-        data::WorkDir::sweep(&config.workspace)?;
+        // (Best effort: a tmp/ it cannot read does not stop the workspace.)
+        let _ = data::WorkDir::sweep(&config.workspace);
         Self::assemble(config, db, provider, keys, signer)
     }
 
@@ -879,6 +880,9 @@ impl Workspace {
         // put runs while gc holds its lease, so no leftover is in use).
         let grace = if purged.is_empty() { grace_secs.unwrap_or(self.config.gc_grace_secs) } else { 0 };
         let report = self.store.gc(grace).await?;
+        if !purged.is_empty() {
+            self.db.truncate_wal().await?;
+        }
         self.db
             .append_audit(event(
                 &caller.principal.id,

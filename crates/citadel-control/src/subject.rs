@@ -303,7 +303,9 @@ impl Workspace {
         if versions.is_empty() {
             return Err(ControlError::NotFound(format!("dataset {name}")));
         }
-        let work = WorkDir::new(&self.config.workspace)?;
+        // Shared with the blocking jobs: the directory (decrypted data) goes
+        // only when the last of them is done, even if this future is dropped.
+        let work = std::sync::Arc::new(WorkDir::new(&self.config.workspace)?);
         let id = citadel_types::random_id("erasure-");
         let mut affected = Vec::new();
         let mut skipped_versions = Vec::new();
@@ -338,7 +340,9 @@ impl Workspace {
                     "erasure {id} removed a data subject's rows (revision {}); the profile describes the rows kept",
                     v.revision + 1
                 );
+                let keep_alive = std::sync::Arc::clone(work);
                 let (stats, report, out) = tokio::task::spawn_blocking(move || {
+                    let _work = keep_alive;
                     let stats = erase::erase(&dir, &out, &matcher, key, sample_rows);
                     // The decrypted copy goes as soon as it is read.
                     let _ = std::fs::remove_dir_all(&dir);
@@ -362,17 +366,26 @@ impl Workspace {
             }
         });
         let mut results = futures::stream::iter(jobs).buffered(2);
+        // On an error the jobs in flight are still awaited, so none writes
+        // into the work directory after it is gone.
+        let mut first_error = None;
         while let Some(r) = results.next().await {
-            match r? {
-                Searched::Skipped(s) => skipped_versions.push(s),
-                Searched::Found(v, stats, report, out) => {
+            match r {
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(Searched::Skipped(s)) => skipped_versions.push(s),
+                Ok(Searched::Found(v, stats, report, out)) => {
                     rows_matched += stats.rows_removed;
                     affected.push((v, stats, *report, out));
                 }
-                Searched::Absent => {}
+                Ok(Searched::Absent) => {}
             }
         }
         drop(results);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         if affected.is_empty() {
             return Err(ControlError::NoSubjectRows { dataset: name.to_string(), versions: versions.len() });
         }
@@ -771,6 +784,8 @@ impl Workspace {
             ))
             .await?;
         }
+        // Pages of the deleted rows leave the SQLite WAL too.
+        self.db.truncate_wal().await?;
         Ok(pending.len())
     }
 
@@ -922,7 +937,10 @@ impl Workspace {
             let spec = Expectations::parse(&v.spec).unwrap_or_default();
             let numbers =
                 NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
-            let Ok(matcher) = Matcher::new(&v.report, &schema, &subjects, &protector, &numbers)? else { continue };
+            let Ok(matcher) = Matcher::new(&v.report, &schema, &subjects, &protector, &numbers)? else {
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            };
             for c in &v.report.profile {
                 match c.mask.as_deref() {
                     Some("pseudonymize") => {
@@ -935,7 +953,14 @@ impl Workspace {
                     _ => {}
                 }
             }
-            let rows = tokio::task::spawn_blocking(move || erase::select(&dir, &matcher)).await.map_err(join_err)??;
+            let rows = tokio::task::spawn_blocking(move || {
+                let rows = erase::select(&dir, &matcher);
+                // The decrypted copy goes as soon as it is read.
+                let _ = std::fs::remove_dir_all(&dir);
+                rows
+            })
+            .await
+            .map_err(join_err)??;
             found.extend(rows.into_iter().map(|(i, b)| (v.version, i, b)));
         }
         if found.len() as u64 > max_rows {

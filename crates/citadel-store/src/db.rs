@@ -72,6 +72,17 @@ impl Db {
             }
             _ => url.to_string(),
         };
+        if backend == DbBackend::Sqlite {
+            // The metadata holds profiles and the audit log: a new file is
+            // the owner's only (SQLite gives its -wal and -shm the same
+            // mode). An existing file keeps the mode its operator chose.
+            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or("");
+            let path = path.split('?').next().unwrap_or("");
+            if !path.is_empty() && !path.contains(":memory:") && !std::path::Path::new(path).exists() {
+                use std::os::unix::fs::OpenOptionsExt;
+                let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+            }
+        }
         let opts = AnyConnectOptions::from_str(&url)
             .map_err(|source| StoreError::Connect { backend: backend.as_str(), source })?;
         let pool = AnyPoolOptions::new()
@@ -98,18 +109,6 @@ impl Db {
             .map_err(|source| StoreError::Connect { backend: backend.as_str(), source })?;
         let db = Db { pool, backend, signer: None, checkpoint_every: 64 };
         db.migrate().await?;
-        if backend == DbBackend::Sqlite {
-            // The metadata holds profiles and the audit log: owner only.
-            use std::os::unix::fs::PermissionsExt;
-            if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
-                for suffix in ["", "-wal", "-shm"] {
-                    let f = format!("{path}{suffix}");
-                    if std::path::Path::new(&f).exists() {
-                        let _ = std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600));
-                    }
-                }
-            }
-        }
         Ok(db)
     }
 
@@ -130,6 +129,16 @@ impl Db {
 
     pub fn audit_signer(&self) -> Option<&Arc<AuditSigner>> {
         self.signer.as_ref()
+    }
+
+    /// SQLite only: writes the WAL back into the database and truncates it,
+    /// so pages of deleted rows (overwritten by `secure_delete`) leave the
+    /// `-wal` file too. A no-op on PostgreSQL.
+    pub async fn truncate_wal(&self) -> Result<()> {
+        if self.backend == DbBackend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_all(&self.pool).await?;
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {

@@ -213,6 +213,9 @@ fn a_subject_is_exported_then_erased_everywhere_with_a_signed_receipt() {
     assert!(after.is_empty(), "{after:?}");
     let fsck = ws.json(&["fsck"]);
     assert_eq!(fsck["orphans"], 0, "{fsck}");
+    // The metadata (profiles, the audit log) is the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(ws.root.join("meta.db")).unwrap().permissions().mode() & 0o077, 0);
     assert!(
         fsck["missing"].as_object().unwrap().is_empty() && fsck["corrupt"].as_object().unwrap().is_empty(),
         "{fsck}"
