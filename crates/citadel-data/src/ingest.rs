@@ -993,10 +993,19 @@ fn read_full_columns(path: &Path) -> Result<Vec<(String, FullColumn)>, DataError
             let a = batch.column(i);
             match col {
                 FullColumn::Numbers(v) => {
+                    // Without nulls the values are copied as a slice.
                     if let Some(x) = a.as_any().downcast_ref::<Int64Array>() {
-                        v.extend(x.iter().flatten().map(|n| n as f64));
+                        if x.null_count() == 0 {
+                            v.extend(x.values().iter().map(|&n| n as f64));
+                        } else {
+                            v.extend(x.iter().flatten().map(|n| n as f64));
+                        }
                     } else if let Some(x) = a.as_any().downcast_ref::<Float64Array>() {
-                        v.extend(x.iter().flatten());
+                        if x.null_count() == 0 {
+                            v.extend_from_slice(x.values());
+                        } else {
+                            v.extend(x.iter().flatten());
+                        }
                     }
                 }
                 FullColumn::Categories(m) => {
