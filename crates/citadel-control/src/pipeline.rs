@@ -1453,3 +1453,18 @@ fn limitations(spec: &PipelineSpec, e: &citadel_ml::evaluate::EvaluationReport) 
     }
     l
 }
+
+/// Drops the cached stages that name `artifact` (a dataset version's data
+/// that was erased or purged) or come from a run that read it: split,
+/// train and evaluate are keyed by digests of the data, not named by it.
+/// Returns how many entries went.
+pub(crate) async fn drop_cache_of(conn: &mut sqlx::AnyConnection, artifact: &str) -> Result<u64> {
+    let r = sqlx::query(
+        "DELETE FROM pipeline_cache WHERE outputs LIKE $1 \
+         OR run_id IN (SELECT id FROM pipeline_runs WHERE stages LIKE $1)",
+    )
+    .bind(format!("%{artifact}%"))
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
+}

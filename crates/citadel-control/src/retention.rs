@@ -138,13 +138,7 @@ impl Workspace {
                     artifact.parse().map_err(|_| ControlError::Invalid(format!("stored artifact id {artifact:?}")))?;
                 self.store.forget(&mut tx, &id).await?;
             }
-            sqlx::query(
-                "DELETE FROM pipeline_cache WHERE outputs LIKE $1 \
-                 OR run_id IN (SELECT id FROM pipeline_runs WHERE stages LIKE $1)",
-            )
-            .bind(format!("%{artifact}%"))
-            .execute(&mut *tx.conn())
-            .await?;
+            crate::pipeline::drop_cache_of(tx.conn(), &artifact).await?;
             tx.commit(event(
                 &caller.principal.id,
                 "dataset.purge",

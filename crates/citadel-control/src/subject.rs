@@ -31,7 +31,7 @@
 //!   receipt says so.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use futures::StreamExt;
@@ -238,6 +238,28 @@ impl Workspace {
         Ok(into)
     }
 
+    /// Restores version `v` under `work` and builds its matcher from the
+    /// expectations it was ingested with (number locale). When no subject
+    /// can be in it, the decrypted copy is deleted again and the reasons
+    /// are returned instead.
+    async fn restore_and_match(
+        &self,
+        v: &StoredVersion,
+        work: &Path,
+        subjects: &[Subject],
+        protector: &citadel_crypto::DataProtector,
+    ) -> Result<(PathBuf, Expectations, std::result::Result<Matcher, Vec<erase::Skipped>>)> {
+        let dir = self.restore_artifact(&v.artifact_id, work.join(format!("v{}", v.version))).await?;
+        let schema = erase::stored_schema(&dir)?;
+        let spec = Expectations::parse(&v.spec).unwrap_or_default();
+        let numbers = NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
+        let matcher = Matcher::new(&v.report, &schema, subjects, protector, &numbers)?;
+        if matcher.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok((dir, spec, matcher))
+    }
+
     /// Erases every row of `subjects` from every version of `dataset`.
     ///
     /// Errors: `NoSubjectRows` (nothing matched; nothing changed),
@@ -318,15 +340,10 @@ impl Workspace {
             let (work, subjects, protector, id, name) = (&work, &subjects, &protector, &id, &name);
             async move {
                 progress(&format!("searching {name}@{} ({} rows)", v.version, v.report.rows));
-                let dir = self.restore_artifact(&v.artifact_id, work.0.join(format!("v{}", v.version))).await?;
-                let schema = erase::stored_schema(&dir)?;
-                let spec = Expectations::parse(&v.spec).unwrap_or_default();
-                let numbers =
-                    NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
-                let matcher = match Matcher::new(&v.report, &schema, subjects, protector, &numbers)? {
+                let (dir, spec, matcher) = self.restore_and_match(v, &work.0, subjects, protector).await?;
+                let matcher = match matcher {
                     Ok(m) => m,
                     Err(skipped) => {
-                        let _ = std::fs::remove_dir_all(&dir);
                         return Ok::<_, ControlError>(Searched::Skipped(SkippedVersion {
                             version: v.version,
                             reasons: skipped.iter().map(|s| format!("{}: {}", s.column, s.reason)).collect(),
@@ -581,17 +598,7 @@ impl Workspace {
                     doomed.insert(c);
                 }
             }
-            // Cached pipeline stages that point at the erased data, or come
-            // from a run that read it (split, train and evaluate are keyed
-            // by digests of it, not named by it).
-            let r = sqlx::query(
-                "DELETE FROM pipeline_cache WHERE outputs LIKE $1 \
-                 OR run_id IN (SELECT id FROM pipeline_runs WHERE stages LIKE $1)",
-            )
-            .bind(format!("%{old}%"))
-            .execute(&mut *tx.conn())
-            .await?;
-            receipt.cache_entries_dropped += r.rows_affected();
+            receipt.cache_entries_dropped += crate::pipeline::drop_cache_of(tx.conn(), old).await?;
         }
         for old in &dropped {
             let still = sqlx::query("SELECT 1 AS one FROM data_versions WHERE artifact_id = $1")
@@ -932,13 +939,7 @@ impl Workspace {
         let mut not_stored = BTreeSet::new();
         let mut tokenized: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for v in &versions {
-            let dir = self.restore_artifact(&v.artifact_id, work.0.join(format!("v{}", v.version))).await?;
-            let schema = erase::stored_schema(&dir)?;
-            let spec = Expectations::parse(&v.spec).unwrap_or_default();
-            let numbers =
-                NumberFormat { decimal: spec.dataset.decimal.clone(), thousands: spec.dataset.thousands.clone() };
-            let Ok(matcher) = Matcher::new(&v.report, &schema, &subjects, &protector, &numbers)? else {
-                let _ = std::fs::remove_dir_all(&dir);
+            let (dir, _, Ok(matcher)) = self.restore_and_match(v, &work.0, &subjects, &protector).await? else {
                 continue;
             };
             for c in &v.report.profile {

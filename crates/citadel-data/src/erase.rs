@@ -15,7 +15,7 @@
 //! the groups that held the subject, the Parquet footer and the small row
 //! sample are new bytes (the `bench erase` figure).
 
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use crate::DataError;
 use crate::aligned::MINI_BATCH;
 use crate::ingest::{DATA_FILE, ROWS_FILE, SAMPLE_FILE, number_at, writer_props};
 use crate::report::IngestReport;
-use crate::sample::{ROW_HASH_COLUMN, SampleRow, sample_rank, write_sample};
+use crate::sample::{ROW_HASH_COLUMN, SampleRow, Sampler, sample_rank, write_sample};
 use crate::source::parse_bool;
 
 /// One `column = value` condition, the value as it was in the source.
@@ -635,7 +635,7 @@ fn fresh_sample(
     sample_rows: usize,
 ) -> Result<Vec<SampleRow>, DataError> {
     let (_, groups) = row_groups(data)?;
-    let mut heap: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    let mut sample = Sampler::new(sample_rows);
     let mut index = 0u64;
     for (g, n) in groups.iter().enumerate() {
         let batch = read_group(data, g, *n)?;
@@ -648,22 +648,13 @@ fn fresh_sample(
             .clone();
         let cols: Vec<Option<&ArrayRef>> = numeric.iter().map(|c| batch.column_by_name(c)).collect();
         for i in 0..batch.num_rows() {
-            let rank = sample_rank(&key, index + i as u64);
-            if heap.len() < sample_rows || heap.peek().is_some_and(|top| rank < top.0) {
-                let values = cols.iter().map(|c| c.and_then(|c| number_at(c, i)).map(f64::to_bits)).collect();
-                heap.push((rank, h.value(i), values));
-                if heap.len() > sample_rows {
-                    heap.pop();
-                }
-            }
+            sample.offer(sample_rank(&key, index + i as u64), h.value(i), || {
+                cols.iter().map(|c| c.and_then(|c| number_at(c, i))).collect()
+            });
         }
         index += *n as u64;
     }
-    Ok(heap
-        .into_sorted_vec()
-        .into_iter()
-        .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
-        .collect())
+    Ok(sample.finish())
 }
 
 /// The Arrow schema of a stored version's table (`dir/data.parquet`).

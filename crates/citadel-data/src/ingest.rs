@@ -11,7 +11,7 @@
 //! - `sample.parquet`: the numeric columns of a keyed-hash sample of rows
 //!   (for the drift tests of the next version).
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ use crate::checks::{self, DuplicateTracker, KAnonymity, NoveltyCounter, Referenc
 use crate::mask::{Masker, masked_type};
 use crate::profile::{ColumnAccumulator, ColumnProfile};
 use crate::report::{IngestReport, Status, Violation};
-use crate::sample::sample_rank;
+use crate::sample::{Sampler, sample_rank};
 use crate::source::{Source, arrow_type};
 use crate::spec::{Classification, ColumnType, Expectations, Mask, OnFailure};
 
@@ -257,10 +257,7 @@ pub fn ingest(
     let mut dups = DuplicateTracker::new(DUPLICATE_TRACKER_CAP);
     let mut kanon = (!qi_idx.is_empty()).then(KAnonymity::default);
     let mut label_counts: HashMap<String, u64> = HashMap::new();
-    let sample_rows = spec.drift.sample_rows;
-    // (rank, f64 bits of the numeric columns): the rows with the smallest ranks.
-    // (rank, the row's keyed hash, its numeric values as bits)
-    let mut sample: BinaryHeap<(u64, u64, Vec<Option<u64>>)> = BinaryHeap::new();
+    let mut sample = Sampler::new(spec.drift.sample_rows);
     let mut stored_rows = 0u64;
     let mut masker = Masker::new(protector)?;
 
@@ -444,14 +441,9 @@ pub fn ingest(
             }
         }
         for i in 0..out.num_rows() {
-            let rank = sample_rank(&key, stored_rows + i as u64);
-            if sample.len() < sample_rows || sample.peek().is_some_and(|top| rank < top.0) {
-                let values = numeric_out.iter().map(|&c| number_at(out.column(c), i).map(f64::to_bits)).collect();
-                sample.push((rank, hashes.row[i], values));
-                if sample.len() > sample_rows {
-                    sample.pop();
-                }
-            }
+            sample.offer(sample_rank(&key, stored_rows + i as u64), hashes.row[i], || {
+                numeric_out.iter().map(|&c| number_at(out.column(c), i)).collect()
+            });
         }
         rows_writer.write(&RecordBatch::try_new(
             rows_schema.clone(),
@@ -470,11 +462,7 @@ pub fn ingest(
     rows_writer.close()?;
 
     // ---- the sample, column-wise, in rank order
-    let sampled: Vec<crate::sample::SampleRow> = sample
-        .into_sorted_vec()
-        .into_iter()
-        .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
-        .collect();
+    let sampled = sample.finish();
     let mut sample_columns: Vec<Vec<f64>> = vec![Vec::new(); numeric_out.len()];
     for (_, row) in &sampled {
         for (j, v) in row.iter().enumerate() {

@@ -32,6 +32,39 @@ pub(crate) fn sample_rank(key: &[u8; 16], index: u64) -> u64 {
     h.finish()
 }
 
+/// Keeps the `cap` rows with the smallest ranks seen so far (a max-heap on
+/// the rank), with each row's hash and numeric values.
+pub(crate) struct Sampler {
+    cap: usize,
+    // (rank, row hash, values as f64 bits: f64 is not Ord)
+    heap: std::collections::BinaryHeap<(u64, u64, Vec<Option<u64>>)>,
+}
+
+impl Sampler {
+    pub(crate) fn new(cap: usize) -> Self {
+        Sampler { cap, heap: std::collections::BinaryHeap::new() }
+    }
+
+    /// Offers a row; `values` is called only when the row is kept.
+    pub(crate) fn offer(&mut self, rank: u64, row_hash: u64, values: impl FnOnce() -> Vec<Option<f64>>) {
+        if self.heap.len() < self.cap || self.heap.peek().is_some_and(|top| rank < top.0) {
+            self.heap.push((rank, row_hash, values().into_iter().map(|v| v.map(f64::to_bits)).collect()));
+            if self.heap.len() > self.cap {
+                self.heap.pop();
+            }
+        }
+    }
+
+    /// The rows kept, in rank order.
+    pub(crate) fn finish(self) -> Vec<SampleRow> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(_, h, v)| (h, v.into_iter().map(|b| b.map(f64::from_bits)).collect()))
+            .collect()
+    }
+}
+
 /// Writes `rows` (row hash, values of `columns`) in the order given.
 pub(crate) fn write_sample(path: &Path, columns: &[String], rows: &[SampleRow]) -> Result<(), DataError> {
     let mut fields: Vec<Field> = columns.iter().map(|c| Field::new(c, DataType::Float64, true)).collect();

@@ -164,13 +164,5 @@ table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #eee;padding:2p
 /// Writes the report atomically; an existing regular file is replaced, but
 /// never a device, directory or link (`--html /dev/null` must not swap out /dev/null).
 pub fn write(path: &Path, v: &DataVersion) -> std::io::Result<()> {
-    if let Ok(m) = path.symlink_metadata()
-        && !m.is_file()
-    {
-        return Err(std::io::Error::other("the path exists and is not a regular file"));
-    }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::fs::write(tmp.path(), render(v))?;
-    tmp.persist(path).map(drop).map_err(|e| e.error)
+    crate::out_file::write(path, render(v).as_bytes(), crate::out_file::Existing::Replace)
 }

@@ -21,6 +21,7 @@ mod bench_serve;
 mod bench_sign;
 mod data_cmd;
 mod data_html;
+mod out_file;
 mod pipeline_cmd;
 mod quickstart;
 mod report_cmd;

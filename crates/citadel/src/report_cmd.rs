@@ -31,13 +31,8 @@ fn find_chromium() -> Option<PathBuf> {
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(parent).with_context(|| format!("creating a file in {}", parent.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error))?;
-    Ok(())
+    crate::out_file::write(path, bytes, crate::out_file::Existing::Replace)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub async fn run_report(ws: &Workspace, caller: &Caller, dir: &Path, pdf: bool, out: &Out) -> Result<i32> {

@@ -198,14 +198,8 @@ pub async fn run_subject(ws: &Workspace, caller: &Caller, cmd: &SubjectCmd, out:
             let bytes = if format == "csv" { export_csv(&e)? } else { serde_json::to_vec_pretty(&e)? };
             match output {
                 Some(path) => {
-                    let parent =
-                        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-                    let mut tmp = tempfile::NamedTempFile::new_in(parent)
-                        .with_context(|| format!("creating a file in {}", parent.display()))?;
-                    std::io::Write::write_all(&mut tmp, &bytes)?;
-                    tmp.as_file().sync_all()?;
-                    tmp.persist_noclobber(path)
-                        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error))?;
+                    crate::out_file::write(path, &bytes, crate::out_file::Existing::Keep)
+                        .with_context(|| format!("writing {}", path.display()))?;
                     let summary = serde_json::json!({"dataset": e.dataset, "rows": e.rows.len(), "output": path, "format": format, "pseudonymized": e.pseudonymized});
                     out.emit(&summary, || {
                         let mut s = format!(
