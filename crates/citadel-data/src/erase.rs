@@ -145,8 +145,8 @@ impl Subject {
 fn redact_value(p: &str) -> String {
     match p.split_once('=') {
         Some((c, _)) => format!("{c}=…"),
-        None if p.len() > 3 => "a condition without '='".into(),
-        None => p.to_string(),
+        // Without '=' it may be a value typed alone: not shown.
+        None => String::new(),
     }
 }
 

@@ -52,7 +52,7 @@ pub enum DataError {
     Crypto(#[from] citadel_crypto::CryptoError),
     #[error("internal error: {0}")]
     Internal(String),
-    #[error("{given:?} is not a subject condition: write column=value")]
+    #[error("not a subject condition{}: write COLUMN=VALUE", if given.is_empty() { String::new() } else { format!(" ({given})") })]
     BadCondition { given: String },
     #[error("the subject keys file {path}: {reason}")]
     KeysFile { path: PathBuf, reason: String },

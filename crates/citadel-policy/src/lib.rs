@@ -229,9 +229,7 @@ impl fmt::Display for Role {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
-    #[error(
-        "unknown role {0:?}; roles are: admin, data-steward, data-scientist, ml-engineer, approver, auditor, inference-client"
-    )]
+    #[error("unknown role {0:?}; roles are: {roles}", roles = Role::ALL.map(Role::as_str).join(", "))]
     UnknownRole(String),
     #[error("invalid scope {0:?}: use kind:name with optional '*' wildcards (e.g. dataset:adult*, model:*, *)")]
     BadScope(String),
@@ -363,6 +361,8 @@ mod tests {
         let auditor = [g(Role::Auditor, "*")];
         assert_eq!(decide(&auditor, Action::ArtifactGet, "artifact:x"), Decision::Deny);
         assert_eq!(decide(&[g(Role::InferenceClient, "*")], Action::ArtifactList, "artifact:x"), Decision::Deny);
+        let unknown = "privacy-oficer".parse::<Role>().unwrap_err().to_string();
+        assert!(Role::ALL.iter().all(|r| unknown.contains(r.as_str())), "{unknown}");
     }
 
     #[test]
