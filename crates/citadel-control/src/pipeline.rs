@@ -1001,6 +1001,7 @@ impl Workspace {
         let ytr: Vec<f32> = p.train.iter().map(|&i| p.y[i]).collect();
         let x = p.encoder.encode(&train_table).map_err(ml)?;
         let enc = p.encoder.clone();
+        let classes = p.labels.classes.clone();
         let meta = vec![
             ("citadel.encoder".to_string(), serde_json::to_string(&p.encoder).unwrap_or_default()),
             ("citadel.classes".to_string(), serde_json::to_string(&p.labels.classes).unwrap_or_default()),
@@ -1018,7 +1019,7 @@ impl Workspace {
                         Ok((m, p))
                     };
                     let (model, search) = fair_fit(&ytr, &groups, target, fit)?;
-                    let onnx = model.to_onnx(&enc, meta);
+                    let onnx = model.to_onnx(&enc, citadel_ml::Interface::Named { classes: &classes }, meta).map_err(ml)?;
                     let details = serde_json::json!({"params": params, "iterations": model.iterations, "converged": model.converged, "seconds": start.elapsed().as_secs_f64(), "fairness": search});
                     Ok(Trained { onnx, probe: None, native: None, details })
                 })
@@ -1038,7 +1039,7 @@ impl Workspace {
                         Ok((m, p))
                     };
                     let (model, search) = fair_fit(&ytr, &groups, target, fit)?;
-                    let onnx = model.to_onnx(&enc, meta);
+                    let onnx = model.to_onnx(&enc, citadel_ml::Interface::Named { classes: &classes }, meta).map_err(ml)?;
                     let details = serde_json::json!({"params": gp, "trees": model.trees.len(), "seconds": start.elapsed().as_secs_f64(), "fairness": search});
                     let native = serde_json::to_vec(&model).ok();
                     Ok(Trained { onnx, probe: Some(Box::new(NativeGbt(model))), native, details })

@@ -26,6 +26,9 @@ impl<'a> Attrs<'a> {
     fn get(&self, name: &str) -> Option<&'a AttributeProto> {
         self.list.iter().find(|a| a.name == name)
     }
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
     fn missing(&self, name: &str) -> InferError {
         InferError::Model(format!("{}: attribute {name} is missing", self.op))
     }
@@ -227,6 +230,13 @@ enum Op {
         axis: i64,
     },
     ArrayFeatureExtractor,
+    Gather {
+        axis: i64,
+    },
+    Equal,
+    LabelEncoder(crate::features::LabelEncoder),
+    Imputer(crate::features::Imputer),
+    OneHot(crate::features::OneHot),
     LinearClassifier {
         coef: Vec<f32>,
         intercepts: Vec<f32>,
@@ -310,10 +320,15 @@ pub fn supports(domain: &str, op: &str) -> bool {
                 | "ArgMax"
                 | "Reshape"
                 | "Flatten"
+                | "Gather"
+                | "Equal"
         ),
         "ai.onnx.ml" => matches!(
             op,
             "ArrayFeatureExtractor"
+                | "LabelEncoder"
+                | "Imputer"
+                | "OneHotEncoder"
                 | "LinearClassifier"
                 | "LinearRegressor"
                 | "Normalizer"
@@ -479,6 +494,11 @@ fn compile_op(node: &NodeProto, opsets: Opsets) -> Result<Op, InferError> {
         "Reshape" => Op::Reshape { allowzero: a.int_or("allowzero", 0) != 0 },
         "Flatten" => Op::Flatten { axis: a.int_or("axis", 1) },
         "ArrayFeatureExtractor" => Op::ArrayFeatureExtractor,
+        "Gather" => Op::Gather { axis: a.int_or("axis", 0) },
+        "Equal" => Op::Equal,
+        "LabelEncoder" => Op::LabelEncoder(crate::features::LabelEncoder::compile(&a)?),
+        "Imputer" => Op::Imputer(crate::features::Imputer::compile(&a)?),
+        "OneHotEncoder" => Op::OneHot(crate::features::OneHot::compile(&a)?),
         "ZipMap" => Op::ZipMap,
         "LinearClassifier" => {
             let coef = a.floats_or_empty("coefficients").to_vec();
@@ -614,6 +634,11 @@ fn exec(op: &Op, args: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>, InferError
             vec![Tensor { shape: vec![outer, inner], data: x.data.clone() }]
         }
         Op::ArrayFeatureExtractor => vec![array_feature_extractor(x, arg(args, 1)?)?],
+        Op::Gather { axis } => vec![crate::features::gather(x, arg(args, 1)?, *axis)?],
+        Op::Equal => vec![crate::features::equal(x, arg(args, 1)?)?],
+        Op::LabelEncoder(e) => vec![e.run(x)?],
+        Op::Imputer(i) => vec![i.run(x)?],
+        Op::OneHot(o) => vec![o.run(x)?],
         Op::LinearClassifier { coef, intercepts, labels, post } => {
             linear_classifier(x, coef, intercepts, labels, *post)?
         }
@@ -862,7 +887,7 @@ fn gemm(
 }
 
 /// The broadcast shape of two shapes (numpy rules).
-fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, InferError> {
+pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, InferError> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
@@ -880,7 +905,7 @@ fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, InferError> {
 }
 
 /// For each output index, the index into a tensor of `shape` broadcast to `out`.
-fn broadcast_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
+pub(crate) fn broadcast_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let total: usize = out.iter().product();
     if shape == out {
         return (0..total).collect();
@@ -959,7 +984,7 @@ fn unary(op: Unary, x: &Tensor) -> Result<Tensor, InferError> {
     Ok(Tensor { shape: x.shape.clone(), data: Data::F32(v.iter().map(|&x| f(x)).collect()) })
 }
 
-fn norm_axis(axis: i64, rank: usize) -> Result<usize, InferError> {
+pub(crate) fn norm_axis(axis: i64, rank: usize) -> Result<usize, InferError> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r.max(1) {

@@ -15,6 +15,7 @@
 //! executes but the listed operators, and declared sizes are bounded before
 //! anything is allocated.
 
+mod features;
 mod graph;
 pub mod proto;
 mod tensor;
@@ -88,6 +89,8 @@ pub struct Model {
     pub outputs: Vec<IoSpec>,
     pub engine: Engine,
     pub producer: String,
+    /// The model's `metadata_props`, in file order.
+    pub metadata: Vec<(String, String)>,
     runner: Runner,
 }
 
@@ -168,7 +171,13 @@ impl Model {
             check_wiring(graph)?;
             (Engine::Tract, Runner::Tract(tract_engine::TractModel::load(bytes, &inputs)?))
         };
-        Ok(Model { inputs, outputs, engine, producer: model.producer_name.clone(), runner })
+        let metadata = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+        Ok(Model { inputs, outputs, engine, producer: model.producer_name.clone(), metadata, runner })
+    }
+
+    /// The value of metadata property `key`, if the model has one.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Checks tensors against the declared inputs: count, element type, rank and fixed dimensions.

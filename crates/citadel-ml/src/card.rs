@@ -366,7 +366,7 @@ impl ModelCard {
         h += "</section><section><h2>Inputs</h2><p>One tensor <code>X</code> [N, features], FP32; categories are sent as their code (index below). Outputs: <code>label</code> (class index) and <code>probabilities</code> [N, 2].</p><table><tr><th>feature</th><th>kind</th></tr>";
         for f in &self.encoder.features {
             let kind = match &f.kind {
-                crate::encode::FeatureKind::Numeric { fill } => format!("numeric (missing → {fill})"),
+                crate::encode::FeatureKind::Numeric { fill, .. } => format!("numeric (missing → {fill})"),
                 crate::encode::FeatureKind::Categorical { categories } => {
                     categories.iter().enumerate().map(|(k, c)| format!("{k}={c}")).collect::<Vec<_>>().join(", ")
                 }

@@ -22,9 +22,14 @@ pub const UNKNOWN_CODE: f32 = -1.0;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FeatureKind {
-    /// Nulls become `fill`, the training median.
+    /// Nulls become `fill`, the training median; `min` and `max` are the
+    /// training range (absent in encoders written before they were kept).
     Numeric {
         fill: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<f64>,
     },
     Categorical {
         categories: Vec<String>,
@@ -163,7 +168,11 @@ impl FeatureEncoder {
                         return Err(MlError::Column { column: name.clone(), detail: "has no values".into() });
                     }
                     present.sort_by(f64::total_cmp);
-                    FeatureKind::Numeric { fill: present[present.len() / 2] }
+                    FeatureKind::Numeric {
+                        fill: present[present.len() / 2],
+                        min: present.first().copied(),
+                        max: present.last().copied(),
+                    }
                 }
                 Column::Cat(v) => {
                     let mut stats: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
@@ -193,7 +202,7 @@ impl FeatureEncoder {
         for (j, f) in self.features.iter().enumerate() {
             let col = table.column(&f.name)?;
             match (&f.kind, col) {
-                (FeatureKind::Numeric { fill }, Column::Num(v)) => {
+                (FeatureKind::Numeric { fill, .. }, Column::Num(v)) => {
                     for (i, x) in v.iter().enumerate() {
                         data[i * cols + j] = x.filter(|x| x.is_finite()).unwrap_or(*fill) as f32;
                     }
@@ -222,6 +231,54 @@ impl FeatureEncoder {
         Ok(Matrix { rows: table.rows, cols, data })
     }
 
+    /// The rows of `table` as a model exported with named inputs
+    /// ([`crate::Interface::Named`]) takes them: one `[N, 1]` tensor per
+    /// feature, in encoder order, `FP32` for numbers (null → NaN, which the
+    /// graph fills) and `BYTES` for categories (null → the empty string, the
+    /// graph's missing category).
+    pub fn named_tensors(&self, table: &Table) -> Result<Vec<(String, citadel_infer::Tensor)>, MlError> {
+        self.features
+            .iter()
+            .map(|f| {
+                let data = match (&f.kind, table.column(&f.name)?) {
+                    (FeatureKind::Numeric { .. }, Column::Num(v)) => {
+                        citadel_infer::Data::F32(v.iter().map(|x| x.map_or(f32::NAN, |x| x as f32)).collect())
+                    }
+                    (FeatureKind::Categorical { .. }, Column::Cat(v)) => {
+                        citadel_infer::Data::Str(v.iter().map(|x| x.clone().unwrap_or_default()).collect())
+                    }
+                    _ => {
+                        return Err(MlError::Column {
+                            column: f.name.clone(),
+                            detail: "changed between numeric and categorical since training".into(),
+                        });
+                    }
+                };
+                let t =
+                    citadel_infer::Tensor::new(vec![table.rows, 1], data).map_err(|e| MlError::Model(e.to_string()))?;
+                Ok((f.name.clone(), t))
+            })
+            .collect()
+    }
+
+    /// The rows of `table` as the `inputs` of an Open Inference Protocol V2
+    /// request to a named-input model (nulls as JSON `null`).
+    pub fn v2_inputs(&self, table: &Table) -> Result<serde_json::Value, MlError> {
+        let mut inputs = Vec::new();
+        for (name, t) in self.named_tensors(table)? {
+            let (datatype, data) = match &t.data {
+                citadel_infer::Data::F32(v) => (
+                    "FP32",
+                    v.iter().map(|x| if x.is_nan() { serde_json::Value::Null } else { serde_json::json!(x) }).collect(),
+                ),
+                citadel_infer::Data::Str(v) => ("BYTES", v.iter().map(|x| serde_json::json!(x)).collect::<Vec<_>>()),
+                _ => continue,
+            };
+            inputs.push(serde_json::json!({"name": name, "shape": t.shape, "datatype": datatype, "data": data}));
+        }
+        Ok(serde_json::Value::Array(inputs))
+    }
+
     /// One row from JSON values (`{"age": 39, "workclass": "Private", …}`),
     /// for callers building requests by hand.
     pub fn encode_json(&self, row: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<f32>, MlError> {
@@ -230,7 +287,7 @@ impl FeatureEncoder {
             .map(|f| {
                 let v = row.get(&f.name);
                 Ok(match &f.kind {
-                    FeatureKind::Numeric { fill } => match v {
+                    FeatureKind::Numeric { fill, .. } => match v {
                         None | Some(serde_json::Value::Null) => *fill as f32,
                         Some(v) => v.as_f64().ok_or_else(|| MlError::Column {
                             column: f.name.clone(),

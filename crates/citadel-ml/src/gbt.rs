@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::MlError;
 use crate::encode::{FeatureEncoder, Matrix};
 use crate::math::{sigmoid, softplus};
-use crate::onnx_build::{Attr, GraphBuilder};
+use crate::onnx_build::{Attr, GraphBuilder, Interface};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -433,7 +433,12 @@ impl GbtModel {
     /// classifier tail. onnxruntime and citadel-infer's native tree executor
     /// run it; the operator is the one skl2onnx writes for scikit-learn's
     /// gradient boosting.
-    pub fn to_onnx(&self, encoder: &FeatureEncoder, metadata: Vec<(String, String)>) -> Vec<u8> {
+    pub fn to_onnx(
+        &self,
+        encoder: &FeatureEncoder,
+        interface: Interface<'_>,
+        metadata: Vec<(String, String)>,
+    ) -> Result<Vec<u8>, MlError> {
         let mut a = EnsembleAttrs::default();
         for (t, tree) in self.trees.iter().enumerate() {
             for (k, node) in tree.nodes.iter().enumerate() {
@@ -469,10 +474,11 @@ impl GbtModel {
             (a.leaf_tree, a.leaf_node, a.leaf_weight) = (vec![0], vec![0], vec![0.0]);
         }
         let targets = a.leaf_tree.len();
-        let mut g = GraphBuilder::default();
+        let mut g = GraphBuilder::new(encoder, interface)?;
+        let x = g.x();
         let logit = g.ml_op(
             "TreeEnsembleRegressor",
-            &["X"],
+            &[x],
             vec![
                 Attr::Int("n_targets", 1),
                 Attr::Str("aggregate_function", "SUM"),
@@ -494,7 +500,7 @@ impl GbtModel {
         );
         let p1 = g.op("Sigmoid", &[&logit], vec![]);
         g.classifier_outputs(&p1);
-        g.finish(encoder.features.len(), "gradient-boosted trees trained by citadel", metadata)
+        Ok(g.finish("gradient-boosted trees trained by citadel", metadata))
     }
 }
 

@@ -17,12 +17,13 @@ pub mod gbt;
 pub mod lr;
 mod math;
 pub mod metrics;
-mod onnx_build;
+pub mod onnx_build;
 pub mod robust;
 pub mod split;
 pub mod table;
 
 pub use encode::{FeatureEncoder, Labels, Matrix};
+pub use onnx_build::Interface;
 pub use table::{Column, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +44,12 @@ pub trait Classifier: Sync {
 }
 
 /// An ONNX classifier run in-process by citadel-infer. The input is the
-/// model's one float input `[N, F]`; the positive-class probability is
-/// column 1 of its probability output (`probabilities`, or skl2onnx's
-/// `output_probability`, or the only float output).
+/// model's one float input `[N, F]`, or, for a model exported with named
+/// inputs (its `citadel.encoder` metadata names them), one input per
+/// feature built from the encoded rows by reversing the codes; the
+/// positive-class probability is column 1 of its probability output
+/// (`probabilities`, or skl2onnx's `output_probability`, or the only float
+/// output).
 #[derive(Debug)]
 pub struct OnnxClassifier {
     model: citadel_infer::Model,
@@ -53,11 +57,61 @@ pub struct OnnxClassifier {
     pub input: String,
     output: String,
     pub features: usize,
+    feed: Feed,
+}
+
+/// How encoded rows become the model's inputs.
+#[derive(Debug)]
+enum Feed {
+    Codes,
+    /// Per declared input: the matrix column, and for a category the
+    /// categories by code plus a string no category has (for code -1).
+    Named(Vec<(usize, Option<(Vec<String>, String)>)>),
+}
+
+impl Feed {
+    /// The named feed of a model exported with [`Interface::Named`] (its
+    /// `citadel.inputs` metadata lists the features in matrix order).
+    fn named(model: &citadel_infer::Model) -> Result<Option<Feed>, MlError> {
+        #[derive(serde::Deserialize)]
+        struct Input {
+            name: String,
+            #[serde(default)]
+            categories: Option<Vec<String>>,
+        }
+        let Some(json) = model.meta("citadel.inputs") else { return Ok(None) };
+        let schema: Vec<Input> =
+            serde_json::from_str(json).map_err(|e| MlError::Model(format!("citadel.inputs metadata: {e}")))?;
+        if schema.len() != model.inputs.len() {
+            return Err(MlError::Model("the model's inputs are not the ones its metadata lists".into()));
+        }
+        let mut feed = Vec::with_capacity(model.inputs.len());
+        for input in &model.inputs {
+            let j = schema.iter().position(|f| f.name == input.name).ok_or_else(|| {
+                MlError::Model(format!("input {} is not in the model's citadel.inputs metadata", input.name))
+            })?;
+            let cats = schema[j].categories.clone().map(|categories| {
+                let mut unseen = "(unseen)".to_string();
+                while categories.contains(&unseen) {
+                    unseen.push('*');
+                }
+                (categories, unseen)
+            });
+            feed.push((j, cats));
+        }
+        Ok(Some(Feed::Named(feed)))
+    }
 }
 
 impl OnnxClassifier {
     pub fn load(bytes: &[u8]) -> Result<OnnxClassifier, MlError> {
         let model = citadel_infer::Model::load(bytes).map_err(|e| MlError::Model(e.to_string()))?;
+        if let Some(feed) = Feed::named(&model)? {
+            let output = probability_output(&model)?;
+            let features = model.inputs.len();
+            let input = "named features".to_string();
+            return Ok(OnnxClassifier { model, input, output, features, feed });
+        }
         let [input] = model.inputs.as_slice() else {
             return Err(MlError::Model(format!(
                 "a tabular classifier takes one input tensor [N, features]; this model takes {}",
@@ -74,16 +128,42 @@ impl OnnxClassifier {
         }
         let features = input.shape[1]
             .ok_or_else(|| MlError::Model(format!("input {} must fix its feature dimension", input.name)))?;
-        let floats: Vec<&citadel_infer::IoSpec> =
-            model.outputs.iter().filter(|o| o.dtype == citadel_infer::DType::F32).collect();
-        let output = ["probabilities", "output_probability"]
-            .iter()
-            .find_map(|n| floats.iter().find(|o| o.name == *n))
-            .or(if floats.len() == 1 { floats.first() } else { None })
-            .map(|o| o.name.clone())
-            .ok_or_else(|| MlError::Model("no probability output (probabilities or output_probability)".into()))?;
+        let output = probability_output(&model)?;
         let input = input.name.clone();
-        Ok(OnnxClassifier { model, input, output, features })
+        Ok(OnnxClassifier { model, input, output, features, feed: Feed::Codes })
+    }
+
+    /// The model's inputs for rows `start..end` of `x`.
+    fn inputs(&self, x: &Matrix, start: usize, end: usize) -> Result<Vec<citadel_infer::Tensor>, MlError> {
+        let err = |e: citadel_infer::InferError| MlError::Model(e.to_string());
+        let n = end - start;
+        match &self.feed {
+            Feed::Codes => Ok(vec![
+                citadel_infer::Tensor::f32(vec![n, x.cols], x.data[start * x.cols..end * x.cols].to_vec())
+                    .map_err(err)?,
+            ]),
+            Feed::Named(feed) => feed
+                .iter()
+                .map(|(j, cats)| {
+                    let col = (start..end).map(|i| x.data[i * x.cols + j]);
+                    let data = match cats {
+                        None => citadel_infer::Data::F32(col.collect()),
+                        Some((categories, unseen)) => citadel_infer::Data::Str(
+                            col.map(|code| {
+                                let k = code.round();
+                                if k >= 0.0 && (k as usize) < categories.len() {
+                                    categories[k as usize].clone()
+                                } else {
+                                    unseen.clone()
+                                }
+                            })
+                            .collect(),
+                        ),
+                    };
+                    citadel_infer::Tensor::new(vec![n, 1], data).map_err(err)
+                })
+                .collect(),
+        }
     }
 
     pub fn engine(&self) -> &'static str {
@@ -100,10 +180,8 @@ impl Classifier for OnnxClassifier {
         // Chunks bound the memory of the dense tree graph.
         for start in (0..x.rows).step_by(4096) {
             let end = (start + 4096).min(x.rows);
-            let t =
-                citadel_infer::Tensor::f32(vec![end - start, x.cols], x.data[start * x.cols..end * x.cols].to_vec())
-                    .map_err(|e| MlError::Model(e.to_string()))?;
-            let mut outputs = self.model.run(vec![t]).map_err(|e| MlError::Model(e.to_string()))?;
+            let inputs = self.inputs(x, start, end)?;
+            let mut outputs = self.model.run(inputs).map_err(|e| MlError::Model(e.to_string()))?;
             let pos = self
                 .model
                 .outputs
@@ -123,4 +201,16 @@ impl Classifier for OnnxClassifier {
         }
         Ok(out)
     }
+}
+
+/// The float output holding class probabilities.
+fn probability_output(model: &citadel_infer::Model) -> Result<String, MlError> {
+    let floats: Vec<&citadel_infer::IoSpec> =
+        model.outputs.iter().filter(|o| o.dtype == citadel_infer::DType::F32).collect();
+    ["probabilities", "output_probability"]
+        .iter()
+        .find_map(|n| floats.iter().find(|o| o.name == *n))
+        .or(if floats.len() == 1 { floats.first() } else { None })
+        .map(|o| o.name.clone())
+        .ok_or_else(|| MlError::Model("no probability output (probabilities or output_probability)".into()))
 }

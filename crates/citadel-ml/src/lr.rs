@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::MlError;
 use crate::encode::{FeatureEncoder, FeatureKind, Matrix};
 use crate::math::{sigmoid, softplus};
-use crate::onnx_build::{Attr, GraphBuilder};
+use crate::onnx_build::{Attr, GraphBuilder, Interface};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -300,8 +300,14 @@ impl LogisticModel {
 
     /// The ONNX graph: one-hot (`Equal` against the codes) and standardize
     /// inside, then `MatMul`, `Add`, `Sigmoid`.
-    pub fn to_onnx(&self, encoder: &FeatureEncoder, metadata: Vec<(String, String)>) -> Vec<u8> {
-        let mut g = GraphBuilder::default();
+    pub fn to_onnx(
+        &self,
+        encoder: &FeatureEncoder,
+        interface: Interface<'_>,
+        metadata: Vec<(String, String)>,
+    ) -> Result<Vec<u8>, MlError> {
+        let mut g = GraphBuilder::new(encoder, interface)?;
+        let x = g.x();
         let mut parts = Vec::new();
         let mut weights: Vec<f32> = Vec::new();
         let numeric: Vec<(usize, f64, f64)> = self
@@ -318,7 +324,7 @@ impl LogisticModel {
         let (offsets, _) = term_offsets(&self.terms);
         if !numeric.is_empty() {
             let idx = g.i64s("numeric_idx", &[numeric.len() as i64], numeric.iter().map(|n| n.0 as i64).collect());
-            let cols = g.op("Gather", &["X", &idx], vec![Attr::Int("axis", 1)]);
+            let cols = g.op("Gather", &[x, &idx], vec![Attr::Int("axis", 1)]);
             let mean = g.f32s("mean", &[numeric.len() as i64], numeric.iter().map(|n| n.1 as f32).collect());
             let std = g.f32s("std", &[numeric.len() as i64], numeric.iter().map(|n| n.2 as f32).collect());
             let centered = g.op("Sub", &[&cols, &mean], vec![]);
@@ -328,7 +334,7 @@ impl LogisticModel {
         for (j, t) in self.terms.iter().enumerate() {
             if let Term::OneHot { categories } = t {
                 let idx = g.i64s("cat_idx", &[1], vec![j as i64]);
-                let col = g.op("Gather", &["X", &idx], vec![Attr::Int("axis", 1)]);
+                let col = g.op("Gather", &[x, &idx], vec![Attr::Int("axis", 1)]);
                 let codes = g.f32s("codes", &[*categories as i64], (0..*categories).map(|k| k as f32).collect());
                 let hit = g.op("Equal", &[&col, &codes], vec![]);
                 parts.push(g.op("Cast", &[&hit], vec![Attr::Int("to", 1)]));
@@ -343,6 +349,6 @@ impl LogisticModel {
         let logit = g.op("Add", &[&z, &b], vec![]);
         let p1 = g.op("Sigmoid", &[&logit], vec![]);
         g.classifier_outputs(&p1);
-        g.finish(encoder.features.len(), "logistic regression trained by citadel", metadata)
+        Ok(g.finish("logistic regression trained by citadel", metadata))
     }
 }

@@ -1,6 +1,15 @@
 //! Writing ONNX graphs of standard operators (opset 13), and of ONNX-ML
-//! operators (opset 1) where one exists for the model (tree ensembles), so
-//! onnxruntime and citadel-infer run what the trainers export.
+//! operators (opset 2) where one exists for the model (tree ensembles, the
+//! feature encoder), so onnxruntime and citadel-infer run what the trainers
+//! export.
+//!
+//! A model's [`Interface`] is what callers send and get back. With
+//! [`Interface::Named`] the encoder lives inside the graph: one input per
+//! training column, categories as strings turned into codes by ONNX-ML
+//! `LabelEncoder`, missing numbers filled by `Imputer`, and the class name
+//! as the label, so the served artifact is the whole model (signed and
+//! scanned as one) and a caller cannot encode a row differently from
+//! training.
 
 use citadel_infer::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
@@ -8,32 +17,66 @@ use citadel_infer::proto::{
 };
 use prost::Message;
 
+use crate::MlError;
+use crate::encode::{FeatureEncoder, FeatureKind, MISSING, UNKNOWN_CODE};
+
 pub const OPSET: i64 = 13;
 const FLOAT: i32 = 1;
 const INT64: i32 = 7;
+const ATTR_FLOAT: i32 = 1;
 const ATTR_INT: i32 = 2;
 const ATTR_STRING: i32 = 3;
 const ATTR_FLOATS: i32 = 6;
 const ATTR_INTS: i32 = 7;
 const ATTR_STRINGS: i32 = 8;
-/// The ONNX-ML operator set the exports use (TreeEnsembleRegressor v1).
-pub const ML_OPSET: i64 = 1;
+const STRING: i32 = 8;
+/// The ONNX-ML operator set the exports use (LabelEncoder needs 2;
+/// TreeEnsembleRegressor and Imputer are unchanged since 1).
+pub const ML_OPSET: i64 = 2;
 
-#[derive(Debug, Default)]
-pub struct GraphBuilder {
+/// What a served model takes and gives.
+#[derive(Debug, Clone, Copy)]
+pub enum Interface<'a> {
+    /// One float input `X` `[N, F]` of category codes and numbers, encoded
+    /// by the caller with the model's encoder; `label` is the class index
+    /// (int64, 1 = positive).
+    Codes,
+    /// One input per feature, named as its training column, shape `[N, 1]`:
+    /// numeric features `FP32` (NaN is a missing value and becomes the
+    /// training median, as in training), categorical ones `BYTES` (a
+    /// category training never saw takes code -1, as training's encoder
+    /// gives it; the empty string is the missing category). `label` is the
+    /// class name (`BYTES`, `classes[1]` when the positive-class
+    /// probability is above 0.5).
+    Named { classes: &'a [String; 2] },
+}
+
+/// The name of the internal features matrix in a named-input graph (never an
+/// input, so a column called `X` cannot collide with it).
+const NAMED_X: &str = "citadel/X";
+/// Names a named-input graph gives its outputs; no feature may take them.
+pub const OUTPUTS: [&str; 2] = ["label", "probabilities"];
+
+#[derive(Debug)]
+pub struct GraphBuilder<'a> {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     next: usize,
     /// Whether a node of the `ai.onnx.ml` domain was added.
     uses_ml: bool,
+    encoder: &'a FeatureEncoder,
+    interface: Interface<'a>,
 }
 
+#[derive(Debug)]
 pub enum Attr {
     Int(&'static str, i64),
     Str(&'static str, &'static str),
     Ints(&'static str, Vec<i64>),
     Floats(&'static str, Vec<f32>),
+    Float(&'static str, f32),
     Strs(&'static str, Vec<&'static str>),
+    Strings(&'static str, Vec<String>),
 }
 
 impl Attr {
@@ -44,17 +87,47 @@ impl Attr {
             Attr::Str(n, s) => AttributeProto { s: s.as_bytes().to_vec(), ..base(n, ATTR_STRING) },
             Attr::Ints(n, ints) => AttributeProto { ints, ..base(n, ATTR_INTS) },
             Attr::Floats(n, floats) => AttributeProto { floats, ..base(n, ATTR_FLOATS) },
+            Attr::Float(n, f) => AttributeProto { f, ..base(n, ATTR_FLOAT) },
             Attr::Strs(n, v) => {
                 AttributeProto { strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(), ..base(n, ATTR_STRINGS) }
+            }
+            Attr::Strings(n, v) => {
+                AttributeProto { strings: v.into_iter().map(String::into_bytes).collect(), ..base(n, ATTR_STRINGS) }
             }
         }
     }
 }
 
-impl GraphBuilder {
+impl<'a> GraphBuilder<'a> {
+    /// A builder for a model over `encoder`'s features. With a named
+    /// interface every feature must have a name no output takes.
+    pub fn new(encoder: &'a FeatureEncoder, interface: Interface<'a>) -> Result<GraphBuilder<'a>, MlError> {
+        if let Interface::Named { .. } = interface
+            && let Some(f) =
+                encoder.features.iter().find(|f| OUTPUTS.contains(&f.name.as_str()) || f.name.starts_with("citadel/"))
+        {
+            return Err(MlError::Column {
+                column: f.name.clone(),
+                detail: format!(
+                    "has the name of one of the served model's outputs ({}) — hint: rename the column in the data",
+                    OUTPUTS.join(", ")
+                ),
+            });
+        }
+        Ok(GraphBuilder { nodes: Vec::new(), initializers: Vec::new(), next: 0, uses_ml: false, encoder, interface })
+    }
+
+    /// The name of the features matrix `[N, F]` the model's body reads.
+    pub fn x(&self) -> &'static str {
+        match self.interface {
+            Interface::Codes => "X",
+            Interface::Named { .. } => NAMED_X,
+        }
+    }
+
     fn fresh(&mut self, hint: &str) -> String {
         self.next += 1;
-        format!("{hint}_{}", self.next)
+        format!("citadel/{hint}_{}", self.next)
     }
 
     pub fn f32s(&mut self, hint: &str, dims: &[i64], data: Vec<f32>) -> String {
@@ -118,28 +191,114 @@ impl GraphBuilder {
         let one = self.f32s("one", &[], vec![1.0]);
         let p0 = self.op("Sub", &[&one, p1], vec![]);
         self.op_named("Concat", &[&p0, p1], "probabilities", vec![Attr::Int("axis", 1)]);
-        self.op_named("ArgMax", &["probabilities"], "label", vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)]);
+        match self.interface {
+            Interface::Codes => {
+                self.op_named(
+                    "ArgMax",
+                    &["probabilities"],
+                    "label",
+                    vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
+                );
+            }
+            Interface::Named { classes } => {
+                let idx = self.op("ArgMax", &["probabilities"], vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)]);
+                self.uses_ml = true;
+                self.node(
+                    "ai.onnx.ml",
+                    "LabelEncoder",
+                    &[&idx],
+                    "label",
+                    vec![
+                        Attr::Ints("keys_int64s", vec![0, 1]),
+                        Attr::Strings("values_strings", classes.to_vec()),
+                        Attr::Str("default_string", ""),
+                    ],
+                );
+            }
+        }
     }
 
-    /// The finished model: input `X` `[N, features]` float, outputs `label`
-    /// and `probabilities`. `metadata` is stored as ONNX metadata properties.
-    pub fn finish(self, features: usize, doc: &str, metadata: Vec<(String, String)>) -> Vec<u8> {
-        let tensor = |elem: i32, dims: Vec<Dimension>| TypeProto {
-            tensor_type: Some(TensorTypeProto { elem_type: elem, shape: Some(TensorShapeProto { dim: dims }) }),
-            ..Default::default()
+    /// The nodes that turn the named inputs into the features matrix, each
+    /// feature as training's encoder turns it (`FeatureEncoder::encode`).
+    fn named_prefix(&mut self) -> Vec<ValueInfoProto> {
+        let mut inputs = Vec::new();
+        let mut parts = Vec::new();
+        for f in &self.encoder.features {
+            let column = |elem: i32| ValueInfoProto {
+                name: f.name.clone(),
+                r#type: Some(tensor(elem, vec![batch(), fixed(1)])),
+            };
+            match &f.kind {
+                FeatureKind::Numeric { fill, .. } => {
+                    inputs.push(column(FLOAT));
+                    parts.push(self.ml_op(
+                        "Imputer",
+                        &[&f.name],
+                        vec![
+                            Attr::Floats("imputed_value_floats", vec![*fill as f32]),
+                            Attr::Float("replaced_value_float", f32::NAN),
+                        ],
+                    ));
+                }
+                FeatureKind::Categorical { categories } => {
+                    inputs.push(column(STRING));
+                    let mut keys = categories.clone();
+                    let mut codes: Vec<f32> = (0..categories.len()).map(|k| k as f32).collect();
+                    // A missing value arrives as the empty string (JSON null, an empty CSV cell).
+                    if let Some(m) = categories.iter().position(|c| c == MISSING)
+                        && !categories.iter().any(|c| c.is_empty())
+                    {
+                        keys.push(String::new());
+                        codes.push(m as f32);
+                    }
+                    parts.push(self.ml_op(
+                        "LabelEncoder",
+                        &[&f.name],
+                        vec![
+                            Attr::Strings("keys_strings", keys),
+                            Attr::Floats("values_floats", codes),
+                            Attr::Float("default_float", UNKNOWN_CODE),
+                        ],
+                    ));
+                }
+            }
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        self.op_named("Concat", &refs, NAMED_X, vec![Attr::Int("axis", 1)]);
+        inputs
+    }
+
+    /// The finished model (inputs and outputs as its [`Interface`] says);
+    /// `metadata` is stored as ONNX metadata properties, with
+    /// `citadel.inputs` (each input's kind, categories, range and fill, for
+    /// the served metadata) added for a named interface.
+    pub fn finish(mut self, doc: &str, mut metadata: Vec<(String, String)>) -> Vec<u8> {
+        let features = self.encoder.features.len();
+        let (input, label) = match self.interface {
+            Interface::Codes => (
+                vec![ValueInfoProto {
+                    name: "X".into(),
+                    r#type: Some(tensor(FLOAT, vec![batch(), fixed(features as i64)])),
+                }],
+                tensor(INT64, vec![batch()]),
+            ),
+            Interface::Named { .. } => {
+                let body = self.nodes.len();
+                let inputs = self.named_prefix();
+                // The prefix runs first: ONNX wants nodes in topological order.
+                let prefix = self.nodes.len() - body;
+                self.nodes.rotate_right(prefix);
+                metadata.push(("citadel.inputs".into(), input_schema(self.encoder).to_string()));
+                (inputs, tensor(STRING, vec![batch()]))
+            }
         };
-        let batch = || Dimension { dim_value: None, dim_param: Some("N".into()) };
-        let fixed = |v: i64| Dimension { dim_value: Some(v), dim_param: None };
         let graph = GraphProto {
             node: self.nodes,
             name: "citadel".into(),
             initializer: self.initializers,
-            input: vec![ValueInfoProto {
-                name: "X".into(),
-                r#type: Some(tensor(FLOAT, vec![batch(), fixed(features as i64)])),
-            }],
+            input,
             output: vec![
-                ValueInfoProto { name: "label".into(), r#type: Some(tensor(INT64, vec![batch()])) },
+                ValueInfoProto { name: "label".into(), r#type: Some(label) },
                 ValueInfoProto { name: "probabilities".into(), r#type: Some(tensor(FLOAT, vec![batch(), fixed(2)])) },
             ],
         };
@@ -151,15 +310,42 @@ impl GraphBuilder {
             producer_name: "citadel".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(graph),
+            doc_string: doc.into(),
+            metadata_props: metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect(),
         };
-        let mut bytes = model.encode_to_vec();
-        // doc_string (6) and metadata_props (14) are written by hand: the
-        // decoding structs leave them out because inference never reads them.
-        let doc = StringStringEntryProto { key: "doc".into(), value: doc.into() };
-        prost::encoding::string::encode(6, &doc.value, &mut bytes);
-        for (key, value) in metadata {
-            prost::encoding::message::encode(14, &StringStringEntryProto { key, value }, &mut bytes);
-        }
-        bytes
+        model.encode_to_vec()
     }
+}
+
+fn tensor(elem: i32, dims: Vec<Dimension>) -> TypeProto {
+    TypeProto {
+        tensor_type: Some(TensorTypeProto { elem_type: elem, shape: Some(TensorShapeProto { dim: dims }) }),
+        ..Default::default()
+    }
+}
+
+fn batch() -> Dimension {
+    Dimension { dim_value: None, dim_param: Some("N".into()) }
+}
+
+fn fixed(v: i64) -> Dimension {
+    Dimension { dim_value: Some(v), dim_param: None }
+}
+
+/// What a caller needs to know of each named input: `[{"name", "kind":
+/// "numeric", "min", "max", "fill"} | {"name", "kind": "categorical",
+/// "categories"}]`, ranges from the training rows.
+pub fn input_schema(encoder: &FeatureEncoder) -> serde_json::Value {
+    encoder
+        .features
+        .iter()
+        .map(|f| match &f.kind {
+            FeatureKind::Numeric { fill, min, max } => {
+                serde_json::json!({"name": f.name, "kind": "numeric", "min": min, "max": max, "fill": fill})
+            }
+            FeatureKind::Categorical { categories } => {
+                serde_json::json!({"name": f.name, "kind": "categorical", "categories": categories})
+            }
+        })
+        .collect()
 }

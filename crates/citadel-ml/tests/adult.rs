@@ -27,7 +27,7 @@ fn both_trainers_export_graphs_citadel_infer_runs_with_the_trainers_answers() {
     let start = Instant::now();
     let m = lr::fit(&enc, &xtr, &ytr, &lr::LrParams::default(), &[]).unwrap();
     eprintln!("lr: {:?}, {} iterations, converged {}", start.elapsed(), m.iterations, m.converged);
-    let onnx = OnnxClassifier::load(&m.to_onnx(&enc, vec![])).unwrap();
+    let onnx = OnnxClassifier::load(&m.to_onnx(&enc, citadel_ml::Interface::Codes, vec![]).unwrap()).unwrap();
     assert_eq!(onnx.engine(), "tract");
     let p = onnx.predict_proba(&xte).unwrap();
     let acc = metrics::evaluate(&yte, &p).accuracy;
@@ -37,7 +37,7 @@ fn both_trainers_export_graphs_citadel_infer_runs_with_the_trainers_answers() {
     let start = Instant::now();
     let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams::default(), &[]).unwrap();
     eprintln!("gbt: {:?}, {} trees", start.elapsed(), g.trees.len());
-    let onnx = OnnxClassifier::load(&g.to_onnx(&enc, vec![])).unwrap();
+    let onnx = OnnxClassifier::load(&g.to_onnx(&enc, citadel_ml::Interface::Codes, vec![]).unwrap()).unwrap();
     assert_eq!(onnx.engine(), "citadel-native");
     let start = Instant::now();
     let p = onnx.predict_proba(&xte).unwrap();

@@ -51,8 +51,8 @@ fn logistic_regression_and_boosted_trees_match_onnxruntime() {
     let m = lr::fit(&enc, &xtr, &ytr, &lr::LrParams::default(), &[]).unwrap();
     let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams { max_iter: 40, ..Default::default() }, &[]).unwrap();
     for (name, bytes, engine, tolerance) in [
-        ("logistic regression", m.to_onnx(&enc, vec![]), "tract", 1e-5),
-        ("gradient boosting", g.to_onnx(&enc, vec![]), "citadel-native", 1e-6),
+        ("logistic regression", m.to_onnx(&enc, citadel_ml::Interface::Codes, vec![]).unwrap(), "tract", 1e-5),
+        ("gradient boosting", g.to_onnx(&enc, citadel_ml::Interface::Codes, vec![]).unwrap(), "citadel-native", 1e-6),
     ] {
         let ours = OnnxClassifier::load(&bytes).unwrap();
         assert_eq!(ours.engine(), engine, "{name}");
@@ -65,5 +65,116 @@ fn logistic_regression_and_boosted_trees_match_onnxruntime() {
         eprintln!("{name}: {} rows, max |{engine} - onnxruntime| = {worst:e}, label flips {flips}", a.len());
         assert!(worst < tolerance, "{name}: {worst}");
         assert_eq!(flips, 0, "{name}");
+    }
+}
+
+/// onnxruntime on a named-input export: `(positive-class probability, label)` per row.
+fn onnxruntime_named(model: &[u8], inputs: &[(String, citadel_infer::Tensor)]) -> Vec<(f64, String)> {
+    let python = std::env::var("CITADEL_TEST_VENV_PYTHON")
+        .expect("CITADEL_TEST_VENV_PYTHON: run through scripts/test.sh (scripts/services.sh installs onnxruntime)");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.onnx"), model).unwrap();
+    let columns: serde_json::Map<String, serde_json::Value> = inputs
+        .iter()
+        .map(|(name, t)| {
+            let v = match &t.data {
+                citadel_infer::Data::F32(v) => serde_json::json!({"kind": "num", "values": v.iter().map(|x| if x.is_nan() { None } else { Some(*x) }).collect::<Vec<_>>()}),
+                citadel_infer::Data::Str(v) => serde_json::json!({"kind": "cat", "values": v}),
+                other => panic!("{other:?}"),
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    std::fs::write(dir.path().join("inputs.json"), serde_json::to_vec(&columns).unwrap()).unwrap();
+    let script = "import json, sys, numpy as np, onnxruntime as ort\n\
+         d = sys.argv[1]\n\
+         cols = json.load(open(d + '/inputs.json'))\n\
+         feed = {}\n\
+         for name, c in cols.items():\n\
+         \x20   if c['kind'] == 'num':\n\
+         \x20       feed[name] = np.array([np.nan if v is None else v for v in c['values']], dtype=np.float32).reshape(-1, 1)\n\
+         \x20   else:\n\
+         \x20       feed[name] = np.array(c['values'], dtype=object).reshape(-1, 1)\n\
+         s = ort.InferenceSession(d + '/model.onnx', providers=['CPUExecutionProvider'])\n\
+         label, p = s.run(['label', 'probabilities'], feed)\n\
+         print('\\n'.join(json.dumps([float(q), str(l)]) for q, l in zip(p[:, 1], label)))";
+    let o = Command::new(python).args(["-c", script, dir.path().to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (p, label): (f64, String) = serde_json::from_str(l).unwrap();
+            (p, label)
+        })
+        .collect()
+}
+
+#[test]
+fn named_input_exports_hold_the_encoder_and_match_onnxruntime_and_the_code_form() {
+    let t = common::adult();
+    let labels = Labels::fit(&t, "income", Some(">50K")).unwrap();
+    let y = labels.encode(&t).unwrap();
+    let (train, test) = citadel_ml::split::stratified(&y, 0.2, 11);
+    let (tt, mut te) = (t.take(&train), t.take(&test[..2000]));
+    let ytr: Vec<f32> = train.iter().map(|&i| y[i]).collect();
+    let features: Vec<String> = common::FEATURES.iter().map(|s| s.to_string()).collect();
+    let enc = FeatureEncoder::fit(&tt, &features, &ytr).unwrap();
+    // An unseen category, a missing category and a missing number.
+    for c in te.columns.iter_mut() {
+        match c {
+            citadel_ml::Column::Cat(v) => {
+                v[0] = Some("a category training never saw".into());
+                v[1] = None;
+            }
+            citadel_ml::Column::Num(v) => v[2] = None,
+        }
+    }
+    let xtr = enc.encode(&tt).unwrap();
+    let xte = enc.encode(&te).unwrap();
+    let named = enc.named_tensors(&te).unwrap();
+    let m = lr::fit(&enc, &xtr, &ytr, &lr::LrParams::default(), &[]).unwrap();
+    let g = gbt::fit(&xtr, &ytr, &gbt::GbtParams { max_iter: 40, ..Default::default() }, &[]).unwrap();
+    let named_iface = citadel_ml::Interface::Named { classes: &labels.classes };
+    for (name, named_bytes, codes_bytes, tolerance) in [
+        (
+            "logistic regression",
+            m.to_onnx(&enc, named_iface, vec![]).unwrap(),
+            m.to_onnx(&enc, citadel_ml::Interface::Codes, vec![]).unwrap(),
+            1e-5,
+        ),
+        (
+            "gradient boosting",
+            g.to_onnx(&enc, named_iface, vec![]).unwrap(),
+            g.to_onnx(&enc, citadel_ml::Interface::Codes, vec![]).unwrap(),
+            1e-6,
+        ),
+    ] {
+        let model = citadel_infer::Model::load(&named_bytes).unwrap();
+        let names: Vec<&str> = model.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, common::FEATURES.to_vec(), "{name}: one input per feature, named as the column");
+        assert_eq!(model.outputs[0].dtype, citadel_infer::DType::Str, "{name}: the label is the class name");
+        let schema: serde_json::Value = serde_json::from_str(model.meta("citadel.inputs").unwrap()).unwrap();
+        assert_eq!(schema[1]["kind"], "categorical", "{name}");
+        assert!(schema[0]["min"].as_f64().unwrap() >= 17.0, "{name}: {}", schema[0]);
+        let out = model.run(named.iter().map(|(_, t)| t.clone()).collect()).unwrap();
+        let citadel_infer::Data::Str(ours_labels) = &out[0].data else { panic!("labels") };
+        let ours: Vec<f64> = out[1].to_f32().unwrap().chunks(2).map(|r| f64::from(r[1])).collect();
+        // The encoder inside the graph gives what training's encoder gives.
+        let codes = OnnxClassifier::load(&codes_bytes).unwrap().predict_proba(&xte).unwrap();
+        let enc_gap = ours.iter().zip(&codes).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(enc_gap < tolerance, "{name}: named vs code form differ by {enc_gap}");
+        let reference = onnxruntime_named(&named_bytes, &named);
+        let worst = ours.iter().zip(&reference).map(|(a, (b, _))| (a - b).abs()).fold(0.0, f64::max);
+        eprintln!("{name}: named inputs, max |citadel - onnxruntime| = {worst:e}, vs code form {enc_gap:e}");
+        assert!(worst < tolerance, "{name}: {worst}");
+        for (i, (ours, (p, theirs))) in ours_labels.iter().zip(&reference).enumerate() {
+            assert_eq!(ours, theirs, "{name}: row {i} label");
+            assert_eq!(ours, &labels.classes[usize::from(*p > 0.5)], "{name}: row {i}");
+        }
+        // The evaluation path (codes reversed into named inputs) is the same model.
+        let via_eval = OnnxClassifier::load(&named_bytes).unwrap().predict_proba(&xte).unwrap();
+        let eval_gap = via_eval.iter().zip(&ours).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(eval_gap < tolerance, "{name}: evaluation feed differs by {eval_gap}");
     }
 }

@@ -151,14 +151,14 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
 
     say("training logistic regression (citadel)");
     let (m, lr_fit) = best_of(repeats, || Ok(lr::fit(&enc, &xtr, &ytr, &lr::LrParams::default(), &[])?))?;
-    let lr_onnx = OnnxClassifier::load(&m.to_onnx(&enc, vec![]))?;
+    let lr_onnx = OnnxClassifier::load(&m.to_onnx(&enc, citadel_ml::Interface::Codes, vec![])?)?;
     let (p, lr_pred) = best_of(PREDICT_REPEATS, || Ok(lr_onnx.predict_proba(&xte)?))?;
     let lr_m = metrics::evaluate(&yte, &p);
     let (_, lr_native) = best_of(PREDICT_REPEATS, || Ok(m.predict_proba(&xte)))?;
 
     say("training gradient boosting (citadel)");
     let (g, gbt_fit) = best_of(repeats, || Ok(gbt::fit(&xtr, &ytr, &gbt::GbtParams::default(), &[])?))?;
-    let g_onnx = OnnxClassifier::load(&g.to_onnx(&enc, vec![]))?;
+    let g_onnx = OnnxClassifier::load(&g.to_onnx(&enc, citadel_ml::Interface::Codes, vec![])?)?;
     let (p, gbt_pred) = best_of(PREDICT_REPEATS, || Ok(g_onnx.predict_proba(&xte)?))?;
     let gbt_m = metrics::evaluate(&yte, &p);
     let (_, gbt_native) = best_of(PREDICT_REPEATS, || Ok(g.predict_proba(&xte)))?;
