@@ -748,6 +748,7 @@ impl Workspace {
                     dataset: serde_json::json!({"dataset": data_ref, "artifact_sha256": data_version.artifact_id, "status": data_version.status, "rows": data_version.rows, "masked_columns": data["masked_columns"], "label": spec.train.label, "classes": evaluation.classes}),
                     split: serde_json::json!({"test_fraction": spec.split.test_fraction, "seed": spec.pipeline.seed, "stratified": true}),
                     encoder: encoder.clone(),
+                    named_inputs: !matches!(spec.trainer, Trainer::Command),
                     evaluation: evaluation.clone(),
                     gate: gate.clone(),
                     scan: scan.clone(),

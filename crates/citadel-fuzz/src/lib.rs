@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("table_file", table_file),
     ("expectations", expectations),
     ("v2_request", v2_request),
+    ("named_request", named_request),
     ("onnx_model", onnx_model),
     ("pipeline_file", pipeline_file),
     ("scan_tar", scan_tar),
@@ -73,6 +74,42 @@ pub fn v2_request(data: &[u8]) {
         let total: usize = req.inputs.iter().map(|(_, t)| t.len()).sum();
         assert!(total <= 1 << 16);
     }
+}
+
+/// A small model with named raw inputs (`age` FP32, `workclass` BYTES), as
+/// the built-in trainers export them.
+fn named_model() -> &'static citadel_infer::Model {
+    static MODEL: std::sync::OnceLock<citadel_infer::Model> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let csv = "39,Private,no\n50,Self-emp,yes\n28,Private,no\n61,?,yes\n45,Private,yes\n33,Self-emp,no\n";
+        let names = ["age", "workclass", "income"];
+        let t = citadel_ml::Table::from_unquoted_csv(csv, &names, &["age"], "?").expect("table");
+        let labels = citadel_ml::Labels::fit(&t, "income", Some("yes")).expect("labels");
+        let y = labels.encode(&t).expect("y");
+        let enc = citadel_ml::FeatureEncoder::fit(&t, &["age".into(), "workclass".into()], &y).expect("encoder");
+        let x = enc.encode(&t).expect("x");
+        let m = citadel_ml::lr::fit(&enc, &x, &y, &citadel_ml::lr::LrParams::default(), &[]).expect("fit");
+        let bytes = m.to_onnx(&enc, citadel_ml::Interface::Named { classes: &labels.classes }, vec![]).expect("export");
+        citadel_infer::Model::load(&bytes).expect("load")
+    })
+}
+
+/// A JSON body of records to a named-input model: decoded, conformed to the
+/// declared inputs, and run when every check passes.
+pub fn named_request(data: &[u8]) {
+    let model = named_model();
+    let schema = citadel_serve::named::Schema::of(model);
+    let Ok(given) = citadel_serve::named::decode_records(data, model, 1 << 12) else { return };
+    let mut inputs = Vec::new();
+    for (spec, (name, t)) in model.inputs.iter().zip(given) {
+        assert_eq!(spec.name, name, "records decode in declared order");
+        match citadel_serve::named::conform(spec, &schema, t) {
+            Ok(t) => inputs.push(t),
+            Err(_) => return,
+        }
+    }
+    let out = model.run(inputs).expect("a conformed request runs");
+    assert_eq!(out.len(), 2);
 }
 
 /// A model file through loading and, when it loads, one run on zeros.
@@ -331,6 +368,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "expectations" => vec![include_bytes!("../../../datasets/adult/adult.expect.toml").to_vec()],
         "pipeline_file" => vec![include_bytes!("../../../examples/quickstart/pipeline.toml").to_vec()],
+        "named_request" => vec![
+            br#"[{"age": 39, "workclass": "Private"}, {"age": null, "workclass": null}, {"age": 70.5, "workclass": "never seen"}]"#.to_vec(),
+            br#"[{"workclass": "Self-emp", "age": 1e3}]"#.to_vec(),
+        ],
         "v2_request" => {
             let json = br#"{"id":"1","inputs":[{"name":"X","shape":[1,3],"datatype":"FP32","data":[[1.0,2.5,-3]]},{"name":"s","shape":[2],"datatype":"BYTES","data":["a","b"]}],"outputs":[{"name":"label","parameters":{"binary_data":true}}]}"#;
             let head = br#"{"inputs":[{"name":"X","shape":[2],"datatype":"INT64","parameters":{"binary_data_size":16}},{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":7}}]}"#;
@@ -431,6 +472,10 @@ mod tests {
         assert_eq!(req.inputs[0].1.data, citadel_infer::Data::I64(vec![7, -1]));
         for m in seeds("onnx_model") {
             assert!(citadel_infer::Model::load(&m).is_ok());
+        }
+        for r in seeds("named_request") {
+            let inputs = citadel_serve::named::decode_records(&r, named_model(), 1 << 12).unwrap();
+            assert_eq!(inputs.len(), 2);
         }
         assert!(citadel_store::parse_manifest(&seeds("manifest")[0]).is_ok());
         assert!(citadel_store::parse_manifest(&seeds("manifest")[1]).is_ok());

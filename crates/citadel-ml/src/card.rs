@@ -23,6 +23,10 @@ pub struct ModelCard {
     pub dataset: serde_json::Value,
     pub split: serde_json::Value,
     pub encoder: FeatureEncoder,
+    /// `true` when the served model takes one named input per feature (the
+    /// built-in trainers' exports), `false` for one tensor `X` of codes.
+    #[serde(default)]
+    pub named_inputs: bool,
     pub evaluation: EvaluationReport,
     /// `{passed, violations[], policy}`.
     pub gate: serde_json::Value,
@@ -363,10 +367,18 @@ impl ModelCard {
             }
             h += "</table>";
         }
-        h += "</section><section><h2>Inputs</h2><p>One tensor <code>X</code> [N, features], FP32; categories are sent as their code (index below). Outputs: <code>label</code> (class index) and <code>probabilities</code> [N, 2].</p><table><tr><th>feature</th><th>kind</th></tr>";
+        if self.named_inputs {
+            h += "</section><section><h2>Inputs</h2><p>One input per feature, named as the training column, shape [N, 1]: numbers as <code>FP32</code> (null or NaN → the training median), categories as <code>BYTES</code> strings (a category not listed → code -1, as in training). A JSON array of records is accepted too. Outputs: <code>label</code> (the class name) and <code>probabilities</code> [N, 2], with the class names in their parameters.</p><table><tr><th>feature</th><th>kind</th></tr>";
+        } else {
+            h += "</section><section><h2>Inputs</h2><p>One tensor <code>X</code> [N, features], FP32; categories are sent as their code (index below). Outputs: <code>label</code> (class index) and <code>probabilities</code> [N, 2].</p><table><tr><th>feature</th><th>kind</th></tr>";
+        }
         for f in &self.encoder.features {
             let kind = match &f.kind {
-                crate::encode::FeatureKind::Numeric { fill, .. } => format!("numeric (missing → {fill})"),
+                crate::encode::FeatureKind::Numeric { fill, min, max } => match (min, max) {
+                    (Some(lo), Some(hi)) => format!("numeric, {lo} to {hi} in training (missing → {fill})"),
+                    _ => format!("numeric (missing → {fill})"),
+                },
+                crate::encode::FeatureKind::Categorical { categories } if self.named_inputs => categories.join(", "),
                 crate::encode::FeatureKind::Categorical { categories } => {
                     categories.iter().enumerate().map(|(k, c)| format!("{k}={c}")).collect::<Vec<_>>().join(", ")
                 }

@@ -269,7 +269,14 @@ impl FeatureEncoder {
             let (datatype, data) = match &t.data {
                 citadel_infer::Data::F32(v) => (
                     "FP32",
-                    v.iter().map(|x| if x.is_nan() { serde_json::Value::Null } else { serde_json::json!(x) }).collect(),
+                    v.iter()
+                        .map(|&x| match x {
+                            x if x.is_nan() => serde_json::Value::Null,
+                            // Whole numbers as integers: `39`, not `39.0`.
+                            x if x.fract() == 0.0 && x.abs() < 16_777_216.0 => serde_json::json!(x as i64),
+                            x => serde_json::json!(x),
+                        })
+                        .collect(),
                 ),
                 citadel_infer::Data::Str(v) => ("BYTES", v.iter().map(|x| serde_json::json!(x)).collect::<Vec<_>>()),
                 _ => continue,

@@ -64,10 +64,12 @@ pub struct OnnxClassifier {
 #[derive(Debug)]
 enum Feed {
     Codes,
-    /// Per declared input: the matrix column, and for a category the
-    /// categories by code plus a string no category has (for code -1).
-    Named(Vec<(usize, Option<(Vec<String>, String)>)>),
+    /// Per declared input: the matrix column, and for a category its codes' names.
+    Named(Vec<(usize, Option<Codes>)>),
 }
+
+/// A category's names by code, and a string no category has (for code -1).
+type Codes = (Vec<String>, String);
 
 impl Feed {
     /// The named feed of a model exported with [`Interface::Named`] (its

@@ -45,6 +45,8 @@ struct Loaded {
     root_digest: String,
     /// Inputs named like a protected column of the training data: never captured.
     protected_inputs: Vec<String>,
+    /// Input kinds, categories and ranges, and class names, from the model's metadata.
+    schema: crate::named::Schema,
 }
 
 /// One endpoint at one deployment revision.
@@ -445,7 +447,8 @@ impl Gateway {
         let protected = self.ws.model_protected_columns(&t.model, t.version).await.map_err(|e| e.to_string())?;
         let protected_inputs =
             model.inputs.iter().filter(|i| protected.contains(&i.name)).map(|i| i.name.clone()).collect();
-        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest, protected_inputs })
+        let schema = crate::named::Schema::of(&model);
+        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest, protected_inputs, schema })
     }
 
     fn endpoint(&self, name: &str) -> Option<Arc<Endpoint>> {
@@ -829,9 +832,16 @@ impl Gateway {
             }
         })?;
         let body = body.to_bytes();
-        let request = v2::decode(&body, header_len, self.config.limits.max_tensor_elements)
-            .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
-        let inputs = order_inputs(&loaded.model, request.inputs)?;
+        let max_elements = self.config.limits.max_tensor_elements;
+        let records = header_len.is_none() && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        let request = if records {
+            let inputs = crate::named::decode_records(&body, &loaded.model, max_elements)
+                .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
+            v2::InferRequest { id: None, inputs, outputs: None, binary_output: false }
+        } else {
+            v2::decode(&body, header_len, max_elements).map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?
+        };
+        let inputs = order_inputs(loaded, request.inputs)?;
         let _permit =
             match tokio::time::timeout(Duration::from_secs(2), endpoint.concurrency.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
@@ -866,7 +876,8 @@ impl Gateway {
                 Some(list) => list.iter().find(|(n, _)| n == &spec.name).map(|(_, b)| *b),
             };
             if let Some(binary) = wanted {
-                selected.push((spec.name.as_str(), &outputs[i], binary));
+                let classes = loaded.schema.classes.as_deref().filter(|_| is_class_output(spec, &outputs[i]));
+                selected.push(v2::Output { name: spec.name.as_str(), tensor: &outputs[i], binary, classes });
             }
         }
         if let Some(list) = &request.outputs
@@ -1058,8 +1069,27 @@ fn splitmix(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Puts request inputs in the model's declared order, naming what is missing or unknown.
-fn order_inputs(model: &Model, mut given: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, ApiError> {
+/// True for an output that the class names describe: the class-name label,
+/// or a probability matrix with one column per class.
+fn is_class_output(spec: &citadel_infer::IoSpec, t: &Tensor) -> bool {
+    (spec.dtype == citadel_infer::DType::Str && t.shape.len() == 1)
+        || (spec.dtype == citadel_infer::DType::F32 && t.shape.len() == 2 && spec.name.contains("probabilit"))
+}
+
+/// Puts request inputs in the model's declared order, naming what is missing
+/// or unknown, and conforms each to its declaration ([`crate::named::conform`]).
+fn order_inputs(loaded: &Loaded, mut given: Vec<(String, Tensor)>) -> Result<Vec<Tensor>, ApiError> {
+    let model = &loaded.model;
+    if let Some((extra, _)) = given.iter().find(|(n, _)| !model.inputs.iter().any(|i| &i.name == n)) {
+        return Err(api(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "the model has no input {extra} — hint: its inputs are {}",
+                model.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
     let mut out = Vec::with_capacity(model.inputs.len());
     for spec in &model.inputs {
         let i = given.iter().position(|(n, _)| n == &spec.name).ok_or_else(|| {
@@ -1074,12 +1104,14 @@ fn order_inputs(model: &Model, mut given: Vec<(String, Tensor)>) -> Result<Vec<T
                 ),
             )
         })?;
-        let (name, t) = given.swap_remove(i);
-        v2::check_finite(&name, &t).map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
-        out.push(t);
+        let (_, t) = given.swap_remove(i);
+        out.push(
+            crate::named::conform(spec, &loaded.schema, t)
+                .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?,
+        );
     }
-    if let Some((extra, _)) = given.first() {
-        return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no input {extra}")));
+    if let Some((twice, _)) = given.first() {
+        return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("input {twice} is given more than once")));
     }
     model.check_inputs(&out).map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
     Ok(out)
@@ -1094,18 +1126,39 @@ fn model_metadata(e: &Endpoint, version: Option<i64>) -> Value {
             .and_then(|p| e.targets.iter().find(|(t, _)| t.label == p.label).cloned())
             .unwrap_or_else(|| e.targets[0].clone()),
     };
-    let io = |specs: &[citadel_infer::IoSpec]| -> Vec<Value> {
-        specs
-            .iter()
-            .map(|s| json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": s.shape.iter().map(|d| d.map_or(-1, |d| d as i64)).collect::<Vec<_>>()}))
-            .collect()
-    };
+    let shape = |s: &citadel_infer::IoSpec| s.shape.iter().map(|d| d.map_or(-1, |d| d as i64)).collect::<Vec<_>>();
+    let inputs: Vec<Value> = primary
+        .model
+        .inputs
+        .iter()
+        .map(|s| {
+            let mut v = json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": shape(s)});
+            if let Some(p) = primary.schema.input_parameters(&s.name) {
+                v["parameters"] = p;
+            }
+            v
+        })
+        .collect();
+    let outputs: Vec<Value> = primary
+        .model
+        .outputs
+        .iter()
+        .map(|s| {
+            let mut v = json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": shape(s)});
+            let described = (s.dtype == citadel_infer::DType::Str && s.shape.len() == 1)
+                || (s.dtype == citadel_infer::DType::F32 && s.shape.len() == 2 && s.name.contains("probabilit"));
+            if let (Some(c), true) = (&primary.schema.classes, described) {
+                v["parameters"] = json!({"classes": c});
+            }
+            v
+        })
+        .collect();
     json!({
         "name": e.name,
         "versions": e.targets.iter().map(|(t, _)| t.version.to_string()).collect::<Vec<_>>(),
         "platform": "onnx",
-        "inputs": io(&primary.model.inputs),
-        "outputs": io(&primary.model.outputs),
+        "inputs": inputs,
+        "outputs": outputs,
         "parameters": {"model": primary.name, "version": primary.version, "runtime": primary.model.engine.as_str(),
                        "strategy": e.spec.strategy, "revision": e.revision, "root_digest": primary.root_digest},
     })
@@ -1220,6 +1273,7 @@ mod tests {
             version: 1,
             root_digest: String::new(),
             protected_inputs: protected.iter().map(|s| s.to_string()).collect(),
+            schema: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ mod auth;
 pub mod client;
 mod gateway;
 mod metrics;
+pub mod named;
 mod openapi;
 pub mod tls;
 pub mod v2;

@@ -155,15 +155,8 @@ fn from_json(name: &str, dtype: DType, n: usize, v: &Value) -> Result<Data, BadR
     }
     let wrong = |i: usize| bad(format!("input {name}: element {i} is not {}", dtype.v2_name()));
     Ok(match dtype {
-        DType::F32 => Data::F32(
-            flat.iter()
-                .enumerate()
-                .map(|(i, x)| x.as_f64().map(|f| f as f32).ok_or_else(|| wrong(i)))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::F64 => Data::F64(
-            flat.iter().enumerate().map(|(i, x)| x.as_f64().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
-        ),
+        // null is a missing number (NaN); the gateway accepts it only where the model fills it.
+        DType::F32 | DType::F64 => crate::named::column(name, dtype, &flat, |i| format!("input {name}: element {i}"))?,
         DType::I64 => Data::I64(
             flat.iter().enumerate().map(|(i, x)| x.as_i64().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
         ),
@@ -224,20 +217,6 @@ fn from_binary(name: &str, dtype: DType, n: usize, b: &[u8]) -> Result<Data, Bad
     })
 }
 
-/// Finite-float check: NaN and infinities are refused at the gateway
-/// (JSON cannot carry them and a NaN silently takes a tree's default branch).
-pub fn check_finite(name: &str, t: &Tensor) -> Result<(), BadRequest> {
-    let bad_at = match &t.data {
-        Data::F32(v) => v.iter().position(|x| !x.is_finite()),
-        Data::F64(v) => v.iter().position(|x| !x.is_finite()),
-        _ => None,
-    };
-    match bad_at {
-        Some(i) => Err(bad(format!("input {name}: element {i} is NaN or infinite; send finite numbers"))),
-        None => Ok(()),
-    }
-}
-
 fn binary_data(t: &Tensor) -> Vec<u8> {
     let mut out = Vec::new();
     match &t.data {
@@ -279,8 +258,22 @@ impl<'a> DataRef<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct BinaryParameters {
-    binary_data_size: usize,
+struct OutputParameters<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary_data_size: Option<usize>,
+    /// Class names, in the order of a probability tensor's columns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classes: Option<&'a [String]>,
+}
+
+/// One output of a response.
+#[derive(Debug)]
+pub struct Output<'a> {
+    pub name: &'a str,
+    pub tensor: &'a Tensor,
+    /// Sent as binary data after the JSON header.
+    pub binary: bool,
+    pub classes: Option<&'a [String]>,
 }
 
 #[derive(serde::Serialize)]
@@ -289,7 +282,7 @@ struct OutputTensor<'a> {
     datatype: &'static str,
     shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParameters>,
+    parameters: Option<OutputParameters<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<DataRef<'a>>,
 }
@@ -305,25 +298,23 @@ struct ResponseHead<'a> {
 
 /// Encodes a response: JSON, or JSON header + binary buffers when any output asked for binary.
 /// Returns the body and the JSON header length when binary.
-pub fn encode(
-    model: &str,
-    version: &str,
-    id: Option<&str>,
-    outputs: &[(&str, &Tensor, bool)],
-) -> (Vec<u8>, Option<usize>) {
+pub fn encode(model: &str, version: &str, id: Option<&str>, outputs: &[Output<'_>]) -> (Vec<u8>, Option<usize>) {
     let mut buffers = Vec::new();
     let items = outputs
         .iter()
-        .map(|(name, t, binary)| {
-            let (parameters, data) = if *binary {
+        .map(|o| {
+            let t = o.tensor;
+            let (size, data) = if o.binary {
                 let b = binary_data(t);
-                let p = BinaryParameters { binary_data_size: b.len() };
+                let n = b.len();
                 buffers.push(b);
-                (Some(p), None)
+                (Some(n), None)
             } else {
                 (None, Some(DataRef::of(t)))
             };
-            OutputTensor { name, datatype: t.dtype().v2_name(), shape: &t.shape, parameters, data }
+            let parameters = (size.is_some() || o.classes.is_some())
+                .then_some(OutputParameters { binary_data_size: size, classes: o.classes });
+            OutputTensor { name: o.name, datatype: t.dtype().v2_name(), shape: &t.shape, parameters, data }
         })
         .collect();
     let head = ResponseHead { model_name: model, model_version: version, id, outputs: items };

@@ -219,7 +219,7 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(
         final_run.card_json.as_ref().ok_or_else(|| anyhow!("the run wrote no model card"))?,
     )?)?;
-    let (request_body, truth) = example_request(&ws, &owner, &card).await?;
+    let (request_body, record, truth) = example_request(&ws, &owner, &card).await?;
     let request_file = reports.join("example-request.json");
     std::fs::write(&request_file, &request_body)?;
 
@@ -277,11 +277,15 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     }
     let (unauth, _) = http.request("POST", &infer_path, None, Some(request_body.clone())).await?;
     let (forged, _) = http.request("POST", &infer_path, Some("ctk_forged"), Some(request_body.clone())).await?;
-    let classes: Vec<String> = card["evaluation"]["classes"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    let label_ids: Vec<i64> = calls[0]["outputs"]
+    // The same first row as a JSON record: the readable form the printed curl uses.
+    let record_body = format!("[{record}]").into_bytes();
+    let (status, body) = http.request("POST", &infer_path, Some(&token.token), Some(record_body.clone())).await?;
+    if status != 200 {
+        bail!("a call with a JSON record failed with HTTP {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let record_answer: serde_json::Value = serde_json::from_slice(&body)?;
+    let answer = readable_answer(&record_answer);
+    let labels: Vec<String> = calls[0]["outputs"]
         .as_array()
         .into_iter()
         .flatten()
@@ -289,10 +293,8 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         .and_then(|o| o["data"].as_array().cloned())
         .unwrap_or_default()
         .iter()
-        .filter_map(|v| v.as_i64())
+        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
         .collect();
-    let labels: Vec<String> =
-        label_ids.iter().map(|&k| classes.get(k as usize).cloned().unwrap_or_else(|| k.to_string())).collect();
     let probs: Vec<f64> = calls[0]["outputs"]
         .as_array()
         .into_iter()
@@ -333,13 +335,22 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         "model_card": card_html,
         "model_card_json": final_run.card_json,
         "endpoint": format!("https://{addr}{infer_path}"),
-        "calls": {"authenticated_ok": calls.len(), "predicted_labels": labels, "probabilities": probs, "true_labels": truth, "unauthenticated_status": unauth, "forged_token_status": forged},
+        "calls": {"authenticated_ok": calls.len(), "record": serde_json::from_str::<serde_json::Value>(&record)?, "record_answer": record_answer, "readable_answer": answer, "predicted_labels": labels, "probabilities": probs, "true_labels": truth, "unauthenticated_status": unauth, "forged_token_status": forged},
         "audit": {"verified_records": verify.records, "checkpoints": verify.checkpoints, "export": audit_file},
         "compliance_report": report_file,
         "token_file": token_file,
         "seconds": elapsed,
     });
     let ws_flag = format!("-w {}", dir.display());
+    // A curl a person can read and edit: one record of named raw values.
+    let record_text = format!("[{record}]").replace('\'', "'\\''");
+    let curl = |port: u16| {
+        format!(
+            "  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://localhost:{port}{infer_path} \\\n       -d '{record_text}'\n",
+            ca.display(),
+            token_file.display(),
+        )
+    };
     out.emit(&summary, || {
         let mut s = String::new();
         s += &format!("\nQuickstart finished in {elapsed:.1}s. Model {model} is served at https://{addr}{infer_path}\n");
@@ -354,23 +365,17 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         }
         if keep {
             s += "\nCall it yourself while the quickstart keeps serving (Ctrl-C stops it):\n";
-            s += &format!(
-                "  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://localhost:{}{infer_path} -d @{}\n",
-                ca.display(),
-                token_file.display(),
-                addr.port(),
-                request_file.display()
-            );
+            s += &curl(addr.port());
         } else {
             s += "\nCall it yourself (the gateway stops when the quickstart ends; start it with the first line):\n";
             s += &format!("  citadel {ws_flag} serve --dev-self-signed --listen 127.0.0.1:8443 &\n");
-            s += &format!(
-                "  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://localhost:8443{infer_path} -d @{}\n",
-                ca.display(),
-                token_file.display(),
-                request_file.display()
-            );
+            s += &curl(8443);
         }
+        s += &format!("  → {answer}\n");
+        s += &format!(
+            "  The same rows as Open Inference Protocol columns (tritonclient, MLServer's pandas codec): -d @{}\n",
+            request_file.display()
+        );
         s
     });
     if keep {
@@ -383,13 +388,32 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
     Ok(0)
 }
 
+/// `label ">50K", P(>50K) = 0.83` from a response with class names on its probabilities.
+fn readable_answer(response: &serde_json::Value) -> String {
+    let outputs = response["outputs"].as_array().cloned().unwrap_or_default();
+    let find = |name: &str| outputs.iter().find(|o| o["name"] == name).cloned().unwrap_or_default();
+    let (label, probs) = (find("label"), find("probabilities"));
+    let classes: Vec<&str> =
+        probs["parameters"]["classes"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+    let p: Vec<f64> = probs["data"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).collect();
+    let mut s = format!("label {}", label["data"][0]);
+    if let (Some(c), Some(p)) = (classes.last(), p.get(classes.len().saturating_sub(1))) {
+        s += &format!(", P({c}) = {p:.3}");
+    }
+    s
+}
+
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 /// Five held-out rows of the stored (masked) data, encoded with the model's
 /// encoder, as an OIP V2 request; and their true labels.
-async fn example_request(ws: &Workspace, owner: &Caller, card: &serde_json::Value) -> Result<(Vec<u8>, Vec<String>)> {
+async fn example_request(
+    ws: &Workspace,
+    owner: &Caller,
+    card: &serde_json::Value,
+) -> Result<(Vec<u8>, String, Vec<String>)> {
     let encoder: citadel_ml::FeatureEncoder = serde_json::from_value(card["encoder"].clone())?;
     let data_ref = card["dataset"]["dataset"].as_str().ok_or_else(|| anyhow!("no dataset in the card"))?.to_string();
     let tmp = tempfile::tempdir()?;
@@ -398,11 +422,17 @@ async fn example_request(ws: &Workspace, owner: &Caller, card: &serde_json::Valu
     let table = citadel_ml::Table::read_parquet(&path)?;
     let rows: Vec<usize> = (table.rows.saturating_sub(5)..table.rows).collect();
     let sample = table.take(&rows);
-    let x = encoder.encode(&sample)?;
     let label = card["dataset"]["label"].as_str().unwrap_or("income");
     let col = sample.column(label)?;
     let truth = (0..sample.rows).map(|i| col.text(i).unwrap_or_default()).collect();
-    let body =
-        serde_json::json!({"inputs": [{"name": "X", "shape": [x.rows, x.cols], "datatype": "FP32", "data": x.data}]});
-    Ok((serde_json::to_vec(&body)?, truth))
+    let body = serde_json::json!({"inputs": encoder.v2_inputs(&sample)?});
+    // The first row as a record, its keys in the model's feature order.
+    let fields: Vec<String> = body["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some(format!("{}:{}", serde_json::to_string(i["name"].as_str()?).ok()?, i["data"][0])))
+        .collect();
+    let record = format!("{{{}}}", fields.join(","));
+    Ok((serde_json::to_vec_pretty(&body)?, record, truth))
 }

@@ -85,6 +85,20 @@ fn the_quickstart_runs_the_whole_platform_end_to_end() {
     assert_eq!(card["gate"]["passed"], true);
     // Masked on ingest: age in bands, the country pseudonymized.
     assert!(card["dataset"]["masked_columns"].as_array().unwrap().iter().any(|c| c == "age"));
+    // Served with named raw inputs: the answers are class names, and the
+    // record form (what the printed curl sends) answers like the column form.
+    let classes = card["evaluation"]["classes"].clone();
+    for l in v["calls"]["predicted_labels"].as_array().unwrap() {
+        assert!(classes.as_array().unwrap().contains(l), "{l} is not a class name of {classes}");
+    }
+    let answer = &v["calls"]["record_answer"]["outputs"];
+    let probs = answer.as_array().unwrap().iter().find(|o| o["name"] == "probabilities").unwrap();
+    assert_eq!(probs["parameters"]["classes"], classes);
+    let label = answer.as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap();
+    assert_eq!(label["datatype"], "BYTES");
+    assert_eq!(label["data"][0], v["calls"]["predicted_labels"][0], "the record and column forms agree");
+    assert!(v["calls"]["record"]["workclass"].is_string(), "{}", v["calls"]["record"]);
+    assert!(html.contains("One input per feature"), "the card documents the named inputs");
 
     // The workspace works from the CLI afterwards; the ML-BOM carries the card.
     let pass = std::fs::read_to_string(dir.join("quickstart-passphrase")).unwrap();

@@ -22,9 +22,14 @@ fn reference_case(name: &str) -> Value {
 
 /// Registers `file` as the next version of `model` and moves it to `stage` through requests and approvals.
 fn register(ws: &Ws, eng: &str, appr: &str, model: &str, file: &str, stage: &str) -> i64 {
+    register_path(ws, eng, appr, model, &fixture(&format!("models/{file}.onnx")), stage)
+}
+
+fn register_path(ws: &Ws, eng: &str, appr: &str, model: &str, onnx: &Path, stage: &str) -> i64 {
+    let file = onnx.file_stem().unwrap().to_string_lossy();
     let dir = ws.root.parent().unwrap().join(format!("{model}-{file}"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixture(&format!("models/{file}.onnx")), dir.join("model.onnx")).unwrap();
+    std::fs::copy(onnx, dir.join("model.onnx")).unwrap();
     let data = ws.root.parent().unwrap().join("train.csv");
     if !data.exists() {
         std::fs::write(&data, b"x,y\n1,0\n").unwrap();
@@ -816,4 +821,275 @@ fn schemathesis_finds_no_server_error_or_schema_violation() {
     assert!(text.contains("Tested: 11") && !text.contains("Authentication failed"), "{text}");
     // The server is still up and serving.
     assert_eq!(srv.infer("credit", &s.client, &rows_body(&reference_case("rf_binary_nozipmap"), 1)).0, 200);
+}
+
+/// A gradient-boosted model on UCI Adult exported with named raw inputs (as
+/// pipelines export them), the held-out rows, and what the model answers
+/// for them in-process.
+struct NamedModel {
+    onnx: PathBuf,
+    rows: citadel_ml::Table,
+    encoder: citadel_ml::FeatureEncoder,
+    classes: [String; 2],
+    labels: Vec<String>,
+    p1: Vec<f32>,
+}
+
+fn named_model(dir: &Path) -> NamedModel {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.data")).unwrap();
+    let names = [
+        "age",
+        "workclass",
+        "fnlwgt",
+        "education",
+        "education-num",
+        "marital-status",
+        "occupation",
+        "relationship",
+        "race",
+        "sex",
+        "capital-gain",
+        "capital-loss",
+        "hours-per-week",
+        "native-country",
+        "income",
+    ];
+    let numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
+    let t = citadel_ml::Table::from_unquoted_csv(&text, &names, &numeric, "?").unwrap();
+    let labels = citadel_ml::Labels::fit(&t, "income", Some(">50K")).unwrap();
+    let y = labels.encode(&t).unwrap();
+    let (train, test) = citadel_ml::split::stratified(&y, 0.2, 7);
+    let (tt, te) = (t.take(&train), t.take(&test[..64]));
+    let ytr: Vec<f32> = train.iter().map(|&i| y[i]).collect();
+    let features: Vec<String> =
+        ["age", "workclass", "education", "marital-status", "occupation", "capital-gain", "hours-per-week"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let encoder = citadel_ml::FeatureEncoder::fit(&tt, &features, &ytr).unwrap();
+    let x = encoder.encode(&tt).unwrap();
+    let g = citadel_ml::gbt::fit(&x, &ytr, &citadel_ml::gbt::GbtParams { max_iter: 30, ..Default::default() }, &[])
+        .unwrap();
+    let meta = vec![("citadel.classes".to_string(), serde_json::to_string(&labels.classes).unwrap())];
+    let bytes = g.to_onnx(&encoder, citadel_ml::Interface::Named { classes: &labels.classes }, meta).unwrap();
+    let onnx = dir.join("adult_named.onnx");
+    std::fs::write(&onnx, &bytes).unwrap();
+    let model = citadel_infer::Model::load(&bytes).unwrap();
+    let out = model.run(encoder.named_tensors(&te).unwrap().into_iter().map(|(_, t)| t).collect()).unwrap();
+    let citadel_infer::Data::Str(l) = &out[0].data else { panic!("labels are strings") };
+    let p1 = out[1].to_f32().unwrap().chunks(2).map(|r| r[1]).collect();
+    NamedModel { onnx, rows: te, encoder, classes: labels.classes.clone(), labels: l.clone(), p1 }
+}
+
+/// The labels and positive-class probabilities of a response.
+fn answers(v: &Value) -> (Vec<String>, Vec<f32>) {
+    let out = |n: &str| v["outputs"].as_array().unwrap().iter().find(|o| o["name"] == n).unwrap().clone();
+    let labels = out("label")["data"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
+    let p =
+        out("probabilities")["data"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap() as f32).collect::<Vec<_>>();
+    (labels, p.chunks(2).map(|r| r[1]).collect())
+}
+
+#[test]
+fn named_raw_features_are_served_in_every_request_shape_with_readable_answers_and_clean_errors() {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let m = named_model(ws.root.parent().unwrap());
+    register_path(&ws, &eng, &appr, "income", &m.onnx, "production");
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "income", "--target", "income@1"]));
+    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:income"]);
+    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    let srv = Server::start(&ws, &[]);
+    let columns = json!({"inputs": m.encoder.v2_inputs(&m.rows).unwrap()});
+    srv.wait_for_version("income", &client, &columns, "1");
+    let same = |what: &str, v: &Value| {
+        let (labels, p1) = answers(v);
+        assert_eq!(labels, m.labels, "{what}: labels");
+        let worst = p1.iter().zip(&m.p1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{what}: probabilities differ by {worst}");
+    };
+
+    // Metadata: one input per feature with its kind, categories and range; class names on the outputs.
+    let (code, _, meta) = srv.call("GET", "/v2/models/income", Some(&client), None, &[]);
+    assert_eq!(code, 200);
+    let meta: Value = serde_json::from_slice(&meta).unwrap();
+    let inputs = meta["inputs"].as_array().unwrap();
+    let names: Vec<&str> = inputs.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["age", "workclass", "education", "marital-status", "occupation", "capital-gain", "hours-per-week"]
+    );
+    assert_eq!(inputs[1]["datatype"], "BYTES");
+    assert!(inputs[1]["parameters"]["categories"].as_array().unwrap().iter().any(|c| c == "Private"), "{meta}");
+    assert_eq!(inputs[0]["datatype"], "FP32");
+    assert_eq!(inputs[0]["parameters"]["min"], 17.0, "{meta}");
+    assert_eq!(meta["outputs"][0]["datatype"], "BYTES");
+    assert_eq!(meta["outputs"][1]["parameters"]["classes"], json!(m.classes));
+
+    // 1. Open Inference Protocol columns.
+    let (code, v) = srv.infer("income", &client, &columns);
+    assert_eq!(code, 200, "{v}");
+    same("columns", &v);
+    assert!(m.labels.iter().all(|l| m.classes.contains(l)));
+    // 2. MLServer's pandas codec: columns of shape [N], integers as INT64.
+    let mut pd = columns.clone();
+    for input in pd["inputs"].as_array_mut().unwrap() {
+        input["shape"] = json!([m.rows.rows]);
+        if input["name"] == "capital-gain" {
+            input["datatype"] = json!("INT64");
+        }
+        if input["datatype"] == "BYTES" {
+            input["parameters"] = json!({"content_type": "str"});
+        }
+    }
+    pd["parameters"] = json!({"content_type": "pd"});
+    let (code, v) = srv.infer("income", &client, &pd);
+    assert_eq!(code, 200, "{v}");
+    same("pandas codec", &v);
+    // 3. A JSON array of records.
+    let records: Vec<Value> = (0..m.rows.rows)
+        .map(|i| {
+            let mut r = serde_json::Map::new();
+            for input in columns["inputs"].as_array().unwrap() {
+                r.insert(input["name"].as_str().unwrap().to_string(), input["data"][i].clone());
+            }
+            Value::Object(r)
+        })
+        .collect();
+    let (code, v) = srv.infer("income", &client, &Value::Array(records.clone()));
+    assert_eq!(code, 200, "{v}");
+    same("records", &v);
+
+    // A category training never saw, and missing values: answered as the graph
+    // documents (unseen → code -1, null category → the missing category,
+    // null number → the training median), the same as in-process.
+    let mut odd = records[0].clone();
+    odd["workclass"] = json!("Space-agency");
+    odd["occupation"] = Value::Null;
+    odd["hours-per-week"] = Value::Null;
+    let (code, v) = srv.infer("income", &client, &json!([odd]));
+    assert_eq!(code, 200, "{v}");
+    let mut t = m.rows.take(&[0]);
+    for (name, col) in t.names.clone().iter().zip(t.columns.iter_mut()) {
+        match (name.as_str(), col) {
+            ("workclass", citadel_ml::Column::Cat(c)) => c[0] = Some("Space-agency".into()),
+            ("occupation", citadel_ml::Column::Cat(c)) => c[0] = None,
+            ("hours-per-week", citadel_ml::Column::Num(c)) => c[0] = None,
+            _ => {}
+        }
+    }
+    let local = citadel_infer::Model::load(&std::fs::read(&m.onnx).unwrap())
+        .unwrap()
+        .run(m.encoder.named_tensors(&t).unwrap().into_iter().map(|(_, t)| t).collect())
+        .unwrap();
+    let (_, p1) = answers(&v);
+    assert!((p1[0] - local[1].to_f32().unwrap()[1]).abs() <= 1e-6);
+
+    // Bad input: clean 400s that name the problem.
+    let refused = |what: &str, body: &Value, needle: &str| {
+        let (code, v) = srv.infer("income", &client, body);
+        assert_eq!(code, 400, "{what}: {v}");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.contains(needle), "{what}: {e}");
+    };
+    let mut unknown = records[0].clone();
+    unknown["agee"] = json!(39);
+    refused("unknown feature in a record", &json!([unknown]), "no feature \"agee\"");
+    let mut missing = records[0].clone();
+    missing.as_object_mut().unwrap().remove("education");
+    refused("missing feature in a record", &json!([missing]), "lacks feature education");
+    let mut as_string = records[0].clone();
+    as_string["age"] = json!("39");
+    refused("number sent as a string", &json!([as_string]), "sent as a string");
+    let mut number_category = records[0].clone();
+    number_category["workclass"] = json!(4);
+    refused("category sent as a number", &json!([number_category]), "send it as a string");
+    let mut extra = columns.clone();
+    extra["inputs"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "race", "shape": [1, 1], "datatype": "BYTES", "data": ["White"]}));
+    refused("unknown input", &extra, "no input race");
+    let mut short = columns.clone();
+    short["inputs"].as_array_mut().unwrap().remove(2);
+    refused("missing input", &short, "education");
+    let mut str_age = columns.clone();
+    str_age["inputs"][0]["datatype"] = json!("BYTES");
+    str_age["inputs"][0]["data"] = json!(vec!["39"; m.rows.rows]);
+    refused("numbers as BYTES", &str_age, "sent as a string");
+    let tensor_form =
+        json!({"inputs": [{"name": "X", "shape": [1, 7], "datatype": "FP32", "data": [0, 0, 0, 0, 0, 0, 0]}]});
+    refused("the single-tensor form to a named model", &tensor_form, "its inputs are age, workclass");
+    refused("an empty record list", &json!([]), "no records");
+
+    // BYTES that are not UTF-8, in the binary tensor extension.
+    let mut head = columns.clone();
+    let mut binary = Vec::new();
+    for input in head["inputs"].as_array_mut().unwrap() {
+        let mut buf = Vec::new();
+        if input["datatype"] == "BYTES" {
+            for (i, s) in input["data"].as_array().unwrap().iter().enumerate() {
+                let bytes: Vec<u8> = if i == 3 && input["name"] == "workclass" {
+                    vec![0xff, 0xfe, b'x']
+                } else {
+                    s.as_str().unwrap().as_bytes().to_vec()
+                };
+                buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&bytes);
+            }
+        } else {
+            for x in input["data"].as_array().unwrap() {
+                buf.extend_from_slice(&(x.as_f64().unwrap() as f32).to_le_bytes());
+            }
+        }
+        input.as_object_mut().unwrap().remove("data");
+        input["parameters"] = json!({"binary_data_size": buf.len()});
+        binary.extend_from_slice(&buf);
+    }
+    let mut body = head.to_string().into_bytes();
+    let header = format!("Inference-Header-Content-Length: {}", body.len());
+    body.extend_from_slice(&binary);
+    let (code, _, b) = srv.call(
+        "POST",
+        "/v2/models/income/infer",
+        Some(&client),
+        Some(&body),
+        &[&header, "Content-Type: application/octet-stream"],
+    );
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("not UTF-8"), "{}", String::from_utf8_lossy(&b));
+
+    // The official tritonclient sends the columns as BYTES and FP32 tensors.
+    let py = std::env::var("CITADEL_TEST_VENV_PYTHON").expect("CITADEL_TEST_VENV_PYTHON (scripts/services.sh sets it)");
+    let script = format!(
+        r#"
+import json, sys, ssl
+import numpy as np
+import tritonclient.http as http
+cols = json.loads(sys.argv[2])["inputs"]
+ctx = ssl.create_default_context(cafile={ca:?})
+client = http.InferenceServerClient(url="localhost:{port}", ssl=True, ssl_context_factory=lambda: ctx)
+headers = {{"Authorization": "Bearer " + sys.argv[1]}}
+inputs = []
+for c in cols:
+    if c["datatype"] == "BYTES":
+        a = np.array(c["data"], dtype=object).reshape(-1, 1)
+    else:
+        a = np.array(c["data"], dtype=np.float32).reshape(-1, 1)
+    i = http.InferInput(c["name"], list(a.shape), c["datatype"])
+    i.set_data_from_numpy(a, binary_data=True)
+    inputs.append(i)
+res = client.infer("income", inputs, outputs=[http.InferRequestedOutput("label", binary_data=True), http.InferRequestedOutput("probabilities", binary_data=False)], headers=headers)
+print(json.dumps([l.decode() for l in res.as_numpy("label").tolist()]))
+"#,
+        ca = srv.ca.as_ref().unwrap().display().to_string(),
+        port = srv.port()
+    );
+    let o = Command::new(&py).args(["-c", &script, &client, &columns.to_string()]).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let triton: Vec<String> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(triton, m.labels, "tritonclient gets the class names");
 }
