@@ -5,7 +5,7 @@
 #   - PostgreSQL (Debian package), a throwaway cluster owned by user postgres;
 #   - an S3-compatible server: moto[server] from PyPI, with one bucket;
 #   - SoftHSM2 (Debian package), with a private token directory;
-#   - promtool (Debian prometheus), tritonclient[http] and schemathesis (PyPI) for the gateway tests.
+#   - promtool (Debian prometheus), tritonclient[http,grpc] and schemathesis (PyPI) for the gateway tests.
 # Idempotent: servers already answering are left running.
 set -euo pipefail
 STATE=${CITADEL_SERVICES_DIR:-/tmp/citadel-services}
@@ -96,9 +96,9 @@ fi
 
 # The official Open Inference Protocol client, for the gateway's interop
 # test, and schemathesis, which fuzzes the running gateway from its OpenAPI.
-if ! "$VENV/bin/python" -c 'import tritonclient.http, numpy' 2>/dev/null || ! [ -x "$VENV/bin/schemathesis" ]; then
-  log "installing tritonclient[http] 2.73.0 and schemathesis 4.32.5 (pip, into $VENV)"
-  "$VENV/bin/pip" install -q "tritonclient[http]==2.73.0" "numpy==2.2.6" "schemathesis==4.32.5"
+if ! "$VENV/bin/python" -c 'import tritonclient.http, tritonclient.grpc, numpy' 2>/dev/null || ! [ -x "$VENV/bin/schemathesis" ]; then
+  log "installing tritonclient[http,grpc] 2.73.0 and schemathesis 4.32.5 (pip, into $VENV)"
+  "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.73.0" "numpy==2.2.6" "schemathesis==4.32.5"
 fi
 
 # onnxruntime checks that the built-in trainers' ONNX exports compute what

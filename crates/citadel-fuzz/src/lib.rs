@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("expectations", expectations),
     ("v2_request", v2_request),
     ("named_request", named_request),
+    ("grpc_request", grpc_request),
     ("onnx_model", onnx_model),
     ("pipeline_file", pipeline_file),
     ("scan_tar", scan_tar),
@@ -110,6 +111,17 @@ pub fn named_request(data: &[u8]) {
     }
     let out = model.run(inputs).expect("a conformed request runs");
     assert_eq!(out.len(), 2);
+}
+
+/// A gRPC `ModelInferRequest` message (protobuf bytes) through decoding
+/// into the gateway's request, with the REST path's element bound.
+pub fn grpc_request(data: &[u8]) {
+    use prost::Message;
+    let Ok(msg) = citadel_serve::grpc_pb::ModelInferRequest::decode(data) else { return };
+    if let Ok(req) = citadel_serve::grpc_pb::decode_infer(msg, 1 << 16) {
+        let total: usize = req.inputs.iter().map(|(_, t)| t.len()).sum();
+        assert!(total <= 1 << 16);
+    }
 }
 
 /// A model file through loading and, when it loads, one run on zeros.
@@ -368,6 +380,42 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "expectations" => vec![include_bytes!("../../../datasets/adult/adult.expect.toml").to_vec()],
         "pipeline_file" => vec![include_bytes!("../../../examples/quickstart/pipeline.toml").to_vec()],
+        "grpc_request" => {
+            use prost::Message;
+            use citadel_serve::grpc_pb as pb;
+            let typed = pb::ModelInferRequest {
+                model_name: "income".into(),
+                inputs: vec![
+                    pb::InferInputTensor {
+                        name: "age".into(),
+                        datatype: "FP32".into(),
+                        shape: vec![2, 1],
+                        contents: Some(pb::InferTensorContents { fp32_contents: vec![39.0, 50.0], ..Default::default() }),
+                        ..Default::default()
+                    },
+                    pb::InferInputTensor {
+                        name: "workclass".into(),
+                        datatype: "BYTES".into(),
+                        shape: vec![2, 1],
+                        contents: Some(pb::InferTensorContents {
+                            bytes_contents: vec![b"Private".to_vec(), b"".to_vec()],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            };
+            let mut raw = typed.clone();
+            raw.inputs.iter_mut().for_each(|i| i.contents = None);
+            let mut strings = Vec::new();
+            for s in ["Private", "Self-emp"] {
+                strings.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                strings.extend_from_slice(s.as_bytes());
+            }
+            raw.raw_input_contents = vec![[39f32, 50.0].iter().flat_map(|x| x.to_le_bytes()).collect(), strings];
+            vec![typed.encode_to_vec(), raw.encode_to_vec()]
+        }
         "named_request" => vec![
             br#"[{"age": 39, "workclass": "Private"}, {"age": null, "workclass": null}, {"age": 70.5, "workclass": "never seen"}]"#.to_vec(),
             br#"[{"workclass": "Self-emp", "age": 1e3}]"#.to_vec(),
@@ -472,6 +520,11 @@ mod tests {
         assert_eq!(req.inputs[0].1.data, citadel_infer::Data::I64(vec![7, -1]));
         for m in seeds("onnx_model") {
             assert!(citadel_infer::Model::load(&m).is_ok());
+        }
+        for g in seeds("grpc_request") {
+            use prost::Message;
+            let msg = citadel_serve::grpc_pb::ModelInferRequest::decode(g.as_slice()).unwrap();
+            assert_eq!(citadel_serve::grpc_pb::decode_infer(msg, 1 << 16).unwrap().inputs.len(), 2);
         }
         for r in seeds("named_request") {
             let inputs = citadel_serve::named::decode_records(&r, named_model(), 1 << 12).unwrap();

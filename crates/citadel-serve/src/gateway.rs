@@ -33,6 +33,8 @@ use crate::metrics::{ErrorLabels, LimitLabels, Metrics, ModelLabels, RequestLabe
 use crate::tls::{ReloadingCert, fingerprint};
 use crate::{ServeConfig, ServeError, Transport, openapi, v2};
 
+mod grpc;
+
 type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 type Body = Full<Bytes>;
 
@@ -76,7 +78,7 @@ fn api(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Ap
 }
 
 /// What the access log and metrics learn about a request as it proceeds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct RequestFacts {
     principal: Option<String>,
     endpoint: Option<String>,
@@ -88,6 +90,8 @@ struct RequestFacts {
 #[derive(Debug, Clone)]
 pub struct Listening {
     pub addr: SocketAddr,
+    /// Where the gRPC service listens, when it does.
+    pub grpc_addr: Option<SocketAddr>,
     pub scheme: &'static str,
     pub dev_ca: Option<std::path::PathBuf>,
 }
@@ -135,10 +139,11 @@ impl Gateway {
         on_listening: impl FnOnce(&Listening),
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServeError> {
-        if matches!(config.transport, Transport::PlainLoopback) && !is_loopback(&config.listen) {
+        if matches!(config.transport, Transport::PlainLoopback)
+            && let Some(a) = std::iter::once(&config.listen).chain(&config.grpc_listen).find(|a| !is_loopback(a))
+        {
             return Err(ServeError::Config(format!(
-                "plain HTTP is only served on loopback, not {}; use TLS (--cert/--key) for other addresses",
-                config.listen
+                "plain HTTP is only served on loopback, not {a}; use TLS (--cert/--key) for other addresses"
             )));
         }
         let jwt = match &config.jwt {
@@ -222,17 +227,63 @@ impl Gateway {
                 }
             });
         }
-        on_listening(&Listening { addr, scheme: if tls.is_some() { "https" } else { "http" }, dev_ca });
-        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let grpc = match gw.config.grpc_listen {
+            Some(a) => {
+                let l = TcpListener::bind(a).await.map_err(|e| ServeError::Io(format!("binding {a} (gRPC): {e}")))?;
+                Some(l)
+            }
+            None => None,
+        };
+        let grpc_addr = grpc.as_ref().and_then(|l| l.local_addr().ok());
+        on_listening(&Listening { addr, scheme: if tls.is_some() { "https" } else { "http" }, dev_ca, grpc_addr });
+        // gRPC speaks HTTP/2 only; the REST listener keeps HTTP/1.1 (ALPN says so).
+        let grpc_tls = tls.as_ref().map(|c| {
+            let mut c = (**c).clone();
+            c.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(c)
+        });
         let connections = Arc::new(Semaphore::new(connection_budget(gw.config.limits.max_connections)));
-        tokio::pin!(shutdown);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut loops = vec![tokio::spawn(gw.clone().accept_loop(
+            listener,
+            tls.map(tokio_rustls::TlsAcceptor::from),
+            connections.clone(),
+            stop_rx.clone(),
+            false,
+        ))];
+        if let Some(l) = grpc {
+            loops.push(tokio::spawn(gw.clone().accept_loop(
+                l,
+                grpc_tls.map(tokio_rustls::TlsAcceptor::from),
+                connections,
+                stop_rx,
+                true,
+            )));
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
+        Ok(())
+    }
+
+    /// Accepts connections until told to stop; each is served on its own task.
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        connections: Arc<Semaphore>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        grpc: bool,
+    ) {
         loop {
             let permit = tokio::select! {
-                _ = &mut shutdown => break,
+                _ = stop.changed() => break,
                 p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
+                _ = stop.changed() => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(_) => {
@@ -243,18 +294,23 @@ impl Gateway {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let gw = gw.clone();
+            let gw = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 gw.metrics.connections.inc();
                 match acceptor {
+                    None if grpc => gw.serve_grpc_connection(stream, peer, None).await,
                     None => gw.serve_connection(stream, peer, None).await,
                     Some(acc) => {
                         let handshake = tokio::time::timeout(gw.config.limits.header_timeout, acc.accept(stream)).await;
                         if let Ok(Ok(tls)) = handshake {
                             let fp =
                                 tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| fingerprint(c));
-                            gw.serve_connection(tls, peer, fp).await;
+                            if grpc {
+                                gw.serve_grpc_connection(tls, peer, fp).await;
+                            } else {
+                                gw.serve_connection(tls, peer, fp).await;
+                            }
                         }
                     }
                 }
@@ -262,7 +318,6 @@ impl Gateway {
                 drop(permit);
             });
         }
-        Ok(())
     }
 
     async fn serve_connection<S>(self: &Arc<Self>, stream: S, peer: SocketAddr, client_fp: Option<String>)
@@ -500,7 +555,23 @@ impl Gateway {
             response.headers_mut().insert("x-request-id", v);
         }
         let status = response.status().as_u16();
-        let elapsed = started.elapsed();
+        self.record(&facts, status, started.elapsed(), peer, method.as_str(), &path, &request_id, bytes_in);
+        response
+    }
+
+    /// Counts a finished request in the metrics and writes its access-log line.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        facts: &RequestFacts,
+        status: u16,
+        elapsed: Duration,
+        peer: SocketAddr,
+        method: &str,
+        path: &str,
+        request_id: &str,
+        bytes_in: Option<u64>,
+    ) {
         if let (Some(endpoint), Some(model), Some(version)) = (&facts.endpoint, &facts.model, &facts.version) {
             self.metrics
                 .requests
@@ -526,10 +597,10 @@ impl Gateway {
         if self.log.is_some() {
             self.emit(AccessLine {
                 ts: Timestamp::now(),
-                request_id: &request_id,
+                request_id,
                 remote: peer,
-                method: method.as_str(),
-                path: &path,
+                method,
+                path,
                 status,
                 latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
                 principal: facts.principal.as_deref(),
@@ -539,7 +610,6 @@ impl Gateway {
                 bytes_in,
             });
         }
-        response
     }
 
     fn error_response(&self, e: ApiError, facts: &RequestFacts) -> Response<Body> {
@@ -564,11 +634,11 @@ impl Gateway {
 
     async fn authenticate(
         &self,
-        req: &Request<Incoming>,
+        headers: &hyper::HeaderMap,
         client_fp: Option<&str>,
         facts: &mut RequestFacts,
     ) -> Result<Arc<Caller>, ApiError> {
-        let authz = match req.headers().get(hyper::header::AUTHORIZATION) {
+        let authz = match headers.get(hyper::header::AUTHORIZATION) {
             Some(v) => Some(
                 v.to_str()
                     .map_err(|_| api(StatusCode::UNAUTHORIZED, "unauthenticated", "malformed Authorization header"))?,
@@ -639,7 +709,7 @@ impl Gateway {
             )),
             (Method::GET, ["openapi.json"]) => Ok(json_response(StatusCode::OK, &openapi::document())),
             (Method::GET, ["metrics"]) => {
-                let caller = self.authenticate(&req, client_fp, facts).await?;
+                let caller = self.authenticate(req.headers(), client_fp, facts).await?;
                 self.authorize(&caller, Action::ConfigRead, "gateway:metrics", request_id).await?;
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 r.headers_mut()
@@ -647,7 +717,7 @@ impl Gateway {
                 Ok(r)
             }
             (Method::GET, ["v2", "admin", "capture", name]) => {
-                let caller = self.authenticate(&req, client_fp, facts).await?;
+                let caller = self.authenticate(req.headers(), client_fp, facts).await?;
                 self.authorize(&caller, Action::AuditRead, &format!("deployment:{name}"), request_id).await?;
                 let rows: Vec<Value> = self
                     .captures
@@ -679,7 +749,7 @@ impl Gateway {
                 };
                 let name = name.to_string();
                 facts.endpoint = Some(name.clone());
-                let caller = self.authenticate(&req, client_fp, facts).await?;
+                let caller = self.authenticate(req.headers(), client_fp, facts).await?;
                 self.authorize(&caller, Action::Infer, &format!("model:{name}"), request_id).await?;
                 let endpoint = self.endpoint(&name).ok_or_else(|| {
                     api(
@@ -797,13 +867,8 @@ impl Gateway {
         request_id: &str,
         facts: &mut RequestFacts,
     ) -> Result<Response<Body>, ApiError> {
-        let principal = caller.principal.name.clone();
-        self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)?;
-        self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal)?;
-        let (served, shadow) = self.choose(&endpoint, caller, req.headers(), pinned);
-        let (target, loaded) = &endpoint.targets[served];
-        facts.model = Some(target.model.clone());
-        facts.version = Some(target.version.to_string());
+        let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts)?;
+        let loaded = endpoint.targets[served].1.clone();
         let max = self.config.limits.max_body_bytes;
         if let Some(len) = req
             .headers()
@@ -841,6 +906,66 @@ impl Gateway {
         } else {
             v2::decode(&body, header_len, max_elements).map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?
         };
+        let done = self.run_inference(&endpoint, served, shadow, request, request_id).await?;
+        let selected: Vec<v2::Output<'_>> = done
+            .selected
+            .iter()
+            .map(|&(i, binary)| v2::Output {
+                name: done.loaded.model.outputs[i].name.as_str(),
+                tensor: &done.outputs[i],
+                binary,
+                classes: done.classes(i),
+            })
+            .collect();
+        let version = done.loaded.version.to_string();
+        let (body, json_len) = v2::encode(&endpoint.name, &version, done.id.as_deref(), &selected);
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        match json_len {
+            Some(n) => {
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
+                    r.headers_mut().insert("inference-header-content-length", v);
+                }
+            }
+            None => {
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Admits an inference request (per-principal and per-endpoint limits)
+    /// and picks the target that serves it and the one that shadows it.
+    fn admit(
+        &self,
+        caller: &Caller,
+        endpoint: &Endpoint,
+        headers: &hyper::HeaderMap,
+        pinned: Option<i64>,
+        facts: &mut RequestFacts,
+    ) -> Result<(usize, Option<usize>), ApiError> {
+        let principal = caller.principal.name.clone();
+        self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)?;
+        self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal)?;
+        let (served, shadow) = self.choose(endpoint, caller, headers, pinned);
+        let (target, _) = &endpoint.targets[served];
+        facts.model = Some(target.model.clone());
+        facts.version = Some(target.version.to_string());
+        Ok((served, shadow))
+    }
+
+    /// Runs a decoded request on the served target (bounded by the
+    /// endpoint's concurrency), mirrors it to the shadow, captures it, and
+    /// picks the requested outputs. Shared by REST and gRPC.
+    async fn run_inference(
+        self: &Arc<Self>,
+        endpoint: &Arc<Endpoint>,
+        served: usize,
+        shadow: Option<usize>,
+        request: v2::InferRequest,
+        request_id: &str,
+    ) -> Result<Inference, ApiError> {
+        let (target, loaded) = &endpoint.targets[served];
         let inputs = order_inputs(loaded, request.inputs)?;
         let _permit =
             match tokio::time::timeout(Duration::from_secs(2), endpoint.concurrency.clone().acquire_owned()).await {
@@ -869,6 +994,11 @@ impl Gateway {
             citadel_infer::InferError::Input(m) => api(StatusCode::BAD_REQUEST, "bad_request", m),
             other => api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", other.to_string()),
         })?;
+        if let Some(list) = &request.outputs
+            && let Some((missing, _)) = list.iter().find(|(n, _)| !loaded.model.outputs.iter().any(|o| &o.name == n))
+        {
+            return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no output {missing}")));
+        }
         let mut selected = Vec::new();
         for (i, spec) in loaded.model.outputs.iter().enumerate() {
             let wanted = match &request.outputs {
@@ -876,14 +1006,8 @@ impl Gateway {
                 Some(list) => list.iter().find(|(n, _)| n == &spec.name).map(|(_, b)| *b),
             };
             if let Some(binary) = wanted {
-                let classes = loaded.schema.classes.as_deref().filter(|_| is_class_output(spec, &outputs[i]));
-                selected.push(v2::Output { name: spec.name.as_str(), tensor: &outputs[i], binary, classes });
+                selected.push((i, binary));
             }
-        }
-        if let Some(list) = &request.outputs
-            && let Some((missing, _)) = list.iter().find(|(n, _)| !loaded.model.outputs.iter().any(|o| &o.name == n))
-        {
-            return Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("the model has no output {missing}")));
         }
         self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), &outputs);
         let shadow_slot = shadow.and_then(|_| endpoint.shadow_slots.clone().try_acquire_owned().ok());
@@ -906,21 +1030,7 @@ impl Gateway {
                 drop(slot);
             });
         }
-        let (body, json_len) =
-            v2::encode(&endpoint.name, &target.version.to_string(), request.id.as_deref(), &selected);
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        match json_len {
-            Some(n) => {
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-                if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
-                    r.headers_mut().insert("inference-header-content-length", v);
-                }
-            }
-            None => {
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            }
-        }
-        Ok(r)
+        Ok(Inference { loaded: loaded.clone(), outputs, selected, id: request.id })
     }
 
     /// Keeps the last `capture_rows` inferences per endpoint for monitoring:
@@ -955,6 +1065,27 @@ impl Gateway {
             }
             q.push_back(record);
         }
+    }
+}
+
+/// What an inference answered: the model's outputs and which of them the caller asked for.
+#[derive(Debug)]
+struct Inference {
+    loaded: Arc<Loaded>,
+    outputs: Vec<Tensor>,
+    /// (output index, wanted as binary data).
+    selected: Vec<(usize, bool)>,
+    id: Option<String>,
+}
+
+impl Inference {
+    /// The class names that describe output `i`, when the model has them.
+    fn classes(&self, i: usize) -> Option<&[String]> {
+        self.loaded
+            .schema
+            .classes
+            .as_deref()
+            .filter(|_| is_class_output(&self.loaded.model.outputs[i], &self.outputs[i]))
     }
 }
 

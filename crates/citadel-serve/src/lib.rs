@@ -15,6 +15,7 @@
 mod auth;
 pub mod client;
 mod gateway;
+pub mod grpc_pb;
 mod metrics;
 pub mod named;
 mod openapi;
@@ -97,6 +98,9 @@ impl Default for RateLimits {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// Where the Open Inference Protocol's gRPC service listens (HTTP/2,
+    /// the same TLS, authentication, limits and audit as REST); none: off.
+    pub grpc_listen: Option<SocketAddr>,
     pub transport: Transport,
     /// PEM CA that client certificates must chain to (mutual TLS).
     pub client_ca: Option<PathBuf>,
@@ -119,6 +123,7 @@ impl ServeConfig {
     pub fn new(listen: SocketAddr, transport: Transport) -> ServeConfig {
         ServeConfig {
             listen,
+            grpc_listen: None,
             transport,
             client_ca: None,
             require_client_cert: false,

@@ -178,7 +178,7 @@ fn from_json(name: &str, dtype: DType, n: usize, v: &Value) -> Result<Data, BadR
     })
 }
 
-fn from_binary(name: &str, dtype: DType, n: usize, b: &[u8]) -> Result<Data, BadRequest> {
+pub(crate) fn from_binary(name: &str, dtype: DType, n: usize, b: &[u8]) -> Result<Data, BadRequest> {
     if let Some(w) = dtype.width()
         && b.len() != n * w
     {
@@ -217,7 +217,7 @@ fn from_binary(name: &str, dtype: DType, n: usize, b: &[u8]) -> Result<Data, Bad
     })
 }
 
-fn binary_data(t: &Tensor) -> Vec<u8> {
+pub(crate) fn binary_data(t: &Tensor) -> Vec<u8> {
     let mut out = Vec::new();
     match &t.data {
         Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// Also serve the Open Inference Protocol over gRPC (HTTP/2) on this
+    /// address, with the same TLS, authentication, limits and audit.
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
     /// Certificate chain (PEM); reloaded when the file changes.
     #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
@@ -103,6 +107,7 @@ pub async fn run_serve(
         ));
     };
     let mut config = ServeConfig::new(args.listen, transport);
+    config.grpc_listen = args.grpc_listen;
     config.client_ca = args.client_ca.clone();
     config.require_client_cert = args.require_client_cert;
     config.client_principals = args
@@ -141,11 +146,15 @@ pub async fn run_serve(
         caller,
         config,
         |l| {
-            let line = serde_json::json!({"listening": l.addr.to_string(), "scheme": l.scheme, "dev_ca": l.dev_ca});
+            let grpc = l.grpc_addr.map(|a| a.to_string());
+            let line = serde_json::json!({"listening": l.addr.to_string(), "grpc": grpc, "scheme": l.scheme, "dev_ca": l.dev_ca});
             if json {
                 outln!("{line}");
             } else {
                 outln!("serving on {}://{}", l.scheme, l.addr);
+                if let Some(g) = &grpc {
+                    outln!("gRPC (inference.GRPCInferenceService) on {g}");
+                }
                 if let Some(ca) = &l.dev_ca {
                     outln!("development certificate: {} (curl --cacert {})", ca.display(), ca.display());
                 }

@@ -66,6 +66,8 @@ struct Server {
     child: Child,
     base: String,
     ca: Option<PathBuf>,
+    /// The gRPC listener's port, when started with --grpc-listen.
+    grpc_port: Option<u16>,
 }
 
 impl Server {
@@ -83,7 +85,13 @@ impl Server {
         let port = addr.rsplit(':').next().unwrap();
         let scheme = v["scheme"].as_str().unwrap();
         let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };
-        Server { child, base: format!("{scheme}://{host}:{port}"), ca: v["dev_ca"].as_str().map(PathBuf::from) }
+        let grpc_port = v["grpc"].as_str().and_then(|a| a.rsplit(':').next()?.parse().ok());
+        Server {
+            child,
+            base: format!("{scheme}://{host}:{port}"),
+            ca: v["dev_ca"].as_str().map(PathBuf::from),
+            grpc_port,
+        }
     }
 
     fn port(&self) -> u16 {
@@ -1092,4 +1100,105 @@ print(json.dumps([l.decode() for l in res.as_numpy("label").tolist()]))
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let triton: Vec<String> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(triton, m.labels, "tritonclient gets the class names");
+}
+
+#[test]
+fn tritonclient_grpc_gets_the_same_answers_authentication_limits_and_audit_as_rest() {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let m = named_model(ws.root.parent().unwrap());
+    register_path(&ws, &eng, &appr, "income", &m.onnx, "production");
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "income", "--target", "income@1"]));
+    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:income"]);
+    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    ws.ok(&["principal", "create", "intruder"]);
+    ws.ok(&["grant", "add", "intruder", "inference-client", "--scope", "model:other"]);
+    let other = ws.json(&["token", "issue", "intruder"])["token"].as_str().unwrap().to_string();
+    let srv = Server::start(&ws, &["--grpc-listen", "127.0.0.1:0", "--max-body-bytes", "200000"]);
+    let columns = json!({"inputs": m.encoder.v2_inputs(&m.rows).unwrap()});
+    srv.wait_for_version("income", &client, &columns, "1");
+    let py = std::env::var("CITADEL_TEST_VENV_PYTHON").expect("CITADEL_TEST_VENV_PYTHON (scripts/services.sh sets it)");
+    let script = format!(
+        r#"
+import json, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+token, other, cols = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])["inputs"]
+root = open({ca:?}, "rb").read()
+client = grpcclient.InferenceServerClient(url="localhost:{port}", ssl=True, root_certificates={ca:?})
+auth = {{"authorization": "Bearer " + token}}
+out = {{}}
+out["live"] = client.is_server_live()
+out["ready"] = client.is_model_ready("income", headers=auth)
+meta = client.get_model_metadata("income", headers=auth, as_json=True)
+out["inputs"] = [(i["name"], i["datatype"]) for i in meta["inputs"]]
+def inputs(cols, broken=None):
+    res = []
+    for c in cols:
+        if c["name"] == broken:
+            continue
+        if c["datatype"] == "BYTES":
+            a = np.array(c["data"], dtype=object).reshape(-1, 1)
+        else:
+            a = np.array(c["data"], dtype=np.float32).reshape(-1, 1)
+        i = grpcclient.InferInput(c["name"], list(a.shape), c["datatype"])
+        i.set_data_from_numpy(a)
+        res.append(i)
+    return res
+res = client.infer("income", inputs(cols), headers=auth)
+out["labels"] = [l.decode() for l in res.as_numpy("label").reshape(-1).tolist()]
+out["p1"] = res.as_numpy("probabilities")[:, 1].tolist()
+# (get_output(as_json=True) returns None in tritonclient 2.73: read the message)
+out["classes"] = json.loads(res.get_output("probabilities").parameters["classes"].string_param)
+def code(call):
+    try:
+        call()
+        return "OK"
+    except InferenceServerException as e:
+        return str(e.status())
+out["no_token"] = code(lambda: client.infer("income", inputs(cols)))
+out["forged"] = code(lambda: client.infer("income", inputs(cols), headers={{"authorization": "Bearer cit_0000000000000000_" + "A" * 43}}))
+out["other_model"] = code(lambda: client.infer("income", inputs(cols), headers={{"authorization": "Bearer " + other}}))
+out["missing_feature"] = code(lambda: client.infer("income", inputs(cols, broken="education"), headers=auth))
+out["unknown_model"] = code(lambda: client.infer("nope", inputs(cols), headers=auth))
+big = np.zeros((60000, 1), dtype=np.float32)
+i = grpcclient.InferInput("age", list(big.shape), "FP32")
+i.set_data_from_numpy(big)
+out["oversized"] = code(lambda: client.infer("income", [i], headers=auth))
+print(json.dumps(out))
+"#,
+        ca = srv.ca.as_ref().unwrap().display().to_string(),
+        port = srv.grpc_port.expect("the gateway reports its gRPC address")
+    );
+    let o = Command::new(&py).args(["-c", &script, &client, &other, &columns.to_string()]).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["live"], true);
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["inputs"][1], json!(["workclass", "BYTES"]), "{v}");
+    let labels: Vec<String> = serde_json::from_value(v["labels"].clone()).unwrap();
+    assert_eq!(labels, m.labels, "gRPC answers equal the in-process model");
+    let p1: Vec<f32> = serde_json::from_value(v["p1"].clone()).unwrap();
+    let worst = p1.iter().zip(&m.p1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-6, "{worst}");
+    assert_eq!(v["classes"], json!(m.classes));
+    assert_eq!(v["no_token"], "StatusCode.UNAUTHENTICATED");
+    assert_eq!(v["forged"], "StatusCode.UNAUTHENTICATED");
+    assert_eq!(v["other_model"], "StatusCode.PERMISSION_DENIED");
+    assert_eq!(v["missing_feature"], "StatusCode.INVALID_ARGUMENT");
+    // Authorization comes before the lookup (as on REST): which models exist is not revealed.
+    assert_eq!(v["unknown_model"], "StatusCode.PERMISSION_DENIED");
+    assert!(
+        ["StatusCode.RESOURCE_EXHAUSTED", "StatusCode.OUT_OF_RANGE"].contains(&v["oversized"].as_str().unwrap()),
+        "{v}"
+    );
+    // The denial was audited, as on REST.
+    let denied = ws.json(&["audit", "query", "--outcome", "denied", "--action", "model.infer"]);
+    assert!(denied.to_string().contains("model:income"), "{denied}");
+    // And the gateway keeps serving REST alongside.
+    let (code, v) = srv.infer("income", &client, &columns);
+    assert_eq!(code, 200, "{v}");
 }

@@ -1,0 +1,330 @@
+//! The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`:
+//! ServerLive, ServerReady, ServerMetadata, ModelReady, ModelMetadata,
+//! ModelInfer) on its own HTTP/2 listener, served by tonic's unary handler
+//! over the gateway's own connections and TLS.
+//!
+//! Every model call goes through the gateway's one path: the bearer token
+//! in the `authorization` metadata (or the client certificate) is
+//! authenticated, `model.infer` on `model:NAME` is authorized (denials
+//! audited), the per-principal and per-endpoint limits apply, the request is
+//! bounded (message size before decoding, tensor elements, request time,
+//! concurrency), and the request is counted and logged like a REST one.
+//! Failures map to gRPC codes: 400 → INVALID_ARGUMENT, 401 →
+//! UNAUTHENTICATED, 403 → PERMISSION_DENIED, 404 → NOT_FOUND, 413 and 429 →
+//! RESOURCE_EXHAUSTED, 503 → UNAVAILABLE, 504 → DEADLINE_EXCEEDED; a 5xx
+//! says nothing internal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tonic::Status;
+use tonic_prost::ProstCodec;
+
+use super::{ApiError, Gateway, RequestFacts, api};
+use crate::grpc_pb as pb;
+use citadel_policy::Action;
+
+const SERVICE: &str = "/inference.GRPCInferenceService/";
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Status>> + Send>>;
+
+/// What a method handler knows of its call besides the message.
+#[derive(Clone)]
+struct Ctx {
+    peer: Peer,
+    facts: Arc<std::sync::Mutex<RequestFacts>>,
+    request_id: String,
+}
+
+type Handler<R, T> = fn(Arc<Gateway>, tonic::Request<R>, Ctx) -> BoxFuture<T>;
+
+/// One gRPC method as a tower service over its decoded request, bounded by the request timeout.
+struct Method<R, T> {
+    gw: Arc<Gateway>,
+    ctx: Ctx,
+    handler: Handler<R, T>,
+}
+
+impl<R, T: Send + 'static> tower_service::Service<tonic::Request<R>> for Method<R, T> {
+    type Response = tonic::Response<T>;
+    type Error = Status;
+    type Future = BoxFuture<tonic::Response<T>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Status>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::Request<R>) -> Self::Future {
+        let timeout = self.gw.config.limits.request_timeout;
+        let fut = (self.handler)(self.gw.clone(), req, self.ctx.clone());
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r.map(tonic::Response::new),
+                Err(_) => Err(Status::deadline_exceeded("the request took longer than the gateway's request timeout")),
+            }
+        })
+    }
+}
+
+fn status(e: ApiError) -> Status {
+    let code = match e.status {
+        StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+        StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+        StatusCode::NOT_FOUND => tonic::Code::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        StatusCode::GATEWAY_TIMEOUT => tonic::Code::DeadlineExceeded,
+        _ => return Status::internal("the model failed on this request"),
+    };
+    Status::new(code, e.message)
+}
+
+/// The HTTP status a gRPC code stands for, so metrics and access logs count both protocols alike.
+fn http_code(code: tonic::Code) -> u16 {
+    match code {
+        tonic::Code::Ok => 200,
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => 400,
+        tonic::Code::Unauthenticated => 401,
+        tonic::Code::PermissionDenied => 403,
+        tonic::Code::NotFound | tonic::Code::Unimplemented => 404,
+        tonic::Code::ResourceExhausted => 429,
+        tonic::Code::Unavailable => 503,
+        tonic::Code::DeadlineExceeded => 504,
+        _ => 500,
+    }
+}
+
+/// Who is calling and from where, for one request.
+#[derive(Clone)]
+struct Peer {
+    addr: SocketAddr,
+    client_fp: Option<Arc<String>>,
+}
+
+impl Gateway {
+    pub(super) async fn serve_grpc_connection<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        client_fp: Option<String>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let gw = self.clone();
+        let peer = Peer { addr: peer, client_fp: client_fp.map(Arc::new) };
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let gw = gw.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, std::convert::Infallible>(gw.grpc(req, peer).await) }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(16 * 1024)
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    }
+
+    /// Routes one gRPC call to its method.
+    async fn grpc(self: &Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<tonic::body::Body> {
+        let path = req.uri().path().to_string();
+        let method = path.strip_prefix(SERVICE).unwrap_or("").to_string();
+        let limit = self.config.limits.max_body_bytes;
+        let started = Instant::now();
+        let request_id = self.request_ids.next();
+        let facts = Arc::new(std::sync::Mutex::new(RequestFacts::default()));
+        let ctx = Ctx { peer: peer.clone(), facts: facts.clone(), request_id: request_id.clone() };
+        macro_rules! unary {
+            ($req:ty, $resp:ty, $handler:expr) => {{
+                let svc = Method::<$req, $resp> { gw: self.clone(), ctx, handler: $handler };
+                tonic::server::Grpc::new(ProstCodec::<$resp, $req>::default())
+                    .max_decoding_message_size(limit)
+                    .unary(svc, req)
+                    .await
+            }};
+        }
+        let response = match method.as_str() {
+            "ServerLive" => unary!(pb::Empty, pb::ServerLiveResponse, server_live),
+            "ServerReady" => unary!(pb::Empty, pb::ServerReadyResponse, server_ready),
+            "ServerMetadata" => unary!(pb::Empty, pb::ServerMetadataResponse, server_metadata),
+            "ModelReady" => unary!(pb::ModelRef, pb::ModelReadyResponse, model_ready),
+            "ModelMetadata" => unary!(pb::ModelRef, pb::ModelMetadataResponse, model_metadata),
+            "ModelInfer" => unary!(pb::ModelInferRequest, pb::ModelInferResponse, model_infer),
+            _ => Status::unimplemented(format!("no method {path}; the service is inference.GRPCInferenceService"))
+                .into_http(),
+        };
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(tonic::Code::from_i32)
+            .unwrap_or(tonic::Code::Ok);
+        let facts = facts.lock().map(|f| f.clone()).unwrap_or_default();
+        // A failure from the handler arrives in trailers; the access log counts the call as answered.
+        self.record(&facts, http_code(code), started.elapsed(), peer.addr, "POST", &path, &request_id, None);
+        response
+    }
+
+    /// Authenticates and authorizes a call on model `name` and finds its endpoint.
+    async fn grpc_model<R>(
+        &self,
+        r: &tonic::Request<R>,
+        name: &str,
+        version: &str,
+        ctx: &Ctx,
+    ) -> Result<(Arc<citadel_control::Caller>, Arc<super::Endpoint>, Option<i64>), Status> {
+        let mut f = RequestFacts { endpoint: Some(name.to_string()), ..Default::default() };
+        let result = async {
+            let headers = r.metadata().clone().into_headers();
+            let fp = ctx.peer.client_fp.as_deref().map(String::as_str);
+            let caller = self.authenticate(&headers, fp, &mut f).await?;
+            self.authorize(&caller, Action::Infer, &format!("model:{name}"), &ctx.request_id).await?;
+            let endpoint = self.endpoint(name).ok_or_else(|| {
+                api(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no deployment named {name} is served; hint: citadel deploy ls"),
+                )
+            })?;
+            let version =
+                match version {
+                    "" => None,
+                    v => Some(v.parse::<i64>().map_err(|_| {
+                        api(StatusCode::BAD_REQUEST, "bad_request", "the model version must be a number")
+                    })?),
+                };
+            if let Some(v) = version
+                && !endpoint.targets.iter().any(|(t, _)| t.version == v)
+            {
+                return Err(api(StatusCode::NOT_FOUND, "not_found", format!("{name} does not serve version {v}")));
+            }
+            Ok::<_, ApiError>((caller, endpoint, version))
+        }
+        .await;
+        if let Ok(mut shared) = ctx.facts.lock() {
+            *shared = f;
+        }
+        result.map_err(status)
+    }
+
+    async fn grpc_infer(
+        self: &Arc<Self>,
+        r: tonic::Request<pb::ModelInferRequest>,
+        ctx: &Ctx,
+    ) -> Result<pb::ModelInferResponse, Status> {
+        let (name, version) = (r.get_ref().model_name.clone(), r.get_ref().model_version.clone());
+        let (caller, endpoint, pinned) = self.grpc_model(&r, &name, &version, ctx).await?;
+        let headers = r.metadata().clone().into_headers();
+        let mut f = ctx.facts.lock().map(|f| f.clone()).unwrap_or_default();
+        let admitted = self.admit(&caller, &endpoint, &headers, pinned, &mut f);
+        if let Ok(mut shared) = ctx.facts.lock() {
+            *shared = f;
+        }
+        let (served, shadow) = admitted.map_err(status)?;
+        let request = pb::decode_infer(r.into_inner(), self.config.limits.max_tensor_elements)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let done = self.run_inference(&endpoint, served, shadow, request, &ctx.request_id).await.map_err(status)?;
+        let mut outputs = Vec::with_capacity(done.selected.len());
+        let mut raw = Vec::with_capacity(done.selected.len());
+        for &(i, _) in &done.selected {
+            let t = &done.outputs[i];
+            let mut parameters = std::collections::HashMap::new();
+            if let Some(c) = done.classes(i) {
+                parameters.insert(
+                    "classes".to_string(),
+                    pb::InferParameter {
+                        parameter_choice: Some(pb::ParameterChoice::StringParam(
+                            serde_json::to_string(c).unwrap_or_default(),
+                        )),
+                    },
+                );
+            }
+            outputs.push(pb::InferOutputTensor {
+                name: done.loaded.model.outputs[i].name.clone(),
+                datatype: t.dtype().v2_name().into(),
+                shape: t.shape.iter().map(|&d| d as i64).collect(),
+                parameters,
+                contents: None,
+            });
+            raw.push(crate::v2::binary_data(t));
+        }
+        Ok(pb::ModelInferResponse {
+            model_name: endpoint.name.clone(),
+            model_version: done.loaded.version.to_string(),
+            id: done.id.clone().unwrap_or_default(),
+            parameters: Default::default(),
+            outputs,
+            raw_output_contents: raw,
+        })
+    }
+}
+
+fn server_live(_: Arc<Gateway>, _: tonic::Request<pb::Empty>, _: Ctx) -> BoxFuture<pb::ServerLiveResponse> {
+    Box::pin(async { Ok(pb::ServerLiveResponse { live: true }) })
+}
+
+fn server_ready(gw: Arc<Gateway>, _: tonic::Request<pb::Empty>, _: Ctx) -> BoxFuture<pb::ServerReadyResponse> {
+    Box::pin(async move { Ok(pb::ServerReadyResponse { ready: gw.ready.load(std::sync::atomic::Ordering::SeqCst) }) })
+}
+
+fn server_metadata(_: Arc<Gateway>, _: tonic::Request<pb::Empty>, _: Ctx) -> BoxFuture<pb::ServerMetadataResponse> {
+    Box::pin(async {
+        Ok(pb::ServerMetadataResponse {
+            name: "citadel".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec![],
+        })
+    })
+}
+
+fn model_ready(gw: Arc<Gateway>, r: tonic::Request<pb::ModelRef>, ctx: Ctx) -> BoxFuture<pb::ModelReadyResponse> {
+    Box::pin(async move {
+        let (name, version) = (r.get_ref().name.clone(), r.get_ref().version.clone());
+        gw.grpc_model(&r, &name, &version, &ctx).await?;
+        Ok(pb::ModelReadyResponse { ready: true })
+    })
+}
+
+fn model_metadata(gw: Arc<Gateway>, r: tonic::Request<pb::ModelRef>, ctx: Ctx) -> BoxFuture<pb::ModelMetadataResponse> {
+    Box::pin(async move {
+        let (name, version) = (r.get_ref().name.clone(), r.get_ref().version.clone());
+        let (_, endpoint, version) = gw.grpc_model(&r, &name, &version, &ctx).await?;
+        let meta = super::model_metadata(&endpoint, version);
+        let tensors = |key: &str| -> Vec<pb::TensorMetadata> {
+            meta[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| pb::TensorMetadata {
+                    name: t["name"].as_str().unwrap_or_default().into(),
+                    datatype: t["datatype"].as_str().unwrap_or_default().into(),
+                    shape: t["shape"].as_array().into_iter().flatten().filter_map(|d| d.as_i64()).collect(),
+                })
+                .collect()
+        };
+        Ok(pb::ModelMetadataResponse {
+            name: endpoint.name.clone(),
+            versions: endpoint.targets.iter().map(|(t, _)| t.version.to_string()).collect(),
+            platform: "onnx".into(),
+            inputs: tensors("inputs"),
+            outputs: tensors("outputs"),
+        })
+    })
+}
+
+fn model_infer(
+    gw: Arc<Gateway>,
+    r: tonic::Request<pb::ModelInferRequest>,
+    ctx: Ctx,
+) -> BoxFuture<pb::ModelInferResponse> {
+    Box::pin(async move { gw.grpc_infer(r, &ctx).await })
+}
