@@ -1006,6 +1006,8 @@ impl Workspace {
         let meta = vec![
             ("citadel.encoder".to_string(), serde_json::to_string(&p.encoder).unwrap_or_default()),
             ("citadel.classes".to_string(), serde_json::to_string(&p.labels.classes).unwrap_or_default()),
+            // 100 training rows, so the gateway's /explain has a background without the data.
+            citadel_ml::explain::background_metadata(&citadel_ml::explain::background_sample(&x, 100)),
         ];
         match &spec.trainer {
             Trainer::LogisticRegression(params) => {

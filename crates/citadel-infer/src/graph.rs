@@ -282,6 +282,8 @@ struct Step {
 #[derive(Debug)]
 pub struct Plan {
     slots: usize,
+    /// Value name → slot, for reading intermediate values.
+    names: HashMap<String, usize>,
     constants: Vec<(usize, Arc<Tensor>)>,
     input_slots: Vec<usize>,
     output_slots: Vec<usize>,
@@ -408,7 +410,50 @@ impl Plan {
                 .ok_or_else(|| InferError::Model(format!("output {} is never computed", o.name)))?;
             output_slots.push(s);
         }
-        Ok(Plan { slots: next, constants, input_slots, output_slots, steps })
+        Ok(Plan { slots: next, names: slot_of, constants, input_slots, output_slots, steps })
+    }
+
+    /// The slot of a named value (input, constant or node output).
+    pub fn slot(&self, name: &str) -> Option<usize> {
+        self.names.get(name).copied()
+    }
+
+    /// The graph's one tree ensemble and the slot of its input, when it has exactly one.
+    pub fn tree_ensemble(&self) -> Option<(&Ensemble, usize)> {
+        let mut found = self.steps.iter().filter_map(|s| match &s.op {
+            Op::TreeRegressor(e) | Op::TreeClassifier { ensemble: e, .. } => {
+                Some((e, s.inputs.first().copied().flatten()?))
+            }
+            _ => None,
+        });
+        let one = found.next()?;
+        found.next().is_none().then_some(one)
+    }
+
+    /// Runs the plan until `slot` holds its value, and returns it.
+    pub fn run_to(&self, inputs: Vec<Tensor>, slot: usize) -> Result<Tensor, InferError> {
+        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.slots];
+        for (s, t) in &self.constants {
+            values[*s] = Some(t.clone());
+        }
+        for (s, t) in self.input_slots.iter().zip(inputs) {
+            values[*s] = Some(Arc::new(t));
+        }
+        for step in &self.steps {
+            if values.get(slot).is_some_and(Option::is_some) {
+                break;
+            }
+            let args: Vec<Option<Arc<Tensor>>> =
+                step.inputs.iter().map(|i| i.and_then(|s| values[s].clone())).collect();
+            for (s, t) in step.outputs.iter().zip(exec(&step.op, &args)?) {
+                values[*s] = Some(Arc::new(t));
+            }
+        }
+        let t = values
+            .get_mut(slot)
+            .and_then(Option::take)
+            .ok_or_else(|| InferError::Model("the value is never computed".into()))?;
+        Ok(Arc::try_unwrap(t).unwrap_or_else(|shared| (*shared).clone()))
     }
 
     /// Runs the plan on inputs in declared order.

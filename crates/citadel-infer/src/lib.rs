@@ -23,6 +23,7 @@ mod tract_engine;
 mod tree;
 
 pub use tensor::{DType, Data, Tensor, element_count};
+pub use tree::TreeShap;
 
 use prost::Message;
 use std::collections::HashMap;
@@ -178,6 +179,45 @@ impl Model {
     /// The value of metadata property `key`, if the model has one.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The value `name` of the graph (an intermediate result, such as the
+    /// features matrix a named-input export builds) for these inputs. Only
+    /// graphs on the native executor expose their values.
+    pub fn run_value(&self, inputs: Vec<Tensor>, name: &str) -> Result<Tensor, InferError> {
+        self.check_inputs(&inputs)?;
+        let Runner::Native(plan) = &self.runner else {
+            return Err(InferError::Unsupported("reading intermediate values of a tract graph".into()));
+        };
+        let slot = plan.slot(name).ok_or_else(|| InferError::Model(format!("the graph has no value {name}")))?;
+        plan.run_to(inputs, slot)
+    }
+
+    /// True when the graph computes exactly one tree ensemble ([`Model::tree_shap`] applies).
+    pub fn has_tree_ensemble(&self) -> bool {
+        matches!(&self.runner, Runner::Native(p) if p.tree_ensemble().is_some())
+    }
+
+    /// Interventional TreeSHAP of the graph's one tree ensemble for these
+    /// inputs, against `background` rows of the ensemble's input features
+    /// (row-major, `cols` wide). Returns the explanation and the features'
+    /// count. The explained output is the ensemble's raw score (for a
+    /// boosted classifier, the log-odds), before any post transform.
+    pub fn tree_shap(&self, inputs: Vec<Tensor>, background: &[f32]) -> Result<(TreeShap, usize), InferError> {
+        self.check_inputs(&inputs)?;
+        let Runner::Native(plan) = &self.runner else {
+            return Err(InferError::Unsupported("TreeSHAP needs a tree ensemble on the native executor".into()));
+        };
+        let (ensemble, slot) = plan
+            .tree_ensemble()
+            .ok_or_else(|| InferError::Unsupported("TreeSHAP needs a graph with exactly one tree ensemble".into()))?;
+        let x = plan.run_to(inputs, slot)?;
+        let cols = match x.shape.as_slice() {
+            [_, c] => *c,
+            [c] => *c,
+            other => return Err(InferError::Input(format!("the ensemble's input has shape {other:?}"))),
+        };
+        Ok((ensemble.tree_shap(&x.to_f32()?, background, cols)?, cols))
     }
 
     /// Checks tensors against the declared inputs: count, element type, rank and fixed dimensions.

@@ -10,6 +10,9 @@ use crate::InferError;
 use crate::graph::{Attrs, PostTransform};
 use std::collections::HashMap;
 
+mod shap;
+pub use shap::TreeShap;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Leq,

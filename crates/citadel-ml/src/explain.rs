@@ -60,6 +60,22 @@ pub fn permutation_importance(
     Ok(out)
 }
 
+/// Up to `n` rows of `x` at evenly spaced positions: the background sample
+/// an export carries (`citadel.background`) so a served model can be
+/// explained against its training data without reading that data.
+pub fn background_sample(x: &Matrix, n: usize) -> Matrix {
+    let k = n.min(x.rows);
+    let idx: Vec<usize> = (0..k).map(|i| i * x.rows / k.max(1)).collect();
+    x.take(&idx)
+}
+
+/// The metadata entry holding a background sample: `citadel.background` →
+/// `{"cols": F, "rows": [[...], ...]}` (feature codes, the model's feature order).
+pub fn background_metadata(background: &Matrix) -> (String, String) {
+    let rows: Vec<&[f32]> = (0..background.rows).map(|i| background.row(i)).collect();
+    ("citadel.background".into(), serde_json::json!({"cols": background.cols, "rows": rows}).to_string())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShapExplanation {
     /// `mean_b f(b)`: the prediction with no feature known.

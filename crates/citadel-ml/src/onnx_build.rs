@@ -51,9 +51,10 @@ pub enum Interface<'a> {
     Named { classes: &'a [String; 2] },
 }
 
-/// The name of the internal features matrix in a named-input graph (never an
-/// input, so a column called `X` cannot collide with it).
-const NAMED_X: &str = "citadel/X";
+/// The name of the internal features matrix `[N, F]` (category codes and
+/// filled numbers) in a named-input graph: never an input, so a column
+/// called `X` cannot collide with it; read by the gateway's `/explain`.
+pub const FEATURES_VALUE: &str = "citadel/X";
 /// Names a named-input graph gives its outputs; no feature may take them.
 pub const OUTPUTS: [&str; 2] = ["label", "probabilities"];
 
@@ -121,7 +122,7 @@ impl<'a> GraphBuilder<'a> {
     pub fn x(&self) -> &'static str {
         match self.interface {
             Interface::Codes => "X",
-            Interface::Named { .. } => NAMED_X,
+            Interface::Named { .. } => FEATURES_VALUE,
         }
     }
 
@@ -264,7 +265,7 @@ impl<'a> GraphBuilder<'a> {
             }
         }
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        self.op_named("Concat", &refs, NAMED_X, vec![Attr::Int("axis", 1)]);
+        self.op_named("Concat", &refs, FEATURES_VALUE, vec![Attr::Int("axis", 1)]);
         inputs
     }
 

@@ -68,6 +68,7 @@ actions! {
     ModelRetire => "model.retire",
     DeploymentManage => "deployment.manage",
     Infer => "model.infer",
+    Explain => "model.explain",
     PipelineRun => "pipeline.run",
     PipelineRead => "pipeline.read",
     SecretWrite => "secret.write",
@@ -160,6 +161,7 @@ impl Role {
                 SecretWrite,
                 ScanAllow,
                 ReportGenerate,
+                Explain,
             ],
             Role::DataSteward => &[
                 ArtifactPut,
@@ -183,6 +185,7 @@ impl Role {
                 ModelPromoteRequest,
                 PipelineRun,
                 PipelineRead,
+                Explain,
             ],
             Role::MlEngineer => &[
                 ArtifactGet,
@@ -192,6 +195,7 @@ impl Role {
                 ModelPromoteRequest,
                 DeploymentManage,
                 PipelineRead,
+                Explain,
             ],
             Role::Approver => &[ArtifactList, LineageRead, ModelRead, ModelApprove, ModelRetire],
             Role::Auditor => &[
@@ -207,7 +211,11 @@ impl Role {
                 ConfigRead,
                 ModelRead,
                 PipelineRead,
+                Explain,
             ],
+            // Explanations (`model.explain`) are not an inference client's:
+            // per-feature attributions reveal more of a model than its
+            // answers do, so they are granted on their own.
             Role::InferenceClient => &[Infer],
             // Answers data subjects (GDPR Art. 15, 17, 20): finds, exports
             // and erases one person's rows. A duty of its own: neither admin

@@ -33,6 +33,7 @@ use crate::metrics::{ErrorLabels, LimitLabels, Metrics, ModelLabels, RequestLabe
 use crate::tls::{ReloadingCert, fingerprint};
 use crate::{ServeConfig, ServeError, Transport, openapi, v2};
 
+mod explain;
 mod grpc;
 
 type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
@@ -49,6 +50,9 @@ struct Loaded {
     protected_inputs: Vec<String>,
     /// Input kinds, categories and ranges, and class names, from the model's metadata.
     schema: crate::named::Schema,
+    /// A second copy of the model as a classifier over feature codes, for
+    /// KernelSHAP explanations of models without a tree ensemble.
+    kernel: Option<Arc<citadel_ml::OnnxClassifier>>,
 }
 
 /// One endpoint at one deployment revision.
@@ -470,7 +474,7 @@ impl Gateway {
             self.ws.model_load(&self.loader, &t.model, &t.version.to_string()).await.map_err(|e| e.to_string())?;
         let path = verified.path.clone();
         let root_digest = verified.root_digest.clone();
-        let model = tokio::task::spawn_blocking(move || -> Result<Model, String> {
+        let (model, kernel) = tokio::task::spawn_blocking(move || -> Result<(Model, _), String> {
             let file = if path.is_dir() {
                 let files: Vec<_> = std::fs::read_dir(&path)
                     .map_err(|e| e.to_string())?
@@ -494,8 +498,15 @@ impl Gateway {
             };
             let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
             let model = Model::load(&bytes).map_err(|e| e.to_string())?;
+            // Explained by KernelSHAP over feature codes: named-input exports
+            // with a background sample and no tree ensemble (TreeSHAP's).
+            let kernel = (!model.has_tree_ensemble()
+                && model.meta("citadel.background").is_some()
+                && model.meta("citadel.inputs").is_some())
+            .then(|| citadel_ml::OnnxClassifier::load(&bytes).ok().map(Arc::new))
+            .flatten();
             drop(verified);
-            Ok(model)
+            Ok((model, kernel))
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -503,7 +514,7 @@ impl Gateway {
         let protected_inputs =
             model.inputs.iter().filter(|i| protected.contains(&i.name)).map(|i| i.name.clone()).collect();
         let schema = crate::named::Schema::of(&model);
-        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest, protected_inputs, schema })
+        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest, protected_inputs, schema, kernel })
     }
 
     fn endpoint(&self, name: &str) -> Option<Arc<Endpoint>> {
@@ -750,7 +761,8 @@ impl Gateway {
                 let name = name.to_string();
                 facts.endpoint = Some(name.clone());
                 let caller = self.authenticate(req.headers(), client_fp, facts).await?;
-                self.authorize(&caller, Action::Infer, &format!("model:{name}"), request_id).await?;
+                let action = if tail == ["explain"] { Action::Explain } else { Action::Infer };
+                self.authorize(&caller, action, &format!("model:{name}"), request_id).await?;
                 let endpoint = self.endpoint(&name).ok_or_else(|| {
                     api(
                         StatusCode::NOT_FOUND,
@@ -769,6 +781,9 @@ impl Gateway {
                         Ok(json_response(StatusCode::OK, &json!({"name": name, "ready": true})))
                     }
                     (Method::POST, ["infer"]) => self.infer(req, &caller, endpoint, version, request_id, facts).await,
+                    (Method::POST, ["explain"]) => {
+                        self.explain(req, &caller, endpoint, version, request_id, facts).await
+                    }
                     _ => Err(api(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))),
                 }
             }
@@ -869,6 +884,39 @@ impl Gateway {
     ) -> Result<Response<Body>, ApiError> {
         let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts)?;
         let loaded = endpoint.targets[served].1.clone();
+        let request = self.read_request(req, &loaded).await?;
+        let done = self.run_inference(&endpoint, served, shadow, request, request_id).await?;
+        let selected: Vec<v2::Output<'_>> = done
+            .selected
+            .iter()
+            .map(|&(i, binary)| v2::Output {
+                name: done.loaded.model.outputs[i].name.as_str(),
+                tensor: &done.outputs[i],
+                binary,
+                classes: done.classes(i),
+            })
+            .collect();
+        let version = done.loaded.version.to_string();
+        let (body, json_len) = v2::encode(&endpoint.name, &version, done.id.as_deref(), &selected);
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        match json_len {
+            Some(n) => {
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
+                    r.headers_mut().insert("inference-header-content-length", v);
+                }
+            }
+            None => {
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Reads and decodes a REST inference body for `loaded`: the binary
+    /// tensor extension, OIP V2 JSON, or a JSON array of records; bounded
+    /// by the body limit before anything is read.
+    async fn read_request(&self, req: Request<Incoming>, loaded: &Loaded) -> Result<v2::InferRequest, ApiError> {
         let max = self.config.limits.max_body_bytes;
         if let Some(len) = req
             .headers()
@@ -906,32 +954,7 @@ impl Gateway {
         } else {
             v2::decode(&body, header_len, max_elements).map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?
         };
-        let done = self.run_inference(&endpoint, served, shadow, request, request_id).await?;
-        let selected: Vec<v2::Output<'_>> = done
-            .selected
-            .iter()
-            .map(|&(i, binary)| v2::Output {
-                name: done.loaded.model.outputs[i].name.as_str(),
-                tensor: &done.outputs[i],
-                binary,
-                classes: done.classes(i),
-            })
-            .collect();
-        let version = done.loaded.version.to_string();
-        let (body, json_len) = v2::encode(&endpoint.name, &version, done.id.as_deref(), &selected);
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        match json_len {
-            Some(n) => {
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-                if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
-                    r.headers_mut().insert("inference-header-content-length", v);
-                }
-            }
-            None => {
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            }
-        }
-        Ok(r)
+        Ok(request)
     }
 
     /// Admits an inference request (per-principal and per-endpoint limits)
@@ -1405,6 +1428,7 @@ mod tests {
             root_digest: String::new(),
             protected_inputs: protected.iter().map(|s| s.to_string()).collect(),
             schema: Default::default(),
+            kernel: None,
         }
     }
 

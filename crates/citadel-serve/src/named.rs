@@ -38,6 +38,9 @@ pub struct Schema {
     pub inputs: HashMap<String, Value>,
     /// Class names in probability-column order (`citadel.classes`).
     pub classes: Option<Vec<String>>,
+    /// Training rows as feature codes (`citadel.background`: row-major, and
+    /// the width), the background `/explain` explains against.
+    pub background: Option<(Vec<f32>, usize)>,
 }
 
 impl Schema {
@@ -52,7 +55,18 @@ impl Schema {
             .filter_map(|v| Some((v.get("name")?.as_str()?.to_string(), v)))
             .collect();
         let classes = model.meta("citadel.classes").and_then(|j| serde_json::from_str::<Vec<String>>(j).ok());
-        Schema { inputs, classes }
+        let background = model.meta("citadel.background").and_then(|j| {
+            #[derive(serde::Deserialize)]
+            struct Background {
+                cols: usize,
+                rows: Vec<Vec<f32>>,
+            }
+            let b: Background = serde_json::from_str(j).ok()?;
+            let ok =
+                b.cols > 0 && !b.rows.is_empty() && b.rows.iter().all(|r| r.len() == b.cols) && b.rows.len() <= 1000;
+            ok.then(|| (b.rows.concat(), b.cols))
+        });
+        Schema { inputs, classes, background }
     }
 
     /// True when the graph fills a missing (NaN) value of `input`.

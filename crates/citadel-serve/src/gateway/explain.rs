@@ -1,0 +1,151 @@
+//! `POST /v2/models/{name}/explain`: SHAP values of a request's rows.
+//!
+//! The body is any inference body (OIP V2 columns or tensors, a JSON array of
+//! records). The rows are explained against the background sample the
+//! export carries (`citadel.background`, training rows):
+//!
+//! - a graph with one tree ensemble: interventional TreeSHAP of the
+//!   ensemble's raw score (log-odds for a boosted classifier), exact and
+//!   equal to `shap.TreeExplainer(..., feature_perturbation="interventional")`;
+//! - any other named-input export: KernelSHAP of the positive-class
+//!   probability, every coalition evaluated up to 12 features (exact
+//!   Shapley values of the background expectation).
+//!
+//! Authorized by `model.explain` (not `model.infer`: attributions reveal
+//! more of a model than its answers), limited like inference, bounded in
+//! rows and time, and audited on success with the rows' count and the
+//! method (never values); a failed audit write fails the request.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use super::{ApiError, Body, Endpoint, Gateway, RequestFacts, api, json_response, order_inputs};
+use citadel_audit::Outcome;
+use citadel_control::Caller;
+
+/// Rows one explain request may hold (TreeSHAP costs rows × background × leaves reached).
+pub const MAX_TREE_ROWS: usize = 64;
+/// Rows one KernelSHAP request may hold (each costs 2^features × background model rows).
+pub const MAX_KERNEL_ROWS: usize = 8;
+/// Background rows KernelSHAP uses (the first of the carried sample).
+const KERNEL_BACKGROUND: usize = 32;
+
+impl Gateway {
+    pub(super) async fn explain(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        caller: &Caller,
+        endpoint: Arc<Endpoint>,
+        pinned: Option<i64>,
+        request_id: &str,
+        facts: &mut RequestFacts,
+    ) -> Result<Response<Body>, ApiError> {
+        let (served, _) = self.admit(caller, &endpoint, req.headers(), pinned, facts)?;
+        let loaded = endpoint.targets[served].1.clone();
+        let Some((background, cols)) = loaded.schema.background.clone() else {
+            return Err(api(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "this model carries no background sample, so it cannot be explained — hint: models trained by citadel pipelines carry one",
+            ));
+        };
+        let request = self.read_request(req, &loaded).await?;
+        let inputs = order_inputs(&loaded, request.inputs)?;
+        let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(0);
+        let tree = loaded.model.has_tree_ensemble();
+        let limit = if tree { MAX_TREE_ROWS } else { MAX_KERNEL_ROWS };
+        if rows == 0 || rows > limit {
+            return Err(api(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("an explanation covers 1 to {limit} rows; this request has {rows}"),
+            ));
+        }
+        let features: Vec<String> = match loaded.schema.inputs.len() {
+            n if n == cols => loaded.model.inputs.iter().map(|i| i.name.clone()).collect(),
+            _ => (0..cols).map(|j| format!("feature {j}")).collect(),
+        };
+        let positive = loaded.schema.classes.as_ref().and_then(|c| c.last().cloned());
+        let l = loaded.clone();
+        let work = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+            if tree {
+                let (shap, width) = l.model.tree_shap(inputs, &background).map_err(infer_error)?;
+                if width != cols {
+                    return Err(api(StatusCode::BAD_REQUEST, "bad_request", "the background does not fit the model"));
+                }
+                let values: Vec<&[f64]> = shap.values.chunks(cols).collect();
+                Ok(json!({
+                    "method": "TreeSHAP (interventional, exact)",
+                    "output": match &positive { Some(c) => format!("raw score (log-odds of {c})"), None => "raw score".into() },
+                    "base_value": shap.base_value,
+                    "predictions": shap.scores,
+                    "shap_values": values,
+                    "background_rows": background.len() / cols,
+                }))
+            } else {
+                let clf = l.kernel.as_ref().ok_or_else(|| {
+                    api(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "this model's graph cannot be explained (no tree ensemble and no named features)",
+                    )
+                })?;
+                let x = l.model.run_value(inputs, citadel_ml::onnx_build::FEATURES_VALUE).map_err(infer_error)?;
+                let x = x.to_f32().map_err(infer_error)?;
+                let bg_rows = (background.len() / cols).min(KERNEL_BACKGROUND);
+                let bg = citadel_ml::Matrix { rows: bg_rows, cols, data: background[..bg_rows * cols].to_vec() };
+                let mut values = Vec::with_capacity(rows);
+                let (mut base, mut predictions) = (0.0, Vec::with_capacity(rows));
+                for row in x.chunks(cols) {
+                    let e = citadel_ml::explain::kernel_shap(clf.as_ref(), row, &bg, 2048, 0)
+                        .map_err(|e| api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", e.to_string()))?;
+                    base = e.base_value;
+                    predictions.push(e.prediction);
+                    values.push(e.values);
+                }
+                Ok(json!({
+                    "method": if cols <= 12 { "KernelSHAP (every coalition: exact)" } else { "KernelSHAP (sampled)" },
+                    "output": match &positive { Some(c) => format!("probability of {c}"), None => "positive-class probability".into() },
+                    "base_value": base,
+                    "predictions": predictions,
+                    "shap_values": values,
+                    "background_rows": bg_rows,
+                }))
+            }
+        });
+        let mut body = tokio::time::timeout(self.config.limits.request_timeout, work)
+            .await
+            .map_err(|_| {
+                api(StatusCode::GATEWAY_TIMEOUT, "timeout", "the explanation took longer than the request timeout")
+            })?
+            .map_err(|_| api(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the explanation failed"))??;
+        let method = body["method"].clone();
+        // Audited before a value leaves: an explanation that cannot be recorded is not given.
+        self.ws
+            .db()
+            .append_audit(citadel_control::event(
+                &caller.principal.id,
+                "model.explain",
+                &format!("model:{}", endpoint.name),
+                Outcome::Success,
+                request_id,
+                json!({"principal_name": caller.principal.name, "model": loaded.name, "version": loaded.version, "rows": rows, "method": method, "via": "gateway"}),
+            ))
+            .await
+            .map_err(|_| api(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the audit log could not record the explanation; retry"))?;
+        body["model_name"] = json!(endpoint.name);
+        body["model_version"] = json!(loaded.version.to_string());
+        body["features"] = json!(features);
+        Ok(json_response(StatusCode::OK, &body))
+    }
+}
+
+fn infer_error(e: citadel_infer::InferError) -> ApiError {
+    match e {
+        citadel_infer::InferError::Input(m) => api(StatusCode::BAD_REQUEST, "bad_request", m),
+        other => api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", other.to_string()),
+    }
+}
