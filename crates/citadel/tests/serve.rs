@@ -844,6 +844,11 @@ struct NamedModel {
 }
 
 fn named_model(dir: &Path) -> NamedModel {
+    named_model_of(dir, "gradient_boosting")
+}
+
+/// `trainer`: "gradient_boosting" (TreeSHAP) or "logistic_regression" (KernelSHAP).
+fn named_model_of(dir: &Path, trainer: &str) -> NamedModel {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.data")).unwrap();
     let names = [
@@ -877,11 +882,19 @@ fn named_model(dir: &Path) -> NamedModel {
             .collect();
     let encoder = citadel_ml::FeatureEncoder::fit(&tt, &features, &ytr).unwrap();
     let x = encoder.encode(&tt).unwrap();
-    let g = citadel_ml::gbt::fit(&x, &ytr, &citadel_ml::gbt::GbtParams { max_iter: 30, ..Default::default() }, &[])
-        .unwrap();
-    let meta = vec![("citadel.classes".to_string(), serde_json::to_string(&labels.classes).unwrap())];
-    let bytes = g.to_onnx(&encoder, citadel_ml::Interface::Named { classes: &labels.classes }, meta).unwrap();
-    let onnx = dir.join("adult_named.onnx");
+    let meta = vec![
+        ("citadel.classes".to_string(), serde_json::to_string(&labels.classes).unwrap()),
+        citadel_ml::explain::background_metadata(&citadel_ml::explain::background_sample(&x, 100)),
+    ];
+    let iface = citadel_ml::Interface::Named { classes: &labels.classes };
+    let bytes = if trainer == "gradient_boosting" {
+        let p = citadel_ml::gbt::GbtParams { max_iter: 30, ..Default::default() };
+        citadel_ml::gbt::fit(&x, &ytr, &p, &[]).unwrap().to_onnx(&encoder, iface, meta).unwrap()
+    } else {
+        let p = citadel_ml::lr::LrParams::default();
+        citadel_ml::lr::fit(&encoder, &x, &ytr, &p, &[]).unwrap().to_onnx(&encoder, iface, meta).unwrap()
+    };
+    let onnx = dir.join(format!("adult_named_{trainer}.onnx"));
     std::fs::write(&onnx, &bytes).unwrap();
     let model = citadel_infer::Model::load(&bytes).unwrap();
     let out = model.run(encoder.named_tensors(&te).unwrap().into_iter().map(|(_, t)| t).collect()).unwrap();
@@ -1201,4 +1214,77 @@ print(json.dumps(out))
     // And the gateway keeps serving REST alongside.
     let (code, v) = srv.infer("income", &client, &columns);
     assert_eq!(code, 200, "{v}");
+}
+
+#[test]
+fn explanations_are_exact_shap_values_under_their_own_permission_and_audited() {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let trees = named_model_of(ws.root.parent().unwrap(), "gradient_boosting");
+    let linear = named_model_of(ws.root.parent().unwrap(), "logistic_regression");
+    register_path(&ws, &eng, &appr, "income", &trees.onnx, "production");
+    register_path(&ws, &eng, &appr, "income-lr", &linear.onnx, "production");
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "income", "--target", "income@1"]));
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "income-lr", "--target", "income-lr@1"]));
+    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:income*"]);
+    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    let srv = Server::start(&ws, &[]);
+    let body = |m: &NamedModel, rows: usize| json!({"inputs": m.encoder.v2_inputs(&m.rows.take(&(0..rows).collect::<Vec<_>>())).unwrap()});
+    srv.wait_for_version("income", &client, &body(&trees, 1), "1");
+    srv.wait_for_version("income-lr", &client, &body(&linear, 1), "1");
+    let explain = |endpoint: &str, token: &str, b: &Value| {
+        let (code, _, out) = srv.call(
+            "POST",
+            &format!("/v2/models/{endpoint}/explain"),
+            Some(token),
+            Some(b.to_string().as_bytes()),
+            &[],
+        );
+        (code, serde_json::from_slice::<Value>(&out).unwrap_or(Value::Null))
+    };
+
+    // An inference client may ask for answers, not for explanations; the denial is audited.
+    let (code, v) = explain("income", &client, &body(&trees, 2));
+    assert_eq!(code, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("model.explain"), "{v}");
+    let denied = ws.json(&["audit", "query", "--outcome", "denied", "--action", "model.explain"]);
+    assert!(!denied.as_array().unwrap().is_empty(), "{denied}");
+
+    // Trees: TreeSHAP of the log-odds; base + Σφ = the raw score, whose logistic is the served probability.
+    let rows = 10;
+    let (code, v) = explain("income", &eng, &body(&trees, rows));
+    assert_eq!(code, 200, "{v}");
+    assert!(v["method"].as_str().unwrap().starts_with("TreeSHAP"), "{v}");
+    assert_eq!(v["features"].as_array().unwrap().len(), 7);
+    let base = v["base_value"].as_f64().unwrap();
+    for r in 0..rows {
+        let phi: Vec<f64> = serde_json::from_value(v["shap_values"][r].clone()).unwrap();
+        let raw = v["predictions"][r].as_f64().unwrap();
+        assert!((base + phi.iter().sum::<f64>() - raw).abs() < 1e-9, "row {r} does not add up");
+        let p = 1.0 / (1.0 + (-raw).exp());
+        assert!((p - f64::from(trees.p1[r])).abs() < 1e-5, "row {r}: logistic(raw) {p} vs served {}", trees.p1[r]);
+    }
+    // Linear model: KernelSHAP of the probability, every coalition (7 features): exact, so it adds up too.
+    let (code, v) = explain("income-lr", &eng, &body(&linear, 3));
+    assert_eq!(code, 200, "{v}");
+    assert!(v["method"].as_str().unwrap().contains("exact"), "{v}");
+    let base = v["base_value"].as_f64().unwrap();
+    for r in 0..3 {
+        let phi: Vec<f64> = serde_json::from_value(v["shap_values"][r].clone()).unwrap();
+        let pred = v["predictions"][r].as_f64().unwrap();
+        assert!((base + phi.iter().sum::<f64>() - pred).abs() < 1e-6, "row {r} does not add up");
+        assert!((pred - f64::from(linear.p1[r])).abs() < 1e-5, "row {r}: {pred} vs served {}", linear.p1[r]);
+    }
+
+    // Bounded: too many rows is a clean 400; an explanation is audited with counts, never values.
+    let (code, v) = explain("income-lr", &eng, &body(&linear, 20));
+    assert_eq!(code, 400, "{v}");
+    let given = ws.json(&["audit", "query", "--outcome", "success", "--action", "model.explain"]);
+    let records = given.as_array().unwrap();
+    assert_eq!(records.len(), 2, "{given}");
+    let text = given.to_string();
+    assert!(text.contains("\"rows\":10") || text.contains("\"rows\": 10"), "{text}");
+    assert!(!text.contains("Private") && !text.contains("Married"), "no payload values in the audit log: {text}");
 }
