@@ -42,15 +42,11 @@ fn tree_shap_equals_shaps_interventional_tree_explainer() {
         assert!(base_gap <= 1e-6, "{name}: base value differs by {base_gap:e}");
         // Local accuracy: base + Σφ = the raw score, which is scikit-learn's decision function.
         let raw: Vec<f64> = serde_json::from_value(case["raw_scores"].clone()).unwrap();
-        for r in 0..rows {
+        assert_eq!(raw.len(), rows);
+        for (r, want) in raw.iter().enumerate() {
             let sum = shap.base_value + shap.values[r * cols..(r + 1) * cols].iter().sum::<f64>();
             assert!((sum - shap.scores[r]).abs() <= 1e-9, "{name}: row {r} does not add up");
-            assert!(
-                (shap.scores[r] - raw[r]).abs() <= 1e-5,
-                "{name}: row {r} raw score {} vs {}",
-                shap.scores[r],
-                raw[r]
-            );
+            assert!((shap.scores[r] - want).abs() <= 1e-5, "{name}: row {r} raw score {} vs {want}", shap.scores[r]);
         }
     }
 }

@@ -806,7 +806,9 @@ impl Gateway {
         match limiter.check_key(&key.to_string()) {
             Ok(()) => Ok(()),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                // The limiter's own clock: building a clock calibrates it (CPUID), which a
+                // flood of refused requests must not pay for on every refusal.
+                let wait = not_until.wait_time_from(limiter.clock().now());
                 self.metrics
                     .rate_limited
                     .get_or_create(&LimitLabels {

@@ -292,7 +292,7 @@ mod tests {
         assert!(conform(&spec("age", DType::F32), &schema, nan.clone()).is_err(), "NaN only where imputed");
         let imputing = Schema {
             inputs: [("age".into(), serde_json::json!({"name": "age", "kind": "numeric"}))].into(),
-            classes: None,
+            ..Default::default()
         };
         assert!(conform(&spec("age", DType::F32), &imputing, nan).is_ok());
         let inf = Tensor::new(vec![1, 1], Data::F32(vec![f32::INFINITY])).unwrap();

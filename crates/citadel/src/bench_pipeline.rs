@@ -14,7 +14,7 @@ use citadel_ml::encode::FeatureKind;
 use citadel_ml::{Classifier, FeatureEncoder, Labels, OnnxClassifier, Table, gbt, lr, metrics};
 
 /// UCI Adult's columns, in file order.
-const ADULT_COLUMNS: [&str; 15] = [
+pub(crate) const ADULT_COLUMNS: [&str; 15] = [
     "age",
     "workclass",
     "fnlwgt",
@@ -35,7 +35,7 @@ const ADULT_COLUMNS: [&str; 15] = [
 /// the Python peers (`train_sklearn.py`), so one cold run does not decide.
 const PREDICT_REPEATS: usize = 5;
 /// Not features: the sensitive attributes and the label.
-const NOT_FEATURES: [&str; 3] = ["race", "sex", "income"];
+pub(crate) const NOT_FEATURES: [&str; 3] = ["race", "sex", "income"];
 
 #[derive(Debug, Serialize)]
 pub struct Side {
@@ -79,7 +79,7 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-fn adult() -> Result<Table> {
+pub(crate) fn adult() -> Result<Table> {
     let text = std::str::from_utf8(crate::quickstart::ADULT_DATA)?;
     let numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
     Ok(Table::from_unquoted_csv(text, &ADULT_COLUMNS, &numeric, "?")?)

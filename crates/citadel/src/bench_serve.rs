@@ -253,8 +253,14 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
     let data = root.join("train.csv");
     std::fs::write(&data, "x,y\n1,0\n")?;
     timed(citadel(&["artifact", "put", "--name", "datasets/bench"], None).arg(&data), "artifact put")?;
+    // The same logistic regression on UCI Adult trained by citadel, exported
+    // with named raw inputs and as the single tensor of codes.
+    say(quiet, "training citadel's logistic regression on UCI Adult (named and single-tensor exports)");
+    let adult = crate::bench_named::adult_models("adult-named")?;
+    std::fs::write(model_dir.join("adult-named.onnx"), &adult.named_onnx)?;
+    std::fs::write(model_dir.join("adult-codes.onnx"), &adult.codes_onnx)?;
     // The logistic regression, and the boosting model (100 trees) beside it.
-    for model in ["lr", "gbt"] {
+    for model in ["lr", "gbt", "adult-named", "adult-codes"] {
         let mut reg = citadel(
             &["model", "register", "--name", model, "--dataset", "datasets/bench", "--code-ref", "bench", "--json"],
             Some(&sci),
@@ -272,7 +278,7 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         let target = format!("{model}@1");
         timed(&mut citadel(&["deploy", "set", model, "--target", &target], Some(&eng2)), "deploy set")?;
     }
-    let serve = |extra: &[&str]| -> Result<(Proc, String, Option<PathBuf>)> {
+    let serve = |extra: &[&str]| -> Result<(Proc, String, Option<PathBuf>, Option<String>)> {
         let mut c = citadel(
             &[
                 "serve",
@@ -299,32 +305,63 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         let port = v["listening"].as_str().unwrap_or_default().rsplit(':').next().unwrap_or_default().to_string();
         let scheme = v["scheme"].as_str().unwrap_or("https");
         let host = if scheme == "https" { "localhost" } else { "127.0.0.1" };
-        Ok((Proc(child), format!("{scheme}://{host}:{port}"), v["dev_ca"].as_str().map(PathBuf::from)))
+        let grpc = v["grpc"].as_str().and_then(|a| a.rsplit(':').next()).map(|p| format!("https://localhost:{p}"));
+        Ok((Proc(child), format!("{scheme}://{host}:{port}"), v["dev_ca"].as_str().map(PathBuf::from), grpc))
     };
     let access_log = root.join("access.log");
-    let (_tls_proc, tls_base, ca) = serve(&["--dev-self-signed", "--access-log", access_log.to_str().unwrap_or("-")])?;
-    let (_http_proc, http_base, _) =
+    let (_tls_proc, tls_base, ca, grpc_base) = serve(&[
+        "--dev-self-signed",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--access-log",
+        access_log.to_str().unwrap_or("-"),
+    ])?;
+    let (_http_proc, http_base, _, _) =
         serve(&["--insecure-http", "--access-log", root.join("access-http.log").to_str().unwrap_or("-")])?;
     wait_ready(&format!("{tls_base}/v2/health/ready"), ca.as_deref())?;
     wait_ready(&format!("{http_base}/v2/health/ready"), None)?;
 
-    let mut targets: Vec<(String, String, String)> = vec![
+    let mut targets: Vec<(String, String, String, String)> = vec![
         (
             "citadel (TLS, auth, limits, metrics, log)".into(),
             format!("{tls_base}/v2/models/lr/infer"),
             lua(&body, Some(&client)),
+            body.clone(),
         ),
         (
             "citadel (plain HTTP, auth, limits, metrics, log)".into(),
             format!("{http_base}/v2/models/lr/infer"),
             lua(&body, Some(&client)),
+            body.clone(),
         ),
         (
             "citadel boosting, 100 trees (TLS, every layer)".into(),
             format!("{tls_base}/v2/models/gbt/infer"),
             lua(&body, Some(&client)),
+            body.clone(),
+        ),
+        (
+            "citadel Adult named raw inputs, REST (TLS)".into(),
+            format!("{tls_base}/v2/models/adult-named/infer"),
+            lua(&adult.named_body, Some(&client)),
+            adult.named_body.clone(),
+        ),
+        (
+            "citadel Adult single tensor, REST (TLS)".into(),
+            format!("{tls_base}/v2/models/adult-codes/infer"),
+            lua(&adult.codes_body, Some(&client)),
+            adult.codes_body.clone(),
         ),
     ];
+    let mut grpc_targets: Vec<(String, String, Vec<u8>, Option<String>)> = Vec::new();
+    if let Some(g) = &grpc_base {
+        grpc_targets.push((
+            "citadel Adult named raw inputs, gRPC (TLS)".into(),
+            format!("{g}/inference.GRPCInferenceService/ModelInfer"),
+            adult.named_grpc.clone(),
+            Some(client.clone()),
+        ));
+    }
     // ---- MLServer
     let mut _mls = None;
     match mlserver_bin() {
@@ -336,7 +373,8 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             std::fs::copy(model_dir.join("gbt.joblib"), md.join("gbt/model.joblib"))?;
             std::fs::write(md.join("gbt/model-settings.json"), serde_json::json!({"name": "gbt", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "v1"}}).to_string())?;
             let port = free_port()?;
-            std::fs::write(md.join("settings.json"), serde_json::json!({"http_port": port, "grpc_port": free_port()?, "metrics_port": free_port()?, "debug": false}).to_string())?;
+            let grpc_port = free_port()?;
+            std::fs::write(md.join("settings.json"), serde_json::json!({"http_port": port, "grpc_port": grpc_port, "metrics_port": free_port()?, "debug": false}).to_string())?;
             std::fs::write(md.join("lr/model-settings.json"), serde_json::json!({"name": "lr", "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib", "version": "v1"}}).to_string())?;
             say(quiet, "starting MLServer (scikit-learn runtime)");
             let child = Command::new(&bin)
@@ -350,11 +388,17 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             _mls = Some(Proc(child));
             wait_ready(&format!("http://127.0.0.1:{port}/v2/models/lr/ready"), None)?;
             let version = Command::new(bin.with_file_name("python")).args(["-c", "import mlserver; print(mlserver.__version__)"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-            targets.push((format!("MLServer {version} (sklearn runtime)"), format!("http://127.0.0.1:{port}/v2/models/lr/infer"), lua(&body, None)));
+            targets.push((format!("MLServer {version} (sklearn runtime)"), format!("http://127.0.0.1:{port}/v2/models/lr/infer"), lua(&body, None), body.clone()));
             wait_ready(&format!("http://127.0.0.1:{port}/v2/models/gbt/ready"), None)?;
-            targets.push((format!("MLServer {version} boosting (sklearn runtime)"), format!("http://127.0.0.1:{port}/v2/models/gbt/infer"), lua(&body, None)));
+            targets.push((format!("MLServer {version} boosting (sklearn runtime)"), format!("http://127.0.0.1:{port}/v2/models/gbt/infer"), lua(&body, None), body.clone()));
+            grpc_targets.push((
+                format!("MLServer {version} gRPC (sklearn runtime)"),
+                format!("http://127.0.0.1:{grpc_port}/inference.GRPCInferenceService/ModelInfer"),
+                crate::bench_named::tensor_grpc("lr", &row),
+                None,
+            ));
         }
-        None => notes.push("MLServer not found (pip install mlserver==1.7.1 mlserver-sklearn==1.7.1, or set CITADEL_BENCH_MLSERVER): no comparison with it".into()),
+        None => notes.push("MLServer not found (pip install mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn==1.6.1 uvloop==0.19.0 (newer uvloop stops MLServer 1.7.1 at start), or set CITADEL_BENCH_MLSERVER): no comparison with it".into()),
     }
     // ---- minimal hyper
     let hyper_addr = spawn_minimal_hyper(coef, intercept)?;
@@ -362,16 +406,17 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         "minimal hyper (no security)".into(),
         format!("http://{hyper_addr}/v2/models/lr/infer"),
         lua(&body, None),
+        body.clone(),
     ));
 
     // Every server answers the same request the same way before it is measured.
     let mut loads = Vec::new();
-    for (name, url, script_text) in &targets {
+    for (name, url, script_text, body) in &targets {
         let script = root.join(format!("{}.lua", loads.len() + targets.len()));
         let mut f = std::fs::File::create(&script)?;
         f.write_all(script_text.as_bytes())?;
         let mut c = Command::new("curl");
-        c.args(["-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", &body]);
+        c.args(["-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", body]);
         if url.starts_with("https")
             && let Some(ca) = &ca
         {
@@ -387,6 +432,26 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         for &conc in concurrencies {
             say(quiet, &format!("{name}: concurrency {conc}, {secs} s"));
             let (rps, p50, p99, errors) = wrk(url, &script, conc, secs)?;
+            loads.push(Load {
+                server: name.clone(),
+                concurrency: conc,
+                requests_per_s: rps,
+                p50_ms: p50,
+                p99_ms: p99,
+                errors,
+            });
+        }
+    }
+    let h2load_ok = Command::new("h2load").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !h2load_ok {
+        notes.push("h2load not found (apt-get install nghttp2-client): no gRPC rows".into());
+    }
+    for (name, url, body, token) in grpc_targets.iter().filter(|_| h2load_ok) {
+        let file = root.join(format!("grpc-{}.bin", loads.len()));
+        std::fs::write(&file, body)?;
+        for &conc in concurrencies {
+            say(quiet, &format!("{name}: concurrency {conc}, {secs} s"));
+            let (rps, p50, p99, errors) = crate::bench_named::h2load(url, &file, token.as_deref(), conc, secs, &root)?;
             loads.push(Load {
                 server: name.clone(),
                 concurrency: conc,
@@ -432,6 +497,44 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
                 "c={c}: citadel boosting / MLServer boosting throughput = {:.1}x",
                 g.requests_per_s / m.requests_per_s
             ));
+        }
+    }
+    let row_of = |prefix: &str, c: u32| loads.iter().find(|l| l.server.starts_with(prefix) && l.concurrency == c);
+    let mls_rest = |c: u32| {
+        loads.iter().find(|l| {
+            l.server.starts_with("MLServer")
+                && !l.server.contains("boosting")
+                && !l.server.contains("gRPC")
+                && l.concurrency == c
+        })
+    };
+    for &c in concurrencies {
+        if let (Some(n), Some(t)) =
+            (row_of("citadel Adult named raw inputs, REST", c), row_of("citadel Adult single tensor", c))
+        {
+            ratios.push(format!(
+                "c={c}: named raw inputs / single tensor, same model (REST, TLS) = {:.0}% (target >= 80%: decoding costs <= 20%)",
+                100.0 * n.requests_per_s / t.requests_per_s
+            ));
+        }
+        if let (Some(n), Some(m)) = (row_of("citadel Adult named raw inputs, REST", c), mls_rest(c)) {
+            ratios.push(format!(
+                "c={c}: citadel named REST / MLServer REST = {:.1}x (target >= 30x)",
+                n.requests_per_s / m.requests_per_s
+            ));
+        }
+        let mls_grpc =
+            loads.iter().find(|l| l.server.starts_with("MLServer") && l.server.contains("gRPC") && l.concurrency == c);
+        if let (Some(g), Some(m)) = (row_of("citadel Adult named raw inputs, gRPC", c), mls_grpc) {
+            ratios.push(format!(
+                "c={c}: citadel gRPC / MLServer gRPC = {:.1}x (target >= 30x)",
+                g.requests_per_s / m.requests_per_s
+            ));
+        }
+    }
+    for prefix in ["citadel Adult named raw inputs, REST", "citadel Adult named raw inputs, gRPC"] {
+        if let Some(t) = row_of(prefix, 64) {
+            ratios.push(format!("c=64: {prefix} p99 = {:.2} ms (target <= 10 ms)", t.p99_ms));
         }
     }
     if let Some(t) = find("citadel (TLS", 64) {
