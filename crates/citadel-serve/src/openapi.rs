@@ -9,14 +9,27 @@ pub fn document() -> Value {
     });
     let name = json!({"name": "model_name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}});
     let version = json!({"name": "model_version", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}});
+    let body = json!({"required": true, "content": {"application/json": {"schema": {"oneOf": [
+        {"$ref": "#/components/schemas/InferRequest"}, {"$ref": "#/components/schemas/Records"}]}}}});
     let infer_op = |params: Value| {
         let mut responses = auth_errors.clone();
         responses["200"] = json!({"description": "Inference result", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferResponse"}}}});
         json!({"post": {
-            "summary": "Run inference (JSON tensors, or the binary tensor data extension with Inference-Header-Content-Length)",
+            "summary": "Run inference (JSON tensors or columns, a JSON array of records, or the binary tensor data extension with Inference-Header-Content-Length)",
             "security": [{"bearer": []}],
             "parameters": params,
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}},
+            "requestBody": body.clone(),
+            "responses": responses
+        }})
+    };
+    let explain_op = |params: Value| {
+        let mut responses = auth_errors.clone();
+        responses["200"] = json!({"description": "SHAP values of the rows", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Explanation"}}}});
+        json!({"post": {
+            "summary": "SHAP values of the request's rows against the model's background sample (model.explain)",
+            "security": [{"bearer": []}],
+            "parameters": params,
+            "requestBody": body.clone(),
             "responses": responses
         }})
     };
@@ -43,6 +56,8 @@ pub fn document() -> Value {
             "/v2/models/{model_name}": get_op("Model metadata", json!([name]), json!({"$ref": "#/components/schemas/ModelMetadata"}), true),
             "/v2/models/{model_name}/ready": get_op("Model readiness", json!([name]), ready.clone(), true),
             "/v2/models/{model_name}/infer": infer_op(json!([name])),
+            "/v2/models/{model_name}/explain": explain_op(json!([name])),
+            "/v2/models/{model_name}/versions/{model_version}/explain": explain_op(json!([name, version])),
             "/v2/models/{model_name}/versions/{model_version}": get_op("Model version metadata", json!([name, version]), json!({"$ref": "#/components/schemas/ModelMetadata"}), true),
             "/v2/models/{model_name}/versions/{model_version}/ready": get_op("Model version readiness", json!([name, version]), ready, true),
             "/v2/models/{model_name}/versions/{model_version}/infer": infer_op(json!([name, version])),
@@ -65,6 +80,14 @@ pub fn document() -> Value {
                     "id": {"type": "string"}, "parameters": {"type": "object"},
                     "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
                     "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}}}}},
+                "Records": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": {}},
+                    "description": "Rows as objects of feature name → value (null: missing), for models with one input per feature"},
+                "Explanation": {"type": "object", "required": ["model_name", "method", "features", "base_value", "shap_values"], "properties": {
+                    "model_name": {"type": "string"}, "model_version": {"type": "string"}, "method": {"type": "string"},
+                    "output": {"type": "string"}, "features": {"type": "array", "items": {"type": "string"}},
+                    "base_value": {"type": "number"}, "predictions": {"type": "array", "items": {"type": "number"}},
+                    "shap_values": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                    "background_rows": {"type": "integer"}}},
                 "InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
                     "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
                     "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}}}},
