@@ -74,12 +74,13 @@ impl LabelEncoder {
                 reverse: Some((classes, a.string_or("default_string", "_Unused"))),
             });
         }
-        let keys = if let Ok(k) = a.strings("keys_strings") {
-            Keys::Str(index(k.iter().map(|s| text(s))))
+        let (keys, nk) = if let Ok(k) = a.strings("keys_strings") {
+            (Keys::Str(index(k.iter().map(|s| text(s)))), k.len())
         } else if let Ok(k) = a.ints("keys_int64s") {
-            Keys::I64(index(k.iter().copied()))
+            (Keys::I64(index(k.iter().copied())), k.len())
         } else if a.has("keys_floats") {
-            Keys::F32(index(a.floats_or_empty("keys_floats").iter().map(|f| f.to_bits())))
+            let k = a.floats_or_empty("keys_floats");
+            (Keys::F32(index(k.iter().map(|&f| float_key(f)))), k.len())
         } else {
             return Err(InferError::Model("LabelEncoder: no keys (keys_strings, keys_int64s or keys_floats)".into()));
         };
@@ -92,7 +93,8 @@ impl LabelEncoder {
         } else {
             return Err(InferError::Model("LabelEncoder: no values".into()));
         };
-        let (nk, nv) = (keys.len(), values.len());
+        // The declared lists must pair up one to one (duplicate keys count: the first wins).
+        let nv = values.len();
         if nk != nv {
             return Err(InferError::Model(format!("LabelEncoder: {nk} keys but {nv} values")));
         }
@@ -110,29 +112,30 @@ impl LabelEncoder {
             (Keys::Str(m), Data::Str(v)) => v.iter().map(|s| m.get(s.as_str()).copied()).collect(),
             (Keys::I64(m), Data::I64(v)) => v.iter().map(|k| m.get(k).copied()).collect(),
             (Keys::I64(m), Data::I32(v)) => v.iter().map(|k| m.get(&i64::from(*k)).copied()).collect(),
-            (Keys::F32(m), Data::F32(v)) => v.iter().map(|k| m.get(&k.to_bits()).copied()).collect(),
+            (Keys::F32(m), Data::F32(v)) => v.iter().map(|&k| m.get(&float_key(k)).copied()).collect(),
             (_, other) => {
                 return Err(InferError::Input(format!("LabelEncoder: input of type {}", other.dtype().v2_name())));
             }
         };
         let data = match &self.values {
             Values::Str(v, d) => {
-                Data::Str(found.iter().map(|i| i.map_or_else(|| d.clone(), |i| v[i].clone())).collect())
+                Data::Str(found.iter().map(|i| i.and_then(|i| v.get(i)).unwrap_or(d).clone()).collect())
             }
-            Values::I64(v, d) => Data::I64(found.iter().map(|i| i.map_or(*d, |i| v[i])).collect()),
-            Values::F32(v, d) => Data::F32(found.iter().map(|i| i.map_or(*d, |i| v[i])).collect()),
+            Values::I64(v, d) => Data::I64(found.iter().map(|i| *i.and_then(|i| v.get(i)).unwrap_or(d)).collect()),
+            Values::F32(v, d) => Data::F32(found.iter().map(|i| *i.and_then(|i| v.get(i)).unwrap_or(d)).collect()),
         };
         Ok(Tensor { shape: x.shape.clone(), data })
     }
 }
 
-impl Keys {
-    fn len(&self) -> usize {
-        match self {
-            Keys::Str(m) => m.len(),
-            Keys::I64(m) => m.len(),
-            Keys::F32(m) => m.len(),
-        }
+/// A float key compared by value: `-0.0` is `0.0`; NaN matches nothing (a NaN bit pattern no lookup produces).
+fn float_key(f: f32) -> u32 {
+    if f == 0.0 {
+        0
+    } else if f.is_nan() {
+        u32::MAX
+    } else {
+        f.to_bits()
     }
 }
 
@@ -206,7 +209,40 @@ impl Imputer {
                             .collect(),
                     )
                 }
-                other => return Err(InferError::Input(format!("Imputer: input of type {}", other.dtype().v2_name()))),
+                Data::F64(v) if !self.floats.is_empty() => {
+                    check_width(self.floats.len(), cols)?;
+                    let (nan, r) = (self.replaced_float.is_nan(), f64::from(self.replaced_float));
+                    Data::F64(
+                        v.iter()
+                            .enumerate()
+                            .map(|(i, &x)| {
+                                let hit = if nan { x.is_nan() } else { x == r };
+                                if hit { f64::from(self.floats[pick(self.floats.len(), i % cols.max(1))]) } else { x }
+                            })
+                            .collect(),
+                    )
+                }
+                Data::I32(v) if !self.ints.is_empty() => {
+                    check_width(self.ints.len(), cols)?;
+                    Data::I32(
+                        v.iter()
+                            .enumerate()
+                            .map(|(i, &x)| {
+                                if i64::from(x) == self.replaced_int {
+                                    i32::try_from(self.ints[pick(self.ints.len(), i % cols.max(1))]).unwrap_or(x)
+                                } else {
+                                    x
+                                }
+                            })
+                            .collect(),
+                    )
+                }
+                other => {
+                    return Err(InferError::Model(format!(
+                        "Imputer: its imputed values do not fit an input of type {}",
+                        other.dtype().v2_name()
+                    )));
+                }
             };
         Ok(Tensor { shape: x.shape.clone(), data })
     }
@@ -250,8 +286,13 @@ impl OneHot {
             (Keys::Str(m), Data::Str(v)) => v.iter().map(|s| m.get(s.as_str()).copied()).collect(),
             (Keys::I64(m), Data::I64(v)) => v.iter().map(|k| m.get(k).copied()).collect(),
             (Keys::I64(m), Data::I32(v)) => v.iter().map(|k| m.get(&i64::from(*k)).copied()).collect(),
-            (Keys::I64(m), Data::F32(v)) => v.iter().map(|k| m.get(&(*k as i64)).copied()).collect(),
-            (Keys::I64(m), Data::F64(v)) => v.iter().map(|k| m.get(&(*k as i64)).copied()).collect(),
+            // A float matches an integer category only when it is that integer (NaN never).
+            (Keys::I64(m), Data::F32(v)) => {
+                v.iter().map(|&k| (k.fract() == 0.0).then(|| m.get(&(k as i64)).copied()).flatten()).collect()
+            }
+            (Keys::I64(m), Data::F64(v)) => {
+                v.iter().map(|&k| (k.fract() == 0.0).then(|| m.get(&(k as i64)).copied()).flatten()).collect()
+            }
             (_, other) => {
                 return Err(InferError::Input(format!("OneHotEncoder: input of type {}", other.dtype().v2_name())));
             }
@@ -274,6 +315,12 @@ impl OneHot {
 pub(crate) fn gather(x: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor, InferError> {
     let axis = norm_axis(axis, x.shape.len())?;
     let n = x.shape[axis];
+    if !matches!(indices.dtype(), DType::I64 | DType::I32) {
+        return Err(InferError::Model(format!(
+            "Gather: indices must be INT32 or INT64, not {}",
+            indices.dtype().v2_name()
+        )));
+    }
     let idx: Vec<usize> = indices
         .to_i64()?
         .into_iter()
@@ -333,4 +380,56 @@ pub(crate) fn equal(a: &Tensor, b: &Tensor) -> Result<Tensor, InferError> {
         _ => return Err(InferError::Input(format!("Equal of {} and {}", a.dtype().v2_name(), b.dtype().v2_name()))),
     };
     Ok(Tensor { shape, data: Data::Bool(out) })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::proto::AttributeProto;
+
+    fn strings(name: &str, v: &[&str]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            r#type: 8,
+            ..Default::default()
+        }
+    }
+    fn floats(name: &str, v: &[f32]) -> AttributeProto {
+        AttributeProto { name: name.into(), floats: v.to_vec(), r#type: 6, ..Default::default() }
+    }
+
+    #[test]
+    fn label_encoder_lists_must_pair_up_and_unknown_keys_take_the_default() {
+        // Duplicate keys with one value fewer than keys: refused at load, never a panic at run time.
+        let bad = [strings("keys_strings", &["a", "a", "b"]), floats("values_floats", &[1.0, 2.0])];
+        assert!(LabelEncoder::compile(&Attrs::new("LabelEncoder", &bad)).is_err());
+        let ok = [strings("keys_strings", &["a", "a", "b"]), floats("values_floats", &[1.0, 2.0, 3.0])];
+        let e = LabelEncoder::compile(&Attrs::new("LabelEncoder", &ok)).unwrap();
+        let x = Tensor::new(vec![4], Data::Str(vec!["a".into(), "b".into(), "zz".into(), String::new()])).unwrap();
+        // The first of duplicate keys wins; unknown keys get the specification's default -0.0.
+        let Data::F32(v) = e.run(&x).unwrap().data else { panic!() };
+        assert_eq!(&v[..2], &[1.0, 3.0]);
+        assert!(v[2] == 0.0 && v[2].is_sign_negative() && v[3] == 0.0);
+    }
+
+    #[test]
+    fn float_keys_compare_by_value_and_nan_matches_nothing() {
+        let attrs = [floats("keys_floats", &[0.0, 1.5]), strings("values_strings", &["zero", "one and a half"])];
+        let e = LabelEncoder::compile(&Attrs::new("LabelEncoder", &attrs)).unwrap();
+        let x = Tensor::new(vec![3], Data::F32(vec![-0.0, 1.5, f32::NAN])).unwrap();
+        let Data::Str(v) = e.run(&x).unwrap().data else { panic!() };
+        assert_eq!(v, ["zero", "one and a half", "_Unused"]);
+    }
+
+    #[test]
+    fn gather_takes_negative_integer_indices_and_refuses_float_ones() {
+        let x = Tensor::new(vec![2, 3], Data::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])).unwrap();
+        let idx = Tensor::new(vec![2], Data::I64(vec![-1, 0])).unwrap();
+        let g = gather(&x, &idx, 1).unwrap();
+        assert_eq!((g.shape.clone(), g.data), (vec![2, 2], Data::F32(vec![3.0, 1.0, 6.0, 4.0])));
+        assert!(gather(&x, &Tensor::new(vec![1], Data::F32(vec![0.0])).unwrap(), 1).is_err());
+        assert!(gather(&x, &Tensor::new(vec![1], Data::I64(vec![3])).unwrap(), 1).is_err());
+    }
 }

@@ -23,6 +23,10 @@ pub struct Attrs<'a> {
 }
 
 impl<'a> Attrs<'a> {
+    #[cfg(test)]
+    pub(crate) fn new(op: &'a str, list: &'a [AttributeProto]) -> Attrs<'a> {
+        Attrs { op, list }
+    }
     fn get(&self, name: &str) -> Option<&'a AttributeProto> {
         self.list.iter().find(|a| a.name == name)
     }

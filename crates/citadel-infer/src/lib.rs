@@ -42,6 +42,9 @@ pub enum InferError {
     /// The request's tensors do not fit the model.
     #[error("{0}")]
     Input(String),
+    /// The work did not finish before its deadline.
+    #[error("the computation took longer than its deadline")]
+    Deadline,
 }
 
 /// A declared input or output.
@@ -203,7 +206,12 @@ impl Model {
     /// (row-major, `cols` wide). Returns the explanation and the features'
     /// count. The explained output is the ensemble's raw score (for a
     /// boosted classifier, the log-odds), before any post transform.
-    pub fn tree_shap(&self, inputs: Vec<Tensor>, background: &[f32]) -> Result<(TreeShap, usize), InferError> {
+    pub fn tree_shap(
+        &self,
+        inputs: Vec<Tensor>,
+        background: &[f32],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(TreeShap, usize), InferError> {
         self.check_inputs(&inputs)?;
         let Runner::Native(plan) = &self.runner else {
             return Err(InferError::Unsupported("TreeSHAP needs a tree ensemble on the native executor".into()));
@@ -217,7 +225,15 @@ impl Model {
             [c] => *c,
             other => return Err(InferError::Input(format!("the ensemble's input has shape {other:?}"))),
         };
-        Ok((ensemble.tree_shap(&x.to_f32()?, background, cols)?, cols))
+        Ok((ensemble.tree_shap(&x.to_f32()?, background, cols, deadline)?, cols))
+    }
+
+    /// The node count of the graph's one tree ensemble (the size TreeSHAP's cost grows with).
+    pub fn tree_nodes(&self) -> Option<usize> {
+        match &self.runner {
+            Runner::Native(p) => p.tree_ensemble().map(|(e, _)| e.node_count()),
+            Runner::Tract(_) => None,
+        }
     }
 
     /// Checks tensors against the declared inputs: count, element type, rank and fixed dimensions.

@@ -64,6 +64,8 @@ pub struct Ensemble {
     uniform: Option<Mode>,
     /// With a uniform mode: the trees as flat arrays for a branch-free walk.
     flat: Option<Flat>,
+    /// Splits on the longest root-to-leaf path of any tree.
+    max_depth: usize,
 }
 
 /// The trees for a branch-free walk of several rows at once: a leaf's
@@ -215,16 +217,19 @@ impl Ensemble {
         }
         // Every node reachable from its root exactly once: no cycles, no shared children.
         let mut seen = vec![false; n];
+        let mut max_depth = 0usize;
         for &r in &roots {
-            let mut stack = vec![r];
-            while let Some(i) = stack.pop() {
+            let mut stack = vec![(r, 0usize)];
+            while let Some((i, depth)) = stack.pop() {
                 if std::mem::replace(&mut seen[i as usize], true) {
                     return Err(bad(format!("tree {} is not a tree (a node is reached twice)", tree_ids[i as usize])));
                 }
                 let node = nodes[i as usize];
                 if node.mode != Mode::Leaf {
-                    stack.push(node.a);
-                    stack.push(node.b);
+                    stack.push((node.a, depth + 1));
+                    stack.push((node.b, depth + 1));
+                } else {
+                    max_depth = max_depth.max(depth);
                 }
             }
         }
@@ -240,6 +245,7 @@ impl Ensemble {
         let uniform = [Mode::Lt, Mode::Leq].into_iter().find(|&m| branches().all(|n| n.mode == m && !n.missing_true));
         let flat = uniform.map(|_| Flat::new(&nodes, &roots));
         Ok(Ensemble {
+            max_depth,
             uniform,
             flat,
             nodes,
@@ -253,6 +259,11 @@ impl Ensemble {
             binary_case: n_outputs == 2 && classes_seen.len() == 1,
             weights_all_positive,
         })
+    }
+
+    /// Nodes, branches and leaves, of all trees.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
     #[inline]

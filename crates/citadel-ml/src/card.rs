@@ -375,7 +375,9 @@ impl ModelCard {
         for f in &self.encoder.features {
             let kind = match &f.kind {
                 crate::encode::FeatureKind::Numeric { fill, min, max } => match (min, max) {
-                    (Some(lo), Some(hi)) => format!("numeric, {lo} to {hi} in training (missing → {fill})"),
+                    (Some(lo), Some(hi)) => {
+                        format!("numeric, 98% of training between {lo} and {hi} (missing → {fill})")
+                    }
                     _ => format!("numeric (missing → {fill})"),
                 },
                 crate::encode::FeatureKind::Categorical { categories } if self.named_inputs => categories.join(", "),

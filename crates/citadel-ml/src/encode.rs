@@ -23,7 +23,9 @@ pub const UNKNOWN_CODE: f32 = -1.0;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FeatureKind {
     /// Nulls become `fill`, the training median; `min` and `max` are the
-    /// training range (absent in encoders written before they were kept).
+    /// 1st and 99th percentiles of the training values (the extremes would be
+    /// some person's exact values; absent in encoders written before they
+    /// were kept).
     Numeric {
         fill: f64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,10 +170,11 @@ impl FeatureEncoder {
                         return Err(MlError::Column { column: name.clone(), detail: "has no values".into() });
                     }
                     present.sort_by(f64::total_cmp);
+                    let n = present.len();
                     FeatureKind::Numeric {
-                        fill: present[present.len() / 2],
-                        min: present.first().copied(),
-                        max: present.last().copied(),
+                        fill: present[n / 2],
+                        min: present.get(n / 100).copied(),
+                        max: present.get((n * 99 / 100).min(n - 1)).copied(),
                     }
                 }
                 Column::Cat(v) => {

@@ -60,13 +60,27 @@ pub fn permutation_importance(
     Ok(out)
 }
 
-/// Up to `n` rows of `x` at evenly spaced positions: the background sample
-/// an export carries (`citadel.background`) so a served model can be
-/// explained against its training data without reading that data.
+/// The background sample an export carries (`citadel.background`), so a
+/// served model can be explained against its training data without reading
+/// that data: `n` rows (at most `x.rows`) whose every feature is drawn from a
+/// different training row (a seeded shuffle per feature). No row is a
+/// person's row, and the features are independent, which is what
+/// interventional SHAP assumes of its background anyway; each feature's
+/// values keep their training distribution.
 pub fn background_sample(x: &Matrix, n: usize) -> Matrix {
     let k = n.min(x.rows);
-    let idx: Vec<usize> = (0..k).map(|i| i * x.rows / k.max(1)).collect();
-    x.take(&idx)
+    let mut data = vec![0f32; k * x.cols];
+    let mut rng = split::rng(0x6261_636b);
+    for j in 0..x.cols {
+        // k distinct training rows for this feature (a partial Fisher-Yates shuffle).
+        let mut idx: Vec<usize> = (0..x.rows).collect();
+        for i in 0..k {
+            let r = i + (split::unit(&mut rng) * (x.rows - i) as f64) as usize;
+            idx.swap(i, r.min(x.rows - 1));
+            data[i * x.cols + j] = x.data[idx[i] * x.cols + j];
+        }
+    }
+    Matrix { rows: k, cols: x.cols, data }
 }
 
 /// The metadata entry holding a background sample: `citadel.background` →

@@ -334,15 +334,16 @@ fn fixed(v: i64) -> Dimension {
 }
 
 /// What a caller needs to know of each named input: `[{"name", "kind":
-/// "numeric", "min", "max", "fill"} | {"name", "kind": "categorical",
-/// "categories"}]`, ranges from the training rows.
+/// "numeric", "p1", "p99", "fill"} | {"name", "kind": "categorical",
+/// "categories"}]`: the 1st and 99th percentiles and the median of the
+/// training rows, and the categories in code order.
 pub fn input_schema(encoder: &FeatureEncoder) -> serde_json::Value {
     encoder
         .features
         .iter()
         .map(|f| match &f.kind {
             FeatureKind::Numeric { fill, min, max } => {
-                serde_json::json!({"name": f.name, "kind": "numeric", "min": min, "max": max, "fill": fill})
+                serde_json::json!({"name": f.name, "kind": "numeric", "p1": min, "p99": max, "fill": fill})
             }
             FeatureKind::Categorical { categories } => {
                 serde_json::json!({"name": f.name, "kind": "categorical", "categories": categories})

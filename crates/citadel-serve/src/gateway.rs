@@ -256,10 +256,14 @@ impl Gateway {
             false,
         ))];
         if let Some(l) = grpc {
+            // Connections of its own: a gRPC flood cannot take the REST listener's.
+            let grpc_connections =
+                Arc::new(Semaphore::new((connection_budget(gw.config.limits.max_connections) / 4).max(64)));
+            drop(connections);
             loops.push(tokio::spawn(gw.clone().accept_loop(
                 l,
                 grpc_tls.map(tokio_rustls::TlsAcceptor::from),
-                connections,
+                grpc_connections,
                 stop_rx,
                 true,
             )));
@@ -761,8 +765,11 @@ impl Gateway {
                 let name = name.to_string();
                 facts.endpoint = Some(name.clone());
                 let caller = self.authenticate(req.headers(), client_fp, facts).await?;
-                let action = if tail == ["explain"] { Action::Explain } else { Action::Infer };
-                self.authorize(&caller, action, &format!("model:{name}"), request_id).await?;
+                // An explanation adds up to the prediction: it needs model.infer as well.
+                if tail == ["explain"] {
+                    self.authorize(&caller, Action::Explain, &format!("model:{name}"), request_id).await?;
+                }
+                self.authorize(&caller, Action::Infer, &format!("model:{name}"), request_id).await?;
                 let endpoint = self.endpoint(&name).ok_or_else(|| {
                     api(
                         StatusCode::NOT_FOUND,
@@ -884,7 +891,7 @@ impl Gateway {
         request_id: &str,
         facts: &mut RequestFacts,
     ) -> Result<Response<Body>, ApiError> {
-        let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts)?;
+        let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true)?;
         let loaded = endpoint.targets[served].1.clone();
         let request = self.read_request(req, &loaded).await?;
         let done = self.run_inference(&endpoint, served, shadow, request, request_id).await?;
@@ -968,9 +975,12 @@ impl Gateway {
         headers: &hyper::HeaderMap,
         pinned: Option<i64>,
         facts: &mut RequestFacts,
+        check_principal: bool,
     ) -> Result<(usize, Option<usize>), ApiError> {
         let principal = caller.principal.name.clone();
-        self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)?;
+        if check_principal {
+            self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)?;
+        }
         self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal)?;
         let (served, shadow) = self.choose(endpoint, caller, headers, pinned);
         let (target, _) = &endpoint.targets[served];
@@ -1017,7 +1027,16 @@ impl Gateway {
         }
         .map_err(|e| match e {
             citadel_infer::InferError::Input(m) => api(StatusCode::BAD_REQUEST, "bad_request", m),
-            other => api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", other.to_string()),
+            other => {
+                // The detail goes to the access log; the caller learns nothing of the model's insides.
+                self.emit(json!({"ts": Timestamp::now().to_string(), "event": "model.error", "request_id": request_id,
+                                 "endpoint": endpoint.name, "model": target.model, "version": target.version, "error": other.to_string()}));
+                api(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "model_error",
+                    format!("the model failed on this request (request id {request_id})"),
+                )
+            }
         })?;
         if let Some(list) = &request.outputs
             && let Some((missing, _)) = list.iter().find(|(n, _)| !loaded.model.outputs.iter().any(|o| &o.name == n))
@@ -1289,7 +1308,10 @@ fn model_metadata(e: &Endpoint, version: Option<i64>) -> Value {
         .iter()
         .map(|s| {
             let mut v = json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": shape(s)});
-            if let Some(p) = primary.schema.input_parameters(&s.name) {
+            // A protected column's categories and range are the training data's: withheld.
+            if let Some(p) =
+                primary.schema.input_parameters(&s.name).filter(|_| !primary.protected_inputs.contains(&s.name))
+            {
                 v["parameters"] = p;
             }
             v

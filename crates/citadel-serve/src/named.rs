@@ -31,6 +31,9 @@ fn bad(m: impl Into<String>) -> BadRequest {
     BadRequest(m.into())
 }
 
+/// Background rows an explanation uses at most (pipelines' exports carry 100).
+pub const MAX_BACKGROUND: usize = 100;
+
 /// What a loaded model says about its inputs and outputs beyond their types.
 #[derive(Debug, Clone, Default)]
 pub struct Schema {
@@ -101,13 +104,13 @@ pub fn decode_records(body: &[u8], model: &Model, max_elements: usize) -> Result
                 .join(", ")
         )));
     }
-    let records: Vec<Map<String, Value>> = serde_json::from_slice(body)
+    let max_records = (max_elements / model.inputs.len().max(1)).max(1);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let records = serde::Deserializer::deserialize_seq(&mut de, RecordsVisitor { max: max_records })
+        .and_then(|r| de.end().map(|()| r))
         .map_err(|e| bad(format!("the body is not a JSON array of records (objects of feature → value): {e}")))?;
     if records.is_empty() {
         return Err(bad("the body holds no records"));
-    }
-    if records.len().saturating_mul(model.inputs.len()) > max_elements {
-        return Err(bad(format!("the request holds more than {max_elements} values")));
     }
     for (i, r) in records.iter().enumerate() {
         if let Some(k) = r.keys().find(|k| !model.inputs.iter().any(|s| &s.name == *k)) {
@@ -133,6 +136,62 @@ pub fn decode_records(body: &[u8], model: &Model, max_elements: usize) -> Result
             Ok((spec.name.clone(), Tensor::new(shape, data).map_err(|e| bad(e.to_string()))?))
         })
         .collect()
+}
+
+/// A JSON array of objects, read without building more than `max` records
+/// and refusing an object that names a feature twice (`{"age": 1, "age": 99}`
+/// would otherwise mean whatever the last value says, and a proxy reading the
+/// first would see other data).
+struct RecordsVisitor {
+    max: usize,
+}
+
+impl<'de> serde::de::Visitor<'de> for RecordsVisitor {
+    type Value = Vec<Map<String, Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an array of at most {} records", self.max)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(r) = seq.next_element_seed(RecordVisitor)? {
+            if out.len() == self.max {
+                return Err(serde::de::Error::custom(format!("more than {} records", self.max)));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> serde::de::DeserializeSeed<'de> for RecordVisitor {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RecordVisitor {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a record: an object of feature → value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!("feature {k:?} appears twice in one record")));
+            }
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
 }
 
 fn unknown_feature(k: &str, record: usize, model: &Model) -> BadRequest {
@@ -221,7 +280,8 @@ fn kind(v: &Value) -> &'static str {
 
 /// Brings a given column to the declared input where nothing can be lost
 /// in meaning: `[N]` to `[N, 1]`, and any V2 number type to the declared
-/// float type (pandas sends integer columns as `INT64`). Inputs that are not
+/// float type (pandas sends integer columns as `INT64`) when every value
+/// survives the conversion. Inputs that are not
 /// one column (a tensor `X` `[N, F]`) must match their declaration exactly.
 /// NaN passes only where the graph imputes it; infinities never.
 pub fn conform(spec: &IoSpec, schema: &Schema, mut t: Tensor) -> Result<Tensor, BadRequest> {
@@ -231,6 +291,23 @@ pub fn conform(spec: &IoSpec, schema: &Schema, mut t: Tensor) -> Result<Tensor, 
     }
     let numeric = |d: DType| matches!(d, DType::F32 | DType::F64 | DType::I32 | DType::I64);
     if is_column && spec.dtype != t.dtype() && matches!(spec.dtype, DType::F32 | DType::F64) && numeric(t.dtype()) {
+        // Only conversions that keep the value: integers up to 2^24 (2^53 for
+        // FP64) and FP64 values within FP32's range.
+        let exact = match (&t.data, spec.dtype) {
+            (Data::I64(v), DType::F32) => v.iter().position(|x| x.unsigned_abs() > 1 << 24),
+            (Data::I32(v), DType::F32) => v.iter().position(|x| x.unsigned_abs() > 1 << 24),
+            (Data::I64(v), DType::F64) => v.iter().position(|x| x.unsigned_abs() > 1 << 53),
+            (Data::F64(v), DType::F32) => v.iter().position(|x| x.is_finite() && x.abs() > f64::from(f32::MAX)),
+            _ => None,
+        };
+        if let Some(i) = exact {
+            return Err(bad(format!(
+                "input {}: element {i} does not fit {} without changing its value — hint: send it as {}",
+                spec.name,
+                spec.dtype.v2_name(),
+                spec.dtype.v2_name()
+            )));
+        }
         let v = t.to_f32().map_err(|e| bad(e.to_string()))?;
         t.data = match spec.dtype {
             DType::F64 => match &t.data {

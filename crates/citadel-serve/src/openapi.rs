@@ -24,6 +24,7 @@ pub fn document() -> Value {
     };
     let explain_op = |params: Value| {
         let mut responses = auth_errors.clone();
+        responses["501"] = json!({"description": "The model cannot be explained (no background sample it fits, or no supported graph)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         responses["200"] = json!({"description": "SHAP values of the rows", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Explanation"}}}});
         json!({"post": {
             "summary": "SHAP values of the request's rows against the model's background sample (model.explain)",

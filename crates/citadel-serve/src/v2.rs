@@ -169,12 +169,8 @@ fn from_json(name: &str, dtype: DType, n: usize, v: &Value) -> Result<Data, BadR
         DType::Bool => Data::Bool(
             flat.iter().enumerate().map(|(i, x)| x.as_bool().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
         ),
-        DType::Str => Data::Str(
-            flat.iter()
-                .enumerate()
-                .map(|(i, x)| x.as_str().map(str::to_string).ok_or_else(|| wrong(i)))
-                .collect::<Result<_, _>>()?,
-        ),
+        // null is the missing category (the empty string), as in records.
+        DType::Str => crate::named::column(name, dtype, &flat, |i| format!("input {name}: element {i}"))?,
     })
 }
 

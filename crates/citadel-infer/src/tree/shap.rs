@@ -14,10 +14,15 @@
 //! the baseline Shapley values of `f(x) − f(z)`. Averaged over the
 //! background they are the interventional SHAP values, and the base value is
 //! the mean raw score of the background. Time: rows × background rows ×
-//! the leaves each pair reaches.
+//! the leaves each pair reaches; the walk recurses once per split on a path,
+//! so trees deeper than [`MAX_DEPTH`] are refused, and a deadline is checked
+//! between pairs.
 
 use super::{Aggregate, Ensemble, Mode, Node};
 use crate::InferError;
+
+/// The deepest tree TreeSHAP walks (its recursion and factorial table grow with depth).
+pub const MAX_DEPTH: usize = 128;
 
 /// SHAP values of rows, in the ensemble's raw-score space (before its post transform).
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +156,19 @@ impl Ensemble {
     /// Interventional TreeSHAP of `x` (`rows × cols`) against `background`
     /// (`n × cols`), both row-major. Sum and average aggregation only (the
     /// min and max of trees are not additive).
-    pub fn tree_shap(&self, x: &[f32], background: &[f32], cols: usize) -> Result<TreeShap, InferError> {
+    pub fn tree_shap(
+        &self,
+        x: &[f32],
+        background: &[f32],
+        cols: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<TreeShap, InferError> {
+        if self.max_depth > MAX_DEPTH {
+            return Err(InferError::Unsupported(format!(
+                "TreeSHAP of trees {} splits deep (at most {MAX_DEPTH})",
+                self.max_depth
+            )));
+        }
         if matches!(self.aggregate, Aggregate::Min | Aggregate::Max) {
             return Err(InferError::Unsupported("TreeSHAP of a MIN or MAX ensemble".into()));
         }
@@ -185,6 +202,9 @@ impl Ensemble {
         for (r, row) in x.chunks(cols).enumerate() {
             let phi = &mut values[r * cols..(r + 1) * cols];
             for z in background.chunks(cols) {
+                if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                    return Err(InferError::Deadline);
+                }
                 let mut walk = Walk {
                     e: self,
                     target,

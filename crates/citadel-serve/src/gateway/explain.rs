@@ -11,10 +11,14 @@
 //!   probability, every coalition evaluated up to 12 features (exact
 //!   Shapley values of the background expectation).
 //!
-//! Authorized by `model.explain` (not `model.infer`: attributions reveal
-//! more of a model than its answers), limited like inference, bounded in
-//! rows and time, and audited on success with the rows' count and the
-//! method (never values); a failed audit write fails the request.
+//! Authorized by `model.explain` and `model.infer` both (attributions reveal
+//! more of a model than its answers, and they add up to the prediction, so
+//! an explanation is also an answer), limited like inference (rate limits
+//! and the endpoint's concurrency permit), bounded in rows, in work (rows ×
+//! background rows × tree nodes) and in time (a deadline the computation
+//! checks, so a timed-out explanation stops burning CPU), and audited on
+//! success with the rows' count and the method (never values); a failed
+//! audit write fails the request.
 
 use std::sync::Arc;
 
@@ -32,6 +36,8 @@ pub const MAX_TREE_ROWS: usize = 64;
 pub const MAX_KERNEL_ROWS: usize = 8;
 /// Background rows KernelSHAP uses (the first of the carried sample).
 const KERNEL_BACKGROUND: usize = 32;
+/// TreeSHAP work one request may ask for: rows × background rows × tree nodes.
+pub const MAX_TREE_WORK: usize = 400_000_000;
 
 impl Gateway {
     pub(super) async fn explain(
@@ -43,7 +49,7 @@ impl Gateway {
         request_id: &str,
         facts: &mut RequestFacts,
     ) -> Result<Response<Body>, ApiError> {
-        let (served, _) = self.admit(caller, &endpoint, req.headers(), pinned, facts)?;
+        let (served, _) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true)?;
         let loaded = endpoint.targets[served].1.clone();
         let Some((background, cols)) = loaded.schema.background.clone() else {
             return Err(api(
@@ -53,8 +59,7 @@ impl Gateway {
             ));
         };
         let request = self.read_request(req, &loaded).await?;
-        let inputs = order_inputs(&loaded, request.inputs)?;
-        let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(0);
+        let rows = request.inputs.first().and_then(|(_, t)| t.shape.first().copied()).unwrap_or(0);
         let tree = loaded.model.has_tree_ensemble();
         let limit = if tree { MAX_TREE_ROWS } else { MAX_KERNEL_ROWS };
         if rows == 0 || rows > limit {
@@ -64,6 +69,42 @@ impl Gateway {
                 format!("an explanation covers 1 to {limit} rows; this request has {rows}"),
             ));
         }
+        let inputs = order_inputs(&loaded, request.inputs)?;
+        let bg_rows = background.len() / cols;
+        if tree {
+            let work = rows.saturating_mul(bg_rows).saturating_mul(loaded.model.tree_nodes().unwrap_or(0));
+            if work > MAX_TREE_WORK {
+                let fit = (MAX_TREE_WORK / (bg_rows * loaded.model.tree_nodes().unwrap_or(1)).max(1)).max(1);
+                return Err(api(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "explaining {rows} rows of this model is too much work for one request — hint: send at most {fit}"
+                    ),
+                ));
+            }
+        } else if loaded.kernel.is_none() {
+            return Err(api(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                "this model's graph cannot be explained (no tree ensemble and no named features)",
+            ));
+        }
+        // Explanations share the endpoint's concurrency with inference.
+        let permit =
+            match tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.concurrency.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(api(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        format!("{} is at its concurrency limit; retry", endpoint.name),
+                    ));
+                }
+            };
+        let deadline = std::time::Instant::now() + self.config.limits.request_timeout;
         let features: Vec<String> = match loaded.schema.inputs.len() {
             n if n == cols => loaded.model.inputs.iter().map(|i| i.name.clone()).collect(),
             _ => (0..cols).map(|j| format!("feature {j}")).collect(),
@@ -71,10 +112,15 @@ impl Gateway {
         let positive = loaded.schema.classes.as_ref().and_then(|c| c.last().cloned());
         let l = loaded.clone();
         let work = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+            let _permit = permit;
             if tree {
-                let (shap, width) = l.model.tree_shap(inputs, &background).map_err(infer_error)?;
+                let (shap, width) = l.model.tree_shap(inputs, &background, Some(deadline)).map_err(infer_error)?;
                 if width != cols {
-                    return Err(api(StatusCode::BAD_REQUEST, "bad_request", "the background does not fit the model"));
+                    return Err(api(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "not_implemented",
+                        "the model's background sample does not fit its features",
+                    ));
                 }
                 let values: Vec<&[f64]> = shap.values.chunks(cols).collect();
                 Ok(json!({
@@ -83,7 +129,7 @@ impl Gateway {
                     "base_value": shap.base_value,
                     "predictions": shap.scores,
                     "shap_values": values,
-                    "background_rows": background.len() / cols,
+                    "background_rows": bg_rows,
                 }))
             } else {
                 let clf = l.kernel.as_ref().ok_or_else(|| {
@@ -100,14 +146,18 @@ impl Gateway {
                 let mut values = Vec::with_capacity(rows);
                 let (mut base, mut predictions) = (0.0, Vec::with_capacity(rows));
                 for row in x.chunks(cols) {
-                    let e = citadel_ml::explain::kernel_shap(clf.as_ref(), row, &bg, 2048, 0)
-                        .map_err(|e| api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", e.to_string()))?;
+                    if std::time::Instant::now() > deadline {
+                        return Err(infer_error(citadel_infer::InferError::Deadline));
+                    }
+                    let e = citadel_ml::explain::kernel_shap(clf.as_ref(), row, &bg, 2048, 0).map_err(|_| {
+                        api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", "the model failed on this request")
+                    })?;
                     base = e.base_value;
                     predictions.push(e.prediction);
                     values.push(e.values);
                 }
                 Ok(json!({
-                    "method": if cols <= 12 { "KernelSHAP (every coalition: exact)" } else { "KernelSHAP (sampled)" },
+                    "method": if cols <= citadel_ml::explain::EXACT_MAX_FEATURES { "KernelSHAP (every coalition: exact)" } else { "KernelSHAP (2,048 sampled coalitions)" },
                     "output": match &positive { Some(c) => format!("probability of {c}"), None => "positive-class probability".into() },
                     "base_value": base,
                     "predictions": predictions,
@@ -143,9 +193,18 @@ impl Gateway {
     }
 }
 
+/// A failure as the caller sees it: their input named, the model's own problems not described.
 fn infer_error(e: citadel_infer::InferError) -> ApiError {
     match e {
         citadel_infer::InferError::Input(m) => api(StatusCode::BAD_REQUEST, "bad_request", m),
-        other => api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", other.to_string()),
+        citadel_infer::InferError::Deadline => {
+            api(StatusCode::GATEWAY_TIMEOUT, "timeout", "the explanation took longer than the request timeout")
+        }
+        citadel_infer::InferError::Unsupported(_) => {
+            api(StatusCode::NOT_IMPLEMENTED, "not_implemented", "this model cannot be explained")
+        }
+        citadel_infer::InferError::Model(_) => {
+            api(StatusCode::INTERNAL_SERVER_ERROR, "model_error", "the model failed on this request")
+        }
     }
 }

@@ -5,10 +5,13 @@
 //!
 //! Every model call goes through the gateway's one path: the bearer token
 //! in the `authorization` metadata (or the client certificate) is
-//! authenticated, `model.infer` on `model:NAME` is authorized (denials
-//! audited), the per-principal and per-endpoint limits apply, the request is
-//! bounded (message size before decoding, tensor elements, request time,
-//! concurrency), and the request is counted and logged like a REST one.
+//! authenticated and the per-principal limit applied *before* the message is
+//! read (as REST does before reading a body), `model.infer` on `model:NAME`
+//! is authorized (denials audited), the per-endpoint limit applies, and the
+//! request is bounded: message size before decoding, tensor elements, the
+//! whole call (reading included) by the request timeout, 32 streams per
+//! connection, connections of their own (a gRPC flood cannot take REST's),
+//! and idle connections closed. It is counted and logged like a REST one.
 //! Failures map to gRPC codes: 400 → INVALID_ARGUMENT, 401 →
 //! UNAUTHENTICATED, 403 → PERMISSION_DENIED, 404 → NOT_FOUND, 413 and 429 →
 //! RESOURCE_EXHAUSTED, 503 → UNAVAILABLE, 504 → DEADLINE_EXCEEDED; a 5xx
@@ -40,7 +43,12 @@ struct Ctx {
     peer: Peer,
     facts: Arc<std::sync::Mutex<RequestFacts>>,
     request_id: String,
+    /// The caller, authenticated from the call's headers before its message was read.
+    caller: Option<Arc<citadel_control::Caller>>,
 }
+
+/// Seconds a gRPC connection may stay open with no call in flight.
+const IDLE_SECONDS: u64 = 60;
 
 type Handler<R, T> = fn(Arc<Gateway>, tonic::Request<R>, Ctx) -> BoxFuture<T>;
 
@@ -80,6 +88,7 @@ fn status(e: ApiError) -> Status {
         StatusCode::NOT_FOUND => tonic::Code::NotFound,
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+        StatusCode::NOT_IMPLEMENTED => tonic::Code::Unimplemented,
         StatusCode::GATEWAY_TIMEOUT => tonic::Code::DeadlineExceeded,
         _ => return Status::internal("the model failed on this request"),
     };
@@ -119,18 +128,41 @@ impl Gateway {
     {
         let gw = self.clone();
         let peer = Peer { addr: peer, client_fp: client_fp.map(Arc::new) };
+        // Calls in flight, and when the last one ended (seconds since `opened`).
+        let opened = Instant::now();
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flight, seen) = (in_flight.clone(), last.clone());
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let gw = gw.clone();
-            let peer = peer.clone();
-            async move { Ok::<_, std::convert::Infallible>(gw.grpc(req, peer).await) }
+            let (gw, peer, flight, seen) = (gw.clone(), peer.clone(), flight.clone(), seen.clone());
+            async move {
+                flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let r = gw.grpc(req, peer).await;
+                seen.store(opened.elapsed().as_secs(), std::sync::atomic::Ordering::SeqCst);
+                flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(r)
+            }
         });
-        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(32)
             .max_header_list_size(16 * 1024)
             .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
-            .serve_connection(TokioIo::new(stream), svc)
-            .await;
+            .keep_alive_timeout(std::time::Duration::from_secs(10))
+            .serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = &mut conn => break,
+                _ = tick.tick() => {
+                    let idle = opened.elapsed().as_secs().saturating_sub(last.load(std::sync::atomic::Ordering::SeqCst));
+                    if in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 && idle >= IDLE_SECONDS {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
     }
 
     /// Routes one gRPC call to its method.
@@ -141,14 +173,40 @@ impl Gateway {
         let started = Instant::now();
         let request_id = self.request_ids.next();
         let facts = Arc::new(std::sync::Mutex::new(RequestFacts::default()));
-        let ctx = Ctx { peer: peer.clone(), facts: facts.clone(), request_id: request_id.clone() };
+        // Model calls are authenticated, and the principal's limit applied,
+        // before tonic reads and decodes the message.
+        let mut caller = None;
+        if matches!(method.as_str(), "ModelReady" | "ModelMetadata" | "ModelInfer") {
+            let mut f = RequestFacts::default();
+            let fp = peer.client_fp.as_deref().map(String::as_str);
+            let admitted = match self.authenticate(req.headers(), fp, &mut f).await {
+                Ok(c) => self
+                    .check_rate(&c.principal.id, &self.principal_limits, "principal", "(grpc)", &c.principal.name)
+                    .map(|()| c),
+                Err(e) => Err(e),
+            };
+            if let Ok(mut shared) = facts.lock() {
+                *shared = f;
+            }
+            match admitted {
+                Ok(c) => caller = Some(c),
+                Err(e) => return self.grpc_done(status(e).into_http(), &facts, started, &peer, &path, &request_id),
+            }
+        }
+        let ctx = Ctx { peer: peer.clone(), facts: facts.clone(), request_id: request_id.clone(), caller };
+        let timeout = self.config.limits.request_timeout;
         macro_rules! unary {
             ($req:ty, $resp:ty, $handler:expr) => {{
                 let svc = Method::<$req, $resp> { gw: self.clone(), ctx, handler: $handler };
-                tonic::server::Grpc::new(ProstCodec::<$resp, $req>::default())
-                    .max_decoding_message_size(limit)
-                    .unary(svc, req)
-                    .await
+                let mut grpc =
+                    tonic::server::Grpc::new(ProstCodec::<$resp, $req>::default()).max_decoding_message_size(limit);
+                let call = grpc.unary(svc, req);
+                // The whole call, reading the message included, within the request timeout.
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Status::deadline_exceeded("the request took longer than the gateway's request timeout")
+                        .into_http(),
+                }
             }};
         }
         let response = match method.as_str() {
@@ -161,6 +219,21 @@ impl Gateway {
             _ => Status::unimplemented(format!("no method {path}; the service is inference.GRPCInferenceService"))
                 .into_http(),
         };
+        self.grpc_done(response, &facts, started, &peer, &path, &request_id)
+    }
+
+    /// Counts and logs a finished call (a status set before the handler ran
+    /// is in the headers; one from the handler arrives in trailers and is
+    /// counted as answered).
+    fn grpc_done(
+        &self,
+        response: Response<tonic::body::Body>,
+        facts: &std::sync::Mutex<RequestFacts>,
+        started: Instant,
+        peer: &Peer,
+        path: &str,
+        request_id: &str,
+    ) -> Response<tonic::body::Body> {
         let code = response
             .headers()
             .get("grpc-status")
@@ -169,8 +242,16 @@ impl Gateway {
             .map(tonic::Code::from_i32)
             .unwrap_or(tonic::Code::Ok);
         let facts = facts.lock().map(|f| f.clone()).unwrap_or_default();
-        // A failure from the handler arrives in trailers; the access log counts the call as answered.
-        self.record(&facts, http_code(code), started.elapsed(), peer.addr, "POST", &path, &request_id, None);
+        if code != tonic::Code::Ok {
+            self.metrics
+                .errors
+                .get_or_create(&crate::metrics::ErrorLabels {
+                    endpoint: facts.endpoint.clone().unwrap_or_default(),
+                    kind: format!("grpc_{code:?}").to_lowercase(),
+                })
+                .inc();
+        }
+        self.record(&facts, http_code(code), started.elapsed(), peer.addr, "POST", path, request_id, None);
         response
     }
 
@@ -182,11 +263,17 @@ impl Gateway {
         version: &str,
         ctx: &Ctx,
     ) -> Result<(Arc<citadel_control::Caller>, Arc<super::Endpoint>, Option<i64>), Status> {
-        let mut f = RequestFacts { endpoint: Some(name.to_string()), ..Default::default() };
+        let mut f = ctx.facts.lock().map(|f| f.clone()).unwrap_or_default();
+        f.endpoint = Some(name.to_string());
         let result = async {
-            let headers = r.metadata().clone().into_headers();
-            let fp = ctx.peer.client_fp.as_deref().map(String::as_str);
-            let caller = self.authenticate(&headers, fp, &mut f).await?;
+            let caller = match &ctx.caller {
+                Some(c) => c.clone(),
+                None => {
+                    let headers = r.metadata().clone().into_headers();
+                    let fp = ctx.peer.client_fp.as_deref().map(String::as_str);
+                    self.authenticate(&headers, fp, &mut f).await?
+                }
+            };
             self.authorize(&caller, Action::Infer, &format!("model:{name}"), &ctx.request_id).await?;
             let endpoint = self.endpoint(name).ok_or_else(|| {
                 api(
@@ -225,7 +312,7 @@ impl Gateway {
         let (caller, endpoint, pinned) = self.grpc_model(&r, &name, &version, ctx).await?;
         let headers = r.metadata().clone().into_headers();
         let mut f = ctx.facts.lock().map(|f| f.clone()).unwrap_or_default();
-        let admitted = self.admit(&caller, &endpoint, &headers, pinned, &mut f);
+        let admitted = self.admit(&caller, &endpoint, &headers, pinned, &mut f, false);
         if let Ok(mut shared) = ctx.facts.lock() {
             *shared = f;
         }
