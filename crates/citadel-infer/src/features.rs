@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use crate::InferError;
-use crate::graph::{Attrs, broadcast_index, broadcast_shape, norm_axis};
+use crate::graph::{Attrs, Pairing, broadcast_shape, norm_axis};
 use crate::tensor::{DType, Data, Tensor, element_count};
 
 /// The keys of a lookup table.
@@ -365,18 +365,17 @@ pub(crate) fn gather(x: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor, 
 pub(crate) fn equal(a: &Tensor, b: &Tensor) -> Result<Tensor, InferError> {
     let shape = broadcast_shape(&a.shape, &b.shape)?;
     element_count(&shape)?;
-    let ia = broadcast_index(&a.shape, &shape);
-    let ib = broadcast_index(&b.shape, &shape);
-    fn go<T: PartialEq>(x: &[T], y: &[T], ia: &[usize], ib: &[usize]) -> Vec<bool> {
-        ia.iter().zip(ib).map(|(&i, &j)| x[i] == y[j]).collect()
+    let p = Pairing::of(&a.shape, &b.shape, &shape);
+    fn go<T: PartialEq>(x: &[T], y: &[T], p: &Pairing) -> Vec<bool> {
+        p.map(x, y, |a, b| a == b)
     }
     let out = match (&a.data, &b.data) {
-        (Data::F32(x), Data::F32(y)) => go(x, y, &ia, &ib),
-        (Data::F64(x), Data::F64(y)) => go(x, y, &ia, &ib),
-        (Data::I32(x), Data::I32(y)) => go(x, y, &ia, &ib),
-        (Data::I64(x), Data::I64(y)) => go(x, y, &ia, &ib),
-        (Data::Bool(x), Data::Bool(y)) => go(x, y, &ia, &ib),
-        (Data::Str(x), Data::Str(y)) => go(x, y, &ia, &ib),
+        (Data::F32(x), Data::F32(y)) => go(x, y, &p),
+        (Data::F64(x), Data::F64(y)) => go(x, y, &p),
+        (Data::I32(x), Data::I32(y)) => go(x, y, &p),
+        (Data::I64(x), Data::I64(y)) => go(x, y, &p),
+        (Data::Bool(x), Data::Bool(y)) => go(x, y, &p),
+        (Data::Str(x), Data::Str(y)) => go(x, y, &p),
         _ => return Err(InferError::Input(format!("Equal of {} and {}", a.dtype().v2_name(), b.dtype().v2_name()))),
     };
     Ok(Tensor { shape, data: Data::Bool(out) })

@@ -469,9 +469,10 @@ impl Plan {
         for (s, t) in self.input_slots.iter().zip(inputs) {
             values[*s] = Some(Arc::new(t));
         }
+        let mut args: Vec<Option<Arc<Tensor>>> = Vec::with_capacity(8);
         for step in &self.steps {
-            let args: Vec<Option<Arc<Tensor>>> =
-                step.inputs.iter().map(|i| i.and_then(|s| values[s].clone())).collect();
+            args.clear();
+            args.extend(step.inputs.iter().map(|i| i.and_then(|s| values[s].clone())));
             let outs = exec(&step.op, &args).map_err(|e| match e {
                 InferError::Input(m) => InferError::Input(format!("{}: {m}", step.name)),
                 InferError::Model(m) => InferError::Model(format!("{}: {m}", step.name)),
@@ -981,32 +982,75 @@ pub(crate) fn broadcast_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
     idx
 }
 
+/// How the elements of two broadcast operands pair up: by strides when the
+/// result has at most two dimensions (no index vectors to build: the common
+/// case, rows × features), else by index vectors.
+pub(crate) enum Pairing {
+    Strided { rows: usize, cols: usize, a: (usize, usize), b: (usize, usize) },
+    Indexed(Vec<usize>, Vec<usize>),
+}
+
+impl Pairing {
+    /// The pairing of operands shaped `a` and `b` broadcast to `out`.
+    pub(crate) fn of(a: &[usize], b: &[usize], out: &[usize]) -> Pairing {
+        if out.len() > 2 {
+            return Pairing::Indexed(broadcast_index(a, out), broadcast_index(b, out));
+        }
+        // (rows, cols) of a shape of rank ≤ 2, right-aligned as numpy aligns it.
+        let dims = |s: &[usize]| match s {
+            [] => (1, 1),
+            [c] => (1, *c),
+            [.., r, c] => (*r, *c),
+        };
+        let strides = |s: &[usize]| {
+            let (r, c) = dims(s);
+            (if r == 1 { 0 } else { c }, if c == 1 { 0 } else { 1 })
+        };
+        let (rows, cols) = dims(out);
+        Pairing::Strided { rows, cols, a: strides(a), b: strides(b) }
+    }
+
+    pub(crate) fn map<T, U>(&self, x: &[T], y: &[T], f: impl Fn(&T, &T) -> U) -> Vec<U> {
+        match self {
+            Pairing::Strided { rows, cols, a, b } => {
+                let mut out = Vec::with_capacity(rows * cols);
+                for r in 0..*rows {
+                    for c in 0..*cols {
+                        out.push(f(&x[r * a.0 + c * a.1], &y[r * b.0 + c * b.1]));
+                    }
+                }
+                out
+            }
+            Pairing::Indexed(ia, ib) => ia.iter().zip(ib).map(|(&i, &j)| f(&x[i], &y[j])).collect(),
+        }
+    }
+}
+
 fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor, InferError> {
     let shape = broadcast_shape(&a.shape, &b.shape)?;
     element_count(&shape)?;
-    let ia = broadcast_index(&a.shape, &shape);
-    let ib = broadcast_index(&b.shape, &shape);
-    fn go<T: Copy>(x: &[T], y: &[T], ia: &[usize], ib: &[usize], f: impl Fn(T, T) -> T) -> Vec<T> {
-        ia.iter().zip(ib).map(|(&i, &j)| f(x[i], y[j])).collect()
+    let pairing = Pairing::of(&a.shape, &b.shape, &shape);
+    fn go<T: Copy>(x: &[T], y: &[T], p: &Pairing, f: impl Fn(T, T) -> T) -> Vec<T> {
+        p.map(x, y, |&a, &b| f(a, b))
     }
     let data = match (&a.data, &b.data) {
         (Data::F32(x), Data::F32(y)) => Data::F32(match op {
-            Binary::Add => go(x, y, &ia, &ib, |p, q| p + q),
-            Binary::Sub => go(x, y, &ia, &ib, |p, q| p - q),
-            Binary::Mul => go(x, y, &ia, &ib, |p, q| p * q),
-            Binary::Div => go(x, y, &ia, &ib, |p, q| p / q),
+            Binary::Add => go(x, y, &pairing, |p, q| p + q),
+            Binary::Sub => go(x, y, &pairing, |p, q| p - q),
+            Binary::Mul => go(x, y, &pairing, |p, q| p * q),
+            Binary::Div => go(x, y, &pairing, |p, q| p / q),
         }),
         (Data::F64(x), Data::F64(y)) => Data::F64(match op {
-            Binary::Add => go(x, y, &ia, &ib, |p, q| p + q),
-            Binary::Sub => go(x, y, &ia, &ib, |p, q| p - q),
-            Binary::Mul => go(x, y, &ia, &ib, |p, q| p * q),
-            Binary::Div => go(x, y, &ia, &ib, |p, q| p / q),
+            Binary::Add => go(x, y, &pairing, |p, q| p + q),
+            Binary::Sub => go(x, y, &pairing, |p, q| p - q),
+            Binary::Mul => go(x, y, &pairing, |p, q| p * q),
+            Binary::Div => go(x, y, &pairing, |p, q| p / q),
         }),
         (Data::I64(x), Data::I64(y)) => Data::I64(match op {
-            Binary::Add => go(x, y, &ia, &ib, i64::wrapping_add),
-            Binary::Sub => go(x, y, &ia, &ib, i64::wrapping_sub),
-            Binary::Mul => go(x, y, &ia, &ib, i64::wrapping_mul),
-            Binary::Div => go(x, y, &ia, &ib, |p, q| if q == 0 { 0 } else { p.wrapping_div(q) }),
+            Binary::Add => go(x, y, &pairing, i64::wrapping_add),
+            Binary::Sub => go(x, y, &pairing, i64::wrapping_sub),
+            Binary::Mul => go(x, y, &pairing, i64::wrapping_mul),
+            Binary::Div => go(x, y, &pairing, |p, q| if q == 0 { 0 } else { p.wrapping_div(q) }),
         }),
         _ => {
             return Err(InferError::Input(format!("arithmetic on {:?} and {:?}", a.dtype(), b.dtype())));
@@ -1208,4 +1252,34 @@ fn array_feature_extractor(x: &Tensor, idx: &Tensor) -> Result<Tensor, InferErro
         Data::Str(v) => pick!(Str, v),
     };
     Ok(Tensor { shape, data })
+}
+
+#[cfg(test)]
+mod pairing_tests {
+    use super::*;
+
+    #[test]
+    fn strided_pairing_pairs_elements_as_index_vectors_do() {
+        let shapes: [(&[usize], &[usize]); 9] = [
+            (&[3, 4], &[3, 4]),
+            (&[3, 1], &[4]),
+            (&[3, 1], &[1, 4]),
+            (&[1, 4], &[3, 1]),
+            (&[3, 4], &[]),
+            (&[], &[3, 4]),
+            (&[4], &[1]),
+            (&[1, 1], &[3, 4]),
+            (&[5], &[5]),
+        ];
+        for (a, b) in shapes {
+            let out = broadcast_shape(a, b).unwrap_or_else(|_| panic!("{a:?} {b:?}"));
+            let (na, nb) = (element_count(a).unwrap_or(0), element_count(b).unwrap_or(0));
+            let x: Vec<usize> = (0..na).collect();
+            let y: Vec<usize> = (100..100 + nb).collect();
+            let strided = Pairing::of(a, b, &out).map(&x, &y, |p, q| (*p, *q));
+            let indexed =
+                Pairing::Indexed(broadcast_index(a, &out), broadcast_index(b, &out)).map(&x, &y, |p, q| (*p, *q));
+            assert_eq!(strided, indexed, "{a:?} with {b:?}");
+        }
+    }
 }
