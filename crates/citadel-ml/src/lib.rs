@@ -21,6 +21,7 @@ pub mod onnx_build;
 pub mod robust;
 pub mod split;
 pub mod table;
+pub mod task_metrics;
 
 pub use encode::{FeatureEncoder, Labels, Matrix};
 pub use onnx_build::Interface;
