@@ -65,13 +65,45 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
+/// What the trees are fitted to (scikit-learn's HistGradientBoosting losses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Objective {
+    /// Labels 0/1; one tree per iteration on the log-odds (log loss).
+    #[default]
+    Binary,
+    /// Labels `0..classes` (as f32); one tree per class per iteration on
+    /// the class's raw score, probabilities by softmax (multinomial log
+    /// loss; gradient `p − y`, hessian `p(1 − p)`).
+    Multiclass { classes: usize },
+    /// Real targets; squared error (`0.5·(y − f)²`), baseline the mean.
+    Squared,
+}
+
+impl Objective {
+    /// Raw scores per row: one, or one per class.
+    pub fn outputs(self) -> usize {
+        match self {
+            Objective::Multiclass { classes } => classes,
+            _ => 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GbtModel {
+    /// The starting raw score of a single-output model.
     pub baseline: f64,
+    /// Trees in fitting order; with `k` outputs, tree `t` adds to output `t % k`.
     pub trees: Vec<Tree>,
     pub features: usize,
-    /// Validation log loss per iteration, when early stopping was on.
+    /// Validation loss per iteration, when early stopping was on.
     pub validation_loss: Vec<f64>,
+    #[serde(default)]
+    pub objective: Objective,
+    /// The starting raw scores of a multi-class model, one per class.
+    #[serde(default)]
+    pub baselines: Vec<f64>,
 }
 
 /// Per feature, the cut points: bin(x) = number of cuts `<= x`, so
@@ -234,8 +266,36 @@ fn best_split(hist: &Hist, offsets: &[usize], g: f64, h: f64, n: usize, p: &GbtP
 /// Fits on the rows of `x` with 0/1 labels `y`, rows weighted by `weights`
 /// (empty: every row 1; gradients and hessians are scaled, as
 /// scikit-learn's `sample_weight` does).
+/// Fits a binary classifier on 0/1 labels (see [`fit_objective`]).
 pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result<GbtModel, MlError> {
+    fit_objective(x, y, params, weights, Objective::Binary)
+}
+
+/// Fits trees to `objective` on `y` (0/1 labels, class indices, or targets),
+/// rows weighted by `weights` (empty: every row 1).
+pub fn fit_objective(
+    x: &Matrix,
+    y: &[f32],
+    params: &GbtParams,
+    weights: &[f64],
+    objective: Objective,
+) -> Result<GbtModel, MlError> {
     let p = params;
+    let k = objective.outputs();
+    match objective {
+        Objective::Binary if y.iter().any(|&v| v != 0.0 && v != 1.0) => {
+            return Err(MlError::Config("binary labels must be 0 or 1".into()));
+        }
+        Objective::Multiclass { classes }
+            if classes < 2 || y.iter().any(|&v| v < 0.0 || v.fract() != 0.0 || v as usize >= classes) =>
+        {
+            return Err(MlError::Config(format!("multi-class labels must be class indices 0..{classes}")));
+        }
+        Objective::Squared if y.iter().any(|v| !v.is_finite()) => {
+            return Err(MlError::Config("regression targets must be finite numbers".into()));
+        }
+        _ => {}
+    }
     if !weights.is_empty() && (weights.len() != y.len() || weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))) {
         return Err(MlError::Config("sample weights must be one finite non-negative number per row".into()));
     }
@@ -254,7 +314,13 @@ pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result
         other => return Err(MlError::Config(format!("early_stopping must be auto, on or off, not {other:?}"))),
     };
     let (train_rows, val_rows) = if early {
-        crate::split::stratified(y, p.validation_fraction, p.seed)
+        match objective {
+            Objective::Binary => crate::split::stratified(y, p.validation_fraction, p.seed),
+            Objective::Multiclass { classes } => {
+                crate::split::stratified_classes(y, classes, p.validation_fraction, p.seed)
+            }
+            Objective::Squared => crate::split::random(y.len(), p.validation_fraction, p.seed),
+        }
     } else {
         ((0..x.rows).collect(), Vec::new())
     };
@@ -269,40 +335,108 @@ pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result
     let yv: Vec<f32> = val_rows.iter().map(|&i| y[i]).collect();
     let wt: Vec<f64> = train_rows.iter().map(|&i| if weights.is_empty() { 1.0 } else { weights[i] }).collect();
     let n = yt.len();
-    let wsum: f64 = wt.iter().sum();
-    let pos = yt.iter().zip(&wt).map(|(&v, w)| f64::from(v) * w).sum::<f64>() / wsum.max(f64::MIN_POSITIVE);
-    let pos = pos.clamp(1e-12, 1.0 - 1e-12);
-    let baseline = (pos / (1.0 - pos)).ln();
-    let mut raw = vec![baseline; n];
-    let mut raw_val = vec![baseline; yv.len()];
-    let mut g = vec![0.0; n];
-    let mut h = vec![0.0; n];
+    let wsum: f64 = wt.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    // Starting raw scores: the log-odds of the positive rate, the log of
+    // each class's share (centred, as scikit-learn's), or the mean target.
+    let baselines: Vec<f64> = match objective {
+        Objective::Binary => {
+            let pos =
+                (yt.iter().zip(&wt).map(|(&v, w)| f64::from(v) * w).sum::<f64>() / wsum).clamp(1e-12, 1.0 - 1e-12);
+            vec![(pos / (1.0 - pos)).ln()]
+        }
+        Objective::Multiclass { classes } => {
+            let mut share = vec![0f64; classes];
+            for (&v, w) in yt.iter().zip(&wt) {
+                share[v as usize] += w / wsum;
+            }
+            let logs: Vec<f64> = share.iter().map(|s| s.clamp(1e-12, 1.0).ln()).collect();
+            let mean = logs.iter().sum::<f64>() / classes as f64;
+            logs.iter().map(|l| l - mean).collect()
+        }
+        Objective::Squared => vec![yt.iter().zip(&wt).map(|(&v, w)| f64::from(v) * w).sum::<f64>() / wsum],
+    };
+    // raw[c][i]: output c's raw score of training row i.
+    let mut raw: Vec<Vec<f64>> = baselines.iter().map(|&b| vec![b; n]).collect();
+    let mut raw_val: Vec<Vec<f64>> = baselines.iter().map(|&b| vec![b; yv.len()]).collect();
+    let mut g: Vec<Vec<f64>> = vec![vec![0.0; n]; k];
+    let mut h: Vec<Vec<f64>> = vec![vec![0.0; n]; k];
     let mut trees = Vec::new();
     let mut val_losses = Vec::new();
     let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut probs = vec![0f64; k];
     for _ in 0..p.max_iter {
+        // Gradients and hessians of every output from the scores before this iteration's trees.
         for i in 0..n {
-            let pr = sigmoid(raw[i]);
-            g[i] = wt[i] * (pr - f64::from(yt[i]));
-            h[i] = wt[i] * pr * (1.0 - pr);
+            match objective {
+                Objective::Binary => {
+                    let pr = sigmoid(raw[0][i]);
+                    g[0][i] = wt[i] * (pr - f64::from(yt[i]));
+                    h[0][i] = wt[i] * pr * (1.0 - pr);
+                }
+                Objective::Multiclass { .. } => {
+                    softmax_into((0..k).map(|c| raw[c][i]), &mut probs);
+                    for c in 0..k {
+                        let yc = if yt[i] as usize == c { 1.0 } else { 0.0 };
+                        g[c][i] = wt[i] * (probs[c] - yc);
+                        h[c][i] = wt[i] * probs[c] * (1.0 - probs[c]);
+                    }
+                }
+                Objective::Squared => {
+                    g[0][i] = wt[i] * (raw[0][i] - f64::from(yt[i]));
+                    h[0][i] = wt[i];
+                }
+            }
         }
-        let tree = grow_tree(&bins, x.cols, &binner, &offsets, &g, &h, &mut order, p, &mut raw);
-        for (k, raw) in raw_val.iter_mut().enumerate() {
-            *raw += tree.predict_binned(|j| val_bins[k * x.cols + j]);
+        for c in 0..k {
+            let tree = grow_tree(&bins, x.cols, &binner, &offsets, &g[c], &h[c], &mut order, p, &mut raw[c]);
+            for (r, raw) in raw_val[c].iter_mut().enumerate() {
+                *raw += tree.predict_binned(|j| val_bins[r * x.cols + j]);
+            }
+            trees.push(tree);
         }
-        trees.push(tree);
         if early {
-            val_losses.push(log_loss(&raw_val, &yv));
-            let k = val_losses.len();
-            if k > p.n_iter_no_change {
-                let reference = val_losses[k - 1 - p.n_iter_no_change];
-                if val_losses[k - p.n_iter_no_change..].iter().all(|&l| l > reference - p.tol) {
+            val_losses.push(validation_loss(objective, &raw_val, &yv));
+            let m = val_losses.len();
+            if m > p.n_iter_no_change {
+                let reference = val_losses[m - 1 - p.n_iter_no_change];
+                if val_losses[m - p.n_iter_no_change..].iter().all(|&l| l > reference - p.tol) {
                     break;
                 }
             }
         }
     }
-    Ok(GbtModel { baseline, trees, features: x.cols, validation_loss: val_losses })
+    let (baseline, baselines) = if k == 1 { (baselines[0], Vec::new()) } else { (0.0, baselines) };
+    Ok(GbtModel { baseline, trees, features: x.cols, validation_loss: val_losses, objective, baselines })
+}
+
+/// Softmax of `scores` into `out` (max-shifted).
+fn softmax_into(scores: impl Iterator<Item = f64> + Clone, out: &mut [f64]) {
+    let max = scores.clone().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for (o, s) in out.iter_mut().zip(scores) {
+        *o = (s - max).exp();
+        sum += *o;
+    }
+    out.iter_mut().for_each(|o| *o /= sum);
+}
+
+/// The objective's mean loss on the validation rows.
+fn validation_loss(objective: Objective, raw: &[Vec<f64>], y: &[f32]) -> f64 {
+    let n = y.len().max(1) as f64;
+    match objective {
+        Objective::Binary => log_loss(&raw[0], y),
+        Objective::Multiclass { classes } => {
+            let mut p = vec![0f64; classes];
+            (0..y.len())
+                .map(|i| {
+                    softmax_into((0..classes).map(|c| raw[c][i]), &mut p);
+                    -p[y[i] as usize].max(1e-300).ln()
+                })
+                .sum::<f64>()
+                / n
+        }
+        Objective::Squared => raw[0].iter().zip(y).map(|(&f, &t)| 0.5 * (f - f64::from(t)).powi(2)).sum::<f64>() / n,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -421,6 +555,35 @@ impl GbtModel {
         self.baseline + self.trees.iter().map(|t| t.predict(row)).sum::<f64>()
     }
 
+    /// Every output's raw score of one row: one (log-odds or prediction),
+    /// or one per class.
+    pub fn raw_scores(&self, row: &[f32]) -> Vec<f64> {
+        let k = self.objective.outputs();
+        if k == 1 {
+            return vec![self.raw_score(row)];
+        }
+        let mut out = self.baselines.clone();
+        for (t, tree) in self.trees.iter().enumerate() {
+            out[t % k] += tree.predict(row);
+        }
+        out
+    }
+
+    /// Class probabilities `[N, K]` (row-major) of a multi-class model.
+    pub fn predict_classes(&self, x: &Matrix) -> Vec<f64> {
+        let k = self.objective.outputs();
+        let mut out = vec![0f64; x.rows * k];
+        for i in 0..x.rows {
+            softmax_into(self.raw_scores(x.row(i)).into_iter(), &mut out[i * k..(i + 1) * k]);
+        }
+        out
+    }
+
+    /// Predictions of a regression model.
+    pub fn predict_values(&self, x: &Matrix) -> Vec<f64> {
+        (0..x.rows).map(|i| self.raw_score(x.row(i))).collect()
+    }
+
     /// The positive-class probability of each row, by walking the trees.
     pub fn predict_proba(&self, x: &Matrix) -> Vec<f64> {
         (0..x.rows).map(|i| sigmoid(self.raw_score(x.row(i)))).collect()
@@ -460,6 +623,7 @@ impl GbtModel {
                         a.yes.push(0);
                         a.no.push(0);
                         a.leaf_tree.push(t as i64);
+                        a.leaf_target.push((t % self.objective.outputs()) as i64);
                         a.leaf_node.push(k as i64);
                         a.leaf_weight.push(*value as f32);
                     }
@@ -471,19 +635,21 @@ impl GbtModel {
             a = EnsembleAttrs::default();
             (a.tree, a.node, a.feature, a.mode, a.value, a.yes, a.no, a.missing) =
                 (vec![0], vec![0], vec![0], vec!["LEAF"], vec![0.0], vec![0], vec![0], vec![0]);
-            (a.leaf_tree, a.leaf_node, a.leaf_weight) = (vec![0], vec![0], vec![0.0]);
+            (a.leaf_tree, a.leaf_node, a.leaf_weight, a.leaf_target) = (vec![0], vec![0], vec![0.0], vec![0]);
         }
-        let targets = a.leaf_tree.len();
+        let k = self.objective.outputs();
+        let base_values: Vec<f32> =
+            if k == 1 { vec![self.baseline as f32] } else { self.baselines.iter().map(|&b| b as f32).collect() };
         let mut g = GraphBuilder::new(encoder, interface)?;
         let x = g.x();
         let logit = g.ml_op(
             "TreeEnsembleRegressor",
             &[x],
             vec![
-                Attr::Int("n_targets", 1),
+                Attr::Int("n_targets", k as i64),
                 Attr::Str("aggregate_function", "SUM"),
                 Attr::Str("post_transform", "NONE"),
-                Attr::Floats("base_values", vec![self.baseline as f32]),
+                Attr::Floats("base_values", base_values),
                 Attr::Ints("nodes_treeids", a.tree),
                 Attr::Ints("nodes_nodeids", a.node),
                 Attr::Ints("nodes_featureids", a.feature),
@@ -494,12 +660,18 @@ impl GbtModel {
                 Attr::Ints("nodes_missing_value_tracks_true", a.missing),
                 Attr::Ints("target_treeids", a.leaf_tree),
                 Attr::Ints("target_nodeids", a.leaf_node),
-                Attr::Ints("target_ids", vec![0; targets]),
+                Attr::Ints("target_ids", a.leaf_target),
                 Attr::Floats("target_weights", a.leaf_weight),
             ],
         );
-        let p1 = g.op("Sigmoid", &[&logit], vec![]);
-        g.classifier_outputs(&p1);
+        match self.objective {
+            Objective::Binary => {
+                let p1 = g.op("Sigmoid", &[&logit], vec![]);
+                g.classifier_outputs(&p1);
+            }
+            Objective::Multiclass { classes } => g.multiclass_outputs(&logit, classes),
+            Objective::Squared => g.regression_outputs(&logit),
+        }
         Ok(g.finish("gradient-boosted trees trained by citadel", metadata))
     }
 }
@@ -518,4 +690,5 @@ struct EnsembleAttrs {
     leaf_tree: Vec<i64>,
     leaf_node: Vec<i64>,
     leaf_weight: Vec<f32>,
+    leaf_target: Vec<i64>,
 }

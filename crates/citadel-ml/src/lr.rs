@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::MlError;
 use crate::encode::{FeatureEncoder, FeatureKind, Matrix};
+use crate::gbt::Objective;
 use crate::math::{sigmoid, softplus};
 use crate::onnx_build::{Attr, GraphBuilder, Interface};
 
@@ -39,9 +40,14 @@ enum Term {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogisticModel {
     terms: Vec<Term>,
-    /// Weights in design order: one per numeric term, one per category.
+    /// Weights in design order (one per numeric term, one per category),
+    /// output after output: `outputs × width`.
     pub weights: Vec<f64>,
+    /// The first output's intercept (a binary model's, a regressor's).
     pub intercept: f64,
+    /// Every output's intercept.
+    pub intercepts: Vec<f64>,
+    pub objective: Objective,
     pub iterations: usize,
     pub converged: bool,
 }
@@ -70,6 +76,34 @@ pub fn fit(
     params: &LrParams,
     weights: &[f64],
 ) -> Result<LogisticModel, MlError> {
+    fit_objective(encoder, x, y, params, weights, Objective::Binary)
+}
+
+/// Fits a linear model to `objective`: binary logistic regression (labels
+/// 0/1), multinomial logistic regression (labels `0..K`, softmax of `K`
+/// linear scores, scikit-learn's `multinomial` objective) or ridge
+/// regression (squared error `½(y − f)²`); all with the penalty
+/// `‖W‖²/(2·C·n)` on the weights (not the intercepts).
+pub fn fit_objective(
+    encoder: &FeatureEncoder,
+    x: &Matrix,
+    y: &[f32],
+    params: &LrParams,
+    weights: &[f64],
+    objective: Objective,
+) -> Result<LogisticModel, MlError> {
+    let k = objective.outputs();
+    match objective {
+        Objective::Multiclass { classes }
+            if classes < 2 || y.iter().any(|&v| v < 0.0 || v.fract() != 0.0 || v as usize >= classes) =>
+        {
+            return Err(MlError::Config(format!("multi-class labels must be class indices 0..{classes}")));
+        }
+        Objective::Squared if y.iter().any(|v| !v.is_finite()) => {
+            return Err(MlError::Config("regression targets must be finite numbers".into()));
+        }
+        _ => {}
+    }
     if !weights.is_empty() && (weights.len() != y.len() || weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))) {
         return Err(MlError::Config("sample weights must be one finite non-negative number per row".into()));
     }
@@ -132,40 +166,68 @@ pub fn fit(
     }
     let num_slot: Vec<usize> = numeric.iter().map(|t| t.1).collect();
     // Loss and gradient over rows [lo, hi): the data part, unscaled.
+    // θ = [W (k × width, output after output), b (k)].
     let partial = |theta: &[f64], lo: usize, hi: usize| -> (f64, Vec<f64>) {
-        let (w, b) = theta.split_at(width);
-        let mut grad = vec![0.0; width + 1];
+        let (w, b) = theta.split_at(k * width);
+        let mut grad = vec![0.0; k * width + k];
         let mut loss = 0.0;
+        let mut z = vec![0f64; k];
+        let mut r = vec![0f64; k];
         for i in lo..hi {
             let nv = &num_values[i * nn..(i + 1) * nn];
             let ci = &cat_index[i * nc..(i + 1) * nc];
-            let mut z = b[0];
-            for (v, &slot) in nv.iter().zip(&num_slot) {
-                z += v * w[slot];
-            }
-            for &c in ci {
-                if c != usize::MAX {
-                    z += w[c];
+            for c in 0..k {
+                let wc = &w[c * width..(c + 1) * width];
+                let mut zc = b[c];
+                for (v, &slot) in nv.iter().zip(&num_slot) {
+                    zc += v * wc[slot];
                 }
+                for &j in ci {
+                    if j != usize::MAX {
+                        zc += wc[j];
+                    }
+                }
+                z[c] = zc;
             }
             let yi = f64::from(y[i]);
             let wi = weight(i);
-            loss += wi * (softplus(z) - yi * z);
-            let r = wi * (sigmoid(z) - yi);
-            for (v, &slot) in nv.iter().zip(&num_slot) {
-                grad[slot] += r * v;
-            }
-            for &c in ci {
-                if c != usize::MAX {
-                    grad[c] += r;
+            match objective {
+                Objective::Binary => {
+                    loss += wi * (softplus(z[0]) - yi * z[0]);
+                    r[0] = wi * (sigmoid(z[0]) - yi);
+                }
+                Objective::Multiclass { .. } => {
+                    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+                    let truth = y[i] as usize;
+                    loss += wi * (max + sum.ln() - z[truth]);
+                    for c in 0..k {
+                        let p = (z[c] - max).exp() / sum;
+                        r[c] = wi * (p - if c == truth { 1.0 } else { 0.0 });
+                    }
+                }
+                Objective::Squared => {
+                    loss += wi * 0.5 * (z[0] - yi) * (z[0] - yi);
+                    r[0] = wi * (z[0] - yi);
                 }
             }
-            grad[width] += r;
+            for c in 0..k {
+                let gc = &mut grad[c * width..(c + 1) * width];
+                for (v, &slot) in nv.iter().zip(&num_slot) {
+                    gc[slot] += r[c] * v;
+                }
+                for &j in ci {
+                    if j != usize::MAX {
+                        gc[j] += r[c];
+                    }
+                }
+                grad[k * width + c] += r[c];
+            }
         }
         (loss, grad)
     };
-    // θ = [w (width), b]. Two threads share the rows of large problems.
-    let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
+    // Two threads share the rows of large problems.
+    let loss_and_gradient = |theta: &[f64], grad: &mut [f64]| -> f64 {
         let (mut loss, mut g) = if x.rows >= 8192 {
             let mid = x.rows / 2;
             std::thread::scope(|scope| {
@@ -180,16 +242,25 @@ pub fn fit(
         };
         loss /= n;
         g.iter_mut().for_each(|v| *v /= n);
-        let w = &theta[..width];
-        for k in 0..width {
-            loss += 0.5 * alpha * w[k] * w[k];
-            g[k] += alpha * w[k];
+        let w = &theta[..k * width];
+        for j in 0..k * width {
+            loss += 0.5 * alpha * w[j] * w[j];
+            g[j] += alpha * w[j];
         }
         grad.copy_from_slice(&g);
         loss
     };
-    let (theta, iterations, converged) = lbfgs(width + 1, params.max_iter, params.tol, objective);
-    Ok(LogisticModel { terms, weights: theta[..width].to_vec(), intercept: theta[width], iterations, converged })
+    let (theta, iterations, converged) = lbfgs(k * width + k, params.max_iter, params.tol, loss_and_gradient);
+    let intercepts = theta[k * width..].to_vec();
+    Ok(LogisticModel {
+        terms,
+        weights: theta[..k * width].to_vec(),
+        intercept: intercepts[0],
+        intercepts,
+        objective,
+        iterations,
+        converged,
+    })
 }
 
 /// Minimizes `f` by L-BFGS (memory 10) with a backtracking Armijo line
@@ -275,6 +346,49 @@ fn lbfgs(
 }
 
 impl LogisticModel {
+    /// Every output's linear score of each row (`[N, K]`, row-major).
+    pub fn raw_scores(&self, x: &Matrix) -> Vec<f64> {
+        let k = self.objective.outputs();
+        let (offsets, width) = term_offsets(&self.terms);
+        let mut out = Vec::with_capacity(x.rows * k);
+        for i in 0..x.rows {
+            for c in 0..k {
+                let w = &self.weights[c * width..(c + 1) * width];
+                let mut z = self.intercepts.get(c).copied().unwrap_or(self.intercept);
+                for ((t, &off), &v) in self.terms.iter().zip(&offsets).zip(x.row(i)) {
+                    let v = f64::from(v);
+                    match t {
+                        Term::Numeric { mean, std } => z += w[off] * (v - mean) / std,
+                        Term::OneHot { categories } => {
+                            if v >= 0.0 && (v as usize) < *categories {
+                                z += w[off + v as usize];
+                            }
+                        }
+                    }
+                }
+                out.push(z);
+            }
+        }
+        out
+    }
+
+    /// Class probabilities `[N, K]` of a multinomial model (softmax of the scores).
+    pub fn predict_classes(&self, x: &Matrix) -> Vec<f64> {
+        let k = self.objective.outputs();
+        let mut z = self.raw_scores(x);
+        for row in z.chunks_mut(k) {
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+            row.iter_mut().for_each(|v| *v = (*v - max).exp() / sum);
+        }
+        z
+    }
+
+    /// Predictions of a ridge regression.
+    pub fn predict_values(&self, x: &Matrix) -> Vec<f64> {
+        self.raw_scores(x)
+    }
+
     /// The positive-class probability of each row, computed here (the
     /// export computes the same in f32).
     pub fn predict_proba(&self, x: &Matrix) -> Vec<f64> {
@@ -321,7 +435,10 @@ impl LogisticModel {
             .collect();
         // Weights follow the order of `parts`: numeric block first, then each
         // one-hot block; `self.weights` is in term order, so pick by offset.
-        let (offsets, _) = term_offsets(&self.terms);
+        let (offsets, width) = term_offsets(&self.terms);
+        let k = self.objective.outputs();
+        // Row d of the exported weight matrix [design, k]: design position d's weight for each output.
+        let row = |slot: usize| -> Vec<f32> { (0..k).map(|c| self.weights[c * width + slot] as f32).collect() };
         if !numeric.is_empty() {
             let idx = g.i64s("numeric_idx", &[numeric.len() as i64], numeric.iter().map(|n| n.0 as i64).collect());
             let cols = g.op("Gather", &[x, &idx], vec![Attr::Int("axis", 1)]);
@@ -329,7 +446,7 @@ impl LogisticModel {
             let std = g.f32s("std", &[numeric.len() as i64], numeric.iter().map(|n| n.2 as f32).collect());
             let centered = g.op("Sub", &[&cols, &mean], vec![]);
             parts.push(g.op("Div", &[&centered, &std], vec![]));
-            weights.extend(numeric.iter().map(|n| self.weights[offsets[n.0]] as f32));
+            weights.extend(numeric.iter().flat_map(|n| row(offsets[n.0])));
         }
         for (j, t) in self.terms.iter().enumerate() {
             if let Term::OneHot { categories } = t {
@@ -338,17 +455,23 @@ impl LogisticModel {
                 let codes = g.f32s("codes", &[*categories as i64], (0..*categories).map(|k| k as f32).collect());
                 let hit = g.op("Equal", &[&col, &codes], vec![]);
                 parts.push(g.op("Cast", &[&hit], vec![Attr::Int("to", 1)]));
-                weights.extend((0..*categories).map(|k| self.weights[offsets[j] + k] as f32));
+                weights.extend((0..*categories).flat_map(|cat| row(offsets[j] + cat)));
             }
         }
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
         let design = if refs.len() == 1 { parts[0].clone() } else { g.op("Concat", &refs, vec![Attr::Int("axis", 1)]) };
-        let wname = g.f32s("weights", &[weights.len() as i64, 1], weights);
+        let wname = g.f32s("weights", &[(weights.len() / k) as i64, k as i64], weights);
         let z = g.op("MatMul", &[&design, &wname], vec![]);
-        let b = g.f32s("intercept", &[1], vec![self.intercept as f32]);
+        let b = g.f32s("intercept", &[k as i64], self.intercepts.iter().map(|&v| v as f32).collect());
         let logit = g.op("Add", &[&z, &b], vec![]);
-        let p1 = g.op("Sigmoid", &[&logit], vec![]);
-        g.classifier_outputs(&p1);
+        match self.objective {
+            Objective::Binary => {
+                let p1 = g.op("Sigmoid", &[&logit], vec![]);
+                g.classifier_outputs(&p1);
+            }
+            Objective::Multiclass { classes } => g.multiclass_outputs(&logit, classes),
+            Objective::Squared => g.regression_outputs(&logit),
+        }
         Ok(g.finish("logistic regression trained by citadel", metadata))
     }
 }

@@ -47,8 +47,9 @@ pub enum Interface<'a> {
     /// category training never saw takes code -1, as training's encoder
     /// gives it; the empty string is the missing category). `label` is the
     /// class name (`BYTES`, `classes[1]` when the positive-class
-    /// probability is above 0.5).
-    Named { classes: &'a [String; 2] },
+    /// probability is above 0.5; the first most probable class of several).
+    /// A regressor's `classes` is empty.
+    Named { classes: &'a [String] },
 }
 
 /// The name of the internal features matrix `[N, F]` (category codes and
@@ -67,6 +68,8 @@ pub struct GraphBuilder<'a> {
     uses_ml: bool,
     encoder: &'a FeatureEncoder,
     interface: Interface<'a>,
+    /// The graph's outputs: the model's tail adds them.
+    outputs: Vec<ValueInfoProto>,
 }
 
 #[derive(Debug)]
@@ -115,7 +118,15 @@ impl<'a> GraphBuilder<'a> {
                 ),
             });
         }
-        Ok(GraphBuilder { nodes: Vec::new(), initializers: Vec::new(), next: 0, uses_ml: false, encoder, interface })
+        Ok(GraphBuilder {
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            next: 0,
+            uses_ml: false,
+            encoder,
+            interface,
+            outputs: Vec::new(),
+        })
     }
 
     /// The name of the features matrix `[N, F]` the model's body reads.
@@ -187,12 +198,31 @@ impl<'a> GraphBuilder<'a> {
 
     /// Adds the standard classifier tail to a `[N, 1]` positive-class
     /// probability: `probabilities` `[N, 2]` and `label` `[N]` (int64 class
-    /// index, 1 = positive), as skl2onnx names them.
+    /// index, 1 = positive, or the class name), as skl2onnx names them.
     pub fn classifier_outputs(&mut self, p1: &str) {
         let one = self.f32s("one", &[], vec![1.0]);
         let p0 = self.op("Sub", &[&one, p1], vec![]);
         self.op_named("Concat", &[&p0, p1], "probabilities", vec![Attr::Int("axis", 1)]);
-        match self.interface {
+        self.label_outputs(2);
+    }
+
+    /// The multi-class tail on raw scores `[N, K]`: `probabilities` by
+    /// softmax, and `label`.
+    pub fn multiclass_outputs(&mut self, scores: &str, classes: usize) {
+        self.op_named("Softmax", &[scores], "probabilities", vec![Attr::Int("axis", 1)]);
+        self.label_outputs(classes);
+    }
+
+    /// A regressor's tail: `predictions` `[N, 1]`.
+    pub fn regression_outputs(&mut self, predictions: &str) {
+        self.op_named("Identity", &[predictions], "predictions", vec![]);
+        self.outputs
+            .push(ValueInfoProto { name: "predictions".into(), r#type: Some(tensor(FLOAT, vec![batch(), fixed(1)])) });
+    }
+
+    /// `label` from `probabilities` `[N, classes]`, and both as outputs.
+    fn label_outputs(&mut self, classes: usize) {
+        let label = match self.interface {
             Interface::Codes => {
                 self.op_named(
                     "ArgMax",
@@ -200,8 +230,9 @@ impl<'a> GraphBuilder<'a> {
                     "label",
                     vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)],
                 );
+                tensor(INT64, vec![batch()])
             }
-            Interface::Named { classes } => {
+            Interface::Named { classes: names } => {
                 let idx = self.op("ArgMax", &["probabilities"], vec![Attr::Int("axis", 1), Attr::Int("keepdims", 0)]);
                 self.uses_ml = true;
                 self.node(
@@ -210,13 +241,19 @@ impl<'a> GraphBuilder<'a> {
                     &[&idx],
                     "label",
                     vec![
-                        Attr::Ints("keys_int64s", vec![0, 1]),
-                        Attr::Strings("values_strings", classes.to_vec()),
+                        Attr::Ints("keys_int64s", (0..names.len() as i64).collect()),
+                        Attr::Strings("values_strings", names.to_vec()),
                         Attr::Str("default_string", ""),
                     ],
                 );
+                tensor(STRING, vec![batch()])
             }
-        }
+        };
+        self.outputs.push(ValueInfoProto { name: "label".into(), r#type: Some(label) });
+        self.outputs.push(ValueInfoProto {
+            name: "probabilities".into(),
+            r#type: Some(tensor(FLOAT, vec![batch(), fixed(classes as i64)])),
+        });
     }
 
     /// The nodes that turn the named inputs into the features matrix, each
@@ -275,14 +312,11 @@ impl<'a> GraphBuilder<'a> {
     /// the served metadata) added for a named interface.
     pub fn finish(mut self, doc: &str, mut metadata: Vec<(String, String)>) -> Vec<u8> {
         let features = self.encoder.features.len();
-        let (input, label) = match self.interface {
-            Interface::Codes => (
-                vec![ValueInfoProto {
-                    name: "X".into(),
-                    r#type: Some(tensor(FLOAT, vec![batch(), fixed(features as i64)])),
-                }],
-                tensor(INT64, vec![batch()]),
-            ),
+        let input = match self.interface {
+            Interface::Codes => vec![ValueInfoProto {
+                name: "X".into(),
+                r#type: Some(tensor(FLOAT, vec![batch(), fixed(features as i64)])),
+            }],
             Interface::Named { .. } => {
                 let body = self.nodes.len();
                 let inputs = self.named_prefix();
@@ -290,7 +324,7 @@ impl<'a> GraphBuilder<'a> {
                 let prefix = self.nodes.len() - body;
                 self.nodes.rotate_right(prefix);
                 metadata.push(("citadel.inputs".into(), input_schema(self.encoder).to_string()));
-                (inputs, tensor(STRING, vec![batch()]))
+                inputs
             }
         };
         let graph = GraphProto {
@@ -298,10 +332,7 @@ impl<'a> GraphBuilder<'a> {
             name: "citadel".into(),
             initializer: self.initializers,
             input,
-            output: vec![
-                ValueInfoProto { name: "label".into(), r#type: Some(label) },
-                ValueInfoProto { name: "probabilities".into(), r#type: Some(tensor(FLOAT, vec![batch(), fixed(2)])) },
-            ],
+            output: self.outputs,
         };
         let model = ModelProto {
             ir_version: 7,

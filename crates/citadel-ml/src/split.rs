@@ -52,6 +52,34 @@ pub fn stratified(y: &[f32], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize
     (train, test)
 }
 
+/// Like [`stratified`], for labels that are class indices `0..classes`.
+pub fn stratified_classes(y: &[f32], classes: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut r = rng(seed);
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for class in 0..classes {
+        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] as usize == class).collect();
+        shuffle(&mut r, &mut idx);
+        let k = ((idx.len() as f64) * fraction).round() as usize;
+        test.extend_from_slice(&idx[..k]);
+        train.extend_from_slice(&idx[k..]);
+    }
+    train.sort_unstable();
+    test.sort_unstable();
+    (train, test)
+}
+
+/// Splits `0..n` into (train, held out) at random, `fraction` held out; both sorted.
+pub fn random(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut r = rng(seed);
+    let mut idx: Vec<usize> = (0..n).collect();
+    shuffle(&mut r, &mut idx);
+    let k = ((n as f64) * fraction).round() as usize;
+    let (mut test, mut train) = (idx[..k].to_vec(), idx[k..].to_vec());
+    train.sort_unstable();
+    test.sort_unstable();
+    (train, test)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,3 +183,142 @@ fn named_input_exports_hold_the_encoder_and_match_onnxruntime_and_the_code_form(
         assert!(eval_gap < tolerance, "{name}: evaluation feed differs by {eval_gap}");
     }
 }
+
+/// onnxruntime's outputs `names` of a named-input export, as JSON arrays.
+fn onnxruntime_outputs(
+    model: &[u8],
+    inputs: &[(String, citadel_infer::Tensor)],
+    names: &[&str],
+) -> Vec<serde_json::Value> {
+    let python = std::env::var("CITADEL_TEST_VENV_PYTHON").expect("CITADEL_TEST_VENV_PYTHON");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.onnx"), model).unwrap();
+    let columns: serde_json::Map<String, serde_json::Value> = inputs
+        .iter()
+        .map(|(name, t)| {
+            let v = match &t.data {
+                citadel_infer::Data::F32(v) => serde_json::json!({"kind": "num", "values": v.iter().map(|x| if x.is_nan() { None } else { Some(*x) }).collect::<Vec<_>>()}),
+                citadel_infer::Data::Str(v) => serde_json::json!({"kind": "cat", "values": v}),
+                other => panic!("{other:?}"),
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    std::fs::write(dir.path().join("inputs.json"), serde_json::to_vec(&columns).unwrap()).unwrap();
+    let script = "import json, sys, numpy as np, onnxruntime as ort\n\
+         d, names = sys.argv[1], sys.argv[2].split(',')\n\
+         cols = json.load(open(d + '/inputs.json'))\n\
+         feed = {}\n\
+         for name, c in cols.items():\n\
+         \x20   if c['kind'] == 'num':\n\
+         \x20       feed[name] = np.array([np.nan if v is None else v for v in c['values']], dtype=np.float32).reshape(-1, 1)\n\
+         \x20   else:\n\
+         \x20       feed[name] = np.array(c['values'], dtype=object).reshape(-1, 1)\n\
+         s = ort.InferenceSession(d + '/model.onnx', providers=['CPUExecutionProvider'])\n\
+         outs = s.run(names, feed)\n\
+         print(json.dumps([o.tolist() for o in outs]))";
+    let o = Command::new(python).args(["-c", script, dir.path().to_str().unwrap(), &names.join(",")]).output().unwrap();
+    assert!(o.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn multiclass_and_regression_exports_of_both_trainers_match_onnxruntime_and_the_trainers() {
+    use citadel_ml::gbt::Objective;
+    let t = common::adult();
+    let classes: Vec<String> = {
+        let col = t.column("relationship").unwrap();
+        let mut v: Vec<String> = (0..t.rows).filter_map(|i| col.text(i)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let class_of = |i: usize| {
+        classes.iter().position(|c| Some(c.clone()) == t.column("relationship").unwrap().text(i)).unwrap() as f32
+    };
+    let ycls: Vec<f32> = (0..t.rows).map(class_of).collect();
+    let hours = t.column("hours-per-week").unwrap();
+    let yreg: Vec<f32> = (0..t.rows).map(|i| hours.text(i).unwrap().parse::<f32>().unwrap()).collect();
+    let (train, test): (Vec<usize>, Vec<usize>) = (0..t.rows).partition(|i| i % 5 != 0);
+    let test = &test[..1500];
+    let (tt, te) = (t.take(&train), t.take(test));
+    for (task, target, drop) in [("multi-class", &ycls, "relationship"), ("regression", &yreg, "hours-per-week")] {
+        let ytr: Vec<f32> = train.iter().map(|&i| target[i]).collect();
+        let yte: Vec<f32> = test.iter().map(|&i| target[i]).collect();
+        let features: Vec<String> = common::FEATURES.iter().filter(|f| **f != drop).map(|s| s.to_string()).collect();
+        // The encoder orders categories by a 0/1 rate; any fixed order serves here.
+        let zero: Vec<f32> = ytr.iter().map(|_| 0.0).collect();
+        let enc = FeatureEncoder::fit(&tt, &features, &zero).unwrap();
+        let (xtr, xte) = (enc.encode(&tt).unwrap(), enc.encode(&te).unwrap());
+        let named = enc.named_tensors(&te).unwrap();
+        let (objective, iface, outputs): (Objective, citadel_ml::Interface<'_>, &[&str]) = if task == "multi-class" {
+            (
+                Objective::Multiclass { classes: classes.len() },
+                citadel_ml::Interface::Named { classes: &classes },
+                &["label", "probabilities"],
+            )
+        } else {
+            (Objective::Squared, citadel_ml::Interface::Named { classes: &[] }, &["predictions"])
+        };
+        let m =
+            lr::fit_objective(&enc, &xtr, &ytr, &lr::LrParams { max_iter: 300, ..Default::default() }, &[], objective)
+                .unwrap();
+        let g = gbt::fit_objective(&xtr, &ytr, &gbt::GbtParams { max_iter: 30, ..Default::default() }, &[], objective)
+            .unwrap();
+        let (m_own, g_own) = if task == "multi-class" {
+            (m.predict_classes(&xte), g.predict_classes(&xte))
+        } else {
+            (m.predict_values(&xte), g.predict_values(&xte))
+        };
+        for (trainer, bytes, own, tolerance) in [
+            ("linear", m.to_onnx(&enc, iface, vec![]).unwrap(), m_own, 1e-4),
+            ("boosting", g.to_onnx(&enc, iface, vec![]).unwrap(), g_own, 1e-4),
+        ] {
+            let model = citadel_infer::Model::load(&bytes).unwrap();
+            let out = model.run(named.iter().map(|(_, t)| t.clone()).collect()).unwrap();
+            let served = out.last().unwrap().to_f32().unwrap();
+            let reference = onnxruntime_outputs(&bytes, &named, outputs);
+            let theirs: Vec<f64> = reference
+                .last()
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| match r {
+                    serde_json::Value::Array(a) => a.iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>(),
+                    v => vec![v.as_f64().unwrap()],
+                })
+                .collect();
+            let ort_gap = served.iter().zip(&theirs).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+            // Relative for regression targets (hours), absolute for probabilities.
+            let scale = if task == "regression" { 100.0 } else { 1.0 };
+            assert!(ort_gap <= 1e-5 * scale, "{task} {trainer}: citadel vs onnxruntime differ by {ort_gap}");
+            let own_gap = served.iter().zip(&own).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+            assert!(own_gap <= tolerance * scale, "{task} {trainer}: the export differs from the trainer by {own_gap}");
+            if task == "multi-class" {
+                let k = classes.len();
+                let labels: Vec<String> =
+                    reference[0].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                let citadel_infer::Data::Str(ours) = &out[0].data else { panic!("labels") };
+                assert_eq!(ours, &labels, "{task} {trainer}: labels");
+                let y: Vec<usize> = yte.iter().map(|&v| v as usize).collect();
+                let p: Vec<f64> = served.iter().map(|&v| f64::from(v)).collect();
+                let metrics = citadel_ml::task_metrics::multiclass(&y, &p, k).unwrap();
+                eprintln!(
+                    "{task} {trainer}: accuracy {:.3}, macro F1 {:.3}, log loss {:.3}, vs onnxruntime {ort_gap:.1e}",
+                    metrics.accuracy, metrics.macro_f1, metrics.log_loss
+                );
+                assert!(metrics.accuracy > 0.7, "{task} {trainer}: accuracy {}", metrics.accuracy);
+            } else {
+                let y: Vec<f64> = yte.iter().map(|&v| f64::from(v)).collect();
+                let p: Vec<f64> = served.iter().map(|&v| f64::from(v)).collect();
+                let metrics = citadel_ml::task_metrics::regression(&y, &p).unwrap();
+                eprintln!(
+                    "{task} {trainer}: MAE {:.2}, R² {:.3}, vs onnxruntime {ort_gap:.1e}",
+                    metrics.mae, metrics.r2
+                );
+                assert!(metrics.r2 > 0.1, "{task} {trainer}: R² {}", metrics.r2);
+            }
+        }
+    }
+}
