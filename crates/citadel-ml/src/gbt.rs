@@ -81,6 +81,25 @@ pub enum Objective {
 }
 
 impl Objective {
+    /// Refuses labels the objective cannot learn from.
+    pub fn check(self, y: &[f32]) -> Result<(), MlError> {
+        let bad = match self {
+            Objective::Binary => y.iter().any(|&v| v != 0.0 && v != 1.0),
+            Objective::Multiclass { classes } => {
+                classes < 2 || y.iter().any(|&v| v < 0.0 || v.fract() != 0.0 || v as usize >= classes)
+            }
+            Objective::Squared => y.iter().any(|v| !v.is_finite()),
+        };
+        if !bad {
+            return Ok(());
+        }
+        Err(MlError::Config(match self {
+            Objective::Binary => "binary labels must be 0 or 1".into(),
+            Objective::Multiclass { classes } => format!("multi-class labels must be class indices 0..{classes}"),
+            Objective::Squared => "regression targets must be finite numbers".into(),
+        }))
+    }
+
     /// Raw scores per row: one, or one per class.
     pub fn outputs(self) -> usize {
         match self {
@@ -664,14 +683,7 @@ impl GbtModel {
                 Attr::Floats("target_weights", a.leaf_weight),
             ],
         );
-        match self.objective {
-            Objective::Binary => {
-                let p1 = g.op("Sigmoid", &[&logit], vec![]);
-                g.classifier_outputs(&p1);
-            }
-            Objective::Multiclass { classes } => g.multiclass_outputs(&logit, classes),
-            Objective::Squared => g.regression_outputs(&logit),
-        }
+        g.objective_outputs(self.objective, &logit);
         Ok(g.finish("gradient-boosted trees trained by citadel", metadata))
     }
 }

@@ -93,17 +93,7 @@ pub fn fit_objective(
     objective: Objective,
 ) -> Result<LogisticModel, MlError> {
     let k = objective.outputs();
-    match objective {
-        Objective::Multiclass { classes }
-            if classes < 2 || y.iter().any(|&v| v < 0.0 || v.fract() != 0.0 || v as usize >= classes) =>
-        {
-            return Err(MlError::Config(format!("multi-class labels must be class indices 0..{classes}")));
-        }
-        Objective::Squared if y.iter().any(|v| !v.is_finite()) => {
-            return Err(MlError::Config("regression targets must be finite numbers".into()));
-        }
-        _ => {}
-    }
+    objective.check(y)?;
     if !weights.is_empty() && (weights.len() != y.len() || weights.iter().any(|w| !(*w >= 0.0 && w.is_finite()))) {
         return Err(MlError::Config("sample weights must be one finite non-negative number per row".into()));
     }
@@ -464,14 +454,7 @@ impl LogisticModel {
         let z = g.op("MatMul", &[&design, &wname], vec![]);
         let b = g.f32s("intercept", &[k as i64], self.intercepts.iter().map(|&v| v as f32).collect());
         let logit = g.op("Add", &[&z, &b], vec![]);
-        match self.objective {
-            Objective::Binary => {
-                let p1 = g.op("Sigmoid", &[&logit], vec![]);
-                g.classifier_outputs(&p1);
-            }
-            Objective::Multiclass { classes } => g.multiclass_outputs(&logit, classes),
-            Objective::Squared => g.regression_outputs(&logit),
-        }
+        g.objective_outputs(self.objective, &logit);
         Ok(g.finish("logistic regression trained by citadel", metadata))
     }
 }

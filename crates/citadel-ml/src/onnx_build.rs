@@ -206,6 +206,20 @@ impl<'a> GraphBuilder<'a> {
         self.label_outputs(2);
     }
 
+    /// The tail of a model fitted to `objective`, on its raw scores: the
+    /// logistic and [`Self::classifier_outputs`], the softmax and
+    /// [`Self::multiclass_outputs`], or [`Self::regression_outputs`].
+    pub fn objective_outputs(&mut self, objective: crate::gbt::Objective, raw: &str) {
+        match objective {
+            crate::gbt::Objective::Binary => {
+                let p1 = self.op("Sigmoid", &[raw], vec![]);
+                self.classifier_outputs(&p1);
+            }
+            crate::gbt::Objective::Multiclass { classes } => self.multiclass_outputs(raw, classes),
+            crate::gbt::Objective::Squared => self.regression_outputs(raw),
+        }
+    }
+
     /// The multi-class tail on raw scores `[N, K]`: `probabilities` by
     /// softmax, and `label`.
     pub fn multiclass_outputs(&mut self, scores: &str, classes: usize) {

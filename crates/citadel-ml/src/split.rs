@@ -37,19 +37,7 @@ pub fn shuffle<T>(rng: &mut ChaCha8Rng, v: &mut [T]) {
 /// Splits row indices into (train, held out) with `fraction` of each class
 /// held out, so both sides keep the label balance. Both lists are sorted.
 pub fn stratified(y: &[f32], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let mut r = rng(seed);
-    let mut train = Vec::new();
-    let mut test = Vec::new();
-    for class in [0.0f32, 1.0] {
-        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
-        shuffle(&mut r, &mut idx);
-        let k = ((idx.len() as f64) * fraction).round() as usize;
-        test.extend_from_slice(&idx[..k]);
-        train.extend_from_slice(&idx[k..]);
-    }
-    train.sort_unstable();
-    test.sort_unstable();
-    (train, test)
+    stratified_classes(y, 2, fraction, seed)
 }
 
 /// Like [`stratified`], for labels that are class indices `0..classes`.

@@ -70,44 +70,10 @@ fn logistic_regression_and_boosted_trees_match_onnxruntime() {
 
 /// onnxruntime on a named-input export: `(positive-class probability, label)` per row.
 fn onnxruntime_named(model: &[u8], inputs: &[(String, citadel_infer::Tensor)]) -> Vec<(f64, String)> {
-    let python = std::env::var("CITADEL_TEST_VENV_PYTHON")
-        .expect("CITADEL_TEST_VENV_PYTHON: run through scripts/test.sh (scripts/services.sh installs onnxruntime)");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("model.onnx"), model).unwrap();
-    let columns: serde_json::Map<String, serde_json::Value> = inputs
-        .iter()
-        .map(|(name, t)| {
-            let v = match &t.data {
-                citadel_infer::Data::F32(v) => serde_json::json!({"kind": "num", "values": v.iter().map(|x| if x.is_nan() { None } else { Some(*x) }).collect::<Vec<_>>()}),
-                citadel_infer::Data::Str(v) => serde_json::json!({"kind": "cat", "values": v}),
-                other => panic!("{other:?}"),
-            };
-            (name.clone(), v)
-        })
-        .collect();
-    std::fs::write(dir.path().join("inputs.json"), serde_json::to_vec(&columns).unwrap()).unwrap();
-    let script = "import json, sys, numpy as np, onnxruntime as ort\n\
-         d = sys.argv[1]\n\
-         cols = json.load(open(d + '/inputs.json'))\n\
-         feed = {}\n\
-         for name, c in cols.items():\n\
-         \x20   if c['kind'] == 'num':\n\
-         \x20       feed[name] = np.array([np.nan if v is None else v for v in c['values']], dtype=np.float32).reshape(-1, 1)\n\
-         \x20   else:\n\
-         \x20       feed[name] = np.array(c['values'], dtype=object).reshape(-1, 1)\n\
-         s = ort.InferenceSession(d + '/model.onnx', providers=['CPUExecutionProvider'])\n\
-         label, p = s.run(['label', 'probabilities'], feed)\n\
-         print('\\n'.join(json.dumps([float(q), str(l)]) for q, l in zip(p[:, 1], label)))";
-    let o = Command::new(python).args(["-c", script, dir.path().to_str().unwrap()]).output().unwrap();
-    assert!(o.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (p, label): (f64, String) = serde_json::from_str(l).unwrap();
-            (p, label)
-        })
-        .collect()
+    let out = onnxruntime_outputs(model, inputs, &["label", "probabilities"]);
+    let labels = out[0].as_array().unwrap();
+    let probs = out[1].as_array().unwrap();
+    labels.iter().zip(probs).map(|(l, p)| (p[1].as_f64().unwrap(), l.as_str().unwrap().to_string())).collect()
 }
 
 #[test]

@@ -1002,17 +1002,7 @@ impl Gateway {
     ) -> Result<Inference, ApiError> {
         let (target, loaded) = &endpoint.targets[served];
         let inputs = order_inputs(loaded, request.inputs)?;
-        let _permit =
-            match tokio::time::timeout(Duration::from_secs(2), endpoint.concurrency.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    return Err(api(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "overloaded",
-                        format!("{} is at its concurrency limit; retry", endpoint.name),
-                    ));
-                }
-            };
+        let _permit = concurrency_permit(endpoint).await?;
         let elements: usize = inputs.iter().map(Tensor::len).sum();
         let shadow_inputs = shadow.map(|_| inputs.clone());
         let captured_inputs =
@@ -1242,6 +1232,18 @@ fn splitmix(n: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A place in the endpoint's concurrency limit, waited for at most 2 s (then 503).
+async fn concurrency_permit(endpoint: &Endpoint) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(2), endpoint.concurrency.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(api(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("{} is at its concurrency limit; retry", endpoint.name),
+        )),
+    }
 }
 
 /// True for an output that the class names describe: the class-name label,

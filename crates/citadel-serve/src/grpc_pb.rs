@@ -116,8 +116,12 @@ pub struct InferTensorContents {
     pub bytes_contents: Vec<Vec<u8>>,
 }
 
+/// A tensor of a request or a response (the two messages have the same fields and numbers).
+pub type InferInputTensor = InferTensor;
+pub type InferOutputTensor = InferTensor;
+
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct InferInputTensor {
+pub struct InferTensor {
     #[prost(string, tag = "1")]
     pub name: String,
     #[prost(string, tag = "2")]
@@ -154,20 +158,6 @@ pub struct ModelInferRequest {
     pub outputs: Vec<InferRequestedOutputTensor>,
     #[prost(bytes = "vec", repeated, tag = "7")]
     pub raw_input_contents: Vec<Vec<u8>>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct InferOutputTensor {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub datatype: String,
-    #[prost(int64, repeated, tag = "3")]
-    pub shape: Vec<i64>,
-    #[prost(map = "string, message", tag = "4")]
-    pub parameters: HashMap<String, InferParameter>,
-    #[prost(message, optional, tag = "5")]
-    pub contents: Option<InferTensorContents>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

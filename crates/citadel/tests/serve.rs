@@ -903,6 +903,21 @@ fn named_model_of(dir: &Path, trainer: &str) -> NamedModel {
     NamedModel { onnx, rows: te, encoder, classes: labels.classes.clone(), labels: l.clone(), p1 }
 }
 
+/// A workspace serving the named boosting model as endpoint `income`, and
+/// an inference client's token for it.
+fn named_setup() -> (Ws, NamedModel, String) {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let m = named_model(ws.root.parent().unwrap());
+    register_path(&ws, &eng, &appr, "income", &m.onnx, "production");
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "income", "--target", "income@1"]));
+    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:income"]);
+    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    (ws, m, client)
+}
+
 /// The labels and positive-class probabilities of a response.
 fn answers(v: &Value) -> (Vec<String>, Vec<f32>) {
     let out = |n: &str| v["outputs"].as_array().unwrap().iter().find(|o| o["name"] == n).unwrap().clone();
@@ -914,15 +929,7 @@ fn answers(v: &Value) -> (Vec<String>, Vec<f32>) {
 
 #[test]
 fn named_raw_features_are_served_in_every_request_shape_with_readable_answers_and_clean_errors() {
-    let ws = Ws::new();
-    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
-    let appr = token_for(&ws, "abe", &["approver"]);
-    let m = named_model(ws.root.parent().unwrap());
-    register_path(&ws, &eng, &appr, "income", &m.onnx, "production");
-    ok_json(as_user(&ws, &eng, &["deploy", "set", "income", "--target", "income@1"]));
-    ws.ok(&["principal", "create", "app"]);
-    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:income"]);
-    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    let (ws, m, client) = named_setup();
     let srv = Server::start(&ws, &[]);
     let columns = json!({"inputs": m.encoder.v2_inputs(&m.rows).unwrap()});
     srv.wait_for_version("income", &client, &columns, "1");
@@ -1134,15 +1141,7 @@ print(json.dumps([l.decode() for l in res.as_numpy("label").tolist()]))
 
 #[test]
 fn tritonclient_grpc_gets_the_same_answers_authentication_limits_and_audit_as_rest() {
-    let ws = Ws::new();
-    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
-    let appr = token_for(&ws, "abe", &["approver"]);
-    let m = named_model(ws.root.parent().unwrap());
-    register_path(&ws, &eng, &appr, "income", &m.onnx, "production");
-    ok_json(as_user(&ws, &eng, &["deploy", "set", "income", "--target", "income@1"]));
-    ws.ok(&["principal", "create", "app"]);
-    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:income"]);
-    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    let (ws, m, client) = named_setup();
     ws.ok(&["principal", "create", "intruder"]);
     ws.ok(&["grant", "add", "intruder", "inference-client", "--scope", "model:other"]);
     let other = ws.json(&["token", "issue", "intruder"])["token"].as_str().unwrap().to_string();

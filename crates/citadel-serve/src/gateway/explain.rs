@@ -91,19 +91,7 @@ impl Gateway {
             ));
         }
         // Explanations share the endpoint's concurrency with inference.
-        let permit =
-            match tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.concurrency.clone().acquire_owned())
-                .await
-            {
-                Ok(Ok(p)) => p,
-                _ => {
-                    return Err(api(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "overloaded",
-                        format!("{} is at its concurrency limit; retry", endpoint.name),
-                    ));
-                }
-            };
+        let permit = super::concurrency_permit(&endpoint).await?;
         let deadline = std::time::Instant::now() + self.config.limits.request_timeout;
         let features: Vec<String> = match loaded.schema.inputs.len() {
             n if n == cols => loaded.model.inputs.iter().map(|i| i.name.clone()).collect(),
