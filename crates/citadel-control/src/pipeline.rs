@@ -748,7 +748,8 @@ impl Workspace {
                     dataset: serde_json::json!({"dataset": data_ref, "artifact_sha256": data_version.artifact_id, "status": data_version.status, "rows": data_version.rows, "masked_columns": data["masked_columns"], "label": spec.train.label, "classes": evaluation.classes}),
                     split: serde_json::json!({"test_fraction": spec.split.test_fraction, "seed": spec.pipeline.seed, "stratified": true}),
                     encoder: encoder.clone(),
-                    named_inputs: !matches!(spec.trainer, Trainer::Command),
+                    named_inputs: train_out["details"]["inputs"] == "named"
+                        || !matches!(spec.trainer, Trainer::Command),
                     evaluation: evaluation.clone(),
                     gate: gate.clone(),
                     scan: scan.clone(),
@@ -1173,11 +1174,27 @@ impl Workspace {
             )));
         }
         drop(cleanup);
+        // Served like a built-in model: the encoder goes inside the graph, so
+        // callers send named raw values (kept as written when the graph cannot
+        // be rewritten without loss).
+        let meta = vec![
+            ("citadel.encoder".to_string(), serde_json::to_string(&p.encoder).unwrap_or_default()),
+            ("citadel.classes".to_string(), serde_json::to_string(&p.labels.classes).unwrap_or_default()),
+            citadel_ml::explain::background_metadata(&citadel_ml::explain::background_sample(x, 100)),
+        ];
+        let (onnx, interface) = match citadel_ml::onnx_build::wrap_named(&onnx, &p.encoder, meta, x).map_err(ml)? {
+            Some(wrapped) => {
+                OnnxClassifier::load(&wrapped)
+                    .map_err(|e| invalid(format!("the training command's model, given named inputs: {e}")))?;
+                (wrapped, "named")
+            }
+            None => (onnx, "single tensor (the graph could not be rewritten without loss)"),
+        };
         Ok(Trained {
             onnx,
             probe: None,
             native: None,
-            details: serde_json::json!({"command": cmd, "sandbox": {"enforcement": outcome.enforcement, "wall_seconds": outcome.wall_seconds, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes, "limits": t.limits}, "engine": m.engine()}),
+            details: serde_json::json!({"command": cmd, "sandbox": {"enforcement": outcome.enforcement, "wall_seconds": outcome.wall_seconds, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes, "limits": t.limits}, "engine": m.engine(), "inputs": interface}),
         })
     }
 

@@ -23,6 +23,9 @@ mod tract_engine;
 mod tree;
 
 pub use tensor::{DType, Data, Tensor, element_count};
+/// The complete `onnx.proto` as prost types (tract's), for rewriting a graph
+/// without losing fields the inference structs leave out.
+pub use tract_onnx::pb as onnx_pb;
 pub use tree::TreeShap;
 
 use prost::Message;

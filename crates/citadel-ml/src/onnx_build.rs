@@ -396,3 +396,137 @@ pub fn input_schema(encoder: &FeatureEncoder) -> serde_json::Value {
         })
         .collect()
 }
+
+/// Wraps a single-tensor model (one float input `[N, F]` of codes, as an
+/// external training command writes it) so it takes named raw features: the
+/// same prefix a built-in export has ([`Interface::Named`]) feeds its input,
+/// and the model's own nodes and outputs are kept as they are. The result is
+/// checked: on `probe` (encoded rows) the wrapped graph must answer exactly
+/// what the original answers. Returns `None`, and the model is served as it
+/// is, when it cannot be wrapped without loss: its input is not `[N, F]`
+/// float, a name the prefix brings is taken, or the check fails (a field the
+/// schema here does not know, dropped by re-encoding, would show there).
+pub fn wrap_named(
+    model: &[u8],
+    encoder: &FeatureEncoder,
+    mut metadata: Vec<(String, String)>,
+    probe: &crate::encode::Matrix,
+) -> Result<Option<Vec<u8>>, MlError> {
+    use citadel_infer::onnx_pb as pb;
+    let bad = |m: String| MlError::Model(m);
+    let Ok(mut m) = pb::ModelProto::decode(model) else { return Ok(None) };
+    let Some(graph) = m.graph.as_mut() else { return Ok(None) };
+    let constants: std::collections::HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph.input.iter().filter(|i| !constants.contains(&i.name)).collect();
+    let [input] = inputs.as_slice() else { return Ok(None) };
+    let tensor = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => t,
+        _ => return Ok(None),
+    };
+    let width = tensor.shape.as_ref().and_then(|s| s.dim.get(1)).and_then(|d| match d.value {
+        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+        _ => None,
+    });
+    let rank = tensor.shape.as_ref().map_or(0, |s| s.dim.len());
+    if tensor.elem_type != FLOAT || rank != 2 || width != Some(encoder.features.len() as i64) {
+        return Ok(None);
+    }
+    let name = input.name.clone();
+    if encoder.features.iter().any(|f| f.name == name || f.name.starts_with("citadel/"))
+        || graph.output.iter().any(|o| encoder.features.iter().any(|f| f.name == o.name))
+    {
+        return Ok(None);
+    }
+    // The prefix, built as a built-in export builds it, read back in the complete schema.
+    let mut g = GraphBuilder::new(encoder, Interface::Named { classes: &[] })?;
+    let named_inputs = g.named_prefix();
+    let prefix = GraphProto {
+        node: g.nodes,
+        name: "prefix".into(),
+        initializer: g.initializers,
+        input: named_inputs,
+        output: vec![],
+    };
+    let mut prefix = pb::GraphProto::decode(prefix.encode_to_vec().as_slice())
+        .map_err(|e| bad(format!("the named-input prefix: {e}")))?;
+    for (i, n) in prefix.node.iter_mut().enumerate() {
+        n.name = format!("citadel/prefix_{i}");
+    }
+    // The names the prefix brings must be new to the model.
+    let brought: std::collections::HashSet<&str> = prefix
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str).chain(std::iter::once(n.name.as_str())))
+        .chain(prefix.initializer.iter().map(|t| t.name.as_str()))
+        .collect();
+    if graph
+        .node
+        .iter()
+        .any(|n| brought.contains(n.name.as_str()) || n.output.iter().any(|o| brought.contains(o.as_str())))
+        || graph.initializer.iter().any(|t| brought.contains(t.name.as_str()))
+    {
+        return Ok(None);
+    }
+    fn rename(graph: &mut pb::GraphProto, from: &str, to: &str) {
+        for node in &mut graph.node {
+            node.input.iter_mut().filter(|i| *i == from).for_each(|i| *i = to.to_string());
+            for a in &mut node.attribute {
+                // Subgraphs (If, Loop, Scan) may read the outer input by name.
+                if let Some(sub) = a.g.as_mut() {
+                    rename(sub, from, to);
+                }
+                a.graphs.iter_mut().for_each(|sub| rename(sub, from, to));
+            }
+        }
+        graph.output.iter_mut().filter(|o| o.name == from).for_each(|o| o.name = to.to_string());
+    }
+    rename(graph, &name, FEATURES_VALUE);
+    graph.input.retain(|i| i.name != name);
+    graph.input.splice(0..0, prefix.input);
+    graph.node.splice(0..0, prefix.node);
+    graph.initializer.extend(prefix.initializer);
+    // LabelEncoder with float values needs ONNX-ML 2; the ML operators the
+    // model may use are unchanged from 1 to 2.
+    match m.opset_import.iter_mut().find(|o| o.domain == "ai.onnx.ml") {
+        Some(o) => o.version = o.version.max(ML_OPSET),
+        None => m.opset_import.push(pb::OperatorSetIdProto { domain: "ai.onnx.ml".into(), version: ML_OPSET }),
+    }
+    metadata.push(("citadel.inputs".into(), input_schema(encoder).to_string()));
+    m.metadata_props.retain(|p| !metadata.iter().any(|(k, _)| *k == p.key));
+    m.metadata_props.extend(metadata.into_iter().map(|(key, value)| pb::StringStringEntryProto { key, value }));
+    let wrapped = m.encode_to_vec();
+    Ok(same_answers(model, &wrapped, encoder, probe).then_some(wrapped))
+}
+
+/// True when `wrapped` (named inputs) answers on `probe`'s rows exactly what
+/// `original` (one tensor of codes) answers.
+fn same_answers(original: &[u8], wrapped: &[u8], encoder: &FeatureEncoder, probe: &crate::encode::Matrix) -> bool {
+    let (Ok(a), Ok(b)) = (citadel_infer::Model::load(original), citadel_infer::Model::load(wrapped)) else {
+        return false;
+    };
+    let rows = probe.rows.min(256);
+    let x = probe.take(&(0..rows).collect::<Vec<_>>());
+    let Ok(direct) = citadel_infer::Tensor::f32(vec![rows, x.cols], x.data.clone()) else { return false };
+    let named: Option<Vec<citadel_infer::Tensor>> = encoder
+        .features
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            let col = x.column(j);
+            let data = match &f.kind {
+                FeatureKind::Numeric { .. } => citadel_infer::Data::F32(col.collect()),
+                FeatureKind::Categorical { categories } => citadel_infer::Data::Str(
+                    col.map(|c| {
+                        categories.get(c as usize).filter(|_| c >= 0.0).cloned().unwrap_or_else(|| "\u{1}".into())
+                    })
+                    .collect(),
+                ),
+            };
+            citadel_infer::Tensor::new(vec![rows, 1], data).ok()
+        })
+        .collect();
+    match (a.run(vec![direct]), named.map(|n| b.run(n))) {
+        (Ok(x), Some(Ok(y))) => x == y,
+        _ => false,
+    }
+}

@@ -288,3 +288,69 @@ fn multiclass_and_regression_exports_of_both_trainers_match_onnxruntime_and_the_
         }
     }
 }
+
+#[test]
+fn a_single_tensor_model_wrapped_with_named_inputs_answers_as_before() {
+    // 1. citadel's own single-tensor export, as an external command would write it.
+    let t = common::adult();
+    let labels = Labels::fit(&t, "income", Some(">50K")).unwrap();
+    let y = labels.encode(&t).unwrap();
+    let features: Vec<String> = common::FEATURES.iter().map(|s| s.to_string()).collect();
+    let enc = FeatureEncoder::fit(&t, &features, &y).unwrap();
+    let x = enc.encode(&t).unwrap();
+    let g = gbt::fit(&x, &y, &gbt::GbtParams { max_iter: 20, ..Default::default() }, &[]).unwrap();
+    let codes = g.to_onnx(&enc, citadel_ml::Interface::Codes, vec![]).unwrap();
+    let wrapped = citadel_ml::onnx_build::wrap_named(&codes, &enc, vec![], &x).unwrap().expect("wrappable");
+    let rows = t.take(&(0..500).collect::<Vec<_>>());
+    let named = enc.named_tensors(&rows).unwrap();
+    let w = citadel_infer::Model::load(&wrapped).unwrap();
+    let names: Vec<&str> = w.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, common::FEATURES.to_vec());
+    let via_wrap = w.run(named.iter().map(|(_, t)| t.clone()).collect()).unwrap()[1].to_f32().unwrap();
+    let xr = enc.encode(&rows).unwrap();
+    let direct = citadel_infer::Model::load(&codes)
+        .unwrap()
+        .run(vec![citadel_infer::Tensor::f32(vec![xr.rows, xr.cols], xr.data).unwrap()])
+        .unwrap()[1]
+        .to_f32()
+        .unwrap();
+    assert_eq!(via_wrap, direct, "the wrapped graph answers exactly as the original on the encoded rows");
+    let reference = onnxruntime_outputs(&wrapped, &named, &["probabilities"]);
+    let theirs: Vec<f64> = reference[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>())
+        .collect();
+    let gap = via_wrap.iter().zip(&theirs).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+    assert!(gap < 1e-6, "onnxruntime runs the wrapped graph: {gap}");
+
+    // 2. A scikit-learn export (skl2onnx, ZipMap-free random forest over 10 numbers).
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../citadel-infer/tests/fixtures/models/rf_binary_nozipmap.onnx");
+    let sk = std::fs::read(fixture).unwrap();
+    let numeric = citadel_ml::FeatureEncoder {
+        features: (0..10)
+            .map(|j| citadel_ml::encode::Feature {
+                name: format!("f{j}"),
+                kind: citadel_ml::encode::FeatureKind::Numeric { fill: 0.0, min: None, max: None },
+            })
+            .collect(),
+    };
+    let probe = citadel_ml::Matrix { rows: 4, cols: 10, data: (0..40).map(|i| i as f32 / 7.0).collect() };
+    let wrapped = citadel_ml::onnx_build::wrap_named(&sk, &numeric, vec![], &probe).unwrap().expect("wrappable");
+    let w = citadel_infer::Model::load(&wrapped).unwrap();
+    let data: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
+    let cols: Vec<citadel_infer::Tensor> = (0..10)
+        .map(|j| citadel_infer::Tensor::f32(vec![4, 1], (0..4).map(|r| data[r * 10 + j]).collect()).unwrap())
+        .collect();
+    let a = w.run(cols).unwrap();
+    let b = citadel_infer::Model::load(&sk)
+        .unwrap()
+        .run(vec![citadel_infer::Tensor::f32(vec![4, 10], data).unwrap()])
+        .unwrap();
+    assert_eq!(a, b, "the scikit-learn model answers the same through named inputs");
+    // A model whose input does not fit the encoder is left as it is.
+    let fewer = citadel_ml::FeatureEncoder { features: numeric.features[..3].to_vec() };
+    assert!(citadel_ml::onnx_build::wrap_named(&sk, &fewer, vec![], &probe).unwrap().is_none());
+}

@@ -414,6 +414,8 @@ model = "{model}"
     assert_eq!(code, 0, "{err}\n{v}");
     assert_eq!(v["model"], "ext@1");
     let train = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "train").unwrap();
+    // The command's single-tensor model is served with named raw inputs, like a built-in one.
+    assert_eq!(train["outputs"]["details"]["inputs"], "named", "{train}");
     let sandbox = &train["outputs"]["details"]["sandbox"]["enforcement"];
     assert_eq!(sandbox["landlock"], "fully enforced", "{sandbox}");
     assert!(sandbox["namespaces"].as_array().unwrap().iter().any(|n| n == "net"));
