@@ -462,12 +462,17 @@ impl Plan {
 
     /// Runs the plan on inputs in declared order.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
+        self.run_shared(inputs.into_iter().map(Arc::new).collect())
+    }
+
+    /// Runs the plan on shared inputs in declared order.
+    pub fn run_shared(&self, inputs: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>, InferError> {
         let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.slots];
         for (s, t) in &self.constants {
             values[*s] = Some(t.clone());
         }
         for (s, t) in self.input_slots.iter().zip(inputs) {
-            values[*s] = Some(Arc::new(t));
+            values[*s] = Some(t);
         }
         let mut args: Vec<Option<Arc<Tensor>>> = Vec::with_capacity(8);
         for step in &self.steps {

@@ -241,12 +241,16 @@ impl Model {
 
     /// Checks tensors against the declared inputs: count, element type, rank and fixed dimensions.
     pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), InferError> {
-        if inputs.len() != self.inputs.len() {
+        self.check_refs(inputs.iter())
+    }
+
+    fn check_refs<'a>(&self, inputs: impl ExactSizeIterator<Item = &'a Tensor>) -> Result<(), InferError> {
+        let given = inputs.len();
+        if given != self.inputs.len() {
             return Err(InferError::Input(format!(
-                "the model takes {} input(s) ({}), {} given",
+                "the model takes {} input(s) ({}), {given} given",
                 self.inputs.len(),
                 self.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
-                inputs.len()
             )));
         }
         for (spec, t) in self.inputs.iter().zip(inputs) {
@@ -272,6 +276,18 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Like [`Model::run`], on inputs the caller keeps too (a capture of the
+    /// request, say): the native executor reads them without copying.
+    pub fn run_shared(&self, inputs: Vec<std::sync::Arc<Tensor>>) -> Result<Vec<Tensor>, InferError> {
+        self.check_refs(inputs.iter().map(|t| t.as_ref()))?;
+        match &self.runner {
+            Runner::Native(plan) => plan.run_shared(inputs),
+            Runner::Tract(m) => m.run(
+                inputs.into_iter().map(|t| std::sync::Arc::try_unwrap(t).unwrap_or_else(|t| (*t).clone())).collect(),
+            ),
+        }
     }
 
     /// Runs the model on inputs in declared order; outputs come in declared order.

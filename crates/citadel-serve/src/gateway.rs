@@ -1001,17 +1001,18 @@ impl Gateway {
         request_id: &str,
     ) -> Result<Inference, ApiError> {
         let (target, loaded) = &endpoint.targets[served];
-        let inputs = order_inputs(loaded, request.inputs)?;
+        // Shared, not copied, with the capture and the shadow.
+        let inputs: Vec<Arc<Tensor>> = order_inputs(loaded, request.inputs)?.into_iter().map(Arc::new).collect();
         let _permit = concurrency_permit(endpoint).await?;
-        let elements: usize = inputs.iter().map(Tensor::len).sum();
+        let elements: usize = inputs.iter().map(|t| t.len()).sum();
         let shadow_inputs = shadow.map(|_| inputs.clone());
         let captured_inputs =
             (self.config.capture_rows > 0).then(|| CapturedInputs { loaded: loaded.clone(), inputs: inputs.clone() });
         let outputs = if elements <= 4096 {
-            loaded.model.run(inputs)
+            loaded.model.run_shared(inputs)
         } else {
             let l = loaded.clone();
-            tokio::task::spawn_blocking(move || l.model.run(inputs))
+            tokio::task::spawn_blocking(move || l.model.run_shared(inputs))
                 .await
                 .map_err(|_| api(StatusCode::INTERNAL_SERVER_ERROR, "internal", "inference failed"))?
         }
@@ -1043,7 +1044,8 @@ impl Gateway {
                 selected.push((i, binary));
             }
         }
-        self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), &outputs);
+        let outputs = Arc::new(outputs);
+        self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), outputs.clone());
         let shadow_slot = shadow.and_then(|_| endpoint.shadow_slots.clone().try_acquire_owned().ok());
         if let (Some(si), Some(inputs), Some(slot)) = (shadow, shadow_inputs, shadow_slot) {
             let (st, sl) = endpoint.targets[si].clone();
@@ -1055,11 +1057,11 @@ impl Gateway {
                 let labels =
                     ModelLabels { endpoint: name.clone(), model: st.model.clone(), version: st.version.to_string() };
                 gw.metrics.shadow_requests.get_or_create(&labels).inc();
-                if let Ok(out) = sl.model.run(inputs) {
+                if let Ok(out) = sl.model.run_shared(inputs) {
                     if out.first() != served_first.as_ref() {
                         gw.metrics.shadow_disagreements.get_or_create(&labels).inc();
                     }
-                    gw.capture(&name, &rid, &st, "shadow", captured_inputs, &out);
+                    gw.capture(&name, &rid, &st, "shadow", captured_inputs, Arc::new(out));
                 }
                 drop(slot);
             });
@@ -1078,7 +1080,7 @@ impl Gateway {
         target: &Target,
         role: &'static str,
         inputs: Option<CapturedInputs>,
-        outputs: &[Tensor],
+        outputs: Arc<Vec<Tensor>>,
     ) {
         if self.config.capture_rows == 0 {
             return;
@@ -1090,7 +1092,7 @@ impl Gateway {
             version: target.version,
             role,
             inputs,
-            outputs: outputs.to_vec(),
+            outputs,
         };
         if let Ok(mut c) = self.captures.lock() {
             let q = c.entry(endpoint.to_string()).or_default();
@@ -1106,7 +1108,7 @@ impl Gateway {
 #[derive(Debug)]
 struct Inference {
     loaded: Arc<Loaded>,
-    outputs: Vec<Tensor>,
+    outputs: Arc<Vec<Tensor>>,
     /// (output index, wanted as binary data).
     selected: Vec<(usize, bool)>,
     id: Option<String>,
@@ -1127,7 +1129,7 @@ impl Inference {
 #[derive(Debug, Clone)]
 struct CapturedInputs {
     loaded: Arc<Loaded>,
-    inputs: Vec<Tensor>,
+    inputs: Vec<Arc<Tensor>>,
 }
 
 #[derive(Debug)]
@@ -1138,7 +1140,7 @@ struct Captured {
     version: i64,
     role: &'static str,
     inputs: Option<CapturedInputs>,
-    outputs: Vec<Tensor>,
+    outputs: Arc<Vec<Tensor>>,
 }
 
 impl Captured {
@@ -1169,13 +1171,14 @@ fn is_pickle(p: &std::path::Path) -> bool {
 
 /// A request's inputs for the capture: protected columns withheld, and
 /// personal data found in strings replaced by its kind.
-fn masked_inputs(loaded: &Loaded, inputs: &[Tensor]) -> Value {
+fn masked_inputs(loaded: &Loaded, inputs: &[impl AsRef<Tensor>]) -> Value {
     let items: Vec<Value> = loaded
         .model
         .inputs
         .iter()
         .zip(inputs)
         .map(|(spec, t)| {
+            let t: &Tensor = t.as_ref();
             if loaded.protected_inputs.contains(&spec.name) {
                 return json!({"name": spec.name, "shape": t.shape, "withheld": "protected column of the training data"});
             }
@@ -1470,15 +1473,15 @@ mod tests {
             ]),
         )
         .unwrap();
-        let v = masked_inputs(&loaded(&[]), std::slice::from_ref(&strings)).to_string();
+        let v = masked_inputs(&loaded(&[]), &[Arc::new(strings.clone())]).to_string();
         for secret in ["jane.doe", "4111", "7946"] {
             assert!(!v.contains(secret), "{secret} captured: {v}");
         }
         assert!(v.contains("blue"), "{v}");
-        let v = masked_inputs(&loaded(&["X"]), &[strings]).to_string();
+        let v = masked_inputs(&loaded(&["X"]), &[Arc::new(strings)]).to_string();
         assert!(v.contains("withheld") && !v.contains("blue"), "{v}");
         let numbers = Tensor::f32(vec![1, 2], vec![1.5, 2.5]).unwrap();
-        assert!(masked_inputs(&loaded(&[]), &[numbers]).to_string().contains("1.5"));
+        assert!(masked_inputs(&loaded(&[]), &[Arc::new(numbers)]).to_string().contains("1.5"));
     }
 
     #[test]
