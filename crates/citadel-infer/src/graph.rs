@@ -436,23 +436,7 @@ impl Plan {
 
     /// Runs the plan until `slot` holds its value, and returns it.
     pub fn run_to(&self, inputs: Vec<Tensor>, slot: usize) -> Result<Tensor, InferError> {
-        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.slots];
-        for (s, t) in &self.constants {
-            values[*s] = Some(t.clone());
-        }
-        for (s, t) in self.input_slots.iter().zip(inputs) {
-            values[*s] = Some(Arc::new(t));
-        }
-        for step in &self.steps {
-            if values.get(slot).is_some_and(Option::is_some) {
-                break;
-            }
-            let args: Vec<Option<Arc<Tensor>>> =
-                step.inputs.iter().map(|i| i.and_then(|s| values[s].clone())).collect();
-            for (s, t) in step.outputs.iter().zip(exec(&step.op, &args)?) {
-                values[*s] = Some(Arc::new(t));
-            }
-        }
+        let mut values = self.execute(inputs.into_iter().map(Arc::new).collect(), Some(slot))?;
         let t = values
             .get_mut(slot)
             .and_then(Option::take)
@@ -467,6 +451,19 @@ impl Plan {
 
     /// Runs the plan on shared inputs in declared order.
     pub fn run_shared(&self, inputs: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>, InferError> {
+        let mut values = self.execute(inputs, None)?;
+        self.output_slots
+            .iter()
+            .map(|&s| {
+                let t = values[s].take().ok_or_else(|| InferError::Model("an output was not computed".into()))?;
+                Ok(Arc::try_unwrap(t).unwrap_or_else(|shared| (*shared).clone()))
+            })
+            .collect()
+    }
+
+    /// Every slot's value after running the steps in order, stopping once
+    /// `until` (when given) holds its value.
+    fn execute(&self, inputs: Vec<Arc<Tensor>>, until: Option<usize>) -> Result<Vec<Option<Arc<Tensor>>>, InferError> {
         let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.slots];
         for (s, t) in &self.constants {
             values[*s] = Some(t.clone());
@@ -476,6 +473,9 @@ impl Plan {
         }
         let mut args: Vec<Option<Arc<Tensor>>> = Vec::with_capacity(8);
         for step in &self.steps {
+            if until.is_some_and(|u| values.get(u).is_some_and(Option::is_some)) {
+                break;
+            }
             args.clear();
             args.extend(step.inputs.iter().map(|i| i.and_then(|s| values[s].clone())));
             let outs = exec(&step.op, &args).map_err(|e| match e {
@@ -487,13 +487,7 @@ impl Plan {
                 values[*s] = Some(Arc::new(t));
             }
         }
-        self.output_slots
-            .iter()
-            .map(|&s| {
-                let t = values[s].take().ok_or_else(|| InferError::Model("an output was not computed".into()))?;
-                Ok(Arc::try_unwrap(t).unwrap_or_else(|shared| (*shared).clone()))
-            })
-            .collect()
+        Ok(values)
     }
 }
 

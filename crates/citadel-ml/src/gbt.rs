@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::MlError;
 use crate::encode::{FeatureEncoder, Matrix};
-use crate::math::{sigmoid, softplus};
+use crate::math::{sigmoid, softmax_into, softplus};
 use crate::onnx_build::{Attr, GraphBuilder, Interface};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -428,17 +428,6 @@ pub fn fit_objective(
     Ok(GbtModel { baseline, trees, features: x.cols, validation_loss: val_losses, objective, baselines })
 }
 
-/// Softmax of `scores` into `out` (max-shifted).
-fn softmax_into(scores: impl Iterator<Item = f64> + Clone, out: &mut [f64]) {
-    let max = scores.clone().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for (o, s) in out.iter_mut().zip(scores) {
-        *o = (s - max).exp();
-        sum += *o;
-    }
-    out.iter_mut().for_each(|o| *o /= sum);
-}
-
 /// The objective's mean loss on the validation rows.
 fn validation_loss(objective: Objective, raw: &[Vec<f64>], y: &[f32]) -> f64 {
     let n = y.len().max(1) as f64;
@@ -611,8 +600,9 @@ impl GbtModel {
     /// The ONNX graph: the trees as one ONNX-ML `TreeEnsembleRegressor`
     /// (`BRANCH_LT`: a row goes left when its value is below the threshold;
     /// a missing value compares false and goes right, as in [`Tree::predict`]),
-    /// summed with the baseline as `base_values`, then `Sigmoid` and the
-    /// classifier tail. onnxruntime and citadel-infer's native tree executor
+    /// summed with the baselines as `base_values` (one target per output),
+    /// then the objective's tail ([`GraphBuilder::objective_outputs`]).
+    /// onnxruntime and citadel-infer's native tree executor
     /// run it; the operator is the one skl2onnx writes for scikit-learn's
     /// gradient boosting.
     pub fn to_onnx(

@@ -63,7 +63,7 @@ pub struct OnnxClassifier {
 
 /// How encoded rows become the model's inputs.
 #[derive(Debug)]
-enum Feed {
+pub(crate) enum Feed {
     Codes,
     /// Per declared input: the matrix column, and for a category its codes' names.
     Named(Vec<(usize, Option<Codes>)>),
@@ -75,7 +75,7 @@ type Codes = (Vec<String>, String);
 impl Feed {
     /// The named feed of a model exported with [`Interface::Named`] (its
     /// `citadel.inputs` metadata lists the features in matrix order).
-    fn named(model: &citadel_infer::Model) -> Result<Option<Feed>, MlError> {
+    pub(crate) fn named(model: &citadel_infer::Model) -> Result<Option<Feed>, MlError> {
         #[derive(serde::Deserialize)]
         struct Input {
             name: String,
@@ -103,6 +103,40 @@ impl Feed {
             feed.push((j, cats));
         }
         Ok(Some(Feed::Named(feed)))
+    }
+
+    /// The model's inputs for rows `start..end` of `x`: the codes as one
+    /// tensor, or one named tensor per feature (codes back to categories).
+    pub(crate) fn tensors(&self, x: &Matrix, start: usize, end: usize) -> Result<Vec<citadel_infer::Tensor>, MlError> {
+        let err = |e: citadel_infer::InferError| MlError::Model(e.to_string());
+        let n = end - start;
+        match self {
+            Feed::Codes => Ok(vec![
+                citadel_infer::Tensor::f32(vec![n, x.cols], x.data[start * x.cols..end * x.cols].to_vec())
+                    .map_err(err)?,
+            ]),
+            Feed::Named(feed) => feed
+                .iter()
+                .map(|(j, cats)| {
+                    let col = (start..end).map(|i| x.data[i * x.cols + j]);
+                    let data = match cats {
+                        None => citadel_infer::Data::F32(col.collect()),
+                        Some((categories, unseen)) => citadel_infer::Data::Str(
+                            col.map(|code| {
+                                let k = code.round();
+                                if k >= 0.0 && (k as usize) < categories.len() {
+                                    categories[k as usize].clone()
+                                } else {
+                                    unseen.clone()
+                                }
+                            })
+                            .collect(),
+                        ),
+                    };
+                    citadel_infer::Tensor::new(vec![n, 1], data).map_err(err)
+                })
+                .collect(),
+        }
     }
 }
 
@@ -136,39 +170,6 @@ impl OnnxClassifier {
         Ok(OnnxClassifier { model, input, output, features, feed: Feed::Codes })
     }
 
-    /// The model's inputs for rows `start..end` of `x`.
-    fn inputs(&self, x: &Matrix, start: usize, end: usize) -> Result<Vec<citadel_infer::Tensor>, MlError> {
-        let err = |e: citadel_infer::InferError| MlError::Model(e.to_string());
-        let n = end - start;
-        match &self.feed {
-            Feed::Codes => Ok(vec![
-                citadel_infer::Tensor::f32(vec![n, x.cols], x.data[start * x.cols..end * x.cols].to_vec())
-                    .map_err(err)?,
-            ]),
-            Feed::Named(feed) => feed
-                .iter()
-                .map(|(j, cats)| {
-                    let col = (start..end).map(|i| x.data[i * x.cols + j]);
-                    let data = match cats {
-                        None => citadel_infer::Data::F32(col.collect()),
-                        Some((categories, unseen)) => citadel_infer::Data::Str(
-                            col.map(|code| {
-                                let k = code.round();
-                                if k >= 0.0 && (k as usize) < categories.len() {
-                                    categories[k as usize].clone()
-                                } else {
-                                    unseen.clone()
-                                }
-                            })
-                            .collect(),
-                        ),
-                    };
-                    citadel_infer::Tensor::new(vec![n, 1], data).map_err(err)
-                })
-                .collect(),
-        }
-    }
-
     pub fn engine(&self) -> &'static str {
         self.model.engine.as_str()
     }
@@ -183,7 +184,7 @@ impl Classifier for OnnxClassifier {
         // Chunks bound the memory of the dense tree graph.
         for start in (0..x.rows).step_by(4096) {
             let end = (start + 4096).min(x.rows);
-            let inputs = self.inputs(x, start, end)?;
+            let inputs = self.feed.tensors(x, start, end)?;
             let mut outputs = self.model.run(inputs).map_err(|e| MlError::Model(e.to_string()))?;
             let pos = self
                 .model

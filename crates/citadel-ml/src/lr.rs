@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::MlError;
 use crate::encode::{FeatureEncoder, FeatureKind, Matrix};
 use crate::gbt::Objective;
-use crate::math::{sigmoid, softplus};
+use crate::math::{sigmoid, softmax_into, softplus};
 use crate::onnx_build::{Attr, GraphBuilder, Interface};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -365,13 +365,12 @@ impl LogisticModel {
     /// Class probabilities `[N, K]` of a multinomial model (softmax of the scores).
     pub fn predict_classes(&self, x: &Matrix) -> Vec<f64> {
         let k = self.objective.outputs();
-        let mut z = self.raw_scores(x);
-        for row in z.chunks_mut(k) {
-            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
-            row.iter_mut().for_each(|v| *v = (*v - max).exp() / sum);
+        let z = self.raw_scores(x);
+        let mut p = vec![0f64; z.len()];
+        for (row, out) in z.chunks(k).zip(p.chunks_mut(k)) {
+            softmax_into(row.iter().copied(), out);
         }
-        z
+        p
     }
 
     /// Predictions of a ridge regression.
@@ -382,28 +381,12 @@ impl LogisticModel {
     /// The positive-class probability of each row, computed here (the
     /// export computes the same in f32).
     pub fn predict_proba(&self, x: &Matrix) -> Vec<f64> {
-        let (offsets, _) = term_offsets(&self.terms);
-        (0..x.rows)
-            .map(|i| {
-                let mut z = self.intercept;
-                for ((t, &off), &v) in self.terms.iter().zip(&offsets).zip(x.row(i)) {
-                    let v = f64::from(v);
-                    match t {
-                        Term::Numeric { mean, std } => z += self.weights[off] * (v - mean) / std,
-                        Term::OneHot { categories } => {
-                            if v >= 0.0 && (v as usize) < *categories {
-                                z += self.weights[off + v as usize];
-                            }
-                        }
-                    }
-                }
-                sigmoid(z)
-            })
-            .collect()
+        self.raw_scores(x).into_iter().map(sigmoid).collect()
     }
 
     /// The ONNX graph: one-hot (`Equal` against the codes) and standardize
-    /// inside, then `MatMul`, `Add`, `Sigmoid`.
+    /// inside, then `MatMul` (one column per output), `Add`, and the
+    /// objective's tail ([`GraphBuilder::objective_outputs`]).
     pub fn to_onnx(
         &self,
         encoder: &FeatureEncoder,

@@ -495,38 +495,23 @@ pub fn wrap_named(
     m.metadata_props.retain(|p| !metadata.iter().any(|(k, _)| *k == p.key));
     m.metadata_props.extend(metadata.into_iter().map(|(key, value)| pb::StringStringEntryProto { key, value }));
     let wrapped = m.encode_to_vec();
-    Ok(same_answers(model, &wrapped, encoder, probe).then_some(wrapped))
+    Ok(same_answers(model, &wrapped, probe).then_some(wrapped))
 }
 
 /// True when `wrapped` (named inputs) answers on `probe`'s rows exactly what
 /// `original` (one tensor of codes) answers.
-fn same_answers(original: &[u8], wrapped: &[u8], encoder: &FeatureEncoder, probe: &crate::encode::Matrix) -> bool {
+fn same_answers(original: &[u8], wrapped: &[u8], probe: &crate::encode::Matrix) -> bool {
     let (Ok(a), Ok(b)) = (citadel_infer::Model::load(original), citadel_infer::Model::load(wrapped)) else {
         return false;
     };
     let rows = probe.rows.min(256);
-    let x = probe.take(&(0..rows).collect::<Vec<_>>());
-    let Ok(direct) = citadel_infer::Tensor::f32(vec![rows, x.cols], x.data.clone()) else { return false };
-    let named: Option<Vec<citadel_infer::Tensor>> = encoder
-        .features
-        .iter()
-        .enumerate()
-        .map(|(j, f)| {
-            let col = x.column(j);
-            let data = match &f.kind {
-                FeatureKind::Numeric { .. } => citadel_infer::Data::F32(col.collect()),
-                FeatureKind::Categorical { categories } => citadel_infer::Data::Str(
-                    col.map(|c| {
-                        categories.get(c as usize).filter(|_| c >= 0.0).cloned().unwrap_or_else(|| "\u{1}".into())
-                    })
-                    .collect(),
-                ),
-            };
-            citadel_infer::Tensor::new(vec![rows, 1], data).ok()
-        })
-        .collect();
-    match (a.run(vec![direct]), named.map(|n| b.run(n))) {
-        (Ok(x), Some(Ok(y))) => x == y,
+    // The evaluation's own feed turns codes back into named tensors.
+    let Ok(Some(feed)) = crate::Feed::named(&b) else { return false };
+    let (Ok(direct), Ok(named)) = (crate::Feed::Codes.tensors(probe, 0, rows), feed.tensors(probe, 0, rows)) else {
+        return false;
+    };
+    match (a.run(direct), b.run(named)) {
+        (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
 }

@@ -1121,7 +1121,7 @@ impl Inference {
             .schema
             .classes
             .as_deref()
-            .filter(|_| is_class_output(&self.loaded.model.outputs[i], &self.outputs[i]))
+            .filter(|_| is_class_output(&self.loaded.model.outputs[i], self.outputs[i].shape.len()))
     }
 }
 
@@ -1249,11 +1249,12 @@ async fn concurrency_permit(endpoint: &Endpoint) -> Result<tokio::sync::OwnedSem
     }
 }
 
-/// True for an output that the class names describe: the class-name label,
-/// or a probability matrix with one column per class.
-fn is_class_output(spec: &citadel_infer::IoSpec, t: &Tensor) -> bool {
-    (spec.dtype == citadel_infer::DType::Str && t.shape.len() == 1)
-        || (spec.dtype == citadel_infer::DType::F32 && t.shape.len() == 2 && spec.name.contains("probabilit"))
+/// True for an output that the class names describe: the class-name label
+/// (strings of rank 1), or a probability matrix (floats of rank 2, named as
+/// probabilities) with one column per class.
+fn is_class_output(spec: &citadel_infer::IoSpec, rank: usize) -> bool {
+    (spec.dtype == citadel_infer::DType::Str && rank == 1)
+        || (spec.dtype == citadel_infer::DType::F32 && rank == 2 && spec.name.contains("probabilit"))
 }
 
 /// Puts request inputs in the model's declared order, naming what is missing
@@ -1328,9 +1329,7 @@ fn model_metadata(e: &Endpoint, version: Option<i64>) -> Value {
         .iter()
         .map(|s| {
             let mut v = json!({"name": s.name, "datatype": s.dtype.v2_name(), "shape": shape(s)});
-            let described = (s.dtype == citadel_infer::DType::Str && s.shape.len() == 1)
-                || (s.dtype == citadel_infer::DType::F32 && s.shape.len() == 2 && s.name.contains("probabilit"));
-            if let (Some(c), true) = (&primary.schema.classes, described) {
+            if let (Some(c), true) = (&primary.schema.classes, is_class_output(s, s.shape.len())) {
                 v["parameters"] = json!({"classes": c});
             }
             v

@@ -153,25 +153,10 @@ fn from_json(name: &str, dtype: DType, n: usize, v: &Value) -> Result<Data, BadR
     if flat.len() != n {
         return Err(bad(format!("input {name}: shape holds {n} elements, data has {}", flat.len())));
     }
-    let wrong = |i: usize| bad(format!("input {name}: element {i} is not {}", dtype.v2_name()));
-    Ok(match dtype {
-        // null is a missing number (NaN); the gateway accepts it only where the model fills it.
-        DType::F32 | DType::F64 => crate::named::column(name, dtype, &flat, |i| format!("input {name}: element {i}"))?,
-        DType::I64 => Data::I64(
-            flat.iter().enumerate().map(|(i, x)| x.as_i64().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
-        ),
-        DType::I32 => Data::I32(
-            flat.iter()
-                .enumerate()
-                .map(|(i, x)| x.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or_else(|| wrong(i)))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::Bool => Data::Bool(
-            flat.iter().enumerate().map(|(i, x)| x.as_bool().ok_or_else(|| wrong(i))).collect::<Result<_, _>>()?,
-        ),
-        // null is the missing category (the empty string), as in records.
-        DType::Str => crate::named::column(name, dtype, &flat, |i| format!("input {name}: element {i}"))?,
-    })
+    // One decoder for JSON values, shared with records: null is a missing
+    // number (NaN, accepted only where the model fills it) or the missing
+    // category (the empty string).
+    crate::named::column(name, dtype, &flat, |i| format!("input {name}: element {i}"))
 }
 
 pub(crate) fn from_binary(name: &str, dtype: DType, n: usize, b: &[u8]) -> Result<Data, BadRequest> {
