@@ -693,7 +693,18 @@ impl Gateway {
                 Err(api(
                     StatusCode::FORBIDDEN,
                     "forbidden",
-                    format!("{} may not {} on {resource}", caller.principal.name, action.as_str()),
+                    format!(
+                        "{} may not {} on {resource} — hint: an admin grants a role that has it ({}): citadel grant add {} ROLE --scope {resource}",
+                        caller.principal.name,
+                        action.as_str(),
+                        citadel_policy::Role::ALL
+                            .iter()
+                            .filter(|r| r.allows(action))
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        caller.principal.name
+                    ),
                 ))
             }
         }

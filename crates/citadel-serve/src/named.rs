@@ -127,7 +127,11 @@ pub fn decode_records(body: &[u8], model: &Model, max_elements: usize) -> Result
                 .enumerate()
                 .map(|(i, r)| {
                     r.get(&spec.name).ok_or_else(|| {
-                        bad(format!("record {i} lacks feature {} ({})", spec.name, spec.dtype.v2_name()))
+                        bad(format!(
+                            "record {i} lacks feature {} ({}) — hint: send it, as null if the value is missing",
+                            spec.name,
+                            spec.dtype.v2_name()
+                        ))
                     })
                 })
                 .collect::<Result<_, _>>()?;

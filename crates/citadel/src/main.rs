@@ -478,6 +478,8 @@ enum GrantCmd {
     /// Grant ROLE on SCOPE (e.g. dataset:adult*, model:*, *).
     Add {
         principal: String,
+        /// admin, data-steward, data-scientist, ml-engineer, approver,
+        /// auditor, inference-client or privacy-officer.
         role: String,
         #[arg(long, default_value = "*")]
         scope: String,
