@@ -41,7 +41,9 @@ use serde::Serialize;
 use sqlx::Row;
 
 use citadel_audit::Outcome;
-use citadel_ml::encode::FeatureEncoder;
+use citadel_ml::encode::{FeatureEncoder, TaskKind};
+use citadel_ml::gbt::Objective;
+use citadel_ml::task_eval::{Evaluation, Scorer};
 use citadel_ml::{Classifier, Labels, OnnxClassifier, Table};
 use citadel_policy::Action;
 use citadel_store::LineageEdge;
@@ -140,7 +142,9 @@ pub fn dir_digest(dir: &Path) -> Result<String> {
 /// What training produced.
 struct Trained {
     onnx: Vec<u8>,
-    probe: Option<Box<dyn Classifier + Send>>,
+    /// The trainer's own boosted trees, which answer the evaluation's many
+    /// queries faster than the export (checked to agree with it first).
+    probe: Option<citadel_ml::gbt::GbtModel>,
     /// The trainer's own model (JSON), kept beside the export so a later
     /// evaluation of the cached model can query it too.
     native: Option<Vec<u8>>,
@@ -413,6 +417,7 @@ impl Workspace {
             &spec.split.test_fraction.to_string(),
             &spec.train.label,
             spec.train.positive.as_deref().unwrap_or(""),
+            &serde_json::to_string(&spec.train.task).unwrap_or_default(),
         ]);
         let split_cached = self.cache_get(&pipeline, "split", &split_key).await?;
         let train_cfg =
@@ -444,7 +449,15 @@ impl Workspace {
                 Some(c) => record(report, "split", "cached", &split_key, c.clone(), t, ""),
                 None => {
                     self.cache_put(caller, &pipeline, "split", &split_key, &out, &run_id).await?;
-                    record(report, "split", "ran", &split_key, out, t, "stratified by label");
+                    record(
+                        report,
+                        "split",
+                        "ran",
+                        &split_key,
+                        out,
+                        t,
+                        if p.labels.objective == Objective::Squared { "random rows" } else { "stratified by label" },
+                    );
                 }
             }
         } else if let Some(c) = &split_cached {
@@ -530,11 +543,11 @@ impl Workspace {
         // gate's scan and the registration all use the bytes as stored
         // (AEAD and digest checked), not a copy in memory.
         let onnx = self.read_artifact(caller, &model_artifact).await?;
-        let evaluation: citadel_ml::evaluate::EvaluationReport = match eval_cached {
+        let evaluation: Evaluation = match eval_cached {
             Some(o) if self.artifacts_exist(&o, &["report_artifact"]).await => {
                 let bytes = self.read_artifact(caller, o["report_artifact"].as_str().unwrap_or_default()).await?;
                 record(report, "evaluate", "cached", &eval_key, o, t, "");
-                serde_json::from_slice(&bytes).map_err(|e| invalid(format!("cached evaluation: {e}")))?
+                Evaluation::from_json(&bytes).map_err(|e| invalid(format!("cached evaluation: {e}")))?
             }
             _ => {
                 if prepared.is_none() {
@@ -565,35 +578,52 @@ impl Workspace {
                     let bytes = self.read_artifact(caller, id).await?;
                     let model: citadel_ml::gbt::GbtModel = serde_json::from_slice(&bytes)
                         .map_err(|e| invalid(format!("the cached trainer model: {e}")))?;
-                    probe = Some(Box::new(NativeGbt(model)));
+                    probe = Some(model);
                 }
                 let probe_model = probe.take();
+                let labels = p.labels.clone();
                 let (evaluation, agreement) = tokio::task::spawn_blocking(move || -> Result<_> {
-                    let mut agreement = serde_json::Value::Null;
-                    let probe: &dyn Classifier = match &probe_model {
-                        Some(m) => {
-                            let a = served.predict_proba(&x).map_err(ml)?;
-                            let b = m.predict_proba(&x).map_err(ml)?;
-                            let worst = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-                            agreement = serde_json::json!({"rows": x.rows, "max_abs_difference": worst});
-                            if worst > 1e-4 {
-                                return Err(invalid(format!(
-                                    "the exported model disagrees with the trainer by {worst} on held-out rows"
-                                )));
-                            }
-                            m.as_ref()
-                        }
-                        None => &served,
+                    let held_out = citadel_ml::evaluate::HeldOut { table: &test_table, x: &x, y: &y };
+                    // The answer's width is the task's: [N, 2], [N, K] or [N, 1].
+                    let want = match labels.objective {
+                        Objective::Binary => 2,
+                        o => o.outputs(),
                     };
-                    let r = citadel_ml::evaluate::evaluate(
-                        &served,
-                        probe,
-                        &enc,
-                        classes,
-                        citadel_ml::evaluate::HeldOut { table: &test_table, x: &x, y: &y },
-                        &cfg,
-                    )
-                    .map_err(ml)?;
+                    if x.rows == 0 {
+                        return Err(invalid("the split left no held-out rows — hint: raise split.test_fraction"));
+                    }
+                    let (_, width) = served.scores(&x.take(&[0])).map_err(ml)?;
+                    if width != want {
+                        return Err(invalid(format!(
+                            "the model answers {width} value(s) per row; a {} model of {} gives {want} — hint: a classifier's probability output is [N, classes], a regressor's prediction [N, 1]",
+                            labels.task(),
+                            labels.column
+                        )));
+                    }
+                    let agreement = match &probe_model {
+                        Some(m) => export_agreement(&served, m, &x)?,
+                        None => serde_json::Value::Null,
+                    };
+                    let r = if labels.objective == citadel_ml::gbt::Objective::Binary {
+                        let classes: [String; 2] = classes
+                            .try_into()
+                            .map_err(|_| invalid("a binary label has exactly two classes"))?;
+                        let native = probe_model.map(NativeGbt);
+                        let probe: &dyn Classifier = match &native {
+                            Some(m) => m,
+                            None => &served,
+                        };
+                        Evaluation::Binary(
+                            citadel_ml::evaluate::evaluate(&served, probe, &enc, classes, held_out, &cfg).map_err(ml)?,
+                        )
+                    } else {
+                        let probe: &dyn Scorer = match &probe_model {
+                            Some(m) => m,
+                            None => &served,
+                        };
+                        citadel_ml::task_eval::evaluate(&served, probe, &labels, enc.names(), held_out, &cfg)
+                            .map_err(ml)?
+                    };
                     Ok((r, agreement))
                 })
                 .await
@@ -608,25 +638,21 @@ impl Workspace {
                         std::slice::from_ref(&model_artifact),
                     )
                     .await?;
-                let out = serde_json::json!({
-                    "report_artifact": artifact,
-                    "accuracy": evaluation.metrics.accuracy,
-                    "roc_auc": evaluation.metrics.roc_auc,
-                    "worst_parity_ratio": evaluation.worst_parity_ratio(),
-                    "attack_success_rate": evaluation.robustness.attack_success_rate,
-                    "export_agreement": agreement,
-                });
+                let mut out = match &evaluation {
+                    Evaluation::Binary(e) => serde_json::json!({
+                        "task": "binary",
+                        "accuracy": e.metrics.accuracy,
+                        "roc_auc": e.metrics.roc_auc,
+                        "worst_parity_ratio": e.worst_parity_ratio(),
+                        "attack_success_rate": e.robustness.attack_success_rate,
+                    }),
+                    other => other.headline(min_group_rows(spec)),
+                };
+                out["report_artifact"] = artifact.into();
+                out["export_agreement"] = agreement;
                 self.cache_put(caller, &pipeline, "evaluate", &eval_key, &out, &run_id).await?;
                 report.stages.pop();
-                record(
-                    report,
-                    "evaluate",
-                    "ran",
-                    &eval_key,
-                    out,
-                    t,
-                    &format!("accuracy {:.4}", evaluation.metrics.accuracy),
-                );
+                record(report, "evaluate", "ran", &eval_key, out, t, &evaluation.summary());
                 evaluation
             }
         };
@@ -670,6 +696,7 @@ impl Workspace {
             "pipeline": pipeline,
             "model": spec.register.model,
             "thresholds": spec.gate.thresholds,
+            "task": evaluation.task(),
             "evaluation": evaluation,
             "scan": scan,
             "signature": {"verified": verified, "key_hint": key_hint},
@@ -745,8 +772,8 @@ impl Workspace {
                     artifact_sha256: mv.artifact_id.clone(),
                     trainer: spec.train.trainer.clone(),
                     parameters: train_out["details"].clone(),
-                    dataset: serde_json::json!({"dataset": data_ref, "artifact_sha256": data_version.artifact_id, "status": data_version.status, "rows": data_version.rows, "masked_columns": data["masked_columns"], "label": spec.train.label, "classes": evaluation.classes}),
-                    split: serde_json::json!({"test_fraction": spec.split.test_fraction, "seed": spec.pipeline.seed, "stratified": true}),
+                    dataset: serde_json::json!({"dataset": data_ref, "artifact_sha256": data_version.artifact_id, "status": data_version.status, "rows": data_version.rows, "masked_columns": data["masked_columns"], "label": spec.train.label, "task": evaluation.task(), "classes": train_out["classes"].as_array().filter(|c| !c.is_empty())}),
+                    split: serde_json::json!({"test_fraction": spec.split.test_fraction, "seed": spec.pipeline.seed, "stratified": evaluation.task() != "regression"}),
                     encoder: encoder.clone(),
                     named_inputs: train_out["details"]["inputs"] == "named"
                         || !matches!(spec.trainer, Trainer::Command),
@@ -783,7 +810,11 @@ impl Workspace {
                     .bind(&model_name)
                     .bind(mv.version)
                     .bind(&run_id)
-                    .bind(serde_json::json!({"accuracy": evaluation.metrics.accuracy, "roc_auc": evaluation.metrics.roc_auc, "fairness": {"demographic_parity_ratio": evaluation.worst_parity_ratio()}, "robustness": {"attack_success_rate": evaluation.robustness.attack_success_rate}, "pipeline_gate": gate}).to_string())
+                    .bind({
+                        let mut h = evaluation.headline(min_group_rows(spec));
+                        h["pipeline_gate"] = gate.clone();
+                        h.to_string()
+                    })
                     .bind(&json_id)
                     .bind(&html_id)
                     .bind(Timestamp::now().0)
@@ -977,6 +1008,7 @@ impl Workspace {
                 got.columns.join(", ")
             )));
         }
+        let task = spec.train.task;
         let (label, positive, features, fraction, seed) = (
             spec.train.label.clone(),
             spec.train.positive.clone(),
@@ -986,9 +1018,17 @@ impl Workspace {
         );
         tokio::task::spawn_blocking(move || -> Result<Prepared> {
             let table = Table::read_parquet(&path).map_err(ml)?;
-            let labels = Labels::fit(&table, &label, positive.as_deref()).map_err(ml)?;
+            let labels = match task {
+                TaskKind::Classification => Labels::fit(&table, &label, positive.as_deref()),
+                TaskKind::Regression => Labels::fit_regression(&table, &label),
+            }
+            .map_err(ml)?;
             let y = labels.encode(&table).map_err(ml)?;
-            let (train, test) = citadel_ml::split::stratified(&y, fraction, seed);
+            let (train, test) = match labels.objective {
+                Objective::Binary => citadel_ml::split::stratified(&y, fraction, seed),
+                Objective::Multiclass { classes } => citadel_ml::split::stratified_classes(&y, classes, fraction, seed),
+                Objective::Squared => citadel_ml::split::random(y.len(), fraction, seed),
+            };
             let train_table = table.take(&train);
             let ytr: Vec<f32> = train.iter().map(|&i| y[i]).collect();
             let encoder = FeatureEncoder::fit(&train_table, &features, &ytr).map_err(ml)?;
@@ -1004,6 +1044,14 @@ impl Workspace {
         let x = p.encoder.encode(&train_table).map_err(ml)?;
         let enc = p.encoder.clone();
         let classes = p.labels.classes.clone();
+        let objective = p.labels.objective;
+        if objective != Objective::Binary && spec.train.fairness.is_some() {
+            return Err(invalid(format!(
+                "train.fairness (reweighing to a demographic-parity target) is for binary classification; {} is a {} label — hint: drop [train] fairness and gate on the groups' metrics measured by [evaluate] sensitive",
+                p.labels.column,
+                p.labels.task()
+            )));
+        }
         let meta = vec![
             ("citadel.encoder".to_string(), serde_json::to_string(&p.encoder).unwrap_or_default()),
             ("citadel.classes".to_string(), serde_json::to_string(&p.labels.classes).unwrap_or_default()),
@@ -1018,8 +1066,8 @@ impl Workspace {
                 tokio::task::spawn_blocking(move || -> Result<Trained> {
                     let start = Instant::now();
                     let fit = |w: &[f64]| -> Result<(citadel_ml::lr::LogisticModel, Vec<f64>)> {
-                        let m = citadel_ml::lr::fit(&enc, &x, &ytr, &params, w).map_err(ml)?;
-                        let p = m.predict_proba(&x);
+                        let m = citadel_ml::lr::fit_objective(&enc, &x, &ytr, &params, w, objective).map_err(ml)?;
+                        let p = if objective == Objective::Binary { m.predict_proba(&x) } else { Vec::new() };
                         Ok((m, p))
                     };
                     let (model, search) = fair_fit(&ytr, &groups, target, fit)?;
@@ -1038,15 +1086,15 @@ impl Workspace {
                 tokio::task::spawn_blocking(move || -> Result<Trained> {
                     let start = Instant::now();
                     let fit = |w: &[f64]| -> Result<(citadel_ml::gbt::GbtModel, Vec<f64>)> {
-                        let m = citadel_ml::gbt::fit(&x, &ytr, &gp, w).map_err(ml)?;
-                        let p = m.predict_proba(&x);
+                        let m = citadel_ml::gbt::fit_objective(&x, &ytr, &gp, w, objective).map_err(ml)?;
+                        let p = if objective == Objective::Binary { m.predict_proba(&x) } else { Vec::new() };
                         Ok((m, p))
                     };
                     let (model, search) = fair_fit(&ytr, &groups, target, fit)?;
                     let onnx = model.to_onnx(&enc, citadel_ml::Interface::Named { classes: &classes }, meta).map_err(ml)?;
                     let details = serde_json::json!({"params": gp, "trees": model.trees.len(), "seconds": start.elapsed().as_secs_f64(), "fairness": search});
                     let native = serde_json::to_vec(&model).ok();
-                    Ok(Trained { onnx, probe: Some(Box::new(NativeGbt(model))), native, details })
+                    Ok(Trained { onnx, probe: Some(model), native, details })
                 })
                 .await
                 .map_err(join_err)?
@@ -1103,7 +1151,7 @@ impl Workspace {
                 .map_err(|e| invalid(format!("{}: {e}", path.display())))
         };
         write(&data.join("train.csv"), csv.as_bytes())?;
-        write(&data.join("spec.json"), serde_json::to_vec_pretty(&serde_json::json!({"features": p.encoder.features, "label": "label", "classes": p.labels.classes, "seed": spec.pipeline.seed, "output": "model.onnx"})).unwrap_or_default().as_slice())?;
+        write(&data.join("spec.json"), serde_json::to_vec_pretty(&serde_json::json!({"features": p.encoder.features, "label": "label", "task": p.labels.task(), "classes": p.labels.classes, "seed": spec.pipeline.seed, "output": "model.onnx"})).unwrap_or_default().as_slice())?;
         let mut read_paths = vec![data.clone()];
         if let Some(src) = &t.code {
             mk(&code, 0o755)?;
@@ -1327,8 +1375,40 @@ impl Workspace {
     }
 }
 
-/// The trainer's own tree walk, agreeing with its export.
+/// The trainer's own tree walk of a binary model, agreeing with its export.
 struct NativeGbt(citadel_ml::gbt::GbtModel);
+
+/// How far the export's answers (probabilities or predictions) are from the
+/// trainer's own on the held-out rows; more than 1e-4 (relative to the
+/// value, for predictions beyond 1) is refused: it would mean the served
+/// model is not the one evaluated.
+fn export_agreement(
+    served: &OnnxClassifier,
+    native: &citadel_ml::gbt::GbtModel,
+    x: &citadel_ml::Matrix,
+) -> Result<serde_json::Value> {
+    let a = Scorer::scores(served, x).map_err(ml)?;
+    let b = Scorer::scores(native, x).map_err(ml)?;
+    if a.len() != b.len() {
+        return Err(invalid(format!(
+            "the exported model gives {} values for {} held-out rows, the trainer {}",
+            a.len(),
+            x.rows,
+            b.len()
+        )));
+    }
+    let worst = a.iter().zip(&b).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f64::max);
+    if worst > 1e-4 {
+        return Err(invalid(format!("the exported model disagrees with the trainer by {worst} on held-out rows")));
+    }
+    Ok(serde_json::json!({"rows": x.rows, "max_abs_difference": worst}))
+}
+
+/// Groups with fewer evaluation rows are left out of the headline fairness
+/// ratio (the gate's `min_group_rows`, 30 by default).
+fn min_group_rows(spec: &PipelineSpec) -> u64 {
+    spec.gate.thresholds.get("min_group_rows").and_then(serde_json::Value::as_u64).unwrap_or(30)
+}
 
 impl Classifier for NativeGbt {
     fn predict_proba(&self, x: &citadel_ml::Matrix) -> std::result::Result<Vec<f64>, citadel_ml::MlError> {
@@ -1457,20 +1537,47 @@ fn record(
     });
 }
 
-fn limitations(spec: &PipelineSpec, e: &citadel_ml::evaluate::EvaluationReport) -> Vec<String> {
+fn limitations(spec: &PipelineSpec, evaluation: &Evaluation) -> Vec<String> {
     let mut l = vec![
         format!(
             "Evaluated on a {:.0}% held-out split of one dataset; performance on other populations is unknown.",
             spec.split.test_fraction * 100.0
         ),
         "Fairness is measured for the declared attributes only, one at a time (not their intersections).".to_string(),
-        format!(
-            "Robustness is measured by a black-box coordinate search within ε = {} standard deviations; stronger or adaptive attackers may do better.",
-            e.robustness.epsilon
-        ),
     ];
-    if e.fairness.iter().any(|f| f.demographic_parity_ratio < 0.8) {
-        l.push("At least one group's selection rate is below 80% of another's (four-fifths rule).".into());
+    match evaluation {
+        Evaluation::Binary(e) => {
+            l.push(format!(
+                "Robustness is measured by a black-box coordinate search within ε = {} standard deviations; stronger or adaptive attackers may do better.",
+                e.robustness.epsilon
+            ));
+            if e.fairness.iter().any(|f| f.demographic_parity_ratio < 0.8) {
+                l.push("At least one group's selection rate is below 80% of another's (four-fifths rule).".into());
+            }
+        }
+        other => {
+            l.push(format!(
+                "Robustness to adversarial perturbation and the KernelSHAP summary are not measured for a {} model (the attack and the summary are defined on one positive-class probability).",
+                other.task()
+            ));
+            let rows = min_group_rows(spec);
+            let fairness = match other {
+                Evaluation::Multiclass(e) => &e.fairness,
+                Evaluation::Regression(e) => &e.fairness,
+                Evaluation::Binary(_) => return l,
+            };
+            for f in fairness {
+                if let Some(fr) = f.frames.first()
+                    && citadel_ml::task_eval::TaskFairness::ratio_over(fr, rows) < 0.8
+                {
+                    l.push(format!(
+                        "Across {}, one group's {} is below 80% of another's.",
+                        f.attribute,
+                        fr.metric.replace('_', " ")
+                    ));
+                }
+            }
+        }
     }
     l
 }

@@ -17,9 +17,10 @@
 //! test_fraction = 0.2
 //!
 //! [train]
-//! trainer = "logistic_regression"   # | "gradient_boosting" | "command"
+//! trainer = "logistic_regression"   # | "linear_regression" (ridge) | "gradient_boosting" | "command"
+//! # task = "classification"        # (default: binary or multi-class by the label's values) | "regression"
 //! label = "income"
-//! positive = ">50K"
+//! positive = ">50K"                 # a binary label's positive class
 //! features = ["age", "education", …]
 //! params = { c = 1.0 }               # the trainer's parameters
 //! # fairness = { attributes = ["sex"], min_parity_ratio = 0.8 }  (reweighing, built-in trainers)
@@ -33,6 +34,8 @@
 //! [gate]
 //! policy = "gate.rego"           # default: the built-in pipeline gate
 //! thresholds = { min_accuracy = 0.8, min_parity_ratio = 0.8 }
+//! # regression: min_r2 (default 0), max_rmse; multi-class and regression:
+//! # min_group_ratio (default 0.8; accuracy or mean absolute error by group)
 //!
 //! [register]
 //! model = "adult-income"
@@ -100,6 +103,10 @@ fn default_min_group_rows() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct TrainStage {
     pub trainer: String,
+    /// `classification` (binary or multi-class, by the label's distinct
+    /// values) or `regression` (a numeric label).
+    #[serde(default)]
+    pub task: citadel_ml::encode::TaskKind,
     pub label: String,
     pub positive: Option<String>,
     pub features: Vec<String>,
@@ -256,6 +263,14 @@ impl PipelineSpec {
             if t.features.contains(&t.label) {
                 p.push(format!("train.features contains the label {:?}", t.label));
             }
+            if t.task == citadel_ml::encode::TaskKind::Regression {
+                if t.positive.is_some() {
+                    p.push("train.positive names a class; a regression (task = \"regression\") has none".into());
+                }
+                if t.fairness.is_some() {
+                    p.push("train.fairness (reweighing to a demographic-parity target) is for binary classification; a regression's fairness is measured by [evaluate] sensitive".into());
+                }
+            }
             let mut seen = std::collections::HashSet::new();
             for f in &t.features {
                 if !seen.insert(f) {
@@ -264,13 +279,24 @@ impl PipelineSpec {
             }
             let params = toml::Value::Table(t.params.clone().unwrap_or_default());
             trainer = match t.trainer.as_str() {
-                "logistic_regression" => match params.try_into::<LrParams>() {
-                    Ok(lr) => Some(Trainer::LogisticRegression(lr)),
-                    Err(e) => {
-                        p.push(format!("train.params (logistic_regression): {}", e.message().trim()));
-                        None
+                // One linear trainer: logistic for classes, ridge for a regression.
+                name @ ("logistic_regression" | "linear_regression") => {
+                    let regression = t.task == citadel_ml::encode::TaskKind::Regression;
+                    if regression != (name == "linear_regression") {
+                        p.push(format!(
+                            "train.trainer {name:?} does not fit task = {:?}: use {} for it",
+                            if regression { "regression" } else { "classification" },
+                            if regression { "linear_regression" } else { "logistic_regression" }
+                        ));
                     }
-                },
+                    match params.try_into::<LrParams>() {
+                        Ok(lr) => Some(Trainer::LogisticRegression(lr)),
+                        Err(e) => {
+                            p.push(format!("train.params ({name}): {}", e.message().trim()));
+                            None
+                        }
+                    }
+                }
                 "gradient_boosting" => match params.try_into::<GbtParams>() {
                     Ok(g) => Some(Trainer::GradientBoosting(g)),
                     Err(e) => {
@@ -281,7 +307,7 @@ impl PipelineSpec {
                 "command" => Some(Trainer::Command),
                 other => {
                     p.push(format!(
-                        "train.trainer {other:?} is unknown: use logistic_regression, gradient_boosting or command"
+                        "train.trainer {other:?} is unknown: use logistic_regression (linear_regression for a regression), gradient_boosting or command"
                     ));
                     None
                 }

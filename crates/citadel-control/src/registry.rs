@@ -748,6 +748,19 @@ impl Workspace {
                 ("roc_auc", &e["roc_auc"]),
                 ("demographic_parity_ratio (worst attribute)", &e["fairness"]["demographic_parity_ratio"]),
                 ("attack_success_rate", &e["robustness"]["attack_success_rate"]),
+                ("macro_f1", &e["macro_f1"]),
+                ("log_loss", &e["log_loss"]),
+                ("r2", &e["r2"]),
+                ("rmse", &e["rmse"]),
+                ("mae", &e["mae"]),
+                (
+                    "worst group ratio (accuracy or mean absolute error, worst attribute)",
+                    if e["task"] == "multiclass" || e["task"] == "regression" {
+                        &e["fairness"]["worst_group_ratio"]
+                    } else {
+                        &serde_json::Value::Null
+                    },
+                ),
             ] {
                 if let Some(v) = value.as_f64() {
                     performance.push(serde_json::json!({"type": metric, "value": format!("{v:.6}")}));

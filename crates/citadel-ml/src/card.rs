@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encode::FeatureEncoder;
 use crate::evaluate::EvaluationReport;
+use crate::task_eval::{Evaluation, MulticlassReport, RegressionReport, TaskFairness};
 
 pub const SCHEMA: &str = "citadel.model-card/v1";
 
@@ -27,7 +28,8 @@ pub struct ModelCard {
     /// built-in trainers' exports), `false` for one tensor `X` of codes.
     #[serde(default)]
     pub named_inputs: bool,
-    pub evaluation: EvaluationReport,
+    /// Tagged by `task` (`binary`, `multiclass`, `regression`).
+    pub evaluation: Evaluation,
     /// `{passed, violations[], policy}`.
     pub gate: serde_json::Value,
     pub scan: serde_json::Value,
@@ -173,37 +175,281 @@ fn lines(series: &[(&str, Vec<(f64, f64)>)], xlabel: &str, diagonal: bool) -> St
     s + "</svg>"
 }
 
-fn confusion(c: &crate::metrics::Confusion, classes: &[String; 2]) -> String {
-    let cells = [(c.tn, 0, 0), (c.fp, 0, 1), (c.fn_, 1, 0), (c.tp, 1, 1)];
-    let max = cells.iter().map(|c| c.0).max().unwrap_or(1).max(1) as f64;
-    let mut s = String::from(r#"<svg xmlns="http://www.w3.org/2000/svg" width="330" height="220" role="img">"#);
-    for (n, r, col) in cells {
-        let shade = (235.0 - 170.0 * n as f64 / max) as u8;
+/// A confusion matrix `counts[true][predicted]` as a shaded grid.
+fn confusion(counts: &[Vec<u64>], classes: &[String]) -> String {
+    let k = classes.len().max(1);
+    let cw = (660.0 / k as f64).clamp(34.0, 110.0);
+    let ch = (cw * 0.73).max(26.0);
+    let left = 110.0;
+    let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let font = if k > 6 { 11 } else { 16 };
+    let short = |c: &str| {
+        if c.chars().count() > 14 { format!("{}…", c.chars().take(13).collect::<String>()) } else { c.to_string() }
+    };
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img">"#,
+        left + cw * k as f64 + 10.0,
+        30.0 + ch * k as f64 + 10.0
+    );
+    for (r, row) in counts.iter().enumerate() {
+        for (col, &n) in row.iter().enumerate() {
+            let shade = (235.0 - 170.0 * n as f64 / max) as u8;
+            let (x, y) = (left + col as f64 * cw, 30.0 + r as f64 * ch);
+            s += &format!(
+                r#"<rect x="{x}" y="{y}" width="{cw}" height="{ch}" fill="rgb({shade},{shade},255)"/><text x="{}" y="{}" font-size="{font}" text-anchor="middle">{n}</text>"#,
+                x + cw / 2.0,
+                y + ch / 2.0 + 5.0,
+            );
+        }
+    }
+    for (j, c) in classes.iter().enumerate() {
+        let label = if k == 2 { format!("predicted {}", short(c)) } else { short(c) };
         s += &format!(
-            r#"<rect x="{}" y="{}" width="110" height="80" fill="rgb({shade},{shade},255)"/><text x="{}" y="{}" font-size="16" text-anchor="middle">{n}</text>"#,
-            110 + col * 110,
-            30 + r * 80,
-            165 + col * 110,
-            75 + r * 80,
+            r#"<text x="{}" y="20" font-size="11" text-anchor="middle">{}</text><text x="{}" y="{}" font-size="11" text-anchor="end">true {}</text>"#,
+            left + j as f64 * cw + cw / 2.0,
+            esc(&label),
+            left - 6.0,
+            30.0 + j as f64 * ch + ch / 2.0 + 4.0,
+            esc(&short(c))
         );
     }
-    s += &format!(
-        r#"<text x="165" y="20" font-size="11" text-anchor="middle">predicted {}</text><text x="275" y="20" font-size="11" text-anchor="middle">predicted {}</text>"#,
-        esc(&classes[0]),
-        esc(&classes[1])
-    );
-    s += &format!(
-        r#"<text x="104" y="75" font-size="11" text-anchor="end">true {}</text><text x="104" y="155" font-size="11" text-anchor="end">true {}</text>"#,
-        esc(&classes[0]),
-        esc(&classes[1])
-    );
     s + "</svg>"
+}
+
+/// Permutation importance as sorted bars.
+fn importance_bars(imp: &[crate::explain::PermutationImportance]) -> String {
+    let mut imp: Vec<(String, f64)> = imp.iter().map(|p| (p.feature.clone(), p.importance_mean)).collect();
+    imp.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let hi = imp.iter().map(|p| p.1).fold(0.0, f64::max);
+    hbars(&imp, hi, |v| format!("{v:.4}"))
+}
+
+/// A metrics table from (name, value) pairs.
+fn metric_table(rows: &[(&str, f64)]) -> String {
+    let mut h = String::from("<table><tr><th>metric</th><th>value</th></tr>");
+    for (k, v) in rows {
+        h += &format!(
+            "<tr><td>{k}</td><td>{}</td></tr>",
+            if *k == "rows" || *k == "classes" { format!("{v}") } else { format!("{v:.4}") }
+        );
+    }
+    h + "</table>"
+}
+
+/// The `MetricFrame`s of each attribute: a table, and bars for metrics in [0, 1].
+fn frames_section(fairness: &[TaskFairness], unit_interval: bool) -> String {
+    let mut h = String::from("<section><h2>Fairness</h2>");
+    if fairness.is_empty() {
+        h += "<p>No sensitive attributes were declared.</p>";
+    }
+    for f in fairness {
+        h += &format!("<h3>{}</h3>", esc(&f.attribute));
+        for fr in &f.frames {
+            h += &format!(
+                "<p>{}: overall {:.4} · difference (max − min) {:.4} · ratio (min / max) {:.4}</p>",
+                esc(&fr.metric.replace('_', " ")),
+                fr.overall,
+                fr.difference,
+                fr.ratio
+            );
+        }
+        if let Some(first) = f.frames.first() {
+            let groups: Vec<String> = first.by_group.iter().map(|g| g.0.clone()).collect();
+            if unit_interval {
+                let series: Vec<(&str, Vec<f64>)> =
+                    f.frames.iter().map(|fr| (fr.metric.as_str(), fr.by_group.iter().map(|g| g.2).collect())).collect();
+                h += &grouped(&groups, &series);
+            } else {
+                let bars: Vec<(String, f64)> = first.by_group.iter().map(|g| (g.0.clone(), g.2)).collect();
+                let hi = bars.iter().map(|b| b.1).fold(0.0, f64::max);
+                h += &hbars(&bars, hi, |v| format!("{v:.4}"));
+            }
+            h += "<table><tr><th>group</th><th>rows</th>";
+            for fr in &f.frames {
+                h += &format!("<th>{}</th>", esc(&fr.metric.replace('_', " ")));
+            }
+            h += "</tr>";
+            for (gi, g) in first.by_group.iter().enumerate() {
+                h += &format!("<tr><td>{}</td><td>{}</td>", esc(&g.0), g.1);
+                for fr in &f.frames {
+                    h += &format!("<td>{:.4}</td>", fr.by_group.get(gi).map(|x| x.2).unwrap_or(f64::NAN));
+                }
+                h += "</tr>";
+            }
+            h += "</table>";
+        }
+    }
+    h + "</section>"
+}
+
+fn multiclass_sections(e: &MulticlassReport) -> String {
+    let m = &e.metrics;
+    let mut h = String::from("<section><h2>Performance on held-out data</h2>");
+    h += &metric_table(&[
+        ("rows", m.rows as f64),
+        ("classes", e.classes.len() as f64),
+        ("accuracy", m.accuracy),
+        ("balanced accuracy", m.balanced_accuracy),
+        ("macro precision", m.macro_precision),
+        ("macro recall", m.macro_recall),
+        ("macro F1", m.macro_f1),
+        ("micro F1", m.micro_f1),
+        ("weighted F1", m.weighted_f1),
+        ("log loss", m.log_loss),
+    ]);
+    h += "<h3>Per class</h3><table><tr><th>class</th><th>rows</th><th>precision</th><th>recall</th><th>F1</th></tr>";
+    for (c, pc) in e.classes.iter().zip(&m.per_class) {
+        h += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>",
+            esc(c),
+            pc.support,
+            pc.precision,
+            pc.recall,
+            pc.f1
+        );
+    }
+    h += "</table><h3>Confusion matrix</h3>";
+    h += &confusion(&m.confusion, &e.classes);
+    h += "</section>";
+    h += &frames_section(&e.fairness, true);
+    h += "<section><h2>Explanations</h2><h3>Permutation importance (accuracy drop)</h3>";
+    h += &importance_bars(&e.permutation_importance);
+    h + "<p>The endpoint's <code>/explain</code> gives per-prediction SHAP values of binary classifiers and regressors, not of a multi-class model.</p></section>"
+}
+
+fn regression_sections(e: &RegressionReport) -> String {
+    let m = &e.metrics;
+    let mut h =
+        format!("<section><h2>Performance on held-out data</h2><p>Target: <code>{}</code>.</p>", esc(&e.target));
+    h += &metric_table(&[
+        ("rows", m.rows as f64),
+        ("R²", m.r2),
+        ("mean absolute error", m.mae),
+        ("root mean squared error", m.rmse),
+        ("mean squared error", m.mse),
+        ("max error", m.max_error),
+    ]);
+    h += "</section>";
+    h += &frames_section(&e.fairness, false);
+    h += "<section><h2>Explanations</h2><h3>Permutation importance (R² drop)</h3>";
+    h += &importance_bars(&e.permutation_importance);
+    h + "<p>Per-prediction SHAP values are served by the endpoint's <code>/explain</code>.</p></section>"
+}
+
+fn binary_sections(e: &EvaluationReport) -> String {
+    let m = &e.metrics;
+    let mut h = String::new();
+    h += "<section><h2>Performance on held-out data</h2><table><tr><th>metric</th><th>value</th></tr>";
+    for (k, v) in [
+        ("rows", m.rows as f64),
+        ("accuracy", m.accuracy),
+        ("precision", m.precision),
+        ("recall", m.recall),
+        ("F1", m.f1),
+        ("ROC AUC", m.roc_auc),
+        ("Brier score", m.calibration.brier),
+        ("log loss", m.calibration.log_loss),
+        ("expected calibration error", m.calibration.ece),
+    ] {
+        h += &format!("<tr><td>{k}</td><td>{}</td></tr>", if k == "rows" { format!("{v}") } else { format!("{v:.4}") });
+    }
+    h += "</table><h3>Confusion matrix</h3>";
+    let c = &m.confusion;
+    h += &confusion(&[vec![c.tn, c.fp], vec![c.fn_, c.tp]], &e.classes);
+    h += "<h3>Calibration</h3>";
+    let cal: Vec<(f64, f64)> =
+        m.calibration.prob_pred.iter().copied().zip(m.calibration.prob_true.iter().copied()).collect();
+    h += &lines(&[("observed positive rate", cal)], "mean predicted probability", true);
+    h += "<h3>ROC curve</h3>";
+    h += &lines(&[("ROC", m.roc_curve.clone())], "false positive rate", true);
+    h += "</section><section><h2>Fairness</h2>";
+    if e.fairness.is_empty() {
+        h += "<p>No sensitive attributes were declared.</p>";
+    }
+    for f in &e.fairness {
+        h += &format!(
+            "<h3>{}</h3><p>demographic parity difference {:.4}, ratio {:.4} · equalized odds difference {:.4}, ratio {:.4}</p>",
+            esc(&f.attribute),
+            f.demographic_parity_difference,
+            f.demographic_parity_ratio,
+            f.equalized_odds_difference,
+            f.equalized_odds_ratio
+        );
+        let groups: Vec<String> = f.groups.iter().map(|g| g.group.clone()).collect();
+        h += &grouped(
+            &groups,
+            &[
+                ("selection rate", f.groups.iter().map(|g| g.selection_rate).collect()),
+                ("true positive rate", f.groups.iter().map(|g| g.true_positive_rate).collect()),
+                ("false positive rate", f.groups.iter().map(|g| g.false_positive_rate).collect()),
+                ("accuracy", f.groups.iter().map(|g| g.accuracy).collect()),
+            ],
+        );
+        h += "<table><tr><th>group</th><th>rows</th><th>selection rate</th><th>TPR</th><th>FPR</th><th>accuracy</th></tr>";
+        for g in &f.groups {
+            h += &format!(
+                "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>",
+                esc(&g.group),
+                g.count,
+                g.selection_rate,
+                g.true_positive_rate,
+                g.false_positive_rate,
+                g.accuracy
+            );
+        }
+        h += "</table>";
+    }
+    let r = &e.robustness;
+    h += &format!(
+        "</section><section><h2>Robustness</h2><p>{} on {} rows, mutable features: {}. At ε = {}: attack success rate {:.3}, robust accuracy {:.3} (clean {:.3}).</p>",
+        esc(&r.method),
+        r.rows,
+        esc(&r.mutable_features.join(", ")),
+        r.epsilon,
+        r.attack_success_rate,
+        r.robust_accuracy,
+        r.clean_accuracy
+    );
+    h += &lines(
+        &[
+            ("attack success rate", r.curve.iter().map(|p| (p.epsilon, p.attack_success_rate)).collect()),
+            ("robust accuracy", r.curve.iter().map(|p| (p.epsilon, p.robust_accuracy)).collect()),
+        ],
+        "budget ε (standard deviations)",
+        false,
+    );
+    h += &lines(
+        &[("accuracy under Gaussian noise", r.noise.iter().map(|p| (p.scale, p.accuracy)).collect())],
+        "noise scale (standard deviations)",
+        false,
+    );
+    h += "</section><section><h2>Explanations</h2><h3>Permutation importance (accuracy drop)</h3>";
+    h += &importance_bars(&e.permutation_importance);
+    h += &format!(
+        "<h3>Mean |SHAP value|</h3><p>{} against {} background rows, {} rows explained.</p>",
+        esc(&e.shap.method),
+        e.shap.background_rows,
+        e.shap.examples.len()
+    );
+    let mut sh = e.shap.global.clone();
+    sh.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let hi = sh.iter().map(|p| p.1).fold(0.0, f64::max);
+    h += &hbars(&sh, hi, |v| format!("{v:.4}"));
+    if let Some(ex) = e.shap.examples.first() {
+        h += &format!(
+            "<h3>One prediction explained</h3><p>base value {:.4} → prediction {:.4}</p><table><tr><th>feature</th><th>SHAP value</th></tr>",
+            ex.base_value, ex.prediction
+        );
+        for (f, v) in e.features.iter().zip(&ex.values) {
+            h += &format!("<tr><td>{}</td><td>{v:+.4}</td></tr>", esc(f));
+        }
+        h += "</table>";
+    }
+    h + "</section>"
 }
 
 impl ModelCard {
     pub fn to_html(&self) -> String {
-        let e = &self.evaluation;
-        let m = &e.metrics;
         let mut h = String::new();
         h += "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">";
         h += "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">";
@@ -255,122 +501,30 @@ impl ModelCard {
             "<tr><td>split</td><td style=\"text-align:left\">{}</td></tr></table></section>",
             esc(&self.split.to_string())
         );
-        h += "<section><h2>Performance on held-out data</h2><table><tr><th>metric</th><th>value</th></tr>";
-        for (k, v) in [
-            ("rows", m.rows as f64),
-            ("accuracy", m.accuracy),
-            ("precision", m.precision),
-            ("recall", m.recall),
-            ("F1", m.f1),
-            ("ROC AUC", m.roc_auc),
-            ("Brier score", m.calibration.brier),
-            ("log loss", m.calibration.log_loss),
-            ("expected calibration error", m.calibration.ece),
-        ] {
-            h += &format!(
-                "<tr><td>{k}</td><td>{}</td></tr>",
-                if k == "rows" { format!("{v}") } else { format!("{v:.4}") }
-            );
-        }
-        h += "</table><h3>Confusion matrix</h3>";
-        h += &confusion(&m.confusion, &e.classes);
-        h += "<h3>Calibration</h3>";
-        let cal: Vec<(f64, f64)> =
-            m.calibration.prob_pred.iter().copied().zip(m.calibration.prob_true.iter().copied()).collect();
-        h += &lines(&[("observed positive rate", cal)], "mean predicted probability", true);
-        h += "<h3>ROC curve</h3>";
-        h += &lines(&[("ROC", m.roc_curve.clone())], "false positive rate", true);
-        h += "</section><section><h2>Fairness</h2>";
-        if e.fairness.is_empty() {
-            h += "<p>No sensitive attributes were declared.</p>";
-        }
-        for f in &e.fairness {
-            h += &format!(
-                "<h3>{}</h3><p>demographic parity difference {:.4}, ratio {:.4} · equalized odds difference {:.4}, ratio {:.4}</p>",
-                esc(&f.attribute),
-                f.demographic_parity_difference,
-                f.demographic_parity_ratio,
-                f.equalized_odds_difference,
-                f.equalized_odds_ratio
-            );
-            let groups: Vec<String> = f.groups.iter().map(|g| g.group.clone()).collect();
-            h += &grouped(
-                &groups,
-                &[
-                    ("selection rate", f.groups.iter().map(|g| g.selection_rate).collect()),
-                    ("true positive rate", f.groups.iter().map(|g| g.true_positive_rate).collect()),
-                    ("false positive rate", f.groups.iter().map(|g| g.false_positive_rate).collect()),
-                    ("accuracy", f.groups.iter().map(|g| g.accuracy).collect()),
-                ],
-            );
-            h += "<table><tr><th>group</th><th>rows</th><th>selection rate</th><th>TPR</th><th>FPR</th><th>accuracy</th></tr>";
-            for g in &f.groups {
-                h += &format!(
-                    "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>",
-                    esc(&g.group),
-                    g.count,
-                    g.selection_rate,
-                    g.true_positive_rate,
-                    g.false_positive_rate,
-                    g.accuracy
-                );
+        h += &match &self.evaluation {
+            Evaluation::Binary(e) => binary_sections(e),
+            Evaluation::Multiclass(e) => multiclass_sections(e),
+            Evaluation::Regression(e) => regression_sections(e),
+        };
+        let outputs = match &self.evaluation {
+            Evaluation::Regression(_) => "<code>predictions</code> [N, 1], FP32".to_string(),
+            Evaluation::Binary(_) if !self.named_inputs => {
+                "<code>label</code> (class index) and <code>probabilities</code> [N, 2]".to_string()
             }
-            h += "</table>";
-        }
-        let r = &e.robustness;
-        h += &format!(
-            "</section><section><h2>Robustness</h2><p>{} on {} rows, mutable features: {}. At ε = {}: attack success rate {:.3}, robust accuracy {:.3} (clean {:.3}).</p>",
-            esc(&r.method),
-            r.rows,
-            esc(&r.mutable_features.join(", ")),
-            r.epsilon,
-            r.attack_success_rate,
-            r.robust_accuracy,
-            r.clean_accuracy
-        );
-        h += &lines(
-            &[
-                ("attack success rate", r.curve.iter().map(|p| (p.epsilon, p.attack_success_rate)).collect()),
-                ("robust accuracy", r.curve.iter().map(|p| (p.epsilon, p.robust_accuracy)).collect()),
-            ],
-            "budget ε (standard deviations)",
-            false,
-        );
-        h += &lines(
-            &[("accuracy under Gaussian noise", r.noise.iter().map(|p| (p.scale, p.accuracy)).collect())],
-            "noise scale (standard deviations)",
-            false,
-        );
-        h += "</section><section><h2>Explanations</h2><h3>Permutation importance (accuracy drop)</h3>";
-        let mut imp: Vec<(String, f64)> =
-            e.permutation_importance.iter().map(|p| (p.feature.clone(), p.importance_mean)).collect();
-        imp.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let hi = imp.iter().map(|p| p.1).fold(0.0, f64::max);
-        h += &hbars(&imp, hi, |v| format!("{v:.4}"));
-        h += &format!(
-            "<h3>Mean |SHAP value|</h3><p>{} against {} background rows, {} rows explained.</p>",
-            esc(&e.shap.method),
-            e.shap.background_rows,
-            e.shap.examples.len()
-        );
-        let mut sh = e.shap.global.clone();
-        sh.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let hi = sh.iter().map(|p| p.1).fold(0.0, f64::max);
-        h += &hbars(&sh, hi, |v| format!("{v:.4}"));
-        if let Some(ex) = e.shap.examples.first() {
-            h += &format!(
-                "<h3>One prediction explained</h3><p>base value {:.4} → prediction {:.4}</p><table><tr><th>feature</th><th>SHAP value</th></tr>",
-                ex.base_value, ex.prediction
-            );
-            for (f, v) in e.features.iter().zip(&ex.values) {
-                h += &format!("<tr><td>{}</td><td>{v:+.4}</td></tr>", esc(f));
-            }
-            h += "</table>";
-        }
+            Evaluation::Binary(_) => "<code>label</code> (the class name) and <code>probabilities</code> [N, 2], with the class names in their parameters".to_string(),
+            Evaluation::Multiclass(e) => format!(
+                "<code>label</code> (the class name) and <code>probabilities</code> [N, {}], with the class names in their parameters",
+                e.classes.len()
+            ),
+        };
         if self.named_inputs {
-            h += "</section><section><h2>Inputs</h2><p>One input per feature, named as the training column, shape [N, 1]: numbers as <code>FP32</code> (null or NaN → the training median), categories as <code>BYTES</code> strings (a category not listed → code -1, as in training). A JSON array of records is accepted too. Outputs: <code>label</code> (the class name) and <code>probabilities</code> [N, 2], with the class names in their parameters.</p><table><tr><th>feature</th><th>kind</th></tr>";
+            h += &format!(
+                "<section><h2>Inputs</h2><p>One input per feature, named as the training column, shape [N, 1]: numbers as <code>FP32</code> (null or NaN → the training median), categories as <code>BYTES</code> strings (a category not listed → code -1, as in training). A JSON array of records is accepted too. Outputs: {outputs}.</p><table><tr><th>feature</th><th>kind</th></tr>"
+            );
         } else {
-            h += "</section><section><h2>Inputs</h2><p>One tensor <code>X</code> [N, features], FP32; categories are sent as their code (index below). Outputs: <code>label</code> (class index) and <code>probabilities</code> [N, 2].</p><table><tr><th>feature</th><th>kind</th></tr>";
+            h += &format!(
+                "<section><h2>Inputs</h2><p>One tensor <code>X</code> [N, features], FP32; categories are sent as their code (index below). Outputs: {outputs}.</p><table><tr><th>feature</th><th>kind</th></tr>"
+            );
         }
         for f in &self.encoder.features {
             let kind = match &f.kind {

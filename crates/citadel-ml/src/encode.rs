@@ -76,59 +76,91 @@ impl Matrix {
     }
 }
 
-/// A binary label: which value is the positive class.
+/// The most classes a classification label may have: beyond it the label
+/// is more likely an identifier or a number than a class.
+pub const MAX_CLASSES: usize = 100;
+
+/// What a pipeline learns: a class (binary or multi-class, decided by the
+/// label's distinct values) or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    #[default]
+    Classification,
+    Regression,
+}
+
+/// The label column and what its values mean: the classes (`[negative,
+/// positive]` of a binary label; sorted, as scikit-learn's `classes_`, for
+/// more), or none for a regression target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Labels {
     pub column: String,
-    /// `[negative, positive]`.
-    pub classes: [String; 2],
+    pub classes: Vec<String>,
+    /// What the trainers fit (absent in labels written when every label was binary).
+    #[serde(default)]
+    pub objective: crate::gbt::Objective,
 }
 
 impl Labels {
-    /// The label column's two values; `positive` names the positive one,
-    /// else the greater in sort order is (scikit-learn's `classes_[1]`).
+    /// A classification label: its distinct values are the classes. Two
+    /// make a binary label whose positive class `positive` names, else the
+    /// greater in sort order (scikit-learn's `classes_[1]`); three to
+    /// [`MAX_CLASSES`] a multi-class one (`positive` must then be absent).
+    ///
+    /// Errors: a null label, one value only, too many values, an unknown `positive`.
     pub fn fit(table: &Table, column: &str, positive: Option<&str>) -> Result<Labels, MlError> {
         let col = table.column(column)?;
-        let mut values: Vec<String> = Vec::new();
+        let mut values = std::collections::BTreeSet::new();
         let mut nulls = 0usize;
         for i in 0..col.len() {
             match col.text(i) {
                 Some(v) => {
-                    if !values.contains(&v) {
-                        values.push(v);
-                        if values.len() > 2 {
-                            return Err(MlError::Column {
-                                column: column.into(),
-                                detail: format!(
-                                    "has more than two classes ({}, …); the built-in trainers are binary classifiers — hint: train a multi-class model with an external training command",
-                                    values.join(", ")
-                                ),
-                            });
-                        }
+                    values.insert(v);
+                    if values.len() > MAX_CLASSES {
+                        return Err(MlError::Column {
+                            column: column.into(),
+                            detail: format!(
+                                "has more than {MAX_CLASSES} distinct values, too many for classes — hint: set `task = \"regression\"` in [train] if it is a number to predict"
+                            ),
+                        });
                     }
                 }
                 None => nulls += 1,
             }
         }
         if nulls > 0 {
+            return Err(no_label(column, nulls));
+        }
+        let mut values: Vec<String> = values.into_iter().collect();
+        if matches!(col, Column::Num(_)) {
+            // Numeric labels sort as numbers, as numpy's `unique` sorts them.
+            values
+                .sort_by(|a, b| a.parse::<f64>().unwrap_or(f64::NAN).total_cmp(&b.parse::<f64>().unwrap_or(f64::NAN)));
+        }
+        if values.len() < 2 {
             return Err(MlError::Column {
                 column: column.into(),
-                detail: format!(
-                    "{nulls} rows have no label — hint: declare `max_null_rate = 0` for it in the expectations so such data is stopped at ingest"
-                ),
+                detail: format!("has {} class(es); a classifier needs at least two", values.len()),
             });
         }
-        if values.len() != 2 {
-            return Err(MlError::Column {
-                column: column.into(),
-                detail: format!("has {} class(es); a classifier needs two", values.len()),
-            });
+        if values.len() > 2 {
+            if let Some(p) = positive {
+                return Err(MlError::Column {
+                    column: column.into(),
+                    detail: format!(
+                        "has {} classes, so there is no positive class to name ({p:?}) — hint: remove `positive` from [train] to train a multi-class model",
+                        values.len()
+                    ),
+                });
+            }
+            let objective = crate::gbt::Objective::Multiclass { classes: values.len() };
+            return Ok(Labels { column: column.into(), classes: values, objective });
         }
-        values.sort();
         let classes = match positive {
-            None => [values[0].clone(), values[1].clone()],
-            Some(p) if p == values[1] => [values[0].clone(), values[1].clone()],
-            Some(p) if p == values[0] => [values[1].clone(), values[0].clone()],
+            None => vec![values[0].clone(), values[1].clone()],
+            Some(p) if p == values[1] => vec![values[0].clone(), values[1].clone()],
+            Some(p) if p == values[0] => vec![values[1].clone(), values[0].clone()],
             Some(p) => {
                 return Err(MlError::Column {
                     column: column.into(),
@@ -136,22 +168,76 @@ impl Labels {
                 });
             }
         };
-        Ok(Labels { column: column.into(), classes })
+        Ok(Labels { column: column.into(), classes, objective: crate::gbt::Objective::Binary })
     }
 
-    /// 1.0 for the positive class, 0.0 for the negative one.
+    /// A regression target: a numeric column with a finite value in every row.
+    pub fn fit_regression(table: &Table, column: &str) -> Result<Labels, MlError> {
+        match table.column(column)? {
+            Column::Num(v) => {
+                let nulls = v.iter().filter(|x| !x.is_some_and(f64::is_finite)).count();
+                if nulls > 0 {
+                    return Err(no_label(column, nulls));
+                }
+                Ok(Labels { column: column.into(), classes: Vec::new(), objective: crate::gbt::Objective::Squared })
+            }
+            Column::Cat(_) => Err(MlError::Column {
+                column: column.into(),
+                detail: "holds text, not numbers, so it cannot be a regression target — hint: remove `task = \"regression\"` to train a classifier of its values".into(),
+            }),
+        }
+    }
+
+    /// What is being learnt, in the words reports use: `binary`, `multiclass` or `regression`.
+    pub fn task(&self) -> &'static str {
+        match self.objective {
+            crate::gbt::Objective::Binary => "binary",
+            crate::gbt::Objective::Multiclass { .. } => "multiclass",
+            crate::gbt::Objective::Squared => "regression",
+        }
+    }
+
+    /// The trainers' targets: 1.0 for the positive class and 0.0 for the
+    /// negative one; the class index of a multi-class label; the value of a
+    /// regression target.
     pub fn encode(&self, table: &Table) -> Result<Vec<f32>, MlError> {
         let col = table.column(&self.column)?;
+        if self.objective == crate::gbt::Objective::Squared {
+            let Column::Num(v) = col else {
+                return Err(MlError::Column { column: self.column.clone(), detail: "is not numeric".into() });
+            };
+            return v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| match x {
+                    Some(x) if x.is_finite() => Ok(*x as f32),
+                    _ => Err(MlError::Column { column: self.column.clone(), detail: format!("row {i} has no value") }),
+                })
+                .collect();
+        }
+        let binary = self.objective == crate::gbt::Objective::Binary;
         (0..col.len())
-            .map(|i| match col.text(i) {
-                Some(v) if v == self.classes[1] => Ok(1.0),
-                Some(v) if v == self.classes[0] => Ok(0.0),
-                other => Err(MlError::Column {
-                    column: self.column.clone(),
-                    detail: format!("row {i} has label {other:?}, not one of the training classes {:?}", self.classes),
-                }),
+            .map(|i| {
+                let v = col.text(i);
+                match v.as_ref().and_then(|v| self.classes.iter().position(|c| c == v)) {
+                    Some(k) if binary => Ok(if k == 1 { 1.0 } else { 0.0 }),
+                    Some(k) => Ok(k as f32),
+                    None => Err(MlError::Column {
+                        column: self.column.clone(),
+                        detail: format!("row {i} has label {v:?}, not one of the training classes {:?}", self.classes),
+                    }),
+                }
             })
             .collect()
+    }
+}
+
+fn no_label(column: &str, rows: usize) -> MlError {
+    MlError::Column {
+        column: column.into(),
+        detail: format!(
+            "{rows} rows have no label — hint: declare `max_null_rate = 0` for it in the expectations so such data is stopped at ingest"
+        ),
     }
 }
 

@@ -39,7 +39,20 @@ pub fn permutation_importance(
 ) -> Result<Vec<PermutationImportance>, MlError> {
     let acc =
         |p: &[f64]| p.iter().zip(y).filter(|&(&p, &t)| (p > 0.5) == (t > 0.5)).count() as f64 / y.len().max(1) as f64;
-    let base = acc(&model.predict_proba(x)?);
+    permutation_importance_by(&|m: &Matrix| Ok(acc(&model.predict_proba(m)?)), names, x, repeats, seed)
+}
+
+/// scikit-learn's `permutation_importance` with any score (higher is
+/// better): per feature, the mean and standard deviation over `repeats`
+/// of the score's drop when that column alone is shuffled.
+pub fn permutation_importance_by(
+    score: &dyn Fn(&Matrix) -> Result<f64, MlError>,
+    names: &[String],
+    x: &Matrix,
+    repeats: usize,
+    seed: u64,
+) -> Result<Vec<PermutationImportance>, MlError> {
+    let base = score(x)?;
     let mut rng = split::rng(seed);
     let mut out = Vec::new();
     for (j, name) in names.iter().enumerate() {
@@ -51,7 +64,7 @@ pub fn permutation_importance(
             for (i, v) in col.into_iter().enumerate() {
                 shuffled.data[i * x.cols + j] = v;
             }
-            drops.push(base - acc(&model.predict_proba(&shuffled)?));
+            drops.push(base - score(&shuffled)?);
         }
         let mean = drops.iter().sum::<f64>() / drops.len() as f64;
         let std = (drops.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / drops.len() as f64).sqrt();

@@ -282,16 +282,14 @@ fn best_split(hist: &Hist, offsets: &[usize], g: f64, h: f64, n: usize, p: &GbtP
     best
 }
 
-/// Fits on the rows of `x` with 0/1 labels `y`, rows weighted by `weights`
-/// (empty: every row 1; gradients and hessians are scaled, as
-/// scikit-learn's `sample_weight` does).
 /// Fits a binary classifier on 0/1 labels (see [`fit_objective`]).
 pub fn fit(x: &Matrix, y: &[f32], params: &GbtParams, weights: &[f64]) -> Result<GbtModel, MlError> {
     fit_objective(x, y, params, weights, Objective::Binary)
 }
 
 /// Fits trees to `objective` on `y` (0/1 labels, class indices, or targets),
-/// rows weighted by `weights` (empty: every row 1).
+/// rows weighted by `weights` (empty: every row 1; gradients and hessians
+/// are scaled, as scikit-learn's `sample_weight` does).
 pub fn fit_objective(
     x: &Matrix,
     y: &[f32],

@@ -21,6 +21,7 @@ pub mod onnx_build;
 pub mod robust;
 pub mod split;
 pub mod table;
+pub mod task_eval;
 pub mod task_metrics;
 
 pub use encode::{FeatureEncoder, Labels, Matrix};
@@ -39,7 +40,8 @@ pub enum MlError {
     Model(String),
 }
 
-/// A binary classifier: the positive-class probability of each row.
+/// A binary classifier: the positive-class probability of each row (for
+/// [`OnnxClassifier`] of a regressor, its prediction).
 pub trait Classifier: Sync {
     fn predict_proba(&self, x: &Matrix) -> Result<Vec<f64>, MlError>;
 }
@@ -175,43 +177,62 @@ impl OnnxClassifier {
     }
 }
 
-impl Classifier for OnnxClassifier {
-    fn predict_proba(&self, x: &Matrix) -> Result<Vec<f64>, MlError> {
+impl OnnxClassifier {
+    /// The model's answer for every row of `x`, row-major `[N, width]`, and
+    /// the width: the class probabilities of a classifier (`width` = K) or
+    /// the predictions of a regressor (`width` = 1). Run in chunks of 4,096
+    /// rows, which bounds the memory of a dense tree graph.
+    pub fn scores(&self, x: &Matrix) -> Result<(Vec<f64>, usize), MlError> {
         if x.cols != self.features {
             return Err(MlError::Model(format!("the model takes {} features, got {}", self.features, x.cols)));
         }
-        let mut out = Vec::with_capacity(x.rows);
-        // Chunks bound the memory of the dense tree graph.
+        let pos = self
+            .model
+            .outputs
+            .iter()
+            .position(|o| o.name == self.output)
+            .ok_or_else(|| MlError::Model(format!("output {} missing", self.output)))?;
+        let mut out = Vec::new();
+        let mut width = None;
         for start in (0..x.rows).step_by(4096) {
             let end = (start + 4096).min(x.rows);
             let inputs = self.feed.tensors(x, start, end)?;
             let mut outputs = self.model.run(inputs).map_err(|e| MlError::Model(e.to_string()))?;
-            let pos = self
-                .model
-                .outputs
-                .iter()
-                .position(|o| o.name == self.output)
-                .ok_or_else(|| MlError::Model("probability output missing".into()))?;
-            let probs = outputs.swap_remove(pos);
-            let v = probs.to_f32().map_err(|e| MlError::Model(e.to_string()))?;
-            let width = probs.shape.get(1).copied().unwrap_or(1);
-            if width < 2 || v.len() != (end - start) * width {
+            let scores = outputs.swap_remove(pos);
+            let v = scores.to_f32().map_err(|e| MlError::Model(e.to_string()))?;
+            let w = scores.shape.get(1).copied().unwrap_or(1).max(1);
+            if v.len() != (end - start) * w || width.is_some_and(|k| k != w) {
                 return Err(MlError::Model(format!(
-                    "probabilities have shape {:?}; a binary classifier gives [N, 2]",
-                    probs.shape
+                    "output {} has shape {:?} for {} rows",
+                    self.output,
+                    scores.shape,
+                    end - start
                 )));
             }
-            out.extend(v.chunks(width).map(|r| f64::from(r[1])));
+            width = Some(w);
+            out.extend(v.into_iter().map(f64::from));
         }
-        Ok(out)
+        Ok((out, width.unwrap_or(1)))
     }
 }
 
-/// The float output holding class probabilities.
+impl Classifier for OnnxClassifier {
+    fn predict_proba(&self, x: &Matrix) -> Result<Vec<f64>, MlError> {
+        let (v, width) = self.scores(x)?;
+        match width {
+            2 => Ok(v.chunks(2).map(|r| r[1]).collect()),
+            // A regressor's one output: what its explanations explain.
+            1 => Ok(v),
+            _ => Err(MlError::Model(format!("probabilities have {width} columns; a binary classifier gives [N, 2]"))),
+        }
+    }
+}
+
+/// The float output holding class probabilities (or a regressor's predictions).
 fn probability_output(model: &citadel_infer::Model) -> Result<String, MlError> {
     let floats: Vec<&citadel_infer::IoSpec> =
         model.outputs.iter().filter(|o| o.dtype == citadel_infer::DType::F32).collect();
-    ["probabilities", "output_probability"]
+    ["probabilities", "output_probability", "predictions"]
         .iter()
         .find_map(|n| floats.iter().find(|o| o.name == *n))
         .or(if floats.len() == 1 { floats.first() } else { None })

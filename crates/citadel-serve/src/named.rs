@@ -57,7 +57,10 @@ impl Schema {
             .into_iter()
             .filter_map(|v| Some((v.get("name")?.as_str()?.to_string(), v)))
             .collect();
-        let classes = model.meta("citadel.classes").and_then(|j| serde_json::from_str::<Vec<String>>(j).ok());
+        let classes = model
+            .meta("citadel.classes")
+            .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+            .filter(|c| !c.is_empty());
         let background = model.meta("citadel.background").and_then(|j| {
             #[derive(serde::Deserialize)]
             struct Background {

@@ -256,8 +256,8 @@ fn model(h: &mut String, m: &ModelRecord, e: &ComplianceEvidence) {
 <tr><th>1. Intended purpose</th><td>{purposes}</td></tr>
 <tr><th>2(d). Data: training data and its provenance</th><td>{data}</td></tr>
 <tr><th>2(b). Design and training</th><td>code {code}; parameters <code>{params}</code>; built by {builder}</td></tr>
-<tr><th>2(g). Evaluation: accuracy</th><td>accuracy {acc}, ROC AUC {auc} on the held-out split</td></tr>
-<tr><th>2(g). Fairness (bias examination, Art. 10(2)(f))</th><td>worst demographic parity ratio {dpr}</td></tr>
+<tr><th>2(g). Evaluation: accuracy</th><td>{perf} on the held-out split</td></tr>
+<tr><th>2(g). Fairness (bias examination, Art. 10(2)(f))</th><td>{fair}</td></tr>
 <tr><th>2(g). Robustness (Art. 15)</th><td>attack success rate {asr}</td></tr>
 <tr><th>Gate verdict</th><td>{gate}</td></tr>
 <tr><th>3. Human oversight (Art. 14)</th><td>{oversight}{decisions}</td></tr>
@@ -289,9 +289,26 @@ fn model(h: &mut String, m: &ModelRecord, e: &ComplianceEvidence) {
             }
         }),
         builder = esc(&m.builder),
-        acc = num(&ev["accuracy"]),
-        auc = num(&ev["roc_auc"]),
-        dpr = num(&ev["fairness"]["demographic_parity_ratio"]),
+        perf = match ev["task"].as_str() {
+            Some("multiclass") => format!(
+                "multi-class: accuracy {}, macro F1 {}, log loss {}",
+                num(&ev["accuracy"]),
+                num(&ev["macro_f1"]),
+                num(&ev["log_loss"])
+            ),
+            Some("regression") => {
+                format!("regression: R² {}, RMSE {}, MAE {}", num(&ev["r2"]), num(&ev["rmse"]), num(&ev["mae"]))
+            }
+            _ => format!("accuracy {}, ROC AUC {}", num(&ev["accuracy"]), num(&ev["roc_auc"])),
+        },
+        fair = match ev["task"].as_str() {
+            Some(t @ ("multiclass" | "regression")) => format!(
+                "worst min/max ratio of the groups' {} {}",
+                if t == "multiclass" { "accuracy" } else { "mean absolute error" },
+                num(&ev["fairness"]["worst_group_ratio"])
+            ),
+            _ => format!("worst demographic parity ratio {}", num(&ev["fairness"]["demographic_parity_ratio"])),
+        },
         asr = num(&ev["robustness"]["attack_success_rate"]),
         gate = gate_text,
         oversight = if oversight.is_empty() { "no stage change yet".into() } else { oversight.join("<br>") },
@@ -333,7 +350,7 @@ fn nist(h: &mut String, e: &ComplianceEvidence) {
         ("MAP 1.1", "Intended purposes and context documented", format!("{} of {nd} dataset(s) declare purposes and a legal basis; pipelines must name one of them", c.datasets_with_purposes), st(nd > 0 && c.datasets_with_purposes == nd, c.datasets_with_purposes > 0)),
         ("MAP 4.1", "Data provenance and lineage", format!("{nm} model version(s) with SLSA provenance naming their training data by digest"), st(nm > 0 && e.models.iter().all(|m| !m.training_data.is_empty()), nm > 0)),
         ("MEASURE 2.3", "Performance measured on held-out data", format!("{} of {nm} model version(s) evaluated by their pipeline", c.models_evaluated), st(nm > 0 && c.models_evaluated == nm, c.models_evaluated > 0)),
-        ("MEASURE 2.11", "Fairness and bias evaluated", format!("demographic parity per group recorded for {} model version(s)", e.models.iter().filter(|m| m.evaluation.as_ref().is_some_and(|v| v["fairness"]["demographic_parity_ratio"].is_number())).count()), st(nm > 0 && c.models_evaluated == nm, c.models_evaluated > 0)),
+        ("MEASURE 2.11", "Fairness and bias evaluated", format!("group fairness recorded for {} model version(s)", e.models.iter().filter(|m| m.evaluation.as_ref().is_some_and(|v| v["fairness"]["demographic_parity_ratio"].is_number() || v["fairness"]["worst_group_ratio"].is_number())).count()), st(nm > 0 && c.models_evaluated == nm, c.models_evaluated > 0)),
         ("MEASURE 2.7", "Security and resilience evaluated", "every artifact scanned without deserializing (fail closed), signed, verified before use; a black-box evasion attack measured per evaluated model".into(), st(nm > 0, false)),
         ("MEASURE 2.10", "Privacy risk examined", format!("PII detected by value at ingest and masked before storage; {} dataset(s)", nd), st(nd > 0, false)),
         ("MANAGE 1.3", "Risk responses: release gated", format!("model gate {} {}; {} approved stage change(s)", esc(&c.model_gate), digest("", &c.model_gate_sha256), c.approvals), st(true, false)),

@@ -486,3 +486,161 @@ model = "{name}"
     assert_eq!(versions(&ws, "mkt") + versions(&ws, "none"), 0, "nothing was registered");
     assert!(ws.json(&["data", "ls"]).as_array().unwrap().is_empty(), "nothing was ingested");
 }
+
+/// A label with more than two values trains a multi-class model, and
+/// `task = "regression"` a regressor: each is evaluated with its own
+/// metrics and fairness frames, gated by its own rules, and registered
+/// with a card that shows them. (That the metrics equal scikit-learn's and
+/// Fairlearn's is held by citadel-ml's `task_metrics` test.)
+#[test]
+fn multi_class_and_regression_pipelines_train_evaluate_gate_and_register() {
+    let ws = Ws::new();
+    let features =
+        r#"["age", "workclass", "education", "marital-status", "occupation", "capital-gain", "hours-per-week"]"#;
+    let head = |name: &str| {
+        format!(
+            r#"
+[pipeline]
+name = "{name}"
+purpose = "income-prediction-research"
+seed = 3
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+"#
+        )
+    };
+    let stage = |v: &Value, s: &str| v["stages"].as_array().unwrap().iter().find(|x| x["stage"] == s).unwrap().clone();
+
+    // ---- multi-class: `relationship` has six values.
+    let body = format!(
+        r#"{}[train]
+trainer = "gradient_boosting"
+label = "relationship"
+features = {features}
+params = {{ max_iter = 20 }}
+[evaluate]
+sensitive = ["sex"]
+[gate]
+thresholds = {{ min_accuracy = 0.5, min_group_ratio = 0.5 }}
+[register]
+model = "rel"
+"#,
+        head("rel")
+    );
+    let file = pipeline(&ws, "rel.toml", &body);
+    let (code, v, err) = run_json(&ws, &file);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["model"], "rel@1");
+    assert!(stage(&v, "evaluate")["outputs"]["export_agreement"]["max_abs_difference"].as_f64().unwrap() < 1e-4);
+    let card: Value = serde_json::from_slice(&std::fs::read(v["card_json"].as_str().unwrap()).unwrap()).unwrap();
+    let e = &card["evaluation"];
+    assert_eq!(e["task"], "multiclass");
+    let classes: Vec<&str> = e["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(classes, ["Husband", "Not-in-family", "Other-relative", "Own-child", "Unmarried", "Wife"]);
+    let m = &e["metrics"];
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(m["confusion"].clone()).unwrap();
+    let rows: u64 = confusion.iter().flatten().sum();
+    assert_eq!(rows, m["rows"].as_u64().unwrap());
+    assert!(rows > 5000, "a fifth of Adult is held out: {rows}");
+    let diagonal: u64 = (0..6).map(|k| confusion[k][k]).sum();
+    assert!((m["accuracy"].as_f64().unwrap() - diagonal as f64 / rows as f64).abs() < 1e-12);
+    assert!(m["accuracy"].as_f64().unwrap() > 0.6, "{m}");
+    assert!(m["macro_f1"].as_f64().unwrap() < m["accuracy"].as_f64().unwrap(), "rare classes pull macro F1 down: {m}");
+    // The fairness frame's groups add up to the whole.
+    let frame = &e["fairness"][0]["frames"][0];
+    assert_eq!(e["fairness"][0]["attribute"], "sex");
+    assert_eq!(frame["metric"], "accuracy");
+    let groups = frame["by_group"].as_array().unwrap();
+    assert_eq!(groups.iter().map(|g| g[0].as_str().unwrap()).collect::<Vec<_>>(), ["Female", "Male"]);
+    let weighted: f64 =
+        groups.iter().map(|g| g[1].as_f64().unwrap() * g[2].as_f64().unwrap()).sum::<f64>() / rows as f64;
+    assert!((weighted - m["accuracy"].as_f64().unwrap()).abs() < 1e-9, "{frame}");
+    assert_eq!(card["dataset"]["task"], "multiclass");
+    let html = std::fs::read_to_string(v["card_html"].as_str().unwrap()).unwrap();
+    for section in ["Per class", "Confusion matrix", "macro F1", "Permutation importance", "Other-relative", "[N, 6]"] {
+        assert!(html.contains(section), "{section}");
+    }
+    // The registry's ML-BOM carries the headline metrics.
+    let bom = ws.json(&["model", "bom", "rel@1"]).to_string();
+    assert!(bom.contains("\"macro_f1\"") && bom.contains("log_loss") && !bom.contains("roc_auc"), "{bom}");
+
+    // A class named as positive in a multi-class label is refused, saying why.
+    let file = pipeline(
+        &ws,
+        "rel-pos.toml",
+        &body.replace("label = \"relationship\"", "label = \"relationship\"\npositive = \"Wife\""),
+    );
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    assert!(err.contains("has 6 classes") && err.contains("remove `positive`"), "{err}");
+
+    // ---- regression: hours worked per week, by the ridge.
+    let features = r#"["age", "workclass", "education", "marital-status", "occupation", "sex", "capital-gain"]"#;
+    let body = format!(
+        r#"{}[train]
+trainer = "linear_regression"
+task = "regression"
+label = "hours-per-week"
+features = {features}
+[evaluate]
+sensitive = ["race"]
+[gate]
+thresholds = {{ min_r2 = 0.9, min_group_ratio = 0.5 }}
+[register]
+model = "hours"
+"#,
+        head("hours")
+    );
+    let file = pipeline(&ws, "hours.toml", &body);
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0, "no linear model explains 90% of the hours");
+    assert!(err.contains("R²") && err.contains("below the floor of 0.9"), "{err}");
+    assert_eq!(versions(&ws, "hours"), 0);
+    let file = pipeline(&ws, "hours2.toml", &body.replace("min_r2 = 0.9", "min_r2 = 0.05"));
+    let (code, v, err) = run_json(&ws, &file);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stage(&v, "train")["status"], "cached", "only the gate changed");
+    let card: Value = serde_json::from_slice(&std::fs::read(v["card_json"].as_str().unwrap()).unwrap()).unwrap();
+    let e = &card["evaluation"];
+    assert_eq!(e["task"], "regression");
+    assert_eq!(e["target"], "hours-per-week");
+    let m = &e["metrics"];
+    let (mae, rmse, mse, r2) = (
+        m["mae"].as_f64().unwrap(),
+        m["rmse"].as_f64().unwrap(),
+        m["mse"].as_f64().unwrap(),
+        m["r2"].as_f64().unwrap(),
+    );
+    assert!((rmse * rmse - mse).abs() < 1e-6 * mse && mae <= rmse && rmse <= m["max_error"].as_f64().unwrap(), "{m}");
+    assert!(r2 > 0.05 && r2 < 0.9, "{m}");
+    let frame = &e["fairness"][0]["frames"][0];
+    assert_eq!(frame["metric"], "mean_absolute_error");
+    let n: f64 = frame["by_group"].as_array().unwrap().iter().map(|g| g[1].as_f64().unwrap()).sum();
+    let weighted: f64 = frame["by_group"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g[1].as_f64().unwrap() * g[2].as_f64().unwrap())
+        .sum::<f64>()
+        / n;
+    assert!((weighted - mae).abs() < 1e-9, "{frame}");
+    assert_eq!(card["split"]["stratified"], false);
+    let html = std::fs::read_to_string(v["card_html"].as_str().unwrap()).unwrap();
+    for section in
+        ["R²", "root mean squared error", "mean absolute error", "R² drop", "<code>predictions</code> [N, 1]"]
+    {
+        assert!(html.contains(section), "{section}");
+    }
+
+    // A text label cannot be a regression target; the trainer must fit the task.
+    let file = pipeline(&ws, "bad.toml", &body.replace("label = \"hours-per-week\"", "label = \"income\""));
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    assert!(err.contains("income") && err.contains("holds text"), "{err}");
+    let file = pipeline(&ws, "bad2.toml", &body.replace("linear_regression", "logistic_regression"));
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    assert!(err.contains("use linear_regression"), "{err}");
+}

@@ -838,7 +838,7 @@ struct NamedModel {
     onnx: PathBuf,
     rows: citadel_ml::Table,
     encoder: citadel_ml::FeatureEncoder,
-    classes: [String; 2],
+    classes: Vec<String>,
     labels: Vec<String>,
     p1: Vec<f32>,
 }
@@ -849,6 +849,25 @@ fn named_model(dir: &Path) -> NamedModel {
 
 /// `trainer`: "gradient_boosting" (TreeSHAP) or "logistic_regression" (KernelSHAP).
 fn named_model_of(dir: &Path, trainer: &str) -> NamedModel {
+    let m = task_model(dir, trainer, "income", false);
+    let p1 = m.scores.chunks(2).map(|r| r[1]).collect();
+    NamedModel { onnx: m.onnx, rows: m.rows, encoder: m.encoder, classes: m.classes, labels: m.labels, p1 }
+}
+
+/// A model of Adult's `label` as a pipeline exports it (named inputs),
+/// trained by `trainer` as a classifier of the label's values, or as a
+/// regressor; with its answers for 64 held-out rows as served in-process:
+/// the labels (none for a regressor) and the probabilities or predictions.
+struct TaskModel {
+    onnx: PathBuf,
+    rows: citadel_ml::Table,
+    encoder: citadel_ml::FeatureEncoder,
+    classes: Vec<String>,
+    labels: Vec<String>,
+    scores: Vec<f32>,
+}
+
+fn task_model(dir: &Path, trainer: &str, label: &str, regression: bool) -> TaskModel {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/adult/adult.data")).unwrap();
     let names = [
@@ -870,14 +889,22 @@ fn named_model_of(dir: &Path, trainer: &str) -> NamedModel {
     ];
     let numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
     let t = citadel_ml::Table::from_unquoted_csv(&text, &names, &numeric, "?").unwrap();
-    let labels = citadel_ml::Labels::fit(&t, "income", Some(">50K")).unwrap();
+    let labels = if regression {
+        citadel_ml::Labels::fit_regression(&t, label).unwrap()
+    } else {
+        citadel_ml::Labels::fit(&t, label, (label == "income").then_some(">50K")).unwrap()
+    };
     let y = labels.encode(&t).unwrap();
-    let (train, test) = citadel_ml::split::stratified(&y, 0.2, 7);
+    let (train, test) = match labels.objective {
+        citadel_ml::gbt::Objective::Binary => citadel_ml::split::stratified(&y, 0.2, 7),
+        _ => citadel_ml::split::random(y.len(), 0.2, 7),
+    };
     let (tt, te) = (t.take(&train), t.take(&test[..64]));
     let ytr: Vec<f32> = train.iter().map(|&i| y[i]).collect();
     let features: Vec<String> =
         ["age", "workclass", "education", "marital-status", "occupation", "capital-gain", "hours-per-week"]
             .iter()
+            .filter(|f| **f != label)
             .map(|s| s.to_string())
             .collect();
     let encoder = citadel_ml::FeatureEncoder::fit(&tt, &features, &ytr).unwrap();
@@ -889,18 +916,26 @@ fn named_model_of(dir: &Path, trainer: &str) -> NamedModel {
     let iface = citadel_ml::Interface::Named { classes: &labels.classes };
     let bytes = if trainer == "gradient_boosting" {
         let p = citadel_ml::gbt::GbtParams { max_iter: 30, ..Default::default() };
-        citadel_ml::gbt::fit(&x, &ytr, &p, &[]).unwrap().to_onnx(&encoder, iface, meta).unwrap()
+        let m = citadel_ml::gbt::fit_objective(&x, &ytr, &p, &[], labels.objective).unwrap();
+        m.to_onnx(&encoder, iface, meta).unwrap()
     } else {
         let p = citadel_ml::lr::LrParams::default();
-        citadel_ml::lr::fit(&encoder, &x, &ytr, &p, &[]).unwrap().to_onnx(&encoder, iface, meta).unwrap()
+        let m = citadel_ml::lr::fit_objective(&encoder, &x, &ytr, &p, &[], labels.objective).unwrap();
+        m.to_onnx(&encoder, iface, meta).unwrap()
     };
-    let onnx = dir.join(format!("adult_named_{trainer}.onnx"));
+    let onnx = dir.join(format!("adult_{label}_{trainer}.onnx"));
     std::fs::write(&onnx, &bytes).unwrap();
     let model = citadel_infer::Model::load(&bytes).unwrap();
     let out = model.run(encoder.named_tensors(&te).unwrap().into_iter().map(|(_, t)| t).collect()).unwrap();
-    let citadel_infer::Data::Str(l) = &out[0].data else { panic!("labels are strings") };
-    let p1 = out[1].to_f32().unwrap().chunks(2).map(|r| r[1]).collect();
-    NamedModel { onnx, rows: te, encoder, classes: labels.classes.clone(), labels: l.clone(), p1 }
+    let (labels_out, scores) = match out.as_slice() {
+        [l, p] => {
+            let citadel_infer::Data::Str(l) = &l.data else { panic!("labels are strings") };
+            (l.clone(), p.to_f32().unwrap())
+        }
+        [v] => (Vec::new(), v.to_f32().unwrap()),
+        other => panic!("outputs {other:?}"),
+    };
+    TaskModel { onnx, rows: te, encoder, classes: labels.classes.clone(), labels: labels_out, scores }
 }
 
 /// A workspace serving the named boosting model as endpoint `income`, and
@@ -1308,4 +1343,90 @@ fn explanations_are_exact_shap_values_under_their_own_permission_and_audited() {
     let text = given.to_string();
     assert!(text.contains("\"rows\":10") || text.contains("\"rows\": 10"), "{text}");
     assert!(!text.contains("Private") && !text.contains("Married"), "no payload values in the audit log: {text}");
+}
+
+/// A multi-class model answers with one of its class names and a
+/// probability per class (their names in the output's parameters); a
+/// regressor with its prediction and no classes; both as the model runs
+/// in-process. A regressor's prediction is explained (TreeSHAP adds up to
+/// it); a multi-class model's is refused with a reason.
+#[test]
+fn multi_class_and_regression_models_are_served_with_readable_answers() {
+    let ws = Ws::new();
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let dir = ws.root.parent().unwrap();
+    let rel = task_model(dir, "gradient_boosting", "relationship", false);
+    let hours = task_model(dir, "gradient_boosting", "hours-per-week", true);
+    let hours_lr = task_model(dir, "logistic_regression", "hours-per-week", true);
+    for (name, m) in [("rel", &rel), ("hours", &hours), ("hours-lr", &hours_lr)] {
+        register_path(&ws, &eng, &appr, name, &m.onnx, "production");
+        ok_json(as_user(&ws, &eng, &["deploy", "set", name, "--target", &format!("{name}@1")]));
+    }
+    let eng = token_for(&ws, "ada", &["ml-engineer", "inference-client"]);
+    let srv = Server::start(&ws, &[]);
+    let body = |m: &TaskModel, rows: usize| json!({"inputs": m.encoder.v2_inputs(&m.rows.take(&(0..rows).collect::<Vec<_>>())).unwrap()});
+    let out = |v: &Value, n: &str| v["outputs"].as_array().unwrap().iter().find(|o| o["name"] == n).cloned();
+    let floats =
+        |o: &Value| o["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
+
+    // Multi-class: six relationship classes.
+    srv.wait_for_version("rel", &eng, &body(&rel, 1), "1");
+    let (code, v) = srv.infer("rel", &eng, &body(&rel, 64));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(rel.classes.len(), 6);
+    let label = out(&v, "label").unwrap();
+    assert_eq!(label["datatype"], "BYTES");
+    let served: Vec<String> = serde_json::from_value(label["data"].clone()).unwrap();
+    assert_eq!(served, rel.labels);
+    assert!(served.iter().all(|l| rel.classes.contains(l)));
+    let p = out(&v, "probabilities").unwrap();
+    assert_eq!(p["shape"], json!([64, 6]));
+    assert_eq!(p["parameters"]["classes"], json!(rel.classes));
+    let p = floats(&p);
+    assert!(p.iter().zip(&rel.scores).all(|(a, b)| (a - b).abs() <= 1e-6));
+    assert!(p.chunks(6).all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5));
+    let (code, _, meta) = srv.call("GET", "/v2/models/rel", Some(&eng), None, &[]);
+    assert_eq!(code, 200);
+    let meta: Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(meta["outputs"][1]["parameters"]["classes"], json!(rel.classes), "{meta}");
+    let explain = |endpoint: &str, b: &Value| {
+        let (code, _, out) = srv.call(
+            "POST",
+            &format!("/v2/models/{endpoint}/explain"),
+            Some(&eng),
+            Some(b.to_string().as_bytes()),
+            &[],
+        );
+        (code, serde_json::from_slice::<Value>(&out).unwrap_or(Value::Null))
+    };
+    let (code, v) = explain("rel", &body(&rel, 2));
+    assert_eq!(code, 501, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("6 classes"), "{v}");
+
+    // Regression: the prediction, no label, no classes.
+    for (name, m) in [("hours", &hours), ("hours-lr", &hours_lr)] {
+        srv.wait_for_version(name, &eng, &body(m, 1), "1");
+        let (code, v) = srv.infer(name, &eng, &body(m, 64));
+        assert_eq!(code, 200, "{v}");
+        assert!(out(&v, "label").is_none(), "{v}");
+        let pred = out(&v, "predictions").unwrap();
+        assert_eq!(pred["shape"], json!([64, 1]));
+        assert!(pred["parameters"]["classes"].is_null(), "{pred}");
+        let pred = floats(&pred);
+        assert!(pred.iter().zip(&m.scores).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)), "{name}");
+        assert!(pred.iter().all(|h| (1.0..=99.0).contains(h)), "{name}: hours per week {pred:?}");
+        // Explained: base + Σφ = the prediction.
+        let (code, v) = explain(name, &body(m, 3));
+        assert_eq!(code, 200, "{name}: {v}");
+        assert_eq!(v["output"], if name == "hours" { "raw score" } else { "prediction" }, "{v}");
+        let base = v["base_value"].as_f64().unwrap();
+        for r in 0..3 {
+            let phi: Vec<f64> = serde_json::from_value(v["shap_values"][r].clone()).unwrap();
+            assert!(
+                (base + phi.iter().sum::<f64>() - f64::from(pred[r])).abs() < 1e-3,
+                "{name} row {r} does not add up"
+            );
+        }
+    }
 }

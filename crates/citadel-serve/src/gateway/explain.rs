@@ -69,6 +69,13 @@ impl Gateway {
                 format!("an explanation covers 1 to {limit} rows; this request has {rows}"),
             ));
         }
+        if let Some(k) = loaded.schema.classes.as_ref().map(Vec::len).filter(|&k| k > 2) {
+            return Err(api(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                format!("explanations cover binary classifiers and regressors; this model has {k} classes"),
+            ));
+        }
         let inputs = order_inputs(&loaded, request.inputs)?;
         let bg_rows = background.len() / cols;
         if tree {
@@ -146,7 +153,7 @@ impl Gateway {
                 }
                 Ok(json!({
                     "method": if cols <= citadel_ml::explain::EXACT_MAX_FEATURES { "KernelSHAP (every coalition: exact)" } else { "KernelSHAP (2,048 sampled coalitions)" },
-                    "output": match &positive { Some(c) => format!("probability of {c}"), None => "positive-class probability".into() },
+                    "output": match &positive { Some(c) => format!("probability of {c}"), None => "prediction".into() },
                     "base_value": base,
                     "predictions": predictions,
                     "shap_values": values,
