@@ -8,6 +8,7 @@ use crate::proto::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use crate::tensor::{DType, Data, Tensor, element_count};
 use crate::tree::{Ensemble, binary_scores};
 use crate::{InferError, IoSpec};
+use smallvec::{SmallVec, smallvec};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -288,7 +289,8 @@ pub struct Plan {
     slots: usize,
     /// Value name → slot, for reading intermediate values.
     names: HashMap<String, usize>,
-    constants: Vec<(usize, Arc<Tensor>)>,
+    /// The initializers, by slot: read in place, never copied into a run.
+    constants: Vec<Option<Tensor>>,
     input_slots: Vec<usize>,
     output_slots: Vec<usize>,
     steps: Vec<Step>,
@@ -370,7 +372,7 @@ impl Plan {
                 return Err(InferError::Model("the model's constants exceed 256M elements".into()));
             }
             let s = slot(&init.name, &mut slot_of);
-            constants.push((s, Arc::new(t)));
+            constants.push((s, t));
         }
         let input_slots: Vec<usize> = inputs.iter().map(|i| slot(&i.name, &mut slot_of)).collect();
         let mut available: std::collections::HashSet<usize> =
@@ -414,7 +416,11 @@ impl Plan {
                 .ok_or_else(|| InferError::Model(format!("output {} is never computed", o.name)))?;
             output_slots.push(s);
         }
-        Ok(Plan { slots: next, names: slot_of, constants, input_slots, output_slots, steps })
+        let mut by_slot: Vec<Option<Tensor>> = (0..next).map(|_| None).collect();
+        for (s, t) in constants {
+            by_slot[s] = Some(t);
+        }
+        Ok(Plan { slots: next, names: slot_of, constants: by_slot, input_slots, output_slots, steps })
     }
 
     /// The slot of a named value (input, constant or node output).
@@ -437,11 +443,7 @@ impl Plan {
     /// Runs the plan until `slot` holds its value, and returns it.
     pub fn run_to(&self, inputs: Vec<Tensor>, slot: usize) -> Result<Tensor, InferError> {
         let mut values = self.execute(inputs.into_iter().map(Arc::new).collect(), Some(slot))?;
-        let t = values
-            .get_mut(slot)
-            .and_then(Option::take)
-            .ok_or_else(|| InferError::Model("the value is never computed".into()))?;
-        Ok(Arc::try_unwrap(t).unwrap_or_else(|shared| (*shared).clone()))
+        self.take(&mut values, slot).ok_or_else(|| InferError::Model("the value is never computed".into()))
     }
 
     /// Runs the plan on inputs in declared order.
@@ -454,41 +456,63 @@ impl Plan {
         let mut values = self.execute(inputs, None)?;
         self.output_slots
             .iter()
-            .map(|&s| {
-                let t = values[s].take().ok_or_else(|| InferError::Model("an output was not computed".into()))?;
-                Ok(Arc::try_unwrap(t).unwrap_or_else(|shared| (*shared).clone()))
-            })
+            .map(|&s| self.take(&mut values, s).ok_or_else(|| InferError::Model("an output was not computed".into())))
             .collect()
     }
 
+    /// The value in `slot`: computed, an input, or a constant.
+    fn get<'a>(&'a self, values: &'a [Val], slot: usize) -> Option<&'a Tensor> {
+        match &values[slot] {
+            Val::Owned(t) => Some(t),
+            Val::Shared(t) => Some(t),
+            Val::Empty => self.constants[slot].as_ref(),
+        }
+    }
+
+    /// Moves the value out of `slot` (a copy of a shared input or a constant).
+    fn take(&self, values: &mut [Val], slot: usize) -> Option<Tensor> {
+        match std::mem::replace(&mut values[slot], Val::Empty) {
+            Val::Owned(t) => Some(t),
+            Val::Shared(t) => Some(Arc::try_unwrap(t).unwrap_or_else(|shared| (*shared).clone())),
+            Val::Empty => self.constants[slot].clone(),
+        }
+    }
+
     /// Every slot's value after running the steps in order, stopping once
-    /// `until` (when given) holds its value.
-    fn execute(&self, inputs: Vec<Arc<Tensor>>, until: Option<usize>) -> Result<Vec<Option<Arc<Tensor>>>, InferError> {
-        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.slots];
-        for (s, t) in &self.constants {
-            values[*s] = Some(t.clone());
-        }
+    /// `until` (when given) holds its value. Operators read their inputs in
+    /// place (constants stay in the plan, inputs stay shared) and their
+    /// outputs are owned by the run: no reference count is touched per step.
+    fn execute(&self, inputs: Vec<Arc<Tensor>>, until: Option<usize>) -> Result<Vec<Val>, InferError> {
+        let mut values: Vec<Val> = (0..self.slots).map(|_| Val::Empty).collect();
         for (s, t) in self.input_slots.iter().zip(inputs) {
-            values[*s] = Some(t);
+            values[*s] = Val::Shared(t);
         }
-        let mut args: Vec<Option<Arc<Tensor>>> = Vec::with_capacity(8);
         for step in &self.steps {
-            if until.is_some_and(|u| values.get(u).is_some_and(Option::is_some)) {
+            if until.is_some_and(|u| self.get(&values, u).is_some()) {
                 break;
             }
-            args.clear();
-            args.extend(step.inputs.iter().map(|i| i.and_then(|s| values[s].clone())));
-            let outs = exec(&step.op, &args).map_err(|e| match e {
-                InferError::Input(m) => InferError::Input(format!("{}: {m}", step.name)),
-                InferError::Model(m) => InferError::Model(format!("{}: {m}", step.name)),
-                other => other,
-            })?;
+            let outs = {
+                let args: SmallVec<[Option<&Tensor>; 8]> =
+                    step.inputs.iter().map(|i| i.and_then(|s| self.get(&values, s))).collect();
+                exec(&step.op, &args).map_err(|e| match e {
+                    InferError::Input(m) => InferError::Input(format!("{}: {m}", step.name)),
+                    InferError::Model(m) => InferError::Model(format!("{}: {m}", step.name)),
+                    other => other,
+                })?
+            };
             for (s, t) in step.outputs.iter().zip(outs) {
-                values[*s] = Some(Arc::new(t));
+                values[*s] = Val::Owned(t);
             }
         }
         Ok(values)
     }
+}
+
+/// A slot's value during one run.
+enum Val {
+    Empty,
+    Shared(Arc<Tensor>),
+    Owned(Tensor),
 }
 
 fn node_label(n: &NodeProto) -> String {
@@ -657,39 +681,42 @@ pub fn decode_tensor(t: &TensorProto) -> Result<Tensor, InferError> {
     Tensor::new(shape, data).map_err(|_| InferError::Model(format!("tensor {}: data does not match its shape", t.name)))
 }
 
-fn arg(args: &[Option<Arc<Tensor>>], i: usize) -> Result<&Tensor, InferError> {
-    args.get(i).and_then(|a| a.as_deref()).ok_or_else(|| InferError::Model(format!("input {i} is missing")))
+fn arg<'a>(args: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, InferError> {
+    args.get(i).copied().flatten().ok_or_else(|| InferError::Model(format!("input {i} is missing")))
 }
 
-fn exec(op: &Op, args: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>, InferError> {
+/// One operator's outputs (one, or a classifier's two).
+type Outs = SmallVec<[Tensor; 2]>;
+
+fn exec(op: &Op, args: &[Option<&Tensor>]) -> Result<Outs, InferError> {
     let x = arg(args, 0)?;
     Ok(match op {
-        Op::Identity | Op::ZipMap => vec![x.clone()],
-        Op::Cast(to) => vec![cast(x, *to)?],
-        Op::MatMul => vec![matmul(x, arg(args, 1)?)?],
+        Op::Identity | Op::ZipMap => smallvec![x.clone()],
+        Op::Cast(to) => smallvec![cast(x, *to)?],
+        Op::MatMul => smallvec![matmul(x, arg(args, 1)?)?],
         Op::Gemm { alpha, beta, trans_a, trans_b } => {
-            vec![gemm(x, arg(args, 1)?, args.get(2).and_then(|c| c.as_deref()), *alpha, *beta, *trans_a, *trans_b)?]
+            smallvec![gemm(x, arg(args, 1)?, args.get(2).copied().flatten(), *alpha, *beta, *trans_a, *trans_b)?]
         }
-        Op::Binary(b) => vec![binary(*b, x, arg(args, 1)?)?],
-        Op::Unary(u) => vec![unary(*u, x)?],
-        Op::Softmax { axis, legacy } => vec![softmax(x, *axis, *legacy)?],
-        Op::Concat { axis } => vec![concat(args, *axis)?],
-        Op::ArgMax { axis, keepdims, last } => vec![argmax(x, *axis, *keepdims, *last)?],
-        Op::Reshape { allowzero } => vec![reshape(x, arg(args, 1)?, *allowzero)?],
+        Op::Binary(b) => smallvec![binary(*b, x, arg(args, 1)?)?],
+        Op::Unary(u) => smallvec![unary(*u, x)?],
+        Op::Softmax { axis, legacy } => smallvec![softmax(x, *axis, *legacy)?],
+        Op::Concat { axis } => smallvec![concat(args, *axis)?],
+        Op::ArgMax { axis, keepdims, last } => smallvec![argmax(x, *axis, *keepdims, *last)?],
+        Op::Reshape { allowzero } => smallvec![reshape(x, arg(args, 1)?, *allowzero)?],
         Op::Flatten { axis } => {
             let axis = norm_axis(*axis, x.shape.len() + 1)?;
             let outer = element_count(&x.shape[..axis])?;
             let inner = element_count(&x.shape[axis..])?;
-            vec![Tensor { shape: vec![outer, inner], data: x.data.clone() }]
+            smallvec![Tensor { shape: vec![outer, inner], data: x.data.clone() }]
         }
-        Op::ArrayFeatureExtractor => vec![array_feature_extractor(x, arg(args, 1)?)?],
-        Op::Gather { axis } => vec![crate::features::gather(x, arg(args, 1)?, *axis)?],
-        Op::Equal => vec![crate::features::equal(x, arg(args, 1)?)?],
-        Op::LabelEncoder(e) => vec![e.run(x)?],
-        Op::Imputer(i) => vec![i.run(x)?],
-        Op::OneHot(o) => vec![o.run(x)?],
+        Op::ArrayFeatureExtractor => smallvec![array_feature_extractor(x, arg(args, 1)?)?],
+        Op::Gather { axis } => smallvec![crate::features::gather(x, arg(args, 1)?, *axis)?],
+        Op::Equal => smallvec![crate::features::equal(x, arg(args, 1)?)?],
+        Op::LabelEncoder(e) => smallvec![e.run(x)?],
+        Op::Imputer(i) => smallvec![i.run(x)?],
+        Op::OneHot(o) => smallvec![o.run(x)?],
         Op::LinearClassifier { coef, intercepts, labels, post } => {
-            linear_classifier(x, coef, intercepts, labels, *post)?
+            linear_classifier(x, coef, intercepts, labels, *post)?.into()
         }
         Op::LinearRegressor { coef, intercepts, targets, post } => {
             let (rows, cols, v) = rows_of(x)?;
@@ -699,7 +726,7 @@ fn exec(op: &Op, args: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>, InferError
             if k > 1 || *post == PostTransform::Probit {
                 out.chunks_mut(k).for_each(|r| post.apply(r));
             }
-            vec![Tensor { shape: vec![rows, k], data: Data::F32(out) }]
+            smallvec![Tensor { shape: vec![rows, k], data: Data::F32(out) }]
         }
         Op::Normalizer(norm) => {
             let (rows, cols, mut v) = rows_of(x)?;
@@ -713,7 +740,7 @@ fn exec(op: &Op, args: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>, InferError
                     r.iter_mut().for_each(|x| *x /= d);
                 }
             }
-            vec![Tensor { shape: vec![rows, cols], data: Data::F32(v) }]
+            smallvec![Tensor { shape: vec![rows, cols], data: Data::F32(v) }]
         }
         Op::Scaler { offset, scale } => {
             let (rows, cols, mut v) = rows_of(x)?;
@@ -724,13 +751,13 @@ fn exec(op: &Op, args: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>, InferError
                     *x = (*x - o) * s;
                 }
             }
-            vec![Tensor { shape: vec![rows, cols], data: Data::F32(v) }]
+            smallvec![Tensor { shape: vec![rows, cols], data: Data::F32(v) }]
         }
         Op::TreeClassifier { ensemble, labels } => {
             let (rows, cols, v) = rows_of(x)?;
             check_features(cols, ensemble.max_feature)?;
             let (idx, scores) = ensemble.classify(&v, rows, cols);
-            vec![
+            smallvec![
                 Tensor { shape: vec![rows], data: labels.pick(&idx) },
                 Tensor { shape: vec![rows, ensemble.n_outputs], data: Data::F32(scores) },
             ]
@@ -738,7 +765,10 @@ fn exec(op: &Op, args: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>, InferError
         Op::TreeRegressor(ensemble) => {
             let (rows, cols, v) = rows_of(x)?;
             check_features(cols, ensemble.max_feature)?;
-            vec![Tensor { shape: vec![rows, ensemble.n_outputs], data: Data::F32(ensemble.regress(&v, rows, cols)) }]
+            smallvec![Tensor {
+                shape: vec![rows, ensemble.n_outputs],
+                data: Data::F32(ensemble.regress(&v, rows, cols))
+            }]
         }
     })
 }
@@ -1112,8 +1142,8 @@ fn softmax(x: &Tensor, axis: i64, legacy: bool) -> Result<Tensor, InferError> {
     Ok(Tensor { shape: x.shape.clone(), data: Data::F32(v) })
 }
 
-fn concat(args: &[Option<Arc<Tensor>>], axis: i64) -> Result<Tensor, InferError> {
-    let parts: Vec<&Tensor> = args.iter().filter_map(|a| a.as_deref()).collect();
+fn concat(args: &[Option<&Tensor>], axis: i64) -> Result<Tensor, InferError> {
+    let parts: SmallVec<[&Tensor; 16]> = args.iter().filter_map(|a| *a).collect();
     let first = parts.first().ok_or_else(|| InferError::Model("Concat without inputs".into()))?;
     let rank = first.shape.len();
     let axis = norm_axis(axis, rank)?;

@@ -1105,13 +1105,19 @@ impl Gateway {
             inputs,
             outputs,
         };
-        if let Ok(mut c) = self.captures.lock() {
-            let q = c.entry(endpoint.to_string()).or_default();
-            if q.len() >= self.config.capture_rows {
-                q.pop_front();
+        // The evicted record is dropped after the lock is released: freeing
+        // its tensors is the costly part, and other requests wait on the lock.
+        let evicted = {
+            let Ok(mut c) = self.captures.lock() else { return };
+            if !c.contains_key(endpoint) {
+                c.insert(endpoint.to_string(), VecDeque::new());
             }
+            let Some(q) = c.get_mut(endpoint) else { return };
+            let evicted = if q.len() >= self.config.capture_rows { q.pop_front() } else { None };
             q.push_back(record);
-        }
+            evicted
+        };
+        drop(evicted);
     }
 }
 

@@ -125,11 +125,11 @@ pub fn decode_records(body: &[u8], model: &Model, max_elements: usize) -> Result
         .inputs
         .iter()
         .map(|spec| {
-            let values: Vec<&Value> = records
+            let values: Vec<Scalar> = records
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    r.get(&spec.name).ok_or_else(|| {
+                    r.get(&spec.name).map(Scalar::of).ok_or_else(|| {
                         bad(format!(
                             "record {i} lacks feature {} ({}) — hint: send it, as null if the value is missing",
                             spec.name,
@@ -138,7 +138,7 @@ pub fn decode_records(body: &[u8], model: &Model, max_elements: usize) -> Result
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let data = column(&spec.name, spec.dtype, &values, |i| format!("record {i}"))?;
+            let data = column(&spec.name, spec.dtype, values, |i| format!("record {i}"))?;
             let shape = if spec.shape.len() == 2 { vec![n, 1] } else { vec![n] };
             Ok((spec.name.clone(), Tensor::new(shape, data).map_err(|e| bad(e.to_string()))?))
         })
@@ -208,22 +208,58 @@ fn unknown_feature(k: &str, record: usize, model: &Model) -> BadRequest {
     ))
 }
 
+/// One element of a tensor's JSON data, as read: what [`column`] decodes.
+/// Requests' `data` arrays are read straight into these (see
+/// `v2::FlatData`), records' fields are converted from their JSON values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Num(serde_json::Number),
+    Str(String),
+    /// An array or an object where an element belongs: refused by [`column`].
+    Nested(&'static str),
+}
+
+impl Scalar {
+    pub fn of(v: &Value) -> Scalar {
+        match v {
+            Value::Null => Scalar::Null,
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Number(n) => Scalar::Num(n.clone()),
+            Value::String(s) => Scalar::Str(s.clone()),
+            Value::Array(_) => Scalar::Nested("an array"),
+            Value::Object(_) => Scalar::Nested("an object"),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Num(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Nested(k) => k,
+        }
+    }
+}
+
 /// JSON values of one column as the input's type. `where_` names element `i` in messages.
 pub fn column(
     name: &str,
     dtype: DType,
-    values: &[&Value],
+    values: Vec<Scalar>,
     where_: impl Fn(usize) -> String,
 ) -> Result<Data, BadRequest> {
-    let number = |i: usize, v: &Value| -> Result<f64, BadRequest> {
+    let number = |i: usize, v: &Scalar| -> Result<f64, BadRequest> {
         match v {
-            Value::Number(x) => x.as_f64().ok_or_else(|| bad(format!("{}: {name} is out of range", where_(i)))),
-            Value::Null => Ok(f64::NAN),
-            Value::String(_) => Err(bad(format!(
+            Scalar::Num(x) => x.as_f64().ok_or_else(|| bad(format!("{}: {name} is out of range", where_(i)))),
+            Scalar::Null => Ok(f64::NAN),
+            Scalar::Str(_) => Err(bad(format!(
                 "{}: {name} is a number, sent as a string — hint: send it as a JSON number",
                 where_(i)
             ))),
-            other => Err(bad(format!("{}: {name} must be a number, not {}", where_(i), kind(other)))),
+            other => Err(bad(format!("{}: {name} must be a number, not {}", where_(i), other.kind()))),
         }
     };
     Ok(match dtype {
@@ -235,8 +271,9 @@ pub fn column(
             let ints: Vec<i64> = values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    v.as_i64().ok_or_else(|| bad(format!("{}: {name} must be an integer, not {}", where_(i), kind(v))))
+                .map(|(i, v)| match v {
+                    Scalar::Num(x) if x.as_i64().is_some() => Ok(x.as_i64().unwrap_or_default()),
+                    other => Err(bad(format!("{}: {name} must be an integer, not {}", where_(i), other.kind()))),
                 })
                 .collect::<Result<_, _>>()?;
             if dtype == DType::I64 {
@@ -253,36 +290,28 @@ pub fn column(
             values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| v.as_bool().ok_or_else(|| bad(format!("{}: {name} must be true or false", where_(i)))))
+                .map(|(i, v)| match v {
+                    Scalar::Bool(b) => Ok(*b),
+                    _ => Err(bad(format!("{}: {name} must be true or false", where_(i)))),
+                })
                 .collect::<Result<_, _>>()?,
         ),
         DType::Str => Data::Str(
             values
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    Value::Null => Ok(String::new()),
+                    Scalar::Str(s) => Ok(s),
+                    Scalar::Null => Ok(String::new()),
                     other => Err(bad(format!(
                         "{}: {name} is a category; send it as a string, not {}",
                         where_(i),
-                        kind(other)
+                        other.kind()
                     ))),
                 })
                 .collect::<Result<_, _>>()?,
         ),
     })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Brings a given column to the declared input where nothing can be lost
@@ -385,14 +414,13 @@ mod tests {
 
     #[test]
     fn a_category_must_be_a_string_and_null_is_the_missing_category() {
-        let v = [Value::String("Private".into()), Value::Null];
-        let refs: Vec<&Value> = v.iter().collect();
+        let v = vec![Scalar::Str("Private".into()), Scalar::Null];
         assert_eq!(
-            column("workclass", DType::Str, &refs, |i| format!("row {i}")).unwrap(),
+            column("workclass", DType::Str, v, |i| format!("row {i}")).unwrap(),
             Data::Str(vec!["Private".into(), String::new()])
         );
-        let n = [serde_json::json!(3)];
-        let e = column("workclass", DType::Str, &n.iter().collect::<Vec<_>>(), |i| format!("row {i}")).unwrap_err();
+        let n = vec![Scalar::of(&serde_json::json!(3))];
+        let e = column("workclass", DType::Str, n, |i| format!("row {i}")).unwrap_err();
         assert!(e.0.contains("send it as a string"), "{}", e.0);
     }
 }

@@ -2,6 +2,7 @@
 //! data extension (`Inference-Header-Content-Length`), decoded with bounds
 //! checked before anything is allocated.
 
+use crate::named::Scalar;
 use citadel_infer::{DType, Data, Tensor, element_count};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -23,7 +24,79 @@ struct InputJson {
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<FlatData>,
+}
+
+/// An input's `data`, flat (`[1, 2, 3, 4]`) or nested (`[[1, 2], [3, 4]]`),
+/// read straight into its elements in row-major order: no JSON tree is
+/// built for it. Serde's recursion limit bounds the nesting.
+#[derive(Debug, Default)]
+struct FlatData(Vec<Scalar>);
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FlatData, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(Append(&mut out))?;
+        Ok(FlatData(out))
+    }
+}
+
+/// Appends the elements of one JSON value to the flat list.
+struct Append<'a>(&'a mut Vec<Scalar>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Append<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Append<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("tensor data: values or arrays of them")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Append(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        self.0.push(Scalar::Nested("an object"));
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(Scalar::Num(v.into()));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(Scalar::Num(v.into()));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push(serde_json::Number::from_f64(v).map_or(Scalar::Null, Scalar::Num));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push(Scalar::Str(v.to_string()));
+        Ok(())
+    }
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.0.push(Scalar::Str(v));
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push(Scalar::Null);
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.0.push(Scalar::Null);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +172,7 @@ pub fn decode(body: &[u8], header_len: Option<usize>, max_elements: usize) -> Re
                 v.as_u64().ok_or_else(|| bad(format!("input {}: binary_data_size must be an integer", input.name)))
             })
             .transpose()?;
-        let data = match (binary_size, &input.data) {
+        let data = match (binary_size, input.data) {
             (Some(_), Some(_)) => return Err(bad(format!("input {} has both data and binary_data_size", input.name))),
             (Some(size), None) => {
                 let size = usize::try_from(size).map_err(|_| bad("binary_data_size too large"))?;
@@ -130,33 +203,18 @@ pub fn decode(body: &[u8], header_len: Option<usize>, max_elements: usize) -> Re
     Ok(InferRequest { id: req.id, inputs, outputs, binary_output })
 }
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, limit: usize) -> Result<(), BadRequest> {
-    match v {
-        Value::Array(items) => {
-            for item in items {
-                flatten(item, out, limit)?;
-            }
-        }
-        other => {
-            if out.len() >= limit {
-                return Err(bad("data holds more elements than its shape"));
-            }
-            out.push(other);
-        }
+fn from_json(name: &str, dtype: DType, n: usize, data: FlatData) -> Result<Data, BadRequest> {
+    let flat = data.0;
+    if flat.len() > n {
+        return Err(bad("data holds more elements than its shape"));
     }
-    Ok(())
-}
-
-fn from_json(name: &str, dtype: DType, n: usize, v: &Value) -> Result<Data, BadRequest> {
-    let mut flat = Vec::with_capacity(n.min(1 << 20));
-    flatten(v, &mut flat, n)?;
     if flat.len() != n {
         return Err(bad(format!("input {name}: shape holds {n} elements, data has {}", flat.len())));
     }
     // One decoder for JSON values, shared with records: null is a missing
     // number (NaN, accepted only where the model fills it) or the missing
     // category (the empty string).
-    crate::named::column(name, dtype, &flat, |i| format!("input {name}: element {i}"))
+    crate::named::column(name, dtype, flat, |i| format!("input {name}: element {i}"))
 }
 
 pub(crate) fn from_binary(name: &str, dtype: DType, n: usize, b: &[u8]) -> Result<Data, BadRequest> {
