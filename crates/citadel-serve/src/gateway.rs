@@ -114,6 +114,8 @@ pub struct Gateway {
     endpoint_limits: Keyed,
     log: Option<Arc<LogBuffer>>,
     ready: AtomicBool,
+    /// Set at SIGTERM: not ready, and every response closes its connection.
+    draining: AtomicBool,
     request_ids: RequestIds,
     captures: Mutex<HashMap<String, VecDeque<Captured>>>,
 }
@@ -208,6 +210,7 @@ impl Gateway {
             metrics: Metrics::new(),
             log,
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
             captures: Mutex::new(HashMap::new()),
             config,
@@ -246,7 +249,9 @@ impl Gateway {
             c.alpn_protocols = vec![b"h2".to_vec()];
             Arc::new(c)
         });
-        let connections = Arc::new(Semaphore::new(connection_budget(gw.config.limits.max_connections)));
+        let budget = connection_budget(gw.config.limits.max_connections);
+        let connections = Arc::new(Semaphore::new(budget));
+        let mut budgets = vec![(connections.clone(), budget)];
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = vec![tokio::spawn(gw.clone().accept_loop(
             listener,
@@ -257,9 +262,9 @@ impl Gateway {
         ))];
         if let Some(l) = grpc {
             // Connections of its own: a gRPC flood cannot take the REST listener's.
-            let grpc_connections =
-                Arc::new(Semaphore::new((connection_budget(gw.config.limits.max_connections) / 4).max(64)));
-            drop(connections);
+            let grpc_budget = (budget / 4).max(64);
+            let grpc_connections = Arc::new(Semaphore::new(grpc_budget));
+            budgets.push((grpc_connections.clone(), grpc_budget));
             loops.push(tokio::spawn(gw.clone().accept_loop(
                 l,
                 grpc_tls.map(tokio_rustls::TlsAcceptor::from),
@@ -269,11 +274,44 @@ impl Gateway {
             )));
         }
         shutdown.await;
-        let _ = stop_tx.send(true);
+        gw.drain(stop_tx, loops, budgets).await;
+        Ok(())
+    }
+
+    /// Graceful shutdown: not ready at once (a load balancer stops sending),
+    /// still serving for `shutdown_delay` with every response closing its
+    /// connection; then no new connection is accepted, each open one
+    /// finishes the request it is serving and closes (HTTP/2: GOAWAY), and
+    /// the gateway waits for them up to `shutdown_timeout`. The access log
+    /// is written out before it returns.
+    async fn drain(
+        &self,
+        stop: tokio::sync::watch::Sender<bool>,
+        loops: Vec<tokio::task::JoinHandle<()>>,
+        budgets: Vec<(Arc<Semaphore>, usize)>,
+    ) {
+        let started = Instant::now();
+        self.ready.store(false, Ordering::SeqCst);
+        self.draining.store(true, Ordering::SeqCst);
+        self.emit(json!({"ts": Timestamp::now().to_string(), "event": "shutdown.started", "delay_ms": self.config.shutdown_delay.as_millis() as u64}));
+        tokio::time::sleep(self.config.shutdown_delay).await;
+        let _ = stop.send(true);
         for l in loops {
             let _ = l.await;
         }
-        Ok(())
+        // Every connection holds a permit of its listener's budget until it closes.
+        let all_closed = async {
+            for (sem, n) in &budgets {
+                let _ = sem.acquire_many(u32::try_from(*n).unwrap_or(u32::MAX)).await;
+            }
+        };
+        let finished = tokio::time::timeout(self.config.shutdown_timeout, all_closed).await.is_ok();
+        let open: usize = budgets.iter().map(|(sem, n)| n.saturating_sub(sem.available_permits())).sum();
+        self.emit(json!({"ts": Timestamp::now().to_string(), "event": "shutdown.finished", "drained": finished,
+                         "connections_dropped": if finished { 0 } else { open }, "seconds": started.elapsed().as_secs_f64()}));
+        if let Some(log) = &self.log {
+            log.close().await;
+        }
     }
 
     /// Accepts connections until told to stop; each is served on its own task.
@@ -304,20 +342,21 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let gw = self.clone();
             let acceptor = acceptor.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 gw.metrics.connections.inc();
                 match acceptor {
-                    None if grpc => gw.serve_grpc_connection(stream, peer, None).await,
-                    None => gw.serve_connection(stream, peer, None).await,
+                    None if grpc => gw.serve_grpc_connection(stream, peer, None, stop).await,
+                    None => gw.serve_connection(stream, peer, None, stop).await,
                     Some(acc) => {
                         let handshake = tokio::time::timeout(gw.config.limits.header_timeout, acc.accept(stream)).await;
                         if let Ok(Ok(tls)) = handshake {
                             let fp =
                                 tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| fingerprint(c));
                             if grpc {
-                                gw.serve_grpc_connection(tls, peer, fp).await;
+                                gw.serve_grpc_connection(tls, peer, fp, stop).await;
                             } else {
-                                gw.serve_connection(tls, peer, fp).await;
+                                gw.serve_connection(tls, peer, fp, stop).await;
                             }
                         }
                     }
@@ -328,8 +367,15 @@ impl Gateway {
         }
     }
 
-    async fn serve_connection<S>(self: &Arc<Self>, stream: S, peer: SocketAddr, client_fp: Option<String>)
-    where
+    /// Serves one HTTP/1.1 connection; at `stop` it finishes the request in
+    /// progress and closes.
+    async fn serve_connection<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        client_fp: Option<String>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let gw = self.clone();
@@ -339,12 +385,17 @@ impl Gateway {
             let fp = client_fp.clone();
             async move { Ok::<_, Infallible>(gw.handle(req, peer, fp.as_deref().map(String::as_str)).await) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.limits.header_timeout)
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), svc)
-            .await;
+            .serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stop.wait_for(|stopped| *stopped) => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
     }
 
     fn emit(&self, line: impl serde::Serialize) {
@@ -569,6 +620,10 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", v);
         }
+        if self.draining.load(Ordering::Relaxed) {
+            // Shutting down: the client opens its next connection elsewhere.
+            response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let status = response.status().as_u16();
         self.record(&facts, status, started.elapsed(), peer, method.as_str(), &path, &request_id, bytes_in);
         response
@@ -724,10 +779,11 @@ impl Gateway {
             (Method::GET, ["v2", "health", "live"]) => Ok(json_response(StatusCode::OK, &json!({"live": true}))),
             (Method::GET, ["v2", "health", "ready"]) => {
                 let ready = self.ready.load(Ordering::SeqCst);
-                Ok(json_response(
-                    if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
-                    &json!({"ready": ready}),
-                ))
+                let mut body = json!({"ready": ready});
+                if self.draining.load(Ordering::SeqCst) {
+                    body["reason"] = json!("shutting down");
+                }
+                Ok(json_response(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body))
             }
             (Method::GET, ["v2"]) => Ok(json_response(
                 StatusCode::OK,
@@ -1400,11 +1456,23 @@ fn rfc3339<S: serde::Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error
 struct LogBuffer {
     pending: Mutex<Vec<u8>>,
     dropped: AtomicU64,
+    /// Set at shutdown: the writer writes what is pending and ends.
+    closing: AtomicBool,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 const LOG_BUFFER_MAX: usize = 16 << 20;
 
 impl LogBuffer {
+    /// Writes out every pending line and stops the writer.
+    async fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
     fn push(&self, line: &impl serde::Serialize) {
         let Ok(mut bytes) = serde_json::to_vec(line) else { return };
         bytes.push(b'\n');
@@ -1432,7 +1500,7 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<Arc<LogBuffer>, ServeError
     };
     let buffer = Arc::new(LogBuffer::default());
     let weak = Arc::downgrade(&buffer);
-    std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let mut batch = Vec::new();
         loop {
             std::thread::sleep(Duration::from_millis(50));
@@ -1441,6 +1509,7 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<Arc<LogBuffer>, ServeError
                 std::mem::swap(&mut *p, &mut batch);
             }
             let dropped = buffer.dropped.swap(0, Ordering::Relaxed);
+            let last = buffer.closing.load(Ordering::SeqCst);
             drop(buffer);
             if dropped > 0 {
                 let _ = writeln!(
@@ -1454,8 +1523,14 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<Arc<LogBuffer>, ServeError
                 let _ = out.flush();
                 batch.clear();
             }
+            if last {
+                break;
+            }
         }
     });
+    if let Ok(mut w) = buffer.writer.lock() {
+        *w = Some(handle);
+    }
     Ok(buffer)
 }
 

@@ -117,6 +117,13 @@ pub struct ServeConfig {
     pub access_log: Option<PathBuf>,
     /// Inference records kept per endpoint for monitoring.
     pub capture_rows: usize,
+    /// After SIGTERM, how long the gateway keeps serving (not ready, every
+    /// response `Connection: close`) so a load balancer sees it leave
+    /// before it stops accepting.
+    pub shutdown_delay: Duration,
+    /// After that, how long in-flight requests get to finish before the
+    /// connections still open are dropped.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -135,6 +142,8 @@ impl ServeConfig {
             auth_cache_ttl: Duration::from_secs(5),
             access_log: None,
             capture_rows: 1000,
+            shutdown_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -58,6 +58,14 @@ pub struct ServeArgs {
     pub max_tensor_elements: usize,
     #[arg(long, default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// After SIGTERM, keep serving this long, reporting not ready and closing
+    /// every connection after its response, so a load balancer moves traffic
+    /// away first (Kubernetes: a few seconds, within terminationGracePeriodSeconds)
+    #[arg(long, default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+    /// Then wait at most this long for in-flight requests to finish
+    #[arg(long, default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
     #[arg(long, default_value_t = 16_384)]
     pub max_connections: usize,
     /// Concurrent inferences per endpoint.
@@ -132,6 +140,8 @@ pub async fn run_serve(
     config.rate.per_endpoint_per_sec = args.rate_endpoint;
     config.rate.per_endpoint_burst = args.rate_endpoint_burst;
     config.poll_interval = Duration::from_millis(args.poll_ms.max(50));
+    config.shutdown_delay = Duration::from_millis(args.shutdown_delay_ms);
+    config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
     config.access_log = args.access_log.clone();
     let json = out.json;
     let shutdown = async {

@@ -1430,3 +1430,153 @@ fn multi_class_and_regression_models_are_served_with_readable_answers() {
         }
     }
 }
+
+/// One HTTP/1.1 request on an open connection (plain HTTP).
+fn send_request(s: &mut std::net::TcpStream, path: &str, token: &str, body: &[u8]) -> std::io::Result<()> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)
+}
+
+/// The status, lower-cased headers and body of a response.
+type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// The status, lower-cased headers and body of one response; an error when
+/// the connection ends before the whole response arrived.
+fn read_response(r: &mut BufReader<std::net::TcpStream>) -> std::io::Result<RawResponse> {
+    use std::io::Read;
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response"));
+    }
+    let status: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers.iter().find(|h| h.0 == "content-length").and_then(|h| h.1.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok((status, headers, body))
+}
+
+/// SIGTERM: the gateway reports not ready and closes each connection after
+/// its response while it keeps serving for the shutdown delay; then it stops
+/// accepting, lets the request it is still reading finish, writes out its
+/// access log and exits 0. Clients that follow `Connection: close` lose
+/// no request.
+#[test]
+fn sigterm_drains_in_flight_requests_and_loses_none() {
+    let (ws, m, client) = named_setup();
+    let log = ws.root.parent().unwrap().join("access.log");
+    let srv =
+        Server::start(&ws, &["--insecure-http", "--shutdown-delay-ms", "1500", "--access-log", log.to_str().unwrap()]);
+    let body = json!({"inputs": m.encoder.v2_inputs(&m.rows).unwrap()}).to_string().into_bytes();
+    srv.wait_for_version("income", &client, &serde_json::from_slice(&body).unwrap(), "1");
+    let addr = format!("127.0.0.1:{}", srv.port());
+    let path = "/v2/models/income/infer";
+
+    // A slow upload: its head and half its body arrive before the signal.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {client}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&body[..body.len() / 2]).unwrap();
+
+    // Keep-alive clients, calling until the gateway tells them to go.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, client, body, stop) = (addr.clone(), client.clone(), body.clone(), stop.clone());
+            std::thread::spawn(move || -> (usize, bool, Vec<String>) {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let (mut ok, mut failures) = (0, Vec::new());
+                loop {
+                    if let Err(e) = send_request(&mut s, path, &client, &body) {
+                        failures.push(format!("sending: {e}"));
+                        return (ok, false, failures);
+                    }
+                    match read_response(&mut r) {
+                        Ok((200, headers, _)) => {
+                            ok += 1;
+                            if headers.iter().any(|h| h.0 == "connection" && h.1 == "close") {
+                                return (ok, true, failures);
+                            }
+                        }
+                        Ok((code, _, b)) => failures.push(format!("{code}: {}", String::from_utf8_lossy(&b))),
+                        Err(e) => {
+                            failures.push(format!("reading: {e}"));
+                            return (ok, false, failures);
+                        }
+                    }
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return (ok, false, failures);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &srv.child.id().to_string()]).status().unwrap().success());
+
+    // Not ready at once, still answering.
+    let ready = loop {
+        let (code, _, b) = srv.call("GET", "/v2/health/ready", None, None, &[]);
+        if code == 503 {
+            break serde_json::from_slice::<Value>(&b).unwrap();
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(1), "still ready after SIGTERM: {code}");
+    };
+    assert_eq!(ready["reason"], "shutting down", "{ready}");
+    for c in clients {
+        let (ok, told, failures) = c.join().unwrap();
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+        assert!(ok > 0 && told, "every client was served and told to close ({ok} answers)");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // After the delay nothing new is accepted; the upload in flight still completes.
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(signalled.elapsed() < Duration::from_secs(5), "still accepting connections");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(signalled.elapsed() >= Duration::from_millis(1400), "stopped accepting before the delay");
+    slow.write_all(&body[body.len() / 2..]).unwrap();
+    let (code, headers, answer) = read_response(&mut BufReader::new(slow.try_clone().unwrap())).unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answers(&v).0, m.labels);
+    assert!(headers.iter().any(|h| h.0 == "connection" && h.1 == "close"), "{headers:?}");
+
+    // Then it exits cleanly, its access log complete.
+    let mut srv = srv;
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(10), "the gateway did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let finished = lines.iter().find(|l| l["event"] == "shutdown.finished").expect("shutdown.finished logged");
+    assert_eq!(finished["drained"], true, "{finished}");
+    let slow_logged = lines.iter().filter(|l| l["path"] == path && l["status"] == 200).count();
+    assert!(slow_logged >= 5, "every answered request is in the access log: {slow_logged}");
+}

@@ -123,6 +123,7 @@ impl Gateway {
         stream: S,
         peer: SocketAddr,
         client_fp: Option<String>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -152,9 +153,15 @@ impl Gateway {
             .serve_connection(TokioIo::new(stream), svc);
         tokio::pin!(conn);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut stopping = false;
         loop {
             tokio::select! {
                 _ = &mut conn => break,
+                // Shutdown: GOAWAY; calls in flight finish, then the connection ends.
+                _ = stop.wait_for(|stopped| *stopped), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
                 _ = tick.tick() => {
                     let idle = opened.elapsed().as_secs().saturating_sub(last.load(std::sync::atomic::Ordering::SeqCst));
                     if in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 && idle >= IDLE_SECONDS {
