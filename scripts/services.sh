@@ -45,6 +45,30 @@ softhsm_module=$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofths
 # The server refuses to run as root; the Debian package creates user postgres.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 PGDATA="$STATE/pg"
+# TLS: a throwaway CA signs the server's certificate (localhost, 127.0.0.1);
+# another CA signed nothing here, so a client trusting only it must refuse.
+PGTLS="$STATE/pg-tls"
+if [ ! -f "$PGTLS/server.crt" ]; then
+  rm -rf "$PGTLS"; mkdir -p "$PGTLS"
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=citadel test $ca" -keyout "$PGTLS/$ca.key" -out "$PGTLS/$ca.pem" 2>/dev/null
+  done
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$PGTLS/server.key" -out "$PGTLS/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$PGTLS/ext"
+  openssl x509 -req -in "$PGTLS/server.csr" -CA "$PGTLS/ca.pem" -CAkey "$PGTLS/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$PGTLS/ext" -out "$PGTLS/server.crt" 2>/dev/null
+  chmod 600 "$PGTLS/server.key"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PGTLS"
+fi
+pg_opts="-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PGDATA -c fsync=off -c ssl=on -c ssl_cert_file=$PGTLS/server.crt -c ssl_key_file=$PGTLS/server.key"
+# A cluster left running by an earlier version of this script, without TLS, is restarted with it.
+if "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" \
+   && [ "$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc 'show ssl' 2>/dev/null)" != "on" ]; then
+  log "restarting PostgreSQL with TLS"
+  as_pg "$pg_bin/pg_ctl" -D "$PGDATA" -w -t 60 stop -m fast >/dev/null || true
+fi
 if ! "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
     rm -rf "$PGDATA"; mkdir -p "$PGDATA"
@@ -54,7 +78,7 @@ if ! "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$STATE"/pg* 2>/dev/null || true
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
   as_pg "$pg_bin/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PGDATA -c fsync=off" start >/dev/null
+    -o "$pg_opts" start >/dev/null
 fi
 
 # ---------------------------------------------------------------- S3 (moto)
@@ -129,6 +153,8 @@ CONF
 
 cat >"$STATE/env" <<ENV
 export CITADEL_TEST_PG_URL='postgres://postgres@127.0.0.1:$PG_PORT'
+export CITADEL_TEST_PG_CA='$PGTLS/ca.pem'
+export CITADEL_TEST_PG_OTHER_CA='$PGTLS/other-ca.pem'
 export CITADEL_TEST_S3_ENDPOINT='http://127.0.0.1:$S3_PORT'
 export CITADEL_TEST_S3_BUCKET='$BUCKET'
 export AWS_ACCESS_KEY_ID=citadel-test

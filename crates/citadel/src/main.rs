@@ -707,6 +707,9 @@ fn store_hint(s: &StoreError) -> String {
         StoreError::GcRunning { .. } | StoreError::PutsInProgress { .. } => {
             "wait for the other operation to finish, then retry".into()
         }
+        StoreError::Connect { source, .. } if source.to_string().contains("certificate") => {
+            "the database server's certificate did not verify: with sslmode=verify-full, sslrootcert in metadata.url must name the CA that signed it, and the URL's host must be one the certificate names".into()
+        }
         StoreError::Connect { .. } => "check metadata.url and that the database server is running".into(),
         StoreError::NotRegular { .. } => "store the file the link points to, or copy it into the directory".into(),
         StoreError::Io { .. } => "check that the path exists and is readable".into(),

@@ -132,6 +132,49 @@ fn postgres_metadata_full_cycle_and_tamper_detection() {
     );
 }
 
+/// `sslmode=verify-full`: the metadata connection is TLS, the server's
+/// certificate is checked against the CA the URL names (and its host name),
+/// and a server the CA did not certify is refused with a hint.
+#[test]
+fn postgres_over_tls_verifies_the_server_and_refuses_one_it_cannot() {
+    let Some(server) = service("CITADEL_TEST_PG_URL") else { return };
+    let (Some(ca), Some(other)) = (service("CITADEL_TEST_PG_CA"), service("CITADEL_TEST_PG_OTHER_CA")) else { return };
+    let url = fresh_pg_database(&server);
+    let tls = |ca: &str| format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let ws = Ws::with(&["--metadata-url", &tls(&ca)], &[]);
+    let f = ws.file("a.bin", &random_bytes(200_000, 7));
+    ws.ok(&["artifact", "put", f.to_str().unwrap()]);
+    assert_eq!(ws.json(&["artifact", "ls"]).as_array().unwrap().len(), 1);
+    assert_eq!(ws.json(&["audit", "verify"])["problems"].as_array().unwrap().len(), 0);
+    // The server saw a TLS session for this database's connections.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ssl: bool = rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&tls(&ca)).await.unwrap();
+        sqlx::Row::get(
+            &sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(&mut c).await.unwrap(),
+            0,
+        )
+    });
+    assert!(ssl);
+
+    // A CA that did not sign the server's certificate: refused, nothing created.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ws");
+    let o = bin()
+        .args(["init", root.to_str().unwrap(), "--kdf-memory-mib", "19", "--metadata-url", &tls(&other)])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("metadata database") && err.contains("UnknownIssuer"), "{err}");
+    assert!(err.contains("hint:") && err.contains("sslrootcert"), "{err}");
+    // And the working workspace refuses it too, once its URL names that CA.
+    let toml = std::fs::read_to_string(ws.root.join("citadel.toml")).unwrap();
+    std::fs::write(ws.root.join("citadel.toml"), toml.replace(&ca, &other)).unwrap();
+    assert!(!ws.run(&["artifact", "ls"]).status.success());
+}
+
 #[test]
 fn postgres_concurrent_puts_keep_one_audit_chain() {
     let Some(server) = service("CITADEL_TEST_PG_URL") else { return };
