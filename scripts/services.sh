@@ -11,6 +11,7 @@ set -euo pipefail
 STATE=${CITADEL_SERVICES_DIR:-/tmp/citadel-services}
 PG_PORT=${CITADEL_PG_PORT:-55432}
 S3_PORT=${CITADEL_S3_PORT:-55433}
+S3_TLS_PORT=${CITADEL_S3_TLS_PORT:-55434}
 BUCKET=citadel-test
 mkdir -p "$STATE"
 log() { echo "services: $*" >&2; }
@@ -106,6 +107,35 @@ except urllib.error.HTTPError as e:
         raise
 PY
 
+# The same over HTTPS, its certificate from the test CA (as a private CA in
+# front of MinIO or Ceph would be): a second moto, with its own bucket.
+s3_tls_up() { python3 - "$S3_TLS_PORT" "$PGTLS/ca.pem" <<'PY'
+import ssl, sys, urllib.request
+try:
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    urllib.request.urlopen(f"https://localhost:{sys.argv[1]}/moto-api/", timeout=2, context=ctx)
+except Exception:
+    sys.exit(1)
+PY
+}
+if ! s3_tls_up; then
+  log "starting moto S3 server over HTTPS on 127.0.0.1:$S3_TLS_PORT"
+  nohup python3 -m moto.server -H 127.0.0.1 -p "$S3_TLS_PORT" -c "$PGTLS/server.crt" -k "$PGTLS/server.key" \
+    >"$STATE/moto-tls.log" 2>&1 &
+  for _ in $(seq 1 100); do s3_tls_up && break; sleep 0.2; done
+  s3_tls_up || { log "moto (HTTPS) did not start; see $STATE/moto-tls.log"; exit 1; }
+fi
+python3 - "$S3_TLS_PORT" "$BUCKET" "$PGTLS/ca.pem" <<'PY'
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+req = urllib.request.Request(f"https://localhost:{sys.argv[1]}/{sys.argv[2]}", method="PUT")
+try:
+    urllib.request.urlopen(req, timeout=5, context=ctx)
+except urllib.error.HTTPError as e:
+    if e.code != 409:  # already exists
+        raise
+PY
+
 # ---------------------------------------------------------------- model-signing
 # The OpenSSF reference tool, for the signing interoperability tests. Its own
 # venv: it pins dependencies the rest of the machine need not share.
@@ -155,6 +185,8 @@ cat >"$STATE/env" <<ENV
 export CITADEL_TEST_PG_URL='postgres://postgres@127.0.0.1:$PG_PORT'
 export CITADEL_TEST_PG_CA='$PGTLS/ca.pem'
 export CITADEL_TEST_PG_OTHER_CA='$PGTLS/other-ca.pem'
+export CITADEL_TEST_S3_TLS_ENDPOINT='https://localhost:$S3_TLS_PORT'
+export CITADEL_TEST_S3_CA='$PGTLS/ca.pem'
 export CITADEL_TEST_S3_ENDPOINT='http://127.0.0.1:$S3_PORT'
 export CITADEL_TEST_S3_BUCKET='$BUCKET'
 export AWS_ACCESS_KEY_ID=citadel-test

@@ -14,6 +14,7 @@ const SCHEMA: &[(&str, &str, Kind, &str)] = &[
     ("storage", "s3_endpoint", Kind::Str, ""),
     ("storage", "s3_region", Kind::Str, ""),
     ("storage", "s3_allow_http", Kind::Bool, "false"),
+    ("storage", "s3_ca_file", Kind::Str, ""),
     ("keys", "provider", Kind::Str, "local"),
     ("keys", "key_file", Kind::Str, "keys/master.key"),
     ("keys", "pkcs11_module", Kind::Str, ""),
@@ -42,6 +43,9 @@ pub struct Config {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_allow_http: bool,
+    /// A PEM CA bundle trusted for the S3 endpoint's certificate, besides
+    /// the system's roots (a private CA in front of MinIO, Ceph, …).
+    pub s3_ca_file: Option<PathBuf>,
     pub key_provider: String,
     pub key_file: PathBuf,
     pub pkcs11_module: Option<PathBuf>,
@@ -253,6 +257,7 @@ impl Config {
             s3_endpoint: opt("storage", "s3_endpoint"),
             s3_region: opt("storage", "s3_region"),
             s3_allow_http,
+            s3_ca_file: opt("storage", "s3_ca_file").map(|p| resolve(&p)),
             key_provider: provider,
             key_file: resolve(&get("keys", "key_file").0),
             pkcs11_module,

@@ -395,6 +395,7 @@ impl Workspace {
                 endpoint: config.s3_endpoint.clone(),
                 region: config.s3_region.clone(),
                 allow_http: config.s3_allow_http,
+                ca_file: config.s3_ca_file.clone(),
             },
         )?;
         let store = ArtifactStore::new(

@@ -44,6 +44,8 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub allow_http: bool,
+    /// PEM certificates trusted for the endpoint besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -83,9 +85,22 @@ impl ObjectBackend {
                 if let Some(r) = &s3.region {
                     b = b.with_region(r);
                 }
-                b = b
-                    .with_allow_http(s3.allow_http)
-                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+                let mut client = object_store::ClientOptions::new().with_allow_http(s3.allow_http);
+                if let Some(ca) = &s3.ca_file {
+                    let pem = std::fs::read(ca).map_err(|e| StoreError::io(ca, e))?;
+                    let certs = object_store::Certificate::from_pem_bundle(&pem)
+                        .map_err(|e| StoreError::object(format!("the S3 CA file {}", ca.display()), e))?;
+                    if certs.is_empty() {
+                        return Err(StoreError::object(
+                            format!("the S3 CA file {}", ca.display()),
+                            object_store::Error::Generic { store: "S3", source: "no PEM certificate in it".into() },
+                        ));
+                    }
+                    for c in certs {
+                        client = client.with_root_certificate(c);
+                    }
+                }
+                b = b.with_client_options(client).with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
                 let store = b.build().map_err(|e| StoreError::object(format!("S3 bucket {bucket}"), e))?;
                 Ok(ObjectBackend {
                     store: Arc::new(store),

@@ -694,6 +694,18 @@ fn error_text(err: &anyhow::Error) -> String {
     text
 }
 
+/// Whether an error or one of its causes says `needle`.
+fn chain_mentions(e: &(dyn std::error::Error + 'static), needle: &str) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if x.to_string().contains(needle) {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
 fn store_hint(s: &StoreError) -> String {
     match s {
         StoreError::OutOfSpace { .. } => {
@@ -707,10 +719,13 @@ fn store_hint(s: &StoreError) -> String {
         StoreError::GcRunning { .. } | StoreError::PutsInProgress { .. } => {
             "wait for the other operation to finish, then retry".into()
         }
-        StoreError::Connect { source, .. } if source.to_string().contains("certificate") => {
+        StoreError::Connect { source, .. } if chain_mentions(source, "certificate") => {
             "the database server's certificate did not verify: with sslmode=verify-full, sslrootcert in metadata.url must name the CA that signed it, and the URL's host must be one the certificate names".into()
         }
         StoreError::Connect { .. } => "check metadata.url and that the database server is running".into(),
+        StoreError::Object { source, .. } if chain_mentions(source, "certificate") => {
+            "the S3 endpoint's certificate did not verify: set storage.s3_ca_file to the PEM of the CA that signed it (and check storage.s3_endpoint's host name)".into()
+        }
         StoreError::NotRegular { .. } => "store the file the link points to, or copy it into the directory".into(),
         StoreError::Io { .. } => "check that the path exists and is readable".into(),
         _ => "run `citadel fsck`; if the problem persists, report it with the message above".into(),

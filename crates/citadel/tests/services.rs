@@ -210,6 +210,60 @@ fn s3_workspace(extra: &[&str], env: &[(&str, &str)]) -> Option<Ws> {
     Some(Ws::with(&args, env))
 }
 
+/// S3 over HTTPS with a private CA (`storage.s3_ca_file`): the store works
+/// against an endpoint whose certificate only that CA vouches for, and
+/// without the CA (or with another) it refuses the endpoint.
+#[test]
+fn s3_over_https_trusts_the_configured_ca_and_nothing_else() {
+    let Some(endpoint) = service("CITADEL_TEST_S3_TLS_ENDPOINT") else { return };
+    let (Some(bucket), Some(ca), Some(other)) =
+        (service("CITADEL_TEST_S3_BUCKET"), service("CITADEL_TEST_S3_CA"), service("CITADEL_TEST_PG_OTHER_CA"))
+    else {
+        return;
+    };
+    let settings = |ca: Option<&str>| {
+        let mut s = vec![
+            format!("storage.url=s3://{bucket}/{}", unique("tls-")),
+            format!("storage.s3_endpoint={endpoint}"),
+            "storage.s3_region=us-east-1".to_string(),
+        ];
+        if let Some(ca) = ca {
+            s.push(format!("storage.s3_ca_file={ca}"));
+        }
+        s.into_iter().flat_map(|kv| ["--set".to_string(), kv]).collect::<Vec<_>>()
+    };
+    let args = settings(Some(&ca));
+    let ws = Ws::with(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let data = random_bytes(700_000, 11);
+    let f = ws.file("a.bin", &data);
+    let id = ws.json(&["artifact", "put", f.to_str().unwrap()])["id"].as_str().unwrap().to_string();
+    let out = ws.root.parent().unwrap().join("back.bin");
+    ws.ok(&["artifact", "get", &id, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert!(!ws.root.join("objects").exists(), "objects live in the bucket");
+
+    for ca in [None, Some(other.as_str())] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        let mut cmd = bin();
+        cmd.args(["init", root.to_str().unwrap(), "--kdf-memory-mib", "19"]).args(settings(ca));
+        let f = dir.path().join("b.bin");
+        std::fs::write(&f, &data).unwrap();
+        let o = cmd.output().unwrap();
+        let put = if o.status.success() {
+            bin().arg("-w").arg(&root).args(["artifact", "put", f.to_str().unwrap()]).output().unwrap()
+        } else {
+            o
+        };
+        assert!(!put.status.success(), "an endpoint no trusted CA vouches for was used (CA {ca:?})");
+        let err = stderr(&put);
+        assert!(
+            err.contains("UnknownIssuer") && err.contains("hint: the S3 endpoint's certificate did not verify"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn s3_storage_full_cycle_and_corruption() {
     let Some(ws) = s3_workspace(&[], &[]) else { return };
