@@ -25,6 +25,8 @@ command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Rate limits shared by gateway replicas: tests start their own Redis.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The training-sandbox tests run Debian's python3 as nobody (the pyenv one
 # lives under /root, which nobody cannot enter), from a venv it can read.
 [ -x /usr/bin/python3 ] || need_apt+=(python3)

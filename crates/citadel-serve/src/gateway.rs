@@ -112,6 +112,8 @@ pub struct Gateway {
     metrics: Metrics,
     principal_limits: Keyed,
     endpoint_limits: Keyed,
+    /// The limits shared by every replica, when configured.
+    shared_limits: Option<crate::shared_limit::SharedLimiter>,
     log: Option<Arc<LogBuffer>>,
     ready: AtomicBool,
     /// Set at SIGTERM: not ready, and every response closes its connection.
@@ -188,6 +190,16 @@ impl Gateway {
             Some(path) => Some(spawn_log_writer(path)?),
             None => None,
         };
+        let shared_limits = match &config.rate_redis {
+            Some(url) => Some(crate::shared_limit::SharedLimiter::new(url).map_err(|e| {
+                // The URL may hold a password: the message names the problem, not the URL.
+                ServeError::Config(format!(
+                    "the rate-limit Redis URL is not usable ({}) — hint: write redis://[:PASSWORD@]HOST:PORT/DB",
+                    e.category()
+                ))
+            })?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServeError::Io(format!("binding {}: {e}", config.listen)))?;
@@ -202,6 +214,7 @@ impl Gateway {
                 config.rate.per_endpoint_per_sec,
                 config.rate.per_endpoint_burst,
             )),
+            shared_limits,
             ws,
             loader,
             routes: RwLock::new(Arc::new(HashMap::new())),
@@ -869,7 +882,10 @@ impl Gateway {
         }
     }
 
-    fn check_rate(
+    /// One request against `key`'s quota in `scope` (`principal` or
+    /// `endpoint`): the replicas' shared limiter when configured (its
+    /// fallback when Redis does not answer), else this gateway's own.
+    async fn check_rate(
         &self,
         key: &str,
         limiter: &Keyed,
@@ -877,29 +893,59 @@ impl Gateway {
         endpoint: &str,
         principal: &str,
     ) -> Result<(), ApiError> {
-        match limiter.check_key(&key.to_string()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                // The limiter's own clock: building a clock calibrates it (CPUID), which a
-                // flood of refused requests must not pay for on every refusal.
-                let wait = not_until.wait_time_from(limiter.clock().now());
-                self.metrics
-                    .rate_limited
-                    .get_or_create(&LimitLabels {
-                        endpoint: endpoint.to_string(),
-                        principal: principal.to_string(),
-                        scope: scope.to_string(),
-                    })
-                    .inc();
-                let mut e = api(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("rate limit per {scope} exceeded; retry later"),
-                );
-                e.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
-                Err(e)
+        use crate::shared_limit::{Fallback, Verdict};
+        if let Some(shared) = &self.shared_limits {
+            let r = &self.config.rate;
+            let (per_sec, burst) = if scope == "principal" {
+                (r.per_principal_per_sec, r.per_principal_burst)
+            } else {
+                (r.per_endpoint_per_sec, r.per_endpoint_burst)
+            };
+            let verdict = shared.check(&format!("{scope}:{key}"), per_sec, burst).await;
+            let reachable = verdict != Verdict::Unavailable;
+            if shared.note(reachable) {
+                self.emit(json!({"ts": Timestamp::now().to_string(), "event": if reachable { "rate_limiter.shared_available" } else { "rate_limiter.shared_unavailable" },
+                                 "fallback": format!("{:?}", self.config.rate_fallback).to_lowercase()}));
+            }
+            match verdict {
+                Verdict::Allow => return Ok(()),
+                Verdict::Deny(wait) => return Err(self.limited(scope, endpoint, principal, wait)),
+                Verdict::Unavailable if self.config.rate_fallback == Fallback::Deny => {
+                    let mut e = api(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the shared rate limiter is unavailable, so requests are refused; retry later",
+                    );
+                    e.retry_after = Some(1);
+                    return Err(e);
+                }
+                Verdict::Unavailable => {}
             }
         }
+        match limiter.check_key(&key.to_string()) {
+            Ok(()) => Ok(()),
+            // The limiter's own clock: building a clock calibrates it (CPUID), which a
+            // flood of refused requests must not pay for on every refusal.
+            Err(not_until) => {
+                Err(self.limited(scope, endpoint, principal, not_until.wait_time_from(limiter.clock().now())))
+            }
+        }
+    }
+
+    /// A refusal by a rate limit, counted; allowed again after `wait`.
+    fn limited(&self, scope: &'static str, endpoint: &str, principal: &str, wait: Duration) -> ApiError {
+        self.metrics
+            .rate_limited
+            .get_or_create(&LimitLabels {
+                endpoint: endpoint.to_string(),
+                principal: principal.to_string(),
+                scope: scope.to_string(),
+            })
+            .inc();
+        let mut e =
+            api(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("rate limit per {scope} exceeded; retry later"));
+        e.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        e
     }
 
     /// Picks the target that answers, and the shadow (if any) that is mirrored.
@@ -958,7 +1004,7 @@ impl Gateway {
         request_id: &str,
         facts: &mut RequestFacts,
     ) -> Result<Response<Body>, ApiError> {
-        let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true)?;
+        let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true).await?;
         let loaded = endpoint.targets[served].1.clone();
         let request = self.read_request(req, &loaded).await?;
         let done = self.run_inference(&endpoint, served, shadow, request, request_id).await?;
@@ -1035,7 +1081,7 @@ impl Gateway {
 
     /// Admits an inference request (per-principal and per-endpoint limits)
     /// and picks the target that serves it and the one that shadows it.
-    fn admit(
+    async fn admit(
         &self,
         caller: &Caller,
         endpoint: &Endpoint,
@@ -1046,9 +1092,10 @@ impl Gateway {
     ) -> Result<(usize, Option<usize>), ApiError> {
         let principal = caller.principal.name.clone();
         if check_principal {
-            self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)?;
+            self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)
+                .await?;
         }
-        self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal)?;
+        self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal).await?;
         let (served, shadow) = self.choose(endpoint, caller, headers, pinned);
         let (target, _) = &endpoint.targets[served];
         facts.model = Some(target.model.clone());

@@ -19,6 +19,7 @@ pub mod grpc_pb;
 mod metrics;
 pub mod named;
 mod openapi;
+pub mod shared_limit;
 pub mod tls;
 pub mod v2;
 
@@ -117,6 +118,11 @@ pub struct ServeConfig {
     pub access_log: Option<PathBuf>,
     /// Inference records kept per endpoint for monitoring.
     pub capture_rows: usize,
+    /// Redis shared by the replicas for the rate limits ([`shared_limit`]);
+    /// none: each gateway limits on its own.
+    pub rate_redis: Option<String>,
+    /// What a replica does when that Redis does not answer.
+    pub rate_fallback: shared_limit::Fallback,
     /// After SIGTERM, how long the gateway keeps serving (not ready, every
     /// response `Connection: close`) so a load balancer sees it leave
     /// before it stops accepting.
@@ -142,6 +148,8 @@ impl ServeConfig {
             auth_cache_ttl: Duration::from_secs(5),
             access_log: None,
             capture_rows: 1000,
+            rate_redis: None,
+            rate_fallback: shared_limit::Fallback::Local,
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
         }

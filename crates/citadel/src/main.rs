@@ -164,7 +164,7 @@ enum Command {
     #[command(subcommand)]
     Allowlist(scan_cmd::AllowlistCmd),
     /// Serve the live deployments over HTTPS (Open Inference Protocol V2).
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Map endpoints to model versions: single, canary, blue-green, A/B, shadow.
     #[command(subcommand)]
     Deploy(serve_cmd::DeployCmd),
@@ -1394,7 +1394,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Serve(args) => {
             let (ws, caller) = open(&cli).await?;
             let dir = cli.workspace.clone();
-            return serve_cmd::run_serve(ws, caller, args.clone(), &out, dir).await;
+            return serve_cmd::run_serve(ws, caller, (**args).clone(), &out, dir).await;
         }
         Command::Deploy(cmd) => {
             let (ws, caller) = open(&cli).await?;

@@ -81,6 +81,15 @@ pub struct ServeArgs {
     pub rate_endpoint: u32,
     #[arg(long, default_value_t = 40_000)]
     pub rate_endpoint_burst: u32,
+    /// Redis that every replica shares the rate limits through (GCRA in one
+    /// Lua script): redis://[:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS.
+    /// From the environment, so a password stays off the command line
+    #[arg(long = "rate-redis", env = "CITADEL_RATE_REDIS_URL", hide_env_values = true, value_name = "URL")]
+    pub rate_redis: Option<String>,
+    /// When that Redis does not answer within 100 ms: `local` (each replica
+    /// limits on its own) or `deny` (503, fail closed)
+    #[arg(long, default_value = "local", value_parser = ["local", "deny"])]
+    pub rate_redis_fallback: String,
     /// How often deployments are polled (ms).
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
@@ -139,6 +148,8 @@ pub async fn run_serve(
     config.rate.per_principal_burst = args.rate_principal_burst;
     config.rate.per_endpoint_per_sec = args.rate_endpoint;
     config.rate.per_endpoint_burst = args.rate_endpoint_burst;
+    config.rate_redis = args.rate_redis.clone();
+    config.rate_fallback = args.rate_redis_fallback.parse().map_err(|e: String| anyhow!(e))?;
     config.poll_interval = Duration::from_millis(args.poll_ms.max(50));
     config.shutdown_delay = Duration::from_millis(args.shutdown_delay_ms);
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);

@@ -1580,3 +1580,104 @@ fn sigterm_drains_in_flight_requests_and_loses_none() {
     let slow_logged = lines.iter().filter(|l| l["path"] == path && l["status"] == 200).count();
     assert!(slow_logged >= 5, "every answered request is in the access log: {slow_logged}");
 }
+
+/// A Redis server of this test's own on 127.0.0.1 (Debian's redis-server,
+/// installed by scripts/services.sh), killed when dropped.
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/services.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two replicas sharing Redis hold one principal's limit between them
+/// (GCRA: burst + rate × time, within 10%), where on their own each would
+/// allow it; when Redis goes away, a replica set to `local` goes on under
+/// its own limit and one set to `deny` refuses with 503.
+#[test]
+fn rate_limits_hold_across_replicas_through_redis_and_fall_back_as_configured() {
+    let (ws, m, client) = named_setup();
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let shared = ["--insecure-http", "--rate-redis", &url, "--rate-principal", "20", "--rate-principal-burst", "5"];
+    let a = Server::start(&ws, &shared);
+    let b = Server::start(&ws, &shared);
+    let mut strict = shared.to_vec();
+    strict.extend(["--rate-redis-fallback", "deny"]);
+    let c = Server::start(&ws, &strict);
+    let body = json!({"inputs": m.encoder.v2_inputs(&m.rows).unwrap()});
+    for s in [&a, &b, &c] {
+        s.wait_for_version("income", &client, &body, "1");
+    }
+    std::thread::sleep(Duration::from_millis(600)); // the quota refills
+    let bytes = body.to_string().into_bytes();
+    let path = "/v2/models/income/infer";
+    let connect = |s: &Server| {
+        let t = std::net::TcpStream::connect(("127.0.0.1", s.port())).unwrap();
+        let r = BufReader::new(t.try_clone().unwrap());
+        (t, r)
+    };
+    let servers = [&a, &b];
+    let (mut conns, started) = ([connect(&a), connect(&b)], Instant::now());
+    let (mut ok, mut limited) = (0usize, 0usize);
+    while started.elapsed() < Duration::from_secs(3) {
+        for (i, (t, r)) in conns.iter_mut().enumerate() {
+            send_request(t, path, &client, &bytes).unwrap();
+            let (code, headers, b) = read_response(r).unwrap();
+            match code {
+                200 => ok += 1,
+                429 => {
+                    limited += 1;
+                    assert!(headers.iter().any(|h| h.0 == "retry-after"), "{headers:?}");
+                }
+                _ => panic!("{code}: {}", String::from_utf8_lossy(&b)),
+            }
+            // A refusal comes before the body is read, so the gateway closes that connection.
+            if code != 200 {
+                (*t, *r) = connect(servers[i]);
+            }
+        }
+    }
+    let expected = 5.0 + 20.0 * started.elapsed().as_secs_f64();
+    assert!(
+        (ok as f64 - expected).abs() <= 0.1 * expected,
+        "{ok} requests allowed across two replicas; one shared limit allows {expected:.0} ({limited} refused)"
+    );
+    assert!(limited > 10 * ok, "the callers went far over the limit: {limited} refused");
+
+    // Redis goes away.
+    drop(redis);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, v) = a.infer("income", &client, &body);
+    assert_eq!(code, 200, "local fallback: {v}");
+    let (code, v) = c.infer("income", &client, &body);
+    assert_eq!(code, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("shared rate limiter is unavailable"), "{v}");
+    // The local fallback still limits: a fast burst past 5 is refused.
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        let (mut t, mut r) = connect(&a);
+        send_request(&mut t, path, &client, &bytes).unwrap();
+        codes.push(read_response(&mut r).unwrap().0);
+    }
+    assert!(codes.contains(&429) && codes.contains(&200), "{codes:?}");
+}

@@ -49,7 +49,7 @@ impl Gateway {
         request_id: &str,
         facts: &mut RequestFacts,
     ) -> Result<Response<Body>, ApiError> {
-        let (served, _) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true)?;
+        let (served, _) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true).await?;
         let loaded = endpoint.targets[served].1.clone();
         let Some((background, cols)) = loaded.schema.background.clone() else {
             return Err(api(

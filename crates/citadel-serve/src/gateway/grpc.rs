@@ -189,6 +189,7 @@ impl Gateway {
             let admitted = match self.authenticate(req.headers(), fp, &mut f).await {
                 Ok(c) => self
                     .check_rate(&c.principal.id, &self.principal_limits, "principal", "(grpc)", &c.principal.name)
+                    .await
                     .map(|()| c),
                 Err(e) => Err(e),
             };
@@ -319,7 +320,7 @@ impl Gateway {
         let (caller, endpoint, pinned) = self.grpc_model(&r, &name, &version, ctx).await?;
         let headers = r.metadata().clone().into_headers();
         let mut f = ctx.facts.lock().map(|f| f.clone()).unwrap_or_default();
-        let admitted = self.admit(&caller, &endpoint, &headers, pinned, &mut f, false);
+        let admitted = self.admit(&caller, &endpoint, &headers, pinned, &mut f, false).await;
         if let Ok(mut shared) = ctx.facts.lock() {
             *shared = f;
         }
