@@ -27,6 +27,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # Rate limits shared by gateway replicas: tests start their own Redis.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The image build (scripts/build-image.sh) and its test write OCI layouts with umoci.
+command -v umoci >/dev/null || need_apt+=(umoci)
 # The training-sandbox tests run Debian's python3 as nobody (the pyenv one
 # lives under /root, which nobody cannot enter), from a venv it can read.
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
@@ -155,6 +157,12 @@ fi
 if ! "$VENV/bin/python" -c 'import tritonclient.http, tritonclient.grpc, numpy' 2>/dev/null || ! [ -x "$VENV/bin/schemathesis" ]; then
   log "installing tritonclient[http,grpc] 2.73.0 and schemathesis 4.32.5 (pip, into $VENV)"
   "$VENV/bin/pip" install -q "tritonclient[http,grpc]==2.73.0" "numpy==2.2.6" "schemathesis==4.32.5"
+fi
+
+# The Kubernetes manifests are validated against the API schema.
+if ! "$VENV/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null; then
+  log "installing kubernetes-validate 1.37.0 (pip, into $VENV)"
+  "$VENV/bin/pip" install -q "kubernetes-validate==1.37.0"
 fi
 
 # onnxruntime checks that the built-in trainers' ONNX exports compute what
