@@ -208,6 +208,61 @@ impl Workspace {
         self.deploy_set(caller, name, &spec).await
     }
 
+    /// Puts an earlier revision's spec back as a new revision: `to`, or else
+    /// the newest earlier revision that served something different from
+    /// the live one (a removed endpoint gets its last spec back). The
+    /// restored targets pass today's checks (a version archived, retired or
+    /// flagged since is refused). Audited as `deployment.rollback` with the
+    /// revision restored.
+    ///
+    /// Errors: no such endpoint or revision, nothing earlier to go back to,
+    /// or a restored target that may no longer be deployed.
+    pub async fn deploy_rollback(&self, caller: &Caller, name: &str, to: Option<i64>) -> Result<Deployment> {
+        let name = Name::parse(name)?;
+        let resource = format!("deployment:{name}");
+        self.authorize(caller, Action::DeploymentManage, &resource).await?;
+        let result = async {
+            let history = self.deploy_history_unchecked(name.as_str()).await?;
+            let Some(last) = history.last() else {
+                return Err(ControlError::NotFound(format!("deployment {name}")));
+            };
+            let restored = match to {
+                Some(r) => history.iter().find(|h| h.revision == r && r < last.revision).ok_or_else(|| {
+                    ControlError::Invalid(format!(
+                        "{name} has no earlier revision {r} (its revisions are 1 to {}) — hint: `citadel deploy history {name}`",
+                        last.revision
+                    ))
+                })?,
+                None => history
+                    .iter()
+                    .rev()
+                    .skip(1)
+                    .find(|h| h.spec.is_some() && h.spec.as_ref().map(spec_key) != last.spec.as_ref().map(spec_key))
+                    .ok_or_else(|| {
+                        ControlError::Invalid(format!("{name} has no earlier revision that served something else"))
+                    })?,
+            };
+            let spec = restored.spec.clone().ok_or_else(|| {
+                ControlError::Invalid(format!("revision {} of {name} removed the endpoint; pick another", restored.revision))
+            })?;
+            let revision = self
+                .deploy_commit_as(caller, name.as_str(), Some(&spec), &resource, Some((last.revision, restored.revision)))
+                .await?;
+            Ok(Deployment {
+                name: name.to_string(),
+                revision,
+                spec,
+                updated_by: caller.principal.name.clone(),
+                updated_at: Timestamp::now(),
+            })
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit_failure(caller, Action::DeploymentManage, &resource, e).await;
+        }
+        result
+    }
+
     /// Removes an endpoint (gateways stop serving it at their next poll).
     pub async fn deploy_remove(&self, caller: &Caller, name: &str) -> Result<i64> {
         let name = Name::parse(name)?;
@@ -222,6 +277,18 @@ impl Workspace {
         name: &str,
         spec: Option<&DeploymentSpec>,
         resource: &str,
+    ) -> Result<i64> {
+        self.deploy_commit_as(caller, name, spec, resource, None).await
+    }
+
+    /// Commits a revision; `rollback` = (live revision, revision restored).
+    async fn deploy_commit_as(
+        &self,
+        caller: &Caller,
+        name: &str,
+        spec: Option<&DeploymentSpec>,
+        resource: &str,
+        rollback: Option<(i64, i64)>,
     ) -> Result<i64> {
         if let Some(spec) = spec {
             spec.check()?;
@@ -282,15 +349,15 @@ impl Workspace {
                 }
             }
         }
-        tx.commit(event(
-            &caller.principal.id,
-            if spec.is_some() { "deployment.set" } else { "deployment.remove" },
-            resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"revision": revision, "spec": spec}),
-        ))
-        .await?;
+        let (action, details) = match rollback {
+            Some((from, restored)) => (
+                "deployment.rollback",
+                serde_json::json!({"revision": revision, "spec": spec, "from_revision": from, "restored_revision": restored}),
+            ),
+            None if spec.is_some() => ("deployment.set", serde_json::json!({"revision": revision, "spec": spec})),
+            None => ("deployment.remove", serde_json::json!({"revision": revision, "spec": spec})),
+        };
+        tx.commit(event(&caller.principal.id, action, resource, Outcome::Success, &caller.request_id, details)).await?;
         Ok(revision)
     }
 
@@ -370,10 +437,15 @@ impl Workspace {
     pub async fn deploy_history(&self, caller: &Caller, name: &str) -> Result<Vec<DeploymentRevision>> {
         let name = Name::parse(name)?;
         self.authorize(caller, Action::ModelRead, &format!("deployment:{name}")).await?;
+        self.deploy_history_unchecked(name.as_str()).await
+    }
+
+    /// The history, for a caller already authorized.
+    async fn deploy_history_unchecked(&self, name: &str) -> Result<Vec<DeploymentRevision>> {
         let rows = sqlx::query(
             "SELECT revision, spec, created_by, created_at FROM deployment_revisions WHERE name = $1 ORDER BY revision",
         )
-        .bind(name.as_str())
+        .bind(name)
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()
@@ -391,6 +463,11 @@ impl Workspace {
             })
             .collect()
     }
+}
+
+/// What a spec serves, for comparing revisions.
+fn spec_key(s: &DeploymentSpec) -> String {
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// Parses `[LABEL=]MODEL@VERSION[:WEIGHT]`.

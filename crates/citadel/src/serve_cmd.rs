@@ -215,6 +215,13 @@ pub enum DeployCmd {
     Switch { name: String, label: String },
     /// Stop serving an endpoint.
     Rm { name: String },
+    /// Serve an earlier revision again (as a new revision): the last one that
+    /// served something else, or --to REVISION. Its targets must still be deployable.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: Option<i64>,
+    },
     /// Live deployments.
     Ls,
     /// Every revision of an endpoint.
@@ -249,6 +256,18 @@ pub async fn run_deploy(ws: &Workspace, caller: &Caller, cmd: DeployCmd, out: &O
         DeployCmd::Switch { name, label } => {
             let d = ws.deploy_switch(caller, &name, &label).await?;
             out.emit(&d, || format!("{} now answers from {label} (revision {})", d.name, d.revision));
+        }
+        DeployCmd::Rollback { name, to } => {
+            let d = ws.deploy_rollback(caller, &name, to).await?;
+            let targets: Vec<String> = d.spec.targets.iter().map(|t| format!("{}@{}", t.model, t.version)).collect();
+            out.emit(&d, || {
+                format!(
+                    "{} rolled back: revision {} serves {} again; gateways pick it up within their poll interval",
+                    d.name,
+                    d.revision,
+                    targets.join(", ")
+                )
+            });
         }
         DeployCmd::Rm { name } => {
             let r = ws.deploy_remove(caller, &name).await?;

@@ -1681,3 +1681,60 @@ fn rate_limits_hold_across_replicas_through_redis_and_fall_back_as_configured() 
     }
     assert!(codes.contains(&429) && codes.contains(&200), "{codes:?}");
 }
+
+/// `deploy rollback` puts the revision before back as a new revision (a
+/// canary taken out), the running gateway serves it without a restart, the
+/// change is audited with the revision it restored, and a target that may
+/// no longer be deployed (retired since) is refused, the endpoint unchanged.
+#[test]
+fn a_deployment_rolls_back_to_what_it_served_before_and_the_gateway_follows() {
+    let s = setup();
+    let appr = token_for(&s.ws, "ann", &["approver"]);
+    let srv = Server::start(&s.ws, &[]);
+    let case = reference_case("rf_binary_nozipmap");
+    let body = rows_body(&case, 1);
+    srv.wait_for_version("credit", &s.client, &body, "1");
+    let d = ok_json(as_user(
+        &s.ws,
+        &s.eng,
+        &["deploy", "set", "credit", "--strategy", "canary", "--target", "credit@1:50", "--target", "credit@2:50"],
+    ));
+    assert_eq!(d["revision"], 2);
+    srv.wait_for_revision("credit", &s.client, 2);
+
+    // The canary goes: back to version 1 alone.
+    let d = ok_json(as_user(&s.ws, &s.eng, &["deploy", "rollback", "credit"]));
+    assert_eq!(d["revision"], 3);
+    assert_eq!(d["spec"]["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(d["spec"]["targets"][0]["version"], 1);
+    srv.wait_for_revision("credit", &s.client, 3);
+    for _ in 0..10 {
+        let (code, v) = srv.infer("credit", &s.client, &body);
+        assert_eq!((code, v["model_version"].as_str()), (200, Some("1")), "{v}");
+    }
+    let audit = s.ws.json(&["audit", "query", "--action", "deployment.rollback"]);
+    let rec = &audit.as_array().unwrap()[0];
+    assert_eq!(rec["details"]["restored_revision"], 1, "{rec}");
+    assert_eq!(rec["details"]["from_revision"], 2, "{rec}");
+    // Any earlier revision by number: the canary again.
+    let d = ok_json(as_user(&s.ws, &s.eng, &["deploy", "rollback", "credit", "--to", "2"]));
+    assert_eq!((d["revision"].as_i64(), d["spec"]["targets"].as_array().unwrap().len()), (Some(4), 2));
+    srv.wait_for_revision("credit", &s.client, 4);
+
+    // Version 2 retired since: going back to a revision that serves it is refused, the endpoint unchanged.
+    ok_json(as_user(&s.ws, &s.eng, &["deploy", "set", "credit", "--target", "credit@1"]));
+    ok_json(as_user(&s.ws, &appr, &["model", "retire", "credit", "2", "--reason", "failed the canary"]));
+    let o = as_user(&s.ws, &s.eng, &["deploy", "rollback", "credit"]);
+    assert!(!o.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(text.contains("credit@2 is retired"), "{text}");
+    let live = ok_json(as_user(&s.ws, &s.eng, &["deploy", "ls"]));
+    assert_eq!(live[0]["revision"], 5, "{live}");
+    // No such revision; and a caller who may not manage deployments.
+    let o = as_user(&s.ws, &s.eng, &["deploy", "rollback", "credit", "--to", "9"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!o.status.success() && text.contains("no earlier revision 9"), "{text}");
+    let o = as_user(&s.ws, &s.client, &["deploy", "rollback", "credit"]);
+    assert!(!o.status.success());
+    assert_eq!(ok_json(as_user(&s.ws, &s.eng, &["deploy", "ls"]))[0]["revision"], 5);
+}
