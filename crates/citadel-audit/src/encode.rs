@@ -106,6 +106,51 @@ fn activity_for(action: &str) -> u64 {
     }
 }
 
+/// The IANA "example" private enterprise number (RFC 5612), naming the
+/// structured-data element until Citadel has a number of its own.
+pub const SD_ID: &str = "citadel@32473";
+
+/// One record as an RFC 5424 syslog message (no framing): facility 13
+/// (log audit); severity informational (6) for a success, warning (4) for a
+/// denial, error (3) for a failure; APP-NAME `citadel`, MSGID the action;
+/// structured data `[citadel@32473 seq outcome actor resource hash]`; MSG
+/// the record in `format` (JSON, CEF or OCSF). `hostname` is the sender's
+/// (`-` when unknown). Receivers deduplicate by `seq` (with the hash).
+pub fn rfc5424(rec: &AuditRecord, hostname: &str, format: ExportFormat) -> String {
+    let e = &rec.event;
+    let severity = match e.outcome {
+        Outcome::Success => 6,
+        Outcome::Denied => 4,
+        Outcome::Failure => 3,
+    };
+    let header_field = |s: &str, max: usize| -> String {
+        let t: String = s.chars().filter(|c| c.is_ascii_graphic()).take(max).collect();
+        if t.is_empty() { "-".into() } else { t }
+    };
+    // PARAM-VALUE escapes '"', '\' and ']' (RFC 5424 §6.3.3).
+    let sd = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace(']', "\\]");
+    format!(
+        "<{}>1 {} {} citadel - {} [{SD_ID} seq=\"{}\" outcome=\"{}\" actor=\"{}\" resource=\"{}\" hash=\"{}\"] {}",
+        13 * 8 + severity,
+        e.ts.to_rfc3339(),
+        header_field(hostname, 255),
+        header_field(&e.action, 32),
+        rec.seq,
+        e.outcome.as_str(),
+        sd(&e.actor),
+        sd(&e.resource),
+        rec.hash.to_hex(),
+        encode_record(rec, format)
+    )
+}
+
+/// RFC 5425 (syslog over TLS) framing: the message's length in octets, a space, the message.
+pub fn octet_counted(msg: &str) -> Vec<u8> {
+    let mut out = format!("{} ", msg.len()).into_bytes();
+    out.extend_from_slice(msg.as_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +196,18 @@ mod tests {
         assert_eq!(o["status"], "Failure");
         let j: AuditRecord = serde_json::from_str(&encode_record(&rec("a"), ExportFormat::Jsonl)).unwrap();
         assert_eq!(j, rec("a"));
+    }
+
+    #[test]
+    fn syslog_messages_follow_rfc5424_and_escape_structured_data() {
+        let mut rec = rec("ada");
+        rec.event.resource = "model:a]b\"c\\d".into();
+        let m = rfc5424(&rec, "host 1", ExportFormat::Jsonl);
+        // Facility 13 (log audit) × 8 + severity 4 (a denial is a warning).
+        assert!(m.starts_with("<108>1 2023-11-14T22:13:20.000000Z "), "{m}");
+        assert!(m.contains(" host1 citadel - "), "{m}");
+        assert!(m.contains(r#"resource="model:a\]b\"c\\d""#), "{m}");
+        let framed = octet_counted(&m);
+        assert!(framed.starts_with(format!("{} <108>", m.len()).as_bytes()));
     }
 }

@@ -18,7 +18,7 @@
 mod encode;
 mod verify;
 
-pub use encode::{ExportFormat, encode_record};
+pub use encode::{ExportFormat, encode_record, octet_counted, rfc5424};
 pub use verify::{Problem, verify_chain};
 
 use citadel_types::{Digest, Timestamp};

@@ -1027,6 +1027,40 @@ impl Workspace {
         Ok(records.iter().map(|r| citadel_audit::encode_record(r, format)).collect())
     }
 
+    /// Opens a forwarding session to a SIEM destination `name` (shown as
+    /// `destination`, which must hold no secret): authorized as
+    /// `audit.export`, audited once per session (not per batch, or the
+    /// forwarder would feed itself). Returns where the destination's cursor is.
+    pub async fn audit_forward_start(&self, caller: &Caller, name: &str, destination: &str) -> Result<i64> {
+        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        let cursor = citadel_store::forward_cursor(self.db.pool(), name).await?;
+        self.db
+            .append_audit(event(
+                &caller.principal.id,
+                "audit.forward",
+                "audit:log",
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({"destination": name, "to": destination, "from_seq": cursor}),
+            ))
+            .await?;
+        Ok(cursor)
+    }
+
+    /// Up to `limit` records after `after` (the caller's session keeps its
+    /// own position between acknowledgements), for a forwarding session.
+    pub async fn audit_forward_batch(&self, caller: &Caller, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
+        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        let filter = AuditFilter { after_seq: Some(after), limit: Some(limit), ..AuditFilter::default() };
+        Ok(citadel_store::audit_query(self.db.pool(), &filter).await?)
+    }
+
+    /// Records that destination `name` has every record up to `seq`.
+    pub async fn audit_forward_ack(&self, caller: &Caller, name: &str, seq: i64) -> Result<()> {
+        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        Ok(citadel_store::set_forward_cursor(self.db.pool(), name, seq).await?)
+    }
+
     pub async fn audit_checkpoint(&self, caller: &Caller) -> Result<Option<Checkpoint>> {
         self.authorize(caller, Action::AuditCheckpoint, "audit:log").await?;
         Ok(self.db.checkpoint_now().await?)

@@ -145,3 +145,50 @@ pub fn dev_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), ServeError> {
 pub fn fingerprint(der: &[u8]) -> String {
     citadel_types::Digest::of(der).to_string()
 }
+
+/// A TLS client (1.2 and 1.3, aws-lc-rs) that trusts only the certificates
+/// of one PEM file, for Citadel's own outbound connections (a SIEM).
+#[derive(Clone)]
+pub struct TlsClient(tokio_rustls::TlsConnector);
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient").finish_non_exhaustive()
+    }
+}
+
+impl TlsClient {
+    /// Connects to `host:port` and verifies its certificate names `host`.
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ServeError> {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| ServeError::Io(format!("connecting to {host}:{port}: {e}")))?;
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| ServeError::Tls(format!("{host} is not a host name for TLS")))?;
+        self.0.connect(name, tcp).await.map_err(|e| ServeError::Tls(format!("TLS with {host}:{port}: {e}")))
+    }
+}
+
+/// A [`TlsClient`] trusting the certificates of the PEM file `ca`.
+pub fn client_connector(ca: &Path) -> Result<TlsClient, ServeError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(ca).map_err(|e| ServeError::Tls(format!("reading CA {}: {e}", ca.display())))?
+    {
+        let c = c.map_err(|e| ServeError::Tls(format!("CA {}: {e}", ca.display())))?;
+        roots.add(c).map_err(|e| ServeError::Tls(format!("CA {}: {e}", ca.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(ServeError::Tls(format!("{} holds no certificate", ca.display())));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsClient(tokio_rustls::TlsConnector::from(Arc::new(config))))
+}

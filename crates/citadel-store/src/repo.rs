@@ -371,6 +371,8 @@ pub struct AuditFilter {
     pub outcome: Option<Outcome>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
+    /// Only records with a greater sequence number.
+    pub after_seq: Option<i64>,
     pub limit: Option<i64>,
 }
 
@@ -422,6 +424,9 @@ pub async fn audit_query(pool: &AnyPool, f: &AuditFilter) -> Result<Vec<AuditRec
     if f.until.is_some() {
         q += &format!(" AND ts < {}", next());
     }
+    if f.after_seq.is_some() {
+        q += &format!(" AND seq > {}", next());
+    }
     q += " ORDER BY seq";
     if let Some(limit) = f.limit {
         q += &format!(" LIMIT {}", limit.max(0));
@@ -445,6 +450,9 @@ pub async fn audit_query(pool: &AnyPool, f: &AuditFilter) -> Result<Vec<AuditRec
     if let Some(v) = f.until {
         query = query.bind(v.0);
     }
+    if let Some(v) = f.after_seq {
+        query = query.bind(v);
+    }
     query.fetch_all(pool).await?.iter().map(audit_from).collect()
 }
 
@@ -463,4 +471,29 @@ pub async fn audit_checkpoints(pool: &AnyPool) -> Result<Vec<Checkpoint>> {
             })
         })
         .collect()
+}
+
+/// The last audit sequence number forwarding destination `name` has
+/// confirmed (0 when it never forwarded).
+pub async fn forward_cursor(pool: &AnyPool, name: &str) -> Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM audit_forward_cursors WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Moves destination `name`'s cursor forward to `seq` (never back).
+pub async fn set_forward_cursor(pool: &AnyPool, name: &str, seq: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_forward_cursors (name, last_seq, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at \
+         WHERE audit_forward_cursors.last_seq < excluded.last_seq",
+    )
+    .bind(name)
+    .bind(seq)
+    .bind(Timestamp::now().0)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -28,6 +28,7 @@ mod bench_serve;
 mod bench_sign;
 mod data_cmd;
 mod data_html;
+mod forward_cmd;
 mod out_file;
 mod pipeline_cmd;
 mod quickstart;
@@ -529,6 +530,9 @@ enum AuditCmd {
     },
     /// Sign a checkpoint of the current chain head now.
     Checkpoint,
+    /// Stream records to a SIEM (syslog over TLS or UDP, RFC 5424), at least
+    /// once, from where the destination's durable cursor stands.
+    Forward(forward_cmd::ForwardArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -570,6 +574,7 @@ impl FilterArgs {
             outcome: self.outcome.as_deref().and_then(citadel_audit::Outcome::parse),
             since: time(&self.since, "since")?,
             until: time(&self.until, "until")?,
+            after_seq: None,
             limit: self.limit,
         })
     }
@@ -1368,6 +1373,7 @@ async fn run(cli: Cli) -> Result<i32> {
                         }
                         Ok(0)
                     }
+                    AuditCmd::Forward(args) => forward_cmd::run(&ws, &caller, args.clone(), &out).await,
                     AuditCmd::Checkpoint => {
                         let cp = ws.audit_checkpoint(&caller).await?;
                         out.emit(&cp, || match &cp {

@@ -644,48 +644,6 @@ fn plain_http_is_refused_off_loopback() {
     assert!(stderr(&o).contains("hint:"), "{}", stderr(&o));
 }
 
-/// A CA, a server certificate for localhost and client certificates, written as PEM files.
-struct Pki {
-    dir: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    ca: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "citadel test CA");
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let ca = dir.join("ca.pem");
-        std::fs::write(&ca, cert.pem()).unwrap();
-        Pki { dir: dir.to_path_buf(), issuer: rcgen::Issuer::new(params, key), ca }
-    }
-
-    /// (certificate path, key path, SHA-256 of the DER).
-    fn issue(&self, name: &str, client: bool) -> (PathBuf, PathBuf, String) {
-        let mut params =
-            rcgen::CertificateParams::new(if client { vec![] } else { vec!["localhost".to_string()] }).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.extended_key_usages = vec![if client {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}-key.pem")));
-        // Written aside and renamed, as certificate tooling does.
-        std::fs::write(c.with_extension("new"), cert.pem()).unwrap();
-        std::fs::write(k.with_extension("new"), key.serialize_pem()).unwrap();
-        std::fs::rename(k.with_extension("new"), &k).unwrap();
-        std::fs::rename(c.with_extension("new"), &c).unwrap();
-        (c, k, sha256_hex(cert.der()))
-    }
-}
-
 fn served_certificate(port: u16) -> String {
     let o = Command::new("openssl")
         .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])

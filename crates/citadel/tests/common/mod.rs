@@ -153,3 +153,45 @@ pub fn ok_json(o: std::process::Output) -> serde_json::Value {
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+/// A CA, a server certificate for localhost and client certificates, written as PEM files.
+pub struct Pki {
+    pub dir: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub ca: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "citadel test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, cert.pem()).unwrap();
+        Pki { dir: dir.to_path_buf(), issuer: rcgen::Issuer::new(params, key), ca }
+    }
+
+    /// (certificate path, key path, SHA-256 of the DER).
+    pub fn issue(&self, name: &str, client: bool) -> (PathBuf, PathBuf, String) {
+        let mut params =
+            rcgen::CertificateParams::new(if client { vec![] } else { vec!["localhost".to_string()] }).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}-key.pem")));
+        // Written aside and renamed, as certificate tooling does.
+        std::fs::write(c.with_extension("new"), cert.pem()).unwrap();
+        std::fs::write(k.with_extension("new"), key.serialize_pem()).unwrap();
+        std::fs::rename(k.with_extension("new"), &k).unwrap();
+        std::fs::rename(c.with_extension("new"), &c).unwrap();
+        (c, k, sha256_hex(cert.der()))
+    }
+}
