@@ -29,6 +29,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 # The image build (scripts/build-image.sh) and its test write OCI layouts with umoci.
 command -v umoci >/dev/null || need_apt+=(umoci)
+# Replicas behind a load balancer are tested with HAProxy.
+command -v haproxy >/dev/null || need_apt+=(haproxy)
 # SIEM forwarding is tested against a real rsyslog receiving syslog over TLS.
 command -v rsyslogd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ] || need_apt+=(rsyslog rsyslog-openssl)
 # The training-sandbox tests run Debian's python3 as nobody (the pyenv one

@@ -1389,46 +1389,6 @@ fn multi_class_and_regression_models_are_served_with_readable_answers() {
     }
 }
 
-/// One HTTP/1.1 request on an open connection (plain HTTP).
-fn send_request(s: &mut std::net::TcpStream, path: &str, token: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)
-}
-
-/// The status, lower-cased headers and body of a response.
-type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
-
-/// The status, lower-cased headers and body of one response; an error when
-/// the connection ends before the whole response arrived.
-fn read_response(r: &mut BufReader<std::net::TcpStream>) -> std::io::Result<RawResponse> {
-    use std::io::Read;
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response"));
-    }
-    let status: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers.iter().find(|h| h.0 == "content-length").and_then(|h| h.1.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    Ok((status, headers, body))
-}
-
 /// SIGTERM: the gateway reports not ready and closes each connection after
 /// its response while it keeps serving for the shutdown delay; then it stops
 /// accepting, lets the request it is still reading finish, writes out its

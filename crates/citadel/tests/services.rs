@@ -388,3 +388,248 @@ fn postgres_and_s3_erasure_retention_and_report() {
     let html = std::fs::read_to_string(out.join("compliance-report.html")).unwrap();
     assert!(html.contains("Audit log verified.") && html.contains("churn") && html.contains("1 version(s) purged"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One gateway replica on a fixed port (plain HTTP, loopback).
+fn gateway(ws: &Ws, port: u16) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = ws
+        .cmd(&[
+            "serve",
+            "--insecure-http",
+            "--json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--poll-ms",
+            "200",
+            "--shutdown-delay-ms",
+            "1500",
+            "--rate-principal",
+            "1000000",
+            "--rate-principal-burst",
+            "1000000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("listening"), "serve did not start: {line}");
+    child
+}
+
+/// Waits until `port` answers `path` with 200.
+fn wait_ok(port: u16, path: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+            use std::io::Write;
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+            read_response(&mut std::io::BufReader::new(s)).ok()
+        });
+        if ok.is_some_and(|r| r.0 == 200) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "127.0.0.1:{port}{path} never answered 200");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Three gateways on one PostgreSQL + S3 behind HAProxy (Debian's) on
+/// 127.0.0.1, HAProxy retrying only connections refused (never a request a
+/// replica accepted, so nothing masks a dropped one), with a client calling
+/// through it all along: a rolling
+/// restart (SIGTERM, wait, start again, one replica at a time) fails no
+/// request; a deployment change reaches every replica; a replica killed
+/// with SIGKILL costs at most the requests it had in flight.
+#[test]
+fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let Some(pg) = service("CITADEL_TEST_PG_URL") else { return };
+    let url = fresh_pg_database(&pg);
+    let Some(ws) = s3_workspace(&["--metadata-url", &url], &[]) else { return };
+    let eng = token_for(&ws, "erin", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-infer/tests/fixtures");
+    let data = ws.file("train.csv", b"x,y\n1,0\n");
+    ws.ok(&["artifact", "put", data.to_str().unwrap(), "--name", "datasets/train"]);
+    for v in [1, 2] {
+        let dir = ws.root.parent().unwrap().join(format!("m{v}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(fixtures.join("models/rf_binary_nozipmap.onnx"), dir.join("model.onnx")).unwrap();
+        std::fs::write(dir.join("README"), format!("version {v}")).unwrap();
+        let reg = [
+            "model",
+            "register",
+            dir.to_str().unwrap(),
+            "--name",
+            "credit",
+            "--dataset",
+            "datasets/train",
+            "--code-ref",
+            "git+https://example.invalid/t@1",
+        ];
+        ok_json(as_user(&ws, &eng, &reg));
+        for stage in ["staging", "production"] {
+            let r = ok_json(as_user(&ws, &eng, &["model", "promote", "credit", &v.to_string(), "--to", stage]));
+            ok_json(as_user(&ws, &appr, &["model", "approve", r["id"].as_str().unwrap()]));
+            if v == 2 && stage == "staging" {
+                break;
+            }
+        }
+    }
+    ok_json(as_user(&ws, &eng, &["deploy", "set", "credit", "--target", "credit@1"]));
+    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["grant", "add", "app", "inference-client", "--scope", "model:credit"]);
+    let client = ws.json(&["token", "issue", "app"])["token"].as_str().unwrap().to_string();
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("onnx_reference.json")).unwrap()).unwrap();
+    let case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == "rf_binary_nozipmap").unwrap();
+    let row: Vec<f64> = serde_json::from_value(case["inputs"][0].clone()).unwrap();
+    let body = serde_json::json!({"inputs": [{"name": "X", "shape": [1, row.len()], "datatype": "FP32", "data": row}]})
+        .to_string()
+        .into_bytes();
+
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let replicas: Vec<_> = ports.iter().map(|&p| Mutex::new(Some(gateway(&ws, p)))).collect();
+    for &p in &ports {
+        wait_ok(p, "/v2/health/ready");
+    }
+    let front = free_port();
+    let dir = ws.root.parent().unwrap();
+    let cfg = dir.join("haproxy.cfg");
+    let servers: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("  server g{i} 127.0.0.1:{p} check inter 200 fall 1 rise 2\n"))
+        .collect();
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 500\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch 1\n  retry-on conn-failure\nfrontend fe\n  bind 127.0.0.1:{front}\n  default_backend gw\nbackend gw\n  balance roundrobin\n  option httpchk GET /v2/health/ready\n  http-check expect status 200\n{servers}"
+        ),
+    )
+    .unwrap();
+    let mut haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (scripts/services.sh installs it)");
+    wait_ok(front, "/v2/health/ready");
+
+    // The client: calls through HAProxy all along, keep-alive, reconnecting when told to.
+    let (stop, ok, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let caller = {
+        let (stop, ok, failed, client, body) = (stop.clone(), ok.clone(), failed.clone(), client.clone(), body.clone());
+        std::thread::spawn(move || {
+            let connect = || {
+                let s = std::net::TcpStream::connect(("127.0.0.1", front)).unwrap();
+                let r = std::io::BufReader::new(s.try_clone().unwrap());
+                (s, r)
+            };
+            let (mut s, mut r) = connect();
+            while !stop.load(Ordering::SeqCst) {
+                let result = send_request(&mut s, "/v2/models/credit/infer", &client, &body)
+                    .and_then(|()| read_response(&mut r));
+                match result {
+                    Ok((200, headers, _)) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        if headers.iter().any(|h| h.0 == "connection" && h.1 == "close") {
+                            (s, r) = connect();
+                        }
+                    }
+                    Ok((code, _, b)) => {
+                        failed.lock().unwrap().push(format!("{code}: {}", String::from_utf8_lossy(&b)));
+                        (s, r) = connect();
+                    }
+                    Err(e) => {
+                        failed.lock().unwrap().push(format!("{e}"));
+                        (s, r) = connect();
+                    }
+                }
+            }
+        })
+    };
+    let calls = |since: usize| ok.load(Ordering::SeqCst) - since;
+
+    // Rolling restart, one replica at a time.
+    for (i, &p) in ports.iter().enumerate() {
+        let before = ok.load(Ordering::SeqCst);
+        let child = replicas[i].lock().unwrap().take().unwrap();
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let mut child = child;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "replica {i} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "replica {i}: {status:?}");
+        *replicas[i].lock().unwrap() = Some(gateway(&ws, p));
+        wait_ok(p, "/v2/health/ready");
+        std::thread::sleep(Duration::from_millis(800)); // HAProxy sees it up (rise 2 × 200 ms)
+        assert!(calls(before) > 0, "the client was served while replica {i} restarted");
+    }
+    {
+        let f = failed.lock().unwrap();
+        assert!(f.is_empty(), "{} failed during the rolling restart, first: {:?}", f.len(), &f[..f.len().min(3)]);
+    }
+
+    // A deployment change reaches every replica (they poll the shared database).
+    let d = ok_json(as_user(
+        &ws,
+        &eng,
+        &["deploy", "set", "credit", "--strategy", "canary", "--target", "credit@1:50", "--target", "credit@2:50"],
+    ));
+    let revision = d["revision"].as_i64().unwrap();
+    for &p in &ports {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+            use std::io::Write;
+            s.write_all(format!("GET /v2/models/credit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {client}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+            let (_, _, b) = read_response(&mut std::io::BufReader::new(s)).unwrap();
+            let meta: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            if meta["parameters"]["revision"] == revision {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica on {p} never saw revision {revision}: {meta}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // SIGKILL: at most the one request in flight on that replica is lost (this client sends one at a time).
+    let victim = replicas[1].lock().unwrap().take().unwrap();
+    let mut victim = victim;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let before = ok.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(calls(before) > 0, "the others kept serving");
+    stop.store(true, Ordering::SeqCst);
+    caller.join().unwrap();
+    let lost = failed.lock().unwrap().len();
+    assert!(lost <= 1, "a killed replica cost {lost} requests, first: {:?}", &failed.lock().unwrap()[..lost.min(3)]);
+    assert!(ok.load(Ordering::SeqCst) > 100, "{} calls", ok.load(Ordering::SeqCst));
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    for r in &replicas {
+        if let Some(mut c) = r.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
