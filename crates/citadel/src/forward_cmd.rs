@@ -3,10 +3,14 @@
 //! Destinations: `syslog+tls://HOST:PORT` (RFC 5425: RFC 5424 messages,
 //! octet-counted, over TLS trusting `--ca`), `syslog+udp://HOST:PORT`
 //! (RFC 5426: one message a datagram), `syslog+tcp://HOST:PORT` (loopback
-//! only: plain text). The message body is the record as JSON, CEF or OCSF.
+//! only: plain text), and `https://HOST:PORT/PATH`: a webhook receiving
+//! each batch as one JSON array (POST, `Idempotency-Key: NAME-FIRST-LAST`,
+//! a bearer token from `CITADEL_SIEM_TOKEN`), acknowledged by a 2xx. The
+//! message body is the record as JSON, CEF or OCSF.
 //!
 //! Delivery is at-least-once with a durable cursor per destination name
-//! (`audit_forward_cursors`). Syslog has no acknowledgement, so a batch
+//! (`audit_forward_cursors`). A webhook's 2xx confirms its batch. Syslog
+//! has no acknowledgement, so a batch
 //! counts as delivered only once the next write on the same connection
 //! succeeded after it, or the connection was closed cleanly (TLS
 //! close_notify, TCP shutdown); after a failure the forwarder resends from
@@ -27,7 +31,8 @@ const BATCH: i64 = 500;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ForwardArgs {
-    /// syslog+tls://HOST:PORT, syslog+udp://HOST:PORT, or syslog+tcp://127.0.0.1:PORT
+    /// syslog+tls://HOST:PORT, syslog+udp://HOST:PORT, syslog+tcp://127.0.0.1:PORT,
+    /// or https://HOST:PORT/PATH (a webhook; bearer token from CITADEL_SIEM_TOKEN)
     #[arg(long)]
     to: String,
     /// The destination's name, under which its cursor is kept
@@ -36,7 +41,7 @@ pub struct ForwardArgs {
     /// The message body
     #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "cef", "ocsf"])]
     format: String,
-    /// PEM CA that the TLS receiver's certificate must chain to
+    /// PEM CA that the TLS receiver's (syslog or webhook) certificate must chain to
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
     /// Keep forwarding new records as they are written (else stop when caught up)
@@ -51,14 +56,23 @@ enum Dest {
     Tls { host: String, port: u16, connector: citadel_serve::tls::TlsClient },
     Tcp { host: String, port: u16 },
     Udp { host: String, port: u16 },
+    Webhook { host: String, port: u16, path: String, tls: Option<citadel_serve::tls::TlsClient>, token: Option<String> },
 }
 
 fn parse_dest(args: &ForwardArgs) -> Result<Dest> {
     let (scheme, rest) = args.to.split_once("://").ok_or_else(|| {
         anyhow!("--to {:?} is not a destination\nhint: write syslog+tls://HOST:PORT or syslog+udp://HOST:PORT", args.to)
     })?;
-    if !matches!(scheme, "syslog+tls" | "syslog+udp" | "syslog+tcp") {
-        bail!("unknown destination scheme {scheme:?}\nhint: use syslog+tls, syslog+udp or syslog+tcp");
+    if !matches!(scheme, "syslog+tls" | "syslog+udp" | "syslog+tcp" | "https" | "http") {
+        bail!("unknown destination scheme {scheme:?}\nhint: use syslog+tls, syslog+udp, syslog+tcp or https");
+    }
+    let (rest, path) = match (scheme, rest.find('/')) {
+        ("https" | "http", Some(i)) => (&rest[..i], rest[i..].to_string()),
+        ("https" | "http", None) => (rest, "/".to_string()),
+        _ => (rest, String::new()),
+    };
+    if path.contains('?') {
+        bail!("--to must hold no query (a token belongs in CITADEL_SIEM_TOKEN, not the URL)");
     }
     let (host, port) = rest.trim_end_matches('/').rsplit_once(':').ok_or_else(|| {
         anyhow!("--to {:?} lacks a port\nhint: syslog over TLS listens on 6514, over UDP on 514", args.to)
@@ -81,6 +95,17 @@ fn parse_dest(args: &ForwardArgs) -> Result<Dest> {
             bail!("plain TCP crosses the network in clear text; use syslog+tls (only loopback may be plain)")
         }
         "syslog+udp" => Dest::Udp { host, port },
+        "https" | "http" => {
+            let loopback = host == "127.0.0.1" || host == "::1" || host == "localhost";
+            let tls = match (scheme, &args.ca) {
+                ("https", Some(ca)) => Some(citadel_serve::tls::client_connector(ca)?),
+                ("https", None) => bail!("a webhook over HTTPS needs the receiver's CA\nhint: pass --ca FILE (PEM)"),
+                _ if loopback => None,
+                _ => bail!("plain HTTP crosses the network in clear text; use https (only loopback may be plain)"),
+            };
+            let token = std::env::var("CITADEL_SIEM_TOKEN").ok().filter(|t| !t.is_empty());
+            Dest::Webhook { host, port, path, tls, token }
+        }
         other => bail!("unknown destination scheme {other:?}\nhint: use syslog+tls, syslog+udp or syslog+tcp"),
     })
 }
@@ -89,6 +114,17 @@ fn parse_dest(args: &ForwardArgs) -> Result<Dest> {
 enum Conn {
     Stream(Box<dyn tokio::io::AsyncWrite + Unpin + Send>),
     Udp(tokio::net::UdpSocket),
+    Http(hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>),
+}
+
+/// An HTTP/1.1 connection over `io`, its driver spawned.
+async fn http<T>(io: T) -> Result<Conn>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(Conn::Http(send))
 }
 
 async fn connect(dest: &Dest) -> Result<Conn> {
@@ -103,6 +139,15 @@ async fn connect(dest: &Dest) -> Result<Conn> {
         Dest::Tcp { host, port } => {
             Conn::Stream(Box::new(tokio::net::TcpStream::connect((host.as_str(), *port)).await?))
         }
+        Dest::Webhook { host, port, tls: Some(tls), .. } => {
+            let stream = tokio::time::timeout(timeout, tls.connect(host, *port))
+                .await
+                .context("connecting to the receiver timed out")??;
+            http(stream).await?
+        }
+        Dest::Webhook { host, port, tls: None, .. } => {
+            http(tokio::net::TcpStream::connect((host.as_str(), *port)).await?).await?
+        }
         Dest::Udp { host, port } => {
             let s = tokio::net::UdpSocket::bind(if host.contains(':') { "[::]:0" } else { "0.0.0.0:0" }).await?;
             s.connect((host.as_str(), *port)).await?;
@@ -112,8 +157,49 @@ async fn connect(dest: &Dest) -> Result<Conn> {
 }
 
 impl Conn {
+    /// Posts a batch to a webhook; Ok once it answered 2xx.
+    async fn post(
+        &mut self,
+        dest: &Dest,
+        name: &str,
+        batch: &[citadel_audit::AuditRecord],
+        format: ExportFormat,
+    ) -> Result<()> {
+        let (Conn::Http(send), Dest::Webhook { host, path, token, .. }) = (self, dest) else {
+            bail!("not a webhook");
+        };
+        let items: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|r| {
+                let text = citadel_audit::encode_record(r, format);
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            })
+            .collect();
+        let first = batch.first().map_or(0, |r| r.seq);
+        let last = batch.last().map_or(0, |r| r.seq);
+        let mut req = hyper::Request::post(path.as_str())
+            .header(hyper::header::HOST, host.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", format!("{name}-{first}-{last}"));
+        if let Some(t) = token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = serde_json::to_vec(&items)?;
+        let res = tokio::time::timeout(
+            Duration::from_secs(30),
+            send.send_request(req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?),
+        )
+        .await
+        .context("the webhook did not answer within 30 s")??;
+        if !res.status().is_success() {
+            bail!("the webhook answered {} to records {first} to {last}", res.status());
+        }
+        Ok(())
+    }
+
     async fn send(&mut self, msg: &str) -> Result<()> {
         match self {
+            Conn::Http(_) => bail!("a webhook takes batches"),
             Conn::Stream(s) => s.write_all(&citadel_audit::octet_counted(msg)).await?,
             Conn::Udp(s) => {
                 // A datagram carries at most 65,507 bytes; RFC 5426 receivers must take 480, should take 2,048.
@@ -129,6 +215,10 @@ impl Conn {
             s.flush().await?;
         }
         Ok(())
+    }
+
+    fn acknowledges(&self) -> bool {
+        matches!(self, Conn::Http(_))
     }
 
     async fn close(self) -> Result<()> {
@@ -178,6 +268,16 @@ pub async fn run(ws: &Workspace, caller: &Caller, args: ForwardArgs, out: &Out) 
                     tokio::time::sleep(Duration::from_millis(args.interval_ms.max(50))).await;
                     continue;
                 }
+                let last = batch.last().map(|r| r.seq).unwrap_or(position);
+                if conn.acknowledges() {
+                    // The receiver's 2xx confirms this batch itself.
+                    conn.post(&dest, &args.name, &batch, format).await?;
+                    ws.audit_forward_ack(caller, &args.name, last).await?;
+                    cursor = last;
+                    sent += batch.len() as u64;
+                    position = last;
+                    continue;
+                }
                 for r in &batch {
                     conn.send(&citadel_audit::rfc5424(r, &hostname, format)).await?;
                 }
@@ -187,7 +287,6 @@ pub async fn run(ws: &Workspace, caller: &Caller, args: ForwardArgs, out: &Out) 
                     ws.audit_forward_ack(caller, &args.name, seq).await?;
                     cursor = seq;
                 }
-                let last = batch.last().map(|r| r.seq).unwrap_or(position);
                 sent += batch.len() as u64;
                 pending = Some(last);
                 position = last;

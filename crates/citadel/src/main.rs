@@ -944,8 +944,11 @@ fn main() {
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            let hint = hint_for(&err);
-            let text = error_text(&err);
+            // A message that carries its own `hint:` line gives that hint, not the generic one.
+            let (text, hint) = match error_text(&err).split_once("\nhint: ") {
+                Some((t, h)) => (t.to_string(), h.to_string()),
+                None => (error_text(&err), hint_for(&err)),
+            };
             if json {
                 let v = serde_json::json!({"error": text, "hint": hint});
                 outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

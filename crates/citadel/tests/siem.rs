@@ -203,7 +203,8 @@ fn the_audit_log_reaches_rsyslog_over_tls_and_udp_and_a_receiver_outage_loses_no
     for (args, said) in [
         (vec!["audit", "forward", "--to", &to], "hint: pass --ca FILE"),
         (vec!["audit", "forward", "--to", "syslog+tcp://10.1.2.3:514"], "clear text"),
-        (vec!["audit", "forward", "--to", "http://siem.example"], "unknown destination scheme"),
+        (vec!["audit", "forward", "--to", "ftp://siem.example"], "unknown destination scheme"),
+        (vec!["audit", "forward", "--to", "http://siem.example:80/in"], "clear text"),
         (vec!["audit", "forward", "--to", "syslog+tls://user:pw@localhost:1", "--ca", &ca], "no credentials"),
     ] {
         let o = ws.run(&args);
@@ -214,4 +215,105 @@ fn the_audit_log_reaches_rsyslog_over_tls_and_udp_and_a_receiver_outage_loses_no
     let other = Pki::new(&dir.join("other"));
     let o = ws.run(&["audit", "forward", "--to", &to, "--ca", other.ca.to_str().unwrap(), "--name", "other"]);
     assert!(!o.status.success() && stderr(&o).contains("certificate"), "{}", stderr(&o));
+
+    // A webhook over HTTPS: a batch counts once the receiver answers 2xx.
+    let hook_port = free_port();
+    let (cert, key, _) = pki.issue("hook", false);
+    let hook_out = dir.join("hook.jsonl");
+    let script = dir.join("hook.py");
+    std::fs::write(&script, HOOK).unwrap();
+    let _hook = Receiver(
+        Command::new("python3")
+            .arg(&script)
+            .args([hook_port.to_string(), cert.display().to_string(), key.display().to_string()])
+            .arg(&hook_out)
+            .arg("hook-secret")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", hook_port)).is_err() {
+        assert!(Instant::now() < deadline, "the webhook receiver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hook = format!("https://localhost:{hook_port}/ingest");
+    let run = |token: Option<&str>| {
+        let mut c = ws.cmd(&["audit", "forward", "--to", &hook, "--ca", &ca, "--name", "hook", "--format", "ocsf"]);
+        match token {
+            Some(t) => c.env("CITADEL_SIEM_TOKEN", t),
+            None => c.env_remove("CITADEL_SIEM_TOKEN"),
+        };
+        c.output().unwrap()
+    };
+    // No token: 401, nothing confirmed. The receiver's first answer is a 503: refused, nothing confirmed.
+    let o = run(None);
+    assert!(!o.status.success() && stderr(&o).contains("401"), "{}", stderr(&o));
+    let o = run(Some("hook-secret"));
+    assert!(
+        !o.status.success() && stderr(&o).contains("503") && stderr(&o).contains("hook has every record up to 0"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(Some("hook-secret"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = all_seqs(&ws);
+    let lines = std::fs::read_to_string(&hook_out).unwrap();
+    let mut got = BTreeSet::new();
+    for line in lines.lines() {
+        let (key, body) = line.split_once(' ').unwrap();
+        assert!(key.starts_with("hook-"), "{key}");
+        for item in serde_json::from_str::<serde_json::Value>(body).unwrap().as_array().unwrap() {
+            assert_eq!(item["class_uid"], 6003, "OCSF API Activity: {item}");
+            got.insert(item["metadata"]["uid"].as_str().unwrap().parse::<i64>().unwrap());
+        }
+    }
+    let before_this_run: BTreeSet<i64> = want.iter().copied().filter(|s| *s < *want.iter().max().unwrap()).collect();
+    assert!(
+        before_this_run.is_subset(&got),
+        "missing: {:?}",
+        before_this_run.difference(&got).take(5).collect::<Vec<_>>()
+    );
+    // A token in the URL is refused.
+    let o = ws.run(&["audit", "forward", "--to", &format!("{hook}?token=x"), "--ca", &ca]);
+    assert!(!o.status.success() && stderr(&o).contains("CITADEL_SIEM_TOKEN"), "{}", stderr(&o));
 }
+
+struct Receiver(Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A webhook receiver over HTTPS: wants `Bearer TOKEN`, answers 503 to the
+/// first authorized batch, then appends `IDEMPOTENCY-KEY BODY` lines.
+const HOOK: &str = r#"
+import http.server, ssl, sys
+port, cert, key, out, token = sys.argv[1:6]
+state = {"failures_left": 1}
+class Hook(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, code):
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Authorization") != "Bearer " + token:
+            return self.answer(401)
+        if state["failures_left"] > 0:
+            state["failures_left"] -= 1
+            return self.answer(503)
+        with open(out, "a") as f:
+            f.write(self.headers.get("Idempotency-Key", "") + " " + body.decode() + "\n")
+        self.answer(204)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(port)), Hook)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
