@@ -66,19 +66,28 @@ umoci gc --layout "$OUT/oci"
 rm -rf "$OUT/bundle" "$ROOT"
 
 log "writing the SBOM"
-crates=$(cargo tree -p citadel -e normal --prefix none --locked 2>/dev/null | awk '{print $1" "$2}' | sort -u || true)
+crates=$(cargo tree -p citadel -e normal --prefix none --locked --offline 2>/dev/null | awk '{print $1" "$2}' | sort -u || true)
+[ -n "$crates" ] || { log "cargo tree listed no crates; the SBOM would be incomplete"; exit 1; }
 python3 - "$OUT/citadel-image.cdx.json" "$CITADEL_BIN" "$VERSION" "$crates" $libs <<'PY'
 import hashlib, json, subprocess, sys, uuid, datetime
 out, binary, version, crates, libs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+import os
 def deb(path):
-    owner = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True).stdout.split(":")[0]
-    pkg = owner.strip()
-    ver = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True).stdout.strip()
-    return pkg, ver
+    # dpkg knows a file under the path it was installed at: on a merged-/usr
+    # system that may be /lib/... or /usr/lib/..., or the link's target.
+    real = os.path.realpath(path)
+    for p in dict.fromkeys([path, real, "/usr" + path, "/usr" + real, real.removeprefix("/usr")]):
+        owner = subprocess.run(["dpkg", "-S", p], capture_output=True, text=True).stdout
+        if owner:
+            pkg = owner.split(":")[0].strip()
+            ver = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True).stdout.strip()
+            if pkg and ver:
+                return pkg, ver
+    sys.exit(f"build-image: no Debian package owns {path}; the SBOM would be incomplete")
 components, seen = [], set()
 for lib in libs:
     pkg, ver = deb(lib)
-    if not pkg or pkg in seen:
+    if pkg in seen:
         continue
     seen.add(pkg)
     components.append({"type": "library", "name": pkg, "version": ver, "bom-ref": f"deb:{pkg}",

@@ -301,6 +301,15 @@ impl Workspace {
             .fetch_one(&mut *tx.conn())
             .await?;
         let revision = row.try_get::<Option<i64>, _>("r")?.unwrap_or(0) + 1;
+        // A rollback restores what was live when it chose: a change since then wins.
+        if let Some((from, _)) = rollback
+            && revision - 1 != from
+        {
+            return Err(ControlError::Invalid(format!(
+                "{name} changed while rolling back (now at revision {}); run the rollback again",
+                revision - 1
+            )));
+        }
         // A target retired since the checks above: refused inside the
         // transaction, so a retirement and a deployment never both win.
         for t in spec.map(|s| s.targets.as_slice()).unwrap_or_default() {

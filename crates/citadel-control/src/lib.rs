@@ -1027,13 +1027,22 @@ impl Workspace {
         Ok(records.iter().map(|r| citadel_audit::encode_record(r, format)).collect())
     }
 
-    /// Opens a forwarding session to a SIEM destination `name` (shown as
-    /// `destination`, which must hold no secret): authorized as
-    /// `audit.export`, audited once per session (not per batch, or the
-    /// forwarder would feed itself). Returns where the destination's cursor is.
+    /// Opens a forwarding session of destination `name` to `destination`
+    /// (`scheme://host:port`, no secret): authorized as `audit.export`,
+    /// audited once per session (not per batch, or the forwarder would feed
+    /// itself). A name stays bound to the destination it first forwarded to,
+    /// so it cannot be pointed elsewhere to skip records. Returns the cursor.
     pub async fn audit_forward_start(&self, caller: &Caller, name: &str, destination: &str) -> Result<i64> {
         self.authorize(caller, Action::AuditExport, "audit:log").await?;
-        let cursor = citadel_store::forward_cursor(self.db.pool(), name).await?;
+        citadel_store::bind_forward_cursor(self.db.pool(), name, destination).await?;
+        let (bound, cursor) = citadel_store::forward_cursor(self.db.pool(), name)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("forwarding destination {name}")))?;
+        if bound != destination {
+            return Err(ControlError::Invalid(format!(
+                "forwarding destination {name} is bound to {bound}; a new destination takes a new --name (its records start from the first)"
+            )));
+        }
         self.db
             .append_audit(event(
                 &caller.principal.id,

@@ -19,7 +19,8 @@
 //!   go to the trainer's own model, after checking it agrees with the
 //!   export on every held-out row.
 //! - An external command runs in citadel-sandbox. It sees `data/train.csv`
-//!   (encoded features and a 0/1 label), `data/spec.json` and a read-only
+//!   (encoded features and the label: 0/1, the class index, or the value),
+//!   `data/spec.json` (with the `task` and the classes) and a read-only
 //!   copy of its code; it writes `model.onnx` to its output directory. Its
 //!   declared secrets come from the workspace's sealed training secrets
 //!   into its environment only.
@@ -410,15 +411,20 @@ impl Workspace {
 
         // ---- split (its digest is the rows it chose; recomputed when needed)
         let t = Instant::now();
-        let split_key = key(&[
+        let (seed, fraction) = (spec.pipeline.seed.to_string(), spec.split.test_fraction.to_string());
+        let mut split_parts = vec![
             "split",
             &data_version.artifact_id,
-            &spec.pipeline.seed.to_string(),
-            &spec.split.test_fraction.to_string(),
+            &seed,
+            &fraction,
             &spec.train.label,
             spec.train.positive.as_deref().unwrap_or(""),
-            &serde_json::to_string(&spec.train.task).unwrap_or_default(),
-        ]);
+        ];
+        // Classification keeps the key it had before tasks existed.
+        if !spec.train.task.is_classification() {
+            split_parts.push("regression");
+        }
+        let split_key = key(&split_parts);
         let split_cached = self.cache_get(&pipeline, "split", &split_key).await?;
         let train_cfg =
             serde_json::json!({"trainer": spec.trainer, "train": spec.train, "features": spec.train.features});
@@ -1143,7 +1149,14 @@ impl Workspace {
                 csv.push_str(&v.to_string());
                 csv.push(',');
             }
-            csv.push_str(if *label > 0.5 { "1\n" } else { "0\n" });
+            // 0/1 for a binary label, the class index for a multi-class one, the value for a regression.
+            match p.labels.objective {
+                Objective::Binary => csv.push_str(if *label > 0.5 { "1\n" } else { "0\n" }),
+                _ => {
+                    csv.push_str(&label.to_string());
+                    csv.push('\n');
+                }
+            }
         }
         let write = |path: &Path, bytes: &[u8]| -> Result<()> {
             std::fs::write(path, bytes)

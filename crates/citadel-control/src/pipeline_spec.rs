@@ -105,7 +105,7 @@ pub struct TrainStage {
     pub trainer: String,
     /// `classification` (binary or multi-class, by the label's distinct
     /// values) or `regression` (a numeric label).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "citadel_ml::encode::TaskKind::is_classification")]
     pub task: citadel_ml::encode::TaskKind,
     pub label: String,
     pub positive: Option<String>,

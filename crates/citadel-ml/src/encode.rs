@@ -90,6 +90,14 @@ pub enum TaskKind {
     Regression,
 }
 
+impl TaskKind {
+    /// The default (left out of cache keys, so pipelines written before
+    /// tasks existed keep their cached stages).
+    pub fn is_classification(&self) -> bool {
+        *self == TaskKind::Classification
+    }
+}
+
 /// The label column and what its values mean: the classes (`[negative,
 /// positive]` of a binary label; sorted, as scikit-learn's `classes_`, for
 /// more), or none for a regression target.
@@ -133,8 +141,10 @@ impl Labels {
             return Err(no_label(column, nulls));
         }
         let mut values: Vec<String> = values.into_iter().collect();
-        if matches!(col, Column::Num(_)) {
-            // Numeric labels sort as numbers, as numpy's `unique` sorts them.
+        if matches!(col, Column::Num(_)) && values.len() > 2 {
+            // Multi-class numeric labels sort as numbers, as numpy's `unique`
+            // sorts them (a binary label keeps text order, as it always has:
+            // its positive class must not change under existing pipelines).
             values
                 .sort_by(|a, b| a.parse::<f64>().unwrap_or(f64::NAN).total_cmp(&b.parse::<f64>().unwrap_or(f64::NAN)));
         }

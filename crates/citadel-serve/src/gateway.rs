@@ -1552,11 +1552,12 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<Arc<LogBuffer>, ServeError
         loop {
             std::thread::sleep(Duration::from_millis(50));
             let Some(buffer) = weak.upgrade() else { break };
+            // Read before the swap: a line pushed before `close` is in this batch.
+            let last = buffer.closing.load(Ordering::SeqCst);
             if let Ok(mut p) = buffer.pending.lock() {
                 std::mem::swap(&mut *p, &mut batch);
             }
             let dropped = buffer.dropped.swap(0, Ordering::Relaxed);
-            let last = buffer.closing.load(Ordering::SeqCst);
             drop(buffer);
             if dropped > 0 {
                 let _ = writeln!(

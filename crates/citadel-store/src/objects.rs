@@ -85,8 +85,38 @@ impl ObjectBackend {
                 if let Some(r) = &s3.region {
                     b = b.with_region(r);
                 }
-                let mut client = object_store::ClientOptions::new().with_allow_http(s3.allow_http);
+                b = b.with_allow_http(s3.allow_http);
                 if let Some(ca) = &s3.ca_file {
+                    // Client options replace the builder's: carry over what the
+                    // environment set (AWS_PROXY_URL, AWS_TIMEOUT, …), then add the roots.
+                    use object_store::ClientConfigKey as K;
+                    let mut client = object_store::ClientOptions::new();
+                    for k in [
+                        K::AllowHttp,
+                        K::AllowInvalidCertificates,
+                        K::NoSystemCertificates,
+                        K::ConnectTimeout,
+                        K::DefaultContentType,
+                        K::Http1Only,
+                        K::Http2Only,
+                        K::Http2KeepAliveInterval,
+                        K::Http2KeepAliveTimeout,
+                        K::Http2KeepAliveWhileIdle,
+                        K::Http2MaxFrameSize,
+                        K::PoolIdleTimeout,
+                        K::PoolMaxIdlePerHost,
+                        K::ProxyUrl,
+                        K::ProxyCaCertificate,
+                        K::ProxyExcludes,
+                        K::RandomizeAddresses,
+                        K::ReadTimeout,
+                        K::Timeout,
+                        K::UserAgent,
+                    ] {
+                        if let Some(v) = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Client(k.clone())) {
+                            client = client.with_config(k, v);
+                        }
+                    }
                     let pem = std::fs::read(ca).map_err(|e| StoreError::io(ca, e))?;
                     let certs = object_store::Certificate::from_pem_bundle(&pem)
                         .map_err(|e| StoreError::object(format!("the S3 CA file {}", ca.display()), e))?;
@@ -99,8 +129,9 @@ impl ObjectBackend {
                     for c in certs {
                         client = client.with_root_certificate(c);
                     }
+                    b = b.with_client_options(client);
                 }
-                b = b.with_client_options(client).with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+                b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
                 let store = b.build().map_err(|e| StoreError::object(format!("S3 bucket {bucket}"), e))?;
                 Ok(ObjectBackend {
                     store: Arc::new(store),

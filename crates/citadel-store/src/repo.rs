@@ -473,27 +473,40 @@ pub async fn audit_checkpoints(pool: &AnyPool) -> Result<Vec<Checkpoint>> {
         .collect()
 }
 
-/// The last audit sequence number forwarding destination `name` has
-/// confirmed (0 when it never forwarded).
-pub async fn forward_cursor(pool: &AnyPool, name: &str) -> Result<i64> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM audit_forward_cursors WHERE name = $1")
+/// Forwarding destination `name`: the destination it is bound to and the
+/// last audit sequence number it has confirmed (None when it never forwarded).
+pub async fn forward_cursor(pool: &AnyPool, name: &str) -> Result<Option<(String, i64)>> {
+    let row = sqlx::query("SELECT destination, last_seq FROM audit_forward_cursors WHERE name = $1")
         .bind(name)
         .fetch_optional(pool)
         .await?;
-    Ok(v.unwrap_or(0))
+    Ok(match row {
+        Some(r) => Some((r.try_get("destination")?, r.try_get("last_seq")?)),
+        None => None,
+    })
+}
+
+/// Binds `name` to `destination` with its cursor at 0, unless it exists.
+pub async fn bind_forward_cursor(pool: &AnyPool, name: &str, destination: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_forward_cursors (name, destination, last_seq, updated_at) VALUES ($1, $2, 0, $3) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(destination)
+    .bind(Timestamp::now().0)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Moves destination `name`'s cursor forward to `seq` (never back).
 pub async fn set_forward_cursor(pool: &AnyPool, name: &str, seq: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_forward_cursors (name, last_seq, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at \
-         WHERE audit_forward_cursors.last_seq < excluded.last_seq",
-    )
-    .bind(name)
-    .bind(seq)
-    .bind(Timestamp::now().0)
-    .execute(pool)
-    .await?;
+    sqlx::query("UPDATE audit_forward_cursors SET last_seq = $1, updated_at = $2 WHERE name = $3 AND last_seq < $1")
+        .bind(seq)
+        .bind(Timestamp::now().0)
+        .bind(name)
+        .execute(pool)
+        .await?;
     Ok(())
 }

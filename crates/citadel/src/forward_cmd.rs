@@ -8,14 +8,16 @@
 //! a bearer token from `CITADEL_SIEM_TOKEN`), acknowledged by a 2xx. The
 //! message body is the record as JSON, CEF or OCSF.
 //!
-//! Delivery is at-least-once with a durable cursor per destination name
-//! (`audit_forward_cursors`). A webhook's 2xx confirms its batch. Syslog
-//! has no acknowledgement, so a batch
-//! counts as delivered only once the next write on the same connection
-//! succeeded after it, or the connection was closed cleanly (TLS
-//! close_notify, TCP shutdown); after a failure the forwarder resends from
-//! the cursor, so a receiver that died with records in its buffers gets
-//! them again. Receivers deduplicate by `seq` (in the structured data).
+//! Delivery is at least once, with a durable cursor per destination name
+//! (`audit_forward_cursors`, bound to one `scheme://host:port`). Each
+//! batch goes over its own connection: a webhook's 2xx confirms it; over
+//! syslog (TCP or TLS), which has no acknowledgement, the forwarder closes
+//! its side (TLS close_notify) and waits for the receiver to close, which a
+//! receiver does after reading everything; only then does the cursor move.
+//! A receiver that dies first gets the batch again (receivers deduplicate
+//! by `seq`, in the structured data). UDP has no delivery signal at all:
+//! it is best effort, and clear text, so a non-loopback host needs
+//! `--allow-cleartext`.
 
 use std::time::Duration;
 
@@ -50,6 +52,9 @@ pub struct ForwardArgs {
     /// How often to look for new records with --follow (ms)
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
+    /// Allow syslog over UDP to a host other than loopback (clear text, unconfirmed)
+    #[arg(long)]
+    allow_cleartext: bool,
 }
 
 enum Dest {
@@ -59,30 +64,37 @@ enum Dest {
     Webhook { host: String, port: u16, path: String, tls: Option<citadel_serve::tls::TlsClient>, token: Option<String> },
 }
 
-fn parse_dest(args: &ForwardArgs) -> Result<Dest> {
+/// The destination and its identity (`scheme://host:port`: what the
+/// cursor is bound to and the audit log names; never a path, which may
+/// hold a webhook's secret).
+fn parse_dest(args: &ForwardArgs) -> Result<(Dest, String)> {
+    // Nothing of --to is echoed in errors: a URL may carry a secret.
+    if args.to.contains(['@', '?', '#']) {
+        bail!(
+            "--to must hold no credentials, query or fragment\nhint: a webhook token belongs in CITADEL_SIEM_TOKEN, not the URL"
+        );
+    }
     let (scheme, rest) = args.to.split_once("://").ok_or_else(|| {
-        anyhow!("--to {:?} is not a destination\nhint: write syslog+tls://HOST:PORT or syslog+udp://HOST:PORT", args.to)
+        anyhow!("--to is not a destination\nhint: write syslog+tls://HOST:PORT, syslog+udp://HOST:PORT or https://HOST:PORT/PATH")
     })?;
     if !matches!(scheme, "syslog+tls" | "syslog+udp" | "syslog+tcp" | "https" | "http") {
         bail!("unknown destination scheme {scheme:?}\nhint: use syslog+tls, syslog+udp, syslog+tcp or https");
     }
-    let (rest, path) = match (scheme, rest.find('/')) {
-        ("https" | "http", Some(i)) => (&rest[..i], rest[i..].to_string()),
-        ("https" | "http", None) => (rest, "/".to_string()),
-        _ => (rest, String::new()),
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
     };
-    if path.contains('?') {
-        bail!("--to must hold no query (a token belongs in CITADEL_SIEM_TOKEN, not the URL)");
-    }
-    let (host, port) = rest.trim_end_matches('/').rsplit_once(':').ok_or_else(|| {
-        anyhow!("--to {:?} lacks a port\nhint: syslog over TLS listens on 6514, over UDP on 514", args.to)
+    let (host, port) = authority.rsplit_once(':').ok_or_else(|| {
+        anyhow!("--to lacks a port\nhint: syslog over TLS listens on 6514, over UDP on 514, a webhook on 443")
     })?;
-    if host.contains('@') {
-        bail!("--to must hold no credentials");
-    }
-    let port: u16 = port.parse().map_err(|_| anyhow!("--to {:?}: the port is not a number", args.to))?;
+    let port: u16 = port.parse().map_err(|_| anyhow!("--to: the port is not a number"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    Ok(match scheme {
+    if host.is_empty() {
+        bail!("--to lacks a host");
+    }
+    let loopback = host == "127.0.0.1" || host == "::1" || host == "localhost";
+    let id = format!("{scheme}://{}:{port}", if host.contains(':') { format!("[{host}]") } else { host.clone() });
+    let dest = match scheme {
         "syslog+tls" => {
             let ca = args
                 .ca
@@ -90,13 +102,15 @@ fn parse_dest(args: &ForwardArgs) -> Result<Dest> {
                 .ok_or_else(|| anyhow!("syslog over TLS needs the receiver's CA\nhint: pass --ca FILE (PEM)"))?;
             Dest::Tls { host, port, connector: citadel_serve::tls::client_connector(ca)? }
         }
-        "syslog+tcp" if host == "127.0.0.1" || host == "::1" || host == "localhost" => Dest::Tcp { host, port },
+        "syslog+tcp" if loopback => Dest::Tcp { host, port },
         "syslog+tcp" => {
             bail!("plain TCP crosses the network in clear text; use syslog+tls (only loopback may be plain)")
         }
-        "syslog+udp" => Dest::Udp { host, port },
-        "https" | "http" => {
-            let loopback = host == "127.0.0.1" || host == "::1" || host == "localhost";
+        "syslog+udp" if loopback || args.allow_cleartext => Dest::Udp { host, port },
+        "syslog+udp" => bail!(
+            "syslog over UDP crosses the network in clear text and unconfirmed\nhint: use syslog+tls, or pass --allow-cleartext to accept that"
+        ),
+        _ => {
             let tls = match (scheme, &args.ca) {
                 ("https", Some(ca)) => Some(citadel_serve::tls::client_connector(ca)?),
                 ("https", None) => bail!("a webhook over HTTPS needs the receiver's CA\nhint: pass --ca FILE (PEM)"),
@@ -106,13 +120,16 @@ fn parse_dest(args: &ForwardArgs) -> Result<Dest> {
             let token = std::env::var("CITADEL_SIEM_TOKEN").ok().filter(|t| !t.is_empty());
             Dest::Webhook { host, port, path, tls, token }
         }
-        other => bail!("unknown destination scheme {other:?}\nhint: use syslog+tls, syslog+udp or syslog+tcp"),
-    })
+    };
+    Ok((dest, id))
 }
 
 /// One open connection to the destination.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 enum Conn {
-    Stream(Box<dyn tokio::io::AsyncWrite + Unpin + Send>),
+    Stream(Box<dyn Io>),
     Udp(tokio::net::UdpSocket),
     Http(hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>),
 }
@@ -156,145 +173,110 @@ async fn connect(dest: &Dest) -> Result<Conn> {
     })
 }
 
+/// How long one write, flush or answer may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(IO_TIMEOUT, f).await.map_err(|_| anyhow!("{what} took longer than {IO_TIMEOUT:?}"))?
+}
+
 impl Conn {
-    /// Posts a batch to a webhook; Ok once it answered 2xx.
-    async fn post(
-        &mut self,
+    /// Sends one batch; Ok once the destination confirmed it (see the module docs).
+    async fn deliver(
+        mut self,
         dest: &Dest,
         name: &str,
         batch: &[citadel_audit::AuditRecord],
         format: ExportFormat,
+        hostname: &str,
     ) -> Result<()> {
-        let (Conn::Http(send), Dest::Webhook { host, path, token, .. }) = (self, dest) else {
-            bail!("not a webhook");
-        };
-        let items: Vec<serde_json::Value> = batch
-            .iter()
-            .map(|r| {
-                let text = citadel_audit::encode_record(r, format);
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-            })
-            .collect();
-        let first = batch.first().map_or(0, |r| r.seq);
-        let last = batch.last().map_or(0, |r| r.seq);
-        let mut req = hyper::Request::post(path.as_str())
-            .header(hyper::header::HOST, host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", format!("{name}-{first}-{last}"));
-        if let Some(t) = token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let body = serde_json::to_vec(&items)?;
-        let res = tokio::time::timeout(
-            Duration::from_secs(30),
-            send.send_request(req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?),
-        )
-        .await
-        .context("the webhook did not answer within 30 s")??;
-        if !res.status().is_success() {
-            bail!("the webhook answered {} to records {first} to {last}", res.status());
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, msg: &str) -> Result<()> {
-        match self {
-            Conn::Http(_) => bail!("a webhook takes batches"),
-            Conn::Stream(s) => s.write_all(&citadel_audit::octet_counted(msg)).await?,
-            Conn::Udp(s) => {
-                // A datagram carries at most 65,507 bytes; RFC 5426 receivers must take 480, should take 2,048.
-                let bytes = msg.as_bytes();
-                s.send(&bytes[..bytes.len().min(65_000)]).await?;
+        match &mut self {
+            Conn::Http(send) => {
+                let Dest::Webhook { host, port, path, token, .. } = dest else { bail!("not a webhook") };
+                let items: Vec<serde_json::Value> = batch
+                    .iter()
+                    .map(|r| {
+                        let text = citadel_audit::encode_record(r, format);
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                    })
+                    .collect();
+                let first = batch.first().map_or(0, |r| r.seq);
+                let last = batch.last().map_or(0, |r| r.seq);
+                let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+                let mut req = hyper::Request::post(path.as_str())
+                    .header(hyper::header::HOST, authority)
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .header("idempotency-key", format!("{name}-{first}-{last}"));
+                if let Some(t) = token {
+                    req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+                }
+                let body = http_body_util::Full::new(bytes::Bytes::from(serde_json::to_vec(&items)?));
+                timed("the webhook connection", async { Ok(send.ready().await?) }).await?;
+                let res =
+                    timed("the webhook's answer", async { Ok(send.send_request(req.body(body)?).await?) }).await?;
+                if !res.status().is_success() {
+                    bail!("the webhook answered {} to records {first} to {last}", res.status());
+                }
             }
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        if let Conn::Stream(s) = self {
-            s.flush().await?;
-        }
-        Ok(())
-    }
-
-    fn acknowledges(&self) -> bool {
-        matches!(self, Conn::Http(_))
-    }
-
-    async fn close(self) -> Result<()> {
-        if let Conn::Stream(mut s) = self {
-            s.shutdown().await?;
+            Conn::Stream(s) => {
+                use tokio::io::AsyncReadExt;
+                for r in batch {
+                    let frame = citadel_audit::octet_counted(&citadel_audit::rfc5424(r, hostname, format));
+                    timed("writing to the receiver", async { Ok(s.write_all(&frame).await?) }).await?;
+                }
+                timed("writing to the receiver", async { Ok(s.flush().await?) }).await?;
+                // Our close, then the receiver's: it closes once it has read everything.
+                timed("closing the connection", async { Ok(s.shutdown().await?) }).await?;
+                let mut sink = [0u8; 512];
+                timed("the receiver's close", async {
+                    while s.read(&mut sink).await? > 0 {}
+                    Ok(())
+                })
+                .await?;
+            }
+            Conn::Udp(sock) => {
+                // A datagram carries at most 65,507 bytes; a longer message is cut at a character boundary.
+                for r in batch {
+                    let msg = citadel_audit::rfc5424(r, hostname, format);
+                    let mut end = msg.len().min(65_000);
+                    while !msg.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    timed("sending a datagram", async { Ok(sock.send(&msg.as_bytes()[..end]).await?) }).await?;
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// Forwards until caught up (or forever with --follow). Returns how many records were sent.
+/// Forwards until caught up (or forever with --follow).
 pub async fn run(ws: &Workspace, caller: &Caller, args: ForwardArgs, out: &Out) -> Result<i32> {
     let format: ExportFormat = args.format.parse().map_err(|e: String| anyhow!(e))?;
-    let dest = parse_dest(&args)?;
+    let (dest, id) = parse_dest(&args)?;
     let hostname = hostname();
-    let mut cursor = ws.audit_forward_start(caller, &args.name, &args.to).await?;
+    let mut cursor = ws.audit_forward_start(caller, &args.name, &id).await?;
     let start = cursor;
     let mut backoff = Duration::from_millis(500);
     let mut sent = 0u64;
     loop {
-        // One connection: records are sent from the durable cursor on.
-        let attempt: Result<bool> = async {
-            let mut conn = connect(&dest).await?;
-            let mut position = cursor;
-            // The last batch written but not yet confirmed by a later write or a clean close.
-            let mut pending: Option<i64> = None;
-            loop {
-                let batch = ws.audit_forward_batch(caller, position, BATCH).await?;
-                if batch.is_empty() {
-                    if let Some(seq) = pending.take() {
-                        if !args.follow {
-                            conn.close().await?;
-                            ws.audit_forward_ack(caller, &args.name, seq).await?;
-                            cursor = seq;
-                            return Ok(true);
-                        }
-                        // Idle with --follow: a clean close confirms, then reconnect.
-                        conn.close().await?;
-                        ws.audit_forward_ack(caller, &args.name, seq).await?;
-                        cursor = seq;
-                        conn = connect(&dest).await?;
-                    }
-                    if !args.follow {
-                        conn.close().await?;
-                        return Ok(true);
-                    }
-                    tokio::time::sleep(Duration::from_millis(args.interval_ms.max(50))).await;
-                    continue;
-                }
-                let last = batch.last().map(|r| r.seq).unwrap_or(position);
-                if conn.acknowledges() {
-                    // The receiver's 2xx confirms this batch itself.
-                    conn.post(&dest, &args.name, &batch, format).await?;
-                    ws.audit_forward_ack(caller, &args.name, last).await?;
-                    cursor = last;
-                    sent += batch.len() as u64;
-                    position = last;
-                    continue;
-                }
-                for r in &batch {
-                    conn.send(&citadel_audit::rfc5424(r, &hostname, format)).await?;
-                }
-                conn.flush().await?;
-                // This batch's writes succeeded after the previous one: that one is delivered.
-                if let Some(seq) = pending {
-                    ws.audit_forward_ack(caller, &args.name, seq).await?;
-                    cursor = seq;
-                }
-                sent += batch.len() as u64;
-                pending = Some(last);
-                position = last;
+        let batch = ws.audit_forward_batch(caller, cursor, BATCH).await?;
+        if batch.is_empty() {
+            if !args.follow {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(args.interval_ms.max(50))).await;
+            continue;
         }
-        .await;
+        let last = batch.last().map_or(cursor, |r| r.seq);
+        let attempt = async { connect(&dest).await?.deliver(&dest, &args.name, &batch, format, &hostname).await }.await;
         match attempt {
-            Ok(_) => break,
+            Ok(()) => {
+                ws.audit_forward_ack(caller, &args.name, last).await?;
+                cursor = last;
+                sent += batch.len() as u64;
+                backoff = Duration::from_millis(500);
+            }
             Err(e) if args.follow => {
                 eprintln!("citadel audit forward: {e:#}; resending from record {} in {backoff:?}", cursor + 1);
                 tokio::time::sleep(backoff).await;
@@ -309,8 +291,8 @@ pub async fn run(ws: &Workspace, caller: &Caller, args: ForwardArgs, out: &Out) 
             }
         }
     }
-    let v = serde_json::json!({"destination": args.name, "from_seq": start, "to_seq": cursor, "sent": sent});
-    out.emit(&v, || format!("{}: records {} to {cursor} delivered ({sent} sent)", args.name, start + 1));
+    let v = serde_json::json!({"destination": args.name, "to": id, "from_seq": start, "to_seq": cursor, "sent": sent});
+    out.emit(&v, || format!("{}: records {} to {cursor} delivered to {id} ({sent} sent)", args.name, start + 1));
     Ok(0)
 }
 

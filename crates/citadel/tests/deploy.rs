@@ -75,6 +75,21 @@ fn the_kubernetes_manifests_validate_and_hold_the_restricted_profile() {
         ("automountServiceAccountToken: false", "automountServiceAccountToken: true", "automountServiceAccountToken"),
         ("          readinessProbe:", "          x-readinessProbe:", "no readinessProbe"),
         ("limits: {cpu: \"2\", memory: 2Gi}", "limits: {memory: 2Gi}", "no cpu limit"),
+        (
+            "        fsGroup: 65532\n",
+            "        fsGroup: 65532\n        sysctls: [{name: kernel.msgmax, value: \"65536\"}]\n",
+            "sysctl kernel.msgmax",
+        ),
+        (
+            "            readOnlyRootFilesystem: true\n",
+            "            readOnlyRootFilesystem: true\n            seLinuxOptions: {user: system_u}\n",
+            "seLinuxOptions.user",
+        ),
+        (
+            "        runAsNonRoot: true\n        runAsUser",
+            "        runAsNonRoot: false\n        runAsUser",
+            "runAsNonRoot is false",
+        ),
     ] {
         assert!(gateway.contains(from), "the manifest no longer has {from:?}");
         let bad = dir.path().join("gateway.yaml");

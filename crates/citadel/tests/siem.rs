@@ -205,10 +205,19 @@ fn the_audit_log_reaches_rsyslog_over_tls_and_udp_and_a_receiver_outage_loses_no
         (vec!["audit", "forward", "--to", "syslog+tcp://10.1.2.3:514"], "clear text"),
         (vec!["audit", "forward", "--to", "ftp://siem.example"], "unknown destination scheme"),
         (vec!["audit", "forward", "--to", "http://siem.example:80/in"], "clear text"),
-        (vec!["audit", "forward", "--to", "syslog+tls://user:pw@localhost:1", "--ca", &ca], "no credentials"),
+        (vec!["audit", "forward", "--to", "syslog+tls://user:pw-secret@localhost:1", "--ca", &ca], "no credentials"),
+        (vec!["audit", "forward", "--to", "https://tok-secret@siem.example/in", "--ca", &ca], "no credentials"),
+        (vec!["audit", "forward", "--to", "syslog+udp://192.0.2.10:514"], "--allow-cleartext"),
+        // A name stays bound to its destination: pointing it elsewhere cannot skip records.
+        (
+            vec!["audit", "forward", "--to", "syslog+udp://127.0.0.1:9", "--name", "siem"],
+            "bound to syslog+tls://localhost",
+        ),
     ] {
         let o = ws.run(&args);
-        assert!(!o.status.success() && stderr(&o).contains(said), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(said), "{args:?}: {err}");
+        assert!(!err.contains("secret"), "a secret of the URL was echoed: {err}");
     }
     // A receiver whose certificate the given CA did not sign: refused, cursor unchanged.
     std::fs::create_dir_all(dir.join("other")).unwrap();

@@ -105,6 +105,8 @@ impl Gateway {
             _ => (0..cols).map(|j| format!("feature {j}")).collect(),
         };
         let positive = loaded.schema.classes.as_ref().and_then(|c| c.last().cloned());
+        // A classifier without class names still explains a probability; a regressor its prediction.
+        let classifier = loaded.model.outputs.iter().any(|o| super::is_class_output(o, o.shape.len().max(2)));
         let l = loaded.clone();
         let work = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
             let _permit = permit;
@@ -153,7 +155,7 @@ impl Gateway {
                 }
                 Ok(json!({
                     "method": if cols <= citadel_ml::explain::EXACT_MAX_FEATURES { "KernelSHAP (every coalition: exact)" } else { "KernelSHAP (2,048 sampled coalitions)" },
-                    "output": match &positive { Some(c) => format!("probability of {c}"), None => "prediction".into() },
+                    "output": match &positive { Some(c) => format!("probability of {c}"), None if classifier => "positive-class probability".into(), None => "prediction".into() },
                     "base_value": base,
                     "predictions": predictions,
                     "shap_values": values,
