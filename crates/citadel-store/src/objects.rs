@@ -113,7 +113,7 @@ impl ObjectBackend {
                         K::Timeout,
                         K::UserAgent,
                     ] {
-                        if let Some(v) = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Client(k.clone())) {
+                        if let Some(v) = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Client(k)) {
                             client = client.with_config(k, v);
                         }
                     }
