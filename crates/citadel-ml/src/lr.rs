@@ -421,14 +421,59 @@ impl LogisticModel {
             parts.push(g.op("Div", &[&centered, &std], vec![]));
             weights.extend(numeric.iter().flat_map(|n| row(offsets[n.0])));
         }
-        for (j, t) in self.terms.iter().enumerate() {
-            if let Term::OneHot { categories } = t {
-                let idx = g.i64s("cat_idx", &[1], vec![j as i64]);
-                let col = g.op("Gather", &[x, &idx], vec![Attr::Int("axis", 1)]);
-                let codes = g.f32s("codes", &[*categories as i64], (0..*categories).map(|k| k as f32).collect());
-                let hit = g.op("Equal", &[&col, &codes], vec![]);
-                parts.push(g.op("Cast", &[&hit], vec![Attr::Int("to", 1)]));
-                weights.extend((0..*categories).flat_map(|cat| row(offsets[j] + cat)));
+        // One-hot blocks, grouped so a group is one Gather → Reshape → Equal →
+        // Cast → Reshape over a [features, widest] code table padded with NaN
+        // (equal to nothing, so a padded column is always 0 and weighs 0):
+        // fewer nodes for the executor to step through per row. A group's
+        // padding is bounded (its table at most twice its real width plus 16).
+        let mut cats: Vec<(usize, usize)> = self
+            .terms
+            .iter()
+            .enumerate()
+            .filter_map(|(j, t)| match t {
+                Term::OneHot { categories } => Some((j, *categories)),
+                Term::Numeric { .. } => None,
+            })
+            .collect();
+        cats.sort_by_key(|c| c.1);
+        let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
+        for c in cats {
+            let fits = groups.last().is_some_and(|g| {
+                let real: usize = g.iter().map(|m| m.1).sum::<usize>() + c.1;
+                (g.len() + 1) * c.1 <= 2 * real + 16
+            });
+            match groups.last_mut() {
+                Some(g) if fits => g.push(c),
+                _ => groups.push(vec![c]),
+            }
+        }
+        let zeros = vec![0f32; k];
+        for group in &groups {
+            let (n, widest) = (group.len(), group.iter().map(|m| m.1).max().unwrap_or(0));
+            let idx = g.i64s("cat_idx", &[n as i64], group.iter().map(|m| m.0 as i64).collect());
+            let cols = g.op("Gather", &[x, &idx], vec![Attr::Int("axis", 1)]);
+            let (col, width) = if n == 1 {
+                (cols, widest)
+            } else {
+                let shape = g.i64s("shape", &[3], vec![-1, n as i64, 1]);
+                (g.op("Reshape", &[&cols, &shape], vec![]), widest)
+            };
+            let table: Vec<f32> =
+                group.iter().flat_map(|m| (0..width).map(move |c| if c < m.1 { c as f32 } else { f32::NAN })).collect();
+            let dims: Vec<i64> = if n == 1 { vec![width as i64] } else { vec![n as i64, width as i64] };
+            let codes = g.f32s("codes", &dims, table);
+            let hit = g.op("Equal", &[&col, &codes], vec![]);
+            let onehot = g.op("Cast", &[&hit], vec![Attr::Int("to", 1)]);
+            parts.push(if n == 1 {
+                onehot
+            } else {
+                let flat = g.i64s("shape", &[2], vec![-1, (n * width) as i64]);
+                g.op("Reshape", &[&onehot, &flat], vec![])
+            });
+            for &(j, categories) in group {
+                for c in 0..width {
+                    weights.extend(if c < categories { row(offsets[j] + c) } else { zeros.clone() });
+                }
             }
         }
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
