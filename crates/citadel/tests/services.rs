@@ -389,12 +389,22 @@ fn postgres_and_s3_erasure_retention_and_report() {
     assert!(html.contains("Audit log verified.") && html.contains("churn") && html.contains("1 version(s) purged"));
 }
 
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// One gateway replica on a fixed port (plain HTTP, loopback).
-fn gateway(ws: &Ws, port: u16) -> std::process::Child {
+fn gateway(ws: &Ws, port: u16) -> KillOnDrop {
     use std::io::BufRead;
     let mut child = ws
         .cmd(&[
@@ -419,7 +429,7 @@ fn gateway(ws: &Ws, port: u16) -> std::process::Child {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert!(line.contains("listening"), "serve did not start: {line}");
-    child
+    KillOnDrop(child)
 }
 
 /// Waits until `port` answers `path` with 200.
@@ -516,14 +526,16 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
         ),
     )
     .unwrap();
-    let mut haproxy = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy (scripts/services.sh installs it)");
+    let _haproxy = KillOnDrop(
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/services.sh installs it)"),
+    );
     wait_ok(front, "/v2/health/ready");
 
     // The client: calls through HAProxy all along, keep-alive, reconnecting when told to.
@@ -561,17 +573,24 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
         })
     };
     let calls = |since: usize| ok.load(Ordering::SeqCst) - since;
+    // However the test ends, the caller stops.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _stop_caller = Stop(stop.clone());
 
     // Rolling restart, one replica at a time.
     for (i, &p) in ports.iter().enumerate() {
         let before = ok.load(Ordering::SeqCst);
-        let child = replicas[i].lock().unwrap().take().unwrap();
-        let pid = child.id().to_string();
+        let mut child = replicas[i].lock().unwrap().take().unwrap();
+        let pid = child.0.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let mut child = child;
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
+            if let Some(s) = child.0.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "replica {i} did not exit");
@@ -614,10 +633,9 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
     // SIGKILL: only what was in flight on that replica is lost. This client sends one request at a
     // time, so that is the one being served and at most one more whose connection the kernel had
     // already accepted into the dead listener's queue (HAProxy cannot tell it from a live one).
-    let victim = replicas[1].lock().unwrap().take().unwrap();
-    let mut victim = victim;
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    let mut victim = replicas[1].lock().unwrap().take().unwrap();
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
     let before = ok.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(calls(before) > 0, "the others kept serving");
@@ -626,12 +644,4 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
     let lost = failed.lock().unwrap().len();
     assert!(lost <= 2, "a killed replica cost {lost} requests, first: {:?}", &failed.lock().unwrap()[..lost.min(3)]);
     assert!(ok.load(Ordering::SeqCst) > 100, "{} calls", ok.load(Ordering::SeqCst));
-    let _ = haproxy.kill();
-    let _ = haproxy.wait();
-    for r in &replicas {
-        if let Some(mut c) = r.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
