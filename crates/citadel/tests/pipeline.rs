@@ -430,6 +430,21 @@ model = "{model}"
 
     assert_eq!(ws.json(&["secret", "ls"]), serde_json::json!(["TRAIN_API_KEY"]));
 
+    // The same command on a multi-class label gets class indices (not 0/1) and the task in
+    // spec.json; its six-class model is evaluated as one and served with named inputs.
+    let multi = body("train.py", "ext-rel")
+        .replace("label = \"income\"\npositive = \">50K\"", "label = \"relationship\"")
+        .replace(", \"relationship\"", "")
+        .replace("min_parity_ratio = 0.0, min_accuracy = 0.8", "min_accuracy = 0.5, min_group_ratio = 0.3");
+    assert!(multi.contains("label = \"relationship\"") && !multi.contains("positive"), "{multi}");
+    let file = pipeline(&ws, "ext-rel.toml", &multi);
+    let (code, v, err) = run_json(&ws, &file);
+    assert_eq!(code, 0, "{err}\n{v}");
+    let card: Value = serde_json::from_slice(&std::fs::read(v["card_json"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(card["evaluation"]["task"], "multiclass");
+    assert_eq!(card["evaluation"]["classes"].as_array().unwrap().len(), 6);
+    assert!(card["evaluation"]["metrics"]["accuracy"].as_f64().unwrap() > 0.6, "{}", card["evaluation"]["metrics"]);
+
     // A command that reaches for the network is stopped, and the run says so.
     let file = pipeline(&ws, "escape.toml", &body("escape.py", "escape"));
     let (code, _, err) = run_json(&ws, &file);
