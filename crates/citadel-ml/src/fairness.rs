@@ -36,12 +36,20 @@ impl AttributeFairness {
     /// rate over a handful of rows is noise. The pipeline gate's Rego rule
     /// computes the same.
     pub fn parity_ratio_over(&self, min_rows: u64) -> f64 {
-        let rates: Vec<f64> = self.groups.iter().filter(|g| g.count >= min_rows).map(|g| g.selection_rate).collect();
-        if rates.len() < 2 { 1.0 } else { spread(rates.into_iter()).1 }
+        ratio_over(self.groups.iter().map(|g| (g.count, g.selection_rate)), min_rows)
     }
 }
 
-fn spread(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+/// min / max of the values of the (rows, value) groups with at least
+/// `min_rows` rows; 1 when fewer than two groups are that large.
+pub(crate) fn ratio_over(groups: impl Iterator<Item = (u64, f64)>, min_rows: u64) -> f64 {
+    let v: Vec<f64> = groups.filter(|g| g.0 >= min_rows).map(|g| g.1).collect();
+    if v.len() < 2 { 1.0 } else { spread(v.into_iter()).1 }
+}
+
+/// (max − min, min / max) of a metric over groups, as Fairlearn's
+/// `difference()` and `ratio()` give them.
+pub(crate) fn spread(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     let max = v.clone().fold(f64::NEG_INFINITY, f64::max);
     let min = v.fold(f64::INFINITY, f64::min);
     let diff = max - min;

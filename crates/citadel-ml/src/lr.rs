@@ -449,14 +449,14 @@ impl LogisticModel {
         }
         let zeros = vec![0f32; k];
         for group in &groups {
-            let (n, widest) = (group.len(), group.iter().map(|m| m.1).max().unwrap_or(0));
+            let (n, width) = (group.len(), group.iter().map(|m| m.1).max().unwrap_or(0));
             let idx = g.i64s("cat_idx", &[n as i64], group.iter().map(|m| m.0 as i64).collect());
             let cols = g.op("Gather", &[x, &idx], vec![Attr::Int("axis", 1)]);
-            let (col, width) = if n == 1 {
-                (cols, widest)
+            let col = if n == 1 {
+                cols
             } else {
                 let shape = g.i64s("shape", &[3], vec![-1, n as i64, 1]);
-                (g.op("Reshape", &[&cols, &shape], vec![]), widest)
+                g.op("Reshape", &[&cols, &shape], vec![])
             };
             let table: Vec<f32> =
                 group.iter().flat_map(|m| (0..width).map(move |c| if c < m.1 { c as f32 } else { f32::NAN })).collect();

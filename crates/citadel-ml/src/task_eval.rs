@@ -51,10 +51,7 @@ impl TaskFairness {
     /// min / max of the frame's metric over the groups with at least
     /// `min_rows` rows (1 when fewer than two such groups or the largest is 0).
     pub fn ratio_over(frame: &GroupFrame, min_rows: u64) -> f64 {
-        let v: Vec<f64> = frame.by_group.iter().filter(|g| g.1 >= min_rows).map(|g| g.2).collect();
-        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        if v.len() < 2 || max <= 0.0 { 1.0 } else { min / max }
+        crate::fairness::ratio_over(frame.by_group.iter().map(|g| (g.1, g.2)), min_rows)
     }
 }
 

@@ -172,15 +172,8 @@ pub fn group_frame(name: &str, groups: &[Option<String>], metric: impl Fn(&[usiz
     let all: Vec<usize> = (0..groups.len()).collect();
     let by_group: Vec<(String, u64, f64)> =
         by.into_iter().map(|(g, rows)| (g, rows.len() as u64, metric(&rows))).collect();
-    let max = by_group.iter().map(|g| g.2).fold(f64::NEG_INFINITY, f64::max);
-    let min = by_group.iter().map(|g| g.2).fold(f64::INFINITY, f64::min);
-    GroupFrame {
-        metric: name.to_string(),
-        overall: metric(&all),
-        difference: max - min,
-        ratio: if max == 0.0 { 1.0 } else { min / max },
-        by_group,
-    }
+    let (difference, ratio) = crate::fairness::spread(by_group.iter().map(|g| g.2));
+    GroupFrame { metric: name.to_string(), overall: metric(&all), difference, ratio, by_group }
 }
 
 /// Accuracy and macro recall per group of a multi-class classifier

@@ -271,9 +271,9 @@ pub fn column(
             let ints: Vec<i64> = values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| match v {
-                    Scalar::Num(x) if x.as_i64().is_some() => Ok(x.as_i64().unwrap_or_default()),
-                    other => Err(bad(format!("{}: {name} must be an integer, not {}", where_(i), other.kind()))),
+                .map(|(i, v)| {
+                    let int = if let Scalar::Num(x) = v { x.as_i64() } else { None };
+                    int.ok_or_else(|| bad(format!("{}: {name} must be an integer, not {}", where_(i), v.kind())))
                 })
                 .collect::<Result<_, _>>()?;
             if dtype == DType::I64 {
