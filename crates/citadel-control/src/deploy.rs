@@ -227,6 +227,11 @@ impl Workspace {
                 return Err(ControlError::NotFound(format!("deployment {name}")));
             };
             let restored = match to {
+                Some(r) if r == last.revision => {
+                    return Err(ControlError::Invalid(format!(
+                        "revision {r} is the one {name} serves now; roll back to an earlier one — hint: `citadel deploy history {name}`"
+                    )));
+                }
                 Some(r) => history.iter().find(|h| h.revision == r && r < last.revision).ok_or_else(|| {
                     ControlError::Invalid(format!(
                         "{name} has no earlier revision {r} (its revisions are 1 to {}) — hint: `citadel deploy history {name}`",

@@ -1038,7 +1038,10 @@ impl Workspace {
         let (bound, cursor) = citadel_store::forward_cursor(self.db.pool(), name)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("forwarding destination {name}")))?;
-        if bound != destination {
+        // A name that never had a record confirmed may move: nothing can be skipped.
+        if bound != destination && cursor == 0 {
+            citadel_store::rebind_forward_cursor(self.db.pool(), name, destination).await?;
+        } else if bound != destination {
             return Err(ControlError::Invalid(format!(
                 "forwarding destination {name} is bound to {bound}; a new destination takes a new --name (its records start from the first)"
             )));

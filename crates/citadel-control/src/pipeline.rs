@@ -567,7 +567,15 @@ impl Workspace {
                 }
                 say(
                     "evaluate",
-                    &format!("metrics, fairness, robustness and explanations on {} held-out rows", p.test.len()),
+                    &if p.labels.objective == Objective::Binary {
+                        format!("metrics, fairness, robustness and explanations on {} held-out rows", p.test.len())
+                    } else {
+                        format!(
+                            "{} metrics, fairness and importance on {} held-out rows",
+                            p.labels.task(),
+                            p.test.len()
+                        )
+                    },
                 );
                 report.stages.push(running("evaluate", &eval_key));
                 let served = OnnxClassifier::load(&onnx).map_err(ml)?;

@@ -283,11 +283,13 @@ impl PipelineSpec {
                 name @ ("logistic_regression" | "linear_regression") => {
                     let regression = t.task == citadel_ml::encode::TaskKind::Regression;
                     if regression != (name == "linear_regression") {
-                        p.push(format!(
-                            "train.trainer {name:?} does not fit task = {:?}: use {} for it",
-                            if regression { "regression" } else { "classification" },
-                            if regression { "linear_regression" } else { "logistic_regression" }
-                        ));
+                        p.push(if regression {
+                            format!("train.trainer {name:?} does not fit task = \"regression\": use linear_regression for it")
+                        } else {
+                            format!(
+                                "train.trainer {name:?} fits a regression: add task = \"regression\" to [train] (or use logistic_regression for a classifier)"
+                            )
+                        });
                     }
                     match params.try_into::<LrParams>() {
                         Ok(lr) => Some(Trainer::LogisticRegression(lr)),
@@ -387,7 +389,24 @@ impl PipelineSpec {
         }
         let mut gate_policy = None;
         if let Some(g) = &gate {
+            // The built-in gate reads these; a misspelt one would silently weaken it.
+            const BUILT_IN: [&str; 8] = [
+                "min_accuracy",
+                "min_parity_ratio",
+                "min_parity_ratio_by_attribute",
+                "min_group_rows",
+                "max_attack_success_rate",
+                "min_r2",
+                "max_rmse",
+                "min_group_ratio",
+            ];
             for (k, v) in &g.thresholds {
+                if g.policy.is_none() && !BUILT_IN.contains(&k.as_str()) {
+                    p.push(format!(
+                        "gate.thresholds.{k} is not read by the built-in gate: its thresholds are {}",
+                        BUILT_IN.join(", ")
+                    ));
+                }
                 let ok = v.is_number() || v.as_object().is_some_and(|o| o.values().all(serde_json::Value::is_number));
                 if !ok {
                     p.push(format!("gate.thresholds.{k} must be a number (or a table of numbers, e.g. by attribute)"));

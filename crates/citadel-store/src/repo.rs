@@ -510,3 +510,14 @@ pub async fn set_forward_cursor(pool: &AnyPool, name: &str, seq: i64) -> Result<
         .await?;
     Ok(())
 }
+
+/// Points destination `name` at `destination`, only while it has confirmed nothing.
+pub async fn rebind_forward_cursor(pool: &AnyPool, name: &str, destination: &str) -> Result<()> {
+    sqlx::query("UPDATE audit_forward_cursors SET destination = $1, updated_at = $2 WHERE name = $3 AND last_seq = 0")
+        .bind(destination)
+        .bind(Timestamp::now().0)
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -94,6 +94,9 @@ fn parse_dest(args: &ForwardArgs) -> Result<(Dest, String)> {
     }
     let loopback = host == "127.0.0.1" || host == "::1" || host == "localhost";
     let id = format!("{scheme}://{}:{port}", if host.contains(':') { format!("[{host}]") } else { host.clone() });
+    if args.ca.is_some() && !matches!(scheme, "syslog+tls" | "https") {
+        bail!("--ca applies to TLS destinations (syslog+tls, https), not {scheme}");
+    }
     let dest = match scheme {
         "syslog+tls" => {
             let ca = args
@@ -235,8 +238,12 @@ impl Conn {
                 .await?;
             }
             Conn::Udp(sock) => {
-                // A datagram carries at most 65,507 bytes; a longer message is cut at a character boundary.
-                for r in batch {
+                // A datagram carries at most 65,507 bytes; a longer message is cut at a character
+                // boundary. Paced (1 ms every 32 datagrams): a burst would overrun the receiver's buffer.
+                for (i, r) in batch.iter().enumerate() {
+                    if i % 32 == 31 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     let msg = citadel_audit::rfc5424(r, hostname, format);
                     let mut end = msg.len().min(65_000);
                     while !msg.is_char_boundary(end) {
@@ -292,7 +299,8 @@ pub async fn run(ws: &Workspace, caller: &Caller, args: ForwardArgs, out: &Out) 
         }
     }
     let v = serde_json::json!({"destination": args.name, "to": id, "from_seq": start, "to_seq": cursor, "sent": sent});
-    out.emit(&v, || format!("{}: records {} to {cursor} delivered to {id} ({sent} sent)", args.name, start + 1));
+    let verb = if matches!(dest, Dest::Udp { .. }) { "sent (UDP: unconfirmed)" } else { "delivered" };
+    out.emit(&v, || format!("{}: records {} to {cursor} {verb} to {id} ({sent} sent)", args.name, start + 1));
     Ok(0)
 }
 

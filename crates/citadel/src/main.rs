@@ -652,6 +652,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::Config(_) => "fix the settings listed above in citadel.toml (or the named environment variables); `citadel config check` re-checks".into(),
             ControlError::AlreadyInitialized(_) => "use the existing workspace, or choose another directory".into(),
             ControlError::NotFound(what) if what.starts_with("erasure ") => "`citadel subject erasures` lists the erasures and their ids".into(),
+            ControlError::NotFound(what) if what.starts_with("deployment ") => "`citadel deploy ls` lists the endpoints".into(),
             ControlError::NotFound(_) => "check the name or id; `citadel artifact ls` and `citadel principal list` show what exists".into(),
             ControlError::Crypto(citadel_crypto::CryptoError::WrongPassphrase { .. }) => "set CITADEL_PASSPHRASE to the passphrase used at `citadel init`; nothing was changed".into(),
             ControlError::Crypto(citadel_crypto::CryptoError::KeyFilePermissions { path, .. }) => format!("run: chmod 600 {}", path.display()),

@@ -219,6 +219,7 @@ pub enum DeployCmd {
     /// served something else, or --to REVISION. Its targets must still be deployable.
     Rollback {
         name: String,
+        /// The revision to serve again (default: the last one that served something else)
         #[arg(long)]
         to: Option<i64>,
     },

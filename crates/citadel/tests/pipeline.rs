@@ -658,4 +658,12 @@ model = "hours"
     let (code, _, err) = run_json(&ws, &file);
     assert_ne!(code, 0);
     assert!(err.contains("use linear_regression"), "{err}");
+    // A misspelt threshold of the built-in gate would weaken it silently: refused, naming the real ones.
+    let file = pipeline(&ws, "bad3.toml", &body.replace("min_r2 = 0.9", "min_r_2 = 0.9"));
+    let (code, _, err) = run_json(&ws, &file);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("gate.thresholds.min_r_2 is not read by the built-in gate") && err.contains("min_r2"),
+        "{err}"
+    );
 }
