@@ -242,7 +242,7 @@ impl Workspace {
     }
 
     /// Records a read of dataset contents (profile, rows, hashes) and what was read.
-    async fn audit_data_read(&self, caller: &Caller, resource: &str, details: serde_json::Value) -> Result<()> {
+    pub(crate) async fn audit_data_read(&self, caller: &Caller, resource: &str, details: serde_json::Value) -> Result<()> {
         self.db
             .append_audit(event(
                 &caller.principal.id,
@@ -264,7 +264,7 @@ impl Workspace {
         Ok(row.try_get::<Option<i64>, _>("v")?)
     }
 
-    async fn data_version_row(&self, name: &str, version: Option<i64>) -> Result<DataVersion> {
+    pub(crate) async fn data_version_row(&self, name: &str, version: Option<i64>) -> Result<DataVersion> {
         let version = match version {
             Some(v) => v,
             None => self
@@ -318,7 +318,7 @@ impl Workspace {
 
     /// Restores a version's directory (every chunk authenticated, the
     /// artifact's SHA-256 checked) into `into`.
-    async fn restore_data(&self, v: &DataVersion, into: &Path) -> Result<PathBuf> {
+    pub(crate) async fn restore_data(&self, v: &DataVersion, into: &Path) -> Result<PathBuf> {
         let info = self.store.resolve(&v.artifact_id).await?;
         let dir = into.join(format!("{}-{}", v.dataset, v.version));
         self.store.restore(&info, &dir, None).await?;

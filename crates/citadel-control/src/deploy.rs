@@ -82,6 +82,9 @@ pub struct DeploymentSpec {
     /// Shadow: the fraction of requests mirrored to the candidate.
     #[serde(default)]
     pub shadow_fraction: f64,
+    /// Live monitoring's window and thresholds (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<crate::monitor::MonitoringPolicy>,
 }
 
 impl DeploymentSpec {
@@ -142,6 +145,9 @@ impl DeploymentSpec {
             && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         {
             problems.push(format!("{h:?} is not a header name"));
+        }
+        if let Some(m) = &self.monitoring {
+            problems.extend(m.problems());
         }
         if problems.is_empty() { Ok(()) } else { Err(ControlError::Invalid(problems.join("; "))) }
     }

@@ -11,6 +11,8 @@
 pub mod config;
 mod data;
 mod deploy;
+mod incident;
+mod monitor;
 mod pipeline;
 pub mod pipeline_spec;
 mod registry;
@@ -20,6 +22,8 @@ pub mod scan_policy;
 mod subject;
 
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
+pub use incident::{Detection, Incident, IncidentEvent, Severity};
+pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};

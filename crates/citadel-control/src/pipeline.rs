@@ -896,6 +896,7 @@ impl Workspace {
                     active: None,
                     sticky_header: None,
                     shadow_fraction: 0.0,
+                    monitoring: None,
                 };
                 self.deploy_set(caller, &d.endpoint, &spec).await?;
             }

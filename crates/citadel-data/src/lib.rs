@@ -18,6 +18,7 @@ pub mod report;
 pub mod sample;
 pub mod source;
 pub mod spec;
+pub mod sketch;
 pub mod stats;
 
 pub use ingest::{IngestOutput, Previous, ingest};

@@ -111,6 +111,27 @@ impl Evaluation {
         }
     }
 
+    /// How often the served model predicted each class on the held-out
+    /// split: the confusion matrix's column sums, as (class name, count).
+    /// The reference that live prediction drift is measured against; none
+    /// for regression.
+    pub fn predicted_classes(&self) -> Option<Vec<(String, u64)>> {
+        match self {
+            Evaluation::Binary(e) => {
+                let c = &e.metrics.confusion;
+                Some(vec![(e.classes[0].clone(), c.tn + c.fn_), (e.classes[1].clone(), c.fp + c.tp)])
+            }
+            Evaluation::Multiclass(e) => Some(
+                e.classes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, name)| (name.clone(), e.metrics.confusion.iter().map(|row| row.get(j).copied().unwrap_or(0)).sum()))
+                    .collect(),
+            ),
+            Evaluation::Regression(_) => None,
+        }
+    }
+
     pub fn features(&self) -> &[String] {
         match self {
             Evaluation::Binary(e) => &e.features,

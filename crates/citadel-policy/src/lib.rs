@@ -76,6 +76,9 @@ actions! {
     SubjectErase => "subject.erase",
     SubjectExport => "subject.export",
     ReportGenerate => "report.generate",
+    MonitorRead => "monitor.read",
+    MonitorWrite => "monitor.write",
+    IncidentManage => "incident.manage",
 }
 
 impl fmt::Display for Action {
@@ -162,6 +165,9 @@ impl Role {
                 ScanAllow,
                 ReportGenerate,
                 Explain,
+                MonitorRead,
+                MonitorWrite,
+                IncidentManage,
             ],
             Role::DataSteward => &[
                 ArtifactPut,
@@ -196,6 +202,8 @@ impl Role {
                 DeploymentManage,
                 PipelineRead,
                 Explain,
+                MonitorRead,
+                IncidentManage,
             ],
             Role::Approver => &[ArtifactList, LineageRead, ModelRead, ModelApprove, ModelRetire],
             Role::Auditor => &[
@@ -212,6 +220,7 @@ impl Role {
                 ModelRead,
                 PipelineRead,
                 Explain,
+                MonitorRead,
             ],
             // Explanations (`model.explain`) are not an inference client's:
             // per-feature attributions reveal more of a model than its

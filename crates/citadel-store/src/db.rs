@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "pipelines", include_str!("../migrations/0005_pipelines.sql")),
     (6, "subjects", include_str!("../migrations/0006_subjects.sql")),
     (7, "audit_forward", include_str!("../migrations/0007_audit_forward.sql")),
+    (8, "monitoring", include_str!("../migrations/0008_monitoring.sql")),
 ];
 
 /// A handle to the metadata database. Cheap to clone.

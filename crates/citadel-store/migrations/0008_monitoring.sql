@@ -1,0 +1,59 @@
+-- Live monitoring. Each gateway replica writes, per endpoint and model
+-- version, one sketch of each closed window (aligned to wall-clock multiples
+-- of the window length, so replicas' windows merge by their start). A window
+-- is judged once (`monitor_evaluations`, first writer wins) after every
+-- replica had time to write it.
+CREATE TABLE monitor_windows (
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    window_start BIGINT NOT NULL,
+    window_end BIGINT NOT NULL,
+    replica TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    rows_seen BIGINT NOT NULL,
+    sketch TEXT NOT NULL,
+    written_at BIGINT NOT NULL,
+    PRIMARY KEY (endpoint, model, version, window_start, replica)
+);
+
+CREATE TABLE monitor_evaluations (
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    window_start BIGINT NOT NULL,
+    evaluated_at BIGINT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (endpoint, model, version, window_start)
+);
+
+-- Incidents: one open incident per dedup key (kind, endpoint, version,
+-- principal); a detection that matches an open incident updates it.
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    status TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    model TEXT,
+    version BIGINT,
+    principal TEXT,
+    summary TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    occurrences BIGINT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    closed_at BIGINT
+);
+CREATE UNIQUE INDEX incidents_one_open_per_key ON incidents (dedup_key) WHERE status <> 'resolved';
+
+CREATE TABLE incident_events (
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    details TEXT NOT NULL,
+    PRIMARY KEY (incident_id, seq)
+);
