@@ -496,8 +496,7 @@ fn drift_detections(drift: &[LiveDrift], prediction: Option<&LiveDrift>) -> Vec<
                 ood.len(),
                 ood.iter().map(|d| format!("{} ({:.0}%)", d.stats.column, d.ood_rate * 100.0)).collect::<Vec<_>>().join(", ")
             ),
-            evidence: serde_json::json!({"features": ood.iter().map(|d| serde_json::json!({
-                "feature": d.stats.column, "ood_rate": d.ood_rate, "p_value": d.ood_pvalue, "rows": d.rows})).collect::<Vec<_>>()}),
+            evidence: serde_json::json!({"features": ood}),
         });
     }
     if let Some(p) = prediction.filter(|p| p.drifted) {

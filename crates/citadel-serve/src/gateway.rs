@@ -35,6 +35,7 @@ use crate::{ServeConfig, ServeError, Transport, openapi, v2};
 
 mod explain;
 mod grpc;
+mod monitor;
 
 type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 type Body = Full<Bytes>;
@@ -53,6 +54,8 @@ struct Loaded {
     /// A second copy of the model as a classifier over feature codes, for
     /// KernelSHAP explanations of models without a tree ensemble.
     kernel: Option<Arc<citadel_ml::OnnxClassifier>>,
+    /// How live monitoring sketches this model; none: not sketched.
+    monitor_plan: Option<monitor::MonitorPlan>,
 }
 
 /// One endpoint at one deployment revision.
@@ -120,6 +123,8 @@ pub struct Gateway {
     draining: AtomicBool,
     request_ids: RequestIds,
     captures: Mutex<HashMap<String, VecDeque<Captured>>>,
+    /// Live monitoring's windows; none when monitoring is off.
+    monitor: Option<monitor::Monitor>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -226,6 +231,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
             captures: Mutex::new(HashMap::new()),
+            monitor: config.monitor.then(monitor::Monitor::new),
             config,
         });
         gw.reconcile().await;
@@ -244,6 +250,16 @@ impl Gateway {
                     }
                     gw.principal_limits.retain_recent();
                     gw.endpoint_limits.retain_recent();
+                }
+            });
+        }
+        if gw.monitor.is_some() {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    gw.monitor_flush(false).await;
                 }
             });
         }
@@ -322,8 +338,49 @@ impl Gateway {
         let open: usize = budgets.iter().map(|(sem, n)| n.saturating_sub(sem.available_permits())).sum();
         self.emit(json!({"ts": Timestamp::now().to_string(), "event": "shutdown.finished", "drained": finished,
                          "connections_dropped": if finished { 0 } else { open }, "seconds": started.elapsed().as_secs_f64()}));
+        // The window in progress is written too: what was served is not lost.
+        self.monitor_flush(true).await;
         if let Some(log) = &self.log {
             log.close().await;
+        }
+    }
+
+    /// Writes the closed monitoring windows (every window with `all`) to
+    /// the metadata database, then judges the windows whose grace period is
+    /// over (every replica may; each window is judged once). A failure is
+    /// logged and counted, and serving goes on.
+    async fn monitor_flush(&self, all: bool) {
+        let Some(m) = &self.monitor else { return };
+        let now = Timestamp::now();
+        for w in m.take_closed(now, all) {
+            if let Err(e) = self.ws.monitor_write_window(&self.loader, &w).await {
+                self.metrics.monitor_failures.inc();
+                self.emit(json!({"ts": now.to_string(), "event": "monitor.write_failed", "endpoint": w.endpoint,
+                                 "model": w.model, "version": w.version, "error": e.to_string()}));
+            }
+        }
+        match self.ws.monitor_evaluate(&self.loader, now).await {
+            Ok(verdicts) => {
+                for v in verdicts.iter().filter(|v| !v.incidents.is_empty()) {
+                    self.emit(json!({"ts": now.to_string(), "event": "monitor.incident", "endpoint": v.endpoint,
+                                     "model": v.model, "version": v.version, "incidents": v.incidents,
+                                     "detections": v.detections.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>()}));
+                }
+            }
+            Err(e) => {
+                self.metrics.monitor_failures.inc();
+                self.emit(json!({"ts": now.to_string(), "event": "monitor.evaluate_failed", "error": e.to_string()}));
+            }
+        }
+        if let Ok(open) = self.ws.incident_list(&self.loader, false).await {
+            let mut counts: HashMap<(String, String), i64> = HashMap::new();
+            for i in open {
+                *counts.entry((i.kind, i.severity.as_str().to_string())).or_default() += 1;
+            }
+            self.metrics.incidents_open.clear();
+            for ((kind, severity), n) in counts {
+                self.metrics.incidents_open.get_or_create(&crate::metrics::IncidentLabels { kind, severity }).set(n);
+            }
         }
     }
 
@@ -579,10 +636,20 @@ impl Gateway {
         .await
         .map_err(|e| e.to_string())??;
         let protected = self.ws.model_protected_columns(&t.model, t.version).await.map_err(|e| e.to_string())?;
-        let protected_inputs =
+        let protected_inputs: Vec<String> =
             model.inputs.iter().filter(|i| protected.contains(&i.name)).map(|i| i.name.clone()).collect();
         let schema = crate::named::Schema::of(&model);
-        Ok(Loaded { model, name: t.model.clone(), version: t.version, root_digest, protected_inputs, schema, kernel })
+        let monitor_plan = monitor::MonitorPlan::of(&model, &schema, &protected_inputs);
+        Ok(Loaded {
+            model,
+            name: t.model.clone(),
+            version: t.version,
+            root_digest,
+            protected_inputs,
+            schema,
+            kernel,
+            monitor_plan,
+        })
     }
 
     fn endpoint(&self, name: &str) -> Option<Arc<Endpoint>> {
@@ -1007,7 +1074,7 @@ impl Gateway {
         let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true).await?;
         let loaded = endpoint.targets[served].1.clone();
         let request = self.read_request(req, &loaded).await?;
-        let done = self.run_inference(&endpoint, served, shadow, request, request_id).await?;
+        let done = self.run_inference(&endpoint, served, shadow, request, request_id, &caller.principal.name).await?;
         let selected: Vec<v2::Output<'_>> = done
             .selected
             .iter()
@@ -1113,6 +1180,7 @@ impl Gateway {
         shadow: Option<usize>,
         request: v2::InferRequest,
         request_id: &str,
+        principal: &str,
     ) -> Result<Inference, ApiError> {
         let (target, loaded) = &endpoint.targets[served];
         // Shared, not copied, with the capture and the shadow.
@@ -1120,6 +1188,7 @@ impl Gateway {
         let _permit = concurrency_permit(endpoint).await?;
         let elements: usize = inputs.iter().map(|t| t.len()).sum();
         let shadow_inputs = shadow.map(|_| inputs.clone());
+        let monitor_inputs = if self.monitor.is_some() && loaded.monitor_plan.is_some() { inputs.clone() } else { Vec::new() };
         let captured_inputs =
             (self.config.capture_rows > 0).then(|| CapturedInputs { loaded: loaded.clone(), inputs: inputs.clone() });
         let outputs = if elements <= 4096 {
@@ -1157,6 +1226,17 @@ impl Gateway {
             if let Some(binary) = wanted {
                 selected.push((i, binary));
             }
+        }
+        if let (Some(m), Some(plan)) = (&self.monitor, &loaded.monitor_plan) {
+            m.observe(&monitor::Observation {
+                endpoint: &endpoint.name,
+                window_secs: endpoint.spec.monitoring.unwrap_or_default().window_secs,
+                target,
+                plan,
+                principal,
+                inputs: &monitor_inputs,
+                outputs: &outputs,
+            });
         }
         let outputs = Arc::new(outputs);
         self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), outputs.clone());
@@ -1597,6 +1677,7 @@ mod tests {
             protected_inputs: protected.iter().map(|s| s.to_string()).collect(),
             schema: Default::default(),
             kernel: None,
+            monitor_plan: None,
         }
     }
 

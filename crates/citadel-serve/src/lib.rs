@@ -130,6 +130,9 @@ pub struct ServeConfig {
     /// After that, how long in-flight requests get to finish before the
     /// connections still open are dropped.
     pub shutdown_timeout: Duration,
+    /// Live monitoring: sketch what is served and write each window to the
+    /// metadata database, then judge closed windows (on by default).
+    pub monitor: bool,
 }
 
 impl ServeConfig {
@@ -152,6 +155,7 @@ impl ServeConfig {
             rate_fallback: shared_limit::Fallback::Local,
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
+            monitor: true,
         }
     }
 }

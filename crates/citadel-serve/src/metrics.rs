@@ -37,6 +37,12 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IncidentLabels {
+    pub kind: String,
+    pub severity: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -55,6 +61,8 @@ pub struct Metrics {
     pub shadow_disagreements: Family<ModelLabels, Counter>,
     pub model_load_failures: Family<ModelLabels, Counter>,
     pub connections: Gauge,
+    pub monitor_failures: Counter,
+    pub incidents_open: Family<IncidentLabels, Gauge>,
 }
 
 impl Metrics {
@@ -68,6 +76,18 @@ impl Metrics {
         let shadow_disagreements = Family::<ModelLabels, Counter>::default();
         let model_load_failures = Family::<ModelLabels, Counter>::default();
         let connections = Gauge::default();
+        let monitor_failures = Counter::default();
+        let incidents_open = Family::<IncidentLabels, Gauge>::default();
+        registry.register(
+            "monitor_failures",
+            "Monitoring windows that could not be written or judged (serving went on)",
+            monitor_failures.clone(),
+        );
+        registry.register(
+            "incidents_open",
+            "Incidents open or acknowledged, by kind and severity",
+            incidents_open.clone(),
+        );
         registry.register(
             "inference_requests",
             "Inference requests by endpoint, model version, principal and status",
@@ -106,6 +126,8 @@ impl Metrics {
             shadow_disagreements,
             model_load_failures,
             connections,
+            monitor_failures,
+            incidents_open,
         }
     }
 

@@ -29,6 +29,8 @@ mod bench_sign;
 mod data_cmd;
 mod data_html;
 mod forward_cmd;
+mod monitor_cmd;
+mod monitor_html;
 mod out_file;
 mod pipeline_cmd;
 mod quickstart;
@@ -169,6 +171,12 @@ enum Command {
     /// Map endpoints to model versions: single, canary, blue-green, A/B, shadow.
     #[command(subcommand)]
     Deploy(serve_cmd::DeployCmd),
+    /// Live monitoring: drift of served traffic against the training data, per window.
+    #[command(subcommand)]
+    Monitor(monitor_cmd::MonitorCmd),
+    /// Incidents that monitoring and the detectors opened: list, show, acknowledge, resolve.
+    #[command(subcommand)]
+    Incident(monitor_cmd::IncidentCmd),
     /// Datasets: ingest with validation, PII masking and poisoning checks; versions, diff, export.
     #[command(subcommand)]
     Data(data_cmd::DataCmd),
@@ -1409,6 +1417,18 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Deploy(cmd) => {
             let (ws, caller) = open(&cli).await?;
             let result = serve_cmd::run_deploy(&ws, &caller, cmd.clone(), &out).await;
+            ws.close().await?;
+            return result;
+        }
+        Command::Monitor(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = monitor_cmd::run_monitor(&ws, &caller, cmd.clone(), &out).await;
+            ws.close().await?;
+            return result;
+        }
+        Command::Incident(cmd) => {
+            let (ws, caller) = open(&cli).await?;
+            let result = monitor_cmd::run_incident(&ws, &caller, cmd.clone(), &out).await;
             ws.close().await?;
             return result;
         }

@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// JSON access log file, or - for stdout.
     #[arg(long)]
     pub access_log: Option<PathBuf>,
+    /// Do not sketch served traffic for live monitoring (drift, detectors)
+    #[arg(long)]
+    pub no_monitor: bool,
 }
 
 pub async fn run_serve(
@@ -125,6 +128,7 @@ pub async fn run_serve(
     };
     let mut config = ServeConfig::new(args.listen, transport);
     config.grpc_listen = args.grpc_listen;
+    config.monitor = !args.no_monitor;
     config.client_ca = args.client_ca.clone();
     config.require_client_cert = args.require_client_cert;
     config.client_principals = args
@@ -210,6 +214,9 @@ pub enum DeployCmd {
         sticky_header: Option<String>,
         #[arg(long, default_value_t = 0.0)]
         shadow_fraction: f64,
+        /// Live monitoring policy (TOML: window_secs, grace_secs, [drift], [detectors]); defaults when absent
+        #[arg(long)]
+        monitoring: Option<PathBuf>,
     },
     /// Blue/green: make LABEL the active color (instant; switch back the same way).
     Switch { name: String, label: String },
@@ -231,7 +238,15 @@ pub enum DeployCmd {
 
 pub async fn run_deploy(ws: &Workspace, caller: &Caller, cmd: DeployCmd, out: &Out) -> Result<i32> {
     match cmd {
-        DeployCmd::Set { name, strategy, targets, active, sticky_header, shadow_fraction } => {
+        DeployCmd::Set { name, strategy, targets, active, sticky_header, shadow_fraction, monitoring } => {
+            let monitoring = match &monitoring {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the monitoring policy {}", path.display()))?;
+                    Some(citadel_control::MonitoringPolicy::from_toml(&text)?)
+                }
+                None => None,
+            };
             let strategy: Strategy = strategy.parse()?;
             let defaults: &[&str] = match strategy {
                 Strategy::Single => &["primary"],
@@ -245,7 +260,7 @@ pub async fn run_deploy(ws: &Workspace, caller: &Caller, cmd: DeployCmd, out: &O
                 .enumerate()
                 .map(|(i, t)| parse_target(t, defaults.get(i).copied().unwrap_or("extra")))
                 .collect::<Result<Vec<_>, _>>()?;
-            let spec = DeploymentSpec { strategy, targets, active, sticky_header, shadow_fraction };
+            let spec = DeploymentSpec { strategy, targets, active, sticky_header, shadow_fraction, monitoring };
             let d = ws.deploy_set(caller, &name, &spec).await?;
             out.emit(&d, || {
                 format!(

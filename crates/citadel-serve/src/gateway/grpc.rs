@@ -327,7 +327,10 @@ impl Gateway {
         let (served, shadow) = admitted.map_err(status)?;
         let request = pb::decode_infer(r.into_inner(), self.config.limits.max_tensor_elements)
             .map_err(|e| Status::invalid_argument(e.0))?;
-        let done = self.run_inference(&endpoint, served, shadow, request, &ctx.request_id).await.map_err(status)?;
+        let done = self
+            .run_inference(&endpoint, served, shadow, request, &ctx.request_id, &caller.principal.name)
+            .await
+            .map_err(status)?;
         let mut outputs = Vec::with_capacity(done.selected.len());
         let mut raw = Vec::with_capacity(done.selected.len());
         for &(i, _) in &done.selected {

@@ -1,0 +1,318 @@
+//! Live monitoring on the request path: every served request of a model
+//! with named inputs is folded into the sketch of its endpoint, model
+//! version and window (`citadel_data::sketch`), and the closed windows go
+//! to the metadata database, where replicas' sketches merge and the control
+//! plane judges them (`citadel_control::monitor`).
+//!
+//! What is kept: per input feature a KLL sketch (numbers) or counts over the
+//! model's own vocabulary (categories; other values are counted, never
+//! kept), the predicted class or value, and per principal the counts the
+//! abuse detectors read. The principal's previous row is kept (as hashes
+//! of its values) only to tell whether the next one is a small change of
+//! it. Inputs named like a protected column of the training data are not
+//! sketched. Memory is bounded: sketches are O(k log n), at most
+//! [`MAX_PRINCIPALS`] principals a window are tracked apart (the rest share
+//! one entry), and the repeated-row set holds at most [`MAX_SEEN`] hashes a
+//! principal.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, RwLock};
+
+use citadel_control::{Target, WindowRecord};
+use citadel_data::sketch::{BOUNDARY_MARGIN, FeatureSketch, PrincipalWindow, WindowSketch};
+use citadel_infer::{Data, Model, Tensor};
+use citadel_types::Timestamp;
+
+/// Principals tracked apart in one window; others share [`OTHERS`].
+pub const MAX_PRINCIPALS: usize = 1_000;
+pub const OTHERS: &str = "(others)";
+/// Row hashes kept per principal and window to count repeated rows.
+pub const MAX_SEEN: usize = 8_192;
+
+/// How a model's inputs and outputs are sketched (made once per loaded version).
+#[derive(Debug)]
+pub(super) struct MonitorPlan {
+    /// Aligned with the model's inputs; `None`: not sketched.
+    features: Vec<Option<FeaturePlan>>,
+    prediction: PredictionPlan,
+}
+
+#[derive(Debug)]
+enum FeaturePlan {
+    Numeric { name: String, range: Option<(f64, f64)> },
+    Categorical { name: String, vocabulary: HashSet<String> },
+}
+
+#[derive(Debug)]
+enum PredictionPlan {
+    /// Class probabilities `[N, K]` at this output, with the class names.
+    Classes { output: usize, classes: Vec<String> },
+    /// A predicted value `[N, 1]` or `[N]` at this output.
+    Value { output: usize },
+    None,
+}
+
+impl MonitorPlan {
+    /// The plan for a named-input model (one column per input and
+    /// `citadel.inputs` metadata); `None` for others, which are not sketched.
+    pub(super) fn of(model: &Model, schema: &crate::named::Schema, protected: &[String]) -> Option<MonitorPlan> {
+        if schema.inputs.is_empty() || !crate::named::takes_columns(model) {
+            return None;
+        }
+        let features = model
+            .inputs
+            .iter()
+            .map(|i| {
+                if protected.contains(&i.name) {
+                    return None;
+                }
+                let meta = schema.inputs.get(&i.name)?;
+                match meta.get("kind")?.as_str()? {
+                    "numeric" => {
+                        let range = meta["p1"].as_f64().zip(meta["p99"].as_f64());
+                        Some(FeaturePlan::Numeric { name: i.name.clone(), range })
+                    }
+                    "categorical" => Some(FeaturePlan::Categorical {
+                        name: i.name.clone(),
+                        vocabulary: meta["categories"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(|c| c.as_str().map(str::to_string))
+                            .collect(),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect();
+        let prediction = match &schema.classes {
+            Some(classes) => model
+                .outputs
+                .iter()
+                .position(|o| o.shape.len() == 2 && o.shape[1] == Some(classes.len()))
+                .map(|output| PredictionPlan::Classes { output, classes: classes.clone() })
+                .unwrap_or(PredictionPlan::None),
+            None => model
+                .outputs
+                .iter()
+                .position(|o| matches!(o.shape.as_slice(), [_, Some(1)] | [_]))
+                .map(|output| PredictionPlan::Value { output })
+                .unwrap_or(PredictionPlan::None),
+        };
+        Some(MonitorPlan { features, prediction })
+    }
+}
+
+type Key = (String, String, i64, i64);
+
+/// One window of one endpoint and model version on this replica.
+#[derive(Debug, Default)]
+struct Live {
+    window_end: i64,
+    sketch: WindowSketch,
+    tracks: HashMap<String, Track>,
+}
+
+/// What the detectors remember of a principal within a window.
+#[derive(Debug, Default)]
+struct Track {
+    previous: Option<(Vec<u64>, Option<usize>)>,
+    seen: HashSet<u64>,
+}
+
+/// The replica's live windows.
+#[derive(Debug)]
+pub(super) struct Monitor {
+    replica: String,
+    live: RwLock<HashMap<Key, Mutex<Live>>>,
+}
+
+/// One request, as the monitor sees it.
+pub(super) struct Observation<'a> {
+    pub endpoint: &'a str,
+    pub window_secs: u64,
+    pub target: &'a Target,
+    pub plan: &'a MonitorPlan,
+    pub principal: &'a str,
+    pub inputs: &'a [std::sync::Arc<Tensor>],
+    pub outputs: &'a [Tensor],
+}
+
+impl Monitor {
+    pub(super) fn new() -> Monitor {
+        Monitor { replica: citadel_types::random_id("gw-"), live: RwLock::new(HashMap::new()) }
+    }
+
+    /// Folds one served request into its window.
+    pub(super) fn observe(&self, o: &Observation<'_>) {
+        let len = o.window_secs.max(1) as i64 * 1_000_000;
+        let now = Timestamp::now().0;
+        let start = now - now.rem_euclid(len);
+        let key: Key = (o.endpoint.to_string(), o.target.model.clone(), o.target.version, start);
+        // The read lock is held while the window is updated, so a flush
+        // (which takes the write lock) never drops an update in progress.
+        if let Ok(map) = self.live.read()
+            && let Some(live) = map.get(&key)
+        {
+            if let Ok(mut l) = live.lock() {
+                fold(&mut l, o);
+            }
+            return;
+        }
+        if let Ok(mut map) = self.live.write() {
+            let live = map.entry(key).or_insert_with(|| Mutex::new(Live { window_end: start + len, ..Default::default() }));
+            if let Ok(mut l) = live.lock() {
+                fold(&mut l, o);
+            }
+        }
+    }
+
+    /// Takes the windows that ended by `now` (every window with `all`), as
+    /// the records the control plane stores.
+    pub(super) fn take_closed(&self, now: Timestamp, all: bool) -> Vec<WindowRecord> {
+        let Ok(mut map) = self.live.write() else { return Vec::new() };
+        let closed: Vec<Key> = map
+            .iter()
+            .filter(|(_, l)| all || l.lock().map(|l| l.window_end <= now.0).unwrap_or(true))
+            .map(|(k, _)| k.clone())
+            .collect();
+        closed
+            .into_iter()
+            .filter_map(|k| {
+                let live = map.remove(&k)?.into_inner().ok()?;
+                Some(WindowRecord {
+                    endpoint: k.0,
+                    model: k.1,
+                    version: k.2,
+                    window_start: Timestamp(k.3),
+                    window_end: Timestamp(live.window_end),
+                    replica: self.replica.clone(),
+                    sketch: live.sketch,
+                })
+            })
+            .collect()
+    }
+}
+
+fn number(d: &Data, i: usize) -> Option<f64> {
+    match d {
+        Data::F32(v) => v.get(i).map(|x| *x as f64),
+        Data::F64(v) => v.get(i).copied(),
+        Data::I64(v) => v.get(i).map(|x| *x as f64),
+        Data::I32(v) => v.get(i).map(|x| *x as f64),
+        Data::Bool(v) => v.get(i).map(|x| *x as u8 as f64),
+        Data::Str(_) => None,
+    }
+}
+
+fn value_hash(d: &Data, i: usize) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match d {
+        Data::Str(v) => v.get(i).hash(&mut h),
+        other => number(other, i).map(f64::to_bits).hash(&mut h),
+    }
+    h.finish()
+}
+
+fn fold(l: &mut Live, o: &Observation<'_>) {
+    let rows = o.inputs.first().map(|t| t.shape.first().copied().unwrap_or(t.len())).unwrap_or(0);
+    if rows == 0 {
+        return;
+    }
+    let w = &mut l.sketch;
+    w.requests += 1;
+    w.rows += rows as u64;
+    let mut ood = vec![false; rows];
+    let mut hashes: Vec<Vec<u64>> = vec![Vec::with_capacity(o.inputs.len()); rows];
+    for (plan, t) in o.plan.features.iter().zip(o.inputs) {
+        for (r, h) in hashes.iter_mut().enumerate() {
+            h.push(value_hash(&t.data, r));
+        }
+        match plan {
+            None => {}
+            Some(FeaturePlan::Numeric { name, range }) => {
+                let f = w.features.entry(name.clone()).or_insert_with(|| FeatureSketch::numeric(*range));
+                for (r, flag) in ood.iter_mut().enumerate() {
+                    if f.observe_number(number(&t.data, r).unwrap_or(f64::NAN)) {
+                        *flag = true;
+                    }
+                }
+            }
+            Some(FeaturePlan::Categorical { name, vocabulary }) => {
+                let f = w.features.entry(name.clone()).or_insert_with(FeatureSketch::categorical);
+                for (r, flag) in ood.iter_mut().enumerate() {
+                    let value = match &t.data {
+                        Data::Str(v) => v.get(r).map(String::as_str),
+                        _ => None,
+                    };
+                    if f.observe_category(value, value.is_some_and(|v| vocabulary.contains(v))) {
+                        *flag = true;
+                    }
+                }
+            }
+        }
+    }
+    // The prediction: class (and whether it is near the boundary) or value.
+    let mut classes: Vec<Option<usize>> = vec![None; rows];
+    let mut boundary = vec![false; rows];
+    match &o.plan.prediction {
+        PredictionPlan::Classes { output, classes: names } => {
+            if let Some(t) = o.outputs.get(*output) {
+                let k = names.len();
+                let p = w.prediction.get_or_insert_with(FeatureSketch::categorical);
+                for r in 0..rows {
+                    let probs: Vec<f64> = (0..k).filter_map(|j| number(&t.data, r * k + j)).collect();
+                    if probs.len() != k {
+                        continue;
+                    }
+                    let (best, top) = probs.iter().enumerate().fold((0, f64::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
+                    classes[r] = Some(best);
+                    boundary[r] = top < 1.0 / k as f64 + BOUNDARY_MARGIN;
+                    p.observe_category(Some(&names[best]), true);
+                }
+            }
+        }
+        PredictionPlan::Value { output } => {
+            if let Some(t) = o.outputs.get(*output) {
+                let p = w.prediction.get_or_insert_with(|| FeatureSketch::numeric(None));
+                for r in 0..rows {
+                    p.observe_number(number(&t.data, r).unwrap_or(f64::NAN));
+                }
+            }
+        }
+        PredictionPlan::None => {}
+    }
+    // The principal's counts.
+    let who = if w.principals.contains_key(o.principal) || w.principals.len() < MAX_PRINCIPALS {
+        o.principal
+    } else {
+        OTHERS
+    };
+    let pw: &mut PrincipalWindow = w.principals.entry(who.to_string()).or_default();
+    let track = l.tracks.entry(who.to_string()).or_default();
+    pw.requests += 1;
+    pw.rows += rows as u64;
+    for r in 0..rows {
+        pw.ood_rows += ood[r] as u64;
+        pw.boundary_rows += boundary[r] as u64;
+        let row = &hashes[r];
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        row.hash(&mut h);
+        let whole = h.finish();
+        if track.seen.contains(&whole) {
+            pw.repeated_rows += 1;
+        } else if track.seen.len() < MAX_SEEN {
+            track.seen.insert(whole);
+        }
+        if let Some((prev, prev_class)) = &track.previous {
+            let changed = prev.iter().zip(row).filter(|(a, b)| a != b).count();
+            if (1..=2).contains(&changed) {
+                pw.near_previous += 1;
+                if prev_class.is_some() && classes[r].is_some() && *prev_class != classes[r] {
+                    pw.flips_near_previous += 1;
+                }
+            }
+        }
+        track.previous = Some((row.clone(), classes[r]));
+    }
+}

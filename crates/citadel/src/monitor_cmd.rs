@@ -1,0 +1,250 @@
+//! `citadel monitor` (live drift verdicts, judging closed windows now) and
+//! `citadel incident` (list, show with a timeline, acknowledge, resolve).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use citadel_control::{Caller, Workspace};
+use citadel_types::Timestamp;
+
+use crate::Out;
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum MonitorCmd {
+    /// The latest window verdicts of an endpoint: drift per feature (PSI,
+    /// KS, JS against the training data), out-of-distribution rates, the
+    /// predicted classes' drift and the detections.
+    Status {
+        endpoint: String,
+        /// Windows to show, newest first
+        #[arg(long, default_value_t = 5)]
+        windows: i64,
+        /// Also write an HTML report with charts of each feature (reference vs live)
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Judge every closed window whose grace period is over now (gateways do
+    /// this on their own every second; this is for when none runs).
+    Check,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum IncidentCmd {
+    /// Open and acknowledged incidents, newest first.
+    Ls {
+        /// Resolved ones too
+        #[arg(long)]
+        all: bool,
+    },
+    /// One incident: its evidence and timeline.
+    Show {
+        id: String,
+        /// Also write an HTML report (evidence charts and timeline)
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Say someone is on it.
+    Ack {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Close it (the next detection opens a new one).
+    Resolve {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+pub async fn run_monitor(ws: &Workspace, caller: &Caller, cmd: MonitorCmd, out: &Out) -> Result<i32> {
+    match cmd {
+        MonitorCmd::Status { endpoint, windows, html } => {
+            let verdicts = ws.monitor_status(caller, &endpoint, windows).await?;
+            if let Some(path) = &html {
+                crate::out_file::write(
+                    path,
+                    crate::monitor_html::render_status(&endpoint, &verdicts).as_bytes(),
+                    crate::out_file::Existing::Replace,
+                )
+                .with_context(|| format!("writing {}", path.display()))?;
+            }
+            out.emit(&verdicts, || {
+                if verdicts.is_empty() {
+                    return format!(
+                        "no window of {endpoint} has been judged yet\nhint: windows are judged after they close and their grace period passes (monitoring.window_secs + grace_secs); a gateway must be serving the endpoint"
+                    );
+                }
+                let mut s = String::new();
+                for v in &verdicts {
+                    s.push_str(&format!(
+                        "{} → {}  {}@{}  {} requests, {} rows, {} replica(s){}\n",
+                        v.window_start.to_rfc3339(),
+                        v.window_end.to_rfc3339(),
+                        v.model,
+                        v.version,
+                        v.requests,
+                        v.rows,
+                        v.replicas,
+                        v.reference.as_deref().map(|r| format!(", against {r}")).unwrap_or_default()
+                    ));
+                    if let Some(n) = &v.note {
+                        s.push_str(&format!("  note: {n}\n"));
+                    }
+                    for d in &v.drift {
+                        s.push_str(&format!(
+                            "  {:<20} {:<11} PSI {:>6.3}  {} {}  OOD {:>5.1}%{}\n",
+                            d.stats.column,
+                            d.stats.test,
+                            d.stats.psi.unwrap_or(f64::NAN),
+                            if d.stats.ks.is_some() { "KS" } else { "χ²" },
+                            d.stats
+                                .ks
+                                .map(|k| format!("{k:>7.3}"))
+                                .or(d.stats.chi2.map(|c| format!("{c:>7.1}")))
+                                .unwrap_or_else(|| "      -".into()),
+                            d.ood_rate * 100.0,
+                            match (d.drifted, d.out_of_distribution) {
+                                (true, true) => "  DRIFTED, OUT OF DISTRIBUTION",
+                                (true, false) => "  DRIFTED",
+                                (false, true) => "  OUT OF DISTRIBUTION",
+                                _ => "",
+                            }
+                        ));
+                    }
+                    if let Some(p) = &v.prediction {
+                        s.push_str(&format!(
+                            "  predictions          classes     PSI {:>6.3}{}\n",
+                            p.stats.psi.unwrap_or(f64::NAN),
+                            if p.drifted { "  DRIFTED" } else { "" }
+                        ));
+                    }
+                    for d in &v.detections {
+                        s.push_str(&format!("  ! {} ({}): {}\n", d.kind, d.severity.as_str(), d.summary));
+                    }
+                    if !v.incidents.is_empty() {
+                        s.push_str(&format!("  incidents: {}\n", v.incidents.join(", ")));
+                    }
+                }
+                if let Some(p) = &html {
+                    s.push_str(&format!("report: {}\n", p.display()));
+                }
+                s
+            });
+            Ok(0)
+        }
+        MonitorCmd::Check => {
+            let verdicts = ws.monitor_evaluate(caller, Timestamp::now()).await?;
+            out.emit(&verdicts, || {
+                if verdicts.is_empty() {
+                    "no closed window was waiting to be judged".into()
+                } else {
+                    verdicts
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "{} {}@{} window {}: {} rows, {} detection(s){}",
+                                v.endpoint,
+                                v.model,
+                                v.version,
+                                v.window_start.to_rfc3339(),
+                                v.rows,
+                                v.detections.len(),
+                                if v.incidents.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" → {}", v.incidents.join(", "))
+                                }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            });
+            Ok(0)
+        }
+    }
+}
+
+pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out: &Out) -> Result<i32> {
+    match cmd {
+        IncidentCmd::Ls { all } => {
+            let list = ws.incident_list(caller, all).await?;
+            out.emit(&list, || {
+                if list.is_empty() {
+                    return if all { "no incidents".into() } else { "no open incidents".into() };
+                }
+                list.iter()
+                    .map(|i| {
+                        format!(
+                            "{}  {:<8} {:<12} {:<26} {}{}  ×{}  {}",
+                            i.id,
+                            i.severity.as_str(),
+                            i.status,
+                            i.kind,
+                            i.endpoint,
+                            i.principal.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+                            i.occurrences,
+                            i.summary
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(0)
+        }
+        IncidentCmd::Show { id, html } => {
+            let (incident, events) = ws.incident_show(caller, &id).await?;
+            if let Some(path) = &html {
+                crate::out_file::write(
+                    path,
+                    crate::monitor_html::render_incident(&incident, &events).as_bytes(),
+                    crate::out_file::Existing::Replace,
+                )
+                .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let value = serde_json::json!({"incident": incident, "timeline": events});
+            out.emit(&value, || {
+                let mut s = format!(
+                    "{} ({}, {}): {}\nendpoint {}{}{}\nopened {}, last detected {}, {} window(s)\n\ntimeline:\n",
+                    incident.id,
+                    incident.severity.as_str(),
+                    incident.status,
+                    incident.summary,
+                    incident.endpoint,
+                    incident.model.as_ref().map(|m| format!(", model {m}@{}", incident.version.unwrap_or(0))).unwrap_or_default(),
+                    incident.principal.as_deref().map(|p| format!(", principal {p}")).unwrap_or_default(),
+                    incident.opened_at.to_rfc3339(),
+                    incident.updated_at.to_rfc3339(),
+                    incident.occurrences
+                );
+                for e in &events {
+                    let detail = e
+                        .details
+                        .get("summary")
+                        .or(e.details.get("note"))
+                        .and_then(|v| v.as_str())
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!(": {t}"))
+                        .unwrap_or_default();
+                    s.push_str(&format!("  {}  {:<12} by {}{detail}\n", e.at.to_rfc3339(), e.kind, e.actor));
+                }
+                if let Some(p) = &html {
+                    s.push_str(&format!("report: {}\n", p.display()));
+                }
+                s
+            });
+            Ok(0)
+        }
+        IncidentCmd::Ack { id, note } => {
+            let i = ws.incident_ack(caller, &id, &note).await?;
+            out.emit(&i, || format!("{} acknowledged", i.id));
+            Ok(0)
+        }
+        IncidentCmd::Resolve { id, note } => {
+            let i = ws.incident_resolve(caller, &id, &note).await?;
+            out.emit(&i, || format!("{} resolved", i.id));
+            Ok(0)
+        }
+    }
+}
