@@ -242,7 +242,12 @@ impl Workspace {
     }
 
     /// Records a read of dataset contents (profile, rows, hashes) and what was read.
-    pub(crate) async fn audit_data_read(&self, caller: &Caller, resource: &str, details: serde_json::Value) -> Result<()> {
+    pub(crate) async fn audit_data_read(
+        &self,
+        caller: &Caller,
+        resource: &str,
+        details: serde_json::Value,
+    ) -> Result<()> {
         self.db
             .append_audit(event(
                 &caller.principal.id,

@@ -124,15 +124,17 @@ async fn add_event(
         .fetch_one(&mut *conn)
         .await?
         .try_get("n")?;
-    sqlx::query("INSERT INTO incident_events (incident_id, seq, at, kind, actor, details) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(id)
-        .bind(next)
-        .bind(at.0)
-        .bind(kind)
-        .bind(actor)
-        .bind(details.to_string())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO incident_events (incident_id, seq, at, kind, actor, details) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(next)
+    .bind(at.0)
+    .bind(kind)
+    .bind(actor)
+    .bind(details.to_string())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -187,7 +189,8 @@ pub(crate) async fn upsert(
     .bind(now.0)
     .execute(&mut *tx.conn())
     .await?;
-    add_event(tx.conn(), &id, now, "opened", actor, serde_json::json!({"summary": d.summary, "severity": d.severity})).await?;
+    add_event(tx.conn(), &id, now, "opened", actor, serde_json::json!({"summary": d.summary, "severity": d.severity}))
+        .await?;
     Ok(id)
 }
 
@@ -207,10 +210,12 @@ impl Workspace {
     pub async fn incident_show(&self, caller: &Caller, id: &str) -> Result<(Incident, Vec<IncidentEvent>)> {
         self.authorize(caller, Action::MonitorRead, &format!("incident:{id}")).await?;
         let incident = self.incident_row(id).await?;
-        let rows = sqlx::query("SELECT seq, at, kind, actor, details FROM incident_events WHERE incident_id = $1 ORDER BY seq")
-            .bind(id)
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, actor, details FROM incident_events WHERE incident_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
         let events = rows
             .iter()
             .map(|r| {
@@ -219,7 +224,8 @@ impl Workspace {
                     at: Timestamp(r.try_get("at")?),
                     kind: r.try_get("kind")?,
                     actor: r.try_get("actor")?,
-                    details: serde_json::from_str(&r.try_get::<String, _>("details")?).unwrap_or(serde_json::Value::Null),
+                    details: serde_json::from_str(&r.try_get::<String, _>("details")?)
+                        .unwrap_or(serde_json::Value::Null),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -258,9 +264,13 @@ impl Workspace {
                 .map(|r| r.try_get("status"))
                 .transpose()?;
             match (status.as_deref(), to) {
-                (None, _) => return Err(ControlError::NotFound(format!("incident {id} (see `citadel incident ls --all`)"))),
+                (None, _) => {
+                    return Err(ControlError::NotFound(format!("incident {id} (see `citadel incident ls --all`)")));
+                }
                 (Some("resolved"), _) => {
-                    return Err(ControlError::Conflict(format!("incident {id} is resolved; a new detection opens a new one")));
+                    return Err(ControlError::Conflict(format!(
+                        "incident {id} is resolved; a new detection opens a new one"
+                    )));
                 }
                 (Some("acknowledged"), "acknowledged") => {
                     return Err(ControlError::Conflict(format!("incident {id} is already acknowledged")));

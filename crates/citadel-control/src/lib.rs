@@ -22,9 +22,9 @@ pub mod scan_policy;
 mod subject;
 
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
+pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
 pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};
-pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
 pub use report::{AuditIntegrity, ComplianceEvidence, DatasetRecord, EvidenceRecord, ModelRecord};

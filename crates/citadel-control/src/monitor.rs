@@ -37,7 +37,12 @@ pub struct MonitoringPolicy {
 
 impl Default for MonitoringPolicy {
     fn default() -> Self {
-        MonitoringPolicy { window_secs: 60, grace_secs: 10, drift: DriftPolicy::default(), detectors: DetectorPolicy::default() }
+        MonitoringPolicy {
+            window_secs: 60,
+            grace_secs: 10,
+            drift: DriftPolicy::default(),
+            detectors: DetectorPolicy::default(),
+        }
     }
 }
 
@@ -321,7 +326,8 @@ impl Workspace {
                 continue; // another evaluator judged it
             }
             for d in &verdict.detections {
-                let id = crate::incident::upsert(&mut tx, d, &endpoint, &model, version, &caller.principal.name, now).await?;
+                let id = crate::incident::upsert(&mut tx, d, &endpoint, &model, version, &caller.principal.name, now)
+                    .await?;
                 if !verdict.incidents.contains(&id) {
                     verdict.incidents.push(id);
                 }
@@ -480,7 +486,11 @@ fn drift_detections(drift: &[LiveDrift], prediction: Option<&LiveDrift>) -> Vec<
             summary: format!(
                 "input drift in {} feature(s): {}",
                 drifted.len(),
-                drifted.iter().map(|d| format!("{} (PSI {:.2})", d.stats.column, d.stats.psi.unwrap_or(0.0))).collect::<Vec<_>>().join(", ")
+                drifted
+                    .iter()
+                    .map(|d| format!("{} (PSI {:.2})", d.stats.column, d.stats.psi.unwrap_or(0.0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             evidence: serde_json::json!({"features": drifted}),
         });
@@ -494,7 +504,10 @@ fn drift_detections(drift: &[LiveDrift], prediction: Option<&LiveDrift>) -> Vec<
             summary: format!(
                 "inputs outside the training data in {} feature(s): {}",
                 ood.len(),
-                ood.iter().map(|d| format!("{} ({:.0}%)", d.stats.column, d.ood_rate * 100.0)).collect::<Vec<_>>().join(", ")
+                ood.iter()
+                    .map(|d| format!("{} ({:.0}%)", d.stats.column, d.ood_rate * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             evidence: serde_json::json!({"features": ood}),
         });
@@ -504,7 +517,10 @@ fn drift_detections(drift: &[LiveDrift], prediction: Option<&LiveDrift>) -> Vec<
             kind: "prediction_drift".into(),
             severity: Severity::Warning,
             principal: None,
-            summary: format!("the predicted classes drifted from the held-out ones (PSI {:.2})", p.stats.psi.unwrap_or(0.0)),
+            summary: format!(
+                "the predicted classes drifted from the held-out ones (PSI {:.2})",
+                p.stats.psi.unwrap_or(0.0)
+            ),
             evidence: serde_json::json!({"prediction": p}),
         });
     }
@@ -550,7 +566,11 @@ fn abuse_detections(w: &WindowSketch, policy: &DetectorPolicy) -> Vec<Detection>
             out.push(detection(
                 "out_of_distribution_client",
                 Severity::Warning,
-                format!("{:.0}% of {principal}'s {} rows lie outside the training data", share(p.ood_rows) * 100.0, p.rows),
+                format!(
+                    "{:.0}% of {principal}'s {} rows lie outside the training data",
+                    share(p.ood_rows) * 100.0,
+                    p.rows
+                ),
             ));
         }
         if p.rows >= policy.evasion_min_rows

@@ -16,9 +16,9 @@ pub mod mask;
 pub mod profile;
 pub mod report;
 pub mod sample;
+pub mod sketch;
 pub mod source;
 pub mod spec;
-pub mod sketch;
 pub mod stats;
 
 pub use ingest::{IngestOutput, Previous, ingest};

@@ -363,14 +363,7 @@ impl FeatureSketch {
         match (self, other) {
             (
                 FeatureSketch::Numeric { count, nulls, below_p1, above_p99, range, sketch },
-                FeatureSketch::Numeric {
-                    count: c2,
-                    nulls: n2,
-                    below_p1: b2,
-                    above_p99: a2,
-                    range: r2,
-                    sketch: s2,
-                },
+                FeatureSketch::Numeric { count: c2, nulls: n2, below_p1: b2, above_p99: a2, range: r2, sketch: s2 },
             ) => {
                 *count += c2;
                 *nulls += n2;
@@ -550,7 +543,10 @@ pub fn live_drift(
     for (name, feature) in &window.features {
         let Some(reference) = references.get(name) else { continue };
         let d = match (feature, reference) {
-            (FeatureSketch::Numeric { count, nulls, below_p1, above_p99, sketch, .. }, FeatureReference::Numeric(r)) => {
+            (
+                FeatureSketch::Numeric { count, nulls, below_p1, above_p99, sketch, .. },
+                FeatureReference::Numeric(r),
+            ) => {
                 let n = count - nulls;
                 if n == 0 || r.is_empty() {
                     continue;
@@ -737,8 +733,11 @@ mod tests {
             ("c".to_string(), FeatureReference::Categorical(vec![("x".into(), 500), ("y".into(), 500)])),
         ]);
         let mut w = WindowSketch::default();
-        let (mut fa, mut fb, mut fc) =
-            (FeatureSketch::numeric(Some((-2.3, 2.3))), FeatureSketch::numeric(Some((-2.3, 2.3))), FeatureSketch::categorical());
+        let (mut fa, mut fb, mut fc) = (
+            FeatureSketch::numeric(Some((-2.3, 2.3))),
+            FeatureSketch::numeric(Some((-2.3, 2.3))),
+            FeatureSketch::categorical(),
+        );
         for (i, (x, y)) in normal(2_000, 0.0, 6).into_iter().zip(normal(2_000, 1.5, 8)).enumerate() {
             fa.observe_number(x);
             fb.observe_number(y);
@@ -773,14 +772,10 @@ mod tests {
         let mut s = Kll::default();
         (0..10_000).for_each(|i| s.update(i as f64));
         let mut w = WindowSketch::default();
-        w.features.insert("a".into(), FeatureSketch::Numeric {
-            count: 10_000,
-            nulls: 0,
-            below_p1: 0,
-            above_p99: 0,
-            range: None,
-            sketch: s,
-        });
+        w.features.insert(
+            "a".into(),
+            FeatureSketch::Numeric { count: 10_000, nulls: 0, below_p1: 0, above_p99: 0, range: None, sketch: s },
+        );
         let json = serde_json::to_string(&w).unwrap();
         assert!(WindowSketch::from_json(&json).is_some());
         let forged = json.replace("\"n\":10000", "\"n\":99");

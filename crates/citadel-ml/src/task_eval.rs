@@ -125,7 +125,9 @@ impl Evaluation {
                 e.classes
                     .iter()
                     .enumerate()
-                    .map(|(j, name)| (name.clone(), e.metrics.confusion.iter().map(|row| row.get(j).copied().unwrap_or(0)).sum()))
+                    .map(|(j, name)| {
+                        (name.clone(), e.metrics.confusion.iter().map(|row| row.get(j).copied().unwrap_or(0)).sum())
+                    })
                     .collect(),
             ),
             Evaluation::Regression(_) => None,

@@ -209,6 +209,19 @@ impl Gateway {
             .await
             .map_err(|e| ServeError::Io(format!("binding {}: {e}", config.listen)))?;
         let addr = listener.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
+        // Monitoring writes as the gateway's principal: without
+        // `monitor.write` it is off, said once, rather than denied every second.
+        let may_monitor = matches!(
+            citadel_policy::decide(&loader.grants, Action::MonitorWrite, "deployment:*"),
+            Decision::Allow { .. }
+        );
+        let monitoring = config.monitor && may_monitor;
+        if config.monitor && !may_monitor {
+            eprintln!(
+                "WARNING: live monitoring is off: {} may not monitor.write (grant the admin role, or pass --no-monitor)",
+                loader.principal.name
+            );
+        }
         let gw = Arc::new(Gateway {
             auth: Authenticator::new(ws.clone(), jwt, config.client_principals.clone(), config.auth_cache_ttl),
             principal_limits: RateLimiter::keyed(quota(
@@ -231,7 +244,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
             captures: Mutex::new(HashMap::new()),
-            monitor: config.monitor.then(monitor::Monitor::new),
+            monitor: monitoring.then(monitor::Monitor::new),
             config,
         });
         gw.reconcile().await;
@@ -352,12 +365,18 @@ impl Gateway {
     async fn monitor_flush(&self, all: bool) {
         let Some(m) = &self.monitor else { return };
         let now = Timestamp::now();
+        let mut failed = Vec::new();
         for w in m.take_closed(now, all) {
             if let Err(e) = self.ws.monitor_write_window(&self.loader, &w).await {
                 self.metrics.monitor_failures.inc();
                 self.emit(json!({"ts": now.to_string(), "event": "monitor.write_failed", "endpoint": w.endpoint,
                                  "model": w.model, "version": w.version, "error": e.to_string()}));
+                failed.push(w);
             }
+        }
+        let dropped = m.retry_later(failed);
+        if dropped > 0 {
+            self.emit(json!({"ts": now.to_string(), "event": "monitor.windows_dropped", "count": dropped}));
         }
         match self.ws.monitor_evaluate(&self.loader, now).await {
             Ok(verdicts) => {
@@ -1188,7 +1207,8 @@ impl Gateway {
         let _permit = concurrency_permit(endpoint).await?;
         let elements: usize = inputs.iter().map(|t| t.len()).sum();
         let shadow_inputs = shadow.map(|_| inputs.clone());
-        let monitor_inputs = if self.monitor.is_some() && loaded.monitor_plan.is_some() { inputs.clone() } else { Vec::new() };
+        let monitor_inputs =
+            if self.monitor.is_some() && loaded.monitor_plan.is_some() { inputs.clone() } else { Vec::new() };
         let captured_inputs =
             (self.config.capture_rows > 0).then(|| CapturedInputs { loaded: loaded.clone(), inputs: inputs.clone() });
         let outputs = if elements <= 4096 {

@@ -212,7 +212,11 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
                     incident.status,
                     incident.summary,
                     incident.endpoint,
-                    incident.model.as_ref().map(|m| format!(", model {m}@{}", incident.version.unwrap_or(0))).unwrap_or_default(),
+                    incident
+                        .model
+                        .as_ref()
+                        .map(|m| format!(", model {m}@{}", incident.version.unwrap_or(0)))
+                        .unwrap_or_default(),
                     incident.principal.as_deref().map(|p| format!(", principal {p}")).unwrap_or_default(),
                     incident.opened_at.to_rfc3339(),
                     incident.updated_at.to_rfc3339(),

@@ -26,7 +26,8 @@ fn paired_bars(d: &LiveDrift) -> String {
     let n = d.bins.len().max(1) as f64;
     let w = width / n;
     let live = if d.drifted || d.out_of_distribution { "#c62828" } else { "#3b6ea5" };
-    let mut svg = format!(r#"<svg width="{width}" height="{}" role="img" aria-label="{}">"#, height + 16.0, esc(&d.stats.column));
+    let mut svg =
+        format!(r#"<svg width="{width}" height="{}" role="img" aria-label="{}">"#, height + 16.0, esc(&d.stats.column));
     for (i, (label, r, l)) in d.bins.iter().enumerate() {
         let x = i as f64 * w;
         for (j, (v, color, who)) in [(r, "#b0b0b0", "training"), (l, live, "live")].into_iter().enumerate() {
@@ -160,7 +161,12 @@ pub fn render_incident(i: &Incident, events: &[IncidentEvent]) -> String {
         .evidence
         .get("features")
         .and_then(|f| serde_json::from_value::<Vec<LiveDrift>>(f.clone()).ok())
-        .or_else(|| i.evidence.get("prediction").and_then(|p| serde_json::from_value::<LiveDrift>(p.clone()).ok()).map(|p| vec![p]))
+        .or_else(|| {
+            i.evidence
+                .get("prediction")
+                .and_then(|p| serde_json::from_value::<LiveDrift>(p.clone()).ok())
+                .map(|p| vec![p])
+        })
         .unwrap_or_default();
     if features.is_empty() {
         h.push_str("<h2>Evidence</h2><table>");

@@ -47,9 +47,14 @@ enum FeaturePlan {
 #[derive(Debug)]
 enum PredictionPlan {
     /// Class probabilities `[N, K]` at this output, with the class names.
-    Classes { output: usize, classes: Vec<String> },
+    Classes {
+        output: usize,
+        classes: Vec<String>,
+    },
     /// A predicted value `[N, 1]` or `[N]` at this output.
-    Value { output: usize },
+    Value {
+        output: usize,
+    },
     None,
 }
 
@@ -125,7 +130,13 @@ struct Track {
 pub(super) struct Monitor {
     replica: String,
     live: RwLock<HashMap<Key, Mutex<Live>>>,
+    /// Closed windows whose write failed, retried at the next flush (oldest
+    /// dropped past [`MAX_UNWRITTEN`], and counted).
+    unwritten: Mutex<Vec<WindowRecord>>,
 }
+
+/// Closed windows kept for a retry when the database does not take them.
+pub const MAX_UNWRITTEN: usize = 10_000;
 
 /// One request, as the monitor sees it.
 pub(super) struct Observation<'a> {
@@ -140,7 +151,11 @@ pub(super) struct Observation<'a> {
 
 impl Monitor {
     pub(super) fn new() -> Monitor {
-        Monitor { replica: citadel_types::random_id("gw-"), live: RwLock::new(HashMap::new()) }
+        Monitor {
+            replica: citadel_types::random_id("gw-"),
+            live: RwLock::new(HashMap::new()),
+            unwritten: Mutex::new(Vec::new()),
+        }
     }
 
     /// Folds one served request into its window.
@@ -160,16 +175,33 @@ impl Monitor {
             return;
         }
         if let Ok(mut map) = self.live.write() {
-            let live = map.entry(key).or_insert_with(|| Mutex::new(Live { window_end: start + len, ..Default::default() }));
-            if let Ok(mut l) = live.lock() {
-                fold(&mut l, o);
+            let live =
+                map.entry(key).or_insert_with(|| Mutex::new(Live { window_end: start + len, ..Default::default() }));
+            if let Ok(l) = live.get_mut() {
+                fold(l, o);
             }
         }
     }
 
+    /// Keeps windows whose write failed for the next flush; returns how many
+    /// older ones were dropped to stay within [`MAX_UNWRITTEN`].
+    pub(super) fn retry_later(&self, failed: Vec<WindowRecord>) -> usize {
+        let Ok(mut u) = self.unwritten.lock() else { return failed.len() };
+        u.extend(failed);
+        let over = u.len().saturating_sub(MAX_UNWRITTEN);
+        u.drain(..over);
+        over
+    }
+
     /// Takes the windows that ended by `now` (every window with `all`), as
-    /// the records the control plane stores.
+    /// the records the control plane stores, after those left from a failed write.
     pub(super) fn take_closed(&self, now: Timestamp, all: bool) -> Vec<WindowRecord> {
+        let mut out = self.unwritten.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
+        out.extend(self.take_live(now, all));
+        out
+    }
+
+    fn take_live(&self, now: Timestamp, all: bool) -> Vec<WindowRecord> {
         let Ok(mut map) = self.live.write() else { return Vec::new() };
         let closed: Vec<Key> = map
             .iter()
@@ -265,7 +297,8 @@ fn fold(l: &mut Live, o: &Observation<'_>) {
                     if probs.len() != k {
                         continue;
                     }
-                    let (best, top) = probs.iter().enumerate().fold((0, f64::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
+                    let (best, top) =
+                        probs.iter().enumerate().fold((0, f64::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
                     classes[r] = Some(best);
                     boundary[r] = top < 1.0 / k as f64 + BOUNDARY_MARGIN;
                     p.observe_category(Some(&names[best]), true);

@@ -1,0 +1,346 @@
+//! Live monitoring end to end through the real binary: a pipeline-trained
+//! Adult model served by the gateway, fed UCI Adult's held-out rows
+//! (adult.test) as live traffic, then an extraction client (a grid sweep),
+//! an evasion client (a perturbation search) and shifted rows.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+const COLUMNS: [&str; 15] = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
+];
+const FEATURES: [&str; 8] =
+    ["age", "workclass", "education", "marital-status", "occupation", "capital-gain", "capital-loss", "hours-per-week"];
+const NUMERIC: [&str; 4] = ["age", "capital-gain", "capital-loss", "hours-per-week"];
+
+/// adult.test's complete rows as records of the model's features.
+fn held_out() -> Vec<serde_json::Map<String, Value>> {
+    let text = std::fs::read_to_string(repo().join("datasets/adult/adult.test")).unwrap();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.contains('?'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(", ").collect();
+            FEATURES
+                .iter()
+                .map(|f| {
+                    let i = COLUMNS.iter().position(|c| c == f).unwrap();
+                    let v = cells[i].trim();
+                    let value = if NUMERIC.contains(f) { json!(v.parse::<f64>().unwrap()) } else { json!(v) };
+                    (f.to_string(), value)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+struct Gateway {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn start(ws: &Ws) -> Gateway {
+        let log = ws.root.parent().unwrap().join("access.log");
+        let mut child = ws
+            .cmd(&["serve", "--listen", "127.0.0.1:0", "--insecure-http", "--json", "--poll-ms", "100"])
+            .arg("--access-log")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve did not start: {line}"));
+        Gateway { child, addr: v["listening"].as_str().unwrap().to_string(), log }
+    }
+
+    fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        send_request(&mut s, path, token, body.to_string().as_bytes()).unwrap();
+        let (status, _, b) = read_response(&mut BufReader::new(s)).unwrap();
+        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+
+    fn infer(&self, token: &str, records: &[serde_json::Map<String, Value>]) -> (u16, Value) {
+        self.post("/v2/models/income/infer", token, &Value::Array(records.iter().cloned().map(Value::Object).collect()))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the start of the next monitoring window (`secs` long), plus a margin.
+fn next_window(secs: u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let into = now.as_millis() as u64 % (secs * 1000);
+    std::thread::sleep(Duration::from_millis(secs * 1000 - into + 150));
+}
+
+/// The verdicts of windows that started at or after `since` (ms since the epoch), once `n` exist.
+fn verdicts_since(ws: &Ws, gw: &Gateway, since_ms: u128, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = ws.json(&["monitor", "status", "income", "--windows", "50"]);
+        let mut v: Vec<Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["window_start"].as_i64().unwrap() as u128 / 1000 >= since_ms)
+            .cloned()
+            .collect();
+        if v.len() >= n {
+            v.reverse(); // oldest first
+            return v;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+            let monitor: Vec<&str> = log.lines().filter(|l| l.contains("monitor")).collect();
+            panic!("only {} verdicts since {since_ms}: {all}\nmonitor log: {monitor:?}", v.len());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+}
+
+fn kinds(v: &Value) -> Vec<(String, Option<String>)> {
+    v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap().to_string(), d["principal"].as_str().map(str::to_string)))
+        .collect()
+}
+
+/// The workspace: Adult ingested without masks, a boosting model trained,
+/// gated, registered, approved and deployed as `income` with `policy`.
+fn monitored(policy: &str) -> (Ws, String) {
+    let ws = Ws::new();
+    let dir = ws.root.parent().unwrap().to_path_buf();
+    std::fs::copy(repo().join("datasets/adult/adult.data"), dir.join("adult.data")).unwrap();
+    let expect = std::fs::read_to_string(repo().join("examples/quickstart/adult.expect.toml")).unwrap();
+    let expect: String = expect.lines().filter(|l| !l.starts_with("mask =")).collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.join("adult.expect.toml"), expect).unwrap();
+    let body = format!(
+        r#"
+[pipeline]
+name = "income"
+purpose = "income-prediction-research"
+seed = 7
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+[train]
+trainer = "gradient_boosting"
+label = "income"
+positive = ">50K"
+features = {features:?}
+params = {{ max_iter = 30 }}
+[evaluate]
+sensitive = ["sex"]
+robustness = {{ rows = 20 }}
+shap_rows = 2
+[gate]
+thresholds = {{ min_accuracy = 0.8, min_parity_ratio = 0.1 }}
+[register]
+model = "income"
+"#,
+        features = FEATURES
+    );
+    let file = ws.file("income.toml", body.as_bytes());
+    ws.ok(&["run", file.to_str().unwrap()]);
+    let appr = token_for(&ws, "abe", &["approver"]);
+    for stage in ["staging", "production"] {
+        let r = ws.json(&["model", "promote", "income", "1", "--to", stage])["id"].as_str().unwrap().to_string();
+        ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    }
+    let policy_file = ws.file("monitoring.toml", policy.as_bytes());
+    ws.ok(&["deploy", "set", "income", "--target", "income@1", "--monitoring", policy_file.to_str().unwrap()]);
+    let eng = token_for(&ws, "erin", &["ml-engineer"]);
+    (ws, eng)
+}
+
+fn client(ws: &Ws, name: &str) -> String {
+    ws.ok(&["principal", "create", name]);
+    ws.ok(&["grant", "add", name, "inference-client", "--scope", "model:income"]);
+    ws.json(&["token", "issue", name])["token"].as_str().unwrap().to_string()
+}
+
+const WINDOW: u64 = 4;
+
+#[test]
+fn drift_extraction_and_evasion_are_detected_and_benign_traffic_is_not() {
+    let policy = format!("window_secs = {WINDOW}\ngrace_secs = 1\n[detectors]\nextraction_min_rows = 300\n");
+    let (ws, eng) = monitored(&policy);
+    let (app, thief, prober) = (client(&ws, "app"), client(&ws, "thief"), client(&ws, "prober"));
+    let rows = held_out();
+    assert!(rows.len() > 10_000);
+    let gw = Gateway::start(&ws);
+
+    // Window 1: the well-behaved client alone, real held-out rows.
+    next_window(WINDOW);
+    let w1 = now_ms() - 150;
+    for chunk in rows[..1500].chunks(100) {
+        assert_eq!(gw.infer(&app, chunk).0, 200);
+    }
+    // Window 2: the same client, with an extraction sweep and an evasion search alongside.
+    next_window(WINDOW);
+    for chunk in rows[1500..3000].chunks(100) {
+        assert_eq!(gw.infer(&app, chunk).0, 200);
+    }
+    // A grid over the numeric features' whole ranges, categories cycled.
+    let mut grid = Vec::new();
+    for (i, (age, gain)) in (0..10).flat_map(|a| (0..100).map(move |g| (a, g))).enumerate() {
+        let mut r = rows[i % 50].clone();
+        r.insert("age".into(), json!(17 + age * 8));
+        r.insert("capital-gain".into(), json!(gain * 1000));
+        r.insert("hours-per-week".into(), json!(1 + (i % 10) * 10));
+        grid.push(r);
+    }
+    for chunk in grid.chunks(100) {
+        assert_eq!(gw.infer(&thief, chunk).0, 200);
+    }
+    // An evasion search from a real row: bisection on capital gain, then on
+    // hours, one changed feature a query, for the point where the answer flips.
+    let base =
+        rows.iter().find(|r| r["capital-gain"] == json!(0.0) && r["age"].as_f64().unwrap() > 35.0).unwrap().clone();
+    let label = |r: &serde_json::Map<String, Value>| {
+        let (code, a) = gw.infer(&prober, std::slice::from_ref(r));
+        assert_eq!(code, 200, "{a}");
+        a["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap()["data"][0].clone()
+    };
+    let mut answers = Vec::new();
+    for (feature, hi) in [("capital-gain", 20_000.0), ("hours-per-week", 99.0)] {
+        let mut probe = base.clone();
+        let start = label(&probe);
+        let (mut lo, mut hi) = (probe[feature].as_f64().unwrap(), hi);
+        for _ in 0..15 {
+            let mid = ((lo + hi) / 2.0).round();
+            probe.insert(feature.into(), json!(mid));
+            let answer = label(&probe);
+            if answer == start {
+                lo = mid
+            } else {
+                hi = mid
+            }
+            answers.push(answer);
+        }
+    }
+    let flips = answers.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(flips >= 3, "the search crossed the boundary only {flips} times");
+    // Window 3: shifted rows from the well-behaved client: longer hours, more education.
+    next_window(WINDOW);
+    let shifted: Vec<_> = rows[3000..4500]
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let h = r["hours-per-week"].as_f64().unwrap();
+            r.insert("hours-per-week".into(), json!((h + 25.0).min(99.0)));
+            r.insert("education".into(), json!(["Doctorate", "Masters", "Prof-school"][r.len() % 3]));
+            r
+        })
+        .collect();
+    for chunk in shifted.chunks(100) {
+        assert_eq!(gw.infer(&app, chunk).0, 200);
+    }
+
+    let v = verdicts_since(&ws, &gw, w1, 3);
+    // Window 1: real rows are not drift, not out of distribution, not abuse.
+    assert_eq!(v[0]["reference"], "dataset:adult@1", "{}", v[0]);
+    assert!(v[0]["rows"].as_u64().unwrap() >= 1500);
+    assert_eq!(kinds(&v[0]), vec![], "false alarm on held-out rows: {}", v[0]);
+    let judged: Vec<&str> = v[0]["drift"].as_array().unwrap().iter().map(|d| d["column"].as_str().unwrap()).collect();
+    // Every feature but age: a confidential quasi-identifier of the training
+    // data, withheld from captures and never sketched (a sketch keeps values).
+    let expected: Vec<&str> = {
+        let mut f: Vec<&str> = FEATURES.iter().copied().filter(|f| *f != "age").collect();
+        f.sort();
+        f
+    };
+    assert_eq!(judged, expected);
+    // Window 2: the sweep and the search are found, each for its principal only.
+    let k2 = kinds(&v[1]);
+    assert!(k2.contains(&("extraction".into(), Some("thief".into()))), "{k2:?}");
+    assert!(k2.contains(&("evasion".into(), Some("prober".into()))), "{k2:?}");
+    assert!(k2.iter().all(|(_, p)| p.as_deref() != Some("app")), "the well-behaved client was flagged: {k2:?}");
+    // Window 3: the drift names the shifted features, and only them.
+    let drifted: Vec<&str> = v[2]["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["drifted"] == true)
+        .map(|d| d["column"].as_str().unwrap())
+        .collect();
+    assert_eq!(drifted, ["education", "hours-per-week"], "{}", v[2]);
+    assert!(kinds(&v[2]).iter().all(|(_, p)| p.is_none()), "{:?}", kinds(&v[2]));
+
+    // Incidents: deduplicated per kind and principal, evidence without values.
+    let incidents = ok_json(as_user(&ws, &eng, &["incident", "ls"]));
+    let list = incidents.as_array().unwrap();
+    let of = |kind: &str| list.iter().filter(|i| i["kind"] == kind).collect::<Vec<_>>();
+    assert_eq!(of("extraction").len(), 1, "{incidents}");
+    assert_eq!(of("extraction")[0]["principal"], "thief");
+    assert_eq!(of("evasion").len(), 1);
+    let drift = of("drift");
+    assert_eq!(drift.len(), 1, "one open drift incident, updated: {incidents}");
+    assert!(drift[0]["summary"].as_str().unwrap().contains("hours-per-week"), "{}", drift[0]);
+    let text = incidents.to_string();
+    assert!(!text.contains("Machine-op-inspct") && !text.contains("Never-married"), "payload values in incidents");
+    // Show, HTML, acknowledge, resolve; each audited; an auditor may read but not act.
+    let id = drift[0]["id"].as_str().unwrap();
+    let html = ws.root.parent().unwrap().join("incident.html");
+    let shown = ok_json(as_user(&ws, &eng, &["incident", "show", id, "--html", html.to_str().unwrap()]));
+    assert_eq!(shown["timeline"][0]["kind"], "opened");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.matches("<svg").count() >= 2 && page.contains("hours-per-week") && !page.contains("<script"));
+    let auditor = token_for(&ws, "aud", &["auditor"]);
+    ok_json(as_user(&ws, &auditor, &["incident", "show", id]));
+    assert!(!as_user(&ws, &auditor, &["incident", "ack", id]).status.success());
+    ok_json(as_user(&ws, &eng, &["incident", "ack", id, "--note", "looking"]));
+    ok_json(as_user(&ws, &eng, &["incident", "resolve", id, "--note", "new survey population"]));
+    let again = as_user(&ws, &eng, &["incident", "resolve", id]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stdout).contains("resolved"));
+    let audit = ws.json(&["audit", "query", "--action", "incident.resolve"]);
+    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
+    assert!(ws.json(&["audit", "query", "--action", "monitor.evaluate"]).as_array().unwrap().len() >= 3);
+    let status_html = ws.root.parent().unwrap().join("status.html");
+    ws.ok(&["monitor", "status", "income", "--html", status_html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&status_html).unwrap();
+    assert!(page.contains(">drifted<") && page.matches("<svg").count() >= expected.len(), "status report");
+    ws.ok(&["audit", "verify"]);
+}
