@@ -111,7 +111,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Incident> {
     })
 }
 
-async fn add_event(
+pub(crate) async fn add_event(
     conn: &mut sqlx::AnyConnection,
     id: &str,
     at: Timestamp,
@@ -139,7 +139,8 @@ async fn add_event(
 }
 
 /// Opens an incident for `d`, or updates the open one with its key, inside
-/// the caller's audited transaction. Returns the incident's id.
+/// the caller's audited transaction. Returns the incident's id, and
+/// whether this detection opened it.
 pub(crate) async fn upsert(
     tx: &mut AuditedTx,
     d: &Detection,
@@ -148,7 +149,7 @@ pub(crate) async fn upsert(
     version: i64,
     actor: &str,
     now: Timestamp,
-) -> Result<String> {
+) -> Result<(String, bool)> {
     let key = format!("{}|{endpoint}|{model}@{version}|{}", d.kind, d.principal.as_deref().unwrap_or("-"));
     let open = sqlx::query("SELECT id, severity FROM incidents WHERE dedup_key = $1 AND status <> 'resolved'")
         .bind(&key)
@@ -169,7 +170,7 @@ pub(crate) async fn upsert(
         .execute(&mut *tx.conn())
         .await?;
         add_event(tx.conn(), &id, now, "detected", actor, serde_json::json!({"summary": d.summary})).await?;
-        return Ok(id);
+        return Ok((id, false));
     }
     let id = citadel_types::random_id("inc-");
     sqlx::query(
@@ -191,7 +192,7 @@ pub(crate) async fn upsert(
     .await?;
     add_event(tx.conn(), &id, now, "opened", actor, serde_json::json!({"summary": d.summary, "severity": d.severity}))
         .await?;
-    Ok(id)
+    Ok((id, true))
 }
 
 impl Workspace {
@@ -232,7 +233,7 @@ impl Workspace {
         Ok((incident, events))
     }
 
-    async fn incident_row(&self, id: &str) -> Result<Incident> {
+    pub(crate) async fn incident_row(&self, id: &str) -> Result<Incident> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM incidents WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.db.pool())

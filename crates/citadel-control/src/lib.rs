@@ -15,6 +15,7 @@ mod incident;
 mod monitor;
 mod pipeline;
 pub mod pipeline_spec;
+mod playbook;
 mod registry;
 mod report;
 mod retention;
@@ -26,6 +27,7 @@ pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Targe
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
 pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
+pub use playbook::{ActionOutcome, PLAYBOOK_FILE, PlaybookMode, Quarantine, Throttle};
 pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
 pub use report::{AuditIntegrity, ComplianceEvidence, DatasetRecord, EvidenceRecord, ModelRecord};
 pub use retention::PurgedVersion;
@@ -372,6 +374,12 @@ impl Workspace {
             }
             std::fs::write(&gate, citadel_policy::DEFAULT_MODEL_GATE)
                 .map_err(|e| ControlError::Invalid(format!("writing {}: {e}", gate.display())))?;
+        }
+        // And the incident playbook, likewise.
+        let playbook = ws.config.workspace.join(playbook::PLAYBOOK_FILE);
+        if !playbook.exists() {
+            std::fs::write(&playbook, citadel_policy::DEFAULT_PLAYBOOK)
+                .map_err(|e| ControlError::Invalid(format!("writing {}: {e}", playbook.display())))?;
         }
         let report = InitReport {
             workspace: ws.config.workspace.clone(),

@@ -33,6 +33,8 @@ pub struct MonitoringPolicy {
     pub grace_secs: u64,
     pub drift: DriftPolicy,
     pub detectors: DetectorPolicy,
+    /// What happens to the actions the playbook decides for a new incident.
+    pub playbook: crate::playbook::PlaybookMode,
 }
 
 impl Default for MonitoringPolicy {
@@ -42,6 +44,7 @@ impl Default for MonitoringPolicy {
             grace_secs: 10,
             drift: DriftPolicy::default(),
             detectors: DetectorPolicy::default(),
+            playbook: crate::playbook::PlaybookMode::Enforce,
         }
     }
 }
@@ -325,9 +328,14 @@ impl Workspace {
             if claimed == 0 {
                 continue; // another evaluator judged it
             }
+            let mut opened = Vec::new();
             for d in &verdict.detections {
-                let id = crate::incident::upsert(&mut tx, d, &endpoint, &model, version, &caller.principal.name, now)
-                    .await?;
+                let (id, new) =
+                    crate::incident::upsert(&mut tx, d, &endpoint, &model, version, &caller.principal.name, now)
+                        .await?;
+                if new {
+                    opened.push(id.clone());
+                }
                 if !verdict.incidents.contains(&id) {
                     verdict.incidents.push(id);
                 }
@@ -359,6 +367,12 @@ impl Workspace {
                 }),
             ))
             .await?;
+            // The playbook answers new incidents only: an update is the same incident.
+            for id in opened {
+                if let Err(e) = self.playbook_run(caller, &id, policy.playbook).await {
+                    verdict.note = Some(format!("the playbook failed for {id}: {e}"));
+                }
+            }
             verdicts.push(verdict);
         }
         Ok(verdicts)

@@ -14,8 +14,10 @@
 #![forbid(unsafe_code)]
 
 pub mod gate;
+pub mod playbook;
 
 pub use gate::{DEFAULT_MODEL_GATE, DEFAULT_PIPELINE_GATE, evaluate_gate};
+pub use playbook::{DEFAULT_PLAYBOOK, PlaybookAction, evaluate_playbook};
 
 use std::fmt;
 use std::str::FromStr;

@@ -125,6 +125,19 @@ pub struct Gateway {
     captures: Mutex<HashMap<String, VecDeque<Captured>>>,
     /// Live monitoring's windows; none when monitoring is off.
     monitor: Option<monitor::Monitor>,
+    /// Playbook responses in force (throttles, quarantines), refreshed every poll.
+    responses: RwLock<Arc<Responses>>,
+}
+
+type Direct = RateLimiter<governor::state::direct::NotKeyed, governor::state::InMemoryState, DefaultClock>;
+
+/// What incident playbooks put in force, as this gateway applies it.
+#[derive(Default)]
+struct Responses {
+    /// Principal name → (per second, burst, incident, its limiter).
+    throttles: HashMap<String, (u32, u32, String, Arc<Direct>)>,
+    /// Endpoint → (incident, reason).
+    quarantines: HashMap<String, (String, String)>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -245,9 +258,11 @@ impl Gateway {
             request_ids: RequestIds::new(),
             captures: Mutex::new(HashMap::new()),
             monitor: monitoring.then(monitor::Monitor::new),
+            responses: RwLock::new(Arc::new(Responses::default())),
             config,
         });
         gw.reconcile().await;
+        gw.refresh_responses().await;
         gw.ready.store(true, Ordering::SeqCst);
         {
             let gw = gw.clone();
@@ -256,6 +271,7 @@ impl Gateway {
                 loop {
                     tick.tick().await;
                     gw.reconcile().await;
+                    gw.refresh_responses().await;
                     if let Some(c) = &cert
                         && let Err(e) = c.refresh()
                     {
@@ -512,6 +528,68 @@ impl Gateway {
     /// Brings the routing table to the live deployments. A revision whose
     /// models do not all load is refused (audited once) and the endpoint
     /// keeps serving its previous revision.
+    /// Reads the throttles and quarantines in force; a throttle that did
+    /// not change keeps its limiter (and so its state).
+    async fn refresh_responses(&self) {
+        let (throttles, quarantines) = match (self.ws.throttles_active().await, self.ws.quarantines_active().await) {
+            (Ok(t), Ok(q)) => (t, q),
+            (Err(e), _) | (_, Err(e)) => {
+                self.emit(json!({"ts": Timestamp::now().to_string(), "event": "responses.poll_failed", "error": e.to_string()}));
+                return;
+            }
+        };
+        let current = self.responses.read().map(|r| r.clone()).unwrap_or_default();
+        let mut next = Responses::default();
+        for t in throttles {
+            let kept = current
+                .throttles
+                .get(&t.principal)
+                .filter(|c| c.0 == t.per_sec && c.1 == t.burst && c.2 == t.incident)
+                .cloned();
+            let entry = kept.unwrap_or_else(|| {
+                (t.per_sec, t.burst, t.incident.clone(), Arc::new(RateLimiter::direct(quota(t.per_sec, t.burst))))
+            });
+            next.throttles.insert(t.principal, entry);
+        }
+        for q in quarantines {
+            next.quarantines.insert(q.endpoint, (q.incident, q.reason));
+        }
+        if let Ok(mut r) = self.responses.write() {
+            *r = Arc::new(next);
+        }
+    }
+
+    /// A quarantined endpoint answers 503; a throttled principal is held to
+    /// its throttle (shared through Redis when the limits are).
+    async fn check_responses(&self, caller: &Caller, endpoint: &str) -> Result<(), ApiError> {
+        let r = self.responses.read().map(|r| r.clone()).unwrap_or_default();
+        if let Some((incident, _)) = r.quarantines.get(endpoint) {
+            let mut e = api(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "quarantined",
+                format!(
+                    "endpoint {endpoint} is quarantined by incident {incident}; it serves again when a person lifts it (citadel incident undo {incident})"
+                ),
+            );
+            e.retry_after = Some(60);
+            return Err(e);
+        }
+        let principal = &caller.principal.name;
+        if let Some((per_sec, burst, _, limiter)) = r.throttles.get(principal) {
+            let wait = match &self.shared_limits {
+                Some(shared) => match shared.check(&format!("throttle:{principal}"), *per_sec, *burst).await {
+                    crate::shared_limit::Verdict::Deny(wait) => Some(wait),
+                    _ => None,
+                },
+                None => limiter.check().err().map(|n| n.wait_time_from(limiter.clock().now())),
+            };
+            if let Some(wait) = wait {
+                return Err(self.limited("throttle", endpoint, principal, wait));
+            }
+        }
+        Ok(())
+    }
+
     async fn reconcile(&self) {
         let live = match self.ws.deployments_live().await {
             Ok(l) => l,
@@ -1176,6 +1254,7 @@ impl Gateway {
         facts: &mut RequestFacts,
         check_principal: bool,
     ) -> Result<(usize, Option<usize>), ApiError> {
+        self.check_responses(caller, &endpoint.name).await?;
         let principal = caller.principal.name.clone();
         if check_principal {
             self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)

@@ -57,3 +57,24 @@ CREATE TABLE incident_events (
     details TEXT NOT NULL,
     PRIMARY KEY (incident_id, seq)
 );
+
+-- Playbook responses gateways apply: a principal throttled on every
+-- endpoint until `until` (or lifted), an endpoint quarantined (503) until
+-- a person lifts it. Each names the incident that caused it.
+CREATE TABLE principal_throttles (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    per_sec BIGINT NOT NULL,
+    burst BIGINT NOT NULL,
+    until BIGINT NOT NULL,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    created_at BIGINT NOT NULL,
+    lifted_at BIGINT
+);
+
+CREATE TABLE endpoint_quarantines (
+    endpoint TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    reason TEXT NOT NULL,
+    since BIGINT NOT NULL
+);

@@ -55,6 +55,16 @@ pub enum IncidentCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Reverse what the playbook did for it: lift throttles and quarantines,
+    /// enable a disabled principal, serve again what a rollback replaced.
+    Undo { id: String },
+    /// Evaluate the playbook for it now (policies/playbook.rego, else the
+    /// built-in one) and run its actions, or with --dry-run only say them.
+    Playbook {
+        id: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub async fn run_monitor(ws: &Workspace, caller: &Caller, cmd: MonitorCmd, out: &Out) -> Result<i32> {
@@ -249,6 +259,32 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
             let i = ws.incident_resolve(caller, &id, &note).await?;
             out.emit(&i, || format!("{} resolved", i.id));
             Ok(0)
+        }
+        IncidentCmd::Undo { id } => {
+            let done = ws.incident_undo(caller, &id).await?;
+            out.emit(
+                &done,
+                || {
+                    if done.is_empty() { format!("nothing of {id} is left to undo") } else { done.join("\n") }
+                },
+            );
+            Ok(0)
+        }
+        IncidentCmd::Playbook { id, dry_run } => {
+            let mode =
+                if dry_run { citadel_control::PlaybookMode::DryRun } else { citadel_control::PlaybookMode::Enforce };
+            let outcomes = ws.playbook_run(caller, &id, mode).await?;
+            out.emit(&outcomes, || {
+                if outcomes.is_empty() {
+                    return "the playbook decides no action for this incident".into();
+                }
+                outcomes
+                    .iter()
+                    .map(|o| format!("{:<18} {}{}", o.action.name(), if o.ok { "" } else { "FAILED: " }, o.result))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(if outcomes.iter().all(|o| o.ok) { 0 } else { 1 })
         }
     }
 }

@@ -321,8 +321,61 @@ fn drift_extraction_and_evasion_are_detected_and_benign_traffic_is_not() {
     assert!(drift[0]["summary"].as_str().unwrap().contains("hours-per-week"), "{}", drift[0]);
     let text = incidents.to_string();
     assert!(!text.contains("Machine-op-inspct") && !text.contains("Never-married"), "payload values in incidents");
+    // The playbook throttled the two abusers (1 a second, bursts of 2) and nobody else.
+    let throttled = |token: &str| (0..6).map(|_| gw.infer(token, &rows[..1]).0).filter(|c| *c == 429).count();
+    assert!(throttled(&thief) >= 3 && throttled(&prober) >= 3);
+    assert_eq!(throttled(&app), 0, "the well-behaved client was throttled");
+    let extraction = of("extraction")[0]["id"].as_str().unwrap().to_string();
+    let shown = ok_json(as_user(&ws, &eng, &["incident", "show", &extraction]));
+    let actions: Vec<&str> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "action")
+        .map(|e| e["details"]["action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["alert", "throttle"], "{shown}");
+    let audit = ws.json(&["audit", "query", "--action", "principal.throttle"]);
+    assert!(audit.to_string().contains(&extraction), "the throttle's audit record names the incident: {audit}");
+    // A person undoes it: the client is served again.
+    let undone = ok_json(as_user(&ws, &eng, &["incident", "undo", &extraction]));
+    assert_eq!(undone.as_array().unwrap().len(), 1, "{undone}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.infer(&thief, &rows[..1]).0 != 200 {
+        assert!(Instant::now() < deadline, "the throttle was not lifted");
+        std::thread::sleep(Duration::from_millis(600));
+    }
+
     // Show, HTML, acknowledge, resolve; each audited; an auditor may read but not act.
     let id = drift[0]["id"].as_str().unwrap();
+    // A workspace playbook that quarantines on drift: dry run says so and does nothing, a run does it.
+    std::fs::write(
+        ws.root.join("policies/playbook.rego"),
+        "package citadel.playbook\nimport rego.v1\nactions contains {\"action\": \"quarantine\"} if input.incident.kind == \"drift\"\n",
+    )
+    .unwrap();
+    let dry = ok_json(as_user(&ws, &eng, &["incident", "playbook", id, "--dry-run"]));
+    assert_eq!(dry[0]["action"]["action"], "quarantine");
+    assert_eq!(dry[0]["dry_run"], true);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(gw.infer(&app, &rows[..1]).0, 200, "a dry run changed nothing");
+    ok_json(as_user(&ws, &eng, &["incident", "playbook", id]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (code, body) = gw.infer(&app, &rows[..1]);
+        if code == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never quarantined");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.to_string().contains(id) && body.to_string().contains("incident undo"), "{body}");
+    ok_json(as_user(&ws, &eng, &["incident", "undo", id]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.infer(&app, &rows[..1]).0 != 200 {
+        assert!(Instant::now() < deadline, "the quarantine was not lifted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let html = ws.root.parent().unwrap().join("incident.html");
     let shown = ok_json(as_user(&ws, &eng, &["incident", "show", id, "--html", html.to_str().unwrap()]));
     assert_eq!(shown["timeline"][0]["kind"], "opened");
