@@ -11,6 +11,7 @@
 pub mod config;
 mod data;
 mod deploy;
+mod feedback;
 mod incident;
 mod monitor;
 mod pipeline;
@@ -24,6 +25,7 @@ mod subject;
 
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
+pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
 pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};

@@ -35,6 +35,8 @@ pub struct MonitoringPolicy {
     pub detectors: DetectorPolicy,
     /// What happens to the actions the playbook decides for a new incident.
     pub playbook: crate::playbook::PlaybookMode,
+    /// Ground truth: prediction logging and live accuracy.
+    pub feedback: crate::feedback::FeedbackPolicy,
 }
 
 impl Default for MonitoringPolicy {
@@ -45,6 +47,7 @@ impl Default for MonitoringPolicy {
             drift: DriftPolicy::default(),
             detectors: DetectorPolicy::default(),
             playbook: crate::playbook::PlaybookMode::Enforce,
+            feedback: crate::feedback::FeedbackPolicy::default(),
         }
     }
 }
@@ -120,6 +123,14 @@ impl MonitoringPolicy {
         share("detectors.extraction_boundary_share", t.extraction_boundary_share, &mut p);
         share("detectors.evasion_near_share", t.evasion_near_share, &mut p);
         share("detectors.ood_share", t.ood_share, &mut p);
+        let f = &self.feedback;
+        share("feedback.max_drop", f.max_drop, &mut p);
+        if !(f.alpha > 0.0 && f.alpha < 1.0) {
+            p.push(format!("monitoring.feedback.alpha must be in (0, 1) (got {})", f.alpha));
+        }
+        if f.min_labels == 0 {
+            p.push("monitoring.feedback.min_labels must be at least 1".into());
+        }
         p
     }
 
@@ -173,6 +184,9 @@ pub struct WindowVerdict {
     pub prediction: Option<LiveDrift>,
     pub detections: Vec<Detection>,
     pub incidents: Vec<String>,
+    /// Live accuracy per version from the labels fed back (when enabled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub performance: Vec<crate::feedback::LivePerformance>,
 }
 
 /// What a model version is compared with.
@@ -311,6 +325,7 @@ impl Workspace {
                 prediction,
                 detections,
                 incidents: Vec::new(),
+                performance: Vec::new(),
             };
             let mut tx = self.db.begin_audited().await?;
             let claimed = sqlx::query(
@@ -374,6 +389,62 @@ impl Workspace {
                 }
             }
             verdicts.push(verdict);
+        }
+        // Live performance of every endpoint judged now that has feedback on.
+        let endpoints: std::collections::BTreeSet<String> = verdicts.iter().map(|v| v.endpoint.clone()).collect();
+        for endpoint in endpoints {
+            let policy = policies.get(&endpoint).copied().unwrap_or_default();
+            if !policy.feedback.enabled {
+                continue;
+            }
+            let (performance, detections) = self.live_performance(&endpoint, &policy.feedback, now).await?;
+            let Some(v) = verdicts.iter_mut().rev().find(|v| v.endpoint == endpoint) else { continue };
+            // Incidents and the verdict's performance in one audited transaction.
+            let mut tx = self.db.begin_audited().await?;
+            let mut opened = Vec::new();
+            let mut ids = Vec::new();
+            for (model, version, d) in &detections {
+                let (id, new) =
+                    crate::incident::upsert(&mut tx, d, &endpoint, model, *version, &caller.principal.name, now)
+                        .await?;
+                if new {
+                    opened.push(id.clone());
+                }
+                ids.push(id);
+            }
+            v.performance = performance;
+            v.detections.extend(detections.iter().map(|(_, _, d)| d.clone()));
+            v.incidents.extend(ids.iter().cloned());
+            let result = serde_json::to_string(&*v)
+                .map_err(|e| ControlError::Invalid(format!("the verdict does not serialize: {e}")))?;
+            sqlx::query(
+                "UPDATE monitor_evaluations SET result = $1 WHERE endpoint = $2 AND model = $3 AND version = $4 AND window_start = $5",
+            )
+            .bind(result)
+            .bind(&v.endpoint)
+            .bind(&v.model)
+            .bind(v.version)
+            .bind(v.window_start.0)
+            .execute(&mut *tx.conn())
+            .await?;
+            tx.commit(event(
+                &caller.principal.id,
+                "monitor.performance",
+                &format!("deployment:{endpoint}"),
+                Outcome::Success,
+                &caller.request_id,
+                serde_json::json!({
+                    "versions": v.performance.iter().map(|p| serde_json::json!({"version": format!("{}@{}", p.model, p.version), "labels": p.labels, "accuracy": p.accuracy})).collect::<Vec<_>>(),
+                    "degraded": detections.iter().map(|(m, ver, _)| format!("{m}@{ver}")).collect::<Vec<_>>(),
+                    "incidents": ids,
+                }),
+            ))
+            .await?;
+            for id in opened {
+                if let Err(e) = self.playbook_run(caller, &id, policy.playbook).await {
+                    v.note = Some(format!("the playbook failed for {id}: {e}"));
+                }
+            }
         }
         Ok(verdicts)
     }

@@ -36,6 +36,9 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("scan_hdf5", scan_hdf5),
     ("scan_gguf", scan_gguf),
     ("scan_codecs", scan_codecs),
+    ("feedback_body", feedback_body),
+    ("window_sketch", window_sketch),
+    ("monitoring_policy", monitoring_policy),
 ];
 
 /// A tar archive (members are scanned as streams).
@@ -296,6 +299,39 @@ pub fn audit_records(data: &[u8]) {
     }
 }
 
+/// A feedback API body: refused with a reason or parsed within its bounds.
+pub fn feedback_body(data: &[u8]) {
+    let classes = ["<=50K".to_string(), ">50K".to_string()];
+    if let Ok(items) = citadel_serve::feedback::parse(data, Some(&classes)) {
+        assert!(!items.is_empty() && items.len() <= citadel_serve::feedback::MAX_ITEMS);
+        assert!(items.iter().all(|i| classes.contains(&i.label) && i.groups.len() <= 8));
+    }
+}
+
+/// A stored window sketch (read back from the database): refused when its
+/// KLL sketches are inconsistent; a sketch that is accepted merges and
+/// answers queries without panicking.
+pub fn window_sketch(data: &[u8]) {
+    use citadel_data::sketch::{FeatureReference, WindowSketch};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Some(w) = WindowSketch::from_json(text) else { return };
+    let mut merged = w.clone();
+    merged.merge(&w);
+    assert_eq!(merged.rows, w.rows.saturating_mul(2).min(merged.rows));
+    let refs = w.features.keys().map(|k| (k.clone(), FeatureReference::Numeric(vec![0.0, 1.0, 2.0]))).collect();
+    let _ = citadel_data::sketch::live_drift(&merged, &refs, &Default::default());
+}
+
+/// A deployment's monitoring policy file and a workspace playbook.
+pub fn monitoring_policy(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(p) = citadel_control::MonitoringPolicy::from_toml(text) {
+        assert!(p.problems().is_empty());
+    }
+    let input = serde_json::json!({"incident": {"kind": "drift", "principal": "p"}, "deployment": null});
+    let _ = citadel_policy::evaluate_playbook("fuzz.rego", text, &input);
+}
+
 /// Valid inputs to start mutating from, per target (also the fuzz corpus seeds).
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
@@ -380,6 +416,26 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "expectations" => vec![include_bytes!("../../../datasets/adult/adult.expect.toml").to_vec()],
         "pipeline_file" => vec![include_bytes!("../../../examples/quickstart/pipeline.toml").to_vec()],
+        "feedback_body" => vec![
+            br#"{"feedback": [{"request_id": "r-1", "row": 0, "label": ">50K", "groups": {"sex": "Female"}}, {"request_id": "r_2", "label": "<=50K"}]}"#.to_vec(),
+        ],
+        "window_sketch" => {
+            let mut w = citadel_data::sketch::WindowSketch { requests: 2, rows: 300, ..Default::default() };
+            let mut f = citadel_data::sketch::FeatureSketch::numeric(Some((1.0, 90.0)));
+            let mut c = citadel_data::sketch::FeatureSketch::categorical();
+            for i in 0..300 {
+                f.observe_number(f64::from(i % 97));
+                c.observe_category(Some(if i % 3 == 0 { "a" } else { "b" }), i % 7 != 0);
+            }
+            w.features.insert("age".into(), f);
+            w.features.insert("kind".into(), c);
+            w.principals.insert("app".into(), Default::default());
+            vec![serde_json::to_vec(&w).expect("json")]
+        }
+        "monitoring_policy" => vec![
+            b"window_secs = 60\ngrace_secs = 10\nplaybook = \"dry_run\"\n[drift]\npsi = 0.25\n[detectors]\nextraction_min_rows = 300\n[feedback]\nenabled = true\n".to_vec(),
+            citadel_policy::DEFAULT_PLAYBOOK.as_bytes().to_vec(),
+        ],
         "grpc_request" => {
             use prost::Message;
             use citadel_serve::grpc_pb as pb;

@@ -10,6 +10,31 @@ pub const DEFAULT_MODEL_GATE: &str = include_str!("../policies/model-gate.rego")
 /// The default gate of `citadel run` (`[gate]` of a pipeline), package `citadel.pipeline`.
 pub const DEFAULT_PIPELINE_GATE: &str = include_str!("../policies/pipeline-gate.rego");
 
+/// Evaluates `rule` (e.g. `data.citadel.gate.deny`) of `policy` over
+/// `input` with regorus: its value as JSON text, `None` when undefined. A
+/// panic inside the engine (a policy text can reach arithmetic bugs in its
+/// lexer) is caught and is an error like any broken policy: fail closed.
+pub(crate) fn eval_rule(
+    policy_name: &str,
+    policy: &str,
+    input: &serde_json::Value,
+    rule: &str,
+) -> Result<Option<String>, PolicyError> {
+    let bad = |e: String| PolicyError::Gate { policy: policy_name.to_string(), detail: e };
+    let run = || -> Result<Option<String>, PolicyError> {
+        let mut engine = regorus::Engine::new();
+        engine.add_policy(policy_name.to_string(), policy.to_string()).map_err(|e| bad(e.to_string()))?;
+        engine.set_input(regorus::Value::from_json_str(&input.to_string()).map_err(|e| bad(e.to_string()))?);
+        let value = engine.eval_rule(rule.to_string()).map_err(|e| bad(e.to_string()))?;
+        if value == regorus::Value::Undefined {
+            return Ok(None);
+        }
+        value.to_json_str().map(Some).map_err(|e| bad(e.to_string()))
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err(bad("the policy engine failed on this policy (it may be malformed)".into())))
+}
+
 /// Evaluates `data.<package>.deny` of `policy` over `input`; returns every
 /// violation message, sorted. An error means the policy itself is broken
 /// (it does not parse, or `deny` is not a set of strings).
@@ -20,14 +45,9 @@ pub fn evaluate_gate(
     input: &serde_json::Value,
 ) -> Result<Vec<String>, PolicyError> {
     let bad = |e: String| PolicyError::Gate { policy: policy_name.to_string(), detail: e };
-    let mut engine = regorus::Engine::new();
-    engine.add_policy(policy_name.to_string(), policy.to_string()).map_err(|e| bad(e.to_string()))?;
-    engine.set_input(regorus::Value::from_json_str(&input.to_string()).map_err(|e| bad(e.to_string()))?);
-    let value = engine.eval_rule(format!("data.{package}.deny")).map_err(|e| bad(e.to_string()))?;
-    if value == regorus::Value::Undefined {
+    let Some(json) = eval_rule(policy_name, policy, input, &format!("data.{package}.deny"))? else {
         return Ok(Vec::new());
-    }
-    let json = value.to_json_str().map_err(|e| bad(e.to_string()))?;
+    };
     let parsed: serde_json::Value = serde_json::from_str(&json).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
     for v in parsed.as_array().ok_or_else(|| bad(format!("deny must be a set of strings, got {json}")))? {

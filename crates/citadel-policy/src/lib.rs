@@ -81,6 +81,7 @@ actions! {
     MonitorRead => "monitor.read",
     MonitorWrite => "monitor.write",
     IncidentManage => "incident.manage",
+    ModelFeedback => "model.feedback",
 }
 
 impl fmt::Display for Action {
@@ -100,10 +101,11 @@ pub enum Role {
     Auditor,
     InferenceClient,
     PrivacyOfficer,
+    FeedbackClient,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Admin,
         Role::DataSteward,
         Role::DataScientist,
@@ -112,6 +114,7 @@ impl Role {
         Role::Auditor,
         Role::InferenceClient,
         Role::PrivacyOfficer,
+        Role::FeedbackClient,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +127,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::InferenceClient => "inference-client",
             Role::PrivacyOfficer => "privacy-officer",
+            Role::FeedbackClient => "feedback-client",
         }
     }
 
@@ -232,6 +236,9 @@ impl Role {
             // and erases one person's rows. A duty of its own: neither admin
             // nor data steward includes it.
             Role::PrivacyOfficer => &[SubjectErase, SubjectExport, DatasetRead, LineageRead, ModelRead, ArtifactList],
+            // Posts ground-truth labels for served predictions: a duty of
+            // its own, so an inference client cannot grade its own answers.
+            Role::FeedbackClient => &[ModelFeedback],
         }
     }
 

@@ -55,14 +55,9 @@ pub fn evaluate_playbook(
     input: &serde_json::Value,
 ) -> Result<Vec<PlaybookAction>, PolicyError> {
     let bad = |e: String| PolicyError::Gate { policy: policy_name.to_string(), detail: e };
-    let mut engine = regorus::Engine::new();
-    engine.add_policy(policy_name.to_string(), policy.to_string()).map_err(|e| bad(e.to_string()))?;
-    engine.set_input(regorus::Value::from_json_str(&input.to_string()).map_err(|e| bad(e.to_string()))?);
-    let value = engine.eval_rule("data.citadel.playbook.actions".to_string()).map_err(|e| bad(e.to_string()))?;
-    if value == regorus::Value::Undefined {
+    let Some(json) = crate::gate::eval_rule(policy_name, policy, input, "data.citadel.playbook.actions")? else {
         return Ok(Vec::new());
-    }
-    let json = value.to_json_str().map_err(|e| bad(e.to_string()))?;
+    };
     let parsed: Vec<serde_json::Value> =
         serde_json::from_str(&json).map_err(|_| bad(format!("actions must be a set of objects, got {json}")))?;
     let mut out = Vec::new();

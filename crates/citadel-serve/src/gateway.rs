@@ -390,6 +390,23 @@ impl Gateway {
                 failed.push(w);
             }
         }
+        loop {
+            let (batch, dropped) = m.take_predictions(5_000);
+            if dropped > 0 {
+                self.emit(json!({"ts": now.to_string(), "event": "monitor.predictions_dropped", "count": dropped}));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            if let Err(e) = self.ws.monitor_write_predictions(&self.loader, &batch).await {
+                self.metrics.monitor_failures.inc();
+                self.emit(
+                    json!({"ts": now.to_string(), "event": "monitor.predictions_failed", "error": e.to_string()}),
+                );
+                m.requeue_predictions(batch);
+                break;
+            }
+        }
         let dropped = m.retry_later(failed);
         if dropped > 0 {
             self.emit(json!({"ts": now.to_string(), "event": "monitor.windows_dropped", "count": dropped}));
@@ -996,6 +1013,19 @@ impl Gateway {
                 .await;
                 Ok(json_response(StatusCode::OK, &json!({"endpoint": name, "records": rows})))
             }
+            (Method::POST, ["v2", "models", name, "feedback"]) => {
+                facts.endpoint = Some(name.to_string());
+                let caller = self.authenticate(req.headers(), client_fp, facts).await?;
+                self.check_rate(
+                    &caller.principal.id,
+                    &self.principal_limits,
+                    "principal",
+                    name,
+                    &caller.principal.name,
+                )
+                .await?;
+                self.feedback(req, &caller, name).await
+            }
             (m, ["v2", "models", name, rest @ ..]) => {
                 let (version, tail) = match rest {
                     ["versions", v, tail @ ..] => (
@@ -1043,6 +1073,42 @@ impl Gateway {
                 "not_found",
                 format!("no route for {path}; the API is described at /openapi.json"),
             )),
+        }
+    }
+
+    /// Ground-truth labels for served predictions. The control plane
+    /// authorizes (`model.feedback`) and audits; the body is checked first
+    /// (labels must be classes the endpoint's models predict).
+    async fn feedback(&self, req: Request<Incoming>, caller: &Caller, name: &str) -> Result<Response<Body>, ApiError> {
+        let max = self.config.limits.max_body_bytes;
+        let body = Limited::new(req.into_body(), max).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                api(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {max} bytes"))
+            } else {
+                api(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")
+            }
+        })?;
+        let classes: Option<Vec<String>> = self.endpoint(name).and_then(|e| {
+            let mut all: Vec<String> =
+                e.targets.iter().filter_map(|(_, l)| l.schema.classes.clone()).flatten().collect();
+            all.sort();
+            all.dedup();
+            (!all.is_empty()).then_some(all)
+        });
+        let items = crate::feedback::parse(&body.to_bytes(), classes.as_deref())
+            .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
+        match self.ws.monitor_feedback(caller, name, &items).await {
+            Ok(r) => Ok(json_response(StatusCode::OK, &json!({"accepted": r.accepted, "duplicates": r.duplicates}))),
+            Err(citadel_control::ControlError::Denied { .. }) => {
+                Err(api(StatusCode::FORBIDDEN, "forbidden", format!("this principal may not post feedback for {name}")))
+            }
+            Err(citadel_control::ControlError::Types(_)) => {
+                Err(api(StatusCode::BAD_REQUEST, "bad_request", format!("{name:?} is not an endpoint name")))
+            }
+            Err(e) => {
+                self.emit(json!({"ts": Timestamp::now().to_string(), "event": "feedback.failed", "endpoint": name, "error": e.to_string()}));
+                Err(api(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the feedback could not be stored; retry"))
+            }
         }
     }
 
@@ -1327,15 +1393,20 @@ impl Gateway {
             }
         }
         if let (Some(m), Some(plan)) = (&self.monitor, &loaded.monitor_plan) {
-            m.observe(&monitor::Observation {
+            let policy = endpoint.spec.monitoring.unwrap_or_default();
+            let o = monitor::Observation {
                 endpoint: &endpoint.name,
-                window_secs: endpoint.spec.monitoring.unwrap_or_default().window_secs,
+                window_secs: policy.window_secs,
                 target,
                 plan,
                 principal,
                 inputs: &monitor_inputs,
                 outputs: &outputs,
-            });
+            };
+            m.observe(&o);
+            if policy.feedback.enabled {
+                m.log_predictions(&o, request_id);
+            }
         }
         let outputs = Arc::new(outputs);
         self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), outputs.clone());

@@ -14,6 +14,7 @@
 
 mod auth;
 pub mod client;
+pub mod feedback;
 mod gateway;
 pub mod grpc_pb;
 mod metrics;

@@ -78,3 +78,31 @@ CREATE TABLE endpoint_quarantines (
     reason TEXT NOT NULL,
     since BIGINT NOT NULL
 );
+
+-- Ground truth. With `monitoring.feedback.enabled`, gateways log each
+-- classifier prediction (batched every second); labels posted to the
+-- feedback API later are joined to them by (endpoint, request id, row).
+-- `groups` holds the group attributes the feedback carried (JSON), for
+-- fairness per group.
+CREATE TABLE predictions (
+    endpoint TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row_index BIGINT NOT NULL,
+    model TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    predicted TEXT NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (endpoint, request_id, row_index)
+);
+
+CREATE TABLE feedback (
+    endpoint TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row_index BIGINT NOT NULL,
+    label TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (endpoint, request_id, row_index)
+);

@@ -397,3 +397,169 @@ fn drift_extraction_and_evasion_are_detected_and_benign_traffic_is_not() {
     assert!(page.contains(">drifted<") && page.matches("<svg").count() >= expected.len(), "status report");
     ws.ok(&["audit", "verify"]);
 }
+
+/// adult.test's complete rows: (features, true label without the trailing dot, sex).
+fn held_out_truth() -> Vec<(serde_json::Map<String, Value>, String, String)> {
+    let text = std::fs::read_to_string(repo().join("datasets/adult/adult.test")).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).filter(|l| !l.trim().is_empty() && !l.contains('?')).collect();
+    held_out()
+        .into_iter()
+        .zip(lines)
+        .map(|(r, l)| {
+            let cells: Vec<&str> = l.split(", ").collect();
+            (r, cells[14].trim().trim_end_matches('.').to_string(), cells[9].trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_canary_whose_live_accuracy_drops_is_rolled_back_with_no_failed_request() {
+    let policy = "window_secs = 2\ngrace_secs = 1\n[feedback]\nenabled = true\nmin_labels = 300\n";
+    let (ws, eng) = monitored(policy);
+    // Version 2: a much weaker model (one boosting iteration: it answers the
+    // majority class), registered and approved into staging.
+    let body = format!(
+        r#"
+[pipeline]
+name = "income-small"
+purpose = "income-prediction-research"
+seed = 7
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+[train]
+trainer = "gradient_boosting"
+label = "income"
+positive = ">50K"
+features = {features:?}
+params = {{ max_iter = 1 }}
+[evaluate]
+sensitive = ["sex"]
+robustness = {{ rows = 20 }}
+shap_rows = 2
+[gate]
+thresholds = {{ min_accuracy = 0.7, min_parity_ratio = 0.0 }}
+[register]
+model = "income"
+"#,
+        features = FEATURES
+    );
+    let file = ws.file("small.toml", body.as_bytes());
+    ws.ok(&["run", file.to_str().unwrap()]);
+    let appr = token_for(&ws, "abe2", &["approver"]);
+    let r = ws.json(&["model", "promote", "income", "2", "--to", "staging"])["id"].as_str().unwrap().to_string();
+    ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
+    let policy_file = ws.root.parent().unwrap().join("monitoring.toml");
+    let canary = ws.json(&[
+        "deploy",
+        "set",
+        "income",
+        "--strategy",
+        "canary",
+        "--target",
+        "income@1:50",
+        "--target",
+        "income@2:50",
+        "--monitoring",
+        policy_file.to_str().unwrap(),
+    ]);
+    assert_eq!(canary["revision"], 2);
+    let app = client(&ws, "app");
+    ws.ok(&["principal", "create", "grader"]);
+    ws.ok(&["grant", "add", "grader", "feedback-client", "--scope", "model:income"]);
+    let grader = ws.json(&["token", "issue", "grader"])["token"].as_str().unwrap().to_string();
+    let gw = Gateway::start(&ws);
+    let rows = held_out_truth();
+
+    // A steady client keeps calling through the whole episode.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let (addr, token, stop) = (gw.addr.clone(), app.clone(), stop.clone());
+        let body = Value::Array(vec![Value::Object(rows[0].0.clone())]).to_string();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                send_request(&mut s, "/v2/models/income/infer", &token, body.as_bytes()).unwrap();
+                match read_response(&mut BufReader::new(s)) {
+                    Ok((200, _, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+
+    // Served rows, and their true labels fed back by the grader.
+    let mut per_version = std::collections::BTreeMap::new();
+    for chunk in rows[..1600].chunks(50) {
+        let records: Vec<Value> = chunk.iter().map(|(r, _, _)| Value::Object(r.clone())).collect();
+        let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+        send_request(&mut s, "/v2/models/income/infer", &app, Value::Array(records).to_string().as_bytes()).unwrap();
+        let (code, headers, b) = read_response(&mut BufReader::new(s)).unwrap();
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+        let answer: Value = serde_json::from_slice(&b).unwrap();
+        *per_version.entry(answer["model_version"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        let rid = headers.iter().find(|h| h.0 == "x-request-id").unwrap().1.clone();
+        let feedback: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (_, label, sex))| json!({"request_id": rid, "row": i, "label": label, "groups": {"sex": sex}}))
+            .collect();
+        let (code, r) = gw.post("/v2/models/income/feedback", &grader, &json!({ "feedback": feedback }));
+        assert_eq!(code, 200, "{r}");
+        assert_eq!(r["accepted"], chunk.len());
+    }
+    assert_eq!(per_version.len(), 2, "both versions served: {per_version:?}");
+
+    // The canary answers worse: a performance incident rolls it back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = ws.json(&["deploy", "ls"]);
+        let income = live.as_array().unwrap().iter().find(|d| d["name"] == "income").unwrap().clone();
+        if income["spec"]["strategy"] == "single" {
+            assert_eq!(income["spec"]["targets"][0]["version"], 1, "{income}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never rolled back: {income}\n{}",
+            ws.json(&["monitor", "status", "income"])
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The gateway follows; then the steady client stops: not one request failed.
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = steady.join().unwrap();
+    assert!(ok > 20 && failed.is_empty(), "{ok} answered, failed: {failed:?}");
+
+    let incidents = ok_json(as_user(&ws, &eng, &["incident", "ls"]));
+    let perf: Vec<&Value> = incidents.as_array().unwrap().iter().filter(|i| i["kind"] == "performance").collect();
+    assert_eq!(perf.len(), 1, "{incidents}");
+    assert_eq!(perf[0]["version"], 2);
+    let evidence = &perf[0]["evidence"];
+    assert!(evidence["accuracy"].as_f64().unwrap() < evidence["baseline"][1].as_f64().unwrap() - 0.05, "{evidence}");
+    assert!(evidence["groups"]["sex"]["Female"][0].as_u64().unwrap() > 0, "accuracy per group: {evidence}");
+    let shown = ok_json(as_user(&ws, &eng, &["incident", "show", perf[0]["id"].as_str().unwrap()]));
+    assert!(shown["timeline"].to_string().contains("rollback"), "{shown}");
+
+    // Bad feedback gets clean 4xx answers, and nothing of it is stored.
+    let bad = [
+        (json!({"feedback": [{"request_id": "x", "label": "maybe"}]}), &grader, 400),
+        (json!({"feedback": [{"request_id": "../etc", "label": ">50K"}]}), &grader, 400),
+        (json!({"labels": []}), &grader, 400),
+        (json!({"feedback": [{"request_id": "x", "label": ">50K"}]}), &app, 403),
+        (json!({"feedback": [{"request_id": "x", "label": ">50K"}]}), &"ctk_forged".to_string(), 401),
+    ];
+    for (body, token, want) in bad {
+        let (code, r) = gw.post("/v2/models/income/feedback", token, &body);
+        assert_eq!(code, want, "{body}: {r}");
+        assert!(r["error"].is_string(), "{r}");
+    }
+    let huge = json!({"feedback": vec![json!({"request_id": "x", "label": ">50K"}); 10_001]});
+    assert_eq!(gw.post("/v2/models/income/feedback", &grader, &huge).0, 400);
+    ws.ok(&["audit", "verify"]);
+}

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, RwLock};
 
-use citadel_control::{Target, WindowRecord};
+use citadel_control::{PredictionRecord, Target, WindowRecord};
 use citadel_data::sketch::{BOUNDARY_MARGIN, FeatureSketch, PrincipalWindow, WindowSketch};
 use citadel_infer::{Data, Model, Tensor};
 use citadel_types::Timestamp;
@@ -29,6 +29,8 @@ pub const MAX_PRINCIPALS: usize = 1_000;
 pub const OTHERS: &str = "(others)";
 /// Row hashes kept per principal and window to count repeated rows.
 pub const MAX_SEEN: usize = 8_192;
+/// Rows of one request whose predictions are logged for feedback.
+pub const MAX_LOGGED_ROWS: usize = 10_000;
 
 /// How a model's inputs and outputs are sketched (made once per loaded version).
 #[derive(Debug)]
@@ -133,10 +135,14 @@ pub(super) struct Monitor {
     /// Closed windows whose write failed, retried at the next flush (oldest
     /// dropped past [`MAX_UNWRITTEN`], and counted).
     unwritten: Mutex<Vec<WindowRecord>>,
+    /// Predictions to log for the feedback join, oldest first, and how many were dropped.
+    predictions: Mutex<(std::collections::VecDeque<PredictionRecord>, u64)>,
 }
 
 /// Closed windows kept for a retry when the database does not take them.
 pub const MAX_UNWRITTEN: usize = 10_000;
+/// Predictions waiting to be logged (feedback on); the oldest go first past it.
+pub const MAX_PREDICTIONS: usize = 200_000;
 
 /// One request, as the monitor sees it.
 pub(super) struct Observation<'a> {
@@ -155,6 +161,7 @@ impl Monitor {
             replica: citadel_types::random_id("gw-"),
             live: RwLock::new(HashMap::new()),
             unwritten: Mutex::new(Vec::new()),
+            predictions: Mutex::new((std::collections::VecDeque::new(), 0)),
         }
     }
 
@@ -179,6 +186,63 @@ impl Monitor {
                 map.entry(key).or_insert_with(|| Mutex::new(Live { window_end: start + len, ..Default::default() }));
             if let Ok(l) = live.get_mut() {
                 fold(l, o);
+            }
+        }
+    }
+
+    /// Queues a classifier's predictions of one request for the feedback
+    /// join (its predicted class and that class's probability per row).
+    pub(super) fn log_predictions(&self, o: &Observation<'_>, request_id: &str) {
+        let PredictionPlan::Classes { output, classes } = &o.plan.prediction else { return };
+        let Some(t) = o.outputs.get(*output) else { return };
+        let k = classes.len();
+        let rows = t.shape.first().copied().unwrap_or(0);
+        let at = Timestamp::now();
+        let mut batch = Vec::with_capacity(rows);
+        for r in 0..rows.min(super::monitor::MAX_LOGGED_ROWS) {
+            let probs: Vec<f64> = (0..k).filter_map(|j| number(&t.data, r * k + j)).collect();
+            if probs.len() != k {
+                continue;
+            }
+            let (best, score) =
+                probs.iter().enumerate().fold((0, f64::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
+            batch.push(PredictionRecord {
+                endpoint: o.endpoint.to_string(),
+                request_id: request_id.to_string(),
+                row: r as u32,
+                model: o.target.model.clone(),
+                version: o.target.version,
+                predicted: classes[best].clone(),
+                score,
+                at,
+            });
+        }
+        if let Ok(mut q) = self.predictions.lock() {
+            q.0.extend(batch);
+            while q.0.len() > MAX_PREDICTIONS {
+                q.0.pop_front();
+                q.1 += 1;
+            }
+        }
+    }
+
+    /// The queued predictions (at most `max`), and how many were dropped since the last call.
+    pub(super) fn take_predictions(&self, max: usize) -> (Vec<PredictionRecord>, u64) {
+        let Ok(mut q) = self.predictions.lock() else { return (Vec::new(), 0) };
+        let n = q.0.len().min(max);
+        let out = q.0.drain(..n).collect();
+        (out, std::mem::take(&mut q.1))
+    }
+
+    /// Puts back predictions whose write failed (in front, still bounded).
+    pub(super) fn requeue_predictions(&self, failed: Vec<PredictionRecord>) {
+        if let Ok(mut q) = self.predictions.lock() {
+            for p in failed.into_iter().rev() {
+                if q.0.len() >= MAX_PREDICTIONS {
+                    q.1 += 1;
+                    continue;
+                }
+                q.0.push_front(p);
             }
         }
     }
