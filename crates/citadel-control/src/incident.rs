@@ -145,12 +145,23 @@ pub(crate) async fn upsert(
     tx: &mut AuditedTx,
     d: &Detection,
     endpoint: &str,
-    model: &str,
-    version: i64,
+    target: Option<(&str, i64)>,
     actor: &str,
     now: Timestamp,
 ) -> Result<(String, bool)> {
-    let key = format!("{}|{endpoint}|{model}@{version}|{}", d.kind, d.principal.as_deref().unwrap_or("-"));
+    // Who it is about: the principal, else the client address (credential detectors).
+    let who = d
+        .principal
+        .clone()
+        .or_else(|| d.evidence.get("address").and_then(|a| a.as_str()).map(|a| format!("address:{a}")))
+        .unwrap_or_else(|| "-".into());
+    let (model, version) = (target.map(|t| t.0.to_string()), target.map(|t| t.1));
+    let key = format!(
+        "{}|{endpoint}|{}@{}|{who}",
+        d.kind,
+        model.as_deref().unwrap_or("*"),
+        version.map(|v| v.to_string()).unwrap_or_else(|| "*".into())
+    );
     let open = sqlx::query("SELECT id, severity FROM incidents WHERE dedup_key = $1 AND status <> 'resolved'")
         .bind(&key)
         .fetch_optional(&mut *tx.conn())

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod credentials;
 mod data;
 mod deploy;
 mod feedback;
@@ -23,6 +24,7 @@ mod retention;
 pub mod scan_policy;
 mod subject;
 
+pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};

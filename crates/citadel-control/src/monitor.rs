@@ -78,6 +78,10 @@ pub struct DetectorPolicy {
     pub evasion_min_flips: u64,
     pub ood_min_rows: u64,
     pub ood_share: f64,
+    /// Credential stuffing: failed authentications from one client address in a window.
+    pub auth_failures_per_address: u64,
+    /// Token reuse: client addresses one principal authenticated from in a window.
+    pub addresses_per_principal: u64,
 }
 
 impl Default for DetectorPolicy {
@@ -91,6 +95,8 @@ impl Default for DetectorPolicy {
             evasion_min_flips: 3,
             ood_min_rows: 50,
             ood_share: 0.5,
+            auth_failures_per_address: 20,
+            addresses_per_principal: 5,
         }
     }
 }
@@ -345,9 +351,15 @@ impl Workspace {
             }
             let mut opened = Vec::new();
             for d in &verdict.detections {
-                let (id, new) =
-                    crate::incident::upsert(&mut tx, d, &endpoint, &model, version, &caller.principal.name, now)
-                        .await?;
+                let (id, new) = crate::incident::upsert(
+                    &mut tx,
+                    d,
+                    &endpoint,
+                    Some((&model, version)),
+                    &caller.principal.name,
+                    now,
+                )
+                .await?;
                 if new {
                     opened.push(id.clone());
                 }
@@ -404,9 +416,15 @@ impl Workspace {
             let mut opened = Vec::new();
             let mut ids = Vec::new();
             for (model, version, d) in &detections {
-                let (id, new) =
-                    crate::incident::upsert(&mut tx, d, &endpoint, model, *version, &caller.principal.name, now)
-                        .await?;
+                let (id, new) = crate::incident::upsert(
+                    &mut tx,
+                    d,
+                    &endpoint,
+                    Some((model, *version)),
+                    &caller.principal.name,
+                    now,
+                )
+                .await?;
                 if new {
                     opened.push(id.clone());
                 }

@@ -481,6 +481,61 @@ impl WindowSketch {
     }
 }
 
+/// Authentication on one gateway over one window, for the credential
+/// detectors: failed authentications per client address, and the client
+/// addresses each principal authenticated from. Bounded: at most
+/// [`AUTH_MAX_ADDRESSES`] addresses are counted apart (the rest under
+/// [`AUTH_OTHERS`]), at most [`AUTH_MAX_PER_PRINCIPAL`] addresses kept per
+/// principal (the count saturates there, which is past any threshold).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuthWindow {
+    pub failures: BTreeMap<String, u64>,
+    pub addresses: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+pub const AUTH_MAX_ADDRESSES: usize = 10_000;
+pub const AUTH_MAX_PER_PRINCIPAL: usize = 64;
+pub const AUTH_OTHERS: &str = "(others)";
+
+impl AuthWindow {
+    pub fn failure(&mut self, address: &str) {
+        let key = if self.failures.contains_key(address) || self.failures.len() < AUTH_MAX_ADDRESSES {
+            address
+        } else {
+            AUTH_OTHERS
+        };
+        *self.failures.entry(key.to_string()).or_default() += 1;
+    }
+
+    pub fn success(&mut self, principal: &str, address: &str) {
+        if !self.addresses.contains_key(principal) && self.addresses.len() >= AUTH_MAX_ADDRESSES {
+            return;
+        }
+        let set = self.addresses.entry(principal.to_string()).or_default();
+        if set.len() < AUTH_MAX_PER_PRINCIPAL {
+            set.insert(address.to_string());
+        }
+    }
+
+    pub fn merge(&mut self, other: &AuthWindow) {
+        for (a, n) in &other.failures {
+            *self.failures.entry(a.clone()).or_default() += n;
+        }
+        for (p, set) in &other.addresses {
+            let mine = self.addresses.entry(p.clone()).or_default();
+            for a in set {
+                if mine.len() < AUTH_MAX_PER_PRINCIPAL {
+                    mine.insert(a.clone());
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty() && self.addresses.is_empty()
+    }
+}
+
 /// The training data's side of one feature.
 #[derive(Debug, Clone)]
 pub enum FeatureReference {

@@ -257,7 +257,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
             captures: Mutex::new(HashMap::new()),
-            monitor: monitoring.then(monitor::Monitor::new),
+            monitor: monitoring.then(|| monitor::Monitor::new(config.auth_window_secs)),
             responses: RwLock::new(Arc::new(Responses::default())),
             config,
         });
@@ -405,6 +405,30 @@ impl Gateway {
                 );
                 m.requeue_predictions(batch);
                 break;
+            }
+        }
+        for a in m.take_auth(now, all) {
+            if a.window.is_empty() {
+                continue;
+            }
+            if let Err(e) =
+                self.ws.monitor_write_auth_window(&self.loader, a.start, a.end, m.replica(), &a.window).await
+            {
+                self.metrics.monitor_failures.inc();
+                self.emit(json!({"ts": now.to_string(), "event": "monitor.auth_write_failed", "error": e.to_string()}));
+            }
+        }
+        match self.ws.monitor_evaluate_auth(&self.loader, now).await {
+            Ok(verdicts) => {
+                for v in verdicts.iter().filter(|v| !v.incidents.is_empty()) {
+                    self.emit(json!({"ts": now.to_string(), "event": "monitor.incident", "endpoint": "*",
+                                     "incidents": v.incidents,
+                                     "detections": v.detections.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>()}));
+                }
+            }
+            Err(e) => {
+                self.metrics.monitor_failures.inc();
+                self.emit(json!({"ts": now.to_string(), "event": "monitor.evaluate_failed", "error": e.to_string()}));
             }
         }
         let dropped = m.retry_later(failed);
@@ -819,6 +843,15 @@ impl Gateway {
             response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
         let status = response.status().as_u16();
+        if let Some(m) = &self.monitor {
+            // The credential detectors: who authenticated from where, and failures.
+            let address = peer.ip().to_string();
+            match (&facts.principal, status) {
+                (Some(p), _) => m.observe_auth(Some(p), &address),
+                (None, 401) => m.observe_auth(None, &address),
+                _ => {}
+            }
+        }
         self.record(&facts, status, started.elapsed(), peer, method.as_str(), &path, &request_id, bytes_in);
         response
     }

@@ -134,6 +134,8 @@ pub struct ServeConfig {
     /// Live monitoring: sketch what is served and write each window to the
     /// metadata database, then judge closed windows (on by default).
     pub monitor: bool,
+    /// Length of the credential detectors' windows (seconds).
+    pub auth_window_secs: u64,
 }
 
 impl ServeConfig {
@@ -157,6 +159,7 @@ impl ServeConfig {
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
             monitor: true,
+            auth_window_secs: 60,
         }
     }
 }

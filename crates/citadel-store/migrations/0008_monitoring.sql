@@ -106,3 +106,15 @@ CREATE TABLE feedback (
     received_at BIGINT NOT NULL,
     PRIMARY KEY (endpoint, request_id, row_index)
 );
+
+-- Authentication per gateway replica and window (gateway-wide, not per
+-- endpoint), for the credential detectors; judged once like the windows
+-- above (their verdict row has endpoint '*').
+CREATE TABLE auth_windows (
+    window_start BIGINT NOT NULL,
+    window_end BIGINT NOT NULL,
+    replica TEXT NOT NULL,
+    sketch TEXT NOT NULL,
+    written_at BIGINT NOT NULL,
+    PRIMARY KEY (window_start, replica)
+);

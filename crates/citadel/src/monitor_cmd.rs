@@ -144,7 +144,16 @@ pub async fn run_monitor(ws: &Workspace, caller: &Caller, cmd: MonitorCmd, out: 
             Ok(0)
         }
         MonitorCmd::Check => {
-            let verdicts = ws.monitor_evaluate(caller, Timestamp::now()).await?;
+            let now = Timestamp::now();
+            let verdicts = ws.monitor_evaluate(caller, now).await?;
+            let auth = ws.monitor_evaluate_auth(caller, now).await?;
+            if !out.json {
+                for a in &auth {
+                    for d in &a.detections {
+                        outln!("authentication window {}: {} ({})", a.window_start.to_rfc3339(), d.summary, d.kind);
+                    }
+                }
+            }
             out.emit(&verdicts, || {
                 if verdicts.is_empty() {
                     "no closed window was waiting to be judged".into()

@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Do not sketch served traffic for live monitoring (drift, detectors)
     #[arg(long)]
     pub no_monitor: bool,
+    /// Window of the credential detectors (failed authentications per
+    /// address, addresses per principal), in seconds
+    #[arg(long, default_value_t = 60)]
+    pub auth_window_secs: u64,
 }
 
 pub async fn run_serve(
@@ -129,6 +133,7 @@ pub async fn run_serve(
     let mut config = ServeConfig::new(args.listen, transport);
     config.grpc_listen = args.grpc_listen;
     config.monitor = !args.no_monitor;
+    config.auth_window_secs = args.auth_window_secs.clamp(1, 3_600);
     config.client_ca = args.client_ca.clone();
     config.require_client_cert = args.require_client_cert;
     config.client_principals = args

@@ -70,6 +70,7 @@ impl Gateway {
         let log = ws.root.parent().unwrap().join("access.log");
         let mut child = ws
             .cmd(&["serve", "--listen", "127.0.0.1:0", "--insecure-http", "--json", "--poll-ms", "100"])
+            .args(["--auth-window-secs", "2"])
             .arg("--access-log")
             .arg(&log)
             .stdout(Stdio::piped())
@@ -562,4 +563,61 @@ model = "income"
     let huge = json!({"feedback": vec![json!({"request_id": "x", "label": ">50K"}); 10_001]});
     assert_eq!(gw.post("/v2/models/income/feedback", &grader, &huge).0, 400);
     ws.ok(&["audit", "verify"]);
+}
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.N).
+fn connect_from(from: &str, addr: &str) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let s = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(addr.parse().unwrap()).await.unwrap()
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+#[test]
+fn failed_authentication_bursts_and_a_token_used_from_many_addresses_open_incidents() {
+    let (ws, eng) = monitored("window_secs = 2\ngrace_secs = 1\n");
+    let app = client(&ws, "app");
+    let shared = client(&ws, "leaked");
+    let gw = Gateway::start(&ws);
+    let rows = held_out();
+    let body = Value::Array(vec![Value::Object(rows[0].clone())]).to_string();
+    let call = |from: &str, token: &str| {
+        let mut s = connect_from(from, &gw.addr);
+        send_request(&mut s, "/v2/models/income/infer", token, body.as_bytes()).unwrap();
+        read_response(&mut BufReader::new(s)).unwrap().0
+    };
+    next_window(2);
+    // A guesser from 127.0.0.9; the well-behaved client from 127.0.0.1; the
+    // leaked token from six addresses.
+    for i in 0..30 {
+        assert_eq!(call("127.0.0.9", &format!("ctk_guess{i}")), 401);
+    }
+    for _ in 0..10 {
+        assert_eq!(call("127.0.0.1", &app), 200);
+    }
+    for n in 2..8 {
+        assert_eq!(call(&format!("127.0.0.{n}"), &shared), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (stuffing, reuse) = loop {
+        let list = ok_json(as_user(&ws, &eng, &["incident", "ls"]));
+        let find = |k: &str| list.as_array().unwrap().iter().filter(|i| i["kind"] == k).cloned().collect::<Vec<_>>();
+        let (s, r) = (find("credential_stuffing"), find("token_reuse"));
+        if !s.is_empty() && !r.is_empty() {
+            break (s, r);
+        }
+        assert!(Instant::now() < deadline, "no credential incidents: {list}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(stuffing.len(), 1, "{stuffing:?}");
+    assert_eq!(stuffing[0]["evidence"]["address"], "127.0.0.9");
+    assert!(stuffing[0]["evidence"]["failures"].as_u64().unwrap() >= 30);
+    assert_eq!(reuse.len(), 1, "only the leaked token: {reuse:?}");
+    assert_eq!(reuse[0]["principal"], "leaked");
+    assert!(!reuse[0].to_string().contains("ctk_"), "no credential in an incident");
 }

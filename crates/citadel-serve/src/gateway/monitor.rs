@@ -20,7 +20,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, RwLock};
 
 use citadel_control::{PredictionRecord, Target, WindowRecord};
-use citadel_data::sketch::{BOUNDARY_MARGIN, FeatureSketch, PrincipalWindow, WindowSketch};
+use citadel_data::sketch::{AuthWindow, BOUNDARY_MARGIN, FeatureSketch, PrincipalWindow, WindowSketch};
 use citadel_infer::{Data, Model, Tensor};
 use citadel_types::Timestamp;
 
@@ -137,6 +137,16 @@ pub(super) struct Monitor {
     unwritten: Mutex<Vec<WindowRecord>>,
     /// Predictions to log for the feedback join, oldest first, and how many were dropped.
     predictions: Mutex<(std::collections::VecDeque<PredictionRecord>, u64)>,
+    /// Authentication windows by start (µs), gateway-wide.
+    auth: Mutex<HashMap<i64, AuthWindow>>,
+    auth_window_secs: u64,
+}
+
+/// A closed authentication window.
+pub(super) struct AuthRecord {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub window: AuthWindow,
 }
 
 /// Closed windows kept for a retry when the database does not take them.
@@ -156,8 +166,10 @@ pub(super) struct Observation<'a> {
 }
 
 impl Monitor {
-    pub(super) fn new() -> Monitor {
+    pub(super) fn new(auth_window_secs: u64) -> Monitor {
         Monitor {
+            auth: Mutex::new(HashMap::new()),
+            auth_window_secs: auth_window_secs.max(1),
             replica: citadel_types::random_id("gw-"),
             live: RwLock::new(HashMap::new()),
             unwritten: Mutex::new(Vec::new()),
@@ -188,6 +200,39 @@ impl Monitor {
                 fold(l, o);
             }
         }
+    }
+
+    /// Counts one authentication: a failure from `address`, or `principal`
+    /// authenticated from it.
+    pub(super) fn observe_auth(&self, principal: Option<&str>, address: &str) {
+        let len = self.auth_window_secs as i64 * 1_000_000;
+        let now = Timestamp::now().0;
+        let start = now - now.rem_euclid(len);
+        if let Ok(mut a) = self.auth.lock() {
+            let w = a.entry(start).or_default();
+            match principal {
+                Some(p) => w.success(p, address),
+                None => w.failure(address),
+            }
+        }
+    }
+
+    /// The authentication windows that ended by `now` (all with `all`).
+    pub(super) fn take_auth(&self, now: Timestamp, all: bool) -> Vec<AuthRecord> {
+        let len = self.auth_window_secs as i64 * 1_000_000;
+        let Ok(mut a) = self.auth.lock() else { return Vec::new() };
+        let closed: Vec<i64> = a.keys().copied().filter(|s| all || s + len <= now.0).collect();
+        closed
+            .into_iter()
+            .filter_map(|s| {
+                let window = a.remove(&s)?;
+                Some(AuthRecord { start: Timestamp(s), end: Timestamp(s + len), window })
+            })
+            .collect()
+    }
+
+    pub(super) fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Queues a classifier's predictions of one request for the feedback
