@@ -53,6 +53,9 @@ pub struct Kll {
     rng: u64,
     #[serde(skip)]
     capacity: usize,
+    /// Level 0's capacity (cached: `update` checks it on every value).
+    #[serde(skip)]
+    capacity0: usize,
 }
 
 impl Default for Kll {
@@ -71,9 +74,15 @@ impl Kll {
             levels: vec![Vec::new()],
             rng: 0x9e37_79b9_7f4a_7c15,
             capacity: 0,
+            capacity0: 0,
         };
-        s.capacity = s.total_capacity();
+        s.recache();
         s
+    }
+
+    fn recache(&mut self) {
+        self.capacity = self.total_capacity();
+        self.capacity0 = self.level_capacity(0);
     }
 
     /// Values seen.
@@ -117,7 +126,7 @@ impl Kll {
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         self.levels[0].push(x);
-        if self.levels[0].len() >= self.level_capacity(0) && self.retained() > self.capacity {
+        if self.levels[0].len() >= self.capacity0 && self.retained() > self.capacity {
             self.compress();
         }
     }
@@ -132,7 +141,7 @@ impl Kll {
             };
             if h + 1 == self.levels.len() {
                 self.levels.push(Vec::new());
-                self.capacity = self.total_capacity();
+                self.recache();
             }
             let mut level = std::mem::take(&mut self.levels[h]);
             level.sort_unstable_by(f64::total_cmp);
@@ -162,7 +171,7 @@ impl Kll {
         if self.rng == 0 {
             self.rng = 0x9e37_79b9_7f4a_7c15;
         }
-        self.capacity = self.total_capacity();
+        self.recache();
         self.compress();
     }
 
@@ -194,7 +203,7 @@ impl Kll {
         if !plausible {
             return None;
         }
-        self.capacity = self.total_capacity();
+        self.recache();
         Some(self)
     }
 }
@@ -280,8 +289,9 @@ pub enum FeatureSketch {
     Categorical {
         count: u64,
         nulls: u64,
-        /// Counts per category of the model's vocabulary (zero counts omitted).
-        counts: BTreeMap<String, u64>,
+        /// The model's vocabulary, and the count of each category (same order).
+        categories: Vec<String>,
+        counts: Vec<u64>,
         /// Values outside the vocabulary (their text is never kept).
         unseen: u64,
     },
@@ -293,8 +303,46 @@ impl FeatureSketch {
         FeatureSketch::Numeric { count: 0, nulls: 0, below_p1: 0, above_p99: 0, range, sketch: Kll::default() }
     }
 
-    pub fn categorical() -> FeatureSketch {
-        FeatureSketch::Categorical { count: 0, nulls: 0, counts: BTreeMap::new(), unseen: 0 }
+    /// A categorical feature over `vocabulary` (the model's categories, in
+    /// the order [`FeatureSketch::observe_code`] indexes them).
+    pub fn categorical(vocabulary: Vec<String>) -> FeatureSketch {
+        let counts = vec![0; vocabulary.len()];
+        FeatureSketch::Categorical { count: 0, nulls: 0, categories: vocabulary, counts, unseen: 0 }
+    }
+
+    /// Adds a category by its index in the vocabulary (`None`: unseen);
+    /// the hot path, with the index from the caller's own lookup table.
+    pub fn observe_code(&mut self, code: Option<usize>) {
+        if let FeatureSketch::Categorical { count, counts, unseen, .. } = self {
+            *count += 1;
+            match code.and_then(|i| counts.get_mut(i)) {
+                Some(n) => *n += 1,
+                None => *unseen += 1,
+            }
+        }
+    }
+
+    /// Adds a null.
+    pub fn observe_null(&mut self) {
+        match self {
+            FeatureSketch::Categorical { count, nulls, .. } | FeatureSketch::Numeric { count, nulls, .. } => {
+                *count += 1;
+                *nulls += 1;
+            }
+        }
+    }
+
+    /// Each category of the vocabulary seen, with its count.
+    pub fn category_counts(&self) -> Vec<(String, u64)> {
+        match self {
+            FeatureSketch::Categorical { categories, counts, .. } => categories
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, n)| (c.clone(), *n))
+                .collect(),
+            FeatureSketch::Numeric { .. } => Vec::new(),
+        }
     }
 
     /// Rows seen, nulls included.
@@ -329,30 +377,22 @@ impl FeatureSketch {
         }
     }
 
-    /// Adds a category; `known` says whether it is in the model's vocabulary
-    /// (only then is its text kept). Returns true for an unseen category.
-    pub fn observe_category(&mut self, value: Option<&str>, known: bool) -> bool {
-        let FeatureSketch::Categorical { count, nulls, counts, unseen } = self else {
+    /// Adds a category by its text (a linear search of the vocabulary: for
+    /// small vocabularies such as class names). Returns true for an unseen
+    /// category, whose text is not kept.
+    pub fn observe_category(&mut self, value: Option<&str>) -> bool {
+        let FeatureSketch::Categorical { categories, .. } = self else {
             return false;
         };
-        *count += 1;
         match value {
             None => {
-                *nulls += 1;
+                self.observe_null();
                 false
             }
-            Some(v) if known => {
-                match counts.get_mut(v) {
-                    Some(n) => *n += 1,
-                    None => {
-                        counts.insert(v.to_string(), 1);
-                    }
-                }
-                false
-            }
-            Some(_) => {
-                *unseen += 1;
-                true
+            Some(v) => {
+                let code = categories.iter().position(|c| c == v);
+                self.observe_code(code);
+                code.is_none()
             }
         }
     }
@@ -375,14 +415,20 @@ impl FeatureSketch {
                 sketch.merge(s2);
             }
             (
-                FeatureSketch::Categorical { count, nulls, counts, unseen },
-                FeatureSketch::Categorical { count: c2, nulls: n2, counts: k2, unseen: u2 },
+                FeatureSketch::Categorical { count, nulls, categories, counts, unseen },
+                FeatureSketch::Categorical { count: c2, nulls: n2, categories: v2, counts: k2, unseen: u2 },
             ) => {
                 *count += c2;
                 *nulls += n2;
                 *unseen += u2;
-                for (k, v) in k2 {
-                    *counts.entry(k.clone()).or_default() += v;
+                for (name, n) in v2.iter().zip(k2) {
+                    match categories.iter().position(|c| c == name) {
+                        Some(i) => counts[i] += n,
+                        None => {
+                            categories.push(name.clone());
+                            counts.push(*n);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -473,8 +519,13 @@ impl WindowSketch {
     pub fn from_json(text: &str) -> Option<WindowSketch> {
         let mut w: WindowSketch = serde_json::from_str(text).ok()?;
         for f in w.features.values_mut().chain(w.prediction.iter_mut()) {
-            if let FeatureSketch::Numeric { sketch, .. } = f {
-                *sketch = std::mem::take(sketch).checked()?;
+            match f {
+                FeatureSketch::Numeric { sketch, .. } => *sketch = std::mem::take(sketch).checked()?,
+                FeatureSketch::Categorical { categories, counts, .. } => {
+                    if categories.len() != counts.len() {
+                        return None;
+                    }
+                }
             }
         }
         Some(w)
@@ -642,12 +693,12 @@ pub fn live_drift(
                     bins,
                 }
             }
-            (FeatureSketch::Categorical { count, nulls, counts, unseen }, FeatureReference::Categorical(r)) => {
+            (f @ FeatureSketch::Categorical { count, nulls, unseen, .. }, FeatureReference::Categorical(r)) => {
                 let n = count - nulls;
                 if n == 0 || r.is_empty() {
                     continue;
                 }
-                let mut live: Vec<(String, u64)> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                let mut live: Vec<(String, u64)> = f.category_counts();
                 if *unseen > 0 {
                     live.push((UNSEEN.to_string(), *unseen));
                 }
@@ -791,12 +842,12 @@ mod tests {
         let (mut fa, mut fb, mut fc) = (
             FeatureSketch::numeric(Some((-2.3, 2.3))),
             FeatureSketch::numeric(Some((-2.3, 2.3))),
-            FeatureSketch::categorical(),
+            FeatureSketch::categorical(vec!["x".into(), "y".into()]),
         );
         for (i, (x, y)) in normal(2_000, 0.0, 6).into_iter().zip(normal(2_000, 1.5, 8)).enumerate() {
             fa.observe_number(x);
             fb.observe_number(y);
-            fc.observe_category(Some(if i % 2 == 0 { "x" } else { "y" }), true);
+            fc.observe_category(Some(if i % 2 == 0 { "x" } else { "y" }));
         }
         w.rows = 2_000;
         w.features.insert("a".into(), fa);
@@ -813,10 +864,10 @@ mod tests {
 
     #[test]
     fn unseen_categories_are_counted_without_their_text() {
-        let mut f = FeatureSketch::categorical();
-        f.observe_category(Some("x"), true);
-        f.observe_category(Some("john@example.com"), false);
-        f.observe_category(None, false);
+        let mut f = FeatureSketch::categorical(vec!["x".into()]);
+        f.observe_category(Some("x"));
+        f.observe_category(Some("john@example.com"));
+        f.observe_category(None);
         let json = serde_json::to_string(&f).unwrap();
         assert!(!json.contains("john"), "{json}");
         assert!(matches!(f, FeatureSketch::Categorical { unseen: 1, nulls: 1, count: 3, .. }));

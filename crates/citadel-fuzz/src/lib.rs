@@ -422,10 +422,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "window_sketch" => {
             let mut w = citadel_data::sketch::WindowSketch { requests: 2, rows: 300, ..Default::default() };
             let mut f = citadel_data::sketch::FeatureSketch::numeric(Some((1.0, 90.0)));
-            let mut c = citadel_data::sketch::FeatureSketch::categorical();
+            let mut c = citadel_data::sketch::FeatureSketch::categorical(vec!["a".into(), "b".into()]);
             for i in 0..300 {
                 f.observe_number(f64::from(i % 97));
-                c.observe_category(Some(if i % 3 == 0 { "a" } else { "b" }), i % 7 != 0);
+                c.observe_category(Some(if i % 7 == 0 { "unseen" } else if i % 3 == 0 { "a" } else { "b" }));
             }
             w.features.insert("age".into(), f);
             w.features.insert("kind".into(), c);

@@ -19,6 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_data;
+mod bench_monitor;
 mod bench_erase;
 mod bench_named;
 mod bench_pii;
@@ -385,6 +386,22 @@ enum BenchCmd {
         #[arg(long)]
         evidently: bool,
         /// Keep the tables and the workspace afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Drift of ROWS live rows (UCI Adult's test rows, half of them shifted)
+    /// against the training rows as gateways and the evaluator compute it
+    /// (sketch, merge, judge), next to Evidently's DataDriftPreset and
+    /// NannyML's univariate drift, with the sketch's KS against the exact one.
+    Monitor {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// adult.test (live rows are drawn from it)
+        #[arg(long, default_value = "datasets/adult/adult.test")]
+        adult_test: PathBuf,
+        /// Keep the tables afterwards.
         #[arg(long)]
         keep: bool,
     },
@@ -1565,6 +1582,14 @@ async fn run(cli: Cli) -> Result<i32> {
             let report =
                 tokio::task::spawn_blocking(move || bench_data::run(&dir, rows, evidently, keep, quiet)).await??;
             out.emit(&report, || bench_data::render(&report));
+        }
+        Command::Bench(BenchCmd::Monitor { dir, rows, adult_test, keep }) => {
+            anyhow::ensure!(*rows >= 1000, "--rows must be at least 1000\nhint: e.g. --rows 1000000");
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, rows, adult_test, keep) = (dir.clone(), *rows, adult_test.clone(), *keep);
+            let report =
+                tokio::task::spawn_blocking(move || bench_monitor::run(&dir, rows, &adult_test, keep, quiet)).await??;
+            out.emit(&report, || bench_monitor::render(&report));
         }
         Command::Bench(BenchCmd::Erase { dir, rows, versions, keep }) => {
             anyhow::ensure!(*rows >= 1000, "--rows must be at least 1000\nhint: e.g. --rows 1000000");

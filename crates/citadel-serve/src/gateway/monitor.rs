@@ -43,7 +43,9 @@ pub(super) struct MonitorPlan {
 #[derive(Debug)]
 enum FeaturePlan {
     Numeric { name: String, range: Option<(f64, f64)> },
-    Categorical { name: String, vocabulary: HashSet<String> },
+    /// `index`: category → position, with a fast hasher (lookups only: the
+    /// table holds the model's vocabulary, never a client's string).
+    Categorical { name: String, vocabulary: Vec<String>, index: HashMap<String, usize, foldhash::fast::RandomState> },
 }
 
 #[derive(Debug)]
@@ -80,14 +82,15 @@ impl MonitorPlan {
                         let range = meta["p1"].as_f64().zip(meta["p99"].as_f64());
                         Some(FeaturePlan::Numeric { name: i.name.clone(), range })
                     }
-                    "categorical" => Some(FeaturePlan::Categorical {
-                        name: i.name.clone(),
-                        vocabulary: meta["categories"]
+                    "categorical" => {
+                        let vocabulary: Vec<String> = meta["categories"]
                             .as_array()?
                             .iter()
                             .filter_map(|c| c.as_str().map(str::to_string))
-                            .collect(),
-                    }),
+                            .collect();
+                        let index = vocabulary.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+                        Some(FeaturePlan::Categorical { name: i.name.clone(), vocabulary, index })
+                    }
                     _ => None,
                 }
             })
@@ -379,15 +382,19 @@ fn fold(l: &mut Live, o: &Observation<'_>) {
                     }
                 }
             }
-            Some(FeaturePlan::Categorical { name, vocabulary }) => {
-                let f = w.features.entry(name.clone()).or_insert_with(FeatureSketch::categorical);
+            Some(FeaturePlan::Categorical { name, vocabulary, index }) => {
+                let f = w.features.entry(name.clone()).or_insert_with(|| FeatureSketch::categorical(vocabulary.clone()));
                 for (r, flag) in ood.iter_mut().enumerate() {
-                    let value = match &t.data {
-                        Data::Str(v) => v.get(r).map(String::as_str),
-                        _ => None,
-                    };
-                    if f.observe_category(value, value.is_some_and(|v| vocabulary.contains(v))) {
-                        *flag = true;
+                    match &t.data {
+                        Data::Str(v) => match v.get(r) {
+                            Some(value) => {
+                                let code = index.get(value.as_str()).copied();
+                                f.observe_code(code);
+                                *flag |= code.is_none();
+                            }
+                            None => f.observe_null(),
+                        },
+                        _ => f.observe_null(),
                     }
                 }
             }
@@ -400,7 +407,7 @@ fn fold(l: &mut Live, o: &Observation<'_>) {
         PredictionPlan::Classes { output, classes: names } => {
             if let Some(t) = o.outputs.get(*output) {
                 let k = names.len();
-                let p = w.prediction.get_or_insert_with(FeatureSketch::categorical);
+                let p = w.prediction.get_or_insert_with(|| FeatureSketch::categorical(names.clone()));
                 for r in 0..rows {
                     let probs: Vec<f64> = (0..k).filter_map(|j| number(&t.data, r * k + j)).collect();
                     if probs.len() != k {
@@ -410,7 +417,7 @@ fn fold(l: &mut Live, o: &Observation<'_>) {
                         probs.iter().enumerate().fold((0, f64::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
                     classes[r] = Some(best);
                     boundary[r] = top < 1.0 / k as f64 + BOUNDARY_MARGIN;
-                    p.observe_category(Some(&names[best]), true);
+                    p.observe_code(Some(best));
                 }
             }
         }
