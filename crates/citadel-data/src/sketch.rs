@@ -335,12 +335,9 @@ impl FeatureSketch {
     /// Each category of the vocabulary seen, with its count.
     pub fn category_counts(&self) -> Vec<(String, u64)> {
         match self {
-            FeatureSketch::Categorical { categories, counts, .. } => categories
-                .iter()
-                .zip(counts)
-                .filter(|(_, n)| **n > 0)
-                .map(|(c, n)| (c.clone(), *n))
-                .collect(),
+            FeatureSketch::Categorical { categories, counts, .. } => {
+                categories.iter().zip(counts).filter(|(_, n)| **n > 0).map(|(c, n)| (c.clone(), *n)).collect()
+            }
             FeatureSketch::Numeric { .. } => Vec::new(),
         }
     }

@@ -241,7 +241,8 @@ pub fn run(dir: &Path, rows: u64, adult_test: &Path, keep: bool, quiet: bool) ->
     report.nannyml_seconds = p["nannyml_seconds"].as_f64();
     report.ratio_vs_evidently = report.evidently_seconds.map(|e| e / total);
     report.ratio_vs_nannyml = report.nannyml_seconds.map(|e| e / total);
-    let list = |v: &serde_json::Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect());
+    let list =
+        |v: &serde_json::Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect());
     report.evidently_drifted = list(&p["evidently_drifted"]);
     report.nannyml_drifted = list(&p["nannyml_drifted"]);
     for k in ["evidently_error", "nannyml_error"] {
@@ -265,11 +266,17 @@ pub fn render(r: &MonitorBench) -> String {
         );
     }
     if let Some(n) = r.nannyml_seconds {
-        s += &format!("NannyML univariate drift: {n:.2} s → citadel is {:.0}x NannyML\n", r.ratio_vs_nannyml.unwrap_or(0.0));
+        s += &format!(
+            "NannyML univariate drift: {n:.2} s → citadel is {:.0}x NannyML\n",
+            r.ratio_vs_nannyml.unwrap_or(0.0)
+        );
     }
     s += &format!("KS from the sketch vs exact (bound {:.4}):\n", r.ks_bound);
     for (c, (sk, ex, d)) in &r.ks {
-        s += &format!("  {c:<16} sketch {sk:.4}  exact {ex:.4}  |diff| {d:.4}{}\n", if *d <= r.ks_bound { "" } else { "  OVER" });
+        s += &format!(
+            "  {c:<16} sketch {sk:.4}  exact {ex:.4}  |diff| {d:.4}{}\n",
+            if *d <= r.ks_bound { "" } else { "  OVER" }
+        );
     }
     s += &format!("drifted: citadel {:?}", r.citadel_drifted);
     if let Some(e) = &r.evidently_drifted {

@@ -318,8 +318,16 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
     ])?;
     let (_http_proc, http_base, _, _) =
         serve(&["--insecure-http", "--access-log", root.join("access-http.log").to_str().unwrap_or("-")])?;
+    // The same TLS gateway without live monitoring: the price of the sketches.
+    let (_quiet_proc, quiet_base, quiet_ca, _) = serve(&[
+        "--dev-self-signed",
+        "--no-monitor",
+        "--access-log",
+        root.join("access-nomon.log").to_str().unwrap_or("-"),
+    ])?;
     wait_ready(&format!("{tls_base}/v2/health/ready"), ca.as_deref())?;
     wait_ready(&format!("{http_base}/v2/health/ready"), None)?;
+    wait_ready(&format!("{quiet_base}/v2/health/ready"), quiet_ca.as_deref())?;
 
     let mut targets: Vec<(String, String, String, String)> = vec![
         (
@@ -343,6 +351,12 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         (
             "citadel Adult named raw inputs, REST (TLS)".into(),
             format!("{tls_base}/v2/models/adult-named/infer"),
+            lua(&adult.named_body, Some(&client)),
+            adult.named_body.clone(),
+        ),
+        (
+            "citadel Adult named raw inputs, REST (TLS), monitoring off".into(),
+            format!("{quiet_base}/v2/models/adult-named/infer"),
             lua(&adult.named_body, Some(&client)),
             adult.named_body.clone(),
         ),
@@ -417,12 +431,13 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         f.write_all(script_text.as_bytes())?;
         let mut c = Command::new("curl");
         c.args(["-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", body]);
+        let server_ca = if url.starts_with(&quiet_base) { &quiet_ca } else { &ca };
         if url.starts_with("https")
-            && let Some(ca) = &ca
+            && let Some(ca) = server_ca
         {
             c.arg("--cacert").arg(ca);
         }
-        if url.starts_with(&tls_base) || url.starts_with(&http_base) {
+        if url.starts_with(&tls_base) || url.starts_with(&http_base) || url.starts_with(&quiet_base) {
             c.args(["-H", &format!("Authorization: Bearer {client}")]);
         }
         let answer = String::from_utf8_lossy(&c.arg(url).output()?.stdout).to_string();
@@ -499,7 +514,11 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             ));
         }
     }
-    let row_of = |prefix: &str, c: u32| loads.iter().find(|l| l.server.starts_with(prefix) && l.concurrency == c);
+    let row_of = |prefix: &str, c: u32| {
+        loads
+            .iter()
+            .find(|l| l.server.starts_with(prefix) && !l.server.ends_with("monitoring off") && l.concurrency == c)
+    };
     let mls_rest = |c: u32| {
         loads.iter().find(|l| {
             l.server.starts_with("MLServer")
@@ -529,6 +548,17 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
             ratios.push(format!(
                 "c={c}: citadel gRPC / MLServer gRPC = {:.1}x (target >= 30x)",
                 g.requests_per_s / m.requests_per_s
+            ));
+        }
+    }
+    for &c in concurrencies {
+        let off = loads.iter().find(|l| l.server.ends_with("monitoring off") && l.concurrency == c);
+        if let (Some(on), Some(off)) = (row_of("citadel Adult named raw inputs, REST", c), off) {
+            ratios.push(format!(
+                "c={c}: named REST with monitoring and detectors / without = {:.0}% (target >= 90%), p99 {:.2} ms vs {:.2} ms",
+                100.0 * on.requests_per_s / off.requests_per_s,
+                on.p99_ms,
+                off.p99_ms
             ));
         }
     }

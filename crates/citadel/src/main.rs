@@ -19,8 +19,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_data;
-mod bench_monitor;
 mod bench_erase;
+mod bench_monitor;
 mod bench_named;
 mod bench_pii;
 mod bench_pipeline;

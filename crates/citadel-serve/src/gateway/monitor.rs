@@ -42,10 +42,17 @@ pub(super) struct MonitorPlan {
 
 #[derive(Debug)]
 enum FeaturePlan {
-    Numeric { name: String, range: Option<(f64, f64)> },
+    Numeric {
+        name: String,
+        range: Option<(f64, f64)>,
+    },
     /// `index`: category → position, with a fast hasher (lookups only: the
     /// table holds the model's vocabulary, never a client's string).
-    Categorical { name: String, vocabulary: Vec<String>, index: HashMap<String, usize, foldhash::fast::RandomState> },
+    Categorical {
+        name: String,
+        vocabulary: Vec<String>,
+        index: HashMap<String, usize, foldhash::fast::RandomState>,
+    },
 }
 
 #[derive(Debug)]
@@ -383,7 +390,8 @@ fn fold(l: &mut Live, o: &Observation<'_>) {
                 }
             }
             Some(FeaturePlan::Categorical { name, vocabulary, index }) => {
-                let f = w.features.entry(name.clone()).or_insert_with(|| FeatureSketch::categorical(vocabulary.clone()));
+                let f =
+                    w.features.entry(name.clone()).or_insert_with(|| FeatureSketch::categorical(vocabulary.clone()));
                 for (r, flag) in ood.iter_mut().enumerate() {
                     match &t.data {
                         Data::Str(v) => match v.get(r) {
