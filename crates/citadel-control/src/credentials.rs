@@ -12,8 +12,12 @@
 //!   token used from elsewhere; a service whose replicas share one token
 //!   trips it too, so the default playbook only alerts).
 //!
-//! Thresholds are the workspace's defaults ([`crate::DetectorPolicy`]):
+//! Thresholds are fixed ([`AUTH_FAILURES_PER_ADDRESS`],
+//! [`ADDRESSES_PER_PRINCIPAL`]) and the playbook always enforces:
 //! authentication happens before an endpoint, and so its policy, is known.
+//! The address is the TCP peer's: behind a load balancer that does not
+//! keep client addresses (PROXY protocol), every client shares the
+//! balancer's address, and these detectors see one client.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +30,14 @@ use citadel_policy::Action;
 use citadel_types::Timestamp;
 
 use crate::incident::{Detection, Severity};
-use crate::{Caller, ControlError, DetectorPolicy, Result, Workspace, event};
+use crate::{Caller, ControlError, Result, Workspace, event};
+
+/// Failed authentications from one address in a window that open a
+/// `credential_stuffing` incident.
+pub const AUTH_FAILURES_PER_ADDRESS: u64 = 20;
+/// Addresses one principal authenticates from in a window that open a
+/// `token_reuse` incident.
+pub const ADDRESSES_PER_PRINCIPAL: u64 = 5;
 
 /// A judged authentication window.
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +105,6 @@ impl Workspace {
         )
         .fetch_all(self.db.pool())
         .await?;
-        let policy = DetectorPolicy::default();
         let mut out = Vec::new();
         for row in pending {
             let start: i64 = row.try_get("window_start")?;
@@ -114,7 +124,7 @@ impl Workspace {
                     replicas += 1;
                 }
             }
-            let detections = credential_detections(&merged, &policy);
+            let detections = credential_detections(&merged);
             let mut tx = self.db.begin_audited().await?;
             let claimed = sqlx::query(
                 "INSERT INTO monitor_evaluations (endpoint, model, version, window_start, evaluated_at, result) \
@@ -174,10 +184,10 @@ impl Workspace {
     }
 }
 
-fn credential_detections(w: &AuthWindow, policy: &DetectorPolicy) -> Vec<Detection> {
+fn credential_detections(w: &AuthWindow) -> Vec<Detection> {
     let mut out = Vec::new();
     for (address, n) in &w.failures {
-        if *n >= policy.auth_failures_per_address {
+        if *n >= AUTH_FAILURES_PER_ADDRESS {
             out.push(Detection {
                 kind: "credential_stuffing".into(),
                 severity: Severity::High,
@@ -189,7 +199,7 @@ fn credential_detections(w: &AuthWindow, policy: &DetectorPolicy) -> Vec<Detecti
     }
     let busiest: BTreeMap<&String, usize> = w.addresses.iter().map(|(p, a)| (p, a.len())).collect();
     for (principal, n) in busiest {
-        if n as u64 >= policy.addresses_per_principal {
+        if n as u64 >= ADDRESSES_PER_PRINCIPAL {
             out.push(Detection {
                 kind: "token_reuse".into(),
                 severity: Severity::Warning,

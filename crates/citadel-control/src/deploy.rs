@@ -184,10 +184,23 @@ pub struct DeploymentRevision {
 
 impl Workspace {
     /// Creates or changes an endpoint. Returns the new revision.
+    /// A spec without a monitoring policy keeps the live one (a policy stays
+    /// until another replaces it: a new target must not silently turn a
+    /// dry-run playbook into an enforcing one).
     pub async fn deploy_set(&self, caller: &Caller, name: &str, spec: &DeploymentSpec) -> Result<Deployment> {
         let name = Name::parse(name)?;
         let resource = format!("deployment:{name}");
         self.authorize(caller, Action::DeploymentManage, &resource).await?;
+        let mut spec = spec.clone();
+        if spec.monitoring.is_none() {
+            spec.monitoring = self
+                .deployments_live()
+                .await?
+                .into_iter()
+                .find(|d| d.name == name.as_str())
+                .and_then(|d| d.spec.monitoring);
+        }
+        let spec = &spec;
         let result = self.deploy_commit(caller, name.as_str(), Some(spec), &resource).await;
         if let Err(e) = &result {
             self.audit_failure(caller, Action::DeploymentManage, &resource, e).await;

@@ -4,13 +4,17 @@
 //! calibration and accuracy per group.
 //!
 //! A label is joined to the prediction made for `(endpoint, request id,
-//! row)`. The first prediction logged and the first label received for a
-//! key are kept (a client that reuses its own request ids gets the first
-//! request graded). Live accuracy of a version is compared with the best
-//! other version the endpoint serves (a canary with its primary: a two-
-//! proportion z-test) or, alone, with its held-out accuracy (a one-sided
-//! binomial test); a drop of at least `max_drop` that is significant at
-//! `alpha` opens a `performance` incident.
+//! row)`, only when exactly one principal's prediction has that key:
+//! request ids can be chosen by clients (`x-request-id`), and a client that
+//! claims another's id makes that row ungraded, never graded against its
+//! own answer. The first prediction a principal logs and the first label
+//! received for a key are kept. Live accuracy of a version is compared with
+//! the best other version the endpoint serves now (a canary with its
+//! primary: a two-proportion z-test) or, alone, with its held-out accuracy
+//! (a one-sided binomial test); a drop of at least `max_drop` that is
+//! significant at `alpha` opens a `performance` incident. The test is
+//! repeated every window over a sliding lookback (no correction for the
+//! repeated looks): a lower `alpha` buys fewer false alarms.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +61,8 @@ pub struct PredictionRecord {
     /// The predicted class's probability.
     pub score: f64,
     pub at: Timestamp,
+    /// Who asked for the prediction.
+    pub principal: String,
 }
 
 /// One label, as the feedback API takes it.
@@ -112,8 +118,8 @@ impl Workspace {
             let mut tx = self.db.begin_audited().await?;
             for r in &rows {
                 sqlx::query(
-                    "INSERT INTO predictions (endpoint, request_id, row_index, model, version, predicted, score, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    "INSERT INTO predictions (endpoint, request_id, row_index, model, version, predicted, score, at, principal) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                 )
                 .bind(endpoint)
                 .bind(&r.request_id)
@@ -123,6 +129,7 @@ impl Workspace {
                 .bind(&r.predicted)
                 .bind(r.score)
                 .bind(r.at.0)
+                .bind(&r.principal)
                 .execute(&mut *tx.conn())
                 .await?;
             }
@@ -190,12 +197,14 @@ impl Workspace {
         &self,
         endpoint: &str,
         policy: &FeedbackPolicy,
+        served: &[(String, i64)],
         now: Timestamp,
     ) -> Result<(Vec<LivePerformance>, Vec<(String, i64, Detection)>)> {
         let rows = sqlx::query(
             "SELECT p.model, p.version, p.predicted, p.score, f.label, f.groups FROM predictions p JOIN feedback f \
              ON f.endpoint = p.endpoint AND f.request_id = p.request_id AND f.row_index = p.row_index \
-             WHERE p.endpoint = $1 AND f.received_at >= $2",
+             WHERE p.endpoint = $1 AND f.received_at >= $2 AND (SELECT COUNT(*) FROM predictions q \
+             WHERE q.endpoint = p.endpoint AND q.request_id = p.request_id AND q.row_index = p.row_index) = 1",
         )
         .bind(endpoint)
         .bind(now.0 - policy.lookback_secs as i64 * 1_000_000)
@@ -261,11 +270,11 @@ impl Workspace {
                 }
             })
             .collect();
-        // Each version against the best other judged version, else its held-out accuracy.
+        // Each served version against the best other served one, else its held-out accuracy.
         let judged: Vec<(usize, f64, u64, u64)> = out
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.labels >= policy.min_labels)
+            .filter(|(_, p)| p.labels >= policy.min_labels && served.iter().any(|s| s.0 == p.model && s.1 == p.version))
             .map(|(i, p)| (i, p.accuracy, p.correct, p.labels))
             .collect();
         let mut detections = Vec::new();

@@ -215,6 +215,9 @@ pub struct Workspace {
     /// Seals workspace secrets at rest (the model-signing key), under the
     /// chunk-encryption data key with a per-secret derived key.
     secrets_cipher: Arc<citadel_crypto::ChunkCipher>,
+    /// Training references of model versions live monitoring compared
+    /// windows with (read and audited once per process; at most 64 kept).
+    monitor_references: monitor::ReferenceCache,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -423,7 +426,7 @@ impl Workspace {
         .with_lease_ttl(config.lease_ttl_secs);
         let secrets_cipher = Arc::new(citadel_crypto::ChunkCipher::new(key(DataKeyPurpose::ChunkEncryption)?));
         let db = db.with_audit_signer(signer.clone(), config.checkpoint_every);
-        Ok(Workspace { config, db, provider, store, signer, secrets_cipher })
+        Ok(Workspace { config, db, provider, store, signer, secrets_cipher, monitor_references: Default::default() })
     }
 
     /// Opens an existing workspace. Fails (changing nothing) on a wrong

@@ -67,6 +67,9 @@ impl Default for MonitoringPolicy {
 ///   flipped the answer.
 /// - **Out-of-distribution use**: at least `ood_min_rows` rows with a share of
 ///   out-of-distribution rows of at least `ood_share`.
+///
+/// Out-of-distribution shares are also held to twice what training-like
+/// rows give (see `abuse_detections`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorPolicy {
@@ -78,10 +81,6 @@ pub struct DetectorPolicy {
     pub evasion_min_flips: u64,
     pub ood_min_rows: u64,
     pub ood_share: f64,
-    /// Credential stuffing: failed authentications from one client address in a window.
-    pub auth_failures_per_address: u64,
-    /// Token reuse: client addresses one principal authenticated from in a window.
-    pub addresses_per_principal: u64,
 }
 
 impl Default for DetectorPolicy {
@@ -95,8 +94,6 @@ impl Default for DetectorPolicy {
             evasion_min_flips: 3,
             ood_min_rows: 50,
             ood_share: 0.5,
-            auth_failures_per_address: 20,
-            addresses_per_principal: 5,
         }
     }
 }
@@ -195,8 +192,12 @@ pub struct WindowVerdict {
     pub performance: Vec<crate::feedback::LivePerformance>,
 }
 
+/// References by model version (see [`Workspace`]'s field).
+pub(crate) type ReferenceCache = std::sync::Mutex<BTreeMap<(String, i64), std::sync::Arc<Reference>>>;
+
 /// What a model version is compared with.
-struct Reference {
+#[derive(Debug)]
+pub(crate) struct Reference {
     dataset: Option<String>,
     features: BTreeMap<String, FeatureReference>,
     predicted: Option<Vec<(String, u64)>>,
@@ -252,20 +253,25 @@ impl Workspace {
     pub async fn monitor_evaluate(&self, caller: &Caller, now: Timestamp) -> Result<Vec<WindowVerdict>> {
         self.authorize(caller, Action::MonitorWrite, "deployment:*").await?;
         let pending = sqlx::query(
-            "SELECT w.endpoint, w.model, w.version, w.window_start, MAX(w.window_end) AS window_end FROM monitor_windows w \
+            "SELECT w.endpoint, w.model, w.version, w.window_start, MAX(w.window_end) AS window_end, \
+             MAX(w.written_at) AS written_at FROM monitor_windows w \
              WHERE NOT EXISTS (SELECT 1 FROM monitor_evaluations v WHERE v.endpoint = w.endpoint AND v.model = w.model \
              AND v.version = w.version AND v.window_start = w.window_start) \
-             GROUP BY w.endpoint, w.model, w.version, w.window_start ORDER BY w.window_start LIMIT 50",
+             GROUP BY w.endpoint, w.model, w.version, w.window_start HAVING MAX(w.window_end) <= $1 \
+             ORDER BY w.window_start LIMIT 500",
         )
+        .bind(now.0)
         .fetch_all(self.db.pool())
         .await?;
-        let policies: BTreeMap<String, MonitoringPolicy> = self
-            .deployments_live()
-            .await?
-            .into_iter()
-            .map(|d| (d.name, d.spec.monitoring.unwrap_or_default()))
+        let live = self.deployments_live().await?;
+        let live_targets: BTreeMap<String, Vec<(String, i64)>> = live
+            .iter()
+            .map(|d| (d.name.clone(), d.spec.targets.iter().map(|t| (t.model.clone(), t.version)).collect()))
             .collect();
-        let mut references: BTreeMap<(String, i64), Reference> = BTreeMap::new();
+        let policies: BTreeMap<String, MonitoringPolicy> =
+            live.into_iter().map(|d| (d.name, d.spec.monitoring.unwrap_or_default())).collect();
+        let mut references: BTreeMap<(String, i64), std::result::Result<std::sync::Arc<Reference>, String>> =
+            BTreeMap::new();
         let mut verdicts = Vec::new();
         for row in pending {
             let endpoint: String = row.try_get("endpoint")?;
@@ -273,8 +279,11 @@ impl Workspace {
             let version: i64 = row.try_get("version")?;
             let window_start: i64 = row.try_get("window_start")?;
             let window_end: i64 = row.try_get("window_end")?;
+            let written_at: i64 = row.try_get("written_at")?;
             let policy = policies.get(&endpoint).copied().unwrap_or_default();
-            if window_end + policy.grace_secs as i64 * 1_000_000 > now.0 {
+            // Judged once the window ended and its last sketch arrived, plus the
+            // grace for replicas that flush later.
+            if window_end.max(written_at) + policy.grace_secs as i64 * 1_000_000 > now.0 {
                 continue;
             }
             let sketches = sqlx::query(
@@ -299,10 +308,20 @@ impl Workspace {
             }
             let key = (model.clone(), version);
             if !references.contains_key(&key) {
-                let r = self.monitor_reference(caller, &model, version).await?;
+                // A reference that cannot be read is this window's note, not
+                // every endpoint's failure (the window is still judged once).
+                let r = self.monitor_reference(caller, &model, version).await.map_err(|e| e.to_string());
                 references.insert(key.clone(), r);
             }
-            let reference = &references[&key];
+            let reference = match &references[&key] {
+                Ok(r) => r.clone(),
+                Err(e) => std::sync::Arc::new(Reference {
+                    dataset: None,
+                    features: BTreeMap::new(),
+                    predicted: None,
+                    note: Some(format!("the training reference could not be read ({e}): input drift is not judged")),
+                }),
+            };
             let drift = live_drift(&merged, &reference.features, &policy.drift);
             let prediction = prediction_drift(&merged, reference.predicted.as_deref(), &policy.drift);
             let mut detections = drift_detections(&drift, prediction.as_ref());
@@ -409,7 +428,8 @@ impl Workspace {
             if !policy.feedback.enabled {
                 continue;
             }
-            let (performance, detections) = self.live_performance(&endpoint, &policy.feedback, now).await?;
+            let served: Vec<(String, i64)> = live_targets.get(&endpoint).cloned().unwrap_or_default();
+            let (performance, detections) = self.live_performance(&endpoint, &policy.feedback, &served, now).await?;
             let Some(v) = verdicts.iter_mut().rev().find(|v| v.endpoint == endpoint) else { continue };
             // Incidents and the verdict's performance in one audited transaction.
             let mut tx = self.db.begin_audited().await?;
@@ -493,7 +513,22 @@ impl Workspace {
     /// row sample, categorical ones from its exact category counts, and the
     /// held-out predictions' class counts from the model card. Reading the
     /// dataset is audited.
-    async fn monitor_reference(&self, caller: &Caller, model: &str, version: i64) -> Result<Reference> {
+    async fn monitor_reference(&self, caller: &Caller, model: &str, version: i64) -> Result<std::sync::Arc<Reference>> {
+        let key = (model.to_string(), version);
+        if let Some(r) = self.monitor_references.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(r);
+        }
+        let r = std::sync::Arc::new(self.read_reference(caller, model, version).await?);
+        if let Ok(mut c) = self.monitor_references.lock() {
+            if c.len() >= 64 {
+                c.clear();
+            }
+            c.insert(key, r.clone());
+        }
+        Ok(r)
+    }
+
+    async fn read_reference(&self, caller: &Caller, model: &str, version: i64) -> Result<Reference> {
         let predicted = match sqlx::query("SELECT evaluation FROM model_cards WHERE model_name = $1 AND version = $2")
             .bind(model)
             .bind(version)
@@ -631,8 +666,23 @@ fn drift_detections(drift: &[LiveDrift], prediction: Option<&LiveDrift>) -> Vec<
 }
 
 /// The per-principal detectors (see [`DetectorPolicy`]). Evidence is counts and shares.
+///
+/// A row is out of distribution when any numeric feature lies outside the
+/// training rows' p1–p99 (2% of training values each) or a category is
+/// unseen, so even training-like rows are flagged at about `1 − 0.98^F`
+/// with F numeric features: an out-of-distribution share counts only at
+/// twice that or more, and only when a one-sided binomial test against it
+/// is significant at 0.01.
 fn abuse_detections(w: &WindowSketch, policy: &DetectorPolicy) -> Vec<Detection> {
     let mut out = Vec::new();
+    let numeric =
+        w.features.values().filter(|f| matches!(f, FeatureSketch::Numeric { range: Some(_), .. })).count() as i32;
+    let expected_ood = 1.0 - 0.98f64.powi(numeric);
+    let ood_significant = |ood: u64, rows: u64, floor: f64| {
+        let share = ood as f64 / rows as f64;
+        share >= floor.max(2.0 * expected_ood)
+            && citadel_data::stats::binom_sf(ood, rows, expected_ood.max(1e-9)) < 0.01
+    };
     for (principal, p) in &w.principals {
         if p.rows == 0 {
             continue;
@@ -652,7 +702,7 @@ fn abuse_detections(w: &WindowSketch, policy: &DetectorPolicy) -> Vec<Detection>
             evidence: evidence.clone(),
         };
         if p.rows >= policy.extraction_min_rows
-            && (share(p.ood_rows) >= policy.extraction_ood_share
+            && (ood_significant(p.ood_rows, p.rows, policy.extraction_ood_share)
                 || share(p.boundary_rows) >= policy.extraction_boundary_share)
         {
             out.push(detection(
@@ -665,7 +715,7 @@ fn abuse_detections(w: &WindowSketch, policy: &DetectorPolicy) -> Vec<Detection>
                     share(p.boundary_rows) * 100.0
                 ),
             ));
-        } else if p.rows >= policy.ood_min_rows && share(p.ood_rows) >= policy.ood_share {
+        } else if p.rows >= policy.ood_min_rows && ood_significant(p.ood_rows, p.rows, policy.ood_share) {
             out.push(detection(
                 "out_of_distribution_client",
                 Severity::Warning,

@@ -158,7 +158,9 @@ impl Workspace {
             PlaybookAction::Throttle { per_sec, burst, minutes } => {
                 let p = principal()?;
                 let resource = format!("principal:{p}");
-                self.authorize(caller, Action::PrincipalDisable, &resource).await?;
+                // A throttle is incident response (bounded in time, lifted by
+                // undo): `incident.manage`, which the gateway role holds.
+                self.authorize(caller, Action::IncidentManage, &resource).await?;
                 let now = Timestamp::now();
                 let until = Timestamp(now.0 + i64::from(*minutes) * 60_000_000);
                 let tid = citadel_types::random_id("thr-");
@@ -204,15 +206,18 @@ impl Workspace {
             }
             PlaybookAction::DisablePrincipal => {
                 let p = principal()?;
+                // Undo enables only a principal this action disabled.
+                let was_enabled = self.principal_named(&p).await?.disabled_at.is_none();
                 self.principal_disable(caller, &p).await?;
-                Ok((format!("{p} disabled"), serde_json::json!({"enable": p})))
+                let undo = if was_enabled { serde_json::json!({"enable": p}) } else { serde_json::Value::Null };
+                Ok((format!("{p} disabled{}", if was_enabled { "" } else { " (it already was)" }), undo))
             }
             PlaybookAction::Rollback => {
                 let before = self.deploy_get(caller, &i.endpoint).await?.map(|d| d.revision);
                 let d = self.deploy_rollback(caller, &i.endpoint, None).await?;
                 Ok((
                     format!("{} rolled back: revision {} serves what an earlier one did", i.endpoint, d.revision),
-                    serde_json::json!({"restore_revision": before}),
+                    serde_json::json!({"restore_revision": before, "created_revision": d.revision}),
                 ))
             }
             PlaybookAction::PauseCanary => {
@@ -240,10 +245,16 @@ impl Workspace {
                 let n = self.deploy_set(caller, &i.endpoint, &spec).await?;
                 Ok((
                     format!("{}'s canary weight set to 0 (revision {})", i.endpoint, n.revision),
-                    serde_json::json!({"restore_revision": d.revision}),
+                    serde_json::json!({"restore_revision": d.revision, "created_revision": n.revision}),
                 ))
             }
             PlaybookAction::Quarantine => {
+                if citadel_types::Name::parse(&i.endpoint).is_err() {
+                    return Err(ControlError::Invalid(format!(
+                        "quarantine applies to an endpoint; incident {} is gateway-wide",
+                        i.id
+                    )));
+                }
                 let resource = format!("deployment:{}", i.endpoint);
                 self.authorize(caller, Action::DeploymentManage, &resource).await?;
                 let mut tx = self.db.begin_audited().await?;
@@ -322,6 +333,8 @@ impl Workspace {
                 .await?;
                 format!("throttle {t} lifted")
             } else if let Some(ep) = undo.get("lift").and_then(|t| t.as_str()) {
+                // Lifting takes what imposing took.
+                self.authorize(caller, Action::DeploymentManage, &format!("deployment:{ep}")).await?;
                 let mut tx = self.db.begin_audited().await?;
                 sqlx::query("DELETE FROM endpoint_quarantines WHERE endpoint = $1 AND incident_id = $2")
                     .bind(ep)
@@ -343,6 +356,17 @@ impl Workspace {
                 format!("{p} enabled")
             } else if let Some(r) = undo.get("restore_revision").and_then(|t| t.as_i64()) {
                 let endpoint = self.incident_row(id).await?.endpoint;
+                // Only what the action left in place is undone: a person's
+                // later change to the endpoint is never overwritten.
+                let live = self.deploy_get(caller, &endpoint).await?.map(|d| d.revision);
+                let created = undo.get("created_revision").and_then(|t| t.as_i64());
+                if created.is_some() && live != created {
+                    return Err(ControlError::Conflict(format!(
+                        "{endpoint} changed after the playbook's action (it is at revision {}, the action made {}); roll it back by hand — hint: citadel deploy history {endpoint}",
+                        live.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+                        created.unwrap_or_default()
+                    )));
+                }
                 let d = self.deploy_rollback(caller, &endpoint, Some(r)).await?;
                 format!("{endpoint} serves revision {r}'s targets again (revision {})", d.revision)
             } else {

@@ -45,7 +45,10 @@ pub const UNSEEN: &str = "\u{1}unseen";
 pub struct Kll {
     k: u16,
     n: u64,
+    /// ±∞ while empty, written as null (JSON has no infinity).
+    #[serde(with = "finite_or_null_min")]
     min: f64,
+    #[serde(with = "finite_or_null_max")]
     max: f64,
     /// `levels[h]` holds values of weight 2^h.
     levels: Vec<Vec<f64>>,
@@ -72,7 +75,9 @@ impl Kll {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             levels: vec![Vec::new()],
-            rng: 0x9e37_79b9_7f4a_7c15,
+            // A random coin per sketch: which half a compaction keeps is not
+            // predictable, so inputs cannot be chosen to bias it.
+            rng: random_seed(),
             capacity: 0,
             capacity0: 0,
         };
@@ -117,9 +122,9 @@ impl Kll {
         (self.rng >> 32) as usize & 1
     }
 
-    /// Adds one value; NaN is ignored.
+    /// Adds one value; NaN and infinities are ignored.
     pub fn update(&mut self, x: f64) {
-        if x.is_nan() {
+        if !x.is_finite() {
             return;
         }
         self.n += 1;
@@ -199,7 +204,7 @@ impl Kll {
             && self.levels.len() <= 64
             && !self.levels.is_empty()
             && weight == self.n as u128
-            && self.levels.iter().flatten().all(|v| !v.is_nan());
+            && self.levels.iter().flatten().all(|v| v.is_finite());
         if !plausible {
             return None;
         }
@@ -207,6 +212,29 @@ impl Kll {
         Some(self)
     }
 }
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x9e37_79b9_7f4a_7c15);
+    h.finish() | 1
+}
+
+/// `min`/`max` of a sketch: a finite number, or null for the empty sketch's ±∞.
+macro_rules! finite_or_null {
+    ($module:ident, $empty:expr) => {
+        mod $module {
+            pub fn serialize<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+                if v.is_finite() { s.serialize_some(v) } else { s.serialize_none() }
+            }
+            pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+                Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or($empty))
+            }
+        }
+    };
+}
+finite_or_null!(finite_or_null_min, f64::INFINITY);
+finite_or_null!(finite_or_null_max, f64::NEG_INFINITY);
 
 /// A sketch's values in order with their cumulative weights.
 #[derive(Debug, Clone)]
@@ -349,14 +377,15 @@ impl FeatureSketch {
         }
     }
 
-    /// Adds a number (NaN is a null). Returns true when it lies outside the
-    /// training rows' 1st–99th percentiles. A categorical sketch ignores it.
+    /// Adds a number (NaN or an infinity is a null). Returns true when it
+    /// lies outside the training rows' 1st–99th percentiles. A categorical
+    /// sketch ignores it.
     pub fn observe_number(&mut self, x: f64) -> bool {
         let FeatureSketch::Numeric { count, nulls, below_p1, above_p99, range, sketch } = self else {
             return false;
         };
         *count += 1;
-        if x.is_nan() {
+        if !x.is_finite() {
             *nulls += 1;
             return false;
         }
@@ -868,6 +897,22 @@ mod tests {
         let json = serde_json::to_string(&f).unwrap();
         assert!(!json.contains("john"), "{json}");
         assert!(matches!(f, FeatureSketch::Categorical { unseen: 1, nulls: 1, count: 3, .. }));
+    }
+
+    #[test]
+    fn a_window_with_an_all_null_feature_round_trips() {
+        let mut w = WindowSketch { rows: 3, ..Default::default() };
+        let mut f = FeatureSketch::numeric(Some((0.0, 1.0)));
+        for x in [f64::NAN, f64::INFINITY, f64::NAN] {
+            f.observe_number(x);
+        }
+        w.features.insert("empty".into(), f);
+        w.prediction = Some(FeatureSketch::numeric(None));
+        let back = WindowSketch::from_json(&serde_json::to_string(&w).unwrap()).expect("an empty sketch reads back");
+        assert_eq!(back.features["empty"].count(), 3);
+        let mut merged = back.clone();
+        merged.merge(&back);
+        assert!(matches!(&merged.features["empty"], FeatureSketch::Numeric { nulls: 6, .. }));
     }
 
     #[test]

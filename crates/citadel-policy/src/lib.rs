@@ -102,10 +102,11 @@ pub enum Role {
     InferenceClient,
     PrivacyOfficer,
     FeedbackClient,
+    Gateway,
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Admin,
         Role::DataSteward,
         Role::DataScientist,
@@ -115,6 +116,7 @@ impl Role {
         Role::InferenceClient,
         Role::PrivacyOfficer,
         Role::FeedbackClient,
+        Role::Gateway,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +130,7 @@ impl Role {
             Role::InferenceClient => "inference-client",
             Role::PrivacyOfficer => "privacy-officer",
             Role::FeedbackClient => "feedback-client",
+            Role::Gateway => "gateway",
         }
     }
 
@@ -239,6 +242,10 @@ impl Role {
             // Posts ground-truth labels for served predictions: a duty of
             // its own, so an inference client cannot grade its own answers.
             Role::FeedbackClient => &[ModelFeedback],
+            // What a serving gateway needs: load deployed models, write
+            // monitoring windows and judge them, open incidents and apply the
+            // playbook's throttles (other actions need their own grants).
+            Role::Gateway => &[ModelRead, MonitorWrite, MonitorRead, IncidentManage],
         }
     }
 

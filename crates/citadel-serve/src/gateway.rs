@@ -231,7 +231,7 @@ impl Gateway {
         let monitoring = config.monitor && may_monitor;
         if config.monitor && !may_monitor {
             eprintln!(
-                "WARNING: live monitoring is off: {} may not monitor.write (grant the admin role, or pass --no-monitor)",
+                "WARNING: live monitoring is off: {} may not monitor.write (grant it the gateway role: citadel grant add NAME gateway; or pass --no-monitor)",
                 loader.principal.name
             );
         }
@@ -617,12 +617,22 @@ impl Gateway {
         }
         let principal = &caller.principal.name;
         if let Some((per_sec, burst, _, limiter)) = r.throttles.get(principal) {
+            let local = || limiter.check().err().map(|n| n.wait_time_from(limiter.clock().now()));
             let wait = match &self.shared_limits {
                 Some(shared) => match shared.check(&format!("throttle:{principal}"), *per_sec, *burst).await {
+                    crate::shared_limit::Verdict::Allow => None,
                     crate::shared_limit::Verdict::Deny(wait) => Some(wait),
-                    _ => None,
+                    // Redis does not answer: a throttle never lapses; this
+                    // replica holds it, or refuses, as the limits are configured.
+                    crate::shared_limit::Verdict::Unavailable => {
+                        if self.config.rate_fallback == crate::shared_limit::Fallback::Deny {
+                            Some(Duration::from_secs(1))
+                        } else {
+                            local()
+                        }
+                    }
                 },
-                None => limiter.check().err().map(|n| n.wait_time_from(limiter.clock().now())),
+                None => local(),
             };
             if let Some(wait) = wait {
                 return Err(self.limited("throttle", endpoint, principal, wait));
@@ -1121,13 +1131,30 @@ impl Gateway {
                 api(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")
             }
         })?;
-        let classes: Option<Vec<String>> = self.endpoint(name).and_then(|e| {
+        // Labels only for an endpoint this gateway serves, with feedback on.
+        let endpoint = self.endpoint(name).ok_or_else(|| {
+            api(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no deployment named {name} is served; hint: citadel deploy ls"),
+            )
+        })?;
+        if !endpoint.spec.monitoring.unwrap_or_default().feedback.enabled {
+            return Err(api(
+                StatusCode::CONFLICT,
+                "feedback_off",
+                format!(
+                    "{name} does not log its predictions, so labels cannot be joined; hint: set [feedback] enabled = true in its monitoring policy (citadel deploy set … --monitoring FILE)"
+                ),
+            ));
+        }
+        let classes: Option<Vec<String>> = {
             let mut all: Vec<String> =
-                e.targets.iter().filter_map(|(_, l)| l.schema.classes.clone()).flatten().collect();
+                endpoint.targets.iter().filter_map(|(_, l)| l.schema.classes.clone()).flatten().collect();
             all.sort();
             all.dedup();
             (!all.is_empty()).then_some(all)
-        });
+        };
         let items = crate::feedback::parse(&body.to_bytes(), classes.as_deref())
             .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
         match self.ws.monitor_feedback(caller, name, &items).await {

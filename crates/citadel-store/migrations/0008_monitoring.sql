@@ -80,8 +80,10 @@ CREATE TABLE endpoint_quarantines (
 );
 
 -- Ground truth. With `monitoring.feedback.enabled`, gateways log each
--- classifier prediction (batched every second); labels posted to the
--- feedback API later are joined to them by (endpoint, request id, row).
+-- classifier prediction (batched every second) with the principal that
+-- asked; labels posted to the feedback API later are joined to them by
+-- (endpoint, request id, row), and only where exactly one principal's
+-- prediction has that key (a client cannot take over another's request id).
 -- `groups` holds the group attributes the feedback carried (JSON), for
 -- fairness per group.
 CREATE TABLE predictions (
@@ -93,7 +95,8 @@ CREATE TABLE predictions (
     predicted TEXT NOT NULL,
     score DOUBLE PRECISION NOT NULL,
     at BIGINT NOT NULL,
-    PRIMARY KEY (endpoint, request_id, row_index)
+    principal TEXT NOT NULL,
+    PRIMARY KEY (endpoint, request_id, row_index, principal)
 );
 
 CREATE TABLE feedback (

@@ -160,7 +160,7 @@ pub(super) struct AuthRecord {
 }
 
 /// Closed windows kept for a retry when the database does not take them.
-pub const MAX_UNWRITTEN: usize = 10_000;
+pub const MAX_UNWRITTEN: usize = 1_000;
 /// Predictions waiting to be logged (feedback on); the oldest go first past it.
 pub const MAX_PREDICTIONS: usize = 200_000;
 
@@ -270,6 +270,7 @@ impl Monitor {
                 predicted: classes[best].clone(),
                 score,
                 at,
+                principal: o.principal.to_string(),
             });
         }
         if let Ok(mut q) = self.predictions.lock() {
