@@ -381,6 +381,7 @@ impl Gateway {
     async fn monitor_flush(&self, all: bool) {
         let Some(m) = &self.monitor else { return };
         let now = Timestamp::now();
+        self.metrics.monitor_dropped.inc_by(m.take_dropped());
         let mut failed = Vec::new();
         for w in m.take_closed(now, all) {
             if let Err(e) = self.ws.monitor_write_window(&self.loader, &w).await {
@@ -1452,23 +1453,22 @@ impl Gateway {
                 selected.push((i, binary));
             }
         }
-        if let (Some(m), Some(plan)) = (&self.monitor, &loaded.monitor_plan) {
-            let policy = endpoint.spec.monitoring.unwrap_or_default();
-            let o = monitor::Observation {
-                endpoint: &endpoint.name,
-                window_secs: policy.window_secs,
-                target,
-                plan,
-                principal,
-                inputs: &monitor_inputs,
-                outputs: &outputs,
-            };
-            m.observe(&o);
-            if policy.feedback.enabled {
-                m.log_predictions(&o, request_id);
-            }
-        }
         let outputs = Arc::new(outputs);
+        if let Some(m) = self.monitor.as_ref().filter(|_| loaded.monitor_plan.is_some()) {
+            let policy = endpoint.spec.monitoring.unwrap_or_default();
+            m.observe(monitor::Sample {
+                endpoint: endpoint.name.clone(),
+                window_secs: policy.window_secs,
+                target: target.clone(),
+                loaded: loaded.clone(),
+                principal: principal.to_string(),
+                request_id: request_id.to_string(),
+                inputs: monitor_inputs,
+                outputs: outputs.clone(),
+                feedback: policy.feedback.enabled,
+                at: Timestamp::now().0,
+            });
+        }
         self.capture(&endpoint.name, request_id, target, "served", captured_inputs.clone(), outputs.clone());
         let shadow_slot = shadow.and_then(|_| endpoint.shadow_slots.clone().try_acquire_owned().ok());
         if let (Some(si), Some(inputs), Some(slot)) = (shadow, shadow_inputs, shadow_slot) {

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub model_load_failures: Family<ModelLabels, Counter>,
     pub connections: Gauge,
     pub monitor_failures: Counter,
+    pub monitor_dropped: Counter,
     pub incidents_open: Family<IncidentLabels, Gauge>,
 }
 
@@ -77,6 +78,12 @@ impl Metrics {
         let model_load_failures = Family::<ModelLabels, Counter>::default();
         let connections = Gauge::default();
         let monitor_failures = Counter::default();
+        let monitor_dropped = Counter::default();
+        registry.register(
+            "monitor_dropped",
+            "Served requests not sketched because the monitoring queue was full (the sketches are then a sample)",
+            monitor_dropped.clone(),
+        );
         let incidents_open = Family::<IncidentLabels, Gauge>::default();
         registry.register(
             "monitor_failures",
@@ -127,6 +134,7 @@ impl Metrics {
             model_load_failures,
             connections,
             monitor_failures,
+            monitor_dropped,
             incidents_open,
         }
     }

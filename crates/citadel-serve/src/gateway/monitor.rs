@@ -17,7 +17,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use citadel_control::{PredictionRecord, Target, WindowRecord};
 use citadel_data::sketch::{AuthWindow, BOUNDARY_MARGIN, FeatureSketch, PrincipalWindow, WindowSketch};
@@ -134,14 +135,14 @@ struct Live {
 #[derive(Debug, Default)]
 struct Track {
     previous: Option<(Vec<u64>, Option<usize>)>,
-    seen: HashSet<u64>,
+    seen: HashSet<u64, foldhash::fast::RandomState>,
 }
 
-/// The replica's live windows.
-#[derive(Debug)]
-pub(super) struct Monitor {
-    replica: String,
-    live: RwLock<HashMap<Key, Mutex<Live>>>,
+/// The replica's live windows and queues, shared by the request path, the
+/// folding thread and the flush task.
+#[derive(Debug, Default)]
+struct State {
+    live: Mutex<HashMap<Key, Live>>,
     /// Closed windows whose write failed, retried at the next flush (oldest
     /// dropped past [`MAX_UNWRITTEN`], and counted).
     unwritten: Mutex<Vec<WindowRecord>>,
@@ -149,8 +150,31 @@ pub(super) struct Monitor {
     predictions: Mutex<(std::collections::VecDeque<PredictionRecord>, u64)>,
     /// Authentication windows by start (µs), gateway-wide.
     auth: Mutex<HashMap<i64, AuthWindow>>,
+    /// Tensor elements waiting in the queue (bounded by [`MAX_QUEUED_ELEMENTS`]).
+    queued_elements: AtomicUsize,
+    /// Requests not sketched because the queue was full.
+    dropped: AtomicU64,
+}
+
+/// Live monitoring of one gateway. The request path only queues what it
+/// served ([`Monitor::observe`]: a few reference-count increments); one
+/// thread folds the queue into the windows, so requests never wait on each
+/// other for a sketch. When the thread falls behind (the queue holds
+/// [`QUEUE`] requests or [`MAX_QUEUED_ELEMENTS`] tensor elements), requests
+/// are not sketched, and counted (`citadel_monitor_dropped_total`): the
+/// sketches are then a sample of the traffic.
+#[derive(Debug)]
+pub(super) struct Monitor {
+    replica: String,
+    state: Arc<State>,
+    queue: std::sync::mpsc::SyncSender<Sample>,
     auth_window_secs: u64,
 }
+
+/// Requests waiting to be folded.
+pub const QUEUE: usize = 16_384;
+/// Tensor elements (inputs and outputs) waiting to be folded.
+pub const MAX_QUEUED_ELEMENTS: usize = 8 << 20;
 
 /// A closed authentication window.
 pub(super) struct AuthRecord {
@@ -164,52 +188,60 @@ pub const MAX_UNWRITTEN: usize = 1_000;
 /// Predictions waiting to be logged (feedback on); the oldest go first past it.
 pub const MAX_PREDICTIONS: usize = 200_000;
 
-/// One request, as the monitor sees it.
-pub(super) struct Observation<'a> {
-    pub endpoint: &'a str,
+/// One served request, queued for the folding thread.
+pub(super) struct Sample {
+    pub endpoint: String,
     pub window_secs: u64,
-    pub target: &'a Target,
-    pub plan: &'a MonitorPlan,
-    pub principal: &'a str,
-    pub inputs: &'a [std::sync::Arc<Tensor>],
-    pub outputs: &'a [Tensor],
+    pub target: Target,
+    pub loaded: Arc<super::Loaded>,
+    pub principal: String,
+    pub request_id: String,
+    pub inputs: Vec<Arc<Tensor>>,
+    pub outputs: Arc<Vec<Tensor>>,
+    /// Log the predictions for the feedback join.
+    pub feedback: bool,
+    /// When it was served (µs): which window it belongs to.
+    pub at: i64,
+}
+
+/// One request, as the fold sees it.
+struct Observation<'a> {
+    endpoint: &'a str,
+    target: &'a Target,
+    plan: &'a MonitorPlan,
+    principal: &'a str,
+    inputs: &'a [Arc<Tensor>],
+    outputs: &'a [Tensor],
 }
 
 impl Monitor {
     pub(super) fn new(auth_window_secs: u64) -> Monitor {
-        Monitor {
-            auth: Mutex::new(HashMap::new()),
-            auth_window_secs: auth_window_secs.max(1),
-            replica: citadel_types::random_id("gw-"),
-            live: RwLock::new(HashMap::new()),
-            unwritten: Mutex::new(Vec::new()),
-            predictions: Mutex::new((std::collections::VecDeque::new(), 0)),
+        let state = Arc::new(State::default());
+        let (queue, rx) = std::sync::mpsc::sync_channel::<Sample>(QUEUE);
+        let folding = state.clone();
+        // Ends when the Monitor (the sender) is dropped.
+        let _ = std::thread::Builder::new().name("citadel-monitor".into()).spawn(move || {
+            while let Ok(sample) = rx.recv() {
+                fold_sample(&folding, &sample);
+                folding.queued_elements.fetch_sub(elements(&sample), Ordering::Relaxed);
+            }
+        });
+        Monitor { replica: citadel_types::random_id("gw-"), state, queue, auth_window_secs: auth_window_secs.max(1) }
+    }
+
+    /// Queues one served request for its window (never blocks).
+    pub(super) fn observe(&self, sample: Sample) {
+        let n = elements(&sample);
+        let queued = self.state.queued_elements.fetch_add(n, Ordering::Relaxed);
+        if queued + n > MAX_QUEUED_ELEMENTS || self.queue.try_send(sample).is_err() {
+            self.state.queued_elements.fetch_sub(n, Ordering::Relaxed);
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Folds one served request into its window.
-    pub(super) fn observe(&self, o: &Observation<'_>) {
-        let len = o.window_secs.max(1) as i64 * 1_000_000;
-        let now = Timestamp::now().0;
-        let start = now - now.rem_euclid(len);
-        let key: Key = (o.endpoint.to_string(), o.target.model.clone(), o.target.version, start);
-        // The read lock is held while the window is updated, so a flush
-        // (which takes the write lock) never drops an update in progress.
-        if let Ok(map) = self.live.read()
-            && let Some(live) = map.get(&key)
-        {
-            if let Ok(mut l) = live.lock() {
-                fold(&mut l, o);
-            }
-            return;
-        }
-        if let Ok(mut map) = self.live.write() {
-            let live =
-                map.entry(key).or_insert_with(|| Mutex::new(Live { window_end: start + len, ..Default::default() }));
-            if let Ok(l) = live.get_mut() {
-                fold(l, o);
-            }
-        }
+    /// Requests not sketched since the last call.
+    pub(super) fn take_dropped(&self) -> u64 {
+        self.state.dropped.swap(0, Ordering::Relaxed)
     }
 
     /// Counts one authentication: a failure from `address`, or `principal`
@@ -218,7 +250,7 @@ impl Monitor {
         let len = self.auth_window_secs as i64 * 1_000_000;
         let now = Timestamp::now().0;
         let start = now - now.rem_euclid(len);
-        if let Ok(mut a) = self.auth.lock() {
+        if let Ok(mut a) = self.state.auth.lock() {
             let w = a.entry(start).or_default();
             match principal {
                 Some(p) => w.success(p, address),
@@ -230,7 +262,7 @@ impl Monitor {
     /// The authentication windows that ended by `now` (all with `all`).
     pub(super) fn take_auth(&self, now: Timestamp, all: bool) -> Vec<AuthRecord> {
         let len = self.auth_window_secs as i64 * 1_000_000;
-        let Ok(mut a) = self.auth.lock() else { return Vec::new() };
+        let Ok(mut a) = self.state.auth.lock() else { return Vec::new() };
         let closed: Vec<i64> = a.keys().copied().filter(|s| all || s + len <= now.0).collect();
         closed
             .into_iter()
@@ -245,46 +277,9 @@ impl Monitor {
         &self.replica
     }
 
-    /// Queues a classifier's predictions of one request for the feedback
-    /// join (its predicted class and that class's probability per row).
-    pub(super) fn log_predictions(&self, o: &Observation<'_>, request_id: &str) {
-        let PredictionPlan::Classes { output, classes } = &o.plan.prediction else { return };
-        let Some(t) = o.outputs.get(*output) else { return };
-        let k = classes.len();
-        let rows = t.shape.first().copied().unwrap_or(0);
-        let at = Timestamp::now();
-        let mut batch = Vec::with_capacity(rows);
-        for r in 0..rows.min(super::monitor::MAX_LOGGED_ROWS) {
-            let probs: Vec<f64> = (0..k).filter_map(|j| number(&t.data, r * k + j)).collect();
-            if probs.len() != k {
-                continue;
-            }
-            let (best, score) =
-                probs.iter().enumerate().fold((0, f64::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
-            batch.push(PredictionRecord {
-                endpoint: o.endpoint.to_string(),
-                request_id: request_id.to_string(),
-                row: r as u32,
-                model: o.target.model.clone(),
-                version: o.target.version,
-                predicted: classes[best].clone(),
-                score,
-                at,
-                principal: o.principal.to_string(),
-            });
-        }
-        if let Ok(mut q) = self.predictions.lock() {
-            q.0.extend(batch);
-            while q.0.len() > MAX_PREDICTIONS {
-                q.0.pop_front();
-                q.1 += 1;
-            }
-        }
-    }
-
     /// The queued predictions (at most `max`), and how many were dropped since the last call.
     pub(super) fn take_predictions(&self, max: usize) -> (Vec<PredictionRecord>, u64) {
-        let Ok(mut q) = self.predictions.lock() else { return (Vec::new(), 0) };
+        let Ok(mut q) = self.state.predictions.lock() else { return (Vec::new(), 0) };
         let n = q.0.len().min(max);
         let out = q.0.drain(..n).collect();
         (out, std::mem::take(&mut q.1))
@@ -292,7 +287,7 @@ impl Monitor {
 
     /// Puts back predictions whose write failed (in front, still bounded).
     pub(super) fn requeue_predictions(&self, failed: Vec<PredictionRecord>) {
-        if let Ok(mut q) = self.predictions.lock() {
+        if let Ok(mut q) = self.state.predictions.lock() {
             for p in failed.into_iter().rev() {
                 if q.0.len() >= MAX_PREDICTIONS {
                     q.1 += 1;
@@ -306,7 +301,7 @@ impl Monitor {
     /// Keeps windows whose write failed for the next flush; returns how many
     /// older ones were dropped to stay within [`MAX_UNWRITTEN`].
     pub(super) fn retry_later(&self, failed: Vec<WindowRecord>) -> usize {
-        let Ok(mut u) = self.unwritten.lock() else { return failed.len() };
+        let Ok(mut u) = self.state.unwritten.lock() else { return failed.len() };
         u.extend(failed);
         let over = u.len().saturating_sub(MAX_UNWRITTEN);
         u.drain(..over);
@@ -314,25 +309,17 @@ impl Monitor {
     }
 
     /// Takes the windows that ended by `now` (every window with `all`), as
-    /// the records the control plane stores, after those left from a failed write.
+    /// the records the control plane stores, after those left from a failed
+    /// write. A window is taken half a second after its end, so requests
+    /// still in the queue reach it.
     pub(super) fn take_closed(&self, now: Timestamp, all: bool) -> Vec<WindowRecord> {
-        let mut out = self.unwritten.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
-        out.extend(self.take_live(now, all));
-        out
-    }
-
-    fn take_live(&self, now: Timestamp, all: bool) -> Vec<WindowRecord> {
-        let Ok(mut map) = self.live.write() else { return Vec::new() };
-        let closed: Vec<Key> = map
-            .iter()
-            .filter(|(_, l)| all || l.lock().map(|l| l.window_end <= now.0).unwrap_or(true))
-            .map(|(k, _)| k.clone())
-            .collect();
-        closed
-            .into_iter()
-            .filter_map(|k| {
-                let live = map.remove(&k)?.into_inner().ok()?;
-                Some(WindowRecord {
+        let mut out = self.state.unwritten.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
+        let Ok(mut map) = self.state.live.lock() else { return out };
+        let closed: Vec<Key> =
+            map.iter().filter(|(_, l)| all || l.window_end + 500_000 <= now.0).map(|(k, _)| k.clone()).collect();
+        for k in closed {
+            if let Some(live) = map.remove(&k) {
+                out.push(WindowRecord {
                     endpoint: k.0,
                     model: k.1,
                     version: k.2,
@@ -340,10 +327,82 @@ impl Monitor {
                     window_end: Timestamp(live.window_end),
                     replica: self.replica.clone(),
                     sketch: live.sketch,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        out
     }
+}
+
+fn elements(s: &Sample) -> usize {
+    s.inputs.iter().map(|t| t.len()).sum::<usize>() + s.outputs.iter().map(|t| t.len()).sum::<usize>()
+}
+
+/// Folds one queued request into its window (and logs its predictions).
+fn fold_sample(state: &State, s: &Sample) {
+    let Some(plan) = &s.loaded.monitor_plan else { return };
+    let o = Observation {
+        endpoint: &s.endpoint,
+        target: &s.target,
+        plan,
+        principal: &s.principal,
+        inputs: &s.inputs,
+        outputs: &s.outputs,
+    };
+    let len = s.window_secs.max(1) as i64 * 1_000_000;
+    let start = s.at - s.at.rem_euclid(len);
+    if let Ok(mut map) = state.live.lock() {
+        let key: Key = (s.endpoint.clone(), s.target.model.clone(), s.target.version, start);
+        let live = map.entry(key).or_insert_with(|| Live { window_end: start + len, ..Default::default() });
+        fold(live, &o);
+    }
+    if s.feedback {
+        log_predictions(state, &o, &s.request_id);
+    }
+}
+
+/// Queues a classifier's predictions of one request for the feedback join
+/// (its predicted class and that class's probability per row).
+fn log_predictions(state: &State, o: &Observation<'_>, request_id: &str) {
+    let PredictionPlan::Classes { output, classes } = &o.plan.prediction else { return };
+    let Some(t) = o.outputs.get(*output) else { return };
+    let k = classes.len();
+    let rows = t.shape.first().copied().unwrap_or(0);
+    let at = Timestamp::now();
+    let mut batch = Vec::with_capacity(rows);
+    for r in 0..rows.min(super::monitor::MAX_LOGGED_ROWS) {
+        let probs: Vec<f64> = (0..k).filter_map(|j| number(&t.data, r * k + j)).collect();
+        if probs.len() != k {
+            continue;
+        }
+        let (best, score) = probs.iter().enumerate().fold((0, f64::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
+        batch.push(PredictionRecord {
+            endpoint: o.endpoint.to_string(),
+            request_id: request_id.to_string(),
+            row: r as u32,
+            model: o.target.model.clone(),
+            version: o.target.version,
+            predicted: classes[best].clone(),
+            score,
+            at,
+            principal: o.principal.to_string(),
+        });
+    }
+    if let Ok(mut q) = state.predictions.lock() {
+        q.0.extend(batch);
+        while q.0.len() > MAX_PREDICTIONS {
+            q.0.pop_front();
+            q.1 += 1;
+        }
+    }
+}
+
+/// Hashes of input values, for "same row" and "changed feature" tests only:
+/// a fast hash seeded once per process, so collisions cannot be aimed.
+fn hasher() -> impl Hasher {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    SEED.get_or_init(foldhash::fast::RandomState::default).build_hasher()
 }
 
 fn number(d: &Data, i: usize) -> Option<f64> {
@@ -358,7 +417,7 @@ fn number(d: &Data, i: usize) -> Option<f64> {
 }
 
 fn value_hash(d: &Data, i: usize) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = hasher();
     match d {
         Data::Str(v) => v.get(i).hash(&mut h),
         other => number(other, i).map(f64::to_bits).hash(&mut h),
@@ -454,7 +513,7 @@ fn fold(l: &mut Live, o: &Observation<'_>) {
         pw.ood_rows += ood[r] as u64;
         pw.boundary_rows += boundary[r] as u64;
         let row = &hashes[r];
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = hasher();
         row.hash(&mut h);
         let whole = h.finish();
         if track.seen.contains(&whole) {
