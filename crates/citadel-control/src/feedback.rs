@@ -334,10 +334,10 @@ impl Workspace {
             .bind(version)
             .fetch_optional(self.db.pool())
             .await?;
+        // The card's summary (`Evaluation::headline`): its `accuracy`.
         Ok(row.and_then(|r| {
-            let e = citadel_ml::task_eval::Evaluation::from_json(r.try_get::<String, _>("evaluation").ok()?.as_bytes())
-                .ok()?;
-            e.headline(0).get("accuracy").and_then(|a| a.as_f64())
+            let h: serde_json::Value = serde_json::from_str(&r.try_get::<String, _>("evaluation").ok()?).ok()?;
+            h.get("accuracy").and_then(|a| a.as_f64())
         }))
     }
 }

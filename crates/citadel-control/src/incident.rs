@@ -249,7 +249,7 @@ impl Workspace {
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
-            .ok_or_else(|| ControlError::NotFound(format!("incident {id} (see `citadel incident ls --all`)")))?;
+            .ok_or_else(|| ControlError::NotFound(format!("incident {id}")))?;
         from_row(&row)
     }
 
@@ -277,7 +277,7 @@ impl Workspace {
                 .transpose()?;
             match (status.as_deref(), to) {
                 (None, _) => {
-                    return Err(ControlError::NotFound(format!("incident {id} (see `citadel incident ls --all`)")));
+                    return Err(ControlError::NotFound(format!("incident {id}")));
                 }
                 (Some("resolved"), _) => {
                     return Err(ControlError::Conflict(format!(

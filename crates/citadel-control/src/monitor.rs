@@ -121,6 +121,10 @@ impl MonitoringPolicy {
             p.push(format!("monitoring.drift.alpha must be in (0, 1) (got {})", d.alpha));
         }
         share("drift.ood_rate", d.ood_rate, &mut p);
+        share("drift.ks", d.ks, &mut p);
+        if d.min_rows == 0 {
+            p.push("monitoring.drift.min_rows must be at least 1".into());
+        }
         let t = &self.detectors;
         share("detectors.extraction_ood_share", t.extraction_ood_share, &mut p);
         share("detectors.extraction_boundary_share", t.extraction_boundary_share, &mut p);
@@ -141,7 +145,7 @@ impl MonitoringPolicy {
     pub fn from_toml(text: &str) -> Result<MonitoringPolicy> {
         let p: MonitoringPolicy = toml::from_str(text).map_err(|e| {
             ControlError::Invalid(format!(
-                "the monitoring policy does not parse: {} — hint: its keys are window_secs, grace_secs, [drift] (psi, alpha, min_rows, ood_rate) and [detectors]",
+                "the monitoring policy does not parse: {} — hint: its keys are window_secs, grace_secs, playbook (\"enforce\", \"dry_run\", \"off\"), [drift] (psi, ks, alpha, min_rows, ood_rate), [detectors] (extraction_min_rows, extraction_ood_share, extraction_boundary_share, evasion_min_rows, evasion_near_share, evasion_min_flips, ood_min_rows, ood_share) and [feedback] (enabled, min_labels, max_drop, alpha, lookback_secs)",
                 e.message().trim_end()
             ))
         })?;
@@ -491,6 +495,15 @@ impl Workspace {
     pub async fn monitor_status(&self, caller: &Caller, endpoint: &str, limit: i64) -> Result<Vec<WindowVerdict>> {
         let endpoint = Name::parse(endpoint)?;
         self.authorize(caller, Action::MonitorRead, &format!("deployment:{endpoint}")).await?;
+        let known = self.deployments_live().await?.iter().any(|d| d.name == endpoint.as_str())
+            || sqlx::query("SELECT 1 AS x FROM monitor_windows WHERE endpoint = $1 LIMIT 1")
+                .bind(endpoint.as_str())
+                .fetch_optional(self.db.pool())
+                .await?
+                .is_some();
+        if !known {
+            return Err(ControlError::NotFound(format!("deployment {endpoint}")));
+        }
         let rows = sqlx::query(
             "SELECT result FROM monitor_evaluations WHERE endpoint = $1 AND result <> '' ORDER BY window_start DESC LIMIT $2",
         )
@@ -535,9 +548,13 @@ impl Workspace {
             .fetch_optional(self.db.pool())
             .await?
         {
-            Some(r) => citadel_ml::task_eval::Evaluation::from_json(r.try_get::<String, _>("evaluation")?.as_bytes())
+            // The card's summary (`Evaluation::headline`) carries the held-out
+            // predictions' class counts since they were added; older versions
+            // have none, and get no prediction drift.
+            Some(r) => serde_json::from_str::<serde_json::Value>(&r.try_get::<String, _>("evaluation")?)
                 .ok()
-                .and_then(|e| e.predicted_classes()),
+                .and_then(|h| serde_json::from_value::<Vec<(String, u64)>>(h["predicted_classes"].clone()).ok())
+                .filter(|c| !c.is_empty()),
             None => None,
         };
         let mut dataset = None;

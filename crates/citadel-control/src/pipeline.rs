@@ -827,6 +827,8 @@ impl Workspace {
                     .bind({
                         let mut h = evaluation.headline(min_group_rows(spec));
                         h["pipeline_gate"] = gate.clone();
+                        // Live monitoring's reference for prediction drift.
+                        h["predicted_classes"] = serde_json::json!(evaluation.predicted_classes());
                         h.to_string()
                     })
                     .bind(&json_id)

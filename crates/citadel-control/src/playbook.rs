@@ -105,6 +105,11 @@ impl Workspace {
             return Ok(Vec::new());
         }
         let incident = self.incident_row(id).await?;
+        if incident.status == "resolved" {
+            return Err(ControlError::Conflict(format!(
+                "incident {id} is resolved; its playbook no longer runs (a new detection opens a new incident)"
+            )));
+        }
         let input = self.playbook_input(&incident).await?;
         let (name, policy) = self.playbook_source()?;
         let actions = match citadel_policy::evaluate_playbook(&name, &policy, &input) {

@@ -622,16 +622,19 @@ pub enum FeatureReference {
     Categorical(Vec<(String, u64)>),
 }
 
-/// When a live window counts as drifted: the effect at least `psi` and the
-/// test (KS, or chi-square for categories) significant at `alpha` after
-/// Holm's correction across the window's features; a window with fewer
-/// than `min_rows` rows is not judged. Out-of-distribution: the share of
+/// When a live window counts as drifted: the effect (PSI at least `psi`,
+/// or for numbers the KS statistic at least `ks`: decile bins of a column
+/// that is mostly one value cannot show a shift that KS sees) and the test
+/// (KS, or chi-square for categories) significant at `alpha` after Holm's
+/// correction across the window's features; a window with fewer than
+/// `min_rows` rows is not judged. Out-of-distribution: the share of
 /// values outside the training rows' 1st–99th percentiles (2% expected) or
 /// of unseen categories (0 expected) at least `ood_rate`, and significant.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftPolicy {
     pub psi: f64,
+    pub ks: f64,
     pub alpha: f64,
     pub min_rows: u64,
     pub ood_rate: f64,
@@ -640,7 +643,8 @@ pub struct DriftPolicy {
 impl Default for DriftPolicy {
     fn default() -> Self {
         // PSI ≥ 0.2: the usual "significant shift" rule (Siddiqi, Credit Risk Scorecards, 2006).
-        DriftPolicy { psi: 0.2, alpha: 0.01, min_rows: 200, ood_rate: 0.1 }
+        // KS ≥ 0.1: a tenth of the distribution moved.
+        DriftPolicy { psi: 0.2, ks: 0.1, alpha: 0.01, min_rows: 200, ood_rate: 0.1 }
     }
 }
 
@@ -768,7 +772,8 @@ fn judge(out: &mut [LiveDrift], rows: u64, policy: &DriftPolicy) {
     let p_ood: Vec<f64> = out.iter().map(|d| d.ood_pvalue).collect();
     let significant_ood = stats::holm(&p_ood, policy.alpha);
     for (i, d) in out.iter_mut().enumerate() {
-        d.drifted = significant[i] && d.stats.psi.is_some_and(|x| x >= policy.psi);
+        d.drifted = significant[i]
+            && (d.stats.psi.is_some_and(|x| x >= policy.psi) || d.stats.ks.is_some_and(|x| x >= policy.ks));
         d.out_of_distribution = significant_ood[i] && d.ood_rate >= policy.ood_rate;
     }
 }

@@ -617,7 +617,7 @@ impl Gateway {
             return Err(e);
         }
         let principal = &caller.principal.name;
-        if let Some((per_sec, burst, _, limiter)) = r.throttles.get(principal) {
+        if let Some((per_sec, burst, incident, limiter)) = r.throttles.get(principal) {
             let local = || limiter.check().err().map(|n| n.wait_time_from(limiter.clock().now()));
             let wait = match &self.shared_limits {
                 Some(shared) => match shared.check(&format!("throttle:{principal}"), *per_sec, *burst).await {
@@ -636,7 +636,11 @@ impl Gateway {
                 None => local(),
             };
             if let Some(wait) = wait {
-                return Err(self.limited("throttle", endpoint, principal, wait));
+                let mut e = self.limited("throttle", endpoint, principal, wait);
+                e.message = format!(
+                    "{principal} is throttled to {per_sec} request(s) a second by incident {incident}; retry later (a person lifts it with `citadel incident undo {incident}`)"
+                );
+                return Err(e);
             }
         }
         Ok(())
@@ -1057,6 +1061,11 @@ impl Gateway {
                 .await;
                 Ok(json_response(StatusCode::OK, &json!({"endpoint": name, "records": rows})))
             }
+            (m, ["v2", "models", _, "feedback"]) if m != Method::POST => Err(api(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "feedback is POSTed: {\"feedback\": [{\"request_id\", \"row\", \"label\", \"groups\"}]}",
+            )),
             (Method::POST, ["v2", "models", name, "feedback"]) => {
                 facts.endpoint = Some(name.to_string());
                 let caller = self.authenticate(req.headers(), client_fp, facts).await?;

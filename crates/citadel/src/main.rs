@@ -505,7 +505,9 @@ enum GrantCmd {
     Add {
         principal: String,
         /// admin, data-steward, data-scientist, ml-engineer, approver,
-        /// auditor, inference-client or privacy-officer.
+        /// auditor, inference-client, privacy-officer, feedback-client
+        /// (posts ground-truth labels) or gateway (what `citadel serve` needs:
+        /// models, monitoring, incidents, throttles).
         role: String,
         #[arg(long, default_value = "*")]
         scope: String,
@@ -678,6 +680,7 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::AlreadyInitialized(_) => "use the existing workspace, or choose another directory".into(),
             ControlError::NotFound(what) if what.starts_with("erasure ") => "`citadel subject erasures` lists the erasures and their ids".into(),
             ControlError::NotFound(what) if what.starts_with("deployment ") => "`citadel deploy ls` lists the endpoints".into(),
+            ControlError::NotFound(what) if what.starts_with("incident ") => "`citadel incident ls --all` lists the incidents".into(),
             ControlError::NotFound(_) => "check the name or id; `citadel artifact ls` and `citadel principal list` show what exists".into(),
             ControlError::Crypto(citadel_crypto::CryptoError::WrongPassphrase { .. }) => "set CITADEL_PASSPHRASE to the passphrase used at `citadel init`; nothing was changed".into(),
             ControlError::Crypto(citadel_crypto::CryptoError::KeyFilePermissions { path, .. }) => format!("run: chmod 600 {}", path.display()),
@@ -692,6 +695,8 @@ fn hint_for(err: &anyhow::Error) -> String {
             ControlError::RetiredSigningKey { .. } => "register the model again (it is scanned and signed with the current key), then request the stage change".into(),
             ControlError::SelfApproval { .. } => "another principal holding the approver role must approve it".into(),
             ControlError::Conflict(m) if m.contains("erase") || m.contains("erasure") => "nothing was changed; run the erasure again (on every dataset named)".into(),
+            ControlError::Conflict(m) if m.contains("incident ") => "`citadel incident show ID` shows its status and timeline".into(),
+            ControlError::Conflict(m) if m.contains("changed after the playbook") => "`citadel deploy history ENDPOINT` shows every revision".into(),
             ControlError::Conflict(_) => "`citadel model requests --all` shows every request and its state".into(),
             ControlError::NoSubjectRows { dataset, .. } => format!("nothing was changed or returned; check the values (`citadel data show {dataset}` lists the columns and their masks; values are matched as they were in the source file)"),
             ControlError::SubjectTooBroad { .. } => "name the person by an identifying column (an e-mail, a customer id), or raise --max-rows when one person truly has that many rows".into(),

@@ -129,6 +129,18 @@ pub async fn run_monitor(ws: &Workspace, caller: &Caller, cmd: MonitorCmd, out: 
                             if p.drifted { "  DRIFTED" } else { "" }
                         ));
                     }
+                    for p in &v.performance {
+                        s.push_str(&format!(
+                            "  live accuracy {}@{}: {:.1}% on {} labels (ECE {:.3}){}{}\n",
+                            p.model,
+                            p.version,
+                            p.accuracy * 100.0,
+                            p.labels,
+                            p.ece,
+                            p.baseline.as_ref().map(|(what, a)| format!(", vs {what} {:.1}%", a * 100.0)).unwrap_or_default(),
+                            if p.degraded { "  DEGRADED" } else { "" }
+                        ));
+                    }
                     for d in &v.detections {
                         s.push_str(&format!("  ! {} ({}): {}\n", d.kind, d.severity.as_str(), d.summary));
                     }
@@ -224,6 +236,12 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
             }
             let value = serde_json::json!({"incident": incident, "timeline": events});
             out.emit(&value, || {
+                let last_detected = events
+                    .iter()
+                    .filter(|e| e.kind == "opened" || e.kind == "detected")
+                    .map(|e| e.at)
+                    .max()
+                    .unwrap_or(incident.opened_at);
                 let mut s = format!(
                     "{} ({}, {}): {}\nendpoint {}{}{}\nopened {}, last detected {}, {} window(s)\n\ntimeline:\n",
                     incident.id,
@@ -238,19 +256,36 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
                         .unwrap_or_default(),
                     incident.principal.as_deref().map(|p| format!(", principal {p}")).unwrap_or_default(),
                     incident.opened_at.to_rfc3339(),
-                    incident.updated_at.to_rfc3339(),
+                    last_detected.to_rfc3339(),
                     incident.occurrences
                 );
                 for e in &events {
-                    let detail = e
-                        .details
-                        .get("summary")
-                        .or(e.details.get("note"))
-                        .and_then(|v| v.as_str())
-                        .filter(|t| !t.is_empty())
-                        .map(|t| format!(": {t}"))
-                        .unwrap_or_default();
-                    s.push_str(&format!("  {}  {:<12} by {}{detail}\n", e.at.to_rfc3339(), e.kind, e.actor));
+                    let d = &e.details;
+                    let detail = if e.kind == "action" {
+                        // Which action, and whether it was done.
+                        format!(
+                            ": {}{} — {}",
+                            d["action"]["action"].as_str().unwrap_or("?"),
+                            if d["dry_run"] == true {
+                                " (dry run, not done)"
+                            } else if d["ok"] == false {
+                                " (FAILED)"
+                            } else {
+                                ""
+                            },
+                            d["result"].as_str().unwrap_or("")
+                        )
+                    } else {
+                        d.get("summary")
+                            .or(d.get("note"))
+                            .or(d.get("result"))
+                            .or(d.get("error"))
+                            .and_then(|v| v.as_str())
+                            .filter(|t| !t.is_empty())
+                            .map(|t| format!(": {t}"))
+                            .unwrap_or_default()
+                    };
+                    s.push_str(&format!("  {}  {:<16} by {}{detail}\n", e.at.to_rfc3339(), e.kind, e.actor));
                 }
                 if let Some(p) = &html {
                     s.push_str(&format!("report: {}\n", p.display()));

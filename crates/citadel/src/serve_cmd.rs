@@ -219,7 +219,9 @@ pub enum DeployCmd {
         sticky_header: Option<String>,
         #[arg(long, default_value_t = 0.0)]
         shadow_fraction: f64,
-        /// Live monitoring policy (TOML: window_secs, grace_secs, [drift], [detectors]); defaults when absent
+        /// Live monitoring policy (TOML: window_secs, grace_secs, playbook,
+        /// [drift], [detectors], [feedback]); without it the endpoint keeps
+        /// its current policy (the defaults for a new endpoint)
         #[arg(long)]
         monitoring: Option<PathBuf>,
     },

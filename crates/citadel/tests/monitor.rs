@@ -294,6 +294,9 @@ fn drift_extraction_and_evasion_are_detected_and_benign_traffic_is_not() {
         f
     };
     assert_eq!(judged, expected);
+    // The predicted classes, against the model card's held-out predictions: no drift either.
+    assert_eq!(v[0]["prediction"]["column"], "prediction", "{}", v[0]);
+    assert_eq!(v[0]["prediction"]["drifted"], false, "{}", v[0]["prediction"]);
     // Window 2: the sweep and the search are found, each for its principal only.
     let k2 = kinds(&v[1]);
     assert!(k2.contains(&("extraction".into(), Some("thief".into()))), "{k2:?}");
