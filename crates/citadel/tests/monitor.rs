@@ -215,7 +215,8 @@ fn drift_extraction_and_evasion_are_detected_and_benign_traffic_is_not() {
 
     // Window 1: the well-behaved client alone, real held-out rows.
     next_window(WINDOW);
-    let w1 = now_ms() - 150;
+    // Within window 1 (4 s long, entered 150 ms ago): its start is before this, the previous window's before that.
+    let w1 = now_ms() - 1000;
     for chunk in rows[..1500].chunks(100) {
         assert_eq!(gw.infer(&app, chunk).0, 200);
     }
