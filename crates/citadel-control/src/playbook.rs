@@ -123,7 +123,7 @@ impl Workspace {
         let mut out = Vec::new();
         for action in actions {
             let (ok, result, undo) = if dry_run {
-                (true, "dry run: not done".to_string(), serde_json::Value::Null)
+                (true, "not done: the playbook would run it".to_string(), serde_json::Value::Null)
             } else {
                 match self.playbook_act(caller, &incident, &action).await {
                     Ok((result, undo)) => (true, result, undo),

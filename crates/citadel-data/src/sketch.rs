@@ -659,6 +659,10 @@ pub struct LiveDrift {
     pub ood_pvalue: f64,
     pub drifted: bool,
     pub out_of_distribution: bool,
+    /// Whether the window had enough rows to be judged (`min_rows`): when
+    /// not, `drifted` and `out_of_distribution` say nothing.
+    #[serde(default)]
+    pub judged: bool,
     /// For charts: (bin label, reference share, live share).
     pub bins: Vec<(String, f64, f64)>,
 }
@@ -720,6 +724,7 @@ pub fn live_drift(
                     ood_pvalue: stats::binom_sf(tails, n, EXPECTED_TAIL),
                     drifted: false,
                     out_of_distribution: false,
+                    judged: false,
                     bins,
                 }
             }
@@ -748,6 +753,7 @@ pub fn live_drift(
                     ood_pvalue: if *unseen == 0 { 1.0 } else { 0.0 },
                     drifted: false,
                     out_of_distribution: false,
+                    judged: false,
                     bins: labels
                         .into_iter()
                         .map(|(k, (a, b))| (if k == UNSEEN { "(unseen)".to_string() } else { k.to_string() }, a, b))
@@ -772,6 +778,7 @@ fn judge(out: &mut [LiveDrift], rows: u64, policy: &DriftPolicy) {
     let p_ood: Vec<f64> = out.iter().map(|d| d.ood_pvalue).collect();
     let significant_ood = stats::holm(&p_ood, policy.alpha);
     for (i, d) in out.iter_mut().enumerate() {
+        d.judged = true;
         d.drifted = significant[i]
             && (d.stats.psi.is_some_and(|x| x >= policy.psi) || d.stats.ks.is_some_and(|x| x >= policy.ks));
         d.out_of_distribution = significant_ood[i] && d.ood_rate >= policy.ood_rate;

@@ -114,10 +114,11 @@ pub async fn run_monitor(ws: &Workspace, caller: &Caller, cmd: MonitorCmd, out: 
                                 .or(d.stats.chi2.map(|c| format!("{c:>7.1}")))
                                 .unwrap_or_else(|| "      -".into()),
                             d.ood_rate * 100.0,
-                            match (d.drifted, d.out_of_distribution) {
-                                (true, true) => "  DRIFTED, OUT OF DISTRIBUTION",
-                                (true, false) => "  DRIFTED",
-                                (false, true) => "  OUT OF DISTRIBUTION",
+                            match (d.judged, d.drifted, d.out_of_distribution) {
+                                (false, ..) => "  (not judged: too few rows)",
+                                (true, true, true) => "  DRIFTED, OUT OF DISTRIBUTION",
+                                (true, true, false) => "  DRIFTED",
+                                (true, false, true) => "  OUT OF DISTRIBUTION",
                                 _ => "",
                             }
                         ));
@@ -267,7 +268,7 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
                             ": {}{} — {}",
                             d["action"]["action"].as_str().unwrap_or("?"),
                             if d["dry_run"] == true {
-                                " (dry run, not done)"
+                                " (dry run)"
                             } else if d["ok"] == false {
                                 " (FAILED)"
                             } else {

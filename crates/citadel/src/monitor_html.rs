@@ -59,10 +59,11 @@ fn paired_bars(d: &LiveDrift) -> String {
 }
 
 fn feature_card(d: &LiveDrift) -> String {
-    let verdict = match (d.drifted, d.out_of_distribution) {
-        (true, true) => r#"<span class="bad">drifted, out of distribution</span>"#,
-        (true, false) => r#"<span class="bad">drifted</span>"#,
-        (false, true) => r#"<span class="bad">out of distribution</span>"#,
+    let verdict = match (d.judged, d.drifted, d.out_of_distribution) {
+        (false, ..) => r#"<span class="note">not judged (too few rows)</span>"#,
+        (true, true, true) => r#"<span class="bad">drifted, out of distribution</span>"#,
+        (true, true, false) => r#"<span class="bad">drifted</span>"#,
+        (true, false, true) => r#"<span class="bad">out of distribution</span>"#,
         _ => r#"<span class="ok">stable</span>"#,
     };
     let stat = match (d.stats.ks, d.stats.chi2) {
@@ -153,7 +154,13 @@ pub fn render_incident(i: &Incident, events: &[IncidentEvent]) -> String {
         esc(&i.model.as_ref().map(|m| format!("{m}@{}", i.version.unwrap_or(0))).unwrap_or_else(|| "—".into())),
         esc(i.principal.as_deref().unwrap_or("—")),
         esc(&i.opened_at.to_rfc3339()),
-        esc(&i.updated_at.to_rfc3339()),
+        esc(&events
+            .iter()
+            .filter(|e| e.kind == "opened" || e.kind == "detected")
+            .map(|e| e.at)
+            .max()
+            .unwrap_or(i.opened_at)
+            .to_rfc3339()),
         i.occurrences,
         esc(&i.summary)
     );
@@ -169,7 +176,31 @@ pub fn render_incident(i: &Incident, events: &[IncidentEvent]) -> String {
         })
         .unwrap_or_default();
     if features.is_empty() {
-        h.push_str("<h2>Evidence</h2><table>");
+        // Shares (of a principal's rows) as bars, then every figure.
+        let shares: Vec<(&String, f64)> = i
+            .evidence
+            .as_object()
+            .map(|o| {
+                o.iter().filter(|(k, _)| k.ends_with("share")).filter_map(|(k, v)| Some((k, v.as_f64()?))).collect()
+            })
+            .unwrap_or_default();
+        if !shares.is_empty() {
+            let _ = write!(h, r#"<h2>Evidence</h2><svg width="520" height="{}" role="img">"#, shares.len() * 22 + 4);
+            for (n, (k, v)) in shares.iter().enumerate() {
+                let y = n * 22 + 2;
+                let _ = write!(
+                    h,
+                    r##"<text x="0" y="{}" font-size="12">{}</text><rect x="170" y="{y}" width="300" height="16" fill="#eee"/><rect x="170" y="{y}" width="{:.1}" height="16" fill="#c62828"/><text x="478" y="{}" font-size="12">{:.0}%</text>"##,
+                    y + 12,
+                    esc(&k.replace('_', " ")),
+                    300.0 * v.clamp(0.0, 1.0),
+                    y + 12,
+                    v * 100.0
+                );
+            }
+            h.push_str("</svg>");
+        }
+        h.push_str("<table>");
         if let Some(o) = i.evidence.as_object() {
             for (k, v) in o {
                 let shown = match v.as_f64() {
@@ -189,13 +220,29 @@ pub fn render_incident(i: &Incident, events: &[IncidentEvent]) -> String {
     }
     h.push_str("<h2>Timeline</h2><table><tr><th>when</th><th>what</th><th>who</th><th>details</th></tr>");
     for e in events {
-        let detail = e
-            .details
-            .get("summary")
-            .or(e.details.get("note"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| e.details.to_string());
+        let d = &e.details;
+        let detail = if e.kind == "action" {
+            format!(
+                "{}{} — {}",
+                d["action"]["action"].as_str().unwrap_or("?"),
+                if d["dry_run"] == true {
+                    " (dry run)"
+                } else if d["ok"] == false {
+                    " (failed)"
+                } else {
+                    ""
+                },
+                d["result"].as_str().unwrap_or("")
+            )
+        } else {
+            d.get("summary")
+                .or(d.get("note"))
+                .or(d.get("result"))
+                .or(d.get("error"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
