@@ -142,6 +142,8 @@ pub struct GcOutcome {
     #[serde(flatten)]
     pub store: GcReport,
     pub purged: Vec<PurgedVersion>,
+    /// Monitoring rows past their retention that were deleted.
+    pub monitoring_rows_purged: u64,
 }
 
 /// Where the master-key passphrase or PIN comes from.
@@ -896,6 +898,7 @@ impl Workspace {
         // An erasure interrupted after its commit is finished first.
         self.complete_erasures(caller).await?;
         let purged = self.purge_expired(caller).await?;
+        let monitoring_rows_purged = self.monitor_purge(caller, Timestamp::now()).await?;
         // Purged data leaves the store now, not after the grace period (no
         // put runs while gc holds its lease, so no leftover is in use).
         let grace = if purged.is_empty() { grace_secs.unwrap_or(self.config.gc_grace_secs) } else { 0 };
@@ -913,7 +916,7 @@ impl Workspace {
                 serde_json::json!({"store": report, "versions_purged": purged.len()}),
             ))
             .await?;
-        Ok(GcOutcome { store: report, purged })
+        Ok(GcOutcome { store: report, purged, monitoring_rows_purged })
     }
 
     // ------------------------------------------------------------ keys

@@ -620,6 +620,44 @@ impl Workspace {
     }
 }
 
+/// How long monitoring records are kept (windows, verdicts, authentication
+/// windows, logged predictions, labels); `citadel gc` deletes older ones.
+/// Incidents and their timelines are kept.
+pub const MONITORING_RETENTION_DAYS: i64 = 30;
+
+impl Workspace {
+    /// Deletes monitoring records older than [`MONITORING_RETENTION_DAYS`]
+    /// (judged or not: a month is far past any grace period) in one audited
+    /// transaction; returns how many rows went.
+    pub(crate) async fn monitor_purge(&self, caller: &Caller, now: Timestamp) -> Result<u64> {
+        let before = now.0 - MONITORING_RETENTION_DAYS * 86_400 * 1_000_000;
+        let mut tx = self.db.begin_audited().await?;
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM monitor_windows WHERE window_end < $1",
+            "DELETE FROM auth_windows WHERE window_end < $1",
+            "DELETE FROM monitor_evaluations WHERE window_start < $1",
+            "DELETE FROM predictions WHERE at < $1",
+            "DELETE FROM feedback WHERE received_at < $1",
+        ] {
+            n += sqlx::query(sql).bind(before).execute(&mut *tx.conn()).await?.rows_affected();
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        tx.commit(event(
+            &caller.principal.id,
+            "monitor.purge",
+            "deployment:*",
+            Outcome::Success,
+            &caller.request_id,
+            serde_json::json!({"rows": n, "before": Timestamp(before).to_rfc3339(), "retention_days": MONITORING_RETENTION_DAYS}),
+        ))
+        .await?;
+        Ok(n)
+    }
+}
+
 /// The predicted classes' live distribution against the held-out one.
 fn prediction_drift(w: &WindowSketch, reference: Option<&[(String, u64)]>, policy: &DriftPolicy) -> Option<LiveDrift> {
     let (Some(r), Some(p @ FeatureSketch::Categorical { .. })) = (reference, &w.prediction) else { return None };

@@ -1222,6 +1222,9 @@ async fn run(cli: Cli) -> Result<i32> {
                         p.dataset, p.version, p.ingested_at, p.retention_days
                     );
                 }
+                if r.monitoring_rows_purged > 0 {
+                    s += &format!("deleted {} monitoring record(s) past their retention\n", r.monitoring_rows_purged);
+                }
                 s + &format!(
                     "removed {} unreferenced chunk(s) and {} orphan object(s), freed {}",
                     r.store.unreferenced_chunks,

@@ -624,4 +624,21 @@ fn failed_authentication_bursts_and_a_token_used_from_many_addresses_open_incide
     assert_eq!(reuse.len(), 1, "only the leaked token: {reuse:?}");
     assert_eq!(reuse[0]["principal"], "leaked");
     assert!(!reuse[0].to_string().contains("ctk_"), "no credential in an incident");
+
+    // Monitoring records past their retention (30 days) go at gc; incidents stay.
+    drop(gw);
+    let old = 40i64 * 86_400 * 1_000_000;
+    for sql in [
+        format!("UPDATE monitor_windows SET window_start = window_start - {old}, window_end = window_end - {old}"),
+        format!("UPDATE monitor_evaluations SET window_start = window_start - {old}"),
+        format!("UPDATE auth_windows SET window_start = window_start - {old}, window_end = window_end - {old}"),
+    ] {
+        ws.db_exec(&sql);
+    }
+    let gc = ws.json(&["gc"]);
+    // At least the authentication window and its verdict.
+    assert!(gc["monitoring_rows_purged"].as_u64().unwrap() >= 2, "{gc}");
+    assert_eq!(ws.json(&["gc"])["monitoring_rows_purged"], 0, "nothing left past retention");
+    assert_eq!(ok_json(as_user(&ws, &eng, &["incident", "ls"])).as_array().unwrap().len(), 2);
+    assert!(ws.json(&["audit", "query", "--action", "monitor.purge"]).as_array().unwrap().len() == 1);
 }
