@@ -28,6 +28,18 @@ use citadel_types::{Name, Timestamp};
 use crate::incident::{Detection, Severity};
 use crate::{Caller, ControlError, Result, Workspace, event};
 
+/// Rows a multi-row INSERT carries (× 9 parameters stays under SQLite's
+/// and PostgreSQL's parameter limits).
+const INSERT_CHUNK: usize = 500;
+
+/// `($1, $2, …), ($n+1, …)`: `rows` groups of `cols` placeholders.
+fn placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (1..=cols).map(|c| format!("${}", r * cols + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Live performance settings of a deployment.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -116,22 +128,27 @@ impl Workspace {
             let resource = format!("deployment:{}", Name::parse(endpoint)?);
             self.authorize(caller, Action::MonitorWrite, &resource).await?;
             let mut tx = self.db.begin_audited().await?;
-            for r in &rows {
-                sqlx::query(
+            // Multi-row inserts: a batch of thousands holds the write lock briefly.
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let sql = format!(
                     "INSERT INTO predictions (endpoint, request_id, row_index, model, version, predicted, score, at, principal) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-                )
-                .bind(endpoint)
-                .bind(&r.request_id)
-                .bind(i64::from(r.row))
-                .bind(&r.model)
-                .bind(r.version)
-                .bind(&r.predicted)
-                .bind(r.score)
-                .bind(r.at.0)
-                .bind(&r.principal)
-                .execute(&mut *tx.conn())
-                .await?;
+                     VALUES {} ON CONFLICT DO NOTHING",
+                    placeholders(chunk.len(), 9)
+                );
+                let mut q = sqlx::query(&sql);
+                for r in chunk {
+                    q = q
+                        .bind(endpoint)
+                        .bind(&r.request_id)
+                        .bind(i64::from(r.row))
+                        .bind(&r.model)
+                        .bind(r.version)
+                        .bind(&r.predicted)
+                        .bind(r.score)
+                        .bind(r.at.0)
+                        .bind(&r.principal);
+                }
+                q.execute(&mut *tx.conn()).await?;
             }
             tx.commit(event(
                 &caller.principal.id,
@@ -160,23 +177,26 @@ impl Workspace {
         let now = Timestamp::now();
         let mut tx = self.db.begin_audited().await?;
         let mut accepted = 0;
-        for i in items {
-            let groups = serde_json::to_string(&i.groups)
-                .map_err(|e| ControlError::Invalid(format!("feedback groups do not serialize: {e}")))?;
-            accepted += sqlx::query(
+        for chunk in items.chunks(INSERT_CHUNK) {
+            let sql = format!(
                 "INSERT INTO feedback (endpoint, request_id, row_index, label, groups, principal, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(endpoint.as_str())
-            .bind(&i.request_id)
-            .bind(i64::from(i.row))
-            .bind(&i.label)
-            .bind(groups)
-            .bind(&caller.principal.name)
-            .bind(now.0)
-            .execute(&mut *tx.conn())
-            .await?
-            .rows_affected();
+                 VALUES {} ON CONFLICT DO NOTHING",
+                placeholders(chunk.len(), 7)
+            );
+            let mut q = sqlx::query(&sql);
+            for i in chunk {
+                let groups = serde_json::to_string(&i.groups)
+                    .map_err(|e| ControlError::Invalid(format!("feedback groups do not serialize: {e}")))?;
+                q = q
+                    .bind(endpoint.as_str())
+                    .bind(&i.request_id)
+                    .bind(i64::from(i.row))
+                    .bind(&i.label)
+                    .bind(groups)
+                    .bind(&caller.principal.name)
+                    .bind(now.0);
+            }
+            accepted += q.execute(&mut *tx.conn()).await?.rows_affected();
         }
         let receipt = FeedbackReceipt { accepted, duplicates: items.len() as u64 - accepted };
         tx.commit(event(

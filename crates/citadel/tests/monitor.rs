@@ -150,7 +150,10 @@ fn kinds(v: &Value) -> Vec<(String, Option<String>)> {
 /// The workspace: Adult ingested without masks, a boosting model trained,
 /// gated, registered, approved and deployed as `income` with `policy`.
 fn monitored(policy: &str) -> (Ws, String) {
-    let ws = Ws::new();
+    monitored_on(Ws::new(), policy)
+}
+
+fn monitored_on(ws: Ws, policy: &str) -> (Ws, String) {
     let dir = ws.root.parent().unwrap().to_path_buf();
     std::fs::copy(repo().join("datasets/adult/adult.data"), dir.join("adult.data")).unwrap();
     let expect = std::fs::read_to_string(repo().join("examples/quickstart/adult.expect.toml")).unwrap();
@@ -419,8 +422,21 @@ fn held_out_truth() -> Vec<(serde_json::Map<String, Value>, String, String)> {
 
 #[test]
 fn a_canary_whose_live_accuracy_drops_is_rolled_back_with_no_failed_request() {
+    canary_rollback(Ws::new());
+}
+
+/// The same on PostgreSQL: predictions, labels, the join, incidents and the
+/// playbook's rollback through sqlx's Any driver on the other backend.
+#[test]
+fn a_canary_is_rolled_back_on_postgresql_too() {
+    let Some(server) = service("CITADEL_TEST_PG_URL") else { return };
+    let url = fresh_pg_database(&server);
+    canary_rollback(Ws::with(&["--metadata-url", &url], &[]));
+}
+
+fn canary_rollback(ws: Ws) {
     let policy = "window_secs = 2\ngrace_secs = 1\n[feedback]\nenabled = true\nmin_labels = 300\n";
-    let (ws, eng) = monitored(policy);
+    let (ws, eng) = monitored_on(ws, policy);
     // Version 2: a much weaker model (one boosting iteration: it answers the
     // majority class), registered and approved into staging.
     let body = format!(

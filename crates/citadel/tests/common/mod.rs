@@ -236,3 +236,36 @@ pub fn read_response(r: &mut std::io::BufReader<std::net::TcpStream>) -> std::io
     r.read_exact(&mut body)?;
     Ok((status, headers, body))
 }
+
+/// The address of a test service, or None when services are skipped on purpose.
+pub fn service(var: &str) -> Option<String> {
+    if std::env::var("CITADEL_TEST_SKIP_SERVICES").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: CITADEL_TEST_SKIP_SERVICES=1");
+        return None;
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => panic!(
+            "{var} is not set: run ./scripts/services.sh, then `source /tmp/citadel-services/env` \
+             (./scripts/test.sh does both), or set CITADEL_TEST_SKIP_SERVICES=1 to skip these tests"
+        ),
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+    format!("{prefix}{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// A fresh, empty PostgreSQL database; returns its URL.
+pub fn fresh_pg_database(server: &str) -> String {
+    let name = unique("citadel_test_");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{server}/postgres")).await.unwrap();
+        sqlx::Executor::execute(&mut c, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    });
+    format!("{server}/{name}")
+}
