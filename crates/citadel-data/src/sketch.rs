@@ -59,6 +59,9 @@ pub struct Kll {
     /// Level 0's capacity (cached: `update` checks it on every value).
     #[serde(skip)]
     capacity0: usize,
+    /// Values retained (cached: `update` checks it on every value).
+    #[serde(skip)]
+    size: usize,
 }
 
 impl Default for Kll {
@@ -80,6 +83,7 @@ impl Kll {
             rng: random_seed(),
             capacity: 0,
             capacity0: 0,
+            size: 0,
         };
         s.recache();
         s
@@ -88,6 +92,7 @@ impl Kll {
     fn recache(&mut self) {
         self.capacity = self.total_capacity();
         self.capacity0 = self.level_capacity(0);
+        self.size = self.retained();
     }
 
     /// Values seen.
@@ -131,7 +136,8 @@ impl Kll {
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         self.levels[0].push(x);
-        if self.levels[0].len() >= self.capacity0 && self.retained() > self.capacity {
+        self.size += 1;
+        if self.size > self.capacity && self.levels[0].len() >= self.capacity0 {
             self.compress();
         }
     }
@@ -156,6 +162,7 @@ impl Kll {
             self.levels[h + 1].extend(promoted);
             self.levels[h].extend(odd);
         }
+        self.size = self.retained();
     }
 
     /// Adds every value `other` summarized; the result has the same error bound.
