@@ -26,23 +26,7 @@ use serde::Serialize;
 use crate::bench::{Cleanup, say};
 
 const SCRIPT: &str = include_str!("../../../scripts/bench/monitor_peers.py");
-const COLUMNS: [&str; 15] = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education-num",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital-gain",
-    "capital-loss",
-    "hours-per-week",
-    "native-country",
-    "income",
-];
+use crate::bench_pipeline::ADULT_COLUMNS as COLUMNS;
 const NUMERIC: [&str; 5] = ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
 const CATEGORICAL: [&str; 6] = ["workclass", "education", "marital-status", "occupation", "relationship", "sex"];
 

@@ -237,12 +237,7 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
             }
             let value = serde_json::json!({"incident": incident, "timeline": events});
             out.emit(&value, || {
-                let last_detected = events
-                    .iter()
-                    .filter(|e| e.kind == "opened" || e.kind == "detected")
-                    .map(|e| e.at)
-                    .max()
-                    .unwrap_or(incident.opened_at);
+                let last_detected = crate::monitor_html::last_detected(&incident, &events);
                 let mut s = format!(
                     "{} ({}, {}): {}\nendpoint {}{}{}\nopened {}, last detected {}, {} window(s)\n\ntimeline:\n",
                     incident.id,
@@ -261,31 +256,8 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
                     incident.occurrences
                 );
                 for e in &events {
-                    let d = &e.details;
-                    let detail = if e.kind == "action" {
-                        // Which action, and whether it was done.
-                        format!(
-                            ": {}{} — {}",
-                            d["action"]["action"].as_str().unwrap_or("?"),
-                            if d["dry_run"] == true {
-                                " (dry run)"
-                            } else if d["ok"] == false {
-                                " (FAILED)"
-                            } else {
-                                ""
-                            },
-                            d["result"].as_str().unwrap_or("")
-                        )
-                    } else {
-                        d.get("summary")
-                            .or(d.get("note"))
-                            .or(d.get("result"))
-                            .or(d.get("error"))
-                            .and_then(|v| v.as_str())
-                            .filter(|t| !t.is_empty())
-                            .map(|t| format!(": {t}"))
-                            .unwrap_or_default()
-                    };
+                    let detail = crate::monitor_html::event_detail(e);
+                    let detail = if detail.is_empty() { detail } else { format!(": {detail}") };
                     s.push_str(&format!("  {}  {:<16} by {}{detail}\n", e.at.to_rfc3339(), e.kind, e.actor));
                 }
                 if let Some(p) = &html {

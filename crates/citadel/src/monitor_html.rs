@@ -136,6 +136,38 @@ pub fn render_status(endpoint: &str, verdicts: &[WindowVerdict]) -> String {
     h
 }
 
+/// What a timeline entry says: for an action, which one, whether it was a
+/// dry run or failed, and its result; else its summary, note, result or error.
+pub fn event_detail(e: &IncidentEvent) -> String {
+    let d = &e.details;
+    if e.kind == "action" {
+        format!(
+            "{}{} — {}",
+            d["action"]["action"].as_str().unwrap_or("?"),
+            if d["dry_run"] == true {
+                " (dry run)"
+            } else if d["ok"] == false {
+                " (FAILED)"
+            } else {
+                ""
+            },
+            d["result"].as_str().unwrap_or("")
+        )
+    } else {
+        ["summary", "note", "result", "error"]
+            .iter()
+            .find_map(|k| d.get(*k).and_then(|v| v.as_str()).filter(|t| !t.is_empty()))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// When an incident was last detected (its timeline's last `opened` or
+/// `detected`; `updated_at` also moves on ack and resolve).
+pub fn last_detected(i: &Incident, events: &[IncidentEvent]) -> citadel_types::Timestamp {
+    events.iter().filter(|e| e.kind == "opened" || e.kind == "detected").map(|e| e.at).max().unwrap_or(i.opened_at)
+}
+
 /// One incident: summary, evidence (charts for drifted features) and timeline.
 pub fn render_incident(i: &Incident, events: &[IncidentEvent]) -> String {
     let mut h = format!(
@@ -154,13 +186,7 @@ pub fn render_incident(i: &Incident, events: &[IncidentEvent]) -> String {
         esc(&i.model.as_ref().map(|m| format!("{m}@{}", i.version.unwrap_or(0))).unwrap_or_else(|| "—".into())),
         esc(i.principal.as_deref().unwrap_or("—")),
         esc(&i.opened_at.to_rfc3339()),
-        esc(&events
-            .iter()
-            .filter(|e| e.kind == "opened" || e.kind == "detected")
-            .map(|e| e.at)
-            .max()
-            .unwrap_or(i.opened_at)
-            .to_rfc3339()),
+        esc(&last_detected(i, events).to_rfc3339()),
         i.occurrences,
         esc(&i.summary)
     );
@@ -220,29 +246,7 @@ pub fn render_incident(i: &Incident, events: &[IncidentEvent]) -> String {
     }
     h.push_str("<h2>Timeline</h2><table><tr><th>when</th><th>what</th><th>who</th><th>details</th></tr>");
     for e in events {
-        let d = &e.details;
-        let detail = if e.kind == "action" {
-            format!(
-                "{}{} — {}",
-                d["action"]["action"].as_str().unwrap_or("?"),
-                if d["dry_run"] == true {
-                    " (dry run)"
-                } else if d["ok"] == false {
-                    " (failed)"
-                } else {
-                    ""
-                },
-                d["result"].as_str().unwrap_or("")
-            )
-        } else {
-            d.get("summary")
-                .or(d.get("note"))
-                .or(d.get("result"))
-                .or(d.get("error"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .unwrap_or_default()
-        };
+        let detail = event_detail(e);
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
