@@ -809,6 +809,45 @@ impl Gateway {
         self.routes.read().ok().and_then(|r| r.get(name).cloned())
     }
 
+    /// The endpoint `name`, or the 404 that says none is served.
+    fn served(&self, name: &str) -> Result<Arc<Endpoint>, ApiError> {
+        self.endpoint(name).ok_or_else(|| {
+            api(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no deployment named {name} is served; hint: citadel deploy ls"),
+            )
+        })
+    }
+
+    /// Refuses a body whose declared length is over the limit, before any of it is read.
+    fn refuse_oversized(&self, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+        let max = self.config.limits.max_body_bytes;
+        match headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(len) if len > max as u64 => {
+                Err(api(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {max} bytes")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a body, stopping at the body limit.
+    async fn collect_body(&self, body: Incoming) -> Result<Bytes, ApiError> {
+        let max = self.config.limits.max_body_bytes;
+        let body = Limited::new(body, max).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                api(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {max} bytes"))
+            } else {
+                api(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")
+            }
+        })?;
+        Ok(body.to_bytes())
+    }
+
     async fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -1097,13 +1136,7 @@ impl Gateway {
                     self.authorize(&caller, Action::Explain, &format!("model:{name}"), request_id).await?;
                 }
                 self.authorize(&caller, Action::Infer, &format!("model:{name}"), request_id).await?;
-                let endpoint = self.endpoint(&name).ok_or_else(|| {
-                    api(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("no deployment named {name} is served; hint: citadel deploy ls"),
-                    )
-                })?;
+                let endpoint = self.served(&name)?;
                 if let Some(v) = version
                     && !endpoint.targets.iter().any(|(t, _)| t.version == v)
                 {
@@ -1133,22 +1166,10 @@ impl Gateway {
     /// authorizes (`model.feedback`) and audits; the body is checked first
     /// (labels must be classes the endpoint's models predict).
     async fn feedback(&self, req: Request<Incoming>, caller: &Caller, name: &str) -> Result<Response<Body>, ApiError> {
-        let max = self.config.limits.max_body_bytes;
-        let body = Limited::new(req.into_body(), max).collect().await.map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                api(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {max} bytes"))
-            } else {
-                api(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")
-            }
-        })?;
+        self.refuse_oversized(req.headers())?;
+        let body = self.collect_body(req.into_body()).await?;
         // Labels only for an endpoint this gateway serves, with feedback on.
-        let endpoint = self.endpoint(name).ok_or_else(|| {
-            api(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no deployment named {name} is served; hint: citadel deploy ls"),
-            )
-        })?;
+        let endpoint = self.served(name)?;
         if !endpoint.spec.monitoring.unwrap_or_default().feedback.enabled {
             return Err(api(
                 StatusCode::CONFLICT,
@@ -1165,7 +1186,7 @@ impl Gateway {
             all.dedup();
             (!all.is_empty()).then_some(all)
         };
-        let items = crate::feedback::parse(&body.to_bytes(), classes.as_deref())
+        let items = crate::feedback::parse(&body, classes.as_deref())
             .map_err(|e| api(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
         match self.ws.monitor_feedback(caller, name, &items).await {
             Ok(r) => Ok(json_response(StatusCode::OK, &json!({"accepted": r.accepted, "duplicates": r.duplicates}))),
@@ -1339,34 +1360,14 @@ impl Gateway {
     /// tensor extension, OIP V2 JSON, or a JSON array of records; bounded
     /// by the body limit before anything is read.
     async fn read_request(&self, req: Request<Incoming>, loaded: &Loaded) -> Result<v2::InferRequest, ApiError> {
-        let max = self.config.limits.max_body_bytes;
-        if let Some(len) = req
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            && len > max as u64
-        {
-            return Err(api(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body is larger than {max} bytes"),
-            ));
-        }
+        self.refuse_oversized(req.headers())?;
         let header_len = match req.headers().get("inference-header-content-length") {
             Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or_else(|| {
                 api(StatusCode::BAD_REQUEST, "bad_request", "Inference-Header-Content-Length must be a number")
             })?),
             None => None,
         };
-        let body = Limited::new(req.into_body(), max).collect().await.map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                api(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {max} bytes"))
-            } else {
-                api(StatusCode::BAD_REQUEST, "bad_request", "the body could not be read")
-            }
-        })?;
-        let body = body.to_bytes();
+        let body = self.collect_body(req.into_body()).await?;
         let max_elements = self.config.limits.max_tensor_elements;
         let records = header_len.is_none() && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
         let request = if records {

@@ -283,13 +283,7 @@ impl Gateway {
                 }
             };
             self.authorize(&caller, Action::Infer, &format!("model:{name}"), &ctx.request_id).await?;
-            let endpoint = self.endpoint(name).ok_or_else(|| {
-                api(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no deployment named {name} is served; hint: citadel deploy ls"),
-                )
-            })?;
+            let endpoint = self.served(name)?;
             let version =
                 match version {
                     "" => None,
