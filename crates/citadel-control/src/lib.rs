@@ -637,14 +637,28 @@ impl Workspace {
     }
 
     pub async fn principal_disable(&self, caller: &Caller, name: &str) -> Result<()> {
+        self.principal_set_enabled(caller, name, false).await
+    }
+
+    /// Re-enables a disabled principal (the undo of a playbook's disable);
+    /// the same permission as disabling it.
+    pub async fn principal_enable(&self, caller: &Caller, name: &str) -> Result<()> {
+        self.principal_set_enabled(caller, name, true).await
+    }
+
+    async fn principal_set_enabled(&self, caller: &Caller, name: &str, enabled: bool) -> Result<()> {
         let resource = format!("principal:{name}");
         self.authorize(caller, Action::PrincipalDisable, &resource).await?;
         let p = self.principal_named(name).await?;
         let mut tx = self.db.begin_audited().await?;
-        citadel_store::principal_disable(tx.conn(), &p.id, Timestamp::now()).await?;
+        if enabled {
+            citadel_store::principal_enable(tx.conn(), &p.id).await?;
+        } else {
+            citadel_store::principal_disable(tx.conn(), &p.id, Timestamp::now()).await?;
+        }
         tx.commit(event(
             &caller.principal.id,
-            "principal.disable",
+            if enabled { "principal.enable" } else { "principal.disable" },
             &resource,
             Outcome::Success,
             &caller.request_id,

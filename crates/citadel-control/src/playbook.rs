@@ -383,28 +383,6 @@ impl Workspace {
         Ok(done)
     }
 
-    /// Re-enables a disabled principal (the undo of a playbook's disable).
-    pub async fn principal_enable(&self, caller: &Caller, name: &str) -> Result<()> {
-        let resource = format!("principal:{name}");
-        self.authorize(caller, Action::PrincipalDisable, &resource).await?;
-        let p = self.principal_named(name).await?;
-        let mut tx = self.db.begin_audited().await?;
-        sqlx::query("UPDATE principals SET disabled_at = NULL WHERE id = $1")
-            .bind(&p.id)
-            .execute(&mut *tx.conn())
-            .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "principal.enable",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"id": p.id}),
-        ))
-        .await?;
-        Ok(())
-    }
-
     /// Throttles in force now (what gateways poll; no caller, like deployments).
     pub async fn throttles_active(&self) -> Result<Vec<Throttle>> {
         let rows = sqlx::query(

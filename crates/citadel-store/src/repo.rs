@@ -83,6 +83,15 @@ pub async fn principal_list(pool: &AnyPool) -> Result<Vec<Principal>> {
     sqlx::query(&q).fetch_all(pool).await?.iter().map(principal_from).collect()
 }
 
+/// Clears a principal's `disabled_at`; true when it was disabled.
+pub async fn principal_enable(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    let r = sqlx::query("UPDATE principals SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
 pub async fn principal_disable(conn: &mut AnyConnection, id: &str, at: Timestamp) -> Result<bool> {
     let r = sqlx::query("UPDATE principals SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
         .bind(at.0)
