@@ -390,18 +390,7 @@ impl Workspace {
                     verdict.incidents.push(id);
                 }
             }
-            let result = serde_json::to_string(&verdict)
-                .map_err(|e| ControlError::Invalid(format!("the verdict does not serialize: {e}")))?;
-            sqlx::query(
-                "UPDATE monitor_evaluations SET result = $1 WHERE endpoint = $2 AND model = $3 AND version = $4 AND window_start = $5",
-            )
-            .bind(result)
-            .bind(&endpoint)
-            .bind(&model)
-            .bind(version)
-            .bind(window_start)
-            .execute(&mut *tx.conn())
-            .await?;
+            store_verdict(tx.conn(), &verdict).await?;
             tx.commit(event(
                 &caller.principal.id,
                 "monitor.evaluate",
@@ -457,18 +446,7 @@ impl Workspace {
             v.performance = performance;
             v.detections.extend(detections.iter().map(|(_, _, d)| d.clone()));
             v.incidents.extend(ids.iter().cloned());
-            let result = serde_json::to_string(&*v)
-                .map_err(|e| ControlError::Invalid(format!("the verdict does not serialize: {e}")))?;
-            sqlx::query(
-                "UPDATE monitor_evaluations SET result = $1 WHERE endpoint = $2 AND model = $3 AND version = $4 AND window_start = $5",
-            )
-            .bind(result)
-            .bind(&v.endpoint)
-            .bind(&v.model)
-            .bind(v.version)
-            .bind(v.window_start.0)
-            .execute(&mut *tx.conn())
-            .await?;
+            store_verdict(tx.conn(), v).await?;
             tx.commit(event(
                 &caller.principal.id,
                 "monitor.performance",
@@ -618,6 +596,23 @@ impl Workspace {
         .map_err(crate::data::join_err)??;
         Ok(Reference { dataset: Some(resource), features, predicted, note: None })
     }
+}
+
+/// Writes a verdict into its window's claimed `monitor_evaluations` row.
+async fn store_verdict(conn: &mut sqlx::AnyConnection, v: &WindowVerdict) -> Result<()> {
+    let result =
+        serde_json::to_string(v).map_err(|e| ControlError::Invalid(format!("the verdict does not serialize: {e}")))?;
+    sqlx::query(
+        "UPDATE monitor_evaluations SET result = $1 WHERE endpoint = $2 AND model = $3 AND version = $4 AND window_start = $5",
+    )
+    .bind(result)
+    .bind(&v.endpoint)
+    .bind(&v.model)
+    .bind(v.version)
+    .bind(v.window_start.0)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// How long monitoring records are kept (windows, verdicts, authentication
