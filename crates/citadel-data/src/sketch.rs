@@ -591,13 +591,19 @@ impl AuthWindow {
         *self.failures.entry(key.to_string()).or_default() += 1;
     }
 
+    /// Called on every authenticated request: allocates only for a
+    /// principal or address new to the window.
     pub fn success(&mut self, principal: &str, address: &str) {
-        if !self.addresses.contains_key(principal) && self.addresses.len() >= AUTH_MAX_ADDRESSES {
-            return;
-        }
-        let set = self.addresses.entry(principal.to_string()).or_default();
-        if set.len() < AUTH_MAX_PER_PRINCIPAL {
-            set.insert(address.to_string());
+        let tracked = self.addresses.len();
+        match self.addresses.get_mut(principal) {
+            Some(set) if set.len() < AUTH_MAX_PER_PRINCIPAL && !set.contains(address) => {
+                set.insert(address.to_string());
+            }
+            Some(_) => {}
+            None if tracked < AUTH_MAX_ADDRESSES => {
+                self.addresses.insert(principal.to_string(), [address.to_string()].into());
+            }
+            None => {}
         }
     }
 
