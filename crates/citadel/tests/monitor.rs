@@ -147,6 +147,39 @@ fn kinds(v: &Value) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// A pipeline file that trains boosting (`iterations`) on Adult's income
+/// with FEATURES, gated at `min_accuracy` and `min_parity_ratio`, and
+/// registers it as model `income`.
+fn income_pipeline(name: &str, iterations: u32, min_accuracy: f64, min_parity_ratio: f64) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "{name}"
+purpose = "income-prediction-research"
+seed = 7
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+[train]
+trainer = "gradient_boosting"
+label = "income"
+positive = ">50K"
+features = {features:?}
+params = {{ max_iter = {iterations} }}
+[evaluate]
+sensitive = ["sex"]
+robustness = {{ rows = 20 }}
+shap_rows = 2
+[gate]
+thresholds = {{ min_accuracy = {min_accuracy:?}, min_parity_ratio = {min_parity_ratio:?} }}
+[register]
+model = "income"
+"#,
+        features = FEATURES
+    )
+}
+
 /// The workspace: Adult ingested without masks, a boosting model trained,
 /// gated, registered, approved and deployed as `income` with `policy`.
 fn monitored(policy: &str) -> (Ws, String) {
@@ -159,33 +192,7 @@ fn monitored_on(ws: Ws, policy: &str) -> (Ws, String) {
     let expect = std::fs::read_to_string(repo().join("examples/quickstart/adult.expect.toml")).unwrap();
     let expect: String = expect.lines().filter(|l| !l.starts_with("mask =")).collect::<Vec<_>>().join("\n");
     std::fs::write(dir.join("adult.expect.toml"), expect).unwrap();
-    let body = format!(
-        r#"
-[pipeline]
-name = "income"
-purpose = "income-prediction-research"
-seed = 7
-[ingest]
-dataset = "adult"
-source = "adult.data"
-expectations = "adult.expect.toml"
-[train]
-trainer = "gradient_boosting"
-label = "income"
-positive = ">50K"
-features = {features:?}
-params = {{ max_iter = 30 }}
-[evaluate]
-sensitive = ["sex"]
-robustness = {{ rows = 20 }}
-shap_rows = 2
-[gate]
-thresholds = {{ min_accuracy = 0.8, min_parity_ratio = 0.1 }}
-[register]
-model = "income"
-"#,
-        features = FEATURES
-    );
+    let body = income_pipeline("income", 30, 0.8, 0.1);
     let file = ws.file("income.toml", body.as_bytes());
     ws.ok(&["run", file.to_str().unwrap()]);
     let appr = token_for(&ws, "abe", &["approver"]);
@@ -439,33 +446,7 @@ fn canary_rollback(ws: Ws) {
     let (ws, eng) = monitored_on(ws, policy);
     // Version 2: a much weaker model (one boosting iteration: it answers the
     // majority class), registered and approved into staging.
-    let body = format!(
-        r#"
-[pipeline]
-name = "income-small"
-purpose = "income-prediction-research"
-seed = 7
-[ingest]
-dataset = "adult"
-source = "adult.data"
-expectations = "adult.expect.toml"
-[train]
-trainer = "gradient_boosting"
-label = "income"
-positive = ">50K"
-features = {features:?}
-params = {{ max_iter = 1 }}
-[evaluate]
-sensitive = ["sex"]
-robustness = {{ rows = 20 }}
-shap_rows = 2
-[gate]
-thresholds = {{ min_accuracy = 0.7, min_parity_ratio = 0.0 }}
-[register]
-model = "income"
-"#,
-        features = FEATURES
-    );
+    let body = income_pipeline("income-small", 1, 0.7, 0.0);
     let file = ws.file("small.toml", body.as_bytes());
     ws.ok(&["run", file.to_str().unwrap()]);
     let appr = token_for(&ws, "abe2", &["approver"]);
