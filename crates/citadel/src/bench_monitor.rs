@@ -199,7 +199,7 @@ pub fn run(dir: &Path, rows: u64, adult_test: &Path, keep: bool, quiet: bool) ->
     };
     let Some(py) = python() else {
         report.notes.push(
-            "no Python with pandas and scipy (set CITADEL_BENCH_MONITOR_PYTHON; pip install evidently nannyml): no peer comparison, no exact KS".into(),
+            "no Python with pandas and scipy: no peer comparison, no exact KS (python3 -m venv /tmp/citadel-services/monitor-venv && /tmp/citadel-services/monitor-venv/bin/pip install evidently==0.7.23 nannyml==0.13.1 'pandas<3' — Evidently 0.7 does not import with pandas 3 — or set CITADEL_BENCH_MONITOR_PYTHON)".into(),
         );
         return Ok(report);
     };
