@@ -1116,6 +1116,10 @@ impl Gateway {
                     &caller.principal.name,
                 )
                 .await?;
+                // Authorized before the body or the endpoint is looked at, like
+                // inference: a caller learns nothing of endpoints it may not use.
+                // (The control plane checks again when it stores the labels.)
+                self.authorize(&caller, Action::ModelFeedback, &format!("model:{name}"), request_id).await?;
                 self.feedback(req, &caller, name).await
             }
             (m, ["v2", "models", name, rest @ ..]) => {

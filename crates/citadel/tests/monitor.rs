@@ -554,6 +554,8 @@ fn canary_rollback(ws: Ws) {
         (json!({"feedback": [{"request_id": "../etc", "label": ">50K"}]}), &grader, 400),
         (json!({"labels": []}), &grader, 400),
         (json!({"feedback": [{"request_id": "x", "label": ">50K"}]}), &app, 403),
+        // Refused for its principal before its body is judged.
+        (json!({"feedback": []}), &app, 403),
         (json!({"feedback": [{"request_id": "x", "label": ">50K"}]}), &"ctk_forged".to_string(), 401),
     ];
     for (body, token, want) in bad {
