@@ -19,18 +19,18 @@
 //! keep client addresses (PROXY protocol), every client shares the
 //! balancer's address, and these detectors see one client.
 
+use citadel_policy::{Resource, ResourceKind};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sqlx::Row;
 
-use citadel_audit::Outcome;
 use citadel_data::sketch::AuthWindow;
 use citadel_policy::Action;
 use citadel_types::Timestamp;
 
 use crate::incident::{Detection, Severity};
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Result, Workspace};
 
 /// Failed authentications from one address in a window that open a
 /// `credential_stuffing` incident.
@@ -61,7 +61,7 @@ impl Workspace {
         replica: &str,
         w: &AuthWindow,
     ) -> Result<()> {
-        self.authorize(caller, Action::MonitorWrite, "deployment:*").await?;
+        let permit = self.authorize(caller, Action::MonitorWrite, Resource::all(ResourceKind::Deployment)).await?;
         let sketch = serde_json::to_string(w)
             .map_err(|e| ControlError::Invalid(format!("the window does not serialize: {e}")))?;
         let mut tx = self.db.begin_audited().await?;
@@ -80,15 +80,8 @@ impl Workspace {
         if inserted == 0 {
             return Ok(());
         }
-        tx.commit(event(
-            &caller.principal.id,
-            "monitor.auth_window",
-            "deployment:*",
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"window_start": start.to_rfc3339(), "replica": replica,
-                               "failures": w.failures.values().sum::<u64>(), "principals": w.addresses.len()}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"window_start": start.to_rfc3339(), "replica": replica,
+                               "failures": w.failures.values().sum::<u64>(), "principals": w.addresses.len()})))
         .await?;
         Ok(())
     }
@@ -97,7 +90,7 @@ impl Workspace {
     /// window, at most 10 s) and have no verdict; opens or updates
     /// incidents and runs the playbook for new ones.
     pub async fn monitor_evaluate_auth(&self, caller: &Caller, now: Timestamp) -> Result<Vec<AuthVerdict>> {
-        self.authorize(caller, Action::MonitorWrite, "deployment:*").await?;
+        let permit = self.authorize(caller, Action::MonitorWrite, Resource::all(ResourceKind::Deployment)).await?;
         let pending = sqlx::query(
             "SELECT w.window_start, MAX(w.window_end) AS window_end FROM auth_windows w WHERE NOT EXISTS \
              (SELECT 1 FROM monitor_evaluations v WHERE v.endpoint = '*' AND v.model = '*' AND v.version = 0 \
@@ -141,7 +134,7 @@ impl Workspace {
             let mut incidents = Vec::new();
             let mut opened = Vec::new();
             for d in &detections {
-                let (id, new) = crate::incident::upsert(&mut tx, d, "*", None, &caller.principal.name, now).await?;
+                let (id, new) = crate::incident::upsert(&mut tx, d, "*", None, caller.name(), now).await?;
                 if new {
                     opened.push(id.clone());
                 }
@@ -163,16 +156,9 @@ impl Workspace {
             .bind(start)
             .execute(&mut *tx.conn())
             .await?;
-            tx.commit(event(
-                &caller.principal.id,
-                "monitor.evaluate",
-                "deployment:*",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"window_start": Timestamp(start).to_rfc3339(), "failures": verdict.failures,
+            tx.commit(permit.item(serde_json::json!({"window_start": Timestamp(start).to_rfc3339(), "failures": verdict.failures,
                                    "detections": verdict.detections.iter().map(|d| d.kind.clone()).collect::<Vec<_>>(),
-                                   "incidents": verdict.incidents}),
-            ))
+                                   "incidents": verdict.incidents})))
             .await?;
             for id in opened {
                 // The default playbook only alerts on these; a failed playbook is on the timeline.

@@ -17,6 +17,7 @@
 //!   holders who ask for it. Every read is audited with the version and the
 //!   columns that left the store.
 
+use citadel_policy::{Resource, ResourceKind};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,11 +29,11 @@ use sqlx::Row;
 use citadel_audit::Outcome;
 use citadel_data::ingest::RowHash;
 use citadel_data::{Expectations, IngestReport, Status};
-use citadel_policy::{Action, Decision};
+use citadel_policy::Action;
 use citadel_store::LineageEdge;
 use citadel_types::{Name, Timestamp};
 
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Permit, Result, Workspace, event};
 
 const PROTECTION_KEY_META: &str = "data_protection_key";
 const PROTECTION_KEY_OBJECT: &str = "workspace-secret/data-protection-key";
@@ -227,37 +228,14 @@ impl Workspace {
     }
 
     /// Records a refused `dataset.write` (nothing was stored) and why.
-    async fn refuse_write(&self, caller: &Caller, resource: &str, details: serde_json::Value) -> Result<()> {
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "dataset.write",
-                resource,
-                Outcome::Denied,
-                &caller.request_id,
-                details,
-            ))
-            .await?;
+    async fn refuse_write(&self, permit: Permit, details: serde_json::Value) -> Result<()> {
+        self.db.append_audit(permit.refused(details)).await?;
         Ok(())
     }
 
     /// Records a read of dataset contents (profile, rows, hashes) and what was read.
-    pub(crate) async fn audit_data_read(
-        &self,
-        caller: &Caller,
-        resource: &str,
-        details: serde_json::Value,
-    ) -> Result<()> {
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "dataset.read",
-                resource,
-                Outcome::Success,
-                &caller.request_id,
-                details,
-            ))
-            .await?;
+    pub(crate) async fn audit_data_read(&self, permit: &Permit, read: &Resource, details: serde_json::Value) -> Result<()> {
+        self.db.append_audit(permit.read(read, details)).await?;
         Ok(())
     }
 
@@ -340,8 +318,8 @@ impl Workspace {
         progress: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<DataVersion> {
         let name = Name::parse(name)?;
-        let resource = format!("dataset:{name}");
-        self.authorize(caller, Action::DatasetWrite, &resource).await?;
+        let resource = Resource::new(ResourceKind::Dataset, &name);
+        let permit = self.authorize(caller, Action::DatasetWrite, resource.clone()).await?;
         let spec_text = spec_text.unwrap_or_default();
         let spec = Expectations::parse(&spec_text)?;
         let spec_digest = citadel_types::Digest::of(spec_text.as_bytes()).to_hex();
@@ -373,7 +351,7 @@ impl Workspace {
         {
             let (d, v): (String, i64) = (r.try_get("dataset_name")?, r.try_get("version")?);
             let reason = format!("the source of {d}@{v}, from which a data subject's rows were erased");
-            self.refuse_write(caller, &resource, serde_json::json!({"source_sha256": source_digest, "reason": reason}))
+            self.refuse_write(permit, serde_json::json!({"source_sha256": source_digest, "reason": reason}))
                 .await?;
             return Err(ControlError::ErasedSource { dataset: d, version: v });
         }
@@ -389,8 +367,7 @@ impl Workspace {
         let report = output.report;
         if report.status == Status::Rejected {
             self.refuse_write(
-                caller,
-                &resource,
+                permit,
                 serde_json::json!({"source_sha256": source_digest, "rows": report.rows, "reasons": report.reasons}),
             )
             .await?;
@@ -411,7 +388,7 @@ impl Workspace {
             .await?;
             let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
             self.store
-                .commit_put(&mut tx, &prepared, Some(&format!("datasets/{name}@{version}")), &caller.principal.id)
+                .commit_put(&mut tx, &prepared, Some(&format!("datasets/{name}@{version}")), caller.id())
                 .await?;
             let now = Timestamp::now();
             sqlx::query(
@@ -427,7 +404,7 @@ impl Workspace {
             .bind(spec_text.clone())
             .bind(report.rows as i64)
             .bind(serde_json::to_string(&report).map_err(|e| ControlError::Invalid(e.to_string()))?)
-            .bind(caller.principal.id.clone())
+            .bind(caller.id().to_string())
             .bind(now.0)
             .execute(&mut *tx.conn())
             .await?;
@@ -448,13 +425,7 @@ impl Workspace {
                 )
                 .await?;
             }
-            tx.commit(event(
-                &caller.principal.id,
-                "dataset.write",
-                &format!("{resource}@{version}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({
+            tx.commit(permit.success_on(&Resource::dataset_version(&name, version), serde_json::json!({
                     "version": version,
                     "status": report.status.as_str(),
                     "rows": report.rows,
@@ -464,8 +435,7 @@ impl Workspace {
                     "stored_columns": report.stored_columns,
                     "masked": report.profile.iter().filter_map(|c| c.mask.as_ref().map(|m| format!("{}:{m}", c.name))).collect::<Vec<_>>(),
                     "reasons": report.reasons,
-                }),
-            ))
+                })))
             .await?;
             Ok::<_, ControlError>((version, now))
         }
@@ -480,7 +450,7 @@ impl Workspace {
             source_digest,
             spec_digest,
             rows: report.rows as i64,
-            created_by: caller.principal.name.clone(),
+            created_by: caller.name().to_string(),
             created_at: now.to_rfc3339(),
             released_by: None,
             revision: 1,
@@ -491,7 +461,7 @@ impl Workspace {
     /// Every version of a dataset (the profile is included; reading it is audited).
     pub async fn data_versions(&self, caller: &Caller, name: &str) -> Result<Vec<DataVersion>> {
         let name = Name::parse(name)?;
-        self.authorize(caller, Action::DatasetRead, &format!("dataset:{name}")).await?;
+        let permit = self.authorize(caller, Action::DatasetRead, Resource::new(ResourceKind::Dataset, &name)).await?;
         let rows = sqlx::query("SELECT version FROM data_versions WHERE dataset_name = $1 ORDER BY version")
             .bind(name.as_str())
             .fetch_all(self.db.pool())
@@ -501,8 +471,8 @@ impl Workspace {
             out.push(self.data_version_row(name.as_str(), Some(r.try_get("version")?)).await?);
         }
         self.audit_data_read(
-            caller,
-            &format!("dataset:{name}"),
+            &permit,
+            permit.resource(),
             serde_json::json!({"what": "profiles of every version", "versions": out.len()}),
         )
         .await?;
@@ -511,7 +481,7 @@ impl Workspace {
 
     /// Every dataset name with its latest version and status.
     pub async fn data_list(&self, caller: &Caller) -> Result<Vec<(String, i64, String, i64)>> {
-        self.authorize(caller, Action::DatasetRead, "dataset:*").await?;
+        let permit = self.authorize(caller, Action::DatasetRead, Resource::all(ResourceKind::Dataset)).await?;
         let rows = sqlx::query(
             "SELECT d.dataset_name, d.version, d.status, d.rows_count FROM data_versions d \
              WHERE d.version = (SELECT MAX(version) FROM data_versions e WHERE e.dataset_name = d.dataset_name) \
@@ -519,22 +489,25 @@ impl Workspace {
         )
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
+        let list = rows
+            .iter()
             .map(|r| {
                 Ok((r.try_get("dataset_name")?, r.try_get("version")?, r.try_get("status")?, r.try_get("rows_count")?))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        self.record(permit, serde_json::json!({"returned": list.len()})).await?;
+        Ok(list)
     }
 
     /// One version with its profile and checks. Audited as a read of the profile.
     pub async fn data_show(&self, caller: &Caller, reference: &str) -> Result<DataVersion> {
         let (name, version) = parse_dataset_ref(reference)?;
-        let resource = format!("dataset:{name}");
-        self.authorize(caller, Action::DatasetRead, &resource).await?;
+        let resource = Resource::new(ResourceKind::Dataset, &name);
+        let permit = self.authorize(caller, Action::DatasetRead, resource.clone()).await?;
         let v = self.data_version_row(name.as_str(), version).await?;
         self.audit_data_read(
-            caller,
-            &format!("{resource}@{}", v.version),
+            &permit,
+            &Resource::dataset_version(&name, v.version),
             serde_json::json!({"what": "profile", "columns": v.report.stored_columns}),
         )
         .await?;
@@ -544,8 +517,8 @@ impl Workspace {
     /// Releases a quarantined version (data stewards only).
     pub async fn data_release(&self, caller: &Caller, reference: &str, note: &str) -> Result<DataVersion> {
         let (name, version) = parse_dataset_ref(reference)?;
-        let resource = format!("dataset:{name}");
-        self.authorize(caller, Action::DatasetRelease, &resource).await?;
+        let resource = Resource::new(ResourceKind::Dataset, &name);
+        let permit = self.authorize(caller, Action::DatasetRelease, resource.clone()).await?;
         let v = self.data_version_row(name.as_str(), version).await?;
         if v.status != "quarantined" {
             return Err(ControlError::Conflict(format!("{name}@{} is {}, not quarantined", v.version, v.status)));
@@ -556,7 +529,7 @@ impl Workspace {
             "UPDATE data_versions SET status = 'accepted', released_by = $1, released_at = $2 \
              WHERE dataset_name = $3 AND version = $4 AND status = 'quarantined'",
         )
-        .bind(caller.principal.id.clone())
+        .bind(caller.id().to_string())
         .bind(now.0)
         .bind(name.as_str())
         .bind(v.version)
@@ -565,20 +538,9 @@ impl Workspace {
         if changed.rows_affected() != 1 {
             return Err(ControlError::Conflict(format!("{name}@{} was changed concurrently", v.version)));
         }
-        tx.commit(event(
-            &caller.principal.id,
-            "dataset.release",
-            &format!("{resource}@{}", v.version),
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"note": note, "reasons": v.report.reasons}),
-        ))
+        tx.commit(permit.success_on(&Resource::dataset_version(&name, v.version), serde_json::json!({"note": note, "reasons": v.report.reasons})))
         .await?;
         self.data_version_row(name.as_str(), Some(v.version)).await
-    }
-
-    pub(crate) fn allowed(caller: &Caller, action: Action, resource: &str) -> bool {
-        citadel_policy::decide(&caller.grants, action, resource) != Decision::Deny
     }
 
     /// Exports a version as CSV or Parquet to `out` (written atomically).
@@ -591,8 +553,8 @@ impl Workspace {
         detokenize: bool,
     ) -> Result<DataGetReport> {
         let (name, version) = parse_dataset_ref(reference)?;
-        let resource = format!("dataset:{name}");
-        self.authorize(caller, Action::DatasetRead, &resource).await?;
+        let resource = Resource::new(ResourceKind::Dataset, &name);
+        let permit = self.authorize(caller, Action::DatasetRead, resource.clone()).await?;
         if !matches!(format, "csv" | "parquet") {
             return Err(ControlError::Invalid(format!("unknown format {format:?}: use csv or parquet")));
         }
@@ -601,12 +563,15 @@ impl Workspace {
             return Err(citadel_store::StoreError::OutputExists(out.to_path_buf()).into());
         }
         let v = self.data_version_row(name.as_str(), version).await?;
-        if v.status != "accepted" && !Self::allowed(caller, Action::DatasetRelease, &resource) {
-            self.authorize(caller, Action::DatasetRelease, &format!("{resource}@{}", v.version)).await?;
+        let mut permit = permit;
+        // A quarantined version is for those who may release it.
+        if v.status != "accepted" && !caller.holds(Action::DatasetRelease, &resource) {
+            let release = Resource::dataset_version(&name, v.version);
+            permit = permit.and(self.authorize(caller, Action::DatasetRelease, release).await?);
         }
-        let may_restricted = Self::allowed(caller, Action::DatasetReadRestricted, &resource);
+        let may_restricted = caller.holds(Action::DatasetReadRestricted, &resource);
         if detokenize {
-            self.authorize(caller, Action::Detokenize, &resource).await?;
+            permit = permit.and(self.authorize(caller, Action::Detokenize, resource.clone()).await?);
         }
         let mut columns = Vec::new();
         let mut withheld = Vec::new();
@@ -622,7 +587,7 @@ impl Workspace {
             columns.push(c.name.clone());
         }
         // Recorded before any byte leaves the store.
-        self.audit_data_read(caller, &format!("{resource}@{}", v.version), serde_json::json!({"what": "rows", "format": format, "columns": columns, "withheld": withheld, "detokenized": detokenized, "output": out.display().to_string()})).await?;
+        self.audit_data_read(&permit, &Resource::dataset_version(&name, v.version), serde_json::json!({"what": "rows", "format": format, "columns": columns, "withheld": withheld, "detokenized": detokenized, "output": out.display().to_string()})).await?;
         let work = WorkDir::new(&self.config.workspace)?;
         let dir = self.restore_data(&v, &work.0).await?;
         let protector = if detokenized.is_empty() { None } else { Some(self.data_protector().await?) };
@@ -650,15 +615,16 @@ impl Workspace {
     pub async fn data_diff(&self, caller: &Caller, from: &str, to: &str) -> Result<DataDiff> {
         let (na, va) = parse_dataset_ref(from)?;
         let (nb, vb) = parse_dataset_ref(to)?;
+        let mut permits = Vec::new();
         for n in [&na, &nb] {
-            self.authorize(caller, Action::DatasetRead, &format!("dataset:{n}")).await?;
+            permits.push(self.authorize(caller, Action::DatasetRead, Resource::dataset(n)).await?);
         }
         let a = self.data_version_row(na.as_str(), va).await?;
         let b = self.data_version_row(nb.as_str(), vb).await?;
-        for v in [&a, &b] {
+        for (v, permit) in [&a, &b].into_iter().zip(&permits) {
             self.audit_data_read(
-                caller,
-                &format!("dataset:{}@{}", v.dataset, v.version),
+                permit,
+                &Resource::dataset_version(&v.dataset, v.version),
                 serde_json::json!({"what": "diff", "columns": "row hashes, profile, sample"}),
             )
             .await?;

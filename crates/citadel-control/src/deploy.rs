@@ -15,6 +15,7 @@
 //! - Deploying does not load models; gateways load each version through
 //!   verified loading and refuse (and audit) any whose bytes changed.
 
+use citadel_policy::{Resource, ResourceKind};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -22,7 +23,7 @@ use citadel_audit::Outcome;
 use citadel_policy::Action;
 use citadel_types::{Name, Timestamp};
 
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Permit, Result, Workspace};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -189,8 +190,8 @@ impl Workspace {
     /// dry-run playbook into an enforcing one).
     pub async fn deploy_set(&self, caller: &Caller, name: &str, spec: &DeploymentSpec) -> Result<Deployment> {
         let name = Name::parse(name)?;
-        let resource = format!("deployment:{name}");
-        self.authorize(caller, Action::DeploymentManage, &resource).await?;
+        let resource = Resource::new(ResourceKind::Deployment, &name);
+        let permit = self.authorize(caller, Action::DeploymentManage, resource.clone()).await?;
         let mut spec = spec.clone();
         if spec.monitoring.is_none() {
             spec.monitoring = self
@@ -201,16 +202,16 @@ impl Workspace {
                 .and_then(|d| d.spec.monitoring);
         }
         let spec = &spec;
-        let result = self.deploy_commit(caller, name.as_str(), Some(spec), &resource).await;
+        let result = self.deploy_commit(&permit, name.as_str(), Some(spec)).await;
         if let Err(e) = &result {
-            self.audit_failure(caller, Action::DeploymentManage, &resource, e).await;
+            self.record_failure(permit, e).await;
         }
         let revision = result?;
         Ok(Deployment {
             name: name.to_string(),
             revision,
             spec: spec.clone(),
-            updated_by: caller.principal.name.clone(),
+            updated_by: caller.name().to_string(),
             updated_at: Timestamp::now(),
         })
     }
@@ -238,8 +239,8 @@ impl Workspace {
     /// or a restored target that may no longer be deployed.
     pub async fn deploy_rollback(&self, caller: &Caller, name: &str, to: Option<i64>) -> Result<Deployment> {
         let name = Name::parse(name)?;
-        let resource = format!("deployment:{name}");
-        self.authorize(caller, Action::DeploymentManage, &resource).await?;
+        let resource = Resource::new(ResourceKind::Deployment, &name);
+        let permit = self.authorize(caller, Action::DeploymentManage, resource.clone()).await?;
         let result = async {
             let history = self.deploy_history_unchecked(name.as_str()).await?;
             let Some(last) = history.last() else {
@@ -270,19 +271,19 @@ impl Workspace {
                 ControlError::Invalid(format!("revision {} of {name} removed the endpoint; pick another", restored.revision))
             })?;
             let revision = self
-                .deploy_commit_as(caller, name.as_str(), Some(&spec), &resource, Some((last.revision, restored.revision)))
+                .deploy_commit_as(&permit, name.as_str(), Some(&spec), Some((last.revision, restored.revision)))
                 .await?;
             Ok(Deployment {
                 name: name.to_string(),
                 revision,
                 spec,
-                updated_by: caller.principal.name.clone(),
+                updated_by: caller.name().to_string(),
                 updated_at: Timestamp::now(),
             })
         }
         .await;
         if let Err(e) = &result {
-            self.audit_failure(caller, Action::DeploymentManage, &resource, e).await;
+            self.record_failure(permit, e).await;
         }
         result
     }
@@ -290,28 +291,30 @@ impl Workspace {
     /// Removes an endpoint (gateways stop serving it at their next poll).
     pub async fn deploy_remove(&self, caller: &Caller, name: &str) -> Result<i64> {
         let name = Name::parse(name)?;
-        let resource = format!("deployment:{name}");
-        self.authorize(caller, Action::DeploymentManage, &resource).await?;
-        self.deploy_commit(caller, name.as_str(), None, &resource).await
+        let resource = Resource::new(ResourceKind::Deployment, &name);
+        let permit = self.authorize(caller, Action::DeploymentManage, resource.clone()).await?;
+        let out = self.deploy_commit(&permit, name.as_str(), None).await?;
+        self.record(permit, serde_json::json!({})).await?;
+        Ok(out)
     }
 
     async fn deploy_commit(
         &self,
-        caller: &Caller,
+        permit: &Permit,
         name: &str,
         spec: Option<&DeploymentSpec>,
-        resource: &str,
     ) -> Result<i64> {
-        self.deploy_commit_as(caller, name, spec, resource, None).await
+        self.deploy_commit_as(permit, name, spec, None).await
     }
 
     /// Commits a revision; `rollback` = (live revision, revision restored).
+    /// Its record (`deployment.set`, `.rollback` or `.remove`, a step of the
+    /// permitted `deployment.manage`) commits with it.
     async fn deploy_commit_as(
         &self,
-        caller: &Caller,
+        permit: &Permit,
         name: &str,
         spec: Option<&DeploymentSpec>,
-        resource: &str,
         rollback: Option<(i64, i64)>,
     ) -> Result<i64> {
         if let Some(spec) = spec {
@@ -356,7 +359,7 @@ impl Workspace {
             .bind(name)
             .bind(revision)
             .bind(spec_json.clone())
-            .bind(&caller.principal.id)
+            .bind(permit.actor())
             .bind(now.0)
             .execute(&mut *tx.conn())
             .await?;
@@ -369,7 +372,7 @@ impl Workspace {
                 .bind(name)
                 .bind(revision)
                 .bind(json)
-                .bind(&caller.principal.id)
+                .bind(permit.actor())
                 .bind(now.0)
                 .execute(&mut *tx.conn())
                 .await?;
@@ -390,7 +393,7 @@ impl Workspace {
             None if spec.is_some() => ("deployment.set", serde_json::json!({"revision": revision, "spec": spec})),
             None => ("deployment.remove", serde_json::json!({"revision": revision, "spec": spec})),
         };
-        tx.commit(event(&caller.principal.id, action, resource, Outcome::Success, &caller.request_id, details)).await?;
+        tx.commit(permit.step(action, Outcome::Success, details)).await?;
         Ok(revision)
     }
 
@@ -437,8 +440,10 @@ impl Workspace {
     /// One endpoint's live revision.
     pub async fn deploy_get(&self, caller: &Caller, name: &str) -> Result<Option<Deployment>> {
         let name = Name::parse(name)?;
-        self.authorize(caller, Action::ModelRead, &format!("deployment:{name}")).await?;
-        Ok(self.deployments_live().await?.into_iter().find(|d| d.name == name.as_str()))
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Deployment, &name)).await?;
+        let out = self.deployments_live().await?.into_iter().find(|d| d.name == name.as_str());
+        self.record(permit, serde_json::json!({})).await?;
+        Ok(out)
     }
 
     /// Every live deployment (what gateways poll; no caller: the gateway holds the workspace).
@@ -462,15 +467,19 @@ impl Workspace {
     }
 
     pub async fn deploy_list(&self, caller: &Caller) -> Result<Vec<Deployment>> {
-        self.authorize(caller, Action::ModelRead, "deployment:*").await?;
-        self.deployments_live().await
+        let permit = self.authorize(caller, Action::ModelRead, Resource::all(ResourceKind::Deployment)).await?;
+        let out = self.deployments_live().await?;
+        self.record(permit, serde_json::json!({})).await?;
+        Ok(out)
     }
 
     /// Every revision of an endpoint, oldest first.
     pub async fn deploy_history(&self, caller: &Caller, name: &str) -> Result<Vec<DeploymentRevision>> {
         let name = Name::parse(name)?;
-        self.authorize(caller, Action::ModelRead, &format!("deployment:{name}")).await?;
-        self.deploy_history_unchecked(name.as_str()).await
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Deployment, &name)).await?;
+        let out = self.deploy_history_unchecked(name.as_str()).await?;
+        self.record(permit, serde_json::json!({})).await?;
+        Ok(out)
     }
 
     /// The history, for a caller already authorized.

@@ -16,17 +16,17 @@
 //! repeated every window over a sliding lookback (no correction for the
 //! repeated looks): a lower `alpha` buys fewer false alarms.
 
+use citadel_policy::{Resource, ResourceKind};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use citadel_audit::Outcome;
 use citadel_policy::Action;
 use citadel_types::{Name, Timestamp};
 
 use crate::incident::{Detection, Severity};
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Result, Workspace};
 
 /// Rows a multi-row INSERT carries (× 9 parameters stays under SQLite's
 /// and PostgreSQL's parameter limits).
@@ -125,8 +125,8 @@ impl Workspace {
             by_endpoint.entry(r.endpoint.as_str()).or_default().push(r);
         }
         for (endpoint, rows) in by_endpoint {
-            let resource = format!("deployment:{}", Name::parse(endpoint)?);
-            self.authorize(caller, Action::MonitorWrite, &resource).await?;
+            let resource = Resource::deployment(Name::parse(endpoint)?);
+            let permit = self.authorize(caller, Action::MonitorWrite, resource.clone()).await?;
             let mut tx = self.db.begin_audited().await?;
             // Multi-row inserts: a batch of thousands holds the write lock briefly.
             for chunk in rows.chunks(INSERT_CHUNK) {
@@ -150,14 +150,7 @@ impl Workspace {
                 }
                 q.execute(&mut *tx.conn()).await?;
             }
-            tx.commit(event(
-                &caller.principal.id,
-                "monitor.predictions",
-                &resource,
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"rows": rows.len()}),
-            ))
+            tx.commit(permit.success(serde_json::json!({"rows": rows.len()})))
             .await?;
         }
         Ok(())
@@ -172,8 +165,8 @@ impl Workspace {
         items: &[FeedbackItem],
     ) -> Result<FeedbackReceipt> {
         let endpoint = Name::parse(endpoint)?;
-        let resource = format!("model:{endpoint}");
-        self.authorize(caller, Action::ModelFeedback, &resource).await?;
+        let resource = Resource::new(ResourceKind::Model, &endpoint);
+        let permit = self.authorize(caller, Action::ModelFeedback, resource.clone()).await?;
         let now = Timestamp::now();
         let mut tx = self.db.begin_audited().await?;
         let mut accepted = 0;
@@ -193,20 +186,13 @@ impl Workspace {
                     .bind(i64::from(i.row))
                     .bind(&i.label)
                     .bind(groups)
-                    .bind(&caller.principal.name)
+                    .bind(caller.name())
                     .bind(now.0);
             }
             accepted += q.execute(&mut *tx.conn()).await?.rows_affected();
         }
         let receipt = FeedbackReceipt { accepted, duplicates: items.len() as u64 - accepted };
-        tx.commit(event(
-            &caller.principal.id,
-            "model.feedback",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"labels": items.len(), "accepted": receipt.accepted}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"labels": items.len(), "accepted": receipt.accepted})))
         .await?;
         Ok(receipt)
     }

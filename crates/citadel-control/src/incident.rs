@@ -7,15 +7,15 @@
 //! A resolved incident is closed for good; the next detection of its key
 //! opens a new one.
 
+use citadel_policy::{Resource, ResourceKind};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use citadel_audit::Outcome;
 use citadel_policy::Action;
 use citadel_store::AuditedTx;
 use citadel_types::Timestamp;
 
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Result, Workspace};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -209,7 +209,9 @@ pub(crate) async fn upsert(
 impl Workspace {
     /// Incidents, newest first: open and acknowledged ones, or all with `all`.
     pub async fn incident_list(&self, caller: &Caller, all: bool) -> Result<Vec<Incident>> {
-        self.authorize(caller, Action::MonitorRead, "incident:*").await?;
+        let permit = self.authorize(caller, Action::MonitorRead, Resource::all(ResourceKind::Incident)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let sql = format!(
             "SELECT {COLUMNS} FROM incidents {} ORDER BY opened_at DESC LIMIT 1000",
             if all { "" } else { "WHERE status <> 'resolved'" }
@@ -220,7 +222,9 @@ impl Workspace {
 
     /// One incident and its timeline (oldest first).
     pub async fn incident_show(&self, caller: &Caller, id: &str) -> Result<(Incident, Vec<IncidentEvent>)> {
-        self.authorize(caller, Action::MonitorRead, &format!("incident:{id}")).await?;
+        let permit = self.authorize(caller, Action::MonitorRead, Resource::new(ResourceKind::Incident, &id)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let incident = self.incident_row(id).await?;
         let rows = sqlx::query(
             "SELECT seq, at, kind, actor, details FROM incident_events WHERE incident_id = $1 ORDER BY seq",
@@ -264,8 +268,8 @@ impl Workspace {
     }
 
     async fn incident_transition(&self, caller: &Caller, id: &str, note: &str, to: &str) -> Result<Incident> {
-        let resource = format!("incident:{id}");
-        self.authorize(caller, Action::IncidentManage, &resource).await?;
+        let resource = Resource::new(ResourceKind::Incident, &id);
+        let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         let result = async {
             let now = Timestamp::now();
             let mut tx = self.db.begin_audited().await?;
@@ -296,21 +300,14 @@ impl Workspace {
                 .bind(id)
                 .execute(&mut *tx.conn())
                 .await?;
-            add_event(tx.conn(), id, now, to, &caller.principal.name, serde_json::json!({"note": note})).await?;
-            tx.commit(event(
-                &caller.principal.id,
-                if to == "resolved" { "incident.resolve" } else { "incident.ack" },
-                &resource,
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"note": note}),
-            ))
+            add_event(tx.conn(), id, now, to, caller.name(), serde_json::json!({"note": note})).await?;
+            tx.commit(permit.item(serde_json::json!({"note": note, "status": to})))
             .await?;
             self.incident_row(id).await
         }
         .await;
         if let Err(e) = &result {
-            self.audit_failure(caller, Action::IncidentManage, &resource, e).await;
+            self.record_failure(permit, e).await;
         }
         result
     }

@@ -13,7 +13,9 @@ mod credentials;
 mod data;
 mod deploy;
 mod feedback;
+mod identity;
 mod incident;
+mod jwt;
 mod monitor;
 mod pipeline;
 pub mod pipeline_spec;
@@ -27,6 +29,8 @@ mod subject;
 pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
+pub use identity::{Caller, CredentialKind, JwtFailure, JwtVerifier, Permit};
+pub use jwt::JwksError;
 pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
 pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};
@@ -37,6 +41,7 @@ pub use report::{AuditIntegrity, ComplianceEvidence, DatasetRecord, EvidenceReco
 pub use retention::PurgedVersion;
 pub use subject::{ErasedVersion, ErasureReceipt, RECEIPT_FORMAT, SignedReceipt, SubjectExport, SubjectRow};
 
+use citadel_policy::{Resource, ResourceKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,9 +51,9 @@ use serde::Serialize;
 use citadel_audit::{AuditEvent, AuditRecord, Checkpoint, ExportFormat, Outcome, Problem};
 use citadel_crypto::{
     ApiToken, AuditSigner, CryptoError, DataKey, DataKeyPurpose, KdfParams, LocalKeyFile, MasterKeyProvider,
-    Pkcs11Config, Pkcs11Provider, TokenHash,
+    Pkcs11Config, Pkcs11Provider,
 };
-use citadel_policy::{Action, Decision, Grant, Role, Scope};
+use citadel_policy::{Action, Role, Scope};
 use citadel_store::{
     ArtifactInfo, ArtifactStore, AuditFilter, Db, FsckReport, GcReport, GetReport, LineageEdge, ObjectBackend,
     Principal, Progress, StorageUrl, StoreError,
@@ -153,13 +158,6 @@ pub struct Secrets {
     pub pkcs11_pin: Option<Redacted<String>>,
 }
 
-/// An authenticated principal with its grants, for the life of one request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub principal: Principal,
-    pub grants: Vec<Grant>,
-    pub request_id: String,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InitReport {
@@ -256,8 +254,9 @@ fn open_provider(config: &Config, secrets: &Secrets, create: Option<KdfParams>) 
     }
 }
 
-/// An audit event stamped now (the one constructor every audited action uses).
-pub fn event(
+/// An audit event stamped now: the one constructor of audit events (a
+/// caller's go through [`Permit`]; this is for the system's own).
+pub(crate) fn event(
     actor: &str,
     action: &str,
     resource: &str,
@@ -465,136 +464,13 @@ impl Workspace {
         &self.db
     }
 
-    // ------------------------------------------------------------ identity
-
-    async fn caller_for(&self, principal: Principal) -> Result<Caller> {
-        let mut grants = Vec::new();
-        for g in citadel_store::grants_of(self.db.pool(), &principal.id).await? {
-            // A row we cannot parse grants nothing (deny by default).
-            if let (Ok(role), Ok(scope)) = (g.role.parse::<Role>(), Scope::parse(&g.scope)) {
-                grants.push(Grant { role, scope });
-            }
-        }
-        Ok(Caller { principal, grants, request_id: citadel_types::random_id("req-") })
-    }
-
-    /// The caller for an enabled principal named by an external credential
-    /// (a verified JWT subject or a mapped client certificate). Grants still
-    /// come from this workspace: an unknown or disabled principal is refused.
-    pub async fn caller_for_principal_name(&self, name: &str) -> Result<Caller> {
-        let p = citadel_store::principal_by_name(self.db.pool(), name)
-            .await?
-            .ok_or(ControlError::Unauthenticated("unknown principal"))?;
-        if p.disabled_at.is_some() {
-            return Err(ControlError::Unauthenticated("principal disabled"));
-        }
-        self.caller_for(p).await
-    }
-
-    /// The workspace owner: the CLI's identity when no token is given.
-    pub async fn owner(&self) -> Result<Caller> {
-        let id = match &self.config.owner {
-            Some(id) => id.clone(),
-            None => citadel_store::meta_get(self.db.pool(), "owner")
-                .await?
-                .ok_or_else(|| ControlError::NotFound("workspace owner".into()))?,
-        };
-        let p = citadel_store::principal_by_id(self.db.pool(), &id)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("owner principal {id}")))?;
-        if p.disabled_at.is_some() {
-            return Err(ControlError::Unauthenticated("the workspace owner is disabled; use CITADEL_TOKEN"));
-        }
-        self.caller_for(p).await
-    }
-
-    /// Authenticates an API token. Every failure is audited with the token
-    /// id (never the secret) and answered with one indistinct reason class.
-    pub async fn authenticate(&self, presented: &str) -> Result<Caller> {
-        let request_id = citadel_types::random_id("req-");
-        let fail = |why: &'static str, token_id: Option<String>| async move {
-            self.db
-                .append_audit(event(
-                    "anonymous",
-                    "auth.token",
-                    &format!("token:{}", token_id.as_deref().unwrap_or("malformed")),
-                    Outcome::Denied,
-                    &request_id,
-                    serde_json::json!({"reason": why}),
-                ))
-                .await?;
-            Err::<Caller, _>(ControlError::Unauthenticated(why))
-        };
-        let Ok(token) = ApiToken::parse(presented) else {
-            return fail("malformed token", None).await;
-        };
-        let Some(row) = citadel_store::token_by_id(self.db.pool(), &token.id).await? else {
-            return fail("unknown token", Some(token.id.clone())).await;
-        };
-        let stored = TokenHash(row.secret_hash.parse().map_err(|_| ControlError::Invalid("stored token hash".into()))?);
-        if !token.matches(&stored) {
-            return fail("wrong token secret", Some(token.id.clone())).await;
-        }
-        if row.revoked_at.is_some() {
-            return fail("token revoked", Some(token.id.clone())).await;
-        }
-        if row.expires_at <= Timestamp::now() {
-            return fail("token expired", Some(token.id.clone())).await;
-        }
-        let Some(p) = citadel_store::principal_by_id(self.db.pool(), &row.principal_id).await? else {
-            return fail("principal missing", Some(token.id.clone())).await;
-        };
-        if p.disabled_at.is_some() {
-            return fail("principal disabled", Some(token.id.clone())).await;
-        }
-        self.caller_for(p).await
-    }
-
-    /// Authorizes `action` on `resource`, auditing a denial.
-    pub async fn authorize(&self, caller: &Caller, action: Action, resource: &str) -> Result<()> {
-        match citadel_policy::decide(&caller.grants, action, resource) {
-            Decision::Allow { .. } => Ok(()),
-            Decision::Deny => {
-                self.db
-                    .append_audit(event(
-                        &caller.principal.id,
-                        action.as_str(),
-                        resource,
-                        Outcome::Denied,
-                        &caller.request_id,
-                        serde_json::json!({"principal_name": caller.principal.name}),
-                    ))
-                    .await?;
-                Err(ControlError::Denied {
-                    principal: caller.principal.name.clone(),
-                    action: action.as_str().into(),
-                    resource: resource.into(),
-                })
-            }
-        }
-    }
-
-    async fn audit_failure(&self, caller: &Caller, action: Action, resource: &str, err: &ControlError) {
-        let _ = self
-            .db
-            .append_audit(event(
-                &caller.principal.id,
-                action.as_str(),
-                resource,
-                Outcome::Failure,
-                &caller.request_id,
-                serde_json::json!({"error": err.to_string()}),
-            ))
-            .await;
-    }
-
     pub async fn principal_create(&self, caller: &Caller, name: &str, kind: &str) -> Result<Principal> {
         let name = Name::parse(name)?;
         if !matches!(kind, "user" | "service") {
             return Err(ControlError::Invalid(format!("principal kind {kind:?}: use user or service")));
         }
-        let resource = format!("principal:{name}");
-        self.authorize(caller, Action::PrincipalCreate, &resource).await?;
+        let resource = Resource::new(ResourceKind::Principal, &name);
+        let permit = self.authorize(caller, Action::PrincipalCreate, resource.clone()).await?;
         if citadel_store::principal_by_name(self.db.pool(), name.as_str()).await?.is_some() {
             return Err(ControlError::Invalid(format!("a principal named {name} already exists")));
         }
@@ -603,19 +479,12 @@ impl Workspace {
             name: name.to_string(),
             kind: kind.into(),
             created_at: Timestamp::now(),
-            created_by: caller.principal.id.clone(),
+            created_by: caller.id().to_string(),
             disabled_at: None,
         };
         let mut tx = self.db.begin_audited().await?;
         citadel_store::principal_insert(tx.conn(), &p).await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "principal.create",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"id": p.id, "kind": kind}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"id": p.id, "kind": kind})))
         .await?;
         Ok(p)
     }
@@ -627,12 +496,13 @@ impl Workspace {
     }
 
     pub async fn principal_list(&self, caller: &Caller) -> Result<Vec<(Principal, Vec<citadel_store::GrantRow>)>> {
-        self.authorize(caller, Action::PrincipalList, "principal:*").await?;
+        let permit = self.authorize(caller, Action::PrincipalList, Resource::all(ResourceKind::Principal)).await?;
         let mut out = Vec::new();
         for p in citadel_store::principal_list(self.db.pool()).await? {
             let g = citadel_store::grants_of(self.db.pool(), &p.id).await?;
             out.push((p, g));
         }
+        self.record(permit, serde_json::json!({"returned": out.len()})).await?;
         Ok(out)
     }
 
@@ -647,8 +517,8 @@ impl Workspace {
     }
 
     async fn principal_set_enabled(&self, caller: &Caller, name: &str, enabled: bool) -> Result<()> {
-        let resource = format!("principal:{name}");
-        self.authorize(caller, Action::PrincipalDisable, &resource).await?;
+        let resource = Resource::new(ResourceKind::Principal, &name);
+        let permit = self.authorize(caller, Action::PrincipalDisable, resource.clone()).await?;
         let p = self.principal_named(name).await?;
         let mut tx = self.db.begin_audited().await?;
         if enabled {
@@ -656,14 +526,7 @@ impl Workspace {
         } else {
             citadel_store::principal_disable(tx.conn(), &p.id, Timestamp::now()).await?;
         }
-        tx.commit(event(
-            &caller.principal.id,
-            if enabled { "principal.enable" } else { "principal.disable" },
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"id": p.id}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"id": p.id})))
         .await?;
         Ok(())
     }
@@ -671,8 +534,8 @@ impl Workspace {
     pub async fn grant_add(&self, caller: &Caller, principal: &str, role: &str, scope: &str) -> Result<bool> {
         let role: Role = role.parse()?;
         let scope = Scope::parse(scope)?;
-        let resource = format!("principal:{principal}");
-        self.authorize(caller, Action::GrantAdd, &resource).await?;
+        let resource = Resource::new(ResourceKind::Principal, &principal);
+        let permit = self.authorize(caller, Action::GrantAdd, resource.clone()).await?;
         let p = self.principal_named(principal).await?;
         let mut tx = self.db.begin_audited().await?;
         let added = citadel_store::grant_insert(
@@ -682,18 +545,11 @@ impl Workspace {
                 role: role.as_str().into(),
                 scope: scope.to_string(),
                 created_at: Timestamp::now(),
-                created_by: caller.principal.id.clone(),
+                created_by: caller.id().to_string(),
             },
         )
         .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "grant.add",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "new": added}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "new": added})))
         .await?;
         Ok(added)
     }
@@ -701,19 +557,12 @@ impl Workspace {
     pub async fn grant_revoke(&self, caller: &Caller, principal: &str, role: &str, scope: &str) -> Result<bool> {
         let role: Role = role.parse()?;
         let scope = Scope::parse(scope)?;
-        let resource = format!("principal:{principal}");
-        self.authorize(caller, Action::GrantRevoke, &resource).await?;
+        let resource = Resource::new(ResourceKind::Principal, &principal);
+        let permit = self.authorize(caller, Action::GrantRevoke, resource.clone()).await?;
         let p = self.principal_named(principal).await?;
         let mut tx = self.db.begin_audited().await?;
         let removed = citadel_store::grant_delete(tx.conn(), &p.id, role.as_str(), scope.as_str()).await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "grant.revoke",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "removed": removed}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "removed": removed})))
         .await?;
         Ok(removed)
     }
@@ -728,8 +577,8 @@ impl Workspace {
         if !(60..=366 * 86_400).contains(&ttl_secs) {
             return Err(ControlError::Invalid("token lifetime must be between 1 minute and 366 days".into()));
         }
-        let resource = format!("principal:{principal}");
-        self.authorize(caller, Action::TokenIssue, &resource).await?;
+        let resource = Resource::new(ResourceKind::Principal, &principal);
+        let permit = self.authorize(caller, Action::TokenIssue, resource.clone()).await?;
         let p = self.principal_named(principal).await?;
         if p.disabled_at.is_some() {
             return Err(ControlError::Invalid(format!("principal {principal} is disabled")));
@@ -747,41 +596,29 @@ impl Workspace {
         };
         let mut tx = self.db.begin_audited().await?;
         citadel_store::token_insert(tx.conn(), &row).await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "token.issue",
-            &format!("token:{}", token.id),
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"principal": p.id, "expires_at": row.expires_at.to_rfc3339()}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"principal": p.id, "expires_at": row.expires_at.to_rfc3339()})))
         .await?;
         Ok(IssuedToken { id: token.id.clone(), principal: p.name, expires_at: row.expires_at, token: token.reveal() })
     }
 
     pub async fn token_revoke(&self, caller: &Caller, token_id: &str) -> Result<bool> {
-        let resource = format!("token:{token_id}");
-        self.authorize(caller, Action::TokenRevoke, &resource).await?;
+        let resource = Resource::new(ResourceKind::Token, &token_id);
+        let permit = self.authorize(caller, Action::TokenRevoke, resource.clone()).await?;
         if citadel_store::token_by_id(self.db.pool(), token_id).await?.is_none() {
             return Err(ControlError::NotFound(format!("token {token_id}")));
         }
         let mut tx = self.db.begin_audited().await?;
         let revoked = citadel_store::token_revoke(tx.conn(), token_id, Timestamp::now()).await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "token.revoke",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"changed": revoked}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"changed": revoked})))
         .await?;
         Ok(revoked)
     }
 
     pub async fn token_list(&self, caller: &Caller) -> Result<Vec<citadel_store::TokenRow>> {
-        self.authorize(caller, Action::TokenList, "token:*").await?;
-        Ok(citadel_store::token_list(self.db.pool(), None).await?)
+        let permit = self.authorize(caller, Action::TokenList, Resource::all(ResourceKind::Token)).await?;
+        let tokens = citadel_store::token_list(self.db.pool(), None).await?;
+        self.record(permit, serde_json::json!({"returned": tokens.len()})).await?;
+        Ok(tokens)
     }
 
     // ------------------------------------------------------------ artifacts
@@ -795,8 +632,8 @@ impl Workspace {
         progress: Option<Arc<dyn Progress>>,
     ) -> Result<PutReport> {
         let name = name.map(Name::parse).transpose()?;
-        let resource = format!("artifact:{}", name.as_ref().map(|n| n.as_str()).unwrap_or("*"));
-        self.authorize(caller, Action::ArtifactPut, &resource).await?;
+        let resource = Resource::artifact(name.as_ref().map(|n| n.as_str()).unwrap_or("*"));
+        let permit = self.authorize(caller, Action::ArtifactPut, resource).await?;
         let mut parent_ids = Vec::new();
         for p in parents {
             parent_ids.push(self.store.resolve(p).await?.id);
@@ -805,14 +642,14 @@ impl Workspace {
             Ok(p) => p,
             Err(e) => {
                 let e = ControlError::from(e);
-                self.audit_failure(caller, Action::ArtifactPut, &resource, &e).await;
+                self.record_failure(permit, &e).await;
                 return Err(e);
             }
         };
         let id = prepared.id.to_string();
         let result = async {
             let mut tx = self.db.begin_audited().await?;
-            let new = self.store.commit_put(&mut tx, &prepared, name.as_ref().map(|n| n.as_str()), &caller.principal.id).await?;
+            let new = self.store.commit_put(&mut tx, &prepared, name.as_ref().map(|n| n.as_str()), caller.id()).await?;
             for parent in &parent_ids {
                 citadel_store::lineage_insert(
                     tx.conn(),
@@ -820,14 +657,7 @@ impl Workspace {
                 )
                 .await?;
             }
-            tx.commit(event(
-                &caller.principal.id,
-                "artifact.put",
-                &format!("artifact:{id}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"name": name.as_ref().map(|n| n.as_str()), "size": prepared.size, "files": prepared.file_count, "new": new, "new_bytes": prepared.new_bytes, "parents": parent_ids.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
-            ))
+            tx.commit(permit.success_on(&Resource::artifact(&id), serde_json::json!({"name": name.as_ref().map(|n| n.as_str()), "size": prepared.size, "files": prepared.file_count, "new": new, "new_bytes": prepared.new_bytes, "parents": parent_ids.iter().map(|p| p.to_string()).collect::<Vec<_>>()})))
             .await?;
             Ok::<_, ControlError>(new)
         }
@@ -853,52 +683,48 @@ impl Workspace {
         progress: Option<Arc<dyn Progress>>,
     ) -> Result<GetReport> {
         let info = self.store.resolve(reference).await?;
-        let resource = format!("artifact:{}", info.id);
-        // A grant may name the artifact by id or by any of its names.
-        let mut allowed = citadel_policy::decide(&caller.grants, Action::ArtifactGet, &resource) != Decision::Deny;
-        for n in &info.names {
-            allowed |=
-                citadel_policy::decide(&caller.grants, Action::ArtifactGet, &format!("artifact:{n}")) != Decision::Deny;
-        }
-        if !allowed {
-            self.authorize(caller, Action::ArtifactGet, &resource).await?;
-        }
-        // The read is recorded before any byte leaves the store.
+        // A grant may name the artifact by id or by any of its names: the
+        // decision is on the first of them the caller holds (on the id, and
+        // so a recorded denial, if none).
+        let by_id = Resource::artifact(&info.id);
+        let resource = std::iter::once(by_id.clone())
+            .chain(info.names.iter().map(Resource::artifact))
+            .find(|r| caller.holds(Action::ArtifactGet, r))
+            .unwrap_or(by_id);
+        let permit = self.authorize(caller, Action::ArtifactGet, resource).await?;
+        // The read is recorded before any byte leaves the store; a restore
+        // that fails after it is recorded as well.
         self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "artifact.get",
-                &resource,
+            .append_audit(permit.step(
+                Action::ArtifactGet.as_str(),
                 Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"output": out.display().to_string(), "size": info.size}),
+                serde_json::json!({"artifact": info.id.to_string(), "output": out.display().to_string(), "size": info.size}),
             ))
             .await?;
         match self.store.restore(&info, out, progress).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 let e = ControlError::from(e);
-                self.audit_failure(caller, Action::ArtifactGet, &resource, &e).await;
+                self.record_failure(permit, &e).await;
                 Err(e)
             }
         }
     }
 
     pub async fn artifact_list(&self, caller: &Caller) -> Result<Vec<ArtifactInfo>> {
-        self.authorize(caller, Action::ArtifactList, "artifact:*").await?;
-        Ok(self.store.list().await?)
+        let permit = self.authorize(caller, Action::ArtifactList, Resource::all(ResourceKind::Artifact)).await?;
+        let list = self.store.list().await?;
+        self.record(permit, serde_json::json!({"returned": list.len()})).await?;
+        Ok(list)
     }
 
     pub async fn fsck(&self, caller: &Caller, progress: Option<Arc<dyn Progress>>) -> Result<FsckReport> {
-        self.authorize(caller, Action::StoreFsck, "store:*").await?;
+        let permit = self.authorize(caller, Action::StoreFsck, Resource::all(ResourceKind::Store)).await?;
         let report = self.store.fsck(progress).await?;
         self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "store.fsck",
-                "store:objects",
+            .append_audit(permit.step(
+                Action::StoreFsck.as_str(),
                 if report.is_clean() { Outcome::Success } else { Outcome::Failure },
-                &caller.request_id,
                 serde_json::json!({"chunks_checked": report.chunks_checked, "missing": report.missing.len(), "corrupt": report.corrupt.len(), "damaged_artifacts": report.damaged_artifacts()}),
             ))
             .await?;
@@ -908,11 +734,11 @@ impl Workspace {
     /// Purges the dataset versions past their declared retention, finishes
     /// interrupted erasures, then deletes unreferenced objects.
     pub async fn gc(&self, caller: &Caller, grace_secs: Option<i64>) -> Result<GcOutcome> {
-        self.authorize(caller, Action::StoreGc, "store:*").await?;
+        let permit = self.authorize(caller, Action::StoreGc, Resource::all(ResourceKind::Store)).await?;
         // An erasure interrupted after its commit is finished first.
         self.complete_erasures(caller).await?;
-        let purged = self.purge_expired(caller).await?;
-        let monitoring_rows_purged = self.monitor_purge(caller, Timestamp::now()).await?;
+        let purged = self.purge_expired(&permit).await?;
+        let monitoring_rows_purged = self.monitor_purge(&permit, Timestamp::now()).await?;
         // Purged data leaves the store now, not after the grace period (no
         // put runs while gc holds its lease, so no leftover is in use).
         let grace = if purged.is_empty() { grace_secs.unwrap_or(self.config.gc_grace_secs) } else { 0 };
@@ -920,15 +746,7 @@ impl Workspace {
         if !purged.is_empty() {
             self.db.truncate_wal().await?;
         }
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "store.gc",
-                "store:objects",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"store": report, "versions_purged": purged.len()}),
-            ))
+        self.record(permit, serde_json::json!({"store": report, "versions_purged": purged.len()}))
             .await?;
         Ok(GcOutcome { store: report, purged, monitoring_rows_purged })
     }
@@ -938,7 +756,7 @@ impl Workspace {
     /// Re-wraps every data key under a new master key in one transaction,
     /// then destroys the old master key. Data is not re-encrypted.
     pub async fn key_rotate(&mut self, caller: &Caller) -> Result<RotateReport> {
-        self.authorize(caller, Action::KeyRotate, "key:master").await?;
+        let permit = self.authorize(caller, Action::KeyRotate, Resource::new(ResourceKind::Key, "master")).await?;
         let masters = citadel_store::master_keys(self.db.pool()).await?;
         let old = masters
             .iter()
@@ -970,14 +788,7 @@ impl Workspace {
                 citadel_store::data_key_rewrap(tx.conn(), &row.id, &new, &wrapped).await?;
             }
             citadel_store::master_key_retire(tx.conn(), &old, Timestamp::now()).await?;
-            tx.commit(event(
-                &caller.principal.id,
-                "key.rotate",
-                "key:master",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"old": old, "new": new, "data_keys": rows.len()}),
-            ))
+            tx.commit(permit.success(serde_json::json!({"old": old, "new": new, "data_keys": rows.len()})))
             .await?;
             Ok::<_, ControlError>(())
         }
@@ -993,14 +804,16 @@ impl Workspace {
     }
 
     pub async fn key_list(&self, caller: &Caller) -> Result<Vec<citadel_store::MasterKeyRow>> {
-        self.authorize(caller, Action::KeyRead, "key:master").await?;
-        Ok(citadel_store::master_keys(self.db.pool()).await?)
+        let permit = self.authorize(caller, Action::KeyRead, Resource::new(ResourceKind::Key, "master")).await?;
+        let keys = citadel_store::master_keys(self.db.pool()).await?;
+        self.record(permit, serde_json::json!({"returned": keys.len()})).await?;
+        Ok(keys)
     }
 
     // ------------------------------------------------------------ audit
 
     pub async fn audit_verify(&self, caller: &Caller) -> Result<VerifyReport> {
-        self.authorize(caller, Action::AuditVerify, "audit:log").await?;
+        let permit = self.authorize(caller, Action::AuditVerify, Resource::new(ResourceKind::Audit, "log")).await?;
         let records = citadel_store::audit_query(self.db.pool(), &AuditFilter::default()).await?;
         let checkpoints = citadel_store::audit_checkpoints(self.db.pool()).await?;
         let problems = citadel_audit::verify_chain(&records, &checkpoints, &self.signer.public_key());
@@ -1014,12 +827,9 @@ impl Workspace {
             problems,
         };
         self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "audit.verify",
-                "audit:log",
+            .append_audit(permit.step(
+                Action::AuditVerify.as_str(),
                 if report.problems.is_empty() { Outcome::Success } else { Outcome::Failure },
-                &caller.request_id,
                 serde_json::json!({"records": report.records, "problems": report.problems.len()}),
             ))
             .await?;
@@ -1027,17 +837,9 @@ impl Workspace {
     }
 
     pub async fn audit_query(&self, caller: &Caller, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
-        self.authorize(caller, Action::AuditRead, "audit:log").await?;
+        let permit = self.authorize(caller, Action::AuditRead, Resource::new(ResourceKind::Audit, "log")).await?;
         let records = citadel_store::audit_query(self.db.pool(), filter).await?;
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "audit.query",
-                "audit:log",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"returned": records.len()}),
-            ))
+        self.record(permit, serde_json::json!({"returned": records.len()}))
             .await?;
         Ok(records)
     }
@@ -1048,17 +850,9 @@ impl Workspace {
         filter: &AuditFilter,
         format: ExportFormat,
     ) -> Result<Vec<String>> {
-        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        let permit = self.authorize(caller, Action::AuditExport, Resource::new(ResourceKind::Audit, "log")).await?;
         let records = citadel_store::audit_query(self.db.pool(), filter).await?;
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "audit.export",
-                "audit:log",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"records": records.len(), "format": format!("{format:?}")}),
-            ))
+        self.record(permit, serde_json::json!({"records": records.len(), "format": format!("{format:?}")}))
             .await?;
         Ok(records.iter().map(|r| citadel_audit::encode_record(r, format)).collect())
     }
@@ -1069,7 +863,7 @@ impl Workspace {
     /// itself). A name stays bound to the destination it first forwarded to,
     /// so it cannot be pointed elsewhere to skip records. Returns the cursor.
     pub async fn audit_forward_start(&self, caller: &Caller, name: &str, destination: &str) -> Result<i64> {
-        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        let permit = self.authorize(caller, Action::AuditExport, Resource::new(ResourceKind::Audit, "log")).await?;
         citadel_store::bind_forward_cursor(self.db.pool(), name, destination).await?;
         let (bound, cursor) = citadel_store::forward_cursor(self.db.pool(), name)
             .await?
@@ -1082,15 +876,7 @@ impl Workspace {
                 "forwarding destination {name} is bound to {bound}; a new destination takes a new --name (its records start from the first)"
             )));
         }
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "audit.forward",
-                "audit:log",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"destination": name, "to": destination, "from_seq": cursor}),
-            ))
+        self.record(permit, serde_json::json!({"destination": name, "to": destination, "from_seq": cursor}))
             .await?;
         Ok(cursor)
     }
@@ -1098,19 +884,22 @@ impl Workspace {
     /// Up to `limit` records after `after` (the caller's session keeps its
     /// own position between acknowledgements), for a forwarding session.
     pub async fn audit_forward_batch(&self, caller: &Caller, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        let permit = self.authorize(caller, Action::AuditExport, Resource::new(ResourceKind::Audit, "log")).await?;
         let filter = AuditFilter { after_seq: Some(after), limit: Some(limit), ..AuditFilter::default() };
+        permit.unrecorded("the forwarding session's start is the record; one per batch would feed the forwarder itself");
         Ok(citadel_store::audit_query(self.db.pool(), &filter).await?)
     }
 
     /// Records that destination `name` has every record up to `seq`.
     pub async fn audit_forward_ack(&self, caller: &Caller, name: &str, seq: i64) -> Result<()> {
-        self.authorize(caller, Action::AuditExport, "audit:log").await?;
+        let permit = self.authorize(caller, Action::AuditExport, Resource::new(ResourceKind::Audit, "log")).await?;
+        permit.unrecorded("an acknowledgement moves a cursor within a recorded forwarding session");
         Ok(citadel_store::set_forward_cursor(self.db.pool(), name, seq).await?)
     }
 
     pub async fn audit_checkpoint(&self, caller: &Caller) -> Result<Option<Checkpoint>> {
-        self.authorize(caller, Action::AuditCheckpoint, "audit:log").await?;
+        let permit = self.authorize(caller, Action::AuditCheckpoint, Resource::new(ResourceKind::Audit, "log")).await?;
+        permit.unrecorded("a checkpoint signs the head; a record of it would move the head past its own checkpoint");
         Ok(self.db.checkpoint_now().await?)
     }
 
@@ -1126,11 +915,13 @@ impl Workspace {
                 let version = version.ok_or_else(|| {
                     ControlError::Invalid(format!("{reference:?}: name a version, e.g. {kind}:{name}@1"))
                 })?;
-                format!("{kind}:{name}@{version}")
+                let kind = if kind == "dataset" { ResourceKind::Dataset } else { ResourceKind::Model };
+                Resource::new(kind, format_args!("{name}@{version}"))
             }
-            _ => format!("artifact:{}", self.store.resolve(reference).await?.id),
+            _ => Resource::artifact(self.store.resolve(reference).await?.id),
         };
-        self.authorize(caller, Action::LineageRead, &root).await?;
+        let permit = self.authorize(caller, Action::LineageRead, root.clone()).await?;
+        let root = root.to_string();
         let mut edges = BTreeSet::new();
         for upstream in [true, false] {
             let mut queue = VecDeque::from([root.clone()]);
@@ -1151,6 +942,7 @@ impl Workspace {
         }
         let mut nodes: BTreeSet<String> = edges.iter().flat_map(|(c, p, _)| [c.clone(), p.clone()]).collect();
         nodes.insert(root.clone());
+        self.record(permit, serde_json::json!({"nodes": nodes.len()})).await?;
         Ok(LineageGraph {
             root,
             nodes: nodes

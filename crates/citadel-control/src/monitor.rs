@@ -9,6 +9,7 @@
 //! its grace period over, and judges it exactly once (the first evaluator to
 //! insert the window's verdict wins, so replicas may all run it).
 
+use citadel_policy::{Resource, ResourceKind};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use citadel_policy::Action;
 use citadel_types::{Name, Timestamp};
 
 use crate::incident::{Detection, Severity};
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Permit, Result, Workspace};
 
 /// A deployment's monitoring: window length, drift thresholds, detectors.
 /// Every replica reads it from the deployment, so their windows align.
@@ -213,8 +214,8 @@ impl Workspace {
     /// window twice keeps the first). Audited as `monitor.window`.
     pub async fn monitor_write_window(&self, caller: &Caller, w: &WindowRecord) -> Result<()> {
         let endpoint = Name::parse(&w.endpoint)?;
-        let resource = format!("deployment:{endpoint}");
-        self.authorize(caller, Action::MonitorWrite, &resource).await?;
+        let resource = Resource::new(ResourceKind::Deployment, &endpoint);
+        let permit = self.authorize(caller, Action::MonitorWrite, resource.clone()).await?;
         let sketch = serde_json::to_string(&w.sketch)
             .map_err(|e| ControlError::Invalid(format!("the window sketch does not serialize: {e}")))?;
         let mut tx = self.db.begin_audited().await?;
@@ -238,15 +239,8 @@ impl Workspace {
         if inserted == 0 {
             return Ok(());
         }
-        tx.commit(event(
-            &caller.principal.id,
-            "monitor.window",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"model": w.model, "version": w.version, "window_start": w.window_start.to_rfc3339(),
-                               "replica": w.replica, "requests": w.sketch.requests, "rows": w.sketch.rows}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"model": w.model, "version": w.version, "window_start": w.window_start.to_rfc3339(),
+                               "replica": w.replica, "requests": w.sketch.requests, "rows": w.sketch.rows})))
         .await?;
         Ok(())
     }
@@ -255,7 +249,7 @@ impl Workspace {
     /// `now` and has no verdict yet (at most 50 per call), opening or
     /// updating incidents. Returns the verdicts this call made.
     pub async fn monitor_evaluate(&self, caller: &Caller, now: Timestamp) -> Result<Vec<WindowVerdict>> {
-        self.authorize(caller, Action::MonitorWrite, "deployment:*").await?;
+        let permit = self.authorize(caller, Action::MonitorWrite, Resource::all(ResourceKind::Deployment)).await?;
         let pending = sqlx::query(
             "SELECT w.endpoint, w.model, w.version, w.window_start, MAX(w.window_end) AS window_end, \
              MAX(w.written_at) AS written_at FROM monitor_windows w \
@@ -314,7 +308,7 @@ impl Workspace {
             if !references.contains_key(&key) {
                 // A reference that cannot be read is this window's note, not
                 // every endpoint's failure (the window is still judged once).
-                let r = self.monitor_reference(caller, &model, version).await.map_err(|e| e.to_string());
+                let r = self.monitor_reference(&permit, &model, version).await.map_err(|e| e.to_string());
                 references.insert(key.clone(), r);
             }
             let reference = match &references[&key] {
@@ -379,7 +373,7 @@ impl Workspace {
                     d,
                     &endpoint,
                     Some((&model, version)),
-                    &caller.principal.name,
+                    caller.name(),
                     now,
                 )
                 .await?;
@@ -391,20 +385,13 @@ impl Workspace {
                 }
             }
             store_verdict(tx.conn(), &verdict).await?;
-            tx.commit(event(
-                &caller.principal.id,
-                "monitor.evaluate",
-                &format!("deployment:{endpoint}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({
+            tx.commit(permit.item(serde_json::json!({
                     "model": model, "version": version, "window_start": Timestamp(window_start).to_rfc3339(),
                     "rows": verdict.rows, "replicas": replicas,
                     "drifted": verdict.drift.iter().filter(|d| d.drifted).map(|d| d.stats.column.clone()).collect::<Vec<_>>(),
                     "detections": verdict.detections.iter().map(|d| d.kind.clone()).collect::<Vec<_>>(),
                     "incidents": verdict.incidents,
-                }),
-            ))
+                })))
             .await?;
             // The playbook answers new incidents only: an update is the same incident.
             for id in opened {
@@ -434,7 +421,7 @@ impl Workspace {
                     d,
                     &endpoint,
                     Some((model, *version)),
-                    &caller.principal.name,
+                    caller.name(),
                     now,
                 )
                 .await?;
@@ -447,18 +434,11 @@ impl Workspace {
             v.detections.extend(detections.iter().map(|(_, _, d)| d.clone()));
             v.incidents.extend(ids.iter().cloned());
             store_verdict(tx.conn(), v).await?;
-            tx.commit(event(
-                &caller.principal.id,
-                "monitor.performance",
-                &format!("deployment:{endpoint}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({
+            tx.commit(permit.item(serde_json::json!({
                     "versions": v.performance.iter().map(|p| serde_json::json!({"version": format!("{}@{}", p.model, p.version), "labels": p.labels, "accuracy": p.accuracy})).collect::<Vec<_>>(),
                     "degraded": detections.iter().map(|(m, ver, _)| format!("{m}@{ver}")).collect::<Vec<_>>(),
                     "incidents": ids,
-                }),
-            ))
+                })))
             .await?;
             for id in opened {
                 if let Err(e) = self.playbook_run(caller, &id, policy.playbook).await {
@@ -472,7 +452,9 @@ impl Workspace {
     /// The latest verdicts of an endpoint, newest first (at most `limit`).
     pub async fn monitor_status(&self, caller: &Caller, endpoint: &str, limit: i64) -> Result<Vec<WindowVerdict>> {
         let endpoint = Name::parse(endpoint)?;
-        self.authorize(caller, Action::MonitorRead, &format!("deployment:{endpoint}")).await?;
+        let permit = self.authorize(caller, Action::MonitorRead, Resource::new(ResourceKind::Deployment, &endpoint)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let known = self.deployments_live().await?.iter().any(|d| d.name == endpoint.as_str())
             || sqlx::query("SELECT 1 AS x FROM monitor_windows WHERE endpoint = $1 LIMIT 1")
                 .bind(endpoint.as_str())
@@ -504,12 +486,12 @@ impl Workspace {
     /// row sample, categorical ones from its exact category counts, and the
     /// held-out predictions' class counts from the model card. Reading the
     /// dataset is audited.
-    async fn monitor_reference(&self, caller: &Caller, model: &str, version: i64) -> Result<std::sync::Arc<Reference>> {
+    async fn monitor_reference(&self, permit: &Permit, model: &str, version: i64) -> Result<std::sync::Arc<Reference>> {
         let key = (model.to_string(), version);
         if let Some(r) = self.monitor_references.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(r);
         }
-        let r = std::sync::Arc::new(self.read_reference(caller, model, version).await?);
+        let r = std::sync::Arc::new(self.read_reference(permit, model, version).await?);
         if let Ok(mut c) = self.monitor_references.lock() {
             if c.len() >= 64 {
                 c.clear();
@@ -519,7 +501,7 @@ impl Workspace {
         Ok(r)
     }
 
-    async fn read_reference(&self, caller: &Caller, model: &str, version: i64) -> Result<Reference> {
+    async fn read_reference(&self, permit: &Permit, model: &str, version: i64) -> Result<Reference> {
         let predicted = match sqlx::query("SELECT evaluation FROM model_cards WHERE model_name = $1 AND version = $2")
             .bind(model)
             .bind(version)
@@ -568,10 +550,9 @@ impl Workspace {
             }
             Err(e) => return Err(e),
         };
-        let resource = format!("dataset:{}@{}", v.dataset, v.version);
         self.audit_data_read(
-            caller,
-            &resource,
+            permit,
+            &Resource::dataset_version(&v.dataset, v.version),
             serde_json::json!({"what": "monitoring reference", "for": format!("model:{model}@{version}"), "columns": "profile, sample"}),
         )
         .await?;
@@ -594,7 +575,7 @@ impl Workspace {
         })
         .await
         .map_err(crate::data::join_err)??;
-        Ok(Reference { dataset: Some(resource), features, predicted, note: None })
+        Ok(Reference { dataset: Some(format!("dataset:{}@{}", v.dataset, v.version)), features, predicted, note: None })
     }
 }
 
@@ -624,7 +605,7 @@ impl Workspace {
     /// Deletes monitoring records older than [`MONITORING_RETENTION_DAYS`]
     /// (judged or not: a month is far past any grace period) in one audited
     /// transaction; returns how many rows went.
-    pub(crate) async fn monitor_purge(&self, caller: &Caller, now: Timestamp) -> Result<u64> {
+    pub(crate) async fn monitor_purge(&self, permit: &Permit, now: Timestamp) -> Result<u64> {
         let before = now.0 - MONITORING_RETENTION_DAYS * 86_400 * 1_000_000;
         let mut tx = self.db.begin_audited().await?;
         let mut n = 0;
@@ -640,14 +621,7 @@ impl Workspace {
         if n == 0 {
             return Ok(0);
         }
-        tx.commit(event(
-            &caller.principal.id,
-            "monitor.purge",
-            "deployment:*",
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"rows": n, "before": Timestamp(before).to_rfc3339(), "retention_days": MONITORING_RETENTION_DAYS}),
-        ))
+        tx.commit(permit.step("monitor.purge", Outcome::Success, serde_json::json!({"rows": n, "before": Timestamp(before).to_rfc3339(), "retention_days": MONITORING_RETENTION_DAYS})))
         .await?;
         Ok(n)
     }

@@ -34,6 +34,7 @@
 //!   the next run (every earlier stage cached) continues, and deploys once
 //!   the version is in production.
 
+use citadel_policy::{Resource, ResourceKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,7 +54,7 @@ use citadel_types::{Digest, Timestamp};
 use crate::data::join_err;
 use crate::pipeline_spec::{PipelineSpec, Trainer};
 use crate::registry::invalid;
-use crate::{Caller, ControlError, RegisterRequest, Result, Workspace, event};
+use crate::{Caller, ControlError, Permit, RegisterRequest, Result, Workspace};
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StageRecord {
@@ -171,7 +172,7 @@ impl Workspace {
         opts: &RunOptions,
     ) -> Result<RunReport> {
         let pipeline = spec.pipeline.name.clone();
-        self.authorize(caller, Action::PipelineRun, &format!("pipeline:{pipeline}")).await?;
+        let permit = self.authorize(caller, Action::PipelineRun, Resource::new(ResourceKind::Pipeline, &pipeline)).await?;
         let id = citadel_types::random_id("run-");
         let started = Timestamp::now();
         let spec_digest = Digest::of(spec_text.as_bytes()).to_hex();
@@ -179,7 +180,7 @@ impl Workspace {
             id: id.clone(),
             pipeline: pipeline.clone(),
             status: "running".into(),
-            started_by: caller.principal.name.clone(),
+            started_by: caller.name().to_string(),
             started_at: started.to_rfc3339(),
             spec_digest: spec_digest.clone(),
             stages: Vec::new(),
@@ -194,21 +195,14 @@ impl Workspace {
             .bind(&id)
             .bind(&pipeline)
             .bind(&spec_digest)
-            .bind(&caller.principal.id)
+            .bind(caller.id())
             .bind(started.0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "pipeline.run",
-            &format!("pipeline:{pipeline}"),
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"run": id, "spec_sha256": spec_digest, "phase": "start"}),
-        ))
+        tx.commit(permit.item(serde_json::json!({"run": id, "spec_sha256": spec_digest, "phase": "start"})))
         .await?;
 
-        let result = self.run_stages(caller, spec, opts, &mut report).await;
+        let result = self.run_stages(&permit, caller, spec, opts, &mut report).await;
         let (status, outcome) = match &result {
             Ok(()) => (report.status.clone(), Outcome::Success),
             Err(ControlError::GateFailed { .. }) => ("gate-failed".to_string(), Outcome::Denied),
@@ -230,7 +224,7 @@ impl Workspace {
             .bind(&id)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(event(&caller.principal.id, "pipeline.run", &format!("pipeline:{pipeline}"), outcome, &caller.request_id, serde_json::json!({"run": id, "phase": "end", "status": status, "model": report.model, "message": report.message}))).await?;
+        tx.commit(permit.step(Action::PipelineRun.as_str(), outcome, serde_json::json!({"run": id, "phase": "end", "status": status, "model": report.model, "message": report.message}))).await?;
         match result {
             Ok(()) => Ok(report),
             Err(ControlError::GateFailed { policy, violations }) => {
@@ -256,7 +250,7 @@ impl Workspace {
 
     async fn cache_put(
         &self,
-        caller: &Caller,
+        permit: &Permit,
         pipeline: &str,
         stage: &str,
         k: &str,
@@ -273,14 +267,7 @@ impl Workspace {
             .bind(Timestamp::now().0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "pipeline.stage",
-            &format!("pipeline:{pipeline}"),
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"run": run, "stage": stage, "cache_key": k, "outputs": outputs}),
-        ))
+        tx.commit(permit.step("pipeline.stage", Outcome::Success, serde_json::json!({"run": run, "stage": stage, "cache_key": k, "outputs": outputs})))
         .await?;
         Ok(())
     }
@@ -319,6 +306,7 @@ impl Workspace {
 
     async fn run_stages(
         &self,
+        permit: &Permit,
         caller: &Caller,
         spec: &PipelineSpec,
         opts: &RunOptions,
@@ -379,7 +367,7 @@ impl Workspace {
                         v.version
                     )));
                 }
-                self.cache_put(caller, &pipeline, "ingest", &ingest_key, &out, &run_id).await?;
+                self.cache_put(permit, &pipeline, "ingest", &ingest_key, &out, &run_id).await?;
                 record(
                     report,
                     "ingest",
@@ -454,7 +442,7 @@ impl Workspace {
                 }
                 Some(c) => record(report, "split", "cached", &split_key, c.clone(), t, ""),
                 None => {
-                    self.cache_put(caller, &pipeline, "split", &split_key, &out, &run_id).await?;
+                    self.cache_put(permit, &pipeline, "split", &split_key, &out, &run_id).await?;
                     record(
                         report,
                         "split",
@@ -494,7 +482,7 @@ impl Workspace {
                 let p = prepared.as_ref().ok_or_else(|| invalid("no data"))?;
                 say("train", &format!("training {} on {} rows", spec.train.trainer, p.train.len()));
                 report.stages.push(running("train", &train_key));
-                let trained = self.train(caller, spec, p, opts).await?;
+                let trained = self.train(permit, caller, spec, p, opts).await?;
                 let name = format!("pipelines/{pipeline}/{}-model.onnx", &train_key[..12]);
                 let artifact = self
                     .put_bytes(
@@ -526,7 +514,7 @@ impl Workspace {
                     "trainer": spec.train.trainer,
                     "details": trained.details,
                 });
-                self.cache_put(caller, &pipeline, "train", &train_key, &out, &run_id).await?;
+                self.cache_put(permit, &pipeline, "train", &train_key, &out, &run_id).await?;
                 report.stages.pop();
                 record(
                     report,
@@ -664,7 +652,7 @@ impl Workspace {
                 };
                 out["report_artifact"] = artifact.into();
                 out["export_agreement"] = agreement;
-                self.cache_put(caller, &pipeline, "evaluate", &eval_key, &out, &run_id).await?;
+                self.cache_put(permit, &pipeline, "evaluate", &eval_key, &out, &run_id).await?;
                 report.stages.pop();
                 record(report, "evaluate", "ran", &eval_key, out, t, &evaluation.summary());
                 evaluation
@@ -728,18 +716,10 @@ impl Workspace {
             for s in ["register", "deploy"] {
                 record(report, s, "not-reached", "", serde_json::Value::Null, Instant::now(), "the gate failed");
             }
-            self.db.append_audit(event(&caller.principal.id, "pipeline.gate", &format!("pipeline:{pipeline}"), Outcome::Denied, &caller.request_id, serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name, "violations": violations}))).await?;
+            self.db.append_audit(permit.step("pipeline.gate", Outcome::Denied, serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name, "violations": violations}))).await?;
             return Err(ControlError::GateFailed { policy: policy_name, violations });
         }
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "pipeline.gate",
-                &format!("pipeline:{pipeline}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name}),
-            ))
+        self.db.append_audit(permit.step("pipeline.gate", Outcome::Success, serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name})))
             .await?;
         record(report, "gate", "ran", &gate_key, gate.clone(), t, "every rule passed");
 
@@ -794,7 +774,7 @@ impl Workspace {
                     evaluation: evaluation.clone(),
                     gate: gate.clone(),
                     scan: scan.clone(),
-                    created_by: caller.principal.name.clone(),
+                    created_by: caller.name().to_string(),
                     created_at: Timestamp::now().to_rfc3339(),
                     pipeline_run: run_id.clone(),
                     limitations: limitations(spec, &evaluation),
@@ -848,9 +828,9 @@ impl Workspace {
                     )
                     .await?;
                 }
-                tx.commit(event(&caller.principal.id, "model.card", &format!("model:{model_name}"), Outcome::Success, &caller.request_id, serde_json::json!({"version": mv.version, "run": run_id, "card_json": json_id, "card_html": html_id}))).await?;
+                tx.commit(permit.effect("model.card", &Resource::model(format_args!("{model_name}@{}", mv.version)), serde_json::json!({"version": mv.version, "run": run_id, "card_json": json_id, "card_html": html_id}))).await?;
                 let out = serde_json::json!({"model": model_name, "version": mv.version, "artifact": mv.artifact_id, "card_json": json_id, "card_html": html_id});
-                self.cache_put(caller, &pipeline, "register", &reg_key, &out, &run_id).await?;
+                self.cache_put(permit, &pipeline, "register", &reg_key, &out, &run_id).await?;
                 record(
                     report,
                     "register",
@@ -956,7 +936,9 @@ impl Workspace {
         version: i64,
         dir: &Path,
     ) -> Result<(PathBuf, PathBuf)> {
-        self.authorize(caller, Action::ModelRead, &format!("model:{model}")).await?;
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Model, &model)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let row = sqlx::query(
             "SELECT card_json_artifact, card_html_artifact FROM model_cards WHERE model_name = $1 AND version = $2",
         )
@@ -1012,7 +994,7 @@ impl Workspace {
             .filter(|c| !got.columns.contains(c))
             .map(|c| {
                 if got.withheld.contains(c) {
-                    format!("{c} (restricted: withheld from {})", caller.principal.name)
+                    format!("{c} (restricted: withheld from {})", caller.name())
                 } else {
                     c.to_string()
                 }
@@ -1055,7 +1037,7 @@ impl Workspace {
         .map_err(join_err)?
     }
 
-    async fn train(&self, caller: &Caller, spec: &PipelineSpec, p: &Prepared, opts: &RunOptions) -> Result<Trained> {
+    async fn train(&self, permit: &Permit, caller: &Caller, spec: &PipelineSpec, p: &Prepared, opts: &RunOptions) -> Result<Trained> {
         let train_table = p.table.take(&p.train);
         let ytr: Vec<f32> = p.train.iter().map(|&i| p.y[i]).collect();
         let x = p.encoder.encode(&train_table).map_err(ml)?;
@@ -1116,13 +1098,14 @@ impl Workspace {
                 .await
                 .map_err(join_err)?
             }
-            Trainer::Command => self.train_external(caller, spec, p, &x, &ytr, opts).await,
+            Trainer::Command => self.train_external(permit, caller, spec, p, &x, &ytr, opts).await,
         }
     }
 
     async fn train_external(
         &self,
-        caller: &Caller,
+        permit: &Permit,
+        _caller: &Caller,
         spec: &PipelineSpec,
         p: &Prepared,
         x: &citadel_ml::Matrix,
@@ -1136,7 +1119,7 @@ impl Workspace {
         let mut env: Vec<(String, String)> =
             vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("LANG".into(), "C.UTF-8".into())];
         for name in &t.secrets {
-            let value = self.training_secret(caller, name).await?;
+            let value = self.training_secret(permit, name).await?;
             env.push((name.clone(), value));
         }
         // The sandbox's files live outside the workspace, in a directory the
@@ -1215,7 +1198,7 @@ impl Workspace {
             .await
             .map_err(join_err)?
             .map_err(|e| invalid(e.to_string()))?;
-        self.db.append_audit(event(&caller.principal.id, "pipeline.train", &format!("pipeline:{}", spec.pipeline.name), if outcome.succeeded() { Outcome::Success } else { Outcome::Failure }, &caller.request_id, serde_json::json!({"command": cmd, "summary": outcome.summary(), "enforcement": outcome.enforcement, "secrets": t.secrets, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes}))).await?;
+        self.db.append_audit(permit.step("pipeline.train", if outcome.succeeded() { Outcome::Success } else { Outcome::Failure }, serde_json::json!({"command": cmd, "summary": outcome.summary(), "enforcement": outcome.enforcement, "secrets": t.secrets, "cpu_seconds": outcome.cpu_seconds, "max_rss_bytes": outcome.max_rss_bytes}))).await?;
         if !outcome.succeeded() {
             let tail: String = outcome
                 .stderr_tail
@@ -1275,31 +1258,24 @@ impl Workspace {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
             return Err(invalid(format!("secret name {name:?} must be an environment-variable name (A-Z, 0-9, _)")));
         }
-        self.authorize(caller, Action::SecretWrite, &format!("secret:{name}")).await?;
+        let permit = self.authorize(caller, Action::SecretWrite, Resource::new(ResourceKind::Secret, &name)).await?;
         let sealed = self.secrets_cipher.seal(&format!("training-secret/{name}"), value.as_bytes())?;
         let mut tx = self.db.begin_audited().await?;
         sqlx::query("INSERT INTO training_secrets (name, sealed, updated_by, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_by = excluded.updated_by, updated_at = excluded.updated_at")
             .bind(name)
             .bind(hex::encode(sealed))
-            .bind(&caller.principal.id)
+            .bind(caller.id())
             .bind(Timestamp::now().0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "secret.write",
-            &format!("secret:{name}"),
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({}),
-        ))
+        tx.commit(permit.success(serde_json::json!({})))
         .await?;
         Ok(())
     }
 
     /// Removes a training secret; false when there was none.
     pub async fn secret_remove(&self, caller: &Caller, name: &str) -> Result<bool> {
-        self.authorize(caller, Action::SecretWrite, &format!("secret:{name}")).await?;
+        let permit = self.authorize(caller, Action::SecretWrite, Resource::new(ResourceKind::Secret, &name)).await?;
         let mut tx = self.db.begin_audited().await?;
         let removed = sqlx::query("DELETE FROM training_secrets WHERE name = $1")
             .bind(name)
@@ -1307,26 +1283,21 @@ impl Workspace {
             .await?
             .rows_affected()
             > 0;
-        tx.commit(event(
-            &caller.principal.id,
-            "secret.remove",
-            &format!("secret:{name}"),
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"removed": removed}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"removed": removed})))
         .await?;
         Ok(removed)
     }
 
     /// The names of the stored training secrets (never their values).
     pub async fn secret_list(&self, caller: &Caller) -> Result<Vec<String>> {
-        self.authorize(caller, Action::PipelineRead, "secret:*").await?;
+        let permit = self.authorize(caller, Action::PipelineRead, Resource::all(ResourceKind::Secret)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let rows = sqlx::query("SELECT name FROM training_secrets ORDER BY name").fetch_all(self.db.pool()).await?;
         rows.iter().map(|r| Ok(r.try_get::<String, _>("name")?)).collect()
     }
 
-    async fn training_secret(&self, caller: &Caller, name: &str) -> Result<String> {
+    async fn training_secret(&self, permit: &Permit, name: &str) -> Result<String> {
         let row = sqlx::query("SELECT sealed FROM training_secrets WHERE name = $1")
             .bind(name)
             .fetch_optional(self.db.pool())
@@ -1340,14 +1311,7 @@ impl Workspace {
             hex::decode(row.try_get::<String, _>("sealed")?).map_err(|_| invalid("a stored secret is not hex"))?;
         let value = self.secrets_cipher.open(&format!("training-secret/{name}"), &sealed)?;
         self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "secret.use",
-                &format!("secret:{name}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"for": "training command environment"}),
-            ))
+            .append_audit(permit.effect("secret.use", &Resource::secret(name), serde_json::json!({"for": "training command environment"})))
             .await?;
         String::from_utf8(value.to_vec()).map_err(|_| invalid(format!("secret {name} is not UTF-8")))
     }
@@ -1360,7 +1324,9 @@ impl Workspace {
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("run {id}")))?;
         let pipeline: String = row.try_get("pipeline")?;
-        self.authorize(caller, Action::PipelineRead, &format!("pipeline:{pipeline}")).await?;
+        let permit = self.authorize(caller, Action::PipelineRead, Resource::new(ResourceKind::Pipeline, &pipeline)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let started_by: String = row.try_get("started_by")?;
         let who = sqlx::query("SELECT name FROM principals WHERE id = $1")
             .bind(&started_by)
@@ -1389,7 +1355,9 @@ impl Workspace {
 
     /// Recent runs (newest first).
     pub async fn run_list(&self, caller: &Caller, limit: i64) -> Result<Vec<serde_json::Value>> {
-        self.authorize(caller, Action::PipelineRead, "pipeline:*").await?;
+        let permit = self.authorize(caller, Action::PipelineRead, Resource::all(ResourceKind::Pipeline)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let rows =
             sqlx::query("SELECT id, pipeline, status, started_at FROM pipeline_runs ORDER BY started_at DESC LIMIT $1")
                 .bind(limit)

@@ -9,6 +9,7 @@
 //! Gateways read the throttles and quarantines on every poll
 //! ([`Workspace::throttles_active`], [`Workspace::quarantines_active`]).
 
+use citadel_policy::{Resource, ResourceKind};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -17,7 +18,7 @@ use citadel_policy::{Action, PlaybookAction};
 use citadel_types::Timestamp;
 
 use crate::incident::Incident;
-use crate::{Caller, ControlError, Result, Strategy, Workspace, event};
+use crate::{Caller, ControlError, Permit, Result, Strategy, Workspace};
 
 /// Where a workspace's playbook lives.
 pub const PLAYBOOK_FILE: &str = "policies/playbook.rego";
@@ -99,8 +100,8 @@ impl Workspace {
     /// records) its actions. A playbook that does not evaluate runs nothing
     /// and says so on the timeline (fail closed: no action is guessed).
     pub async fn playbook_run(&self, caller: &Caller, id: &str, mode: PlaybookMode) -> Result<Vec<ActionOutcome>> {
-        let resource = format!("incident:{id}");
-        self.authorize(caller, Action::IncidentManage, &resource).await?;
+        let resource = Resource::new(ResourceKind::Incident, &id);
+        let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         if mode == PlaybookMode::Off {
             return Ok(Vec::new());
         }
@@ -115,7 +116,7 @@ impl Workspace {
         let actions = match citadel_policy::evaluate_playbook(&name, &policy, &input) {
             Ok(a) => a,
             Err(e) => {
-                self.incident_note(caller, id, "playbook_failed", serde_json::json!({"error": e.to_string()})).await?;
+                self.incident_note(&permit, caller, id, "playbook_failed", serde_json::json!({"error": e.to_string()})).await?;
                 return Err(e.into());
             }
         };
@@ -131,6 +132,7 @@ impl Workspace {
                 }
             };
             self.incident_note(
+                &permit,
                 caller,
                 id,
                 "action",
@@ -162,10 +164,10 @@ impl Workspace {
             PlaybookAction::Alert => Ok((format!("alerted: {}", i.summary), serde_json::Value::Null)),
             PlaybookAction::Throttle { per_sec, burst, minutes } => {
                 let p = principal()?;
-                let resource = format!("principal:{p}");
+                let resource = Resource::new(ResourceKind::Principal, &p);
                 // A throttle is incident response (bounded in time, lifted by
                 // undo): `incident.manage`, which the gateway role holds.
-                self.authorize(caller, Action::IncidentManage, &resource).await?;
+                let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
                 let now = Timestamp::now();
                 let until = Timestamp(now.0 + i64::from(*minutes) * 60_000_000);
                 let tid = citadel_types::random_id("thr-");
@@ -183,14 +185,7 @@ impl Workspace {
                 .bind(now.0)
                 .execute(&mut *tx.conn())
                 .await?;
-                tx.commit(event(
-                    &caller.principal.id,
-                    "principal.throttle",
-                    &resource,
-                    Outcome::Success,
-                    &caller.request_id,
-                    serde_json::json!({"incident": i.id, "per_sec": per_sec, "burst": burst, "until": until.to_rfc3339()}),
-                ))
+                tx.commit(permit.success(serde_json::json!({"incident": i.id, "per_sec": per_sec, "burst": burst, "until": until.to_rfc3339()})))
                 .await?;
                 Ok((
                     format!("{p} limited to {per_sec}/s until {}", until.to_rfc3339()),
@@ -260,8 +255,8 @@ impl Workspace {
                         i.id
                     )));
                 }
-                let resource = format!("deployment:{}", i.endpoint);
-                self.authorize(caller, Action::DeploymentManage, &resource).await?;
+                let resource = Resource::deployment(&i.endpoint);
+                let permit = self.authorize(caller, Action::DeploymentManage, resource.clone()).await?;
                 let mut tx = self.db.begin_audited().await?;
                 sqlx::query(
                     "INSERT INTO endpoint_quarantines (endpoint, incident_id, reason, since) VALUES ($1, $2, $3, $4) \
@@ -273,14 +268,7 @@ impl Workspace {
                 .bind(Timestamp::now().0)
                 .execute(&mut *tx.conn())
                 .await?;
-                tx.commit(event(
-                    &caller.principal.id,
-                    "deployment.quarantine",
-                    &resource,
-                    Outcome::Success,
-                    &caller.request_id,
-                    serde_json::json!({"incident": i.id}),
-                ))
+                tx.commit(permit.success(serde_json::json!({"incident": i.id})))
                 .await?;
                 Ok((format!("{} quarantined (503)", i.endpoint), serde_json::json!({"lift": i.endpoint})))
             }
@@ -288,18 +276,18 @@ impl Workspace {
     }
 
     /// Adds an event to an incident's timeline, audited as `incident.event`.
-    async fn incident_note(&self, caller: &Caller, id: &str, kind: &str, details: serde_json::Value) -> Result<()> {
+    async fn incident_note(
+        &self,
+        permit: &Permit,
+        caller: &Caller,
+        id: &str,
+        kind: &str,
+        details: serde_json::Value,
+    ) -> Result<()> {
         let mut tx = self.db.begin_audited().await?;
-        crate::incident::add_event(tx.conn(), id, Timestamp::now(), kind, &caller.principal.name, details.clone())
+        crate::incident::add_event(tx.conn(), id, Timestamp::now(), kind, caller.name(), details.clone())
             .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            &format!("incident.{kind}"),
-            &format!("incident:{id}"),
-            Outcome::Success,
-            &caller.request_id,
-            details,
-        ))
+        tx.commit(permit.step(&format!("incident.{kind}"), Outcome::Success, details))
         .await?;
         Ok(())
     }
@@ -309,8 +297,8 @@ impl Workspace {
     /// a rollback or paused canary rolled forward to the revision it
     /// replaced. Revoked tokens stay revoked. Returns what was undone.
     pub async fn incident_undo(&self, caller: &Caller, id: &str) -> Result<Vec<String>> {
-        let resource = format!("incident:{id}");
-        self.authorize(caller, Action::IncidentManage, &resource).await?;
+        let resource = Resource::new(ResourceKind::Incident, &id);
+        let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         let (_, events) = self.incident_show(caller, id).await?;
         let undone_before: Vec<i64> = events
             .iter()
@@ -327,33 +315,19 @@ impl Workspace {
                     .bind(t)
                     .execute(&mut *tx.conn())
                     .await?;
-                tx.commit(event(
-                    &caller.principal.id,
-                    "principal.throttle_lift",
-                    &resource,
-                    Outcome::Success,
-                    &caller.request_id,
-                    serde_json::json!({"throttle": t}),
-                ))
+                tx.commit(permit.item(serde_json::json!({"throttle": t})))
                 .await?;
                 format!("throttle {t} lifted")
             } else if let Some(ep) = undo.get("lift").and_then(|t| t.as_str()) {
                 // Lifting takes what imposing took.
-                self.authorize(caller, Action::DeploymentManage, &format!("deployment:{ep}")).await?;
+                let permit = self.authorize(caller, Action::DeploymentManage, Resource::new(ResourceKind::Deployment, &ep)).await?;
                 let mut tx = self.db.begin_audited().await?;
                 sqlx::query("DELETE FROM endpoint_quarantines WHERE endpoint = $1 AND incident_id = $2")
                     .bind(ep)
                     .bind(id)
                     .execute(&mut *tx.conn())
                     .await?;
-                tx.commit(event(
-                    &caller.principal.id,
-                    "deployment.quarantine_lift",
-                    &format!("deployment:{ep}"),
-                    Outcome::Success,
-                    &caller.request_id,
-                    serde_json::json!({"incident": id}),
-                ))
+                tx.commit(permit.success(serde_json::json!({"incident": id})))
                 .await?;
                 format!("{ep} back in service")
             } else if let Some(p) = undo.get("enable").and_then(|t| t.as_str()) {
@@ -377,7 +351,7 @@ impl Workspace {
             } else {
                 continue;
             };
-            self.incident_note(caller, id, "undo", serde_json::json!({"action_seq": e.seq, "result": what})).await?;
+            self.incident_note(&permit, caller, id, "undo", serde_json::json!({"action_seq": e.seq, "result": what})).await?;
             done.push(what);
         }
         Ok(done)

@@ -14,6 +14,7 @@
 //! - Entering production archives the previous production version; every
 //!   change is an event, so `history --at` replays events up to an instant.
 
+use citadel_policy::{Resource, ResourceKind};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -24,7 +25,7 @@ use citadel_policy::Action;
 use citadel_store::LineageEdge;
 use citadel_types::{Name, Timestamp};
 
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Permit, Result, Workspace, event};
 
 const SIGNING_KEY_META: &str = "model_signing_key";
 const SIGNING_KEY_OBJECT: &str = "workspace-secret/model-signing-key";
@@ -195,7 +196,7 @@ impl Workspace {
     /// signed no longer verify (approval and loading refuse them, naming the
     /// retired key) until registered again under the new key.
     pub async fn model_signing_rotate(&self, caller: &Caller) -> Result<serde_json::Value> {
-        self.authorize(caller, Action::KeyRotate, "key:model-signing").await?;
+        let permit = self.authorize(caller, Action::KeyRotate, Resource::new(ResourceKind::Key, "model-signing")).await?;
         let old = self.model_signing_key().await?;
         let (new, der) = citadel_signing::SigningKey::generate()?;
         let sealed = self.secrets_cipher.seal(SIGNING_KEY_OBJECT, &der)?;
@@ -208,14 +209,7 @@ impl Workspace {
         let mut tx = self.db.begin_audited().await?;
         citadel_store::meta_set(tx.conn(), SIGNING_KEY_META, &hex::encode(sealed)).await?;
         citadel_store::meta_set(tx.conn(), RETIRED_KEYS_META, &serde_json::Value::from(retired).to_string()).await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "key.rotate",
-            "key:model-signing",
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"retired": old.hint(), "new": new.hint()}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"retired": old.hint(), "new": new.hint()})))
         .await?;
         Ok(serde_json::json!({"retired": old.hint(), "new": new.hint()}))
     }
@@ -231,14 +225,16 @@ impl Workspace {
 
     /// The public half of the model-signing key, in PEM, for `model_signing verify key`.
     pub async fn model_signing_public_key(&self, caller: &Caller) -> Result<String> {
-        self.authorize(caller, Action::ModelRead, "model:*").await?;
-        Ok(self.model_signing_key().await?.public_key_pem())
+        let permit = self.authorize(caller, Action::ModelRead, Resource::all(ResourceKind::Model)).await?;
+        let out = self.model_signing_key().await?.public_key_pem();
+        self.record(permit, serde_json::json!({})).await?;
+        Ok(out)
     }
 
     pub async fn model_register(&self, caller: &Caller, req: &RegisterRequest) -> Result<ModelVersion> {
         let name = Name::parse(&req.name)?;
-        let resource = format!("model:{name}");
-        self.authorize(caller, Action::ModelRegister, &resource).await?;
+        let resource = Resource::new(ResourceKind::Model, &name);
+        let permit = self.authorize(caller, Action::ModelRegister, resource.clone()).await?;
         let mut datasets = Vec::new();
         for d in &req.datasets {
             datasets.push(self.store.resolve(d).await?);
@@ -258,14 +254,7 @@ impl Workspace {
         if citadel_scan::refused(&reports) {
             let rules: Vec<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
             self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    "model.register",
-                    &resource,
-                    Outcome::Denied,
-                    &caller.request_id,
-                    serde_json::json!({"blocked_by": "scan", "critical": critical, "unjudged": unjudged, "rules": rules}),
-                ))
+                .append_audit(permit.refused(serde_json::json!({"blocked_by": "scan", "critical": critical, "unjudged": unjudged, "rules": rules})))
                 .await?;
             return Err(ControlError::ScanBlocked { model: name.to_string(), critical, unjudged, findings });
         }
@@ -284,7 +273,7 @@ impl Workspace {
 
         let result = async {
             let mut tx = self.db.begin_audited().await?;
-            self.store.commit_put(&mut tx, &prepared, Some(&format!("models/{name}")), &caller.principal.id).await?;
+            self.store.commit_put(&mut tx, &prepared, Some(&format!("models/{name}")), caller.id()).await?;
             let row = sqlx::query("SELECT MAX(version) AS v FROM model_versions WHERE model_name = $1")
                 .bind(name.as_str())
                 .fetch_one(&mut *tx.conn())
@@ -309,8 +298,8 @@ impl Workspace {
                     },
                     "runDetails": {
                         "builder": {"id": format!("citadel/{}", env!("CARGO_PKG_VERSION"))},
-                        "metadata": {"invocationId": caller.request_id, "startedOn": now.to_rfc3339()},
-                        "byproducts": [{"name": "registered_by", "content": caller.principal.name}],
+                        "metadata": {"invocationId": caller.request_id(), "startedOn": now.to_rfc3339()},
+                        "byproducts": [{"name": "registered_by", "content": caller.name()}],
                     },
                     "environment": {"os": std::env::consts::OS, "arch": std::env::consts::ARCH},
                 },
@@ -325,7 +314,7 @@ impl Workspace {
             .bind(bundle.clone())
             .bind(scan.to_string())
             .bind(provenance.to_string())
-            .bind(caller.principal.id.clone())
+            .bind(caller.id().to_string())
             .bind(now.0)
             .execute(&mut *tx.conn())
             .await?;
@@ -342,21 +331,14 @@ impl Workspace {
                 )
                 .await?;
             }
-            tx.commit(event(
-                &caller.principal.id,
-                "model.register",
-                &resource,
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"version": version, "artifact": artifact_id, "key_hint": key_hint, "warnings": scan["warnings"]}),
-            ))
+            tx.commit(permit.success(serde_json::json!({"version": version, "artifact": artifact_id, "key_hint": key_hint, "warnings": scan["warnings"]})))
             .await?;
             Ok::<_, ControlError>(ModelVersion {
                 model: name.to_string(),
                 version,
                 artifact_id: artifact_id.clone(),
                 stage: "none".into(),
-                created_by: caller.principal.name.clone(),
+                created_by: caller.name().to_string(),
                 created_at: now.to_rfc3339(),
                 scan: scan.clone(),
                 provenance,
@@ -370,7 +352,9 @@ impl Workspace {
 
     pub async fn model_versions(&self, caller: &Caller, name: &str) -> Result<Vec<ModelVersion>> {
         let name = Name::parse(name)?;
-        self.authorize(caller, Action::ModelRead, &format!("model:{name}")).await?;
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Model, &name)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let rows = sqlx::query(
             "SELECT m.version, m.artifact_id, m.stage, m.scan, m.provenance, m.signature, m.created_at, p.name AS who \
              FROM model_versions m LEFT JOIN principals p ON p.id = m.created_by WHERE m.model_name = $1 ORDER BY m.version",
@@ -415,8 +399,8 @@ impl Workspace {
         to_stage: &str,
     ) -> Result<StageRequest> {
         let name = Name::parse(name)?;
-        let resource = format!("model:{name}");
-        self.authorize(caller, Action::ModelPromoteRequest, &resource).await?;
+        let resource = Resource::new(ResourceKind::Model, &name);
+        let permit = self.authorize(caller, Action::ModelPromoteRequest, resource.clone()).await?;
         if to_stage == "retired" {
             return Err(invalid(format!(
                 "retirement is not requested: an approver runs `citadel model retire {name} {version} --reason \"…\"`"
@@ -458,25 +442,18 @@ impl Workspace {
         .bind(name.as_str())
         .bind(version)
         .bind(to_stage)
-        .bind(caller.principal.id.clone())
+        .bind(caller.id().to_string())
         .bind(now.0)
         .execute(&mut *tx.conn())
         .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "model.promote_request",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"request": id, "version": version, "from": from, "to": to_stage}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"request": id, "version": version, "from": from, "to": to_stage})))
         .await?;
         Ok(StageRequest {
             id,
             model: name.to_string(),
             version,
             to_stage: to_stage.into(),
-            requested_by: caller.principal.name.clone(),
+            requested_by: caller.name().to_string(),
             requested_at: now.to_rfc3339(),
             status: "pending".into(),
             decided_by: None,
@@ -503,24 +480,17 @@ impl Workspace {
         let (name, to_stage, requested_by, status) =
             (s("model_name")?, s("to_stage")?, s("requested_by")?, s("status")?);
         let version: i64 = row.try_get("version")?;
-        let resource = format!("model:{name}");
-        self.authorize(caller, Action::ModelApprove, &resource).await?;
+        let resource = Resource::new(ResourceKind::Model, &name);
+        let permit = self.authorize(caller, Action::ModelApprove, resource.clone()).await?;
         if status != "pending" {
             return Err(ControlError::Conflict(format!("stage request {request_id} is already {status}")));
         }
-        if caller.principal.id == requested_by && !self.config.allow_self_approval {
+        if caller.id() == requested_by && !self.config.allow_self_approval {
             self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    "model.approve",
-                    &resource,
-                    Outcome::Denied,
-                    &caller.request_id,
-                    serde_json::json!({"request": request_id, "reason": "the requester cannot approve their own request"}),
-                ))
+                .append_audit(permit.refused(serde_json::json!({"request": request_id, "reason": "the requester cannot approve their own request"})))
                 .await?;
             return Err(ControlError::SelfApproval {
-                principal: caller.principal.name.clone(),
+                principal: caller.name().to_string(),
                 request: request_id.into(),
             });
         }
@@ -528,16 +498,16 @@ impl Workspace {
             return Err(self.retired(&name, version).await?);
         }
         if approve {
-            let verified = self.load_verified(caller, &name, version, Action::ModelApprove).await?;
+            let verified = self.load_verified(&permit, &name, version).await?;
             let from = self.version_stage(&name, version).await?;
-            self.gate(caller, &name, version, &from, &to_stage, &verified.key_hint).await?;
+            self.gate(&permit, &name, version, &from, &to_stage, &verified.key_hint).await?;
         }
         let now = Timestamp::now();
         let mut tx = self.db.begin_audited().await?;
         let status = if approve { "approved" } else { "rejected" };
         let updated = sqlx::query("UPDATE stage_requests SET status = $1, decided_by = $2, decided_at = $3, note = $4 WHERE id = $5 AND status = 'pending'")
             .bind(status)
-            .bind(caller.principal.id.clone())
+            .bind(caller.id().to_string())
             .bind(now.0)
             .bind(note)
             .bind(request_id)
@@ -565,20 +535,13 @@ impl Workspace {
                         .await?;
                 for r in current {
                     let v: i64 = r.try_get("version")?;
-                    set_stage(&mut tx, &name, v, "production", "archived", &caller.principal.id, request_id, now)
+                    set_stage(&mut tx, &name, v, "production", "archived", caller.id(), request_id, now)
                         .await?;
                 }
             }
-            set_stage(&mut tx, &name, version, &from, &to_stage, &caller.principal.id, request_id, now).await?;
+            set_stage(&mut tx, &name, version, &from, &to_stage, caller.id(), request_id, now).await?;
         }
-        tx.commit(event(
-            &caller.principal.id,
-            if approve { "model.approve" } else { "model.reject" },
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"request": request_id, "version": version, "to": to_stage, "note": note}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"request": request_id, "version": version, "to": to_stage, "note": note})))
         .await?;
         Ok(StageRequest {
             id: request_id.into(),
@@ -588,7 +551,7 @@ impl Workspace {
             requested_by,
             requested_at: String::new(),
             status: status.into(),
-            decided_by: Some(caller.principal.name.clone()),
+            decided_by: Some(caller.name().to_string()),
             note: note.into(),
         })
     }
@@ -598,7 +561,7 @@ impl Workspace {
     /// A failure lists every violated rule and is audited.
     async fn gate(
         &self,
-        caller: &Caller,
+        permit: &Permit,
         name: &str,
         version: i64,
         from: &str,
@@ -646,22 +609,15 @@ impl Workspace {
             return Ok(());
         }
         self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "model.gate",
-                &format!("model:{name}"),
-                Outcome::Denied,
-                &caller.request_id,
-                serde_json::json!({"version": version, "to": to, "policy": policy_name, "violations": violations}),
-            ))
+            .append_audit(permit.step("model.gate", Outcome::Denied, serde_json::json!({"version": version, "to": to, "policy": policy_name, "violations": violations})))
             .await?;
         Err(ControlError::GateFailed { policy: policy_name, violations })
     }
 
     /// Restores the version's artifact to a private temporary directory and
-    /// verifies its signature with the workspace key. Failures are audited
-    /// under `action`.
-    async fn load_verified(&self, caller: &Caller, name: &str, version: i64, action: Action) -> Result<VerifiedModel> {
+    /// verifies its signature with the workspace key. A failure is recorded
+    /// under the permitted action.
+    async fn load_verified(&self, permit: &Permit, name: &str, version: i64) -> Result<VerifiedModel> {
         let row =
             sqlx::query("SELECT artifact_id, signature FROM model_versions WHERE model_name = $1 AND version = $2")
                 .bind(name)
@@ -705,7 +661,8 @@ impl Workspace {
         }
         .await;
         if let Err(err) = &result {
-            self.audit_failure(caller, action, &format!("model:{name}"), err).await;
+            let details = serde_json::json!({"version": version, "error": err.to_string()});
+            let _ = self.db.append_audit(permit.step(permit.action().as_str(), Outcome::Failure, details)).await;
         }
         result
     }
@@ -714,7 +671,9 @@ impl Workspace {
     /// signature, scan), its training datasets, and how they depend.
     pub async fn model_bom(&self, caller: &Caller, name: &str, version: i64) -> Result<serde_json::Value> {
         let name = Name::parse(name)?;
-        self.authorize(caller, Action::ModelRead, &format!("model:{name}")).await?;
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Model, &name)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let v = self
             .model_versions(caller, name.as_str())
             .await?
@@ -846,8 +805,8 @@ impl Workspace {
     /// and the refusal audited.
     pub async fn model_load(&self, caller: &Caller, name: &str, reference: &str) -> Result<VerifiedModel> {
         let name = Name::parse(name)?;
-        let resource = format!("model:{name}");
-        self.authorize(caller, Action::ModelRead, &resource).await?;
+        let resource = Resource::new(ResourceKind::Model, &name);
+        let permit = self.authorize(caller, Action::ModelRead, resource.clone()).await?;
         let version = match reference.parse::<i64>() {
             Ok(v) => v,
             Err(_) if STAGES.contains(&reference) => {
@@ -865,27 +824,12 @@ impl Workspace {
         if self.version_stage(name.as_str(), version).await? == "retired" {
             let err = self.retired(name.as_str(), version).await?;
             self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    "model.load",
-                    &resource,
-                    Outcome::Denied,
-                    &caller.request_id,
-                    serde_json::json!({"version": version, "reason": err.to_string()}),
-                ))
+                .append_audit(permit.refused(serde_json::json!({"version": version, "reason": err.to_string()})))
                 .await?;
             return Err(err);
         }
-        let loaded = self.load_verified(caller, name.as_str(), version, Action::ModelRead).await?;
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "model.load",
-                &resource,
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"version": version, "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}),
-            ))
+        let loaded = self.load_verified(&permit, name.as_str(), version).await?;
+        self.record(permit, serde_json::json!({"version": version, "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}))
             .await?;
         Ok(loaded)
     }
@@ -893,8 +837,8 @@ impl Workspace {
     /// Puts the previous production version back into production.
     pub async fn model_rollback(&self, caller: &Caller, name: &str) -> Result<StageEvent> {
         let name = Name::parse(name)?;
-        let resource = format!("model:{name}");
-        self.authorize(caller, Action::ModelApprove, &resource).await?;
+        let resource = Resource::new(ResourceKind::Model, &name);
+        let permit = self.authorize(caller, Action::ModelApprove, resource.clone()).await?;
         let current: i64 =
             sqlx::query("SELECT version FROM model_versions WHERE model_name = $1 AND stage = 'production'")
                 .bind(name.as_str())
@@ -913,13 +857,13 @@ impl Workspace {
         if self.version_stage(name.as_str(), previous).await? == "retired" {
             return Err(self.retired(name.as_str(), previous).await?);
         }
-        let verified = self.load_verified(caller, name.as_str(), previous, Action::ModelApprove).await?;
+        let verified = self.load_verified(&permit, name.as_str(), previous).await?;
         let from_stage = self.version_stage(name.as_str(), previous).await?;
-        self.gate(caller, name.as_str(), previous, &from_stage, "production", &verified.key_hint).await?;
+        self.gate(&permit, name.as_str(), previous, &from_stage, "production", &verified.key_hint).await?;
         let now = Timestamp::now();
         let request = citadel_types::random_id("rollback-");
         let mut tx = self.db.begin_audited().await?;
-        set_stage(&mut tx, name.as_str(), current, "production", "archived", &caller.principal.id, &request, now)
+        set_stage(&mut tx, name.as_str(), current, "production", "archived", caller.id(), &request, now)
             .await?;
         let from = stage_in_tx(&mut tx, name.as_str(), previous).await?;
         // Retired while the checks above ran: the transaction rolls back.
@@ -927,16 +871,9 @@ impl Workspace {
             drop(tx);
             return Err(self.retired(name.as_str(), previous).await?);
         }
-        let seq = set_stage(&mut tx, name.as_str(), previous, &from, "production", &caller.principal.id, &request, now)
+        let seq = set_stage(&mut tx, name.as_str(), previous, &from, "production", caller.id(), &request, now)
             .await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "model.rollback",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"from_version": current, "to_version": previous}),
-        ))
+        tx.commit(permit.success(serde_json::json!({"from_version": current, "to_version": previous})))
         .await?;
         Ok(StageEvent {
             seq,
@@ -945,7 +882,7 @@ impl Workspace {
             to_stage: "production".into(),
             at: now.to_rfc3339(),
             at_micros: now.0,
-            by: caller.principal.name.clone(),
+            by: caller.name().to_string(),
             request,
             note: String::new(),
         })
@@ -988,8 +925,8 @@ impl Workspace {
     /// an audit record, in one transaction.
     pub async fn model_retire(&self, caller: &Caller, name: &str, version: i64, reason: &str) -> Result<StageRequest> {
         let name = Name::parse(name)?;
-        let resource = format!("model:{name}");
-        self.authorize(caller, Action::ModelRetire, &resource).await?;
+        let resource = Resource::new(ResourceKind::Model, &name);
+        let permit = self.authorize(caller, Action::ModelRetire, resource.clone()).await?;
         let reason = reason.trim();
         if reason.is_empty() {
             return Err(invalid("a retirement needs a reason (--reason \"…\"); it is kept in the history".to_string()));
@@ -1008,7 +945,7 @@ impl Workspace {
         .bind(id.clone())
         .bind(name.as_str())
         .bind(version)
-        .bind(caller.principal.id.clone())
+        .bind(caller.id().to_string())
         .bind(now.0)
         .bind(reason)
         .execute(&mut *tx.conn())
@@ -1035,31 +972,24 @@ impl Workspace {
             "UPDATE stage_requests SET status = 'rejected', decided_by = $1, decided_at = $2, note = 'the version was retired' \
              WHERE model_name = $3 AND version = $4 AND status = 'pending'",
         )
-        .bind(caller.principal.id.clone())
+        .bind(caller.id().to_string())
         .bind(now.0)
         .bind(name.as_str())
         .bind(version)
         .execute(&mut *tx.conn())
         .await?;
-        set_stage(&mut tx, name.as_str(), version, &from, "retired", &caller.principal.id, &id, now).await?;
-        tx.commit(event(
-            &caller.principal.id,
-            "model.retire",
-            &resource,
-            Outcome::Success,
-            &caller.request_id,
-            serde_json::json!({"request": id, "version": version, "from": from, "reason": reason}),
-        ))
+        set_stage(&mut tx, name.as_str(), version, &from, "retired", caller.id(), &id, now).await?;
+        tx.commit(permit.success(serde_json::json!({"request": id, "version": version, "from": from, "reason": reason})))
         .await?;
         Ok(StageRequest {
             id,
             model: name.to_string(),
             version,
             to_stage: "retired".into(),
-            requested_by: caller.principal.name.clone(),
+            requested_by: caller.name().to_string(),
             requested_at: now.to_rfc3339(),
             status: "approved".into(),
-            decided_by: Some(caller.principal.name.clone()),
+            decided_by: Some(caller.name().to_string()),
             note: reason.into(),
         })
     }
@@ -1090,7 +1020,9 @@ impl Workspace {
         at: Option<Timestamp>,
     ) -> Result<(Vec<StageEvent>, Option<i64>)> {
         let name = Name::parse(name)?;
-        self.authorize(caller, Action::ModelRead, &format!("model:{name}")).await?;
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Model, &name)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let events = self.stage_events(name.as_str()).await?;
         let in_production = at.map(|t| {
             let mut prod = None;
@@ -1107,7 +1039,9 @@ impl Workspace {
     }
 
     pub async fn model_requests(&self, caller: &Caller, pending_only: bool) -> Result<Vec<StageRequest>> {
-        self.authorize(caller, Action::ModelRead, "model:*").await?;
+        let permit = self.authorize(caller, Action::ModelRead, Resource::all(ResourceKind::Model)).await?;
+        // A read: recorded before anything it returns.
+        self.record(permit, serde_json::json!({})).await?;
         let rows = sqlx::query(
             "SELECT r.id, r.model_name, r.version, r.to_stage, r.requested_at, r.status, r.note, a.name AS who, d.name AS decider \
              FROM stage_requests r LEFT JOIN principals a ON a.id = r.requested_by LEFT JOIN principals d ON d.id = r.decided_by \

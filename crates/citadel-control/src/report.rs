@@ -8,6 +8,7 @@
 //! is audited once. The audit chain is verified first, and the result is the
 //! report's first statement: a report on a tampered log says so.
 
+use citadel_policy::{Resource, ResourceKind};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -19,7 +20,7 @@ use citadel_policy::{Action, Decision};
 use citadel_store::AuditFilter;
 use citadel_types::Timestamp;
 
-use crate::{Caller, Result, Workspace, event};
+use crate::{Caller, Result, Workspace};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditIntegrity {
@@ -183,7 +184,7 @@ fn principal_names(rows: &[(citadel_store::Principal, Vec<citadel_store::GrantRo
 impl Workspace {
     /// Gathers the evidence (see the module docs). Needs `report.generate`.
     pub async fn compliance_evidence(&self, caller: &Caller) -> Result<ComplianceEvidence> {
-        self.authorize(caller, Action::ReportGenerate, "report:compliance").await?;
+        let permit = self.authorize(caller, Action::ReportGenerate, Resource::new(ResourceKind::Report, "compliance")).await?;
         let pool = self.db.pool();
         let all = citadel_store::audit_query(pool, &AuditFilter::default()).await?;
         let checkpoints = citadel_store::audit_checkpoints(pool).await?;
@@ -233,7 +234,7 @@ impl Workspace {
                 })
             })
             .collect();
-        let may = |action: Action, resource: &str| -> Vec<String> {
+        let may = |action: Action, resource: &Resource| -> Vec<String> {
             with_grants
                 .iter()
                 .filter(|(p, _)| p.disabled_at.is_none())
@@ -287,7 +288,7 @@ impl Workspace {
                 let Some(last) = purges.last() else { continue };
                 let processing: Processing =
                     serde_json::from_str(&last.try_get::<String, _>("processing")?).unwrap_or_default();
-                let resource = format!("dataset:{name}");
+                let resource = Resource::new(ResourceKind::Dataset, &name);
                 datasets.push(DatasetRecord {
                     readers: may(Action::DatasetRead, &resource),
                     restricted_readers: may(Action::DatasetReadRestricted, &resource),
@@ -334,7 +335,7 @@ impl Workspace {
             let purged = purges.len() as i64;
             let ingest_audit = find("dataset.write", &format!("dataset:{name}@{version}"), None);
             cited.extend(ingest_audit);
-            let resource = format!("dataset:{name}");
+            let resource = Resource::new(ResourceKind::Dataset, &name);
             datasets.push(DatasetRecord {
                 readers: may(Action::DatasetRead, &resource),
                 restricted_readers: may(Action::DatasetReadRestricted, &resource),
@@ -450,13 +451,13 @@ impl Workspace {
             })
             .collect::<Result<_>>()?;
             approvals += stage_changes.len();
-            let resource = format!("model:{name}");
-            let register_audit = find("model.register", &resource, Some(version));
+            let resource = Resource::new(ResourceKind::Model, &name);
+            let register_audit = find("model.register", resource.as_str(), Some(version));
             let decision_audits: Vec<i64> = all
                 .iter()
                 .filter(|a| {
                     matches!(a.event.action.as_str(), "model.approve" | "model.retire" | "model.rollback")
-                        && a.event.resource == resource
+                        && a.event.resource == resource.as_str()
                         && a.event.outcome == Outcome::Success
                         && a.event.details["version"].as_i64() == Some(version)
                 })
@@ -592,7 +593,7 @@ impl Workspace {
             .collect();
         let evidence = ComplianceEvidence {
             generated_at: Timestamp::now().to_rfc3339(),
-            generated_by: caller.principal.name.clone(),
+            generated_by: caller.name().to_string(),
             workspace: self.config.workspace.display().to_string(),
             citadel_version: env!("CARGO_PKG_VERSION").into(),
             audit,
@@ -603,15 +604,7 @@ impl Workspace {
             controls,
             records,
         };
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                Action::ReportGenerate.as_str(),
-                "report:compliance",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"audit_verified": evidence.audit.verified, "datasets": evidence.datasets.len(), "models": evidence.models.len(), "audit_head": evidence.audit.head_hash}),
-            ))
+        self.record(permit, serde_json::json!({"audit_verified": evidence.audit.verified, "datasets": evidence.datasets.len(), "models": evidence.models.len(), "audit_head": evidence.audit.head_hash}))
             .await?;
         Ok(evidence)
     }

@@ -19,11 +19,11 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use citadel_audit::Outcome;
 use citadel_data::{Expectations, Processing};
 use citadel_types::{ArtifactId, Timestamp};
 
-use crate::{Caller, ControlError, Result, Workspace, event};
+use citadel_policy::Resource;
+use crate::{ControlError, Permit, Result, Workspace};
 
 /// A version `gc` purged.
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +73,7 @@ impl Workspace {
 
     /// Purges every dataset version past its declared retention (under the
     /// caller's `store.gc`, already authorized). Each purge is audited.
-    pub(crate) async fn purge_expired(&self, caller: &Caller) -> Result<Vec<PurgedVersion>> {
+    pub(crate) async fn purge_expired(&self, permit: &Permit) -> Result<Vec<PurgedVersion>> {
         let now = Timestamp::now();
         let rows = sqlx::query("SELECT dataset_name, version, artifact_id, spec, created_at FROM data_versions")
             .fetch_all(self.db.pool())
@@ -111,7 +111,7 @@ impl Workspace {
             .bind(&artifact)
             .bind(created.0)
             .bind(now.0)
-            .bind(&caller.principal.id)
+            .bind(permit.actor())
             .bind(&reason)
             .bind(serde_json::to_string(&processing).unwrap_or_else(|_| "{}".into()))
             .execute(&mut *tx.conn())
@@ -139,14 +139,7 @@ impl Workspace {
                 self.store.forget(&mut tx, &id).await?;
             }
             crate::pipeline::drop_cache_of(tx.conn(), &artifact).await?;
-            tx.commit(event(
-                &caller.principal.id,
-                "dataset.purge",
-                &format!("dataset:{dataset}@{version}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"version": version, "artifact": artifact, "ingested_at": created.to_rfc3339(), "retention_days": days, "reason": reason, "artifact_kept_for": kept_by}),
-            ))
+            tx.commit(permit.effect("dataset.purge", &Resource::dataset_version(&dataset, version), serde_json::json!({"version": version, "artifact": artifact, "ingested_at": created.to_rfc3339(), "retention_days": days, "reason": reason, "artifact_kept_for": kept_by})))
             .await?;
             purged.push(PurgedVersion {
                 dataset,

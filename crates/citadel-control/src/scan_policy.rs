@@ -8,13 +8,13 @@
 //! never be allowed. A version whose scan used an extension records it as
 //! `info` findings, and its ML-BOM lists them (`citadel:scan.allowed_by_workspace`).
 
-use citadel_audit::Outcome;
+use citadel_policy::{Resource, ResourceKind};
 use citadel_policy::Action;
 use citadel_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::invalid;
-use crate::{Caller, Result, Workspace, event};
+use crate::{Caller, Permit, Result, Workspace};
 
 const ALLOWLIST_META: &str = "scan_allowlist";
 
@@ -39,15 +39,14 @@ impl Workspace {
     /// Writes the list and its audit record in one transaction.
     async fn store_allowlist(
         &self,
-        caller: &Caller,
+        permit: Permit,
         entries: &[AllowedGlobal],
-        action: &str,
         details: serde_json::Value,
     ) -> Result<()> {
         let text = serde_json::to_string(entries).map_err(|e| invalid(e.to_string()))?;
         let mut tx = self.db.begin_audited().await?;
         citadel_store::meta_set(tx.conn(), ALLOWLIST_META, &text).await?;
-        tx.commit(event(&caller.principal.id, action, "scan:allowlist", Outcome::Success, &caller.request_id, details))
+        tx.commit(permit.success(details))
             .await?;
         Ok(())
     }
@@ -60,13 +59,15 @@ impl Workspace {
 
     /// The reviewed extension (`model.read`).
     pub async fn scan_allowlist(&self, caller: &Caller) -> Result<Vec<AllowedGlobal>> {
-        self.authorize(caller, Action::ModelRead, "scan:allowlist").await?;
-        self.allowlist_entries().await
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Scan, "allowlist")).await?;
+        let entries = self.allowlist_entries().await?;
+        self.record(permit, serde_json::json!({"returned": entries.len()})).await?;
+        Ok(entries)
     }
 
     /// Adds `global` (exact `module.name`) to the extension, with the review's reason.
     pub async fn scan_allow_add(&self, caller: &Caller, global: &str, reason: &str) -> Result<AllowedGlobal> {
-        self.authorize(caller, Action::ScanAllow, "scan:allowlist").await?;
+        let permit = self.authorize(caller, Action::ScanAllow, Resource::new(ResourceKind::Scan, "allowlist")).await?;
         if !citadel_scan::is_global_name(global) {
             return Err(invalid(format!(
                 "{global:?} is not a global's exact name (module.name, e.g. mylib.models.Builder)"
@@ -83,15 +84,12 @@ impl Workspace {
         let entry = AllowedGlobal {
             global: global.to_string(),
             reason: reason.trim().to_string(),
-            added_by: caller.principal.name.clone(),
+            added_by: caller.name().to_string(),
             added_at: Timestamp::now().to_rfc3339(),
         };
         entries.push(entry.clone());
         entries.sort_by(|a, b| a.global.cmp(&b.global));
-        self.store_allowlist(
-            caller,
-            &entries,
-            "scan.allow",
+        self.store_allowlist(permit, &entries,
             serde_json::json!({"global": global, "reason": entry.reason}),
         )
         .await?;
@@ -100,14 +98,14 @@ impl Workspace {
 
     /// Removes `global` from the extension; later scans refuse it again.
     pub async fn scan_allow_remove(&self, caller: &Caller, global: &str) -> Result<()> {
-        self.authorize(caller, Action::ScanAllow, "scan:allowlist").await?;
+        let permit = self.authorize(caller, Action::ScanAllow, Resource::new(ResourceKind::Scan, "allowlist")).await?;
         let mut entries = self.allowlist_entries().await?;
         let before = entries.len();
         entries.retain(|e| e.global != global);
         if entries.len() == before {
             return Err(crate::ControlError::NotFound(format!("{global} in the workspace's scan allowlist")));
         }
-        self.store_allowlist(caller, &entries, "scan.disallow", serde_json::json!({"global": global})).await?;
+        self.store_allowlist(permit, &entries, serde_json::json!({"global": global})).await?;
         Ok(())
     }
 }

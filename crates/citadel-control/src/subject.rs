@@ -30,6 +30,7 @@
 //!   that ingests the same source again brings the rows back, and the
 //!   receipt says so.
 
+use citadel_policy::{Resource, ResourceKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -46,7 +47,7 @@ use citadel_store::LineageEdge;
 use citadel_types::{ArtifactId, Name, Timestamp};
 
 use crate::data::{WorkDir, join_err};
-use crate::{Caller, ControlError, Result, Workspace, event};
+use crate::{Caller, ControlError, Permit, Result, Workspace, event};
 
 /// The format tag signed into every receipt.
 pub const RECEIPT_FORMAT: &str = "citadel-erasure-receipt/v1";
@@ -204,8 +205,8 @@ impl Workspace {
 
     /// Who may see erasures of `dataset`: privacy officers, and auditors (receipts are evidence).
     fn may_see_erasures(caller: &Caller, dataset: &str) -> bool {
-        Self::allowed(caller, Action::SubjectErase, &format!("dataset:{dataset}"))
-            || Self::allowed(caller, Action::AuditRead, "audit:log")
+        caller.holds(Action::SubjectErase, &Resource::dataset(dataset))
+            || caller.holds(Action::AuditRead, &Resource::new(ResourceKind::Audit, "log"))
     }
 
     async fn stored_versions(&self, name: &str) -> Result<Vec<StoredVersion>> {
@@ -279,10 +280,10 @@ impl Workspace {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<SignedReceipt> {
         let name = Name::parse(dataset)?;
-        let resource = format!("dataset:{name}");
-        self.authorize(caller, Action::SubjectErase, &resource).await?;
+        let resource = Resource::new(ResourceKind::Dataset, &name);
+        let permit = self.authorize(caller, Action::SubjectErase, resource.clone()).await?;
         let columns = Subject::columns(&subjects);
-        match self.subject_erase_inner(caller, name, subjects, reason, max_rows, progress).await {
+        match self.subject_erase_inner(&permit, caller, name, subjects, reason, max_rows, progress).await {
             Ok(id) => {
                 // Committed and audited: what follows finishes the job.
                 failpoint("erasure-committed");
@@ -293,22 +294,17 @@ impl Workspace {
             Err(e) => {
                 // Every version was decrypted and searched: the attempt is on record.
                 self.db
-                    .append_audit(event(
-                        &caller.principal.id,
-                        Action::SubjectErase.as_str(),
-                        &resource,
-                        Outcome::Failure,
-                        &caller.request_id,
-                        serde_json::json!({"columns": columns, "error": failure_kind(&e)}),
-                    ))
+                    .append_audit(permit.step(Action::SubjectErase.as_str(), Outcome::Failure, serde_json::json!({"columns": columns, "error": failure_kind(&e)})))
                     .await?;
                 Err(e)
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn subject_erase_inner(
         &self,
+        permit: &Permit,
         caller: &Caller,
         name: Name,
         subjects: Vec<Subject>,
@@ -471,7 +467,7 @@ impl Workspace {
             format: RECEIPT_FORMAT.into(),
             id: id.clone(),
             dataset: name.to_string(),
-            requested_by: caller.principal.name.clone(),
+            requested_by: caller.name().to_string(),
             reason: reason.to_string(),
             subjects: subject_keys,
             columns: Subject::columns(&subjects),
@@ -512,7 +508,7 @@ impl Workspace {
         }
         failpoint("erasure-prepared");
         let searched: Vec<(i64, String)> = versions.iter().map(|v| (v.version, v.artifact_id.clone())).collect();
-        let result = self.commit_erasure(caller, &name, searched, &affected, &prepared, &mut receipt).await;
+        let result = self.commit_erasure(permit, &name, searched, &affected, &prepared, &mut receipt).await;
         for p in prepared {
             self.store.release(p).await;
         }
@@ -522,7 +518,7 @@ impl Workspace {
 
     async fn commit_erasure(
         &self,
-        caller: &Caller,
+        permit: &Permit,
         name: &Name,
         versions_read: Vec<(i64, String)>,
         affected: &[(&StoredVersion, erase::EraseStats, IngestReport, PathBuf)],
@@ -552,7 +548,7 @@ impl Workspace {
         for ((v, _, report, _), p) in affected.iter().zip(prepared) {
             new_chunks.extend(p.chunk_names.iter().cloned());
             self.store
-                .commit_put(&mut tx, p, Some(&format!("datasets/{name}@{}", v.version)), &caller.principal.id)
+                .commit_put(&mut tx, p, Some(&format!("datasets/{name}@{}", v.version)), permit.actor())
                 .await?;
             let r = sqlx::query(
                 "UPDATE data_versions SET artifact_id = $1, rows_count = $2, report = $3, revision = revision + 1 \
@@ -618,7 +614,7 @@ impl Workspace {
         .bind(name.as_str())
         .bind(serde_json::to_string(&*receipt).map_err(|e| invalid(e.to_string()))?)
         .bind(serde_json::to_string(&doomed).map_err(|e| invalid(e.to_string()))?)
-        .bind(&caller.principal.id)
+        .bind(permit.actor())
         .bind(now.0)
         .execute(&mut *tx.conn())
         .await?;
@@ -641,21 +637,14 @@ impl Workspace {
             .await?;
         }
         let record = tx
-            .commit(event(
-                &caller.principal.id,
-                Action::SubjectErase.as_str(),
-                &format!("dataset:{name}"),
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({
+            .commit(permit.item(serde_json::json!({
                     "erasure": receipt.id,
                     "subjects": receipt.subjects.len(),
                     "columns": receipt.columns,
                     "versions": receipt.versions.iter().map(|v| serde_json::json!({"version": v.version, "revision": v.revision, "rows_removed": v.rows_removed, "old_artifact": v.old_artifact, "new_artifact": v.new_artifact})).collect::<Vec<_>>(),
                     "models_flagged": receipt.models_flagged,
                     "reason": receipt.reason,
-                }),
-            ))
+                })))
             .await?;
         receipt.audit_seq = record.seq;
         receipt.audit_hash = record.hash.to_hex();
@@ -684,8 +673,8 @@ impl Workspace {
         .into_iter()
         .filter(|r| {
             r.try_get::<String, _>("dataset_name").is_ok_and(|d| {
-                Self::allowed(caller, Action::SubjectErase, &format!("dataset:{d}"))
-                    || Self::allowed(caller, Action::StoreGc, "store:*")
+                caller.holds(Action::SubjectErase, &Resource::dataset(d))
+                    || caller.holds(Action::StoreGc, &Resource::all(ResourceKind::Store))
             })
         })
         .collect();
@@ -781,13 +770,15 @@ impl Workspace {
             .bind(&id)
             .execute(&mut *tx.conn())
             .await?;
+            // Finishing a committed (and recorded) erasure is the system's
+            // work, whoever's call happened to run it.
             tx.commit(event(
-                &caller.principal.id,
+                "citadel",
                 "subject.shred",
-                &format!("dataset:{}", receipt.dataset),
+                Resource::dataset(&receipt.dataset).as_str(),
                 Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"erasure": id, "chunks_deleted": receipt.chunks_deleted, "objects_deleted": receipt.objects_deleted, "bytes_freed": receipt.bytes_freed, "receipt_sha256": citadel_types::Digest::of(&canonical(&receipt)).to_hex()}),
+                &citadel_types::random_id("req-"),
+                serde_json::json!({"finished_during_call_of": caller.name(), "erasure": id, "chunks_deleted": receipt.chunks_deleted, "objects_deleted": receipt.objects_deleted, "bytes_freed": receipt.bytes_freed, "receipt_sha256": citadel_types::Digest::of(&canonical(&receipt)).to_hex()}),
             ))
             .await?;
         }
@@ -804,26 +795,22 @@ impl Workspace {
             .await?;
         // Authorized before anything is said about the id.
         let resource = match &row {
-            Some(r) => format!("dataset:{}", r.try_get::<String, _>("dataset_name")?),
-            None => "dataset:*".into(),
+            Some(r) => Resource::dataset(r.try_get::<String, _>("dataset_name")?),
+            None => Resource::all(ResourceKind::Dataset),
         };
-        if !Self::allowed(caller, Action::AuditRead, "audit:log") {
-            self.authorize(caller, Action::SubjectErase, &resource).await?;
-        }
+        // Auditors read receipts (they are evidence), privacy officers theirs.
+        let audit_log = Resource::new(ResourceKind::Audit, "log");
+        let permit = if caller.holds(Action::AuditRead, &audit_log) {
+            self.authorize(caller, Action::AuditRead, audit_log).await?
+        } else {
+            self.authorize(caller, Action::SubjectErase, resource).await?
+        };
         if row.is_none() {
             return Err(ControlError::NotFound(format!("erasure {id}")));
         }
         self.complete_erasures(caller).await?;
         let signed = self.stored_receipt(id).await?;
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "subject.receipt",
-                &resource,
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"erasure": id, "verified": signed.verified}),
-            ))
+        self.record(permit, serde_json::json!({"erasure": id, "verified": signed.verified}))
             .await?;
         Ok(signed)
     }
@@ -856,7 +843,17 @@ impl Workspace {
     }
 
     /// Every erasure of the datasets the caller may erase from, newest first.
+    ///
+    /// Authorized as `audit.read` on the log for auditors, else as
+    /// `subject.erase` on every dataset (a privacy officer scoped to some
+    /// datasets reads their receipts one by one).
     pub async fn erasure_list(&self, caller: &Caller) -> Result<Vec<SignedReceipt>> {
+        let audit_log = Resource::new(ResourceKind::Audit, "log");
+        let permit = if caller.holds(Action::AuditRead, &audit_log) {
+            self.authorize(caller, Action::AuditRead, audit_log).await?
+        } else {
+            self.authorize(caller, Action::SubjectErase, Resource::all(ResourceKind::Dataset)).await?
+        };
         self.complete_erasures(caller).await?;
         let rows =
             sqlx::query("SELECT dataset_name, status, receipt, signature FROM erasures ORDER BY created_at DESC")
@@ -873,15 +870,7 @@ impl Workspace {
                 )?);
             }
         }
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                "subject.erasures",
-                "dataset:*",
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"listed": out.len()}),
-            ))
+        self.record(permit, serde_json::json!({"listed": out.len()}))
             .await?;
         Ok(out)
     }
@@ -899,20 +888,13 @@ impl Workspace {
         max_rows: u64,
     ) -> Result<SubjectExport> {
         let name = Name::parse(dataset)?;
-        let resource = format!("dataset:{name}");
-        self.authorize(caller, Action::SubjectExport, &resource).await?;
+        let resource = Resource::new(ResourceKind::Dataset, &name);
+        let permit = self.authorize(caller, Action::SubjectExport, resource.clone()).await?;
         let columns = Subject::columns(&subjects);
-        let result = self.subject_export_inner(caller, &name, &resource, subjects, max_rows).await;
+        let result = self.subject_export_inner(&permit, &name, subjects, max_rows).await;
         if let Err(e) = &result {
             self.db
-                .append_audit(event(
-                    &caller.principal.id,
-                    Action::SubjectExport.as_str(),
-                    &resource,
-                    Outcome::Failure,
-                    &caller.request_id,
-                    serde_json::json!({"columns": columns, "error": failure_kind(e)}),
-                ))
+                .append_audit(permit.step(Action::SubjectExport.as_str(), Outcome::Failure, serde_json::json!({"columns": columns, "error": failure_kind(e)})))
                 .await?;
         }
         result
@@ -920,9 +902,8 @@ impl Workspace {
 
     async fn subject_export_inner(
         &self,
-        caller: &Caller,
+        permit: &Permit,
         name: &Name,
-        resource: &str,
         subjects: Vec<Subject>,
         max_rows: u64,
     ) -> Result<SubjectExport> {
@@ -975,15 +956,7 @@ impl Workspace {
             *m.entry(*v).or_default() += 1;
             m
         });
-        self.db
-            .append_audit(event(
-                &caller.principal.id,
-                Action::SubjectExport.as_str(),
-                resource,
-                Outcome::Success,
-                &caller.request_id,
-                serde_json::json!({"subjects": subjects.len(), "columns": Subject::columns(&subjects), "rows": found.len(), "rows_per_version": per_version}),
-            ))
+        self.db.append_audit(permit.item(serde_json::json!({"subjects": subjects.len(), "columns": Subject::columns(&subjects), "rows": found.len(), "rows_per_version": per_version})))
             .await?;
         let mut rows = Vec::new();
         for (version, row, batch) in found {

@@ -15,9 +15,11 @@
 
 pub mod gate;
 pub mod playbook;
+mod resource;
 
 pub use gate::{DEFAULT_MODEL_GATE, DEFAULT_PIPELINE_GATE, evaluate_gate};
 pub use playbook::{DEFAULT_PLAYBOOK, PlaybookAction, evaluate_playbook};
+pub use resource::{Resource, ResourceKind};
 
 use std::fmt;
 use std::str::FromStr;
@@ -82,6 +84,7 @@ actions! {
     MonitorWrite => "monitor.write",
     IncidentManage => "incident.manage",
     ModelFeedback => "model.feedback",
+    CaptureRead => "capture.read",
 }
 
 impl fmt::Display for Action {
@@ -177,6 +180,7 @@ impl Role {
                 MonitorRead,
                 MonitorWrite,
                 IncidentManage,
+                CaptureRead,
             ],
             Role::DataSteward => &[
                 ArtifactPut,
@@ -238,7 +242,10 @@ impl Role {
             // Answers data subjects (GDPR Art. 15, 17, 20): finds, exports
             // and erases one person's rows. A duty of its own: neither admin
             // nor data steward includes it.
-            Role::PrivacyOfficer => &[SubjectErase, SubjectExport, DatasetRead, LineageRead, ModelRead, ArtifactList],
+            // Captured inference inputs (`capture.read`) may hold personal data too.
+            Role::PrivacyOfficer => {
+                &[SubjectErase, SubjectExport, DatasetRead, LineageRead, ModelRead, ArtifactList, CaptureRead]
+            }
             // Posts ground-truth labels for served predictions: a duty of
             // its own, so an inference client cannot grade its own answers.
             Role::FeedbackClient => &[ModelFeedback],
@@ -357,10 +364,10 @@ pub enum Decision {
 }
 
 /// Decides `action` on `resource` for a principal holding `grants`.
-pub fn decide(grants: &[Grant], action: Action, resource: &str) -> Decision {
+pub fn decide(grants: &[Grant], action: Action, resource: &Resource) -> Decision {
     grants
         .iter()
-        .find(|g| g.role.allows(action) && g.scope.matches(resource))
+        .find(|g| g.role.allows(action) && g.scope.matches(resource.as_str()))
         .map(|g| Decision::Allow { role: g.role, scope: g.scope.clone() })
         .unwrap_or(Decision::Deny)
 }
@@ -375,25 +382,25 @@ mod tests {
 
     #[test]
     fn deny_by_default() {
-        assert_eq!(decide(&[], Action::ArtifactGet, "artifact:x"), Decision::Deny);
+        assert_eq!(decide(&[], Action::ArtifactGet, &Resource::new(ResourceKind::Artifact, "x")), Decision::Deny);
     }
 
     #[test]
     fn scoped_grants() {
         let grants = [g(Role::DataScientist, "dataset:adult*")];
-        assert!(matches!(decide(&grants, Action::DatasetRead, "dataset:adult-2024"), Decision::Allow { .. }));
-        assert_eq!(decide(&grants, Action::DatasetRead, "dataset:german"), Decision::Deny);
-        assert_eq!(decide(&grants, Action::DatasetWrite, "dataset:adult"), Decision::Deny);
+        assert!(matches!(decide(&grants, Action::DatasetRead, &Resource::new(ResourceKind::Dataset, "adult-2024")), Decision::Allow { .. }));
+        assert_eq!(decide(&grants, Action::DatasetRead, &Resource::new(ResourceKind::Dataset, "german")), Decision::Deny);
+        assert_eq!(decide(&grants, Action::DatasetWrite, &Resource::new(ResourceKind::Dataset, "adult")), Decision::Deny);
     }
 
     #[test]
     fn separation_of_duties() {
         let admin = [g(Role::Admin, "*")];
-        assert_eq!(decide(&admin, Action::ModelApprove, "model:x"), Decision::Deny);
-        assert_eq!(decide(&admin, Action::Detokenize, "dataset:x"), Decision::Deny);
+        assert_eq!(decide(&admin, Action::ModelApprove, &Resource::new(ResourceKind::Model, "x")), Decision::Deny);
+        assert_eq!(decide(&admin, Action::Detokenize, &Resource::new(ResourceKind::Dataset, "x")), Decision::Deny);
         let auditor = [g(Role::Auditor, "*")];
-        assert_eq!(decide(&auditor, Action::ArtifactGet, "artifact:x"), Decision::Deny);
-        assert_eq!(decide(&[g(Role::InferenceClient, "*")], Action::ArtifactList, "artifact:x"), Decision::Deny);
+        assert_eq!(decide(&auditor, Action::ArtifactGet, &Resource::new(ResourceKind::Artifact, "x")), Decision::Deny);
+        assert_eq!(decide(&[g(Role::InferenceClient, "*")], Action::ArtifactList, &Resource::new(ResourceKind::Artifact, "x")), Decision::Deny);
         let unknown = "privacy-oficer".parse::<Role>().unwrap_err().to_string();
         assert!(Role::ALL.iter().all(|r| unknown.contains(r.as_str())), "{unknown}");
     }

@@ -1,0 +1,410 @@
+//! Who is calling, and the one path by which they are allowed anything.
+//!
+//! - A [`Caller`] can only be made here, by a credential verifier: an API
+//!   token ([`Workspace::authenticate`]), a JWT checked against the IdP's
+//!   keys ([`Workspace::authenticate_jwt`]), a client certificate the TLS
+//!   handshake verified ([`Workspace::authenticate_client_cert`]), or the
+//!   holder of the master key in local mode ([`Workspace::owner`]). Every
+//!   refusal of every kind is audited by one function, the same way.
+//! - A [`Permit`] can only be made by [`Workspace::authorize`], which
+//!   decides and audits a denial. An operation spends its permit on the one
+//!   audit record of its success ([`Permit::success`], committed with the
+//!   state change, or [`Workspace::record`] for a read), so the record names
+//!   the action and [`Resource`] that were decided. An audit write that
+//!   fails fails the operation.
+
+use citadel_audit::{AuditEvent, Outcome};
+use citadel_crypto::{ApiToken, TokenHash};
+use citadel_policy::{Action, Decision, Grant, Resource, ResourceKind, Role, Scope};
+use citadel_store::Principal;
+use citadel_types::Timestamp;
+use serde_json::{Value, json};
+
+use crate::{ControlError, Result, Workspace, event};
+
+pub use crate::jwt::{JwtFailure, JwtVerifier};
+
+/// How a caller proved who it is (recorded in every audit record it causes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// The holder of the master key, in local mode (the CLI without a token).
+    MasterKey,
+    ApiToken,
+    Jwt,
+    ClientCertificate,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::MasterKey => "master-key",
+            CredentialKind::ApiToken => "api-token",
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::ClientCertificate => "client-certificate",
+        }
+    }
+}
+
+/// An authenticated principal with its grants, for the life of one request.
+/// Only the verifiers in this module construct one.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    principal: Principal,
+    grants: Vec<Grant>,
+    request_id: String,
+    credential: CredentialKind,
+}
+
+impl Caller {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+    /// The principal's id (`p-…`), as audit records name actors.
+    pub fn id(&self) -> &str {
+        &self.principal.id
+    }
+    pub fn name(&self) -> &str {
+        &self.principal.name
+    }
+    pub fn grants(&self) -> &[Grant] {
+        &self.grants
+    }
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    pub fn credential(&self) -> CredentialKind {
+        self.credential
+    }
+    /// Whether the caller holds `action` on `resource` (no audit record: for
+    /// choosing what to show, never for allowing an operation).
+    pub fn holds(&self, action: Action, resource: &Resource) -> bool {
+        citadel_policy::decide(&self.grants, action, resource) != Decision::Deny
+    }
+}
+
+/// Proof that [`Workspace::authorize`] allowed `action` on `resource` for
+/// a caller. Spent by the operation's one success record.
+#[derive(Debug)]
+#[must_use = "a permit is spent on the audit record of what it allowed"]
+pub struct Permit {
+    actor: String,
+    actor_name: String,
+    credential: CredentialKind,
+    action: Action,
+    resource: Resource,
+    request_id: String,
+    role: Role,
+    scope: Scope,
+    /// Further decisions the same operation needed (recorded in its record).
+    also: Vec<String>,
+}
+
+impl Permit {
+    pub fn action(&self) -> Action {
+        self.action
+    }
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    /// The principal id the permit was given to.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// One operation that needed several decisions records them once.
+    pub(crate) fn and(mut self, other: Permit) -> Permit {
+        self.also.push(format!("{} on {}", other.action, other.resource));
+        self.also.extend(other.also);
+        self
+    }
+
+    fn details(&self, details: Value) -> Value {
+        let mut d = match details {
+            Value::Object(m) => Value::Object(m),
+            Value::Null => json!({}),
+            other => json!({"detail": other}),
+        };
+        d["principal_name"] = json!(self.actor_name);
+        d["credential"] = json!(self.credential.as_str());
+        d["grant"] = json!(format!("{} on {}", self.role, self.scope));
+        if !self.also.is_empty() {
+            d["also_authorized"] = json!(self.also);
+        }
+        d
+    }
+
+    /// The record of the permitted operation's success (commit it with the
+    /// state change).
+    pub fn success(self, details: Value) -> AuditEvent {
+        let d = self.details(details);
+        event(&self.actor, self.action.as_str(), self.resource.as_str(), Outcome::Success, &self.request_id, d)
+    }
+
+    /// The success record naming the resource the operation created (its id
+    /// is known only now); the resource that was authorized is kept.
+    pub fn success_on(self, created: &Resource, details: Value) -> AuditEvent {
+        let mut d = self.details(details);
+        d["authorized_on"] = json!(self.resource.as_str());
+        event(&self.actor, self.action.as_str(), created.as_str(), Outcome::Success, &self.request_id, d)
+    }
+
+    /// The success record of an effect of the permitted operation on
+    /// another resource (a dataset version retention purged during `gc`,
+    /// the artifacts an erasure shredded): one per effect.
+    pub(crate) fn effect(&self, name: &str, what: &Resource, details: Value) -> AuditEvent {
+        let mut d = self.details(details);
+        d["authorized_on"] = json!(self.resource.as_str());
+        event(&self.actor, name, what.as_str(), Outcome::Success, &self.request_id, d)
+    }
+
+    /// The record of a read this permit allowed, naming what was read (a
+    /// version, say) before its data leaves; one per thing read.
+    pub(crate) fn read(&self, what: &Resource, details: Value) -> AuditEvent {
+        let mut d = self.details(details);
+        if what != &self.resource {
+            d["authorized_on"] = json!(self.resource.as_str());
+        }
+        event(&self.actor, self.action.as_str(), what.as_str(), Outcome::Success, &self.request_id, d)
+    }
+
+    /// The record of a permitted operation a check then refused (a data
+    /// gate, a model gate, separation of duties): nothing was changed.
+    pub(crate) fn refused(self, details: Value) -> AuditEvent {
+        let d = self.details(details);
+        event(&self.actor, self.action.as_str(), self.resource.as_str(), Outcome::Denied, &self.request_id, d)
+    }
+
+    /// The success record of one item of a permitted batch (a judged
+    /// window, an incident action): one record per item.
+    pub(crate) fn item(&self, details: Value) -> AuditEvent {
+        self.step(self.action.as_str(), Outcome::Success, details)
+    }
+
+    /// The record of a permitted operation that failed.
+    pub fn failure(self, err: &ControlError) -> AuditEvent {
+        let d = self.details(json!({"error": err.to_string()}));
+        event(&self.actor, self.action.as_str(), self.resource.as_str(), Outcome::Failure, &self.request_id, d)
+    }
+
+    /// Spends a permit whose use is recorded by design elsewhere (the
+    /// reason says where); every such place is named by this call.
+    pub(crate) fn unrecorded(self, _why: &'static str) {}
+
+    /// A step of the permitted operation with its own name (a model gate's
+    /// verdict, a secret's use, …), recorded besides the operation's own.
+    pub fn step(&self, name: &str, outcome: Outcome, details: Value) -> AuditEvent {
+        let d = self.details(details);
+        event(&self.actor, name, self.resource.as_str(), outcome, &self.request_id, d)
+    }
+}
+
+impl Workspace {
+    async fn caller_for(&self, principal: Principal, credential: CredentialKind) -> Result<Caller> {
+        let mut grants = Vec::new();
+        for g in citadel_store::grants_of(self.db.pool(), &principal.id).await? {
+            // A row we cannot parse grants nothing (deny by default).
+            if let (Ok(role), Ok(scope)) = (g.role.parse::<Role>(), Scope::parse(&g.scope)) {
+                grants.push(Grant { role, scope });
+            }
+        }
+        Ok(Caller { principal, grants, request_id: citadel_types::random_id("req-"), credential })
+    }
+
+    /// Audits a refused credential, the same way for every kind: actor
+    /// `anonymous`, action `auth.KIND`, resource `credential:REF` (a token
+    /// id or a certificate fingerprint, never a secret).
+    pub async fn refuse_credential(
+        &self,
+        kind: Option<CredentialKind>,
+        reference: &str,
+        reason: &'static str,
+    ) -> ControlError {
+        let action = format!("auth.{}", kind.map(CredentialKind::as_str).unwrap_or("none"));
+        let resource = Resource::new(ResourceKind::Credential, reference);
+        let written = self
+            .db
+            .append_audit(event(
+                "anonymous",
+                &action,
+                resource.as_str(),
+                Outcome::Denied,
+                &citadel_types::random_id("req-"),
+                json!({"reason": reason}),
+            ))
+            .await;
+        match written {
+            Ok(_) => ControlError::Unauthenticated(reason),
+            Err(e) => ControlError::Store(e),
+        }
+    }
+
+    /// An enabled principal named by a verified external credential.
+    async fn caller_named(&self, name: &str, kind: CredentialKind, reference: &str) -> Result<Caller> {
+        let p = citadel_store::principal_by_name(self.db.pool(), name).await?;
+        match p {
+            None => Err(self.refuse_credential(Some(kind), reference, "unknown principal").await),
+            Some(p) if p.disabled_at.is_some() => {
+                Err(self.refuse_credential(Some(kind), reference, "principal disabled").await)
+            }
+            Some(p) => self.caller_for(p, kind).await,
+        }
+    }
+
+    /// The workspace owner: the CLI's identity when no token is given. Local
+    /// mode only: opening the workspace took the master key, which is
+    /// everything the owner could be trusted with.
+    pub async fn owner(&self) -> Result<Caller> {
+        let id = match &self.config.owner {
+            Some(id) => id.clone(),
+            None => citadel_store::meta_get(self.db.pool(), "owner")
+                .await?
+                .ok_or_else(|| ControlError::NotFound("workspace owner".into()))?,
+        };
+        let p = citadel_store::principal_by_id(self.db.pool(), &id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("owner principal {id}")))?;
+        if p.disabled_at.is_some() {
+            return Err(ControlError::Unauthenticated("the workspace owner is disabled; use CITADEL_TOKEN"));
+        }
+        self.caller_for(p, CredentialKind::MasterKey).await
+    }
+
+    /// Authenticates an API token. Every failure is audited with the token
+    /// id (never the secret) and answered with one indistinct reason class.
+    pub async fn authenticate(&self, presented: &str) -> Result<Caller> {
+        let kind = Some(CredentialKind::ApiToken);
+        let Ok(token) = ApiToken::parse(presented) else {
+            return Err(self.refuse_credential(kind, "malformed", "malformed token").await);
+        };
+        let reference = format!("token:{}", token.id);
+        let Some(row) = citadel_store::token_by_id(self.db.pool(), &token.id).await? else {
+            return Err(self.refuse_credential(kind, &reference, "unknown token").await);
+        };
+        let stored = TokenHash(row.secret_hash.parse().map_err(|_| ControlError::Invalid("stored token hash".into()))?);
+        if !token.matches(&stored) {
+            return Err(self.refuse_credential(kind, &reference, "wrong token secret").await);
+        }
+        if row.revoked_at.is_some() {
+            return Err(self.refuse_credential(kind, &reference, "token revoked").await);
+        }
+        if row.expires_at <= Timestamp::now() {
+            return Err(self.refuse_credential(kind, &reference, "token expired").await);
+        }
+        let Some(p) = citadel_store::principal_by_id(self.db.pool(), &row.principal_id).await? else {
+            return Err(self.refuse_credential(kind, &reference, "principal missing").await);
+        };
+        if p.disabled_at.is_some() {
+            return Err(self.refuse_credential(kind, &reference, "principal disabled").await);
+        }
+        self.caller_for(p, CredentialKind::ApiToken).await
+    }
+
+    /// Authenticates a bearer JWT: its signature, issuer, audience and times
+    /// by `verifier`, then its subject as an enabled principal of this
+    /// workspace (grants come from here, never from the token).
+    pub async fn authenticate_jwt(&self, verifier: &JwtVerifier, token: &str) -> Result<Caller> {
+        let kind = Some(CredentialKind::Jwt);
+        match verifier.verify(token) {
+            Ok(subject) => self.caller_named(&subject, CredentialKind::Jwt, &format!("jwt-sub:{subject}")).await,
+            Err(f) => Err(self.refuse_credential(kind, "jwt", f.reason()).await),
+        }
+    }
+
+    /// Authenticates a client certificate by the SHA-256 fingerprint of a
+    /// chain the TLS handshake verified, through the configured mapping.
+    pub async fn authenticate_client_cert(
+        &self,
+        mapping: &std::collections::HashMap<String, String>,
+        fingerprint: &str,
+    ) -> Result<Caller> {
+        let kind = CredentialKind::ClientCertificate;
+        let reference = format!("cert-sha256:{fingerprint}");
+        match mapping.get(fingerprint) {
+            Some(name) => self.caller_named(name, kind, &reference).await,
+            None => {
+                Err(self.refuse_credential(Some(kind), &reference, "client certificate is not mapped to a principal").await)
+            }
+        }
+    }
+
+    /// Decides `action` on `resource` for `caller`: a permit, or a denial
+    /// that is audited (and answered as [`ControlError::Denied`]).
+    pub async fn authorize(&self, caller: &Caller, action: Action, resource: Resource) -> Result<Permit> {
+        self.authorize_as(caller, action, resource, caller.request_id()).await
+    }
+
+    /// [`Workspace::authorize`] under a request id of the caller's transport
+    /// (a gateway keeps one verified caller for many requests).
+    pub async fn authorize_as(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: Resource,
+        request_id: &str,
+    ) -> Result<Permit> {
+        match citadel_policy::decide(caller.grants(), action, &resource) {
+            Decision::Allow { role, scope } => Ok(Permit {
+                actor: caller.id().to_string(),
+                actor_name: caller.name().to_string(),
+                credential: caller.credential,
+                action,
+                resource,
+                request_id: request_id.to_string(),
+                role,
+                scope,
+                also: Vec::new(),
+            }),
+            Decision::Deny => {
+                self.db
+                    .append_audit(event(
+                        caller.id(),
+                        action.as_str(),
+                        resource.as_str(),
+                        Outcome::Denied,
+                        request_id,
+                        json!({"principal_name": caller.name(), "credential": caller.credential.as_str()}),
+                    ))
+                    .await?;
+                Err(ControlError::Denied {
+                    principal: caller.name().to_string(),
+                    action: action.as_str().into(),
+                    resource: resource.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Records a permitted read (before its data is returned).
+    pub async fn record(&self, permit: Permit, details: Value) -> Result<()> {
+        self.db.append_audit(permit.success(details)).await?;
+        Ok(())
+    }
+
+    /// Records a permitted operation that failed. The operation's own error
+    /// is what the caller sees; a failure to record it is logged by the store.
+    pub(crate) async fn record_failure(&self, permit: Permit, err: &ControlError) {
+        let _ = self.db.append_audit(permit.failure(err)).await;
+    }
+
+    /// Decides an action whose success is recorded outside the audit chain:
+    /// inference and explanations (the gateway's capture and prediction
+    /// logs), the pre-check of feedback (recorded when the control plane
+    /// stores it) and metrics. A denial is audited like any other. Any other
+    /// action is refused here: it must go through [`Workspace::authorize`].
+    pub async fn check(&self, caller: &Caller, action: Action, resource: Resource, request_id: &str) -> Result<()> {
+        if !matches!(action, Action::Infer | Action::ModelFeedback | Action::ConfigRead) {
+            return Err(ControlError::Denied {
+                principal: caller.name().to_string(),
+                action: action.as_str().into(),
+                resource: format!("{resource} (its success must be audited: use authorize)"),
+            });
+        }
+        self.authorize_as(caller, action, resource, request_id)
+            .await?
+            .unrecorded("inference, feedback pre-checks and metrics are recorded outside the audit chain");
+        Ok(())
+    }
+}
