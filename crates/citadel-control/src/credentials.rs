@@ -82,7 +82,7 @@ impl Workspace {
         }
         tx.commit(permit.success(serde_json::json!({"window_start": start.to_rfc3339(), "replica": replica,
                                "failures": w.failures.values().sum::<u64>(), "principals": w.addresses.len()})))
-        .await?;
+            .await?;
         Ok(())
     }
 
@@ -156,9 +156,11 @@ impl Workspace {
             .bind(start)
             .execute(&mut *tx.conn())
             .await?;
-            tx.commit(permit.item(serde_json::json!({"window_start": Timestamp(start).to_rfc3339(), "failures": verdict.failures,
+            tx.commit(permit.item(
+                serde_json::json!({"window_start": Timestamp(start).to_rfc3339(), "failures": verdict.failures,
                                    "detections": verdict.detections.iter().map(|d| d.kind.clone()).collect::<Vec<_>>(),
-                                   "incidents": verdict.incidents})))
+                                   "incidents": verdict.incidents}),
+            ))
             .await?;
             for id in opened {
                 // The default playbook only alerts on these; a failed playbook is on the timeline.

@@ -234,7 +234,12 @@ impl Workspace {
     }
 
     /// Records a read of dataset contents (profile, rows, hashes) and what was read.
-    pub(crate) async fn audit_data_read(&self, permit: &Permit, read: &Resource, details: serde_json::Value) -> Result<()> {
+    pub(crate) async fn audit_data_read(
+        &self,
+        permit: &Permit,
+        read: &Resource,
+        details: serde_json::Value,
+    ) -> Result<()> {
         self.db.append_audit(permit.read(read, details)).await?;
         Ok(())
     }
@@ -351,8 +356,7 @@ impl Workspace {
         {
             let (d, v): (String, i64) = (r.try_get("dataset_name")?, r.try_get("version")?);
             let reason = format!("the source of {d}@{v}, from which a data subject's rows were erased");
-            self.refuse_write(permit, serde_json::json!({"source_sha256": source_digest, "reason": reason}))
-                .await?;
+            self.refuse_write(permit, serde_json::json!({"source_sha256": source_digest, "reason": reason})).await?;
             return Err(ControlError::ErasedSource { dataset: d, version: v });
         }
         let output = {
@@ -538,7 +542,10 @@ impl Workspace {
         if changed.rows_affected() != 1 {
             return Err(ControlError::Conflict(format!("{name}@{} was changed concurrently", v.version)));
         }
-        tx.commit(permit.success_on(&Resource::dataset_version(&name, v.version), serde_json::json!({"note": note, "reasons": v.report.reasons})))
+        tx.commit(permit.success_on(
+            &Resource::dataset_version(&name, v.version),
+            serde_json::json!({"note": note, "reasons": v.report.reasons}),
+        ))
         .await?;
         self.data_version_row(name.as_str(), Some(v.version)).await
     }

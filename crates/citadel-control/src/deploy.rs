@@ -298,12 +298,7 @@ impl Workspace {
         Ok(out)
     }
 
-    async fn deploy_commit(
-        &self,
-        permit: &Permit,
-        name: &str,
-        spec: Option<&DeploymentSpec>,
-    ) -> Result<i64> {
+    async fn deploy_commit(&self, permit: &Permit, name: &str, spec: Option<&DeploymentSpec>) -> Result<i64> {
         self.deploy_commit_as(permit, name, spec, None).await
     }
 

@@ -150,8 +150,7 @@ impl Workspace {
                 }
                 q.execute(&mut *tx.conn()).await?;
             }
-            tx.commit(permit.success(serde_json::json!({"rows": rows.len()})))
-            .await?;
+            tx.commit(permit.success(serde_json::json!({"rows": rows.len()}))).await?;
         }
         Ok(())
     }
@@ -192,8 +191,7 @@ impl Workspace {
             accepted += q.execute(&mut *tx.conn()).await?.rows_affected();
         }
         let receipt = FeedbackReceipt { accepted, duplicates: items.len() as u64 - accepted };
-        tx.commit(permit.success(serde_json::json!({"labels": items.len(), "accepted": receipt.accepted})))
-        .await?;
+        tx.commit(permit.success(serde_json::json!({"labels": items.len(), "accepted": receipt.accepted}))).await?;
         Ok(receipt)
     }
 

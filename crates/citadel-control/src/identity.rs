@@ -324,9 +324,9 @@ impl Workspace {
         let reference = format!("cert-sha256:{fingerprint}");
         match mapping.get(fingerprint) {
             Some(name) => self.caller_named(name, kind, &reference).await,
-            None => {
-                Err(self.refuse_credential(Some(kind), &reference, "client certificate is not mapped to a principal").await)
-            }
+            None => Err(self
+                .refuse_credential(Some(kind), &reference, "client certificate is not mapped to a principal")
+                .await),
         }
     }
 
@@ -375,6 +375,26 @@ impl Workspace {
                 })
             }
         }
+    }
+
+    /// An operational record a component writes about its own work under
+    /// its own identity (a gateway refusing a deployment revision it cannot
+    /// load). Never for an operation a caller asked for: those are decided
+    /// by [`Workspace::authorize`] and recorded through their permit.
+    pub async fn note(
+        &self,
+        component: &Caller,
+        name: &str,
+        resource: &Resource,
+        outcome: Outcome,
+        details: Value,
+    ) -> Result<()> {
+        let mut d = details;
+        d["principal_name"] = json!(component.name());
+        d["credential"] = json!(component.credential.as_str());
+        let id = citadel_types::random_id("req-");
+        self.db.append_audit(event(component.id(), name, resource.as_str(), outcome, &id, d)).await?;
+        Ok(())
     }
 
     /// Records a permitted read (before its data is returned).

@@ -301,8 +301,7 @@ impl Workspace {
                 .execute(&mut *tx.conn())
                 .await?;
             add_event(tx.conn(), id, now, to, caller.name(), serde_json::json!({"note": note})).await?;
-            tx.commit(permit.item(serde_json::json!({"note": note, "status": to})))
-            .await?;
+            tx.commit(permit.item(serde_json::json!({"note": note, "status": to}))).await?;
             self.incident_row(id).await
         }
         .await;

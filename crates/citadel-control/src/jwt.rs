@@ -23,13 +23,25 @@ impl JwtFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
     #[error("JWKS {path}: {source}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("JWKS {path}: {source}")]
-    Parse { path: String, #[source] source: serde_json::Error },
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("JWKS {path}: only RSA (RS256) and P-256 (ES256) keys are accepted")]
     KeyType { path: String },
     #[error("JWKS {path}: a key cannot be used: {source}")]
-    Key { path: String, #[source] source: jsonwebtoken::errors::Error },
+    Key {
+        path: String,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
     #[error("JWKS {path} holds no key")]
     Empty { path: String },
 }

@@ -29,10 +29,10 @@ mod subject;
 pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
-pub use identity::{Caller, CredentialKind, JwtFailure, JwtVerifier, Permit};
-pub use jwt::JwksError;
 pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};
+pub use identity::{Caller, CredentialKind, JwtFailure, JwtVerifier, Permit};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
+pub use jwt::JwksError;
 pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use playbook::{ActionOutcome, PLAYBOOK_FILE, PlaybookMode, Quarantine, Throttle};
@@ -157,7 +157,6 @@ pub struct Secrets {
     pub passphrase: Option<Redacted<String>>,
     pub pkcs11_pin: Option<Redacted<String>>,
 }
-
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InitReport {
@@ -484,8 +483,7 @@ impl Workspace {
         };
         let mut tx = self.db.begin_audited().await?;
         citadel_store::principal_insert(tx.conn(), &p).await?;
-        tx.commit(permit.success(serde_json::json!({"id": p.id, "kind": kind})))
-        .await?;
+        tx.commit(permit.success(serde_json::json!({"id": p.id, "kind": kind}))).await?;
         Ok(p)
     }
 
@@ -526,8 +524,7 @@ impl Workspace {
         } else {
             citadel_store::principal_disable(tx.conn(), &p.id, Timestamp::now()).await?;
         }
-        tx.commit(permit.success(serde_json::json!({"id": p.id})))
-        .await?;
+        tx.commit(permit.success(serde_json::json!({"id": p.id}))).await?;
         Ok(())
     }
 
@@ -550,7 +547,7 @@ impl Workspace {
         )
         .await?;
         tx.commit(permit.success(serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "new": added})))
-        .await?;
+            .await?;
         Ok(added)
     }
 
@@ -562,7 +559,9 @@ impl Workspace {
         let p = self.principal_named(principal).await?;
         let mut tx = self.db.begin_audited().await?;
         let removed = citadel_store::grant_delete(tx.conn(), &p.id, role.as_str(), scope.as_str()).await?;
-        tx.commit(permit.success(serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "removed": removed})))
+        tx.commit(
+            permit.success(serde_json::json!({"role": role.as_str(), "scope": scope.as_str(), "removed": removed})),
+        )
         .await?;
         Ok(removed)
     }
@@ -597,7 +596,7 @@ impl Workspace {
         let mut tx = self.db.begin_audited().await?;
         citadel_store::token_insert(tx.conn(), &row).await?;
         tx.commit(permit.success(serde_json::json!({"principal": p.id, "expires_at": row.expires_at.to_rfc3339()})))
-        .await?;
+            .await?;
         Ok(IssuedToken { id: token.id.clone(), principal: p.name, expires_at: row.expires_at, token: token.reveal() })
     }
 
@@ -609,8 +608,7 @@ impl Workspace {
         }
         let mut tx = self.db.begin_audited().await?;
         let revoked = citadel_store::token_revoke(tx.conn(), token_id, Timestamp::now()).await?;
-        tx.commit(permit.success(serde_json::json!({"changed": revoked})))
-        .await?;
+        tx.commit(permit.success(serde_json::json!({"changed": revoked}))).await?;
         Ok(revoked)
     }
 
@@ -746,8 +744,7 @@ impl Workspace {
         if !purged.is_empty() {
             self.db.truncate_wal().await?;
         }
-        self.record(permit, serde_json::json!({"store": report, "versions_purged": purged.len()}))
-            .await?;
+        self.record(permit, serde_json::json!({"store": report, "versions_purged": purged.len()})).await?;
         Ok(GcOutcome { store: report, purged, monitoring_rows_purged })
     }
 
@@ -788,8 +785,7 @@ impl Workspace {
                 citadel_store::data_key_rewrap(tx.conn(), &row.id, &new, &wrapped).await?;
             }
             citadel_store::master_key_retire(tx.conn(), &old, Timestamp::now()).await?;
-            tx.commit(permit.success(serde_json::json!({"old": old, "new": new, "data_keys": rows.len()})))
-            .await?;
+            tx.commit(permit.success(serde_json::json!({"old": old, "new": new, "data_keys": rows.len()}))).await?;
             Ok::<_, ControlError>(())
         }
         .await;
@@ -839,8 +835,7 @@ impl Workspace {
     pub async fn audit_query(&self, caller: &Caller, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         let permit = self.authorize(caller, Action::AuditRead, Resource::new(ResourceKind::Audit, "log")).await?;
         let records = citadel_store::audit_query(self.db.pool(), filter).await?;
-        self.record(permit, serde_json::json!({"returned": records.len()}))
-            .await?;
+        self.record(permit, serde_json::json!({"returned": records.len()})).await?;
         Ok(records)
     }
 
@@ -852,8 +847,7 @@ impl Workspace {
     ) -> Result<Vec<String>> {
         let permit = self.authorize(caller, Action::AuditExport, Resource::new(ResourceKind::Audit, "log")).await?;
         let records = citadel_store::audit_query(self.db.pool(), filter).await?;
-        self.record(permit, serde_json::json!({"records": records.len(), "format": format!("{format:?}")}))
-            .await?;
+        self.record(permit, serde_json::json!({"records": records.len(), "format": format!("{format:?}")})).await?;
         Ok(records.iter().map(|r| citadel_audit::encode_record(r, format)).collect())
     }
 
@@ -876,8 +870,7 @@ impl Workspace {
                 "forwarding destination {name} is bound to {bound}; a new destination takes a new --name (its records start from the first)"
             )));
         }
-        self.record(permit, serde_json::json!({"destination": name, "to": destination, "from_seq": cursor}))
-            .await?;
+        self.record(permit, serde_json::json!({"destination": name, "to": destination, "from_seq": cursor})).await?;
         Ok(cursor)
     }
 
@@ -886,7 +879,8 @@ impl Workspace {
     pub async fn audit_forward_batch(&self, caller: &Caller, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
         let permit = self.authorize(caller, Action::AuditExport, Resource::new(ResourceKind::Audit, "log")).await?;
         let filter = AuditFilter { after_seq: Some(after), limit: Some(limit), ..AuditFilter::default() };
-        permit.unrecorded("the forwarding session's start is the record; one per batch would feed the forwarder itself");
+        permit
+            .unrecorded("the forwarding session's start is the record; one per batch would feed the forwarder itself");
         Ok(citadel_store::audit_query(self.db.pool(), &filter).await?)
     }
 

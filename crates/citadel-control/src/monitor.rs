@@ -239,8 +239,10 @@ impl Workspace {
         if inserted == 0 {
             return Ok(());
         }
-        tx.commit(permit.success(serde_json::json!({"model": w.model, "version": w.version, "window_start": w.window_start.to_rfc3339(),
-                               "replica": w.replica, "requests": w.sketch.requests, "rows": w.sketch.rows})))
+        tx.commit(permit.success(
+            serde_json::json!({"model": w.model, "version": w.version, "window_start": w.window_start.to_rfc3339(),
+                               "replica": w.replica, "requests": w.sketch.requests, "rows": w.sketch.rows}),
+        ))
         .await?;
         Ok(())
     }
@@ -368,15 +370,8 @@ impl Workspace {
             }
             let mut opened = Vec::new();
             for d in &verdict.detections {
-                let (id, new) = crate::incident::upsert(
-                    &mut tx,
-                    d,
-                    &endpoint,
-                    Some((&model, version)),
-                    caller.name(),
-                    now,
-                )
-                .await?;
+                let (id, new) =
+                    crate::incident::upsert(&mut tx, d, &endpoint, Some((&model, version)), caller.name(), now).await?;
                 if new {
                     opened.push(id.clone());
                 }
@@ -416,15 +411,8 @@ impl Workspace {
             let mut opened = Vec::new();
             let mut ids = Vec::new();
             for (model, version, d) in &detections {
-                let (id, new) = crate::incident::upsert(
-                    &mut tx,
-                    d,
-                    &endpoint,
-                    Some((model, *version)),
-                    caller.name(),
-                    now,
-                )
-                .await?;
+                let (id, new) =
+                    crate::incident::upsert(&mut tx, d, &endpoint, Some((model, *version)), caller.name(), now).await?;
                 if new {
                     opened.push(id.clone());
                 }
@@ -452,7 +440,8 @@ impl Workspace {
     /// The latest verdicts of an endpoint, newest first (at most `limit`).
     pub async fn monitor_status(&self, caller: &Caller, endpoint: &str, limit: i64) -> Result<Vec<WindowVerdict>> {
         let endpoint = Name::parse(endpoint)?;
-        let permit = self.authorize(caller, Action::MonitorRead, Resource::new(ResourceKind::Deployment, &endpoint)).await?;
+        let permit =
+            self.authorize(caller, Action::MonitorRead, Resource::new(ResourceKind::Deployment, &endpoint)).await?;
         // A read: recorded before anything it returns.
         self.record(permit, serde_json::json!({})).await?;
         let known = self.deployments_live().await?.iter().any(|d| d.name == endpoint.as_str())

@@ -172,7 +172,8 @@ impl Workspace {
         opts: &RunOptions,
     ) -> Result<RunReport> {
         let pipeline = spec.pipeline.name.clone();
-        let permit = self.authorize(caller, Action::PipelineRun, Resource::new(ResourceKind::Pipeline, &pipeline)).await?;
+        let permit =
+            self.authorize(caller, Action::PipelineRun, Resource::new(ResourceKind::Pipeline, &pipeline)).await?;
         let id = citadel_types::random_id("run-");
         let started = Timestamp::now();
         let spec_digest = Digest::of(spec_text.as_bytes()).to_hex();
@@ -199,8 +200,7 @@ impl Workspace {
             .bind(started.0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(permit.item(serde_json::json!({"run": id, "spec_sha256": spec_digest, "phase": "start"})))
-        .await?;
+        tx.commit(permit.item(serde_json::json!({"run": id, "spec_sha256": spec_digest, "phase": "start"}))).await?;
 
         let result = self.run_stages(&permit, caller, spec, opts, &mut report).await;
         let (status, outcome) = match &result {
@@ -267,7 +267,11 @@ impl Workspace {
             .bind(Timestamp::now().0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(permit.step("pipeline.stage", Outcome::Success, serde_json::json!({"run": run, "stage": stage, "cache_key": k, "outputs": outputs})))
+        tx.commit(permit.step(
+            "pipeline.stage",
+            Outcome::Success,
+            serde_json::json!({"run": run, "stage": stage, "cache_key": k, "outputs": outputs}),
+        ))
         .await?;
         Ok(())
     }
@@ -719,7 +723,12 @@ impl Workspace {
             self.db.append_audit(permit.step("pipeline.gate", Outcome::Denied, serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name, "violations": violations}))).await?;
             return Err(ControlError::GateFailed { policy: policy_name, violations });
         }
-        self.db.append_audit(permit.step("pipeline.gate", Outcome::Success, serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name})))
+        self.db
+            .append_audit(permit.step(
+                "pipeline.gate",
+                Outcome::Success,
+                serde_json::json!({"run": run_id, "model_artifact": model_artifact, "policy": policy_name}),
+            ))
             .await?;
         record(report, "gate", "ran", &gate_key, gate.clone(), t, "every rule passed");
 
@@ -1037,7 +1046,14 @@ impl Workspace {
         .map_err(join_err)?
     }
 
-    async fn train(&self, permit: &Permit, caller: &Caller, spec: &PipelineSpec, p: &Prepared, opts: &RunOptions) -> Result<Trained> {
+    async fn train(
+        &self,
+        permit: &Permit,
+        caller: &Caller,
+        spec: &PipelineSpec,
+        p: &Prepared,
+        opts: &RunOptions,
+    ) -> Result<Trained> {
         let train_table = p.table.take(&p.train);
         let ytr: Vec<f32> = p.train.iter().map(|&i| p.y[i]).collect();
         let x = p.encoder.encode(&train_table).map_err(ml)?;
@@ -1268,8 +1284,7 @@ impl Workspace {
             .bind(Timestamp::now().0)
             .execute(&mut *tx.conn())
             .await?;
-        tx.commit(permit.success(serde_json::json!({})))
-        .await?;
+        tx.commit(permit.success(serde_json::json!({}))).await?;
         Ok(())
     }
 
@@ -1283,8 +1298,7 @@ impl Workspace {
             .await?
             .rows_affected()
             > 0;
-        tx.commit(permit.success(serde_json::json!({"removed": removed})))
-        .await?;
+        tx.commit(permit.success(serde_json::json!({"removed": removed}))).await?;
         Ok(removed)
     }
 
@@ -1311,7 +1325,11 @@ impl Workspace {
             hex::decode(row.try_get::<String, _>("sealed")?).map_err(|_| invalid("a stored secret is not hex"))?;
         let value = self.secrets_cipher.open(&format!("training-secret/{name}"), &sealed)?;
         self.db
-            .append_audit(permit.effect("secret.use", &Resource::secret(name), serde_json::json!({"for": "training command environment"})))
+            .append_audit(permit.effect(
+                "secret.use",
+                &Resource::secret(name),
+                serde_json::json!({"for": "training command environment"}),
+            ))
             .await?;
         String::from_utf8(value.to_vec()).map_err(|_| invalid(format!("secret {name} is not UTF-8")))
     }
@@ -1324,7 +1342,8 @@ impl Workspace {
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("run {id}")))?;
         let pipeline: String = row.try_get("pipeline")?;
-        let permit = self.authorize(caller, Action::PipelineRead, Resource::new(ResourceKind::Pipeline, &pipeline)).await?;
+        let permit =
+            self.authorize(caller, Action::PipelineRead, Resource::new(ResourceKind::Pipeline, &pipeline)).await?;
         // A read: recorded before anything it returns.
         self.record(permit, serde_json::json!({})).await?;
         let started_by: String = row.try_get("started_by")?;

@@ -116,7 +116,8 @@ impl Workspace {
         let actions = match citadel_policy::evaluate_playbook(&name, &policy, &input) {
             Ok(a) => a,
             Err(e) => {
-                self.incident_note(&permit, caller, id, "playbook_failed", serde_json::json!({"error": e.to_string()})).await?;
+                self.incident_note(&permit, caller, id, "playbook_failed", serde_json::json!({"error": e.to_string()}))
+                    .await?;
                 return Err(e.into());
             }
         };
@@ -268,8 +269,7 @@ impl Workspace {
                 .bind(Timestamp::now().0)
                 .execute(&mut *tx.conn())
                 .await?;
-                tx.commit(permit.success(serde_json::json!({"incident": i.id})))
-                .await?;
+                tx.commit(permit.success(serde_json::json!({"incident": i.id}))).await?;
                 Ok((format!("{} quarantined (503)", i.endpoint), serde_json::json!({"lift": i.endpoint})))
             }
         }
@@ -285,10 +285,8 @@ impl Workspace {
         details: serde_json::Value,
     ) -> Result<()> {
         let mut tx = self.db.begin_audited().await?;
-        crate::incident::add_event(tx.conn(), id, Timestamp::now(), kind, caller.name(), details.clone())
-            .await?;
-        tx.commit(permit.step(&format!("incident.{kind}"), Outcome::Success, details))
-        .await?;
+        crate::incident::add_event(tx.conn(), id, Timestamp::now(), kind, caller.name(), details.clone()).await?;
+        tx.commit(permit.step(&format!("incident.{kind}"), Outcome::Success, details)).await?;
         Ok(())
     }
 
@@ -315,20 +313,20 @@ impl Workspace {
                     .bind(t)
                     .execute(&mut *tx.conn())
                     .await?;
-                tx.commit(permit.item(serde_json::json!({"throttle": t})))
-                .await?;
+                tx.commit(permit.item(serde_json::json!({"throttle": t}))).await?;
                 format!("throttle {t} lifted")
             } else if let Some(ep) = undo.get("lift").and_then(|t| t.as_str()) {
                 // Lifting takes what imposing took.
-                let permit = self.authorize(caller, Action::DeploymentManage, Resource::new(ResourceKind::Deployment, &ep)).await?;
+                let permit = self
+                    .authorize(caller, Action::DeploymentManage, Resource::new(ResourceKind::Deployment, &ep))
+                    .await?;
                 let mut tx = self.db.begin_audited().await?;
                 sqlx::query("DELETE FROM endpoint_quarantines WHERE endpoint = $1 AND incident_id = $2")
                     .bind(ep)
                     .bind(id)
                     .execute(&mut *tx.conn())
                     .await?;
-                tx.commit(permit.success(serde_json::json!({"incident": id})))
-                .await?;
+                tx.commit(permit.success(serde_json::json!({"incident": id}))).await?;
                 format!("{ep} back in service")
             } else if let Some(p) = undo.get("enable").and_then(|t| t.as_str()) {
                 self.principal_enable(caller, p).await?;
@@ -351,7 +349,8 @@ impl Workspace {
             } else {
                 continue;
             };
-            self.incident_note(&permit, caller, id, "undo", serde_json::json!({"action_seq": e.seq, "result": what})).await?;
+            self.incident_note(&permit, caller, id, "undo", serde_json::json!({"action_seq": e.seq, "result": what}))
+                .await?;
             done.push(what);
         }
         Ok(done)

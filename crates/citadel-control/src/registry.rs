@@ -196,7 +196,8 @@ impl Workspace {
     /// signed no longer verify (approval and loading refuse them, naming the
     /// retired key) until registered again under the new key.
     pub async fn model_signing_rotate(&self, caller: &Caller) -> Result<serde_json::Value> {
-        let permit = self.authorize(caller, Action::KeyRotate, Resource::new(ResourceKind::Key, "model-signing")).await?;
+        let permit =
+            self.authorize(caller, Action::KeyRotate, Resource::new(ResourceKind::Key, "model-signing")).await?;
         let old = self.model_signing_key().await?;
         let (new, der) = citadel_signing::SigningKey::generate()?;
         let sealed = self.secrets_cipher.seal(SIGNING_KEY_OBJECT, &der)?;
@@ -209,8 +210,7 @@ impl Workspace {
         let mut tx = self.db.begin_audited().await?;
         citadel_store::meta_set(tx.conn(), SIGNING_KEY_META, &hex::encode(sealed)).await?;
         citadel_store::meta_set(tx.conn(), RETIRED_KEYS_META, &serde_json::Value::from(retired).to_string()).await?;
-        tx.commit(permit.success(serde_json::json!({"retired": old.hint(), "new": new.hint()})))
-        .await?;
+        tx.commit(permit.success(serde_json::json!({"retired": old.hint(), "new": new.hint()}))).await?;
         Ok(serde_json::json!({"retired": old.hint(), "new": new.hint()}))
     }
 
@@ -447,7 +447,7 @@ impl Workspace {
         .execute(&mut *tx.conn())
         .await?;
         tx.commit(permit.success(serde_json::json!({"request": id, "version": version, "from": from, "to": to_stage})))
-        .await?;
+            .await?;
         Ok(StageRequest {
             id,
             model: name.to_string(),
@@ -535,13 +535,15 @@ impl Workspace {
                         .await?;
                 for r in current {
                     let v: i64 = r.try_get("version")?;
-                    set_stage(&mut tx, &name, v, "production", "archived", caller.id(), request_id, now)
-                        .await?;
+                    set_stage(&mut tx, &name, v, "production", "archived", caller.id(), request_id, now).await?;
                 }
             }
             set_stage(&mut tx, &name, version, &from, &to_stage, caller.id(), request_id, now).await?;
         }
-        tx.commit(permit.success(serde_json::json!({"request": request_id, "version": version, "to": to_stage, "note": note})))
+        tx.commit(
+            permit
+                .success(serde_json::json!({"request": request_id, "version": version, "to": to_stage, "note": note})),
+        )
         .await?;
         Ok(StageRequest {
             id: request_id.into(),
@@ -609,7 +611,11 @@ impl Workspace {
             return Ok(());
         }
         self.db
-            .append_audit(permit.step("model.gate", Outcome::Denied, serde_json::json!({"version": version, "to": to, "policy": policy_name, "violations": violations})))
+            .append_audit(permit.step(
+                "model.gate",
+                Outcome::Denied,
+                serde_json::json!({"version": version, "to": to, "policy": policy_name, "violations": violations}),
+            ))
             .await?;
         Err(ControlError::GateFailed { policy: policy_name, violations })
     }
@@ -829,8 +835,11 @@ impl Workspace {
             return Err(err);
         }
         let loaded = self.load_verified(&permit, name.as_str(), version).await?;
-        self.record(permit, serde_json::json!({"version": version, "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}))
-            .await?;
+        self.record(
+            permit,
+            serde_json::json!({"version": version, "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}),
+        )
+        .await?;
         Ok(loaded)
     }
 
@@ -863,18 +872,15 @@ impl Workspace {
         let now = Timestamp::now();
         let request = citadel_types::random_id("rollback-");
         let mut tx = self.db.begin_audited().await?;
-        set_stage(&mut tx, name.as_str(), current, "production", "archived", caller.id(), &request, now)
-            .await?;
+        set_stage(&mut tx, name.as_str(), current, "production", "archived", caller.id(), &request, now).await?;
         let from = stage_in_tx(&mut tx, name.as_str(), previous).await?;
         // Retired while the checks above ran: the transaction rolls back.
         if from == "retired" {
             drop(tx);
             return Err(self.retired(name.as_str(), previous).await?);
         }
-        let seq = set_stage(&mut tx, name.as_str(), previous, &from, "production", caller.id(), &request, now)
-            .await?;
-        tx.commit(permit.success(serde_json::json!({"from_version": current, "to_version": previous})))
-        .await?;
+        let seq = set_stage(&mut tx, name.as_str(), previous, &from, "production", caller.id(), &request, now).await?;
+        tx.commit(permit.success(serde_json::json!({"from_version": current, "to_version": previous}))).await?;
         Ok(StageEvent {
             seq,
             version: previous,
@@ -979,7 +985,9 @@ impl Workspace {
         .execute(&mut *tx.conn())
         .await?;
         set_stage(&mut tx, name.as_str(), version, &from, "retired", caller.id(), &id, now).await?;
-        tx.commit(permit.success(serde_json::json!({"request": id, "version": version, "from": from, "reason": reason})))
+        tx.commit(
+            permit.success(serde_json::json!({"request": id, "version": version, "from": from, "reason": reason})),
+        )
         .await?;
         Ok(StageRequest {
             id,

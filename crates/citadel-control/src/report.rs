@@ -184,7 +184,8 @@ fn principal_names(rows: &[(citadel_store::Principal, Vec<citadel_store::GrantRo
 impl Workspace {
     /// Gathers the evidence (see the module docs). Needs `report.generate`.
     pub async fn compliance_evidence(&self, caller: &Caller) -> Result<ComplianceEvidence> {
-        let permit = self.authorize(caller, Action::ReportGenerate, Resource::new(ResourceKind::Report, "compliance")).await?;
+        let permit =
+            self.authorize(caller, Action::ReportGenerate, Resource::new(ResourceKind::Report, "compliance")).await?;
         let pool = self.db.pool();
         let all = citadel_store::audit_query(pool, &AuditFilter::default()).await?;
         let checkpoints = citadel_store::audit_checkpoints(pool).await?;

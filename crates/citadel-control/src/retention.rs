@@ -22,8 +22,8 @@ use sqlx::Row;
 use citadel_data::{Expectations, Processing};
 use citadel_types::{ArtifactId, Timestamp};
 
-use citadel_policy::Resource;
 use crate::{ControlError, Permit, Result, Workspace};
+use citadel_policy::Resource;
 
 /// A version `gc` purged.
 #[derive(Debug, Clone, Serialize)]

@@ -8,8 +8,8 @@
 //! never be allowed. A version whose scan used an extension records it as
 //! `info` findings, and its ML-BOM lists them (`citadel:scan.allowed_by_workspace`).
 
-use citadel_policy::{Resource, ResourceKind};
 use citadel_policy::Action;
+use citadel_policy::{Resource, ResourceKind};
 use citadel_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +46,7 @@ impl Workspace {
         let text = serde_json::to_string(entries).map_err(|e| invalid(e.to_string()))?;
         let mut tx = self.db.begin_audited().await?;
         citadel_store::meta_set(tx.conn(), ALLOWLIST_META, &text).await?;
-        tx.commit(permit.success(details))
-            .await?;
+        tx.commit(permit.success(details)).await?;
         Ok(())
     }
 
@@ -89,10 +88,7 @@ impl Workspace {
         };
         entries.push(entry.clone());
         entries.sort_by(|a, b| a.global.cmp(&b.global));
-        self.store_allowlist(permit, &entries,
-            serde_json::json!({"global": global, "reason": entry.reason}),
-        )
-        .await?;
+        self.store_allowlist(permit, &entries, serde_json::json!({"global": global, "reason": entry.reason})).await?;
         Ok(entry)
     }
 

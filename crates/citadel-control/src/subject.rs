@@ -294,7 +294,11 @@ impl Workspace {
             Err(e) => {
                 // Every version was decrypted and searched: the attempt is on record.
                 self.db
-                    .append_audit(permit.step(Action::SubjectErase.as_str(), Outcome::Failure, serde_json::json!({"columns": columns, "error": failure_kind(&e)})))
+                    .append_audit(permit.step(
+                        Action::SubjectErase.as_str(),
+                        Outcome::Failure,
+                        serde_json::json!({"columns": columns, "error": failure_kind(&e)}),
+                    ))
                     .await?;
                 Err(e)
             }
@@ -547,9 +551,7 @@ impl Workspace {
         let mut new_chunks: BTreeSet<String> = BTreeSet::new();
         for ((v, _, report, _), p) in affected.iter().zip(prepared) {
             new_chunks.extend(p.chunk_names.iter().cloned());
-            self.store
-                .commit_put(&mut tx, p, Some(&format!("datasets/{name}@{}", v.version)), permit.actor())
-                .await?;
+            self.store.commit_put(&mut tx, p, Some(&format!("datasets/{name}@{}", v.version)), permit.actor()).await?;
             let r = sqlx::query(
                 "UPDATE data_versions SET artifact_id = $1, rows_count = $2, report = $3, revision = revision + 1 \
                  WHERE dataset_name = $4 AND version = $5 AND artifact_id = $6",
@@ -810,8 +812,7 @@ impl Workspace {
         }
         self.complete_erasures(caller).await?;
         let signed = self.stored_receipt(id).await?;
-        self.record(permit, serde_json::json!({"erasure": id, "verified": signed.verified}))
-            .await?;
+        self.record(permit, serde_json::json!({"erasure": id, "verified": signed.verified})).await?;
         Ok(signed)
     }
 
@@ -870,8 +871,7 @@ impl Workspace {
                 )?);
             }
         }
-        self.record(permit, serde_json::json!({"listed": out.len()}))
-            .await?;
+        self.record(permit, serde_json::json!({"listed": out.len()})).await?;
         Ok(out)
     }
 
@@ -894,7 +894,11 @@ impl Workspace {
         let result = self.subject_export_inner(&permit, &name, subjects, max_rows).await;
         if let Err(e) = &result {
             self.db
-                .append_audit(permit.step(Action::SubjectExport.as_str(), Outcome::Failure, serde_json::json!({"columns": columns, "error": failure_kind(e)})))
+                .append_audit(permit.step(
+                    Action::SubjectExport.as_str(),
+                    Outcome::Failure,
+                    serde_json::json!({"columns": columns, "error": failure_kind(e)}),
+                ))
                 .await?;
         }
         result

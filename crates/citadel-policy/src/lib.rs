@@ -388,9 +388,18 @@ mod tests {
     #[test]
     fn scoped_grants() {
         let grants = [g(Role::DataScientist, "dataset:adult*")];
-        assert!(matches!(decide(&grants, Action::DatasetRead, &Resource::new(ResourceKind::Dataset, "adult-2024")), Decision::Allow { .. }));
-        assert_eq!(decide(&grants, Action::DatasetRead, &Resource::new(ResourceKind::Dataset, "german")), Decision::Deny);
-        assert_eq!(decide(&grants, Action::DatasetWrite, &Resource::new(ResourceKind::Dataset, "adult")), Decision::Deny);
+        assert!(matches!(
+            decide(&grants, Action::DatasetRead, &Resource::new(ResourceKind::Dataset, "adult-2024")),
+            Decision::Allow { .. }
+        ));
+        assert_eq!(
+            decide(&grants, Action::DatasetRead, &Resource::new(ResourceKind::Dataset, "german")),
+            Decision::Deny
+        );
+        assert_eq!(
+            decide(&grants, Action::DatasetWrite, &Resource::new(ResourceKind::Dataset, "adult")),
+            Decision::Deny
+        );
     }
 
     #[test]
@@ -400,7 +409,10 @@ mod tests {
         assert_eq!(decide(&admin, Action::Detokenize, &Resource::new(ResourceKind::Dataset, "x")), Decision::Deny);
         let auditor = [g(Role::Auditor, "*")];
         assert_eq!(decide(&auditor, Action::ArtifactGet, &Resource::new(ResourceKind::Artifact, "x")), Decision::Deny);
-        assert_eq!(decide(&[g(Role::InferenceClient, "*")], Action::ArtifactList, &Resource::new(ResourceKind::Artifact, "x")), Decision::Deny);
+        assert_eq!(
+            decide(&[g(Role::InferenceClient, "*")], Action::ArtifactList, &Resource::new(ResourceKind::Artifact, "x")),
+            Decision::Deny
+        );
         let unknown = "privacy-oficer".parse::<Role>().unwrap_err().to_string();
         assert!(Role::ALL.iter().all(|r| unknown.contains(r.as_str())), "{unknown}");
     }

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use citadel_audit::Outcome;
 use citadel_control::{Caller, Deployment, DeploymentSpec, Strategy, Target, Workspace};
 use citadel_infer::{Data, Model, Tensor};
-use citadel_policy::{Action, Decision};
+use citadel_policy::{Action, Resource, ResourceKind};
 use citadel_types::Timestamp;
 
 use crate::auth::{Authenticator, JwtVerifier};
@@ -224,15 +224,12 @@ impl Gateway {
         let addr = listener.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
         // Monitoring writes as the gateway's principal: without
         // `monitor.write` it is off, said once, rather than denied every second.
-        let may_monitor = matches!(
-            citadel_policy::decide(&loader.grants, Action::MonitorWrite, "deployment:*"),
-            Decision::Allow { .. }
-        );
+        let may_monitor = loader.holds(Action::MonitorWrite, &Resource::all(ResourceKind::Deployment));
         let monitoring = config.monitor && may_monitor;
         if config.monitor && !may_monitor {
             eprintln!(
                 "WARNING: live monitoring is off: {} may not monitor.write (grant it the gateway role: citadel grant add NAME gateway; or pass --no-monitor)",
-                loader.principal.name
+                loader.name()
             );
         }
         let gw = Arc::new(Gateway {
@@ -551,20 +548,12 @@ impl Gateway {
         }
     }
 
-    async fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        resource: &str,
-        outcome: Outcome,
-        request_id: &str,
-        details: Value,
-    ) {
-        let _ = self
-            .ws
-            .db()
-            .append_audit(citadel_control::event(actor, action, resource, outcome, request_id, details))
-            .await;
+    /// The gateway's own operational records (a revision it refused),
+    /// under its own identity.
+    async fn note(&self, name: &str, resource: &Resource, outcome: Outcome, details: Value) {
+        if let Err(e) = self.ws.note(&self.loader, name, resource, outcome, details).await {
+            self.emit(json!({"ts": Timestamp::now().to_string(), "event": "audit.failed", "error": e.to_string()}));
+        }
     }
 
     /// Brings the routing table to the live deployments. A revision whose
@@ -616,7 +605,7 @@ impl Gateway {
             e.retry_after = Some(60);
             return Err(e);
         }
-        let principal = &caller.principal.name;
+        let principal = caller.name();
         if let Some((per_sec, burst, incident, limiter)) = r.throttles.get(principal) {
             let local = || limiter.check().err().map(|n| n.wait_time_from(limiter.clock().now()));
             let wait = match &self.shared_limits {
@@ -690,12 +679,10 @@ impl Gateway {
                             version: target.version.to_string(),
                         })
                         .inc();
-                    self.audit(
-                        &self.loader.principal.id,
+                    self.note(
                         "deployment.load",
-                        &format!("deployment:{}", d.name),
+                        &Resource::deployment(&d.name),
                         Outcome::Failure,
-                        &citadel_types::random_id("req-"),
                         json!({"revision": d.revision, "model": target.model, "version": target.version, "reason": reason,
                                "still_serving": current.get(&d.name).map(|e| e.revision)}),
                     )
@@ -1003,47 +990,21 @@ impl Gateway {
                 format!("{}; hint: send Authorization: Bearer <token>", f.0),
             )
         })?;
-        facts.principal = Some(caller.principal.name.clone());
+        facts.principal = Some(caller.name().to_string());
         Ok(caller)
     }
 
+    /// Decides an action whose success is recorded outside the audit chain
+    /// (inference, the feedback pre-check, metrics) through the control
+    /// plane's one path: a denial is audited there and answered 403 here.
     async fn authorize(
         &self,
         caller: &Caller,
         action: Action,
-        resource: &str,
+        resource: Resource,
         request_id: &str,
     ) -> Result<(), ApiError> {
-        match citadel_policy::decide(&caller.grants, action, resource) {
-            Decision::Allow { .. } => Ok(()),
-            Decision::Deny => {
-                self.audit(
-                    &caller.principal.id,
-                    action.as_str(),
-                    resource,
-                    Outcome::Denied,
-                    request_id,
-                    json!({"principal_name": caller.principal.name, "via": "gateway"}),
-                )
-                .await;
-                Err(api(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!(
-                        "{} may not {} on {resource} — hint: an admin grants a role that has it ({}): citadel grant add {} ROLE --scope {resource}",
-                        caller.principal.name,
-                        action.as_str(),
-                        citadel_policy::Role::ALL
-                            .iter()
-                            .filter(|r| r.allows(action))
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        caller.principal.name
-                    ),
-                ))
-            }
-        }
+        self.ws.check(caller, action, resource, request_id).await.map_err(|e| denied(caller, e))
     }
 
     async fn route(
@@ -1073,7 +1034,13 @@ impl Gateway {
             (Method::GET, ["openapi.json"]) => Ok(json_response(StatusCode::OK, &openapi::document())),
             (Method::GET, ["metrics"]) => {
                 let caller = self.authenticate(req.headers(), client_fp, facts).await?;
-                self.authorize(&caller, Action::ConfigRead, "gateway:metrics", request_id).await?;
+                self.authorize(
+                    &caller,
+                    Action::ConfigRead,
+                    Resource::new(ResourceKind::Gateway, "metrics"),
+                    request_id,
+                )
+                .await?;
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 r.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -1081,23 +1048,26 @@ impl Gateway {
             }
             (Method::GET, ["v2", "admin", "capture", name]) => {
                 let caller = self.authenticate(req.headers(), client_fp, facts).await?;
-                self.authorize(&caller, Action::AuditRead, &format!("deployment:{name}"), request_id).await?;
+                // Captured inputs are data of their own (`capture.read`, not `audit.read`).
+                let permit = self
+                    .ws
+                    .authorize_as(&caller, Action::CaptureRead, Resource::capture(name), request_id)
+                    .await
+                    .map_err(|e| denied(&caller, e))?;
                 let rows: Vec<Value> = self
                     .captures
                     .lock()
                     .ok()
                     .and_then(|c| c.get(*name).map(|q| q.iter().map(Captured::to_json).collect()))
                     .unwrap_or_default();
-                // Captures hold inference data: reading them is audited like any data read.
-                self.audit(
-                    &caller.principal.id,
-                    "deployment.capture_read",
-                    &format!("deployment:{name}"),
-                    Outcome::Success,
-                    request_id,
-                    json!({"records": rows.len()}),
-                )
-                .await;
+                // Recorded before a row leaves: a read that cannot be recorded is not given.
+                self.ws.record(permit, json!({"records": rows.len()})).await.map_err(|_| {
+                    api(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the audit log could not record the read; retry",
+                    )
+                })?;
                 Ok(json_response(StatusCode::OK, &json!({"endpoint": name, "records": rows})))
             }
             (m, ["v2", "models", _, "feedback"]) if m != Method::POST => Err(api(
@@ -1108,18 +1078,11 @@ impl Gateway {
             (Method::POST, ["v2", "models", name, "feedback"]) => {
                 facts.endpoint = Some(name.to_string());
                 let caller = self.authenticate(req.headers(), client_fp, facts).await?;
-                self.check_rate(
-                    &caller.principal.id,
-                    &self.principal_limits,
-                    "principal",
-                    name,
-                    &caller.principal.name,
-                )
-                .await?;
+                self.check_rate(caller.id(), &self.principal_limits, "principal", name, caller.name()).await?;
                 // Authorized before the body or the endpoint is looked at, like
                 // inference: a caller learns nothing of endpoints it may not use.
                 // (The control plane checks again when it stores the labels.)
-                self.authorize(&caller, Action::ModelFeedback, &format!("model:{name}"), request_id).await?;
+                self.authorize(&caller, Action::ModelFeedback, Resource::model(name), request_id).await?;
                 self.feedback(req, &caller, name).await
             }
             (m, ["v2", "models", name, rest @ ..]) => {
@@ -1135,11 +1098,19 @@ impl Gateway {
                 let name = name.to_string();
                 facts.endpoint = Some(name.clone());
                 let caller = self.authenticate(req.headers(), client_fp, facts).await?;
-                // An explanation adds up to the prediction: it needs model.infer as well.
-                if tail == ["explain"] {
-                    self.authorize(&caller, Action::Explain, &format!("model:{name}"), request_id).await?;
-                }
-                self.authorize(&caller, Action::Infer, &format!("model:{name}"), request_id).await?;
+                // An explanation adds up to the prediction: it needs model.infer
+                // as well. Its permit is spent on the record written before
+                // the attributions leave.
+                let explain = match tail {
+                    ["explain"] => Some(
+                        self.ws
+                            .authorize_as(&caller, Action::Explain, Resource::model(&name), request_id)
+                            .await
+                            .map_err(|e| denied(&caller, e))?,
+                    ),
+                    _ => None,
+                };
+                self.authorize(&caller, Action::Infer, Resource::model(&name), request_id).await?;
                 let endpoint = self.served(&name)?;
                 if let Some(v) = version
                     && !endpoint.targets.iter().any(|(t, _)| t.version == v)
@@ -1152,9 +1123,10 @@ impl Gateway {
                         Ok(json_response(StatusCode::OK, &json!({"name": name, "ready": true})))
                     }
                     (Method::POST, ["infer"]) => self.infer(req, &caller, endpoint, version, request_id, facts).await,
-                    (Method::POST, ["explain"]) => {
-                        self.explain(req, &caller, endpoint, version, request_id, facts).await
-                    }
+                    (Method::POST, ["explain"]) => match explain {
+                        Some(permit) => self.explain(req, &caller, permit, endpoint, version, facts).await,
+                        None => Err(api(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))),
+                    },
                     _ => Err(api(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))),
                 }
             }
@@ -1308,7 +1280,7 @@ impl Gateway {
                     .as_ref()
                     .and_then(|h| req_headers.get(h.as_str()))
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or(&caller.principal.id);
+                    .unwrap_or(caller.id());
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 (endpoint.name.as_str(), key).hash(&mut h);
                 ((h.finish() % endpoint.targets.len() as u64) as usize, None)
@@ -1332,7 +1304,7 @@ impl Gateway {
         let (served, shadow) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true).await?;
         let loaded = endpoint.targets[served].1.clone();
         let request = self.read_request(req, &loaded).await?;
-        let done = self.run_inference(&endpoint, served, shadow, request, request_id, &caller.principal.name).await?;
+        let done = self.run_inference(&endpoint, served, shadow, request, request_id, caller.name()).await?;
         let selected: Vec<v2::Output<'_>> = done
             .selected
             .iter()
@@ -1396,10 +1368,9 @@ impl Gateway {
         check_principal: bool,
     ) -> Result<(usize, Option<usize>), ApiError> {
         self.check_responses(caller, &endpoint.name).await?;
-        let principal = caller.principal.name.clone();
+        let principal = caller.name().to_string();
         if check_principal {
-            self.check_rate(&caller.principal.id, &self.principal_limits, "principal", &endpoint.name, &principal)
-                .await?;
+            self.check_rate(caller.id(), &self.principal_limits, "principal", &endpoint.name, &principal).await?;
         }
         self.check_rate(&endpoint.name, &self.endpoint_limits, "endpoint", &endpoint.name, &principal).await?;
         let (served, shadow) = self.choose(endpoint, caller, headers, pinned);
@@ -1960,5 +1931,33 @@ mod tests {
         let onnx = dir.path().join("model.onnx");
         std::fs::write(&onnx, b"\x08\x07\x12\x04skl2").unwrap();
         assert!(!is_pickle(&onnx));
+    }
+}
+
+/// A control-plane refusal as the gateway answers it: 403 with the roles
+/// that would allow it, 401 for a credential, 503 when the decision could
+/// not be recorded (nothing is allowed unrecorded).
+fn denied(caller: &Caller, e: citadel_control::ControlError) -> ApiError {
+    use citadel_control::ControlError;
+    match e {
+        ControlError::Denied { action, resource, .. } => {
+            let roles = citadel_policy::Role::ALL
+                .iter()
+                .filter(|r| r.actions().iter().any(|a| a.as_str() == action))
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            api(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} may not {action} on {resource} — hint: an admin grants a role that has it ({roles}): citadel grant add {} ROLE --scope {resource}",
+                    caller.name(),
+                    caller.name()
+                ),
+            )
+        }
+        ControlError::Unauthenticated(why) => api(StatusCode::UNAUTHORIZED, "unauthenticated", why),
+        _ => api(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the authorization could not be recorded; retry"),
     }
 }

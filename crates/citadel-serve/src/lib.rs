@@ -42,6 +42,8 @@ pub enum ServeError {
     Io(String),
     #[error(transparent)]
     Control(#[from] citadel_control::ControlError),
+    #[error(transparent)]
+    Jwks(#[from] citadel_control::JwksError),
 }
 
 /// How connections are secured.

@@ -185,8 +185,12 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
         steps.say(&format!(
             "the reviewer approves {to} (separation of duties: the owner cannot), and the pipeline runs again"
         ));
-        let reviewer = ws.caller_for_principal_name("reviewer").await?;
+        // The reviewer acts through a credential of its own, a short-lived
+        // token the owner issues (and revokes once it has been used).
+        let issued = ws.token_issue(&owner, "reviewer", "quickstart review", 600).await?;
+        let reviewer = ws.authenticate(&issued.token).await?;
         ws.model_decide(&reviewer, &request, true, "quickstart: model card reviewed").await?;
+        ws.token_revoke(&owner, &issued.id).await?;
         final_run = ws.pipeline_run(&owner, &spec, &text, &opts).await?;
         if !out.json {
             eprint!("{}", indent(&pipeline_cmd::render_report(&final_run)));
@@ -203,8 +207,8 @@ pub async fn run(cli: &Cli, args: &QuickstartArgs, out: &Out) -> Result<i32> {
 
     // 5. Gateway and calls.
     steps.say("serving on HTTPS (development certificate) and calling the endpoint");
-    let client = ws.caller_for_principal_name("client").await?;
     let token = ws.token_issue(&owner, "client", "quickstart", 86_400).await?;
+    let client = ws.authenticate(&token.token).await?;
     let reports = dir.join("reports");
     std::fs::create_dir_all(&reports)?;
     let token_file = reports.join("client.token");

@@ -27,7 +27,6 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::{ApiError, Body, Endpoint, Gateway, RequestFacts, api, json_response, order_inputs};
-use citadel_audit::Outcome;
 use citadel_control::Caller;
 
 /// Rows one explain request may hold (TreeSHAP costs rows × background × leaves reached).
@@ -44,9 +43,9 @@ impl Gateway {
         self: &Arc<Self>,
         req: Request<Incoming>,
         caller: &Caller,
+        audit_permit: citadel_control::Permit,
         endpoint: Arc<Endpoint>,
         pinned: Option<i64>,
-        request_id: &str,
         facts: &mut RequestFacts,
     ) -> Result<Response<Body>, ApiError> {
         let (served, _) = self.admit(caller, &endpoint, req.headers(), pinned, facts, true).await?;
@@ -172,15 +171,10 @@ impl Gateway {
         let method = body["method"].clone();
         // Audited before a value leaves: an explanation that cannot be recorded is not given.
         self.ws
-            .db()
-            .append_audit(citadel_control::event(
-                &caller.principal.id,
-                "model.explain",
-                &format!("model:{}", endpoint.name),
-                Outcome::Success,
-                request_id,
-                json!({"principal_name": caller.principal.name, "model": loaded.name, "version": loaded.version, "rows": rows, "method": method, "via": "gateway"}),
-            ))
+            .record(
+                audit_permit,
+                json!({"model": loaded.name, "version": loaded.version, "rows": rows, "method": method, "via": "gateway"}),
+            )
             .await
             .map_err(|_| api(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the audit log could not record the explanation; retry"))?;
         body["model_name"] = json!(endpoint.name);

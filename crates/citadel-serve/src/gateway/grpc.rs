@@ -187,10 +187,9 @@ impl Gateway {
             let mut f = RequestFacts::default();
             let fp = peer.client_fp.as_deref().map(String::as_str);
             let admitted = match self.authenticate(req.headers(), fp, &mut f).await {
-                Ok(c) => self
-                    .check_rate(&c.principal.id, &self.principal_limits, "principal", "(grpc)", &c.principal.name)
-                    .await
-                    .map(|()| c),
+                Ok(c) => {
+                    self.check_rate(&c.id(), &self.principal_limits, "principal", "(grpc)", c.name()).await.map(|()| c)
+                }
                 Err(e) => Err(e),
             };
             if let Ok(mut shared) = facts.lock() {
@@ -282,7 +281,7 @@ impl Gateway {
                     self.authenticate(&headers, fp, &mut f).await?
                 }
             };
-            self.authorize(&caller, Action::Infer, &format!("model:{name}"), &ctx.request_id).await?;
+            self.authorize(&caller, Action::Infer, citadel_policy::Resource::model(name), &ctx.request_id).await?;
             let endpoint = self.served(name)?;
             let version =
                 match version {
@@ -322,7 +321,7 @@ impl Gateway {
         let request = pb::decode_infer(r.into_inner(), self.config.limits.max_tensor_elements)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let done = self
-            .run_inference(&endpoint, served, shadow, request, &ctx.request_id, &caller.principal.name)
+            .run_inference(&endpoint, served, shadow, request, &ctx.request_id, &caller.name())
             .await
             .map_err(status)?;
         let mut outputs = Vec::with_capacity(done.selected.len());
