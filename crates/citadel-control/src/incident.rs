@@ -222,7 +222,7 @@ impl Workspace {
 
     /// One incident and its timeline (oldest first).
     pub async fn incident_show(&self, caller: &Caller, id: &str) -> Result<(Incident, Vec<IncidentEvent>)> {
-        let permit = self.authorize(caller, Action::MonitorRead, Resource::new(ResourceKind::Incident, &id)).await?;
+        let permit = self.authorize(caller, Action::MonitorRead, Resource::new(ResourceKind::Incident, id)).await?;
         // A read: recorded before anything it returns.
         self.record(permit, serde_json::json!({})).await?;
         let incident = self.incident_row(id).await?;
@@ -268,7 +268,7 @@ impl Workspace {
     }
 
     async fn incident_transition(&self, caller: &Caller, id: &str, note: &str, to: &str) -> Result<Incident> {
-        let resource = Resource::new(ResourceKind::Incident, &id);
+        let resource = Resource::new(ResourceKind::Incident, id);
         let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         let result = async {
             let now = Timestamp::now();

@@ -515,7 +515,7 @@ impl Workspace {
     }
 
     async fn principal_set_enabled(&self, caller: &Caller, name: &str, enabled: bool) -> Result<()> {
-        let resource = Resource::new(ResourceKind::Principal, &name);
+        let resource = Resource::new(ResourceKind::Principal, name);
         let permit = self.authorize(caller, Action::PrincipalDisable, resource.clone()).await?;
         let p = self.principal_named(name).await?;
         let mut tx = self.db.begin_audited().await?;
@@ -531,7 +531,7 @@ impl Workspace {
     pub async fn grant_add(&self, caller: &Caller, principal: &str, role: &str, scope: &str) -> Result<bool> {
         let role: Role = role.parse()?;
         let scope = Scope::parse(scope)?;
-        let resource = Resource::new(ResourceKind::Principal, &principal);
+        let resource = Resource::new(ResourceKind::Principal, principal);
         let permit = self.authorize(caller, Action::GrantAdd, resource.clone()).await?;
         let p = self.principal_named(principal).await?;
         let mut tx = self.db.begin_audited().await?;
@@ -554,7 +554,7 @@ impl Workspace {
     pub async fn grant_revoke(&self, caller: &Caller, principal: &str, role: &str, scope: &str) -> Result<bool> {
         let role: Role = role.parse()?;
         let scope = Scope::parse(scope)?;
-        let resource = Resource::new(ResourceKind::Principal, &principal);
+        let resource = Resource::new(ResourceKind::Principal, principal);
         let permit = self.authorize(caller, Action::GrantRevoke, resource.clone()).await?;
         let p = self.principal_named(principal).await?;
         let mut tx = self.db.begin_audited().await?;
@@ -576,7 +576,7 @@ impl Workspace {
         if !(60..=366 * 86_400).contains(&ttl_secs) {
             return Err(ControlError::Invalid("token lifetime must be between 1 minute and 366 days".into()));
         }
-        let resource = Resource::new(ResourceKind::Principal, &principal);
+        let resource = Resource::new(ResourceKind::Principal, principal);
         let permit = self.authorize(caller, Action::TokenIssue, resource.clone()).await?;
         let p = self.principal_named(principal).await?;
         if p.disabled_at.is_some() {
@@ -601,7 +601,7 @@ impl Workspace {
     }
 
     pub async fn token_revoke(&self, caller: &Caller, token_id: &str) -> Result<bool> {
-        let resource = Resource::new(ResourceKind::Token, &token_id);
+        let resource = Resource::new(ResourceKind::Token, token_id);
         let permit = self.authorize(caller, Action::TokenRevoke, resource.clone()).await?;
         if citadel_store::token_by_id(self.db.pool(), token_id).await?.is_none() {
             return Err(ControlError::NotFound(format!("token {token_id}")));
@@ -684,7 +684,7 @@ impl Workspace {
         // A grant may name the artifact by id or by any of its names: the
         // decision is on the first of them the caller holds (on the id, and
         // so a recorded denial, if none).
-        let by_id = Resource::artifact(&info.id);
+        let by_id = Resource::artifact(info.id);
         let resource = std::iter::once(by_id.clone())
             .chain(info.names.iter().map(Resource::artifact))
             .find(|r| caller.holds(Action::ArtifactGet, r))

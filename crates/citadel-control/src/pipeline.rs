@@ -486,7 +486,7 @@ impl Workspace {
                 let p = prepared.as_ref().ok_or_else(|| invalid("no data"))?;
                 say("train", &format!("training {} on {} rows", spec.train.trainer, p.train.len()));
                 report.stages.push(running("train", &train_key));
-                let trained = self.train(permit, caller, spec, p, opts).await?;
+                let trained = self.train(permit, spec, p, opts).await?;
                 let name = format!("pipelines/{pipeline}/{}-model.onnx", &train_key[..12]);
                 let artifact = self
                     .put_bytes(
@@ -945,7 +945,7 @@ impl Workspace {
         version: i64,
         dir: &Path,
     ) -> Result<(PathBuf, PathBuf)> {
-        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Model, &model)).await?;
+        let permit = self.authorize(caller, Action::ModelRead, Resource::new(ResourceKind::Model, model)).await?;
         // A read: recorded before anything it returns.
         self.record(permit, serde_json::json!({})).await?;
         let row = sqlx::query(
@@ -1046,14 +1046,7 @@ impl Workspace {
         .map_err(join_err)?
     }
 
-    async fn train(
-        &self,
-        permit: &Permit,
-        caller: &Caller,
-        spec: &PipelineSpec,
-        p: &Prepared,
-        opts: &RunOptions,
-    ) -> Result<Trained> {
+    async fn train(&self, permit: &Permit, spec: &PipelineSpec, p: &Prepared, opts: &RunOptions) -> Result<Trained> {
         let train_table = p.table.take(&p.train);
         let ytr: Vec<f32> = p.train.iter().map(|&i| p.y[i]).collect();
         let x = p.encoder.encode(&train_table).map_err(ml)?;
@@ -1114,14 +1107,13 @@ impl Workspace {
                 .await
                 .map_err(join_err)?
             }
-            Trainer::Command => self.train_external(permit, caller, spec, p, &x, &ytr, opts).await,
+            Trainer::Command => self.train_external(permit, spec, p, &x, &ytr, opts).await,
         }
     }
 
     async fn train_external(
         &self,
         permit: &Permit,
-        _caller: &Caller,
         spec: &PipelineSpec,
         p: &Prepared,
         x: &citadel_ml::Matrix,
@@ -1274,7 +1266,7 @@ impl Workspace {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
             return Err(invalid(format!("secret name {name:?} must be an environment-variable name (A-Z, 0-9, _)")));
         }
-        let permit = self.authorize(caller, Action::SecretWrite, Resource::new(ResourceKind::Secret, &name)).await?;
+        let permit = self.authorize(caller, Action::SecretWrite, Resource::new(ResourceKind::Secret, name)).await?;
         let sealed = self.secrets_cipher.seal(&format!("training-secret/{name}"), value.as_bytes())?;
         let mut tx = self.db.begin_audited().await?;
         sqlx::query("INSERT INTO training_secrets (name, sealed, updated_by, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_by = excluded.updated_by, updated_at = excluded.updated_at")
@@ -1290,7 +1282,7 @@ impl Workspace {
 
     /// Removes a training secret; false when there was none.
     pub async fn secret_remove(&self, caller: &Caller, name: &str) -> Result<bool> {
-        let permit = self.authorize(caller, Action::SecretWrite, Resource::new(ResourceKind::Secret, &name)).await?;
+        let permit = self.authorize(caller, Action::SecretWrite, Resource::new(ResourceKind::Secret, name)).await?;
         let mut tx = self.db.begin_audited().await?;
         let removed = sqlx::query("DELETE FROM training_secrets WHERE name = $1")
             .bind(name)

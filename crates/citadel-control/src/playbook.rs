@@ -100,7 +100,7 @@ impl Workspace {
     /// records) its actions. A playbook that does not evaluate runs nothing
     /// and says so on the timeline (fail closed: no action is guessed).
     pub async fn playbook_run(&self, caller: &Caller, id: &str, mode: PlaybookMode) -> Result<Vec<ActionOutcome>> {
-        let resource = Resource::new(ResourceKind::Incident, &id);
+        let resource = Resource::new(ResourceKind::Incident, id);
         let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         if mode == PlaybookMode::Off {
             return Ok(Vec::new());
@@ -295,7 +295,7 @@ impl Workspace {
     /// a rollback or paused canary rolled forward to the revision it
     /// replaced. Revoked tokens stay revoked. Returns what was undone.
     pub async fn incident_undo(&self, caller: &Caller, id: &str) -> Result<Vec<String>> {
-        let resource = Resource::new(ResourceKind::Incident, &id);
+        let resource = Resource::new(ResourceKind::Incident, id);
         let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         let (_, events) = self.incident_show(caller, id).await?;
         let undone_before: Vec<i64> = events
@@ -318,7 +318,7 @@ impl Workspace {
             } else if let Some(ep) = undo.get("lift").and_then(|t| t.as_str()) {
                 // Lifting takes what imposing took.
                 let permit = self
-                    .authorize(caller, Action::DeploymentManage, Resource::new(ResourceKind::Deployment, &ep))
+                    .authorize(caller, Action::DeploymentManage, Resource::new(ResourceKind::Deployment, ep))
                     .await?;
                 let mut tx = self.db.begin_audited().await?;
                 sqlx::query("DELETE FROM endpoint_quarantines WHERE endpoint = $1 AND incident_id = $2")

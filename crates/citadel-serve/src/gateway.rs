@@ -1877,6 +1877,34 @@ fn spawn_log_writer(path: &std::path::Path) -> Result<Arc<LogBuffer>, ServeError
     Ok(buffer)
 }
 
+/// A control-plane refusal as the gateway answers it: 403 with the roles
+/// that would allow it, 401 for a credential, 503 when the decision could
+/// not be recorded (nothing is allowed unrecorded).
+fn denied(caller: &Caller, e: citadel_control::ControlError) -> ApiError {
+    use citadel_control::ControlError;
+    match e {
+        ControlError::Denied { action, resource, .. } => {
+            let roles = citadel_policy::Role::ALL
+                .iter()
+                .filter(|r| r.actions().iter().any(|a| a.as_str() == action))
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            api(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} may not {action} on {resource} — hint: an admin grants a role that has it ({roles}): citadel grant add {} ROLE --scope {resource}",
+                    caller.name(),
+                    caller.name()
+                ),
+            )
+        }
+        ControlError::Unauthenticated(why) => api(StatusCode::UNAUTHORIZED, "unauthenticated", why),
+        _ => api(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the authorization could not be recorded; retry"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1931,33 +1959,5 @@ mod tests {
         let onnx = dir.path().join("model.onnx");
         std::fs::write(&onnx, b"\x08\x07\x12\x04skl2").unwrap();
         assert!(!is_pickle(&onnx));
-    }
-}
-
-/// A control-plane refusal as the gateway answers it: 403 with the roles
-/// that would allow it, 401 for a credential, 503 when the decision could
-/// not be recorded (nothing is allowed unrecorded).
-fn denied(caller: &Caller, e: citadel_control::ControlError) -> ApiError {
-    use citadel_control::ControlError;
-    match e {
-        ControlError::Denied { action, resource, .. } => {
-            let roles = citadel_policy::Role::ALL
-                .iter()
-                .filter(|r| r.actions().iter().any(|a| a.as_str() == action))
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            api(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "{} may not {action} on {resource} — hint: an admin grants a role that has it ({roles}): citadel grant add {} ROLE --scope {resource}",
-                    caller.name(),
-                    caller.name()
-                ),
-            )
-        }
-        ControlError::Unauthenticated(why) => api(StatusCode::UNAUTHORIZED, "unauthenticated", why),
-        _ => api(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the authorization could not be recorded; retry"),
     }
 }

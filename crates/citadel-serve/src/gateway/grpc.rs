@@ -188,7 +188,7 @@ impl Gateway {
             let fp = peer.client_fp.as_deref().map(String::as_str);
             let admitted = match self.authenticate(req.headers(), fp, &mut f).await {
                 Ok(c) => {
-                    self.check_rate(&c.id(), &self.principal_limits, "principal", "(grpc)", c.name()).await.map(|()| c)
+                    self.check_rate(c.id(), &self.principal_limits, "principal", "(grpc)", c.name()).await.map(|()| c)
                 }
                 Err(e) => Err(e),
             };
@@ -321,7 +321,7 @@ impl Gateway {
         let request = pb::decode_infer(r.into_inner(), self.config.limits.max_tensor_elements)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let done = self
-            .run_inference(&endpoint, served, shadow, request, &ctx.request_id, &caller.name())
+            .run_inference(&endpoint, served, shadow, request, &ctx.request_id, caller.name())
             .await
             .map_err(status)?;
         let mut outputs = Vec::with_capacity(done.selected.len());
