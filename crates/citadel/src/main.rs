@@ -483,6 +483,7 @@ enum KeyCmd {
     /// Re-wrap data keys under a new master key and retire the old one.
     Rotate,
     /// List master keys.
+    #[command(name = "ls", alias = "list")]
     List,
 }
 
@@ -493,6 +494,7 @@ enum PrincipalCmd {
         #[arg(long, default_value = "user", value_parser = ["user", "service"])]
         kind: String,
     },
+    #[command(name = "ls", alias = "list")]
     List,
     Disable {
         name: String,
@@ -536,6 +538,7 @@ enum TokenCmd {
     Revoke {
         id: String,
     },
+    #[command(name = "ls", alias = "list")]
     List,
 }
 

@@ -249,7 +249,7 @@ fn tokens_expired_revoked_and_underprivileged_are_denied_and_audited() {
 
     let denied = ws.json(&["audit", "query", "--outcome", "denied"]);
     let actions: Vec<&str> = denied.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["artifact.put", "auth.token", "auth.token", "auth.token"], "{denied}");
+    assert_eq!(actions, ["artifact.put", "auth.api-token", "auth.api-token", "auth.api-token"], "{denied}");
     let text = ws.ok(&["audit", "export", "--format", "jsonl"]);
     assert!(!text.contains(&token[21..]), "no token secret in the audit log");
     ws.ok(&["audit", "verify"]);

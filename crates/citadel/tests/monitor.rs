@@ -350,7 +350,7 @@ fn drift_extraction_and_evasion_are_detected_and_benign_traffic_is_not() {
         .map(|e| e["details"]["action"]["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["alert", "throttle"], "{shown}");
-    let audit = ws.json(&["audit", "query", "--action", "principal.throttle"]);
+    let audit = ws.json(&["audit", "query", "--action", "incident.manage", "--resource", "principal:"]);
     assert!(audit.to_string().contains(&extraction), "the throttle's audit record names the incident: {audit}");
     // A person undoes it: the client is served again.
     let undone = ok_json(as_user(&ws, &eng, &["incident", "undo", &extraction]));
@@ -403,9 +403,12 @@ fn drift_extraction_and_evasion_are_detected_and_benign_traffic_is_not() {
     ok_json(as_user(&ws, &eng, &["incident", "resolve", id, "--note", "new survey population"]));
     let again = as_user(&ws, &eng, &["incident", "resolve", id]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stdout).contains("resolved"));
-    let audit = ws.json(&["audit", "query", "--action", "incident.resolve"]);
-    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
-    assert!(ws.json(&["audit", "query", "--action", "monitor.evaluate"]).as_array().unwrap().len() >= 3);
+    let audit = ws.json(&["audit", "query", "--action", "incident.manage", "--resource", &format!("incident:{id}")]);
+    let resolved = audit.as_array().unwrap().iter().filter(|r| r["details"]["status"] == "resolved").count();
+    assert_eq!(resolved, 1, "{audit}");
+    let writes = ws.json(&["audit", "query", "--action", "monitor.write"]);
+    let verdicts = writes.as_array().unwrap().iter().filter(|r| r["details"]["drifted"].is_array()).count();
+    assert!(verdicts >= 3, "{writes}");
     let status_html = ws.root.parent().unwrap().join("status.html");
     ws.ok(&["monitor", "status", "income", "--html", status_html.to_str().unwrap()]);
     let page = std::fs::read_to_string(&status_html).unwrap();

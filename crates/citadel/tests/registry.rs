@@ -250,8 +250,11 @@ fn verified_loading_hands_out_exactly_the_signed_files() {
     for f in ["model.onnx", "weights.safetensors"] {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(m.join(f)).unwrap());
     }
-    let loads = ws.json(&["audit", "query", "--action", "model.load"]);
-    assert_eq!(loads[0]["details"]["version"], 1);
+    // The load is recorded as the read it is (`model.read`), naming what was verified.
+    let reads = ws.json(&["audit", "query", "--action", "model.read", "--resource", "model:fraud"]);
+    let load =
+        reads.as_array().unwrap().iter().find(|r| r["details"]["root_digest"].is_string()).expect("a load record");
+    assert_eq!(load["details"]["version"], 1);
     // No production version yet.
     let o =
         ws.run(&["model", "get", "fraud", "production", "-o", ws.root.parent().unwrap().join("p").to_str().unwrap()]);

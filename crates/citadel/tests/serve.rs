@@ -472,7 +472,7 @@ fn deployment_strategies_switch_without_restart_and_tampered_models_are_refused(
     let shadows =
         capture["records"].as_array().unwrap().iter().filter(|r| r["role"] == "shadow" && r["version"] == 2).count();
     assert!(shadows >= 5, "{capture}");
-    let reads = s.ws.json(&["audit", "query", "--action", "deployment.capture_read"]);
+    let reads = s.ws.json(&["audit", "query", "--action", "capture.read"]);
     assert_eq!(reads.as_array().unwrap().len(), 1, "capture reads are audited: {reads}");
     // Records carry the (masked) inputs for monitoring.
     assert_eq!(capture["records"][0]["inputs"][0]["name"], "X", "{capture}");

@@ -90,6 +90,37 @@ impl Ws {
             sqlx::Executor::execute(&mut c, sql).await.unwrap();
         });
     }
+
+    /// The audit records after `after_seq`: (action, resource, outcome).
+    pub fn audit_since(&self, after_seq: i64) -> Vec<(String, String, String)> {
+        let url = self.meta_url.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+            let rows = sqlx::query_as::<_, (String, String, String)>(
+                "SELECT action, resource, outcome FROM audit_log WHERE seq > $1 ORDER BY seq",
+            )
+            .bind(after_seq)
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            rows
+        })
+    }
+
+    /// The sequence number of the newest audit record.
+    pub fn audit_head(&self) -> i64 {
+        let url = self.meta_url.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+            let (n,): (i64,) =
+                sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetch_one(&mut c).await.unwrap();
+            n
+        })
+    }
 }
 
 /// Runs `cmd` with its stdout closed before it writes (`citadel … | head`
