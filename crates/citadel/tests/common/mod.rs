@@ -98,14 +98,13 @@ impl Ws {
         rt.block_on(async {
             sqlx::any::install_default_drivers();
             let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
-            let rows = sqlx::query_as::<_, (String, String, String)>(
+            sqlx::query_as::<_, (String, String, String)>(
                 "SELECT action, resource, outcome FROM audit_log WHERE seq > $1 ORDER BY seq",
             )
             .bind(after_seq)
             .fetch_all(&mut c)
             .await
-            .unwrap();
-            rows
+            .unwrap()
         })
     }
 
