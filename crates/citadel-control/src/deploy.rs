@@ -535,8 +535,11 @@ impl Workspace {
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("model {model}@{version}")))?;
-        let provenance: serde_json::Value =
-            serde_json::from_str(&row.try_get::<String, _>("provenance")?).unwrap_or_default();
+        // What is withheld is decided from these records: one that does not
+        // parse withholds nothing it could name, so it fails the load instead.
+        let unreadable = |what: String| move |source| ControlError::UnreadableRecord { what, source };
+        let provenance: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("provenance")?)
+            .map_err(unreadable(format!("provenance of model {model}@{version}")))?;
         let mut protected = std::collections::BTreeSet::new();
         let deps =
             provenance["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
@@ -547,15 +550,14 @@ impl Workspace {
                 .fetch_all(self.db.pool())
                 .await?;
             for r in reports {
-                let report: serde_json::Value =
-                    serde_json::from_str(&r.try_get::<String, _>("report")?).unwrap_or_default();
-                for c in report["profile"].as_array().into_iter().flatten() {
-                    let class = c["source_classification"].as_str().unwrap_or("restricted");
-                    let sensitive = matches!(class, "confidential" | "restricted")
-                        || !c["mask"].is_null()
-                        || c["pii"].as_array().is_some_and(|p| !p.is_empty());
-                    if sensitive && let Some(name) = c["name"].as_str() {
-                        protected.insert(name.to_string());
+                let report: citadel_data::IngestReport = serde_json::from_str(&r.try_get::<String, _>("report")?)
+                    .map_err(unreadable(format!("report of the dataset version stored as {artifact}")))?;
+                for c in &report.profile {
+                    let sensitive = matches!(c.source_classification.as_str(), "confidential" | "restricted")
+                        || c.mask.is_some()
+                        || !c.pii.is_empty();
+                    if sensitive {
+                        protected.insert(c.name.clone());
                     }
                 }
             }

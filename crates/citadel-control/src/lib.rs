@@ -77,6 +77,14 @@ pub enum ControlError {
     Invalid(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A stored record a decision depends on does not parse: the decision
+    /// is not made (fail closed).
+    #[error("the stored {what} does not parse, so nothing that depends on it is decided: {source}")]
+    UnreadableRecord {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -446,3 +446,44 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     assert_eq!(last["by"], "abe");
     ws.ok(&["audit", "verify"]);
 }
+
+/// What a gateway withholds from captures is decided from the training
+/// data's stored profile: a record that does not parse fails the decision
+/// (and so the model's load) instead of withholding nothing.
+#[test]
+fn protected_columns_fail_closed_when_their_record_does_not_parse() {
+    let ws = Ws::new();
+    let mut csv = String::from("id,salary,score\n");
+    for i in 0..300 {
+        csv.push_str(&format!("{i},{},{}\n", 30_000 + i * 17 % 5_000, i % 7));
+    }
+    let data = ws.file("staff.csv", csv.as_bytes());
+    let expect = ws.file("staff.toml", b"[columns.salary]\nclassification = \"confidential\"\n");
+    ws.ok(&["data", "add", data.to_str().unwrap(), "--name", "staff", "--expect", expect.to_str().unwrap()]);
+    let m = model_dir(&ws, "m", 9);
+    ws.ok(&["model", "register", m.to_str().unwrap(), "--name", "pay", "--dataset", "datasets/staff@1"]);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let protected = |ws: &Ws| {
+        rt.block_on(async {
+            let env = std::collections::BTreeMap::new();
+            let config = citadel_control::Config::load(&ws.root, &env, &env).unwrap();
+            let secrets = citadel_control::Secrets {
+                passphrase: Some(citadel_types::Redacted::new(PASS.to_string())),
+                pkcs11_pin: None,
+            };
+            let w = citadel_control::Workspace::open(config, &secrets).await.unwrap();
+            let r = w.model_protected_columns("pay", 1).await;
+            w.close().await.unwrap();
+            r
+        })
+    };
+    assert_eq!(protected(&ws).unwrap(), ["salary"]);
+    ws.db_exec("UPDATE data_versions SET report = '{\"profile\": 7}' WHERE dataset_name = 'staff'");
+    let err = protected(&ws).unwrap_err();
+    assert!(
+        matches!(err, citadel_control::ControlError::UnreadableRecord { .. })
+            && err.to_string().contains("does not parse"),
+        "{err}"
+    );
+}
