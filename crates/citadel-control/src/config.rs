@@ -195,7 +195,18 @@ impl Config {
             }
         };
         let s3_allow_http = boolean("storage", "s3_allow_http");
+        // Separation of duties holds for every principal, the owner included:
+        // the old switch that let a requester approve its own request is
+        // refused, not ignored, so nobody believes it still works.
         let allow_self_approval = boolean("registry", "allow_self_approval");
+        if allow_self_approval {
+            let (_, src) = get("registry", "allow_self_approval");
+            problems.push(ConfigProblem {
+                key: "registry.allow_self_approval".into(),
+                source: src,
+                message: "no principal may approve its own stage request, the owner included; remove this setting — hint: create a reviewer (citadel principal create NAME; citadel grant add NAME approver) and issue it a token".into(),
+            });
+        }
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
             if p.is_absolute() { p.to_owned() } else { workspace.join(p) }

@@ -130,6 +130,11 @@ impl Permit {
         d["principal_name"] = json!(self.actor_name);
         d["credential"] = json!(self.credential.as_str());
         d["grant"] = json!(format!("{} on {}", self.role, self.scope));
+        // The master key itself instead of a credential: allowed (it is the
+        // owner's), and flagged so an auditor can find every such use.
+        if self.credential == CredentialKind::MasterKey {
+            d["break_glass"] = json!(true);
+        }
         if !self.also.is_empty() {
             d["also_authorized"] = json!(self.also);
         }

@@ -485,7 +485,7 @@ impl Workspace {
         if status != "pending" {
             return Err(ControlError::Conflict(format!("stage request {request_id} is already {status}")));
         }
-        if caller.id() == requested_by && !self.config.allow_self_approval {
+        if caller.id() == requested_by {
             self.db
                 .append_audit(permit.refused(serde_json::json!({"request": request_id, "reason": "the requester cannot approve their own request"})))
                 .await?;

@@ -81,6 +81,17 @@ fn every_decision_writes_one_record(ws: &Ws) {
         [rec("auth.api-token", "credential:malformed", "denied")]
     );
 
+    // The owner acting with the master key is allowed and flagged; a
+    // credential's holder is not flagged.
+    let records = ws.json(&["audit", "query", "--action", "principal.list"]);
+    let flags: Vec<(&str, bool)> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["outcome"].as_str().unwrap(), r["details"]["break_glass"] == true))
+        .collect();
+    assert_eq!(flags, [("success", true), ("denied", false)], "{records}");
+
     // Every record verifies as one chain.
     ws.ok(&["audit", "verify"]);
 }

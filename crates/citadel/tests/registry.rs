@@ -362,8 +362,11 @@ fn a_model_signed_by_a_retired_key_is_refused() {
     ws.ok(&["model", "get", "fraud", "2", "-o", out.to_str().unwrap()]);
 }
 
+/// No principal approves its own request, whatever its roles: the owner
+/// neither (it has no `model.approve`), and the old switch that allowed it
+/// is refused as configuration, with a hint.
 #[test]
-fn self_approval_is_configurable() {
+fn no_principal_approves_its_own_request() {
     let ws = Ws::new();
     let both = token_for(&ws, "carol", &["data-scientist", "approver"]);
     let m = model_dir(&ws, "m", 8);
@@ -372,14 +375,19 @@ fn self_approval_is_configurable() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(!as_user(&ws, &both, &["model", "approve", &r]).status.success());
+    let o = as_user(&ws, &both, &["model", "approve", &r]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stdout).contains("separation of duties"));
     let o = ws
         .cmd(&["model", "approve", &r, "--json"])
         .env("CITADEL_TOKEN", &both)
         .env("CITADEL_REGISTRY_ALLOW_SELF_APPROVAL", "true")
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!o.status.success() && text.contains("registry.allow_self_approval") && text.contains("hint:"), "{text}");
+    assert!(!ws.run(&["model", "approve", &r]).status.success(), "the owner holds no model.approve");
+    let refused = ws.json(&["audit", "query", "--action", "model.approve", "--outcome", "denied"]);
+    assert_eq!(refused.as_array().unwrap().len(), 2, "{refused}");
 }
 
 #[test]
