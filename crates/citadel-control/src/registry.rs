@@ -403,7 +403,7 @@ impl Workspace {
         let permit = self.authorize(caller, Action::ModelPromoteRequest, resource.clone()).await?;
         if to_stage == "retired" {
             return Err(invalid(format!(
-                "retirement is not requested: an approver runs `citadel model retire {name} {version} --reason \"…\"`"
+                "retirement is not requested: an approver runs `citadel model retire {name}@{version} --reason \"…\"`"
             )));
         }
         if !STAGES.contains(&to_stage) || to_stage == "none" {

@@ -269,7 +269,7 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         timed(&mut reg, "model register")?;
         for stage in ["staging", "production"] {
             let (_, out) = timed(
-                &mut citadel(&["model", "promote", model, "1", "--to", stage, "--json"], Some(&sci)),
+                &mut citadel(&["model", "promote", &format!("{model}@1"), "--to", stage, "--json"], Some(&sci)),
                 "model promote",
             )?;
             let id = serde_json::from_str::<serde_json::Value>(&out)?["id"].as_str().unwrap_or_default().to_string();

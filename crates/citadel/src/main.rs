@@ -254,8 +254,8 @@ enum ModelCmd {
     Ls { name: String },
     /// Request a stage change (none -> staging -> production -> archived).
     Promote {
-        name: String,
-        version: i64,
+        #[arg(value_name = "NAME@VERSION", value_parser = parse_version_ref)]
+        model: VersionRef,
         #[arg(long, value_parser = ["staging", "production", "archived"])]
         to: String,
     },
@@ -281,8 +281,8 @@ enum ModelCmd {
     /// Retire a version for good (an approver's decision, with a reason kept
     /// in the history): it is never deployed, served or moved again.
     Retire {
-        name: String,
-        version: i64,
+        #[arg(value_name = "NAME@VERSION", value_parser = parse_version_ref)]
+        model: VersionRef,
         /// Why the version leaves service (kept in the history and the audit log).
         #[arg(long)]
         reason: String,
@@ -298,7 +298,10 @@ enum ModelCmd {
     /// Replace the model-signing key; versions signed by the old key stop verifying.
     RotateSigningKey,
     /// A CycloneDX 1.6 ML-BOM (JSON) for NAME@VERSION.
-    Bom { reference: String },
+    Bom {
+        #[arg(value_name = "NAME@VERSION", value_parser = parse_version_ref)]
+        model: VersionRef,
+    },
     /// Write a version's model card (HTML with charts, and JSON) into a directory.
     Card {
         reference: String,
@@ -307,12 +310,40 @@ enum ModelCmd {
     },
     /// Restore a version only after its digest and signature verify.
     Get {
-        name: String,
-        /// A version number or a stage (production, staging).
-        reference: String,
+        /// NAME@VERSION, or NAME@STAGE for the newest version in that stage
+        /// (production, staging).
+        #[arg(value_name = "NAME@VERSION", value_parser = parse_model_pick)]
+        model: (String, String),
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+/// A model version as the CLI names one everywhere: `NAME@VERSION`.
+#[derive(Debug, Clone)]
+struct VersionRef {
+    name: String,
+    version: i64,
+}
+
+fn parse_version_ref(s: &str) -> Result<VersionRef, String> {
+    match s.rsplit_once('@') {
+        Some((name, v)) if !name.is_empty() => match v.parse::<i64>() {
+            Ok(version) if version > 0 => Ok(VersionRef { name: name.to_string(), version }),
+            _ => Err(format!("{v:?} is not a version number\nhint: name a version as NAME@VERSION, e.g. fraud@3")),
+        },
+        _ => Err(format!("{s:?} names no version\nhint: name a version as NAME@VERSION, e.g. {s}@1")),
+    }
+}
+
+/// `NAME@VERSION` or `NAME@STAGE`.
+fn parse_model_pick(s: &str) -> Result<(String, String), String> {
+    match s.rsplit_once('@') {
+        Some((name, r)) if !name.is_empty() && !r.is_empty() => Ok((name.to_string(), r.to_string())),
+        _ => {
+            Err(format!("{s:?} names no version\nhint: NAME@VERSION (e.g. {s}@1) or NAME@STAGE (e.g. {s}@production)"))
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -833,11 +864,11 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                 s
             });
         }
-        ModelCmd::Promote { name, version, to } => {
-            let r = ws.model_request_stage(caller, name, *version, to).await?;
+        ModelCmd::Promote { model, to } => {
+            let r = ws.model_request_stage(caller, &model.name, model.version, to).await?;
             out.emit(&r, || {
                 format!(
-                    "requested {} version {} -> {} (request {}); an approver must run: citadel model approve {}",
+                    "requested {}@{} -> {} (request {}); an approver must run: citadel model approve {}",
                     r.model, r.version, r.to_stage, r.id, r.id
                 )
             });
@@ -867,8 +898,9 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
             let e = ws.model_rollback(caller, name).await?;
             out.emit(&e, || format!("rolled back {name}: version {} is in production again", e.version));
         }
-        ModelCmd::Retire { name, version, reason } => {
-            let r = ws.model_retire(caller, name, *version, reason).await?;
+        ModelCmd::Retire { model, reason } => {
+            let (name, version) = (&model.name, model.version);
+            let r = ws.model_retire(caller, name, version, reason).await?;
             out.emit(&r, || {
                 format!("retired {name} version {version} ({}); it is no longer deployed or served", r.note)
             });
@@ -909,7 +941,7 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                 },
             );
         }
-        ModelCmd::Get { name, reference, output } => {
+        ModelCmd::Get { model: (name, reference), output } => {
             if output.symlink_metadata().is_ok() {
                 anyhow::bail!("{} already exists\nhint: pass -o with a path that does not exist yet", output.display());
             }
@@ -926,12 +958,8 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
         ModelCmd::Card { reference, out: dir } => {
             return pipeline_cmd::run_card(ws, caller, reference, dir, out).await;
         }
-        ModelCmd::Bom { reference } => {
-            let (name, version) =
-                reference.rsplit_once('@').and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n, v))).ok_or_else(
-                    || anyhow!("{reference:?} is not NAME@VERSION\nhint: e.g. citadel model bom fraud@3"),
-                )?;
-            let bom = ws.model_bom(caller, name, version).await?;
+        ModelCmd::Bom { model } => {
+            let bom = ws.model_bom(caller, &model.name, model.version).await?;
             // The BOM is JSON either way.
             outln!("{}", serde_json::to_string_pretty(&bom)?);
         }

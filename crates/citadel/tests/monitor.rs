@@ -197,7 +197,7 @@ fn monitored_on(ws: Ws, policy: &str) -> (Ws, String) {
     ws.ok(&["run", file.to_str().unwrap()]);
     let appr = token_for(&ws, "abe", &["approver"]);
     for stage in ["staging", "production"] {
-        let r = ws.json(&["model", "promote", "income", "1", "--to", stage])["id"].as_str().unwrap().to_string();
+        let r = ws.json(&["model", "promote", "income@1", "--to", stage])["id"].as_str().unwrap().to_string();
         ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
     }
     let policy_file = ws.file("monitoring.toml", policy.as_bytes());
@@ -453,7 +453,7 @@ fn canary_rollback(ws: Ws) {
     let file = ws.file("small.toml", body.as_bytes());
     ws.ok(&["run", file.to_str().unwrap()]);
     let appr = token_for(&ws, "abe2", &["approver"]);
-    let r = ws.json(&["model", "promote", "income", "2", "--to", "staging"])["id"].as_str().unwrap().to_string();
+    let r = ws.json(&["model", "promote", "income@2", "--to", "staging"])["id"].as_str().unwrap().to_string();
     ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
     let policy_file = ws.root.parent().unwrap().join("monitoring.toml");
     let canary = ws.json(&[

@@ -143,7 +143,10 @@ fn register_promote_approve_rollback_and_history() {
 
     // none -> staging -> production, each approved by someone else.
     let promote = |tok: &str, v: &str, to: &str| {
-        ok_json(as_user(&ws, tok, &["model", "promote", "fraud", v, "--to", to]))["id"].as_str().unwrap().to_string()
+        ok_json(as_user(&ws, tok, &["model", "promote", &format!("fraud@{v}"), "--to", to]))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let r = promote(&eng, "1", "staging");
     // The engineer cannot approve (no approver role).
@@ -169,7 +172,7 @@ fn register_promote_approve_rollback_and_history() {
         ],
     ));
     assert_eq!(v2["version"], 2);
-    assert!(!as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "production"]).status.success());
+    assert!(!as_user(&ws, &eng, &["model", "promote", "fraud@2", "--to", "production"]).status.success());
 
     // Separation of duties: carol holds both roles but cannot approve her own request.
     let r = promote(&both, "2", "staging");
@@ -222,7 +225,7 @@ fn a_model_whose_bytes_changed_on_storage_is_not_approved() {
         b[n / 2] ^= 1;
         std::fs::write(&f, b).unwrap();
     }
-    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud", "1", "--to", "staging"]))["id"]
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud@1", "--to", "staging"]))["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -233,7 +236,7 @@ fn a_model_whose_bytes_changed_on_storage_is_not_approved() {
     assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
     // Verified loading refuses it too, and says so in the audit log.
     let out = ws.root.parent().unwrap().join("loaded");
-    let o = ws.run(&["model", "get", "fraud", "1", "-o", out.to_str().unwrap()]);
+    let o = ws.run(&["model", "get", "fraud@1", "-o", out.to_str().unwrap()]);
     assert!(!o.status.success() && !out.exists(), "{}", stderr(&o));
     let failures = ws.json(&["audit", "query", "--outcome", "failure", "--action", "model.read"]);
     assert_eq!(failures.as_array().unwrap().len(), 1, "{failures}");
@@ -245,7 +248,7 @@ fn verified_loading_hands_out_exactly_the_signed_files() {
     let m = model_dir(&ws, "m", 5);
     ws.ok(&["model", "register", m.to_str().unwrap(), "--name", "fraud"]);
     let out = ws.root.parent().unwrap().join("loaded");
-    let r = ws.json(&["model", "get", "fraud", "1", "-o", out.to_str().unwrap()]);
+    let r = ws.json(&["model", "get", "fraud@1", "-o", out.to_str().unwrap()]);
     assert_eq!(r["version"], 1);
     for f in ["model.onnx", "weights.safetensors"] {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(m.join(f)).unwrap());
@@ -256,8 +259,7 @@ fn verified_loading_hands_out_exactly_the_signed_files() {
         reads.as_array().unwrap().iter().find(|r| r["details"]["root_digest"].is_string()).expect("a load record");
     assert_eq!(load["details"]["version"], 1);
     // No production version yet.
-    let o =
-        ws.run(&["model", "get", "fraud", "production", "-o", ws.root.parent().unwrap().join("p").to_str().unwrap()]);
+    let o = ws.run(&["model", "get", "fraud@production", "-o", ws.root.parent().unwrap().join("p").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("hint:"));
 }
 
@@ -269,12 +271,12 @@ fn the_rego_gate_lists_every_violation_and_keeps_the_request_pending() {
     let appr = token_for(&ws, "abe", &["approver"]);
     let m = model_dir(&ws, "m", 4);
     ok_json(as_user(&ws, &eng, &["model", "register", m.to_str().unwrap(), "--name", "churn"]));
-    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn", "1", "--to", "staging"]))["id"]
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn@1", "--to", "staging"]))["id"]
         .as_str()
         .unwrap()
         .to_string();
     ok_json(as_user(&ws, &appr, &["model", "approve", &r]));
-    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn", "1", "--to", "production"]))["id"]
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn@1", "--to", "production"]))["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -300,7 +302,7 @@ fn the_rego_gate_lists_every_violation_and_keeps_the_request_pending() {
 
     // A broken policy fails closed.
     std::fs::write(ws.root.join("policies/model-gate.rego"), "package citadel.gate\ndeny contains").unwrap();
-    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn", "1", "--to", "archived"]))["id"]
+    let r = ok_json(as_user(&ws, &eng, &["model", "promote", "churn@1", "--to", "archived"]))["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -348,7 +350,7 @@ fn a_model_signed_by_a_retired_key_is_refused() {
     // A version shows the key that signed it, not the current one.
     assert_eq!(ws.json(&["model", "ls", "fraud"])[0]["signature_key_hint"], r["retired"]);
     assert_ne!(ws.json(&["model", "public-key"])["public_key_pem"].as_str().unwrap(), before);
-    let req = ws.json(&["model", "promote", "fraud", "1", "--to", "staging"])["id"].as_str().unwrap().to_string();
+    let req = ws.json(&["model", "promote", "fraud@1", "--to", "staging"])["id"].as_str().unwrap().to_string();
     let o = ws.cmd(&["model", "approve", &req]).env("CITADEL_TOKEN", &appr).output().unwrap();
     assert!(
         !o.status.success() && stderr(&o).contains("retired signing key") && stderr(&o).contains("hint:"),
@@ -356,10 +358,10 @@ fn a_model_signed_by_a_retired_key_is_refused() {
         stderr(&o)
     );
     let out = ws.root.parent().unwrap().join("o");
-    assert!(!ws.run(&["model", "get", "fraud", "1", "-o", out.to_str().unwrap()]).status.success());
+    assert!(!ws.run(&["model", "get", "fraud@1", "-o", out.to_str().unwrap()]).status.success());
     // Registered again, it is signed by the new key and verifies.
     ws.ok(&["model", "register", m.to_str().unwrap(), "--name", "fraud"]);
-    ws.ok(&["model", "get", "fraud", "2", "-o", out.to_str().unwrap()]);
+    ws.ok(&["model", "get", "fraud@2", "-o", out.to_str().unwrap()]);
 }
 
 /// No principal approves its own request, whatever its roles: the owner
@@ -371,7 +373,7 @@ fn no_principal_approves_its_own_request() {
     let both = token_for(&ws, "carol", &["data-scientist", "approver"]);
     let m = model_dir(&ws, "m", 8);
     ok_json(as_user(&ws, &both, &["model", "register", m.to_str().unwrap(), "--name", "fraud"]));
-    let r = ok_json(as_user(&ws, &both, &["model", "promote", "fraud", "1", "--to", "staging"]))["id"]
+    let r = ok_json(as_user(&ws, &both, &["model", "promote", "fraud@1", "--to", "staging"]))["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -406,18 +408,18 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     register(1);
     register(2);
     for to in ["staging", "production"] {
-        let r = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud", "1", "--to", to]));
+        let r = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud@1", "--to", to]));
         ok_json(as_user(&ws, &appr, &["model", "approve", r["id"].as_str().unwrap()]));
     }
     let said = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
 
     // Only an approver retires, and only with a reason.
-    assert!(!as_user(&ws, &eng, &["model", "retire", "fraud", "2", "--reason", "x"]).status.success());
-    let o = as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "  "]);
+    assert!(!as_user(&ws, &eng, &["model", "retire", "fraud@2", "--reason", "x"]).status.success());
+    let o = as_user(&ws, &appr, &["model", "retire", "fraud@2", "--reason", "  "]);
     assert!(!o.status.success() && said(&o).contains("needs a reason"), "{}", said(&o));
     // A request pending when the version is retired can no longer be approved.
-    let pending = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "staging"]));
-    let r = ok_json(as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "trained on erased rows"]));
+    let pending = ok_json(as_user(&ws, &eng, &["model", "promote", "fraud@2", "--to", "staging"]));
+    let r = ok_json(as_user(&ws, &appr, &["model", "retire", "fraud@2", "--reason", "trained on erased rows"]));
     assert_eq!((r["to_stage"].as_str(), r["status"].as_str()), (Some("retired"), Some("approved")));
     let stages = stages_of(&ws, "fraud");
     assert_eq!(stages, ["production", "retired"]);
@@ -428,11 +430,11 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     let request = requests.as_array().unwrap().iter().find(|q| q["id"] == pending["id"]).unwrap().clone();
     assert_eq!(request["status"], "rejected", "{request}");
     // Terminal: no stage request, no second retirement, no loading for serving, no deployment.
-    let o = as_user(&ws, &eng, &["model", "promote", "fraud", "2", "--to", "staging"]);
+    let o = as_user(&ws, &eng, &["model", "promote", "fraud@2", "--to", "staging"]);
     assert!(!o.status.success() && said(&o).contains("retired (trained on erased rows)"), "{}", said(&o));
-    assert!(!as_user(&ws, &appr, &["model", "retire", "fraud", "2", "--reason", "again"]).status.success());
+    assert!(!as_user(&ws, &appr, &["model", "retire", "fraud@2", "--reason", "again"]).status.success());
     let out = ws.root.parent().unwrap().join("got");
-    let o = as_user(&ws, &eng, &["model", "get", "fraud", "2", "-o", out.to_str().unwrap()]);
+    let o = as_user(&ws, &eng, &["model", "get", "fraud@2", "-o", out.to_str().unwrap()]);
     assert!(
         !o.status.success() && said(&o).contains("is retired") && said(&o).contains("model history fraud"),
         "{}",
@@ -443,7 +445,7 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     assert!(!o.status.success() && said(&o).contains("retired"), "{}", said(&o));
     // Retiring refuses to pull a deployed version from under its endpoint.
     ok_json(as_user(&ws, &eng, &["deploy", "set", "fraud", "--target", "fraud@1"]));
-    let o = as_user(&ws, &appr, &["model", "retire", "fraud", "1", "--reason", "replaced"]);
+    let o = as_user(&ws, &appr, &["model", "retire", "fraud@1", "--reason", "replaced"]);
     assert!(!o.status.success() && said(&o).contains("is deployed at fraud"), "{}", said(&o));
 
     // The history keeps the retirement, who decided it, and why.

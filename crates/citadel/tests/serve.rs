@@ -53,7 +53,7 @@ fn register_path(ws: &Ws, eng: &str, appr: &str, model: &str, onnx: &Path, stage
         _ => &[],
     };
     for s in stages {
-        let r = ok_json(as_user(ws, eng, &["model", "promote", model, &v.to_string(), "--to", s]))["id"]
+        let r = ok_json(as_user(ws, eng, &["model", "promote", &format!("{model}@{v}"), "--to", s]))["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -1641,7 +1641,7 @@ fn a_deployment_rolls_back_to_what_it_served_before_and_the_gateway_follows() {
 
     // Version 2 retired since: going back to a revision that serves it is refused, the endpoint unchanged.
     ok_json(as_user(&s.ws, &s.eng, &["deploy", "set", "credit", "--target", "credit@1"]));
-    ok_json(as_user(&s.ws, &appr, &["model", "retire", "credit", "2", "--reason", "failed the canary"]));
+    ok_json(as_user(&s.ws, &appr, &["model", "retire", "credit@2", "--reason", "failed the canary"]));
     let o = as_user(&s.ws, &s.eng, &["deploy", "rollback", "credit"]);
     assert!(!o.status.success());
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));

@@ -454,7 +454,7 @@ fn three_replicas_behind_haproxy_restart_one_by_one_without_a_failed_request() {
         ];
         ok_json(as_user(&ws, &eng, &reg));
         for stage in ["staging", "production"] {
-            let r = ok_json(as_user(&ws, &eng, &["model", "promote", "credit", &v.to_string(), "--to", stage]));
+            let r = ok_json(as_user(&ws, &eng, &["model", "promote", &format!("credit@{v}"), "--to", stage]));
             ok_json(as_user(&ws, &appr, &["model", "approve", r["id"].as_str().unwrap()]));
             if v == 2 && stage == "staging" {
                 break;

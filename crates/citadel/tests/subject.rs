@@ -249,7 +249,7 @@ fn a_subject_is_exported_then_erased_everywhere_with_a_signed_receipt() {
     assert_eq!(ok_json(as_user(&ws, &aud, &["subject", "erasures"])).as_array().unwrap().len(), 1);
 
     // The flagged model cannot be promoted.
-    let denied = ws.run(&["model", "promote", "churn", "1", "--to", "staging"]);
+    let denied = ws.run(&["model", "promote", "churn@1", "--to", "staging"]);
     assert!(!denied.status.success());
     let msg = said(&denied);
     assert!(msg.contains("erased") && msg.contains(receipt["id"].as_str().unwrap()), "{msg}");
