@@ -256,6 +256,10 @@ enum ModelCmd {
     Promote {
         #[arg(value_name = "NAME@VERSION", value_parser = parse_version_ref)]
         model: VersionRef,
+        /// The old `NAME VERSION` form's second word: refused by the parser of
+        /// the first, with a hint (hidden).
+        #[arg(hide = true, value_parser = refuse_second_word)]
+        _version: Option<String>,
         #[arg(long, value_parser = ["staging", "production", "archived"])]
         to: String,
     },
@@ -283,6 +287,10 @@ enum ModelCmd {
     Retire {
         #[arg(value_name = "NAME@VERSION", value_parser = parse_version_ref)]
         model: VersionRef,
+        /// The old `NAME VERSION` form's second word: refused by the parser of
+        /// the first, with a hint (hidden).
+        #[arg(hide = true, value_parser = refuse_second_word)]
+        _version: Option<String>,
         /// Why the version leaves service (kept in the history and the audit log).
         #[arg(long)]
         reason: String,
@@ -301,6 +309,10 @@ enum ModelCmd {
     Bom {
         #[arg(value_name = "NAME@VERSION", value_parser = parse_version_ref)]
         model: VersionRef,
+        /// The old `NAME VERSION` form's second word: refused by the parser of
+        /// the first, with a hint (hidden).
+        #[arg(hide = true, value_parser = refuse_second_word)]
+        _version: Option<String>,
     },
     /// Write a version's model card (HTML with charts, and JSON) into a directory.
     Card {
@@ -314,6 +326,8 @@ enum ModelCmd {
         /// (production, staging).
         #[arg(value_name = "NAME@VERSION", value_parser = parse_model_pick)]
         model: (String, String),
+        #[arg(hide = true, value_parser = refuse_second_word)]
+        _version: Option<String>,
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -334,6 +348,11 @@ fn parse_version_ref(s: &str) -> Result<VersionRef, String> {
         },
         _ => Err(format!("{s:?} names no version\nhint: name a version as NAME@VERSION, e.g. {s}@1")),
     }
+}
+
+/// A word after `NAME@VERSION` (the old `NAME VERSION` form): refused.
+fn refuse_second_word(s: &str) -> Result<String, String> {
+    Err(format!("unexpected {s:?}\nhint: name the version in one word, NAME@VERSION (e.g. fraud@{s})"))
 }
 
 /// `NAME@VERSION` or `NAME@STAGE`.
@@ -864,7 +883,7 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                 s
             });
         }
-        ModelCmd::Promote { model, to } => {
+        ModelCmd::Promote { model, to, .. } => {
             let r = ws.model_request_stage(caller, &model.name, model.version, to).await?;
             out.emit(&r, || {
                 format!(
@@ -898,7 +917,7 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
             let e = ws.model_rollback(caller, name).await?;
             out.emit(&e, || format!("rolled back {name}: version {} is in production again", e.version));
         }
-        ModelCmd::Retire { model, reason } => {
+        ModelCmd::Retire { model, reason, .. } => {
             let (name, version) = (&model.name, model.version);
             let r = ws.model_retire(caller, name, version, reason).await?;
             out.emit(&r, || {
@@ -941,7 +960,7 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
                 },
             );
         }
-        ModelCmd::Get { model: (name, reference), output } => {
+        ModelCmd::Get { model: (name, reference), output, .. } => {
             if output.symlink_metadata().is_ok() {
                 anyhow::bail!("{} already exists\nhint: pass -o with a path that does not exist yet", output.display());
             }
@@ -958,7 +977,7 @@ async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -
         ModelCmd::Card { reference, out: dir } => {
             return pipeline_cmd::run_card(ws, caller, reference, dir, out).await;
         }
-        ModelCmd::Bom { model } => {
+        ModelCmd::Bom { model, .. } => {
             let bom = ws.model_bom(caller, &model.name, model.version).await?;
             // The BOM is JSON either way.
             outln!("{}", serde_json::to_string_pretty(&bom)?);
