@@ -1,4 +1,4 @@
-"""The Python side of `citadel bench data`: the same work with pandas + scipy
+"""The Python side of `citadel-bench data`: the same work with pandas + scipy
 (and Evidently's DataDriftPreset when it is installed).
 
     python data_pandas.py ingest TABLE.csv OUT.parquet

@@ -1,4 +1,4 @@
-"""Peers of `citadel bench monitor`: drift of a live table against a
+"""Peers of `citadel-bench monitor`: drift of a live table against a
 reference with Evidently's DataDriftPreset and NannyML's univariate drift,
 and the exact two-sample KS statistics (scipy) the sketch is checked
 against. Reading the CSV files is not timed; each tool's drift is.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes pii_names.txt, the person names `citadel bench pii` puts in its table.
+"""Writes pii_names.txt, the person names `citadel-bench pii` puts in its table.
 
 Source: the US Census Bureau's 1990 name frequency lists (public domain), as
 shipped in the PyPI package `names` 0.3.0 (MIT): dist.male.first,

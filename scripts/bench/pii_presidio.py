@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Microsoft Presidio on the first ROWS rows of a CSV, for `citadel bench pii`.
+"""Microsoft Presidio on the first ROWS rows of a CSV, for `citadel-bench pii`.
 
 Usage: pii_presidio.py CSV ROWS WORKDIR
 Prints one JSON object: the NLP model used, the seconds spent in analysis

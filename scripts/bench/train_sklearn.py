@@ -1,4 +1,4 @@
-"""scikit-learn on the same encoded Adult split as `citadel bench pipeline`.
+"""scikit-learn on the same encoded Adult split as `citadel-bench pipeline`.
 
 Reads train.csv / test.csv (features as Citadel encodes them: numbers, and
 category codes; last column the 0/1 label) and meta.json (which columns are

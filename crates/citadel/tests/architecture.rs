@@ -18,8 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["citadel-control"],
     // The data plane, on the control plane.
     &["citadel-serve"],
-    // Front ends: the binary and the fuzz bodies.
-    &["citadel", "citadel-fuzz"],
+    // Front ends: the binary, the benchmarks' binary and the fuzz bodies.
+    &["citadel", "citadel-bench", "citadel-fuzz"],
 ];
 
 fn layer_of(name: &str) -> Option<usize> {

@@ -1,4 +1,4 @@
-//! `citadel bench pii`: PII detection on a large CSV of people, next to
+//! `citadel-bench pii`: PII detection on a large CSV of people, next to
 //! Microsoft Presidio on the same rows, in one run.
 //!
 //! The table (`generate`): id, name, date of birth, e-mail, phone, city,

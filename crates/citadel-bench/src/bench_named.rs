@@ -1,4 +1,4 @@
-//! The named-input and gRPC rows of `citadel bench serve`: a logistic
+//! The named-input and gRPC rows of `citadel-bench serve`: a logistic
 //! regression trained by citadel on UCI Adult, exported twice (one input per
 //! raw feature, and the single tensor of codes), so the cost of decoding
 //! named raw values is measured on the same model; and gRPC load driven by

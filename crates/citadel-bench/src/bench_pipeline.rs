@@ -1,4 +1,4 @@
-//! `citadel bench pipeline`: the quickstart end to end, and the built-in
+//! `citadel-bench pipeline`: the quickstart end to end, and the built-in
 //! trainers next to scikit-learn on the same encoded UCI Adult split (same
 //! rows, same features, same machine, one run): fit and predict times,
 //! their ratios, and accuracy / ROC AUC side by side.
@@ -80,7 +80,7 @@ pub struct Report {
 }
 
 pub(crate) fn adult() -> Result<Table> {
-    let text = std::str::from_utf8(crate::quickstart::ADULT_DATA)?;
+    let text = std::str::from_utf8(crate::ADULT_DATA)?;
     let numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
     Ok(Table::from_unquoted_csv(text, &ADULT_COLUMNS, &numeric, "?")?)
 }
@@ -232,7 +232,7 @@ pub fn run(dir: &Path, repeats: usize, quickstart: bool, quiet: bool) -> Result<
     let (mut quickstart_seconds, mut quickstart_error) = (None, None);
     if quickstart {
         say("running the quickstart end to end");
-        let exe = std::env::current_exe()?;
+        let exe = crate::citadel_exe()?;
         let qs = work.path().join("quickstart");
         let t = Instant::now();
         let o = Command::new(exe)

@@ -1,4 +1,4 @@
-//! `citadel bench data`: dataset ingest and drift next to pandas + scipy
+//! `citadel-bench data`: dataset ingest and drift next to pandas + scipy
 //! (and Evidently's DataDriftPreset when installed), in one run, on the same
 //! synthetic table of ROWS × 25 columns.
 //!
@@ -207,7 +207,7 @@ pub fn run(dir: &Path, rows: u64, evidently: bool, keep: bool, quiet: bool) -> R
     let mut notes = Vec::new();
     let cleanup = Cleanup::fresh(dir, "data", keep, &mut notes)?;
     let root = cleanup.0.clone();
-    let exe = std::env::current_exe().context("locating the citadel binary")?;
+    let exe = crate::citadel_exe()?;
     let mut agreement = Vec::new();
 
     say(quiet, &format!("writing tables A and B ({rows} rows x 25 columns) and A/4"));

@@ -1,4 +1,4 @@
-//! `citadel bench monitor`: drift of ROWS live rows against the training
+//! `citadel-bench monitor`: drift of ROWS live rows against the training
 //! reference, the way the gateway and the control plane do it, next to
 //! Evidently's DataDriftPreset and NannyML's univariate drift on the same
 //! rows, in one run; and the sketch's statistics against the exact ones.
@@ -87,7 +87,7 @@ pub fn run(dir: &Path, rows: u64, adult_test: &Path, keep: bool, quiet: bool) ->
     let mut notes = Vec::new();
     let cleanup = Cleanup::fresh(dir, "monitor", keep, &mut notes)?;
     let root = cleanup.0.clone();
-    let reference = read_adult(std::str::from_utf8(crate::quickstart::ADULT_DATA)?);
+    let reference = read_adult(std::str::from_utf8(crate::ADULT_DATA)?);
     let test_text = std::fs::read_to_string(adult_test).with_context(|| {
         format!("reading {} (hint: run from the repository, or pass --adult-test)", adult_test.display())
     })?;

@@ -1,4 +1,4 @@
-//! `citadel bench store`: the artifact store next to the machine's limits and
+//! `citadel-bench store`: the artifact store next to the machine's limits and
 //! a peer tool, in one run, on the same data.
 //!
 //! Every tool is timed the same way, as a whole command a user would run
@@ -177,7 +177,7 @@ pub fn run(opts: &BenchOptions, quiet: bool) -> Result<BenchReport> {
     let root = opts.dir.join(format!("citadel-bench-{}", citadel_types::random_id("")));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let _cleanup = Cleanup(root.clone(), opts.keep);
-    let exe = std::env::current_exe().context("locating the citadel binary")?;
+    let exe = crate::citadel_exe()?;
     let mut notes = Vec::new();
     let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
 
@@ -385,7 +385,7 @@ fn change_one_percent_in_place(path: &Path, size: u64, noise: &mut Noise) -> Res
 
 pub fn render(r: &BenchReport) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MB/s"));
-    let mut s = format!("citadel bench store ({} cores)\n\nmachine limits\n", r.cores);
+    let mut s = format!("citadel-bench store ({} cores)\n\nmachine limits\n", r.cores);
     s += &format!("  disk write + fsync              {:.0} MB/s\n", r.limits.disk_write_fsync_mb_s);
     s += &format!("  openssl dgst -sha256            {}\n", opt(r.limits.openssl_sha256_mb_s));
     s += &format!("  openssl aes-256-gcm, one core   {}\n", opt(r.limits.openssl_aes_256_gcm_1core_mb_s));

@@ -1,4 +1,4 @@
-//! `citadel bench sign`: model signing and verification throughput next to
+//! `citadel-bench sign`: model signing and verification throughput next to
 //! the OpenSSF `model_signing` CLI and `openssl dgst -sha256` (the machine's
 //! single-core SHA-256 limit), on the same data in one run.
 
@@ -37,7 +37,7 @@ pub fn run(dir: &Path, size_mib: u64, files: u64, file_mib: u64, quiet: bool) ->
     let root = dir.join(format!("citadel-bench-sign-{}", citadel_types::random_id("")));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let _cleanup = Cleanup(root.clone(), false);
-    let exe = std::env::current_exe()?;
+    let exe = crate::citadel_exe()?;
     let mut noise = Noise(0x0123_4567_89AB_CDEF);
     let mut notes = Vec::new();
 
@@ -139,7 +139,7 @@ fn write_random(path: &Path, mib: u64, noise: &mut Noise) -> Result<()> {
 }
 
 pub fn render(r: &SignBench) -> String {
-    let mut s = String::from("citadel bench sign\n");
+    let mut s = String::from("citadel-bench sign\n");
     let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}x", a / b));
     for w in &r.workloads {
         s += &format!("\n{} ({:.0} MB)\n", w.name, w.bytes as f64 / 1e6);

@@ -1,4 +1,4 @@
-//! `citadel bench scan`: scanner throughput next to picklescan and modelscan
+//! `citadel-bench scan`: scanner throughput next to picklescan and modelscan
 //! on the same files, in one run.
 
 use std::io::Write;
@@ -234,7 +234,7 @@ pub fn run(
         std::fs::write(corpus.join(format!("checkpoint-{i:03}.pt")), data)?;
     }
     let files = pickles + archives;
-    let exe = std::env::current_exe()?;
+    let exe = crate::citadel_exe()?;
     let mut notes = Vec::new();
     let mut tools = Vec::new();
     say(quiet, "citadel scan");
@@ -279,7 +279,7 @@ pub fn run(
 
 pub fn render(r: &ScanBench) -> String {
     let mut s = format!(
-        "citadel bench scan: {} files, {:.0} MB, {} malicious\n\n{:<14} {:>9} {:>10} {:>10} {:>6} {:>14}\n",
+        "citadel-bench scan: {} files, {:.0} MB, {} malicious\n\n{:<14} {:>9} {:>10} {:>10} {:>6} {:>14}\n",
         r.files,
         r.bytes as f64 / 1e6,
         r.malicious_files,

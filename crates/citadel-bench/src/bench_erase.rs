@@ -1,4 +1,4 @@
-//! `citadel bench erase`: erasing one data subject from VERSIONS versions of
+//! `citadel-bench erase`: erasing one data subject from VERSIONS versions of
 //! a ROWS-row dataset (the 25-column synthetic table of `bench data`).
 //!
 //! Each version is a different table (seed), with the subject's row placed
@@ -48,7 +48,7 @@ pub fn run(dir: &Path, rows: u64, versions: usize, keep: bool, quiet: bool) -> R
     let mut notes = Vec::new();
     let cleanup = Cleanup::fresh(dir, "erase", keep, &mut notes)?;
     let root = cleanup.0.clone();
-    let exe = std::env::current_exe().context("locating the citadel binary")?;
+    let exe = crate::citadel_exe()?;
     let ws = root.join("ws");
     let citadel = |args: &[&str]| -> Command {
         let mut c = Command::new(&exe);

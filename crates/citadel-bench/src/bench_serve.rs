@@ -1,4 +1,4 @@
-//! `citadel bench serve`: single-row inference on a 10-feature logistic
+//! `citadel-bench serve`: single-row inference on a 10-feature logistic
 //! regression, driven by wrk at several concurrencies, against
 //! (a) `citadel serve` with every layer on (TLS, token auth, rate limits
 //!     set high enough not to trigger, validation, metrics, access log), and
@@ -225,7 +225,7 @@ pub fn run(dir: &Path, secs: u64, concurrencies: &[u32], keep: bool, quiet: bool
         serde_json::json!({"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP32", "data": row}]}).to_string();
 
     // ---- Citadel: a workspace with the model in production behind a deployment.
-    let exe = std::env::current_exe()?;
+    let exe = crate::citadel_exe()?;
     let ws = root.join("ws");
     let citadel = |args: &[&str], token: Option<&str>| -> Command {
         let mut c = Command::new(&exe);
