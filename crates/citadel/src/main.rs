@@ -24,6 +24,7 @@ mod data_cmd;
 mod data_html;
 mod forward_cmd;
 mod hints;
+mod lineage_render;
 mod model_cmd;
 mod monitor_cmd;
 mod monitor_html;
@@ -661,6 +662,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Lineage { reference, format } => {
             let (ws, caller) = open(&cli).await?;
+            use lineage_render::Render;
             let g = ws.lineage(&caller, reference).await;
             ws.close().await?;
             let g = g?;
