@@ -45,6 +45,64 @@ impl CredentialKind {
     }
 }
 
+/// A refused credential whose audit record is not written yet, the same
+/// shape for every kind: actor `anonymous`, action `auth.KIND`, resource
+/// `credential:REF` (a token id, a JWT subject, a certificate fingerprint;
+/// never a secret). Written by [`Workspace::refuse`] at once or by
+/// [`Workspace::record_refusals`] in a batch.
+#[derive(Debug)]
+#[must_use = "a refusal is recorded (Workspace::refuse or record_refusals)"]
+pub struct Refusal {
+    event: Box<AuditEvent>,
+    reason: &'static str,
+}
+
+impl Refusal {
+    /// A refusal of a credential of `kind` (`None`: none presented, or one
+    /// of no known kind) named by `reference`, for `reason`.
+    pub fn new(kind: Option<CredentialKind>, reference: &str, reason: &'static str) -> Refusal {
+        let action = format!("auth.{}", kind.map(CredentialKind::as_str).unwrap_or("none"));
+        let resource = Resource::new(ResourceKind::Credential, reference);
+        let event = event(
+            "anonymous",
+            &action,
+            resource.as_str(),
+            Outcome::Denied,
+            &citadel_types::random_id("req-"),
+            json!({"reason": reason}),
+        );
+        Refusal { event: Box::new(event), reason }
+    }
+
+    /// The record that `count` refusals were not recorded one by one (a
+    /// gateway's batch queue was full): their number is kept.
+    pub fn dropped(count: u64) -> Refusal {
+        let mut r = Refusal::new(None, "gateway", "refusals not recorded one by one");
+        r.event.details["dropped"] = json!(count);
+        r
+    }
+
+    /// Why, in words safe to answer (no secret, nothing to probe with).
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+/// Why a credential did not authenticate.
+#[derive(Debug)]
+pub enum AuthError {
+    /// Refused: its record is still to be written.
+    Refused(Refusal),
+    /// Nothing was decided: the check itself failed (the database).
+    Unavailable(ControlError),
+}
+
+impl AuthError {
+    fn store(e: citadel_store::StoreError) -> AuthError {
+        AuthError::Unavailable(ControlError::Store(e))
+    }
+}
+
 /// An authenticated principal with its grants, for the life of one request.
 /// Only the verifiers in this module construct one.
 #[derive(Debug, Clone)]
@@ -218,43 +276,47 @@ impl Workspace {
         Ok(Caller { principal, grants, request_id: citadel_types::random_id("req-"), credential })
     }
 
-    /// Audits a refused credential, the same way for every kind: actor
-    /// `anonymous`, action `auth.KIND`, resource `credential:REF` (a token
-    /// id or a certificate fingerprint, never a secret).
-    pub async fn refuse_credential(
-        &self,
-        kind: Option<CredentialKind>,
-        reference: &str,
-        reason: &'static str,
-    ) -> ControlError {
-        let action = format!("auth.{}", kind.map(CredentialKind::as_str).unwrap_or("none"));
-        let resource = Resource::new(ResourceKind::Credential, reference);
-        let written = self
-            .db
-            .append_audit(event(
-                "anonymous",
-                &action,
-                resource.as_str(),
-                Outcome::Denied,
-                &citadel_types::random_id("req-"),
-                json!({"reason": reason}),
-            ))
-            .await;
-        match written {
+    /// Writes refused credentials' records, in one transaction however many
+    /// (a gateway batches them, so a flood of bad credentials is not a
+    /// flood of serialized writes).
+    pub async fn record_refusals(&self, refusals: Vec<Refusal>) -> Result<()> {
+        self.db.append_audit_batch(refusals.into_iter().map(|r| *r.event).collect()).await?;
+        Ok(())
+    }
+
+    /// Writes one refusal now and answers it as `Unauthenticated`.
+    pub async fn refuse(&self, refusal: Refusal) -> ControlError {
+        let reason = refusal.reason;
+        match self.db.append_audit(*refusal.event).await {
             Ok(_) => ControlError::Unauthenticated(reason),
             Err(e) => ControlError::Store(e),
         }
     }
 
+    /// The deferred outcome as the CLI and the control plane answer it: a
+    /// refusal is written at once.
+    async fn settle(&self, r: std::result::Result<Caller, AuthError>) -> Result<Caller> {
+        match r {
+            Ok(c) => Ok(c),
+            Err(AuthError::Refused(refusal)) => Err(self.refuse(refusal).await),
+            Err(AuthError::Unavailable(e)) => Err(e),
+        }
+    }
+
     /// An enabled principal named by a verified external credential.
-    async fn caller_named(&self, name: &str, kind: CredentialKind, reference: &str) -> Result<Caller> {
-        let p = citadel_store::principal_by_name(self.db.pool(), name).await?;
+    async fn caller_named(
+        &self,
+        name: &str,
+        kind: CredentialKind,
+        reference: &str,
+    ) -> std::result::Result<Caller, AuthError> {
+        let p = citadel_store::principal_by_name(self.db.pool(), name).await.map_err(AuthError::store)?;
         match p {
-            None => Err(self.refuse_credential(Some(kind), reference, "unknown principal").await),
+            None => Err(AuthError::Refused(Refusal::new(Some(kind), reference, "unknown principal"))),
             Some(p) if p.disabled_at.is_some() => {
-                Err(self.refuse_credential(Some(kind), reference, "principal disabled").await)
+                Err(AuthError::Refused(Refusal::new(Some(kind), reference, "principal disabled")))
             }
-            Some(p) => self.caller_for(p, kind).await,
+            Some(p) => self.caller_for(p, kind).await.map_err(AuthError::Unavailable),
         }
     }
 
@@ -277,61 +339,92 @@ impl Workspace {
         self.caller_for(p, CredentialKind::MasterKey).await
     }
 
-    /// Authenticates an API token. Every failure is audited with the token
-    /// id (never the secret) and answered with one indistinct reason class.
+    /// Authenticates an API token; a refusal is recorded at once (with the
+    /// token id, never the secret) and answered with one indistinct reason.
     pub async fn authenticate(&self, presented: &str) -> Result<Caller> {
+        let r = self.verify_token(presented).await;
+        self.settle(r).await
+    }
+
+    /// Checks an API token; a refusal is handed back to be recorded
+    /// ([`Workspace::record_refusals`]).
+    pub async fn verify_token(&self, presented: &str) -> std::result::Result<Caller, AuthError> {
         let kind = Some(CredentialKind::ApiToken);
+        let refused = |reference: &str, why| Err(AuthError::Refused(Refusal::new(kind, reference, why)));
         let Ok(token) = ApiToken::parse(presented) else {
-            return Err(self.refuse_credential(kind, "malformed", "malformed token").await);
+            return refused("malformed", "malformed token");
         };
         let reference = format!("token:{}", token.id);
-        let Some(row) = citadel_store::token_by_id(self.db.pool(), &token.id).await? else {
-            return Err(self.refuse_credential(kind, &reference, "unknown token").await);
+        let Some(row) = citadel_store::token_by_id(self.db.pool(), &token.id).await.map_err(AuthError::store)? else {
+            return refused(&reference, "unknown token");
         };
-        let stored = TokenHash(row.secret_hash.parse().map_err(|_| ControlError::Invalid("stored token hash".into()))?);
-        if !token.matches(&stored) {
-            return Err(self.refuse_credential(kind, &reference, "wrong token secret").await);
+        let Ok(hash) = row.secret_hash.parse() else {
+            return refused(&reference, "stored token hash unreadable");
+        };
+        if !token.matches(&TokenHash(hash)) {
+            return refused(&reference, "wrong token secret");
         }
         if row.revoked_at.is_some() {
-            return Err(self.refuse_credential(kind, &reference, "token revoked").await);
+            return refused(&reference, "token revoked");
         }
         if row.expires_at <= Timestamp::now() {
-            return Err(self.refuse_credential(kind, &reference, "token expired").await);
+            return refused(&reference, "token expired");
         }
-        let Some(p) = citadel_store::principal_by_id(self.db.pool(), &row.principal_id).await? else {
-            return Err(self.refuse_credential(kind, &reference, "principal missing").await);
+        let Some(p) =
+            citadel_store::principal_by_id(self.db.pool(), &row.principal_id).await.map_err(AuthError::store)?
+        else {
+            return refused(&reference, "principal missing");
         };
         if p.disabled_at.is_some() {
-            return Err(self.refuse_credential(kind, &reference, "principal disabled").await);
+            return refused(&reference, "principal disabled");
         }
-        self.caller_for(p, CredentialKind::ApiToken).await
+        self.caller_for(p, CredentialKind::ApiToken).await.map_err(AuthError::Unavailable)
     }
 
-    /// Authenticates a bearer JWT: its signature, issuer, audience and times
-    /// by `verifier`, then its subject as an enabled principal of this
-    /// workspace (grants come from here, never from the token).
+    /// Authenticates a bearer JWT (see [`Workspace::verify_jwt`]); a refusal
+    /// is recorded at once.
     pub async fn authenticate_jwt(&self, verifier: &JwtVerifier, token: &str) -> Result<Caller> {
-        let kind = Some(CredentialKind::Jwt);
+        let r = self.verify_jwt(verifier, token).await;
+        self.settle(r).await
+    }
+
+    /// Checks a bearer JWT: its signature, issuer, audience and times by
+    /// `verifier`, then its subject as an enabled principal of this
+    /// workspace (grants come from here, never from the token).
+    pub async fn verify_jwt(&self, verifier: &JwtVerifier, token: &str) -> std::result::Result<Caller, AuthError> {
         match verifier.verify(token) {
             Ok(subject) => self.caller_named(&subject, CredentialKind::Jwt, &format!("jwt-sub:{subject}")).await,
-            Err(f) => Err(self.refuse_credential(kind, "jwt", f.reason()).await),
+            Err(f) => Err(AuthError::Refused(Refusal::new(Some(CredentialKind::Jwt), "jwt", f.reason()))),
         }
     }
 
-    /// Authenticates a client certificate by the SHA-256 fingerprint of a
-    /// chain the TLS handshake verified, through the configured mapping.
+    /// Authenticates a client certificate (see
+    /// [`Workspace::verify_client_cert`]); a refusal is recorded at once.
     pub async fn authenticate_client_cert(
         &self,
         mapping: &std::collections::HashMap<String, String>,
         fingerprint: &str,
     ) -> Result<Caller> {
+        let r = self.verify_client_cert(mapping, fingerprint).await;
+        self.settle(r).await
+    }
+
+    /// Checks a client certificate by the SHA-256 fingerprint of a chain the
+    /// TLS handshake verified, through the configured mapping.
+    pub async fn verify_client_cert(
+        &self,
+        mapping: &std::collections::HashMap<String, String>,
+        fingerprint: &str,
+    ) -> std::result::Result<Caller, AuthError> {
         let kind = CredentialKind::ClientCertificate;
         let reference = format!("cert-sha256:{fingerprint}");
         match mapping.get(fingerprint) {
             Some(name) => self.caller_named(name, kind, &reference).await,
-            None => Err(self
-                .refuse_credential(Some(kind), &reference, "client certificate is not mapped to a principal")
-                .await),
+            None => Err(AuthError::Refused(Refusal::new(
+                Some(kind),
+                &reference,
+                "client certificate is not mapped to a principal",
+            ))),
         }
     }
 

@@ -38,7 +38,7 @@ pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};
-pub use identity::{Caller, CredentialKind, JwtFailure, JwtVerifier, Permit};
+pub use identity::{AuthError, Caller, CredentialKind, JwtFailure, JwtVerifier, Permit, Refusal};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
 pub use jwt::JwksError;
 pub use keys::RotateReport;

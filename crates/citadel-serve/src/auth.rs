@@ -1,27 +1,66 @@
 //! Who is calling: API tokens, JWT bearer tokens verified against a JWKS,
-//! or a client certificate mapped to a principal. The verifying (and the
-//! audit of every refusal, the same way for every kind) is the control
-//! plane's (`citadel_control::Workspace::authenticate*`); this cache keeps
-//! the gateway's hot path free of database work. Grants always come from
-//! the workspace (a JWT names a principal, it does not carry roles).
+//! or a client certificate mapped to a principal. The verifying is the
+//! control plane's (`citadel_control::Workspace::verify_*`); this module
+//! keeps the gateway's hot path free of database work and its refusals from
+//! becoming a denial of service. Grants always come from the workspace (a
+//! JWT names a principal, it does not carry roles).
 //!
-//! Verified API tokens are cached for `cache_ttl` under the SHA-256 of the
-//! presented token, so the hot path does no database work; a revocation
-//! takes effect within that TTL (default 5 s). Failures are never cached.
+//! - Verified credentials are cached for `cache_ttl` under the SHA-256 of
+//!   what was presented; a revocation takes effect within that TTL (default
+//!   5 s). Refusals are never cached.
+//! - Refusals are counted per client address in fixed windows: an address
+//!   past its budget is answered 429 *before* any lookup or database write
+//!   (a credential already in the cache still passes, so a client behind
+//!   the same address as an attacker keeps being served).
+//! - Every refusal is recorded, the same way for every kind (a missing or
+//!   malformed credential included), through a bounded queue that one task
+//!   writes in batches, one transaction each. A full queue counts what it
+//!   could not take, and the count itself is recorded.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use citadel_control::JwtVerifier;
-use citadel_control::{Caller, ControlError, Workspace};
+use citadel_control::{AuthError, Caller, CredentialKind, Refusal, Workspace};
 use citadel_types::Digest;
+use tokio::sync::mpsc;
 
 const CACHE_MAX: usize = 100_000;
+/// Addresses tracked at once; past it the oldest windows are forgotten.
+const ADDRESSES_MAX: usize = 100_000;
+/// Refusals waiting to be written.
+const QUEUE: usize = 8_192;
+/// Refusals written per transaction.
+const BATCH: usize = 512;
 
-/// Why a credential was refused; the text is safe to return (no secret, no detail an attacker could use).
+/// Why a request did not authenticate; the text is safe to return (no
+/// secret, no detail an attacker could use).
 #[derive(Debug, Clone, Copy)]
-pub struct AuthFailure(pub &'static str);
+pub enum AuthFailure {
+    /// 401: the credential was refused (and the refusal recorded).
+    Refused(&'static str),
+    /// 429: too many refusals from this address; nothing was looked up.
+    TooMany { retry_after: Duration },
+    /// 503: the check itself could not run (the database).
+    Unavailable,
+}
+
+/// How many refusals one client address gets per window before its
+/// requests are answered 429 without a lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalBudget {
+    pub per_window: u32,
+    pub window: Duration,
+}
+
+impl Default for RefusalBudget {
+    fn default() -> Self {
+        RefusalBudget { per_window: 30, window: Duration::from_secs(60) }
+    }
+}
 
 struct Cached {
     caller: Arc<Caller>,
@@ -35,6 +74,12 @@ pub struct Authenticator {
     client_certs: HashMap<String, String>,
     ttl: Duration,
     cache: Mutex<HashMap<Digest, Cached>>,
+    budget: RefusalBudget,
+    /// Per address: (window start, refusals in it).
+    refusals_by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    queue: mpsc::Sender<Refusal>,
+    /// Refusals the full queue could not take (recorded as a count).
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -44,13 +89,29 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// Starts the refusal writer on the current runtime (it ends when the
+    /// authenticator is dropped, after writing what it holds).
     pub fn new(
         ws: Arc<Workspace>,
         jwt: Option<JwtVerifier>,
         client_certs: HashMap<String, String>,
         ttl: Duration,
+        budget: RefusalBudget,
     ) -> Self {
-        Authenticator { ws, jwt, client_certs, ttl, cache: Mutex::new(HashMap::new()) }
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_refusals(ws.clone(), rx, dropped.clone()));
+        Authenticator {
+            ws,
+            jwt,
+            client_certs,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            budget,
+            refusals_by_address: Mutex::new(HashMap::new()),
+            queue,
+            dropped,
+        }
     }
 
     fn cached(&self, key: &Digest) -> Option<Arc<Caller>> {
@@ -71,53 +132,105 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates a request from its `Authorization` header value and its client certificate.
+    /// `Some(wait)` when `address` has used its refusals for this window.
+    fn over_budget(&self, address: IpAddr) -> Option<Duration> {
+        let map = self.refusals_by_address.lock().ok()?;
+        let (start, n) = map.get(&address)?;
+        let elapsed = start.elapsed();
+        (elapsed < self.budget.window && *n >= self.budget.per_window).then(|| self.budget.window - elapsed)
+    }
+
+    /// Counts a refusal against `address` and queues its record.
+    fn refused(&self, address: IpAddr, refusal: Refusal) -> AuthFailure {
+        let reason = refusal.reason();
+        if let Ok(mut map) = self.refusals_by_address.lock() {
+            let now = Instant::now();
+            if map.len() >= ADDRESSES_MAX && !map.contains_key(&address) {
+                map.retain(|_, (start, _)| now.duration_since(*start) < self.budget.window);
+                if map.len() >= ADDRESSES_MAX {
+                    map.clear();
+                }
+            }
+            let entry = map.entry(address).or_insert((now, 0));
+            if now.duration_since(entry.0) >= self.budget.window {
+                *entry = (now, 0);
+            }
+            entry.1 = entry.1.saturating_add(1);
+        }
+        if self.queue.try_send(refusal).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        AuthFailure::Refused(reason)
+    }
+
+    fn settle(&self, address: IpAddr, r: Result<Caller, AuthError>) -> Result<Caller, AuthFailure> {
+        match r {
+            Ok(c) => Ok(c),
+            Err(AuthError::Refused(refusal)) => Err(self.refused(address, refusal)),
+            Err(AuthError::Unavailable(_)) => Err(AuthFailure::Unavailable),
+        }
+    }
+
+    /// Authenticates a request from its `Authorization` header value and
+    /// its client certificate, coming from `address`.
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         client_cert_fingerprint: Option<&str>,
+        address: IpAddr,
     ) -> Result<Arc<Caller>, AuthFailure> {
-        if let Some(value) = authorization {
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or(AuthFailure("use Authorization: Bearer TOKEN"))?
-                .trim();
-            let key = Digest::of(token.as_bytes());
-            if let Some(c) = self.cached(&key) {
-                return Ok(c);
-            }
-            let caller = if token.starts_with("cit_") {
-                self.ws.authenticate(token).await.map_err(control_failure)?
-            } else {
-                let Some(jwt) = self.jwt.as_ref() else {
-                    let refused = self.ws.refuse_credential(None, "bearer", "unknown credential").await;
-                    return Err(control_failure(refused));
+        let key = match (authorization, client_cert_fingerprint) {
+            (Some(value), _) => Digest::of(value.as_bytes()),
+            (None, Some(fp)) => Digest::of(format!("mtls:{fp}").as_bytes()),
+            (None, None) => Digest::of(b""),
+        };
+        if let Some(c) = self.cached(&key) {
+            return Ok(c);
+        }
+        // Past its refusals, an address gets no lookup and no write.
+        if let Some(retry_after) = self.over_budget(address) {
+            return Err(AuthFailure::TooMany { retry_after });
+        }
+        let caller = match (authorization, client_cert_fingerprint) {
+            (Some(value), _) => {
+                let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
+                    return Err(
+                        self.refused(address, Refusal::new(None, "malformed", "use Authorization: Bearer TOKEN"))
+                    );
                 };
-                self.ws.authenticate_jwt(jwt, token).await.map_err(control_failure)?
-            };
-            let caller = Arc::new(caller);
-            self.remember(key, caller.clone());
-            return Ok(caller);
-        }
-        if let Some(fp) = client_cert_fingerprint {
-            let key = Digest::of(format!("mtls:{fp}").as_bytes());
-            if let Some(c) = self.cached(&key) {
-                return Ok(c);
+                let token = token.trim();
+                if token.starts_with("cit_") {
+                    self.settle(address, self.ws.verify_token(token).await)?
+                } else if let Some(jwt) = &self.jwt {
+                    self.settle(address, self.ws.verify_jwt(jwt, token).await)?
+                } else {
+                    let kind = Some(CredentialKind::Jwt);
+                    return Err(self.refused(address, Refusal::new(kind, "bearer", "unknown credential")));
+                }
             }
-            let caller =
-                Arc::new(self.ws.authenticate_client_cert(&self.client_certs, fp).await.map_err(control_failure)?);
-            self.remember(key, caller.clone());
-            return Ok(caller);
-        }
-        // No credential at all is refused and recorded like any other.
-        Err(control_failure(self.ws.refuse_credential(None, "none", "credentials required").await))
+            (None, Some(fp)) => self.settle(address, self.ws.verify_client_cert(&self.client_certs, fp).await)?,
+            (None, None) => return Err(self.refused(address, Refusal::new(None, "none", "credentials required"))),
+        };
+        let caller = Arc::new(caller);
+        self.remember(key, caller.clone());
+        Ok(caller)
     }
 }
 
-fn control_failure(e: ControlError) -> AuthFailure {
-    match e {
-        ControlError::Unauthenticated(why) => AuthFailure(why),
-        _ => AuthFailure("authentication unavailable"),
+/// Writes queued refusals in batches until the queue closes; a count of
+/// those the full queue dropped is written with the next batch.
+async fn write_refusals(ws: Arc<Workspace>, mut rx: mpsc::Receiver<Refusal>, dropped: Arc<AtomicU64>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            batch.push(Refusal::dropped(lost));
+        }
+        let n = batch.len() as u64;
+        if let Err(e) = ws.record_refusals(std::mem::take(&mut batch)).await {
+            // Not acknowledged to anyone: counted, and said in the log.
+            dropped.fetch_add(n, Ordering::Relaxed);
+            eprintln!("citadel serve: {n} refused credentials could not be recorded: {e}");
+        }
     }
 }

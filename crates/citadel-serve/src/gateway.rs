@@ -28,7 +28,7 @@ use citadel_infer::{Data, Model, Tensor};
 use citadel_policy::{Action, Resource, ResourceKind};
 use citadel_types::Timestamp;
 
-use crate::auth::{Authenticator, JwtVerifier};
+use crate::auth::{AuthFailure, Authenticator, JwtVerifier};
 use crate::metrics::{ErrorLabels, LimitLabels, Metrics, ModelLabels, RequestLabels};
 use crate::tls::{ReloadingCert, fingerprint};
 use crate::{ServeConfig, ServeError, Transport, openapi, v2};
@@ -87,6 +87,8 @@ fn api(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Ap
 /// What the access log and metrics learn about a request as it proceeds.
 #[derive(Debug, Default, Clone)]
 struct RequestFacts {
+    /// The client's address (refusals are counted per address).
+    peer: Option<std::net::IpAddr>,
     principal: Option<String>,
     endpoint: Option<String>,
     model: Option<String>,
@@ -233,7 +235,13 @@ impl Gateway {
             );
         }
         let gw = Arc::new(Gateway {
-            auth: Authenticator::new(ws.clone(), jwt, config.client_principals.clone(), config.auth_cache_ttl),
+            auth: Authenticator::new(
+                ws.clone(),
+                jwt,
+                config.client_principals.clone(),
+                config.auth_cache_ttl,
+                config.refusal_budget,
+            ),
             principal_limits: RateLimiter::keyed(quota(
                 config.rate.per_principal_per_sec,
                 config.rate.per_principal_burst,
@@ -853,7 +861,7 @@ impl Gateway {
             .unwrap_or_else(|| self.request_ids.next());
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let mut facts = RequestFacts::default();
+        let mut facts = RequestFacts { peer: Some(peer.ip()), ..RequestFacts::default() };
         let bytes_in = req
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -983,12 +991,24 @@ impl Gateway {
             ),
             None => None,
         };
-        let caller = self.auth.authenticate(authz, client_fp).await.map_err(|f| {
-            api(
+        let address = facts.peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let caller = self.auth.authenticate(authz, client_fp, address).await.map_err(|f| match f {
+            AuthFailure::Refused(why) => api(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
-                format!("{}; hint: send Authorization: Bearer <token>", f.0),
-            )
+                format!("{why}; hint: send Authorization: Bearer <token>"),
+            ),
+            AuthFailure::TooMany { retry_after } => ApiError {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..api(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many refused credentials from this address; retry later with a valid one",
+                )
+            },
+            AuthFailure::Unavailable => {
+                api(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "authentication is unavailable; retry")
+            }
         })?;
         facts.principal = Some(caller.name().to_string());
         Ok(caller)

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use auth::JwtVerifier;
+pub use auth::{JwtVerifier, RefusalBudget};
 pub use gateway::{Gateway, Listening};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,9 @@ pub struct ServeConfig {
     pub rate: RateLimits,
     pub poll_interval: Duration,
     pub auth_cache_ttl: Duration,
+    /// Refused credentials per client address and window before its
+    /// requests are answered 429 without a lookup.
+    pub refusal_budget: auth::RefusalBudget,
     /// Where JSON access logs go (`-` for stdout); none to disable.
     pub access_log: Option<PathBuf>,
     /// Inference records kept per endpoint for monitoring.
@@ -154,6 +157,7 @@ impl ServeConfig {
             rate: RateLimits::default(),
             poll_interval: Duration::from_secs(1),
             auth_cache_ttl: Duration::from_secs(5),
+            refusal_budget: auth::RefusalBudget::default(),
             access_log: None,
             capture_rows: 1000,
             rate_redis: None,

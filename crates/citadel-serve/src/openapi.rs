@@ -62,9 +62,9 @@ pub fn document() -> Value {
             "/v2/models/{model_name}/versions/{model_version}": get_op("Model version metadata", json!([name, version]), json!({"$ref": "#/components/schemas/ModelMetadata"}), true),
             "/v2/models/{model_name}/versions/{model_version}/ready": get_op("Model version readiness", json!([name, version]), ready, true),
             "/v2/models/{model_name}/versions/{model_version}/infer": infer_op(json!([name, version])),
-            "/v2/admin/capture/{model_name}": get_op("Recent inference records of an endpoint (audit.read)", json!([name]), json!({"type": "object"}), true),
+            "/v2/admin/capture/{model_name}": get_op("Recent inference records of an endpoint (capture.read)", json!([name]), json!({"type": "object"}), true),
             "/metrics": {"get": {"summary": "Prometheus metrics (config.read)", "security": [{"bearer": []}],
-                "responses": {"200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": error, "403": error}}},
+                "responses": {"200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": error, "403": error, "429": error, "503": error}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
         },
         "components": {

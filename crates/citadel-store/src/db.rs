@@ -215,6 +215,40 @@ impl Db {
         self.begin_audited().await?.commit(event).await
     }
 
+    /// Appends several records in one transaction (a gateway's batch of
+    /// refused credentials): one write however many there are, so a flood
+    /// of bad credentials is not a flood of serialized commits. The records
+    /// chain exactly as if appended one by one.
+    pub async fn append_audit_batch(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditRecord>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = events.len() as i64;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await?;
+        let last: i64 = row.try_get("seq")?;
+        let mut prev: Digest =
+            row.try_get::<String, _>("hash")?.parse().map_err(|_| StoreError::Malformed("audit head hash".into()))?;
+        let mut records = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let record = AuditRecord::chain(last - n + i as i64, prev, event);
+            insert_record(&mut tx, &record).await?;
+            if let Some(signer) = &self.signer
+                && record.seq % self.checkpoint_every == 0
+            {
+                insert_checkpoint(&mut tx, &Checkpoint::sign(record.seq, record.hash, signer)).await?;
+            }
+            prev = record.hash;
+            records.push(record);
+        }
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(prev.to_hex()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(records)
+    }
+
     /// Signs a checkpoint of the current head, if it is not signed yet.
     pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>> {
         let Some(signer) = &self.signer else { return Ok(None) };
@@ -232,6 +266,27 @@ impl Db {
         tx.commit().await?;
         Ok(inserted.then_some(cp))
     }
+}
+
+async fn insert_record(conn: &mut AnyConnection, record: &AuditRecord) -> Result<()> {
+    let e = &record.event;
+    sqlx::query(
+        "INSERT INTO audit_log (seq, ts, actor, action, resource, outcome, request_id, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(record.seq)
+    .bind(e.ts.0)
+    .bind(e.actor.clone())
+    .bind(e.action.clone())
+    .bind(e.resource.clone())
+    .bind(e.outcome.as_str())
+    .bind(e.request_id.clone())
+    .bind(serde_json::to_string(&e.details).unwrap_or_else(|_| "null".into()))
+    .bind(record.prev_hash.to_hex())
+    .bind(record.hash.to_hex())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 async fn insert_checkpoint(conn: &mut AnyConnection, cp: &Checkpoint) -> Result<bool> {
@@ -295,23 +350,7 @@ impl AuditedTx {
     /// Writes `event` as the next chain record and commits everything.
     pub async fn commit(mut self, event: AuditEvent) -> Result<AuditRecord> {
         let record = AuditRecord::chain(self.seq - 1, self.prev_hash, event);
-        let e = &record.event;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, ts, actor, action, resource, outcome, request_id, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(record.seq)
-        .bind(e.ts.0)
-        .bind(e.actor.clone())
-        .bind(e.action.clone())
-        .bind(e.resource.clone())
-        .bind(e.outcome.as_str())
-        .bind(e.request_id.clone())
-        .bind(serde_json::to_string(&e.details).unwrap_or_else(|_| "null".into()))
-        .bind(record.prev_hash.to_hex())
-        .bind(record.hash.to_hex())
-        .execute(&mut *self.tx)
-        .await?;
+        insert_record(&mut self.tx, &record).await?;
         sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
             .bind(record.hash.to_hex())
             .execute(&mut *self.tx)

@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// address, addresses per principal), in seconds
     #[arg(long, default_value_t = 60)]
     pub auth_window_secs: u64,
+    /// Refused credentials one client address may present per minute; past
+    /// them its requests get 429 with no lookup and no write
+    #[arg(long, default_value_t = 30)]
+    pub auth_refusals_per_min: u32,
 }
 
 pub async fn run_serve(
@@ -134,6 +138,8 @@ pub async fn run_serve(
     config.grpc_listen = args.grpc_listen;
     config.monitor = !args.no_monitor;
     config.auth_window_secs = args.auth_window_secs.clamp(1, 3_600);
+    config.refusal_budget =
+        citadel_serve::RefusalBudget { per_window: args.auth_refusals_per_min.max(1), window: Duration::from_secs(60) };
     config.client_ca = args.client_ca.clone();
     config.require_client_cert = args.require_client_cert;
     config.client_principals = args

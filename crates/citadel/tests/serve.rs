@@ -1656,3 +1656,49 @@ fn a_deployment_rolls_back_to_what_it_served_before_and_the_gateway_follows() {
     assert!(!o.status.success());
     assert_eq!(ok_json(as_user(&s.ws, &s.eng, &["deploy", "ls"]))[0]["revision"], 5);
 }
+
+/// A flood of bad credentials from one address: each refusal is recorded
+/// (in batches) until the address's budget is spent, then it is answered
+/// 429 with no lookup and no record; a client whose credential was already
+/// verified keeps being served from the same address.
+#[test]
+fn a_flood_of_bad_credentials_is_bounded_per_address_and_recorded_in_batches() {
+    let s = setup();
+    let srv = Server::start(&s.ws, &["--auth-refusals-per-min", "8"]);
+    let body = rows_body(&reference_case("rf_binary_nozipmap"), 1);
+    srv.wait_for_version("credit", &s.client, &body, "1");
+    let before = s.ws.audit_head();
+    let mut codes = Vec::new();
+    for i in 0..40 {
+        let bad = format!("cit_{:016x}_{}", i, "x".repeat(43));
+        let (code, headers, _) =
+            srv.call("POST", "/v2/models/credit/infer", Some(&bad), Some(body.to_string().as_bytes()), &[]);
+        if code == 429 {
+            assert!(headers.to_ascii_lowercase().contains("retry-after:"), "{headers}");
+        }
+        codes.push(code);
+    }
+    let refused = codes.iter().filter(|c| **c == 401).count();
+    assert_eq!(refused, 8, "{codes:?}");
+    assert!(codes[8..].iter().all(|c| *c == 429), "{codes:?}");
+    // No credential at all counts the same way (the budget is spent).
+    let (code, _, _) = srv.call("GET", "/v2/models/credit", None, None, &[]);
+    assert_eq!(code, 429);
+    // The verified client (cached) is still served.
+    let (code, _) = srv.infer("credit", &s.client, &body);
+    assert_eq!(code, 200);
+    // Exactly the refusals that were looked up are recorded, the same way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let r: Vec<_> = s.ws.audit_since(before).into_iter().filter(|(a, _, _)| a.starts_with("auth.")).collect();
+        if r.len() >= 8 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(records.len(), 8, "{records:?}");
+    assert!(
+        records.iter().all(|(a, r, o)| a == "auth.api-token" && r.starts_with("credential:token:") && o == "denied")
+    );
+    s.ws.ok(&["audit", "verify"]);
+}

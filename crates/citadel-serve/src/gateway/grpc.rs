@@ -184,7 +184,7 @@ impl Gateway {
         // before tonic reads and decodes the message.
         let mut caller = None;
         if matches!(method.as_str(), "ModelReady" | "ModelMetadata" | "ModelInfer") {
-            let mut f = RequestFacts::default();
+            let mut f = RequestFacts { peer: Some(peer.addr.ip()), ..RequestFacts::default() };
             let fp = peer.client_fp.as_deref().map(String::as_str);
             let admitted = match self.authenticate(req.headers(), fp, &mut f).await {
                 Ok(c) => {
