@@ -12,7 +12,7 @@
 //! Gateways hold no state of their own: routing comes from the database,
 //! polled every `poll_interval`, so many replicas can serve one workspace.
 
-mod auth;
+pub mod auth;
 pub mod client;
 pub mod feedback;
 mod gateway;

@@ -35,6 +35,7 @@ mod report_cmd;
 mod report_html;
 mod scan_cmd;
 mod serve_cmd;
+mod server_cmd;
 mod subject_cmd;
 
 use std::collections::BTreeMap;
@@ -170,6 +171,9 @@ enum Command {
     Allowlist(scan_cmd::AllowlistCmd),
     /// Serve the live deployments over HTTPS (Open Inference Protocol V2).
     Serve(Box<serve_cmd::ServeArgs>),
+    /// The control plane over HTTPS (REST, /api/v1): this process holds the
+    /// keys; clients hold credentials (CITADEL_URL + CITADEL_TOKEN).
+    Server(server_cmd::ServerArgs),
     /// Map endpoints to model versions: single, canary, blue-green, A/B, shadow.
     #[command(subcommand)]
     Deploy(serve_cmd::DeployCmd),
@@ -389,6 +393,15 @@ async fn open(cli: &Cli) -> Result<(Workspace, Caller)> {
 
 async fn run(cli: Cli) -> Result<i32> {
     let out = Out { json: cli.json };
+    // A client of a server opens nothing local (the file tools, which need
+    // no workspace, and the server itself run here).
+    let local_only = matches!(
+        cli.command,
+        Command::Scan { .. } | Command::Sign { .. } | Command::Verify { .. } | Command::Server(_)
+    );
+    if !local_only && let Some(remote) = server_cmd::Remote::from_env()? {
+        return server_cmd::run_remote(&remote, &cli.command, &out).await;
+    }
     match &cli.command {
         Command::Init {
             dir,
@@ -537,6 +550,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let result = scan_cmd::run_allowlist(&ws, &caller, cmd, &out).await;
             ws.close().await?;
             return result;
+        }
+        Command::Server(args) => {
+            let config = load_config(&cli, &cli.workspace)?;
+            let ws = Workspace::open(config, &secrets(true, false)?).await?;
+            return server_cmd::run_server(ws, &cli.workspace, args, &out).await;
         }
         Command::Serve(args) => {
             let (ws, caller) = open(&cli).await?;

@@ -105,8 +105,8 @@ pub(crate) enum ModelCmd {
 /// A model version as the CLI names one everywhere: `NAME@VERSION`.
 #[derive(Debug, Clone)]
 pub(crate) struct VersionRef {
-    name: String,
-    version: i64,
+    pub(crate) name: String,
+    pub(crate) version: i64,
 }
 
 pub(crate) fn parse_version_ref(s: &str) -> Result<VersionRef, String> {

@@ -18,6 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["citadel-control"],
     // The data plane, on the control plane.
     &["citadel-serve"],
+    // The control plane over HTTPS (the gateway's listener and credentials).
+    &["citadel-api"],
     // Front ends: the binary, the benchmarks' binary and the fuzz bodies.
     &["citadel", "citadel-bench", "citadel-fuzz"],
 ];

@@ -1,0 +1,240 @@
+//! `citadel server`: the control plane over HTTPS. One server process holds
+//! the keys; people and machines hold only credentials (API tokens, JWTs,
+//! client certificates) and reach every operation through `/api/v1`.
+//!
+//! - [`app`] is the whole API as an axum `Router` (tower layers: the body
+//!   limit, authentication; routing), testable in-process without a socket.
+//! - Authentication is the gateway's ([`citadel_serve::auth`]): credentials
+//!   verified by the control plane, refusals recorded in batches and limited
+//!   per client address before any lookup. Authorization and audit happen
+//!   once, inside each control-plane operation.
+//! - [`error`] maps every control-plane error to one status; a 5xx body says
+//!   nothing internal.
+//! - [`serve`] listens under the gateway's rules: TLS 1.2+ (a certificate
+//!   pair, or a development self-signed one), plain HTTP on loopback only.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+mod openapi;
+mod routes;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use citadel_control::Workspace;
+use citadel_serve::auth::{AuthFailure, Authenticator, JwtVerifier, RefusalBudget};
+use citadel_serve::{Listening, ServeError, Transport};
+use serde_json::json;
+
+pub use error::ApiError;
+
+/// The largest request body the API reads (JSON only; uploads are not on
+/// this API yet).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What every handler shares.
+pub struct AppState {
+    pub ws: Arc<Workspace>,
+    pub auth: Authenticator,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The client's address, set by the listener for each connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The SHA-256 fingerprint of a client certificate the TLS handshake verified.
+#[derive(Debug, Clone)]
+pub struct ClientCert(pub String);
+
+/// The API (`/api/v1/…`): the routes, their authentication, the body limit.
+pub fn app(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/whoami", get(routes::whoami))
+        .route("/api/v1/models/{name}/versions", get(routes::model_versions))
+        .route("/api/v1/models/{name}/history", get(routes::model_history))
+        .route("/api/v1/stage-requests", get(routes::stage_requests).post(routes::request_stage))
+        .route("/api/v1/stage-requests/{id}/approve", post(routes::approve))
+        .route("/api/v1/stage-requests/{id}/reject", post(routes::reject))
+        .route("/api/v1/datasets", get(routes::datasets))
+        .route("/api/v1/datasets/{name}/versions", get(routes::dataset_versions))
+        .route("/api/v1/deployments", get(routes::deployments))
+        .route("/api/v1/principals", get(routes::principals))
+        .route("/api/v1/audit/verify", get(routes::audit_verify))
+        .route("/api/v1/audit/records", get(routes::audit_records))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/api/v1/health", get(|| async { axum::Json(json!({"live": true})) }))
+        .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+        .merge(protected)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; the API is described at /api/v1/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Authenticates every protected route before its handler (and before its
+/// body is read): the verified caller goes into the request's extensions.
+async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let address = req.extensions().get::<Peer>().map(|p| p.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let fingerprint = req.extensions().get::<ClientCert>().map(|c| c.0.clone());
+    let authorization = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        Some(Ok(v)) => Some(v.to_string()),
+        Some(Err(_)) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "malformed Authorization header")
+                .into_response();
+        }
+        None => None,
+    };
+    match st.auth.authenticate(authorization.as_deref(), fingerprint.as_deref(), address).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(AuthFailure::Refused(why)) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("{why}; hint: send Authorization: Bearer TOKEN (citadel token issue NAME)"),
+        )
+        .into_response(),
+        Err(AuthFailure::TooMany { retry_after }) => ApiError {
+            retry_after_secs: Some(retry_after.as_secs().max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many refused credentials from this address; retry later with a valid one",
+            )
+        }
+        .into_response(),
+        Err(AuthFailure::Unavailable) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "authentication is unavailable; retry")
+                .into_response()
+        }
+    }
+}
+
+/// How `citadel server` listens and whom it trusts.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub transport: Transport,
+    /// JWKS file, issuer and audience for people's bearer JWTs.
+    pub jwt: Option<(PathBuf, String, String)>,
+    pub auth_cache_ttl: Duration,
+    pub refusal_budget: RefusalBudget,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "plain HTTP is for loopback only; {0} is not a loopback address — hint: give --tls-cert and --tls-key, or --dev-self-signed"
+    )]
+    PlainNotLoopback(SocketAddr),
+}
+
+/// The state of a server over `ws` with `config`'s credentials.
+pub fn state(ws: Arc<Workspace>, config: &ServerConfig) -> Result<Arc<AppState>, ServerError> {
+    let jwt = match &config.jwt {
+        Some((path, iss, aud)) => {
+            Some(JwtVerifier::from_jwks_file(path, iss, aud).map_err(|e| ServerError::Serve(ServeError::Jwks(e)))?)
+        }
+        None => None,
+    };
+    let auth = Authenticator::new(ws.clone(), jwt, Default::default(), config.auth_cache_ttl, config.refusal_budget);
+    Ok(Arc::new(AppState { ws, auth }))
+}
+
+/// Serves the API until `shutdown` completes; `on_listening` is told the
+/// bound address first (and the development CA, if one was made).
+pub async fn serve(
+    ws: Arc<Workspace>,
+    config: ServerConfig,
+    on_listening: impl FnOnce(&Listening),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    use citadel_serve::tls::{ReloadingCert, dev_self_signed, server_config};
+    let (tls, dev_ca) = match &config.transport {
+        Transport::PlainLoopback => {
+            if !config.listen.ip().is_loopback() {
+                return Err(ServerError::PlainNotLoopback(config.listen));
+            }
+            (None, None)
+        }
+        Transport::Tls { cert, key } => (Some(server_config(ReloadingCert::open(cert, key)?, None, false)?), None),
+        Transport::DevSelfSigned(dir) => {
+            let (cert, key) = dev_self_signed(dir)?;
+            (Some(server_config(ReloadingCert::open(&cert, &key)?, None, false)?), Some(cert))
+        }
+    };
+    let app = app(state(ws, &config)?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    on_listening(&Listening { addr, grpc_addr: None, scheme: if tls.is_some() { "https" } else { "http" }, dev_ca });
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors and the like: wait, then accept again.
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+        };
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let svc = tower::ServiceExt::map_request(app, move |mut r: Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(Peer(peer));
+                r
+            });
+            let http = || {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+                b
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            match acceptor {
+                None => {
+                    let _ = http().serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let _ = http().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,176 @@
+//! The handlers of `/api/v1`: each parses its input, calls the one
+//! control-plane operation (which authorizes and audits), and answers JSON.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use citadel_control::Caller;
+use citadel_store::AuditFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+type Reply = Result<Json<Value>, ApiError>;
+
+fn to_json<T: serde::Serialize>(v: &T) -> Reply {
+    serde_json::to_value(v).map(Json).map_err(|e| {
+        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("encoding the answer: {e}"))
+    })
+}
+
+/// Who the credential names, and what it holds (no protected data).
+pub async fn whoami(Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    Ok(Json(json!({
+        "principal": caller.name(),
+        "id": caller.id(),
+        "credential": caller.credential().as_str(),
+        "grants": caller.grants().iter().map(|g| json!({"role": g.role.as_str(), "scope": g.scope.as_str()})).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn model_versions(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    to_json(&st.ws.model_versions(&caller, &name).await?)
+}
+
+pub async fn model_history(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    let (events, _) = st.ws.model_history(&caller, &name, None).await?;
+    to_json(&events)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestsQuery {
+    #[serde(default)]
+    pending: bool,
+}
+
+pub async fn stage_requests(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Query(q): Query<RequestsQuery>,
+) -> Reply {
+    to_json(&st.ws.model_requests(&caller, q.pending).await?)
+}
+
+/// `{"model": NAME, "version": N, "to": STAGE}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequest {
+    model: String,
+    version: i64,
+    to: String,
+}
+
+pub async fn request_stage(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(r): Json<NewRequest>,
+) -> Reply {
+    to_json(&st.ws.model_request_stage(&caller, &r.model, r.version, &r.to).await?)
+}
+
+/// `{"note": TEXT}` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    #[serde(default)]
+    note: String,
+}
+
+pub async fn approve(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+    body: Option<Json<Decision>>,
+) -> Reply {
+    let note = body.map(|Json(d)| d.note).unwrap_or_default();
+    to_json(&st.ws.model_decide(&caller, &id, true, &note).await?)
+}
+
+pub async fn reject(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+    body: Option<Json<Decision>>,
+) -> Reply {
+    let note = body.map(|Json(d)| d.note).unwrap_or_default();
+    to_json(&st.ws.model_decide(&caller, &id, false, &note).await?)
+}
+
+pub async fn datasets(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    let list = st.ws.data_list(&caller).await?;
+    Ok(Json(Value::Array(
+        list.into_iter()
+            .map(|(name, version, status, rows)| json!({"dataset": name, "version": version, "status": status, "rows": rows}))
+            .collect(),
+    )))
+}
+
+pub async fn dataset_versions(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    to_json(&st.ws.data_versions(&caller, &name).await?)
+}
+
+pub async fn deployments(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.deploy_list(&caller).await?)
+}
+
+pub async fn principals(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    let list = st.ws.principal_list(&caller).await?;
+    Ok(Json(Value::Array(list.iter().map(|(p, g)| json!({"principal": p, "grants": g})).collect())))
+}
+
+pub async fn audit_verify(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.audit_verify(&caller).await?)
+}
+
+/// Filters of `GET /api/v1/audit/records` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    /// A prefix of the resource (`model:` for every model).
+    resource: Option<String>,
+    /// success, denied or failure.
+    outcome: Option<String>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn audit_records(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Query(q): Query<RecordsQuery>,
+) -> Reply {
+    let outcome = match q.outcome.as_deref() {
+        None => None,
+        Some(o) => Some(citadel_audit::Outcome::parse(o).ok_or_else(|| {
+            ApiError::new(axum::http::StatusCode::BAD_REQUEST, "bad_request", "outcome is success, denied or failure")
+        })?),
+    };
+    let filter = AuditFilter {
+        actor: q.actor,
+        action: q.action,
+        resource_prefix: q.resource,
+        outcome,
+        since: None,
+        until: None,
+        after_seq: q.after_seq,
+        limit: Some(q.limit.unwrap_or(1_000).clamp(1, 10_000)),
+    };
+    to_json(&st.ws.audit_query(&caller, &filter).await?)
+}

@@ -1,0 +1,243 @@
+//! `citadel server` (the control plane over HTTPS, holding the keys) and
+//! the CLI as its client: with `CITADEL_URL` set, the commands the API
+//! serves go to the server with `CITADEL_TOKEN`; nothing local is opened (no
+//! passphrase, no database URL, no storage credential). A command the API
+//! does not serve yet is refused rather than run locally behind the
+//! server's back.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use citadel_control::Workspace;
+use citadel_serve::Transport;
+
+use crate::Out;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    pub listen: SocketAddr,
+    /// TLS certificate chain (PEM); reloaded when it changes.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// A self-signed localhost certificate (development only).
+    #[arg(long, conflicts_with_all = ["cert", "insecure_http"])]
+    pub dev_self_signed: bool,
+    /// Plain HTTP, allowed on a loopback address only.
+    #[arg(long, conflicts_with = "cert")]
+    pub insecure_http: bool,
+    /// People's bearer JWTs: the IdP's JWKS file, issuer and audience.
+    #[arg(long, requires_all = ["jwt_issuer", "jwt_audience"])]
+    pub jwks: Option<PathBuf>,
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+    /// Refused credentials one client address may present per minute.
+    #[arg(long, default_value_t = 30)]
+    pub auth_refusals_per_min: u32,
+}
+
+pub async fn run_server(ws: Workspace, workspace_dir: &std::path::Path, args: &ServerArgs, out: &Out) -> Result<i32> {
+    let transport = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        Transport::Tls { cert: cert.clone(), key: key.clone() }
+    } else if args.dev_self_signed {
+        eprintln!("WARNING: a self-signed development certificate; never use it in production.");
+        Transport::DevSelfSigned(workspace_dir.join("tmp").join("server-tls"))
+    } else if args.insecure_http {
+        Transport::PlainLoopback
+    } else {
+        bail!("no transport chosen\nhint: pass --cert FILE --key FILE, or --dev-self-signed for local use");
+    };
+    let jwt = match (&args.jwks, &args.jwt_issuer, &args.jwt_audience) {
+        (Some(p), Some(i), Some(a)) => Some((p.clone(), i.clone(), a.clone())),
+        _ => None,
+    };
+    let config = citadel_api::ServerConfig {
+        listen: args.listen,
+        transport,
+        jwt,
+        auth_cache_ttl: Duration::from_secs(5),
+        refusal_budget: citadel_serve::RefusalBudget {
+            per_window: args.auth_refusals_per_min.max(1),
+            window: Duration::from_secs(60),
+        },
+    };
+    let json = out.json;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+        }
+    };
+    let ws = Arc::new(ws);
+    citadel_api::serve(
+        ws.clone(),
+        config,
+        |l| {
+            let url = format!("{}://{}", l.scheme, l.addr);
+            if json {
+                outln!("{}", serde_json::json!({"listening": url, "dev_ca": l.dev_ca}));
+            } else {
+                outln!("control plane on {url} (clients: CITADEL_URL={url} CITADEL_TOKEN=… citadel …)");
+                if let Some(ca) = &l.dev_ca {
+                    outln!("development certificate: {} (clients: CITADEL_CA={})", ca.display(), ca.display());
+                }
+            }
+            let _ = std::io::stdout().flush();
+        },
+        shutdown,
+    )
+    .await
+    .context("serving the control plane")?;
+    ws.close().await?;
+    Ok(0)
+}
+
+/// The server the CLI talks to, from `CITADEL_URL`, `CITADEL_TOKEN` and
+/// (for a private CA) `CITADEL_CA`.
+pub struct Remote {
+    scheme: String,
+    host: String,
+    port: u16,
+    token: String,
+    tls: Option<citadel_serve::tls::TlsClient>,
+}
+
+impl Remote {
+    /// `None` when `CITADEL_URL` is not set (local mode).
+    pub fn from_env() -> Result<Option<Remote>> {
+        let Some(url) = std::env::var("CITADEL_URL").ok().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| anyhow!("CITADEL_URL {url:?} is not a URL\nhint: e.g. https://citadel.example:8444"))?;
+        let hostport = rest.trim_end_matches('/');
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
+            .unwrap_or_else(|| (hostport.to_string(), if scheme == "https" { 443 } else { 80 }));
+        let token = std::env::var("CITADEL_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+            anyhow!("CITADEL_URL is set but CITADEL_TOKEN is not\nhint: ask an admin: citadel token issue NAME")
+        })?;
+        let tls = match scheme {
+            "https" => {
+                let ca = std::env::var_os("CITADEL_CA").map(PathBuf::from).ok_or_else(|| {
+                    anyhow!("an https CITADEL_URL needs the CA that signed the server's certificate\nhint: set CITADEL_CA=/path/ca.pem")
+                })?;
+                Some(citadel_serve::tls::client_connector(&ca)?)
+            }
+            "http" if ["127.0.0.1", "localhost", "[::1]"].contains(&host.as_str()) => None,
+            "http" => bail!("plain http is for a server on this machine only\nhint: use https:// with CITADEL_CA"),
+            other => bail!("CITADEL_URL scheme {other:?}: use https (or http on loopback)"),
+        };
+        Ok(Some(Remote { scheme: scheme.into(), host, port, token, tls }))
+    }
+
+    /// One request; the answer's JSON, or the server's error with its hint.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("{}:{}", self.host, self.port))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(bytes)))?;
+        let what = format!("{}://{}:{}", self.scheme, self.host, self.port);
+        let resp = match &self.tls {
+            Some(tls) => {
+                let io = tls.connect(&self.host, self.port).await?;
+                send(TokioIo::new(io), req).await
+            }
+            None => {
+                let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .with_context(|| format!("connecting to {what}"))?;
+                send(TokioIo::new(tcp), req).await
+            }
+        }
+        .with_context(|| format!("calling {what}"))?;
+        let (status, body) = resp;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            let msg = v["error"].as_str().unwrap_or("no message");
+            bail!("the server answered {status}: {msg}");
+        }
+        Ok(v)
+    }
+}
+
+async fn send<I>(io: I, req: hyper::Request<Full<bytes::Bytes>>) -> Result<(u16, Vec<u8>)>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok((status, body))
+}
+
+/// Runs one CLI command against the server, when the API serves it.
+pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Result<i32> {
+    use crate::Command as C;
+    use crate::access_cmd::PrincipalCmd;
+    use crate::audit_cmd::AuditCmd;
+    use crate::data_cmd::DataCmd;
+    use crate::model_cmd::ModelCmd;
+    use crate::serve_cmd::DeployCmd;
+    let enc = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let seg = |s: &str| -> Result<String> {
+        if enc(s) { Ok(s.to_string()) } else { bail!("{s:?} is not a name (letters, digits, . _ -)") }
+    };
+    let v = match cmd {
+        C::Model(ModelCmd::Ls { name }) => {
+            remote.call("GET", &format!("/api/v1/models/{}/versions", seg(name)?), None).await?
+        }
+        C::Model(ModelCmd::History { name, at: None }) => {
+            remote.call("GET", &format!("/api/v1/models/{}/history", seg(name)?), None).await?
+        }
+        C::Model(ModelCmd::Requests { all }) => {
+            remote.call("GET", &format!("/api/v1/stage-requests?pending={}", !all), None).await?
+        }
+        C::Model(ModelCmd::Promote { model, to, .. }) => {
+            let body = serde_json::json!({"model": model.name, "version": model.version, "to": to});
+            remote.call("POST", "/api/v1/stage-requests", Some(body)).await?
+        }
+        C::Model(ModelCmd::Approve { request, note }) => {
+            let path = format!("/api/v1/stage-requests/{}/approve", seg(request)?);
+            remote.call("POST", &path, Some(serde_json::json!({"note": note}))).await?
+        }
+        C::Model(ModelCmd::Reject { request, note }) => {
+            let path = format!("/api/v1/stage-requests/{}/reject", seg(request)?);
+            remote.call("POST", &path, Some(serde_json::json!({"note": note}))).await?
+        }
+        C::Data(DataCmd::Ls) => remote.call("GET", "/api/v1/datasets", None).await?,
+        C::Data(DataCmd::Versions { name }) => {
+            remote.call("GET", &format!("/api/v1/datasets/{}/versions", seg(name)?), None).await?
+        }
+        C::Deploy(DeployCmd::Ls) => remote.call("GET", "/api/v1/deployments", None).await?,
+        C::Principal(PrincipalCmd::List) => remote.call("GET", "/api/v1/principals", None).await?,
+        C::Audit(AuditCmd::Verify) => remote.call("GET", "/api/v1/audit/verify", None).await?,
+        _ => bail!(
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model ls|history|requests|promote|approve|reject, data ls|versions, deploy ls, principal ls and audit verify; run other commands on the server's host without CITADEL_URL"
+        ),
+    };
+    out.emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(0)
+}

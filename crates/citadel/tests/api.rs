@@ -1,0 +1,180 @@
+//! `citadel server`: the control plane's REST API, in-process (`app()`, no
+//! socket) and end to end with the CLI as a client that holds no master
+//! key, no database URL and no storage credential.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should stop loudly
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn open(ws: &Ws) -> (tokio::runtime::Runtime, Arc<citadel_control::Workspace>) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let w = rt.block_on(async {
+        let env = std::collections::BTreeMap::new();
+        let config = citadel_control::Config::load(&ws.root, &env, &env).unwrap();
+        let secrets = citadel_control::Secrets {
+            passphrase: Some(citadel_types::Redacted::new(PASS.to_string())),
+            pkcs11_pin: None,
+        };
+        citadel_control::Workspace::open(config, &secrets).await.unwrap()
+    });
+    (rt, Arc::new(w))
+}
+
+async fn call(app: &axum::Router, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[test]
+fn the_api_in_process_authenticates_authorizes_and_answers_every_error_as_json() {
+    let ws = Ws::new();
+    let sci = token_for(&ws, "sam", &["data-scientist"]);
+    let (rt, w) = open(&ws);
+    let config = citadel_api::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transport: citadel_serve::Transport::PlainLoopback,
+        jwt: None,
+        auth_cache_ttl: Duration::from_secs(5),
+        refusal_budget: citadel_serve::RefusalBudget { per_window: 100, window: Duration::from_secs(60) },
+    };
+    let head = ws.audit_head();
+    rt.block_on(async {
+        let app = citadel_api::app(citadel_api::state(w.clone(), &config).unwrap());
+        // Public: health and the OpenAPI 3.1 document.
+        let (s, doc) = call(&app, "GET", "/api/v1/openapi.json", None, vec![]).await;
+        assert_eq!((s, doc["openapi"].as_str()), (StatusCode::OK, Some("3.1.0")));
+        // No credential: 401, JSON.
+        let (s, v) = call(&app, "GET", "/api/v1/datasets", None, vec![]).await;
+        assert_eq!((s, v["kind"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "{v}");
+        // A scientist reads datasets, is refused principals.
+        let (s, v) = call(&app, "GET", "/api/v1/datasets", Some(&sci), vec![]).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = call(&app, "GET", "/api/v1/principals", Some(&sci), vec![]).await;
+        assert_eq!((s, v["kind"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{v}");
+        let (s, v) = call(&app, "GET", "/api/v1/whoami", Some(&sci), vec![]).await;
+        assert_eq!(
+            (s, v["principal"].as_str(), v["credential"].as_str()),
+            (StatusCode::OK, Some("sam"), Some("api-token"))
+        );
+        // Bad input: unknown route, unknown field, oversized body, a name with `..`.
+        let (s, v) = call(&app, "GET", "/api/v1/nothing", Some(&sci), vec![]).await;
+        assert_eq!((s, v["kind"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let body = br#"{"model": "m", "version": 1, "to": "staging", "extra": 1}"#.to_vec();
+        let (s, _) = call(&app, "POST", "/api/v1/stage-requests", Some(&sci), body).await;
+        assert!(s.is_client_error(), "{s}");
+        let (s, _) = call(&app, "POST", "/api/v1/stage-requests", Some(&sci), vec![b' '; 2 << 20]).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        let (s, v) = call(&app, "GET", "/api/v1/models/..%2f..%2fetc/versions", Some(&sci), vec![]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        // A model that does not exist: 404 from the control plane's own error.
+        let (s, v) = call(&app, "GET", "/api/v1/models/nope/versions", Some(&sci), vec![]).await;
+        assert!(s == StatusCode::NOT_FOUND || (s == StatusCode::OK && v == serde_json::json!([])), "{s} {v}");
+    });
+    // Every decision was recorded once: reads, the denial, the refusal (batched).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = ws.audit_since(head);
+        let none = records.iter().filter(|(a, _, _)| a == "auth.none").count();
+        if none == 1 || Instant::now() > deadline {
+            assert_eq!(none, 1, "{records:?}");
+            let denied: Vec<_> = records.iter().filter(|(_, _, o)| o == "denied" && !o.is_empty()).collect();
+            assert!(denied.iter().any(|(a, r, _)| a == "principal.list" && r == "principal:*"), "{records:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(w);
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `citadel server` on a free loopback port; its URL.
+fn server(ws: &Ws) -> (Server, String) {
+    let mut child = ws
+        .cmd(&["server", "--insecure-http", "--listen", "127.0.0.1:0", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("server said {line:?}"));
+    (Server(child), v["listening"].as_str().unwrap().to_string())
+}
+
+/// What a failed command said (errors go to stdout as JSON with `--json`).
+fn said(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o))
+}
+
+/// The CLI as a client: no passphrase, no workspace directory.
+fn remote(url: &str, token: &str, args: &[&str]) -> std::process::Output {
+    let mut c = bin();
+    c.env_remove("CITADEL_PASSPHRASE")
+        .env("CITADEL_URL", url)
+        .env("CITADEL_TOKEN", token)
+        .args(["-w", "/nonexistent/citadel"])
+        .args(args)
+        .arg("--json");
+    c.output().unwrap()
+}
+
+#[test]
+fn the_cli_works_against_a_server_without_the_master_key_and_duties_stay_separate() {
+    let ws = Ws::new();
+    let sci = token_for(&ws, "sam", &["data-scientist"]);
+    let appr = token_for(&ws, "ann", &["approver"]);
+    let dir = ws.root.parent().unwrap().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    std::fs::copy(fixtures.join("add.onnx"), dir.join("model.onnx")).unwrap();
+    ok_json(as_user(&ws, &sci, &["model", "register", dir.to_str().unwrap(), "--name", "fraud"]));
+    let (_srv, url) = server(&ws);
+
+    let versions = ok_json(remote(&url, &sci, &["model", "ls", "fraud"]));
+    assert_eq!(versions[0]["version"], 1, "{versions}");
+    let req = ok_json(remote(&url, &sci, &["model", "promote", "fraud@1", "--to", "staging"]));
+    let id = req["id"].as_str().unwrap().to_string();
+    // The requester cannot approve its own request over the API either.
+    let own = remote(&url, &sci, &["model", "approve", &id]);
+    assert!(!own.status.success() && said(&own).contains("403"), "{}", said(&own));
+    let approved = ok_json(remote(&url, &appr, &["model", "approve", &id, "--note", "reviewed"]));
+    assert_eq!(approved["status"], "approved", "{approved}");
+    // Roles hold: the approver may not list principals; a bad token is refused.
+    let o = remote(&url, &appr, &["principal", "ls"]);
+    assert!(!o.status.success() && said(&o).contains("403"), "{}", said(&o));
+    let o = remote(&url, "cit_0000000000000000_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", &["data", "ls"]);
+    assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    // What the API does not serve yet is refused, not run locally.
+    let o = remote(&url, &sci, &["artifact", "ls"]);
+    assert!(!o.status.success() && said(&o).contains("not served by the control-plane API"), "{}", said(&o));
+    // The server's records verify as one chain, through the API too.
+    let admin = token_for(&ws, "root2", &["admin", "auditor"]);
+    let verify = ok_json(remote(&url, &admin, &["audit", "verify"]));
+    assert!(verify["problems"].as_array().unwrap().is_empty(), "{verify}");
+}
