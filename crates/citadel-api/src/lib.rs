@@ -89,7 +89,34 @@ pub fn app(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Every refusal is JSON (`{"error", "kind"}`), the framework's own too (a
+/// body that does not parse, a method the route lacks, a body too large).
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json =
+        resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_success() || is_json {
+        return resp;
+    }
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if status.is_server_error() {
+        "the server could not complete the request".to_string()
+    } else {
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        if text.is_empty() { status.canonical_reason().unwrap_or("refused").to_string() } else { text }
+    };
+    ApiError::new(status, kind, message).into_response()
 }
 
 /// Authenticates every protected route before its handler (and before its

@@ -10,7 +10,7 @@ fn error() -> Value {
 
 fn errors() -> Value {
     let e = error();
-    json!({"400": e, "401": e, "403": e, "404": e, "409": e, "413": e, "422": e, "429": e, "500": e, "503": e})
+    json!({"400": e, "401": e, "403": e, "404": e, "405": e, "409": e, "413": e, "415": e, "422": e, "429": e, "500": e, "503": e})
 }
 
 fn ok(description: &str, schema: Value) -> Value {
