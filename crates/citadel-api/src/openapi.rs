@@ -56,6 +56,10 @@ pub fn document() -> Value {
     let new_request = json!({"type": "object", "additionalProperties": false, "required": ["model", "version", "to"],
         "properties": {"model": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
                        "to": {"type": "string", "enum": ["staging", "production", "archived"]}}});
+    let mut verb_op = op("Approve or reject (never the requester)", &["id"], Some(decision), obj.clone());
+    if let Some(p) = verb_op["parameters"].as_array_mut() {
+        p.push(json!({"name": "verb", "in": "path", "required": true, "schema": {"type": "string", "enum": ["approve", "reject"]}}));
+    }
     let mut create = op("Request a stage change", &[], None, obj.clone());
     create["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": new_request}}});
     json!({
@@ -69,8 +73,7 @@ pub fn document() -> Value {
             "/api/v1/models/{name}/versions": {"get": op("A model's versions", &["name"], None, list.clone())},
             "/api/v1/models/{name}/history": {"get": op("A model's stage changes", &["name"], None, list.clone())},
             "/api/v1/stage-requests": {"get": requests, "post": create},
-            "/api/v1/stage-requests/{id}/approve": {"post": op("Approve (not the requester)", &["id"], Some(decision.clone()), obj.clone())},
-            "/api/v1/stage-requests/{id}/reject": {"post": op("Reject", &["id"], Some(decision), obj.clone())},
+            "/api/v1/stage-requests/{id}/{verb}": {"post": verb_op},
             "/api/v1/datasets": {"get": op("Datasets and their latest versions", &[], None, list.clone())},
             "/api/v1/datasets/{name}/versions": {"get": op("A dataset's versions", &["name"], None, list.clone())},
             "/api/v1/deployments": {"get": op("Live deployments", &[], None, list.clone())},

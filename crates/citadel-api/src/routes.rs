@@ -87,24 +87,20 @@ pub struct Decision {
     note: String,
 }
 
-pub async fn approve(
+/// `POST /api/v1/stage-requests/{id}/{verb}`: `approve` or `reject`.
+pub async fn decide(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Arc<Caller>>,
-    Path(id): Path<String>,
+    Path((id, verb)): Path<(String, String)>,
     body: Option<Json<Decision>>,
 ) -> Reply {
+    let approve = match verb.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "use approve or reject")),
+    };
     let note = body.map(|Json(d)| d.note).unwrap_or_default();
-    to_json(&st.ws.model_decide(&caller, &id, true, &note).await?)
-}
-
-pub async fn reject(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Arc<Caller>>,
-    Path(id): Path<String>,
-    body: Option<Json<Decision>>,
-) -> Reply {
-    let note = body.map(|Json(d)| d.note).unwrap_or_default();
-    to_json(&st.ws.model_decide(&caller, &id, false, &note).await?)
+    to_json(&st.ws.model_decide(&caller, &id, approve, &note).await?)
 }
 
 pub async fn datasets(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {

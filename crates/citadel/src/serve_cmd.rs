@@ -170,13 +170,7 @@ pub async fn run_serve(
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
     config.access_log = args.access_log.clone();
     let json = out.json;
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
-        }
-    };
+    let shutdown = shutdown_signal();
     Gateway::run(
         Arc::new(ws),
         caller,
@@ -202,6 +196,15 @@ pub async fn run_serve(
     .await
     .context("serving")?;
     Ok(0)
+}
+
+/// Completes at Ctrl-C or SIGTERM (a server's and a gateway's stop).
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+    }
 }
 
 #[derive(Subcommand, Debug, Clone)]

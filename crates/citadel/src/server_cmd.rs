@@ -75,13 +75,7 @@ pub async fn run_server(ws: Workspace, workspace_dir: &std::path::Path, args: &S
         },
     };
     let json = out.json;
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
-        }
-    };
+    let shutdown = crate::serve_cmd::shutdown_signal();
     let ws = Arc::new(ws);
     citadel_api::serve(
         ws.clone(),

@@ -8,9 +8,9 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
@@ -68,18 +68,9 @@ struct Gateway {
 impl Gateway {
     fn start(ws: &Ws) -> Gateway {
         let log = ws.root.parent().unwrap().join("access.log");
-        let mut child = ws
-            .cmd(&["serve", "--listen", "127.0.0.1:0", "--insecure-http", "--json", "--poll-ms", "100"])
-            .args(["--auth-window-secs", "2"])
-            .arg("--access-log")
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve did not start: {line}"));
+        let mut cmd = ws.cmd(&["serve", "--listen", "127.0.0.1:0", "--insecure-http", "--json", "--poll-ms", "100"]);
+        cmd.args(["--auth-window-secs", "2"]).arg("--access-log").arg(&log);
+        let (child, v) = spawn_listening(cmd);
         Gateway { child, addr: v["listening"].as_str().unwrap().to_string(), log }
     }
 

@@ -122,6 +122,17 @@ impl Ws {
     }
 }
 
+/// Starts a long-running command (`serve`, `server` with `--json`) and
+/// returns it with the JSON line it printed once listening.
+pub fn spawn_listening(mut cmd: Command) -> (std::process::Child, serde_json::Value) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let v = serde_json::from_str(&line).unwrap_or_else(|_| panic!("it did not start: {line:?}"));
+    (child, v)
+}
+
 /// Runs `cmd` with its stdout closed before it writes (`citadel … | head`
 /// that has already exited); stderr is captured.
 pub fn run_with_closed_stdout(mut cmd: Command) -> Output {
