@@ -47,11 +47,11 @@ impl From<ControlError> for ApiError {
             | E::ErasedSource { .. }
             | E::ErasedTrainingData { .. } => (S::UNPROCESSABLE_ENTITY, "refused"),
             E::Data(_) | E::Signing(_) => (S::UNPROCESSABLE_ENTITY, "unprocessable"),
+            E::Store(store) => store_status(store),
             // Fail closed, and say nothing of the inside.
             E::Policy(citadel_policy::PolicyError::Gate { .. })
             | E::Config(_)
             | E::UnreadableRecord { .. }
-            | E::Store(_)
             | E::Crypto(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = if status.is_server_error() {
@@ -60,6 +60,34 @@ impl From<ControlError> for ApiError {
             e.to_string()
         };
         ApiError::new(status, kind, message)
+    }
+}
+
+/// The store's errors: what names a thing the caller asked for is theirs to
+/// fix; the rest is the server's (and says nothing of its inside).
+fn store_status(e: &citadel_store::StoreError) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    use citadel_store::StoreError as E;
+    match e {
+        E::ArtifactNotFound(_) => (S::NOT_FOUND, "not_found"),
+        E::Ambiguous(_) => (S::BAD_REQUEST, "bad_request"),
+        E::OutputExists(_) => (S::CONFLICT, "conflict"),
+        E::GcRunning { .. } | E::PutsInProgress { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
+        E::Db(_)
+        | E::Connect { .. }
+        | E::DbUrl(_)
+        | E::SchemaTooNew { .. }
+        | E::MigrationChecksum { .. }
+        | E::Object { .. }
+        | E::OutOfSpace { .. }
+        | E::StorageUrl(_)
+        | E::Io { .. }
+        | E::NotRegular { .. }
+        | E::MissingObject { .. }
+        | E::Corrupt { .. }
+        | E::Crypto(_)
+        | E::Malformed(_)
+        | E::Task(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

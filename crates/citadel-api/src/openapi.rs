@@ -62,6 +62,42 @@ pub fn document() -> Value {
     }
     let mut create = op("Request a stage change", &[], None, obj.clone());
     create["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": new_request}}});
+    let body = |schema: Value| json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    let name_schema = json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"});
+    let mut principal_new = op("Create a principal", &[], None, obj.clone());
+    principal_new["requestBody"] = body(json!({"type": "object", "additionalProperties": false, "required": ["name"],
+        "properties": {"name": name_schema, "kind": {"type": "string", "enum": ["user", "service"]}}}));
+    let mut grant = op("Add or revoke a role grant", &[], None, obj.clone());
+    grant["parameters"] = json!([{"name": "verb", "in": "path", "required": true, "schema": {"type": "string", "enum": ["add", "revoke"]}}]);
+    grant["requestBody"] =
+        body(json!({"type": "object", "additionalProperties": false, "required": ["principal", "role"],
+        "properties": {"principal": {"type": "string"}, "role": {"type": "string"}, "scope": {"type": "string"}}}));
+    let mut token_new = op("Issue an API token (shown once)", &[], None, obj.clone());
+    token_new["requestBody"] = body(json!({"type": "object", "additionalProperties": false, "required": ["principal"],
+        "properties": {"principal": {"type": "string"}, "label": {"type": "string", "maxLength": 200},
+                       "ttl_secs": {"type": "integer", "minimum": 60, "maximum": 31_622_400}}}));
+    let mut dataset_version = op("One dataset version's profile and checks", &["name"], None, obj.clone());
+    if let Some(p) = dataset_version["parameters"].as_array_mut() {
+        p.push(json!({"name": "version", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}));
+    }
+    let mut incidents = op("Incidents (open ones, or all)", &[], None, list.clone());
+    incidents["parameters"] = json!([{"name": "all", "in": "query", "required": false, "schema": {"type": "boolean"}}]);
+    let mut incident_verb = op(
+        "Acknowledge or resolve an incident",
+        &["id"],
+        Some(json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": "string"}}})),
+        obj.clone(),
+    );
+    if let Some(p) = incident_verb["parameters"].as_array_mut() {
+        p.push(json!({"name": "verb", "in": "path", "required": true, "schema": {"type": "string", "enum": ["ack", "resolve"]}}));
+    }
+    let mut monitor = op("Monitoring windows of an endpoint, newest first", &["endpoint"], None, list.clone());
+    if let Some(p) = monitor["parameters"].as_array_mut() {
+        p.push(json!({"name": "windows", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 10_000}}));
+    }
+    let mut lineage = op("The lineage graph around a version or an artifact", &[], None, obj.clone());
+    lineage["parameters"] =
+        json!([{"name": "reference", "in": "query", "required": true, "schema": {"type": "string"}}]);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Citadel control plane", "version": "1"},
@@ -77,7 +113,19 @@ pub fn document() -> Value {
             "/api/v1/datasets": {"get": op("Datasets and their latest versions", &[], None, list.clone())},
             "/api/v1/datasets/{name}/versions": {"get": op("A dataset's versions", &["name"], None, list.clone())},
             "/api/v1/deployments": {"get": op("Live deployments", &[], None, list.clone())},
-            "/api/v1/principals": {"get": op("Principals and grants", &[], None, list)},
+            "/api/v1/principals": {"get": op("Principals and grants", &[], None, list.clone()), "post": principal_new},
+            "/api/v1/principals/{name}/disable": {"post": op("Disable a principal", &["name"], None, obj.clone())},
+            "/api/v1/grants/{verb}": {"post": grant},
+            "/api/v1/tokens": {"get": op("API tokens (never their secrets)", &[], None, list.clone()), "post": token_new},
+            "/api/v1/tokens/{id}/revoke": {"post": op("Revoke a token", &["id"], None, obj.clone())},
+            "/api/v1/keys": {"get": op("Master keys (ids and states)", &[], None, list.clone())},
+            "/api/v1/datasets/{name}/versions/{version}": {"get": dataset_version},
+            "/api/v1/deployments/{name}/history": {"get": op("An endpoint's revisions", &["name"], None, list.clone())},
+            "/api/v1/incidents": {"get": incidents},
+            "/api/v1/incidents/{id}": {"get": op("An incident and its timeline", &["id"], None, obj.clone())},
+            "/api/v1/incidents/{id}/{verb}": {"post": incident_verb},
+            "/api/v1/monitor/{endpoint}": {"get": monitor},
+            "/api/v1/lineage": {"get": lineage},
             "/api/v1/audit/verify": {"get": op("Verify the audit chain", &[], None, obj)},
             "/api/v1/audit/records": {"get": records},
         }

@@ -170,3 +170,194 @@ pub async fn audit_records(
     };
     to_json(&st.ws.audit_query(&caller, &filter).await?)
 }
+
+// ---------------------------------------------------------------- access
+
+/// `{"name", "kind"}` (kind: user or service).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPrincipal {
+    name: String,
+    #[serde(default = "user")]
+    kind: String,
+}
+
+fn user() -> String {
+    "user".into()
+}
+
+pub async fn principal_create(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(p): Json<NewPrincipal>,
+) -> Reply {
+    to_json(&st.ws.principal_create(&caller, &p.name, &p.kind).await?)
+}
+
+pub async fn principal_disable(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    st.ws.principal_disable(&caller, &name).await?;
+    Ok(Json(json!({"disabled": name})))
+}
+
+/// `{"principal", "role", "scope"}` (scope defaults to `*`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    principal: String,
+    role: String,
+    #[serde(default = "everything")]
+    scope: String,
+}
+
+fn everything() -> String {
+    "*".into()
+}
+
+/// `POST /api/v1/grants/{verb}`: `add` or `revoke`.
+pub async fn grant(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(verb): Path<String>,
+    Json(g): Json<GrantBody>,
+) -> Reply {
+    let changed = match verb.as_str() {
+        "add" => st.ws.grant_add(&caller, &g.principal, &g.role, &g.scope).await?,
+        "revoke" => st.ws.grant_revoke(&caller, &g.principal, &g.role, &g.scope).await?,
+        _ => return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "use add or revoke")),
+    };
+    Ok(Json(json!({"changed": changed, "principal": g.principal, "role": g.role, "scope": g.scope})))
+}
+
+/// `{"principal", "label", "ttl_secs"}`; the token is in the answer, once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    principal: String,
+    #[serde(default)]
+    label: String,
+    #[serde(default = "ninety_days")]
+    ttl_secs: i64,
+}
+
+fn ninety_days() -> i64 {
+    90 * 86_400
+}
+
+pub async fn token_issue(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(t): Json<NewToken>,
+) -> Reply {
+    to_json(&st.ws.token_issue(&caller, &t.principal, &t.label, t.ttl_secs).await?)
+}
+
+pub async fn tokens(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.token_list(&caller).await?)
+}
+
+pub async fn token_revoke(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+) -> Reply {
+    let changed = st.ws.token_revoke(&caller, &id).await?;
+    Ok(Json(json!({"revoked": id, "changed": changed})))
+}
+
+pub async fn keys(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.key_list(&caller).await?)
+}
+
+// ---------------------------------------------------------------- reads
+
+pub async fn dataset_version(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Reply {
+    to_json(&st.ws.data_show(&caller, &format!("{name}@{version}")).await?)
+}
+
+pub async fn deployment_history(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    to_json(&st.ws.deploy_history(&caller, &name).await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn incidents(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Query(q): Query<IncidentsQuery>,
+) -> Reply {
+    to_json(&st.ws.incident_list(&caller, q.all).await?)
+}
+
+pub async fn incident(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+) -> Reply {
+    let (incident, events) = st.ws.incident_show(&caller, &id).await?;
+    Ok(Json(
+        json!({"incident": serde_json::to_value(&incident).unwrap_or_default(), "timeline": serde_json::to_value(&events).unwrap_or_default()}),
+    ))
+}
+
+/// `POST /api/v1/incidents/{id}/{verb}`: `ack` or `resolve`, `{"note"}`.
+pub async fn incident_transition(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path((id, verb)): Path<(String, String)>,
+    body: Option<Json<Decision>>,
+) -> Reply {
+    let note = body.map(|Json(d)| d.note).unwrap_or_default();
+    let i = match verb.as_str() {
+        "ack" => st.ws.incident_ack(&caller, &id, &note).await?,
+        "resolve" => st.ws.incident_resolve(&caller, &id, &note).await?,
+        _ => return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "use ack or resolve")),
+    };
+    to_json(&i)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsQuery {
+    windows: Option<i64>,
+}
+
+pub async fn monitor_status(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(endpoint): Path<String>,
+    Query(q): Query<WindowsQuery>,
+) -> Reply {
+    to_json(&st.ws.monitor_status(&caller, &endpoint, q.windows.unwrap_or(24).clamp(1, 10_000)).await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageQuery {
+    /// `dataset:NAME@V`, `model:NAME@V`, or an artifact id or name.
+    reference: String,
+}
+
+pub async fn lineage(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Query(q): Query<LineageQuery>,
+) -> Reply {
+    to_json(&st.ws.lineage(&caller, &q.reference).await?)
+}

@@ -190,10 +190,11 @@ where
 /// Runs one CLI command against the server, when the API serves it.
 pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Result<i32> {
     use crate::Command as C;
-    use crate::access_cmd::PrincipalCmd;
+    use crate::access_cmd::{GrantCmd, KeyCmd, PrincipalCmd, TokenCmd};
     use crate::audit_cmd::AuditCmd;
     use crate::data_cmd::DataCmd;
     use crate::model_cmd::ModelCmd;
+    use crate::monitor_cmd::{IncidentCmd, MonitorCmd};
     use crate::serve_cmd::DeployCmd;
     let enc = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     let seg = |s: &str| -> Result<String> {
@@ -227,9 +228,69 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
         }
         C::Deploy(DeployCmd::Ls) => remote.call("GET", "/api/v1/deployments", None).await?,
         C::Principal(PrincipalCmd::List) => remote.call("GET", "/api/v1/principals", None).await?,
+        C::Principal(PrincipalCmd::Create { name, kind }) => {
+            remote.call("POST", "/api/v1/principals", Some(serde_json::json!({"name": name, "kind": kind}))).await?
+        }
+        C::Principal(PrincipalCmd::Disable { name }) => {
+            remote.call("POST", &format!("/api/v1/principals/{}/disable", seg(name)?), None).await?
+        }
+        C::Grant(GrantCmd::Add { principal, role, scope }) | C::Grant(GrantCmd::Revoke { principal, role, scope }) => {
+            let verb = if matches!(cmd, C::Grant(GrantCmd::Add { .. })) { "add" } else { "revoke" };
+            let body = serde_json::json!({"principal": principal, "role": role, "scope": scope});
+            remote.call("POST", &format!("/api/v1/grants/{verb}"), Some(body)).await?
+        }
+        C::Token(TokenCmd::Issue { principal, ttl_days, ttl_secs, label }) => {
+            let body = serde_json::json!({"principal": principal, "label": label, "ttl_secs": ttl_secs.unwrap_or(ttl_days * 86_400)});
+            remote.call("POST", "/api/v1/tokens", Some(body)).await?
+        }
+        C::Token(TokenCmd::Revoke { id }) => {
+            remote.call("POST", &format!("/api/v1/tokens/{}/revoke", seg(id)?), None).await?
+        }
+        C::Token(TokenCmd::List) => remote.call("GET", "/api/v1/tokens", None).await?,
+        C::Key(KeyCmd::List) => remote.call("GET", "/api/v1/keys", None).await?,
+        C::Data(DataCmd::Show { reference, html: None }) => {
+            let (name, version) =
+                reference.rsplit_once('@').and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n, v))).ok_or_else(
+                    || anyhow!("{reference:?} is not NAME@VERSION\nhint: e.g. citadel data show adult@1"),
+                )?;
+            remote.call("GET", &format!("/api/v1/datasets/{}/versions/{version}", seg(name)?), None).await?
+        }
+        C::Deploy(DeployCmd::History { name }) => {
+            remote.call("GET", &format!("/api/v1/deployments/{}/history", seg(name)?), None).await?
+        }
+        C::Incident(IncidentCmd::Ls { all }) => {
+            remote.call("GET", &format!("/api/v1/incidents?all={all}"), None).await?
+        }
+        C::Incident(IncidentCmd::Show { id, html: None }) => {
+            remote.call("GET", &format!("/api/v1/incidents/{}", seg(id)?), None).await?
+        }
+        C::Incident(IncidentCmd::Ack { id, note }) => {
+            let path = format!("/api/v1/incidents/{}/ack", seg(id)?);
+            remote.call("POST", &path, Some(serde_json::json!({"note": note}))).await?
+        }
+        C::Incident(IncidentCmd::Resolve { id, note }) => {
+            let path = format!("/api/v1/incidents/{}/resolve", seg(id)?);
+            remote.call("POST", &path, Some(serde_json::json!({"note": note}))).await?
+        }
+        C::Monitor(MonitorCmd::Status { endpoint, windows, html: None }) => {
+            remote.call("GET", &format!("/api/v1/monitor/{}?windows={windows}", seg(endpoint)?), None).await?
+        }
+        C::Lineage { reference, .. } => {
+            let q: String = reference
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            remote.call("GET", &format!("/api/v1/lineage?reference={q}"), None).await?
+        }
         C::Audit(AuditCmd::Verify) => remote.call("GET", "/api/v1/audit/verify", None).await?,
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model ls|history|requests|promote|approve|reject, data ls|versions, deploy ls, principal ls and audit verify; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model ls|history|requests|promote|approve|reject, data ls|versions|show, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
