@@ -213,3 +213,49 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
+
+/// Two servers on one PostgreSQL database behave as one: of two approvals of
+/// the same request sent at once through each, exactly one wins (the other
+/// is told the request is decided), and the records both append form one
+/// chain that verifies.
+#[test]
+fn two_servers_on_one_postgresql_behave_as_one() {
+    let Some(pg) = service("CITADEL_TEST_PG_URL") else { return };
+    let ws = Ws::with(&["--metadata-url", &fresh_pg_database(&pg)], &[]);
+    let sci = token_for(&ws, "sam", &["data-scientist"]);
+    let ann = token_for(&ws, "ann", &["approver"]);
+    let abe = token_for(&ws, "abe", &["approver"]);
+    let dir = ws.root.parent().unwrap().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    std::fs::copy(fixtures.join("add.onnx"), dir.join("model.onnx")).unwrap();
+    ok_json(as_user(&ws, &sci, &["model", "register", dir.to_str().unwrap(), "--name", "fraud"]));
+    let (_a, url_a) = server(&ws, &[]);
+    let (_b, url_b) = server(&ws, &[]);
+    // Two races: into staging, then (from staging) into archived.
+    for to in ["staging", "archived"] {
+        let req = ok_json(remote(&url_a, &sci, &["model", "promote", "fraud@1", "--to", to]));
+        let id = req["id"].as_str().unwrap().to_string();
+        let (ua, ub, ia, ib, ta, tb) = (url_a.clone(), url_b.clone(), id.clone(), id, ann.clone(), abe.clone());
+        let a = std::thread::spawn(move || remote(&ua, &ta, &["model", "approve", &ia]));
+        let b = std::thread::spawn(move || remote(&ub, &tb, &["model", "approve", &ib]));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        let won = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(won, 1, "{to}: {} | {}", said(&a), said(&b));
+        let lost = if a.status.success() { &b } else { &a };
+        assert!(said(lost).contains("409"), "{}", said(lost));
+    }
+    // Reads through both at once: every record lands in one chain.
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (u, t) = (if i % 2 == 0 { url_a.clone() } else { url_b.clone() }, sci.clone());
+            std::thread::spawn(move || remote(&u, &t, &["model", "ls", "fraud"]))
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap().status.success());
+    }
+    let admin = token_for(&ws, "root2", &["auditor"]);
+    let verify = ok_json(remote(&url_b, &admin, &["audit", "verify"]));
+    assert!(verify["problems"].as_array().unwrap().is_empty(), "{verify}");
+}
