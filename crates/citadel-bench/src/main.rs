@@ -4,6 +4,7 @@
 //! it drives the `citadel` binary built beside it (or `CITADEL_BIN`).
 
 mod bench;
+mod bench_control;
 mod bench_data;
 mod bench_erase;
 mod bench_monitor;
@@ -36,6 +37,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// The control plane (citadel server) next to MLflow's tracking server:
+    /// metadata reads of a registered model's versions, 1 and 8 clients.
+    /// MLflow from CITADEL_BENCH_MLFLOW (pip install mlflow).
+    Control {
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+        /// Reads per client.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Keep the workspace and MLflow's store afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// The quickstart end to end, and the built-in trainers next to
     /// scikit-learn (LogisticRegression, HistGradientBoostingClassifier) on
     /// the same Adult split: times, ratios, accuracies. Needs a Python with
@@ -219,6 +233,13 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: &Cli) -> Result<()> {
     let out = Out { json: cli.json };
     match &cli.command {
+        BenchCmd::Control { dir, requests, keep } => {
+            anyhow::ensure!(*requests >= 10, "--requests must be at least 10\nhint: e.g. --requests 1000");
+            let quiet = cli.json || !std::io::stderr().is_terminal();
+            let (dir, requests, keep) = (dir.clone(), *requests, *keep);
+            let report = tokio::task::spawn_blocking(move || bench_control::run(&dir, requests, keep, quiet)).await??;
+            out.emit(&report, || bench_control::render(&report));
+        }
         BenchCmd::Scan { dir, pickles, pickle_kib, archives, archive_mib } => {
             anyhow::ensure!(
                 *pickles > 0 && *pickle_kib > 0,
