@@ -171,7 +171,7 @@ fn mlflow(root: &Path, mlflow: &Path, versions: usize) -> Result<(Proc, String)>
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(mlflow)
-        .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+        .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
         .arg("--backend-store-uri")
         .arg(format!("sqlite:///{}", root.join("mlflow.db").display()))
         .arg("--default-artifact-root")
@@ -189,7 +189,7 @@ fn mlflow(root: &Path, mlflow: &Path, versions: usize) -> Result<(Proc, String)>
         bail!("MLflow registered-models/create: {s} {}", String::from_utf8_lossy(&b));
     }
     for v in 0..versions {
-        let body = format!(r#"{{"name":"fraud","source":"{}/m{v}"}}"#, root.display());
+        let body = format!(r#"{{"name":"fraud","source":"s3://citadel-bench/fraud/m{v}"}}"#);
         let (s, b) = c.call("POST", "/api/2.0/mlflow/model-versions/create", None, Some(&body))?;
         if s != 200 {
             bail!("MLflow model-versions/create: {s} {}", String::from_utf8_lossy(&b));
