@@ -41,6 +41,9 @@ pub use error::ApiError;
 /// this API yet).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Client connections served at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// What every handler shares.
 pub struct AppState {
     pub ws: Arc<Workspace>,
@@ -151,7 +154,10 @@ async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: N
         Err(AuthFailure::Refused(why)) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
-            format!("{why}; hint: send Authorization: Bearer TOKEN (citadel token issue NAME)"),
+            format!(
+                "{}; hint: send Authorization: Bearer TOKEN (citadel token issue NAME)",
+                AuthFailure::public_reason(why)
+            ),
         )
         .into_response(),
         Err(AuthFailure::TooMany { retry_after }) => ApiError {
@@ -239,8 +245,11 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     on_listening(&Listening { addr, grpc_addr: None, scheme: if tls.is_some() { "https" } else { "http" }, dev_ca });
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // Bounded connections: past the limit a new one waits to be accepted.
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let Ok(slot) = connections.clone().acquire_owned().await else { return Ok(()) };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
@@ -252,6 +261,7 @@ pub async fn serve(
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = tower::ServiceExt::map_request(app, move |mut r: Request<hyper::body::Incoming>| {
                 r.extensions_mut().insert(Peer(peer));
                 r

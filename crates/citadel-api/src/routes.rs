@@ -16,8 +16,8 @@ use crate::error::ApiError;
 type Reply = Result<Json<Value>, ApiError>;
 
 fn to_json<T: serde::Serialize>(v: &T) -> Reply {
-    serde_json::to_value(v).map(Json).map_err(|e| {
-        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("encoding the answer: {e}"))
+    serde_json::to_value(v).map(Json).map_err(|_| {
+        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "the answer could not be encoded")
     })
 }
 
@@ -311,9 +311,8 @@ pub async fn incident(
     Path(id): Path<String>,
 ) -> Reply {
     let (incident, events) = st.ws.incident_show(&caller, &id).await?;
-    Ok(Json(
-        json!({"incident": serde_json::to_value(&incident).unwrap_or_default(), "timeline": serde_json::to_value(&events).unwrap_or_default()}),
-    ))
+    let (Json(incident), Json(timeline)) = (to_json(&incident)?, to_json(&events)?);
+    Ok(Json(json!({"incident": incident, "timeline": timeline})))
 }
 
 /// `POST /api/v1/incidents/{id}/{verb}`: `ack` or `resolve`, `{"note"}`.

@@ -29,7 +29,16 @@ impl Workspace {
                 let kind = if kind == "dataset" { ResourceKind::Dataset } else { ResourceKind::Model };
                 Resource::new(kind, format_args!("{name}@{version}"))
             }
-            _ => Resource::artifact(self.store.resolve(reference).await?.id),
+            _ => {
+                // Whether an artifact exists is itself for those who may read
+                // lineage: anyone else is refused (and recorded) before the lookup.
+                if !caller.grants().iter().any(|g| g.role.allows(Action::LineageRead)) {
+                    self.authorize(caller, Action::LineageRead, Resource::artifact(reference))
+                        .await?
+                        .unrecorded("not reached: the caller holds no lineage.read");
+                }
+                Resource::artifact(self.store.resolve(reference).await?.id)
+            }
         };
         let permit = self.authorize(caller, Action::LineageRead, root.clone()).await?;
         let root = root.to_string();

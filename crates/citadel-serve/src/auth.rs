@@ -35,9 +35,22 @@ const ADDRESSES_MAX: usize = 100_000;
 const QUEUE: usize = 8_192;
 /// Refusals written per transaction.
 const BATCH: usize = 512;
+/// Refusals recorded one by one per second, all addresses together.
+const RECORDED_PER_SEC: u64 = 500;
 
-/// Why a request did not authenticate; the text is safe to return (no
-/// secret, no detail an attacker could use).
+/// The network a refusal is counted against: an IPv4 address, or the /64 an
+/// IPv6 address is in (one host commonly holds a whole /64).
+fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
+/// Why a request did not authenticate.
 #[derive(Debug, Clone, Copy)]
 pub enum AuthFailure {
     /// 401: the credential was refused (and the refusal recorded).
@@ -46,6 +59,18 @@ pub enum AuthFailure {
     TooMany { retry_after: Duration },
     /// 503: the check itself could not run (the database).
     Unavailable,
+}
+
+impl AuthFailure {
+    /// What a client is told of a refusal: how to present a credential, or
+    /// that the one presented was refused, never which check failed (that
+    /// is in the audit record).
+    pub fn public_reason(why: &'static str) -> &'static str {
+        match why {
+            "credentials required" | "use Authorization: Bearer TOKEN" => why,
+            _ => "the credential was refused",
+        }
+    }
 }
 
 /// How many refusals one client address gets per window before its
@@ -80,6 +105,10 @@ pub struct Authenticator {
     queue: mpsc::Sender<Refusal>,
     /// Refusals the full queue could not take (recorded as a count).
     dropped: Arc<AtomicU64>,
+    /// The global rate of recorded refusals: the current second, its count.
+    started: Instant,
+    second: AtomicU64,
+    in_second: AtomicU64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -111,6 +140,9 @@ impl Authenticator {
             refusals_by_address: Mutex::new(HashMap::new()),
             queue,
             dropped,
+            started: Instant::now(),
+            second: AtomicU64::new(0),
+            in_second: AtomicU64::new(0),
         }
     }
 
@@ -132,10 +164,14 @@ impl Authenticator {
         }
     }
 
-    /// `Some(wait)` when `address` has used its refusals for this window.
+    /// `Some(wait)` when `address` has used its refusals for this window,
+    /// or when so many addresses are counted that a new one cannot be (the
+    /// table is not cleared to make room: that would forgive everyone).
     fn over_budget(&self, address: IpAddr) -> Option<Duration> {
         let map = self.refusals_by_address.lock().ok()?;
-        let (start, n) = map.get(&address)?;
+        let Some((start, n)) = map.get(&address) else {
+            return (map.len() >= ADDRESSES_MAX).then_some(self.budget.window);
+        };
         let elapsed = start.elapsed();
         (elapsed < self.budget.window && *n >= self.budget.per_window).then(|| self.budget.window - elapsed)
     }
@@ -147,17 +183,26 @@ impl Authenticator {
             let now = Instant::now();
             if map.len() >= ADDRESSES_MAX && !map.contains_key(&address) {
                 map.retain(|_, (start, _)| now.duration_since(*start) < self.budget.window);
-                if map.len() >= ADDRESSES_MAX {
-                    map.clear();
+            }
+            if map.len() < ADDRESSES_MAX || map.contains_key(&address) {
+                let entry = map.entry(address).or_insert((now, 0));
+                if now.duration_since(entry.0) >= self.budget.window {
+                    *entry = (now, 0);
                 }
+                entry.1 = entry.1.saturating_add(1);
             }
-            let entry = map.entry(address).or_insert((now, 0));
-            if now.duration_since(entry.0) >= self.budget.window {
-                *entry = (now, 0);
-            }
-            entry.1 = entry.1.saturating_add(1);
         }
-        if self.queue.try_send(refusal).is_err() {
+        // However many addresses refuse, at most RECORDED_PER_SEC refusals a
+        // second are written one by one; the rest are counted.
+        let second = self.started.elapsed().as_secs();
+        let recorded = match self.second.swap(second, Ordering::Relaxed) {
+            s if s == second => self.in_second.fetch_add(1, Ordering::Relaxed) + 1,
+            _ => {
+                self.in_second.store(1, Ordering::Relaxed);
+                1
+            }
+        };
+        if recorded > RECORDED_PER_SEC || self.queue.try_send(refusal).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         AuthFailure::Refused(reason)
@@ -179,26 +224,28 @@ impl Authenticator {
         client_cert_fingerprint: Option<&str>,
         address: IpAddr,
     ) -> Result<Arc<Caller>, AuthFailure> {
-        let key = match (authorization, client_cert_fingerprint) {
-            (Some(value), _) => Digest::of(value.as_bytes()),
-            (None, Some(fp)) => Digest::of(format!("mtls:{fp}").as_bytes()),
-            (None, None) => Digest::of(b""),
+        let address = network_of(address);
+        // What was presented, parsed before anything is looked up; the cache
+        // key says which kind it is, so one kind can never pose as another.
+        let bearer =
+            authorization.map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim));
+        let key = match (bearer, client_cert_fingerprint) {
+            (Some(Some(token)), _) => Some(Digest::of(&[b"bearer\0".as_slice(), token.as_bytes()].concat())),
+            (None, Some(fp)) => Some(Digest::of(&[b"cert\0".as_slice(), fp.as_bytes()].concat())),
+            _ => None,
         };
-        if let Some(c) = self.cached(&key) {
+        if let Some(c) = key.as_ref().and_then(|k| self.cached(k)) {
             return Ok(c);
         }
         // Past its refusals, an address gets no lookup and no write.
         if let Some(retry_after) = self.over_budget(address) {
             return Err(AuthFailure::TooMany { retry_after });
         }
-        let caller = match (authorization, client_cert_fingerprint) {
-            (Some(value), _) => {
-                let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
-                    return Err(
-                        self.refused(address, Refusal::new(None, "malformed", "use Authorization: Bearer TOKEN"))
-                    );
-                };
-                let token = token.trim();
+        let caller = match (bearer, client_cert_fingerprint) {
+            (Some(None), _) => {
+                return Err(self.refused(address, Refusal::new(None, "malformed", "use Authorization: Bearer TOKEN")));
+            }
+            (Some(Some(token)), _) => {
                 if token.starts_with("cit_") {
                     self.settle(address, self.ws.verify_token(token).await)?
                 } else if let Some(jwt) = &self.jwt {
@@ -212,7 +259,9 @@ impl Authenticator {
             (None, None) => return Err(self.refused(address, Refusal::new(None, "none", "credentials required"))),
         };
         let caller = Arc::new(caller);
-        self.remember(key, caller.clone());
+        if let Some(key) = key {
+            self.remember(key, caller.clone());
+        }
         Ok(caller)
     }
 }

@@ -996,7 +996,7 @@ impl Gateway {
             AuthFailure::Refused(why) => api(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
-                format!("{why}; hint: send Authorization: Bearer <token>"),
+                format!("{}; hint: send Authorization: Bearer <token>", AuthFailure::public_reason(why)),
             ),
             AuthFailure::TooMany { retry_after } => ApiError {
                 retry_after: Some(retry_after.as_secs().max(1)),

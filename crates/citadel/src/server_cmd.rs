@@ -134,10 +134,22 @@ impl Remote {
                 })?;
                 Some(citadel_serve::tls::client_connector(&ca)?)
             }
-            "http" if ["127.0.0.1", "localhost", "[::1]"].contains(&host.as_str()) => None,
-            "http" => bail!("plain http is for a server on this machine only\nhint: use https:// with CITADEL_CA"),
+            // Only a literal loopback address (no name a resolver could
+            // point elsewhere) gets a token in clear text.
+            "http"
+                if host
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()) =>
+            {
+                None
+            }
+            "http" => bail!(
+                "plain http is for a server on this machine only (http://127.0.0.1:PORT)\nhint: use https:// with CITADEL_CA"
+            ),
             other => bail!("CITADEL_URL scheme {other:?}: use https (or http on loopback)"),
         };
+        let host = host.trim_matches(|c| c == '[' || c == ']').to_string();
         Ok(Some(Remote { scheme: scheme.into(), host, port, token, tls }))
     }
 
@@ -152,19 +164,24 @@ impl Remote {
             .header("content-type", "application/json")
             .body(Full::new(bytes::Bytes::from(bytes)))?;
         let what = format!("{}://{}:{}", self.scheme, self.host, self.port);
-        let resp = match &self.tls {
-            Some(tls) => {
-                let io = tls.connect(&self.host, self.port).await?;
-                send(TokioIo::new(io), req).await
+        let exchange = async {
+            match &self.tls {
+                Some(tls) => {
+                    let io = tls.connect(&self.host, self.port).await?;
+                    send(TokioIo::new(io), req).await
+                }
+                None => {
+                    let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                        .await
+                        .with_context(|| format!("connecting to {what}"))?;
+                    send(TokioIo::new(tcp), req).await
+                }
             }
-            None => {
-                let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                    .await
-                    .with_context(|| format!("connecting to {what}"))?;
-                send(TokioIo::new(tcp), req).await
-            }
-        }
-        .with_context(|| format!("calling {what}"))?;
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(120), exchange)
+            .await
+            .map_err(|_| anyhow!("{what} did not answer within 120 s"))?
+            .with_context(|| format!("calling {what}"))?;
         let (status, body) = resp;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
@@ -183,7 +200,13 @@ where
     tokio::spawn(conn);
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    // An answer is JSON metadata: bounded.
+    let body = http_body_util::Limited::new(resp.into_body(), 64 << 20)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the answer: {e}"))?
+        .to_bytes()
+        .to_vec();
     Ok((status, body))
 }
 
@@ -198,7 +221,11 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
     use crate::serve_cmd::DeployCmd;
     let enc = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     let seg = |s: &str| -> Result<String> {
-        if enc(s) { Ok(s.to_string()) } else { bail!("{s:?} is not a name (letters, digits, . _ -)") }
+        if enc(s) && s != "." && s != ".." {
+            Ok(s.to_string())
+        } else {
+            bail!("{s:?} is not a name (letters, digits, . _ -)")
+        }
     };
     let v = match cmd {
         C::Model(ModelCmd::Ls { name }) => {

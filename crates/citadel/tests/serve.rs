@@ -722,6 +722,18 @@ fn client_certificates_and_jwts_authenticate_and_certificates_reload_without_res
     // A mapped client certificate is a principal; an unmapped one is not.
     assert_eq!(with_cert(&client_cert, &client_key), 200);
     assert_eq!(with_cert(&stranger_cert, &stranger_key), 401);
+    // The certificate's principal was just verified (and cached): a header
+    // that spells the certificate's cache entry must not pose as it.
+    for forged in [format!("mtls:{client_fp}"), format!("Bearer mtls:{client_fp}"), client_fp.to_string()] {
+        let (code, _, _) = srv.call(
+            "POST",
+            "/v2/models/credit/infer",
+            None,
+            Some(body.to_string().as_bytes()),
+            &[&format!("Authorization: {forged}")],
+        );
+        assert_eq!(code, 401, "{forged}");
+    }
     // JWTs: the subject must be an enabled principal with the grant, for this audience.
     assert_eq!(srv.infer("credit", &jwt("app", "citadel"), &body).0, 200);
     assert_eq!(srv.infer("credit", &jwt("intruder", "citadel"), &body).0, 403);
