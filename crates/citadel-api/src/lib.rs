@@ -31,7 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use citadel_control::Workspace;
-use citadel_serve::auth::{AuthFailure, Authenticator, JwtVerifier, RefusalBudget};
+use citadel_serve::auth::{AuthFailure, Authenticator, RefusalBudget};
 use citadel_serve::{Listening, ServeError, Transport};
 use serde_json::json;
 
@@ -183,6 +183,8 @@ pub struct ServerConfig {
     pub transport: Transport,
     /// JWKS file, issuer and audience for people's bearer JWTs.
     pub jwt: Option<(PathBuf, String, String)>,
+    /// The CA of an `https://` JWKS URL (default: the system bundle).
+    pub jwks_ca: Option<PathBuf>,
     pub auth_cache_ttl: Duration,
     pub refusal_budget: RefusalBudget,
 }
@@ -205,10 +207,10 @@ pub enum ServerError {
 }
 
 /// The state of a server over `ws` with `config`'s credentials.
-pub fn state(ws: Arc<Workspace>, config: &ServerConfig) -> Result<Arc<AppState>, ServerError> {
+pub async fn state(ws: Arc<Workspace>, config: &ServerConfig) -> Result<Arc<AppState>, ServerError> {
     let jwt = match &config.jwt {
-        Some((path, iss, aud)) => {
-            Some(JwtVerifier::from_jwks_file(path, iss, aud).map_err(|e| ServerError::Serve(ServeError::Jwks(e)))?)
+        Some((source, iss, aud)) => {
+            Some(citadel_serve::auth::jwt_verifier(source, config.jwks_ca.as_deref(), iss, aud).await?)
         }
         None => None,
     };
@@ -238,7 +240,7 @@ pub async fn serve(
             (Some(server_config(ReloadingCert::open(&cert, &key)?, None, false)?), Some(cert))
         }
     };
-    let app = app(state(ws, &config)?);
+    let app = app(state(ws, &config).await?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;

@@ -392,7 +392,7 @@ impl Workspace {
     /// `verifier`, then its subject as an enabled principal of this
     /// workspace (grants come from here, never from the token).
     pub async fn verify_jwt(&self, verifier: &JwtVerifier, token: &str) -> std::result::Result<Caller, AuthError> {
-        match verifier.verify(token) {
+        match verifier.verify(token).await {
             Ok(subject) => self.caller_named(&subject, CredentialKind::Jwt, &format!("jwt-sub:{subject}")).await,
             Err(f) => Err(AuthError::Refused(Refusal::new(Some(CredentialKind::Jwt), "jwt", f.reason()))),
         }

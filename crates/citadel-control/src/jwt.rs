@@ -19,6 +19,9 @@ impl JwtFailure {
     }
 }
 
+/// A token naming a key id the keys lack.
+const UNKNOWN_KEY: JwtFailure = JwtFailure("token signed by an unknown key");
+
 /// A JWKS that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -42,58 +45,141 @@ pub enum JwksError {
         #[source]
         source: jsonwebtoken::errors::Error,
     },
+    #[error("JWKS {path} could not be fetched: {reason}")]
+    Fetch { path: String, reason: String },
     #[error("JWKS {path} holds no key")]
     Empty { path: String },
 }
 
+/// Fetches the IdP's JWKS again (over HTTPS, by the caller that built it):
+/// the body, or why not.
+pub type JwksFetch =
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>> + Send + Sync>;
+
+type Key = (Option<String>, Algorithm, DecodingKey);
+
+/// The least time between two fetches a token with an unknown `kid`
+/// triggers (a flood of made-up `kid`s does not become a flood of fetches).
+pub const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct JwtVerifier {
-    keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
+    keys: std::sync::RwLock<std::sync::Arc<Vec<Key>>>,
+    fetch: Option<JwksFetch>,
+    last_refresh: std::sync::Mutex<Option<std::time::Instant>>,
+    source: String,
     issuer: String,
     audience: String,
 }
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier").field("keys", &self.keys.len()).field("issuer", &self.issuer).finish()
+        f.debug_struct("JwtVerifier").field("source", &self.source).field("issuer", &self.issuer).finish()
     }
 }
 
+/// RS256 and ES256 keys of a JWKS; keys of other types are refused, not skipped.
+fn parse_jwks(body: &[u8], shown: &str) -> Result<Vec<Key>, JwksError> {
+    let shown = || shown.to_string();
+    let set: JwkSet = serde_json::from_slice(body).map_err(|source| JwksError::Parse { path: shown(), source })?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let alg = match &jwk.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p)
+                if p.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            _ => return Err(JwksError::KeyType { path: shown() }),
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::Key { path: shown(), source })?;
+        keys.push((jwk.common.key_id.clone(), alg, key));
+    }
+    if keys.is_empty() {
+        return Err(JwksError::Empty { path: shown() });
+    }
+    Ok(keys)
+}
+
 impl JwtVerifier {
-    /// Loads RS256 and ES256 keys from a JWKS file. Keys of other types are refused, not skipped.
-    pub fn from_jwks_file(path: &Path, issuer: &str, audience: &str) -> Result<JwtVerifier, JwksError> {
-        let shown = || path.display().to_string();
-        let body = std::fs::read(path).map_err(|source| JwksError::Read { path: shown(), source })?;
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|source| JwksError::Parse { path: shown(), source })?;
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            let alg = match &jwk.algorithm {
-                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p)
-                    if p.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
-                {
-                    Algorithm::ES256
-                }
-                _ => {
-                    return Err(JwksError::KeyType { path: shown() });
-                }
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::Key { path: shown(), source })?;
-            keys.push((jwk.common.key_id.clone(), alg, key));
+    fn with(keys: Vec<Key>, fetch: Option<JwksFetch>, source: &str, issuer: &str, audience: &str) -> JwtVerifier {
+        JwtVerifier {
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            fetch,
+            last_refresh: std::sync::Mutex::new(None),
+            source: source.to_string(),
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
         }
-        if keys.is_empty() {
-            return Err(JwksError::Empty { path: shown() });
-        }
-        Ok(JwtVerifier { keys, issuer: issuer.to_string(), audience: audience.to_string() })
     }
 
-    /// The verified subject. The header's algorithm must be the one of the
-    /// key it names (no `none`, no HS256 with a public key as secret).
-    pub fn verify(&self, token: &str) -> Result<String, JwtFailure> {
+    /// Keys from a JWKS file, read once.
+    pub fn from_jwks_file(path: &Path, issuer: &str, audience: &str) -> Result<JwtVerifier, JwksError> {
+        let shown = path.display().to_string();
+        let body = std::fs::read(path).map_err(|source| JwksError::Read { path: shown.clone(), source })?;
+        Ok(JwtVerifier::with(parse_jwks(&body, &shown)?, None, &shown, issuer, audience))
+    }
+
+    /// Keys fetched from the IdP (`source` names it in errors), and fetched
+    /// again when a token names a key id they lack: the IdP rotated. A key
+    /// the IdP no longer publishes is dropped at that refresh.
+    pub async fn from_fetch(
+        source: &str,
+        fetch: JwksFetch,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<JwtVerifier, JwksError> {
+        let body = fetch().await.map_err(|reason| JwksError::Fetch { path: source.to_string(), reason })?;
+        Ok(JwtVerifier::with(parse_jwks(&body, source)?, Some(fetch), source, issuer, audience))
+    }
+
+    /// Fetches the keys again, at most once per [`REFRESH_INTERVAL`]; a
+    /// fetch or a JWKS that fails keeps the keys there are.
+    async fn refresh(&self) -> bool {
+        let Some(fetch) = &self.fetch else { return false };
+        {
+            let Ok(mut last) = self.last_refresh.lock() else { return false };
+            if last.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match fetch().await.ok().and_then(|body| parse_jwks(&body, &self.source).ok()) {
+            Some(keys) => match self.keys.write() {
+                Ok(mut k) => {
+                    *k = std::sync::Arc::new(keys);
+                    true
+                }
+                Err(_) => false,
+            },
+            None => false,
+        }
+    }
+
+    /// The verified subject; a token whose `kid` the keys lack makes them
+    /// be fetched again (see [`JwtVerifier::from_fetch`]) before it is judged.
+    pub async fn verify(&self, token: &str) -> Result<String, JwtFailure> {
+        match self.verify_now(token) {
+            Err(f) if f == UNKNOWN_KEY && self.refresh().await => self.verify_now(token),
+            r => r,
+        }
+    }
+
+    /// The verified subject, with the keys at hand. The header's algorithm
+    /// must be the one of the key it names (no `none`, no HS256 with a
+    /// public key as secret).
+    pub fn verify_now(&self, token: &str) -> Result<String, JwtFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtFailure("malformed bearer token"))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(JwtFailure("token algorithm not accepted"));
         }
-        let candidates = self.keys.iter().filter(|(kid, alg, _)| {
+        let keys = self.keys.read().map(|k| k.clone()).map_err(|_| JwtFailure("keys unavailable"))?;
+        if let Some(kid) = &header.kid
+            && !keys.iter().any(|(k, _, _)| k.as_deref() == Some(kid.as_str()))
+        {
+            return Err(UNKNOWN_KEY);
+        }
+        let candidates = keys.iter().filter(|(kid, alg, _)| {
             *alg == header.alg && (header.kid.is_none() || kid.as_deref() == header.kid.as_deref())
         });
         for (_, alg, key) in candidates {
@@ -171,7 +257,7 @@ mod tests {
     #[test]
     fn a_valid_token_names_its_subject() {
         let i = issuer();
-        assert_eq!(i.verifier.verify(&sign(&i, claims())).unwrap(), "app");
+        assert_eq!(i.verifier.verify_now(&sign(&i, claims())).unwrap(), "app");
     }
 
     #[test]
@@ -179,19 +265,19 @@ mod tests {
         let i = issuer();
         let mut c = claims();
         c["exp"] = serde_json::json!(now() - 600);
-        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().reason(), "token expired");
+        assert_eq!(i.verifier.verify_now(&sign(&i, c)).unwrap_err().reason(), "token expired");
         let mut c = claims();
         c["nbf"] = serde_json::json!(now() + 600);
-        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().reason(), "token not yet valid");
+        assert_eq!(i.verifier.verify_now(&sign(&i, c)).unwrap_err().reason(), "token not yet valid");
         let mut c = claims();
         c["aud"] = serde_json::json!("another-service");
-        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().reason(), "token issued for someone else");
+        assert_eq!(i.verifier.verify_now(&sign(&i, c)).unwrap_err().reason(), "token issued for someone else");
         let mut c = claims();
         c["iss"] = serde_json::json!("https://evil.example");
-        assert_eq!(i.verifier.verify(&sign(&i, c)).unwrap_err().reason(), "token issued for someone else");
+        assert_eq!(i.verifier.verify_now(&sign(&i, c)).unwrap_err().reason(), "token issued for someone else");
         let mut c = claims();
         c.as_object_mut().unwrap().remove("exp");
-        assert!(i.verifier.verify(&sign(&i, c)).is_err());
+        assert!(i.verifier.verify_now(&sign(&i, c)).is_err());
     }
 
     #[test]
@@ -200,28 +286,28 @@ mod tests {
         let good = sign(&i, claims());
         // Another key signs the same claims.
         let other = issuer();
-        assert!(i.verifier.verify(&sign(&other, claims())).is_err());
+        assert!(i.verifier.verify_now(&sign(&other, claims())).is_err());
         // A flipped signature byte.
         let mut forged = good.clone().into_bytes();
         let n = forged.len() - 5;
         forged[n] = if forged[n] == b'A' { b'B' } else { b'A' };
-        assert!(i.verifier.verify(std::str::from_utf8(&forged).unwrap()).is_err());
+        assert!(i.verifier.verify_now(std::str::from_utf8(&forged).unwrap()).is_err());
         // alg: none with no signature.
         let payload = B64.encode(claims().to_string());
         for header in [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"None"}"#, r#"{"alg":"NONE","kid":"k1"}"#] {
             let token = format!("{}.{payload}.", B64.encode(header));
-            assert!(i.verifier.verify(&token).is_err(), "{header} accepted");
+            assert!(i.verifier.verify_now(&token).is_err(), "{header} accepted");
         }
         // HS256 keyed with the public key material (the classic confusion).
         for secret in [i.jwks.to_string().into_bytes(), i.jwks["keys"][0]["x"].as_str().unwrap().as_bytes().to_vec()] {
             let mut h = Header::new(Algorithm::HS256);
             h.kid = Some("k1".into());
             let token = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&secret)).unwrap();
-            assert_eq!(i.verifier.verify(&token).unwrap_err().reason(), "token algorithm not accepted");
+            assert_eq!(i.verifier.verify_now(&token).unwrap_err().reason(), "token algorithm not accepted");
         }
         // Garbage.
         for junk in ["", "a.b.c", "....", "eyJhbGciOiJFUzI1NiJ9"] {
-            assert!(i.verifier.verify(junk).is_err());
+            assert!(i.verifier.verify_now(junk).is_err());
         }
     }
 

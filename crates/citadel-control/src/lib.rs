@@ -40,7 +40,7 @@ pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Targe
 pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};
 pub use identity::{AuthError, Caller, CredentialKind, JwtFailure, JwtVerifier, Permit, Refusal};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
-pub use jwt::JwksError;
+pub use jwt::{JwksError, JwksFetch};
 pub use keys::RotateReport;
 pub use lineage::{LineageGraph, LineageNode};
 pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};

@@ -283,3 +283,60 @@ async fn write_refusals(ws: Arc<Workspace>, mut rx: mpsc::Receiver<Refusal>, dro
         }
     }
 }
+
+/// The JWT verifier of `--jwks SOURCE`: a JWKS file, or an `https://` URL
+/// fetched (and fetched again when the IdP rotates its keys) over TLS that
+/// trusts the certificates in `ca` (default: the system's bundle).
+pub async fn jwt_verifier(
+    source: &std::path::Path,
+    ca: Option<&std::path::Path>,
+    issuer: &str,
+    audience: &str,
+) -> Result<JwtVerifier, crate::ServeError> {
+    let text = source.to_string_lossy();
+    let Some(rest) = text.strip_prefix("https://") else {
+        return Ok(JwtVerifier::from_jwks_file(source, issuer, audience)?);
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>().map_err(|_| crate::ServeError::Config(format!("JWKS URL {text}: bad port")))?,
+        ),
+        None => (hostport.to_string(), 443),
+    };
+    let ca = ca.map(std::path::Path::to_path_buf).unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    let tls = crate::tls::client_connector(&ca)?;
+    let url = text.to_string();
+    let fetch: citadel_control::JwksFetch = Box::new(move || {
+        let (tls, host, path) = (tls.clone(), host.clone(), path.clone());
+        Box::pin(async move {
+            let get = async {
+                let io = tls.connect(&host, port).await.map_err(|e| e.to_string())?;
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                let req = hyper::Request::get(path.as_str())
+                    .header(hyper::header::HOST, host.as_str())
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .map_err(|e| e.to_string())?;
+                let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+                if resp.status() != hyper::StatusCode::OK {
+                    return Err(format!("answered {}", resp.status()));
+                }
+                use http_body_util::BodyExt;
+                let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the keys: {e}"))?;
+                Ok(body.to_bytes().to_vec())
+            };
+            tokio::time::timeout(Duration::from_secs(10), get).await.map_err(|_| "timed out".to_string())?
+        })
+    });
+    Ok(JwtVerifier::from_fetch(&url, fetch, issuer, audience).await?)
+}

@@ -28,7 +28,7 @@ use citadel_infer::{Data, Model, Tensor};
 use citadel_policy::{Action, Resource, ResourceKind};
 use citadel_types::Timestamp;
 
-use crate::auth::{AuthFailure, Authenticator, JwtVerifier};
+use crate::auth::{AuthFailure, Authenticator};
 use crate::metrics::{ErrorLabels, LimitLabels, Metrics, ModelLabels, RequestLabels};
 use crate::tls::{ReloadingCert, fingerprint};
 use crate::{ServeConfig, ServeError, Transport, openapi, v2};
@@ -175,7 +175,7 @@ impl Gateway {
             )));
         }
         let jwt = match &config.jwt {
-            Some((path, iss, aud)) => Some(JwtVerifier::from_jwks_file(path, iss, aud)?),
+            Some((path, iss, aud)) => Some(crate::auth::jwt_verifier(path, config.jwks_ca.as_deref(), iss, aud).await?),
             None => None,
         };
         let (tls, dev_ca, cert) = match &config.transport {

@@ -113,6 +113,9 @@ pub struct ServeConfig {
     pub client_principals: HashMap<String, String>,
     /// JWKS file, issuer and audience for JWT bearer tokens.
     pub jwt: Option<(PathBuf, String, String)>,
+    /// The CA that signed an `https://` JWKS URL's certificate (default: the
+    /// system bundle).
+    pub jwks_ca: Option<PathBuf>,
     pub limits: Limits,
     pub rate: RateLimits,
     pub poll_interval: Duration,
@@ -153,6 +156,7 @@ impl ServeConfig {
             require_client_cert: false,
             client_principals: HashMap::new(),
             jwt: None,
+            jwks_ca: None,
             limits: Limits::default(),
             rate: RateLimits::default(),
             poll_interval: Duration::from_secs(1),

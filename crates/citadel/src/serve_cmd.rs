@@ -52,6 +52,9 @@ pub struct ServeArgs {
     pub jwt_issuer: Option<String>,
     #[arg(long)]
     pub jwt_audience: Option<String>,
+    /// The CA of an https:// --jwks URL (default: the system bundle).
+    #[arg(long)]
+    pub jwks_ca: Option<PathBuf>,
     #[arg(long, default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
     #[arg(long, default_value_t = 1 << 20)]
@@ -153,6 +156,7 @@ pub async fn run_serve(
         .collect::<Result<HashMap<_, _>>>()?;
     if let (Some(jwks), Some(iss), Some(aud)) = (&args.jwks, &args.jwt_issuer, &args.jwt_audience) {
         config.jwt = Some((jwks.clone(), iss.clone(), aud.clone()));
+        config.jwks_ca = args.jwks_ca.clone();
     }
     config.limits.max_body_bytes = args.max_body_bytes;
     config.limits.max_tensor_elements = args.max_tensor_elements;

@@ -44,6 +44,9 @@ pub struct ServerArgs {
     pub jwt_issuer: Option<String>,
     #[arg(long)]
     pub jwt_audience: Option<String>,
+    /// The CA of an https:// --jwks URL (default: the system bundle).
+    #[arg(long)]
+    pub jwks_ca: Option<PathBuf>,
     /// Refused credentials one client address may present per minute.
     #[arg(long, default_value_t = 30)]
     pub auth_refusals_per_min: u32,
@@ -68,6 +71,7 @@ pub async fn run_server(ws: Workspace, workspace_dir: &std::path::Path, args: &S
         listen: args.listen,
         transport,
         jwt,
+        jwks_ca: args.jwks_ca.clone(),
         auth_cache_ttl: Duration::from_secs(5),
         refusal_budget: citadel_serve::RefusalBudget {
             per_window: args.auth_refusals_per_min.max(1),

@@ -51,12 +51,13 @@ fn the_api_in_process_authenticates_authorizes_and_answers_every_error_as_json()
         listen: "127.0.0.1:0".parse().unwrap(),
         transport: citadel_serve::Transport::PlainLoopback,
         jwt: None,
+        jwks_ca: None,
         auth_cache_ttl: Duration::from_secs(5),
         refusal_budget: citadel_serve::RefusalBudget { per_window: 100, window: Duration::from_secs(60) },
     };
     let head = ws.audit_head();
     rt.block_on(async {
-        let app = citadel_api::app(citadel_api::state(w.clone(), &config).unwrap());
+        let app = citadel_api::app(citadel_api::state(w.clone(), &config).await.unwrap());
         // Public: health and the OpenAPI 3.1 document.
         let (s, doc) = call(&app, "GET", "/api/v1/openapi.json", None, vec![]).await;
         assert_eq!((s, doc["openapi"].as_str()), (StatusCode::OK, Some("3.1.0")));
@@ -258,4 +259,91 @@ fn two_servers_on_one_postgresql_behave_as_one() {
     let admin = token_for(&ws, "root2", &["auditor"]);
     let verify = ok_json(remote(&url_b, &admin, &["audit", "verify"]));
     assert!(verify["problems"].as_array().unwrap().is_empty(), "{verify}");
+}
+
+/// People sign in with an OIDC issuer's JWTs: the server fetches the JWKS
+/// over HTTPS by URL, and when the issuer rotates its key a token with the
+/// new `kid` makes it fetch again; a token signed by the rotated-out key is
+/// refused from then on.
+#[test]
+fn jwts_verify_against_an_issuer_fetched_by_url_whose_key_rotates() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    let ws = Ws::new();
+    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["grant", "add", "app", "data-scientist"]);
+    let dir = ws.root.parent().unwrap().join("idp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::new(&dir);
+    let (cert, key, _) = pki.issue("idp", false);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let keys: Vec<Vec<u8>> = (0..2)
+        .map(|_| EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap().as_ref().to_vec())
+        .collect();
+    let jwk = |i: usize| {
+        let point = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &keys[i])
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
+        serde_json::json!({"kty": "EC", "crv": "P-256", "kid": format!("k{i}"), "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..])})
+    };
+    let publish = |i: usize| {
+        let tmp = dir.join("jwks.json.new");
+        std::fs::write(&tmp, serde_json::json!({"keys": [jwk(i)]}).to_string()).unwrap();
+        std::fs::rename(&tmp, dir.join("jwks.json")).unwrap();
+    };
+    let jwt = |i: usize| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(format!("k{i}"));
+        let claims = serde_json::json!({"sub": "app", "iss": "https://idp.test", "aud": "citadel", "exp": now + 300});
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ec_der(&keys[i])).unwrap()
+    };
+    publish(0);
+    // A small issuer on 127.0.0.1: the JWKS over HTTPS.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = format!(
+        "import http.server, ssl, functools\n\
+         h = functools.partial(http.server.SimpleHTTPRequestHandler, directory={dir:?})\n\
+         s = http.server.ThreadingHTTPServer(('127.0.0.1', {port}), h)\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain({cert:?}, {key:?})\n\
+         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+         print('ready', flush=True)\n\
+         s.serve_forever()\n",
+        dir = dir.to_str().unwrap(),
+        cert = cert.to_str().unwrap(),
+        key = key.to_str().unwrap(),
+    );
+    let idp = {
+        let mut c = std::process::Command::new("python3");
+        c.args(["-c", &script]);
+        let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        Server(child)
+    };
+    let url = format!("https://localhost:{port}/jwks.json");
+    let (_srv, api) = server(
+        &ws,
+        &[
+            "--jwks",
+            &url,
+            "--jwks-ca",
+            pki.ca.to_str().unwrap(),
+            "--jwt-issuer",
+            "https://idp.test",
+            "--jwt-audience",
+            "citadel",
+        ],
+    );
+    assert!(ok_json(remote(&api, &jwt(0), &["data", "ls"])).is_array());
+    // The issuer rotates: only the new key is published.
+    publish(1);
+    assert!(ok_json(remote(&api, &jwt(1), &["data", "ls"])).is_array());
+    let o = remote(&api, &jwt(0), &["data", "ls"]);
+    assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    drop(idp);
 }
