@@ -362,6 +362,9 @@ impl Workspace {
         .bind(name.as_str())
         .fetch_all(self.db.pool())
         .await?;
+        if rows.is_empty() {
+            return Err(ControlError::NotFound(format!("model {name}")));
+        }
         rows.iter()
             .map(|r| {
                 let get = |c: &str| r.try_get::<String, _>(c);

@@ -151,7 +151,14 @@ impl Authenticator {
         cache.get(key).filter(|c| c.until > Instant::now()).map(|c| c.caller.clone())
     }
 
-    fn remember(&self, key: Digest, caller: Arc<Caller>) {
+    /// Caches a verified caller for the TTL, or until `expires` (a JWT's
+    /// `exp`, seconds since the epoch) if that comes first.
+    fn remember(&self, key: Digest, caller: Arc<Caller>, expires: Option<u64>) {
+        let mut until = Instant::now() + self.ttl;
+        if let Some(exp) = expires {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            until = until.min(Instant::now() + Duration::from_secs(exp.saturating_sub(now)));
+        }
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_MAX {
                 let now = Instant::now();
@@ -160,7 +167,7 @@ impl Authenticator {
                     cache.clear();
                 }
             }
-            cache.insert(key, Cached { caller, until: Instant::now() + self.ttl });
+            cache.insert(key, Cached { caller, until });
         }
     }
 
@@ -260,7 +267,10 @@ impl Authenticator {
         };
         let caller = Arc::new(caller);
         if let Some(key) = key {
-            self.remember(key, caller.clone());
+            // A JWT's own expiry bounds its cache entry (it was just verified,
+            // so its payload is the issuer's).
+            let expires = bearer.flatten().filter(|t| !t.starts_with("cit_")).and_then(jwt_exp);
+            self.remember(key, caller.clone(), expires);
         }
         Ok(caller)
     }
@@ -282,6 +292,15 @@ async fn write_refusals(ws: Arc<Workspace>, mut rx: mpsc::Receiver<Refusal>, dro
             eprintln!("citadel serve: {n} refused credentials could not be recorded: {e}");
         }
     }
+}
+
+/// The `exp` claim of a JWT's payload (not verified here: only for a token
+/// that was).
+fn jwt_exp(token: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_u64()
 }
 
 /// The JWT verifier of `--jwks SOURCE`: a JWKS file, or an `https://` URL
