@@ -496,7 +496,9 @@ fn ingest_memory_does_not_grow_with_the_row_count() {
         assert!(status.success(), "{name}");
         kib
     };
-    let (a, b) = (run(&small, "small"), run(&large, "large"));
+    // Each size twice, the lower peak kept: a peak is noisy when other
+    // tests load the machine (allocator arenas, thread timing), a leak is not.
+    let (a, b) = (run(&small, "small").min(run(&small, "small2")), run(&large, "large").min(run(&large, "large2")));
     let size = std::fs::metadata(&large).unwrap().len() / 1024;
     eprintln!("peak RSS: {a} KiB for 100k rows, {b} KiB for 800k rows ({size} KiB of CSV)");
     // 8x the rows, and the peak may grow by the duplicate tracker's fixed
