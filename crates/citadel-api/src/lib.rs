@@ -201,7 +201,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(
-        "plain HTTP is for loopback only; {0} is not a loopback address — hint: give --tls-cert and --tls-key, or --dev-self-signed"
+        "plain HTTP is for loopback only; {0} is not a loopback address — hint: give --cert and --key, or --dev-self-signed"
     )]
     PlainNotLoopback(SocketAddr),
 }

@@ -200,6 +200,7 @@ pub async fn principal_disable(
     Path(name): Path<String>,
 ) -> Reply {
     st.ws.principal_disable(&caller, &name).await?;
+    st.auth.forget_all();
     Ok(Json(json!({"disabled": name})))
 }
 
@@ -229,6 +230,7 @@ pub async fn grant(
         "revoke" => st.ws.grant_revoke(&caller, &g.principal, &g.role, &g.scope).await?,
         _ => return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "use add or revoke")),
     };
+    st.auth.forget_all();
     Ok(Json(json!({"changed": changed, "principal": g.principal, "role": g.role, "scope": g.scope})))
 }
 
@@ -265,6 +267,7 @@ pub async fn token_revoke(
     Path(id): Path<String>,
 ) -> Reply {
     let changed = st.ws.token_revoke(&caller, &id).await?;
+    st.auth.forget_all();
     Ok(Json(json!({"revoked": id, "changed": changed})))
 }
 

@@ -146,6 +146,15 @@ impl Authenticator {
         }
     }
 
+    /// Forgets every verified credential: the next request of each is
+    /// verified again (after this server revoked a token, disabled a
+    /// principal or changed a grant, so its own change holds at once).
+    pub fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+
     fn cached(&self, key: &Digest) -> Option<Arc<Caller>> {
         let cache = self.cache.lock().ok()?;
         cache.get(key).filter(|c| c.until > Instant::now()).map(|c| c.caller.clone())

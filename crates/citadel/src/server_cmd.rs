@@ -29,6 +29,7 @@ pub struct ServerArgs {
     /// TLS certificate chain (PEM); reloaded when it changes.
     #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
     /// A self-signed localhost certificate (development only).
@@ -61,7 +62,9 @@ pub async fn run_server(ws: Workspace, workspace_dir: &std::path::Path, args: &S
     } else if args.insecure_http {
         Transport::PlainLoopback
     } else {
-        bail!("no transport chosen\nhint: pass --cert FILE --key FILE, or --dev-self-signed for local use");
+        bail!(
+            "no transport chosen\nhint: pass --cert FILE --key FILE, or --dev-self-signed for local use, or --insecure-http on 127.0.0.1"
+        );
     };
     let jwt = match (&args.jwks, &args.jwt_issuer, &args.jwt_audience) {
         (Some(p), Some(i), Some(a)) => Some((p.clone(), i.clone(), a.clone())),
@@ -123,7 +126,8 @@ impl Remote {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| anyhow!("CITADEL_URL {url:?} is not a URL\nhint: e.g. https://citadel.example:8444"))?;
-        let hostport = rest.trim_end_matches('/');
+        // A path after the address (`/api/v1`) names nothing the client needs.
+        let hostport = rest.split('/').next().unwrap_or(rest);
         let (host, port) = hostport
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
@@ -184,13 +188,34 @@ impl Remote {
         };
         let resp = tokio::time::timeout(Duration::from_secs(120), exchange)
             .await
-            .map_err(|_| anyhow!("{what} did not answer within 120 s"))?
-            .with_context(|| format!("calling {what}"))?;
+            .map_err(|_| anyhow!("{what} did not answer within 120 s\nhint: check that the server runs and CITADEL_URL names it"))?
+            .map_err(|e| {
+                anyhow!(
+                    "calling {what}: {e:#}\nhint: check CITADEL_URL (https for a server with TLS; http only for one on 127.0.0.1) and CITADEL_CA (the CA that signed the server's certificate)"
+                )
+            })?;
         let (status, body) = resp;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
             let msg = v["error"].as_str().unwrap_or("no message");
-            bail!("the server answered {status}: {msg}");
+            // The server's hint is for HTTP clients; the CLI gives its own.
+            let msg = msg.split("; hint:").next().unwrap_or(msg).trim();
+            let hint = match status {
+                401 => {
+                    "check CITADEL_TOKEN: it may be malformed, expired or revoked; an admin issues a new one with `citadel token issue NAME`"
+                }
+                403 => "ask an admin for a grant that allows it: citadel grant add PRINCIPAL ROLE --scope KIND:NAME",
+                404 => {
+                    "check the name or id; the list commands (`model requests --all`, `data ls`, `principal ls`, `incident ls --all`) show what exists"
+                }
+                409 => "it was changed or decided meanwhile; list it again to see its state",
+                429 => {
+                    "too many refused credentials from this address, or too many requests: wait a minute, then retry with a valid token"
+                }
+                s if s >= 500 => "the server could not complete it (its log has the cause): retry, or ask its operator",
+                _ => "check the command's arguments: citadel COMMAND --help",
+            };
+            bail!("the server answered {status}: {msg}\nhint: {hint}");
         }
         Ok(v)
     }

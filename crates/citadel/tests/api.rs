@@ -178,8 +178,7 @@ fn the_cli_works_against_a_server_without_the_master_key_and_duties_stay_separat
     let graph = ok_json(remote(&url, &sci, &["lineage", "model:fraud@1"]));
     assert_eq!(graph["root"], "model:fraud@1", "{graph}");
     ok_json(remote(&url, &admin, &["token", "revoke", issued["id"].as_str().unwrap()]));
-    // The revocation holds within the server's cache lifetime (5 s).
-    std::thread::sleep(Duration::from_secs(6));
+    // A revocation through the server holds at once on that server.
     let o = remote(&url, &bob, &["data", "ls"]);
     assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
     // The server's records verify as one chain, through the API too.
@@ -205,12 +204,16 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .args(["-H", &format!("Authorization: Bearer {fuzzer}")])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth"])
         .args(["-n", "30", "--generation-deterministic", "--request-timeout", "10"])
+        // Not the operations that take credentials away: generated calls
+        // disable the fuzzer's own principal or revoke its grants, which this
+        // server applies at once (they are exercised in the tests above).
+        .args(["--exclude-path-regex", "/disable$|/grants/|/revoke$"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 27") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 24") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
