@@ -20,7 +20,7 @@ impl Workspace {
         let resource = Resource::new(ResourceKind::Principal, &name);
         let permit = self.authorize(caller, Action::PrincipalCreate, resource.clone()).await?;
         if citadel_store::principal_by_name(self.db.pool(), name.as_str()).await?.is_some() {
-            return Err(ControlError::Invalid(format!("a principal named {name} already exists")));
+            return Err(ControlError::Conflict(format!("a principal named {name} already exists")));
         }
         let p = Principal {
             id: citadel_types::random_id("p-"),

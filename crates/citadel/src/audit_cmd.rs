@@ -48,6 +48,38 @@ pub(crate) struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// The query string of `GET /api/v1/audit/records` (no time bounds there yet).
+    pub(crate) fn to_query(&self) -> Result<String> {
+        if self.since.is_some() || self.until.is_some() {
+            anyhow::bail!(
+                "--since and --until are not served by the control-plane API yet\nhint: filter by --action, --resource, --outcome or --actor, or run on the server's host without CITADEL_URL"
+            );
+        }
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
+        let mut q = Vec::new();
+        for (k, v) in
+            [("actor", &self.actor), ("action", &self.action), ("resource", &self.resource), ("outcome", &self.outcome)]
+        {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", enc(v)));
+            }
+        }
+        if let Some(l) = self.limit {
+            q.push(format!("limit={l}"));
+        }
+        Ok(q.join("&"))
+    }
+
     fn to_filter(&self) -> Result<AuditFilter> {
         let time = |s: &Option<String>, what: &str| -> Result<Option<Timestamp>> {
             s.as_deref()

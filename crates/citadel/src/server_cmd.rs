@@ -345,8 +345,11 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/lineage?reference={q}"), None).await?
         }
         C::Audit(AuditCmd::Verify) => remote.call("GET", "/api/v1/audit/verify", None).await?,
+        C::Audit(AuditCmd::Query { filter }) => {
+            remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
+        }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model ls|history|requests|promote|approve|reject, data ls|versions|show, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model ls|history|requests|promote|approve|reject, data ls|versions|show, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());

@@ -181,6 +181,10 @@ fn the_cli_works_against_a_server_without_the_master_key_and_duties_stay_separat
     // A revocation through the server holds at once on that server.
     let o = remote(&url, &bob, &["data", "ls"]);
     assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    // Records are read through the server too (an auditor's duty).
+    let records =
+        ok_json(remote(&url, &admin, &["audit", "query", "--action", "model.approve", "--outcome", "denied"]));
+    assert_eq!(records.as_array().unwrap().len(), 1, "{records}");
     // The server's records verify as one chain, through the API too.
     let verify = ok_json(remote(&url, &admin, &["audit", "verify"]));
     assert!(verify["problems"].as_array().unwrap().is_empty(), "{verify}");
