@@ -15,15 +15,9 @@ use citadel_serve::{Gateway, ServeConfig, Transport};
 
 use crate::Out;
 
+/// How a listener is secured: the gateway's and the control plane's flags.
 #[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub listen: SocketAddr,
-    /// Also serve the Open Inference Protocol over gRPC (HTTP/2) on this
-    /// address, with the same TLS, authentication, limits and audit.
-    #[arg(long)]
-    pub grpc_listen: Option<SocketAddr>,
+pub struct TransportArgs {
     /// Certificate chain (PEM); reloaded when the file changes.
     #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
@@ -36,16 +30,38 @@ pub struct ServeArgs {
     /// Serve plain HTTP (loopback addresses only; for a local reverse proxy or benchmarks).
     #[arg(long, conflicts_with = "cert")]
     pub insecure_http: bool,
-    /// CA (PEM) that client certificates must chain to (mutual TLS).
-    #[arg(long)]
-    pub client_ca: Option<PathBuf>,
-    /// Refuse connections without a client certificate.
-    #[arg(long, requires = "client_ca")]
-    pub require_client_cert: bool,
-    /// Map a client certificate to a principal: SHA256_HEX=PRINCIPAL (repeatable).
-    #[arg(long = "client-principal")]
-    pub client_principals: Vec<String>,
-    /// JWKS file with the RS256/ES256 keys that sign accepted JWTs.
+}
+
+impl TransportArgs {
+    /// The transport the flags choose (a development certificate goes into
+    /// `dev_dir`), warning of the two that are not for production.
+    pub fn transport(&self, listen: SocketAddr, dev_dir: PathBuf) -> Result<Transport> {
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            Ok(Transport::Tls { cert: cert.clone(), key: key.clone() })
+        } else if self.dev_self_signed {
+            eprintln!(
+                "WARNING: serving with a self-signed development certificate. Clients cannot verify this server; never use it in production."
+            );
+            Ok(Transport::DevSelfSigned(dev_dir))
+        } else if self.insecure_http {
+            eprintln!(
+                "WARNING: serving plain HTTP on {listen}: tokens and data cross the loopback interface unencrypted."
+            );
+            Ok(Transport::PlainLoopback)
+        } else {
+            Err(anyhow!(
+                "no transport chosen\nhint: pass --cert FILE --key FILE, or --dev-self-signed for local use, or --insecure-http on 127.0.0.1"
+            ))
+        }
+    }
+}
+
+/// Who may present which credential: people's JWTs, and how many refusals
+/// one client address gets (the gateway's and the control plane's flags).
+#[derive(Args, Debug, Clone)]
+pub struct CredentialArgs {
+    /// People's bearer JWTs: the IdP's JWKS (a file, or an https:// URL
+    /// fetched again when the IdP rotates its keys), with its issuer and audience.
     #[arg(long, requires_all = ["jwt_issuer", "jwt_audience"])]
     pub jwks: Option<PathBuf>,
     #[arg(long)]
@@ -55,6 +71,48 @@ pub struct ServeArgs {
     /// The CA of an https:// --jwks URL (default: the system bundle).
     #[arg(long)]
     pub jwks_ca: Option<PathBuf>,
+    /// Refused credentials one client address may present per minute; past
+    /// them its requests get 429 with no lookup and no write
+    #[arg(long, default_value_t = 30)]
+    pub auth_refusals_per_min: u32,
+}
+
+impl CredentialArgs {
+    /// (JWKS source, issuer, audience), when JWTs are accepted.
+    pub fn jwt(&self) -> Option<(PathBuf, String, String)> {
+        match (&self.jwks, &self.jwt_issuer, &self.jwt_audience) {
+            (Some(p), Some(i), Some(a)) => Some((p.clone(), i.clone(), a.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn refusal_budget(&self) -> citadel_serve::RefusalBudget {
+        citadel_serve::RefusalBudget { per_window: self.auth_refusals_per_min.max(1), window: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Also serve the Open Inference Protocol over gRPC (HTTP/2) on this
+    /// address, with the same TLS, authentication, limits and audit.
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub transport: TransportArgs,
+    /// CA (PEM) that client certificates must chain to (mutual TLS).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate.
+    #[arg(long, requires = "client_ca")]
+    pub require_client_cert: bool,
+    /// Map a client certificate to a principal: SHA256_HEX=PRINCIPAL (repeatable).
+    #[arg(long = "client-principal")]
+    pub client_principals: Vec<String>,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     #[arg(long, default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
     #[arg(long, default_value_t = 1 << 20)]
@@ -106,10 +164,6 @@ pub struct ServeArgs {
     /// address, addresses per principal), in seconds
     #[arg(long, default_value_t = 60)]
     pub auth_window_secs: u64,
-    /// Refused credentials one client address may present per minute; past
-    /// them its requests get 429 with no lookup and no write
-    #[arg(long, default_value_t = 30)]
-    pub auth_refusals_per_min: u32,
 }
 
 pub async fn run_serve(
@@ -119,30 +173,12 @@ pub async fn run_serve(
     out: &Out,
     workspace_dir: PathBuf,
 ) -> Result<i32> {
-    let transport = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        Transport::Tls { cert: cert.clone(), key: key.clone() }
-    } else if args.dev_self_signed {
-        eprintln!(
-            "WARNING: serving with a self-signed development certificate. Clients cannot verify this server; never use it in production."
-        );
-        Transport::DevSelfSigned(workspace_dir.join("tmp").join("dev-tls"))
-    } else if args.insecure_http {
-        eprintln!(
-            "WARNING: serving plain HTTP on {}: tokens and data cross the loopback interface unencrypted.",
-            args.listen
-        );
-        Transport::PlainLoopback
-    } else {
-        return Err(anyhow!(
-            "no transport chosen\nhint: pass --cert FILE --key FILE, or --dev-self-signed for local use"
-        ));
-    };
+    let transport = args.transport.transport(args.listen, workspace_dir.join("tmp").join("dev-tls"))?;
     let mut config = ServeConfig::new(args.listen, transport);
     config.grpc_listen = args.grpc_listen;
     config.monitor = !args.no_monitor;
     config.auth_window_secs = args.auth_window_secs.clamp(1, 3_600);
-    config.refusal_budget =
-        citadel_serve::RefusalBudget { per_window: args.auth_refusals_per_min.max(1), window: Duration::from_secs(60) };
+    config.refusal_budget = args.credentials.refusal_budget();
     config.client_ca = args.client_ca.clone();
     config.require_client_cert = args.require_client_cert;
     config.client_principals = args
@@ -154,10 +190,8 @@ pub async fn run_serve(
                 .ok_or_else(|| anyhow!("--client-principal {s:?}: write SHA256_HEX=PRINCIPAL"))
         })
         .collect::<Result<HashMap<_, _>>>()?;
-    if let (Some(jwks), Some(iss), Some(aud)) = (&args.jwks, &args.jwt_issuer, &args.jwt_audience) {
-        config.jwt = Some((jwks.clone(), iss.clone(), aud.clone()));
-        config.jwks_ca = args.jwks_ca.clone();
-    }
+    config.jwt = args.credentials.jwt();
+    config.jwks_ca = args.credentials.jwks_ca.clone();
     config.limits.max_body_bytes = args.max_body_bytes;
     config.limits.max_tensor_elements = args.max_tensor_elements;
     config.limits.request_timeout = Duration::from_millis(args.request_timeout_ms);

@@ -18,7 +18,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use citadel_control::Workspace;
-use citadel_serve::Transport;
 
 use crate::Out;
 
@@ -26,60 +25,21 @@ use crate::Out;
 pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:8444")]
     pub listen: SocketAddr,
-    /// TLS certificate chain (PEM); reloaded when it changes.
-    #[arg(long, requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// A self-signed localhost certificate (development only).
-    #[arg(long, conflicts_with_all = ["cert", "insecure_http"])]
-    pub dev_self_signed: bool,
-    /// Plain HTTP, allowed on a loopback address only.
-    #[arg(long, conflicts_with = "cert")]
-    pub insecure_http: bool,
-    /// People's bearer JWTs: the IdP's JWKS file, issuer and audience.
-    #[arg(long, requires_all = ["jwt_issuer", "jwt_audience"])]
-    pub jwks: Option<PathBuf>,
-    #[arg(long)]
-    pub jwt_issuer: Option<String>,
-    #[arg(long)]
-    pub jwt_audience: Option<String>,
-    /// The CA of an https:// --jwks URL (default: the system bundle).
-    #[arg(long)]
-    pub jwks_ca: Option<PathBuf>,
-    /// Refused credentials one client address may present per minute.
-    #[arg(long, default_value_t = 30)]
-    pub auth_refusals_per_min: u32,
+    #[command(flatten)]
+    pub transport: crate::serve_cmd::TransportArgs,
+    #[command(flatten)]
+    pub credentials: crate::serve_cmd::CredentialArgs,
 }
 
 pub async fn run_server(ws: Workspace, workspace_dir: &std::path::Path, args: &ServerArgs, out: &Out) -> Result<i32> {
-    let transport = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        Transport::Tls { cert: cert.clone(), key: key.clone() }
-    } else if args.dev_self_signed {
-        eprintln!("WARNING: a self-signed development certificate; never use it in production.");
-        Transport::DevSelfSigned(workspace_dir.join("tmp").join("server-tls"))
-    } else if args.insecure_http {
-        Transport::PlainLoopback
-    } else {
-        bail!(
-            "no transport chosen\nhint: pass --cert FILE --key FILE, or --dev-self-signed for local use, or --insecure-http on 127.0.0.1"
-        );
-    };
-    let jwt = match (&args.jwks, &args.jwt_issuer, &args.jwt_audience) {
-        (Some(p), Some(i), Some(a)) => Some((p.clone(), i.clone(), a.clone())),
-        _ => None,
-    };
+    let transport = args.transport.transport(args.listen, workspace_dir.join("tmp").join("server-tls"))?;
     let config = citadel_api::ServerConfig {
         listen: args.listen,
         transport,
-        jwt,
-        jwks_ca: args.jwks_ca.clone(),
+        jwt: args.credentials.jwt(),
+        jwks_ca: args.credentials.jwks_ca.clone(),
         auth_cache_ttl: Duration::from_secs(5),
-        refusal_budget: citadel_serve::RefusalBudget {
-            per_window: args.auth_refusals_per_min.max(1),
-            window: Duration::from_secs(60),
-        },
+        refusal_budget: args.credentials.refusal_budget(),
     };
     let json = out.json;
     let shutdown = crate::serve_cmd::shutdown_signal();
