@@ -18,6 +18,7 @@
 pub mod error;
 mod openapi;
 mod routes;
+pub mod transfer;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -37,8 +38,8 @@ use serde_json::json;
 
 pub use error::ApiError;
 
-/// The largest request body the API reads (JSON only; uploads are not on
-/// this API yet).
+/// The largest JSON body the API reads (an upload's bytes are bounded by
+/// its declared size instead, see [`transfer`]).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Client connections served at once.
@@ -48,6 +49,7 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub struct AppState {
     pub ws: Arc<Workspace>,
     pub auth: Authenticator,
+    pub uploads: transfer::Uploads,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,12 +70,12 @@ pub struct ClientCert(pub String);
 pub fn app(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/api/v1/whoami", get(routes::whoami))
-        .route("/api/v1/models/{name}/versions", get(routes::model_versions))
+        .route("/api/v1/models/{name}/versions", get(routes::model_versions).post(transfer::model_commit))
         .route("/api/v1/models/{name}/history", get(routes::model_history))
         .route("/api/v1/stage-requests", get(routes::stage_requests).post(routes::request_stage))
         .route("/api/v1/stage-requests/{id}/{verb}", post(routes::decide))
         .route("/api/v1/datasets", get(routes::datasets))
-        .route("/api/v1/datasets/{name}/versions", get(routes::dataset_versions))
+        .route("/api/v1/datasets/{name}/versions", get(routes::dataset_versions).post(transfer::dataset_commit))
         .route("/api/v1/deployments", get(routes::deployments))
         .route("/api/v1/principals", get(routes::principals).post(routes::principal_create))
         .route("/api/v1/principals/{name}/disable", post(routes::principal_disable))
@@ -90,6 +92,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/lineage", get(routes::lineage))
         .route("/api/v1/audit/verify", get(routes::audit_verify))
         .route("/api/v1/audit/records", get(routes::audit_records))
+        .route("/api/v1/uploads", post(transfer::create))
+        .route("/api/v1/uploads/{id}", get(transfer::status).delete(transfer::abandon))
+        .route("/api/v1/uploads/{id}", axum::routing::patch(transfer::append).layer(DefaultBodyLimit::disable()))
+        .route("/api/v1/artifacts", get(routes::artifacts).post(transfer::artifact_commit))
+        .route("/api/v1/artifacts/{reference}", get(transfer::artifact_describe))
+        .route("/api/v1/artifacts/{reference}/content", get(transfer::artifact_content))
+        .route("/api/v1/datasets/{name}/versions/{version}/rows", get(transfer::dataset_rows))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/api/v1/health", get(|| async { axum::Json(json!({"live": true})) }))
@@ -204,6 +213,12 @@ pub enum ServerError {
         "plain HTTP is for loopback only; {0} is not a loopback address — hint: give --cert and --key, or --dev-self-signed"
     )]
     PlainNotLoopback(SocketAddr),
+    #[error("the upload staging directory {dir}: {source}")]
+    Uploads {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The state of a server over `ws` with `config`'s credentials.
@@ -215,7 +230,9 @@ pub async fn state(ws: Arc<Workspace>, config: &ServerConfig) -> Result<Arc<AppS
         None => None,
     };
     let auth = Authenticator::new(ws.clone(), jwt, Default::default(), config.auth_cache_ttl, config.refusal_budget);
-    Ok(Arc::new(AppState { ws, auth }))
+    let uploads = transfer::Uploads::open(ws.config.workspace.join("uploads"))
+        .map_err(|source| ServerError::Uploads { dir: ws.config.workspace.join("uploads"), source })?;
+    Ok(Arc::new(AppState { ws, auth, uploads }))
 }
 
 /// Serves the API until `shutdown` completes; `on_listening` is told the

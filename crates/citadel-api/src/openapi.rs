@@ -10,7 +10,7 @@ fn error() -> Value {
 
 fn errors() -> Value {
     let e = error();
-    json!({"400": e, "401": e, "403": e, "404": e, "405": e, "409": e, "413": e, "415": e, "422": e, "429": e, "500": e, "503": e})
+    json!({"400": e, "401": e, "403": e, "404": e, "405": e, "408": e, "409": e, "413": e, "415": e, "416": e, "422": e, "429": e, "500": e, "503": e, "507": e})
 }
 
 fn ok(description: &str, schema: Value) -> Value {
@@ -98,6 +98,68 @@ pub fn document() -> Value {
     let mut lineage = op("The lineage graph around a version or an artifact", &[], None, obj.clone());
     lineage["parameters"] =
         json!([{"name": "reference", "in": "query", "required": true, "schema": {"type": "string"}}]);
+    // Transfers (see `transfer.rs`).
+    let sha = json!({"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"});
+    let commit_file = json!({"type": "object", "additionalProperties": false, "required": ["path", "upload", "sha256"],
+        "properties": {"path": {"type": "string", "minLength": 1, "maxLength": 4096}, "upload": {"type": "string"}, "sha256": sha}});
+    let created = |mut o: Value, what: &str| {
+        if let Some(r) = o["responses"].as_object_mut() {
+            let answer = r.remove("200").unwrap_or(Value::Null);
+            r.insert("201".into(), json!({"description": what, "content": answer["content"].clone()}));
+        }
+        o
+    };
+    let mut upload_new = created(
+        op("Start an upload (its bytes change nothing until committed)", &[], None, obj.clone()),
+        "The upload, offset 0",
+    );
+    upload_new["requestBody"] = body(
+        json!({"type": "object", "additionalProperties": false, "required": ["size", "for"],
+        "properties": {"size": {"type": "integer", "minimum": 0}, "for": {"type": "string", "enum": ["artifact", "dataset", "model"]}, "name": {"type": "string"}}}),
+    );
+    let mut upload_patch = op("Append bytes at Upload-Offset", &["id"], None, obj.clone());
+    if let Some(r) = upload_patch["responses"].as_object_mut() {
+        r.remove("200");
+        r.insert("204".into(), json!({"description": "Appended; Upload-Offset says what the server holds"}));
+    }
+    if let Some(p) = upload_patch["parameters"].as_array_mut() {
+        p.push(json!({"name": "upload-offset", "in": "header", "required": true, "schema": {"type": "integer", "minimum": 0}}));
+    }
+    upload_patch["requestBody"] = json!({"required": true, "content": {"application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    let mut upload_delete = op("Abandon an upload", &["id"], None, obj.clone());
+    if let Some(r) = upload_delete["responses"].as_object_mut() {
+        r.remove("200");
+        r.insert("204".into(), json!({"description": "Removed"}));
+    }
+    let mut artifact_new = created(op("Commit uploads as an artifact", &[], None, obj.clone()), "The artifact");
+    artifact_new["requestBody"] = body(json!({"type": "object", "additionalProperties": false, "required": ["files"],
+        "properties": {"files": {"type": "array", "items": commit_file.clone(), "minItems": 1}, "directory": {"type": "boolean"},
+                       "name": {"type": "string"}, "parents": {"type": "array", "items": {"type": "string"}}}}));
+    let mut dataset_new =
+        created(op("Ingest an upload as the next version", &["name"], None, obj.clone()), "The version");
+    dataset_new["requestBody"] = body(json!({"type": "object", "additionalProperties": false, "required": ["file"],
+        "properties": {"file": commit_file.clone(), "spec": {"type": "string"}}}));
+    let mut model_new = created(
+        op("Register uploads as the next version (scan, sign, store)", &["name"], None, obj.clone()),
+        "The version",
+    );
+    model_new["requestBody"] = body(json!({"type": "object", "additionalProperties": false, "required": ["files"],
+        "properties": {"files": {"type": "array", "items": commit_file, "minItems": 1}, "directory": {"type": "boolean"},
+                       "datasets": {"type": "array", "items": {"type": "string"}}, "code_ref": {"type": "string"}, "params": {"type": "object"}}}));
+    let bytes = |what: &str| json!({"description": what, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    let mut content = op("One file's bytes (Range: bytes=N- resumes)", &["reference"], None, obj.clone());
+    if let Some(p) = content["parameters"].as_array_mut() {
+        p.push(json!({"name": "path", "in": "query", "required": false, "schema": {"type": "string"}}));
+    }
+    content["responses"]["200"] = bytes("The file");
+    content["responses"]["206"] = bytes("The range asked for");
+    let mut rows = op("A version's rows as the caller may see them", &["name"], None, obj.clone());
+    if let Some(p) = rows["parameters"].as_array_mut() {
+        p.push(json!({"name": "version", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}));
+        p.push(json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["csv", "parquet"]}}));
+        p.push(json!({"name": "detokenize", "in": "query", "required": false, "schema": {"type": "boolean"}}));
+    }
+    rows["responses"]["200"] = json!({"description": "The rows", "content": {"text/csv": {"schema": {"type": "string"}}, "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}}});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Citadel control plane", "version": "1"},
@@ -106,12 +168,18 @@ pub fn document() -> Value {
             "/api/v1/health": {"get": {"summary": "Liveness", "responses": {"200": ok("Live", obj.clone())}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok("OpenAPI 3.1", obj.clone())}}},
             "/api/v1/whoami": {"get": op("The caller's principal and grants", &[], None, obj.clone())},
-            "/api/v1/models/{name}/versions": {"get": op("A model's versions", &["name"], None, list.clone())},
+            "/api/v1/models/{name}/versions": {"get": op("A model's versions", &["name"], None, list.clone()), "post": model_new},
             "/api/v1/models/{name}/history": {"get": op("A model's stage changes", &["name"], None, list.clone())},
             "/api/v1/stage-requests": {"get": requests, "post": create},
             "/api/v1/stage-requests/{id}/{verb}": {"post": verb_op},
             "/api/v1/datasets": {"get": op("Datasets and their latest versions", &[], None, list.clone())},
-            "/api/v1/datasets/{name}/versions": {"get": op("A dataset's versions", &["name"], None, list.clone())},
+            "/api/v1/datasets/{name}/versions": {"get": op("A dataset's versions", &["name"], None, list.clone()), "post": dataset_new},
+            "/api/v1/datasets/{name}/versions/{version}/rows": {"get": rows},
+            "/api/v1/uploads": {"post": upload_new},
+            "/api/v1/uploads/{id}": {"get": op("An upload's offset", &["id"], None, obj.clone()), "patch": upload_patch, "delete": upload_delete},
+            "/api/v1/artifacts": {"get": op("Artifacts", &[], None, list.clone()), "post": artifact_new},
+            "/api/v1/artifacts/{reference}": {"get": op("An artifact and its files", &["reference"], None, obj.clone())},
+            "/api/v1/artifacts/{reference}/content": {"get": content},
             "/api/v1/deployments": {"get": op("Live deployments", &[], None, list.clone())},
             "/api/v1/principals": {"get": op("Principals and grants", &[], None, list.clone()), "post": principal_new},
             "/api/v1/principals/{name}/disable": {"post": op("Disable a principal", &["name"], None, obj.clone())},

@@ -275,6 +275,10 @@ pub async fn keys(State(st): State<Arc<AppState>>, Extension(caller): Extension<
     to_json(&st.ws.key_list(&caller).await?)
 }
 
+pub async fn artifacts(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.artifact_list(&caller).await?)
+}
+
 // ---------------------------------------------------------------- reads
 
 pub async fn dataset_version(

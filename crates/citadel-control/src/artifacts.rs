@@ -12,6 +12,32 @@ pub struct GcOutcome {
     pub monitoring_rows_purged: u64,
 }
 
+/// An artifact whose read was authorized and recorded
+/// ([`Workspace::artifact_open`], its only constructor).
+#[derive(Debug)]
+pub struct OpenedArtifact {
+    info: ArtifactInfo,
+    manifest: citadel_store::Manifest,
+    index: Option<usize>,
+}
+
+impl OpenedArtifact {
+    pub fn info(&self) -> &ArtifactInfo {
+        &self.info
+    }
+    /// Every file: path, size (bytes), SHA-256 and chunk list.
+    pub fn files(&self) -> &[citadel_store::ManifestFile] {
+        &self.manifest.files
+    }
+    pub fn kind(&self) -> citadel_store::ArtifactKind {
+        self.manifest.kind
+    }
+    /// The one file asked for, if any.
+    pub fn file(&self) -> Option<&citadel_store::ManifestFile> {
+        self.index.map(|i| &self.manifest.files[i])
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PutReport {
     pub id: String,
@@ -110,6 +136,87 @@ impl Workspace {
                 Err(e)
             }
         }
+    }
+
+    /// Opens an artifact for reading over the API: authorizes `artifact.get`
+    /// (on its id or any of its names, as [`Workspace::artifact_get`]) and
+    /// records the read, with the file and offset asked for, before the
+    /// caller can have a byte. Each call is one decision and one record, so
+    /// a download resumed in three ranges is three recorded reads.
+    ///
+    /// `file`: the manifest path of one file (a directory artifact); `None`
+    /// for the listing only, or for a file artifact's one file.
+    /// Errors: `NotFound` (no such artifact or file), `Denied`, store errors.
+    pub async fn artifact_open(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        file: Option<&str>,
+        offset: u64,
+    ) -> Result<OpenedArtifact> {
+        let info = self.store.resolve(reference).await?;
+        let by_id = Resource::artifact(info.id);
+        let resource = std::iter::once(by_id.clone())
+            .chain(info.names.iter().map(Resource::artifact))
+            .find(|r| caller.holds(Action::ArtifactGet, r))
+            .unwrap_or(by_id);
+        let permit = self.authorize(caller, Action::ArtifactGet, resource).await?;
+        let manifest = match self.store.manifest(&info).await {
+            Ok(m) => m,
+            Err(e) => {
+                let e = ControlError::from(e);
+                self.record_failure(permit, &e).await;
+                return Err(e);
+            }
+        };
+        let index = match (file, manifest.kind) {
+            (Some(path), _) => manifest.files.iter().position(|f| f.path == path),
+            (None, citadel_store::ArtifactKind::File) => Some(0),
+            (None, citadel_store::ArtifactKind::Directory) => None,
+        };
+        if file.is_some() && index.is_none() {
+            let e = ControlError::NotFound(format!("file {:?} in artifact {}", file.unwrap_or_default(), info.id));
+            self.record_failure(permit, &e).await;
+            return Err(e);
+        }
+        self.record(
+            permit,
+            serde_json::json!({"artifact": info.id.to_string(), "file": index.map(|i| manifest.files[i].path.clone()), "offset": offset, "size": info.size, "via": "api"}),
+        )
+        .await?;
+        Ok(OpenedArtifact { info, manifest, index })
+    }
+
+    /// The bytes of an opened artifact's file from `start` (see
+    /// [`citadel_store::ArtifactStore::file_stream`]). Only a recorded read
+    /// ([`Workspace::artifact_open`]) makes the [`OpenedArtifact`] this needs.
+    pub fn artifact_stream(
+        &self,
+        opened: &OpenedArtifact,
+        start: u64,
+    ) -> Option<impl futures::Stream<Item = std::result::Result<bytes::Bytes, StoreError>> + Send + 'static + use<>>
+    {
+        let file = opened.file()?;
+        Some(self.store.file_stream(file, start))
+    }
+
+    /// Decides, before an upload's bytes are accepted, that the caller may
+    /// do what the upload is for (`artifact.put`, `dataset.write` or
+    /// `model.register` on `resource`). A denial is recorded; an allowance
+    /// is not, because staged bytes change nothing: the operation that
+    /// commits them authorizes again and records its one success.
+    pub async fn precheck_upload(&self, caller: &Caller, action: Action, resource: Resource) -> Result<()> {
+        if !matches!(action, Action::ArtifactPut | Action::DatasetWrite | Action::ModelRegister) {
+            return Err(ControlError::Denied {
+                principal: caller.name().to_string(),
+                action: action.as_str().into(),
+                resource: format!("{resource} (uploads are for artifact.put, dataset.write and model.register)"),
+            });
+        }
+        self.authorize(caller, action, resource)
+            .await?
+            .unrecorded("staged upload bytes change nothing until the operation that commits them, which is recorded");
+        Ok(())
     }
 
     pub async fn artifact_list(&self, caller: &Caller) -> Result<Vec<ArtifactInfo>> {

@@ -32,7 +32,7 @@ pub mod scan_policy;
 mod subject;
 
 pub use access::IssuedToken;
-pub use artifacts::{GcOutcome, PutReport};
+pub use artifacts::{GcOutcome, OpenedArtifact, PutReport};
 pub use audit_log::VerifyReport;
 pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};

@@ -843,6 +843,40 @@ impl ArtifactStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// The bytes of `file` (an entry of `manifest`) from byte `start` to its
+    /// end, as a stream of decrypted pieces (each chunk authenticated before
+    /// any of it is yielded; at most 4 chunks, 4 MiB, fetched ahead). The
+    /// whole file's SHA-256 is `file.sha256`: a reader that resumes checks
+    /// it over what it already holds plus this stream. `start` past the end
+    /// gives an empty stream.
+    pub fn file_stream(
+        &self,
+        file: &ManifestFile,
+        start: u64,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes>> + Send + 'static + use<> {
+        let mut jobs = Vec::new();
+        let mut offset = 0u64;
+        for (name, len) in &file.chunks {
+            let end = offset + u64::from(*len);
+            if end > start {
+                // Bytes of this chunk before `start` are skipped.
+                let skip = start.saturating_sub(offset) as usize;
+                jobs.push((name.clone(), *len, skip));
+            }
+            offset = end;
+        }
+        let this = self.clone();
+        futures::stream::iter(jobs)
+            .map(move |(name, len, skip)| {
+                let this = this.clone();
+                async move {
+                    let data = this.fetch_chunk(name, Some(len)).await?;
+                    Ok(bytes::Bytes::from(data).slice(skip..))
+                }
+            })
+            .buffered(4)
+    }
+
     /// Restores an artifact to `out` (which must not exist), verifying every
     /// chunk and the whole artifact's digest before the result appears there.
     pub async fn restore(

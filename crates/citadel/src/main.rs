@@ -37,6 +37,7 @@ mod scan_cmd;
 mod serve_cmd;
 mod server_cmd;
 mod subject_cmd;
+mod transfer_cmd;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

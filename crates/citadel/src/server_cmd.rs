@@ -121,17 +121,27 @@ impl Remote {
         Ok(Some(Remote { scheme: scheme.into(), host, port, token, tls }))
     }
 
-    /// One request; the answer's JSON, or the server's error with its hint.
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let req = hyper::Request::builder()
+    /// `scheme://host:port`, for messages.
+    pub(crate) fn origin(&self) -> String {
+        format!("{}://{}:{}", self.scheme, self.host, self.port)
+    }
+
+    /// A request to `path` with the caller's credential.
+    pub(crate) fn request(&self, method: &str, path: &str) -> hyper::http::request::Builder {
+        hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", format!("{}:{}", self.host, self.port))
             .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(Full::new(bytes::Bytes::from(bytes)))?;
-        let what = format!("{}://{}:{}", self.scheme, self.host, self.port);
+    }
+
+    /// Sends `req` on a new connection; the answer with its body unread.
+    /// Connection failures carry the hint about `CITADEL_URL`/`CITADEL_CA`.
+    pub(crate) async fn send_raw(
+        &self,
+        req: hyper::Request<ReqBody>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let what = self.origin();
         let exchange = async {
             match &self.tls {
                 Some(tls) => {
@@ -146,68 +156,92 @@ impl Remote {
                 }
             }
         };
-        let resp = tokio::time::timeout(Duration::from_secs(120), exchange)
-            .await
-            .map_err(|_| anyhow!("{what} did not answer within 120 s\nhint: check that the server runs and CITADEL_URL names it"))?
-            .map_err(|e| {
-                anyhow!(
-                    "calling {what}: {e:#}\nhint: check CITADEL_URL (https for a server with TLS; http only for one on 127.0.0.1) and CITADEL_CA (the CA that signed the server's certificate)"
-                )
-            })?;
-        let (status, body) = resp;
+        exchange.await.map_err(|e| {
+            anyhow!(
+                "calling {what}: {e:#}\nhint: check CITADEL_URL (https for a server with TLS; http only for one on 127.0.0.1) and CITADEL_CA (the CA that signed the server's certificate)"
+            )
+        })
+    }
+
+    /// One request; the answer's JSON, or the server's error with its hint.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let req = self.request(method, path).header("content-type", "application/json").body(full(bytes))?;
+        let what = self.origin();
+        let exchange = async {
+            let resp = self.send_raw(req).await?;
+            let status = resp.status().as_u16();
+            // An answer is JSON metadata: bounded.
+            let body = http_body_util::Limited::new(resp.into_body(), 64 << 20)
+                .collect()
+                .await
+                .map_err(|e| anyhow!("reading the answer of {what}: {e}"))?
+                .to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(Duration::from_secs(120), exchange).await.map_err(|_| {
+            anyhow!("{what} did not answer within 120 s\nhint: check that the server runs and CITADEL_URL names it")
+        })??;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
-            let msg = v["error"].as_str().unwrap_or("no message");
-            // The server's hint is for HTTP clients; the CLI gives its own.
-            let msg = msg.split("; hint:").next().unwrap_or(msg).trim();
-            let hint = match status {
-                401 => {
-                    "check CITADEL_TOKEN: it may be malformed, expired or revoked; an admin issues a new one with `citadel token issue NAME`"
-                }
-                403 => "ask an admin for a grant that allows it: citadel grant add PRINCIPAL ROLE --scope KIND:NAME",
-                404 => {
-                    "check the name or id; the list commands (`model requests --all`, `data ls`, `principal ls`, `incident ls --all`) show what exists"
-                }
-                409 => "it was changed or decided meanwhile; list it again to see its state",
-                429 => {
-                    "too many refused credentials from this address, or too many requests: wait a minute, then retry with a valid token"
-                }
-                s if s >= 500 => "the server could not complete it (its log has the cause): retry, or ask its operator",
-                _ => "check the command's arguments: citadel COMMAND --help",
-            };
-            bail!("the server answered {status}: {msg}\nhint: {hint}");
+            return Err(refusal(status, &v));
         }
         Ok(v)
     }
 }
 
-async fn send<I>(io: I, req: hyper::Request<Full<bytes::Bytes>>) -> Result<(u16, Vec<u8>)>
+/// A request body: whole (JSON) or streamed (an upload's bytes).
+pub(crate) type ReqBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+pub(crate) fn full(bytes: Vec<u8>) -> ReqBody {
+    Full::new(bytes::Bytes::from(bytes)).map_err(|never| match never {}).boxed()
+}
+
+/// The server's refusal (`status`, its JSON body) with the CLI's hint.
+pub(crate) fn refusal(status: u16, v: &Value) -> anyhow::Error {
+    let msg = v["error"].as_str().unwrap_or("no message");
+    // The server's hint is for HTTP clients; the CLI gives its own.
+    let msg = msg.split("; hint:").next().unwrap_or(msg).trim();
+    let hint = match status {
+        401 => {
+            "check CITADEL_TOKEN: it may be malformed, expired or revoked; an admin issues a new one with `citadel token issue NAME`"
+        }
+        403 => "ask an admin for a grant that allows it: citadel grant add PRINCIPAL ROLE --scope KIND:NAME",
+        404 => {
+            "check the name or id; the list commands (`model requests --all`, `data ls`, `artifact ls`, `principal ls`, `incident ls --all`) show what exists"
+        }
+        409 => "it was changed or decided meanwhile; list it again to see its state",
+        422 => "the server refused the content: the message says why",
+        429 => {
+            "too many refused credentials from this address, or too many requests: wait a minute, then retry with a valid token"
+        }
+        507 => "the server is short of disk space for this upload: ask its operator",
+        s if s >= 500 => "the server could not complete it (its log has the cause): retry, or ask its operator",
+        _ => "check the command's arguments: citadel COMMAND --help",
+    };
+    anyhow!("the server answered {status}: {msg}\nhint: {hint}")
+}
+
+async fn send<I>(io: I, req: hyper::Request<ReqBody>) -> Result<hyper::Response<hyper::body::Incoming>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(conn);
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    // An answer is JSON metadata: bounded.
-    let body = http_body_util::Limited::new(resp.into_body(), 64 << 20)
-        .collect()
-        .await
-        .map_err(|e| anyhow!("reading the answer: {e}"))?
-        .to_bytes()
-        .to_vec();
-    Ok((status, body))
+    Ok(sender.send_request(req).await?)
 }
 
 /// Runs one CLI command against the server, when the API serves it.
 pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Result<i32> {
     use crate::Command as C;
     use crate::access_cmd::{GrantCmd, KeyCmd, PrincipalCmd, TokenCmd};
+    use crate::artifact_cmd::ArtifactCmd;
     use crate::audit_cmd::AuditCmd;
     use crate::data_cmd::DataCmd;
     use crate::model_cmd::ModelCmd;
     use crate::monitor_cmd::{IncidentCmd, MonitorCmd};
     use crate::serve_cmd::DeployCmd;
+    use crate::transfer_cmd as tx;
     let enc = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     let seg = |s: &str| -> Result<String> {
         if enc(s) && s != "." && s != ".." {
@@ -305,11 +339,62 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/lineage?reference={q}"), None).await?
         }
         C::Audit(AuditCmd::Verify) => remote.call("GET", "/api/v1/audit/verify", None).await?,
+        C::Artifact(ArtifactCmd::Ls) => remote.call("GET", "/api/v1/artifacts", None).await?,
+        C::Artifact(ArtifactCmd::Put { path, name, parents }) => {
+            let (files, directory) = tx::upload_tree(remote, path, "artifact", name.as_deref(), out.json).await?;
+            let body = serde_json::json!({"files": files, "directory": directory, "name": name, "parents": parents});
+            remote.call("POST", "/api/v1/artifacts", Some(body)).await?
+        }
+        C::Artifact(ArtifactCmd::Get { reference, output }) => {
+            let dest = output.clone().unwrap_or_else(|| PathBuf::from(reference.replace('/', "_")));
+            tx::artifact_get(remote, reference, &dest, out.json).await?
+        }
+        C::Data(DataCmd::Add { file, name, expect }) => {
+            let spec = match expect {
+                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+                None => None,
+            };
+            let (mut files, _) = tx::upload_tree(remote, file, "dataset", Some(name), out.json).await?;
+            if files.len() != 1 {
+                bail!("{} is not one CSV or Parquet file\nhint: give the file itself", file.display());
+            }
+            let body = serde_json::json!({"file": files.remove(0), "spec": spec});
+            remote.call("POST", &format!("/api/v1/datasets/{}/versions", tx::enc(name)), Some(body)).await?
+        }
+        C::Data(DataCmd::Get { reference, output, format, detokenize }) => {
+            let (name, version) =
+                reference.rsplit_once('@').and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n, v))).ok_or_else(
+                    || anyhow!("{reference:?} is not NAME@VERSION\nhint: e.g. citadel data get adult@1 -o adult.csv"),
+                )?;
+            let format = format.clone().unwrap_or_else(|| {
+                if output.extension().is_some_and(|e| e == "parquet") { "parquet".into() } else { "csv".into() }
+            });
+            tx::data_get(remote, name, version, output, &format, *detokenize, out.json).await?
+        }
+        C::Model(ModelCmd::Register { path, name, datasets, code_ref, params }) => {
+            let params = match params {
+                Some(p) => Some(
+                    serde_json::from_str::<Value>(
+                        &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                    )
+                    .map_err(|e| {
+                        anyhow!(
+                            "--params {}: not JSON ({e})\nhint: pass a JSON file of training parameters",
+                            p.display()
+                        )
+                    })?,
+                ),
+                None => None,
+            };
+            let (files, directory) = tx::upload_tree(remote, path, "model", Some(name), out.json).await?;
+            let body = serde_json::json!({"files": files, "directory": directory, "datasets": datasets, "code_ref": code_ref, "params": params});
+            remote.call("POST", &format!("/api/v1/models/{}/versions", tx::enc(name)), Some(body)).await?
+        }
         C::Audit(AuditCmd::Query { filter }) => {
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
         }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model ls|history|requests|promote|approve|reject, data ls|versions|show, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject, data add|get|ls|versions|show, artifact put|get|ls, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
