@@ -125,7 +125,7 @@ pub fn document() -> Value {
     if let Some(p) = upload_patch["parameters"].as_array_mut() {
         p.push(json!({"name": "upload-offset", "in": "header", "required": true, "schema": {"type": "integer", "minimum": 0}}));
     }
-    upload_patch["requestBody"] = json!({"required": true, "content": {"application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+    upload_patch["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
     let mut upload_delete = op("Abandon an upload", &["id"], None, obj.clone());
     if let Some(r) = upload_delete["responses"].as_object_mut() {
         r.remove("200");
