@@ -6,8 +6,8 @@
 //! Both servers answer the same question (the versions of one registered
 //! model, five of them): `GET /api/v1/models/NAME/versions` (authenticated,
 //! authorized and audited) and MLflow's
-//! `GET /api/2.0/mlflow/registered-models/get`. Registrations and artifact
-//! transfers are not measured yet: the control-plane API has no upload.
+//! `GET /api/2.0/mlflow/registered-models/get`. Then the transfers and
+//! registrations of `bench_transfer.rs`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -39,6 +39,8 @@ pub struct ControlReport {
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     pub target: String,
+    pub transfers: Vec<crate::bench_transfer::TransferRow>,
+    pub registrations: Option<crate::bench_transfer::Registrations>,
 }
 
 struct Proc(Child);
@@ -51,13 +53,13 @@ impl Drop for Proc {
 }
 
 /// One keep-alive HTTP/1.1 connection.
-struct Conn {
+pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
     host: String,
 }
 
 impl Conn {
-    fn open(addr: &str) -> Result<Conn> {
+    pub(crate) fn open(addr: &str) -> Result<Conn> {
         let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -66,17 +68,36 @@ impl Conn {
 
     /// Sends a request, reads the whole answer; its status and body.
     fn call(&mut self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Result<(u16, Vec<u8>)> {
+        let body = body.unwrap_or("");
+        let json = [("content-type", "application/json")];
+        let headers: &[(&str, &str)] = if !body.is_empty() || method == "POST" { &json } else { &[] };
+        self.call_raw(method, path, token, headers, body.as_bytes())
+    }
+
+    /// Sends a request with `headers` and `body` (its length is sent when
+    /// it is not empty or the method sends a body), reads the whole answer.
+    pub(crate) fn call_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
         if let Some(t) = token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
-        let body = body.unwrap_or("");
-        if !body.is_empty() || method == "POST" {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         req.push_str("\r\n");
-        req.push_str(body);
-        self.reader.get_mut().write_all(req.as_bytes())?;
+        let w = self.reader.get_mut();
+        w.write_all(req.as_bytes())?;
+        w.write_all(body)?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
         let status: u16 = line
@@ -174,8 +195,9 @@ fn mlflow(root: &Path, mlflow: &Path, versions: usize) -> Result<(Proc, String)>
         .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
         .arg("--backend-store-uri")
         .arg(format!("sqlite:///{}", root.join("mlflow.db").display()))
-        .arg("--default-artifact-root")
-        .arg(root.join("mlruns"))
+        // Artifacts through the server's proxy (mlflow-artifacts:/), stored here.
+        .arg("--artifacts-destination")
+        .arg(root.join("mlartifacts"))
         .current_dir(root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -198,7 +220,7 @@ fn mlflow(root: &Path, mlflow: &Path, versions: usize) -> Result<(Proc, String)>
     Ok((proc, addr))
 }
 
-pub fn run(dir: &Path, requests: usize, keep: bool, quiet: bool) -> Result<ControlReport> {
+pub fn run(dir: &Path, requests: usize, transfer_mib: u64, keep: bool, quiet: bool) -> Result<ControlReport> {
     let mut notes = Vec::new();
     let guard = Cleanup::fresh(dir, "control", keep, &mut notes)?;
     let root = guard.0.clone();
@@ -262,13 +284,33 @@ pub fn run(dir: &Path, requests: usize, keep: bool, quiet: bool) -> Result<Contr
         rows.push(Row { clients, citadel_per_sec: c, mlflow_per_sec: m, ratio: m.map(|m| c / m) });
     }
     notes.push("citadel: every read authenticated (API token), authorized and written to the audit chain; MLflow: no authentication".into());
-    notes.push("registrations and artifact transfers over the API are not measured: the API has no upload yet".into());
+    say(quiet, &format!("artifact put/get of {transfer_mib} MiB, local and through the API"));
+    let remote = |args: &[&str]| -> Command {
+        let mut c = Command::new(&exe);
+        c.env_remove("CITADEL_PASSPHRASE").env("CITADEL_URL", &url).env("CITADEL_TOKEN", &token);
+        c.args(["-w", "/nonexistent"]).args(args);
+        c
+    };
+    let transfers = crate::bench_transfer::artifacts(&root, transfer_mib, &citadel, &remote)?;
+    let count = 10;
+    say(quiet, &format!("{count} registrations of a 10 MiB model, through the API and MLflow"));
+    let registrations = Some(crate::bench_transfer::registrations(
+        &citadel_addr,
+        &token,
+        mlflow.as_ref().map(|(_, a)| a.as_str()),
+        10,
+        count,
+    )?);
+    notes.push("transfers: each CLI process's start is included (the local one also unseals the master key with Argon2id at 19 MiB); the API's put is upload (resumable, synced) + a SHA-256 check + the same put on the server".into());
+    notes.push("registrations: citadel scans, signs, stores encrypted, writes provenance and an audit record; MLflow stores the file and a row".into());
     Ok(ControlReport {
         requests_per_client: requests,
         versions,
         rows,
         notes,
-        target: ">= 10x MLflow's operations per second on metadata reads".into(),
+        target: ">= 10x MLflow's operations per second on metadata reads and registrations; API transfers >= 80% of local put/get".into(),
+        transfers,
+        registrations,
     })
 }
 
@@ -284,6 +326,27 @@ pub fn render(r: &ControlReport) -> String {
             row.citadel_per_sec,
             row.mlflow_per_sec.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
             row.ratio.map(|x| format!("{x:.1}x")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    s += &format!("\n{:<14} {:>6} {:>12} {:>12} {:>8}\n", "transfer", "MiB", "local MiB/s", "API MiB/s", "ratio");
+    for t in &r.transfers {
+        s += &format!(
+            "{:<14} {:>6} {:>12.0} {:>12.0} {:>7.0}%\n",
+            t.operation,
+            t.mib,
+            t.local_mib_per_sec,
+            t.api_mib_per_sec,
+            t.ratio * 100.0
+        );
+    }
+    if let Some(g) = &r.registrations {
+        s += &format!(
+            "\nregistrations of a {} MiB model ({}): citadel {:.1}/s, MLflow {}, ratio {}\n",
+            g.model_mib,
+            g.count,
+            g.citadel_per_sec,
+            g.mlflow_per_sec.map(|m| format!("{m:.1}/s")).unwrap_or_else(|| "-".into()),
+            g.ratio.map(|x| format!("{x:.1}x")).unwrap_or_else(|| "-".into())
         );
     }
     s += &format!("\ntarget: {}\n", r.target);

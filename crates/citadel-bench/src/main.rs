@@ -14,6 +14,7 @@ mod bench_pipeline;
 mod bench_scan;
 mod bench_serve;
 mod bench_sign;
+mod bench_transfer;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ enum BenchCmd {
         /// Reads per client.
         #[arg(long, default_value_t = 1000)]
         requests: usize,
+        /// Size of the artifact put and got, locally and through the API (MiB).
+        #[arg(long, default_value_t = 256)]
+        transfer_mib: u64,
         /// Keep the workspace and MLflow's store afterwards.
         #[arg(long)]
         keep: bool,
@@ -233,11 +237,13 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: &Cli) -> Result<()> {
     let out = Out { json: cli.json };
     match &cli.command {
-        BenchCmd::Control { dir, requests, keep } => {
+        BenchCmd::Control { dir, requests, transfer_mib, keep } => {
             anyhow::ensure!(*requests >= 10, "--requests must be at least 10\nhint: e.g. --requests 1000");
             let quiet = cli.json || !std::io::stderr().is_terminal();
-            let (dir, requests, keep) = (dir.clone(), *requests, *keep);
-            let report = tokio::task::spawn_blocking(move || bench_control::run(&dir, requests, keep, quiet)).await??;
+            anyhow::ensure!(*transfer_mib >= 1, "--transfer-mib must be at least 1");
+            let (dir, requests, mib, keep) = (dir.clone(), *requests, *transfer_mib, *keep);
+            let report =
+                tokio::task::spawn_blocking(move || bench_control::run(&dir, requests, mib, keep, quiet)).await??;
             out.emit(&report, || bench_control::render(&report));
         }
         BenchCmd::Scan { dir, pickles, pickle_kib, archives, archive_mib } => {
