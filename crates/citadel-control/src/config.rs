@@ -25,6 +25,9 @@ const SCHEMA: &[(&str, &str, Kind, &str)] = &[
     ("identity", "owner", Kind::Str, ""),
     ("registry", "allow_self_approval", Kind::Bool, "false"),
     ("subject", "max_rows", Kind::Int, "1000"),
+    ("oidc", "principal_claim", Kind::Str, "sub"),
+    ("oidc", "groups_claim", Kind::Str, "groups"),
+    ("oidc", "provision", Kind::Bool, "false"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,57 @@ pub struct Config {
     /// The most rows one data-subject request may export or erase; a
     /// request's `--max-rows` cannot go above it.
     pub subject_max_rows: i64,
+    /// People's JWTs (OpenID Connect): how claims become a principal and roles.
+    pub oidc: OidcMapping,
+}
+
+/// How a verified JWT's claims name a principal and add roles
+/// (`[oidc]` in `citadel.toml`):
+///
+/// ```toml
+/// [oidc]
+/// principal_claim = "preferred_username"   # default "sub"
+/// groups_claim = "groups"                  # a string array (or one string)
+/// provision = true                         # create an unknown principal that a group gives a role
+/// [oidc.groups]
+/// "ml-reviewers" = ["approver"]
+/// "finance-data" = ["data-steward@dataset:finance/*"]   # ROLE or ROLE@KIND:PATTERN
+/// ```
+///
+/// Group roles hold for the token's lifetime and are not stored as grants;
+/// a disabled principal stays refused whatever its groups say.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OidcMapping {
+    pub principal_claim: String,
+    pub groups_claim: String,
+    pub provision: bool,
+    /// Group name → grants (`ROLE` or `ROLE@SCOPE`), checked at load.
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl OidcMapping {
+    /// The grants `groups` give, in configuration order, without repeats.
+    pub fn grants_for<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> Vec<citadel_policy::Grant> {
+        let mut out: Vec<citadel_policy::Grant> = Vec::new();
+        for g in groups {
+            for spec in self.groups.get(g).into_iter().flatten() {
+                if let Ok(grant) = parse_group_grant(spec)
+                    && !out.contains(&grant)
+                {
+                    out.push(grant);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `ROLE` (scope `*`) or `ROLE@KIND:PATTERN`.
+fn parse_group_grant(spec: &str) -> Result<citadel_policy::Grant, String> {
+    let (role, scope) = spec.split_once('@').unwrap_or((spec, "*"));
+    let role = role.parse::<citadel_policy::Role>().map_err(|e| e.to_string())?;
+    let scope = citadel_policy::Scope::parse(scope).map_err(|e| e.to_string())?;
+    Ok(citadel_policy::Grant { role, scope })
 }
 
 /// One configuration problem: where it is and what to do.
@@ -91,6 +145,7 @@ impl Config {
             .iter()
             .map(|(s, k, _, d)| ((s.to_string(), k.to_string()), (d.to_string(), "default".to_string())))
             .collect();
+        let mut oidc_groups = BTreeMap::new();
         let file = workspace.join(CONFIG_FILE);
         match std::fs::read_to_string(&file) {
             Ok(text) => match text.parse::<toml::Table>() {
@@ -105,6 +160,10 @@ impl Config {
                             continue;
                         };
                         for (key, val) in inner {
+                            if section == "oidc" && key == "groups" {
+                                oidc_groups = parse_groups(val, &mut problems);
+                                continue;
+                            }
                             let Some((_, _, kind, _)) = SCHEMA.iter().find(|(s, k, _, _)| *s == section && k == key)
                             else {
                                 problems.push(ConfigProblem {
@@ -195,6 +254,7 @@ impl Config {
             }
         };
         let s3_allow_http = boolean("storage", "s3_allow_http");
+        let oidc_provision = boolean("oidc", "provision");
         // Separation of duties holds for every principal, the owner included:
         // the old switch that let a requester approve its own request is
         // refused, not ignored, so nobody believes it still works.
@@ -279,6 +339,12 @@ impl Config {
             owner: opt("identity", "owner"),
             allow_self_approval,
             subject_max_rows,
+            oidc: OidcMapping {
+                principal_claim: get("oidc", "principal_claim").0,
+                groups_claim: get("oidc", "groups_claim").0,
+                provision: oidc_provision,
+                groups: oidc_groups,
+            },
         })
     }
 
@@ -305,6 +371,37 @@ impl Config {
     }
 }
 
+/// `[oidc.groups]`: group name → array of `ROLE` / `ROLE@SCOPE`; every bad
+/// entry is a problem.
+fn parse_groups(val: &toml::Value, problems: &mut Vec<ConfigProblem>) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let problem = |key: String, message: String| ConfigProblem { key, source: CONFIG_FILE.into(), message };
+    let Some(table) = val.as_table() else {
+        problems.push(problem(
+            "oidc.groups".into(),
+            "expected a table: \"GROUP\" = [\"ROLE\", \"ROLE@KIND:PATTERN\"]".into(),
+        ));
+        return out;
+    };
+    for (group, roles) in table {
+        let key = format!("oidc.groups.{group}");
+        let Some(list) = roles.as_array() else {
+            problems.push(problem(key, "expected an array of roles, e.g. [\"approver\"]".into()));
+            continue;
+        };
+        let mut specs = Vec::new();
+        for r in list {
+            match r.as_str().map(|s| (s, parse_group_grant(s))) {
+                Some((s, Ok(_))) => specs.push(s.to_string()),
+                Some((s, Err(e))) => problems.push(problem(key.clone(), format!("{s:?}: {e}"))),
+                None => problems.push(problem(key.clone(), "expected role strings".into())),
+            }
+        }
+        out.insert(group.clone(), specs);
+    }
+    out
+}
+
 fn kind_name(k: Kind) -> &'static str {
     match k {
         Kind::Str => "a string",
@@ -319,6 +416,27 @@ mod tests {
 
     fn write(dir: &Path, text: &str) {
         std::fs::write(dir.join(CONFIG_FILE), text).unwrap();
+    }
+
+    #[test]
+    fn oidc_groups_map_to_checked_grants_and_bad_entries_are_each_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let env = BTreeMap::new();
+        write(
+            d.path(),
+            "[oidc]\nprincipal_claim = \"email\"\n[oidc.groups]\nrev = [\"approver\"]\nfin = [\"data-steward@dataset:finance/*\", \"approver\"]\n",
+        );
+        let c = Config::load(d.path(), &env, &env).unwrap();
+        assert_eq!(c.oidc.principal_claim, "email");
+        assert_eq!(c.oidc.groups_claim, "groups");
+        assert!(!c.oidc.provision);
+        let grants = c.oidc.grants_for(["fin", "rev", "unknown"]);
+        assert_eq!(grants.len(), 2, "approver once: {grants:?}");
+        assert_eq!(grants[0].scope.as_str(), "dataset:finance/*");
+        write(d.path(), "[oidc.groups]\nrev = [\"root\"]\nfin = \"approver\"\nx = [\"approver@nothing\"]\n");
+        let problems = Config::load(d.path(), &env, &env).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["oidc.groups.fin", "oidc.groups.rev", "oidc.groups.x"], "{problems:?}");
     }
 
     #[test]

@@ -389,12 +389,81 @@ impl Workspace {
     }
 
     /// Checks a bearer JWT: its signature, issuer, audience and times by
-    /// `verifier`, then its subject as an enabled principal of this
-    /// workspace (grants come from here, never from the token).
+    /// `verifier`; then the principal its `[oidc] principal_claim` names
+    /// (default `sub`), enabled, with its stored grants plus the roles its
+    /// groups (`groups_claim`) are given by `[oidc.groups]`. An unknown
+    /// principal is refused, or, with `provision` and at least one role from
+    /// its groups, created (a `principal.create` record by `oidc`).
     pub async fn verify_jwt(&self, verifier: &JwtVerifier, token: &str) -> std::result::Result<Caller, AuthError> {
-        match verifier.verify(token).await {
-            Ok(subject) => self.caller_named(&subject, CredentialKind::Jwt, &format!("jwt-sub:{subject}")).await,
-            Err(f) => Err(AuthError::Refused(Refusal::new(Some(CredentialKind::Jwt), "jwt", f.reason()))),
+        let kind = Some(CredentialKind::Jwt);
+        let claims = verifier
+            .verify_claims(token)
+            .await
+            .map_err(|f| AuthError::Refused(Refusal::new(kind, "jwt", f.reason())))?;
+        let map = &self.config.oidc;
+        let Some(name) = claims[map.principal_claim.as_str()].as_str().map(str::to_string) else {
+            return Err(AuthError::Refused(Refusal::new(kind, "jwt", "token lacks the principal claim")));
+        };
+        let reference = format!("jwt-{}:{}", map.principal_claim, name);
+        let groups: Vec<&str> = match &claims[map.groups_claim.as_str()] {
+            serde_json::Value::Array(a) => a.iter().filter_map(|g| g.as_str()).collect(),
+            serde_json::Value::String(g) => vec![g.as_str()],
+            _ => Vec::new(),
+        };
+        let extra = map.grants_for(groups.iter().copied());
+        let known = citadel_store::principal_by_name(self.db.pool(), &name).await.map_err(AuthError::store)?;
+        let p = match known {
+            Some(p) if p.disabled_at.is_some() => {
+                return Err(AuthError::Refused(Refusal::new(kind, &reference, "principal disabled")));
+            }
+            Some(p) => p,
+            None if map.provision && !extra.is_empty() => {
+                self.provision(&name, &groups).await.map_err(|e| match e {
+                    ControlError::Types(_) => {
+                        AuthError::Refused(Refusal::new(kind, &reference, "principal claim is not a principal name"))
+                    }
+                    e => AuthError::Unavailable(e),
+                })?
+            }
+            None => return Err(AuthError::Refused(Refusal::new(kind, &reference, "unknown principal"))),
+        };
+        let mut caller = self.caller_for(p, CredentialKind::Jwt).await.map_err(AuthError::Unavailable)?;
+        for g in extra {
+            if !caller.grants.contains(&g) {
+                caller.grants.push(g);
+            }
+        }
+        Ok(caller)
+    }
+
+    /// Creates the principal a JWT names on its first sign-in (see
+    /// [`Workspace::verify_jwt`]); a concurrent first sign-in finds it made.
+    async fn provision(&self, name: &str, groups: &[&str]) -> Result<Principal> {
+        let name = citadel_types::Name::parse(name)?;
+        let p = Principal {
+            id: citadel_types::random_id("p-"),
+            name: name.to_string(),
+            kind: "user".into(),
+            created_at: Timestamp::now(),
+            created_by: "oidc".into(),
+            disabled_at: None,
+        };
+        let mut tx = self.db.begin_audited().await?;
+        citadel_store::principal_insert(tx.conn(), &p).await?;
+        let record = crate::event(
+            "oidc",
+            Action::PrincipalCreate.as_str(),
+            &Resource::new(ResourceKind::Principal, &name).to_string(),
+            Outcome::Success,
+            &citadel_types::random_id("req-"),
+            serde_json::json!({"id": p.id, "kind": "user", "provisioned_by": "jwt", "groups": groups}),
+        );
+        match tx.commit(record).await {
+            Ok(_) => Ok(p),
+            Err(e) => match citadel_store::principal_by_name(self.db.pool(), name.as_str()).await? {
+                Some(existing) => Ok(existing),
+                None => Err(e.into()),
+            },
         }
     }
 

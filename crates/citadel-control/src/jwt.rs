@@ -159,16 +159,27 @@ impl JwtVerifier {
     /// The verified subject; a token whose `kid` the keys lack makes them
     /// be fetched again (see [`JwtVerifier::from_fetch`]) before it is judged.
     pub async fn verify(&self, token: &str) -> Result<String, JwtFailure> {
-        match self.verify_now(token) {
-            Err(f) if f == UNKNOWN_KEY && self.refresh().await => self.verify_now(token),
+        self.verify_claims(token).await.and_then(subject)
+    }
+
+    /// The verified claims (as [`JwtVerifier::verify`]): the principal and
+    /// group mapping reads them.
+    pub async fn verify_claims(&self, token: &str) -> Result<serde_json::Value, JwtFailure> {
+        match self.claims_now(token) {
+            Err(f) if f == UNKNOWN_KEY && self.refresh().await => self.claims_now(token),
             r => r,
         }
     }
 
-    /// The verified subject, with the keys at hand. The header's algorithm
+    /// The verified subject, with the keys at hand.
+    pub fn verify_now(&self, token: &str) -> Result<String, JwtFailure> {
+        self.claims_now(token).and_then(subject)
+    }
+
+    /// The verified claims with the keys at hand. The header's algorithm
     /// must be the one of the key it names (no `none`, no HS256 with a
     /// public key as secret).
-    pub fn verify_now(&self, token: &str) -> Result<String, JwtFailure> {
+    fn claims_now(&self, token: &str) -> Result<serde_json::Value, JwtFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtFailure("malformed bearer token"))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(JwtFailure("token algorithm not accepted"));
@@ -190,9 +201,7 @@ impl JwtVerifier {
             v.leeway = 30;
             v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             match jsonwebtoken::decode::<serde_json::Value>(token, key, &v) {
-                Ok(data) => {
-                    return data.claims["sub"].as_str().map(str::to_string).ok_or(JwtFailure("token has no subject"));
-                }
+                Ok(data) => return Ok(data.claims),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind;
                     match e.kind() {
@@ -208,6 +217,10 @@ impl JwtVerifier {
         }
         Err(JwtFailure("token signature not valid"))
     }
+}
+
+fn subject(claims: serde_json::Value) -> Result<String, JwtFailure> {
+    claims["sub"].as_str().map(str::to_string).ok_or(JwtFailure("token has no subject"))
 }
 
 #[cfg(test)]

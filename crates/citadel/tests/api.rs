@@ -301,13 +301,33 @@ fn jwts_verify_against_an_issuer_fetched_by_url_whose_key_rotates() {
         std::fs::write(&tmp, serde_json::json!({"keys": [jwk(i)]}).to_string()).unwrap();
         std::fs::rename(&tmp, dir.join("jwks.json")).unwrap();
     };
-    let jwt = |i: usize| {
+    let jwt_as = |i: usize, extra: serde_json::Value| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some(format!("k{i}"));
-        let claims = serde_json::json!({"sub": "app", "iss": "https://idp.test", "aud": "citadel", "exp": now + 300});
+        let mut claims =
+            serde_json::json!({"sub": "0f3c9a", "iss": "https://idp.test", "aud": "citadel", "exp": now + 300});
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
         jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ec_der(&keys[i])).unwrap()
     };
+    let jwt = |i: usize| jwt_as(i, serde_json::json!({"preferred_username": "app"}));
+    // Claims to principals and roles: the user name claim names the
+    // principal; the reviewers' group gives `approver`; a first sign-in
+    // whose groups give a role creates the principal.
+    let config = ws.root.join("citadel.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[oidc]\n", "[oidc]\nprincipal_claim = \"preferred_username\"\nprovision = true\n");
+    std::fs::write(&config, format!("{text}\n[oidc.groups]\n\"ml-reviewers\" = [\"approver\"]\n\"everyone\" = []\n"))
+        .unwrap();
+    let sci = token_for(&ws, "sam", &["data-scientist"]);
+    let model = ws.root.parent().unwrap().join("m");
+    std::fs::create_dir_all(&model).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    std::fs::copy(fixtures.join("add.onnx"), model.join("model.onnx")).unwrap();
+    ok_json(as_user(&ws, &sci, &["model", "register", model.to_str().unwrap(), "--name", "fraud"]));
     publish(0);
     // A small issuer on 127.0.0.1: the JWKS over HTTPS.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -352,6 +372,51 @@ fn jwts_verify_against_an_issuer_fetched_by_url_whose_key_rotates() {
     assert!(ok_json(remote(&api, &jwt(1), &["data", "ls"])).is_array());
     let o = remote(&api, &jwt(0), &["data", "ls"]);
     assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+
+    let req = ok_json(remote(&api, &sci, &["model", "promote", "fraud@1", "--to", "staging"]));
+    let rita = jwt_as(1, serde_json::json!({"preferred_username": "rita", "groups": ["ml-reviewers", "other"]}));
+    let approved = ok_json(remote(&api, &rita, &["model", "approve", req["id"].as_str().unwrap()]));
+    assert_eq!(approved["status"], "approved", "{approved}");
+    let created = ws.json(&["audit", "query", "--action", "principal.create", "--actor", "oidc"]);
+    assert_eq!(created.as_array().unwrap().len(), 1, "provisioned once, recorded: {created}");
+    // Without a group that gives a role, an unknown user is refused; so is
+    // a token without the principal claim, and a disabled principal
+    // whatever its groups.
+    let o = remote(
+        &api,
+        &jwt_as(1, serde_json::json!({"preferred_username": "tom", "groups": ["everyone"]})),
+        &["data", "ls"],
+    );
+    assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    let o = remote(&api, &jwt_as(1, serde_json::json!({"groups": ["ml-reviewers"]})), &["data", "ls"]);
+    assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    let o = remote(
+        &api,
+        &jwt_as(1, serde_json::json!({"preferred_username": "../x", "groups": ["ml-reviewers"]})),
+        &["data", "ls"],
+    );
+    assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    ws.ok(&["principal", "disable", "rita"]);
+    let again = jwt_as(1, serde_json::json!({"preferred_username": "rita", "groups": ["ml-reviewers"], "jti": "2"}));
+    let o = remote(&api, &again, &["model", "requests"]);
+    assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    // Refusals are written in batches: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refusals = ws.json(&["audit", "query", "--action", "auth.jwt", "--outcome", "denied"]);
+        let reasons: Vec<String> =
+            refusals.as_array().unwrap().iter().map(|r| r["details"]["reason"].to_string()).collect();
+        let missing: Vec<&str> =
+            ["unknown principal", "lacks the principal claim", "not a principal name", "principal disabled"]
+                .into_iter()
+                .filter(|why| !reasons.iter().any(|r| r.contains(why)))
+                .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not recorded: {missing:?} in {reasons:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(idp);
 }
 
