@@ -224,8 +224,9 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
 
 /// Two servers on one PostgreSQL database behave as one: of two approvals of
 /// the same request sent at once through each, exactly one wins (the other
-/// is told the request is decided), and the records both append form one
-/// chain that verifies.
+/// is told the request is decided); registrations sent at once through both
+/// each get their own version; and the records both append form one chain
+/// that verifies.
 #[test]
 fn two_servers_on_one_postgresql_behave_as_one() {
     let Some(pg) = service("CITADEL_TEST_PG_URL") else { return };
@@ -253,6 +254,17 @@ fn two_servers_on_one_postgresql_behave_as_one() {
         let lost = if a.status.success() { &b } else { &a };
         assert!(said(lost).contains("409"), "{}", said(lost));
     }
+    // Registrations through both at once: each gets its own version number.
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (u, t, d) = (if i % 2 == 0 { url_a.clone() } else { url_b.clone() }, sci.clone(), dir.clone());
+            std::thread::spawn(move || remote(&u, &t, &["model", "register", d.to_str().unwrap(), "--name", "scores"]))
+        })
+        .collect();
+    let mut numbers: Vec<i64> =
+        threads.into_iter().map(|t| ok_json(t.join().unwrap())["version"].as_i64().unwrap()).collect();
+    numbers.sort();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "one version per registration, none lost or doubled");
     // Reads through both at once: every record lands in one chain.
     let threads: Vec<_> = (0..8)
         .map(|i| {
