@@ -528,8 +528,9 @@ fn digest_of(path: &Path) -> std::io::Result<Digest> {
     }
 }
 
-/// A relative path of plain names only, at most 4,096 bytes.
-fn safe_relative(p: &str) -> Option<PathBuf> {
+/// A commit's file path as a relative path of plain names only (no `..`,
+/// no `.`, no root, no `\\`, no NUL), at most 4,096 bytes; else `None`.
+pub fn safe_relative(p: &str) -> Option<PathBuf> {
     if p.is_empty() || p.len() > 4096 || p.contains('\\') || p.contains('\0') {
         return None;
     }
@@ -652,10 +653,15 @@ pub struct ContentQuery {
     path: Option<String>,
 }
 
-/// `bytes=N-` or `bytes=N-M` (one range); anything else is ignored (the
-/// whole file is sent), as RFC 9110 allows.
 fn parse_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
-    let v = headers.get(header::RANGE)?.to_str().ok()?.strip_prefix("bytes=")?;
+    parse_range_value(headers.get(header::RANGE)?.to_str().ok()?)
+}
+
+/// A `Range` header's value: `bytes=N-` or `bytes=N-M` (one range, `M` ≥
+/// `N`, inclusive) as `(N, M)`; anything else is `None`, and the whole
+/// file is sent, as RFC 9110 §14.2 allows a server to do.
+pub fn parse_range_value(v: &str) -> Option<(u64, Option<u64>)> {
+    let v = v.strip_prefix("bytes=")?;
     let (a, b) = v.split_once('-')?;
     let start = a.trim().parse().ok()?;
     let end = if b.trim().is_empty() { None } else { Some(b.trim().parse().ok()?) };

@@ -39,6 +39,7 @@ pub const TARGETS: &[(&str, FuzzBody)] = &[
     ("feedback_body", feedback_body),
     ("window_sketch", window_sketch),
     ("monitoring_policy", monitoring_policy),
+    ("transfer_request", transfer_request),
 ];
 
 /// A tar archive (members are scanned as streams).
@@ -308,6 +309,21 @@ pub fn feedback_body(data: &[u8]) {
     }
 }
 
+/// What a client sends with a transfer: a `Range` header (first line) and
+/// a commit's file path (the rest). A range is accepted only ordered; a
+/// path only as plain names that stay beneath the staging directory.
+pub fn transfer_request(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (range, path) = text.split_once('\n').unwrap_or((&text, ""));
+    if let Some((start, end)) = citadel_api::transfer::parse_range_value(range) {
+        assert!(end.is_none_or(|e| e >= start));
+    }
+    if let Some(p) = citadel_api::transfer::safe_relative(path) {
+        assert!(p.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+        assert!(std::path::Path::new("/staging").join(&p).starts_with("/staging"));
+    }
+}
+
 /// A stored window sketch (read back from the database): refused when its
 /// KLL sketches are inconsistent; a sketch that is accepted merges and
 /// answers queries without panicking.
@@ -416,6 +432,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "expectations" => vec![include_bytes!("../../../datasets/adult/adult.expect.toml").to_vec()],
         "pipeline_file" => vec![include_bytes!("../../../examples/quickstart/pipeline.toml").to_vec()],
+        "transfer_request" => vec![b"bytes=0-\nmodel/weights.bin".to_vec(), b"bytes=10-19\na/b/c.txt".to_vec()],
         "feedback_body" => vec![
             br#"{"feedback": [{"request_id": "r-1", "row": 0, "label": ">50K", "groups": {"sex": "Female"}}, {"request_id": "r_2", "label": "<=50K"}]}"#.to_vec(),
         ],
