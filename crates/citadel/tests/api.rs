@@ -729,3 +729,38 @@ fn large_transfers_through_the_server_resume_after_a_cut_connection() {
     );
     ws.ok(&["audit", "verify"]);
 }
+
+/// A slow client (headers never finished: slowloris) is cut off after the
+/// header timeout (10 s), and fifty of them do not hold up anyone else.
+#[test]
+fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
+    use std::io::{Read, Write};
+    let ws = Ws::new();
+    let sci = token_for(&ws, "sam", &["data-scientist"]);
+    let (_srv, url) = server(&ws, &[]);
+    let addr = url.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let mut slow: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /api/v1/datasets HTTP/1.1\r\nHost: x\r\nAuthor").unwrap();
+            s
+        })
+        .collect();
+    assert!(ok_json(remote(&url, &sci, &["data", "ls"])).is_array(), "served while fifty clients stall");
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 512];
+        // Closed (0 or a reset), possibly after a 408 answer; never left open.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    panic!("a stalled connection is still open after {:?}", started.elapsed())
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
