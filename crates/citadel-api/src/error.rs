@@ -52,6 +52,7 @@ impl From<ControlError> for ApiError {
             E::Policy(citadel_policy::PolicyError::Gate { .. })
             | E::Config(_)
             | E::UnreadableRecord { .. }
+            | E::NoKeys(_)
             | E::Crypto(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = if status.is_server_error() {

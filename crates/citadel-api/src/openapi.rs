@@ -66,7 +66,7 @@ pub fn document() -> Value {
     let name_schema = json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"});
     let mut principal_new = op("Create a principal", &[], None, obj.clone());
     principal_new["requestBody"] = body(json!({"type": "object", "additionalProperties": false, "required": ["name"],
-        "properties": {"name": name_schema, "kind": {"type": "string", "enum": ["user", "service"]}}}));
+        "properties": {"name": name_schema, "kind": {"type": "string", "enum": ["user", "service", "oidc"]}}}));
     let mut grant = op("Add or revoke a role grant", &[], None, obj.clone());
     grant["parameters"] = json!([{"name": "verb", "in": "path", "required": true, "schema": {"type": "string", "enum": ["add", "revoke"]}}]);
     grant["requestBody"] =

@@ -173,7 +173,7 @@ pub async fn audit_records(
 
 // ---------------------------------------------------------------- access
 
-/// `{"name", "kind"}` (kind: user or service).
+/// `{"name", "kind"}` (kind: user, service or oidc).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewPrincipal {

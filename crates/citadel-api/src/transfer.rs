@@ -49,12 +49,16 @@ use tokio::io::AsyncWriteExt;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Uploads one principal may have open at once.
-pub const MAX_OPEN_UPLOADS: usize = 32;
 /// Files one artifact or model commit may name.
 pub const MAX_COMMIT_FILES: usize = 10_000;
+/// Uploads one principal may have open at once (one per file of a commit).
+pub const MAX_OPEN_UPLOADS: usize = MAX_COMMIT_FILES;
+/// Bytes one principal's open uploads may declare in all.
+pub const MAX_STAGED_BYTES: u64 = 64 << 30;
 /// An upload untouched this long is removed.
 pub const UPLOAD_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// An upload older than this is removed, however active.
+pub const UPLOAD_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A body that sends nothing for this long ends its request (what arrived is kept).
 pub const BODY_IDLE: Duration = Duration::from_secs(30);
 /// Free disk space kept beyond an upload's declared size.
@@ -78,6 +82,13 @@ struct UploadMeta {
     size: u64,
     purpose: Purpose,
     name: Option<String>,
+    /// Seconds since the Unix epoch.
+    #[serde(default)]
+    created: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The server's staged uploads (see the module docs).
@@ -154,18 +165,20 @@ impl Uploads {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Removes uploads idle past [`UPLOAD_IDLE`].
+    /// Removes uploads idle past [`UPLOAD_IDLE`] or older than [`UPLOAD_LIFETIME`].
     fn expire(&self) {
+        let now = now_secs();
         let idle: Vec<String> = self
             .lock()
-            .keys()
-            .filter(|id| {
-                std::fs::metadata(self.part(id))
+            .values()
+            .filter(|u| {
+                let old = now.saturating_sub(u.meta.created) > UPLOAD_LIFETIME.as_secs();
+                old || std::fs::metadata(self.part(&u.meta.id))
                     .and_then(|m| m.modified())
                     .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UPLOAD_IDLE)
                     .unwrap_or(true)
             })
-            .cloned()
+            .map(|u| u.meta.id.clone())
             .collect();
         for id in idle {
             self.remove(&id);
@@ -238,18 +251,26 @@ pub async fn create(
     st.ws.precheck_upload(&caller, action, resource).await?;
     let uploads = &st.uploads;
     uploads.expire();
-    let mine = uploads.lock().values().filter(|u| u.meta.owner == caller.id()).count();
-    if mine >= MAX_OPEN_UPLOADS {
+    // Checked and inserted under one lock: concurrent creates cannot both
+    // pass a limit.
+    let mut open = uploads.lock();
+    let mine: Vec<&Arc<Upload>> = open.values().filter(|u| u.meta.owner == caller.id()).collect();
+    let declared: u64 = mine.iter().map(|u| u.meta.size).sum();
+    if mine.len() >= MAX_OPEN_UPLOADS || declared.saturating_add(req.size) > MAX_STAGED_BYTES {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_uploads",
-            format!("{mine} uploads of yours are open (at most {MAX_OPEN_UPLOADS}); commit or DELETE some"),
+            format!(
+                "your open uploads ({}, {declared} bytes) leave no room for {} more bytes (at most {MAX_OPEN_UPLOADS} uploads, {MAX_STAGED_BYTES} bytes); commit or DELETE some",
+                mine.len(),
+                req.size
+            ),
         ));
     }
     let free = nix::sys::statvfs::statvfs(&uploads.dir)
         .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
         .unwrap_or(0);
-    let staged: u64 = uploads.lock().values().map(|u| u.meta.size.saturating_sub(uploads.offset(&u.meta.id))).sum();
+    let staged: u64 = open.values().map(|u| u.meta.size.saturating_sub(uploads.offset(&u.meta.id))).sum();
     if req.size.saturating_add(staged).saturating_add(SPACE_MARGIN) > free {
         return Err(ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -263,18 +284,25 @@ pub async fn create(
         size: req.size,
         purpose: req.purpose,
         name: req.name,
+        created: now_secs(),
     };
+    // Durable before it is acknowledged: the part file, the metadata and
+    // their directory entries.
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(uploads.part(&meta.id))?;
         let tmp = uploads.dir.join(format!(".{}.json", meta.id));
-        std::fs::write(&tmp, serde_json::to_vec(&meta).unwrap_or_default())?;
-        std::fs::rename(&tmp, uploads.meta_path(&meta.id))
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(&meta).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, uploads.meta_path(&meta.id))?;
+        std::fs::File::open(&uploads.dir)?.sync_all()
     };
     write().map_err(|e| io_err("creating an upload", e))?;
     let body = status_json(&meta, 0);
     let fresh = tokio::sync::Mutex::new(Some((0, citadel_types::Sha256::default())));
-    uploads.lock().insert(meta.id.clone(), Arc::new(Upload { meta, writing: fresh }));
+    open.insert(meta.id.clone(), Arc::new(Upload { meta, writing: fresh }));
+    drop(open);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -378,8 +406,10 @@ pub async fn append(
     }
     file.sync_data().await.map_err(|e| io_err("syncing an upload", e))?;
     *hashed = hasher.map(|h| (written, h));
-    // Touched: not idle.
-    let _ = file.into_std().await.set_modified(SystemTime::now());
+    // Bytes arrived: not idle (an empty append keeps nothing alive).
+    if written > held {
+        let _ = file.into_std().await.set_modified(SystemTime::now());
+    }
     if let Some(r) = refusal {
         return Err(r);
     }

@@ -14,8 +14,8 @@ pub struct IssuedToken {
 impl Workspace {
     pub async fn principal_create(&self, caller: &Caller, name: &str, kind: &str) -> Result<Principal> {
         let name = Name::parse(name)?;
-        if !matches!(kind, "user" | "service") {
-            return Err(ControlError::Invalid(format!("principal kind {kind:?}: use user or service")));
+        if !matches!(kind, "user" | "service" | crate::identity::OIDC_KIND) {
+            return Err(ControlError::Invalid(format!("principal kind {kind:?}: use user, service or oidc")));
         }
         let resource = Resource::new(ResourceKind::Principal, &name);
         let permit = self.authorize(caller, Action::PrincipalCreate, resource.clone()).await?;

@@ -63,9 +63,9 @@ impl Workspace {
         let permit = self.authorize(caller, Action::ArtifactPut, resource).await?;
         let mut parent_ids = Vec::new();
         for p in parents {
-            parent_ids.push(self.store.resolve(p).await?.id);
+            parent_ids.push(self.store()?.resolve(p).await?.id);
         }
-        let prepared = match self.store.prepare_put(path, progress).await {
+        let prepared = match self.store()?.prepare_put(path, progress).await {
             Ok(p) => p,
             Err(e) => {
                 let e = ControlError::from(e);
@@ -76,7 +76,7 @@ impl Workspace {
         let id = prepared.id.to_string();
         let result = async {
             let mut tx = self.db.begin_audited().await?;
-            let new = self.store.commit_put(&mut tx, &prepared, name.as_ref().map(|n| n.as_str()), caller.id()).await?;
+            let new = self.store()?.commit_put(&mut tx, &prepared, name.as_ref().map(|n| n.as_str()), caller.id()).await?;
             for parent in &parent_ids {
                 citadel_store::lineage_insert(
                     tx.conn(),
@@ -98,7 +98,7 @@ impl Workspace {
             new_chunks: prepared.new_chunks.len(),
             new_bytes: prepared.new_bytes,
         };
-        self.store.release(prepared).await;
+        self.store()?.release(prepared).await;
         result.map(|_| report)
     }
 
@@ -109,7 +109,7 @@ impl Workspace {
         out: &Path,
         progress: Option<Arc<dyn Progress>>,
     ) -> Result<GetReport> {
-        let info = self.store.resolve(reference).await?;
+        let info = self.store()?.resolve(reference).await?;
         // A grant may name the artifact by id or by any of its names: the
         // decision is on the first of them the caller holds (on the id, and
         // so a recorded denial, if none).
@@ -128,7 +128,7 @@ impl Workspace {
                 serde_json::json!({"artifact": info.id.to_string(), "output": out.display().to_string(), "size": info.size}),
             ))
             .await?;
-        match self.store.restore(&info, out, progress).await {
+        match self.store()?.restore(&info, out, progress).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 let e = ControlError::from(e);
@@ -154,14 +154,14 @@ impl Workspace {
         file: Option<&str>,
         offset: u64,
     ) -> Result<OpenedArtifact> {
-        let info = self.store.resolve(reference).await?;
+        let info = self.store()?.resolve(reference).await?;
         let by_id = Resource::artifact(info.id);
         let resource = std::iter::once(by_id.clone())
             .chain(info.names.iter().map(Resource::artifact))
             .find(|r| caller.holds(Action::ArtifactGet, r))
             .unwrap_or(by_id);
         let permit = self.authorize(caller, Action::ArtifactGet, resource).await?;
-        let manifest = match self.store.manifest(&info).await {
+        let manifest = match self.store()?.manifest(&info).await {
             Ok(m) => m,
             Err(e) => {
                 let e = ControlError::from(e);
@@ -197,7 +197,7 @@ impl Workspace {
     ) -> Option<impl futures::Stream<Item = std::result::Result<bytes::Bytes, StoreError>> + Send + 'static + use<>>
     {
         let file = opened.file()?;
-        Some(self.store.file_stream(file, start))
+        Some(self.store().ok()?.file_stream(file, start))
     }
 
     /// Decides, before an upload's bytes are accepted, that the caller may
@@ -221,14 +221,14 @@ impl Workspace {
 
     pub async fn artifact_list(&self, caller: &Caller) -> Result<Vec<ArtifactInfo>> {
         let permit = self.authorize(caller, Action::ArtifactList, Resource::all(ResourceKind::Artifact)).await?;
-        let list = self.store.list().await?;
+        let list = self.store()?.list().await?;
         self.record(permit, serde_json::json!({"returned": list.len()})).await?;
         Ok(list)
     }
 
     pub async fn fsck(&self, caller: &Caller, progress: Option<Arc<dyn Progress>>) -> Result<FsckReport> {
         let permit = self.authorize(caller, Action::StoreFsck, Resource::all(ResourceKind::Store)).await?;
-        let report = self.store.fsck(progress).await?;
+        let report = self.store()?.fsck(progress).await?;
         self.db
             .append_audit(permit.step(
                 Action::StoreFsck.as_str(),
@@ -250,7 +250,7 @@ impl Workspace {
         // Purged data leaves the store now, not after the grace period (no
         // put runs while gc holds its lease, so no leftover is in use).
         let grace = if purged.is_empty() { grace_secs.unwrap_or(self.config.gc_grace_secs) } else { 0 };
-        let report = self.store.gc(grace).await?;
+        let report = self.store()?.gc(grace).await?;
         if !purged.is_empty() {
             self.db.truncate_wal().await?;
         }

@@ -17,14 +17,14 @@ impl Workspace {
         let permit = self.authorize(caller, Action::AuditVerify, Resource::new(ResourceKind::Audit, "log")).await?;
         let records = citadel_store::audit_query(self.db.pool(), &AuditFilter::default()).await?;
         let checkpoints = citadel_store::audit_checkpoints(self.db.pool()).await?;
-        let problems = citadel_audit::verify_chain(&records, &checkpoints, &self.signer.public_key());
+        let problems = citadel_audit::verify_chain(&records, &checkpoints, &self.signer()?.public_key());
         let head = records.last();
         let report = VerifyReport {
             records: records.len(),
             checkpoints: checkpoints.len(),
             head_seq: head.map(|r| r.seq).unwrap_or(0),
             head_hash: head.map(|r| r.hash.to_hex()).unwrap_or_default(),
-            audit_key_id: self.signer.key_id(),
+            audit_key_id: self.signer()?.key_id(),
             problems,
         };
         self.db

@@ -200,7 +200,7 @@ impl Workspace {
     pub(crate) async fn data_protector(&self) -> Result<citadel_crypto::DataProtector> {
         if citadel_store::meta_get(self.db.pool(), PROTECTION_KEY_META).await?.is_none() {
             let secret = citadel_crypto::random_bytes::<32>()?;
-            let sealed = self.secrets_cipher.seal(PROTECTION_KEY_OBJECT, &secret)?;
+            let sealed = self.secrets_cipher()?.seal(PROTECTION_KEY_OBJECT, &secret)?;
             // Two first uses at once must agree on one key: the first insert wins.
             let mut tx = self.db.begin_audited().await?;
             sqlx::query("INSERT INTO workspace_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
@@ -223,7 +223,8 @@ impl Workspace {
             .ok_or_else(|| ControlError::NotFound("data-protection key".into()))?;
         let sealed = hex::decode(hex_sealed)
             .map_err(|_| ControlError::Invalid("stored data-protection key is not hex".into()))?;
-        let secret = citadel_crypto::DataKey::from_bytes(&self.secrets_cipher.open(PROTECTION_KEY_OBJECT, &sealed)?)?;
+        let secret =
+            citadel_crypto::DataKey::from_bytes(&self.secrets_cipher()?.open(PROTECTION_KEY_OBJECT, &sealed)?)?;
         Ok(citadel_crypto::DataProtector::new(&secret)?)
     }
 
@@ -307,9 +308,9 @@ impl Workspace {
     /// Restores a version's directory (every chunk authenticated, the
     /// artifact's SHA-256 checked) into `into`.
     pub(crate) async fn restore_data(&self, v: &DataVersion, into: &Path) -> Result<PathBuf> {
-        let info = self.store.resolve(&v.artifact_id).await?;
+        let info = self.store()?.resolve(&v.artifact_id).await?;
         let dir = into.join(format!("{}-{}", v.dataset, v.version));
-        self.store.restore(&info, &dir, None).await?;
+        self.store()?.restore(&info, &dir, None).await?;
         Ok(dir)
     }
 
@@ -378,7 +379,7 @@ impl Workspace {
             return Err(ControlError::DataRejected { dataset: name.to_string(), report: Box::new(report) });
         }
 
-        let prepared = self.store.prepare_put(&out_dir, None).await?;
+        let prepared = self.store()?.prepare_put(&out_dir, None).await?;
         let artifact_id = prepared.id.to_string();
         let result = async {
             let mut tx = self.db.begin_audited().await?;
@@ -391,7 +392,7 @@ impl Workspace {
             .fetch_one(&mut *tx.conn())
             .await?;
             let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
-            self.store
+            self.store()?
                 .commit_put(&mut tx, &prepared, Some(&format!("datasets/{name}@{version}")), caller.id())
                 .await?;
             let now = Timestamp::now();
@@ -444,7 +445,7 @@ impl Workspace {
             Ok::<_, ControlError>((version, now))
         }
         .await;
-        self.store.release(prepared).await;
+        self.store()?.release(prepared).await;
         let (version, now) = result?;
         Ok(DataVersion {
             dataset: name.to_string(),

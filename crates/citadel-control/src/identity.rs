@@ -24,6 +24,10 @@ use crate::{ControlError, Result, Workspace, event};
 
 pub use crate::jwt::{JwtFailure, JwtVerifier};
 
+/// The kind of principal a JWT may name: the identity provider's people (and
+/// machines), never a local user, service or the owner.
+pub const OIDC_KIND: &str = "oidc";
+
 /// How a caller proved who it is (recorded in every audit record it causes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialKind {
@@ -390,7 +394,9 @@ impl Workspace {
 
     /// Checks a bearer JWT: its signature, issuer, audience and times by
     /// `verifier`; then the principal its `[oidc] principal_claim` names
-    /// (default `sub`), enabled, with its stored grants plus the roles its
+    /// (default `sub`), of kind `oidc` (made with `principal create NAME
+    /// --kind oidc`, or provisioned; a principal of another kind never
+    /// answers to a JWT), enabled, with its stored grants plus the roles its
     /// groups (`groups_claim`) are given by `[oidc.groups]`. An unknown
     /// principal is refused, or, with `provision` and at least one role from
     /// its groups, created (a `principal.create` record by `oidc`).
@@ -415,6 +421,16 @@ impl Workspace {
         let p = match known {
             Some(p) if p.disabled_at.is_some() => {
                 return Err(AuthError::Refused(Refusal::new(kind, &reference, "principal disabled")));
+            }
+            // A claim's value must not take over a principal that is not the
+            // issuer's (a local admin, a service, the owner): only principals
+            // of kind `oidc` answer to JWTs.
+            Some(p) if p.kind != OIDC_KIND => {
+                return Err(AuthError::Refused(Refusal::new(
+                    kind,
+                    &reference,
+                    "principal not bound to the identity provider",
+                )));
             }
             Some(p) => p,
             None if map.provision && !extra.is_empty() => {
@@ -443,26 +459,33 @@ impl Workspace {
         let p = Principal {
             id: citadel_types::random_id("p-"),
             name: name.to_string(),
-            kind: "user".into(),
+            kind: OIDC_KIND.into(),
             created_at: Timestamp::now(),
             created_by: "oidc".into(),
             disabled_at: None,
         };
-        let mut tx = self.db.begin_audited().await?;
-        citadel_store::principal_insert(tx.conn(), &p).await?;
         let record = crate::event(
             "oidc",
             Action::PrincipalCreate.as_str(),
             &Resource::new(ResourceKind::Principal, &name).to_string(),
             Outcome::Success,
             &citadel_types::random_id("req-"),
-            serde_json::json!({"id": p.id, "kind": "user", "provisioned_by": "jwt", "groups": groups}),
+            serde_json::json!({"id": p.id, "kind": OIDC_KIND, "provisioned_by": "jwt", "groups": groups}),
         );
-        match tx.commit(record).await {
-            Ok(_) => Ok(p),
+        let created = async {
+            let mut tx = self.db.begin_audited().await?;
+            citadel_store::principal_insert(tx.conn(), &p).await?;
+            tx.commit(record).await?;
+            Ok::<_, ControlError>(())
+        }
+        .await;
+        match created {
+            Ok(()) => Ok(p),
+            // A concurrent first sign-in made it (the name is unique): use
+            // it if it is the issuer's.
             Err(e) => match citadel_store::principal_by_name(self.db.pool(), name.as_str()).await? {
-                Some(existing) => Ok(existing),
-                None => Err(e.into()),
+                Some(existing) if existing.kind == OIDC_KIND && existing.disabled_at.is_none() => Ok(existing),
+                _ => Err(e),
             },
         }
     }

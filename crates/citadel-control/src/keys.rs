@@ -21,7 +21,7 @@ impl Workspace {
             .ok_or_else(|| ControlError::NotFound("active master key".into()))?
             .id
             .clone();
-        let new = self.provider.generate()?;
+        let new = self.provider_mut()?.generate()?;
         let rows = citadel_store::data_keys(self.db.pool()).await?;
         let result = async {
             let mut tx = self.db.begin_audited().await?;
@@ -29,7 +29,7 @@ impl Workspace {
                 tx.conn(),
                 &citadel_store::MasterKeyRow {
                     id: new.clone(),
-                    provider: self.provider.kind().as_str().into(),
+                    provider: self.provider()?.kind().as_str().into(),
                     status: "active".into(),
                     created_at: Timestamp::now(),
                     retired_at: None,
@@ -40,8 +40,8 @@ impl Workspace {
                 let purpose = DataKeyPurpose::parse(&row.purpose)
                     .ok_or_else(|| ControlError::Invalid("data key purpose".into()))?;
                 let aad = purpose.wrap_aad(&row.id);
-                let plain = self.provider.unwrap(&row.master_key_id, &row.wrapped, &aad)?;
-                let wrapped = self.provider.wrap(&new, &plain, &aad)?;
+                let plain = self.provider()?.unwrap(&row.master_key_id, &row.wrapped, &aad)?;
+                let wrapped = self.provider()?.wrap(&new, &plain, &aad)?;
                 citadel_store::data_key_rewrap(tx.conn(), &row.id, &new, &wrapped).await?;
             }
             citadel_store::master_key_retire(tx.conn(), &old, Timestamp::now()).await?;
@@ -51,11 +51,11 @@ impl Workspace {
         .await;
         if let Err(e) = result {
             // The new key wraps nothing: remove it so the provider stays tidy.
-            let _ = self.provider.destroy(&new);
+            let _ = self.provider_mut()?.destroy(&new);
             return Err(e);
         }
         // Only after the commit: until then the old key still wraps the DEKs.
-        self.provider.destroy(&old)?;
+        self.provider_mut()?.destroy(&old)?;
         Ok(RotateReport { old_master_key: old, new_master_key: new, data_keys_rewrapped: rows.len() })
     }
 

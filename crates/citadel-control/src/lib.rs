@@ -38,7 +38,7 @@ pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
 pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};
-pub use identity::{AuthError, Caller, CredentialKind, JwtFailure, JwtVerifier, Permit, Refusal};
+pub use identity::{AuthError, Caller, CredentialKind, JwtFailure, JwtVerifier, OIDC_KIND, Permit, Refusal};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};
 pub use jwt::{JwksError, JwksFetch};
 pub use keys::RotateReport;
@@ -87,6 +87,10 @@ pub enum ControlError {
     Invalid(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A serving workspace ([`Workspace::open_serving`], a gateway) holds no
+    /// key: what needs one runs on the server.
+    #[error("this process holds no keys (a gateway opened with --control); {0} runs on the server, which holds them")]
+    NoKeys(&'static str),
     /// A stored record a decision depends on does not parse: the decision
     /// is not made (fail closed).
     #[error("the stored {what} does not parse, so nothing that depends on it is decided: {source}")]
@@ -179,15 +183,21 @@ pub struct InitReport {
 pub struct Workspace {
     pub config: Config,
     db: Db,
+    /// `None` in a serving workspace (a gateway: no key was unsealed).
+    keys: Option<Keys>,
+    /// Training references of model versions live monitoring compared
+    /// windows with (read and audited once per process; at most 64 kept).
+    monitor_references: monitor::ReferenceCache,
+}
+
+/// What only a process that unsealed the master key holds.
+struct Keys {
     provider: Box<dyn MasterKeyProvider>,
     store: ArtifactStore,
     signer: Arc<AuditSigner>,
     /// Seals workspace secrets at rest (the model-signing key), under the
     /// chunk-encryption data key with a per-secret derived key.
     secrets_cipher: Arc<citadel_crypto::ChunkCipher>,
-    /// Training references of model versions live monitoring compared
-    /// windows with (read and audited once per process; at most 64 kept).
-    monitor_references: monitor::ReferenceCache,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -363,8 +373,8 @@ impl Workspace {
             workspace: ws.config.workspace.clone(),
             owner: owner_id,
             master_key: master,
-            audit_key_id: ws.signer.key_id(),
-            audit_public_key: hex::encode(ws.signer.public_key()),
+            audit_key_id: ws.signer()?.key_id(),
+            audit_public_key: hex::encode(ws.signer()?.public_key()),
         };
         Ok((ws, report))
     }
@@ -397,7 +407,54 @@ impl Workspace {
         .with_lease_ttl(config.lease_ttl_secs);
         let secrets_cipher = Arc::new(citadel_crypto::ChunkCipher::new(key(DataKeyPurpose::ChunkEncryption)?));
         let db = db.with_audit_signer(signer.clone(), config.checkpoint_every);
-        Ok(Workspace { config, db, provider, store, signer, secrets_cipher, monitor_references: Default::default() })
+        let keys = Some(Keys { provider, store, signer, secrets_cipher });
+        Ok(Workspace { config, db, keys, monitor_references: Default::default() })
+    }
+
+    /// Opens a workspace for serving only (a gateway with `--control`): the
+    /// database, and no key at all. Nothing the workspace encrypts (artifacts,
+    /// dataset versions, training secrets, the signing key) can be read;
+    /// models come verified from the server (`citadel_api`'s serving route).
+    /// Audit records are appended to the chain; the server's checkpoints
+    /// sign them.
+    pub async fn open_serving(config: Config) -> Result<Self> {
+        let db = Db::connect(&config.metadata_url).await?;
+        if citadel_store::meta_get(db.pool(), "workspace_id").await?.is_none() {
+            return Err(ControlError::NotFound(format!("initialized workspace at {}", config.workspace.display())));
+        }
+        Ok(Workspace { config, db, keys: None, monitor_references: Default::default() })
+    }
+
+    /// Whether this process unsealed the keys (false: a serving workspace).
+    pub fn holds_keys(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    fn keys(&self, what: &'static str) -> Result<&Keys> {
+        self.keys.as_ref().ok_or(ControlError::NoKeys(what))
+    }
+
+    pub(crate) fn store(&self) -> Result<&ArtifactStore> {
+        Ok(&self.keys("reading or writing artifacts")?.store)
+    }
+
+    pub(crate) fn signer(&self) -> Result<&Arc<AuditSigner>> {
+        Ok(&self.keys("signing")?.signer)
+    }
+
+    pub(crate) fn provider(&self) -> Result<&dyn MasterKeyProvider> {
+        Ok(self.keys("the master key")?.provider.as_ref())
+    }
+
+    pub(crate) fn provider_mut(&mut self) -> Result<&mut dyn MasterKeyProvider> {
+        match self.keys.as_mut() {
+            Some(k) => Ok(k.provider.as_mut()),
+            None => Err(ControlError::NoKeys("the master key")),
+        }
+    }
+
+    pub(crate) fn secrets_cipher(&self) -> Result<&citadel_crypto::ChunkCipher> {
+        Ok(&self.keys("workspace secrets")?.secrets_cipher)
     }
 
     /// Opens an existing workspace. Fails (changing nothing) on a wrong

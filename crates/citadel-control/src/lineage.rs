@@ -37,7 +37,7 @@ impl Workspace {
                         .await?
                         .unrecorded("not reached: the caller holds no lineage.read");
                 }
-                Resource::artifact(self.store.resolve(reference).await?.id)
+                Resource::artifact(self.store()?.resolve(reference).await?.id)
             }
         };
         let permit = self.authorize(caller, Action::LineageRead, root.clone()).await?;
@@ -57,7 +57,7 @@ impl Workspace {
             }
         }
         let mut labels = BTreeMap::new();
-        for a in self.store.list().await? {
+        for a in self.store()?.list().await? {
             labels.insert(format!("artifact:{}", a.id), a.names.last().cloned().unwrap_or_default());
         }
         let mut nodes: BTreeSet<String> = edges.iter().flat_map(|(c, p, _)| [c.clone(), p.clone()]).collect();

@@ -280,7 +280,8 @@ impl Workspace {
     async fn artifacts_exist(&self, outputs: &serde_json::Value, fields: &[&str]) -> bool {
         for f in fields {
             let Some(id) = outputs[*f].as_str() else { return false };
-            if self.store.resolve(id).await.is_err() {
+            let Ok(store) = self.store() else { return false };
+            if store.resolve(id).await.is_err() {
                 return false;
             }
         }
@@ -1267,7 +1268,7 @@ impl Workspace {
             return Err(invalid(format!("secret name {name:?} must be an environment-variable name (A-Z, 0-9, _)")));
         }
         let permit = self.authorize(caller, Action::SecretWrite, Resource::new(ResourceKind::Secret, name)).await?;
-        let sealed = self.secrets_cipher.seal(&format!("training-secret/{name}"), value.as_bytes())?;
+        let sealed = self.secrets_cipher()?.seal(&format!("training-secret/{name}"), value.as_bytes())?;
         let mut tx = self.db.begin_audited().await?;
         sqlx::query("INSERT INTO training_secrets (name, sealed, updated_by, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_by = excluded.updated_by, updated_at = excluded.updated_at")
             .bind(name)
@@ -1315,7 +1316,7 @@ impl Workspace {
         };
         let sealed =
             hex::decode(row.try_get::<String, _>("sealed")?).map_err(|_| invalid("a stored secret is not hex"))?;
-        let value = self.secrets_cipher.open(&format!("training-secret/{name}"), &sealed)?;
+        let value = self.secrets_cipher()?.open(&format!("training-secret/{name}"), &sealed)?;
         self.db
             .append_audit(permit.effect(
                 "secret.use",

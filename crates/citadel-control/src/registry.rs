@@ -173,11 +173,11 @@ impl Workspace {
     pub(crate) async fn model_signing_key(&self) -> Result<citadel_signing::SigningKey> {
         if let Some(hex_sealed) = citadel_store::meta_get(self.db.pool(), SIGNING_KEY_META).await? {
             let sealed = hex::decode(hex_sealed).map_err(|_| invalid("the stored model-signing key is not hex"))?;
-            let der = self.secrets_cipher.open(SIGNING_KEY_OBJECT, &sealed)?;
+            let der = self.secrets_cipher()?.open(SIGNING_KEY_OBJECT, &sealed)?;
             return Ok(citadel_signing::SigningKey::from_der(&der)?);
         }
         let (key, der) = citadel_signing::SigningKey::generate()?;
-        let sealed = self.secrets_cipher.seal(SIGNING_KEY_OBJECT, &der)?;
+        let sealed = self.secrets_cipher()?.seal(SIGNING_KEY_OBJECT, &der)?;
         let mut tx = self.db.begin_audited().await?;
         citadel_store::meta_set(tx.conn(), SIGNING_KEY_META, &hex::encode(sealed)).await?;
         tx.commit(event(
@@ -200,7 +200,7 @@ impl Workspace {
             self.authorize(caller, Action::KeyRotate, Resource::new(ResourceKind::Key, "model-signing")).await?;
         let old = self.model_signing_key().await?;
         let (new, der) = citadel_signing::SigningKey::generate()?;
-        let sealed = self.secrets_cipher.seal(SIGNING_KEY_OBJECT, &der)?;
+        let sealed = self.secrets_cipher()?.seal(SIGNING_KEY_OBJECT, &der)?;
         let mut retired: Vec<serde_json::Value> =
             match citadel_store::meta_get(self.db.pool(), RETIRED_KEYS_META).await? {
                 Some(t) => serde_json::from_str(&t).unwrap_or_default(),
@@ -237,7 +237,7 @@ impl Workspace {
         let permit = self.authorize(caller, Action::ModelRegister, resource.clone()).await?;
         let mut datasets = Vec::new();
         for d in &req.datasets {
-            datasets.push(self.store.resolve(d).await?);
+            datasets.push(self.store()?.resolve(d).await?);
         }
 
         // 1. Scan (fail closed: critical or unjudged findings block), and the block is audited.
@@ -268,12 +268,12 @@ impl Workspace {
         })
         .await
         .map_err(|e| invalid(e.to_string()))??;
-        let prepared = self.store.prepare_put(&req.path, None).await?;
+        let prepared = self.store()?.prepare_put(&req.path, None).await?;
         let artifact_id = prepared.id.to_string();
 
         let result = async {
             let mut tx = self.db.begin_audited().await?;
-            self.store.commit_put(&mut tx, &prepared, Some(&format!("models/{name}")), caller.id()).await?;
+            self.store()?.commit_put(&mut tx, &prepared, Some(&format!("models/{name}")), caller.id()).await?;
             let row = sqlx::query("SELECT MAX(version) AS v FROM model_versions WHERE model_name = $1")
                 .bind(name.as_str())
                 .fetch_one(&mut *tx.conn())
@@ -346,7 +346,7 @@ impl Workspace {
             })
         }
         .await;
-        self.store.release(prepared).await;
+        self.store()?.release(prepared).await;
         result
     }
 
@@ -645,10 +645,10 @@ impl Workspace {
             if let Some(hint) = self.retired_hint(&unverified.bundle).await? {
                 return Err(ControlError::RetiredSigningKey { hint });
             }
-            let info = self.store.resolve(&unverified.artifact_id).await?;
+            let info = self.store()?.resolve(&unverified.artifact_id).await?;
             let restored = dir.0.join("model");
             // restore() checks every chunk (AEAD) and the artifact's SHA-256.
-            self.store.restore(&info, &restored, None).await?;
+            self.store()?.restore(&info, &restored, None).await?;
             let key = self.model_signing_key().await?.verifying_key();
             let v = citadel_signing::verify(&restored, &unverified.bundle, &key, &[])?;
             let key_hint = key.hint();

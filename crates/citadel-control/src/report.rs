@@ -189,7 +189,7 @@ impl Workspace {
         let pool = self.db.pool();
         let all = citadel_store::audit_query(pool, &AuditFilter::default()).await?;
         let checkpoints = citadel_store::audit_checkpoints(pool).await?;
-        let problems = citadel_audit::verify_chain(&all, &checkpoints, &self.signer.public_key());
+        let problems = citadel_audit::verify_chain(&all, &checkpoints, &self.signer()?.public_key());
         let head = all.last();
         let audit = AuditIntegrity {
             verified: problems.is_empty(),
@@ -197,8 +197,8 @@ impl Workspace {
             checkpoints: checkpoints.len(),
             head_seq: head.map(|r| r.seq).unwrap_or(0),
             head_hash: head.map(|r| r.hash.to_hex()).unwrap_or_default(),
-            key_id: self.signer.key_id(),
-            public_key: hex::encode(self.signer.public_key()),
+            key_id: self.signer()?.key_id(),
+            public_key: hex::encode(self.signer()?.public_key()),
             problems: problems.iter().map(|p| p.to_string()).collect(),
         };
         let mut cited: BTreeSet<i64> = BTreeSet::new();

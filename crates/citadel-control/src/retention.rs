@@ -136,7 +136,7 @@ impl Workspace {
             if kept_by.is_empty() {
                 let id: ArtifactId =
                     artifact.parse().map_err(|_| ControlError::Invalid(format!("stored artifact id {artifact:?}")))?;
-                self.store.forget(&mut tx, &id).await?;
+                self.store()?.forget(&mut tx, &id).await?;
             }
             crate::pipeline::drop_cache_of(tx.conn(), &artifact).await?;
             tx.commit(permit.effect("dataset.purge", &Resource::dataset_version(&dataset, version), serde_json::json!({"version": version, "artifact": artifact, "ingested_at": created.to_rfc3339(), "retention_days": days, "reason": reason, "artifact_kept_for": kept_by})))

@@ -234,8 +234,8 @@ impl Workspace {
     }
 
     async fn restore_artifact(&self, id: &str, into: PathBuf) -> Result<PathBuf> {
-        let info = self.store.resolve(id).await?;
-        self.store.restore(&info, &into, None).await?;
+        let info = self.store()?.resolve(id).await?;
+        self.store()?.restore(&info, &into, None).await?;
         Ok(into)
     }
 
@@ -448,11 +448,11 @@ impl Workspace {
         progress(&format!("storing {} rewritten version(s)", affected.len()));
         let mut prepared = Vec::new();
         for (_, _, _, out) in &affected {
-            match self.store.prepare_put(out, None).await {
+            match self.store()?.prepare_put(out, None).await {
                 Ok(p) => prepared.push(p),
                 Err(e) => {
                     for p in prepared {
-                        self.store.release(p).await;
+                        self.store()?.release(p).await;
                     }
                     return Err(e.into());
                 }
@@ -514,7 +514,7 @@ impl Workspace {
         let searched: Vec<(i64, String)> = versions.iter().map(|v| (v.version, v.artifact_id.clone())).collect();
         let result = self.commit_erasure(permit, &name, searched, &affected, &prepared, &mut receipt).await;
         for p in prepared {
-            self.store.release(p).await;
+            self.store()?.release(p).await;
         }
         result?;
         Ok(id)
@@ -551,7 +551,9 @@ impl Workspace {
         let mut new_chunks: BTreeSet<String> = BTreeSet::new();
         for ((v, _, report, _), p) in affected.iter().zip(prepared) {
             new_chunks.extend(p.chunk_names.iter().cloned());
-            self.store.commit_put(&mut tx, p, Some(&format!("datasets/{name}@{}", v.version)), permit.actor()).await?;
+            self.store()?
+                .commit_put(&mut tx, p, Some(&format!("datasets/{name}@{}", v.version)), permit.actor())
+                .await?;
             let r = sqlx::query(
                 "UPDATE data_versions SET artifact_id = $1, rows_count = $2, report = $3, revision = revision + 1 \
                  WHERE dataset_name = $4 AND version = $5 AND artifact_id = $6",
@@ -605,7 +607,7 @@ impl Workspace {
                 .await?;
             if still.is_none() {
                 let id: ArtifactId = old.parse().map_err(|_| invalid(format!("stored artifact id {old:?}")))?;
-                self.store.forget(&mut tx, &id).await?;
+                self.store()?.forget(&mut tx, &id).await?;
             }
         }
         sqlx::query(
@@ -686,7 +688,7 @@ impl Workspace {
         // A put in progress (or one that crashed, until its lease expires)
         // holds off the deletion; the erasures stay `shredding` and the next
         // call finishes them.
-        let gc = match self.store.gc(0).await {
+        let gc = match self.store()?.gc(0).await {
             Ok(gc) => gc,
             Err(citadel_store::StoreError::PutsInProgress { .. } | citadel_store::StoreError::GcRunning { .. }) => {
                 return Ok(0);
@@ -760,7 +762,7 @@ impl Workspace {
             }
             let now = Timestamp::now();
             receipt.completed_at = Some(now.to_rfc3339());
-            let signature = hex::encode(self.signer.sign(&canonical(&receipt)));
+            let signature = hex::encode(self.signer()?.sign(&canonical(&receipt)));
             let mut tx = self.db.begin_audited().await?;
             sqlx::query(
                 "UPDATE erasures SET status = 'complete', receipt = $1, signature = $2, completed_at = $3 \
@@ -828,7 +830,7 @@ impl Workspace {
     pub(crate) fn signed(&self, status: String, receipt: &str, signature: Option<String>) -> Result<SignedReceipt> {
         let receipt: ErasureReceipt =
             serde_json::from_str(receipt).map_err(|e| invalid(format!("a stored receipt is unreadable: {e}")))?;
-        let public_key = self.signer.public_key();
+        let public_key = self.signer()?.public_key();
         let verified = signature
             .as_deref()
             .and_then(|s| hex::decode(s).ok())
@@ -838,7 +840,7 @@ impl Workspace {
             receipt,
             signature,
             public_key: hex::encode(&public_key),
-            key_id: self.signer.key_id(),
+            key_id: self.signer()?.key_id(),
             verified,
         })
     }

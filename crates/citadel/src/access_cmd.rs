@@ -15,7 +15,9 @@ pub(crate) enum KeyCmd {
 pub(crate) enum PrincipalCmd {
     Create {
         name: String,
-        #[arg(long, default_value = "user", value_parser = ["user", "service"])]
+        /// `oidc`: signs in with the identity provider's JWTs (and only
+        /// those name it; `[oidc] principal_claim` holds the name).
+        #[arg(long, default_value = "user", value_parser = ["user", "service", "oidc"])]
         kind: String,
     },
     #[command(name = "ls", alias = "list")]

@@ -222,6 +222,16 @@ pub(crate) fn refusal(status: u16, v: &Value) -> anyhow::Error {
     anyhow!("the server answered {status}: {msg}\nhint: {hint}")
 }
 
+/// Commits uploads; on a refusal the uploads are abandoned (a new run of
+/// the command uploads again), so nothing stays staged for nobody.
+async fn commit(remote: &Remote, path: &str, body: Value, files: &[Value]) -> Result<Value> {
+    let r = remote.call("POST", path, Some(body)).await;
+    if r.is_err() {
+        crate::transfer_cmd::abandon(remote, files).await;
+    }
+    r
+}
+
 async fn send<I>(io: I, req: hyper::Request<ReqBody>) -> Result<hyper::Response<hyper::body::Incoming>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -343,7 +353,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
         C::Artifact(ArtifactCmd::Put { path, name, parents }) => {
             let (files, directory) = tx::upload_tree(remote, path, "artifact", name.as_deref(), out.json).await?;
             let body = serde_json::json!({"files": files, "directory": directory, "name": name, "parents": parents});
-            remote.call("POST", "/api/v1/artifacts", Some(body)).await?
+            commit(remote, "/api/v1/artifacts", body, &files).await?
         }
         C::Artifact(ArtifactCmd::Get { reference, output }) => {
             let dest = output.clone().unwrap_or_else(|| PathBuf::from(reference.replace('/', "_")));
@@ -354,12 +364,12 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
                 None => None,
             };
-            let (mut files, _) = tx::upload_tree(remote, file, "dataset", Some(name), out.json).await?;
+            let (files, _) = tx::upload_tree(remote, file, "dataset", Some(name), out.json).await?;
             if files.len() != 1 {
                 bail!("{} is not one CSV or Parquet file\nhint: give the file itself", file.display());
             }
-            let body = serde_json::json!({"file": files.remove(0), "spec": spec});
-            remote.call("POST", &format!("/api/v1/datasets/{}/versions", tx::enc(name)), Some(body)).await?
+            let body = serde_json::json!({"file": files[0], "spec": spec});
+            commit(remote, &format!("/api/v1/datasets/{}/versions", tx::enc(name)), body, &files).await?
         }
         C::Data(DataCmd::Get { reference, output, format, detokenize }) => {
             let (name, version) =
@@ -388,7 +398,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             };
             let (files, directory) = tx::upload_tree(remote, path, "model", Some(name), out.json).await?;
             let body = serde_json::json!({"files": files, "directory": directory, "datasets": datasets, "code_ref": code_ref, "params": params});
-            remote.call("POST", &format!("/api/v1/models/{}/versions", tx::enc(name)), Some(body)).await?
+            commit(remote, &format!("/api/v1/models/{}/versions", tx::enc(name)), body, &files).await?
         }
         C::Audit(AuditCmd::Query { filter }) => {
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?

@@ -255,12 +255,71 @@ pub async fn upload_tree(
     let mut done = 0u64;
     let mut out = Vec::new();
     for (rel, p) in &files {
-        let (id, digest) = upload(remote, p, purpose, name, &meter, done).await?;
+        match upload(remote, p, purpose, name, &meter, done).await {
+            Ok((id, digest)) => out.push(json!({"path": rel, "upload": id, "sha256": digest.to_hex()})),
+            Err(e) => {
+                // What was sent before the failure is of no use: leave nothing staged.
+                abandon(remote, &out).await;
+                return Err(e);
+            }
+        }
         done += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        out.push(json!({"path": rel, "upload": id, "sha256": digest.to_hex()}));
     }
     meter.finish();
     Ok((out, directory))
+}
+
+/// Removes uploads (best effort) after a failed upload or commit.
+pub async fn abandon(remote: &Remote, files: &[Value]) {
+    for f in files {
+        if let Some(id) = f["upload"].as_str() {
+            let _ = remote.call("DELETE", &format!("/api/v1/uploads/{}", enc(id)), None).await;
+        }
+    }
+}
+
+/// A staging path for a download beside its destination: refused when it
+/// is a symbolic link or not ours (another user could have planted it in
+/// a shared directory); a file is opened without following links, 0600;
+/// a directory is made 0700.
+fn check_staging(path: &Path, directory: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            let ours = m.uid() == nix_uid();
+            if m.file_type().is_symlink() || !ours || (directory != m.is_dir()) || (!directory && !m.is_file()) {
+                bail!(
+                    "{} is in the way (a link, another user's, or not a {}); remove it and run the command again",
+                    path.display(),
+                    if directory { "directory" } else { "file" }
+                );
+            }
+            Ok(())
+        }
+        Err(_) if directory => {
+            std::fs::DirBuilder::new().mode(0o700).create(path).with_context(|| format!("creating {}", path.display()))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+fn nix_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Opens a download's staging file: appended to (resume) or truncated,
+/// created 0600, never through a symbolic link.
+async fn open_part(path: &Path, append: bool) -> Result<tokio::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    if append {
+        o.append(true);
+    } else {
+        o.truncate(true);
+    }
+    let f = o.open(path).with_context(|| format!("writing {} (not through a link)", path.display()))?;
+    Ok(tokio::fs::File::from_std(f))
 }
 
 /// Percent-encodes one path segment or query value.
@@ -289,6 +348,7 @@ async fn fetch_resumable(
 ) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let mut failures = 0u32;
+    check_staging(part, false)?;
     loop {
         let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if have > size {
@@ -306,14 +366,7 @@ async fn fetch_resumable(
                 let (status, v) = read_json(resp).await?;
                 return Ok::<_, anyhow::Error>(Some((status, v)));
             }
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(status == 206)
-                .write(true)
-                .truncate(status == 200)
-                .open(part)
-                .await
-                .with_context(|| format!("writing {}", part.display()))?;
+            let mut file = open_part(part, status == 206).await?;
             let start = if status == 206 { have } else { 0 };
             let mut n = start;
             let mut body = resp.into_body();
@@ -396,7 +449,7 @@ pub async fn artifact_get(remote: &Remote, reference: &str, dest: &Path, json_ou
     let meter = Meter::new(json_out, "download", total);
     let mut done = 0u64;
     if directory {
-        std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+        check_staging(&staging, true)?;
     }
     for f in &files {
         let path = f["path"].as_str().unwrap_or_default();

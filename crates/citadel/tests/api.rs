@@ -289,8 +289,11 @@ fn jwts_verify_against_an_issuer_fetched_by_url_whose_key_rotates() {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     use base64::Engine;
     let ws = Ws::new();
-    ws.ok(&["principal", "create", "app"]);
+    ws.ok(&["principal", "create", "app", "--kind", "oidc"]);
     ws.ok(&["grant", "add", "app", "data-scientist"]);
+    // A local admin whose name a token could claim.
+    ws.ok(&["principal", "create", "ops"]);
+    ws.ok(&["grant", "add", "ops", "admin"]);
     let dir = ws.root.parent().unwrap().join("idp");
     std::fs::create_dir_all(&dir).unwrap();
     let pki = Pki::new(&dir);
@@ -400,6 +403,12 @@ fn jwts_verify_against_an_issuer_fetched_by_url_whose_key_rotates() {
         &["data", "ls"],
     );
     assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    let o = remote(&api, &jwt_as(1, serde_json::json!({"preferred_username": "ops"})), &["principal", "ls"]);
+    assert!(
+        !o.status.success() && said(&o).contains("401"),
+        "a token never takes over a local principal: {}",
+        said(&o)
+    );
     let o = remote(&api, &jwt_as(1, serde_json::json!({"groups": ["ml-reviewers"]})), &["data", "ls"]);
     assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
     let o = remote(
@@ -418,11 +427,16 @@ fn jwts_verify_against_an_issuer_fetched_by_url_whose_key_rotates() {
         let refusals = ws.json(&["audit", "query", "--action", "auth.jwt", "--outcome", "denied"]);
         let reasons: Vec<String> =
             refusals.as_array().unwrap().iter().map(|r| r["details"]["reason"].to_string()).collect();
-        let missing: Vec<&str> =
-            ["unknown principal", "lacks the principal claim", "not a principal name", "principal disabled"]
-                .into_iter()
-                .filter(|why| !reasons.iter().any(|r| r.contains(why)))
-                .collect();
+        let missing: Vec<&str> = [
+            "unknown principal",
+            "lacks the principal claim",
+            "not a principal name",
+            "principal disabled",
+            "not bound to the identity provider",
+        ]
+        .into_iter()
+        .filter(|why| !reasons.iter().any(|r| r.contains(why)))
+        .collect();
         if missing.is_empty() {
             break;
         }
@@ -724,8 +738,8 @@ fn large_transfers_through_the_server_resume_after_a_cut_connection() {
     assert!(!o.status.success() && said(&o).contains("not found"), "no version: {}", said(&o));
     assert_eq!(
         std::fs::read_dir(ws.root.join("uploads")).unwrap().count(),
-        2,
-        "the refused upload stays for its owner (its bytes and metadata)"
+        0,
+        "the CLI abandons the uploads of a refused commit"
     );
     ws.ok(&["audit", "verify"]);
 }

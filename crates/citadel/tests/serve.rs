@@ -734,11 +734,18 @@ fn client_certificates_and_jwts_authenticate_and_certificates_reload_without_res
         );
         assert_eq!(code, 401, "{forged}");
     }
-    // JWTs: the subject must be an enabled principal with the grant, for this audience.
-    assert_eq!(srv.infer("credit", &jwt("app", "citadel"), &body).0, 200);
-    assert_eq!(srv.infer("credit", &jwt("intruder", "citadel"), &body).0, 403);
+    // JWTs: the subject must be an enabled principal of the identity
+    // provider (kind oidc) with the grant, for this audience; a local
+    // principal of the same name is never taken over by a token.
+    for (name, scope) in [("sso-app", "model:credit"), ("sso-intruder", "model:other")] {
+        s.ws.ok(&["principal", "create", name, "--kind", "oidc"]);
+        s.ws.ok(&["grant", "add", name, "inference-client", "--scope", scope]);
+    }
+    assert_eq!(srv.infer("credit", &jwt("sso-app", "citadel"), &body).0, 200);
+    assert_eq!(srv.infer("credit", &jwt("sso-intruder", "citadel"), &body).0, 403);
     assert_eq!(srv.infer("credit", &jwt("ghost", "citadel"), &body).0, 401);
-    assert_eq!(srv.infer("credit", &jwt("app", "another-api"), &body).0, 401);
+    assert_eq!(srv.infer("credit", &jwt("app", "citadel"), &body).0, 401, "a local principal answers no JWT");
+    assert_eq!(srv.infer("credit", &jwt("sso-app", "another-api"), &body).0, 401);
     let none = format!(
         "{}.{}.",
         b64.encode(r#"{"alg":"none"}"#),
