@@ -99,6 +99,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/artifacts/{reference}", get(transfer::artifact_describe))
         .route("/api/v1/artifacts/{reference}/content", get(transfer::artifact_content))
         .route("/api/v1/datasets/{name}/versions/{version}/rows", get(transfer::dataset_rows))
+        .route("/api/v1/serving/models/{name}/versions/{version}", get(transfer::serving_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/api/v1/health", get(|| async { axum::Json(json!({"live": true})) }))

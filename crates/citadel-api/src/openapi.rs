@@ -160,6 +160,12 @@ pub fn document() -> Value {
         p.push(json!({"name": "detokenize", "in": "query", "required": false, "schema": {"type": "boolean"}}));
     }
     rows["responses"]["200"] = json!({"description": "The rows", "content": {"text/csv": {"schema": {"type": "string"}}, "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}}});
+    let mut serving =
+        op("A deployed version's served file, verified (gateways with the gateway role)", &["name"], None, obj.clone());
+    if let Some(p) = serving["parameters"].as_array_mut() {
+        p.push(json!({"name": "version", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}));
+    }
+    serving["responses"]["200"] = bytes("The model file; x-citadel-sha256 and x-citadel-root-digest");
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Citadel control plane", "version": "1"},
@@ -180,6 +186,7 @@ pub fn document() -> Value {
             "/api/v1/artifacts": {"get": op("Artifacts", &[], None, list.clone()), "post": artifact_new},
             "/api/v1/artifacts/{reference}": {"get": op("An artifact and its files", &["reference"], None, obj.clone())},
             "/api/v1/artifacts/{reference}/content": {"get": content},
+            "/api/v1/serving/models/{name}/versions/{version}": {"get": serving},
             "/api/v1/deployments": {"get": op("Live deployments", &[], None, list.clone())},
             "/api/v1/principals": {"get": op("Principals and grants", &[], None, list.clone()), "post": principal_new},
             "/api/v1/principals/{name}/disable": {"post": op("Disable a principal", &["name"], None, obj.clone())},

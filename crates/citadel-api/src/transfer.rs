@@ -817,3 +817,38 @@ pub async fn dataset_rows(
     }
     Ok(resp)
 }
+
+/// `GET /api/v1/serving/models/{name}/versions/{version}`: the served file
+/// of a deployed version, verified here, for a gateway that holds no key
+/// (`citadel serve --control`). Headers: `x-citadel-sha256` (of the body)
+/// and `x-citadel-root-digest` (the signed digest of the version's files).
+pub async fn serving_model(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    axum::extract::Path((name, version)): axum::extract::Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    let verified = st.ws.model_for_serving(&caller, &name, version).await?;
+    let root_digest = verified.root_digest.clone();
+    let (file, sha, len) = tokio::task::spawn_blocking(move || {
+        let file = citadel_serve::serving::servable_onnx(&verified.path)
+            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_servable", m))?;
+        let sha = digest_of(&file).map_err(|e| io_err("reading a verified model", e))?;
+        let f = std::fs::File::open(&file).map_err(|e| io_err("reading a verified model", e))?;
+        let len = f.metadata().map_err(|e| io_err("reading a verified model", e))?.len();
+        // Open: the file stays readable after the verified directory goes.
+        drop(verified);
+        Ok::<_, ApiError>((f, sha, len))
+    })
+    .await
+    .map_err(|e| io_err("reading a verified model", std::io::Error::other(e)))??;
+    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 << 10);
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let (Ok(s), Ok(r)) = (HeaderValue::from_str(&sha.to_hex()), HeaderValue::from_str(&root_digest)) {
+        h.insert("x-citadel-sha256", s);
+        h.insert("x-citadel-root-digest", r);
+    }
+    Ok(resp)
+}

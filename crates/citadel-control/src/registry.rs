@@ -846,6 +846,49 @@ impl Workspace {
         Ok(loaded)
     }
 
+    /// A deployed version's verified files, for a gateway that holds no key
+    /// (`citadel serve --control`): `model.read` on the model (the gateway
+    /// role has it) and only for a version a live deployment targets; the
+    /// same verified loading as [`Workspace::model_load`]. A version that is
+    /// not deployed is refused and the refusal recorded: a serving
+    /// credential reads deployed models and nothing else.
+    pub async fn model_for_serving(&self, caller: &Caller, name: &str, version: i64) -> Result<VerifiedModel> {
+        let name = Name::parse(name)?;
+        let resource = Resource::new(ResourceKind::Model, &name);
+        let permit = self.authorize(caller, Action::ModelRead, resource.clone()).await?;
+        let deployed = self
+            .deployments_live()
+            .await?
+            .iter()
+            .any(|d| d.spec.targets.iter().any(|t| t.model == name.as_str() && t.version == version));
+        if !deployed {
+            self.db
+                .append_audit(
+                    permit.refused(serde_json::json!({"version": version, "for": "serving", "reason": "not deployed"})),
+                )
+                .await?;
+            return Err(ControlError::Denied {
+                principal: caller.name().to_string(),
+                action: Action::ModelRead.as_str().into(),
+                resource: format!("{resource} version {version} for serving (no live deployment targets it)"),
+            });
+        }
+        if self.version_stage(name.as_str(), version).await? == "retired" {
+            let err = self.retired(name.as_str(), version).await?;
+            self.db
+                .append_audit(permit.refused(serde_json::json!({"version": version, "reason": err.to_string()})))
+                .await?;
+            return Err(err);
+        }
+        let loaded = self.load_verified(&permit, name.as_str(), version).await?;
+        self.record(
+            permit,
+            serde_json::json!({"version": version, "for": "serving", "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}),
+        )
+        .await?;
+        Ok(loaded)
+    }
+
     /// Puts the previous production version back into production.
     pub async fn model_rollback(&self, caller: &Caller, name: &str) -> Result<StageEvent> {
         let name = Name::parse(name)?;

@@ -743,33 +743,30 @@ impl Gateway {
     }
 
     async fn load_model(&self, t: &Target) -> Result<Loaded, String> {
-        let verified =
-            self.ws.model_load(&self.loader, &t.model, &t.version.to_string()).await.map_err(|e| e.to_string())?;
-        let path = verified.path.clone();
-        let root_digest = verified.root_digest.clone();
+        // Verified bytes: fetched from the server when this gateway holds no
+        // key (`--control`), else loaded here (restore, digest, signature).
+        let (bytes, root_digest) = match &self.config.control {
+            Some(control) => {
+                let f = control.fetch_model(&t.model, t.version).await?;
+                (f.bytes, f.root_digest)
+            }
+            None => {
+                let verified = self
+                    .ws
+                    .model_load(&self.loader, &t.model, &t.version.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let root_digest = verified.root_digest.clone();
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let file = crate::serving::servable_onnx(&verified.path)?;
+                    std::fs::read(&file).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                (bytes, root_digest)
+            }
+        };
         let (model, kernel) = tokio::task::spawn_blocking(move || -> Result<(Model, _), String> {
-            let file = if path.is_dir() {
-                let files: Vec<_> = std::fs::read_dir(&path)
-                    .map_err(|e| e.to_string())?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .collect();
-                if let Some(p) = files.iter().find(|p| is_pickle(p)) {
-                    return Err(format!(
-                        "{} holds pickled weights; models with pickles are never loaded (export to ONNX)",
-                        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-                    ));
-                }
-                let onnx: Vec<_> = files.into_iter().filter(|p| p.extension().is_some_and(|x| x == "onnx")).collect();
-                match onnx.as_slice() {
-                    [one] => one.clone(),
-                    _ => return Err(format!("the model holds {} .onnx files; exactly one is served", onnx.len())),
-                }
-            } else if is_pickle(&path) {
-                return Err("the model is pickled; models with pickles are never loaded (export to ONNX)".into());
-            } else {
-                path.clone()
-            };
-            let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
             let model = Model::load(&bytes).map_err(|e| e.to_string())?;
             // Explained by KernelSHAP over feature codes: named-input exports
             // with a background sample and no tree ensemble (TreeSHAP's).
@@ -778,7 +775,6 @@ impl Gateway {
                 && model.meta("citadel.inputs").is_some())
             .then(|| citadel_ml::OnnxClassifier::load(&bytes).ok().map(Arc::new))
             .flatten();
-            drop(verified);
             Ok((model, kernel))
         })
         .await
@@ -1592,18 +1588,6 @@ impl Captured {
     }
 }
 
-/// Pickle files by name (pickle, joblib, PyTorch) or by content (a pickle
-/// protocol 2+ header, or a zip holding `data.pkl` as torch.save writes).
-fn is_pickle(p: &std::path::Path) -> bool {
-    let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    if matches!(ext.as_str(), "pkl" | "pickle" | "joblib" | "pt" | "pth" | "ckpt" | "sav") {
-        return true;
-    }
-    let mut head = [0u8; 2];
-    let read = std::fs::File::open(p).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
-    read.is_ok() && head[0] == 0x80 && (2..=5).contains(&head[1])
-}
-
 /// A request's inputs for the capture: protected columns withheld, and
 /// personal data found in strings replaced by its kind.
 fn masked_inputs(loaded: &Loaded, inputs: &[impl AsRef<Tensor>]) -> Value {
@@ -1972,12 +1956,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let named = dir.path().join("model.joblib");
         std::fs::write(&named, b"anything").unwrap();
-        assert!(is_pickle(&named));
+        assert!(crate::serving::is_pickle(&named));
         let disguised = dir.path().join("weights.bin");
         std::fs::write(&disguised, b"\x80\x04\x95\x10\x00").unwrap();
-        assert!(is_pickle(&disguised));
+        assert!(crate::serving::is_pickle(&disguised));
         let onnx = dir.path().join("model.onnx");
         std::fs::write(&onnx, b"\x08\x07\x12\x04skl2").unwrap();
-        assert!(!is_pickle(&onnx));
+        assert!(!crate::serving::is_pickle(&onnx));
     }
 }

@@ -20,6 +20,7 @@ pub mod grpc_pb;
 mod metrics;
 pub mod named;
 mod openapi;
+pub mod serving;
 pub mod shared_limit;
 pub mod tls;
 pub mod v2;
@@ -144,6 +145,9 @@ pub struct ServeConfig {
     pub monitor: bool,
     /// Length of the credential detectors' windows (seconds).
     pub auth_window_secs: u64,
+    /// The control plane models are fetched from when this gateway holds no
+    /// key ([`serving::ControlClient`]); none: loaded from the workspace.
+    pub control: Option<std::sync::Arc<serving::ControlClient>>,
 }
 
 impl ServeConfig {
@@ -169,6 +173,7 @@ impl ServeConfig {
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
             monitor: true,
+            control: None,
             auth_window_secs: 60,
         }
     }

@@ -557,6 +557,18 @@ async fn run(cli: Cli) -> Result<i32> {
             let ws = Workspace::open(config, &secrets(true, false)?).await?;
             return server_cmd::run_server(ws, &cli.workspace, args, &out).await;
         }
+        Command::Serve(args) if args.control.is_some() => {
+            // A gateway that holds no key: the database only; it is who its
+            // serving credential says.
+            let config = load_config(&cli, &cli.workspace)?;
+            let ws = Workspace::open_serving(config).await?;
+            let token = std::env::var("CITADEL_SERVING_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+                anyhow!("--control needs the gateway's serving credential in CITADEL_SERVING_TOKEN\nhint: citadel principal create gw --kind service; citadel grant add gw gateway; citadel token issue gw")
+            })?;
+            let caller = ws.authenticate(&token).await?;
+            let dir = cli.workspace.clone();
+            return serve_cmd::run_serve(ws, caller, (**args).clone(), &out, dir).await;
+        }
         Command::Serve(args) => {
             let (ws, caller) = open(&cli).await?;
             let dir = cli.workspace.clone();

@@ -164,6 +164,15 @@ pub struct ServeArgs {
     /// address, addresses per principal), in seconds
     #[arg(long, default_value_t = 60)]
     pub auth_window_secs: u64,
+    /// Hold no key: fetch deployed models, verified, from this `citadel
+    /// server` (https://HOST:PORT) with the serving credential in
+    /// CITADEL_SERVING_TOKEN (a principal with the gateway role); no
+    /// passphrase is read, and nothing the workspace encrypts can be.
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// The CA of the control plane's certificate (default: the system's roots).
+    #[arg(long, requires = "control")]
+    pub control_ca: Option<PathBuf>,
 }
 
 pub async fn run_serve(
@@ -207,6 +216,11 @@ pub async fn run_serve(
     config.shutdown_delay = Duration::from_millis(args.shutdown_delay_ms);
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
     config.access_log = args.access_log.clone();
+    if let Some(url) = &args.control {
+        let token = std::env::var("CITADEL_SERVING_TOKEN").unwrap_or_default();
+        config.control =
+            Some(Arc::new(citadel_serve::serving::ControlClient::new(url, args.control_ca.as_deref(), token)?));
+    }
     let json = out.json;
     let shutdown = shutdown_signal();
     Gateway::run(

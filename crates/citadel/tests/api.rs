@@ -217,7 +217,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 35") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 36") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }

@@ -72,12 +72,19 @@ struct Server {
 
 impl Server {
     fn start(ws: &Ws, extra: &[&str]) -> Server {
+        Server::start_with(ws, extra, |_| {})
+    }
+
+    /// As [`Server::start`], with the command adjusted first (its environment).
+    fn start_with(ws: &Ws, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--json", "--poll-ms", "100"];
         args.extend_from_slice(extra);
         if !extra.contains(&"--insecure-http") && !extra.contains(&"--cert") {
             args.push("--dev-self-signed");
         }
-        let mut child = ws.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut cmd = ws.cmd(&args);
+        adjust(&mut cmd);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve did not start: {line}"));
@@ -1720,4 +1727,69 @@ fn a_flood_of_bad_credentials_is_bounded_per_address_and_recorded_in_batches() {
         records.iter().all(|(a, r, o)| a == "auth.api-token" && r.starts_with("credential:token:") && o == "denied")
     );
     s.ws.ok(&["audit", "verify"]);
+}
+
+/// One plain HTTP/1.1 GET to a loopback server: its status.
+fn http_status(addr: &str, path: &str, token: &str) -> u16 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).to_string();
+    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Key custody: a gateway with `--control` holds no key (no passphrase is
+/// read); it serves what the server verified for it, and its serving
+/// credential reads deployed models and nothing else — not a version that
+/// is not deployed, not a dataset, not an artifact — while its workspace
+/// configuration alone decrypts nothing (the data keys, under which dataset
+/// versions and training secrets are sealed, stay wrapped by the master key).
+#[test]
+fn a_gateway_without_keys_serves_verified_models_and_its_credential_reads_nothing_else() {
+    let s = setup();
+    let gw = token_for(&s.ws, "gw", &["gateway"]);
+    let people = s.ws.file("people.csv", b"age,city\n31,Lyon\n45,Paris\n52,Nantes\n");
+    s.ws.ok(&["data", "add", people.to_str().unwrap(), "--name", "people"]);
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (server, v) = spawn_listening(s.ws.cmd(&["server", "--insecure-http", "--listen", "127.0.0.1:0", "--json"]));
+    let _server = KillOnDrop(server);
+    let url = v["listening"].as_str().unwrap().to_string();
+    let addr = url.trim_start_matches("http://").to_string();
+    let gateway = Server::start_with(&s.ws, &["--insecure-http", "--control", &url], |c| {
+        c.env_remove("CITADEL_PASSPHRASE").env("CITADEL_SERVING_TOKEN", &gw);
+    });
+    let body = rows_body(&reference_case("rf_binary_nozipmap"), 1);
+    gateway.wait_for_version("credit", &s.client, &body, "1");
+    let (code, answer) = gateway.infer("credit", &s.client, &body);
+    assert_eq!(code, 200, "{answer}");
+    // The server recorded the serving read.
+    let reads = s.ws.json(&["audit", "query", "--action", "model.read"]);
+    assert!(reads.as_array().unwrap().iter().any(|r| r["details"]["for"] == "serving"), "{reads}");
+
+    // Its credential: deployed models only.
+    assert_eq!(http_status(&addr, "/api/v1/serving/models/credit/versions/1", &gw), 200);
+    assert_eq!(http_status(&addr, "/api/v1/serving/models/credit/versions/2", &gw), 403, "staging, not deployed");
+    assert_eq!(http_status(&addr, "/api/v1/datasets/people/versions/1/rows", &gw), 403);
+    let dataset = s.ws.json(&["data", "show", "people@1"]);
+    let artifact = dataset["artifact_id"].as_str().unwrap();
+    assert_eq!(http_status(&addr, &format!("/api/v1/artifacts/{artifact}/content"), &gw), 403);
+    // Nor does its configuration decrypt anything: the workspace as the
+    // gateway opens it (no passphrase) refuses, and says where keys are.
+    for args in [
+        vec!["data", "get", "people@1", "-o", "/dev/null/x.csv"],
+        vec!["artifact", "get", artifact, "-o", "/dev/null/x"],
+    ] {
+        let o = s.ws.cmd(&args).env_remove("CITADEL_PASSPHRASE").env("CITADEL_TOKEN", &gw).output().unwrap();
+        assert!(!o.status.success() && stderr(&o).contains("passphrase"), "{}", stderr(&o));
+    }
+    drop(gateway);
 }
