@@ -211,13 +211,15 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         // Not the operations that take credentials away: generated calls
         // disable the fuzzer's own principal or revoke its grants, which this
         // server applies at once (they are exercised in the tests above).
-        .args(["--exclude-path-regex", "/disable$|/grants/|/revoke$"])
+        // The serving route answers only for deployed versions (none here,
+        // so 403 every time; tested in serve.rs).
+        .args(["--exclude-path-regex", "/disable$|/grants/|/revoke$|/serving/"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 36") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 35") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
