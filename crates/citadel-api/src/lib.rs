@@ -85,6 +85,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/keys", get(routes::keys))
         .route("/api/v1/datasets/{name}/versions/{version}", get(routes::dataset_version))
         .route("/api/v1/deployments/{name}/history", get(routes::deployment_history))
+        .route(
+            "/api/v1/deployments/{name}",
+            axum::routing::put(routes::deployment_set).delete(routes::deployment_remove),
+        )
+        .route("/api/v1/deployments/{name}/switch", post(routes::deployment_switch))
+        .route("/api/v1/deployments/{name}/rollback", post(routes::deployment_rollback))
+        .route("/api/v1/secrets", get(routes::secrets))
+        .route("/api/v1/secrets/{name}", axum::routing::put(routes::secret_set).delete(routes::secret_remove))
         .route("/api/v1/incidents", get(routes::incidents))
         .route("/api/v1/incidents/{id}", get(routes::incident))
         .route("/api/v1/incidents/{id}/{verb}", post(routes::incident_transition))

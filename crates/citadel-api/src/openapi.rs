@@ -166,7 +166,27 @@ pub fn document() -> Value {
         p.push(json!({"name": "version", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}));
     }
     serving["responses"]["200"] = bytes("The model file; x-citadel-sha256 and x-citadel-root-digest");
-    json!({
+    let target = json!({"type": "object", "additionalProperties": false, "required": ["label", "model", "version"],
+        "properties": {"label": {"type": "string"}, "model": {"type": "string"}, "version": {"type": "integer", "minimum": 1}, "weight": {"type": "integer", "minimum": 0}}});
+    let mut deploy_put = op("Create or change an endpoint (the spec checked whole)", &["name"], None, obj.clone());
+    deploy_put["requestBody"] = body(json!({"type": "object", "required": ["strategy", "targets"],
+        "properties": {"strategy": {"type": "string", "enum": ["single", "canary", "blue-green", "ab", "shadow"]},
+                       "targets": {"type": "array", "items": target, "minItems": 1},
+                       "active": {"type": "string"}, "sticky_header": {"type": "string"},
+                       "shadow_fraction": {"type": "number", "minimum": 0, "maximum": 1}, "monitoring": {"type": "object"}}}));
+    let mut switch = op("Blue/green: the active color", &["name"], None, obj.clone());
+    switch["requestBody"] = body(
+        json!({"type": "object", "additionalProperties": false, "required": ["label"], "properties": {"label": {"type": "string"}}}),
+    );
+    let mut rollback = op("Serve an earlier revision again", &["name"], None, obj.clone());
+    rollback["requestBody"] = body(
+        json!({"type": "object", "additionalProperties": false, "properties": {"to": {"type": "integer", "minimum": 1}}}),
+    );
+    let mut secret_put = op("Store a training secret (sealed; never echoed)", &["name"], None, obj.clone());
+    secret_put["requestBody"] = body(
+        json!({"type": "object", "additionalProperties": false, "required": ["value"], "properties": {"value": {"type": "string", "minLength": 1, "maxLength": 65536}}}),
+    );
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Citadel control plane", "version": "1"},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
@@ -201,8 +221,20 @@ pub fn document() -> Value {
             "/api/v1/incidents/{id}/{verb}": {"post": incident_verb},
             "/api/v1/monitor/{endpoint}": {"get": monitor},
             "/api/v1/lineage": {"get": lineage},
-            "/api/v1/audit/verify": {"get": op("Verify the audit chain", &[], None, obj)},
+            "/api/v1/audit/verify": {"get": op("Verify the audit chain", &[], None, obj.clone())},
             "/api/v1/audit/records": {"get": records},
         }
-    })
+    });
+    // The macro's recursion limit: the rest of the paths are added here.
+    let more = json!({
+            "/api/v1/deployments/{name}": {"put": deploy_put, "delete": op("Stop serving an endpoint", &["name"], None, obj.clone())},
+            "/api/v1/deployments/{name}/switch": {"post": switch},
+            "/api/v1/deployments/{name}/rollback": {"post": rollback},
+            "/api/v1/secrets": {"get": op("Training secrets' names (never values)", &[], None, list.clone())},
+            "/api/v1/secrets/{name}": {"put": secret_put, "delete": op("Remove a training secret", &["name"], None, obj.clone())},
+    });
+    if let (Some(paths), Some(more)) = (doc["paths"].as_object_mut(), more.as_object()) {
+        paths.extend(more.clone());
+    }
+    doc
 }

@@ -367,3 +367,97 @@ pub async fn lineage(
 ) -> Reply {
     to_json(&st.ws.lineage(&caller, &q.reference).await?)
 }
+
+// ---------------------------------------------------------------- deployments, secrets
+
+/// `PUT /api/v1/deployments/{name}`: the endpoint's new spec (checked whole).
+pub async fn deployment_set(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+    Json(spec): Json<citadel_control::DeploymentSpec>,
+) -> Reply {
+    to_json(&st.ws.deploy_set(&caller, &name, &spec).await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBody {
+    label: String,
+}
+
+/// `POST /api/v1/deployments/{name}/switch`: blue/green's active color.
+pub async fn deployment_switch(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+    Json(b): Json<SwitchBody>,
+) -> Reply {
+    to_json(&st.ws.deploy_switch(&caller, &name, &b.label).await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    #[serde(default)]
+    to: Option<i64>,
+}
+
+/// `POST /api/v1/deployments/{name}/rollback`.
+pub async fn deployment_rollback(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+    Json(b): Json<RollbackBody>,
+) -> Reply {
+    to_json(&st.ws.deploy_rollback(&caller, &name, b.to).await?)
+}
+
+/// `DELETE /api/v1/deployments/{name}`: stop serving it.
+pub async fn deployment_remove(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    let revision = st.ws.deploy_remove(&caller, &name).await?;
+    Ok(Json(json!({"name": name, "removed": true, "revision": revision})))
+}
+
+pub async fn secrets(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.secret_list(&caller).await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    /// The value (at most 64 KiB; sealed at once, never echoed or logged).
+    value: String,
+}
+
+/// `PUT /api/v1/secrets/{name}`: stores a training secret, sealed.
+pub async fn secret_set(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+    Json(b): Json<SecretBody>,
+) -> Reply {
+    if b.value.is_empty() || b.value.len() > 64 * 1024 {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a secret's value is 1 byte to 64 KiB",
+        ));
+    }
+    st.ws.secret_set(&caller, &name, &b.value).await?;
+    Ok(Json(json!({"secret": name, "stored": true})))
+}
+
+/// `DELETE /api/v1/secrets/{name}`.
+pub async fn secret_remove(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    let removed = st.ws.secret_remove(&caller, &name).await?;
+    Ok(Json(json!({"secret": name, "removed": removed})))
+}

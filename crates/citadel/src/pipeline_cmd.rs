@@ -33,6 +33,18 @@ pub enum SecretCmd {
     Rm { name: String },
 }
 
+/// A secret's value from stdin (at most 64 KiB, one trailing newline dropped).
+pub(crate) fn read_secret_value(name: &str) -> Result<String> {
+    let mut value = String::new();
+    std::io::stdin().take(64 * 1024).read_to_string(&mut value).context("reading the secret from stdin")?;
+    let value = value.trim_end_matches(['\n', '\r']).to_string();
+    anyhow::ensure!(
+        !value.is_empty(),
+        "the secret is empty\nhint: pipe the value in: citadel secret set {name} < file"
+    );
+    Ok(value)
+}
+
 /// Reads and checks a pipeline file; every problem at once.
 pub fn load_pipeline(path: &Path) -> Result<(PipelineSpec, String)> {
     let text =
@@ -151,13 +163,7 @@ pub async fn run_runs(ws: &Workspace, caller: &Caller, cmd: &RunsCmd, out: &Out)
 pub async fn run_secret(ws: &Workspace, caller: &Caller, cmd: &SecretCmd, out: &Out) -> Result<i32> {
     match cmd {
         SecretCmd::Set { name } => {
-            let mut value = String::new();
-            std::io::stdin().take(64 * 1024).read_to_string(&mut value).context("reading the secret from stdin")?;
-            let value = value.trim_end_matches(['\n', '\r']).to_string();
-            anyhow::ensure!(
-                !value.is_empty(),
-                "the secret is empty\nhint: pipe the value in: citadel secret set {name} < file"
-            );
+            let value = read_secret_value(name)?;
             ws.secret_set(caller, name, &value).await?;
             out.emit(&serde_json::json!({"secret": name, "stored": true}), || {
                 format!("stored training secret {name} (sealed)")

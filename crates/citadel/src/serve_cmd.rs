@@ -250,6 +250,40 @@ pub async fn run_serve(
     Ok(0)
 }
 
+/// The spec `deploy set`'s flags describe (targets `[LABEL=]MODEL@VERSION[:WEIGHT]`,
+/// labels defaulting by strategy; the monitoring policy read from its TOML file).
+pub(crate) fn deployment_spec(
+    strategy: &str,
+    targets: &[String],
+    active: Option<String>,
+    sticky_header: Option<String>,
+    shadow_fraction: f64,
+    monitoring: Option<&std::path::Path>,
+) -> Result<DeploymentSpec> {
+    let monitoring = match monitoring {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the monitoring policy {}", path.display()))?;
+            Some(citadel_control::MonitoringPolicy::from_toml(&text)?)
+        }
+        None => None,
+    };
+    let strategy: Strategy = strategy.parse()?;
+    let defaults: &[&str] = match strategy {
+        Strategy::Single => &["primary"],
+        Strategy::Canary => &["primary", "canary"],
+        Strategy::BlueGreen => &["blue", "green"],
+        Strategy::Ab => &["a", "b"],
+        Strategy::Shadow => &["primary", "shadow"],
+    };
+    let targets = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| parse_target(t, defaults.get(i).copied().unwrap_or("extra")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DeploymentSpec { strategy, targets, active, sticky_header, shadow_fraction, monitoring })
+}
+
 /// Completes at Ctrl-C or SIGTERM (a server's and a gateway's stop).
 pub(crate) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -307,28 +341,8 @@ pub enum DeployCmd {
 pub async fn run_deploy(ws: &Workspace, caller: &Caller, cmd: DeployCmd, out: &Out) -> Result<i32> {
     match cmd {
         DeployCmd::Set { name, strategy, targets, active, sticky_header, shadow_fraction, monitoring } => {
-            let monitoring = match &monitoring {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading the monitoring policy {}", path.display()))?;
-                    Some(citadel_control::MonitoringPolicy::from_toml(&text)?)
-                }
-                None => None,
-            };
-            let strategy: Strategy = strategy.parse()?;
-            let defaults: &[&str] = match strategy {
-                Strategy::Single => &["primary"],
-                Strategy::Canary => &["primary", "canary"],
-                Strategy::BlueGreen => &["blue", "green"],
-                Strategy::Ab => &["a", "b"],
-                Strategy::Shadow => &["primary", "shadow"],
-            };
-            let targets = targets
-                .iter()
-                .enumerate()
-                .map(|(i, t)| parse_target(t, defaults.get(i).copied().unwrap_or("extra")))
-                .collect::<Result<Vec<_>, _>>()?;
-            let spec = DeploymentSpec { strategy, targets, active, sticky_header, shadow_fraction, monitoring };
+            let spec =
+                deployment_spec(&strategy, &targets, active, sticky_header, shadow_fraction, monitoring.as_deref())?;
             let d = ws.deploy_set(caller, &name, &spec).await?;
             out.emit(&d, || {
                 format!(

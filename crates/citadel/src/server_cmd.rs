@@ -250,6 +250,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
     use crate::data_cmd::DataCmd;
     use crate::model_cmd::ModelCmd;
     use crate::monitor_cmd::{IncidentCmd, MonitorCmd};
+    use crate::pipeline_cmd::SecretCmd;
     use crate::serve_cmd::DeployCmd;
     use crate::transfer_cmd as tx;
     let enc = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -287,6 +288,40 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/datasets/{}/versions", seg(name)?), None).await?
         }
         C::Deploy(DeployCmd::Ls) => remote.call("GET", "/api/v1/deployments", None).await?,
+        C::Deploy(DeployCmd::Set { name, strategy, targets, active, sticky_header, shadow_fraction, monitoring }) => {
+            let spec = crate::serve_cmd::deployment_spec(
+                strategy,
+                targets,
+                active.clone(),
+                sticky_header.clone(),
+                *shadow_fraction,
+                monitoring.as_deref(),
+            )?;
+            remote
+                .call("PUT", &format!("/api/v1/deployments/{}", seg(name)?), Some(serde_json::to_value(&spec)?))
+                .await?
+        }
+        C::Deploy(DeployCmd::Switch { name, label }) => {
+            let body = serde_json::json!({"label": label});
+            remote.call("POST", &format!("/api/v1/deployments/{}/switch", seg(name)?), Some(body)).await?
+        }
+        C::Deploy(DeployCmd::Rollback { name, to }) => {
+            let body = serde_json::json!({"to": to});
+            remote.call("POST", &format!("/api/v1/deployments/{}/rollback", seg(name)?), Some(body)).await?
+        }
+        C::Deploy(DeployCmd::Rm { name }) => {
+            remote.call("DELETE", &format!("/api/v1/deployments/{}", seg(name)?), None).await?
+        }
+        C::Secret(SecretCmd::Ls) => remote.call("GET", "/api/v1/secrets", None).await?,
+        C::Secret(SecretCmd::Rm { name }) => {
+            remote.call("DELETE", &format!("/api/v1/secrets/{}", seg(name)?), None).await?
+        }
+        C::Secret(SecretCmd::Set { name }) => {
+            let value = crate::pipeline_cmd::read_secret_value(name)?;
+            remote
+                .call("PUT", &format!("/api/v1/secrets/{}", seg(name)?), Some(serde_json::json!({"value": value})))
+                .await?
+        }
         C::Principal(PrincipalCmd::List) => remote.call("GET", "/api/v1/principals", None).await?,
         C::Principal(PrincipalCmd::Create { name, kind }) => {
             remote.call("POST", "/api/v1/principals", Some(serde_json::json!({"name": name, "kind": kind}))).await?
@@ -404,7 +439,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
         }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject, data add|get|ls|versions|show, artifact put|get|ls, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject, data add|get|ls|versions|show, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());

@@ -219,7 +219,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 35") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 42") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
@@ -779,4 +779,86 @@ fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
             }
         }
     }
+}
+
+/// Deployments and training secrets through the server: set, roll back,
+/// remove an endpoint; store, list and remove a secret whose value never
+/// comes back or reaches the audit log.
+#[test]
+fn deployments_and_secrets_are_managed_through_the_server() {
+    let ws = Ws::new();
+    let sci = token_for(&ws, "sam", &["data-scientist", "ml-engineer"]);
+    let appr = token_for(&ws, "ann", &["approver"]);
+    let admin = token_for(&ws, "root2", &["admin", "auditor"]);
+    let dir = ws.root.parent().unwrap().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../citadel-scan/tests/fixtures");
+    std::fs::copy(fixtures.join("add.onnx"), dir.join("model.onnx")).unwrap();
+    let (_srv, url) = server(&ws, &[]);
+    let train = ws.root.parent().unwrap().join("train.csv");
+    std::fs::write(&train, "x,y\n1,2\n").unwrap();
+    ok_json(remote(&url, &sci, &["artifact", "put", train.to_str().unwrap(), "--name", "datasets/train"]));
+    for _ in 0..2 {
+        ok_json(remote(
+            &url,
+            &sci,
+            &[
+                "model",
+                "register",
+                dir.to_str().unwrap(),
+                "--name",
+                "adder",
+                "--dataset",
+                "datasets/train",
+                "--code-ref",
+                "git+https://example.com/adder@0123456789abcdef0123456789abcdef01234567",
+            ],
+        ));
+    }
+    for (version, to) in [(1, "staging"), (1, "production"), (2, "staging")] {
+        let req = ok_json(remote(&url, &sci, &["model", "promote", &format!("adder@{version}"), "--to", to]));
+        ok_json(remote(&url, &appr, &["model", "approve", req["id"].as_str().unwrap()]));
+    }
+    let d = ok_json(remote(&url, &sci, &["deploy", "set", "adder", "--target", "adder@1"]));
+    assert_eq!(d["revision"], 1, "{d}");
+    let d = ok_json(remote(
+        &url,
+        &sci,
+        &["deploy", "set", "adder", "--strategy", "canary", "--target", "adder@1:90", "--target", "adder@2:10"],
+    ));
+    assert_eq!((d["revision"].as_i64(), d["spec"]["strategy"].as_str()), (Some(2), Some("canary")), "{d}");
+    let o = remote(&url, &sci, &["deploy", "set", "adder", "--target", "adder@2"]);
+    assert!(!o.status.success(), "a single target serves production only: {}", said(&o));
+    let o = remote(&url, &appr, &["deploy", "rollback", "adder"]);
+    assert!(!o.status.success() && said(&o).contains("403"), "{}", said(&o));
+    let d = ok_json(remote(&url, &sci, &["deploy", "rollback", "adder"]));
+    assert_eq!(d["spec"]["strategy"], "single", "{d}");
+    assert_eq!(ok_json(remote(&url, &sci, &["deploy", "ls"])).as_array().unwrap().len(), 1);
+    ok_json(remote(&url, &sci, &["deploy", "rm", "adder"]));
+    assert!(ok_json(remote(&url, &sci, &["deploy", "ls"])).as_array().unwrap().is_empty());
+
+    // Secrets: the value goes in on stdin and never comes back.
+    let secret = "s3cret-value-9f1c";
+    let mut c = bin();
+    c.env_remove("CITADEL_PASSPHRASE")
+        .env("CITADEL_URL", &url)
+        .env("CITADEL_TOKEN", &admin)
+        .args(["-w", "/nonexistent/citadel", "secret", "set", "API_KEY", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), secret.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", said(&o));
+    let names = ok_json(remote(&url, &admin, &["secret", "ls"]));
+    assert_eq!(names, serde_json::json!(["API_KEY"]));
+    let o = remote(&url, &sci, &["secret", "ls"]);
+    assert!(said(&o).contains("API_KEY") || !o.status.success(), "{}", said(&o));
+    let log = ok_json(remote(&url, &admin, &["audit", "query", "--action", "secret.write"]));
+    assert!(!log.to_string().contains(secret) && !said(&o).contains(secret), "the value never leaves the server");
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    ok_json(remote(&url, &admin, &["secret", "rm", "API_KEY"]));
+    assert_eq!(ok_json(remote(&url, &admin, &["secret", "ls"])), serde_json::json!([]));
 }
