@@ -442,6 +442,96 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject, data add|get|ls|versions|show, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
-    out.emit(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
+    out.emit(&v, || render(&v));
     Ok(0)
+}
+
+/// A server's answer for people (`--json` prints it as it came): a list of
+/// records as a table of their scalar fields, a record as `field: value`
+/// lines; nested values are summarized (`[3]`, `{…}`).
+pub(crate) fn render(v: &Value) -> String {
+    const MAX_CELL: usize = 40;
+    let cell = |v: &Value| -> String {
+        let s = match v {
+            Value::Null => "-".to_string(),
+            Value::String(s) => s.clone(),
+            Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            Value::Array(a) => format!("[{}]", a.len()),
+            Value::Object(_) => "{…}".to_string(),
+            other => other.to_string(),
+        };
+        let s = s.replace(['\n', '\t'], " ");
+        if s.chars().count() > MAX_CELL {
+            format!("{}…", s.chars().take(MAX_CELL - 1).collect::<String>())
+        } else {
+            s
+        }
+    };
+    match v {
+        Value::Array(rows) if rows.is_empty() => "(none)".to_string(),
+        Value::Array(rows) if rows.iter().all(Value::is_object) => {
+            // Columns: the fields of the first record that are not nested,
+            // what names a record first.
+            const FIRST: &[&str] =
+                &["id", "name", "model", "dataset", "endpoint", "version", "revision", "stage", "status", "kind"];
+            let mut columns: Vec<String> = rows[0]
+                .as_object()
+                .map(|o| o.iter().filter(|(_, v)| !v.is_object()).map(|(k, _)| k.clone()).collect())
+                .unwrap_or_default();
+            columns.sort_by_key(|c| FIRST.iter().position(|f| f == c).unwrap_or(FIRST.len()));
+            columns.truncate(8);
+            let table: Vec<Vec<String>> =
+                rows.iter().map(|r| columns.iter().map(|c| cell(&r[c.as_str()])).collect()).collect();
+            let widths: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| table.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0))
+                .collect();
+            let line = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            let mut out = vec![line(columns.iter().map(|c| c.to_uppercase()).collect())];
+            out.extend(table.into_iter().map(line));
+            out.join("\n")
+        }
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join("\n"),
+        Value::Object(o) => {
+            let width = o.keys().map(String::len).max().unwrap_or(0);
+            o.iter().map(|(k, v)| format!("{k:<width$}  {}", cell(v))).collect::<Vec<_>>().join("\n")
+        }
+        other => cell(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_render_as_tables_and_fields_for_people() {
+        let rows = serde_json::json!([
+            {"model": "fraud", "version": 1, "stage": "production", "scan": {"x": 1}, "tags": ["a", "b"]},
+            {"model": "fraud", "version": 12, "stage": null, "scan": {}, "tags": []},
+        ]);
+        let text = render(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["MODEL", "VERSION", "STAGE", "TAGS"]);
+        assert!(lines[1].contains("production") && lines[1].contains("a,b"), "{text}");
+        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["fraud", "12", "-"], "{text}");
+        assert!(!text.contains('{'), "nested records stay out of a table: {text}");
+        let one = render(&serde_json::json!({"id": "r-1", "note": "x".repeat(100), "files": [{"a": 1}]}));
+        assert!(one.contains("id") && one.contains("r-1") && one.contains('…') && one.contains("[1]"), "{one}");
+        assert_eq!(render(&serde_json::json!([])), "(none)");
+    }
 }
