@@ -45,11 +45,20 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Client connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
 
+/// Requests per principal: GCRA (governor), keyed by principal id.
+pub type PrincipalLimiter = governor::RateLimiter<
+    String,
+    governor::state::keyed::DefaultKeyedStateStore<String>,
+    governor::clock::DefaultClock,
+>;
+
 /// What every handler shares.
 pub struct AppState {
     pub ws: Arc<Workspace>,
     pub auth: Authenticator,
     pub uploads: transfer::Uploads,
+    /// Each principal's requests (after authentication); past it, 429.
+    pub principal_limits: PrincipalLimiter,
 }
 
 impl std::fmt::Debug for AppState {
@@ -166,6 +175,21 @@ async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: N
     };
     match st.auth.authenticate(authorization.as_deref(), fingerprint.as_deref(), address).await {
         Ok(caller) => {
+            // One principal's flood (a leaked token, a runaway script) does
+            // not take the server from everyone else.
+            if let Err(not_until) = st.principal_limits.check_key(&caller.id().to_string()) {
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                return ApiError {
+                    retry_after_secs: Some(wait.as_secs().max(1)),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!("{} is over its request rate; retry in {} ms", caller.name(), wait.as_millis().max(1)),
+                    )
+                }
+                .into_response();
+            }
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
@@ -205,6 +229,8 @@ pub struct ServerConfig {
     pub jwks_ca: Option<PathBuf>,
     pub auth_cache_ttl: Duration,
     pub refusal_budget: RefusalBudget,
+    /// Requests per second per principal, and the burst (GCRA).
+    pub per_principal: (u32, u32),
 }
 
 /// Why the server could not run.
@@ -241,7 +267,10 @@ pub async fn state(ws: Arc<Workspace>, config: &ServerConfig) -> Result<Arc<AppS
     let auth = Authenticator::new(ws.clone(), jwt, Default::default(), config.auth_cache_ttl, config.refusal_budget);
     let uploads = transfer::Uploads::open(ws.config.workspace.join("uploads"))
         .map_err(|source| ServerError::Uploads { dir: ws.config.workspace.join("uploads"), source })?;
-    Ok(Arc::new(AppState { ws, auth, uploads }))
+    let per_sec = std::num::NonZeroU32::new(config.per_principal.0.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(config.per_principal.1.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let principal_limits = governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst));
+    Ok(Arc::new(AppState { ws, auth, uploads, principal_limits }))
 }
 
 /// Serves the API until `shutdown` completes; `on_listening` is told the

@@ -245,7 +245,18 @@ pub fn run(dir: &Path, requests: usize, transfer_mib: u64, keep: bool, quiet: bo
     timed(&mut citadel(&["grant", "add", "reader", "data-scientist"]), "grant add")?;
     let (_, out) = timed(&mut citadel(&["token", "issue", "reader", "--json"]), "token issue")?;
     let token = serde_json::from_str::<serde_json::Value>(&out)?["token"].as_str().unwrap_or_default().to_string();
-    let mut server = citadel(&["server", "--insecure-http", "--listen", "127.0.0.1:0", "--json"]);
+    // Unlimited per principal: one token drives every client here.
+    let mut server = citadel(&[
+        "server",
+        "--insecure-http",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--rate-principal",
+        "1000000",
+        "--rate-principal-burst",
+        "1000000",
+    ]);
     let mut child = server.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("starting citadel server")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?).read_line(&mut line)?;

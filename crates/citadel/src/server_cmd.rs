@@ -29,6 +29,11 @@ pub struct ServerArgs {
     pub transport: crate::serve_cmd::TransportArgs,
     #[command(flatten)]
     pub credentials: crate::serve_cmd::CredentialArgs,
+    /// Requests per second per principal (GCRA), and its burst: past it, 429.
+    #[arg(long, default_value_t = 200)]
+    pub rate_principal: u32,
+    #[arg(long, default_value_t = 400)]
+    pub rate_principal_burst: u32,
 }
 
 pub async fn run_server(ws: Workspace, workspace_dir: &std::path::Path, args: &ServerArgs, out: &Out) -> Result<i32> {
@@ -40,6 +45,7 @@ pub async fn run_server(ws: Workspace, workspace_dir: &std::path::Path, args: &S
         jwks_ca: args.credentials.jwks_ca.clone(),
         auth_cache_ttl: Duration::from_secs(5),
         refusal_budget: args.credentials.refusal_budget(),
+        per_principal: (args.rate_principal, args.rate_principal_burst),
     };
     let json = out.json;
     let shutdown = crate::serve_cmd::shutdown_signal();

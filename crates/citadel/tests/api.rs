@@ -31,6 +31,13 @@ fn open(ws: &Ws) -> (tokio::runtime::Runtime, Arc<citadel_control::Workspace>) {
     (rt, Arc::new(w))
 }
 
+/// A principal and its token, made in-process by the owner.
+async fn token_for_in(w: &citadel_control::Workspace, name: &str) -> String {
+    let owner = w.owner().await.unwrap();
+    w.principal_create(&owner, name, "user").await.unwrap();
+    w.token_issue(&owner, name, "test", 600).await.unwrap().token
+}
+
 async fn call(app: &axum::Router, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
     if let Some(t) = token {
@@ -54,9 +61,20 @@ fn the_api_in_process_authenticates_authorizes_and_answers_every_error_as_json()
         jwks_ca: None,
         auth_cache_ttl: Duration::from_secs(5),
         refusal_budget: citadel_serve::RefusalBudget { per_window: 100, window: Duration::from_secs(60) },
+        per_principal: (1000, 1000),
     };
     let head = ws.audit_head();
     rt.block_on(async {
+        // Each principal's rate: past its burst, 429 with Retry-After; another principal is not held up.
+        let tight = citadel_api::ServerConfig { per_principal: (1, 2), ..config.clone() };
+        let limited = citadel_api::app(citadel_api::state(w.clone(), &tight).await.unwrap());
+        for _ in 0..2 {
+            assert_eq!(call(&limited, "GET", "/api/v1/whoami", Some(&sci), vec![]).await.0, StatusCode::OK);
+        }
+        let (s, v) = call(&limited, "GET", "/api/v1/whoami", Some(&sci), vec![]).await;
+        assert_eq!((s, v["kind"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{v}");
+        let owner_token = token_for_in(&w, "ops2").await;
+        assert_eq!(call(&limited, "GET", "/api/v1/whoami", Some(&owner_token), vec![]).await.0, StatusCode::OK);
         let app = citadel_api::app(citadel_api::state(w.clone(), &config).await.unwrap());
         // Public: health and the OpenAPI 3.1 document.
         let (s, doc) = call(&app, "GET", "/api/v1/openapi.json", None, vec![]).await;
@@ -493,6 +511,7 @@ fn uploads_are_owned_bounded_checked_and_invisible_until_committed() {
         jwks_ca: None,
         auth_cache_ttl: Duration::from_secs(5),
         refusal_budget: citadel_serve::RefusalBudget { per_window: 100, window: Duration::from_secs(60) },
+        per_principal: (1000, 1000),
     };
     let data = noise(3 << 20, 7);
     let sha = sha_hex(&data);
