@@ -175,6 +175,17 @@ enum Command {
     /// The control plane over HTTPS (REST, /api/v1): this process holds the
     /// keys; clients hold credentials (CITADEL_URL + CITADEL_TOKEN).
     Server(server_cmd::ServerArgs),
+    /// Use a server from now on: its URL, CA and your token (read from
+    /// stdin, checked with the server) are kept in ~/.config/citadel/client.json
+    /// (0600); CITADEL_URL/CITADEL_TOKEN, when set, win.
+    Login {
+        url: String,
+        /// The CA that signed the server's certificate (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Forget the server `login` kept (back to local mode).
+    Logout,
     /// Map endpoints to model versions: single, canary, blue-green, A/B, shadow.
     #[command(subcommand)]
     Deploy(serve_cmd::DeployCmd),
@@ -398,7 +409,12 @@ async fn run(cli: Cli) -> Result<i32> {
     // no workspace, and the server itself run here).
     let local_only = matches!(
         cli.command,
-        Command::Scan { .. } | Command::Sign { .. } | Command::Verify { .. } | Command::Server(_)
+        Command::Scan { .. }
+            | Command::Sign { .. }
+            | Command::Verify { .. }
+            | Command::Server(_)
+            | Command::Login { .. }
+            | Command::Logout
     );
     if !local_only && let Some(remote) = server_cmd::Remote::from_env()? {
         return server_cmd::run_remote(&remote, &cli.command, &out).await;
@@ -552,6 +568,8 @@ async fn run(cli: Cli) -> Result<i32> {
             ws.close().await?;
             return result;
         }
+        Command::Login { url, ca } => return server_cmd::login(url, ca.as_deref(), &out).await,
+        Command::Logout => return server_cmd::logout(&out),
         Command::Server(args) => {
             let config = load_config(&cli, &cli.workspace)?;
             let ws = Workspace::open(config, &secrets(true, false)?).await?;

@@ -84,27 +84,40 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// `None` when `CITADEL_URL` is not set (local mode).
+    /// From `CITADEL_URL`/`CITADEL_TOKEN`/`CITADEL_CA`, else from what
+    /// `citadel login` kept; `None` when neither is set (local mode).
     pub fn from_env() -> Result<Option<Remote>> {
-        let Some(url) = std::env::var("CITADEL_URL").ok().filter(|u| !u.is_empty()) else {
-            return Ok(None);
-        };
+        if let Some(url) = std::env::var("CITADEL_URL").ok().filter(|u| !u.is_empty()) {
+            let token = std::env::var("CITADEL_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+                anyhow!("CITADEL_URL is set but CITADEL_TOKEN is not\nhint: ask an admin: citadel token issue NAME")
+            })?;
+            return Remote::new(&url, token, std::env::var_os("CITADEL_CA").map(PathBuf::from)).map(Some);
+        }
+        match Login::load()? {
+            Some(l) => {
+                // A token in the environment wins over the kept one.
+                let token = std::env::var("CITADEL_TOKEN").ok().filter(|t| !t.is_empty()).unwrap_or(l.token);
+                Remote::new(&l.url, token, l.ca).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A client of `url` with `token`, trusting `ca` for https.
+    pub fn new(url: &str, token: String, ca: Option<PathBuf>) -> Result<Remote> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| anyhow!("CITADEL_URL {url:?} is not a URL\nhint: e.g. https://citadel.example:8444"))?;
+            .ok_or_else(|| anyhow!("server URL {url:?} is not a URL\nhint: e.g. https://citadel.example:8444"))?;
         // A path after the address (`/api/v1`) names nothing the client needs.
         let hostport = rest.split('/').next().unwrap_or(rest);
         let (host, port) = hostport
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
             .unwrap_or_else(|| (hostport.to_string(), if scheme == "https" { 443 } else { 80 }));
-        let token = std::env::var("CITADEL_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
-            anyhow!("CITADEL_URL is set but CITADEL_TOKEN is not\nhint: ask an admin: citadel token issue NAME")
-        })?;
         let tls = match scheme {
             "https" => {
-                let ca = std::env::var_os("CITADEL_CA").map(PathBuf::from).ok_or_else(|| {
-                    anyhow!("an https CITADEL_URL needs the CA that signed the server's certificate\nhint: set CITADEL_CA=/path/ca.pem")
+                let ca = ca.ok_or_else(|| {
+                    anyhow!("an https server URL needs the CA that signed the server's certificate\nhint: set CITADEL_CA=/path/ca.pem (or citadel login URL --ca ca.pem)")
                 })?;
                 Some(citadel_serve::tls::client_connector(&ca)?)
             }
@@ -121,10 +134,10 @@ impl Remote {
             "http" => bail!(
                 "plain http is for a server on this machine only (http://127.0.0.1:PORT)\nhint: use https:// with CITADEL_CA"
             ),
-            other => bail!("CITADEL_URL scheme {other:?}: use https (or http on loopback)"),
+            other => bail!("server URL scheme {other:?}: use https (or http on loopback)"),
         };
         let host = host.trim_matches(|c| c == '[' || c == ']').to_string();
-        Ok(Some(Remote { scheme: scheme.into(), host, port, token, tls }))
+        Ok(Remote { scheme: scheme.into(), host, port, token, tls })
     }
 
     /// `scheme://host:port`, for messages.
@@ -194,6 +207,110 @@ impl Remote {
         }
         Ok(v)
     }
+}
+
+/// What `citadel login` keeps: `$XDG_CONFIG_HOME/citadel/client.json`
+/// (default `~/.config`), 0600 in a 0700 directory, written atomically.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Login {
+    url: String,
+    ca: Option<PathBuf>,
+    token: String,
+}
+
+impl Login {
+    fn path() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("citadel").join("client.json"))
+    }
+
+    fn load() -> Result<Option<Login>> {
+        let Some(path) = Login::path() else { return Ok(None) };
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Ok(None);
+            }
+            Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
+        };
+        {
+            use std::os::unix::fs::MetadataExt;
+            let mode = std::fs::metadata(&path).map(|m| m.mode() & 0o077).unwrap_or(0);
+            if mode != 0 {
+                bail!(
+                    "{} holds a token and is readable by others\nhint: chmod 600 {} (or citadel logout)",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            anyhow!("{} does not parse ({e})\nhint: citadel logout, then citadel login URL", path.display())
+        })
+    }
+
+    fn save(&self) -> Result<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = Login::path().ok_or_else(|| anyhow!("no HOME or XDG_CONFIG_HOME to keep the login in"))?;
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(".client.json.{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// `citadel login URL [--ca PEM]`: the token from stdin, checked with the
+/// server (`whoami`) before it is kept.
+pub async fn login(url: &str, ca: Option<&std::path::Path>, out: &Out) -> Result<i32> {
+    use std::io::Read;
+    let mut token = String::new();
+    std::io::stdin().take(4096).read_to_string(&mut token).context("reading the token from stdin")?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!(
+            "no token on stdin\nhint: citadel login {url} < token-file (an admin issues one: citadel token issue NAME)"
+        );
+    }
+    let ca = ca.map(|p| std::fs::canonicalize(p).with_context(|| format!("the CA {}", p.display()))).transpose()?;
+    let remote = Remote::new(url, token.clone(), ca.clone())?;
+    let me = remote.call("GET", "/api/v1/whoami", None).await?;
+    let path = Login { url: url.to_string(), ca, token }.save()?;
+    let who = me["principal"].as_str().unwrap_or("?").to_string();
+    out.emit(&serde_json::json!({"server": url, "principal": who, "kept_in": path}), || {
+        format!("signed in to {url} as {who} (kept in {}; citadel logout forgets it)", path.display())
+    });
+    Ok(0)
+}
+
+/// `citadel logout`.
+pub fn logout(out: &Out) -> Result<i32> {
+    let path = Login::path().ok_or_else(|| anyhow!("no HOME or XDG_CONFIG_HOME"))?;
+    let removed = match std::fs::remove_file(&path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(anyhow!("removing {}: {e}", path.display())),
+    };
+    out.emit(&serde_json::json!({"removed": removed, "path": path}), || {
+        if removed { format!("forgot the server (removed {})", path.display()) } else { "no login was kept".into() }
+    });
+    Ok(0)
 }
 
 /// A request body: whole (JSON) or streamed (an upload's bytes).

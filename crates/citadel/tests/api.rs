@@ -206,6 +206,34 @@ fn the_cli_works_against_a_server_without_the_master_key_and_duties_stay_separat
     // The server's records verify as one chain, through the API too.
     let verify = ok_json(remote(&url, &admin, &["audit", "verify"]));
     assert!(verify["problems"].as_array().unwrap().is_empty(), "{verify}");
+
+    // `citadel login`: the token from stdin, checked, kept 0600; then plain
+    // commands go to the server; `logout` forgets it.
+    let home = ws.root.parent().unwrap().join("home");
+    let client = |args: &[&str], stdin: Option<&str>| {
+        let mut c = bin();
+        c.env_remove("CITADEL_PASSPHRASE").env("XDG_CONFIG_HOME", &home).args(["-w", "/nonexistent/citadel"]);
+        c.args(args).arg("--json").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        if let Some(text) = stdin {
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let o = client(&["login", &url], Some("cit_0000000000000000_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
+    assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
+    assert!(!home.join("citadel/client.json").exists(), "a refused token is not kept");
+    let me = ok_json(client(&["login", &url], Some(&format!("{sci}\n"))));
+    assert_eq!(me["principal"], "sam", "{me}");
+    let kept = home.join("citadel/client.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(ok_json(client(&["model", "ls", "fraud"], None))[0]["version"], 1);
+    ok_json(client(&["logout"], None));
+    assert!(!kept.exists());
+    let o = client(&["model", "ls", "fraud"], None);
+    assert!(!o.status.success(), "local mode again (no workspace here): {}", said(&o));
 }
 
 /// schemathesis against the live server, as for the gateway: no 5xx, every
