@@ -89,7 +89,7 @@ pub fn document() -> Value {
         obj.clone(),
     );
     if let Some(p) = incident_verb["parameters"].as_array_mut() {
-        p.push(json!({"name": "verb", "in": "path", "required": true, "schema": {"type": "string", "enum": ["ack", "resolve"]}}));
+        p.push(json!({"name": "verb", "in": "path", "required": true, "schema": {"type": "string", "enum": ["ack", "resolve", "undo"]}}));
     }
     let mut monitor = op("Monitoring windows of an endpoint, newest first", &["endpoint"], None, list.clone());
     if let Some(p) = monitor["parameters"].as_array_mut() {
@@ -182,6 +182,29 @@ pub fn document() -> Value {
     rollback["requestBody"] = body(
         json!({"type": "object", "additionalProperties": false, "properties": {"to": {"type": "integer", "minimum": 1}}}),
     );
+    let version_param =
+        json!({"name": "version", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}});
+    let with_version = |mut o: Value| {
+        if let Some(p) = o["parameters"].as_array_mut() {
+            p.push(version_param.clone());
+        }
+        o
+    };
+    let mut retire = with_version(op("Retire a version for good (a reason is kept)", &["name"], None, obj.clone()));
+    retire["requestBody"] = body(
+        json!({"type": "object", "additionalProperties": false, "required": ["reason"], "properties": {"reason": {"type": "string", "minLength": 1}}}),
+    );
+    let mut release = with_version(op("Release a quarantined version", &["name"], None, obj.clone()));
+    release["requestBody"] =
+        body(json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": "string"}}}));
+    let mut diff = op("Rows, schema and drift between two versions", &[], None, obj.clone());
+    diff["parameters"] = json!([{"name": "from", "in": "query", "required": true, "schema": {"type": "string"}}, {"name": "to", "in": "query", "required": true, "schema": {"type": "string"}}]);
+    let mut runs = op("Recent pipeline runs, newest first", &[], None, list.clone());
+    runs["parameters"] = json!([{"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}]);
+    let mut gc = op("Purge what retention ends, then sweep unreferenced objects", &[], None, obj.clone());
+    gc["requestBody"] = body(
+        json!({"type": "object", "additionalProperties": false, "properties": {"grace_secs": {"type": "integer", "minimum": 0}}}),
+    );
     let mut secret_put = op("Store a training secret (sealed; never echoed)", &["name"], None, obj.clone());
     secret_put["requestBody"] = body(
         json!({"type": "object", "additionalProperties": false, "required": ["value"], "properties": {"value": {"type": "string", "minLength": 1, "maxLength": 65536}}}),
@@ -230,7 +253,17 @@ pub fn document() -> Value {
             "/api/v1/deployments/{name}": {"put": deploy_put, "delete": op("Stop serving an endpoint", &["name"], None, obj.clone())},
             "/api/v1/deployments/{name}/switch": {"post": switch},
             "/api/v1/deployments/{name}/rollback": {"post": rollback},
-            "/api/v1/secrets": {"get": op("Training secrets' names (never values)", &[], None, list.clone())},
+            "/api/v1/secrets": {"get": op("Training secrets' names (never values)", &[], None, json!({"type": "array", "items": {"type": "string"}}))},
+            "/api/v1/models/{name}/versions/{version}/retire": {"post": retire},
+            "/api/v1/models/{name}/versions/{version}/bom": {"get": with_version(op("The CycloneDX 1.6 ML-BOM", &["name"], None, obj.clone()))},
+            "/api/v1/models/{name}/rollback": {"post": op("Put the previous production version back", &["name"], None, obj.clone())},
+            "/api/v1/signing-key": {"get": op("The model-signing public key (PEM)", &[], None, obj.clone())},
+            "/api/v1/datasets/{name}/versions/{version}/release": {"post": release},
+            "/api/v1/dataset-diff": {"get": diff},
+            "/api/v1/runs": {"get": runs},
+            "/api/v1/runs/{id}": {"get": op("One pipeline run and its stages", &["id"], None, obj.clone())},
+            "/api/v1/store/gc": {"post": gc},
+            "/api/v1/store/fsck": {"post": op("Read and authenticate every stored object", &[], None, obj.clone())},
             "/api/v1/secrets/{name}": {"put": secret_put, "delete": op("Remove a training secret", &["name"], None, obj.clone())},
     });
     if let (Some(paths), Some(more)) = (doc["paths"].as_object_mut(), more.as_object()) {

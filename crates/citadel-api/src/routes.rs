@@ -333,7 +333,9 @@ pub async fn incident_transition(
     let i = match verb.as_str() {
         "ack" => st.ws.incident_ack(&caller, &id, &note).await?,
         "resolve" => st.ws.incident_resolve(&caller, &id, &note).await?,
-        _ => return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "use ack or resolve")),
+        // The playbook's actions undone.
+        "undo" => return Ok(Json(json!({"incident": id, "undone": st.ws.incident_undo(&caller, &id).await?}))),
+        _ => return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "use ack, resolve or undo")),
     };
     to_json(&i)
 }
@@ -460,4 +462,126 @@ pub async fn secret_remove(
 ) -> Reply {
     let removed = st.ws.secret_remove(&caller, &name).await?;
     Ok(Json(json!({"secret": name, "removed": removed})))
+}
+
+// ---------------------------------------------------------------- registry, data, runs, store
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireBody {
+    reason: String,
+}
+
+/// `POST /api/v1/models/{name}/versions/{version}/retire`.
+pub async fn model_retire(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path((name, version)): Path<(String, i64)>,
+    Json(b): Json<RetireBody>,
+) -> Reply {
+    to_json(&st.ws.model_retire(&caller, &name, version, &b.reason).await?)
+}
+
+/// `POST /api/v1/models/{name}/rollback`: the previous production version back.
+pub async fn model_rollback(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(name): Path<String>,
+) -> Reply {
+    to_json(&st.ws.model_rollback(&caller, &name).await?)
+}
+
+/// `GET /api/v1/models/{name}/versions/{version}/bom`: the CycloneDX ML-BOM.
+pub async fn model_bom(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Reply {
+    Ok(Json(st.ws.model_bom(&caller, &name, version).await?))
+}
+
+/// `GET /api/v1/signing-key`: the model-signing public key (PEM).
+pub async fn signing_key(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    Ok(Json(json!({"public_key_pem": st.ws.model_signing_public_key(&caller).await?})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /api/v1/datasets/{name}/versions/{version}/release`: a quarantined version released.
+pub async fn data_release(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path((name, version)): Path<(String, i64)>,
+    Json(b): Json<NoteBody>,
+) -> Reply {
+    to_json(&st.ws.data_release(&caller, &format!("{name}@{version}"), &b.note).await?)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    from: String,
+    to: String,
+}
+
+/// `GET /api/v1/dataset-diff?from=NAME@V&to=NAME@V`.
+pub async fn data_diff(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Query(q): Query<DiffQuery>,
+) -> Reply {
+    to_json(&st.ws.data_diff(&caller, &q.from, &q.to).await?)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    #[serde(default = "twenty")]
+    limit: i64,
+}
+
+fn twenty() -> i64 {
+    20
+}
+
+/// `GET /api/v1/runs?limit=N`: recent pipeline runs, newest first.
+pub async fn runs(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Query(q): Query<RunsQuery>,
+) -> Reply {
+    to_json(&st.ws.run_list(&caller, q.limit.clamp(1, 10_000)).await?)
+}
+
+/// `GET /api/v1/runs/{id}`.
+pub async fn run(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+) -> Reply {
+    Ok(Json(st.ws.run_show(&caller, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcBody {
+    #[serde(default)]
+    grace_secs: Option<i64>,
+}
+
+/// `POST /api/v1/store/gc`.
+pub async fn gc(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(b): Json<GcBody>,
+) -> Reply {
+    to_json(&st.ws.gc(&caller, b.grace_secs).await?)
+}
+
+/// `POST /api/v1/store/fsck`: every object read and authenticated.
+pub async fn fsck(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.fsck(&caller, None).await?)
 }

@@ -313,6 +313,14 @@ pub fn logout(out: &Out) -> Result<i32> {
     Ok(0)
 }
 
+/// `NAME@VERSION` of a dataset.
+fn name_at_version(reference: &str) -> Result<(&str, i64)> {
+    reference
+        .rsplit_once('@')
+        .and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n, v)))
+        .ok_or_else(|| anyhow!("{reference:?} is not NAME@VERSION\nhint: e.g. adult@1"))
+}
+
 /// A request body: whole (JSON) or streamed (an upload's bytes).
 pub(crate) type ReqBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
 
@@ -373,7 +381,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
     use crate::data_cmd::DataCmd;
     use crate::model_cmd::ModelCmd;
     use crate::monitor_cmd::{IncidentCmd, MonitorCmd};
-    use crate::pipeline_cmd::SecretCmd;
+    use crate::pipeline_cmd::{RunsCmd, SecretCmd};
     use crate::serve_cmd::DeployCmd;
     use crate::transfer_cmd as tx;
     let enc = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -436,6 +444,42 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("DELETE", &format!("/api/v1/deployments/{}", seg(name)?), None).await?
         }
         C::Secret(SecretCmd::Ls) => remote.call("GET", "/api/v1/secrets", None).await?,
+        C::Model(ModelCmd::Retire { model, reason, .. }) => {
+            let path = format!("/api/v1/models/{}/versions/{}/retire", tx::enc(&model.name), model.version);
+            remote.call("POST", &path, Some(serde_json::json!({"reason": reason}))).await?
+        }
+        C::Model(ModelCmd::Rollback { name }) => {
+            remote.call("POST", &format!("/api/v1/models/{}/rollback", tx::enc(name)), None).await?
+        }
+        C::Model(ModelCmd::Bom { model, .. }) => {
+            let path = format!("/api/v1/models/{}/versions/{}/bom", tx::enc(&model.name), model.version);
+            // The BOM is a document: printed as it came, whatever the flags.
+            let bom = remote.call("GET", &path, None).await?;
+            outln!("{}", serde_json::to_string_pretty(&bom).unwrap_or_default());
+            return Ok(0);
+        }
+        C::Model(ModelCmd::PublicKey) => {
+            let v = remote.call("GET", "/api/v1/signing-key", None).await?;
+            out.emit(&v, || v["public_key_pem"].as_str().unwrap_or_default().trim_end().to_string());
+            return Ok(0);
+        }
+        C::Data(DataCmd::Release { reference, note }) => {
+            let (name, version) = name_at_version(reference)?;
+            let path = format!("/api/v1/datasets/{}/versions/{version}/release", tx::enc(name));
+            remote.call("POST", &path, Some(serde_json::json!({"note": note}))).await?
+        }
+        C::Data(DataCmd::Diff { from, to }) => {
+            remote.call("GET", &format!("/api/v1/dataset-diff?from={}&to={}", tx::enc(from), tx::enc(to)), None).await?
+        }
+        C::Incident(IncidentCmd::Undo { id }) => {
+            remote.call("POST", &format!("/api/v1/incidents/{}/undo", seg(id)?), None).await?
+        }
+        C::Runs(RunsCmd::Ls { limit }) => remote.call("GET", &format!("/api/v1/runs?limit={limit}"), None).await?,
+        C::Runs(RunsCmd::Show { id }) => remote.call("GET", &format!("/api/v1/runs/{}", seg(id)?), None).await?,
+        C::Gc { grace } => {
+            remote.call("POST", "/api/v1/store/gc", Some(serde_json::json!({"grace_secs": grace}))).await?
+        }
+        C::Fsck => remote.call("POST", "/api/v1/store/fsck", None).await?,
         C::Secret(SecretCmd::Rm { name }) => {
             remote.call("DELETE", &format!("/api/v1/secrets/{}", seg(name)?), None).await?
         }
@@ -562,7 +606,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
         }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject, data add|get|ls|versions|show, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, runs ls|show, gc, fsck, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || render(&v));

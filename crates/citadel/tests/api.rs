@@ -265,7 +265,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 42") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 52") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
@@ -908,4 +908,20 @@ fn deployments_and_secrets_are_managed_through_the_server() {
     assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
     ok_json(remote(&url, &admin, &["secret", "rm", "API_KEY"]));
     assert_eq!(ok_json(remote(&url, &admin, &["secret", "ls"])), serde_json::json!([]));
+
+    // The registry's and the store's other duties through the server too.
+    let bom = ok_json(remote(&url, &sci, &["model", "bom", "adder@1"]));
+    assert_eq!(bom["bomFormat"], "CycloneDX", "{bom}");
+    let key = ok_json(remote(&url, &sci, &["model", "public-key"]));
+    assert!(key["public_key_pem"].as_str().unwrap().contains("PUBLIC KEY"), "{key}");
+    let o = remote(&url, &sci, &["model", "retire", "adder@2", "--reason", "superseded"]);
+    assert!(!o.status.success() && said(&o).contains("403"), "a requester does not retire: {}", said(&o));
+    let retired = ok_json(remote(&url, &appr, &["model", "retire", "adder@2", "--reason", "superseded"]));
+    assert_eq!(retired["to_stage"], "retired", "{retired}");
+    assert!(ok_json(remote(&url, &sci, &["runs", "ls"])).as_array().unwrap().is_empty());
+    let fsck = ok_json(remote(&url, &admin, &["fsck"]));
+    assert!(fsck["missing"].as_object().unwrap().is_empty() && fsck["chunks_checked"].as_u64() > Some(0), "{fsck}");
+    ok_json(remote(&url, &admin, &["gc"]));
+    let o = remote(&url, &sci, &["gc"]);
+    assert!(!o.status.success() && said(&o).contains("403"), "{}", said(&o));
 }
