@@ -110,6 +110,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs/{id}", get(routes::run))
         .route("/api/v1/store/gc", post(routes::gc))
         .route("/api/v1/store/fsck", post(routes::fsck))
+        .route("/api/v1/report", get(routes::report))
         .route("/api/v1/secrets", get(routes::secrets))
         .route("/api/v1/secrets/{name}", axum::routing::put(routes::secret_set).delete(routes::secret_remove))
         .route("/api/v1/incidents", get(routes::incidents))

@@ -263,6 +263,7 @@ pub fn document() -> Value {
             "/api/v1/runs": {"get": runs},
             "/api/v1/runs/{id}": {"get": op("One pipeline run and its stages", &["id"], None, obj.clone())},
             "/api/v1/store/gc": {"post": gc},
+            "/api/v1/report": {"get": op("The compliance evidence (audit chain verified first)", &[], None, obj.clone())},
             "/api/v1/store/fsck": {"post": op("Read and authenticate every stored object", &[], None, obj.clone())},
             "/api/v1/secrets/{name}": {"put": secret_put, "delete": op("Remove a training secret", &["name"], None, obj.clone())},
     });

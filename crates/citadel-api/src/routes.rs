@@ -585,3 +585,8 @@ pub async fn gc(
 pub async fn fsck(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
     to_json(&st.ws.fsck(&caller, None).await?)
 }
+
+/// `GET /api/v1/report`: the compliance evidence (the CLI renders the report from it).
+pub async fn report(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.compliance_evidence(&caller).await?)
+}

@@ -22,7 +22,7 @@ use citadel_types::Timestamp;
 
 use crate::{Caller, Result, Workspace};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AuditIntegrity {
     pub verified: bool,
     pub records: usize,
@@ -35,7 +35,7 @@ pub struct AuditIntegrity {
 }
 
 /// An audit record a statement rests on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EvidenceRecord {
     pub seq: i64,
     pub ts: String,
@@ -46,7 +46,7 @@ pub struct EvidenceRecord {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ColumnRecord {
     pub name: String,
     pub classification: String,
@@ -55,7 +55,7 @@ pub struct ColumnRecord {
 }
 
 /// One dataset's record of processing (GDPR Art. 30(1)).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DatasetRecord {
     pub name: String,
     pub versions: usize,
@@ -78,7 +78,7 @@ pub struct DatasetRecord {
 }
 
 /// An erasure receipt and whether its signature verifies.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ReceiptCheck {
     pub id: String,
     pub dataset: String,
@@ -87,7 +87,7 @@ pub struct ReceiptCheck {
     pub audit_seq: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TrainingData {
     pub artifact: String,
     /// `dataset@version` when the artifact is a stored dataset version.
@@ -96,7 +96,7 @@ pub struct TrainingData {
     pub legal_basis: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StageChange {
     pub from: String,
     pub to: String,
@@ -106,7 +106,7 @@ pub struct StageChange {
 }
 
 /// One model version's technical documentation (EU AI Act Annex IV).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModelRecord {
     pub name: String,
     pub version: i64,
@@ -130,7 +130,7 @@ pub struct ModelRecord {
     pub decision_audits: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GrantRecord {
     pub principal: String,
     pub kind: String,
@@ -140,7 +140,7 @@ pub struct GrantRecord {
 }
 
 /// Facts about the controls in place (for the NIST AI RMF map).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Controls {
     pub principals: usize,
     pub enabled_principals: usize,
@@ -161,7 +161,7 @@ pub struct Controls {
     pub approvals: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ComplianceEvidence {
     pub generated_at: String,
     pub generated_by: String,

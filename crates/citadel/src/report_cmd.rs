@@ -37,11 +37,16 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 
 pub async fn run_report(ws: &Workspace, caller: &Caller, dir: &Path, pdf: bool, out: &Out) -> Result<i32> {
     let evidence = ws.compliance_evidence(caller).await?;
+    write_report(&evidence, dir, pdf, out)
+}
+
+/// Writes the report of `evidence` (gathered here or by the server) into `dir`.
+pub fn write_report(evidence: &citadel_control::ComplianceEvidence, dir: &Path, pdf: bool, out: &Out) -> Result<i32> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let html = dir.join("compliance-report.html");
     let json = dir.join("evidence.json");
-    write_new(&html, crate::report_html::render(&evidence).as_bytes())?;
-    write_new(&json, &serde_json::to_vec_pretty(&evidence)?)?;
+    write_new(&html, crate::report_html::render(evidence).as_bytes())?;
+    write_new(&json, &serde_json::to_vec_pretty(evidence)?)?;
     let mut notes = Vec::new();
     let pdf_path = if pdf {
         let Some(chromium) = find_chromium() else {

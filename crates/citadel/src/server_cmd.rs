@@ -480,6 +480,14 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("POST", "/api/v1/store/gc", Some(serde_json::json!({"grace_secs": grace}))).await?
         }
         C::Fsck => remote.call("POST", "/api/v1/store/fsck", None).await?,
+        C::Report { output, pdf } => {
+            // The server gathers and verifies the evidence; the report is drawn here.
+            let v = remote.call("GET", "/api/v1/report", None).await?;
+            let evidence: citadel_control::ComplianceEvidence = serde_json::from_value(v).map_err(|e| {
+                anyhow!("the server's evidence does not parse ({e})\nhint: use a CLI of the server's version")
+            })?;
+            return crate::report_cmd::write_report(&evidence, output, *pdf, out);
+        }
         C::Secret(SecretCmd::Rm { name }) => {
             remote.call("DELETE", &format!("/api/v1/secrets/{}", seg(name)?), None).await?
         }
@@ -606,7 +614,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
         }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, runs ls|show, gc, fsck, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, runs ls|show, gc, fsck, report, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || render(&v));

@@ -265,7 +265,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 52") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 53") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
@@ -921,6 +921,12 @@ fn deployments_and_secrets_are_managed_through_the_server() {
     assert!(ok_json(remote(&url, &sci, &["runs", "ls"])).as_array().unwrap().is_empty());
     let fsck = ok_json(remote(&url, &admin, &["fsck"]));
     assert!(fsck["missing"].as_object().unwrap().is_empty() && fsck["chunks_checked"].as_u64() > Some(0), "{fsck}");
+    // The compliance report: the server's evidence, drawn by the client.
+    let report_dir = ws.root.parent().unwrap().join("report");
+    let r = ok_json(remote(&url, &admin, &["report", "-o", report_dir.to_str().unwrap()]));
+    assert_eq!((r["audit_verified"].as_bool(), r["models"].as_u64()), (Some(true), Some(2)), "{r}");
+    let html = std::fs::read_to_string(report_dir.join("compliance-report.html")).unwrap();
+    assert!(html.contains("adder"), "the report names the models");
     ok_json(remote(&url, &admin, &["gc"]));
     let o = remote(&url, &sci, &["gc"]);
     assert!(!o.status.success() && said(&o).contains("403"), "{}", said(&o));
