@@ -205,6 +205,23 @@ pub fn document() -> Value {
     gc["requestBody"] = body(
         json!({"type": "object", "additionalProperties": false, "properties": {"grace_secs": {"type": "integer", "minimum": 0}}}),
     );
+    let subject_body = |erase: bool| {
+        let mut props = json!({"dataset": {"type": "string"},
+            "subjects": {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1,
+                "items": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "string"}], "minItems": 2, "maxItems": 2}}},
+            "max_rows": {"type": "integer", "minimum": 1}});
+        if erase {
+            props["reason"] = json!({"type": "string"});
+        }
+        body(
+            json!({"type": "object", "additionalProperties": false, "required": ["dataset", "subjects"], "properties": props}),
+        )
+    };
+    let mut erase =
+        op("Erase a data subject's rows from every version (Art. 17); the signed receipt", &[], None, obj.clone());
+    erase["requestBody"] = subject_body(true);
+    let mut export = op("Every stored row of a data subject (Art. 15, 20)", &[], None, obj.clone());
+    export["requestBody"] = subject_body(false);
     let mut secret_put = op("Store a training secret (sealed; never echoed)", &["name"], None, obj.clone());
     secret_put["requestBody"] = body(
         json!({"type": "object", "additionalProperties": false, "required": ["value"], "properties": {"value": {"type": "string", "minLength": 1, "maxLength": 65536}}}),
@@ -263,6 +280,10 @@ pub fn document() -> Value {
             "/api/v1/runs": {"get": runs},
             "/api/v1/runs/{id}": {"get": op("One pipeline run and its stages", &["id"], None, obj.clone())},
             "/api/v1/store/gc": {"post": gc},
+            "/api/v1/subjects/erase": {"post": erase},
+            "/api/v1/subjects/export": {"post": export},
+            "/api/v1/erasures": {"get": op("Every erasure with its state", &[], None, list.clone())},
+            "/api/v1/erasures/{id}": {"get": op("An erasure's receipt and its verification", &["id"], None, obj.clone())},
             "/api/v1/report": {"get": op("The compliance evidence (audit chain verified first)", &[], None, obj.clone())},
             "/api/v1/store/fsck": {"post": op("Read and authenticate every stored object", &[], None, obj.clone())},
             "/api/v1/secrets/{name}": {"put": secret_put, "delete": op("Remove a training secret", &["name"], None, obj.clone())},

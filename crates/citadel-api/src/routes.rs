@@ -590,3 +590,83 @@ pub async fn fsck(State(st): State<Arc<AppState>>, Extension(caller): Extension<
 pub async fn report(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
     to_json(&st.ws.compliance_evidence(&caller).await?)
 }
+
+// ---------------------------------------------------------------- data subjects
+
+/// A data-subject request's body: the subject's values travel only in a
+/// body (never in a URL, never logged). `subjects`: each a list of
+/// `[column, value]` conditions that must all hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectBody {
+    dataset: String,
+    subjects: Vec<Vec<(String, String)>>,
+    #[serde(default = "thousand")]
+    max_rows: u64,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn thousand() -> u64 {
+    1000
+}
+
+fn subjects_of(b: &SubjectBody) -> Result<Vec<citadel_data::erase::Subject>, ApiError> {
+    if b.subjects.is_empty() || b.subjects.len() > 100_000 {
+        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "bad_request", "name 1 to 100,000 subjects"));
+    }
+    b.subjects
+        .iter()
+        .map(|conds| {
+            let pairs: Vec<String> = conds.iter().map(|(c, v)| format!("{c}={v}")).collect();
+            citadel_data::erase::Subject::parse(&pairs).map_err(|e| {
+                ApiError::new(axum::http::StatusCode::BAD_REQUEST, "bad_request", format!("a subject: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// `POST /api/v1/subjects/erase` (Art. 17): the signed receipt.
+pub async fn subject_erase(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(b): Json<SubjectBody>,
+) -> Reply {
+    let subjects = subjects_of(&b)?;
+    let reason = b.reason.clone().unwrap_or_default();
+    // The erasure's future is not `Send` (a higher-ranked closure inside):
+    // it runs to completion on a blocking thread of this runtime.
+    let (ws, handle) = (st.ws.clone(), tokio::runtime::Handle::current());
+    let receipt = tokio::task::spawn_blocking(move || {
+        handle.block_on(ws.subject_erase(&caller, &b.dataset, subjects, &reason, b.max_rows, &|_| {}))
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "the erasure task failed")
+    })??;
+    to_json(&receipt)
+}
+
+/// `POST /api/v1/subjects/export` (Art. 15, 20): every stored row of the subject.
+pub async fn subject_export(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(b): Json<SubjectBody>,
+) -> Reply {
+    let subjects = subjects_of(&b)?;
+    to_json(&st.ws.subject_export(&caller, &b.dataset, subjects, b.max_rows).await?)
+}
+
+/// `GET /api/v1/erasures`.
+pub async fn erasures(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.erasure_list(&caller).await?)
+}
+
+/// `GET /api/v1/erasures/{id}`: the receipt and whether its signature verifies.
+pub async fn erasure(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+) -> Reply {
+    to_json(&st.ws.erasure_receipt(&caller, &id).await?)
+}

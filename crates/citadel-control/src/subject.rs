@@ -124,7 +124,7 @@ pub struct KeptChunks {
 }
 
 /// A receipt as stored, with its signature and whether it verifies.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedReceipt {
     pub status: String,
     pub receipt: ErasureReceipt,
@@ -137,7 +137,7 @@ pub struct SignedReceipt {
 
 /// One stored row of a subject (Art. 15/20), as stored: pseudonyms stay
 /// pseudonyms, tokens are reversed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubjectRow {
     pub dataset: String,
     pub version: i64,
@@ -145,7 +145,7 @@ pub struct SubjectRow {
     pub values: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubjectExport {
     pub dataset: String,
     pub versions_searched: usize,

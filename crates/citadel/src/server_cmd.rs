@@ -480,6 +480,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("POST", "/api/v1/store/gc", Some(serde_json::json!({"grace_secs": grace}))).await?
         }
         C::Fsck => remote.call("POST", "/api/v1/store/fsck", None).await?,
+        C::Subject(cmd) => return crate::subject_cmd::run_subject_remote(remote, cmd, out).await,
         C::Report { output, pdf } => {
             // The server gathers and verifies the evidence; the report is drawn here.
             let v = remote.call("GET", "/api/v1/report", None).await?;
@@ -614,7 +615,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
         }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, runs ls|show, gc, fsck, report, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, runs ls|show, gc, fsck, report, subject erase|export|erasures|receipt, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || render(&v));

@@ -31,6 +31,19 @@ pub struct SubjectArgs {
 }
 
 impl SubjectArgs {
+    /// The request body for the server: the subjects as `[column, value]`
+    /// conditions (in a body, never a URL).
+    fn body(&self, reason: Option<&str>) -> Result<serde_json::Value> {
+        let subjects: Vec<Vec<(String, String)>> = self
+            .subjects()?
+            .into_iter()
+            .map(|s| s.conditions.into_iter().map(|c| (c.column, c.value)).collect())
+            .collect();
+        Ok(
+            serde_json::json!({"dataset": self.dataset, "subjects": subjects, "max_rows": self.max_rows, "reason": reason}),
+        )
+    }
+
     fn subjects(&self) -> Result<Vec<Subject>> {
         match &self.keys {
             Some(path) => Ok(Subject::from_csv(path)?),
@@ -141,6 +154,84 @@ fn export_csv(e: &SubjectExport) -> Result<Vec<u8>> {
     w.into_inner().map_err(|e| anyhow::anyhow!("writing CSV: {e}"))
 }
 
+/// The same commands through `citadel server` (the rendering is shared).
+pub async fn run_subject_remote(remote: &crate::server_cmd::Remote, cmd: &SubjectCmd, out: &Out) -> Result<i32> {
+    let parse = |v: serde_json::Value| -> Result<SignedReceipt> {
+        serde_json::from_value(v).map_err(|e| anyhow::anyhow!("the server's receipt does not parse ({e})"))
+    };
+    match cmd {
+        SubjectCmd::Erase { who, reason } => {
+            let r = parse(remote.call("POST", "/api/v1/subjects/erase", Some(who.body(Some(reason))?)).await?)?;
+            let skipped = !r.receipt.versions_skipped.is_empty();
+            out.emit(&r, || render_receipt(&r));
+            Ok(if skipped { 3 } else { 0 })
+        }
+        SubjectCmd::Export { who, output, format } => {
+            if let Some(o) = output
+                && o.symlink_metadata().is_ok()
+            {
+                bail!("{} exists; choose a new file (an export never replaces one)", o.display());
+            }
+            let v = remote.call("POST", "/api/v1/subjects/export", Some(who.body(None)?)).await?;
+            let e: SubjectExport =
+                serde_json::from_value(v).map_err(|e| anyhow::anyhow!("the server's export does not parse ({e})"))?;
+            write_export(&e, output.as_ref(), format, out)
+        }
+        SubjectCmd::Erasures => {
+            let v = remote.call("GET", "/api/v1/erasures", None).await?;
+            let list: Vec<SignedReceipt> =
+                serde_json::from_value(v).map_err(|e| anyhow::anyhow!("the server's receipts do not parse ({e})"))?;
+            out.emit(&list, || {
+                if list.is_empty() {
+                    "no erasures\n".into()
+                } else {
+                    list.iter().map(render_receipt).collect::<Vec<_>>().join("\n")
+                }
+            });
+            Ok(0)
+        }
+        SubjectCmd::Receipt { id } => {
+            let id: String =
+                id.bytes().filter(|b| b.is_ascii_alphanumeric() || b"-_".contains(b)).map(char::from).collect();
+            let r = parse(remote.call("GET", &format!("/api/v1/erasures/{id}"), None).await?)?;
+            out.emit(&r, || render_receipt(&r));
+            Ok(if r.verified { 0 } else { 1 })
+        }
+    }
+}
+
+/// Writes an export (to `output`, a new file, or stdout) as JSON or CSV.
+fn write_export(e: &SubjectExport, output: Option<&PathBuf>, format: &str, out: &Out) -> Result<i32> {
+    if e.rows.is_empty() {
+        return Err(citadel_control::ControlError::NoSubjectRows {
+            dataset: e.dataset.clone(),
+            versions: e.versions_searched,
+        }
+        .into());
+    }
+    let bytes = if format == "csv" { export_csv(e)? } else { serde_json::to_vec_pretty(e)? };
+    match output {
+        Some(path) => {
+            crate::out_file::write(path, &bytes, crate::out_file::Existing::Keep)
+                .with_context(|| format!("writing {}", path.display()))?;
+            let summary = serde_json::json!({"dataset": e.dataset, "rows": e.rows.len(), "output": path, "format": format, "pseudonymized": e.pseudonymized});
+            out.emit(&summary, || {
+                let mut s =
+                    format!("{} row(s) of the subject in {} written to {}\n", e.rows.len(), e.dataset, path.display());
+                if !e.pseudonymized.is_empty() {
+                    s += &format!(
+                        "note: {} stored as keyed pseudonyms; the original values are not held\n",
+                        e.pseudonymized.join(", ")
+                    );
+                }
+                s
+            });
+        }
+        None => crate::write_stdout(&String::from_utf8_lossy(&bytes)),
+    }
+    Ok(0)
+}
+
 pub async fn run_subject(ws: &Workspace, caller: &Caller, cmd: &SubjectCmd, out: &Out) -> Result<i32> {
     match cmd {
         SubjectCmd::Erase { who, reason } => {
@@ -188,38 +279,7 @@ pub async fn run_subject(ws: &Workspace, caller: &Caller, cmd: &SubjectCmd, out:
                 bail!("{} exists; choose a new file (an export never replaces one)", o.display());
             }
             let e = ws.subject_export(caller, &who.dataset, subjects, who.max_rows).await?;
-            if e.rows.is_empty() {
-                return Err(citadel_control::ControlError::NoSubjectRows {
-                    dataset: e.dataset.clone(),
-                    versions: e.versions_searched,
-                }
-                .into());
-            }
-            let bytes = if format == "csv" { export_csv(&e)? } else { serde_json::to_vec_pretty(&e)? };
-            match output {
-                Some(path) => {
-                    crate::out_file::write(path, &bytes, crate::out_file::Existing::Keep)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    let summary = serde_json::json!({"dataset": e.dataset, "rows": e.rows.len(), "output": path, "format": format, "pseudonymized": e.pseudonymized});
-                    out.emit(&summary, || {
-                        let mut s = format!(
-                            "{} row(s) of the subject in {} written to {}\n",
-                            e.rows.len(),
-                            e.dataset,
-                            path.display()
-                        );
-                        if !e.pseudonymized.is_empty() {
-                            s += &format!(
-                                "note: {} stored as keyed pseudonyms; the original values are not held\n",
-                                e.pseudonymized.join(", ")
-                            );
-                        }
-                        s
-                    });
-                }
-                None => crate::write_stdout(&String::from_utf8_lossy(&bytes)),
-            }
-            Ok(0)
+            write_export(&e, output.as_ref(), format, out)
         }
         SubjectCmd::Erasures => {
             let list = ws.erasure_list(caller).await?;

@@ -182,7 +182,7 @@ fn the_cli_works_against_a_server_without_the_master_key_and_duties_stay_separat
     let o = remote(&url, "cit_0000000000000000_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", &["data", "ls"]);
     assert!(!o.status.success() && said(&o).contains("401"), "{}", said(&o));
     // What the API does not serve yet is refused, not run locally.
-    let o = remote(&url, &sci, &["subject", "erasures"]);
+    let o = remote(&url, &sci, &["key", "rotate"]);
     assert!(!o.status.success() && said(&o).contains("not served by the control-plane API"), "{}", said(&o));
     // People and their credentials are managed through the server too.
     let admin = token_for(&ws, "root2", &["admin", "auditor"]);
@@ -265,7 +265,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 53") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 57") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
@@ -770,6 +770,39 @@ fn large_transfers_through_the_server_resume_after_a_cut_connection() {
     let g = ok_json(remote(&url, &sci, &["data", "get", "people@1", "-o", rows.to_str().unwrap()]));
     assert_eq!(g["rows"], 500, "{g}");
     assert_eq!(std::fs::read_to_string(&rows).unwrap().lines().count(), 501);
+
+    // Data subjects' rights through the server: export, erase (a signed receipt), receipts.
+    let dpo = token_for(&ws, "pia", &["privacy-officer"]);
+    let export = dir.join("subject.csv");
+    let e = ok_json(remote(
+        &url,
+        &dpo,
+        &[
+            "subject",
+            "export",
+            "--dataset",
+            "people",
+            "--match",
+            "age=20",
+            "--format",
+            "csv",
+            "-o",
+            export.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(e["rows"], 10, "{e}");
+    let r = ok_json(remote(
+        &url,
+        &dpo,
+        &["subject", "erase", "--dataset", "people", "--match", "age=20", "--reason", "ticket-7"],
+    ));
+    assert_eq!((r["status"].as_str(), r["verified"].as_bool()), (Some("complete"), Some(true)), "{r}");
+    let id = r["receipt"]["id"].as_str().unwrap().to_string();
+    let again = ok_json(remote(&url, &dpo, &["subject", "receipt", &id]));
+    assert_eq!(again["verified"], true, "{again}");
+    assert_eq!(ok_json(remote(&url, &dpo, &["subject", "erasures"])).as_array().unwrap().len(), 1);
+    let o = remote(&url, &dpo, &["subject", "export", "--dataset", "people", "--match", "age=20"]);
+    assert!(!o.status.success(), "the subject's rows are gone: {}", said(&o));
 
     // Models: registered through the server (scanned, signed); a malicious
     // pickle is refused and leaves no version and no upload.
