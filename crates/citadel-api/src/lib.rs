@@ -106,7 +106,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/signing-key", get(routes::signing_key))
         .route("/api/v1/datasets/{name}/versions/{version}/release", post(routes::data_release))
         .route("/api/v1/dataset-diff", get(routes::data_diff))
-        .route("/api/v1/runs", get(routes::runs))
+        .route("/api/v1/runs", get(routes::runs).post(transfer::run_commit))
         .route("/api/v1/runs/{id}", get(routes::run))
         .route("/api/v1/store/gc", post(routes::gc))
         .route("/api/v1/store/fsck", post(routes::fsck))

@@ -13,6 +13,12 @@ fn errors() -> Value {
     json!({"400": e, "401": e, "403": e, "404": e, "405": e, "408": e, "409": e, "413": e, "415": e, "416": e, "422": e, "429": e, "500": e, "503": e, "507": e})
 }
 
+fn commit_file_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["path", "upload", "sha256"],
+        "properties": {"path": {"type": "string", "minLength": 1, "maxLength": 4096}, "upload": {"type": "string"},
+                       "sha256": {"type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$"}}})
+}
+
 fn ok(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
@@ -115,7 +121,7 @@ pub fn document() -> Value {
     );
     upload_new["requestBody"] = body(
         json!({"type": "object", "additionalProperties": false, "required": ["size", "for"],
-        "properties": {"size": {"type": "integer", "minimum": 0}, "for": {"type": "string", "enum": ["artifact", "dataset", "model"]}, "name": {"type": "string"}}}),
+        "properties": {"size": {"type": "integer", "minimum": 0}, "for": {"type": "string", "enum": ["artifact", "dataset", "model", "pipeline"]}, "name": {"type": "string"}}}),
     );
     let mut upload_patch = op("Append bytes at Upload-Offset", &["id"], None, obj.clone());
     if let Some(r) = upload_patch["responses"].as_object_mut() {
@@ -199,6 +205,12 @@ pub fn document() -> Value {
         body(json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": "string"}}}));
     let mut diff = op("Rows, schema and drift between two versions", &[], None, obj.clone());
     diff["parameters"] = json!([{"name": "from", "in": "query", "required": true, "schema": {"type": "string"}}, {"name": "to", "in": "query", "required": true, "schema": {"type": "string"}}]);
+    let mut run_new = created(
+        op("Run a pipeline with the files it names (uploaded for pipeline)", &[], None, obj.clone()),
+        "The run's report",
+    );
+    run_new["requestBody"] = body(json!({"type": "object", "additionalProperties": false, "required": ["pipeline"],
+        "properties": {"pipeline": {"type": "string"}, "files": {"type": "array", "items": commit_file_schema()}}}));
     let mut runs = op("Recent pipeline runs, newest first", &[], None, list.clone());
     runs["parameters"] = json!([{"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}]);
     let mut gc = op("Purge what retention ends, then sweep unreferenced objects", &[], None, obj.clone());
@@ -277,7 +289,7 @@ pub fn document() -> Value {
             "/api/v1/signing-key": {"get": op("The model-signing public key (PEM)", &[], None, obj.clone())},
             "/api/v1/datasets/{name}/versions/{version}/release": {"post": release},
             "/api/v1/dataset-diff": {"get": diff},
-            "/api/v1/runs": {"get": runs},
+            "/api/v1/runs": {"get": runs, "post": run_new},
             "/api/v1/runs/{id}": {"get": op("One pipeline run and its stages", &["id"], None, obj.clone())},
             "/api/v1/store/gc": {"post": gc},
             "/api/v1/subjects/erase": {"post": erase},

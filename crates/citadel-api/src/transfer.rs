@@ -72,6 +72,8 @@ pub enum Purpose {
     Artifact,
     Dataset,
     Model,
+    /// A file a pipeline names (its source, expectations, policy, code).
+    Pipeline,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,6 +242,7 @@ pub async fn create(
         (Purpose::Artifact, name) => (Action::ArtifactPut, Resource::artifact(name.as_deref().unwrap_or("*"))),
         (Purpose::Dataset, Some(n)) => (Action::DatasetWrite, Resource::new(ResourceKind::Dataset, checked_name(n)?)),
         (Purpose::Model, Some(n)) => (Action::ModelRegister, Resource::new(ResourceKind::Model, checked_name(n)?)),
+        (Purpose::Pipeline, Some(n)) => (Action::PipelineRun, Resource::new(ResourceKind::Pipeline, checked_name(n)?)),
         (_, None) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -449,7 +452,8 @@ async fn stage(
     purpose: Purpose,
 ) -> Result<Staged, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
-    if files.is_empty() || files.len() > MAX_COMMIT_FILES {
+    let may_be_empty = purpose == Purpose::Pipeline;
+    if (files.is_empty() && !may_be_empty) || files.len() > MAX_COMMIT_FILES {
         return Err(bad(format!("a commit names 1 to {MAX_COMMIT_FILES} files")));
     }
     if !directory && files.len() != 1 {
@@ -460,6 +464,7 @@ async fn stage(
     let dir =
         tempfile::Builder::new().prefix(".upload-").tempdir_in(&tmp).map_err(|e| io_err("staging a commit", e))?;
     let root = if directory { dir.path().join("tree") } else { dir.path().to_path_buf() };
+    std::fs::create_dir_all(&root).map_err(|e| io_err("staging a commit", e))?;
     let mut seen = std::collections::HashSet::new();
     let mut ids = Vec::new();
     let mut target_of_file = None;
@@ -851,4 +856,53 @@ pub async fn serving_model(
         h.insert("x-citadel-root-digest", r);
     }
     Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The pipeline file's text.
+    pipeline: String,
+    /// The files it names, by the relative paths it names them with.
+    #[serde(default)]
+    files: Vec<CommitFile>,
+}
+
+/// `POST /api/v1/runs`: runs a pipeline on the server with the files it
+/// names (uploaded for `pipeline`, by their relative paths), checked whole
+/// first. The run goes to its end even if the client goes; its report is
+/// the answer.
+pub async fn run_commit(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(req): Json<RunRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if req.files.iter().any(|f| f.path == "pipeline.toml") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a pipeline's files may not be named pipeline.toml",
+        ));
+    }
+    let staged = stage(&st, &caller, req.files, true, Purpose::Pipeline).await?;
+    let path = staged.root.join("pipeline.toml");
+    std::fs::write(&path, &req.pipeline).map_err(|e| io_err("staging a pipeline", e))?;
+    let spec = citadel_control::pipeline_spec::PipelineSpec::parse(&req.pipeline, &path).map_err(|problems| {
+        // Paths in the problems are the server's staging paths: said relative.
+        let root = format!("{}/", staged.root.display());
+        let said: Vec<String> = problems.iter().map(|p| p.replace(&root, "")).collect();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_pipeline",
+            format!("the pipeline file has {} problem(s): {}", said.len(), said.join("; ")),
+        )
+    })?;
+    let helper = std::env::current_exe().map_err(|e| io_err("finding the citadel binary (the training sandbox)", e))?;
+    let opts = citadel_control::RunOptions { helper, progress: Arc::new(|_, _| {}) };
+    let (ws, handle, text) = (st.ws.clone(), tokio::runtime::Handle::current(), req.pipeline.clone());
+    let report = tokio::task::spawn_blocking(move || handle.block_on(ws.pipeline_run(&caller, &spec, &text, &opts)))
+        .await
+        .map_err(|e| io_err("running a pipeline", std::io::Error::other(e)))??;
+    staged.done(&st);
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(report).unwrap_or(Value::Null))))
 }

@@ -201,16 +201,18 @@ impl Workspace {
     }
 
     /// Decides, before an upload's bytes are accepted, that the caller may
-    /// do what the upload is for (`artifact.put`, `dataset.write` or
-    /// `model.register` on `resource`). A denial is recorded; an allowance
+    /// do what the upload is for (`artifact.put`, `dataset.write`,
+    /// `model.register` or `pipeline.run` on `resource`). A denial is recorded; an allowance
     /// is not, because staged bytes change nothing: the operation that
     /// commits them authorizes again and records its one success.
     pub async fn precheck_upload(&self, caller: &Caller, action: Action, resource: Resource) -> Result<()> {
-        if !matches!(action, Action::ArtifactPut | Action::DatasetWrite | Action::ModelRegister) {
+        if !matches!(action, Action::ArtifactPut | Action::DatasetWrite | Action::ModelRegister | Action::PipelineRun) {
             return Err(ControlError::Denied {
                 principal: caller.name().to_string(),
                 action: action.as_str().into(),
-                resource: format!("{resource} (uploads are for artifact.put, dataset.write and model.register)"),
+                resource: format!(
+                    "{resource} (uploads are for artifact.put, dataset.write, model.register and pipeline.run)"
+                ),
             });
         }
         self.authorize(caller, action, resource)

@@ -88,6 +88,113 @@ pub async fn run_pipeline(ws: &Workspace, caller: &Caller, path: &Path, out: &Ou
     Ok(if report.status == "succeeded" { 0 } else { 3 })
 }
 
+/// The files a pipeline file names (ingest source and expectations, the gate
+/// policy, the training code directory and read paths), as written (relative
+/// to the pipeline file) with where they are here. Absolute paths and `..`
+/// are refused: the server stages them beneath the pipeline.
+fn named_files(path: &Path, text: &str) -> Result<Vec<(String, PathBuf)>> {
+    let table: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut named = Vec::new();
+    let get = |section: &str, key: &str| table.get(section).and_then(|s| s.get(key)).cloned();
+    for (section, key) in [("ingest", "source"), ("ingest", "expectations"), ("gate", "policy"), ("train", "code")] {
+        if let Some(toml::Value::String(v)) = get(section, key) {
+            named.push(v);
+        }
+    }
+    if let Some(toml::Value::Array(a)) = get("train", "read_paths") {
+        named.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    let mut files = Vec::new();
+    for rel in named {
+        let p = Path::new(&rel);
+        if p.is_absolute()
+            || p.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
+            anyhow::bail!(
+                "{rel:?} in {} is not beneath the pipeline file's directory, so it cannot be sent to the server\nhint: name files relative to the pipeline file, without ..",
+                path.display()
+            );
+        }
+        let rel = p.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect::<PathBuf>();
+        let local = base.join(&rel);
+        let rel = rel.to_string_lossy().to_string();
+        if local.is_dir() {
+            for (inner, file) in crate::transfer_cmd::files_of(&local)? {
+                files.push((format!("{rel}/{inner}"), file));
+            }
+        } else {
+            files.push((rel, local));
+        }
+    }
+    files.sort();
+    files.dedup_by(|a, b| a.0 == b.0);
+    Ok(files)
+}
+
+/// `citadel run` through the server: the pipeline file and the files it
+/// names are uploaded, and the server runs it (to its end, even if this
+/// client goes) and answers with the run's report.
+pub async fn run_pipeline_remote(remote: &crate::server_cmd::Remote, path: &Path, out: &Out) -> Result<i32> {
+    let (spec, text) = load_pipeline(path)?;
+    let name = spec.pipeline.name.clone();
+    let meter = crate::transfer_cmd::Meter::new(out.json, "upload", 0);
+    let mut files = Vec::new();
+    for (rel, local) in named_files(path, &text)? {
+        match crate::transfer_cmd::upload(remote, &local, "pipeline", Some(&name), &meter, 0).await {
+            Ok((id, digest)) => files.push(serde_json::json!({"path": rel, "upload": id, "sha256": digest.to_hex()})),
+            Err(e) => {
+                crate::transfer_cmd::abandon(remote, &files).await;
+                return Err(e);
+            }
+        }
+    }
+    meter.finish();
+    if !out.json {
+        eprintln!("running {name} on the server ({} file(s) sent)…", files.len());
+    }
+    let body = serde_json::json!({"pipeline": text, "files": files});
+    let r = remote.call_within("POST", "/api/v1/runs", Some(body), std::time::Duration::from_secs(6 * 3600)).await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            crate::transfer_cmd::abandon(remote, &files).await;
+            return Err(e);
+        }
+    };
+    out.emit(&r, || {
+        let mut s = format!(
+            "run {} of {}: {}\n",
+            r["id"].as_str().unwrap_or("?"),
+            r["pipeline"].as_str().unwrap_or("?"),
+            r["status"].as_str().unwrap_or("?")
+        );
+        for st in r["stages"].as_array().into_iter().flatten() {
+            s += &format!(
+                "  {:<9} {:<11} {:>7.2}s  {}\n",
+                st["stage"].as_str().unwrap_or(""),
+                st["status"].as_str().unwrap_or(""),
+                st["seconds"].as_f64().unwrap_or(0.0),
+                st["detail"].as_str().unwrap_or("")
+            );
+        }
+        if let Some(m) = r["model"].as_str() {
+            s += &format!("model: {m}\n");
+            if let Some((n, v)) = m.rsplit_once('@') {
+                s += &format!("model card: citadel artifact get model-cards/{n}/{v}.html\n");
+            }
+        }
+        if let Some(e) = r["endpoint"].as_str() {
+            s += &format!("endpoint: {e}\n");
+        }
+        if let Some(m) = r["message"].as_str().filter(|m| !m.is_empty()) {
+            s += &format!("{m}\n");
+        }
+        s
+    });
+    Ok(if r["status"] == "succeeded" { 0 } else { 3 })
+}
+
 pub fn render_report(r: &RunReport) -> String {
     let mut s = format!("run {} of {}: {}\n", r.id, r.pipeline, r.status);
     for st in &r.stages {

@@ -184,6 +184,11 @@ impl Remote {
 
     /// One request; the answer's JSON, or the server's error with its hint.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        self.call_within(method, path, body, Duration::from_secs(120)).await
+    }
+
+    /// As [`Remote::call`], waiting up to `limit` for the answer (a pipeline run).
+    pub async fn call_within(&self, method: &str, path: &str, body: Option<Value>, limit: Duration) -> Result<Value> {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let req = self.request(method, path).header("content-type", "application/json").body(full(bytes))?;
         let what = self.origin();
@@ -198,8 +203,11 @@ impl Remote {
                 .to_bytes();
             Ok::<_, anyhow::Error>((status, body))
         };
-        let (status, body) = tokio::time::timeout(Duration::from_secs(120), exchange).await.map_err(|_| {
-            anyhow!("{what} did not answer within 120 s\nhint: check that the server runs and CITADEL_URL names it")
+        let (status, body) = tokio::time::timeout(limit, exchange).await.map_err(|_| {
+            anyhow!(
+                "{what} did not answer within {} s\nhint: check that the server runs and CITADEL_URL names it",
+                limit.as_secs()
+            )
         })??;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
@@ -481,6 +489,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
         }
         C::Fsck => remote.call("POST", "/api/v1/store/fsck", None).await?,
         C::Subject(cmd) => return crate::subject_cmd::run_subject_remote(remote, cmd, out).await,
+        C::Run { pipeline } => return crate::pipeline_cmd::run_pipeline_remote(remote, pipeline, out).await,
         C::Report { output, pdf } => {
             // The server gathers and verifies the evidence; the report is drawn here.
             let v = remote.call("GET", "/api/v1/report", None).await?;
@@ -615,7 +624,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
         }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, runs ls|show, gc, fsck, report, subject erase|export|erasures|receipt, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, run, runs ls|show, gc, fsck, report, subject erase|export|erasures|receipt, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
         ),
     };
     out.emit(&v, || render(&v));

@@ -265,7 +265,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 57") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 58") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
@@ -963,4 +963,53 @@ fn deployments_and_secrets_are_managed_through_the_server() {
     ok_json(remote(&url, &admin, &["gc"]));
     let o = remote(&url, &sci, &["gc"]);
     assert!(!o.status.success() && said(&o).contains("403"), "{}", said(&o));
+}
+
+/// `citadel run` through the server: the pipeline file and the files it
+/// names (the data, its expectations) are uploaded, checked and run there;
+/// the outcome comes back (here the gate's refusal, with its reason), and a
+/// file outside the pipeline's directory is refused before anything is sent.
+#[test]
+fn a_pipeline_runs_on_the_server_with_the_files_it_names() {
+    let ws = Ws::new();
+    let admin = token_for(&ws, "ops", &["admin"]);
+    let (_srv, url) = server(&ws, &[]);
+    let dir = ws.root.parent().unwrap().join("p");
+    std::fs::create_dir_all(&dir).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::copy(repo.join("datasets/adult/adult.data"), dir.join("adult.data")).unwrap();
+    std::fs::copy(repo.join("examples/quickstart/adult.expect.toml"), dir.join("adult.expect.toml")).unwrap();
+    let body = r#"
+[pipeline]
+name = "gbt"
+purpose = "income-prediction-research"
+seed = 7
+[ingest]
+dataset = "adult"
+source = "adult.data"
+expectations = "adult.expect.toml"
+[train]
+trainer = "gradient_boosting"
+label = "income"
+positive = ">50K"
+features = ["age", "education-num", "hours-per-week", "capital-gain"]
+params = { max_iter = 20 }
+[evaluate]
+sensitive = ["sex"]
+robustness = { rows = 30 }
+shap_rows = 2
+[register]
+model = "gbt"
+"#;
+    std::fs::write(dir.join("gbt.toml"), body).unwrap();
+    let o = remote(&url, &admin, &["run", dir.join("gbt.toml").to_str().unwrap()]);
+    assert!(!o.status.success() && said(&o).contains("demographic parity ratio across sex"), "{}", said(&o));
+    let runs = ok_json(remote(&url, &admin, &["runs", "ls"]));
+    assert_eq!(runs[0]["status"], "gate-failed", "{runs}");
+    assert_eq!(ws.json(&["data", "versions", "adult"]).as_array().unwrap().len(), 1, "ingested on the server");
+    assert_eq!(std::fs::read_dir(ws.root.join("uploads")).unwrap().count(), 0, "no staged file left");
+    // A file outside the pipeline's directory is not sent.
+    std::fs::write(dir.join("escape.toml"), body.replace("\"adult.data\"", "\"../p/adult.data\"")).unwrap();
+    let o = remote(&url, &admin, &["run", dir.join("escape.toml").to_str().unwrap()]);
+    assert!(!o.status.success() && said(&o).contains("not beneath the pipeline"), "{}", said(&o));
 }
