@@ -234,6 +234,29 @@ pub fn document() -> Value {
     erase["requestBody"] = subject_body(true);
     let mut export = op("Every stored row of a data subject (Art. 15, 20)", &[], None, obj.clone());
     export["requestBody"] = subject_body(false);
+    let mut export_op = op(
+        "Audit records encoded for a SIEM, one string each",
+        &[],
+        None,
+        json!({"type": "array", "items": {"type": "string"}}),
+    );
+    export_op["parameters"] = json!(
+        ["format", "actor", "action", "resource", "outcome", "after_seq", "limit"]
+            .iter()
+            .map(|p| {
+                let schema = match *p {
+                    "format" => json!({"type": "string", "enum": ["jsonl", "cef", "ocsf"]}),
+                    "after_seq" | "limit" => json!({"type": "integer"}),
+                    _ => json!({"type": "string"}),
+                };
+                json!({"name": p, "in": "query", "required": false, "schema": schema})
+            })
+            .collect::<Vec<_>>()
+    );
+    let mut allow_add = op("Allow one global in scans (exact name, with a reason)", &[], None, obj.clone());
+    allow_add["requestBody"] =
+        body(json!({"type": "object", "additionalProperties": false, "required": ["global", "reason"],
+        "properties": {"global": {"type": "string"}, "reason": {"type": "string"}}}));
     let mut secret_put = op("Store a training secret (sealed; never echoed)", &["name"], None, obj.clone());
     secret_put["requestBody"] = body(
         json!({"type": "object", "additionalProperties": false, "required": ["value"], "properties": {"value": {"type": "string", "minLength": 1, "maxLength": 65536}}}),
@@ -296,6 +319,10 @@ pub fn document() -> Value {
             "/api/v1/subjects/export": {"post": export},
             "/api/v1/erasures": {"get": op("Every erasure with its state", &[], None, list.clone())},
             "/api/v1/erasures/{id}": {"get": op("An erasure's receipt and its verification", &["id"], None, obj.clone())},
+            "/api/v1/audit/export": {"get": export_op},
+            "/api/v1/audit/checkpoint": {"post": op("Sign a checkpoint of the chain head now", &[], None, json!({"type": ["object", "null"]}))},
+            "/api/v1/scan/allowlist": {"get": op("The workspace's scan allowlist extension", &[], None, list.clone()), "post": allow_add},
+            "/api/v1/scan/allowlist/{global}": {"delete": op("Remove a global from the allowlist", &["global"], None, obj.clone())},
             "/api/v1/report": {"get": op("The compliance evidence (audit chain verified first)", &[], None, obj.clone())},
             "/api/v1/store/fsck": {"post": op("Read and authenticate every stored object", &[], None, obj.clone())},
             "/api/v1/secrets/{name}": {"put": secret_put, "delete": op("Remove a training secret", &["name"], None, obj.clone())},

@@ -152,6 +152,11 @@ pub async fn audit_records(
     Extension(caller): Extension<Arc<Caller>>,
     Query(q): Query<RecordsQuery>,
 ) -> Reply {
+    let filter = audit_filter(q)?;
+    to_json(&st.ws.audit_query(&caller, &filter).await?)
+}
+
+fn audit_filter(q: RecordsQuery) -> Result<AuditFilter, ApiError> {
     let outcome = match q.outcome.as_deref() {
         None => None,
         Some(o) => Some(citadel_audit::Outcome::parse(o).ok_or_else(|| {
@@ -168,7 +173,68 @@ pub async fn audit_records(
         after_seq: q.after_seq,
         limit: Some(q.limit.unwrap_or(1_000).clamp(1, 10_000)),
     };
-    to_json(&st.ws.audit_query(&caller, &filter).await?)
+    Ok(filter)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    #[serde(default = "jsonl")]
+    format: String,
+    #[serde(flatten)]
+    filter: RecordsQuery,
+}
+
+fn jsonl() -> String {
+    "jsonl".into()
+}
+
+/// `GET /api/v1/audit/export?format=jsonl|cef|ocsf&…`: the records encoded
+/// for a SIEM, one string per record.
+pub async fn audit_export(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Query(q): Query<ExportQuery>,
+) -> Reply {
+    let format: citadel_audit::ExportFormat =
+        q.format.parse().map_err(|e: String| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "bad_request", e))?;
+    let filter = audit_filter(q.filter)?;
+    to_json(&st.ws.audit_export(&caller, &filter, format).await?)
+}
+
+/// `POST /api/v1/audit/checkpoint`: signs the chain head now.
+pub async fn audit_checkpoint(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.audit_checkpoint(&caller).await?)
+}
+
+/// `GET /api/v1/scan/allowlist`: the workspace's reviewed extension.
+pub async fn allowlist(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.scan_allowlist(&caller).await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowBody {
+    global: String,
+    reason: String,
+}
+
+/// `POST /api/v1/scan/allowlist`: allow one global by its exact name, with a reason.
+pub async fn allowlist_add(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Json(b): Json<AllowBody>,
+) -> Reply {
+    to_json(&st.ws.scan_allow_add(&caller, &b.global, &b.reason).await?)
+}
+
+/// `DELETE /api/v1/scan/allowlist/{global}`.
+pub async fn allowlist_remove(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(global): Path<String>,
+) -> Reply {
+    st.ws.scan_allow_remove(&caller, &global).await?;
+    Ok(Json(json!({"global": global, "removed": true})))
 }
 
 // ---------------------------------------------------------------- access

@@ -390,6 +390,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
     use crate::model_cmd::ModelCmd;
     use crate::monitor_cmd::{IncidentCmd, MonitorCmd};
     use crate::pipeline_cmd::{RunsCmd, SecretCmd};
+    use crate::scan_cmd::AllowlistCmd;
     use crate::serve_cmd::DeployCmd;
     use crate::transfer_cmd as tx;
     let enc = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -620,11 +621,28 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             let body = serde_json::json!({"files": files, "directory": directory, "datasets": datasets, "code_ref": code_ref, "params": params});
             commit(remote, &format!("/api/v1/models/{}/versions", tx::enc(name)), body, &files).await?
         }
+        C::Audit(AuditCmd::Export { format, filter }) => {
+            let path = format!("/api/v1/audit/export?format={format}&{}", filter.to_query()?);
+            let lines = remote.call("GET", &path, None).await?;
+            for line in lines.as_array().into_iter().flatten() {
+                outln!("{}", line.as_str().unwrap_or_default());
+            }
+            return Ok(0);
+        }
+        C::Audit(AuditCmd::Checkpoint) => remote.call("POST", "/api/v1/audit/checkpoint", None).await?,
+        C::Allowlist(AllowlistCmd::Ls) => remote.call("GET", "/api/v1/scan/allowlist", None).await?,
+        C::Allowlist(AllowlistCmd::Add { global, reason }) => {
+            let body = serde_json::json!({"global": global, "reason": reason});
+            remote.call("POST", "/api/v1/scan/allowlist", Some(body)).await?
+        }
+        C::Allowlist(AllowlistCmd::Rm { global }) => {
+            remote.call("DELETE", &format!("/api/v1/scan/allowlist/{}", tx::enc(global)), None).await?
+        }
         C::Audit(AuditCmd::Query { filter }) => {
             remote.call("GET", &format!("/api/v1/audit/records?{}", filter.to_query()?), None).await?
         }
         _ => bail!(
-            "this command is not served by the control-plane API yet, and CITADEL_URL is set\nhint: the API serves model register|ls|history|requests|promote|approve|reject|retire|rollback|bom|public-key, run, runs ls|show, gc, fsck, report, subject erase|export|erasures|receipt, incident undo, data add|get|ls|versions|show|release|diff, artifact put|get|ls, deploy set|switch|rollback|rm, secret set|ls|rm, deploy ls|history, principal ls|create|disable, grant add|revoke, token issue|revoke|ls, key ls, incident ls|show|ack|resolve, monitor status, lineage and audit verify|query; run other commands on the server's host without CITADEL_URL"
+            "this command is not served by the control-plane API yet, and CITADEL_URL is set (or citadel login)\nhint: run it on the server's host without CITADEL_URL; through the server go data, model, artifact, deploy, run/runs, secret, subject, report, audit (but forward), principal, grant, token, key ls, incident, monitor status, lineage, allowlist, gc and fsck"
         ),
     };
     out.emit(&v, || render(&v));

@@ -203,6 +203,17 @@ fn the_cli_works_against_a_server_without_the_master_key_and_duties_stay_separat
     let records =
         ok_json(remote(&url, &admin, &["audit", "query", "--action", "model.approve", "--outcome", "denied"]));
     assert_eq!(records.as_array().unwrap().len(), 1, "{records}");
+    // Exported for a SIEM, checkpointed, and the scan allowlist, through the server.
+    let o = remote(&url, &admin, &["audit", "export", "--format", "cef", "--action", "model.approve"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success() && text.lines().count() == 2 && text.lines().all(|l| l.starts_with("CEF:")), "{text}");
+    ok_json(remote(&url, &admin, &["audit", "checkpoint"]));
+    ok_json(remote(&url, &admin, &["allowlist", "add", "mylib.models.Builder", "--reason", "reviewed by sec"]));
+    let allowed = ok_json(remote(&url, &admin, &["allowlist", "ls"]));
+    assert_eq!(allowed[0]["global"], "mylib.models.Builder", "{allowed}");
+    ok_json(remote(&url, &admin, &["allowlist", "rm", "mylib.models.Builder"]));
+    let o = remote(&url, &sci, &["allowlist", "add", "os.system", "--reason", "x"]);
+    assert!(!o.status.success(), "{}", said(&o));
     // The server's records verify as one chain, through the API too.
     let verify = ok_json(remote(&url, &admin, &["audit", "verify"]));
     assert!(verify["problems"].as_array().unwrap().is_empty(), "{verify}");
@@ -265,7 +276,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 58") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 63") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
