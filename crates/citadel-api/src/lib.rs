@@ -59,7 +59,13 @@ pub struct AppState {
     pub uploads: transfer::Uploads,
     /// Each principal's requests (after authentication); past it, 429.
     pub principal_limits: PrincipalLimiter,
+    /// Pipeline runs and erasures at once (each holds a blocking thread, CPU
+    /// and disk until it ends); past it, 429.
+    pub long_jobs: Arc<tokio::sync::Semaphore>,
 }
+
+/// Pipeline runs and erasures a server runs at once.
+pub const MAX_LONG_JOBS: usize = 2;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -289,7 +295,8 @@ pub async fn state(ws: Arc<Workspace>, config: &ServerConfig) -> Result<Arc<AppS
     let per_sec = std::num::NonZeroU32::new(config.per_principal.0.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
     let burst = std::num::NonZeroU32::new(config.per_principal.1.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
     let principal_limits = governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst));
-    Ok(Arc::new(AppState { ws, auth, uploads, principal_limits }))
+    let long_jobs = Arc::new(tokio::sync::Semaphore::new(MAX_LONG_JOBS));
+    Ok(Arc::new(AppState { ws, auth, uploads, principal_limits, long_jobs }))
 }
 
 /// Serves the API until `shutdown` completes; `on_listening` is told the

@@ -700,10 +700,21 @@ pub async fn subject_erase(
 ) -> Reply {
     let subjects = subjects_of(&b)?;
     let reason = b.reason.clone().unwrap_or_default();
+    let Ok(slot) = st.long_jobs.clone().try_acquire_owned() else {
+        return Err(ApiError {
+            retry_after_secs: Some(30),
+            ..ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "the server is running as many pipelines and erasures as it takes; retry later",
+            )
+        });
+    };
     // The erasure's future is not `Send` (a higher-ranked closure inside):
     // it runs to completion on a blocking thread of this runtime.
     let (ws, handle) = (st.ws.clone(), tokio::runtime::Handle::current());
     let receipt = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         handle.block_on(ws.subject_erase(&caller, &b.dataset, subjects, &reason, b.max_rows, &|_| {}))
     })
     .await

@@ -858,6 +858,35 @@ pub async fn serving_model(
     Ok(resp)
 }
 
+/// What a pipeline sent to the server may name: files beneath its own
+/// staging directory only (relative, plain names), no read paths beyond
+/// them, and no external training command. A sandboxed command trainer runs
+/// where its code, read paths and secrets were set up by the server's
+/// operator: on the server's host, without `CITADEL_URL`.
+fn confine_pipeline(table: &toml::Table) -> Result<(), String> {
+    let get = |section: &str, key: &str| table.get(section).and_then(|s| s.get(key));
+    for (section, key) in [("ingest", "source"), ("ingest", "expectations"), ("gate", "policy"), ("train", "code")] {
+        match get(section, key) {
+            None => {}
+            Some(toml::Value::String(p)) if safe_relative(p.trim_start_matches("./")).is_some() => {}
+            Some(_) => {
+                return Err(format!(
+                    "{section}.{key} must name a file sent with the pipeline, relative to it (no absolute path, no ..)"
+                ));
+            }
+        }
+    }
+    if get("train", "read_paths").and_then(|v| v.as_array()).is_some_and(|a| !a.is_empty()) {
+        return Err(
+            "train.read_paths is not accepted through the server: run such a pipeline on the server's host".into()
+        );
+    }
+    if get("train", "trainer").and_then(|v| v.as_str()) == Some("command") {
+        return Err("an external training command (trainer = \"command\") runs only on the server's host, where its code and secrets are set up: run it there without CITADEL_URL".into());
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
@@ -877,6 +906,20 @@ pub async fn run_commit(
     Extension(caller): Extension<Arc<Caller>>,
     Json(req): Json<RunRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_pipeline", m);
+    // Decided before the text is looked at any further: who may run it.
+    let table: toml::Table =
+        req.pipeline.parse().map_err(|e: toml::de::Error| bad(format!("not TOML: {}", e.message())))?;
+    let name = table
+        .get("pipeline")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| bad("[pipeline] name is missing".into()))?
+        .to_string();
+    st.ws
+        .precheck_upload(&caller, Action::PipelineRun, Resource::new(ResourceKind::Pipeline, checked_name(&name)?))
+        .await?;
+    confine_pipeline(&table).map_err(bad)?;
     if req.files.iter().any(|f| f.path == "pipeline.toml") {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -884,6 +927,17 @@ pub async fn run_commit(
             "a pipeline's files may not be named pipeline.toml",
         ));
     }
+    // Runs at once are few: each holds a blocking thread, CPU and disk.
+    let Ok(slot) = st.long_jobs.clone().try_acquire_owned() else {
+        return Err(ApiError {
+            retry_after_secs: Some(30),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "the server is running as many pipelines and erasures as it takes; retry later",
+            )
+        });
+    };
     let staged = stage(&st, &caller, req.files, true, Purpose::Pipeline).await?;
     let path = staged.root.join("pipeline.toml");
     std::fs::write(&path, &req.pipeline).map_err(|e| io_err("staging a pipeline", e))?;
@@ -900,9 +954,20 @@ pub async fn run_commit(
     let helper = std::env::current_exe().map_err(|e| io_err("finding the citadel binary (the training sandbox)", e))?;
     let opts = citadel_control::RunOptions { helper, progress: Arc::new(|_, _| {}) };
     let (ws, handle, text) = (st.ws.clone(), tokio::runtime::Handle::current(), req.pipeline.clone());
-    let report = tokio::task::spawn_blocking(move || handle.block_on(ws.pipeline_run(&caller, &spec, &text, &opts)))
-        .await
-        .map_err(|e| io_err("running a pipeline", std::io::Error::other(e)))??;
+    let root = format!("{}/", staged.root.display());
+    // The slot is the job's, not the request's: held until the run ends.
+    let report = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        handle.block_on(ws.pipeline_run(&caller, &spec, &text, &opts))
+    })
+    .await
+    .map_err(|e| io_err("running a pipeline", std::io::Error::other(e)))?
+    .map_err(|e| {
+        // The staging directory is the server's: said relative.
+        let mut a = ApiError::from(e);
+        a.message = a.message.replace(&root, "");
+        a
+    })?;
     staged.done(&st);
     Ok((StatusCode::CREATED, Json(serde_json::to_value(report).unwrap_or(Value::Null))))
 }

@@ -417,6 +417,12 @@ impl Workspace {
     /// models come verified from the server (`citadel_api`'s serving route).
     /// Audit records are appended to the chain; the server's checkpoints
     /// sign them.
+    ///
+    /// Not yet enforced here: the database credentials remain the gateway's
+    /// power. With the workspace's own database role a compromised gateway
+    /// could write a token, grant or deployment row the server would honour;
+    /// gateways want a role that reads deployments, principals, tokens and
+    /// grants and only inserts audit and monitoring rows.
     pub async fn open_serving(config: Config) -> Result<Self> {
         let db = Db::connect(&config.metadata_url).await?;
         if citadel_store::meta_get(db.pool(), "workspace_id").await?.is_none() {

@@ -1023,4 +1023,42 @@ model = "gbt"
     std::fs::write(dir.join("escape.toml"), body.replace("\"adult.data\"", "\"../p/adult.data\"")).unwrap();
     let o = remote(&url, &admin, &["run", dir.join("escape.toml").to_str().unwrap()]);
     assert!(!o.status.success() && said(&o).contains("not beneath the pipeline"), "{}", said(&o));
+    // Nor does the server trust the client: a pipeline naming the server's
+    // own files, read paths or a command is refused before anything is read,
+    // and one from a principal that may not run it before anything is looked at.
+    let addr = url.trim_start_matches("http://");
+    for (from, to) in [
+        ("\"adult.data\"", "\"/etc/passwd\""),
+        ("\"adult.data\"", "\"../../../citadel.toml\""),
+        ("trainer = \"gradient_boosting\"", "trainer = \"command\"\ncommand = [\"/bin/sh\"]"),
+        ("params = { max_iter = 20 }", "read_paths = [\"/\"]"),
+    ] {
+        let text = body.replace(from, to);
+        let (status, v) = post_json(addr, "/api/v1/runs", &admin, &serde_json::json!({"pipeline": text}));
+        assert_eq!(status, 400, "{to}: {v}");
+        assert!(!v.to_string().contains("root:"), "{v}");
+    }
+    let auditor = token_for(&ws, "aud", &["auditor"]);
+    let text = body.replace("\"adult.data\"", "\"/etc/passwd\"");
+    let (status, _) = post_json(addr, "/api/v1/runs", &auditor, &serde_json::json!({"pipeline": text}));
+    assert_eq!(status, 403);
+}
+
+/// One JSON POST to a plain-HTTP loopback server: its status and answer.
+fn post_json(addr: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(json.trim()).unwrap_or(Value::Null))
 }
