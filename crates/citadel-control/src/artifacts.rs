@@ -12,6 +12,17 @@ pub struct GcOutcome {
     pub monitoring_rows_purged: u64,
 }
 
+/// What a read of `info` is decided on: a grant may name the artifact by id
+/// or by any of its names, so the first of them the caller holds (the id,
+/// and so a recorded denial, if none).
+fn read_resource(caller: &Caller, info: &ArtifactInfo) -> Resource {
+    let by_id = Resource::artifact(info.id);
+    std::iter::once(by_id.clone())
+        .chain(info.names.iter().map(Resource::artifact))
+        .find(|r| caller.holds(Action::ArtifactGet, r))
+        .unwrap_or(by_id)
+}
+
 /// An artifact whose read was authorized and recorded
 /// ([`Workspace::artifact_open`], its only constructor).
 #[derive(Debug)]
@@ -110,15 +121,7 @@ impl Workspace {
         progress: Option<Arc<dyn Progress>>,
     ) -> Result<GetReport> {
         let info = self.store()?.resolve(reference).await?;
-        // A grant may name the artifact by id or by any of its names: the
-        // decision is on the first of them the caller holds (on the id, and
-        // so a recorded denial, if none).
-        let by_id = Resource::artifact(info.id);
-        let resource = std::iter::once(by_id.clone())
-            .chain(info.names.iter().map(Resource::artifact))
-            .find(|r| caller.holds(Action::ArtifactGet, r))
-            .unwrap_or(by_id);
-        let permit = self.authorize(caller, Action::ArtifactGet, resource).await?;
+        let permit = self.authorize(caller, Action::ArtifactGet, read_resource(caller, &info)).await?;
         // The read is recorded before any byte leaves the store; a restore
         // that fails after it is recorded as well.
         self.db
@@ -155,12 +158,7 @@ impl Workspace {
         offset: u64,
     ) -> Result<OpenedArtifact> {
         let info = self.store()?.resolve(reference).await?;
-        let by_id = Resource::artifact(info.id);
-        let resource = std::iter::once(by_id.clone())
-            .chain(info.names.iter().map(Resource::artifact))
-            .find(|r| caller.holds(Action::ArtifactGet, r))
-            .unwrap_or(by_id);
-        let permit = self.authorize(caller, Action::ArtifactGet, resource).await?;
+        let permit = self.authorize(caller, Action::ArtifactGet, read_resource(caller, &info)).await?;
         let manifest = match self.store()?.manifest(&info).await {
             Ok(m) => m,
             Err(e) => {

@@ -830,20 +830,7 @@ impl Workspace {
             }
             Err(_) => return Err(invalid(format!("{reference:?} is neither a version number nor a stage"))),
         };
-        if self.version_stage(name.as_str(), version).await? == "retired" {
-            let err = self.retired(name.as_str(), version).await?;
-            self.db
-                .append_audit(permit.refused(serde_json::json!({"version": version, "reason": err.to_string()})))
-                .await?;
-            return Err(err);
-        }
-        let loaded = self.load_verified(&permit, name.as_str(), version).await?;
-        self.record(
-            permit,
-            serde_json::json!({"version": version, "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}),
-        )
-        .await?;
-        Ok(loaded)
+        self.load_for(permit, name.as_str(), version, None).await
     }
 
     /// A deployed version's verified files, for a gateway that holds no key
@@ -873,19 +860,26 @@ impl Workspace {
                 resource: format!("{resource} version {version} for serving (no live deployment targets it)"),
             });
         }
-        if self.version_stage(name.as_str(), version).await? == "retired" {
-            let err = self.retired(name.as_str(), version).await?;
+        self.load_for(permit, name.as_str(), version, Some("serving")).await
+    }
+
+    /// Verified loading under `permit` (a retired version refused and the
+    /// refusal recorded), the read recorded with what it was `purpose`d for.
+    async fn load_for(&self, permit: Permit, name: &str, version: i64, purpose: Option<&str>) -> Result<VerifiedModel> {
+        if self.version_stage(name, version).await? == "retired" {
+            let err = self.retired(name, version).await?;
             self.db
                 .append_audit(permit.refused(serde_json::json!({"version": version, "reason": err.to_string()})))
                 .await?;
             return Err(err);
         }
-        let loaded = self.load_verified(&permit, name.as_str(), version).await?;
-        self.record(
-            permit,
-            serde_json::json!({"version": version, "for": "serving", "artifact": loaded.artifact_id, "root_digest": loaded.root_digest}),
-        )
-        .await?;
+        let loaded = self.load_verified(&permit, name, version).await?;
+        let mut details =
+            serde_json::json!({"version": version, "artifact": loaded.artifact_id, "root_digest": loaded.root_digest});
+        if let Some(p) = purpose {
+            details["for"] = serde_json::json!(p);
+        }
+        self.record(permit, details).await?;
         Ok(loaded)
     }
 

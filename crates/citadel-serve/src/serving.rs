@@ -173,6 +173,20 @@ impl ControlClient {
     }
 }
 
+/// Percent-encodes `s` for one URL path segment or query value (RFC 3986:
+/// everything but unreserved characters).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 async fn send<I>(
     io: I,
     req: hyper::Request<http_body_util::Empty<bytes::Bytes>>,

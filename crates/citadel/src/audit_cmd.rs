@@ -55,17 +55,7 @@ impl FilterArgs {
                 "--since and --until are not served by the control-plane API yet\nhint: filter by --action, --resource, --outcome or --actor, or run on the server's host without CITADEL_URL"
             );
         }
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect()
-        };
+        let enc = citadel_serve::serving::percent_encode;
         let mut q = Vec::new();
         for (k, v) in
             [("actor", &self.actor), ("action", &self.action), ("resource", &self.resource), ("outcome", &self.outcome)]

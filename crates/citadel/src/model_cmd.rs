@@ -137,20 +137,7 @@ pub(crate) fn parse_model_pick(s: &str) -> Result<(String, String), String> {
 pub(crate) async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, out: &Out) -> Result<i32> {
     match cmd {
         ModelCmd::Register { path, name, datasets, code_ref, params } => {
-            let params = match params {
-                Some(p) => Some(
-                    serde_json::from_str::<serde_json::Value>(
-                        &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-                    )
-                    .map_err(|e| {
-                        anyhow!(
-                            "--params {}: not JSON ({e})\nhint: pass a JSON file of training parameters",
-                            p.display()
-                        )
-                    })?,
-                ),
-                None => None,
-            };
+            let params = read_params(params.as_deref())?;
             let req = citadel_control::RegisterRequest {
                 path: path.clone(),
                 name: name.clone(),
@@ -314,4 +301,13 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     } else {
         std::fs::copy(from, to).map(drop)
     }
+}
+
+/// `--params FILE`: training parameters as JSON.
+pub(crate) fn read_params(path: Option<&std::path::Path>) -> Result<Option<serde_json::Value>> {
+    let Some(p) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| anyhow!("--params {}: not JSON ({e})\nhint: pass a JSON file of training parameters", p.display()))
 }

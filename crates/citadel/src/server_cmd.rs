@@ -557,17 +557,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             remote.call("GET", &format!("/api/v1/monitor/{}?windows={windows}", seg(endpoint)?), None).await?
         }
         C::Lineage { reference, .. } => {
-            let q: String = reference
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            remote.call("GET", &format!("/api/v1/lineage?reference={q}"), None).await?
+            remote.call("GET", &format!("/api/v1/lineage?reference={}", tx::enc(reference)), None).await?
         }
         C::Audit(AuditCmd::Verify) => remote.call("GET", "/api/v1/audit/verify", None).await?,
         C::Artifact(ArtifactCmd::Ls) => remote.call("GET", "/api/v1/artifacts", None).await?,
@@ -603,20 +593,7 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
             tx::data_get(remote, name, version, output, &format, *detokenize, out.json).await?
         }
         C::Model(ModelCmd::Register { path, name, datasets, code_ref, params }) => {
-            let params = match params {
-                Some(p) => Some(
-                    serde_json::from_str::<Value>(
-                        &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-                    )
-                    .map_err(|e| {
-                        anyhow!(
-                            "--params {}: not JSON ({e})\nhint: pass a JSON file of training parameters",
-                            p.display()
-                        )
-                    })?,
-                ),
-                None => None,
-            };
+            let params = crate::model_cmd::read_params(params.as_deref())?;
             let (files, directory) = tx::upload_tree(remote, path, "model", Some(name), out.json).await?;
             let body = serde_json::json!({"files": files, "directory": directory, "datasets": datasets, "code_ref": code_ref, "params": params});
             commit(remote, &format!("/api/v1/models/{}/versions", tx::enc(name)), body, &files).await?

@@ -324,15 +324,7 @@ async fn open_part(path: &Path, append: bool) -> Result<tokio::fs::File> {
 
 /// Percent-encodes one path segment or query value.
 pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    citadel_serve::serving::percent_encode(s)
 }
 
 /// Downloads `url` into `part` from its current length (Range), retrying

@@ -31,6 +31,19 @@ fn open(ws: &Ws) -> (tokio::runtime::Runtime, Arc<citadel_control::Workspace>) {
     (rt, Arc::new(w))
 }
 
+/// The in-process tests' server: plain loopback, generous limits.
+fn in_process_config() -> citadel_api::ServerConfig {
+    citadel_api::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transport: citadel_serve::Transport::PlainLoopback,
+        jwt: None,
+        jwks_ca: None,
+        auth_cache_ttl: Duration::from_secs(5),
+        refusal_budget: citadel_serve::RefusalBudget { per_window: 100, window: Duration::from_secs(60) },
+        per_principal: (1000, 1000),
+    }
+}
+
 /// A principal and its token, made in-process by the owner.
 async fn token_for_in(w: &citadel_control::Workspace, name: &str) -> String {
     let owner = w.owner().await.unwrap();
@@ -54,15 +67,7 @@ fn the_api_in_process_authenticates_authorizes_and_answers_every_error_as_json()
     let ws = Ws::new();
     let sci = token_for(&ws, "sam", &["data-scientist"]);
     let (rt, w) = open(&ws);
-    let config = citadel_api::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        transport: citadel_serve::Transport::PlainLoopback,
-        jwt: None,
-        jwks_ca: None,
-        auth_cache_ttl: Duration::from_secs(5),
-        refusal_budget: citadel_serve::RefusalBudget { per_window: 100, window: Duration::from_secs(60) },
-        per_principal: (1000, 1000),
-    };
+    let config = in_process_config();
     let head = ws.audit_head();
     rt.block_on(async {
         // Each principal's rate: past its burst, 429 with Retry-After; another principal is not held up.
@@ -543,15 +548,7 @@ fn uploads_are_owned_bounded_checked_and_invisible_until_committed() {
     let other = token_for(&ws, "eve", &["data-scientist"]);
     let viewer = token_for(&ws, "val", &["auditor"]);
     let (rt, w) = open(&ws);
-    let config = citadel_api::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        transport: citadel_serve::Transport::PlainLoopback,
-        jwt: None,
-        jwks_ca: None,
-        auth_cache_ttl: Duration::from_secs(5),
-        refusal_budget: citadel_serve::RefusalBudget { per_window: 100, window: Duration::from_secs(60) },
-        per_principal: (1000, 1000),
-    };
+    let config = in_process_config();
     let data = noise(3 << 20, 7);
     let sha = sha_hex(&data);
     rt.block_on(async {
