@@ -1,6 +1,6 @@
 //! Large bytes between the CLI and `citadel server` (see
 //! `citadel_api::transfer` for the protocol): uploads sent in pieces of at
-//! most [`PIECE`] bytes, each acknowledged durable by the server, resumed
+//! most [`PIECE`] bytes, each acknowledged by the server, resumed
 //! from the server's offset after a dropped connection; downloads written
 //! beside their destination under a name keyed by the content's digest,
 //! resumed by range (by this run after an error, or by the next run of the
@@ -21,7 +21,8 @@ use citadel_types::{Digest, Sha256};
 
 use crate::server_cmd::{Remote, ReqBody, full, refusal};
 
-/// Bytes sent in one request: each request's answer is a durable checkpoint.
+/// Bytes sent in one request: each request's answer is a checkpoint (after
+/// an error the client asks the server's offset again before it goes on).
 pub const PIECE: u64 = 64 << 20;
 /// Consecutive failed attempts (no progress) before giving up.
 const ATTEMPTS: u32 = 6;
