@@ -575,7 +575,9 @@ impl Workspace {
     ) -> Result<()> {
         let path = self.config.workspace.join(GATE_POLICY_FILE);
         let (policy_name, policy) = match std::fs::read_to_string(&path) {
-            Ok(text) => (path.display().to_string(), text),
+            // Named as the workspace names it: a message that reaches a
+            // client through the server says nothing of the server's disk.
+            Ok(text) => (format!("the workspace's {GATE_POLICY_FILE}"), text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 ("built-in model-gate.rego".to_string(), citadel_policy::DEFAULT_MODEL_GATE.to_string())
             }
