@@ -19,7 +19,7 @@ mod encode;
 mod verify;
 
 pub use encode::{ExportFormat, encode_record, octet_counted, rfc5424};
-pub use verify::{Problem, verify_chain};
+pub use verify::{ChainVerifier, Problem, verify_chain};
 
 use citadel_types::{Digest, Timestamp};
 use serde::{Deserialize, Serialize};

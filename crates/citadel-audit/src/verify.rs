@@ -60,58 +60,94 @@ impl fmt::Display for Problem {
 /// itself and against the signed checkpoints. Returns every problem found,
 /// in log order; an empty list means the log is intact.
 pub fn verify_chain(records: &[AuditRecord], checkpoints: &[Checkpoint], public_key: &[u8]) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut prev: Option<&AuditRecord> = None;
-    let mut heads: BTreeMap<i64, citadel_types::Digest> = BTreeMap::new();
+    let mut v = ChainVerifier::new(checkpoints);
     for rec in records {
+        v.push(rec);
+    }
+    v.finish(public_key)
+}
+
+/// [`verify_chain`] one record at a time, for a log read page by page:
+/// memory holds the previous record's link and the hashes at checkpointed
+/// sequence numbers only, whatever the log's length.
+#[derive(Debug)]
+pub struct ChainVerifier<'a> {
+    checkpoints: &'a [Checkpoint],
+    /// The checkpointed sequence numbers, and the hash the log has there.
+    heads: BTreeMap<i64, Option<citadel_types::Digest>>,
+    prev: Option<(i64, citadel_types::Digest)>,
+    problems: Vec<Problem>,
+    records: usize,
+}
+
+impl<'a> ChainVerifier<'a> {
+    pub fn new(checkpoints: &'a [Checkpoint]) -> Self {
+        let heads = checkpoints.iter().map(|c| (c.seq, None)).collect();
+        ChainVerifier { checkpoints, heads, prev: None, problems: Vec::new(), records: 0 }
+    }
+
+    /// The next record (ascending `seq`).
+    pub fn push(&mut self, rec: &AuditRecord) {
+        self.records += 1;
         if rec.computed_hash() != rec.hash {
-            problems.push(Problem::Edited { seq: rec.seq });
+            self.problems.push(Problem::Edited { seq: rec.seq });
         }
-        match prev {
+        match self.prev {
             None => {
                 if rec.seq > 1 {
-                    problems.push(Problem::Missing { from_seq: 1, to_seq: rec.seq - 1 });
+                    self.problems.push(Problem::Missing { from_seq: 1, to_seq: rec.seq - 1 });
                 } else if rec.prev_hash != citadel_types::Digest::ZERO {
-                    problems.push(Problem::BrokenLink { seq: rec.seq });
+                    self.problems.push(Problem::BrokenLink { seq: rec.seq });
                 }
             }
-            Some(p) => {
-                if rec.seq == p.seq {
-                    problems.push(Problem::Duplicate { seq: rec.seq });
-                } else if rec.seq < p.seq {
-                    problems.push(Problem::BrokenLink { seq: rec.seq });
+            Some((seq, hash)) => {
+                if rec.seq == seq {
+                    self.problems.push(Problem::Duplicate { seq: rec.seq });
+                } else if rec.seq < seq {
+                    self.problems.push(Problem::BrokenLink { seq: rec.seq });
                 } else {
-                    if rec.seq > p.seq + 1 {
-                        problems.push(Problem::Missing { from_seq: p.seq + 1, to_seq: rec.seq - 1 });
+                    if rec.seq > seq + 1 {
+                        self.problems.push(Problem::Missing { from_seq: seq + 1, to_seq: rec.seq - 1 });
                     }
-                    if rec.prev_hash != p.hash {
-                        problems.push(Problem::BrokenLink { seq: rec.seq });
+                    if rec.prev_hash != hash {
+                        self.problems.push(Problem::BrokenLink { seq: rec.seq });
                     }
                 }
             }
         }
-        heads.insert(rec.seq, rec.hash);
-        prev = Some(rec);
-    }
-    let last_seq = records.last().map(|r| r.seq).unwrap_or(0);
-    for cp in checkpoints {
-        if !cp.verify(public_key) {
-            problems.push(Problem::BadCheckpointSignature { seq: cp.seq });
-            continue;
+        if let Some(h) = self.heads.get_mut(&rec.seq) {
+            *h = Some(rec.hash);
         }
-        if cp.seq > last_seq {
-            problems.push(Problem::Truncated { last_seq, checkpoint_seq: cp.seq });
-        } else if let Some(h) = heads.get(&cp.seq) {
-            if *h != cp.head {
-                problems.push(Problem::CheckpointMismatch { seq: cp.seq });
+        self.prev = Some((rec.seq, rec.hash));
+    }
+
+    /// Records pushed so far, and the last one's `(seq, hash)`.
+    pub fn head(&self) -> (usize, Option<(i64, citadel_types::Digest)>) {
+        (self.records, self.prev)
+    }
+
+    /// The checkpoints judged against what was pushed; every problem, in log order.
+    pub fn finish(mut self, public_key: &[u8]) -> Vec<Problem> {
+        let last_seq = self.prev.map(|p| p.0).unwrap_or(0);
+        for cp in self.checkpoints {
+            if !cp.verify(public_key) {
+                self.problems.push(Problem::BadCheckpointSignature { seq: cp.seq });
+                continue;
             }
-        } else if cp.seq > 0 {
-            // The record the checkpoint signed is gone; `Missing` already
-            // names the gap, but the checkpoint confirms it was real.
-            problems.push(Problem::CheckpointMismatch { seq: cp.seq });
+            if cp.seq > last_seq {
+                self.problems.push(Problem::Truncated { last_seq, checkpoint_seq: cp.seq });
+            } else if let Some(Some(h)) = self.heads.get(&cp.seq) {
+                if *h != cp.head {
+                    self.problems.push(Problem::CheckpointMismatch { seq: cp.seq });
+                }
+            } else if cp.seq > 0 {
+                // The record the checkpoint signed is gone; `Missing` already
+                // names the gap, but the checkpoint confirms it was real.
+                self.problems.push(Problem::CheckpointMismatch { seq: cp.seq });
+            }
         }
+        self.problems
     }
-    problems
 }
 
 #[cfg(test)]

@@ -12,18 +12,39 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
 }
 
+/// Records read per page by [`Workspace::audit_verify`].
+pub const VERIFY_PAGE: i64 = 10_000;
+
 impl Workspace {
+    /// Verifies the whole chain and its checkpoints, reading the log in
+    /// pages of [`VERIFY_PAGE`] records (memory does not grow with the log).
     pub async fn audit_verify(&self, caller: &Caller) -> Result<VerifyReport> {
         let permit = self.authorize(caller, Action::AuditVerify, Resource::new(ResourceKind::Audit, "log")).await?;
-        let records = citadel_store::audit_query(self.db.pool(), &AuditFilter::default()).await?;
         let checkpoints = citadel_store::audit_checkpoints(self.db.pool()).await?;
-        let problems = citadel_audit::verify_chain(&records, &checkpoints, &self.signer()?.public_key());
-        let head = records.last();
+        let public_key = self.signer()?.public_key();
+        let mut verifier = citadel_audit::ChainVerifier::new(&checkpoints);
+        let mut after = 0i64;
+        loop {
+            let page = citadel_store::audit_query(
+                self.db.pool(),
+                &AuditFilter { after_seq: Some(after), limit: Some(VERIFY_PAGE), ..Default::default() },
+            )
+            .await?;
+            for rec in &page {
+                verifier.push(rec);
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == VERIFY_PAGE => after = last.seq,
+                _ => break,
+            }
+        }
+        let (records, head) = verifier.head();
+        let problems = verifier.finish(&public_key);
         let report = VerifyReport {
-            records: records.len(),
+            records,
             checkpoints: checkpoints.len(),
-            head_seq: head.map(|r| r.seq).unwrap_or(0),
-            head_hash: head.map(|r| r.hash.to_hex()).unwrap_or_default(),
+            head_seq: head.map(|h| h.0).unwrap_or(0),
+            head_hash: head.map(|h| h.1.to_hex()).unwrap_or_default(),
             audit_key_id: self.signer()?.key_id(),
             problems,
         };

@@ -33,7 +33,7 @@ mod subject;
 
 pub use access::IssuedToken;
 pub use artifacts::{GcOutcome, OpenedArtifact, PutReport};
-pub use audit_log::VerifyReport;
+pub use audit_log::{VERIFY_PAGE, VerifyReport};
 pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
 pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};

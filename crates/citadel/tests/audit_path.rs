@@ -107,3 +107,34 @@ fn postgres_every_decision_writes_one_record() {
     let url = fresh_pg_database(&server);
     every_decision_writes_one_record(&Ws::with(&["--metadata-url", &url], &[]));
 }
+
+/// `audit verify` reads the log page by page (memory does not grow with
+/// it): 25,000 records verify, and a record deleted at a page's edge is
+/// found.
+#[test]
+fn a_long_log_is_verified_page_by_page_and_a_gap_at_a_page_edge_is_found() {
+    let ws = Ws::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let env = std::collections::BTreeMap::new();
+        let config = citadel_control::Config::load(&ws.root, &env, &env).unwrap();
+        let secrets = citadel_control::Secrets {
+            passphrase: Some(citadel_types::Redacted::new(PASS.to_string())),
+            pkcs11_pin: None,
+        };
+        let w = citadel_control::Workspace::open(config, &secrets).await.unwrap();
+        let refusals = (0..25_000)
+            .map(|i| citadel_control::Refusal::new(None, &format!("probe-{i}"), "unknown token"))
+            .collect::<Vec<_>>();
+        w.record_refusals(refusals).await.unwrap();
+        w.close().await.unwrap();
+    });
+    let v = ws.json(&["audit", "verify"]);
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["records"].as_u64().unwrap() > 25_000, "{v}");
+    let edge = citadel_control::VERIFY_PAGE + 1;
+    ws.db_exec(&format!("DELETE FROM audit_log WHERE seq = {edge}"));
+    let o = ws.run(&["audit", "verify", "--json"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!o.status.success() && text.contains(&format!("\"from_seq\": {edge}")), "{text}");
+}
