@@ -321,7 +321,17 @@ pub async fn serve(
             (Some(server_config(ReloadingCert::open(&cert, &key)?, None, false)?), Some(cert))
         }
     };
-    let app = app(state(ws, &config).await?);
+    let st = state(ws, &config).await?;
+    // Idle uploads go even when nobody starts a new one.
+    let sweeper = st.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let s = sweeper.clone();
+            let _ = tokio::task::spawn_blocking(move || s.uploads.expire()).await;
+        }
+    });
+    let app = app(st);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;

@@ -126,7 +126,16 @@ pub async fn deployments(State(st): State<Arc<AppState>>, Extension(caller): Ext
 
 pub async fn principals(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
     let list = st.ws.principal_list(&caller).await?;
-    Ok(Json(Value::Array(list.iter().map(|(p, g)| json!({"principal": p, "grants": g})).collect())))
+    // One record per principal, its grants as ROLE@SCOPE (a table's cells).
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|(p, g)| {
+                json!({"id": p.id, "name": p.name, "kind": p.kind, "created_at": p.created_at, "created_by": p.created_by,
+                       "disabled_at": p.disabled_at,
+                       "grants": g.iter().map(|g| format!("{}@{}", g.role, g.scope)).collect::<Vec<_>>()})
+            })
+            .collect(),
+    )))
 }
 
 pub async fn audit_verify(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {

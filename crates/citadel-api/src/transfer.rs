@@ -15,8 +15,8 @@
 //! Decisions: the staging directory is local to the server process that
 //! took the upload (behind a load balancer, uploads need affinity, or the
 //! client starts again cleanly on `404`); an upload survives a server
-//! restart (its metadata is a file beside its bytes); one idle for 24 hours
-//! is removed. Staged bytes are plaintext on the server's disk for the
+//! restart (its metadata is a file beside its bytes); one idle for an hour
+//! is removed (a client resumes within its run, not days later). Staged bytes are plaintext on the server's disk for the
 //! upload's life, as the work directories of `data add` are: the server is
 //! the process that holds the keys.
 //!
@@ -55,8 +55,8 @@ pub const MAX_COMMIT_FILES: usize = 10_000;
 pub const MAX_OPEN_UPLOADS: usize = MAX_COMMIT_FILES;
 /// Bytes one principal's open uploads may declare in all.
 pub const MAX_STAGED_BYTES: u64 = 64 << 30;
-/// An upload untouched this long is removed.
-pub const UPLOAD_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// An upload untouched this long is removed (its plaintext does not linger).
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(3600);
 /// An upload older than this is removed, however active.
 pub const UPLOAD_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A body that sends nothing for this long ends its request (what arrived is kept).
@@ -167,8 +167,9 @@ impl Uploads {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Removes uploads idle past [`UPLOAD_IDLE`] or older than [`UPLOAD_LIFETIME`].
-    fn expire(&self) {
+    /// Removes uploads idle past [`UPLOAD_IDLE`] or older than [`UPLOAD_LIFETIME`]
+    /// (at each new upload, and every minute while the server runs).
+    pub fn expire(&self) {
         let now = now_secs();
         let idle: Vec<String> = self
             .lock()

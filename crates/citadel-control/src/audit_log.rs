@@ -4,6 +4,9 @@ use super::*;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// No problem found: the chain links, every hash matches, every
+    /// checkpoint verifies and is covered.
+    pub intact: bool,
     pub records: usize,
     pub checkpoints: usize,
     pub head_seq: i64,
@@ -41,6 +44,7 @@ impl Workspace {
         let (records, head) = verifier.head();
         let problems = verifier.finish(&public_key);
         let report = VerifyReport {
+            intact: problems.is_empty(),
             records,
             checkpoints: checkpoints.len(),
             head_seq: head.map(|h| h.0).unwrap_or(0),

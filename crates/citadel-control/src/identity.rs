@@ -134,6 +134,12 @@ impl Caller {
     pub fn request_id(&self) -> &str {
         &self.request_id
     }
+    /// The same verified identity for the next request of its credential
+    /// (a cache hit): a new request id, so records of separate requests
+    /// are never joined by one.
+    pub fn renewed(&self) -> Caller {
+        Caller { request_id: citadel_types::random_id("req-"), ..self.clone() }
+    }
     pub fn credential(&self) -> CredentialKind {
         self.credential
     }

@@ -251,7 +251,8 @@ impl Authenticator {
             _ => None,
         };
         if let Some(c) = key.as_ref().and_then(|k| self.cached(k)) {
-            return Ok(c);
+            // Each request its own id, though its credential was verified earlier.
+            return Ok(Arc::new(c.renewed()));
         }
         // Past its refusals, an address gets no lookup and no write.
         if let Some(retry_after) = self.over_budget(address) {

@@ -583,7 +583,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let token = std::env::var("CITADEL_SERVING_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
                 anyhow!("--control needs the gateway's serving credential in CITADEL_SERVING_TOKEN\nhint: citadel principal create gw --kind service; citadel grant add gw gateway; citadel token issue gw")
             })?;
-            let caller = ws.authenticate(&token).await?;
+            let caller = ws.authenticate(&token).await.map_err(|e| {
+                anyhow!(
+                    "the serving credential (CITADEL_SERVING_TOKEN) was refused by the database this workspace names: {e}\nhint: a gateway's citadel.toml names the server's metadata database (metadata.url, PostgreSQL when they run apart); issue the token there: citadel token issue GATEWAY"
+                )
+            })?;
             let dir = cli.workspace.clone();
             return serve_cmd::run_serve(ws, caller, (**args).clone(), &out, dir).await;
         }

@@ -87,6 +87,10 @@ impl Remote {
     /// From `CITADEL_URL`/`CITADEL_TOKEN`/`CITADEL_CA`, else from what
     /// `citadel login` kept; `None` when neither is set (local mode).
     pub fn from_env() -> Result<Option<Remote>> {
+        // Set but empty: local mode, whatever `citadel login` kept.
+        if std::env::var_os("CITADEL_URL").is_some_and(|u| u.is_empty()) {
+            return Ok(None);
+        }
         if let Some(url) = std::env::var("CITADEL_URL").ok().filter(|u| !u.is_empty()) {
             let token = std::env::var("CITADEL_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
                 anyhow!("CITADEL_URL is set but CITADEL_TOKEN is not\nhint: ask an admin: citadel token issue NAME")
@@ -95,6 +99,13 @@ impl Remote {
         }
         match Login::load()? {
             Some(l) => {
+                // Someone with the master key at hand may mean local mode: say where this goes.
+                if std::env::var_os("CITADEL_PASSPHRASE").is_some() {
+                    eprintln!(
+                        "note: going to {} (citadel login); for this workspace locally, set CITADEL_URL= (empty) or run citadel logout",
+                        l.url
+                    );
+                }
                 // A token in the environment wins over the kept one.
                 let token = std::env::var("CITADEL_TOKEN").ok().filter(|t| !t.is_empty()).unwrap_or(l.token);
                 Remote::new(&l.url, token, l.ca).map(Some)
@@ -631,10 +642,15 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
 /// lines; nested values are summarized (`[3]`, `{…}`).
 pub(crate) fn render(v: &Value) -> String {
     const MAX_CELL: usize = 40;
-    let cell = |v: &Value| -> String {
+    // A value as text, whole (a token, an id, a digest is never cut here).
+    let text = |key: &str, v: &Value| -> String {
         let s = match v {
             Value::Null => "-".to_string(),
             Value::String(s) => s.clone(),
+            // Times are microseconds since the epoch in the API's records.
+            Value::Number(n) if key.ends_with("_at") && n.as_i64().is_some_and(|t| t > 1_000_000_000_000_000) => {
+                citadel_types::Timestamp(n.as_i64().unwrap_or(0)).to_rfc3339()
+            }
             Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => a
                 .iter()
                 .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
@@ -644,7 +660,11 @@ pub(crate) fn render(v: &Value) -> String {
             Value::Object(_) => "{…}".to_string(),
             other => other.to_string(),
         };
-        let s = s.replace(['\n', '\t'], " ");
+        s.replace(['\n', '\t'], " ")
+    };
+    // In a table a long cell is cut (`--json` has it whole).
+    let cell = |key: &str, v: &Value| -> String {
+        let s = text(key, v);
         if s.chars().count() > MAX_CELL {
             format!("{}…", s.chars().take(MAX_CELL - 1).collect::<String>())
         } else {
@@ -656,16 +676,28 @@ pub(crate) fn render(v: &Value) -> String {
         Value::Array(rows) if rows.iter().all(Value::is_object) => {
             // Columns: the fields of the first record that are not nested,
             // what names a record first.
-            const FIRST: &[&str] =
-                &["id", "name", "model", "dataset", "endpoint", "version", "revision", "stage", "status", "kind"];
+            const FIRST: &[&str] = &[
+                "id",
+                "name",
+                "model",
+                "dataset",
+                "endpoint",
+                "version",
+                "revision",
+                "from_stage",
+                "to_stage",
+                "stage",
+                "status",
+                "kind",
+            ];
             let mut columns: Vec<String> = rows[0]
                 .as_object()
                 .map(|o| o.iter().filter(|(_, v)| !v.is_object()).map(|(k, _)| k.clone()).collect())
                 .unwrap_or_default();
             columns.sort_by_key(|c| FIRST.iter().position(|f| f == c).unwrap_or(FIRST.len()));
-            columns.truncate(8);
+            columns.truncate(10);
             let table: Vec<Vec<String>> =
-                rows.iter().map(|r| columns.iter().map(|c| cell(&r[c.as_str()])).collect()).collect();
+                rows.iter().map(|r| columns.iter().map(|c| cell(c, &r[c.as_str()])).collect()).collect();
             let widths: Vec<usize> = columns
                 .iter()
                 .enumerate()
@@ -685,12 +717,12 @@ pub(crate) fn render(v: &Value) -> String {
             out.extend(table.into_iter().map(line));
             out.join("\n")
         }
-        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join("\n"),
+        Value::Array(items) => items.iter().map(|x| text("", x)).collect::<Vec<_>>().join("\n"),
         Value::Object(o) => {
             let width = o.keys().map(String::len).max().unwrap_or(0);
-            o.iter().map(|(k, v)| format!("{k:<width$}  {}", cell(v))).collect::<Vec<_>>().join("\n")
+            o.iter().map(|(k, v)| format!("{k:<width$}  {}", text(k, v))).collect::<Vec<_>>().join("\n")
         }
-        other => cell(other),
+        other => text("", other),
     }
 }
 
@@ -710,8 +742,14 @@ mod tests {
         assert!(lines[1].contains("production") && lines[1].contains("a,b"), "{text}");
         assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["fraud", "12", "-"], "{text}");
         assert!(!text.contains('{'), "nested records stay out of a table: {text}");
-        let one = render(&serde_json::json!({"id": "r-1", "note": "x".repeat(100), "files": [{"a": 1}]}));
-        assert!(one.contains("id") && one.contains("r-1") && one.contains('…') && one.contains("[1]"), "{one}");
+        let token = format!("cit_{}", "x".repeat(80));
+        let one = render(
+            &serde_json::json!({"id": "r-1", "token": token, "files": [{"a": 1}], "created_at": 1_796_061_592_171_077_i64}),
+        );
+        assert!(one.contains("r-1") && one.contains(&token) && one.contains("[1]"), "a field is never cut: {one}");
+        assert!(one.contains("2026-") && !one.contains("1796061592171077"), "times are dates: {one}");
+        let cut = render(&serde_json::json!([{"note": "x".repeat(100)}]));
+        assert!(cut.contains('…'), "a table cell is cut: {cut}");
         assert_eq!(render(&serde_json::json!([])), "(none)");
     }
 }

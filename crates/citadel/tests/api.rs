@@ -174,6 +174,12 @@ fn the_cli_works_against_a_server_without_the_master_key_and_duties_stay_separat
 
     let versions = ok_json(remote(&url, &sci, &["model", "ls", "fraud"]));
     assert_eq!(versions[0]["version"], 1, "{versions}");
+    // A second request with the same (cached) credential is its own request in the log.
+    ok_json(remote(&url, &sci, &["model", "ls", "fraud"]));
+    let reads = ws.json(&["audit", "query", "--action", "model.read"]);
+    let ids: Vec<&str> =
+        reads.as_array().unwrap().iter().rev().take(2).map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_ne!(ids[0], ids[1], "{reads}");
     let req = ok_json(remote(&url, &sci, &["model", "promote", "fraud@1", "--to", "staging"]));
     let id = req["id"].as_str().unwrap().to_string();
     // The requester cannot approve its own request over the API either.
