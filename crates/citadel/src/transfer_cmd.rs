@@ -110,13 +110,36 @@ pub async fn upload(
     meter: &Meter,
     done_before: u64,
 ) -> Result<(String, Digest)> {
-    let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
-    let created =
-        remote.call("POST", "/api/v1/uploads", Some(json!({"size": size, "for": purpose, "name": name}))).await?;
-    let id = created["id"].as_str().ok_or_else(|| anyhow!("the server's answer names no upload"))?.to_string();
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let size = meta.len();
+    // An upload an interrupted run of this command began (same server, file,
+    // size, time of change and purpose) goes on from what the server holds.
+    let resume = ResumeNote::for_file(remote, path, &meta, purpose, name);
+    let earlier = match resume.as_ref().and_then(ResumeNote::load) {
+        Some(id) => match remote.call("GET", &format!("/api/v1/uploads/{}", enc(&id)), None).await {
+            Ok(v) if v["size"].as_u64() == Some(size) => Some((id, v["offset"].as_u64().unwrap_or(0))),
+            _ => None,
+        },
+        None => None,
+    };
+    let (id, mut offset) = match earlier {
+        Some((id, held)) => {
+            meter.note(&format!("resuming the upload of {} from byte {held}", path.display()));
+            (id, held)
+        }
+        None => {
+            let created = remote
+                .call("POST", "/api/v1/uploads", Some(json!({"size": size, "for": purpose, "name": name})))
+                .await?;
+            let id = created["id"].as_str().ok_or_else(|| anyhow!("the server's answer names no upload"))?.to_string();
+            if let Some(r) = &resume {
+                r.save(&id);
+            }
+            (id, 0)
+        }
+    };
     // The digest of the bytes the server holds: (count, state).
     let hashed: Arc<Mutex<(u64, Sha256)>> = Arc::new(Mutex::new((0, Sha256::default())));
-    let mut offset = 0u64;
     let mut failures = 0u32;
     while offset < size || size == 0 {
         let len = (size - offset).min(PIECE);
@@ -197,7 +220,77 @@ pub async fn upload(
         let (n, h) = std::mem::take(&mut *g);
         if n == size { h.finish() } else { digest_prefix(path, size)?.finish() }
     };
+    if let Some(r) = &resume {
+        r.forget();
+    }
     Ok((id, digest))
+}
+
+/// Where this client remembers an upload it began, so that running the
+/// same command again after an interruption resumes it:
+/// `$XDG_CACHE_HOME/citadel/uploads/KEY` (default `~/.cache`), 0600 in 0700,
+/// `KEY` the SHA-256 of the server, the file's canonical path, size, time of
+/// change, and what it is for. The file holds the upload's id only (an id
+/// is useless without the owner's token).
+struct ResumeNote(PathBuf);
+
+impl ResumeNote {
+    fn for_file(
+        remote: &Remote,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        purpose: &str,
+        name: Option<&str>,
+    ) -> Option<ResumeNote> {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        let canonical = std::fs::canonicalize(path).ok()?;
+        let key = format!(
+            "{}\0{}\0{}\0{}.{}\0{purpose}\0{}",
+            remote.origin(),
+            canonical.display(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            name.unwrap_or("")
+        );
+        Some(ResumeNote(base.join("citadel").join("uploads").join(Digest::of(key.as_bytes()).to_hex())))
+    }
+
+    fn load(&self) -> Option<String> {
+        let id = std::fs::read_to_string(&self.0).ok()?;
+        let id = id.trim();
+        (id.starts_with("up-") && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .then(|| id.to_string())
+    }
+
+    /// Best effort: without it, an interrupted command starts again.
+    fn save(&self, id: &str) {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let Some(dir) = self.0.parent() else { return };
+        if std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).is_err() {
+            return;
+        }
+        let tmp = self.0.with_extension("new");
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, id.as_bytes()));
+        if written.is_ok() {
+            let _ = std::fs::rename(&tmp, &self.0);
+        }
+    }
+
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Regular files under `root` (relative `/`-separated paths, sorted); a

@@ -1065,3 +1065,84 @@ fn post_json(addr: &str, path: &str, token: &str, body: &Value) -> (u16, Value) 
     let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     (status, serde_json::from_str(json.trim()).unwrap_or(Value::Null))
 }
+
+/// A TCP relay to `upstream` that forwards client bytes slowly (64 KiB per
+/// 20 ms) while `slow` holds, so a test can interrupt a transfer half-way.
+fn slow_relay(upstream: std::net::SocketAddr, slow: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(upstream) else { continue };
+            for (mut from, mut to, upstream_bound) in
+                [(client.try_clone().unwrap(), server.try_clone().unwrap(), true), (server, client, false)]
+            {
+                let slow = slow.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(k) = from.read(&mut buf) {
+                        if k == 0 || to.write_all(&buf[..k]).is_err() {
+                            break;
+                        }
+                        if upstream_bound && slow.load(std::sync::atomic::Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    url
+}
+
+/// An upload whose command was killed half-way goes on from what the server
+/// holds when the same command runs again.
+#[test]
+fn an_interrupted_upload_resumes_when_the_command_runs_again() {
+    let ws = Ws::new();
+    let sci = token_for(&ws, "sam", &["data-scientist"]);
+    let (_srv, url) = server(&ws, &[]);
+    let throttle = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let relay = slow_relay(url.trim_start_matches("http://").parse().unwrap(), throttle.clone());
+    let dir = ws.root.parent().unwrap().join("resume");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = noise(24 << 20, 11);
+    let file = dir.join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    let put = |server: &str| {
+        let mut c = bin();
+        c.env_remove("CITADEL_PASSPHRASE")
+            .env("CITADEL_URL", server)
+            .env("CITADEL_TOKEN", &sci)
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .args(["-w", "/nonexistent/citadel", "artifact", "put", file.to_str().unwrap(), "--name", "big", "--json"]);
+        c
+    };
+    let mut child =
+        put(&relay).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let staged = |min: u64| {
+        std::fs::read_dir(ws.root.join("uploads"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "part") && e.metadata().unwrap().len() >= min)
+            })
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !staged(2 << 20) {
+        assert!(Instant::now() < deadline, "the slow upload never got going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!staged(big.len() as u64), "killed before the end");
+    throttle.store(false, std::sync::atomic::Ordering::SeqCst);
+    let o = put(&relay).output().unwrap();
+    assert!(o.status.success(), "{}", said(&o));
+    assert!(stderr(&o).contains("resuming the upload"), "{}", said(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["id"].as_str().unwrap(), sha_hex(&big), "{v}");
+    assert_eq!(std::fs::read_dir(ws.root.join("uploads")).unwrap().count(), 0, "nothing left staged");
+}

@@ -20,7 +20,9 @@ pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_citadel"));
     c.env_remove("CITADEL_TOKEN").env_remove("CITADEL_WORKSPACE").env("CITADEL_PASSPHRASE", PASS);
     // No `citadel login` of the machine's user turns a test into a client.
-    c.env_remove("CITADEL_URL").env("XDG_CONFIG_HOME", "/nonexistent/citadel-test-config");
+    c.env_remove("CITADEL_URL")
+        .env("XDG_CONFIG_HOME", "/nonexistent/citadel-test-config")
+        .env("XDG_CACHE_HOME", "/nonexistent/citadel-test-cache");
     c
 }
 
