@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use citadel_audit::Outcome;
@@ -38,7 +38,7 @@ use crate::{Caller, ControlError, Permit, Result, Workspace, event};
 const PROTECTION_KEY_META: &str = "data_protection_key";
 const PROTECTION_KEY_OBJECT: &str = "workspace-secret/data-protection-key";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataVersion {
     pub dataset: String,
     pub version: i64,

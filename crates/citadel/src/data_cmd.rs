@@ -191,7 +191,29 @@ pub fn render_report(head: &str, r: &IngestReport, outcome: Outcome) -> String {
     s
 }
 
-fn version_head(v: &DataVersion) -> String {
+/// A version's report as `data show` prints it (and its HTML when asked),
+/// gathered here or by the server.
+pub(crate) fn show_version(v: &DataVersion, html: Option<&std::path::Path>, out: &Out) -> Result<i32> {
+    if let Some(path) = html {
+        crate::data_html::write(path, v).with_context(|| format!("writing {}", path.display()))?;
+    }
+    out.emit(v, || {
+        let mut s = render_report(&version_head(v), &v.report, Outcome::Stored);
+        if let Some(p) = html {
+            s += &format!("\nHTML report: {}\n", p.display());
+        }
+        if v.status == "quarantined" {
+            s += &format!(
+                "hint: nothing reads it until a data steward reviews the reasons and runs `citadel data release {}@{} --note \"…\"`\n",
+                v.dataset, v.version
+            );
+        }
+        s
+    });
+    Ok(0)
+}
+
+pub(crate) fn version_head(v: &DataVersion) -> String {
     format!(
         "dataset {}@{}: {} (by {} at {}{}{})\n  artifact {} · source sha256 {}",
         v.dataset,
@@ -303,17 +325,7 @@ pub async fn run_data(ws: &Workspace, caller: &Caller, cmd: &DataCmd, out: &Out)
         }
         DataCmd::Show { reference, html } => {
             let v = ws.data_show(caller, reference).await?;
-            if let Some(path) = html {
-                crate::data_html::write(path, &v).with_context(|| format!("writing {}", path.display()))?;
-            }
-            out.emit(&v, || {
-                let mut s = render_report(&version_head(&v), &v.report, Outcome::Stored);
-                if let Some(p) = html {
-                    s += &format!("\nHTML report: {}\n", p.display());
-                }
-                s
-            });
-            Ok(0)
+            show_version(&v, html.as_deref(), out)
         }
         DataCmd::Release { reference, note } => {
             let v = ws.data_release(caller, reference, note).await?;

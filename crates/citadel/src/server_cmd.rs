@@ -540,12 +540,15 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
         }
         C::Token(TokenCmd::List) => remote.call("GET", "/api/v1/tokens", None).await?,
         C::Key(KeyCmd::List) => remote.call("GET", "/api/v1/keys", None).await?,
-        C::Data(DataCmd::Show { reference, html: None }) => {
+        C::Data(DataCmd::Show { reference, html }) => {
             let (name, version) =
                 reference.rsplit_once('@').and_then(|(n, v)| v.parse::<i64>().ok().map(|v| (n, v))).ok_or_else(
                     || anyhow!("{reference:?} is not NAME@VERSION\nhint: e.g. citadel data show adult@1"),
                 )?;
-            remote.call("GET", &format!("/api/v1/datasets/{}/versions/{version}", seg(name)?), None).await?
+            let v = remote.call("GET", &format!("/api/v1/datasets/{}/versions/{version}", seg(name)?), None).await?;
+            let v: citadel_control::DataVersion =
+                serde_json::from_value(v).map_err(|e| anyhow!("the server's version does not parse ({e})"))?;
+            return crate::data_cmd::show_version(&v, html.as_deref(), out);
         }
         C::Deploy(DeployCmd::History { name }) => {
             remote.call("GET", &format!("/api/v1/deployments/{}/history", seg(name)?), None).await?
@@ -591,7 +594,10 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
                 bail!("{} is not one CSV or Parquet file\nhint: give the file itself", file.display());
             }
             let body = serde_json::json!({"file": files[0], "spec": spec});
-            commit(remote, &format!("/api/v1/datasets/{}/versions", tx::enc(name)), body, &files).await?
+            let v = commit(remote, &format!("/api/v1/datasets/{}/versions", tx::enc(name)), body, &files).await?;
+            let v: citadel_control::DataVersion =
+                serde_json::from_value(v).map_err(|e| anyhow!("the server's version does not parse ({e})"))?;
+            return crate::data_cmd::show_version(&v, None, out);
         }
         C::Data(DataCmd::Get { reference, output, format, detokenize }) => {
             let (name, version) =

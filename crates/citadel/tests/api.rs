@@ -780,6 +780,10 @@ fn large_transfers_through_the_server_resume_after_a_cut_connection() {
     let v =
         ok_json(remote(&url, &steward, &["data", "add", dir.join("people.csv").to_str().unwrap(), "--name", "people"]));
     assert_eq!((v["version"].as_i64(), v["status"].as_str()), (Some(1), Some("accepted")), "{v}");
+    // Shown as locally: the report's tables, and its HTML.
+    let html = dir.join("people.html");
+    let o = remote(&url, &sci, &["data", "show", "people@1", "--html", html.to_str().unwrap()]);
+    assert!(o.status.success() && std::fs::read_to_string(&html).unwrap().contains("<svg"), "{}", said(&o));
     let rows = dir.join("people.out.csv");
     let g = ok_json(remote(&url, &sci, &["data", "get", "people@1", "-o", rows.to_str().unwrap()]));
     assert_eq!(g["rows"], 500, "{g}");
