@@ -85,6 +85,7 @@ pub struct ClientCert(pub String);
 pub fn app(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/api/v1/whoami", get(routes::whoami))
+        .route("/api/v1/models", get(routes::models))
         .route("/api/v1/models/{name}/versions", get(routes::model_versions).post(transfer::model_commit))
         .route("/api/v1/models/{name}/history", get(routes::model_history))
         .route("/api/v1/stage-requests", get(routes::stage_requests).post(routes::request_stage))

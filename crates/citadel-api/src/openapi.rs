@@ -269,6 +269,7 @@ pub fn document() -> Value {
             "/api/v1/health": {"get": {"summary": "Liveness", "responses": {"200": ok("Live", obj.clone())}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok("OpenAPI 3.1", obj.clone())}}},
             "/api/v1/whoami": {"get": op("The caller's principal and grants", &[], None, obj.clone())},
+            "/api/v1/models": {"get": op("Every registered model: versions, latest, production, staging", &[], None, list.clone())},
             "/api/v1/models/{name}/versions": {"get": op("A model's versions", &["name"], None, list.clone()), "post": model_new},
             "/api/v1/models/{name}/history": {"get": op("A model's stage changes", &["name"], None, list.clone())},
             "/api/v1/stage-requests": {"get": requests, "post": create},

@@ -756,3 +756,8 @@ pub async fn erasure(
 ) -> Reply {
     to_json(&st.ws.erasure_receipt(&caller, &id).await?)
 }
+
+/// `GET /api/v1/models`: every registered model with its latest and staged versions.
+pub async fn models(State(st): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Reply {
+    to_json(&st.ws.model_list(&caller).await?)
+}

@@ -46,7 +46,7 @@ pub use lineage::{LineageGraph, LineageNode};
 pub use monitor::{DetectorPolicy, MonitoringPolicy, WindowRecord, WindowVerdict};
 pub use pipeline::{RunOptions, RunReport, StageProgress, StageRecord};
 pub use playbook::{ActionOutcome, PLAYBOOK_FILE, PlaybookMode, Quarantine, Throttle};
-pub use registry::{ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
+pub use registry::{ModelSummary, ModelVersion, RegisterRequest, StageEvent, StageRequest, VerifiedModel};
 pub use report::{AuditIntegrity, ComplianceEvidence, DatasetRecord, EvidenceRecord, ModelRecord};
 pub use retention::PurgedVersion;
 pub use subject::{ErasedVersion, ErasureReceipt, RECEIPT_FORMAT, SignedReceipt, SubjectExport, SubjectRow};

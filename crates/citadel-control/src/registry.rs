@@ -51,6 +51,16 @@ pub struct RegisterRequest {
     pub params: Option<serde_json::Value>,
 }
 
+/// One registered model in `model ls` without a name.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub model: String,
+    pub versions: i64,
+    pub latest: i64,
+    pub production: Option<i64>,
+    pub staging: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelVersion {
     pub model: String,
@@ -1086,6 +1096,34 @@ impl Workspace {
             prod
         });
         Ok((events, in_production.flatten()))
+    }
+
+    /// Every registered model: its number of versions, the latest, and the
+    /// versions in production and staging (the latest of each), by name.
+    pub async fn model_list(&self, caller: &Caller) -> Result<Vec<ModelSummary>> {
+        let permit = self.authorize(caller, Action::ModelRead, Resource::all(ResourceKind::Model)).await?;
+        let rows = sqlx::query(
+            "SELECT model_name, COUNT(*) AS n, MAX(version) AS latest, \
+             MAX(CASE WHEN stage = 'production' THEN version END) AS production, \
+             MAX(CASE WHEN stage = 'staging' THEN version END) AS staging \
+             FROM model_versions GROUP BY model_name ORDER BY model_name",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let list = rows
+            .iter()
+            .map(|r| {
+                Ok(ModelSummary {
+                    model: r.try_get("model_name")?,
+                    versions: r.try_get("n")?,
+                    latest: r.try_get("latest")?,
+                    production: r.try_get("production")?,
+                    staging: r.try_get("staging")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.record(permit, serde_json::json!({"returned": list.len()})).await?;
+        Ok(list)
     }
 
     pub async fn model_requests(&self, caller: &Caller, pending_only: bool) -> Result<Vec<StageRequest>> {

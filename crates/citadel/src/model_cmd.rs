@@ -20,7 +20,10 @@ pub(crate) enum ModelCmd {
         params: Option<PathBuf>,
     },
     /// List a model's versions.
-    Ls { name: String },
+    Ls {
+        /// Without a name: every model, with its latest, production and staging versions.
+        name: Option<String>,
+    },
     /// Request a stage change (none -> staging -> production -> archived).
     Promote {
         #[arg(value_name = "NAME@VERSION", value_parser = parse_version_ref)]
@@ -166,7 +169,31 @@ pub(crate) async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, o
                 Err(e) => return Err(e.into()),
             }
         }
-        ModelCmd::Ls { name } => {
+        ModelCmd::Ls { name: None } => {
+            let models = ws.model_list(caller).await?;
+            out.emit(&models, || {
+                if models.is_empty() {
+                    return "no models yet (citadel model register PATH --name NAME)".into();
+                }
+                let v = |x: Option<i64>| x.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+                let mut s = format!(
+                    "{:<24} {:>8} {:>7} {:>11} {:>8}\n",
+                    "model", "versions", "latest", "production", "staging"
+                );
+                for m in &models {
+                    s += &format!(
+                        "{:<24} {:>8} {:>7} {:>11} {:>8}\n",
+                        m.model,
+                        m.versions,
+                        m.latest,
+                        v(m.production),
+                        v(m.staging)
+                    );
+                }
+                s
+            });
+        }
+        ModelCmd::Ls { name: Some(name) } => {
             let versions = ws.model_versions(caller, name).await?;
             out.emit(&versions, || {
                 let mut s = format!("{:<8} {:<11} {:<20} {:<12} artifact\n", "version", "stage", "created", "by");

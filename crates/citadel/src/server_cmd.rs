@@ -413,7 +413,8 @@ pub async fn run_remote(remote: &Remote, cmd: &crate::Command, out: &Out) -> Res
         }
     };
     let v = match cmd {
-        C::Model(ModelCmd::Ls { name }) => {
+        C::Model(ModelCmd::Ls { name: None }) => remote.call("GET", "/api/v1/models", None).await?,
+        C::Model(ModelCmd::Ls { name: Some(name) }) => {
             remote.call("GET", &format!("/api/v1/models/{}/versions", seg(name)?), None).await?
         }
         C::Model(ModelCmd::History { name, at: None }) => {

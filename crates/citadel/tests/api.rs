@@ -287,7 +287,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_in_the_control_plane_a
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/services.sh installs it)", st.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("Tested: 63") && !text.contains("Authentication failed"), "{text}");
+    assert!(text.contains("Tested: 64") && !text.contains("Authentication failed"), "{text}");
     // Still up, and its chain verifies.
     ws.ok(&["audit", "verify"]);
 }
@@ -335,6 +335,9 @@ fn two_servers_on_one_postgresql_behave_as_one() {
         threads.into_iter().map(|t| ok_json(t.join().unwrap())["version"].as_i64().unwrap()).collect();
     numbers.sort();
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "one version per registration, none lost or doubled");
+    let models = ok_json(remote(&url_b, &sci, &["model", "ls"]));
+    let scores = models.as_array().unwrap().iter().find(|m| m["model"] == "scores").unwrap().clone();
+    assert_eq!((scores["versions"].as_i64(), scores["latest"].as_i64()), (Some(6), Some(6)), "{models}");
     // Reads through both at once: every record lands in one chain.
     let threads: Vec<_> = (0..8)
         .map(|i| {
@@ -917,6 +920,12 @@ fn deployments_and_secrets_are_managed_through_the_server() {
         let req = ok_json(remote(&url, &sci, &["model", "promote", &format!("adder@{version}"), "--to", to]));
         ok_json(remote(&url, &appr, &["model", "approve", req["id"].as_str().unwrap()]));
     }
+    let models = ok_json(remote(&url, &sci, &["model", "ls"]));
+    assert_eq!(
+        models,
+        serde_json::json!([{"model": "adder", "versions": 2, "latest": 2, "production": 1, "staging": 2}])
+    );
+    assert_eq!(ws.json(&["model", "ls"]), models, "the same locally");
     let d = ok_json(remote(&url, &sci, &["deploy", "set", "adder", "--target", "adder@1"]));
     assert_eq!(d["revision"], 1, "{d}");
     let d = ok_json(remote(
