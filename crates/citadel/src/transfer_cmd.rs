@@ -115,7 +115,7 @@ pub async fn upload(
     // An upload an interrupted run of this command began (same server, file,
     // size, time of change and purpose) goes on from what the server holds.
     let resume = ResumeNote::for_file(remote, path, &meta, purpose, name);
-    let earlier = match resume.as_ref().and_then(ResumeNote::load) {
+    let earlier = match resume.as_ref().and_then(|r| r.load()) {
         Some(id) => match remote.call("GET", &format!("/api/v1/uploads/{}", enc(&id)), None).await {
             Ok(v) if v["size"].as_u64() == Some(size) => Some((id, v["offset"].as_u64().unwrap_or(0))),
             _ => None,
@@ -231,8 +231,10 @@ pub async fn upload(
 /// `$XDG_CACHE_HOME/citadel/uploads/KEY` (default `~/.cache`), 0600 in 0700,
 /// `KEY` the SHA-256 of the server, the file's canonical path, size, time of
 /// change, and what it is for. The file holds the upload's id only (an id
-/// is useless without the owner's token).
-struct ResumeNote(PathBuf);
+/// is useless without the owner's token), and is locked while its upload
+/// runs: the same command running twice at once uploads twice rather than
+/// sharing one upload.
+struct ResumeNote(PathBuf, std::fs::File);
 
 impl ResumeNote {
     fn for_file(
@@ -242,7 +244,7 @@ impl ResumeNote {
         purpose: &str,
         name: Option<&str>,
     ) -> Option<ResumeNote> {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
         let base = std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -257,11 +259,27 @@ impl ResumeNote {
             meta.mtime_nsec(),
             name.unwrap_or("")
         );
-        Some(ResumeNote(base.join("citadel").join("uploads").join(Digest::of(key.as_bytes()).to_hex())))
+        let dir = base.join("citadel").join("uploads");
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).ok()?;
+        let note = dir.join(Digest::of(key.as_bytes()).to_hex());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&note)
+            .ok()?;
+        // Another run of the same command holds it: this one goes alone.
+        file.try_lock().ok()?;
+        Some(ResumeNote(note, file))
     }
 
     fn load(&self) -> Option<String> {
-        let id = std::fs::read_to_string(&self.0).ok()?;
+        use std::io::Read;
+        let mut id = String::new();
+        (&self.1).take(128).read_to_string(&mut id).ok()?;
         let id = id.trim();
         (id.starts_with("up-") && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
             .then(|| id.to_string())
@@ -269,23 +287,9 @@ impl ResumeNote {
 
     /// Best effort: without it, an interrupted command starts again.
     fn save(&self, id: &str) {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let Some(dir) = self.0.parent() else { return };
-        if std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).is_err() {
-            return;
-        }
-        let tmp = self.0.with_extension("new");
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, id.as_bytes()));
-        if written.is_ok() {
-            let _ = std::fs::rename(&tmp, &self.0);
-        }
+        use std::io::{Seek, Write};
+        let mut f = &self.1;
+        let _ = f.set_len(0).and_then(|_| f.seek(std::io::SeekFrom::Start(0))).and_then(|_| f.write_all(id.as_bytes()));
     }
 
     fn forget(&self) {

@@ -22,7 +22,7 @@ pub fn bin() -> Command {
     // No `citadel login` of the machine's user turns a test into a client.
     c.env_remove("CITADEL_URL")
         .env("XDG_CONFIG_HOME", "/nonexistent/citadel-test-config")
-        .env("XDG_CACHE_HOME", "/nonexistent/citadel-test-cache");
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join(format!("citadel-test-cache-{}", std::process::id())));
     c
 }
 
