@@ -405,6 +405,32 @@ fn nix_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 
+/// Writes a download's body into its staging file `part` (appended to, or
+/// replaced), synced; the bar shows `base` plus what arrived. Returns the
+/// bytes written.
+async fn write_body(
+    resp: hyper::Response<hyper::body::Incoming>,
+    part: &Path,
+    append: bool,
+    meter: &Meter,
+    base: u64,
+) -> Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = open_part(part, append).await?;
+    let mut n = 0u64;
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| anyhow!("the download was cut: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            file.write_all(&data).await.with_context(|| format!("writing {}", part.display()))?;
+            n += data.len() as u64;
+            meter.set(base + n);
+        }
+    }
+    file.sync_data().await.with_context(|| format!("writing {}", part.display()))?;
+    Ok(n)
+}
+
 /// Opens a download's staging file: appended to (resume) or truncated,
 /// created 0600, never through a symbolic link.
 async fn open_part(path: &Path, append: bool) -> Result<tokio::fs::File> {
@@ -436,7 +462,6 @@ async fn fetch_resumable(
     meter: &Meter,
     base: u64,
 ) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
     let mut failures = 0u32;
     check_staging(part, false)?;
     loop {
@@ -456,19 +481,8 @@ async fn fetch_resumable(
                 let (status, v) = read_json(resp).await?;
                 return Ok::<_, anyhow::Error>(Some((status, v)));
             }
-            let mut file = open_part(part, status == 206).await?;
             let start = if status == 206 { have } else { 0 };
-            let mut n = start;
-            let mut body = resp.into_body();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| anyhow!("the download was cut: {e}"))?;
-                if let Ok(data) = frame.into_data() {
-                    file.write_all(&data).await.with_context(|| format!("writing {}", part.display()))?;
-                    n += data.len() as u64;
-                    meter.set(base + n);
-                }
-            }
-            file.sync_data().await.with_context(|| format!("writing {}", part.display()))?;
+            write_body(resp, part, status == 206, meter, base + start).await?;
             Ok(None)
         };
         match tokio::time::timeout(Duration::from_secs(600), attempt).await {
@@ -598,7 +612,6 @@ pub async fn data_get(
         let _ = std::fs::remove_file(&part);
         let req = remote.request("GET", &url).body(full(Vec::new()))?;
         let attempt = async {
-            use tokio::io::AsyncWriteExt;
             let resp = remote.send_raw(req).await?;
             let status = resp.status().as_u16();
             if status != 200 {
@@ -616,19 +629,8 @@ pub async fn data_get(
             if let (Some(b), Some(n)) = (&meter.0, expected) {
                 b.set_length(n);
             }
-            let mut file =
-                tokio::fs::File::create(&part).await.with_context(|| format!("writing {}", part.display()))?;
-            let mut n = 0u64;
-            let mut body = resp.into_body();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| anyhow!("the download was cut: {e}"))?;
-                if let Ok(data) = frame.into_data() {
-                    file.write_all(&data).await.with_context(|| format!("writing {}", part.display()))?;
-                    n += data.len() as u64;
-                    meter.set(n);
-                }
-            }
-            file.sync_data().await.with_context(|| format!("writing {}", part.display()))?;
+            check_staging(&part, false)?;
+            let n = write_body(resp, &part, false, &meter, 0).await?;
             if expected.is_some_and(|e| e != n) {
                 bail!("the download was cut at {n} bytes");
             }
