@@ -21,6 +21,7 @@ use sqlx::Row;
 
 use citadel_audit::Outcome;
 use citadel_policy::Action;
+use citadel_store::AuditedTx;
 use citadel_types::{Name, Timestamp};
 
 use crate::{Caller, ControlError, Permit, Result, Workspace};
@@ -348,38 +349,7 @@ impl Workspace {
                 )));
             }
         }
-        let spec_json =
-            spec.map(serde_json::to_string).transpose().map_err(|e| ControlError::Invalid(e.to_string()))?;
-        sqlx::query("INSERT INTO deployment_revisions (name, revision, spec, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(name)
-            .bind(revision)
-            .bind(spec_json.clone())
-            .bind(permit.actor())
-            .bind(now.0)
-            .execute(&mut *tx.conn())
-            .await?;
-        match &spec_json {
-            Some(json) => {
-                sqlx::query("DELETE FROM deployments WHERE name = $1").bind(name).execute(&mut *tx.conn()).await?;
-                sqlx::query(
-                    "INSERT INTO deployments (name, revision, spec, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(name)
-                .bind(revision)
-                .bind(json)
-                .bind(permit.actor())
-                .bind(now.0)
-                .execute(&mut *tx.conn())
-                .await?;
-            }
-            None => {
-                let gone =
-                    sqlx::query("DELETE FROM deployments WHERE name = $1").bind(name).execute(&mut *tx.conn()).await?;
-                if gone.rows_affected() == 0 {
-                    return Err(ControlError::NotFound(format!("deployment {name}")));
-                }
-            }
-        }
+        write_revision(&mut tx, name, revision, spec, permit.actor(), now).await?;
         let (action, details) = match rollback {
             Some((from, restored)) => (
                 "deployment.rollback",
@@ -390,6 +360,70 @@ impl Workspace {
         };
         tx.commit(permit.step(action, Outcome::Success, details)).await?;
         Ok(revision)
+    }
+
+    /// Takes `model@version` out of every live deployment, inside the
+    /// transaction that archives or retires it (`registry.rs`), so the
+    /// version leaves the registry's serving stages and every endpoint
+    /// together. Each affected endpoint gets a new revision without it: one
+    /// target left becomes `single`; an endpoint left with nothing to serve
+    /// (no target, or none in production, or a `single` target that is not
+    /// in production) is removed, and gateways stop serving it (404) at
+    /// their next poll. The caller's one audit record lists the result.
+    pub(crate) async fn withdraw_from_serving(
+        tx: &mut AuditedTx,
+        actor: &str,
+        model: &str,
+        version: i64,
+        now: Timestamp,
+    ) -> Result<Vec<Withdrawal>> {
+        let live = sqlx::query("SELECT name, revision, spec FROM deployments ORDER BY name")
+            .fetch_all(&mut *tx.conn())
+            .await?;
+        let mut out = Vec::new();
+        for row in live {
+            let name: String = row.try_get("name")?;
+            let revision: i64 = row.try_get("revision")?;
+            let spec: DeploymentSpec = serde_json::from_str(&row.try_get::<String, _>("spec")?)
+                .map_err(|e| ControlError::Invalid(format!("stored deployment {name}: {e}")))?;
+            if !spec.targets.iter().any(|t| t.model == model && t.version == version) {
+                continue;
+            }
+            let mut left = spec.clone();
+            left.targets.retain(|t| !(t.model == model && t.version == version));
+            if left.targets.len() == 1 {
+                left.strategy = Strategy::Single;
+                left.active = None;
+                left.sticky_header = None;
+                left.shadow_fraction = 0.0;
+            }
+            let (mut in_production, mut unservable) = (0, false);
+            for t in &left.targets {
+                let stage: Option<String> =
+                    sqlx::query_scalar("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
+                        .bind(&t.model)
+                        .bind(t.version)
+                        .fetch_optional(&mut *tx.conn())
+                        .await?;
+                match stage.as_deref() {
+                    Some("production") => in_production += 1,
+                    Some("staging") if left.strategy != Strategy::Single => {}
+                    _ => unservable = true,
+                }
+            }
+            let servable = in_production > 0 && !unservable && left.check().is_ok();
+            let kept = servable.then_some(&left);
+            write_revision(tx, &name, revision + 1, kept, actor, now).await?;
+            out.push(Withdrawal {
+                endpoint: name,
+                revision: revision + 1,
+                removed: kept.is_none(),
+                targets: kept
+                    .map(|s| s.targets.iter().map(|t| format!("{}@{}", t.model, t.version)).collect())
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(out)
     }
 
     async fn check_stages(&self, spec: &DeploymentSpec) -> Result<()> {
@@ -503,6 +537,64 @@ impl Workspace {
 }
 
 /// What a spec serves, for comparing revisions.
+/// An endpoint a version was taken out of when it was archived or retired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub endpoint: String,
+    /// The endpoint's new revision.
+    pub revision: i64,
+    /// Nothing servable was left: the endpoint was removed.
+    pub removed: bool,
+    /// What the endpoint serves now (`MODEL@VERSION`), empty when removed.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// Writes revision `revision` of `name` (`None`: a removal) and makes it live.
+async fn write_revision(
+    tx: &mut AuditedTx,
+    name: &str,
+    revision: i64,
+    spec: Option<&DeploymentSpec>,
+    actor: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let spec_json = spec.map(serde_json::to_string).transpose().map_err(|e| ControlError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO deployment_revisions (name, revision, spec, created_by, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(name)
+    .bind(revision)
+    .bind(spec_json.clone())
+    .bind(actor)
+    .bind(now.0)
+    .execute(&mut *tx.conn())
+    .await?;
+    match &spec_json {
+        Some(json) => {
+            sqlx::query("DELETE FROM deployments WHERE name = $1").bind(name).execute(&mut *tx.conn()).await?;
+            sqlx::query(
+                "INSERT INTO deployments (name, revision, spec, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(name)
+            .bind(revision)
+            .bind(json)
+            .bind(actor)
+            .bind(now.0)
+            .execute(&mut *tx.conn())
+            .await?;
+        }
+        None => {
+            let gone =
+                sqlx::query("DELETE FROM deployments WHERE name = $1").bind(name).execute(&mut *tx.conn()).await?;
+            if gone.rows_affected() == 0 {
+                return Err(ControlError::NotFound(format!("deployment {name}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn spec_key(s: &DeploymentSpec) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }

@@ -36,7 +36,7 @@ pub use artifacts::{GcOutcome, OpenedArtifact, PutReport};
 pub use audit_log::{VERIFY_PAGE, VerifyReport};
 pub use credentials::AuthVerdict;
 pub use data::{DataDiff, DataGetReport, DataVersion, parse_dataset_ref};
-pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, parse_target};
+pub use deploy::{Deployment, DeploymentRevision, DeploymentSpec, Strategy, Target, Withdrawal, parse_target};
 pub use feedback::{FeedbackItem, FeedbackPolicy, FeedbackReceipt, LivePerformance, PredictionRecord};
 pub use identity::{AuthError, Caller, CredentialKind, JwtFailure, JwtVerifier, OIDC_KIND, Permit, Refusal};
 pub use incident::{Detection, Incident, IncidentEvent, Severity};

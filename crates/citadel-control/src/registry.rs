@@ -85,6 +85,9 @@ pub struct StageRequest {
     pub status: String,
     pub decided_by: Option<String>,
     pub note: String,
+    /// Endpoints an archive or retirement took the version out of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<crate::Withdrawal>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -471,6 +474,7 @@ impl Workspace {
             status: "pending".into(),
             decided_by: None,
             note: String::new(),
+            withdrawn: Vec::new(),
         })
     }
 
@@ -532,6 +536,7 @@ impl Workspace {
                 "stage request {request_id} was decided by someone else meanwhile"
             )));
         }
+        let mut withdrawn = Vec::new();
         if approve {
             let from = stage_in_tx(&mut tx, &name, version).await?;
             // Retired while the approver's checks ran: the transaction rolls back.
@@ -552,11 +557,17 @@ impl Workspace {
                 }
             }
             set_stage(&mut tx, &name, version, &from, &to_stage, caller.id(), request_id, now).await?;
+            // An explicit archive takes the version out of serving; the
+            // archive that promotion does to the previous production
+            // version (above) leaves deployments alone, so a blue/green or
+            // canary keeps its fallback until a person changes it.
+            if to_stage == "archived" {
+                withdrawn = Self::withdraw_from_serving(&mut tx, caller.id(), &name, version, now).await?;
+            }
         }
-        tx.commit(
-            permit
-                .success(serde_json::json!({"request": request_id, "version": version, "to": to_stage, "note": note})),
-        )
+        tx.commit(permit.success(
+            serde_json::json!({"request": request_id, "version": version, "to": to_stage, "note": note, "withdrawn": withdrawn}),
+        ))
         .await?;
         Ok(StageRequest {
             id: request_id.into(),
@@ -568,6 +579,7 @@ impl Workspace {
             status: status.into(),
             decided_by: Some(caller.name().to_string()),
             note: note.into(),
+            withdrawn,
         })
     }
 
@@ -1014,17 +1026,8 @@ impl Workspace {
         if from == "retired" {
             return Err(ControlError::Conflict(format!("{name} version {version} is already retired")));
         }
-        let live = sqlx::query("SELECT name, spec FROM deployments").fetch_all(&mut *tx.conn()).await?;
-        for d in &live {
-            let spec: crate::deploy::DeploymentSpec = serde_json::from_str(&d.try_get::<String, _>("spec")?)
-                .map_err(|e| ControlError::Invalid(format!("stored deployment: {e}")))?;
-            if spec.targets.iter().any(|t| t.model == name.as_str() && t.version == version) {
-                return Err(ControlError::Conflict(format!(
-                    "{name} version {version} is deployed at {}: deploy another version there (or remove the endpoint) before retiring it",
-                    d.try_get::<String, _>("name")?
-                )));
-            }
-        }
+        // Out of serving in the same transaction: no gateway loads it again.
+        let withdrawn = Self::withdraw_from_serving(&mut tx, caller.id(), name.as_str(), version, now).await?;
         // Requests still pending for the version end with it.
         sqlx::query(
             "UPDATE stage_requests SET status = 'rejected', decided_by = $1, decided_at = $2, note = 'the version was retired' \
@@ -1037,9 +1040,9 @@ impl Workspace {
         .execute(&mut *tx.conn())
         .await?;
         set_stage(&mut tx, name.as_str(), version, &from, "retired", caller.id(), &id, now).await?;
-        tx.commit(
-            permit.success(serde_json::json!({"request": id, "version": version, "from": from, "reason": reason})),
-        )
+        tx.commit(permit.success(
+            serde_json::json!({"request": id, "version": version, "from": from, "reason": reason, "withdrawn": withdrawn}),
+        ))
         .await?;
         Ok(StageRequest {
             id,
@@ -1051,6 +1054,7 @@ impl Workspace {
             status: "approved".into(),
             decided_by: Some(caller.name().to_string()),
             note: reason.into(),
+            withdrawn,
         })
     }
 
@@ -1153,6 +1157,7 @@ impl Workspace {
                 status,
                 decided_by: r.try_get::<Option<String>, _>("decider").ok().flatten(),
                 note: r.try_get("note")?,
+                withdrawn: Vec::new(),
             });
         }
         Ok(out)

@@ -224,6 +224,7 @@ pub(crate) async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, o
             let r = ws.model_decide(caller, request, approve, note).await?;
             out.emit(&r, || {
                 format!("{} request {}: {} version {} -> {}", r.status, r.id, r.model, r.version, r.to_stage)
+                    + &withdrawn_text(&r.withdrawn)
             });
         }
         ModelCmd::Requests { all } => {
@@ -249,6 +250,7 @@ pub(crate) async fn run_model(ws: &Workspace, caller: &Caller, cmd: &ModelCmd, o
             let r = ws.model_retire(caller, name, version, reason).await?;
             out.emit(&r, || {
                 format!("retired {name} version {version} ({}); it is no longer deployed or served", r.note)
+                    + &withdrawn_text(&r.withdrawn)
             });
         }
         ModelCmd::History { name, at } => {
@@ -337,4 +339,15 @@ pub(crate) fn read_params(path: Option<&std::path::Path>) -> Result<Option<serde
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| anyhow!("--params {}: not JSON ({e})\nhint: pass a JSON file of training parameters", p.display()))
+}
+
+/// The endpoints an archive or retirement took a version out of, one line each.
+fn withdrawn_text(withdrawn: &[citadel_control::Withdrawal]) -> String {
+    withdrawn
+        .iter()
+        .map(|w| match w.removed {
+            true => format!("\nendpoint {} removed (revision {}): nothing servable was left", w.endpoint, w.revision),
+            false => format!("\nendpoint {} now serves {} (revision {})", w.endpoint, w.targets.join(", "), w.revision),
+        })
+        .collect()
 }

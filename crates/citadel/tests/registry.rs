@@ -6,6 +6,7 @@
 
 mod common;
 
+use serde_json::json;
 use std::path::Path;
 
 use common::*;
@@ -443,10 +444,6 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     assert!(!out.exists(), "nothing of a retired model is handed out");
     let o = as_user(&ws, &eng, &["deploy", "set", "fraud", "--target", "fraud@2"]);
     assert!(!o.status.success() && said(&o).contains("retired"), "{}", said(&o));
-    // Retiring refuses to pull a deployed version from under its endpoint.
-    ok_json(as_user(&ws, &eng, &["deploy", "set", "fraud", "--target", "fraud@1"]));
-    let o = as_user(&ws, &appr, &["model", "retire", "fraud@1", "--reason", "replaced"]);
-    assert!(!o.status.success() && said(&o).contains("is deployed at fraud"), "{}", said(&o));
 
     // The history keeps the retirement, who decided it, and why.
     let h = ws.json(&["model", "history", "fraud"]);
@@ -454,6 +451,17 @@ fn a_retired_version_is_never_deployed_served_or_moved_and_the_history_says_why(
     assert_eq!((last["version"].as_i64(), last["to_stage"].as_str()), (Some(2), Some("retired")), "{h}");
     assert_eq!(last["note"], "trained on erased rows");
     assert_eq!(last["by"], "abe");
+
+    // Retiring a deployed version takes it out of serving in the same
+    // transaction: the endpoint it alone served is removed, and the record says so.
+    let d = ok_json(as_user(&ws, &eng, &["deploy", "set", "fraud", "--target", "fraud@1"]));
+    let r = ok_json(as_user(&ws, &appr, &["model", "retire", "fraud@1", "--reason", "replaced"]));
+    let next = d["revision"].as_i64().unwrap() + 1;
+    assert_eq!(r["withdrawn"], json!([{"endpoint": "fraud", "revision": next, "removed": true, "targets": []}]), "{r}");
+    assert_eq!(ok_json(as_user(&ws, &eng, &["deploy", "ls"])), json!([]));
+    let rec = ws.json(&["audit", "query", "--action", "model.retire"]);
+    let rec = rec.as_array().unwrap().iter().find(|r| r["details"]["version"] == 1).unwrap().clone();
+    assert_eq!(rec["details"]["withdrawn"][0]["removed"], true, "{rec}");
     ws.ok(&["audit", "verify"]);
 }
 

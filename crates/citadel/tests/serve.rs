@@ -1683,6 +1683,65 @@ fn a_deployment_rolls_back_to_what_it_served_before_and_the_gateway_follows() {
     assert_eq!(ok_json(as_user(&s.ws, &s.eng, &["deploy", "ls"]))[0]["revision"], 5);
 }
 
+/// Retiring or archiving a version takes it out of serving (issue 14): a
+/// canary arm that is retired leaves its endpoint serving the primary alone,
+/// and an explicitly archived primary leaves nothing to serve, so the
+/// endpoint is removed and the running gateway stops answering for it.
+#[test]
+fn retiring_or_archiving_a_served_version_takes_it_out_of_serving() {
+    let s = setup();
+    let appr = token_for(&s.ws, "ann", &["approver"]);
+    let srv = Server::start(&s.ws, &[]);
+    let body = rows_body(&reference_case("rf_binary_nozipmap"), 1);
+    srv.wait_for_version("credit", &s.client, &body, "1");
+    ok_json(as_user(
+        &s.ws,
+        &s.eng,
+        &["deploy", "set", "credit", "--strategy", "canary", "--target", "credit@1:50", "--target", "credit@2:50"],
+    ));
+    srv.wait_for_version("credit", &s.client, &body, "2");
+
+    let r = ok_json(as_user(&s.ws, &appr, &["model", "retire", "credit@2", "--reason", "worse on the canary"]));
+    assert_eq!(
+        r["withdrawn"],
+        json!([{"endpoint": "credit", "revision": 3, "removed": false, "targets": ["credit@1"]}])
+    );
+    let live = ok_json(as_user(&s.ws, &s.eng, &["deploy", "ls"]));
+    assert_eq!(
+        (live[0]["spec"]["strategy"].as_str(), live[0]["revision"].as_i64()),
+        (Some("single"), Some(3)),
+        "{live}"
+    );
+    srv.wait_for_revision("credit", &s.client, 3);
+    for _ in 0..20 {
+        let (code, v) = srv.infer("credit", &s.client, &body);
+        assert_eq!((code, v["model_version"].as_str()), (200, Some("1")), "{v}");
+    }
+
+    // An explicit archive of the version the endpoint serves alone: removed.
+    let id = ok_json(as_user(&s.ws, &s.eng, &["model", "promote", "credit@1", "--to", "archived"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = ok_json(as_user(&s.ws, &appr, &["model", "approve", &id]));
+    assert_eq!(r["withdrawn"], json!([{"endpoint": "credit", "revision": 4, "removed": true, "targets": []}]));
+    assert_eq!(ok_json(as_user(&s.ws, &s.eng, &["deploy", "ls"])), json!([]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, _) = srv.infer("credit", &s.client, &body);
+        if code == 404 {
+            break;
+        }
+        assert_eq!(code, 200);
+        assert!(Instant::now() < deadline, "the gateway kept serving an archived version");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rec = s.ws.json(&["audit", "query", "--action", "model.approve"]);
+    let rec = rec.as_array().unwrap().iter().find(|r| r["details"]["to"] == "archived").unwrap().clone();
+    assert_eq!(rec["details"]["withdrawn"][0]["endpoint"], "credit", "{rec}");
+    s.ws.ok(&["audit", "verify"]);
+}
+
 /// A flood of bad credentials from one address: each refusal is recorded
 /// (in batches) until the address's budget is spent, then it is answered
 /// 429 with no lookup and no record; a client whose credential was already
