@@ -167,6 +167,9 @@ pub struct WindowRecord {
     pub window_start: Timestamp,
     pub window_end: Timestamp,
     pub replica: String,
+    /// The part's id, chosen once by the replica and kept through retries
+    /// (a replica writes a window in parts; see `citadel_serve`'s monitor).
+    pub part: String,
     pub sketch: WindowSketch,
 }
 
@@ -210,8 +213,9 @@ pub(crate) struct Reference {
 }
 
 impl Workspace {
-    /// Stores one replica's sketch of one window (a replica writing the same
-    /// window twice keeps the first). Audited as `monitor.window`.
+    /// Stores one part of one replica's sketch of a window (the same part
+    /// written twice, a retry after a lost acknowledgement, is stored once).
+    /// Audited as `monitor.write` with the part's id.
     pub async fn monitor_write_window(&self, caller: &Caller, w: &WindowRecord) -> Result<()> {
         let endpoint = Name::parse(&w.endpoint)?;
         let resource = Resource::new(ResourceKind::Deployment, &endpoint);
@@ -220,8 +224,8 @@ impl Workspace {
             .map_err(|e| ControlError::Invalid(format!("the window sketch does not serialize: {e}")))?;
         let mut tx = self.db.begin_audited().await?;
         let inserted = sqlx::query(
-            "INSERT INTO monitor_windows (endpoint, model, version, window_start, window_end, replica, requests, rows_seen, sketch, written_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+            "INSERT INTO monitor_windows (endpoint, model, version, window_start, window_end, replica, part, requests, rows_seen, sketch, written_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         )
         .bind(endpoint.as_str())
         .bind(w.model.as_str())
@@ -229,6 +233,7 @@ impl Workspace {
         .bind(w.window_start.0)
         .bind(w.window_end.0)
         .bind(w.replica.as_str())
+        .bind(w.part.as_str())
         .bind(w.sketch.requests as i64)
         .bind(w.sketch.rows as i64)
         .bind(sketch)
@@ -241,7 +246,7 @@ impl Workspace {
         }
         tx.commit(permit.success(
             serde_json::json!({"model": w.model, "version": w.version, "window_start": w.window_start.to_rfc3339(),
-                               "replica": w.replica, "requests": w.sketch.requests, "rows": w.sketch.rows}),
+                               "replica": w.replica, "part": w.part, "requests": w.sketch.requests, "rows": w.sketch.rows}),
         ))
         .await?;
         Ok(())
@@ -287,7 +292,7 @@ impl Workspace {
                 continue;
             }
             let sketches = sqlx::query(
-                "SELECT sketch FROM monitor_windows WHERE endpoint = $1 AND model = $2 AND version = $3 AND window_start = $4",
+                "SELECT replica, sketch FROM monitor_windows WHERE endpoint = $1 AND model = $2 AND version = $3 AND window_start = $4",
             )
             .bind(&endpoint)
             .bind(&model)
@@ -296,16 +301,18 @@ impl Workspace {
             .fetch_all(self.db.pool())
             .await?;
             let mut merged = WindowSketch::default();
-            let (mut replicas, mut unreadable) = (0u64, 0u64);
+            let mut unreadable = 0u64;
+            let mut writers = std::collections::BTreeSet::new();
             for s in &sketches {
                 match WindowSketch::from_json(&s.try_get::<String, _>("sketch")?) {
                     Some(w) => {
                         merged.merge(&w);
-                        replicas += 1;
+                        writers.insert(s.try_get::<String, _>("replica")?);
                     }
                     None => unreadable += 1,
                 }
             }
+            let replicas = writers.len() as u64;
             let key = (model.clone(), version);
             if !references.contains_key(&key) {
                 // A reference that cannot be read is this window's note, not

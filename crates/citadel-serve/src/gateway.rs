@@ -262,7 +262,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
             captures: Mutex::new(HashMap::new()),
-            monitor: monitoring.then(|| monitor::Monitor::new(config.auth_window_secs)),
+            monitor: monitoring.then(|| monitor::Monitor::new(config.auth_window_secs, config.monitor_part_secs)),
             responses: RwLock::new(Arc::new(Responses::default())),
             config,
         });

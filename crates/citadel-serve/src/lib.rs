@@ -145,6 +145,10 @@ pub struct ServeConfig {
     pub monitor: bool,
     /// Length of the credential detectors' windows (seconds).
     pub auth_window_secs: u64,
+    /// How often an open monitoring window's sketch so far is written as a
+    /// part (seconds; 0: only when the window closes). What a replica killed
+    /// mid-window loses is at most this much of its traffic.
+    pub monitor_part_secs: u64,
     /// The control plane models are fetched from when this gateway holds no
     /// key ([`serving::ControlClient`]); none: loaded from the workspace.
     pub control: Option<std::sync::Arc<serving::ControlClient>>,
@@ -175,6 +179,7 @@ impl ServeConfig {
             monitor: true,
             control: None,
             auth_window_secs: 60,
+            monitor_part_secs: 10,
         }
     }
 }

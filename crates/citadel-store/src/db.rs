@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "subjects", include_str!("../migrations/0006_subjects.sql")),
     (7, "audit_forward", include_str!("../migrations/0007_audit_forward.sql")),
     (8, "monitoring", include_str!("../migrations/0008_monitoring.sql")),
+    (9, "monitor_parts", include_str!("../migrations/0009_monitor_parts.sql")),
 ];
 
 /// A handle to the metadata database. Cheap to clone.

@@ -164,6 +164,11 @@ pub struct ServeArgs {
     /// address, addresses per principal), in seconds
     #[arg(long, default_value_t = 60)]
     pub auth_window_secs: u64,
+    /// Write an open monitoring window's sketch so far every this many
+    /// seconds (0: only when the window closes); a gateway killed mid-window
+    /// loses at most this much of what it sketched
+    #[arg(long, default_value_t = 10)]
+    pub monitor_part_secs: u64,
     /// Hold no key: fetch deployed models, verified, from this `citadel
     /// server` (https://HOST:PORT) with the serving credential in
     /// CITADEL_SERVING_TOKEN (a principal with the gateway role); no
@@ -187,6 +192,7 @@ pub async fn run_serve(
     config.grpc_listen = args.grpc_listen;
     config.monitor = !args.no_monitor;
     config.auth_window_secs = args.auth_window_secs.clamp(1, 3_600);
+    config.monitor_part_secs = args.monitor_part_secs.min(86_400);
     config.refusal_budget = args.credentials.refusal_budget();
     config.client_ca = args.client_ca.clone();
     config.require_client_cert = args.require_client_cert;

@@ -67,9 +67,13 @@ struct Gateway {
 
 impl Gateway {
     fn start(ws: &Ws) -> Gateway {
+        Gateway::start_with(ws, &[])
+    }
+
+    fn start_with(ws: &Ws, extra: &[&str]) -> Gateway {
         let log = ws.root.parent().unwrap().join("access.log");
         let mut cmd = ws.cmd(&["serve", "--listen", "127.0.0.1:0", "--insecure-http", "--json", "--poll-ms", "100"]);
-        cmd.args(["--auth-window-secs", "2"]).arg("--access-log").arg(&log);
+        cmd.args(["--auth-window-secs", "2"]).args(extra).arg("--access-log").arg(&log);
         let (child, v) = spawn_listening(cmd);
         Gateway { child, addr: v["listening"].as_str().unwrap().to_string(), log }
     }
@@ -634,4 +638,42 @@ fn failed_authentication_bursts_and_a_token_used_from_many_addresses_open_incide
     assert_eq!(ws.json(&["gc"])["monitoring_rows_purged"], 0, "nothing left past retention");
     assert_eq!(ok_json(as_user(&ws, &eng, &["incident", "ls"])).as_array().unwrap().len(), 2);
     assert!(ws.json(&["audit", "query", "--action", "monitor.purge"]).as_array().unwrap().len() == 1);
+}
+
+/// A gateway killed (SIGKILL) mid-window loses only what it sketched since
+/// its last part: the parts it wrote and those of the gateway that replaced
+/// it merge into one window, judged once.
+#[test]
+fn a_gateway_killed_mid_window_loses_only_its_last_part() {
+    const LONG: u64 = 12;
+    let (ws, _) = monitored(&format!("window_secs = {LONG}\ngrace_secs = 1\n"));
+    let app = client(&ws, "app");
+    let rows = held_out();
+    let mut first = Gateway::start_with(&ws, &["--monitor-part-secs", "1"]);
+    next_window(LONG);
+    let start = now_ms() - 1000;
+    for chunk in rows[..300].chunks(100) {
+        assert_eq!(first.infer(&app, chunk).0, 200);
+    }
+    // Its parts are written within a second or two; then it dies without a word.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ws.db_query_i64("SELECT COALESCE(SUM(rows_seen), 0) FROM monitor_windows") < 300 {
+        assert!(Instant::now() < deadline, "no part was written while the window was open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let second = Gateway::start_with(&ws, &["--monitor-part-secs", "1"]);
+    for chunk in rows[300..500].chunks(100) {
+        assert_eq!(second.infer(&app, chunk).0, 200);
+    }
+    assert!(now_ms() < start + 1000 + u128::from(LONG) * 1000, "the test ran past its window; too slow a machine?");
+    let v = verdicts_since(&ws, &second, start, 1);
+    assert_eq!((v[0]["rows"].as_u64(), v[0]["requests"].as_u64()), (Some(500), Some(5)), "{}", v[0]);
+    assert_eq!(v[0]["replicas"], 2, "{}", v[0]);
+    // Judged once, from several parts.
+    let this = format!("endpoint = 'income' AND window_start = {}", v[0]["window_start"].as_i64().unwrap());
+    let parts = ws.db_query_i64(&format!("SELECT COUNT(*) FROM monitor_windows WHERE {this}"));
+    assert!(parts >= 2, "{parts} parts");
+    assert_eq!(ws.db_query_i64(&format!("SELECT COUNT(*) FROM monitor_evaluations WHERE {this}")), 1);
 }

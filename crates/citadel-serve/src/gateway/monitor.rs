@@ -1,8 +1,12 @@
 //! Live monitoring on the request path: every served request of a model
 //! with named inputs is folded into the sketch of its endpoint, model
-//! version and window (`citadel_data::sketch`), and the closed windows go
-//! to the metadata database, where replicas' sketches merge and the control
-//! plane judges them (`citadel_control::monitor`).
+//! version and window (`citadel_data::sketch`), and the windows go to the
+//! metadata database in parts (what was folded since the last part, every
+//! [`Monitor::new`]'s `part_secs` while a window is open, and the rest when
+//! it closes), where parts and replicas merge and the control plane judges
+//! them (`citadel_control::monitor`). A replica killed mid-window loses only
+//! what it folded since its last part; a request folded after its window was
+//! written goes into a later part of the same window instead of being refused.
 //!
 //! What is kept: per input feature a KLL sketch (numbers) or counts over the
 //! model's own vocabulary (categories; other values are counted, never
@@ -127,6 +131,8 @@ type Key = (String, String, i64, i64);
 #[derive(Debug, Default)]
 struct Live {
     window_end: i64,
+    /// When the last part of this window was taken (µs; 0: none yet).
+    part_taken: i64,
     sketch: WindowSketch,
     tracks: HashMap<String, Track>,
 }
@@ -169,6 +175,8 @@ pub(super) struct Monitor {
     state: Arc<State>,
     queue: std::sync::mpsc::SyncSender<Sample>,
     auth_window_secs: u64,
+    /// How often an open window's sketch so far is written as a part (µs; 0: only when it closes).
+    part_every: i64,
 }
 
 /// Requests waiting to be folded.
@@ -217,7 +225,9 @@ struct Observation<'a> {
 }
 
 impl Monitor {
-    pub(super) fn new(auth_window_secs: u64) -> Monitor {
+    /// `part_secs`: how often an open window's sketch so far is written as a
+    /// part (0: a window is written only when it closes).
+    pub(super) fn new(auth_window_secs: u64, part_secs: u64) -> Monitor {
         let state = Arc::new(State::default());
         let (queue, rx) = std::sync::mpsc::sync_channel::<Sample>(QUEUE);
         let folding = state.clone();
@@ -241,7 +251,13 @@ impl Monitor {
                 std::thread::sleep(std::time::Duration::from_millis(POLL_MS));
             }
         });
-        Monitor { replica: citadel_types::random_id("gw-"), state, queue, auth_window_secs: auth_window_secs.max(1) }
+        Monitor {
+            replica: citadel_types::random_id("gw-"),
+            state,
+            queue,
+            auth_window_secs: auth_window_secs.max(1),
+            part_every: i64::try_from(part_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        }
     }
 
     /// Queues one served request for its window (never blocks).
@@ -323,10 +339,15 @@ impl Monitor {
         over
     }
 
-    /// Takes the windows that ended by `now` (every window with `all`), as
-    /// the records the control plane stores, after those left from a failed
-    /// write. A window is taken half a second after its end, so requests
-    /// still in the queue reach it.
+    /// Takes what is to be written, as the records the control plane
+    /// stores, after those left from a failed write: every window that ended
+    /// by `now` (half a second after its end, so requests still in the queue
+    /// reach it), every window with `all`, and of each open window whose last
+    /// part is older than the part interval, its sketch so far (the window
+    /// goes on from an empty sketch; what the detectors remember of each
+    /// principal stays). Each record gets its part id here and keeps it
+    /// through retries, so a write retried after its acknowledgement was lost
+    /// is stored once.
     pub(super) fn take_closed(&self, now: Timestamp, all: bool) -> Vec<WindowRecord> {
         let mut out = self.state.unwritten.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
         let Ok(mut map) = self.state.live.lock() else { return out };
@@ -334,18 +355,33 @@ impl Monitor {
             map.iter().filter(|(_, l)| all || l.window_end + 500_000 <= now.0).map(|(k, _)| k.clone()).collect();
         for k in closed {
             if let Some(live) = map.remove(&k) {
-                out.push(WindowRecord {
-                    endpoint: k.0,
-                    model: k.1,
-                    version: k.2,
-                    window_start: Timestamp(k.3),
-                    window_end: Timestamp(live.window_end),
-                    replica: self.replica.clone(),
-                    sketch: live.sketch,
-                });
+                out.push(self.record(&k, live.window_end, live.sketch));
+            }
+        }
+        if self.part_every > 0 {
+            for (k, live) in map.iter_mut() {
+                let since = if live.part_taken == 0 { k.3 } else { live.part_taken };
+                if live.sketch.requests > 0 && now.0 - since >= self.part_every {
+                    live.part_taken = now.0;
+                    let sketch = std::mem::take(&mut live.sketch);
+                    out.push(self.record(k, live.window_end, sketch));
+                }
             }
         }
         out
+    }
+
+    fn record(&self, k: &Key, window_end: i64, sketch: WindowSketch) -> WindowRecord {
+        WindowRecord {
+            endpoint: k.0.clone(),
+            model: k.1.clone(),
+            version: k.2,
+            window_start: Timestamp(k.3),
+            window_end: Timestamp(window_end),
+            replica: self.replica.clone(),
+            part: citadel_types::random_id("p-"),
+            sketch,
+        }
     }
 }
 

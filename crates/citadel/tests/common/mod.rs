@@ -95,6 +95,18 @@ impl Ws {
         });
     }
 
+    /// One integer a query of the metadata database answers (`COUNT(*)`, …).
+    pub fn db_query_i64(&self, sql: &str) -> i64 {
+        let url = self.meta_url.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+            let row = sqlx::query(sql).fetch_one(&mut c).await.unwrap();
+            sqlx::Row::try_get::<i64, _>(&row, 0).unwrap()
+        })
+    }
+
     /// The audit records after `after_seq`: (action, resource, outcome).
     pub fn audit_since(&self, after_seq: i64) -> Vec<(String, String, String)> {
         let url = self.meta_url.clone();
