@@ -154,13 +154,15 @@ impl Kll {
                 self.levels.push(Vec::new());
                 self.recache();
             }
-            let mut level = std::mem::take(&mut self.levels[h]);
+            let offset = self.coin();
+            // The level keeps its allocation: level 0 refills at once.
+            let (low, high) = self.levels.split_at_mut(h + 1);
+            let level = &mut low[h];
             level.sort_unstable_by(f64::total_cmp);
             let odd = if level.len() % 2 == 1 { level.pop() } else { None };
-            let offset = self.coin();
-            let promoted: Vec<f64> = level.iter().skip(offset).step_by(2).copied().collect();
-            self.levels[h + 1].extend(promoted);
-            self.levels[h].extend(odd);
+            high[0].extend(level.iter().skip(offset).step_by(2));
+            level.clear();
+            level.extend(odd);
         }
         self.size = self.retained();
     }
