@@ -9,7 +9,8 @@
 //!
 //! Citadel's side, timed: every live row folded into four replicas'
 //! window sketches (KLL for numbers, counts for categories: what the
-//! gateway does per served row), the four merged (what the evaluator does),
+//! gateway does per served request of 100 rows, input by input; the four
+//! folds on the machine's cores, and on one), the four merged (what the evaluator does),
 //! and judged against the reference (`live_drift`). The "judge" time alone
 //! is what runs when a window closes; the fold is spread over the requests.
 
@@ -140,27 +141,47 @@ pub fn run(dir: &Path, rows: u64, adult_test: &Path, keep: bool, quiet: bool) ->
     say(quiet, "citadel: sketch every live row (4 replicas), merge, judge");
     let numeric_idx: Vec<(String, usize)> = NUMERIC.iter().map(|n| (n.to_string(), col(n))).collect();
     let categorical_idx: Vec<(String, usize)> = CATEGORICAL.iter().map(|n| (n.to_string(), col(n))).collect();
-    let parsed: Vec<Vec<f64>> =
-        live.iter().map(|r| numeric_idx.iter().map(|(_, i)| r[*i].parse().unwrap_or(f64::NAN)).collect()).collect();
+    // The live rows as the gateway receives them: requests of 100 rows, one
+    // tensor a named input (numbers parsed, categories as strings), built
+    // before the clock starts as a request's decoding is.
+    struct Request {
+        numbers: Vec<Vec<f64>>,
+        strings: Vec<Vec<String>>,
+    }
+    let requests: Vec<Request> = live
+        .chunks(100)
+        .map(|rows| Request {
+            numbers: numeric_idx
+                .iter()
+                .map(|(_, i)| rows.iter().map(|r| r[*i].parse().unwrap_or(f64::NAN)).collect())
+                .collect(),
+            strings: categorical_idx.iter().map(|(_, i)| rows.iter().map(|r| r[*i].clone()).collect()).collect(),
+        })
+        .collect();
     // Each replica is its own process on its own core in production; here
     // the four folds run on scoped threads (as many at once as the machine
-    // has cores), and the single-threaded time is measured too.
-    let chunk = live.len().div_ceil(4).max(1);
-    let fold_one = |rows_part: &[Row], nums_part: &[Vec<f64>]| -> WindowSketch {
+    // has cores), and the single-threaded time is measured too. A request is
+    // folded input by input, as the gateway's folding thread does.
+    let chunk = requests.len().div_ceil(4).max(1);
+    let fold_one = |part: &[Request]| -> WindowSketch {
         let mut w = WindowSketch::default();
         let mut numeric: Vec<FeatureSketch> = numeric_idx.iter().map(|_| FeatureSketch::numeric(None)).collect();
         let mut categorical: Vec<FeatureSketch> =
             vocabulary.iter().map(|(names, _)| FeatureSketch::categorical(names.clone())).collect();
-        for (r, nums) in rows_part.iter().zip(nums_part) {
-            for (f, x) in numeric.iter_mut().zip(nums) {
-                f.observe_number(*x);
+        for request in part {
+            for (f, column) in numeric.iter_mut().zip(&request.numbers) {
+                for x in column {
+                    f.observe_number(*x);
+                }
             }
-            for ((f, (_, i)), (_, index)) in categorical.iter_mut().zip(&categorical_idx).zip(&vocabulary) {
-                f.observe_code(index.get(r[*i].as_str()).copied());
+            for ((f, column), (_, index)) in categorical.iter_mut().zip(&request.strings).zip(&vocabulary) {
+                for v in column {
+                    f.observe_code(index.get(v.as_str()).copied());
+                }
             }
+            w.requests += 1;
+            w.rows += request.numbers.first().map_or(0, |c| c.len() as u64);
         }
-        w.rows = rows_part.len() as u64;
-        w.requests = w.rows;
         for ((name, _), f) in numeric_idx.iter().zip(numeric) {
             w.features.insert(name.clone(), f);
         }
@@ -170,17 +191,12 @@ pub fn run(dir: &Path, rows: u64, adult_test: &Path, keep: bool, quiet: bool) ->
         w
     };
     let start = Instant::now();
-    let serial: Vec<WindowSketch> =
-        live.chunks(chunk).zip(parsed.chunks(chunk)).map(|(r, n)| fold_one(r, n)).collect();
+    let serial: Vec<WindowSketch> = requests.chunks(chunk).map(fold_one).collect();
     let fold_serial = start.elapsed().as_secs_f64();
     drop(serial);
     let start = Instant::now();
     let replicas: Vec<WindowSketch> = std::thread::scope(|scope| {
-        let handles: Vec<_> = live
-            .chunks(chunk)
-            .zip(parsed.chunks(chunk))
-            .map(|(r, n)| scope.spawn(move || fold_one(r, n)))
-            .collect();
+        let handles: Vec<_> = requests.chunks(chunk).map(|part| scope.spawn(move || fold_one(part))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
     let fold = start.elapsed().as_secs_f64();

@@ -59,6 +59,11 @@ pub struct Kll {
     /// Level 0's capacity (cached: `update` checks it on every value).
     #[serde(skip)]
     capacity0: usize,
+    /// Every level's capacity (cached: a compaction looks for the lowest
+    /// full level, and `powi` per level per compaction was most of the
+    /// cost of a value).
+    #[serde(skip)]
+    capacities: Vec<usize>,
     /// Values retained (cached: `update` checks it on every value).
     #[serde(skip)]
     size: usize,
@@ -83,6 +88,7 @@ impl Kll {
             rng: random_seed(),
             capacity: 0,
             capacity0: 0,
+            capacities: Vec::new(),
             size: 0,
         };
         s.recache();
@@ -90,6 +96,7 @@ impl Kll {
     }
 
     fn recache(&mut self) {
+        self.capacities = (0..self.levels.len()).map(|h| self.level_capacity(h)).collect();
         self.capacity = self.total_capacity();
         self.capacity0 = self.level_capacity(0);
         self.size = self.retained();
@@ -146,8 +153,12 @@ impl Kll {
     /// level is sorted and every other value (from a random offset) moves up
     /// one level with twice the weight; an odd one out stays.
     fn compress(&mut self) {
+        // Deserialized without `checked`: the caches are computed first.
+        if self.capacities.len() != self.levels.len() {
+            self.recache();
+        }
         while self.retained() > self.capacity {
-            let Some(h) = (0..self.levels.len()).find(|&h| self.levels[h].len() >= self.level_capacity(h)) else {
+            let Some(h) = (0..self.levels.len()).find(|&h| self.levels[h].len() >= self.capacities[h]) else {
                 break;
             };
             if h + 1 == self.levels.len() {
