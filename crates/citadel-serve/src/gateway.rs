@@ -971,6 +971,11 @@ impl Gateway {
         if e.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // RFC 9110 §15.5.6: a 405 lists the methods the resource takes (the
+        // gateway's one 405 is the feedback route, which takes POST only).
+        if e.status == StatusCode::METHOD_NOT_ALLOWED {
+            r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
+        }
         r
     }
 

@@ -239,7 +239,7 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
             out.emit(&value, || {
                 let last_detected = crate::monitor_html::last_detected(&incident, &events);
                 let mut s = format!(
-                    "{} ({}, {}): {}\nendpoint {}{}{}\nopened {}, last detected {}, {} window(s)\n\ntimeline:\n",
+                    "{} ({}, {}): {}\nendpoint {}{}{}\nopened {}, last detected {}, {} window(s)\n",
                     incident.id,
                     incident.severity.as_str(),
                     incident.status,
@@ -255,6 +255,20 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
                     last_detected.to_rfc3339(),
                     incident.occurrences
                 );
+                if let Some(fields) = incident.evidence.as_object().filter(|o| !o.is_empty()) {
+                    // Statistics and counts only (incidents never hold payload values).
+                    s.push_str("\nevidence:\n");
+                    for (k, v) in fields {
+                        let v = match v {
+                            serde_json::Value::String(t) => t.clone(),
+                            other => other.to_string(),
+                        };
+                        let v =
+                            if v.chars().count() > 160 { v.chars().take(157).collect::<String>() + "…" } else { v };
+                        s.push_str(&format!("  {k}: {v}\n"));
+                    }
+                }
+                s.push_str("\ntimeline:\n");
                 for e in &events {
                     let detail = crate::monitor_html::event_detail(e);
                     let detail = if detail.is_empty() { detail } else { format!(": {detail}") };

@@ -398,8 +398,20 @@ pub async fn run_deploy(ws: &Workspace, caller: &Caller, cmd: DeployCmd, out: &O
                             )
                         })
                         .collect();
+                    // Whether live monitoring judges it by a policy of its own, and the playbook's mode.
+                    let monitoring = match &d.spec.monitoring {
+                        Some(m) => format!(
+                            "monitoring {} s windows, playbook {}",
+                            m.window_secs,
+                            serde_json::to_value(m.playbook)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                                .unwrap_or_default()
+                        ),
+                        None => "monitoring: defaults".to_string(),
+                    };
                     s += &format!(
-                        "{:<20} rev {:<4} {:<11} {}\n",
+                        "{:<20} rev {:<4} {:<11} {}  ({monitoring})\n",
                         d.name,
                         d.revision,
                         format!("{:?}", d.spec.strategy),

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -563,6 +563,12 @@ fn canary_rollback(ws: Ws) {
     }
     let huge = json!({"feedback": vec![json!({"request_id": "x", "label": ">50K"}); 10_001]});
     assert_eq!(gw.post("/v2/models/income/feedback", &grader, &huge).0, 400);
+    // Another method: 405 with the one it takes.
+    let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+    write!(s, "GET /v2/models/income/feedback HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (status, headers, _) = read_response(&mut BufReader::new(s)).unwrap();
+    assert_eq!(status, 405);
+    assert!(headers.iter().any(|(k, v)| k == "allow" && v == "POST"), "{headers:?}");
     ws.ok(&["audit", "verify"]);
 }
 
