@@ -100,9 +100,64 @@ impl Workspace {
     /// records) its actions. A playbook that does not evaluate runs nothing
     /// and says so on the timeline (fail closed: no action is guessed).
     pub async fn playbook_run(&self, caller: &Caller, id: &str, mode: PlaybookMode) -> Result<Vec<ActionOutcome>> {
+        self.playbook_run_as(caller, id, mode, false).await
+    }
+
+    /// Runs the playbooks a crash left unfinished ([`queue_playbook`] rows
+    /// no one holds), skipping every action already on its incident's
+    /// timeline. Called before each evaluation; returns the incidents
+    /// resumed.
+    pub async fn playbook_resume(&self, caller: &Caller, now: Timestamp) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT incident_id, mode FROM playbook_pending WHERE claimed_until < $1 ORDER BY queued_at LIMIT 20",
+        )
+        .bind(now.0)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let id: String = r.try_get("incident_id")?;
+            let claimed = sqlx::query(
+                "UPDATE playbook_pending SET claimed_until = $1 WHERE incident_id = $2 AND claimed_until < $3",
+            )
+            .bind(now.0 + CLAIM_MICROS)
+            .bind(&id)
+            .bind(now.0)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+            if claimed != 1 {
+                continue; // another replica took it
+            }
+            let mode = match r.try_get::<String, _>("mode")?.as_str() {
+                "dry_run" => PlaybookMode::DryRun,
+                _ => PlaybookMode::Enforce,
+            };
+            match self.playbook_run_as(caller, &id, mode, true).await {
+                // A resolved incident's playbook no longer runs: nothing is left to do.
+                Ok(_) | Err(ControlError::Conflict(_)) => {
+                    playbook_done(self, &id).await?;
+                    out.push(id);
+                }
+                // Left for a later try once the claim lapses; the next
+                // incident's playbook is not held up by this one.
+                Err(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn playbook_run_as(
+        &self,
+        caller: &Caller,
+        id: &str,
+        mode: PlaybookMode,
+        resuming: bool,
+    ) -> Result<Vec<ActionOutcome>> {
         let resource = Resource::new(ResourceKind::Incident, id);
         let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         if mode == PlaybookMode::Off {
+            playbook_done(self, id).await?;
             return Ok(Vec::new());
         }
         let incident = self.incident_row(id).await?;
@@ -118,12 +173,30 @@ impl Workspace {
             Err(e) => {
                 self.incident_note(&permit, caller, id, "playbook_failed", serde_json::json!({"error": e.to_string()}))
                     .await?;
+                playbook_done(self, id).await?;
                 return Err(e.into());
             }
         };
         let dry_run = mode == PlaybookMode::DryRun;
+        // Resuming after a crash: what the timeline already holds was done (or tried).
+        let recorded: Vec<serde_json::Value> = if resuming {
+            sqlx::query("SELECT details FROM incident_events WHERE incident_id = $1 AND kind = 'action'")
+                .bind(id)
+                .fetch_all(self.db.pool())
+                .await?
+                .iter()
+                .filter_map(|r| r.try_get::<String, _>("details").ok())
+                .filter_map(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                .filter_map(|d| d.get("action").cloned())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut out = Vec::new();
         for action in actions {
+            if serde_json::to_value(&action).is_ok_and(|a| recorded.contains(&a)) {
+                continue;
+            }
             let (ok, result, undo) = if dry_run {
                 (true, "not done: the playbook would run it".to_string(), serde_json::Value::Null)
             } else {
@@ -142,6 +215,7 @@ impl Workspace {
             .await?;
             out.push(ActionOutcome { action, dry_run, result, ok });
         }
+        playbook_done(self, id).await?;
         Ok(out)
     }
 
@@ -214,7 +288,21 @@ impl Workspace {
                 Ok((format!("{p} disabled{}", if was_enabled { "" } else { " (it already was)" }), undo))
             }
             PlaybookAction::Rollback => {
-                let before = self.deploy_get(caller, &i.endpoint).await?.map(|d| d.revision);
+                let live = self.deploy_get(caller, &i.endpoint).await?;
+                // Only while the endpoint still serves the incident's version:
+                // a person's change since (or this rollback, run before a
+                // crash lost its record) is not rolled back again.
+                if let (Some(model), Some(version)) = (&i.model, i.version)
+                    && !live
+                        .as_ref()
+                        .is_some_and(|d| d.spec.targets.iter().any(|t| &t.model == model && t.version == version))
+                {
+                    return Err(ControlError::Conflict(format!(
+                        "{} no longer serves {model}@{version}; nothing to roll back",
+                        i.endpoint
+                    )));
+                }
+                let before = live.map(|d| d.revision);
                 let d = self.deploy_rollback(caller, &i.endpoint, None).await?;
                 Ok((
                     format!("{} rolled back: revision {} serves what an earlier one did", i.endpoint, d.revision),
@@ -393,4 +481,37 @@ impl Workspace {
             })
             .collect()
     }
+}
+
+/// How long a replica holds a playbook it is running before another may
+/// resume it (µs).
+const CLAIM_MICROS: i64 = 60_000_000;
+
+/// Queues incident `id`'s playbook inside the transaction that opens it, so
+/// a crash before the playbook ran to its end leaves it for
+/// [`Workspace::playbook_resume`]. The opener holds it for [`CLAIM_MICROS`].
+pub(crate) async fn queue_playbook(
+    tx: &mut citadel_store::AuditedTx,
+    id: &str,
+    mode: PlaybookMode,
+    now: Timestamp,
+) -> Result<()> {
+    if mode == PlaybookMode::Off {
+        return Ok(());
+    }
+    let mode = if mode == PlaybookMode::DryRun { "dry_run" } else { "enforce" };
+    sqlx::query("INSERT INTO playbook_pending (incident_id, mode, queued_at, claimed_until) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(mode)
+        .bind(now.0)
+        .bind(now.0 + CLAIM_MICROS)
+        .execute(&mut *tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// The playbook of `id` ran to its end (its record is the timeline).
+async fn playbook_done(ws: &Workspace, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM playbook_pending WHERE incident_id = $1").bind(id).execute(ws.db.pool()).await?;
+    Ok(())
 }

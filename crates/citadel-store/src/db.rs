@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "audit_forward", include_str!("../migrations/0007_audit_forward.sql")),
     (8, "monitoring", include_str!("../migrations/0008_monitoring.sql")),
     (9, "monitor_parts", include_str!("../migrations/0009_monitor_parts.sql")),
+    (10, "playbook_pending", include_str!("../migrations/0010_playbook_pending.sql")),
 ];
 
 /// A handle to the metadata database. Cheap to clone.

@@ -628,6 +628,35 @@ fn failed_authentication_bursts_and_a_token_used_from_many_addresses_open_incide
     assert_eq!(reuse[0]["principal"], "leaked");
     assert!(!reuse[0].to_string().contains("ctk_"), "no credential in an incident");
 
+    // A crash between opening an incident and running its playbook: the
+    // incident is queued in the opening transaction, so the next evaluation
+    // (the gateway's or `monitor check`) runs it; an action already on the
+    // timeline is not run again.
+    let id = stuffing[0]["id"].as_str().unwrap().to_string();
+    let actions = |ws: &Ws| {
+        ws.db_query_i64(&format!("SELECT COUNT(*) FROM incident_events WHERE incident_id = '{id}' AND kind = 'action'"))
+    };
+    assert_eq!(actions(&ws), 1, "the default playbook alerts once");
+    let pending = |ws: &Ws| ws.db_query_i64("SELECT COUNT(*) FROM playbook_pending");
+    assert_eq!(pending(&ws), 0, "a playbook that ran is not pending");
+    ws.db_exec(&format!("DELETE FROM incident_events WHERE incident_id = '{id}' AND kind = 'action'"));
+    ws.db_exec(&format!(
+        "INSERT INTO playbook_pending (incident_id, mode, queued_at, claimed_until) VALUES ('{id}', 'enforce', 0, 0)"
+    ));
+    ws.json(&["monitor", "check"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending(&ws) > 0 {
+        assert!(Instant::now() < deadline, "the unfinished playbook was never resumed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(actions(&ws), 1, "the lost action ran once");
+    // Resumed again (a crash after the action, before the queue row went): nothing runs twice.
+    ws.db_exec(&format!(
+        "INSERT INTO playbook_pending (incident_id, mode, queued_at, claimed_until) VALUES ('{id}', 'enforce', 0, 0)"
+    ));
+    ws.json(&["monitor", "check"]);
+    assert_eq!((pending(&ws), actions(&ws)), (0, 1));
+
     // Monitoring records past their retention (30 days) go at gc; incidents stay.
     drop(gw);
     let old = 40i64 * 86_400 * 1_000_000;
