@@ -136,7 +136,7 @@ impl Workspace {
             for d in &detections {
                 let (id, new) = crate::incident::upsert(&mut tx, d, "*", None, caller.name(), now).await?;
                 if new {
-                    crate::playbook::queue_playbook(&mut tx, &id, crate::PlaybookMode::Enforce, now).await?;
+                    crate::playbook::queue_playbook(&mut tx, &id, crate::PlaybookMode::Enforce, caller).await?;
                     opened.push(id.clone());
                 }
                 incidents.push(id);

@@ -348,6 +348,14 @@ impl Workspace {
                     t.model, t.version
                 )));
             }
+            // Archived (or back to none) since the checks above: an archive
+            // that committed first has taken it out of serving; it stays out.
+            if matches!(stage.as_deref(), Some("archived" | "none") | None) {
+                return Err(ControlError::Conflict(format!(
+                    "{}@{} left staging and production while this deployment was checked; run it again",
+                    t.model, t.version
+                )));
+            }
         }
         write_revision(&mut tx, name, revision, spec, permit.actor(), now).await?;
         let (action, details) = match rollback {
@@ -370,6 +378,9 @@ impl Workspace {
     /// (no target, or none in production, or a `single` target that is not
     /// in production) is removed, and gateways stop serving it (404) at
     /// their next poll. The caller's one audit record lists the result.
+    /// Decision: this is the registry's decision about the version, so it
+    /// needs no `deployment.manage` of the approver who retires or archives:
+    /// a version judged unfit leaves serving whoever deployed it.
     pub(crate) async fn withdraw_from_serving(
         tx: &mut AuditedTx,
         actor: &str,
@@ -407,7 +418,9 @@ impl Workspace {
                         .await?;
                 match stage.as_deref() {
                     Some("production") => in_production += 1,
-                    Some("staging") if left.strategy != Strategy::Single => {}
+                    // Beside a production version: a staging arm, or the
+                    // fallback a promotion archived and left deployed.
+                    Some("staging" | "archived") if left.strategy != Strategy::Single => {}
                     _ => unservable = true,
                 }
             }

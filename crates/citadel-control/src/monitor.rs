@@ -257,8 +257,9 @@ impl Workspace {
     /// updating incidents. Returns the verdicts this call made.
     pub async fn monitor_evaluate(&self, caller: &Caller, now: Timestamp) -> Result<Vec<WindowVerdict>> {
         let permit = self.authorize(caller, Action::MonitorWrite, Resource::all(ResourceKind::Deployment)).await?;
-        // Playbooks a crash left unfinished come first (each resumed once).
-        self.playbook_resume(caller, now).await?;
+        // Playbooks a crash left unfinished come first (each resumed once);
+        // one that cannot run now stays queued and does not stop the judging.
+        let _ = self.playbook_resume(caller, now).await;
         let pending = sqlx::query(
             "SELECT w.endpoint, w.model, w.version, w.window_start, MAX(w.window_end) AS window_end, \
              MAX(w.written_at) AS written_at FROM monitor_windows w \
@@ -382,7 +383,7 @@ impl Workspace {
                 let (id, new) =
                     crate::incident::upsert(&mut tx, d, &endpoint, Some((&model, version)), caller.name(), now).await?;
                 if new {
-                    crate::playbook::queue_playbook(&mut tx, &id, policy.playbook, now).await?;
+                    crate::playbook::queue_playbook(&mut tx, &id, policy.playbook, caller).await?;
                     opened.push(id.clone());
                 }
                 if !verdict.incidents.contains(&id) {
@@ -424,7 +425,7 @@ impl Workspace {
                 let (id, new) =
                     crate::incident::upsert(&mut tx, d, &endpoint, Some((model, *version)), caller.name(), now).await?;
                 if new {
-                    crate::playbook::queue_playbook(&mut tx, &id, policy.playbook, now).await?;
+                    crate::playbook::queue_playbook(&mut tx, &id, policy.playbook, caller).await?;
                     opened.push(id.clone());
                 }
                 ids.push(id);

@@ -109,9 +109,11 @@ impl Workspace {
     /// resumed.
     pub async fn playbook_resume(&self, caller: &Caller, now: Timestamp) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT incident_id, mode FROM playbook_pending WHERE claimed_until < $1 ORDER BY queued_at LIMIT 20",
+            "SELECT incident_id, mode FROM playbook_pending WHERE claimed_until < $1 AND opened_by = $2 \
+             ORDER BY queued_at LIMIT 20",
         )
         .bind(now.0)
+        .bind(caller.id().to_string())
         .fetch_all(self.db.pool())
         .await?;
         let mut out = Vec::new();
@@ -136,7 +138,7 @@ impl Workspace {
             match self.playbook_run_as(caller, &id, mode, true).await {
                 // A resolved incident's playbook no longer runs: nothing is left to do.
                 Ok(_) | Err(ControlError::Conflict(_)) => {
-                    playbook_done(self, &id).await?;
+                    playbook_done(self, &id, mode).await?;
                     out.push(id);
                 }
                 // Left for a later try once the claim lapses; the next
@@ -157,7 +159,7 @@ impl Workspace {
         let resource = Resource::new(ResourceKind::Incident, id);
         let permit = self.authorize(caller, Action::IncidentManage, resource.clone()).await?;
         if mode == PlaybookMode::Off {
-            playbook_done(self, id).await?;
+            playbook_done(self, id, mode).await?;
             return Ok(Vec::new());
         }
         let incident = self.incident_row(id).await?;
@@ -173,7 +175,7 @@ impl Workspace {
             Err(e) => {
                 self.incident_note(&permit, caller, id, "playbook_failed", serde_json::json!({"error": e.to_string()}))
                     .await?;
-                playbook_done(self, id).await?;
+                playbook_done(self, id, mode).await?;
                 return Err(e.into());
             }
         };
@@ -215,7 +217,7 @@ impl Workspace {
             .await?;
             out.push(ActionOutcome { action, dry_run, result, ok });
         }
-        playbook_done(self, id).await?;
+        playbook_done(self, id, mode).await?;
         Ok(out)
     }
 
@@ -494,24 +496,42 @@ pub(crate) async fn queue_playbook(
     tx: &mut citadel_store::AuditedTx,
     id: &str,
     mode: PlaybookMode,
-    now: Timestamp,
+    opened_by: &Caller,
 ) -> Result<()> {
     if mode == PlaybookMode::Off {
         return Ok(());
     }
-    let mode = if mode == PlaybookMode::DryRun { "dry_run" } else { "enforce" };
-    sqlx::query("INSERT INTO playbook_pending (incident_id, mode, queued_at, claimed_until) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(mode)
-        .bind(now.0)
-        .bind(now.0 + CLAIM_MICROS)
-        .execute(&mut *tx.conn())
-        .await?;
+    // The claim runs from now, not from when the evaluation began.
+    let now = Timestamp::now();
+    sqlx::query(
+        "INSERT INTO playbook_pending (incident_id, mode, opened_by, queued_at, claimed_until) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(mode_name(mode))
+    .bind(opened_by.id().to_string())
+    .bind(now.0)
+    .bind(now.0 + CLAIM_MICROS)
+    .execute(&mut *tx.conn())
+    .await?;
     Ok(())
 }
 
-/// The playbook of `id` ran to its end (its record is the timeline).
-async fn playbook_done(ws: &Workspace, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM playbook_pending WHERE incident_id = $1").bind(id).execute(ws.db.pool()).await?;
+fn mode_name(mode: PlaybookMode) -> &'static str {
+    match mode {
+        PlaybookMode::Enforce => "enforce",
+        PlaybookMode::DryRun => "dry_run",
+        PlaybookMode::Off => "off",
+    }
+}
+
+/// The playbook of `id` ran to its end in `mode` (its record is the
+/// timeline); a run in another mode (a person's dry run) leaves a queued
+/// one where it is.
+async fn playbook_done(ws: &Workspace, id: &str, mode: PlaybookMode) -> Result<()> {
+    sqlx::query("DELETE FROM playbook_pending WHERE incident_id = $1 AND mode = $2")
+        .bind(id)
+        .bind(mode_name(mode))
+        .execute(ws.db.pool())
+        .await?;
     Ok(())
 }

@@ -987,12 +987,12 @@ impl Workspace {
 
     /// Retires `name`@`version` for good, with a reason (GDPR/AI Act
     /// record-keeping: why a model left service). One approver decides:
-    /// retiring takes a model out of service, so it needs no second person,
-    /// but it is refused while a live deployment still targets the version
-    /// (deploy another version or remove the endpoint first, so serving
-    /// never loses a model mid-flight). The retirement is a stage request
-    /// recorded as approved with the reason as its note, a stage event and
-    /// an audit record, in one transaction.
+    /// retiring takes a model out of service, so it needs no second person.
+    /// Every live deployment that targets the version loses it in the same
+    /// transaction (`deploy.rs::withdraw_from_serving`; an endpoint left with
+    /// nothing servable is removed), listed in the result and the record.
+    /// The retirement is a stage request recorded as approved with the reason
+    /// as its note, a stage event and an audit record, in one transaction.
     pub async fn model_retire(&self, caller: &Caller, name: &str, version: i64, reason: &str) -> Result<StageRequest> {
         let name = Name::parse(name)?;
         let resource = Resource::new(ResourceKind::Model, &name);

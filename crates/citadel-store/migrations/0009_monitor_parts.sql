@@ -4,7 +4,8 @@
 -- seconds, and a request folded after its window was written is a later
 -- part instead of a refused duplicate. A part's id is chosen once by the
 -- replica and kept through retries, so a write retried after its
--- acknowledgement was lost is stored once. Existing rows become part 'p0'.
+-- acknowledgement was lost is stored once. Existing rows become part 'p0', as do
+-- the writes of a gateway not yet upgraded (rolling upgrades).
 CREATE TABLE monitor_window_parts (
     endpoint TEXT NOT NULL,
     model TEXT NOT NULL,
@@ -12,7 +13,7 @@ CREATE TABLE monitor_window_parts (
     window_start BIGINT NOT NULL,
     window_end BIGINT NOT NULL,
     replica TEXT NOT NULL,
-    part TEXT NOT NULL,
+    part TEXT NOT NULL DEFAULT 'p0',
     requests BIGINT NOT NULL,
     rows_seen BIGINT NOT NULL,
     sketch TEXT NOT NULL,

@@ -639,9 +639,18 @@ fn failed_authentication_bursts_and_a_token_used_from_many_addresses_open_incide
     assert_eq!(actions(&ws), 1, "the default playbook alerts once");
     let pending = |ws: &Ws| ws.db_query_i64("SELECT COUNT(*) FROM playbook_pending");
     assert_eq!(pending(&ws), 0, "a playbook that ran is not pending");
+    // A person's dry run leaves a queued enforcing playbook where it is.
+    ws.db_exec(&format!(
+        "INSERT INTO playbook_pending (incident_id, mode, opened_by, queued_at, claimed_until) \
+         SELECT '{id}', 'enforce', value, 0, 4102444800000000 FROM workspace_meta WHERE key = 'owner'"
+    ));
+    ws.json(&["incident", "playbook", &id, "--dry-run"]);
+    assert_eq!(pending(&ws), 1);
+    ws.db_exec("DELETE FROM playbook_pending");
     ws.db_exec(&format!("DELETE FROM incident_events WHERE incident_id = '{id}' AND kind = 'action'"));
     ws.db_exec(&format!(
-        "INSERT INTO playbook_pending (incident_id, mode, queued_at, claimed_until) VALUES ('{id}', 'enforce', 0, 0)"
+        "INSERT INTO playbook_pending (incident_id, mode, opened_by, queued_at, claimed_until) \
+         SELECT '{id}', 'enforce', value, 0, 0 FROM workspace_meta WHERE key = 'owner'"
     ));
     ws.json(&["monitor", "check"]);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -652,7 +661,8 @@ fn failed_authentication_bursts_and_a_token_used_from_many_addresses_open_incide
     assert_eq!(actions(&ws), 1, "the lost action ran once");
     // Resumed again (a crash after the action, before the queue row went): nothing runs twice.
     ws.db_exec(&format!(
-        "INSERT INTO playbook_pending (incident_id, mode, queued_at, claimed_until) VALUES ('{id}', 'enforce', 0, 0)"
+        "INSERT INTO playbook_pending (incident_id, mode, opened_by, queued_at, claimed_until) \
+         SELECT '{id}', 'enforce', value, 0, 0 FROM workspace_meta WHERE key = 'owner'"
     ));
     ws.json(&["monitor", "check"]);
     assert_eq!((pending(&ws), actions(&ws)), (0, 1));
@@ -692,7 +702,7 @@ fn a_gateway_killed_mid_window_loses_only_its_last_part() {
     }
     // Its parts are written within a second or two; then it dies without a word.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while ws.db_query_i64("SELECT COALESCE(SUM(rows_seen), 0) FROM monitor_windows") < 300 {
+    while ws.db_query_i64("SELECT CAST(COALESCE(SUM(rows_seen), 0) AS BIGINT) FROM monitor_windows") < 300 {
         assert!(Instant::now() < deadline, "no part was written while the window was open");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -551,11 +551,9 @@ fn fold(l: &mut Live, o: &Observation<'_>) {
         PredictionPlan::None => {}
     }
     // The principal's counts.
-    let who = if w.principals.contains_key(o.principal) || w.principals.len() < MAX_PRINCIPALS {
-        o.principal
-    } else {
-        OTHERS
-    };
+    // Decided against the window's tracks, which outlive its parts: the
+    // bound holds for the whole window and a principal keeps one name in it.
+    let who = if l.tracks.contains_key(o.principal) || l.tracks.len() < MAX_PRINCIPALS { o.principal } else { OTHERS };
     let pw: &mut PrincipalWindow = w.principals.entry(who.to_string()).or_default();
     let track = l.tracks.entry(who.to_string()).or_default();
     pw.requests += 1;
