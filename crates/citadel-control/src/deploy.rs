@@ -336,12 +336,7 @@ impl Workspace {
         // A target retired since the checks above: refused inside the
         // transaction, so a retirement and a deployment never both win.
         for t in spec.map(|s| s.targets.as_slice()).unwrap_or_default() {
-            let stage: Option<String> =
-                sqlx::query_scalar("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
-                    .bind(&t.model)
-                    .bind(t.version)
-                    .fetch_optional(&mut *tx.conn())
-                    .await?;
+            let stage = crate::registry::stage_of(&mut tx, &t.model, t.version).await?;
             if stage.as_deref() == Some("retired") {
                 return Err(ControlError::Invalid(format!(
                     "{}@{} is retired; a retired version is never deployed",
@@ -410,13 +405,7 @@ impl Workspace {
             }
             let (mut in_production, mut unservable) = (0, false);
             for t in &left.targets {
-                let stage: Option<String> =
-                    sqlx::query_scalar("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
-                        .bind(&t.model)
-                        .bind(t.version)
-                        .fetch_optional(&mut *tx.conn())
-                        .await?;
-                match stage.as_deref() {
+                match crate::registry::stage_of(tx, &t.model, t.version).await?.as_deref() {
                     Some("production") => in_production += 1,
                     // Beside a production version: a staging arm, or the
                     // fallback a promotion archived and left deployed.

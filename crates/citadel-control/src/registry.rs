@@ -1165,12 +1165,17 @@ impl Workspace {
 }
 
 async fn stage_in_tx(tx: &mut citadel_store::AuditedTx, name: &str, version: i64) -> Result<String> {
-    let row = sqlx::query("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
+    stage_of(tx, name, version).await?.ok_or_else(|| ControlError::NotFound(format!("{name} version {version}")))
+}
+
+/// A version's stage read inside `tx` (none when it is not registered), so
+/// a decision and the change it allows see the same registry.
+pub(crate) async fn stage_of(tx: &mut citadel_store::AuditedTx, name: &str, version: i64) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT stage FROM model_versions WHERE model_name = $1 AND version = $2")
         .bind(name)
         .bind(version)
-        .fetch_one(&mut *tx.conn())
-        .await?;
-    Ok(row.try_get("stage")?)
+        .fetch_optional(&mut *tx.conn())
+        .await?)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -19,15 +19,7 @@ use tower::ServiceExt;
 
 fn open(ws: &Ws) -> (tokio::runtime::Runtime, Arc<citadel_control::Workspace>) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let w = rt.block_on(async {
-        let env = std::collections::BTreeMap::new();
-        let config = citadel_control::Config::load(&ws.root, &env, &env).unwrap();
-        let secrets = citadel_control::Secrets {
-            passphrase: Some(citadel_types::Redacted::new(PASS.to_string())),
-            pkcs11_pin: None,
-        };
-        citadel_control::Workspace::open(config, &secrets).await.unwrap()
-    });
+    let w = rt.block_on(ws.open_in_process());
     (rt, Arc::new(w))
 }
 

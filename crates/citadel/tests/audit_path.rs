@@ -116,13 +116,7 @@ fn a_long_log_is_verified_page_by_page_and_a_gap_at_a_page_edge_is_found() {
     let ws = Ws::new();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let env = std::collections::BTreeMap::new();
-        let config = citadel_control::Config::load(&ws.root, &env, &env).unwrap();
-        let secrets = citadel_control::Secrets {
-            passphrase: Some(citadel_types::Redacted::new(PASS.to_string())),
-            pkcs11_pin: None,
-        };
-        let w = citadel_control::Workspace::open(config, &secrets).await.unwrap();
+        let w = ws.open_in_process().await;
         let refusals = (0..25_000)
             .map(|i| citadel_control::Refusal::new(None, &format!("probe-{i}"), "unknown token"))
             .collect::<Vec<_>>();

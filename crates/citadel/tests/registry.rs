@@ -484,13 +484,7 @@ fn protected_columns_fail_closed_when_their_record_does_not_parse() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let protected = |ws: &Ws| {
         rt.block_on(async {
-            let env = std::collections::BTreeMap::new();
-            let config = citadel_control::Config::load(&ws.root, &env, &env).unwrap();
-            let secrets = citadel_control::Secrets {
-                passphrase: Some(citadel_types::Redacted::new(PASS.to_string())),
-                pkcs11_pin: None,
-            };
-            let w = citadel_control::Workspace::open(config, &secrets).await.unwrap();
+            let w = ws.open_in_process().await;
             let r = w.model_protected_columns("pay", 1).await;
             w.close().await.unwrap();
             r

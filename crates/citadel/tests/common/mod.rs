@@ -95,6 +95,18 @@ impl Ws {
         });
     }
 
+    /// The workspace opened in this process with the owner's passphrase
+    /// (for tests that call the control plane directly).
+    pub async fn open_in_process(&self) -> citadel_control::Workspace {
+        let env = std::collections::BTreeMap::new();
+        let config = citadel_control::Config::load(&self.root, &env, &env).unwrap();
+        let secrets = citadel_control::Secrets {
+            passphrase: Some(citadel_types::Redacted::new(PASS.to_string())),
+            pkcs11_pin: None,
+        };
+        citadel_control::Workspace::open(config, &secrets).await.unwrap()
+    }
+
     /// One integer a query of the metadata database answers (`COUNT(*)`, …).
     pub fn db_query_i64(&self, sql: &str) -> i64 {
         let url = self.meta_url.clone();
