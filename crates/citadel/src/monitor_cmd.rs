@@ -255,18 +255,10 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
                     last_detected.to_rfc3339(),
                     incident.occurrences
                 );
-                if let Some(fields) = incident.evidence.as_object().filter(|o| !o.is_empty()) {
+                if incident.evidence.as_object().is_some_and(|o| !o.is_empty()) {
                     // Statistics and counts only (incidents never hold payload values).
                     s.push_str("\nevidence:\n");
-                    for (k, v) in fields {
-                        let v = match v {
-                            serde_json::Value::String(t) => t.clone(),
-                            other => other.to_string(),
-                        };
-                        let v =
-                            if v.chars().count() > 160 { v.chars().take(157).collect::<String>() + "…" } else { v };
-                        s.push_str(&format!("  {k}: {v}\n"));
-                    }
+                    s.push_str(&evidence_text(&incident.evidence));
                 }
                 s.push_str("\ntimeline:\n");
                 for e in &events {
@@ -317,5 +309,69 @@ pub async fn run_incident(ws: &Workspace, caller: &Caller, cmd: IncidentCmd, out
             });
             Ok(if outcomes.iter().all(|o| o.ok) { 0 } else { 1 })
         }
+    }
+}
+
+/// An incident's evidence as text, a line a figure: scalars as they are; an
+/// object (the prediction's drift), and each object of a list (the drifted
+/// features) a line, with its scalar fields (histogram bins are in `--json`
+/// and the HTML report); anything else as compact JSON, cut at 160
+/// characters.
+fn evidence_text(evidence: &serde_json::Value) -> String {
+    use serde_json::Value;
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(t) => Some(t.clone()),
+            Value::Number(n) => Some(match n.as_f64() {
+                Some(x) if n.is_f64() => format!("{x:.4}"),
+                _ => n.to_string(),
+            }),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Null => Some("null".into()),
+            Value::Array(_) | Value::Object(_) => None,
+        }
+    }
+    // An object's scalar fields, `name=value` joined.
+    let fields = |item: &Value| -> String {
+        let fields: Vec<String> =
+            item.as_object().into_iter().flatten().filter_map(|(f, x)| scalar(x).map(|t| format!("{f}={t}"))).collect();
+        fields.join(", ")
+    };
+    let mut out = String::new();
+    for (k, v) in evidence.as_object().into_iter().flatten() {
+        match (scalar(v), v) {
+            (Some(text), _) => out.push_str(&format!("  {k}: {text}\n")),
+            (None, Value::Object(_)) => out.push_str(&format!("  {k}: {}\n", fields(v))),
+            (None, Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_object) => {
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(&format!("  {k}[{i}]: {}\n", fields(item)));
+                }
+            }
+            (None, other) => {
+                let text = other.to_string();
+                let text =
+                    if text.chars().count() > 160 { text.chars().take(157).collect::<String>() + "…" } else { text };
+                out.push_str(&format!("  {k}: {text}\n"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evidence_text;
+
+    #[test]
+    fn drift_evidence_is_a_line_a_feature_without_its_bins() {
+        let e = serde_json::json!({"rows": 1500, "prediction": {"column": "label", "psi": 0.5, "bins": []}, "features": [
+            {"column": "hours-per-week", "psi": 0.3112345, "ks": 0.25, "bins": [["< 40", 0.1, 0.2]]},
+            {"column": "education", "psi": 0.21, "drifted": true}
+        ]});
+        let text = evidence_text(&e);
+        assert_eq!(
+            text,
+            "  features[0]: column=hours-per-week, ks=0.2500, psi=0.3112\n  features[1]: column=education, drifted=true, psi=0.2100\n  prediction: column=label, psi=0.5000\n  rows: 1500\n"
+        );
     }
 }
